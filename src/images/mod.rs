@@ -1,0 +1,357 @@
+//! The image store: OS image files on disk (`DATA_DIR/images/<file name>`) and their checksums
+//! in the database.
+//!
+//! Files keep their Cisco file name, because the device copies them to flash under that name.
+//! An upload is streamed to `images/.incoming/` while MD5 and SHA-256 are computed, and is moved
+//! into place and registered only once complete: an interrupted upload leaves nothing behind
+//! that a device could be pointed at.
+
+mod naming;
+
+pub use naming::{guess_platform, guess_version, validate_file_name};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use md5::{Digest as _, Md5};
+use serde::Serialize;
+use sha2::Sha256;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::inventory::Platform;
+use crate::store::{Db, StoreError};
+
+/// An image as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ImageRecord {
+    pub id: i64,
+    pub file_name: String,
+    pub size: u64,
+    /// What `verify /md5` on the device must print.
+    pub md5: String,
+    pub sha256: String,
+    pub platform: Option<String>,
+    pub version: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid image file name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("image is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("image {0} already exists with different content; delete it first or upload under another name")]
+    NameTaken(String),
+    #[error("the same content is already stored as {0}")]
+    DuplicateContent(String),
+    #[error("image {0} not found")]
+    NotFound(String),
+    #[error("image {name} is used by rollout {rollout}; it can be deleted once that rollout has ended")]
+    InUse { name: String, rollout: String },
+    #[error("unknown platform {0:?} (expected ios, iosxe or nxos)")]
+    BadPlatform(String),
+    #[error("image store I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Why a file server refused a requested name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("access violation: {0}")]
+    Forbidden(&'static str),
+    #[error("file not found")]
+    NotFound,
+}
+
+/// Description given with an upload.
+#[derive(Debug, Clone, Default)]
+pub struct ImageMeta {
+    pub file_name: String,
+    pub platform: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct ImageStore {
+    dir: PathBuf,
+    db: Db,
+    max_size: u64,
+    /// Serialises the final check-rename-register step of uploads.
+    finish_lock: Arc<Mutex<()>>,
+}
+
+impl ImageStore {
+    /// Open the store rooted at `dir`, removing leftovers of interrupted uploads.
+    pub async fn open(dir: PathBuf, db: Db, max_size: u64) -> Result<Self, ImageError> {
+        let incoming = dir.join(".incoming");
+        if incoming.exists() {
+            tokio::fs::remove_dir_all(&incoming)
+                .await
+                .map_err(io_err(&incoming))?;
+        }
+        tokio::fs::create_dir_all(&incoming)
+            .await
+            .map_err(io_err(&incoming))?;
+        Ok(Self {
+            dir,
+            db,
+            max_size,
+            finish_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Start a streamed upload into a temporary file.
+    pub async fn begin_upload(&self) -> Result<Upload, ImageError> {
+        let name = format!("{:016x}.part", rand::random::<u64>());
+        let path = self.dir.join(".incoming").join(name);
+        let file = tokio::fs::File::create(&path).await.map_err(io_err(&path))?;
+        Ok(Upload {
+            store: self.clone(),
+            file: Some(file),
+            path,
+            size: 0,
+            md5: Md5::new(),
+            sha256: Sha256::new(),
+        })
+    }
+
+    /// Copy a local file into the store (used by tests and `fleetup demo`).
+    pub async fn add_local_file(&self, src: &Path, meta: ImageMeta) -> Result<ImageRecord, ImageError> {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(src).await.map_err(io_err(src))?;
+        let mut up = self.begin_upload().await?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf).await.map_err(io_err(src))?;
+            if n == 0 {
+                break;
+            }
+            up.write(&buf[..n]).await?;
+        }
+        up.finish(meta).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self.db.list_images().await?)
+    }
+
+    pub async fn get(&self, file_name: &str) -> Result<ImageRecord, ImageError> {
+        self.db.image_by_name(file_name).await.map_err(|e| match e {
+            StoreError::NotFound => ImageError::NotFound(file_name.to_string()),
+            e => e.into(),
+        })
+    }
+
+    /// Delete an image unless a rollout that has not ended uses it.
+    pub async fn delete(&self, file_name: &str) -> Result<(), ImageError> {
+        let img = self.get(file_name).await?;
+        if let Some(rollout) = self.db.rollout_using_image(&img.file_name).await? {
+            return Err(ImageError::InUse {
+                name: img.file_name,
+                rollout,
+            });
+        }
+        self.db.delete_image(&img.file_name).await?;
+        let path = self.dir.join(&img.file_name);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Map a name requested by a file-server client to a file of the store.
+    ///
+    /// Accepts `name` and `/name`; refuses anything that could leave the store (`..`,
+    /// separators, NUL, hidden names, symlinks pointing outside) with `Forbidden`.
+    pub fn resolve(&self, requested: &str) -> Result<PathBuf, ResolveError> {
+        resolve_in(&self.dir, requested)
+    }
+}
+
+/// The rule behind [`ImageStore::resolve`], usable for any root directory.
+pub fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError> {
+    let name = requested.strip_prefix('/').unwrap_or(requested);
+    if name.contains('\0') {
+        return Err(ResolveError::Forbidden("NUL byte in file name"));
+    }
+    if name.is_empty() {
+        return Err(ResolveError::Forbidden("empty file name"));
+    }
+    if name.contains('/') || name.contains('\\') {
+        return Err(ResolveError::Forbidden("directories are not served"));
+    }
+    if name == ".." || name == "." || name.starts_with('.') {
+        return Err(ResolveError::Forbidden("hidden or relative names are not served"));
+    }
+    let path = root.join(name);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(_) => return Err(ResolveError::NotFound),
+    };
+    if meta.file_type().is_symlink() {
+        // A link is served only when it stays inside the root.
+        let (Ok(target), Ok(root_real)) = (std::fs::canonicalize(&path), std::fs::canonicalize(root)) else {
+            return Err(ResolveError::NotFound);
+        };
+        if !target.starts_with(&root_real) {
+            return Err(ResolveError::Forbidden("symbolic link leads outside the image store"));
+        }
+        if !target.is_file() {
+            return Err(ResolveError::NotFound);
+        }
+        return Ok(target);
+    }
+    if !meta.is_file() {
+        return Err(ResolveError::NotFound);
+    }
+    Ok(path)
+}
+
+/// An upload in progress. Dropping it without [`Upload::finish`] removes the temporary file.
+pub struct Upload {
+    store: ImageStore,
+    file: Option<tokio::fs::File>,
+    path: PathBuf,
+    size: u64,
+    md5: Md5,
+    sha256: Sha256,
+}
+
+impl Upload {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
+        self.size += chunk.len() as u64;
+        if self.size > self.store.max_size {
+            return Err(ImageError::TooLarge {
+                limit: self.store.max_size,
+            });
+        }
+        self.md5.update(chunk);
+        self.sha256.update(chunk);
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.write_all(chunk).await.map_err(io_err(&self.path))
+    }
+
+    /// Flush, check for duplicates, move into place and register.
+    pub async fn finish(mut self, meta: ImageMeta) -> Result<ImageRecord, ImageError> {
+        validate_file_name(&meta.file_name)?;
+        let platform = match meta.platform.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => Some(
+                Platform::parse(p)
+                    .ok_or_else(|| ImageError::BadPlatform(p.to_string()))?
+                    .as_str()
+                    .to_string(),
+            ),
+            None => guess_platform(&meta.file_name).map(|p| p.as_str().to_string()),
+        };
+        let version = meta
+            .version
+            .filter(|v| !v.is_empty())
+            .or_else(|| guess_version(&meta.file_name));
+        if let Some(mut file) = self.file.take() {
+            file.flush().await.map_err(io_err(&self.path))?;
+            file.sync_all().await.map_err(io_err(&self.path))?;
+        }
+        let md5 = hex::encode(std::mem::take(&mut self.md5).finalize());
+        let sha256 = hex::encode(std::mem::take(&mut self.sha256).finalize());
+
+        let store = self.store.clone();
+        let _guard = store.finish_lock.lock().await;
+        if let Some(existing) = store.db.image_by_sha256(&sha256).await? {
+            return Err(ImageError::DuplicateContent(existing.file_name));
+        }
+        match store.db.image_by_name(&meta.file_name).await {
+            Ok(_) => return Err(ImageError::NameTaken(meta.file_name)),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dest = store.dir.join(&meta.file_name);
+        tokio::fs::rename(&self.path, &dest)
+            .await
+            .map_err(io_err(&dest))?;
+        let record = ImageRecord {
+            id: 0,
+            file_name: meta.file_name,
+            size: self.size,
+            md5,
+            sha256,
+            platform,
+            version,
+            created_at: String::new(),
+        };
+        match store.db.insert_image(&record).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&dest).await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // After a successful finish the file was renamed away and this is a no-op.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_refuses_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ios.bin"), b"x").unwrap();
+        assert!(resolve_in(dir.path(), "ios.bin").is_ok());
+        assert!(resolve_in(dir.path(), "/ios.bin").is_ok());
+        for bad in ["../etc/passwd", "..", "a/../../x", "/etc/passwd", ".incoming", "a\0b", ""] {
+            assert!(
+                matches!(resolve_in(dir.path(), bad), Err(ResolveError::Forbidden(_))),
+                "{bad:?} should be forbidden"
+            );
+        }
+        assert_eq!(resolve_in(dir.path(), "missing.bin"), Err(ResolveError::NotFound));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn resolve_refuses_symlink_out_of_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("evil.bin")).unwrap();
+        assert!(matches!(
+            resolve_in(dir.path(), "evil.bin"),
+            Err(ResolveError::Forbidden(_))
+        ));
+    }
+}

@@ -1,0 +1,447 @@
+//! The inventory: devices, their groups and tags, credentials and discovered facts.
+//!
+//! Types here are parsed at the edge (API, YAML import) so the rest of fleetup never sees a
+//! raw, unchecked device description.
+
+pub mod yaml;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The operating system family, which selects the driver.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// Classic IOS, bundle mode (`boot system flash:IMAGE.bin`).
+    Ios,
+    /// IOS-XE, install mode (`install add file … activate commit`).
+    Iosxe,
+    /// NX-OS (`install all nxos bootflash:…`).
+    Nxos,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 3] = [Platform::Ios, Platform::Iosxe, Platform::Nxos];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Ios => "ios",
+            Platform::Iosxe => "iosxe",
+            Platform::Nxos => "nxos",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "ios" => Some(Platform::Ios),
+            "iosxe" | "ios-xe" | "ios_xe" => Some(Platform::Iosxe),
+            "nxos" | "nx-os" | "nx_os" => Some(Platform::Nxos),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a device description was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidDevice {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidDevice {
+    InvalidDevice {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A device name: what the engineer calls the box (usually its hostname).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DeviceName(String);
+
+impl DeviceName {
+    pub fn parse(s: &str) -> Result<Self, InvalidDevice> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > 128 {
+            return Err(invalid("name", "must be 1 to 128 characters"));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | '@'))
+        {
+            return Err(invalid(
+                "name",
+                format!("{s:?} may contain only letters, digits and . - _ : / @"),
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated description of a device as an operator gives it (API or YAML).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub name: DeviceName,
+    pub host: String,
+    pub port: u16,
+    pub platform: Platform,
+    pub site: Option<String>,
+    pub model: Option<String>,
+    pub groups: Vec<String>,
+    pub tags: Vec<String>,
+    pub credentials: CredentialSpec,
+}
+
+/// Login credentials. A secret is given inline or as the name of an environment variable of
+/// the service, so that inventories in git need not hold passwords.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialSpec {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub enable_secret: Option<String>,
+    pub enable_secret_env: Option<String>,
+}
+
+impl CredentialSpec {
+    pub fn has_password(&self) -> bool {
+        self.password.is_some() || self.password_env.is_some()
+    }
+
+    pub fn has_enable_secret(&self) -> bool {
+        self.enable_secret.is_some() || self.enable_secret_env.is_some()
+    }
+}
+
+/// Facts read from the device itself (`show version`, `show boot`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Facts {
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub uptime: Option<String>,
+    pub config_register: Option<String>,
+    /// RFC 3339 time of the last successful contact.
+    pub last_seen: Option<String>,
+}
+
+/// A device as stored, secrets included. Never serialised: the API shows [`DeviceView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: i64,
+    pub spec: DeviceSpec,
+    pub host_key: Option<String>,
+    pub facts: Facts,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A resolved secret, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Credentials resolved for a login attempt.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub username: String,
+    pub password: Option<Secret>,
+    pub enable_secret: Option<Secret>,
+}
+
+impl Device {
+    pub fn name(&self) -> &str {
+        self.spec.name.as_str()
+    }
+
+    /// Resolve inline or environment-variable credentials for a login.
+    pub fn login(&self) -> Result<Login, String> {
+        let c = &self.spec.credentials;
+        let username = c
+            .username
+            .clone()
+            .ok_or_else(|| format!("device {}: no username in the inventory", self.name()))?;
+        let resolve = |inline: &Option<String>, env: &Option<String>, what: &str| {
+            if let Some(v) = inline {
+                return Ok(Some(Secret(v.clone())));
+            }
+            if let Some(var) = env {
+                return std::env::var(var).map(|v| Some(Secret(v))).map_err(|_| {
+                    format!(
+                        "device {}: {what} comes from environment variable {var}, which is not set for the service",
+                        self.name()
+                    )
+                });
+            }
+            Ok(None)
+        };
+        Ok(Login {
+            username,
+            password: resolve(&c.password, &c.password_env, "password")?,
+            enable_secret: resolve(&c.enable_secret, &c.enable_secret_env, "enable secret")?,
+        })
+    }
+}
+
+/// What the API shows of a device: everything but secrets.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeviceView {
+    pub id: i64,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub platform: Platform,
+    pub site: Option<String>,
+    pub model: Option<String>,
+    pub groups: Vec<String>,
+    pub tags: Vec<String>,
+    pub username: Option<String>,
+    /// Whether a password (inline or by environment variable) is configured.
+    pub has_password: bool,
+    /// The environment variable the password is read from, if any (a name, not a secret).
+    pub password_env: Option<String>,
+    pub has_enable_secret: bool,
+    pub enable_secret_env: Option<String>,
+    /// SSH host key pinned at first contact (OpenSSH format).
+    pub host_key: Option<String>,
+    pub facts: Facts,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        let s = &d.spec;
+        DeviceView {
+            id: d.id,
+            name: s.name.to_string(),
+            host: s.host.clone(),
+            port: s.port,
+            platform: s.platform,
+            site: s.site.clone(),
+            model: s.model.clone().or_else(|| d.facts.model.clone()),
+            groups: s.groups.clone(),
+            tags: s.tags.clone(),
+            username: s.credentials.username.clone(),
+            has_password: s.credentials.has_password(),
+            password_env: s.credentials.password_env.clone(),
+            has_enable_secret: s.credentials.has_enable_secret(),
+            enable_secret_env: s.credentials.enable_secret_env.clone(),
+            host_key: d.host_key.clone(),
+            facts: d.facts.clone(),
+            created_at: d.created_at.clone(),
+            updated_at: d.updated_at.clone(),
+        }
+    }
+}
+
+/// Validate a host: an IP address or a DNS name.
+pub fn parse_host(s: &str) -> Result<String, InvalidDevice> {
+    let s = s.trim();
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(invalid("host", format!("{s:?} is neither an IP address nor a host name")))
+    }
+}
+
+/// Validate a group, tag or site label.
+pub fn parse_label(field: &'static str, s: &str) -> Result<String, InvalidDevice> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 64 {
+        return Err(invalid(field, "must be 1 to 64 characters"));
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':'))
+    {
+        return Err(invalid(
+            field,
+            format!("{s:?} may contain only letters, digits and . - _ / :"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// Input shape shared by the API and the YAML import, before validation.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInput {
+    pub name: String,
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub platform: String,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub enable_secret: Option<String>,
+    #[serde(default)]
+    pub enable_secret_env: Option<String>,
+}
+
+impl DeviceInput {
+    pub fn validate(&self) -> Result<DeviceSpec, InvalidDevice> {
+        let name = DeviceName::parse(&self.name)?;
+        let host = parse_host(&self.host)?;
+        let port = self.port.unwrap_or(22);
+        if port == 0 {
+            return Err(invalid("port", "must be 1 to 65535"));
+        }
+        let platform = Platform::parse(&self.platform).ok_or_else(|| {
+            invalid(
+                "platform",
+                format!("{:?} is not one of ios, iosxe, nxos", self.platform),
+            )
+        })?;
+        let site = self
+            .site
+            .as_deref()
+            .map(|s| parse_label("site", s))
+            .transpose()?;
+        let mut groups = self
+            .groups
+            .iter()
+            .map(|g| parse_label("groups", g))
+            .collect::<Result<Vec<_>, _>>()?;
+        groups.sort();
+        groups.dedup();
+        let mut tags = self
+            .tags
+            .iter()
+            .map(|g| parse_label("tags", g))
+            .collect::<Result<Vec<_>, _>>()?;
+        tags.sort();
+        tags.dedup();
+        if self.password.is_some() && self.password_env.is_some() {
+            return Err(invalid(
+                "password_env",
+                "give either password or password_env, not both",
+            ));
+        }
+        if self.enable_secret.is_some() && self.enable_secret_env.is_some() {
+            return Err(invalid(
+                "enable_secret_env",
+                "give either enable_secret or enable_secret_env, not both",
+            ));
+        }
+        for (field, v) in [
+            ("password_env", &self.password_env),
+            ("enable_secret_env", &self.enable_secret_env),
+        ] {
+            if let Some(v) = v
+                && (v.is_empty()
+                    || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return Err(invalid(field, format!("{v:?} is not an environment variable name")));
+            }
+        }
+        Ok(DeviceSpec {
+            name,
+            host,
+            port,
+            platform,
+            site,
+            model: self.model.clone().filter(|m| !m.trim().is_empty()),
+            groups,
+            tags,
+            credentials: CredentialSpec {
+                username: self.username.clone().filter(|u| !u.is_empty()),
+                password: self.password.clone(),
+                password_env: self.password_env.clone(),
+                enable_secret: self.enable_secret.clone(),
+                enable_secret_env: self.enable_secret_env.clone(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> DeviceInput {
+        DeviceInput {
+            name: "core-sw.1-a".into(),
+            host: "10.0.0.1".into(),
+            platform: "ios".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_device_gets_defaults() {
+        let spec = input().validate().unwrap();
+        assert_eq!(spec.port, 22);
+        assert_eq!(spec.platform, Platform::Ios);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut i = input();
+        i.platform = "junos".into();
+        assert_eq!(i.validate().unwrap_err().field, "platform");
+        let mut i = input();
+        i.host = "bad host!".into();
+        assert_eq!(i.validate().unwrap_err().field, "host");
+        let mut i = input();
+        i.name = "a b".into();
+        assert_eq!(i.validate().unwrap_err().field, "name");
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        assert_eq!(format!("{:?}", Secret("cisco".into())), "Secret(***)");
+    }
+}

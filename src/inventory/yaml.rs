@@ -1,0 +1,1 @@
+//! YAML inventory import and export.

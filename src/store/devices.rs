@@ -1,0 +1,370 @@
+use sqlx::{Row, Sqlite, Transaction, sqlite::SqliteRow};
+
+use super::{Db, StoreError, now_text};
+use crate::inventory::{CredentialSpec, Device, DeviceName, DeviceSpec, Facts, Platform};
+
+/// Filters for listing devices; every given filter must match.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub group: Option<String>,
+    pub tag: Option<String>,
+    pub site: Option<String>,
+    pub platform: Option<Platform>,
+    pub version: Option<String>,
+    /// Substring of the name or host.
+    pub search: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevicePage {
+    pub devices: Vec<Device>,
+    pub total: i64,
+}
+
+const COLUMNS: &str = "id, name, host, port, platform, site, model, username, password, password_env, \
+     enable_secret, enable_secret_env, host_key, version, image, serial, uptime, config_register, \
+     last_seen, created_at, updated_at, \
+     (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_groups g WHERE g.device_id = devices.id ORDER BY name)) AS groups_joined, \
+     (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_tags t WHERE t.device_id = devices.id ORDER BY name)) AS tags_joined";
+
+fn split_joined(s: Option<String>) -> Vec<String> {
+    s.map(|s| s.split('\u{1f}').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn row_to_device(row: &SqliteRow) -> Result<Device, StoreError> {
+    let name: String = row.try_get("name")?;
+    let platform: String = row.try_get("platform")?;
+    let port: i64 = row.try_get("port")?;
+    let decode = |what: &str| StoreError::Database(sqlx::Error::Decode(what.to_string().into()));
+    Ok(Device {
+        id: row.try_get("id")?,
+        spec: DeviceSpec {
+            name: DeviceName::parse(&name).map_err(|_| decode("device name"))?,
+            host: row.try_get("host")?,
+            port: u16::try_from(port).map_err(|_| decode("port"))?,
+            platform: Platform::parse(&platform).ok_or_else(|| decode("platform"))?,
+            site: row.try_get("site")?,
+            model: row.try_get("model")?,
+            groups: split_joined(row.try_get("groups_joined")?),
+            tags: split_joined(row.try_get("tags_joined")?),
+            credentials: CredentialSpec {
+                username: row.try_get("username")?,
+                password: row.try_get("password")?,
+                password_env: row.try_get("password_env")?,
+                enable_secret: row.try_get("enable_secret")?,
+                enable_secret_env: row.try_get("enable_secret_env")?,
+            },
+        },
+        host_key: row.try_get("host_key")?,
+        facts: Facts {
+            version: row.try_get("version")?,
+            image: row.try_get("image")?,
+            model: None,
+            serial: row.try_get("serial")?,
+            uptime: row.try_get("uptime")?,
+            config_register: row.try_get("config_register")?,
+            last_seen: row.try_get("last_seen")?,
+        },
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Whether an upsert created or changed a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+impl Db {
+    pub async fn create_device(&self, spec: &DeviceSpec) -> Result<Device, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if find_id(&mut tx, spec.name.as_str()).await?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "a device named {} already exists",
+                spec.name
+            )));
+        }
+        let id = insert(&mut tx, spec).await?;
+        tx.commit().await?;
+        self.device_by_id(id).await
+    }
+
+    /// Replace the operator-given description of an existing device; facts and host key stay.
+    pub async fn update_device(&self, name: &str, spec: &DeviceSpec) -> Result<Device, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = find_id(&mut tx, name).await?.ok_or(StoreError::NotFound)?;
+        if spec.name.as_str() != name && find_id(&mut tx, spec.name.as_str()).await?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "a device named {} already exists",
+                spec.name
+            )));
+        }
+        update(&mut tx, id, spec).await?;
+        tx.commit().await?;
+        self.device_by_id(id).await
+    }
+
+    /// Create or update many devices in one transaction: all of them or none.
+    pub async fn upsert_devices(&self, specs: &[DeviceSpec]) -> Result<Vec<Upserted>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let result = match find_id(&mut tx, spec.name.as_str()).await? {
+                None => {
+                    insert(&mut tx, spec).await?;
+                    Upserted::Created
+                }
+                Some(id) => {
+                    let current = fetch_in_tx(&mut tx, id).await?;
+                    if current.spec == *spec {
+                        Upserted::Unchanged
+                    } else {
+                        update(&mut tx, id, spec).await?;
+                        Upserted::Updated
+                    }
+                }
+            };
+            out.push(result);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn device_by_id(&self, id: i64) -> Result<Device, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row_to_device(&row)
+    }
+
+    pub async fn device_by_name(&self, name: &str) -> Result<Device, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row_to_device(&row)
+    }
+
+    pub async fn delete_device(&self, name: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM devices WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn list_devices(&self, f: &DeviceFilter) -> Result<DevicePage, StoreError> {
+        let mut clauses: Vec<&str> = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        if let Some(g) = &f.group {
+            clauses.push("EXISTS (SELECT 1 FROM device_groups g WHERE g.device_id = devices.id AND g.name = ?)");
+            binds.push(g.clone());
+        }
+        if let Some(t) = &f.tag {
+            clauses.push("EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.name = ?)");
+            binds.push(t.clone());
+        }
+        if let Some(s) = &f.site {
+            clauses.push("site = ?");
+            binds.push(s.clone());
+        }
+        if let Some(p) = f.platform {
+            clauses.push("platform = ?");
+            binds.push(p.as_str().to_string());
+        }
+        if let Some(v) = &f.version {
+            clauses.push("version = ?");
+            binds.push(v.clone());
+        }
+        if let Some(q) = &f.search {
+            clauses.push("(instr(lower(name), lower(?)) > 0 OR instr(host, ?) > 0)");
+            binds.push(q.clone());
+            binds.push(q.clone());
+        }
+        let where_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        let count_sql = format!("SELECT count(*) FROM devices{where_sql}");
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        for b in &binds {
+            count = count.bind(b);
+        }
+        let total = count.fetch_one(&self.pool).await?;
+        let sql = format!("SELECT {COLUMNS} FROM devices{where_sql} ORDER BY name LIMIT ? OFFSET ?");
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let rows = q
+            .bind(f.limit)
+            .bind(f.offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let devices = rows.iter().map(row_to_device).collect::<Result<_, _>>()?;
+        Ok(DevicePage { devices, total })
+    }
+
+    /// Every device, ordered by name (exports, target selection).
+    pub async fn all_devices(&self) -> Result<Vec<Device>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM devices ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_device).collect()
+    }
+
+    /// Record what the device reported about itself.
+    pub async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE devices SET version = ?, image = ?, serial = ?, uptime = ?, config_register = ?, \
+             last_seen = ?, model = coalesce(model, ?), updated_at = ? WHERE name = ?",
+        )
+        .bind(&facts.version)
+        .bind(&facts.image)
+        .bind(&facts.serial)
+        .bind(&facts.uptime)
+        .bind(&facts.config_register)
+        .bind(&facts.last_seen)
+        .bind(&facts.model)
+        .bind(now_text())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Pin (or, with `None`, forget) the device's SSH host key.
+    pub async fn set_host_key(&self, name: &str, key: Option<&str>) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE devices SET host_key = ?, updated_at = ? WHERE name = ?")
+            .bind(key)
+            .bind(now_text())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Counts per (site, version) for the fleet view.
+    pub async fn version_counts(&self) -> Result<Vec<(Option<String>, Option<String>, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT site, version, count(*) AS n FROM devices GROUP BY site, version ORDER BY site, version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("site")?, r.try_get("version")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+async fn find_id(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar::<_, i64>("SELECT id FROM devices WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+async fn fetch_in_tx(tx: &mut Transaction<'_, Sqlite>, id: i64) -> Result<Device, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?"))
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    row_to_device(&row)
+}
+
+async fn insert(tx: &mut Transaction<'_, Sqlite>, spec: &DeviceSpec) -> Result<i64, StoreError> {
+    let now = now_text();
+    let c = &spec.credentials;
+    let id = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO devices (name, host, port, platform, site, model, username, password, password_env, \
+         enable_secret, enable_secret_env, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(spec.name.as_str())
+    .bind(&spec.host)
+    .bind(i64::from(spec.port))
+    .bind(spec.platform.as_str())
+    .bind(&spec.site)
+    .bind(&spec.model)
+    .bind(&c.username)
+    .bind(&c.password)
+    .bind(&c.password_env)
+    .bind(&c.enable_secret)
+    .bind(&c.enable_secret_env)
+    .bind(&now)
+    .bind(&now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| StoreError::from_unique(e, format!("a device named {} already exists", spec.name)))?;
+    write_labels(tx, id, spec).await?;
+    Ok(id)
+}
+
+async fn update(tx: &mut Transaction<'_, Sqlite>, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
+    let c = &spec.credentials;
+    sqlx::query(
+        "UPDATE devices SET name = ?, host = ?, port = ?, platform = ?, site = ?, model = ?, username = ?, \
+         password = ?, password_env = ?, enable_secret = ?, enable_secret_env = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(spec.name.as_str())
+    .bind(&spec.host)
+    .bind(i64::from(spec.port))
+    .bind(spec.platform.as_str())
+    .bind(&spec.site)
+    .bind(&spec.model)
+    .bind(&c.username)
+    .bind(&c.password)
+    .bind(&c.password_env)
+    .bind(&c.enable_secret)
+    .bind(&c.enable_secret_env)
+    .bind(now_text())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM device_groups WHERE device_id = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM device_tags WHERE device_id = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    write_labels(tx, id, spec).await
+}
+
+async fn write_labels(tx: &mut Transaction<'_, Sqlite>, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
+    for g in &spec.groups {
+        sqlx::query("INSERT OR IGNORE INTO device_groups (device_id, name) VALUES (?, ?)")
+            .bind(id)
+            .bind(g)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for t in &spec.tags {
+        sqlx::query("INSERT OR IGNORE INTO device_tags (device_id, name) VALUES (?, ?)")
+            .bind(id)
+            .bind(t)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}

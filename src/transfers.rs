@@ -1,0 +1,325 @@
+//! Live view of file transfers served by the built-in TFTP and FTP servers.
+//!
+//! A server calls [`Transfers::start`] when a device begins to pull a file and updates the
+//! returned [`TransferHandle`] as bytes go out. The API (`GET /api/v1/transfers`), the metrics
+//! and the rollout engine (per-device copy progress) read [`Transfers::snapshot`].
+//!
+//! Progress updates are a relaxed atomic store, so a server may report after every block
+//! without taking a lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// How many finished transfers are kept for the "recent" part of the view.
+const RECENT: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tftp,
+    Ftp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tftp => "tftp",
+            Protocol::Ftp => "ftp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferState {
+    Active,
+    Completed,
+    Failed,
+}
+
+/// One transfer as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TransferInfo {
+    pub id: u64,
+    pub protocol: Protocol,
+    /// Address of the device (the client) as seen by the server.
+    #[schema(value_type = String)]
+    pub client: SocketAddr,
+    pub file: String,
+    /// Direction: `download` (device pulls) or `upload` (device pushes, e.g. a config backup).
+    pub direction: &'static str,
+    pub bytes: u64,
+    pub total: Option<u64>,
+    pub state: TransferState,
+    pub error: Option<String>,
+    #[schema(value_type = String)]
+    pub started_at: jiff::Timestamp,
+    #[schema(value_type = Option<String>)]
+    pub finished_at: Option<jiff::Timestamp>,
+    /// Average rate since the start, bytes per second.
+    pub rate_bps: u64,
+}
+
+struct Live {
+    id: u64,
+    protocol: Protocol,
+    client: SocketAddr,
+    file: String,
+    direction: &'static str,
+    total: Option<u64>,
+    started_at: jiff::Timestamp,
+    started: Instant,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Live {
+    fn info(&self, state: TransferState, error: Option<String>, finished: bool) -> TransferInfo {
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        TransferInfo {
+            id: self.id,
+            protocol: self.protocol,
+            client: self.client,
+            file: self.file.clone(),
+            direction: self.direction,
+            bytes,
+            total: self.total,
+            state,
+            error,
+            started_at: self.started_at,
+            finished_at: finished.then(jiff::Timestamp::now),
+            rate_bps: if secs > 0.0 {
+                (bytes as f64 / secs) as u64
+            } else {
+                0
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    active: HashMap<u64, Live>,
+    recent: VecDeque<TransferInfo>,
+}
+
+/// Totals for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TransferCounters {
+    pub started: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    started: [AtomicU64; 2],
+    completed: [AtomicU64; 2],
+    failed: [AtomicU64; 2],
+    bytes: [AtomicU64; 2],
+}
+
+/// Registry of live and recent transfers; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Transfers {
+    inner: Arc<Mutex<Inner>>,
+    counters: Arc<Counters>,
+}
+
+fn idx(p: Protocol) -> usize {
+    match p {
+        Protocol::Tftp => 0,
+        Protocol::Ftp => 1,
+    }
+}
+
+impl Transfers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a transfer that is starting. `total` is the file size when known.
+    pub fn start(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        file: &str,
+        direction: &'static str,
+        total: Option<u64>,
+    ) -> TransferHandle {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.active.insert(
+            id,
+            Live {
+                id,
+                protocol,
+                client,
+                file: file.to_string(),
+                direction,
+                total,
+                started_at: jiff::Timestamp::now(),
+                started: Instant::now(),
+                bytes: bytes.clone(),
+            },
+        );
+        drop(inner);
+        self.counters.started[idx(protocol)].fetch_add(1, Ordering::Relaxed);
+        TransferHandle {
+            registry: self.clone(),
+            id,
+            protocol,
+            bytes,
+            done: false,
+        }
+    }
+
+    /// Active transfers first (oldest first), then recent finished ones (newest first).
+    pub fn snapshot(&self) -> Vec<TransferInfo> {
+        let inner = self.lock();
+        let mut out: Vec<TransferInfo> = inner
+            .active
+            .values()
+            .map(|l| l.info(TransferState::Active, None, false))
+            .collect();
+        out.sort_by_key(|t| t.id);
+        out.extend(inner.recent.iter().rev().cloned());
+        out
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.lock().active.len()
+    }
+
+    pub fn counters(&self, protocol: Protocol) -> TransferCounters {
+        let i = idx(protocol);
+        let c = &self.counters;
+        TransferCounters {
+            started: c.started[i].load(Ordering::Relaxed),
+            completed: c.completed[i].load(Ordering::Relaxed),
+            failed: c.failed[i].load(Ordering::Relaxed),
+            bytes: c.bytes[i].load(Ordering::Relaxed),
+        }
+    }
+
+    fn finish(&self, id: u64, error: Option<String>) {
+        let mut inner = self.lock();
+        let Some(live) = inner.active.remove(&id) else {
+            return;
+        };
+        let state = if error.is_some() {
+            TransferState::Failed
+        } else {
+            TransferState::Completed
+        };
+        let info = live.info(state, error, true);
+        let i = idx(live.protocol);
+        self.counters.bytes[i].fetch_add(info.bytes, Ordering::Relaxed);
+        if info.error.is_some() {
+            self.counters.failed[i].fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.completed[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if inner.recent.len() == RECENT {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(info);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent in a way that
+        // matters for a progress view, so keep serving after a poisoned lock.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Held by the server for the life of one transfer. Dropping it without calling
+/// [`TransferHandle::complete`] or [`TransferHandle::fail`] records the transfer as failed.
+pub struct TransferHandle {
+    registry: Transfers,
+    id: u64,
+    protocol: Protocol,
+    bytes: Arc<AtomicU64>,
+    done: bool,
+}
+
+impl TransferHandle {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Total bytes transferred so far (not a delta).
+    pub fn set_bytes(&self, bytes: u64) {
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn complete(mut self) {
+        self.done = true;
+        self.registry.finish(self.id, None);
+    }
+
+    pub fn fail(mut self, reason: impl Into<String>) {
+        self.done = true;
+        self.registry.finish(self.id, Some(reason.into()));
+    }
+}
+
+impl Drop for TransferHandle {
+    fn drop(&mut self) {
+        if !self.done {
+            self.registry
+                .finish(self.id, Some("transfer ended unexpectedly".into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_moves_transfer_from_active_to_recent() {
+        let t = Transfers::new();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let h = t.start(Protocol::Tftp, client, "ios.bin", "download", Some(100));
+        h.set_bytes(40);
+        let snap = t.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].state, TransferState::Active);
+        assert_eq!(snap[0].bytes, 40);
+        h.set_bytes(100);
+        h.complete();
+        let snap = t.snapshot();
+        assert_eq!(snap[0].state, TransferState::Completed);
+        assert_eq!(t.active_count(), 0);
+        assert_eq!(t.counters(Protocol::Tftp).completed, 1);
+        assert_eq!(t.counters(Protocol::Tftp).bytes, 100);
+    }
+
+    #[test]
+    fn dropped_handle_counts_as_failed() {
+        let t = Transfers::new();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        drop(t.start(Protocol::Ftp, client, "x.bin", "download", None));
+        let snap = t.snapshot();
+        assert_eq!(snap[0].state, TransferState::Failed);
+        assert_eq!(t.counters(Protocol::Ftp).failed, 1);
+    }
+}

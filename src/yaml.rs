@@ -1,0 +1,83 @@
+//! YAML input (inventories, playbooks, personas) with errors that point at a line and column.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A problem in a YAML document, located so that the user can go straight to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
+#[error("line {line}, column {column}: {message}")]
+pub struct YamlError {
+    /// 1-based; 0 when the problem concerns the whole document.
+    pub line: u64,
+    /// 1-based; 0 when the problem concerns the whole document.
+    pub column: u64,
+    pub message: String,
+}
+
+impl YamlError {
+    pub fn new(line: u64, column: u64, message: impl Into<String>) -> Self {
+        Self {
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserialize `text` into `T`; unknown fields are rejected by `T`'s own
+/// `#[serde(deny_unknown_fields)]`.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        YamlError {
+            line,
+            column,
+            message: strip_location(&e.to_string()),
+        }
+    })
+}
+
+/// serde-saphyr appends its own "at line X column Y" to messages; the location is kept in
+/// separate fields, so keep the message itself short.
+fn strip_location(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg);
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Serialize a value as YAML.
+pub fn to_string<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_saphyr::to_string(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: String,
+        port: u16,
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let err = from_str::<Doc>("name: a\nport: 22\nbogus: 1\n").unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        assert!(err.message.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let err = from_str::<Doc>("name: a\nport: banana\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+    }
+}
