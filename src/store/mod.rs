@@ -6,13 +6,15 @@ mod devices;
 mod images;
 pub mod rollouts;
 
-pub use devices::{DeviceFilter, DevicePage};
+pub use devices::{DeviceFilter, DevicePage, Upserted};
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
