@@ -1,7 +1,7 @@
 //! YAML input (inventories, playbooks, personas) with errors that point at a line and column.
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A problem in a YAML document, located so that the user can go straight to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]

@@ -1,1 +1,2 @@
-//! (module under construction)
+//! Device drivers: speak to one device over SSH and run one upgrade step at a time.
+pub mod parse;

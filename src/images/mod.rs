@@ -42,13 +42,17 @@ pub enum ImageError {
     InvalidName { name: String, reason: &'static str },
     #[error("image is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
-    #[error("image {0} already exists with different content; delete it first or upload under another name")]
+    #[error(
+        "image {0} already exists with different content; delete it first or upload under another name"
+    )]
     NameTaken(String),
     #[error("the same content is already stored as {0}")]
     DuplicateContent(String),
     #[error("image {0} not found")]
     NotFound(String),
-    #[error("image {name} is used by rollout {rollout}; it can be deleted once that rollout has ended")]
+    #[error(
+        "image {name} is used by rollout {rollout}; it can be deleted once that rollout has ended"
+    )]
     InUse { name: String, rollout: String },
     #[error("unknown platform {0:?} (expected ios, iosxe or nxos)")]
     BadPlatform(String),
@@ -127,7 +131,9 @@ impl ImageStore {
     pub async fn begin_upload(&self) -> Result<Upload, ImageError> {
         let name = format!("{:016x}.part", rand::random::<u64>());
         let path = self.dir.join(".incoming").join(name);
-        let file = tokio::fs::File::create(&path).await.map_err(io_err(&path))?;
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(io_err(&path))?;
         Ok(Upload {
             store: self.clone(),
             file: Some(file),
@@ -139,7 +145,11 @@ impl ImageStore {
     }
 
     /// Copy a local file into the store (used by tests and `fleetup demo`).
-    pub async fn add_local_file(&self, src: &Path, meta: ImageMeta) -> Result<ImageRecord, ImageError> {
+    pub async fn add_local_file(
+        &self,
+        src: &Path,
+        meta: ImageMeta,
+    ) -> Result<ImageRecord, ImageError> {
         use tokio::io::AsyncReadExt;
         let mut f = tokio::fs::File::open(src).await.map_err(io_err(src))?;
         let mut up = self.begin_upload().await?;
@@ -205,7 +215,9 @@ pub fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError>
         return Err(ResolveError::Forbidden("directories are not served"));
     }
     if name == ".." || name == "." || name.starts_with('.') {
-        return Err(ResolveError::Forbidden("hidden or relative names are not served"));
+        return Err(ResolveError::Forbidden(
+            "hidden or relative names are not served",
+        ));
     }
     let path = root.join(name);
     let meta = match std::fs::symlink_metadata(&path) {
@@ -214,11 +226,15 @@ pub fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError>
     };
     if meta.file_type().is_symlink() {
         // A link is served only when it stays inside the root.
-        let (Ok(target), Ok(root_real)) = (std::fs::canonicalize(&path), std::fs::canonicalize(root)) else {
+        let (Ok(target), Ok(root_real)) =
+            (std::fs::canonicalize(&path), std::fs::canonicalize(root))
+        else {
             return Err(ResolveError::NotFound);
         };
         if !target.starts_with(&root_real) {
-            return Err(ResolveError::Forbidden("symbolic link leads outside the image store"));
+            return Err(ResolveError::Forbidden(
+                "symbolic link leads outside the image store",
+            ));
         }
         if !target.is_file() {
             return Err(ResolveError::NotFound);
@@ -335,13 +351,24 @@ mod tests {
         std::fs::write(dir.path().join("ios.bin"), b"x").unwrap();
         assert!(resolve_in(dir.path(), "ios.bin").is_ok());
         assert!(resolve_in(dir.path(), "/ios.bin").is_ok());
-        for bad in ["../etc/passwd", "..", "a/../../x", "/etc/passwd", ".incoming", "a\0b", ""] {
+        for bad in [
+            "../etc/passwd",
+            "..",
+            "a/../../x",
+            "/etc/passwd",
+            ".incoming",
+            "a\0b",
+            "",
+        ] {
             assert!(
                 matches!(resolve_in(dir.path(), bad), Err(ResolveError::Forbidden(_))),
                 "{bad:?} should be forbidden"
             );
         }
-        assert_eq!(resolve_in(dir.path(), "missing.bin"), Err(ResolveError::NotFound));
+        assert_eq!(
+            resolve_in(dir.path(), "missing.bin"),
+            Err(ResolveError::NotFound)
+        );
     }
 
     #[cfg(unix)]

@@ -84,13 +84,41 @@ mod tests {
     #[test]
     fn versions_from_real_file_names() {
         let cases = [
-            ("c2960x-universalk9-mz.152-7.E8.bin", "15.2(7)E8", Platform::Ios),
-            ("c2900-universalk9-mz.SPA.157-3.M8.bin", "15.7(3)M8", Platform::Ios),
-            ("c3560-ipbase-mz.122-55.SE12.bin", "12.2(55)SE12", Platform::Ios),
-            ("c1841-adventerprisek9-mz.124-24.T.bin", "12.4(24)T", Platform::Ios),
-            ("cat9k_iosxe.17.09.04a.SPA.bin", "17.09.04a", Platform::Iosxe),
-            ("isr4400-universalk9.16.09.05.SPA.bin", "16.09.05", Platform::Iosxe),
-            ("asr1000rpx86-universalk9.17.06.04.SPA.bin", "17.06.04", Platform::Iosxe),
+            (
+                "c2960x-universalk9-mz.152-7.E8.bin",
+                "15.2(7)E8",
+                Platform::Ios,
+            ),
+            (
+                "c2900-universalk9-mz.SPA.157-3.M8.bin",
+                "15.7(3)M8",
+                Platform::Ios,
+            ),
+            (
+                "c3560-ipbase-mz.122-55.SE12.bin",
+                "12.2(55)SE12",
+                Platform::Ios,
+            ),
+            (
+                "c1841-adventerprisek9-mz.124-24.T.bin",
+                "12.4(24)T",
+                Platform::Ios,
+            ),
+            (
+                "cat9k_iosxe.17.09.04a.SPA.bin",
+                "17.09.04a",
+                Platform::Iosxe,
+            ),
+            (
+                "isr4400-universalk9.16.09.05.SPA.bin",
+                "16.09.05",
+                Platform::Iosxe,
+            ),
+            (
+                "asr1000rpx86-universalk9.17.06.04.SPA.bin",
+                "17.06.04",
+                Platform::Iosxe,
+            ),
             ("nxos.9.3.8.bin", "9.3(8)", Platform::Nxos),
             ("nxos64-cs.10.2.5.M.bin", "10.2(5)M", Platform::Nxos),
             ("n9000-dk9.7.0.3.I7.9.bin", "7.0(3)I7.9", Platform::Nxos),

@@ -11,7 +11,17 @@ use serde::{Deserialize, Serialize};
 
 /// The operating system family, which selects the driver.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
@@ -280,7 +290,10 @@ pub fn parse_host(s: &str) -> Result<String, InvalidDevice> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err(invalid("host", format!("{s:?} is neither an IP address nor a host name")))
+        Err(invalid(
+            "host",
+            format!("{s:?} is neither an IP address nor a host name"),
+        ))
     }
 }
 
@@ -381,10 +394,12 @@ impl DeviceInput {
             ("enable_secret_env", &self.enable_secret_env),
         ] {
             if let Some(v) = v
-                && (v.is_empty()
-                    || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
             {
-                return Err(invalid(field, format!("{v:?} is not an environment variable name")));
+                return Err(invalid(
+                    field,
+                    format!("{v:?} is not an environment variable name"),
+                ));
             }
         }
         Ok(DeviceSpec {

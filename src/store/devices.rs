@@ -204,16 +204,13 @@ impl Db {
             count = count.bind(b);
         }
         let total = count.fetch_one(&self.pool).await?;
-        let sql = format!("SELECT {COLUMNS} FROM devices{where_sql} ORDER BY name LIMIT ? OFFSET ?");
+        let sql =
+            format!("SELECT {COLUMNS} FROM devices{where_sql} ORDER BY name LIMIT ? OFFSET ?");
         let mut q = sqlx::query(&sql);
         for b in &binds {
             q = q.bind(b);
         }
-        let rows = q
-            .bind(f.limit)
-            .bind(f.offset)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = q.bind(f.limit).bind(f.offset).fetch_all(&self.pool).await?;
         let devices = rows.iter().map(row_to_device).collect::<Result<_, _>>()?;
         Ok(DevicePage { devices, total })
     }
@@ -264,7 +261,9 @@ impl Db {
     }
 
     /// Counts per (site, version) for the fleet view.
-    pub async fn version_counts(&self) -> Result<Vec<(Option<String>, Option<String>, i64)>, StoreError> {
+    pub async fn version_counts(
+        &self,
+    ) -> Result<Vec<(Option<String>, Option<String>, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT site, version, count(*) AS n FROM devices GROUP BY site, version ORDER BY site, version",
         )
@@ -277,10 +276,12 @@ impl Db {
 }
 
 async fn find_id(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar::<_, i64>("SELECT id FROM devices WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT id FROM devices WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
 }
 
 async fn fetch_in_tx(tx: &mut Transaction<'_, Sqlite>, id: i64) -> Result<Device, StoreError> {
@@ -319,7 +320,11 @@ async fn insert(tx: &mut Transaction<'_, Sqlite>, spec: &DeviceSpec) -> Result<i
     Ok(id)
 }
 
-async fn update(tx: &mut Transaction<'_, Sqlite>, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
+async fn update(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    spec: &DeviceSpec,
+) -> Result<(), StoreError> {
     let c = &spec.credentials;
     sqlx::query(
         "UPDATE devices SET name = ?, host = ?, port = ?, platform = ?, site = ?, model = ?, username = ?, \
@@ -351,7 +356,11 @@ async fn update(tx: &mut Transaction<'_, Sqlite>, id: i64, spec: &DeviceSpec) ->
     write_labels(tx, id, spec).await
 }
 
-async fn write_labels(tx: &mut Transaction<'_, Sqlite>, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
+async fn write_labels(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    spec: &DeviceSpec,
+) -> Result<(), StoreError> {
     for g in &spec.groups {
         sqlx::query("INSERT OR IGNORE INTO device_groups (device_id, name) VALUES (?, ?)")
             .bind(id)

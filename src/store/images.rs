@@ -34,7 +34,9 @@ impl Db {
         .bind(now_text())
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| StoreError::from_unique(e, format!("image {} already exists", img.file_name)))?;
+        .map_err(|e| {
+            StoreError::from_unique(e, format!("image {} already exists", img.file_name))
+        })?;
         self.image_by_id(id).await
     }
 
