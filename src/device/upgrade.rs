@@ -47,6 +47,23 @@ pub struct CopySource {
 }
 
 impl CopySource {
+    /// Credentials IOS cannot take in a URL: it splits at the first `/` after the scheme and
+    /// does not decode `%XX`, so a `/` anywhere or a `:` or `@` in the user name would be read
+    /// as part of the host or path.
+    pub fn check(&self) -> Result<(), String> {
+        if let Transfer::Ftp { username, password } = &self.transfer {
+            if username.is_empty() || username.contains([':', '@', '/']) {
+                return Err(format!(
+                    "FTP user name {username:?} cannot be put in a copy URL (empty, or contains : @ /)"
+                ));
+            }
+            if password.0.contains('/') {
+                return Err("the FTP password contains `/`, which IOS cannot take in a copy URL; choose another password".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The URL for `copy URL flash:`.
     pub fn url(&self, image: &str) -> String {
         self.build(image, false)
@@ -62,10 +79,7 @@ impl CopySource {
             Transfer::Tftp => ("tftp", String::new()),
             Transfer::Ftp { username, password } => {
                 let pw = if mask { "***" } else { password.0.as_str() };
-                (
-                    "ftp",
-                    format!("{}:{}@", url_escape(username), url_escape(pw)),
-                )
+                ("ftp", format!("{username}:{pw}@"))
             }
         };
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
@@ -77,19 +91,6 @@ impl CopySource {
         };
         format!("{scheme}://{auth}{}{port}/{path}", self.server)
     }
-}
-
-/// IOS reads `:` `@` `/` in URL credentials as separators; escape them.
-fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[derive(Debug, Clone)]
@@ -411,6 +412,9 @@ pub async fn upgrade(
         host_key: None,
     };
     let t = &plan.timeouts;
+    if let Err(message) = plan.source.check() {
+        return Err(run.fail(Step::Copy, FailureReason::TransferFailed, message));
+    }
     let mut session = step!(
         run,
         Step::Connect,
@@ -823,15 +827,16 @@ mod tests {
         );
         let mut s = source(Transfer::Ftp {
             username: "fleetup".into(),
-            password: Secret("p@ss:w/rd".into()),
+            password: Secret("p@ss:wd".into()),
         });
+        assert!(s.check().is_ok());
         assert_eq!(
             s.url("c2960x.bin"),
-            "ftp://fleetup:p%40ss%3Aw%2Frd@10.0.0.5/c2960x.bin"
+            "ftp://fleetup:p@ss:wd@10.0.0.5/c2960x.bin"
         );
         assert_eq!(
             s.display_url("c2960x.bin"),
-            "ftp://fleetup:%2A%2A%2A@10.0.0.5/c2960x.bin".replace("%2A%2A%2A", "***")
+            "ftp://fleetup:***@10.0.0.5/c2960x.bin"
         );
         s.port = Some(2121);
         s.directory = "/images/".into();
@@ -839,6 +844,17 @@ mod tests {
             s.display_url("a.bin"),
             "ftp://fleetup:***@10.0.0.5:2121/images/a.bin"
         );
+        let bad = |username: &str, password: &str| {
+            source(Transfer::Ftp {
+                username: username.into(),
+                password: Secret(password.into()),
+            })
+            .check()
+        };
+        assert!(bad("a:b", "pw").is_err());
+        assert!(bad("", "pw").is_err());
+        assert!(bad("user", "pw/x").is_err());
+        assert!(source(Transfer::Tftp).check().is_ok());
     }
 
     fn plan() -> UpgradePlan {
