@@ -706,7 +706,11 @@ pub async fn wait_back(
                 Err(e @ (DeviceError::HostKeyChanged { .. } | DeviceError::AuthFailed { .. })) => {
                     return Err(e);
                 }
-                Err(e) => last_problem = e.to_string(),
+                Err(e) => {
+                    // A box that accepts TCP but cannot give a shell is going down or booting.
+                    saw_down = true;
+                    last_problem = e.to_string();
+                }
             }
         }
         tokio::select! {

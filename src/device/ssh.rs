@@ -376,3 +376,37 @@ async fn authenticate(
     }
     Err(failed(format!("tried {}", tried.join(", "))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_algorithms_come_after_the_modern_ones() {
+        let p = preferred();
+        let kex_pos = |k| p.kex.iter().position(|x| *x == k).unwrap();
+        assert!(kex_pos(kex::CURVE25519) < kex_pos(kex::DH_G14_SHA1));
+        assert!(p.kex.contains(&kex::DH_GEX_SHA1));
+        for c in [
+            cipher::AES_128_CBC,
+            cipher::AES_256_CBC,
+            cipher::TRIPLE_DES_CBC,
+        ] {
+            assert!(p.cipher.contains(&c), "{c:?}");
+        }
+        assert_eq!(p.cipher[0], Preferred::default().cipher[0]);
+        assert!(p.mac.contains(&mac::HMAC_SHA1));
+    }
+
+    #[test]
+    fn keys_compare_without_comments() {
+        assert_eq!(
+            normalize_key("ssh-ed25519 AAAAC3Nz  lab-sw-001"),
+            "ssh-ed25519 AAAAC3Nz"
+        );
+        assert_eq!(
+            normalize_key(" ssh-ed25519 AAAAC3Nz\n"),
+            "ssh-ed25519 AAAAC3Nz"
+        );
+    }
+}
