@@ -10,6 +10,7 @@ use serde_json::Value;
 use fleetup::client::{Client, ClientArgs, segment};
 use fleetup::config::{self, LogFormat};
 use fleetup::serve::{self, ServeArgs};
+use fleetup::shutdown::Shutdown;
 
 /// Upgrade the OS of a fleet of network devices: inventory, built-in TFTP/FTP image servers,
 /// SSH drivers and YAML rollouts.
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the service: HTTP API and dashboard, TFTP, FTP, rollout engine.
     Serve(ServeArgs),
+    /// A simulated fleet of Cisco devices (SSH, IOS CLI, real TFTP/FTP downloads, reloads).
+    Lab(fleetup::sim::LabArgs),
     /// Manage the device inventory of a running service.
     Inventory {
         #[command(flatten)]
@@ -150,7 +153,10 @@ enum DeviceAction {
 async fn follow_to_exit(c: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let end = fleetup::client::follow::follow(c, id, json).await?;
     if json {
-        println!("{}", serde_json::json!({"rollout": id, "state": end.state, "all_upgraded": end.all_upgraded}));
+        println!(
+            "{}",
+            serde_json::json!({"rollout": id, "state": end.state, "all_upgraded": end.all_upgraded})
+        );
     } else {
         print_summary(&end.detail);
     }
@@ -174,11 +180,17 @@ fn print_plan(plan: &Value) {
                     "{} ({} -> {})",
                     d["device"].as_str().unwrap_or("?"),
                     d["current_version"].as_str().unwrap_or("?"),
-                    d["target_version"].as_str().unwrap_or(d["image"].as_str().unwrap_or("?"))
+                    d["target_version"]
+                        .as_str()
+                        .unwrap_or(d["image"].as_str().unwrap_or("?"))
                 )
             })
             .collect();
-        println!("  {}: {} device(s)", w["name"].as_str().unwrap_or("?"), devices.len());
+        println!(
+            "  {}: {} device(s)",
+            w["name"].as_str().unwrap_or("?"),
+            devices.len()
+        );
         for d in devices {
             println!("    {d}");
         }
@@ -187,7 +199,11 @@ fn print_plan(plan: &Value) {
     if !skipped.is_empty() {
         println!("  skipped: {}", skipped.len());
         for s in skipped {
-            println!("    {}: {}", s["device"].as_str().unwrap_or("?"), s["reason"].as_str().unwrap_or("?"));
+            println!(
+                "    {}: {}",
+                s["device"].as_str().unwrap_or("?"),
+                s["reason"].as_str().unwrap_or("?")
+            );
         }
     }
     println!(
@@ -281,6 +297,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(args, token).await?;
         }
+        Command::Lab(args) => {
+            serve::init_logging(cli.log_format);
+            let shutdown = Shutdown::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                Shutdown::signal().await;
+                signal.token.cancel();
+            });
+            let result = fleetup::sim::run_lab(args, shutdown.clone()).await;
+            shutdown.shutdown_and_wait().await;
+            result?;
+        }
         Command::Inventory { client, action } => {
             let c = Client::from_args(&client);
             match action {
@@ -373,7 +401,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{id}");
                 return Ok(ExitCode::SUCCESS);
             }
-            eprintln!("rollout {id} submitted ({} device(s))", created["progress"]["total"]);
+            eprintln!(
+                "rollout {id} submitted ({} device(s))",
+                created["progress"]["total"]
+            );
             return follow_to_exit(&c, &id, json).await;
         }
         Command::Follow { client, id, json } => {

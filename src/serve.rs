@@ -59,7 +59,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETUP_MAX_IMAGE_SIZE", default_value = "4GiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_image_size: u64,
     /// Devices worked on at the same time across all rollouts.
-    #[arg(long, env = "FLEETUP_MAX_CONCURRENT_DEVICES", default_value = "100", value_name = "N")]
+    #[arg(
+        long,
+        env = "FLEETUP_MAX_CONCURRENT_DEVICES",
+        default_value = "100",
+        value_name = "N"
+    )]
     pub max_concurrent_devices: usize,
     /// How long in-flight HTTP requests may finish after a shutdown signal.
     #[arg(
@@ -153,6 +158,15 @@ impl Service {
     pub async fn start(
         args: &ServeArgs,
         token_from_env: Option<String>,
+    ) -> Result<Service, ServeError> {
+        Self::start_with_clock(args, token_from_env, Clock::System).await
+    }
+
+    /// Like [`Service::start`], with the rollout engine on the given clock (tests).
+    pub async fn start_with_clock(
+        args: &ServeArgs,
+        token_from_env: Option<String>,
+        clock: Clock,
     ) -> Result<Service, ServeError> {
         let data_dir = args.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {

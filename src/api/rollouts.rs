@@ -134,7 +134,11 @@ async fn submit_rollout(
         .map_err(|e| ApiError::bad_request(format!("the playbook is not UTF-8 text: {e}")))?;
     if q.dry_run {
         let (pb, plan) = state.engine.plan(text).await?;
-        return Ok(Json(DryRun { name: pb.name, plan }).into_response());
+        return Ok(Json(DryRun {
+            name: pb.name,
+            plan,
+        })
+        .into_response());
     }
     let record = state.engine.submit(text).await?;
     tracing::info!(rollout = %record.id, name = %record.name, "rollout submitted");
@@ -179,7 +183,8 @@ async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> 
     let devices = state.db.all_devices().await?;
     let mut waves = Vec::new();
     for w in &plan.waves {
-        let wave_jobs: Vec<DeviceJob> = jobs.iter().filter(|j| j.wave == w.index).cloned().collect();
+        let wave_jobs: Vec<DeviceJob> =
+            jobs.iter().filter(|j| j.wave == w.index).cloned().collect();
         let rows = wave_jobs
             .iter()
             .map(|j| {
@@ -227,7 +232,10 @@ async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> 
 #[utoipa::path(get, path = "/rollouts/{id}", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
     responses((status = 200, body = RolloutDetail), (status = 404, body = ErrorBody)))]
-async fn get_rollout(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RolloutDetail>> {
+async fn get_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RolloutDetail>> {
     let r = rollout_or_404(&state, &id).await?;
     Ok(Json(detail(&state, r).await?))
 }
@@ -239,7 +247,11 @@ pub struct ActionResult {
     message: String,
 }
 
-async fn action_result(state: &AppState, id: &str, message: String) -> ApiResult<Json<ActionResult>> {
+async fn action_result(
+    state: &AppState,
+    id: &str,
+    message: String,
+) -> ApiResult<Json<ActionResult>> {
     let r = rollout_or_404(state, id).await?;
     Ok(Json(ActionResult {
         id: r.id,
@@ -252,7 +264,10 @@ async fn action_result(state: &AppState, id: &str, message: String) -> ApiResult
 #[utoipa::path(post, path = "/rollouts/{id}/pause", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
     responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn pause_rollout(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ActionResult>> {
+async fn pause_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
     state.engine.pause(&id).await?;
     action_result(&state, &id, "paused: no new step starts".into()).await
 }
@@ -261,7 +276,10 @@ async fn pause_rollout(State(state): State<AppState>, Path(id): Path<String>) ->
 #[utoipa::path(post, path = "/rollouts/{id}/resume", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
     responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn resume_rollout(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ActionResult>> {
+async fn resume_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
     state.engine.resume(&id).await?;
     action_result(&state, &id, "resumed".into()).await
 }
@@ -270,18 +288,34 @@ async fn resume_rollout(State(state): State<AppState>, Path(id): Path<String>) -
 #[utoipa::path(post, path = "/rollouts/{id}/abort", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
     responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn abort_rollout(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ActionResult>> {
+async fn abort_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
     state.engine.abort(&id).await?;
-    action_result(&state, &id, "abort requested: devices stop at their next safe point".into()).await
+    action_result(
+        &state,
+        &id,
+        "abort requested: devices stop at their next safe point".into(),
+    )
+    .await
 }
 
 /// Put failed devices back in line (a halted rollout goes on).
 #[utoipa::path(post, path = "/rollouts/{id}/retry", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
     responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn retry_rollout(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ActionResult>> {
+async fn retry_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
     let n = state.engine.retry_failed(&id).await?;
-    action_result(&state, &id, format!("{n} failed device(s) put back in line")).await
+    action_result(
+        &state,
+        &id,
+        format!("{n} failed device(s) put back in line"),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -357,7 +391,10 @@ async fn rollout_events(
     });
     // Subscribe before reading the history, so nothing falls between the two.
     let live = BroadcastStream::new(state.engine.subscribe());
-    let history = state.db.events_after(&id, after.unwrap_or(0), 100_000).await?;
+    let history = state
+        .db
+        .events_after(&id, after.unwrap_or(0), 100_000)
+        .await?;
     let last = history.last().map(|e| e.id).or(after).unwrap_or(0);
     let backlog = stream::iter(history.into_iter().map(|e| Ok(sse(&e))));
     let rollout = id.clone();
@@ -370,5 +407,8 @@ async fn rollout_events(
         };
         std::future::ready(keep)
     });
-    Ok(Sse::new(backlog.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(
+        Sse::new(backlog.chain(live))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
 }

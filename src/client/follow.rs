@@ -62,8 +62,14 @@ fn all_upgraded(detail: &Value) -> bool {
 fn event_line(ev: &Value) -> String {
     let at = ev["at"].as_str().unwrap_or("");
     let time = at.get(11..19).unwrap_or(at);
-    let device = ev["device"].as_str().map(|d| format!("{d}: ")).unwrap_or_default();
-    let step = ev["step"].as_str().map(|s| format!("[{s}] ")).unwrap_or_default();
+    let device = ev["device"]
+        .as_str()
+        .map(|d| format!("{d}: "))
+        .unwrap_or_default();
+    let step = ev["step"]
+        .as_str()
+        .map(|s| format!("[{s}] "))
+        .unwrap_or_default();
     format!(
         "{time} {device}{step}{} {}",
         ev["kind"].as_str().unwrap_or(""),
@@ -114,7 +120,9 @@ pub async fn follow(client: &Client, id: &str, json: bool) -> Result<Ending, Cli
         let detail: Value = client.get_json(&format!("/rollouts/{id}")).await?;
         let p = &detail["progress"];
         let total = p["total"].as_u64().unwrap_or(0);
-        let finished = total.saturating_sub(p["pending"].as_u64().unwrap_or(0) + p["running"].as_u64().unwrap_or(0));
+        let finished = total.saturating_sub(
+            p["pending"].as_u64().unwrap_or(0) + p["running"].as_u64().unwrap_or(0),
+        );
         overall.set_length(total);
         overall.set_position(finished);
         overall.set_message(format!(

@@ -86,7 +86,14 @@ impl Engine {
         for r in engine.inner.db.unfinished_rollouts().await? {
             tracing::info!(rollout = %r.id, state = %r.state, "resuming rollout after restart");
             engine
-                .event(&r.id, None, "resumed", None, "the service restarted; resuming", None)
+                .event(
+                    &r.id,
+                    None,
+                    "resumed",
+                    None,
+                    "the service restarted; resuming",
+                    None,
+                )
                 .await;
             engine.spawn(r.id.clone());
         }
@@ -200,7 +207,8 @@ impl Engine {
         )
         .await;
         for s in &plan.skipped {
-            self.event(&id, Some(&s.device), "skipped", None, &s.reason, None).await;
+            self.event(&id, Some(&s.device), "skipped", None, &s.reason, None)
+                .await;
         }
         self.spawn(id.clone());
         Ok(self.inner.db.rollout(&id).await?)
@@ -208,22 +216,43 @@ impl Engine {
 
     pub async fn pause(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
-        self.inner.db.set_rollout_flags(id, Some(true), None).await?;
+        self.inner
+            .db
+            .set_rollout_flags(id, Some(true), None)
+            .await?;
         if r.state == RolloutState::Running || r.state == RolloutState::Scheduled {
-            self.inner.db.set_rollout_state(id, RolloutState::Paused, None).await?;
+            self.inner
+                .db
+                .set_rollout_state(id, RolloutState::Paused, None)
+                .await?;
         }
-        self.event(id, None, "paused", None, "paused by operator: no new step starts", None).await;
+        self.event(
+            id,
+            None,
+            "paused",
+            None,
+            "paused by operator: no new step starts",
+            None,
+        )
+        .await;
         self.poke(id);
         Ok(())
     }
 
     pub async fn resume(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
-        self.inner.db.set_rollout_flags(id, Some(false), None).await?;
+        self.inner
+            .db
+            .set_rollout_flags(id, Some(false), None)
+            .await?;
         if r.state == RolloutState::Paused {
-            self.inner.db.set_rollout_state(id, RolloutState::Running, None).await?;
+            self.inner
+                .db
+                .set_rollout_state(id, RolloutState::Running, None)
+                .await?;
         }
-        self.event(id, None, "resumed", None, "resumed by operator", None).await;
+        self.event(id, None, "resumed", None, "resumed by operator", None)
+            .await;
         self.poke(id);
         Ok(())
     }
@@ -231,13 +260,27 @@ impl Engine {
     /// Stop at the next safe point: no device is stopped inside a reload.
     pub async fn abort(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
-        self.inner.db.set_rollout_flags(id, Some(false), Some(true)).await?;
-        self.event(id, None, "abort_requested", None, "abort requested: devices stop at their next safe point", None)
-            .await;
+        self.inner
+            .db
+            .set_rollout_flags(id, Some(false), Some(true))
+            .await?;
+        self.event(
+            id,
+            None,
+            "abort_requested",
+            None,
+            "abort requested: devices stop at their next safe point",
+            None,
+        )
+        .await;
         if r.state == RolloutState::Halted {
             // Nothing runs in a halted rollout: end it now.
-            self.inner.db.set_rollout_state(id, RolloutState::Aborted, r.halt_reason.as_deref()).await?;
-            self.event(id, None, "aborted", None, "rollout aborted", None).await;
+            self.inner
+                .db
+                .set_rollout_state(id, RolloutState::Aborted, r.halt_reason.as_deref())
+                .await?;
+            self.event(id, None, "aborted", None, "rollout aborted", None)
+                .await;
         }
         self.poke(id);
         Ok(())
@@ -248,9 +291,20 @@ impl Engine {
         let r = self.live(id).await?;
         let n = self.inner.db.retry_failed_jobs(id).await?;
         if n > 0 {
-            self.event(id, None, "retry", None, &format!("{n} failed device(s) put back in line"), None).await;
+            self.event(
+                id,
+                None,
+                "retry",
+                None,
+                &format!("{n} failed device(s) put back in line"),
+                None,
+            )
+            .await;
             if r.state == RolloutState::Halted {
-                self.inner.db.set_rollout_state(id, RolloutState::Running, None).await?;
+                self.inner
+                    .db
+                    .set_rollout_state(id, RolloutState::Running, None)
+                    .await?;
                 self.spawn(id.to_string());
             }
             self.poke(id);
@@ -289,7 +343,11 @@ impl Engine {
 
     fn spawn(&self, id: String) {
         {
-            let mut controls = self.inner.controls.lock().unwrap_or_else(|e| e.into_inner());
+            let mut controls = self
+                .inner
+                .controls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if controls.contains_key(&id) {
                 return;
             }
@@ -348,7 +406,10 @@ impl Engine {
             let Ok(r) = self.inner.db.rollout(id).await else {
                 return false;
             };
-            if r.abort_requested || r.state == RolloutState::Halted || self.inner.shutdown.is_requested() {
+            if r.abort_requested
+                || r.state == RolloutState::Halted
+                || self.inner.shutdown.is_requested()
+            {
                 return false;
             }
             if !r.paused {
@@ -382,20 +443,31 @@ impl Engine {
             Ok(pb) => pb,
             Err(e) => {
                 let msg = format!("the stored playbook no longer parses: {e}");
-                self.inner.db.set_rollout_state(id, RolloutState::Failed, Some(&msg)).await?;
+                self.inner
+                    .db
+                    .set_rollout_state(id, RolloutState::Failed, Some(&msg))
+                    .await?;
                 self.event(id, None, "failed", None, &msg, None).await;
                 return Ok(());
             }
         };
-        let plan: Plan = serde_json::from_str(&record.plan_json).map_err(|e| RolloutError::Corrupt(e.to_string()))?;
+        let plan: Plan = serde_json::from_str(&record.plan_json)
+            .map_err(|e| RolloutError::Corrupt(e.to_string()))?;
 
         // Schedule: nothing before start_at.
         if let Some(start) = pb.schedule.start_at
             && self.inner.clock.now() < start
             && !record.abort_requested
         {
-            self.event(id, None, "scheduled", None, &format!("waiting for the start time {start}"), None)
-                .await;
+            self.event(
+                id,
+                None,
+                "scheduled",
+                None,
+                &format!("waiting for the start time {start}"),
+                None,
+            )
+            .await;
             tokio::select! {
                 _ = self.inner.clock.sleep_until(start) => {}
                 _ = self.wait_abort(id) => {}
@@ -407,10 +479,15 @@ impl Engine {
         }
         let current = self.inner.db.rollout(id).await?;
         if current.state != RolloutState::Halted {
-            let state = if current.paused { RolloutState::Paused } else { RolloutState::Running };
+            let state = if current.paused {
+                RolloutState::Paused
+            } else {
+                RolloutState::Running
+            };
             self.inner.db.set_rollout_state(id, state, None).await?;
             if current.started_at.is_none() {
-                self.event(id, None, "started", None, "rollout started", None).await;
+                self.event(id, None, "started", None, "rollout started", None)
+                    .await;
             }
         }
 
@@ -432,8 +509,15 @@ impl Engine {
                 .into_iter()
                 .filter(|j| j.wave == wave && !j.state.is_finished())
                 .collect();
-            self.event(id, None, "wave_started", None, &format!("wave {} of {} started", wave + 1, waves), Some(json!({"wave": wave})))
-                .await;
+            self.event(
+                id,
+                None,
+                "wave_started",
+                None,
+                &format!("wave {} of {} started", wave + 1, waves),
+                Some(json!({"wave": wave})),
+            )
+            .await;
             let mut running: JoinSet<(String, JobOutcome)> = JoinSet::new();
             for j in jobs {
                 if !self.may_go_on(id).await {
@@ -472,14 +556,30 @@ impl Engine {
             }
             let after = self.inner.db.jobs(id).await?;
             let wave_jobs: Vec<&DeviceJob> = after.iter().filter(|j| j.wave == wave).collect();
-            let failed = wave_jobs.iter().filter(|j| j.state == JobState::Failed).count();
+            let failed = wave_jobs
+                .iter()
+                .filter(|j| j.state == JobState::Failed)
+                .count();
             let is_canary = plan.waves.get(wave).is_some_and(|w| w.name == "canary");
             if is_canary && failed > 0 {
-                self.halt(id, &format!("the canary failed ({failed} device(s)); later waves were not started")).await?;
+                self.halt(
+                    id,
+                    &format!(
+                        "the canary failed ({failed} device(s)); later waves were not started"
+                    ),
+                )
+                .await?;
                 break;
             }
-            self.event(id, None, "wave_finished", None, &format!("wave {} of {} finished", wave + 1, waves), Some(json!({"wave": wave, "failed": failed})))
-                .await;
+            self.event(
+                id,
+                None,
+                "wave_finished",
+                None,
+                &format!("wave {} of {} finished", wave + 1, waves),
+                Some(json!({"wave": wave, "failed": failed})),
+            )
+            .await;
         }
         self.conclude(id).await
     }
@@ -525,7 +625,10 @@ impl Engine {
     }
 
     async fn halt(&self, id: &str, reason: &str) -> Result<(), RolloutError> {
-        self.inner.db.set_rollout_state(id, RolloutState::Halted, Some(reason)).await?;
+        self.inner
+            .db
+            .set_rollout_state(id, RolloutState::Halted, Some(reason))
+            .await?;
         self.event(id, None, "halted", None, reason, None).await;
         self.poke(id);
         Ok(())
@@ -564,10 +667,23 @@ impl Engine {
         let jobs = self.inner.db.jobs(id).await?;
         if r.abort_requested {
             for j in jobs.iter().filter(|j| j.state == JobState::Pending) {
-                self.inner.db.finish_job(id, &j.device, JobState::Aborted, None, Some("rollout aborted before this device started")).await?;
+                self.inner
+                    .db
+                    .finish_job(
+                        id,
+                        &j.device,
+                        JobState::Aborted,
+                        None,
+                        Some("rollout aborted before this device started"),
+                    )
+                    .await?;
             }
-            self.inner.db.set_rollout_state(id, RolloutState::Aborted, r.halt_reason.as_deref()).await?;
-            self.event(id, None, "aborted", None, "rollout aborted", None).await;
+            self.inner
+                .db
+                .set_rollout_state(id, RolloutState::Aborted, r.halt_reason.as_deref())
+                .await?;
+            self.event(id, None, "aborted", None, "rollout aborted", None)
+                .await;
             return Ok(());
         }
         if r.state == RolloutState::Halted {
@@ -575,14 +691,30 @@ impl Engine {
             return Ok(());
         }
         let failed = jobs.iter().filter(|j| j.state == JobState::Failed).count();
-        let upgraded = jobs.iter().filter(|j| j.state == JobState::Succeeded).count();
+        let upgraded = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Succeeded)
+            .count();
         if failed == 0 {
-            self.inner.db.set_rollout_state(id, RolloutState::Completed, None).await?;
-            self.event(id, None, "completed", None, &format!("rollout completed: {upgraded} device(s) upgraded"), None)
-                .await;
+            self.inner
+                .db
+                .set_rollout_state(id, RolloutState::Completed, None)
+                .await?;
+            self.event(
+                id,
+                None,
+                "completed",
+                None,
+                &format!("rollout completed: {upgraded} device(s) upgraded"),
+                None,
+            )
+            .await;
         } else {
             let msg = format!("{failed} device(s) failed, {upgraded} upgraded");
-            self.inner.db.set_rollout_state(id, RolloutState::Failed, Some(&msg)).await?;
+            self.inner
+                .db
+                .set_rollout_state(id, RolloutState::Failed, Some(&msg))
+                .await?;
             self.event(id, None, "failed", None, &msg, None).await;
         }
         Ok(())

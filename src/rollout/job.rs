@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Engine;
 use super::model::{DeviceJob, JobState, StepState};
 use crate::device::{
-    self, CopySource, FailureReason, Step, StepEvent, StepObserver, StepStatus, Stop, Target,
-    Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target, Transfer,
+    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
 };
 use crate::inventory::Secret;
 use crate::playbook::{self, Playbook, Share, TransferProtocol};
@@ -47,7 +47,9 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         Ok(done) => {
             let (state, note) = match done.result {
                 UpgradeResult::Upgraded => (JobState::Succeeded, "upgraded"),
-                UpgradeResult::AlreadyCurrent => (JobState::Skipped, "already on the target version"),
+                UpgradeResult::AlreadyCurrent => {
+                    (JobState::Skipped, "already on the target version")
+                }
                 UpgradeResult::Staged => (JobState::Succeeded, "staged: image copied and verified"),
             };
             if let Err(e) = db.set_facts(&name, &done.after).await {
@@ -55,23 +57,47 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             }
             let version = done.after.version.clone();
             engine
-                .event(id, Some(&name), "device_succeeded", None, &format!("{note}; now running {}", version.as_deref().unwrap_or("?")), Some(json!({"version": version})))
+                .event(
+                    id,
+                    Some(&name),
+                    "device_succeeded",
+                    None,
+                    &format!("{note}; now running {}", version.as_deref().unwrap_or("?")),
+                    Some(json!({"version": version})),
+                )
                 .await;
             (state, version, None, JobOutcome::Succeeded)
         }
         Err(Ended::Interrupted) => return JobOutcome::Interrupted,
         Err(Ended::Aborted(message)) => {
-            engine.event(id, Some(&name), "device_aborted", None, &message, None).await;
+            engine
+                .event(id, Some(&name), "device_aborted", None, &message, None)
+                .await;
             (JobState::Aborted, None, Some(message), JobOutcome::Aborted)
         }
         Err(Ended::Failed { reason, message }) => {
             engine
-                .event(id, Some(&name), "device_failed", None, &message, Some(json!({"reason": reason})))
+                .event(
+                    id,
+                    Some(&name),
+                    "device_failed",
+                    None,
+                    &message,
+                    Some(json!({"reason": reason})),
+                )
                 .await;
-            (JobState::Failed, None, Some(format!("{reason}: {message}")), JobOutcome::Failed)
+            (
+                JobState::Failed,
+                None,
+                Some(format!("{reason}: {message}")),
+                JobOutcome::Failed,
+            )
         }
     };
-    if let Err(e) = db.finish_job(id, &name, state, new_version.as_deref(), error.as_deref()).await {
+    if let Err(e) = db
+        .finish_job(id, &name, state, new_version.as_deref(), error.as_deref())
+        .await
+    {
         tracing::error!(device = %name, error = %e, "cannot record the end of a device job");
     }
     result
@@ -188,38 +214,70 @@ struct Recorder<'a> {
     device: String,
     /// Set when the rollout must stop at this safe point (abort, halt).
     cancel: CancellationToken,
+    /// The driver's progress, recorded in order before the next step starts.
+    events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<StepEvent>>,
 }
 
 #[async_trait]
-impl StepObserver for Recorder<'_> {
-    async fn starting(&self, step: Step, message: &str) -> Result<(), Stop> {
+impl StepGate for Recorder<'_> {
+    async fn before(&self, step: Step, message: &str) -> Result<(), Stop> {
+        self.drain().await;
         let engine = &self.ctx.engine;
         let id = &self.ctx.rollout_id;
         if !engine.may_go_on(id).await {
             self.cancel.cancel();
-            return Err(if engine.shutdown().is_requested() { Stop::Shutdown } else { Stop::Abort });
+            return Err(if engine.shutdown().is_requested() {
+                Stop::Shutdown
+            } else {
+                Stop::Abort
+            });
         }
         if matches!(step, Step::Reload | Step::Install) {
             self.wait_for_window().await?;
         }
         // Written before the step runs: after a crash, `reload_sent` tells the truth.
         let db = engine.db();
-        if let Err(e) = db.set_job_step(id, &self.device, step.as_str(), StepState::Started).await {
+        if let Err(e) = db
+            .set_job_step(id, &self.device, step.as_str(), StepState::Started)
+            .await
+        {
             tracing::error!(device = %self.device, error = %e, "cannot record a step; stopping this device");
             return Err(Stop::Abort);
         }
-        engine.event(id, Some(&self.device), "step_started", Some(step.as_str()), message, None).await;
+        engine
+            .event(
+                id,
+                Some(&self.device),
+                "step_started",
+                Some(step.as_str()),
+                message,
+                None,
+            )
+            .await;
         Ok(())
     }
+}
 
-    async fn event(&self, ev: StepEvent) {
+impl Recorder<'_> {
+    /// Record every progress event the driver has sent so far.
+    async fn drain(&self) {
+        let mut rx = self.events.lock().await;
+        while let Ok(ev) = rx.try_recv() {
+            self.record(ev).await;
+        }
+    }
+
+    async fn record(&self, ev: StepEvent) {
         if ev.status == StepStatus::Started {
             return;
         }
         let engine = &self.ctx.engine;
         let id = &self.ctx.rollout_id;
         if ev.status == StepStatus::Done
-            && let Err(e) = engine.db().set_job_step(id, &self.device, ev.step.as_str(), StepState::Done).await
+            && let Err(e) = engine
+                .db()
+                .set_job_step(id, &self.device, ev.step.as_str(), StepState::Done)
+                .await
         {
             tracing::error!(device = %self.device, error = %e, "cannot record a finished step");
         }
@@ -229,11 +287,18 @@ impl StepObserver for Recorder<'_> {
             StepStatus::Failed => "step_failed",
             StepStatus::Started => "step_started",
         };
-        engine.event(id, Some(&self.device), kind, Some(ev.step.as_str()), &ev.message, None).await;
+        engine
+            .event(
+                id,
+                Some(&self.device),
+                kind,
+                Some(ev.step.as_str()),
+                &ev.message,
+                None,
+            )
+            .await;
     }
-}
 
-impl Recorder<'_> {
     async fn wait_for_window(&self) -> Result<(), Stop> {
         let engine = &self.ctx.engine;
         let id = &self.ctx.rollout_id;
@@ -250,7 +315,16 @@ impl Recorder<'_> {
             };
             if !announced {
                 engine
-                    .event(id, Some(&self.device), "waiting_window", Some("reload"), &format!("staged; the reload waits for the maintenance window opening at {next}"), Some(json!({"opens_at": next.to_string()})))
+                    .event(
+                        id,
+                        Some(&self.device),
+                        "waiting_window",
+                        Some("reload"),
+                        &format!(
+                            "staged; the reload waits for the maintenance window opening at {next}"
+                        ),
+                        Some(json!({"opens_at": next.to_string()})),
+                    )
                     .await;
                 announced = true;
             }
@@ -281,10 +355,12 @@ async fn execute(
             message: format!("cannot record the device's start: {e}"),
         });
     }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let recorder = Recorder {
         ctx,
         device: job.device.clone(),
         cancel: CancellationToken::new(),
+        events: tokio::sync::Mutex::new(events_rx),
     };
     let shutdown = engine.shutdown().token.clone();
     let cancel = recorder.cancel.clone();
@@ -300,15 +376,25 @@ async fn execute(
             engine
                 .event(id, Some(&job.device), "resumed", Some("wait_back"), "the reload was already sent before the restart: waiting for the device and checking it, no second reload", None)
                 .await;
-            device::resume_after_reload(target, plan, &recorder, cancel.clone()).await
+            let bound = reload_uptime_bound(engine, id, &job.device, plan).await;
+            device::resume_after_reload(
+                target,
+                plan,
+                events_tx,
+                Some(&recorder),
+                bound,
+                cancel.clone(),
+            )
+            .await
         } else {
-            device::upgrade(target, plan, &recorder, cancel.clone()).await
+            device::upgrade_gated(target, plan, events_tx, Some(&recorder), cancel.clone()).await
         }
     };
     let result = tokio::select! {
         r = work => r,
         _ = stop_on_shutdown => return Err(Ended::Interrupted),
     };
+    recorder.drain().await;
     let pin_key = |key: &str| {
         let db = engine.db().clone();
         let name = job.device.clone();
@@ -334,6 +420,25 @@ async fn execute(
             Err(classify(engine, failure).await)
         }
     }
+}
+
+/// Seconds since this device's reload was recorded, plus the reload timeout: a device whose
+/// uptime is below this has restarted since the reload.
+async fn reload_uptime_bound(
+    engine: &Engine,
+    id: &str,
+    device: &str,
+    plan: &UpgradePlan,
+) -> Option<u64> {
+    let events = engine.db().events_after(id, 0, 100_000).await.ok()?;
+    let sent = events.iter().rev().find(|e| {
+        e.device.as_deref() == Some(device)
+            && e.kind == "step_started"
+            && matches!(e.step.as_deref(), Some("reload" | "install"))
+    })?;
+    let at: jiff::Timestamp = sent.at.parse().ok()?;
+    let since = at.duration_until(jiff::Timestamp::now()).as_secs().max(0) as u64;
+    Some(since + plan.timeouts.reload.as_secs())
 }
 
 async fn classify(engine: &Engine, f: UpgradeFailure) -> Ended {

@@ -44,7 +44,10 @@ string_enum!(
 impl RolloutState {
     /// A rollout in one of these states will do nothing more.
     pub fn is_ended(self) -> bool {
-        matches!(self, RolloutState::Completed | RolloutState::Failed | RolloutState::Aborted)
+        matches!(
+            self,
+            RolloutState::Completed | RolloutState::Failed | RolloutState::Aborted
+        )
     }
 }
 

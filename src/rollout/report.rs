@@ -49,7 +49,10 @@ fn seconds_between(a: &str, b: &str) -> Option<f64> {
 /// Step timings of one device from its `step_started` / `step_done` / `step_failed` events.
 pub fn step_timings(device: &str, events: &[Event]) -> Vec<StepTiming> {
     let mut out: Vec<StepTiming> = Vec::new();
-    for e in events.iter().filter(|e| e.device.as_deref() == Some(device)) {
+    for e in events
+        .iter()
+        .filter(|e| e.device.as_deref() == Some(device))
+    {
         let Some(step) = &e.step else { continue };
         match e.kind.as_str() {
             "step_started" => out.push(StepTiming {
@@ -60,7 +63,11 @@ pub fn step_timings(device: &str, events: &[Event]) -> Vec<StepTiming> {
                 result: None,
             }),
             "step_done" | "step_failed" | "step_skipped" => {
-                if let Some(t) = out.iter_mut().rev().find(|t| &t.step == step && t.finished_at.is_none()) {
+                if let Some(t) = out
+                    .iter_mut()
+                    .rev()
+                    .find(|t| &t.step == step && t.finished_at.is_none())
+                {
                     t.seconds = seconds_between(&t.started_at, &e.at);
                     t.finished_at = Some(e.at.clone());
                     t.result = Some(e.kind.trim_start_matches("step_").to_string());
@@ -113,7 +120,9 @@ fn csv_field(s: &str) -> String {
 
 /// One line per device, for spreadsheets and change tickets.
 pub fn to_csv(report: &Report) -> String {
-    let mut out = String::from("device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error\n");
+    let mut out = String::from(
+        "device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error\n",
+    );
     for d in &report.devices {
         let fields = [
             d.device.clone(),

@@ -1,9 +1,7 @@
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{Db, StoreError, now_text};
-use crate::rollout::model::{
-    DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState,
-};
+use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState};
 
 /// Rollout states after which a rollout no longer needs its images.
 pub const ENDED_STATES: [&str; 3] = ["completed", "failed", "aborted"];
@@ -156,12 +154,13 @@ impl Db {
 
     /// Rollouts the engine must (re)start: every one that has not ended.
     pub async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM rollouts WHERE state NOT IN (?, ?, ?) ORDER BY created_at")
-            .bind(ENDED_STATES[0])
-            .bind(ENDED_STATES[1])
-            .bind(ENDED_STATES[2])
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM rollouts WHERE state NOT IN (?, ?, ?) ORDER BY created_at")
+                .bind(ENDED_STATES[0])
+                .bind(ENDED_STATES[1])
+                .bind(ENDED_STATES[2])
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(row_to_rollout).collect()
     }
 
@@ -214,10 +213,12 @@ impl Db {
     }
 
     pub async fn jobs(&self, rollout_id: &str) -> Result<Vec<DeviceJob>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY wave, position")
-            .bind(rollout_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY wave, position",
+        )
+        .bind(rollout_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(row_to_job).collect()
     }
 
@@ -269,7 +270,11 @@ impl Db {
         Ok(())
     }
 
-    pub async fn start_job_attempt(&self, rollout_id: &str, device: &str) -> Result<(), StoreError> {
+    pub async fn start_job_attempt(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE rollout_devices SET state = 'running', attempts = attempts + 1, error = NULL, \
              started_at = coalesce(started_at, ?) WHERE rollout_id = ? AND device = ?",

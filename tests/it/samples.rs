@@ -23,7 +23,8 @@ fn sample_playbooks_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
             let text = std::fs::read_to_string(&path).unwrap();
-            let pb = fleetup::playbook::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let pb = fleetup::playbook::parse(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!pb.name.is_empty());
             checked += 1;
         }
