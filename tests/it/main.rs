@@ -5,5 +5,6 @@ mod support;
 
 mod api;
 mod lab;
+mod rollout;
 mod samples;
 mod tftp;
