@@ -161,7 +161,6 @@ impl Vty {
     }
 
     /// Wait until the device drops the session.
-    #[allow(dead_code)]
     async fn wait_closed(&mut self) -> String {
         let deadline = tokio::time::Instant::now() + HANG;
         while !self.closed {
@@ -339,5 +338,241 @@ async fn prompts_enable_abbreviations_and_errors() {
         .cmd("show running-config | include ^hostname", "core-1#")
         .await;
     assert_eq!(run, "hostname core-1\r\n");
+    lab.stop().await;
+}
+
+/// atftpd on a free port of a random loopback address, serving `files`. Killed on drop.
+/// (fleetup's own TFTP server replaces it once that server is in the tree.)
+struct TftpServer {
+    child: std::process::Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TftpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // atftpd drops to user nobody: the directory and files must be world-readable.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, data) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let ip = Ipv4Addr::new(
+        127,
+        rand::random_range(20..250),
+        rand::random_range(1..250),
+        250,
+    );
+    let port = std::net::UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("atftpd")
+        .args([
+            "--daemon",
+            "--no-fork",
+            "--logfile",
+            "/dev/null",
+            "--no-multicast",
+        ])
+        .args([
+            "--bind-address",
+            &ip.to_string(),
+            "--port",
+            &port.to_string(),
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("atftpd is installed by scripts/test");
+    TftpServer {
+        child,
+        addr: SocketAddr::from((ip, port)),
+        dir,
+    }
+}
+
+/// Deterministic pseudo-random image content.
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn md5sum(path: &std::path::Path) -> String {
+    let out = tokio::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+async fn admin_state(lab: &TestLab, device: &str) -> serde_json::Value {
+    let url = format!(
+        "http://{}/api/devices/{device}",
+        lab.lab.admin_addr().unwrap()
+    );
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn enabled(addr: SocketAddr, host: &str) -> Vty {
+    let mut vty = Vty::open(addr, "admin", "cisco").await.unwrap();
+    vty.expect(&format!(r"(?m)^{host}>$")).await;
+    vty.send("enable\n").await;
+    vty.expect("Password: ").await;
+    vty.send("cisco\n").await;
+    vty.expect(&format!(r"(?m)^{host}#$")).await;
+    vty
+}
+
+/// `copy tftp://… flash:` answering the destination prompt with Return; the whole output.
+async fn copy_tftp(vty: &mut Vty, server: Ipv4Addr, file: &str, host: &str) -> String {
+    vty.send(&format!("copy tftp://{server}/{file} flash:\n"))
+        .await;
+    vty.expect(&format!(
+        r"Destination filename \[{}\]\? $",
+        regex::escape(file)
+    ))
+    .await;
+    vty.send("\n").await;
+    vty.expect(&format!(r"(?m)^{host}#$")).await
+}
+
+const NEW_IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
+
+#[tokio::test]
+async fn full_manual_upgrade_over_ssh() {
+    let data = image(300_000, 7);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let server_ip = match server.addr.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        _ => unreachable!(),
+    };
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.state_dir = state_dir.path().to_path_buf();
+    })
+    .await;
+    let host = "lab-sw-001";
+    let mut vty = enabled(lab.ssh(0), host).await;
+
+    let out = copy_tftp(&mut vty, server_ip, NEW_IMAGE, host).await;
+    let expected = format!(
+        r"(?s)^\r\nAccessing tftp://{ip}/{f}\.\.\.\r\nLoading {f} from {ip} \(via Vlan1\): !+\r\n\[OK - 300000 bytes\]\r\n\r\n300000 bytes copied in \d+\.\d{{3}} secs \(\d+ bytes/sec\)\r\n{host}#$",
+        ip = regex::escape(&server_ip.to_string()),
+        f = regex::escape(NEW_IMAGE),
+    );
+    assert!(Regex::new(&expected).unwrap().is_match(&out), "{out:?}");
+    let on_flash = state_dir.path().join(host).join("flash").join(NEW_IMAGE);
+    assert_eq!(std::fs::read(&on_flash).unwrap(), data, "byte-exact copy");
+
+    let want = md5sum(&server.dir.path().join(NEW_IMAGE)).await;
+    let out = vty
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE}"),
+            &format!("{host}#"),
+        )
+        .await;
+    let re =
+        Regex::new(r"(?m)^\.+Done!\r\nverify /md5 \(flash:(\S+)\) = ([0-9a-f]{32})\r$").unwrap();
+    let c = re.captures(&out).unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(&c[1], NEW_IMAGE);
+    assert_eq!(&c[2], want);
+    let out = vty
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE} {want}"),
+            &format!("{host}#"),
+        )
+        .await;
+    assert!(
+        out.contains(&format!("Verified (flash:{NEW_IMAGE}) = {want}\r\n")),
+        "{out:?}"
+    );
+
+    vty.cmd("configure terminal", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("no boot system", &format!("{host}(config)#")).await;
+    vty.cmd(
+        &format!("boot system flash:{NEW_IMAGE}"),
+        &format!("{host}(config)#"),
+    )
+    .await;
+    vty.cmd("end", &format!("{host}#")).await;
+    let out = vty.cmd("write memory", &format!("{host}#")).await;
+    assert_eq!(out, "Building configuration...\r\n[OK]\r\n");
+    let boot = vty.cmd("show boot", &format!("{host}#")).await;
+    assert_line(
+        &boot,
+        &format!(
+            r"^BOOT path-list      : flash:{}\r$",
+            regex::escape(NEW_IMAGE)
+        ),
+    );
+
+    vty.send("reload\n").await;
+    vty.expect(r"reload\r\nProceed with reload\? \[confirm\]$")
+        .await;
+    vty.send("\n").await;
+    let tail = vty.wait_closed().await;
+    assert!(
+        tail.contains("%SYS-5-RELOAD: Reload requested by admin on vty0"),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up(host).await);
+
+    let out = openssh(lab.ssh(0), "cisco", "show version").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_line(&text, r"Version 15\.2\(7\)E8, RELEASE SOFTWARE");
+    assert_line(
+        &text,
+        &format!(
+            r#"^System image file is "flash:{}"\r$"#,
+            regex::escape(NEW_IMAGE)
+        ),
+    );
+    assert_line(&text, r"^lab-sw-001 uptime is 0 minutes\r$");
+    assert_line(&text, r"^Last reload reason: Reload command\r$");
+    assert_line(
+        &text,
+        r"^\*    1 52    WS-C2960X-48FPD-L\s+15\.2\(7\)E8\s+C2960X-UNIVERSALK9-M\r$",
+    );
+
+    let state = admin_state(&lab, host).await;
+    assert_eq!(state["reload_count"], 1, "{state}");
+    assert_eq!(state["version"], "15.2(7)E8");
+    assert_eq!(state["boot_variable"][0], format!("flash:{NEW_IMAGE}"));
+    assert_eq!(state["power"], "up");
+    let files = state["flash"]["files"].as_array().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f["name"] == NEW_IMAGE && f["size"] == 300_000)
+    );
+    lab.stop().await;
+
+    // The state survives a lab restart.
+    let lab = TestLab::start(1, |c| c.state_dir = state_dir.path().to_path_buf()).await;
+    let s = lab.lab.state(host).unwrap();
+    assert_eq!((s.version.as_str(), s.reload_count), ("15.2(7)E8", 1));
     lab.stop().await;
 }
