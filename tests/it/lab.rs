@@ -576,3 +576,246 @@ async fn full_manual_upgrade_over_ssh() {
     assert_eq!((s.version.as_str(), s.reload_count), ("15.2(7)E8", 1));
     lab.stop().await;
 }
+
+fn v4(addr: SocketAddr) -> Ipv4Addr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("not IPv4: {other}"),
+    }
+}
+
+async fn set_fault(lab: &TestLab, device: &str, fault: &str) -> reqwest::StatusCode {
+    let url = format!(
+        "http://{}/api/devices/{device}/faults",
+        lab.lab.admin_addr().unwrap()
+    );
+    reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({ "fault": fault }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn transfer_faults_give_ios_errors() {
+    use fleetup::sim::{Fault, FaultSpec};
+    let data = image(200_000, 11);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let ip = v4(server.addr);
+    let spec = |d: &str, f: Fault| FaultSpec {
+        device: d.into(),
+        faults: vec![f],
+    };
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(5, |c| {
+        c.tftp_port = server.addr.port();
+        c.state_dir = state_dir.path().to_path_buf();
+        c.faults = vec![
+            spec("1", Fault::TftpTimeout),
+            spec("lab-sw-002", Fault::FlashTooSmall),
+            spec("lab-sw-003", Fault::CorruptDownload),
+            spec("lab-sw-004", Fault::DropMidCopy),
+        ];
+    })
+    .await;
+    let esc = |s: &str| regex::escape(s);
+
+    // 1: TFTP timeout.
+    let mut vty = enabled(lab.ssh(0), "lab-sw-001").await;
+    let out = copy_tftp(&mut vty, ip, NEW_IMAGE, "lab-sw-001").await;
+    assert_line(
+        &out,
+        &format!(
+            r"^%Error opening tftp://{}/{} \(Timed out\)\r$",
+            esc(&ip.to_string()),
+            esc(NEW_IMAGE)
+        ),
+    );
+    // A file the server does not have.
+    lab.lab.clear_faults("lab-sw-001");
+    let out = copy_tftp(&mut vty, ip, "missing.bin", "lab-sw-001").await;
+    assert_line(
+        &out,
+        &format!(
+            r"^%Error opening tftp://{}/missing\.bin \(No such file or directory\)\r$",
+            esc(&ip.to_string())
+        ),
+    );
+
+    // 2: flash too small: dir shows it, copy refuses, nothing is left behind.
+    let mut vty = enabled(lab.ssh(1), "lab-sw-002").await;
+    let dir = vty
+        .cmd("dir flash: | include bytes free", "lab-sw-002#")
+        .await;
+    let free: u64 = Regex::new(r"\((\d+) bytes free\)")
+        .unwrap()
+        .captures(&dir)
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(free < data.len() as u64, "{dir}");
+    let out = copy_tftp(&mut vty, ip, NEW_IMAGE, "lab-sw-002").await;
+    assert_line(
+        &out,
+        &format!(
+            r"%Error copying tftp://{}/{} \(Not enough space on device\)\r$",
+            esc(&ip.to_string()),
+            esc(NEW_IMAGE)
+        ),
+    );
+    let out = vty
+        .cmd(&format!("dir flash:{NEW_IMAGE}"), "lab-sw-002#")
+        .await;
+    assert_eq!(
+        out,
+        format!("%Error opening flash:/{NEW_IMAGE} (No such file or directory)\r\n")
+    );
+
+    // 3: corrupt download: the copy looks fine, verify disagrees, the boot loader refuses it.
+    let want = md5sum(&server.dir.path().join(NEW_IMAGE)).await;
+    let mut vty = enabled(lab.ssh(2), "lab-sw-003").await;
+    let out = copy_tftp(&mut vty, ip, NEW_IMAGE, "lab-sw-003").await;
+    assert!(out.contains("[OK - 200000 bytes]"), "{out:?}");
+    let out = vty
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE} {want}"),
+            "lab-sw-003#",
+        )
+        .await;
+    assert_line(
+        &out,
+        &format!(r"^%Error verifying flash:{}\r$", esc(NEW_IMAGE)),
+    );
+    assert_line(&out, &format!(r"^Submitted signature = {want}\r$"));
+    let computed = Regex::new(r"Computed signature = ([0-9a-f]{32})")
+        .unwrap()
+        .captures(&out)
+        .unwrap()[1]
+        .to_string();
+    assert_ne!(computed, want);
+    vty.cmd("conf t", "lab-sw-003(config)#").await;
+    vty.cmd(
+        &format!("boot system flash:{NEW_IMAGE}"),
+        "lab-sw-003(config)#",
+    )
+    .await;
+    vty.cmd("end", "lab-sw-003#").await;
+    vty.send("reload\n").await;
+    vty.expect(r"Save\? \[yes/no\]: $").await;
+    vty.send("yes\n").await;
+    vty.expect(r"Building configuration\.\.\.\r\n\[OK\]Proceed with reload\? \[confirm\]$")
+        .await;
+    vty.send("y").await;
+    vty.wait_closed().await;
+    assert!(lab.lab.wait_until_up("lab-sw-003").await);
+    let s = lab.lab.state("lab-sw-003").unwrap();
+    assert_eq!(
+        s.version, "15.2(4)E10",
+        "fell back to the first valid image"
+    );
+    assert_eq!(s.reload_count, 1);
+
+    // 4: the session drops mid-copy; no partial file remains.
+    let mut vty = enabled(lab.ssh(3), "lab-sw-004").await;
+    vty.send(&format!("copy tftp://{ip}/{NEW_IMAGE} flash:\n"))
+        .await;
+    vty.expect(r"Destination filename \[.*\]\? $").await;
+    vty.send("\n").await;
+    let tail = vty.wait_closed().await;
+    assert!(tail.contains("Accessing tftp://"), "{tail:?}");
+    let s = lab.lab.state("lab-sw-004").unwrap();
+    assert!(
+        s.flash.files.iter().all(|f| f.name != NEW_IMAGE),
+        "{:?}",
+        s.flash.files
+    );
+
+    // 5: wrong credentials, set and cleared through the admin API.
+    assert_eq!(
+        set_fault(&lab, "lab-sw-005", "wrong-credentials").await,
+        200
+    );
+    assert_eq!(
+        Vty::open(lab.ssh(4), "admin", "cisco")
+            .await
+            .err()
+            .as_deref(),
+        Some("authentication refused")
+    );
+    assert_eq!(set_fault(&lab, "lab-sw-005", "no-such-fault").await, 400);
+    assert_eq!(set_fault(&lab, "lab-sw-999", "slow-transfer").await, 404);
+    let url = format!(
+        "http://{}/api/devices/lab-sw-005/faults",
+        lab.lab.admin_addr().unwrap()
+    );
+    let resp = reqwest::Client::new().delete(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(Vty::open(lab.ssh(4), "admin", "cisco").await.is_ok());
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn reload_faults() {
+    use fleetup::sim::{Fault, FaultSpec};
+    let data = image(50_000, 3);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let ip = v4(server.addr);
+    let lab = TestLab::start(3, |c| {
+        c.tftp_port = server.addr.port();
+        c.faults = vec![
+            FaultSpec {
+                device: "1".into(),
+                faults: vec![Fault::ReloadNeverReturns],
+            },
+            FaultSpec {
+                device: "2".into(),
+                faults: vec![Fault::ReloadOldImage],
+            },
+        ];
+    })
+    .await;
+    async fn upgrade_and_reload(vty: &mut Vty, ip: Ipv4Addr, host: &str) {
+        let out = copy_tftp(vty, ip, NEW_IMAGE, host).await;
+        assert!(out.contains("[OK - 50000 bytes]"), "{out:?}");
+        vty.cmd("conf t", &format!("{host}(config)#")).await;
+        vty.cmd(
+            &format!("boot system flash:{NEW_IMAGE}"),
+            &format!("{host}(config)#"),
+        )
+        .await;
+        vty.cmd("end", &format!("{host}#")).await;
+        vty.cmd("wr", &format!("{host}#")).await;
+        vty.send("reload\n").await;
+        vty.expect(r"Proceed with reload\? \[confirm\]$").await;
+        vty.send("\n").await;
+        vty.wait_closed().await;
+    }
+    let mut never = enabled(lab.ssh(0), "lab-sw-001").await;
+    upgrade_and_reload(&mut never, ip, "lab-sw-001").await;
+    let mut old = enabled(lab.ssh(1), "lab-sw-002").await;
+    upgrade_and_reload(&mut old, ip, "lab-sw-002").await;
+    let mut good = enabled(lab.ssh(2), "lab-sw-003").await;
+    upgrade_and_reload(&mut good, ip, "lab-sw-003").await;
+
+    // Devices 2 and 3 reloaded after device 1 and are back: device 1 still is not.
+    assert!(lab.lab.wait_until_up("lab-sw-002").await);
+    assert!(lab.lab.wait_until_up("lab-sw-003").await);
+    assert_eq!(lab.lab.state("lab-sw-003").unwrap().version, "15.2(7)E8");
+    let s = lab.lab.state("lab-sw-002").unwrap();
+    assert_eq!(s.version, "15.2(4)E10", "came back on the old image");
+    assert_eq!(s.boot_variable, vec![format!("flash:{NEW_IMAGE}")]);
+    let s = lab.lab.state("lab-sw-001").unwrap();
+    assert_eq!(s.power, fleetup::sim::Power::Reloading);
+    assert!(
+        Vty::open(lab.ssh(0), "admin", "cisco").await.is_err(),
+        "nobody answers"
+    );
+
+    // Clearing the fault lets it finish booting.
+    lab.lab.clear_faults("lab-sw-001");
+    assert!(lab.lab.wait_until_up("lab-sw-001").await);
+    assert_eq!(lab.lab.state("lab-sw-001").unwrap().version, "15.2(7)E8");
+    lab.stop().await;
+}
