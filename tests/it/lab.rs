@@ -819,3 +819,190 @@ async fn reload_faults() {
     assert_eq!(lab.lab.state("lab-sw-001").unwrap().version, "15.2(7)E8");
     lab.stop().await;
 }
+
+#[tokio::test]
+async fn slow_and_rate_limited_copies_are_complete() {
+    use fleetup::sim::{Fault, FaultSpec};
+    let data = image(40_000, 5);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let ip = v4(server.addr);
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(2, |c| {
+        c.tftp_port = server.addr.port();
+        c.state_dir = state_dir.path().to_path_buf();
+        c.rate = Some(400_000);
+        c.slow_rate = 200_000;
+        c.faults = vec![FaultSpec {
+            device: "2".into(),
+            faults: vec![Fault::SlowTransfer],
+        }];
+    })
+    .await;
+    for (k, host) in ["lab-sw-001", "lab-sw-002"].into_iter().enumerate() {
+        let mut vty = enabled(lab.ssh(k), host).await;
+        let out = copy_tftp(&mut vty, ip, NEW_IMAGE, host).await;
+        assert!(out.contains("[OK - 40000 bytes]"), "{out:?}");
+        let path = state_dir.path().join(host).join("flash").join(NEW_IMAGE);
+        assert_eq!(std::fs::read(path).unwrap(), data);
+    }
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn fleetup_lab_command_writes_inventory_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("lab.yml");
+    let base = random_base();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        .args([
+            "lab",
+            "--devices",
+            "2",
+            "--ssh-port",
+            "0",
+            "--boot-time",
+            "0.1",
+        ])
+        .arg("--base-ip")
+        .arg(base.to_string())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--write-inventory")
+        .arg(&inventory)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Some(line) = tokio::time::timeout(HANG, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        let done = line.starts_with("lab-sw-002");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(seen[0].starts_with("inventory written to"), "{seen:?}");
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(doc["defaults"]["username"], "admin");
+    assert_eq!(doc["defaults"]["enable_secret"], "cisco");
+    assert_eq!(doc["groups"]["lab"]["site"], "lab");
+    let devices = doc["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[1]["name"], "lab-sw-002");
+    let second = Ipv4Addr::from(u32::from(base) + 1).to_string();
+    assert_eq!(devices[1]["host"], second.as_str());
+    assert_eq!(devices[1]["platform"], "ios");
+    assert_eq!(devices[1]["model"], "WS-C2960X-48FPD-L");
+    assert_eq!(devices[1]["groups"][0], "lab");
+    // The inventory's address and port reach the device.
+    let port = devices[1]["port"].as_u64().unwrap() as u16;
+    let addr = SocketAddr::new(second.parse().unwrap(), port);
+    let out = openssh(addr, "cisco", "show version | include uptime").await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "lab-sw-002 uptime is 0 minutes"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(HANG, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn bad_lab_settings_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = LabConfig {
+        state_dir: dir.path().to_path_buf(),
+        base_ip: random_base(),
+        ..LabConfig::default()
+    };
+    let err = |c: LabConfig| async move {
+        match Lab::start(c, Shutdown::new()).await {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = err(LabConfig {
+        personas: vec!["c7200".into()],
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        e.contains("unknown persona \"c7200\"") && e.contains("c2960x"),
+        "{e}"
+    );
+    let e = err(LabConfig {
+        devices: 0,
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("--devices 0"), "{e}");
+    let e = err(LabConfig {
+        base_ip: Ipv4Addr::new(127, 255, 255, 250),
+        devices: 10,
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("leaves no room"), "{e}");
+    let e = err(LabConfig {
+        faults: vec!["lab-sw-009=tftp-timeout".parse().unwrap()],
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("no such device"), "{e}");
+    // A port already taken: the error names the device, the address and what to do.
+    let taken = std::net::TcpListener::bind((base.base_ip, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let e = err(LabConfig {
+        ssh_port: port,
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        e.contains("lab-sw-001")
+            && e.contains(&format!("{}:{port}", base.base_ip))
+            && e.contains("--ssh-port"),
+        "{e}"
+    );
+    // A damaged state file is reported, not silently replaced.
+    let shutdown = Shutdown::new();
+    let lab = Lab::start(base.clone(), shutdown.clone()).await.unwrap();
+    drop(lab);
+    shutdown.shutdown_and_wait().await;
+    std::fs::write(
+        dir.path().join("lab-sw-001").join("state.json"),
+        "{not json",
+    )
+    .unwrap();
+    let e = err(LabConfig {
+        base_ip: random_base(),
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("state file") && e.contains("damaged"), "{e}");
+    // A persona file with a typo is located.
+    let persona = dir.path().join("mine.yaml");
+    std::fs::write(&persona, "name: mine\nplatform: ios\nmodle: X\n").unwrap();
+    let e = err(LabConfig {
+        personas: vec![persona.display().to_string()],
+        ..base
+    })
+    .await;
+    assert!(e.contains("line 3"), "{e}");
+}
