@@ -341,30 +341,24 @@ async fn prompts_enable_abbreviations_and_errors() {
     lab.stop().await;
 }
 
-/// atftpd on a free port of a random loopback address, serving `files`. Killed on drop.
-/// (fleetup's own TFTP server replaces it once that server is in the tree.)
+/// fleetup's own TFTP server on a random loopback address, serving `files`. Stops on drop.
 struct TftpServer {
-    child: std::process::Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    transfers: fleetup::transfers::Transfers,
+    shutdown: Shutdown,
 }
 
 impl Drop for TftpServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shutdown.token.cancel();
     }
 }
 
-fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
-    use std::os::unix::fs::PermissionsExt;
+async fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
     let dir = tempfile::tempdir().unwrap();
-    // atftpd drops to user nobody: the directory and files must be world-readable.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for (name, data) in files {
-        let path = dir.path().join(name);
-        std::fs::write(&path, data).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(dir.path().join(name), data).unwrap();
     }
     let ip = Ipv4Addr::new(
         127,
@@ -372,34 +366,25 @@ fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
         rand::random_range(1..250),
         250,
     );
-    let port = std::net::UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("atftpd")
-        .args([
-            "--daemon",
-            "--no-fork",
-            "--logfile",
-            "/dev/null",
-            "--no-multicast",
-        ])
-        .args([
-            "--bind-address",
-            &ip.to_string(),
-            "--port",
-            &port.to_string(),
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("atftpd is installed by scripts/test");
+    // Bound before the task starts: requests sent from now on are queued by the kernel.
+    let socket = fleetup::tftp::bind(SocketAddr::from((ip, 0)))
+        .await
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let transfers = fleetup::transfers::Transfers::new();
+    let shutdown = Shutdown::new();
+    tokio::spawn(fleetup::tftp::run(
+        socket,
+        dir.path().to_path_buf(),
+        fleetup::tftp::TftpConfig::default(),
+        transfers.clone(),
+        shutdown.clone(),
+    ));
     TftpServer {
-        child,
-        addr: SocketAddr::from((ip, port)),
+        addr,
         dir,
+        transfers,
+        shutdown,
     }
 }
 
@@ -462,7 +447,7 @@ const NEW_IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
 #[tokio::test]
 async fn full_manual_upgrade_over_ssh() {
     let data = image(300_000, 7);
-    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let server_ip = match server.addr.ip() {
         std::net::IpAddr::V4(ip) => ip,
         _ => unreachable!(),
@@ -485,6 +470,15 @@ async fn full_manual_upgrade_over_ssh() {
     assert!(Regex::new(&expected).unwrap().is_match(&out), "{out:?}");
     let on_flash = state_dir.path().join(host).join("flash").join(NEW_IMAGE);
     assert_eq!(std::fs::read(&on_flash).unwrap(), data, "byte-exact copy");
+    let served = server.transfers.snapshot();
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0].file, NEW_IMAGE);
+    assert_eq!(served[0].bytes, 300_000);
+    assert_eq!(
+        served[0].client.ip(),
+        lab.ssh(0).ip(),
+        "pulled from the device's own address"
+    );
 
     let want = md5sum(&server.dir.path().join(NEW_IMAGE)).await;
     let out = vty
@@ -602,7 +596,7 @@ async fn set_fault(lab: &TestLab, device: &str, fault: &str) -> reqwest::StatusC
 async fn transfer_faults_give_ios_errors() {
     use fleetup::sim::{Fault, FaultSpec};
     let data = image(200_000, 11);
-    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let ip = v4(server.addr);
     let spec = |d: &str, f: Fault| FaultSpec {
         device: d.into(),
@@ -760,7 +754,7 @@ async fn transfer_faults_give_ios_errors() {
 async fn reload_faults() {
     use fleetup::sim::{Fault, FaultSpec};
     let data = image(50_000, 3);
-    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let ip = v4(server.addr);
     let lab = TestLab::start(3, |c| {
         c.tftp_port = server.addr.port();
@@ -824,7 +818,7 @@ async fn reload_faults() {
 async fn slow_and_rate_limited_copies_are_complete() {
     use fleetup::sim::{Fault, FaultSpec};
     let data = image(40_000, 5);
-    let server = tftp_server(&[(NEW_IMAGE, &data)]);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let ip = v4(server.addr);
     let state_dir = tempfile::tempdir().unwrap();
     let lab = TestLab::start(2, |c| {
