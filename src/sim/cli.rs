@@ -61,6 +61,9 @@ enum Cmd {
     Dir,
     Write,
     Reload,
+    InstallAdd,
+    InstallRemoveInactive,
+    ShowInstallSummary,
     // configuration mode
     Hostname,
     BootSystem,
@@ -236,6 +239,39 @@ const EXEC: &[(u8, Syntax<Cmd>)] = &[
         },
     ),
 ];
+
+/// IOS-XE install mode (personas with `install_mode: true`).
+const INSTALL: &[(u8, Syntax<Cmd>)] = &[
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("add"), Kw("file"), Arg, Rest],
+            cmd: Cmd::InstallAdd,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("remove"), Kw("inactive")],
+            cmd: Cmd::InstallRemoveInactive,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("install"), Kw("summary")],
+            cmd: Cmd::ShowInstallSummary,
+        },
+    ),
+];
+
+/// The date in `install_*: START …` lines.
+fn install_date() -> String {
+    jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .strftime("%a %b %d %H:%M:%S UTC %Y")
+        .to_string()
+}
 
 const CONFIG: &[Syntax<Cmd>] = &[
     Syntax {
@@ -593,13 +629,15 @@ impl<O: Output> Cli<O> {
             self.show(&out, filter.as_ref()).await?;
             return Ok(Flow::Continue);
         }
+        let install: &[(u8, Syntax<Cmd>)] = if self.dev.persona.install_mode {
+            INSTALL
+        } else {
+            &[]
+        };
+        let exec = EXEC.iter().chain(install);
         let syntax: Vec<Syntax<Cmd>> = match self.mode {
-            Mode::User => EXEC
-                .iter()
-                .filter(|(l, _)| *l <= 1)
-                .map(|(_, s)| *s)
-                .collect(),
-            Mode::Privileged => EXEC.iter().map(|(_, s)| *s).collect(),
+            Mode::User => exec.filter(|(l, _)| *l <= 1).map(|(_, s)| *s).collect(),
+            Mode::Privileged => exec.map(|(_, s)| *s).collect(),
             Mode::Config => CONFIG.to_vec(),
         };
         let parsed = match parse(command, &syntax) {
@@ -721,6 +759,23 @@ impl<O: Output> Cli<O> {
                 }
             }
             Cmd::Reload => return self.reload().await,
+            Cmd::InstallAdd => {
+                let known = ["activate", "commit", "prompt-level", "none"];
+                if let Some(bad) = args[1..]
+                    .iter()
+                    .find(|a| !known.contains(&a.to_ascii_lowercase().as_str()))
+                {
+                    self.write(&caret(bad)).await?;
+                    return Ok(Flow::Continue);
+                }
+                let rest: Vec<String> = args[1..].iter().map(|a| a.to_ascii_lowercase()).collect();
+                return self.install_add(arg(0), &rest).await;
+            }
+            Cmd::InstallRemoveInactive => self.install_remove_inactive().await?,
+            Cmd::ShowInstallSummary => {
+                let out = self.install_summary();
+                self.show(&out, filter.as_ref()).await?;
+            }
             Cmd::Hostname => {
                 let name = arg(0);
                 if name.len() <= 63
@@ -1035,8 +1090,8 @@ impl<O: Output> Cli<O> {
                 .strftime("%b %-d %Y %H:%M:%S +00:00")
                 .to_string();
             out.push_str(&format!(
-                "{:>6}  -rwx  {:>10}  {when}  {}\n",
-                f.inode, f.size, f.name
+                "{:>6}  {}  {:>10}  {when}  {}\n",
+                f.inode, self.dev.persona.dir_attributes, f.size, f.name
             ));
         }
         out.push_str(&format!(
@@ -1309,6 +1364,235 @@ impl<O: Output> Cli<O> {
                     .await
             }
         }
+    }
+
+    fn install_summary(&self) -> String {
+        let flash = self.dev.flash();
+        let dir = &self.dev.flash_dir;
+        let none = Default::default();
+        let active = super::install::conf_version(dir, "packages.conf", &none);
+        let mut rows = Vec::new();
+        for f in &flash.files {
+            if f.name.ends_with(".conf")
+                && f.name != "packages.conf"
+                && let Some(v) = super::install::conf_version(dir, &f.name, &none)
+                && Some(&v) != active.as_ref()
+            {
+                rows.push(format!("IMG   I    {v}.0.1\n"));
+            }
+        }
+        if let Some(v) = &active {
+            rows.push(format!("IMG   C    {v}.0.1\n"));
+        }
+        let line = "-".repeat(80);
+        format!(
+            "[ Switch 1 ] Installed Package(s) Information:\nState (St): I - Inactive, U - Activated & Uncommitted,\n            C - Activated & Committed, D - Deactivated & Uncommitted\n{line}\nType  St   Filename/Version\n{line}\n{}\n{line}\nAuto abort timer: inactive\n{line}\n",
+            rows.concat()
+        )
+    }
+
+    async fn install_add(&mut self, path: &str, rest: &[String]) -> Result<Flow, ()> {
+        let activate = rest.iter().any(|w| w == "activate");
+        let commit = rest.iter().any(|w| w == "commit");
+        let quiet = rest
+            .windows(2)
+            .any(|w| w[0] == "prompt-level" && w[1] == "none");
+        let op = match (activate, commit) {
+            (true, true) => "install_add_activate_commit",
+            (true, false) => "install_add_activate",
+            _ => "install_add",
+        };
+        let fs = self.dev.persona.filesystem.clone();
+        let s = self.dev.state();
+        if activate && s.running != s.startup {
+            if quiet {
+                self.write("FAILED: System configuration has been modified. Please save configuration and resubmit command.\r\n").await?;
+                return Ok(Flow::Continue);
+            }
+            self.write("\r\nSystem configuration has been modified.\r\nPress Yes(y) to save the configuration and proceed.\r\nPress No(n) for proceeding without saving the configuration.\r\nPress Quit(q) to exit, you may save configuration and re-enter the command. [y/n/q]").await?;
+            let a = self
+                .read_text(true)
+                .await
+                .ok_or(())?
+                .trim()
+                .to_ascii_lowercase();
+            match a.as_str() {
+                "y" | "yes" => {
+                    self.save_config().await?;
+                    self.write("[OK]\r\n").await?;
+                }
+                "n" | "no" => {}
+                _ => return Ok(Flow::Continue),
+            }
+        }
+        self.write(&format!(
+            "{op}: START {d}\r\ninstall_add: START {d}\r\ninstall_add: Adding IMG\r\n",
+            d = install_date()
+        ))
+        .await?;
+        let flash = self.dev.flash();
+        let found = self
+            .flash_name(path)
+            .and_then(|n| flash.files.iter().find(|f| f.name == n).cloned());
+        let Some(file) = found else {
+            return self
+                .install_failed(op, &format!("{path}: No such file or directory"))
+                .await;
+        };
+        let name = file.name.clone();
+        let version = match crate::images::guess_version(&name) {
+            Some(v)
+                if crate::images::guess_platform(&name)
+                    == Some(crate::inventory::Platform::Iosxe) =>
+            {
+                v
+            }
+            _ => {
+                return self
+                    .install_failed(op, &format!("{path} is not a valid IOS-XE image"))
+                    .await;
+            }
+        };
+        if s.corrupt_files.contains(&name) {
+            return self
+                .install_failed(op, &format!("Image verification failed for {path}"))
+                .await;
+        }
+        let flash_dir = self.dev.flash_dir.clone();
+        let active = super::install::conf_version(&flash_dir, "packages.conf", &s.corrupt_files);
+        if active.as_deref() == Some(version.as_str()) {
+            self.write(&format!(
+                "[1]  R0 Add succeed with reason: Same Image File-No Change\r\nSUCCESS: {op} {}\r\n",
+                install_date()
+            ))
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        if flash.free < file.size {
+            self.write(&format!(
+                "FAILED: /{fs} requires {} KB of free space\r\nFAILED: {op} {}\r\n",
+                file.size.div_ceil(1024),
+                install_date()
+            ))
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        let pkgs = match super::install::expand(&flash_dir, &name, &version, file.size) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .install_failed(op, &format!("cannot expand {path}: {e}"))
+                    .await;
+            }
+        };
+        self.write(&format!(
+            "--- Starting initial file syncing ---\r\nCopying {fs}:{name} from switch 1 to switch 1\r\nInfo: Finished copying to the selected Switch\r\nFinished initial file syncing\r\n\r\n--- Starting Add ---\r\nPerforming Add on all members\r\n  [1] Add package(s) on switch 1\r\n  [1] Finished Add on switch 1\r\nChecking status of Add on [1]\r\nAdd: Passed on [1]\r\nImage added. Version: {version}.0.1\r\n\r\nFinished Add\r\n\r\n"
+        ))
+        .await?;
+        if !activate {
+            self.write(&format!("SUCCESS: {op} {}\r\n", install_date()))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let mut text = format!(
+            "install_activate: START {}\r\ninstall_activate: Activating IMG\r\nFollowing packages shall be activated:\r\n",
+            install_date()
+        );
+        for p in &pkgs {
+            text.push_str(&format!("/{fs}/{p}\r\n"));
+        }
+        text.push_str("\r\n");
+        self.write(&text).await?;
+        if !quiet {
+            self.write(
+                "This operation may require a reload of the system. Do you want to proceed? [y/n]",
+            )
+            .await?;
+            let a = self
+                .read_text(true)
+                .await
+                .ok_or(())?
+                .trim()
+                .to_ascii_lowercase();
+            if a != "y" && a != "yes" {
+                return self
+                    .install_failed("install_activate", "Operation aborted by user")
+                    .await;
+            }
+        }
+        let mut text = String::from(
+            "--- Starting Activate ---\r\nPerforming Activate on all members\r\n  [1] Activate package(s) on switch 1\r\n  [1] Finished Activate on switch 1\r\nChecking status of Activate on [1]\r\nActivate: Passed on [1]\r\nFinished Activate\r\n\r\n",
+        );
+        if commit {
+            text.push_str("--- Starting Commit ---\r\nPerforming Commit on all members\r\n  [1] Commit package(s) on switch 1\r\n  [1] Finished Commit on switch 1\r\nChecking status of Commit on [1]\r\nCommit: Passed on [1]\r\nFinished Commit operation\r\n\r\n");
+        }
+        text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
+        if let Err(e) = super::install::write_packages_conf(&flash_dir, &name, &version) {
+            return self
+                .install_failed(op, &format!("cannot write packages.conf: {e}"))
+                .await;
+        }
+        self.write(&text).await?;
+        self.write("\r\nChassis 1 reloading, reason - Reload command\r\n")
+            .await?;
+        self.dev.update(|s| s.reload_count += 1);
+        self.dev.reload_requested.notify_one();
+        Ok(Flow::Drop)
+    }
+
+    async fn install_failed(&mut self, op: &str, why: &str) -> Result<Flow, ()> {
+        self.write(&format!(
+            "FAILED: {op} : {why}\r\nFAILED: {op} {}\r\n",
+            install_date()
+        ))
+        .await?;
+        Ok(Flow::Continue)
+    }
+
+    async fn install_remove_inactive(&mut self) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let flash = self.dev.flash();
+        let names: Vec<String> = flash.files.iter().map(|f| f.name.clone()).collect();
+        let gone = super::install::inactive_files(&self.dev.flash_dir, &names);
+        let mut text = format!(
+            "install_remove: START {}\r\ninstall_remove: Removing IMG\r\nCleaning up unnecessary package files\r\nNo path specified, will use booted path /{fs}/packages.conf\r\nCleaning /{fs}\r\n  Scanning boot directory for packages ... done.\r\n  Preparing packages list to delete ...\r\n    [R0]: /{fs}/packages.conf File is in use, will not delete.\r\n",
+            install_date()
+        );
+        if gone.is_empty() {
+            text.push_str(&format!(
+                "SUCCESS: No extra package or provisioning files found on media. Nothing to clean.\r\nSUCCESS: install_remove {}\r\n",
+                install_date()
+            ));
+            return self.write(&text).await;
+        }
+        text.push_str("The following files will be deleted:\r\n");
+        for f in &gone {
+            text.push_str(&format!("    [R0]: /{fs}/{f}\r\n"));
+        }
+        text.push_str("Do you want to remove the above files? [y/n]");
+        self.write(&text).await?;
+        let a = self
+            .read_text(true)
+            .await
+            .ok_or(())?
+            .trim()
+            .to_ascii_lowercase();
+        if a != "y" && a != "yes" {
+            return self
+                .write(&format!(
+                    "[1]  R0 Add succeed with reason: User Rejected Deletion\r\nSUCCESS: install_remove {}\r\n",
+                    install_date()
+                ))
+                .await;
+        }
+        let mut text = String::new();
+        for f in &gone {
+            let _ = tokio::fs::remove_file(self.dev.flash_path(f)).await;
+            self.dev.mark_corrupt(f, false);
+            text.push_str(&format!("Deleting file /{fs}/{f} ... done.\r\n"));
+        }
+        text.push_str(&format!("SUCCESS: Files deleted.\r\n--- Starting Post_Remove_Cleanup ---\r\nPerforming REMOVE_POSTCHECK on all members\r\nFinished Post_Remove_Cleanup\r\nSUCCESS: install_remove {}\r\n", install_date()));
+        self.write(&text).await
     }
 
     async fn copy_url(&mut self, source: Source, dst_name: &str) -> Result<Flow, ()> {

@@ -11,6 +11,7 @@ mod admin;
 mod cli;
 mod copy;
 mod device;
+mod install;
 mod line;
 mod parser;
 mod persona;

@@ -1000,3 +1000,91 @@ async fn bad_lab_settings_are_refused_clearly() {
     .await;
     assert!(e.contains("line 3"), "{e}");
 }
+
+#[tokio::test]
+async fn ios_xe_install_mode_upgrade() {
+    const XE: &str = "cat9k_iosxe.17.09.04a.SPA.bin";
+    let data = image(120_000, 9);
+    let server = tftp_server(&[(XE, &data)]).await;
+    let ip = v4(server.addr);
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.personas = vec!["c9300".into()];
+    })
+    .await;
+    let host = "lab-sw-001";
+    let p = format!("{host}#");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let ver = vty.cmd("show version", &p).await;
+    assert_line(&ver, r"^Cisco IOS XE Software, Version 17\.06\.05\r$");
+    assert_line(
+        &ver,
+        r"^Cisco IOS Software \[Bengaluru\], Catalyst L3 Switch Software \(CAT9K_IOSXE\), Version 17\.6\.5, RELEASE SOFTWARE",
+    );
+    assert_line(&ver, r#"^System image file is "flash:packages\.conf"\r$"#);
+    assert_line(
+        &ver,
+        r"^\*    1 41    C9300-24P\s+17\.06\.05\s+CAT9K_IOSXE\s+INSTALL\r$",
+    );
+    let boot = vty.cmd("show boot", &p).await;
+    assert_line(&boot, r"^BOOT variable = flash:packages\.conf;\r$");
+
+    let out = copy_tftp(&mut vty, ip, XE, host).await;
+    assert!(out.contains("[OK - 120000 bytes]"), "{out:?}");
+    vty.send(&format!("install add file flash:{XE} activate commit\n"))
+        .await;
+    let out = vty
+        .expect(r"This operation may require a reload of the system\. Do you want to proceed\? \[y/n\]$")
+        .await;
+    assert_line(
+        &out,
+        r"^install_add_activate_commit: START \w{3} \w{3} \d\d \d\d:\d\d:\d\d UTC \d{4}\r$",
+    );
+    assert_line(&out, r"^Image added\. Version: 17\.09\.04a\.0\.1\r$");
+    assert_line(&out, r"^/flash/cat9k-rpbase\.17\.09\.04a\.SPA\.pkg\r$");
+    vty.send("y\n").await;
+    let tail = vty.wait_closed().await;
+    assert_line(&tail, r"^SUCCESS: install_add_activate_commit ");
+    assert!(
+        tail.contains("Chassis 1 reloading, reason - Reload command"),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up(host).await);
+
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let ver = vty.cmd("show version", &p).await;
+    assert_line(&ver, r"^Cisco IOS XE Software, Version 17\.09\.04a\r$");
+    assert_line(&ver, r"\[Cupertino\].+Version 17\.9\.4a, RELEASE SOFTWARE");
+    let summary = vty.cmd("show install summary", &p).await;
+    assert_line(&summary, r"^IMG   C    17\.09\.04a\.0\.1\r$");
+    assert_line(&summary, r"^IMG   I    17\.06\.05\.0\.1\r$");
+
+    vty.send("install remove inactive\n").await;
+    let out = vty
+        .expect(r"Do you want to remove the above files\? \[y/n\]$")
+        .await;
+    assert_line(
+        &out,
+        &format!(r"^    \[R0\]: /flash/{}\r$", regex::escape(XE)),
+    );
+    assert_line(
+        &out,
+        r"^    \[R0\]: /flash/cat9k-rpbase\.17\.06\.05\.SPA\.pkg\r$",
+    );
+    vty.send("y\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert_line(&out, r"^SUCCESS: install_remove ");
+    let s = lab.lab.state(host).unwrap();
+    assert!(
+        s.flash
+            .files
+            .iter()
+            .all(|f| !f.name.contains("17.06.05") && f.name != XE),
+        "{:?}",
+        s.flash.files
+    );
+    assert_eq!((s.version.as_str(), s.reload_count), ("17.09.04a", 1));
+    let summary = vty.cmd("sh install sum", &p).await;
+    assert!(!summary.contains("17.06.05"), "{summary}");
+    lab.stop().await;
+}
