@@ -64,6 +64,10 @@ enum Cmd {
     InstallAdd,
     InstallRemoveInactive,
     ShowInstallSummary,
+    ShowFileMd5,
+    InstallAll,
+    TermDontAsk,
+    BootNxos,
     // configuration mode
     Hostname,
     BootSystem,
@@ -273,6 +277,63 @@ fn install_date() -> String {
         .to_string()
 }
 
+/// NX-OS additions.
+const NXOS: &[(u8, Syntax<Cmd>)] = &[
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("file"), Arg, Kw("md5sum")],
+            cmd: Cmd::ShowFileMd5,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("all"), Kw("nxos"), Arg, Rest],
+            cmd: Cmd::InstallAll,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("terminal"), Kw("dont-ask")],
+            cmd: Cmd::TermDontAsk,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("copy"), Arg, Arg, Kw("vrf"), Arg],
+            cmd: Cmd::Copy,
+        },
+    ),
+];
+
+const NXOS_CONFIG: &[Syntax<Cmd>] = &[
+    Syntax {
+        toks: &[Kw("boot"), Kw("nxos"), Arg],
+        cmd: Cmd::BootNxos,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("boot"), Kw("nxos"), Rest],
+        cmd: Cmd::NoBootSystem,
+    },
+];
+
+async fn md5_of(path: &std::path::Path) -> Option<String> {
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
 const CONFIG: &[Syntax<Cmd>] = &[
     Syntax {
         toks: &[Kw("hostname"), Arg],
@@ -440,6 +501,8 @@ pub struct Cli<O: Output> {
     mode: Mode,
     user: String,
     peer: IpAddr,
+    /// NX-OS `terminal dont-ask`.
+    dont_ask: bool,
 }
 
 /// Size of the flash read between two dots of `verify /md5`.
@@ -456,15 +519,22 @@ impl<O: Output> Cli<O> {
         user: String,
         peer: IpAddr,
     ) -> Self {
+        // NX-OS logs network-admin users straight into privileged mode.
+        let mode = if dev.persona.platform == crate::inventory::Platform::Nxos {
+            Mode::Privileged
+        } else {
+            Mode::User
+        };
         Self {
             dev,
             lab,
             out,
             input,
             editor: LineEditor::new(),
-            mode: Mode::User,
+            mode,
             user,
             peer,
+            dont_ask: false,
         }
     }
 
@@ -575,6 +645,7 @@ impl<O: Output> Cli<O> {
     }
 
     async fn execute_inner(&mut self, line: &str, prompt_len: usize) -> Result<Flow, ()> {
+        let nxos = self.nxos();
         let (command, filter) = match line.find('|') {
             Some(i) => {
                 let text = &line[i + 1..];
@@ -605,7 +676,7 @@ impl<O: Output> Cli<O> {
                             ParseError::Invalid { at } => ParseError::Invalid { at: at + i + 1 },
                             other => other,
                         };
-                        self.write(&e.render(prompt_len)).await?;
+                        self.write(&e.render_as(nxos, prompt_len)).await?;
                         return Ok(Flow::Continue);
                     }
                 }
@@ -617,7 +688,7 @@ impl<O: Output> Cli<O> {
                 &ParseError::Invalid {
                     at: line.find('|').unwrap_or(0),
                 }
-                .render(prompt_len),
+                .render_as(nxos, prompt_len),
             )
             .await?;
             return Ok(Flow::Continue);
@@ -631,6 +702,8 @@ impl<O: Output> Cli<O> {
         }
         let install: &[(u8, Syntax<Cmd>)] = if self.dev.persona.install_mode {
             INSTALL
+        } else if nxos {
+            NXOS
         } else {
             &[]
         };
@@ -638,12 +711,13 @@ impl<O: Output> Cli<O> {
         let syntax: Vec<Syntax<Cmd>> = match self.mode {
             Mode::User => exec.filter(|(l, _)| *l <= 1).map(|(_, s)| *s).collect(),
             Mode::Privileged => exec.map(|(_, s)| *s).collect(),
+            Mode::Config if nxos => CONFIG.iter().chain(NXOS_CONFIG).copied().collect(),
             Mode::Config => CONFIG.to_vec(),
         };
         let parsed = match parse(command, &syntax) {
             Ok(p) => p,
             Err(e) => {
-                self.write(&e.render(prompt_len)).await?;
+                self.write(&e.render_as(nxos, prompt_len)).await?;
                 return Ok(Flow::Continue);
             }
         };
@@ -651,7 +725,7 @@ impl<O: Output> Cli<O> {
         let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
         let caret = |word: &str| {
             let at = command.rfind(word).unwrap_or(0);
-            ParseError::Invalid { at }.render(prompt_len)
+            ParseError::Invalid { at }.render_as(nxos, prompt_len)
         };
         match parsed.cmd {
             Cmd::Enable => self.enable().await?,
@@ -689,7 +763,7 @@ impl<O: Output> Cli<O> {
                 }
                 None => {
                     let at = command.find("bootvar").map(|i| i + 4).unwrap_or(0);
-                    self.write(&ParseError::Invalid { at }.render(prompt_len))
+                    self.write(&ParseError::Invalid { at }.render_as(nxos, prompt_len))
                         .await?;
                 }
             },
@@ -726,8 +800,12 @@ impl<O: Output> Cli<O> {
                 _ => self.write(&caret(arg(0))).await?,
             },
             Cmd::Configure => {
-                self.write("Enter configuration commands, one per line.  End with CNTL/Z.\r\n")
-                    .await?;
+                let banner = if nxos {
+                    "Enter configuration commands, one per line. End with CNTL/Z.\r\n"
+                } else {
+                    "Enter configuration commands, one per line.  End with CNTL/Z.\r\n"
+                };
+                self.write(banner).await?;
                 self.mode = Mode::Config;
             }
             Cmd::Copy => return self.copy(arg(0), arg(1), &caret(arg(1))).await,
@@ -739,7 +817,7 @@ impl<O: Output> Cli<O> {
                     (false, arg(0))
                 };
                 if path.is_empty() {
-                    self.write(&ParseError::Incomplete.render(prompt_len))
+                    self.write(&ParseError::Incomplete.render_as(nxos, prompt_len))
                         .await?;
                 } else {
                     self.delete(path, force).await?;
@@ -772,6 +850,17 @@ impl<O: Output> Cli<O> {
                 return self.install_add(arg(0), &rest).await;
             }
             Cmd::InstallRemoveInactive => self.install_remove_inactive().await?,
+            Cmd::ShowFileMd5 => self.show_file_md5(arg(0)).await?,
+            Cmd::InstallAll => return self.install_all(arg(0)).await,
+            Cmd::TermDontAsk => self.dont_ask = true,
+            Cmd::BootNxos => {
+                let entry = arg(0).to_string();
+                if self.flash_name(&entry).is_none() {
+                    self.write(&caret(arg(0))).await?;
+                } else {
+                    self.dev.update(|s| s.running.boot_system = vec![entry]);
+                }
+            }
             Cmd::ShowInstallSummary => {
                 let out = self.install_summary();
                 self.show(&out, filter.as_ref()).await?;
@@ -941,6 +1030,24 @@ impl<O: Output> Cli<O> {
     }
 
     fn config_text(&self, c: &ConfigBits, version: &str) -> String {
+        if self.nxos() {
+            let mut t = format!(
+                "\n!Command: show running-config\n!No configuration change since last restart\n\nversion {version} Bios:version 07.68\nhostname {}\n",
+                c.hostname
+            );
+            t.push_str(&format!(
+                "username {} password 5 $5$LAB$lab  role network-admin\nno feature telnet\nfeature ssh\n\n",
+                self.lab.username
+            ));
+            t.push_str(&format!(
+                "interface mgmt0\n  vrf member management\n  ip address {}/24\n",
+                self.dev.ip
+            ));
+            for b in &c.boot_system {
+                t.push_str(&format!("boot nxos {b}\n"));
+            }
+            return t;
+        }
         let major = version.split('(').next().unwrap_or(version);
         let mut t = String::new();
         t.push_str("!\n");
@@ -995,17 +1102,39 @@ impl<O: Output> Cli<O> {
     /// `config.text` is written to flash as a Catalyst does.
     async fn save_config(&mut self) -> Result<(), ()> {
         self.write("Building configuration...\r\n").await?;
-        let s = self.dev.state();
-        let text = self.config_text(&s.running, &s.version);
-        let path = self.dev.flash_path("config.text");
-        if let Err(e) = tokio::fs::write(&path, text).await {
-            tracing::warn!(device = %self.dev.name, error = %e, "cannot write config.text");
-        }
-        self.dev.update(|s| s.startup = s.running.clone());
+        self.store_config();
         Ok(())
     }
 
+    fn store_config(&self) {
+        let s = self.dev.state();
+        let text = self.config_text(&s.running, &s.version);
+        // A Catalyst keeps its startup configuration in flash as config.text.
+        if !self.nxos()
+            && let Err(e) = std::fs::write(self.dev.flash_path("config.text"), text)
+        {
+            tracing::warn!(device = %self.dev.name, error = %e, "cannot write config.text");
+        }
+        self.dev.update(|s| s.startup = s.running.clone());
+    }
+
     async fn reload(&mut self) -> Result<Flow, ()> {
+        if self.nxos() {
+            let s = self.dev.state();
+            if s.running != s.startup {
+                self.write("!!!WARNING! there is unsaved configuration!!!\r\n")
+                    .await?;
+            }
+            if !self
+                .nxos_yes("This command will reboot the system. (y/n)?  [n] ")
+                .await?
+            {
+                return Ok(Flow::Continue);
+            }
+            self.dev.update(|s| s.reload_count += 1);
+            self.dev.reload_requested.notify_one();
+            return Ok(Flow::Drop);
+        }
         let s = self.dev.state();
         if s.running != s.startup {
             loop {
@@ -1076,6 +1205,26 @@ impl<O: Output> Cli<O> {
             return Err(format!(
                 "%Error opening {fs}:/{o} (No such file or directory)\r\n"
             ));
+        }
+        if self.nxos() {
+            let mut out = String::new();
+            for f in &files {
+                let when = f
+                    .modified
+                    .and_then(|m| jiff::Timestamp::try_from(m).ok())
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                    .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                    .strftime("%b %d %H:%M:%S %Y")
+                    .to_string();
+                out.push_str(&format!("{:>11}    {when}  {}\n", f.size, f.name));
+            }
+            out.push_str(&format!(
+                "\nUsage for {fs}://sup-local\n{:>11} bytes used\n{:>11} bytes free\n{:>11} bytes total\n",
+                flash.size - flash.free,
+                flash.free,
+                flash.size
+            ));
+            return Ok(out);
         }
         let mut out = format!("Directory of {fs}:/{}\n\n", only.as_deref().unwrap_or(""));
         if files.is_empty() {
@@ -1206,6 +1355,11 @@ impl<O: Output> Cli<O> {
     async fn copy(&mut self, src: &str, dst: &str, dst_caret: &str) -> Result<Flow, ()> {
         let src_l = src.to_ascii_lowercase();
         let dst_l = dst.to_ascii_lowercase();
+        if is_running(&src_l) && is_startup(&dst_l) && self.nxos() {
+            self.store_config();
+            self.write("[########################################] 100%\r\nCopy complete, now saving to disk (please wait)...\r\nCopy complete.\r\n").await?;
+            return Ok(Flow::Continue);
+        }
         if is_running(&src_l) && is_startup(&dst_l) {
             if self.dev.state().running.file_prompt != "quiet" {
                 self.write("Destination filename [startup-config]? ")
@@ -1595,22 +1749,172 @@ impl<O: Output> Cli<O> {
         self.write(&text).await
     }
 
+    fn nxos(&self) -> bool {
+        self.dev.persona.platform == crate::inventory::Platform::Nxos
+    }
+
+    /// NX-OS asks `(y/n)?  [n]` questions unless `terminal dont-ask` is on.
+    async fn nxos_yes(&mut self, question: &str) -> Result<bool, ()> {
+        if self.dont_ask {
+            return Ok(true);
+        }
+        self.write(question).await?;
+        let a = self
+            .read_text(true)
+            .await
+            .ok_or(())?
+            .trim()
+            .to_ascii_lowercase();
+        Ok(a == "y" || a == "yes")
+    }
+
+    async fn show_file_md5(&mut self, path: &str) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let Some(name) = self.flash_name(path) else {
+            return self
+                .write(&format!("/{fs}/{path}: No such file or directory\r\n"))
+                .await;
+        };
+        match md5_of(&self.dev.flash_path(&name)).await {
+            Some(d) => self.write(&format!("{d}\r\n")).await,
+            None => {
+                self.write(&format!("/{fs}/{name}: No such file or directory\r\n"))
+                    .await
+            }
+        }
+    }
+
+    async fn install_all(&mut self, path: &str) -> Result<Flow, ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
+        let s = self.dev.state();
+        let name = self.flash_name(path);
+        let present = name
+            .as_ref()
+            .is_some_and(|n| self.dev.flash().files.iter().any(|f| &f.name == n));
+        let (Some(name), true) = (name, present) else {
+            return self
+                .write(&format!(
+                    "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {path} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001D (Image does not exist).\r\n"
+                ))
+                .await
+                .map(|()| Flow::Continue);
+        };
+        let version = match crate::images::guess_version(&name) {
+            Some(v)
+                if crate::images::guess_platform(&name)
+                    == Some(crate::inventory::Platform::Nxos)
+                    && !s.corrupt_files.contains(&name) =>
+            {
+                v
+            }
+            _ => {
+                return self
+                    .write(&format!(
+                        "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {fs}:/{name} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001F (image MD5 checksum error).\r\n"
+                    ))
+                    .await
+                    .map(|()| Flow::Continue);
+            }
+        };
+        let mut text = String::from(
+            "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\n",
+        );
+        text.push_str(&step(&format!(
+            "Verifying image {fs}:/{name} for boot variable \"nxos\"."
+        )));
+        text.push_str(&step("Verifying image type."));
+        text.push_str(&step(&format!(
+            "Preparing \"nxos\" version info using image {fs}:/{name}."
+        )));
+        text.push_str(&step(&format!(
+            "Preparing \"bios\" version info using image {fs}:/{name}."
+        )));
+        text.push_str(&step("Performing module support checks."));
+        text.push_str(&step("Notifying services about system upgrade."));
+        let required = if version == s.version { "no" } else { "yes" };
+        text.push_str(&format!(
+            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n\r\n",
+            s.version, version, required
+        ));
+        self.write(&text).await?;
+        if !self
+            .nxos_yes("Switch will be reloaded for disruptive upgrade.\r\nDo you want to continue with the installation (y/n)?  [n] ")
+            .await?
+        {
+            self.write("Install is aborted\r\n").await?;
+            return Ok(Flow::Continue);
+        }
+        let mut text = String::from("\r\nInstall is in progress, please wait.\r\n\r\n");
+        text.push_str(&step("Performing runtime checks."));
+        text.push_str(&step("Setting boot variables."));
+        text.push_str(&step("Performing configuration copy."));
+        text.push_str("Module 1: Refreshing compact flash and upgrading bios/loader/bootrom.\r\nWarning: please do not remove or power off the module at this time.\r\n[####################] 100% -- SUCCESS\r\n\r\n");
+        text.push_str(&step("Converting startup config."));
+        text.push_str("Finishing the upgrade, switch will reboot in 10 seconds.\r\n");
+        let entry = format!("{fs}:/{name}");
+        self.dev.update(|s| {
+            s.running.boot_system = vec![entry.clone()];
+            s.startup = s.running.clone();
+            s.boot_variable = vec![entry];
+            s.reload_count += 1;
+        });
+        self.write(&text).await?;
+        self.dev.reload_requested.notify_one();
+        Ok(Flow::Drop)
+    }
+
     async fn copy_url(&mut self, source: Source, dst_name: &str) -> Result<Flow, ()> {
         let default = if dst_name.is_empty() {
             source.file_name().to_string()
         } else {
             dst_name.to_string()
         };
-        let Some(name) = self.ask_destination(&default).await? else {
-            return Ok(Flow::Continue);
+        let nxos = self.nxos();
+        let proto = if matches!(source, Source::Ftp { .. }) {
+            "FTP"
+        } else {
+            "TFTP"
+        };
+        let name = if nxos {
+            if crate::images::validate_file_name(&default).is_err() {
+                self.write(&format!("% Invalid destination file name {default}\r\n"))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
+            if tokio::fs::metadata(self.dev.flash_path(&default)).await.is_ok()
+                && !self
+                    .nxos_yes("Warning: There is already a file existing with this name. Do you want to overwrite (y/n)?[n] ")
+                    .await?
+            {
+                return Ok(Flow::Continue);
+            }
+            default
+        } else {
+            match self.ask_destination(&default).await? {
+                Some(n) => n,
+                None => return Ok(Flow::Continue),
+            }
         };
         let display = source.display();
-        self.write(&format!("Accessing {display}...\r\n")).await?;
+        if nxos {
+            self.write(&format!(
+                "Trying to connect to {} server......\r\n",
+                proto.to_ascii_lowercase()
+            ))
+            .await?;
+        } else {
+            self.write(&format!("Accessing {display}...\r\n")).await?;
+        }
         let dev = self.dev.clone();
         if dev.has_fault(Fault::TftpTimeout) {
             tokio::time::sleep(self.lab.fault_delay).await;
-            self.write(&format!("%Error opening {display} (Timed out)\r\n"))
-                .await?;
+            let text = if nxos {
+                format!("{proto} get operation failed:{}\r\n", FetchError::Timeout)
+            } else {
+                format!("%Error opening {display} (Timed out)\r\n")
+            };
+            self.write(&text).await?;
             return Ok(Flow::Continue);
         }
         let flash = dev.flash();
@@ -1673,6 +1977,9 @@ impl<O: Output> Cli<O> {
                 tokio::select! {
                     r = &mut fut => break r,
                     Some(n) = prx.recv() => {
+                        if nxos {
+                            continue;
+                        }
                         let mut text = String::new();
                         if marks == 0 {
                             text.push_str(&loading);
@@ -1707,6 +2014,11 @@ impl<O: Output> Cli<O> {
                     return Ok(Flow::Continue);
                 }
                 dev.mark_corrupt(&name, dev.has_fault(Fault::CorruptDownload));
+                if nxos {
+                    self.write(&format!("Connection to Server Established.\r\n{proto} get operation was successful\r\nCopy complete, now saving to disk (please wait)...\r\nCopy complete.\r\n"))
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
                 let mut text = String::new();
                 if marks == 0 {
                     text.push_str(&loading);
@@ -1729,6 +2041,11 @@ impl<O: Output> Cli<O> {
                 let _ = tokio::fs::remove_file(&partial).await;
                 if e == FetchError::Dropped {
                     return Ok(Flow::Drop);
+                }
+                if nxos {
+                    self.write(&format!("{proto} get operation failed:{e}\r\n"))
+                        .await?;
+                    return Ok(Flow::Continue);
                 }
                 let lead = if marks > 0 { "\r\n" } else { "" };
                 self.write(&format!(

@@ -502,6 +502,16 @@ impl Device {
         v.insert("image_path", s.booted_image.clone());
         let up = (now_unix() - s.booted_at).max(0);
         v.insert("uptime", uptime(up));
+        v.insert(
+            "uptime_nxos",
+            format!(
+                "{} day(s), {} hour(s), {} minute(s), {} second(s)",
+                up / 86_400,
+                up % 86_400 / 3_600,
+                up % 3_600 / 60,
+                up % 60
+            ),
+        );
         v.insert("restarted_at", clock_at(s.booted_at, false));
         let (returned, reason) = match &s.last_reload_reason {
             Some(r) => ("Reload Command".to_string(), r.clone()),

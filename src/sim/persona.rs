@@ -13,6 +13,7 @@ use crate::yaml::YamlError;
 const BUILT_IN: &[(&str, &str)] = &[
     ("c2960x", include_str!("../../personas/c2960x.yaml")),
     ("c9300", include_str!("../../personas/c9300.yaml")),
+    ("n9k", include_str!("../../personas/n9k.yaml")),
 ];
 
 /// Placeholders a template may use; anything else is refused when the persona is loaded, so a
@@ -39,6 +40,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "clock",
     "version_plain",
     "train",
+    "uptime_nxos",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -158,9 +160,6 @@ impl Persona {
                 message,
             })
         };
-        if self.platform == Platform::Nxos {
-            return bad("platform nxos is not simulated yet; use ios or iosxe".to_string());
-        }
         if self.install_mode && self.platform != Platform::Iosxe {
             return bad("install_mode needs platform iosxe".to_string());
         }

@@ -1088,3 +1088,90 @@ async fn ios_xe_install_mode_upgrade() {
     assert!(!summary.contains("17.06.05"), "{summary}");
     lab.stop().await;
 }
+
+#[tokio::test]
+async fn nx_os_install_all_upgrade() {
+    const NX: &str = "nxos.10.2.5.M.bin";
+    let data = image(90_000, 13);
+    let server = tftp_server(&[(NX, &data)]).await;
+    let ip = v4(server.addr);
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.personas = vec!["n9k".into()];
+        // Only the copy from a silent port waits for it.
+        c.tftp_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let p = "lab-sw-001#";
+    let mut vty = Vty::open(lab.ssh(0), "admin", "cisco").await.unwrap();
+    vty.expect(r"(?m)^lab-sw-001#$").await;
+    let ver = vty.cmd("show version", p).await;
+    assert_line(&ver, r"^ NXOS: version 9\.3\(8\)\r$");
+    assert_line(
+        &ver,
+        r"^  NXOS image file is: bootflash:///nxos\.9\.3\.8\.bin\r$",
+    );
+    assert_line(
+        &ver,
+        r"^Kernel uptime is 0 day\(s\), 0 hour\(s\), \d+ minute\(s\), \d+ second\(s\)\r$",
+    );
+    let out = vty.cmd("show verr", p).await;
+    assert_eq!(
+        out,
+        format!(
+            "{}^\r\n% Invalid command at '^' marker.\r\n",
+            " ".repeat(p.len() + 8)
+        )
+    );
+    let dir = vty.cmd("dir bootflash:", p).await;
+    assert_line(
+        &dir,
+        r"^ 1978203648    \w{3} \d\d \d\d:\d\d:\d\d \d{4}  nxos\.9\.3\.8\.bin\r$",
+    );
+    assert_line(&dir, r"^\s*\d+ bytes free\r$");
+
+    let out = vty
+        .cmd(
+            &format!("copy tftp://{ip}/{NX} bootflash: vrf management"),
+            p,
+        )
+        .await;
+    assert!(out.ends_with("Copy complete.\r\n"), "{out:?}");
+    let want = md5sum(&server.dir.path().join(NX)).await;
+    let out = vty
+        .cmd(&format!("show file bootflash:{NX} md5sum"), p)
+        .await;
+    assert_eq!(out, format!("{want}\r\n"));
+    let out = vty
+        .cmd("copy tftp://127.0.0.1:9/none.bin bootflash:", p)
+        .await;
+    assert!(out.contains("TFTP get operation failed:"), "{out:?}");
+
+    vty.send(&format!("install all nxos bootflash:{NX}\n"))
+        .await;
+    let out = vty
+        .expect(r"Do you want to continue with the installation \(y/n\)\?  \[n\] $")
+        .await;
+    assert_line(
+        &out,
+        r"^     1        nxos\s+9\.3\(8\)\s+10\.2\(5\)M\s+yes\r$",
+    );
+    vty.send("y\n").await;
+    let tail = vty.wait_closed().await;
+    assert!(
+        tail.contains("Finishing the upgrade, switch will reboot in 10 seconds."),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up("lab-sw-001").await);
+
+    let out = openssh(lab.ssh(0), "cisco", "show version").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_line(&text, r"^ NXOS: version 10\.2\(5\)M\r$");
+    let out = openssh(lab.ssh(0), "cisco", "show boot").await;
+    assert_line(
+        &String::from_utf8_lossy(&out.stdout),
+        &format!(r"^NXOS variable = bootflash:/{}\r$", regex::escape(NX)),
+    );
+    assert_eq!(admin_state(&lab, "lab-sw-001").await["reload_count"], 1);
+    lab.stop().await;
+}
