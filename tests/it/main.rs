@@ -1,4 +1,5 @@
 //! All integration tests live in this one binary, so the stack is linked once.
 //! Each area has its own module; tests pick free ports and fresh data directories.
+mod drivers;
 mod lab;
 mod tftp;
