@@ -24,8 +24,9 @@ use cli::{Dialog, Mode};
 use parse::{BootVariable, CopyError, DirListing, Md5Error, ParseError, ShowVersion};
 pub use ssh::Connection;
 pub use upgrade::{
-    CopySource, FailureReason, Step, StepEvent, StepStatus, Transfer, UpgradeFailure,
-    UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult, upgrade,
+    CopySource, FailureReason, ReloadCheckpoint, Step, StepEvent, StepStatus, Transfer,
+    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    resume_after_reload, upgrade,
 };
 
 /// One device as the driver needs it.

@@ -195,6 +195,26 @@ pub struct StepEvent {
     pub step: Step,
     pub status: StepStatus,
     pub message: String,
+    /// Set on the `Started` event of `reload` / `install`: persist it before anything else, so
+    /// that a restarted service can [`resume_after_reload`] instead of reloading again.
+    pub checkpoint: Option<ReloadCheckpoint>,
+}
+
+/// What finishing an upgrade after the reload needs, when the process that sent the reload is
+/// gone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadCheckpoint {
+    pub before: Facts,
+    /// Uptime in seconds before the reload: a device whose uptime did not restart has not
+    /// reloaded yet.
+    pub uptime_before: Option<u64>,
+    /// The boot variable before the upgrade, put back when the device comes back on its old
+    /// image (bundle mode).
+    pub old_boot: Vec<String>,
+    /// The image the device ran before (deleted by cleanup when asked).
+    pub old_image: Option<String>,
+    /// Bundle mode (`boot system`), as opposed to an installer-managed boot.
+    pub bundle_mode: bool,
 }
 
 /// Why an upgrade failed, in the words an operator acts on.
@@ -360,12 +380,23 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn emit(&self, step: Step, status: StepStatus, message: impl Into<String>) {
+        self.send(step, status, message.into(), None);
+    }
+
+    fn send(
+        &self,
+        step: Step,
+        status: StepStatus,
+        message: String,
+        checkpoint: Option<ReloadCheckpoint>,
+    ) {
         // A caller that stopped listening does not stop the upgrade.
         let _ = self.events.send(StepEvent {
             device: self.target.name.clone(),
             step,
             status,
-            message: message.into(),
+            message,
+            checkpoint,
         });
     }
 
@@ -486,6 +517,13 @@ pub async fn upgrade(
         .clone()
         .filter(|i| file_name(i) != plan.image);
     let old_boot = before.boot.entries.clone();
+    let checkpoint = ReloadCheckpoint {
+        before: before.to_facts(),
+        uptime_before: before.version.uptime_seconds(),
+        old_boot: old_boot.clone(),
+        old_image: old_image.clone(),
+        bundle_mode: driver == Driver::IosBundle,
+    };
     match driver {
         Driver::IosBundle => {
             let mut entries = vec![driver.path(&plan.image)];
@@ -518,7 +556,12 @@ pub async fn upgrade(
                 );
                 return Err(restore(&run, session, &old_boot, failure).await);
             }
-            run.emit(Step::Reload, StepStatus::Started, "reload");
+            run.send(
+                Step::Reload,
+                StepStatus::Started,
+                "reload".into(),
+                Some(checkpoint.clone()),
+            );
             if let Err(e) = session.reload().await {
                 // The session is gone with the refused reload; restore over a new one.
                 let failure = run.fail_with(Step::Reload, e);
@@ -536,7 +579,12 @@ pub async fn upgrade(
             }
             run.emit(Step::Save, StepStatus::Done, "[OK]");
             let command = driver.install_command(&plan.image).unwrap_or_default();
-            run.emit(Step::Install, StepStatus::Started, command);
+            run.send(
+                Step::Install,
+                StepStatus::Started,
+                command,
+                Some(checkpoint.clone()),
+            );
             if let Err(e) = session.install(&plan.image).await {
                 return Err(run.fail_with(Step::Install, e));
             }
@@ -548,30 +596,63 @@ pub async fn upgrade(
         }
     }
 
-    let after = match wait_and_check(&run, &before, &cancel).await {
+    finish(&run, &checkpoint, &cancel).await
+}
+
+/// Finish an upgrade whose reload (or install) was sent, possibly by a process that is gone:
+/// wait for the device, check it runs the new image (else put the old boot variable back), and
+/// clean up when asked.
+pub async fn resume_after_reload(
+    target: &Target,
+    plan: &UpgradePlan,
+    checkpoint: &ReloadCheckpoint,
+    events: UnboundedSender<StepEvent>,
+    cancel: CancellationToken,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
+    let run = Run {
+        target,
+        plan,
+        events,
+        host_key: None,
+    };
+    finish(&run, checkpoint, &cancel).await
+}
+
+async fn finish(
+    run: &Run<'_>,
+    checkpoint: &ReloadCheckpoint,
+    cancel: &CancellationToken,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
+    let (mut session, after) = match wait_and_check(run, checkpoint.uptime_before, cancel).await {
         Ok(after) => after,
         Err((mut failure, session)) => {
             failure.reload_sent = true;
-            if let (Some(session), Driver::IosBundle) = (session, driver) {
-                return Err(restore(&run, session, &old_boot, failure).await);
+            if let (Some(session), true) = (session, checkpoint.bundle_mode) {
+                return Err(restore(run, session, &checkpoint.old_boot, failure).await);
             }
             return Err(failure);
         }
     };
-    let (mut session, after) = after;
-
-    if plan.options.delete_old_image {
+    if run.plan.options.delete_old_image {
         run.emit(Step::Cleanup, StepStatus::Started, "remove the old image");
-        let cleaned = cleanup(&mut session, plan, old_image.as_deref()).await;
+        let cleaned = cleanup(&mut session, run.plan, checkpoint.old_image.as_deref()).await;
         match cleaned {
             Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
             // The upgrade succeeded; a leftover file is worth a warning, not a failure.
             Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
         }
     }
-    let key = session.host_key().to_string();
+    let host_key = run
+        .host_key
+        .clone()
+        .unwrap_or_else(|| session.host_key().to_string());
     session.close().await;
-    Ok(done(&run, UpgradeResult::Upgraded, &after, key))
+    Ok(UpgradeOutcome {
+        result: UpgradeResult::Upgraded,
+        before: checkpoint.before.clone(),
+        after: after.to_facts(),
+        host_key,
+    })
 }
 
 /// Make sure the verified image is on flash: find it, or check space, copy and verify.
@@ -694,7 +775,7 @@ type WaitFailure = (UpgradeFailure, Option<Session>);
 
 async fn wait_and_check(
     run: &Run<'_>,
-    before: &DeviceFacts,
+    uptime_before: Option<u64>,
     cancel: &CancellationToken,
 ) -> Result<(Session, DeviceFacts), WaitFailure> {
     let t = &run.plan.timeouts;
@@ -703,11 +784,10 @@ async fn wait_and_check(
         StepStatus::Started,
         format!("waiting up to {} s", t.reload.as_secs()),
     );
-    let (session, after) =
-        match wait_back(run.target, t, before.version.uptime_seconds(), cancel).await {
-            Ok(v) => v,
-            Err(e) => return Err((run.fail_with(Step::WaitBack, e), None)),
-        };
+    let (session, after) = match wait_back(run.target, t, uptime_before, cancel).await {
+        Ok(v) => v,
+        Err(e) => return Err((run.fail_with(Step::WaitBack, e), None)),
+    };
     run.emit(
         Step::WaitBack,
         StepStatus::Done,

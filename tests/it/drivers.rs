@@ -560,3 +560,95 @@ async fn unusual_hostnames_work_end_to_end() {
         rig.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_copy_slower_than_its_timeout_fails_with_timeout() {
+    let (rig, failure, _) = faulty(
+        Fault::SlowTransfer,
+        |c| c.slow_rate = 10_000,
+        |p| p.timeouts.copy = Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    assert_eq!(failure.step, Step::Copy);
+    assert!(
+        failure.message.contains("did not finish in time"),
+        "{failure}"
+    );
+    assert_eq!(rig.lab.state(&rig.name(0)).unwrap().reload_count, 0);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn cancelled_before_any_change_touches_nothing() {
+    let rig = Rig::start(1, |_| {}).await;
+    let before = rig.lab.state(&rig.name(0)).unwrap();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let failure = device::upgrade(&rig.target(0), &rig.plan(), tx, cancel)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Cancelled);
+    let after = rig.lab.state(&rig.name(0)).unwrap();
+    assert_eq!(after.boot_variable, before.boot_variable);
+    assert!(!after.flash.files.iter().any(|f| f.name == NEW_IMAGE));
+    rig.stop().await;
+}
+
+/// A service stopped while the device reloads resumes from the checkpoint of the reload
+/// event: it only waits and checks, and never reloads twice.
+#[tokio::test]
+async fn an_upgrade_resumes_after_the_reload_from_its_checkpoint() {
+    let rig = Rig::start(1, |_| {}).await;
+    let plan = rig.plan();
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::unbounded_channel::<StepEvent>();
+    let stopper = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if let Some(checkpoint) = e.checkpoint {
+                stopper.cancel();
+                return Some(checkpoint);
+            }
+        }
+        None
+    });
+    let failure = device::upgrade(&rig.target(0), &plan, tx, cancel)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Cancelled, "{failure}");
+    assert!(failure.reload_sent);
+    let checkpoint = watcher
+        .await
+        .unwrap()
+        .expect("the reload event carries a checkpoint");
+    assert!(checkpoint.bundle_mode);
+    assert_eq!(
+        checkpoint.old_image.as_deref().map(file_name),
+        Some(OLD_IMAGE)
+    );
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let outcome = device::resume_after_reload(
+        &rig.target(0),
+        &plan,
+        &checkpoint,
+        tx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.result, UpgradeResult::Upgraded);
+    assert_eq!(outcome.after.version.as_deref(), Some(NEW_VERSION));
+    let mut steps = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        steps.push(e.step);
+    }
+    assert!(
+        !steps.contains(&Step::Reload) && !steps.contains(&Step::Copy),
+        "{steps:?}"
+    );
+    assert_eq!(rig.lab.state(&rig.name(0)).unwrap().reload_count, 1);
+    rig.stop().await;
+}
