@@ -544,6 +544,16 @@ impl Lab {
         }
     }
 
+    /// Wait until the device answers SSH again (at once when it is up); false for an unknown
+    /// device or when the lab stops first.
+    pub async fn wait_until_up(&self, device: &str) -> bool {
+        let Some(d) = self.device(device) else {
+            return false;
+        };
+        let mut rx = d.power.subscribe();
+        rx.wait_for(|p| *p == Power::Up).await.is_ok()
+    }
+
     pub fn state(&self, device: &str) -> Option<DeviceState> {
         self.device(device).map(|d| d.snapshot())
     }

@@ -3,4 +3,7 @@
 
 mod support;
 
+mod bad_input;
 mod client;
+mod real_clients;
+mod server;

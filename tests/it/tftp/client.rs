@@ -117,3 +117,88 @@ async fn client_downloads_from_atftpd_byte_exact() {
     .unwrap_err();
     assert!(matches!(err, ClientError::NotFound), "{err:?}");
 }
+
+#[tokio::test]
+async fn client_against_fleetup_server_with_options_and_progress() {
+    let server = TestServer::start(config_for_tests()).await;
+    let data = content(2 * 1024 * 1024 + 3, 12);
+    server.put("ios.bin", &data);
+    let device_ip = random_loopback();
+    for opts in [
+        DownloadOptions::default(),
+        DownloadOptions {
+            blksize: Some(1468),
+            windowsize: Some(16),
+            ..DownloadOptions::default()
+        },
+        DownloadOptions {
+            blksize: Some(8192),
+            request_tsize: false,
+            ..DownloadOptions::default()
+        },
+    ] {
+        let mut sink = Vec::new();
+        let mut calls = 0u64;
+        let mut last = (0, None);
+        let n = download_from(
+            std::net::IpAddr::V4(device_ip),
+            server.addr,
+            "ios.bin",
+            &opts,
+            &mut sink,
+            &mut |b, t| {
+                calls += 1;
+                last = (b, t);
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert!(sink == data, "{opts:?}");
+        assert!(calls > 1);
+        let tsize = opts.request_tsize.then_some(data.len() as u64);
+        assert_eq!(last, (data.len() as u64, tsize));
+    }
+    let info = server.settled().await;
+    assert_eq!(completed(&info).len(), 3);
+    assert!(
+        info.iter()
+            .all(|t| t.client.ip() == std::net::IpAddr::V4(device_ip))
+    );
+    let mut sink = Vec::new();
+    let err = download(
+        server.addr,
+        "../etc/passwd",
+        &DownloadOptions::default(),
+        &mut sink,
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::AccessViolation(_)), "{err:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_times_out_when_nobody_answers() {
+    // A bound socket that never answers.
+    let silent = tokio::net::UdpSocket::bind((random_loopback(), 0))
+        .await
+        .unwrap();
+    let opts = DownloadOptions {
+        timeout: Duration::from_millis(50),
+        retries: 3,
+        ..DownloadOptions::default()
+    };
+    let mut sink = Vec::new();
+    let err = download(
+        silent.local_addr().unwrap(),
+        "ios.bin",
+        &opts,
+        &mut sink,
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout), "{err:?}");
+}
