@@ -1,1 +1,330 @@
-//! (module under construction)
+//! `fleetup serve`: the database, the image store, the HTTP API and the file servers in one
+//! process, stopped together by one [`Shutdown`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::{self, ApiToken, AppState, ServiceInfo, TokenSource};
+use crate::config::{Listen, LogFormat, parse_size};
+use crate::images::ImageStore;
+use crate::rollout::{Clock, Engine, EngineSettings, FileServers};
+use crate::shutdown::Shutdown;
+use crate::store::Db;
+use crate::transfers::Transfers;
+
+/// Flags of `fleetup serve`; each also comes from `FLEETUP_*` or the config file.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// YAML file with settings named like the long flags (e.g. `data-dir: /var/lib/fleetup`).
+    #[arg(long, env = "FLEETUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the database (fleetup.db), images/ and generated secrets live.
+    #[arg(
+        long,
+        env = "FLEETUP_DATA_DIR",
+        default_value = "./fleetup-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API and dashboard.
+    #[arg(
+        long,
+        env = "FLEETUP_HTTP",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub http: SocketAddr,
+    /// Address of the TFTP server, or `off`.
+    #[arg(
+        long,
+        env = "FLEETUP_TFTP",
+        default_value = "0.0.0.0:69",
+        value_name = "ADDR|off"
+    )]
+    pub tftp: Listen,
+    /// Address of the FTP server, or `off`.
+    #[arg(
+        long,
+        env = "FLEETUP_FTP",
+        default_value = "0.0.0.0:21",
+        value_name = "ADDR|off"
+    )]
+    pub ftp: Listen,
+    /// Allow read-only API calls (GET) without a token.
+    #[arg(long, env = "FLEETUP_READ_OPEN")]
+    pub read_open: bool,
+    /// Largest image accepted by upload (e.g. 4GiB, 500M).
+    #[arg(long, env = "FLEETUP_MAX_IMAGE_SIZE", default_value = "4GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_image_size: u64,
+    /// Devices worked on at the same time across all rollouts.
+    #[arg(
+        long,
+        env = "FLEETUP_MAX_CONCURRENT_DEVICES",
+        default_value = "100",
+        value_name = "N"
+    )]
+    pub max_concurrent_devices: usize,
+    /// How long in-flight HTTP requests may finish after a shutdown signal.
+    #[arg(
+        long,
+        env = "FLEETUP_SHUTDOWN_GRACE",
+        default_value = "5",
+        value_name = "SECONDS"
+    )]
+    pub shutdown_grace: u64,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            config: None,
+            data_dir: "./fleetup-data".into(),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tftp: Listen::Off,
+            ftp: Listen::Off,
+            read_open: false,
+            max_image_size: 4 << 30,
+            max_concurrent_devices: 100,
+            shutdown_grace: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("cannot open the image store: {0}")]
+    Images(#[from] crate::images::ImageError),
+    #[error("cannot read or create the API token in {path}: {source}")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Bind(String),
+    #[error("cannot start the rollout engine: {0}")]
+    Engine(crate::rollout::RolloutError),
+}
+
+/// Explain a failed bind in one line that names the flag to change.
+pub fn bind_error(what: &str, flag: &str, addr: SocketAddr, err: &std::io::Error) -> ServeError {
+    let hint = match err.kind() {
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another with {flag} (e.g. {flag} {}:{}) or disable it with {flag} off",
+            addr.ip(),
+            addr.port() as u32 + 6900
+        ),
+        std::io::ErrorKind::AddrInUse => {
+            format!(
+                "another program already uses it; stop it or choose another address with {flag}"
+            )
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("this machine has no such address; choose one of its own with {flag}")
+        }
+        _ => format!("choose another address with {flag}"),
+    };
+    ServeError::Bind(format!("cannot listen for {what} on {addr}: {err}; {hint}"))
+}
+
+/// A running service, as tests, `demo` and `serve` use it.
+pub struct Service {
+    pub http_addr: SocketAddr,
+    pub tftp_addr: Option<SocketAddr>,
+    pub ftp_addr: Option<SocketAddr>,
+    pub token: ApiToken,
+    pub token_source: TokenSource,
+    pub state: AppState,
+    pub shutdown: Shutdown,
+    grace: Duration,
+}
+
+impl Service {
+    /// Open the data directory, bind every listener, then start serving.
+    pub async fn start(
+        args: &ServeArgs,
+        token_from_env: Option<String>,
+    ) -> Result<Service, ServeError> {
+        Self::start_with_clock(args, token_from_env, Clock::System).await
+    }
+
+    /// Like [`Service::start`], with the rollout engine on the given clock (tests).
+    pub async fn start_with_clock(
+        args: &ServeArgs,
+        token_from_env: Option<String>,
+        clock: Clock,
+    ) -> Result<Service, ServeError> {
+        let data_dir = args.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let db_path = data_dir.join("fleetup.db");
+        let db = Db::open(&db_path)
+            .await
+            .map_err(|source| ServeError::Database {
+                path: db_path.clone(),
+                source,
+            })?;
+        let images =
+            ImageStore::open(data_dir.join("images"), db.clone(), args.max_image_size).await?;
+        let (token, token_source) =
+            ApiToken::load_or_create(&data_dir, token_from_env).map_err(|source| {
+                ServeError::Token {
+                    path: data_dir.join("api-token"),
+                    source,
+                }
+            })?;
+
+        let http = tokio::net::TcpListener::bind(args.http)
+            .await
+            .map_err(|e| bind_error("HTTP", "--http", args.http, &e))?;
+        let http_addr = http
+            .local_addr()
+            .map_err(|e| bind_error("HTTP", "--http", args.http, &e))?;
+
+        let shutdown = Shutdown::new();
+        let transfers = Transfers::new();
+        let info = ServiceInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            http: Some(http_addr.to_string()),
+            tftp: None,
+            ftp: None,
+        };
+        let servers = FileServers::default();
+        let engine = Engine::start(
+            db.clone(),
+            images.clone(),
+            transfers.clone(),
+            clock,
+            servers,
+            EngineSettings {
+                max_concurrent_devices: args.max_concurrent_devices,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .map_err(ServeError::Engine)?;
+        let state = AppState {
+            db: db.clone(),
+            images,
+            transfers,
+            engine,
+            token: Arc::new(token.clone()),
+            read_open: args.read_open,
+            started: Instant::now(),
+            info: Arc::new(info),
+        };
+
+        let app = api::app(state.clone());
+        let token_cancel = shutdown.token.clone();
+        shutdown.tasks.spawn(async move {
+            let served = axum::serve(http, app)
+                .with_graceful_shutdown(async move { token_cancel.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+
+        Ok(Service {
+            http_addr,
+            tftp_addr: None,
+            ftp_addr: None,
+            token,
+            token_source,
+            state,
+            shutdown,
+            grace: Duration::from_secs(args.shutdown_grace),
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Stop every part; in-flight requests get the grace period, then are cut off.
+    pub async fn stop(self) {
+        self.shutdown.token.cancel();
+        self.shutdown.tasks.close();
+        if tokio::time::timeout(self.grace, self.shutdown.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_seconds = self.grace.as_secs(),
+                "requests still running after the grace period were cut off"
+            );
+        }
+        self.state.db.close().await;
+    }
+}
+
+/// `fleetup serve` until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs, token_from_env: Option<String>) -> Result<(), ServeError> {
+    let service = Service::start(&args, token_from_env).await?;
+    print_banner(&service, &args);
+    Shutdown::signal().await;
+    tracing::info!("shutdown requested; stopping");
+    service.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_banner(service: &Service, args: &ServeArgs) {
+    let token_line = match &service.token_source {
+        TokenSource::Environment => "API token: from FLEETUP_API_TOKEN".to_string(),
+        TokenSource::File {
+            path,
+            created: true,
+        } => {
+            format!(
+                "API token: generated and saved in {} (mode 0600)",
+                path.display()
+            )
+        }
+        TokenSource::File {
+            path,
+            created: false,
+        } => format!("API token: in {}", path.display()),
+    };
+    let listen = |l: Option<SocketAddr>| l.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    eprintln!("fleetup {} serving", env!("CARGO_PKG_VERSION"));
+    eprintln!("  dashboard and API: {}/", service.base_url());
+    eprintln!(
+        "  TFTP: {}   FTP: {}",
+        listen(service.tftp_addr),
+        listen(service.ftp_addr)
+    );
+    eprintln!("  data: {}", args.data_dir.display());
+    eprintln!("  {token_line}");
+}
+
+/// Install the tracing subscriber for the service's structured logs.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FLEETUP_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,russh=warn,libunftp=warn,tower_http=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,1 +1,138 @@
-//! (module under construction)
+//! The REST API (`/api/v1`), `/metrics` and the embedded dashboard.
+//!
+//! Invariant: only this module knows HTTP and JSON request/response shapes.
+
+mod auth;
+mod devices;
+mod error;
+mod images;
+mod rollouts;
+mod system;
+mod web;
+
+pub use auth::{ApiToken, TokenSource, load_or_create_secret, random_secret};
+pub use error::{ApiError, ApiResult, ErrorBody};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::images::ImageStore;
+use crate::rollout::Engine;
+use crate::store::Db;
+use crate::transfers::Transfers;
+
+/// Largest JSON or YAML request body (inventories, playbooks).
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub images: ImageStore,
+    pub transfers: Transfers,
+    pub engine: Engine,
+    pub token: Arc<ApiToken>,
+    /// Allow GET requests without a token.
+    pub read_open: bool,
+    pub started: Instant,
+    pub info: Arc<ServiceInfo>,
+}
+
+/// What the service listens on, for `/api/v1/health` and the dashboard.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ServiceInfo {
+    pub version: String,
+    pub http: Option<String>,
+    pub tftp: Option<String>,
+    pub ftp: Option<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fleetup API",
+        description = "Inventory, images, transfers and rollouts of fleetup, the network fleet upgrade orchestrator. \
+                       Every mutating call needs `Authorization: Bearer <token>`.",
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API routes and their OpenAPI description, before state and layers.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(devices::router())
+        .merge(images::router())
+        .merge(rollouts::router())
+        .merge(system::router())
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = api_routes().split_for_parts();
+    api.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
+    api
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (protected, _) = api_routes().split_for_parts();
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    let open = Router::new()
+        .route("/health", axum::routing::get(system::health))
+        .route("/openapi.json", axum::routing::get(system::openapi_json));
+    let api = Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(|| async { ApiError::not_found("no such API route") });
+    let metrics = Router::new()
+        .route("/metrics", axum::routing::get(system::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(metrics)
+        .merge(web::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// For handlers that must turn a rejected extractor into our error shape.
+pub(crate) fn rejection(status: StatusCode, message: String) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "too_large", message),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "unsupported_media_type", message)
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::unprocessable(message),
+        _ => ApiError::bad_request(message),
+    }
+}

@@ -24,9 +24,9 @@ use cli::{Dialog, Mode};
 use parse::{BootVariable, CopyError, DirListing, Md5Error, ParseError, ShowVersion};
 pub use ssh::Connection;
 pub use upgrade::{
-    CopySource, FailureReason, ReloadCheckpoint, Step, StepEvent, StepStatus, Transfer,
+    CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Transfer,
     UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
-    resume_after_reload, upgrade,
+    resume_after_reload, upgrade, upgrade_gated,
 };
 
 /// One device as the driver needs it.

@@ -11,6 +11,10 @@
 //!    fallback entry pointing at it is removed first.
 //!
 //! Progress goes out as [`StepEvent`]s; the caller (rollout engine, CLI) persists or shows them.
+//! A caller that must act *before* a step runs (the rollout engine records each step before
+//! it starts, holds steps while paused and the reload until a maintenance window opens) passes
+//! a [`StepGate`]. A gate may stop the upgrade before any step up to the reload; after the
+//! reload it can only delay, never stop: a reloading device is always waited for.
 
 use std::fmt;
 
@@ -195,26 +199,6 @@ pub struct StepEvent {
     pub step: Step,
     pub status: StepStatus,
     pub message: String,
-    /// Set on the `Started` event of `reload` / `install`: persist it before anything else, so
-    /// that a restarted service can [`resume_after_reload`] instead of reloading again.
-    pub checkpoint: Option<ReloadCheckpoint>,
-}
-
-/// What finishing an upgrade after the reload needs, when the process that sent the reload is
-/// gone.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReloadCheckpoint {
-    pub before: Facts,
-    /// Uptime in seconds before the reload: a device whose uptime did not restart has not
-    /// reloaded yet.
-    pub uptime_before: Option<u64>,
-    /// The boot variable before the upgrade, put back when the device comes back on its old
-    /// image (bundle mode).
-    pub old_boot: Vec<String>,
-    /// The image the device ran before (deleted by cleanup when asked).
-    pub old_image: Option<String>,
-    /// Bundle mode (`boot system`), as opposed to an installer-managed boot.
-    pub bundle_mode: bool,
 }
 
 /// Why an upgrade failed, in the words an operator acts on.
@@ -371,33 +355,63 @@ pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String>
     }
 }
 
+/// Why a gate stopped an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The operator aborted (or the rollout halted): stop at this safe point.
+    Abort,
+    /// The service is shutting down; the caller resumes later.
+    Shutdown,
+}
+
+/// Asked before each step starts; the step waits for the answer.
+#[async_trait::async_trait]
+pub trait StepGate: Send + Sync {
+    async fn before(&self, step: Step, message: &str) -> Result<(), Stop>;
+}
+
 struct Run<'a> {
     target: &'a Target,
     plan: &'a UpgradePlan,
     events: UnboundedSender<StepEvent>,
+    gate: Option<&'a dyn StepGate>,
     host_key: Option<String>,
 }
 
 impl Run<'_> {
     fn emit(&self, step: Step, status: StepStatus, message: impl Into<String>) {
-        self.send(step, status, message.into(), None);
-    }
-
-    fn send(
-        &self,
-        step: Step,
-        status: StepStatus,
-        message: String,
-        checkpoint: Option<ReloadCheckpoint>,
-    ) {
         // A caller that stopped listening does not stop the upgrade.
         let _ = self.events.send(StepEvent {
             device: self.target.name.clone(),
             step,
             status,
-            message,
-            checkpoint,
+            message: message.into(),
         });
+    }
+
+    /// Announce a step and pass the gate; a stop becomes a `Cancelled` failure at this point.
+    async fn start(&self, step: Step, message: impl Into<String>) -> Result<(), UpgradeFailure> {
+        let message = message.into();
+        self.emit(step, StepStatus::Started, message.clone());
+        if let Some(gate) = self.gate
+            && let Err(stop) = gate.before(step, &message).await
+        {
+            let why = match stop {
+                Stop::Abort => "stopped by the operator (abort or halt) before this step",
+                Stop::Shutdown => "stopped by a service shutdown before this step",
+            };
+            return Err(self.fail(step, FailureReason::Cancelled, why.into()));
+        }
+        Ok(())
+    }
+
+    /// Announce a step that must run whatever the gate says (after the reload).
+    async fn start_unstoppable(&self, step: Step, message: impl Into<String>) {
+        let message = message.into();
+        self.emit(step, StepStatus::Started, message.clone());
+        if let Some(gate) = self.gate {
+            let _ = gate.before(step, &message).await;
+        }
     }
 
     fn fail(&self, step: Step, reason: FailureReason, message: String) -> UpgradeFailure {
@@ -421,7 +435,7 @@ impl Run<'_> {
 /// Run a step: emit Started, then Done or Failed.
 macro_rules! step {
     ($run:expr, $step:expr, $started:expr, $fut:expr) => {{
-        $run.emit($step, StepStatus::Started, $started);
+        $run.start($step, $started).await?;
         match $fut.await {
             Ok(v) => v,
             Err(e) => return Err($run.fail_with($step, e)),
@@ -436,10 +450,22 @@ pub async fn upgrade(
     events: UnboundedSender<StepEvent>,
     cancel: CancellationToken,
 ) -> Result<UpgradeOutcome, UpgradeFailure> {
+    upgrade_gated(target, plan, events, None, cancel).await
+}
+
+/// [`upgrade`], with a gate asked before every step.
+pub async fn upgrade_gated(
+    target: &Target,
+    plan: &UpgradePlan,
+    events: UnboundedSender<StepEvent>,
+    gate: Option<&dyn StepGate>,
+    cancel: CancellationToken,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
     let mut run = Run {
         target,
         plan,
         events,
+        gate,
         host_key: None,
     };
     let t = &plan.timeouts;
@@ -517,13 +543,6 @@ pub async fn upgrade(
         .clone()
         .filter(|i| file_name(i) != plan.image);
     let old_boot = before.boot.entries.clone();
-    let checkpoint = ReloadCheckpoint {
-        before: before.to_facts(),
-        uptime_before: before.version.uptime_seconds(),
-        old_boot: old_boot.clone(),
-        old_image: old_image.clone(),
-        bundle_mode: driver == Driver::IosBundle,
-    };
     match driver {
         Driver::IosBundle => {
             let mut entries = vec![driver.path(&plan.image)];
@@ -532,18 +551,17 @@ pub async fn upgrade(
             {
                 entries.push(driver.path(file_name(old)));
             }
-            run.emit(
-                Step::SetBoot,
-                StepStatus::Started,
-                format!("boot system {}", entries.join(", ")),
-            );
+            run.start(Step::SetBoot, format!("boot system {}", entries.join(", ")))
+                .await?;
             if let Err(e) = session.set_boot(&entries).await {
                 return Err(
                     restore(&run, session, &old_boot, run.fail_with(Step::SetBoot, e)).await,
                 );
             }
             run.emit(Step::SetBoot, StepStatus::Done, format!("{entries:?}"));
-            run.emit(Step::Save, StepStatus::Started, driver.save_command());
+            if let Err(failure) = run.start(Step::Save, driver.save_command()).await {
+                return Err(restore(&run, session, &old_boot, failure).await);
+            }
             if let Err(e) = session.save().await {
                 return Err(restore(&run, session, &old_boot, run.fail_with(Step::Save, e)).await);
             }
@@ -556,12 +574,9 @@ pub async fn upgrade(
                 );
                 return Err(restore(&run, session, &old_boot, failure).await);
             }
-            run.send(
-                Step::Reload,
-                StepStatus::Started,
-                "reload".into(),
-                Some(checkpoint.clone()),
-            );
+            if let Err(failure) = run.start(Step::Reload, "reload").await {
+                return Err(restore(&run, session, &old_boot, failure).await);
+            }
             if let Err(e) = session.reload().await {
                 // The session is gone with the refused reload; restore over a new one.
                 let failure = run.fail_with(Step::Reload, e);
@@ -572,19 +587,20 @@ pub async fn upgrade(
         Driver::IosXeInstall | Driver::Nxos => {
             // The installer refuses to run with unsaved configuration, and sets the boot
             // variable itself only once the image is installed.
-            run.emit(Step::Save, StepStatus::Started, driver.save_command());
+            if let Err(failure) = run.start(Step::Save, driver.save_command()).await {
+                session.close().await;
+                return Err(failure);
+            }
             if let Err(e) = session.save().await {
                 session.close().await;
                 return Err(run.fail_with(Step::Save, e));
             }
             run.emit(Step::Save, StepStatus::Done, "[OK]");
             let command = driver.install_command(&plan.image).unwrap_or_default();
-            run.send(
-                Step::Install,
-                StepStatus::Started,
-                command,
-                Some(checkpoint.clone()),
-            );
+            if let Err(failure) = run.start(Step::Install, command).await {
+                session.close().await;
+                return Err(failure);
+            }
             if let Err(e) = session.install(&plan.image).await {
                 return Err(run.fail_with(Step::Install, e));
             }
@@ -596,63 +612,31 @@ pub async fn upgrade(
         }
     }
 
-    finish(&run, &checkpoint, &cancel).await
-}
-
-/// Finish an upgrade whose reload (or install) was sent, possibly by a process that is gone:
-/// wait for the device, check it runs the new image (else put the old boot variable back), and
-/// clean up when asked.
-pub async fn resume_after_reload(
-    target: &Target,
-    plan: &UpgradePlan,
-    checkpoint: &ReloadCheckpoint,
-    events: UnboundedSender<StepEvent>,
-    cancel: CancellationToken,
-) -> Result<UpgradeOutcome, UpgradeFailure> {
-    let run = Run {
-        target,
-        plan,
-        events,
-        host_key: None,
-    };
-    finish(&run, checkpoint, &cancel).await
-}
-
-async fn finish(
-    run: &Run<'_>,
-    checkpoint: &ReloadCheckpoint,
-    cancel: &CancellationToken,
-) -> Result<UpgradeOutcome, UpgradeFailure> {
-    let (mut session, after) = match wait_and_check(run, checkpoint.uptime_before, cancel).await {
+    let after = match wait_and_check(&run, before.version.uptime_seconds(), &cancel).await {
         Ok(after) => after,
         Err((mut failure, session)) => {
             failure.reload_sent = true;
-            if let (Some(session), true) = (session, checkpoint.bundle_mode) {
-                return Err(restore(run, session, &checkpoint.old_boot, failure).await);
+            if let (Some(session), Driver::IosBundle) = (session, driver) {
+                return Err(restore(&run, session, &old_boot, failure).await);
             }
             return Err(failure);
         }
     };
-    if run.plan.options.delete_old_image {
-        run.emit(Step::Cleanup, StepStatus::Started, "remove the old image");
-        let cleaned = cleanup(&mut session, run.plan, checkpoint.old_image.as_deref()).await;
+    let (mut session, after) = after;
+
+    if plan.options.delete_old_image {
+        run.start_unstoppable(Step::Cleanup, "remove the old image")
+            .await;
+        let cleaned = cleanup(&mut session, plan, old_image.as_deref()).await;
         match cleaned {
             Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
             // The upgrade succeeded; a leftover file is worth a warning, not a failure.
             Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
         }
     }
-    let host_key = run
-        .host_key
-        .clone()
-        .unwrap_or_else(|| session.host_key().to_string());
+    let key = session.host_key().to_string();
     session.close().await;
-    Ok(UpgradeOutcome {
-        result: UpgradeResult::Upgraded,
-        before: checkpoint.before.clone(),
-        after: after.to_facts(),
-        host_key,
-    })
+    Ok(done(&run, UpgradeResult::Upgraded, &after, key))
 }
 
 /// Make sure the verified image is on flash: find it, or check space, copy and verify.
@@ -724,15 +708,15 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
         ),
     }
     let url = plan.source.url(&plan.image);
-    run.emit(
+    run.start(
         Step::Copy,
-        StepStatus::Started,
         format!(
             "copy {} {}",
             plan.source.display_url(&plan.image),
             session.driver.path(&plan.image)
         ),
-    );
+    )
+    .await?;
     match session.copy(&url, &plan.image).await {
         Ok(report) => run.emit(
             Step::Copy,
@@ -751,11 +735,8 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
             return Err(failure);
         }
     }
-    run.emit(
-        Step::VerifyMd5,
-        StepStatus::Started,
-        session.driver.md5_command(&plan.image),
-    );
+    run.start(Step::VerifyMd5, session.driver.md5_command(&plan.image))
+        .await?;
     if let Err(e) = session.verify_md5(&plan.image, &plan.md5).await {
         let failure = run.fail_with(Step::VerifyMd5, e);
         if failure.reason == FailureReason::CorruptImage {
@@ -779,11 +760,11 @@ async fn wait_and_check(
     cancel: &CancellationToken,
 ) -> Result<(Session, DeviceFacts), WaitFailure> {
     let t = &run.plan.timeouts;
-    run.emit(
+    run.start_unstoppable(
         Step::WaitBack,
-        StepStatus::Started,
         format!("waiting up to {} s", t.reload.as_secs()),
-    );
+    )
+    .await;
     let (session, after) = match wait_back(run.target, t, uptime_before, cancel).await {
         Ok(v) => v,
         Err(e) => return Err((run.fail_with(Step::WaitBack, e), None)),
@@ -796,7 +777,7 @@ async fn wait_and_check(
             after.version.uptime.as_deref().unwrap_or("?")
         ),
     );
-    run.emit(Step::PostCheck, StepStatus::Started, "show version");
+    run.start_unstoppable(Step::PostCheck, "show version").await;
     if let Err(message) = post_check(run.plan, &after) {
         return Err((
             run.fail(Step::PostCheck, FailureReason::CameBackOnOldImage, message),
@@ -809,6 +790,80 @@ async fn wait_and_check(
         format!("running {}", after.version.version),
     );
     Ok((session, after))
+}
+
+/// Finish an upgrade whose reload was already sent (the caller was restarted in between):
+/// wait for the device, check it, clean up. Never sends another reload. `uptime_bound`: the
+/// device counts as restarted when its uptime is below this many seconds (the time since the
+/// reload plus the reload timeout); `None` accepts any uptime.
+pub async fn resume_after_reload(
+    target: &Target,
+    plan: &UpgradePlan,
+    events: UnboundedSender<StepEvent>,
+    gate: Option<&dyn StepGate>,
+    uptime_bound: Option<u64>,
+    cancel: CancellationToken,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
+    let run = Run {
+        target,
+        plan,
+        events,
+        gate,
+        host_key: None,
+    };
+    match wait_and_check(&run, uptime_bound, &cancel).await {
+        Ok((mut session, after)) => {
+            let host_key = session.host_key().to_string();
+            if plan.options.delete_old_image {
+                // The old image is the fallback entry still in the boot variable.
+                let old = after
+                    .boot
+                    .entries
+                    .iter()
+                    .map(|e| file_name(e).to_string())
+                    .find(|e| e != &plan.image);
+                run.start_unstoppable(Step::Cleanup, "remove the old image")
+                    .await;
+                match cleanup(&mut session, plan, old.as_deref()).await {
+                    Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
+                    Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
+                }
+            }
+            session.close().await;
+            Ok(UpgradeOutcome {
+                result: UpgradeResult::Upgraded,
+                before: Facts::default(),
+                after: after.to_facts(),
+                host_key,
+            })
+        }
+        Err((mut failure, session)) => {
+            failure.reload_sent = true;
+            let Some(mut session) = session else {
+                return Err(failure);
+            };
+            if session.driver != Driver::IosBundle {
+                session.close().await;
+                return Err(failure);
+            }
+            // Came back on the old image: the boot variable goes back to the entries that
+            // do not name the new image.
+            let old_boot = match session.facts().await {
+                Ok(f) => f
+                    .boot
+                    .entries
+                    .into_iter()
+                    .filter(|e| file_name(e) != plan.image)
+                    .collect::<Vec<_>>(),
+                Err(_) => Vec::new(),
+            };
+            if old_boot.is_empty() {
+                session.close().await;
+                return Err(failure);
+            }
+            Err(restore(&run, session, &old_boot, failure).await)
+        }
+    }
 }
 
 async fn cleanup(

@@ -1,1 +1,679 @@
-//! (module under construction)
+//! Playbooks: what a rollout does, as the engineer writes it in YAML.
+//!
+//! [`parse`] turns text into a validated [`Playbook`] or a [`YamlError`] with line and column
+//! (unknown fields included). [`plan`] turns a playbook and the inventory into waves of
+//! devices, with the reason for every device left out. Neither touches a device.
+
+mod plan;
+mod window;
+
+pub use plan::{Plan, PlannedDevice, PlannedWave, Skipped, plan};
+pub use window::{Window, any_contains, next_open};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::inventory::Platform;
+use crate::yaml::YamlError;
+
+/// A count of devices or a share of them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Share {
+    Count(usize),
+    /// 0 < p <= 100.
+    Percent(f64),
+}
+
+impl Share {
+    /// How many of `total` devices this share is (percentages round up, so "1%" of 10 is 1).
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Share::Count(n) => n.min(total),
+            Share::Percent(p) => ((p / 100.0) * total as f64).ceil() as usize,
+        }
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Share::Count(n) => write!(f, "{n}"),
+            Share::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Share;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a device count (e.g. 5) or a percentage (e.g. \"25%\")")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Share, E> {
+                usize::try_from(v)
+                    .map(Share::Count)
+                    .map_err(|_| E::custom("count too large"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Share, E> {
+                if v < 0 {
+                    return Err(E::custom("a device count cannot be negative"));
+                }
+                self.visit_u64(v as u64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Share, E> {
+                let t = v.trim();
+                if let Some(p) = t.strip_suffix('%') {
+                    let p: f64 = p.trim().parse().map_err(|_| {
+                        E::custom(format!("{v:?} is not a percentage like \"25%\""))
+                    })?;
+                    if !(p > 0.0 && p <= 100.0) {
+                        return Err(E::custom(format!(
+                            "{v:?}: a percentage must be above 0% and at most 100%"
+                        )));
+                    }
+                    return Ok(Share::Percent(p));
+                }
+                t.parse::<usize>().map(Share::Count).map_err(|_| {
+                    E::custom(format!(
+                        "{v:?} is not a device count or a percentage like \"25%\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written as seconds (`90`) or with units (`"30s"`, `"20m"`, `"2h"`, `"1h 30m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 90, \"30s\", \"20m\" or \"2h\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                u64::try_from(v)
+                    .map(Seconds)
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
+                parse_duration(v).map(Seconds).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_duration(v: &str) -> Result<u64, String> {
+    let mut total: u64 = 0;
+    let mut any = false;
+    for part in v.split_whitespace() {
+        let split = part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(part.len());
+        let (n, unit) = part.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{v:?} is not a duration such as \"30s\", \"20m\" or \"2h\""))?;
+        let mult = match unit {
+            "" | "s" | "sec" | "secs" => 1,
+            "m" | "min" | "mins" => 60,
+            "h" | "hr" | "hrs" => 3600,
+            "d" => 86400,
+            _ => return Err(format!("{v:?}: unknown unit {unit:?} (use s, m, h or d)")),
+        };
+        total = total.saturating_add(n.saturating_mul(mult));
+        any = true;
+    }
+    if !any {
+        return Err("empty duration".into());
+    }
+    Ok(total)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferProtocol {
+    #[default]
+    Tftp,
+    Ftp,
+}
+
+impl TransferProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferProtocol::Tftp => "tftp",
+            TransferProtocol::Ftp => "ftp",
+        }
+    }
+}
+
+/// Which devices a rollout targets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// Every device of the inventory.
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub sites: Vec<String>,
+    #[serde(default)]
+    pub platforms: Vec<Platform>,
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Device names left out even when selected otherwise.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Image file names: per platform (`ios: …`), and per model under `models:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageChoice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ios: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iosxe: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nxos: Option<Spanned<String>>,
+    /// Model (as in the inventory or `show version`) to image; wins over the platform's image.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, Spanned<String>>,
+}
+
+impl ImageChoice {
+    pub fn for_platform(&self, p: Platform) -> Option<&str> {
+        match p {
+            Platform::Ios => self.ios.as_ref(),
+            Platform::Iosxe => self.iosxe.as_ref(),
+            Platform::Nxos => self.nxos.as_ref(),
+        }
+        .map(|s| s.value.as_str())
+    }
+
+    /// Every image file name the playbook names, with where it is written.
+    pub fn all(&self) -> Vec<&Spanned<String>> {
+        let mut v: Vec<&Spanned<String>> = [&self.ios, &self.iosxe, &self.nxos]
+            .into_iter()
+            .flatten()
+            .collect();
+        v.extend(self.models.values());
+        v
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    #[serde(default)]
+    pub protocol: TransferProtocol,
+    /// Address (IP or name) at which devices reach fleetup's file server.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Per-site address, for sites that reach fleetup another way (NAT, another VRF).
+    #[serde(default)]
+    pub sites: BTreeMap<String, String>,
+}
+
+impl Transfer {
+    pub fn server_for_site(&self, site: Option<&str>) -> Option<&str> {
+        site.and_then(|s| self.sites.get(s))
+            .map(String::as_str)
+            .or(self.server.as_deref())
+    }
+}
+
+/// Per-step time limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// SSH connect and login.
+    #[serde(default = "default_connect")]
+    pub connect: Seconds,
+    /// Any ordinary CLI command.
+    #[serde(default = "default_command")]
+    pub command: Seconds,
+    /// The image copy (a 1 GB image over TFTP takes many minutes).
+    #[serde(default = "default_copy")]
+    pub copy: Seconds,
+    /// From `reload` until the device answers on SSH again.
+    #[serde(default = "default_reload")]
+    pub reload: Seconds,
+}
+
+fn default_connect() -> Seconds {
+    Seconds(30)
+}
+fn default_command() -> Seconds {
+    Seconds(120)
+}
+fn default_copy() -> Seconds {
+    Seconds(3 * 3600)
+}
+fn default_reload() -> Seconds {
+    Seconds(30 * 60)
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: default_connect(),
+            command: default_command(),
+            copy: default_copy(),
+            reload: default_reload(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strategy {
+    /// Devices upgraded alone first; the rollout goes on only if they all succeed.
+    #[serde(default = "one")]
+    pub canary: usize,
+    /// Cumulative shares of the devices after the canary; the last wave takes all that is left.
+    #[serde(default = "all_in_one_wave")]
+    pub waves: Vec<Spanned<Share>>,
+    /// Devices worked on at the same time within a wave.
+    #[serde(default = "ten")]
+    pub concurrency: usize,
+    /// Failures tolerated; one more halts the rollout.
+    #[serde(default = "zero_failures")]
+    pub max_failures: Share,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+fn one() -> usize {
+    1
+}
+fn ten() -> usize {
+    10
+}
+fn zero_failures() -> Share {
+    Share::Count(0)
+}
+fn all_in_one_wave() -> Vec<Spanned<Share>> {
+    Vec::new()
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Self {
+            canary: 1,
+            waves: Vec::new(),
+            concurrency: 10,
+            max_failures: Share::Count(0),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Nothing starts before this time (RFC 3339, e.g. 2026-11-25T01:00:00Z).
+    #[serde(default)]
+    pub start_at: Option<jiff::Timestamp>,
+    /// Reloads happen only inside one of these; copies may run before (staged).
+    #[serde(default)]
+    pub windows: Vec<Spanned<WindowText>>,
+}
+
+impl Schedule {
+    pub fn windows(&self) -> Vec<Window> {
+        self.windows.iter().map(|w| w.value.0.clone()).collect()
+    }
+}
+
+/// A window as written, checked while the YAML is read so errors carry the location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowText(pub Window);
+
+impl Serialize for WindowText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Window::parse(&s).map(WindowText).map_err(de::Error::custom)
+    }
+}
+
+/// A show command whose output must (or must not) contain a text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandCheck {
+    pub run: String,
+    #[serde(default)]
+    pub must_contain: Option<String>,
+    #[serde(default)]
+    pub must_not_contain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreChecks {
+    /// Free flash needed beyond the image size, e.g. "10%" of the image (default 5%).
+    #[serde(default = "default_margin")]
+    pub free_space_margin: Share,
+    /// Refuse a device whose running configuration is not saved (default true): a reload
+    /// would lose it.
+    #[serde(default = "yes")]
+    pub startup_config_saved: bool,
+    #[serde(default)]
+    pub commands: Vec<CommandCheck>,
+}
+
+fn default_margin() -> Share {
+    Share::Percent(5.0)
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for PreChecks {
+    fn default() -> Self {
+        Self {
+            free_space_margin: default_margin(),
+            startup_config_saved: true,
+            commands: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostChecks {
+    /// Always checked: the running version is the target. These come on top.
+    #[serde(default)]
+    pub commands: Vec<CommandCheck>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    #[serde(default)]
+    pub pre: PreChecks,
+    #[serde(default)]
+    pub post: PostChecks,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Leave out devices already running the target version (default true).
+    #[serde(default = "yes")]
+    pub skip_if_current: bool,
+    /// Copy and verify only: no boot change, no reload.
+    #[serde(default)]
+    pub stage_only: bool,
+    /// Delete the previous image from flash once the device runs the new one.
+    #[serde(default)]
+    pub delete_old_image: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            skip_if_current: true,
+            stage_only: false,
+            delete_old_image: false,
+        }
+    }
+}
+
+/// A playbook as read and validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    pub name: String,
+    pub targets: Targets,
+    pub image: ImageChoice,
+    #[serde(default)]
+    pub transfer: Transfer,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub checks: Checks,
+    #[serde(default)]
+    pub options: Options,
+}
+
+impl Playbook {
+    pub fn wave_shares(&self) -> Vec<Share> {
+        self.strategy.waves.iter().map(|s| s.value).collect()
+    }
+}
+
+fn located(at: serde_saphyr::Location, message: impl Into<String>) -> YamlError {
+    YamlError::new(at.line(), at.column(), message)
+}
+
+/// Parse and validate a playbook.
+pub fn parse(text: &str) -> Result<Playbook, YamlError> {
+    let pb: Playbook = crate::yaml::from_str(text)?;
+    if pb.name.trim().is_empty() {
+        return Err(YamlError::new(1, 1, "name: a playbook needs a name"));
+    }
+    let t = &pb.targets;
+    if !t.all
+        && t.groups.is_empty()
+        && t.tags.is_empty()
+        && t.sites.is_empty()
+        && t.platforms.is_empty()
+        && t.names.is_empty()
+    {
+        return Err(YamlError::new(
+            0,
+            0,
+            "targets: selects no device; give `all: true` or at least one of groups, tags, sites, platforms, names",
+        ));
+    }
+    if pb.image.all().is_empty() {
+        return Err(YamlError::new(
+            0,
+            0,
+            "image: names no image; give one per platform (ios, iosxe, nxos) or per model under models",
+        ));
+    }
+    for img in pb.image.all() {
+        if let Err(e) = crate::images::validate_file_name(&img.value) {
+            return Err(located(img.referenced, format!("image: {e}")));
+        }
+    }
+    if pb.strategy.concurrency == 0 {
+        return Err(YamlError::new(
+            0,
+            0,
+            "strategy.concurrency: must be at least 1",
+        ));
+    }
+    let mut last: Option<&Spanned<Share>> = None;
+    for w in &pb.strategy.waves {
+        if let Some(prev) = last {
+            let grows = match (prev.value, w.value) {
+                (Share::Count(a), Share::Count(b)) => b > a,
+                (Share::Percent(a), Share::Percent(b)) => b > a,
+                _ => {
+                    return Err(located(
+                        w.referenced,
+                        "strategy.waves: use either counts or percentages, not both",
+                    ));
+                }
+            };
+            if !grows {
+                return Err(located(
+                    w.referenced,
+                    format!(
+                        "strategy.waves: waves are cumulative, so {} must be larger than the wave before ({})",
+                        w.value, prev.value
+                    ),
+                ));
+            }
+        }
+        if w.value == Share::Count(0) {
+            return Err(located(w.referenced, "strategy.waves: a wave of 0 devices"));
+        }
+        last = Some(w);
+    }
+    for (kind, checks) in [
+        ("pre", &pb.checks.pre.commands),
+        ("post", &pb.checks.post.commands),
+    ] {
+        for c in checks {
+            if c.run.trim().is_empty() {
+                return Err(YamlError::new(
+                    0,
+                    0,
+                    format!("checks.{kind}.commands: empty command"),
+                ));
+            }
+            let first = c
+                .run
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if !"show".starts_with(&first) || first.len() < 2 {
+                return Err(YamlError::new(
+                    0,
+                    0,
+                    format!(
+                        "checks.{kind}.commands: {:?} is not a show command; checks may only read",
+                        c.run
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(pb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const FULL: &str = r#"name: access-switches-to-15.2(7)E8
+targets:
+  groups: [access]
+  exclude: [sw-lab-99]
+image:
+  ios: c2960x-universalk9-mz.152-7.E8.bin
+transfer:
+  protocol: tftp
+  server: 10.0.0.5
+strategy:
+  canary: 1
+  waves: ["25%", "100%"]
+  concurrency: 20
+  max_failures: 2
+schedule:
+  start_at: 2026-11-25T01:00:00Z
+  windows: ["Mon-Fri 01:00-05:00 Europe/Berlin"]
+checks:
+  pre:
+    free_space_margin: 10%
+  post:
+    commands:
+      - run: show interfaces status | include connected
+        must_contain: connected
+options:
+  skip_if_current: true
+  stage_only: false
+  delete_old_image: true
+"#;
+
+    #[test]
+    fn design_example_parses() {
+        let pb = parse(FULL).unwrap();
+        assert_eq!(pb.strategy.canary, 1);
+        assert_eq!(
+            pb.wave_shares(),
+            vec![Share::Percent(25.0), Share::Percent(100.0)]
+        );
+        assert_eq!(pb.strategy.max_failures, Share::Count(2));
+        assert_eq!(pb.checks.pre.free_space_margin, Share::Percent(10.0));
+        assert_eq!(pb.schedule.windows().len(), 1);
+        assert_eq!(
+            pb.image.for_platform(Platform::Ios),
+            Some("c2960x-universalk9-mz.152-7.E8.bin")
+        );
+        assert!(pb.options.delete_old_image);
+    }
+
+    fn err(text: &str) -> YamlError {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let e = err(&FULL.replace("  concurrency: 20", "  concurency: 20"));
+        assert_eq!(e.line, 13, "{e}");
+        assert!(e.message.contains("concurency"), "{e}");
+
+        let e = err(&FULL.replace(r#"["25%", "100%"]"#, r#"["25%", "10%"]"#));
+        assert_eq!(e.line, 12, "{e}");
+        assert!(e.message.contains("cumulative"), "{e}");
+
+        let e = err(&FULL.replace("Mon-Fri 01:00-05:00", "Mon-Fry 01:00-05:00"));
+        assert_eq!(e.line, 17, "{e}");
+        assert!(e.message.contains("weekday"), "{e}");
+
+        let e = err(&FULL.replace("max_failures: 2", "max_failures: lots"));
+        assert_eq!(e.line, 14, "{e}");
+
+        let e = err(&FULL.replace("protocol: tftp", "protocol: scp"));
+        assert_eq!(e.line, 8, "{e}");
+
+        let e = err(&FULL.replace("2026-11-25T01:00:00Z", "tomorrow"));
+        assert_eq!(e.line, 16, "{e}");
+
+        let e = err(&FULL.replace("c2960x-universalk9-mz.152-7.E8.bin", "../etc/passwd"));
+        assert_eq!(e.line, 6, "{e}");
+
+        let e = err(&FULL.replace("show interfaces", "reload in"));
+        assert!(e.message.contains("not a show command"), "{e}");
+    }
+
+    #[test]
+    fn shares_and_durations() {
+        assert_eq!(Share::Percent(25.0).of(8), 2);
+        assert_eq!(Share::Percent(1.0).of(10), 1);
+        assert_eq!(Share::Count(5).of(3), 3);
+        assert_eq!(parse_duration("1h 30m").unwrap(), 5400);
+        assert_eq!(parse_duration("45").unwrap(), 45);
+        assert!(parse_duration("3 fortnights").is_err());
+    }
+}

@@ -6,7 +6,7 @@ mod devices;
 mod images;
 pub mod rollouts;
 
-pub use devices::{DeviceFilter, DevicePage};
+pub use devices::{DeviceFilter, DevicePage, Upserted};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -102,37 +102,137 @@ fn image_server(name: &str, data: &[u8]) -> ImageServer {
     }
 }
 
+/// fleetup's own TFTP server on a random loopback address. Stops with `shutdown`.
+async fn fleetup_tftp(
+    name: &str,
+    data: &[u8],
+    shutdown: &Shutdown,
+) -> (SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), data).unwrap();
+    let ip = Ipv4Addr::new(
+        127,
+        rand::random_range(20..250),
+        rand::random_range(1..250),
+        250,
+    );
+    // Bound before the task starts: requests sent from now on are queued by the kernel.
+    let socket = fleetup::tftp::bind(SocketAddr::from((ip, 0)))
+        .await
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    shutdown.tasks.spawn(fleetup::tftp::run(
+        socket,
+        dir.path().to_path_buf(),
+        fleetup::tftp::TftpConfig::default(),
+        fleetup::transfers::Transfers::new(),
+        shutdown.clone(),
+    ));
+    (addr, dir)
+}
+
+/// Whatever serves the image, kept alive as long as the rig.
+struct FileServer {
+    _vsftpd: Option<ImageServer>,
+    _tftp_root: Option<tempfile::TempDir>,
+}
+
 struct Rig {
     lab: Lab,
     shutdown: Shutdown,
-    server: ImageServer,
+    _server: FileServer,
+    source: CopySource,
     image: Vec<u8>,
     _dir: tempfile::TempDir,
 }
 
+fn test_image() -> Vec<u8> {
+    // Deterministic content, big enough for many TFTP blocks.
+    (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
 impl Rig {
+    /// A lab whose devices pull the image from vsftpd, with the FTP credentials in the URL.
     async fn start(devices: usize, tweak: impl FnOnce(&mut LabConfig)) -> Rig {
-        // Deterministic content, big enough for many TFTP blocks.
-        let image: Vec<u8> = (0..300_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let image = test_image();
         let server = image_server(NEW_IMAGE, &image);
+        let source = CopySource {
+            transfer: Transfer::Ftp {
+                username: "anonymous".into(),
+                password: Secret("fleetup@".into()),
+            },
+            server: server.addr.ip().to_string(),
+            port: None,
+            directory: String::new(),
+        };
+        let port = server.addr.port();
+        Self::with_server(
+            devices,
+            image,
+            FileServer {
+                _vsftpd: Some(server),
+                _tftp_root: None,
+            },
+            source,
+            Shutdown::new(),
+            |c| {
+                c.ftp_port = port;
+                tweak(c)
+            },
+        )
+        .await
+    }
+
+    /// A lab whose devices pull the image from fleetup's own TFTP server.
+    async fn start_tftp(devices: usize) -> Rig {
+        let image = test_image();
+        let shutdown = Shutdown::new();
+        let (addr, dir) = fleetup_tftp(NEW_IMAGE, &image, &shutdown).await;
+        let source = CopySource {
+            transfer: Transfer::Tftp,
+            server: addr.ip().to_string(),
+            port: None,
+            directory: String::new(),
+        };
+        Self::with_server(
+            devices,
+            image,
+            FileServer {
+                _vsftpd: None,
+                _tftp_root: Some(dir),
+            },
+            source,
+            shutdown,
+            |c| c.tftp_port = addr.port(),
+        )
+        .await
+    }
+
+    async fn with_server(
+        devices: usize,
+        image: Vec<u8>,
+        server: FileServer,
+        source: CopySource,
+        shutdown: Shutdown,
+        tweak: impl FnOnce(&mut LabConfig),
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let mut config = LabConfig {
             devices,
             base_ip: random_base(),
             ssh_port: 0,
             state_dir: dir.path().to_path_buf(),
-            ftp_port: server.addr.port(),
             ..LabConfig::default()
         };
         tweak(&mut config);
-        let shutdown = Shutdown::new();
         let lab = Lab::start(config, shutdown.clone()).await.unwrap();
         Rig {
             lab,
             shutdown,
-            server,
+            _server: server,
+            source,
             image,
             _dir: dir,
         }
@@ -164,15 +264,7 @@ impl Rig {
             image: NEW_IMAGE.into(),
             md5: hex::encode(md5::Md5::digest(&self.image)),
             size: self.image.len() as u64,
-            source: CopySource {
-                transfer: Transfer::Ftp {
-                    username: "anonymous".into(),
-                    password: Secret("fleetup@".into()),
-                },
-                server: self.server.addr.ip().to_string(),
-                port: None,
-                directory: String::new(),
-            },
+            source: self.source.clone(),
             expected_version: None,
             options: UpgradeOptions::default(),
             timeouts: timeouts(),
@@ -596,10 +688,10 @@ async fn cancelled_before_any_change_touches_nothing() {
     rig.stop().await;
 }
 
-/// A service stopped while the device reloads resumes from the checkpoint of the reload
-/// event: it only waits and checks, and never reloads twice.
+/// A service stopped while the device reloads resumes: it only waits and checks, and never
+/// reloads twice.
 #[tokio::test]
-async fn an_upgrade_resumes_after_the_reload_from_its_checkpoint() {
+async fn an_upgrade_resumes_after_the_reload_without_reloading_again() {
     let rig = Rig::start(1, |_| {}).await;
     let plan = rig.plan();
     let cancel = CancellationToken::new();
@@ -607,34 +699,27 @@ async fn an_upgrade_resumes_after_the_reload_from_its_checkpoint() {
     let stopper = cancel.clone();
     let watcher = tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
-            if let Some(checkpoint) = e.checkpoint {
+            if e.step == Step::Reload && e.status == StepStatus::Done {
                 stopper.cancel();
-                return Some(checkpoint);
+                return true;
             }
         }
-        None
+        false
     });
     let failure = device::upgrade(&rig.target(0), &plan, tx, cancel)
         .await
         .unwrap_err();
     assert_eq!(failure.reason, FailureReason::Cancelled, "{failure}");
     assert!(failure.reload_sent);
-    let checkpoint = watcher
-        .await
-        .unwrap()
-        .expect("the reload event carries a checkpoint");
-    assert!(checkpoint.bundle_mode);
-    assert_eq!(
-        checkpoint.old_image.as_deref().map(file_name),
-        Some(OLD_IMAGE)
-    );
+    assert!(watcher.await.unwrap());
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let outcome = device::resume_after_reload(
         &rig.target(0),
         &plan,
-        &checkpoint,
         tx,
+        None,
+        Some(3600),
         CancellationToken::new(),
     )
     .await
@@ -650,5 +735,20 @@ async fn an_upgrade_resumes_after_the_reload_from_its_checkpoint() {
         "{steps:?}"
     );
     assert_eq!(rig.lab.state(&rig.name(0)).unwrap().reload_count, 1);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn happy_path_over_fleetups_own_tftp_server() {
+    let rig = Rig::start_tftp(1).await;
+    let (result, events) = rig.upgrade(0, &rig.plan()).await;
+    let outcome = result.unwrap_or_else(|f| panic!("{f}\nevents: {events:#?}"));
+    assert_eq!(outcome.after.version.as_deref(), Some(NEW_VERSION));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.step == Step::Copy && e.message.starts_with("copy tftp://"))
+    );
+    assert_eq!(rig.assert_boot_valid(0), [NEW_IMAGE, OLD_IMAGE]);
     rig.stop().await;
 }

@@ -1,5 +1,10 @@
 //! All integration tests live in this one binary, so the stack is linked once.
 //! Each area has its own module; tests pick free ports and fresh data directories.
+
+mod support;
+
+mod api;
 mod drivers;
 mod lab;
+mod samples;
 mod tftp;

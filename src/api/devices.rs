@@ -1,0 +1,265 @@
+//! `/devices` and `/inventory`: the inventory over HTTP.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, AppState, ErrorBody, rejection};
+use crate::inventory::{DeviceInput, DeviceView, Platform};
+use crate::store::DeviceFilter;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_devices, create_device))
+        .routes(routes!(get_device, update_device, delete_device))
+        .routes(routes!(forget_host_key))
+        .routes(routes!(import_inventory))
+        .routes(routes!(export_inventory))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceQuery {
+    /// Only devices in this group.
+    group: Option<String>,
+    /// Only devices with this tag.
+    tag: Option<String>,
+    site: Option<String>,
+    /// ios, iosxe or nxos.
+    platform: Option<String>,
+    /// Only devices running this version (as `show version` reports it).
+    version: Option<String>,
+    /// Substring of the name or host.
+    q: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceList {
+    devices: Vec<DeviceView>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// List devices, filtered and paginated.
+#[utoipa::path(get, path = "/devices", tag = "inventory", params(DeviceQuery),
+    responses((status = 200, body = DeviceList), (status = 400, body = ErrorBody)))]
+async fn list_devices(
+    State(state): State<AppState>,
+    Query(q): Query<DeviceQuery>,
+) -> ApiResult<Json<DeviceList>> {
+    let platform = match q.platform.as_deref() {
+        Some(p) => Some(Platform::parse(p).ok_or_else(|| {
+            ApiError::bad_request(format!("platform {p:?} is not one of ios, iosxe, nxos"))
+        })?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let offset = q.offset.unwrap_or(0).max(0);
+    let page = state
+        .db
+        .list_devices(&DeviceFilter {
+            group: q.group,
+            tag: q.tag,
+            site: q.site,
+            platform,
+            version: q.version,
+            search: q.q.filter(|s| !s.is_empty()),
+            limit,
+            offset,
+        })
+        .await?;
+    Ok(Json(DeviceList {
+        devices: page.devices.iter().map(DeviceView::from).collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(v)| v)
+        .map_err(|r| rejection(r.status(), r.body_text()))
+}
+
+/// Add a device. Secrets are accepted but never returned.
+#[utoipa::path(post, path = "/devices", tag = "inventory", request_body = DeviceInput,
+    responses((status = 201, body = DeviceView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_device(
+    State(state): State<AppState>,
+    body: Result<Json<DeviceInput>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<DeviceView>)> {
+    let input = json_body(body)?;
+    let spec = input
+        .validate()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let device = state.db.create_device(&spec).await?;
+    tracing::info!(device = %device.name(), "device added");
+    Ok((StatusCode::CREATED, Json(DeviceView::from(&device))))
+}
+
+/// One device.
+#[utoipa::path(get, path = "/devices/{name}", tag = "inventory",
+    params(("name" = String, Path, description = "device name")),
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+async fn get_device(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DeviceView>> {
+    let device = state
+        .db
+        .device_by_name(&name)
+        .await
+        .map_err(|e| not_found_device(e, &name))?;
+    Ok(Json(DeviceView::from(&device)))
+}
+
+fn not_found_device(e: crate::store::StoreError, name: &str) -> ApiError {
+    match e {
+        crate::store::StoreError::NotFound => {
+            ApiError::not_found(format!("no device named {name:?} in the inventory"))
+        }
+        e => e.into(),
+    }
+}
+
+/// Replace a device's description. Omitted secrets keep their stored value (they are never
+/// shown, so a client cannot send them back); facts and the pinned host key are kept.
+#[utoipa::path(put, path = "/devices/{name}", tag = "inventory", request_body = DeviceInput,
+    params(("name" = String, Path, description = "device name")),
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_device(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<DeviceInput>, JsonRejection>,
+) -> ApiResult<Json<DeviceView>> {
+    let input = json_body(body)?;
+    let current = state
+        .db
+        .device_by_name(&name)
+        .await
+        .map_err(|e| not_found_device(e, &name))?;
+    let mut spec = input
+        .validate()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let old = &current.spec.credentials;
+    let new = &mut spec.credentials;
+    if new.password.is_none() && new.password_env.is_none() {
+        new.password = old.password.clone();
+        new.password_env = old.password_env.clone();
+    }
+    if new.enable_secret.is_none() && new.enable_secret_env.is_none() {
+        new.enable_secret = old.enable_secret.clone();
+        new.enable_secret_env = old.enable_secret_env.clone();
+    }
+    let device = state.db.update_device(&name, &spec).await?;
+    Ok(Json(DeviceView::from(&device)))
+}
+
+/// Remove a device from the inventory.
+#[utoipa::path(delete, path = "/devices/{name}", tag = "inventory",
+    params(("name" = String, Path, description = "device name")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_device(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .db
+        .delete_device(&name)
+        .await
+        .map_err(|e| not_found_device(e, &name))?;
+    tracing::info!(device = %name, "device removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Forget the pinned SSH host key, so that the next connection trusts the key it is shown
+/// (after a supervisor swap or a re-keyed device).
+#[utoipa::path(delete, path = "/devices/{name}/host-key", tag = "inventory",
+    params(("name" = String, Path, description = "device name")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn forget_host_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .db
+        .set_host_key(&name, None)
+        .await
+        .map_err(|e| not_found_device(e, &name))?;
+    tracing::warn!(device = %name, "pinned host key forgotten; the next key seen will be trusted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportResult {
+    created: usize,
+    updated: usize,
+    unchanged: usize,
+}
+
+/// Import a YAML inventory (body: the file). All or nothing: one bad entry and nothing is
+/// written; the error names its line and column.
+#[utoipa::path(post, path = "/inventory/import", tag = "inventory",
+    request_body(content = String, content_type = "application/yaml"),
+    responses((status = 200, body = ImportResult), (status = 422, body = ErrorBody)))]
+async fn import_inventory(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> ApiResult<Json<ImportResult>> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("inventory is not UTF-8 text: {e}")))?;
+    let specs = crate::inventory::yaml::parse(text)?;
+    let results = state.db.upsert_devices(&specs).await?;
+    use crate::store::Upserted as U;
+    let count = |k: U| results.iter().filter(|r| **r == k).count();
+    let out = ImportResult {
+        created: count(U::Created),
+        updated: count(U::Updated),
+        unchanged: count(U::Unchanged),
+    };
+    tracing::info!(
+        created = out.created,
+        updated = out.updated,
+        unchanged = out.unchanged,
+        "inventory imported"
+    );
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Include inline passwords and enable secrets (default false).
+    #[serde(default)]
+    with_secrets: bool,
+}
+
+/// Export the inventory as YAML that `import` reads back.
+#[utoipa::path(get, path = "/inventory/export", tag = "inventory", params(ExportQuery),
+    responses((status = 200, content_type = "application/yaml", body = String)))]
+async fn export_inventory(
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let devices = state.db.all_devices().await?;
+    let text = crate::inventory::yaml::export(&devices, q.with_secrets)
+        .map_err(|e| ApiError::internal("inventory export", &e))?;
+    if q.with_secrets {
+        tracing::warn!("inventory exported with secrets");
+    }
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], text))
+}

@@ -1,0 +1,134 @@
+//! `/images`: the image store over HTTP. Uploads are streamed to disk chunk by chunk.
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, AppState, ErrorBody, rejection};
+use crate::images::{ImageMeta, ImageRecord};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    let upload = OpenApiRouter::new()
+        .routes(routes!(upload_image))
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::new()
+        .routes(routes!(list_images))
+        .routes(routes!(get_image, delete_image))
+        .merge(upload)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImageList {
+    images: Vec<ImageRecord>,
+}
+
+/// Images in the store, with their checksums.
+#[utoipa::path(get, path = "/images", tag = "images", responses((status = 200, body = ImageList)))]
+async fn list_images(State(state): State<AppState>) -> ApiResult<Json<ImageList>> {
+    Ok(Json(ImageList {
+        images: state.images.list().await?,
+    }))
+}
+
+/// Multipart form of an upload.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct UploadForm {
+    /// The image file; its file name is kept unless `file_name` is given.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Store under this name instead of the uploaded file's name.
+    file_name: Option<String>,
+    /// ios, iosxe or nxos (guessed from the file name when absent).
+    platform: Option<String>,
+    /// Version as `show version` prints it (guessed from the file name when absent).
+    version: Option<String>,
+}
+
+/// Upload an image (`multipart/form-data` with a `file` field, streamed to disk). MD5 and
+/// SHA-256 are computed on the way; the same content twice is refused with 409.
+#[utoipa::path(post, path = "/images", tag = "images",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = ImageRecord), (status = 409, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn upload_image(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<ImageRecord>)> {
+    let mut multipart = multipart.map_err(|r| rejection(r.status(), r.body_text()))?;
+    let mut upload = None;
+    let mut meta = ImageMeta::default();
+    let mut uploaded_name = None;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        rejection(
+            e.status(),
+            format!("reading the upload failed: {}", e.body_text()),
+        )
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
+        match field.name().unwrap_or_default() {
+            "file" => {
+                if upload.is_some() {
+                    return Err(ApiError::bad_request("only one `file` field per upload"));
+                }
+                uploaded_name = field.file_name().map(str::to_string);
+                let mut up = state.images.begin_upload().await?;
+                while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                    up.write(&chunk).await?;
+                }
+                upload = Some(up);
+            }
+            "file_name" => meta.file_name = field.text().await.map_err(bad)?.trim().to_string(),
+            "platform" => meta.platform = Some(field.text().await.map_err(bad)?.trim().to_string()),
+            "version" => meta.version = Some(field.text().await.map_err(bad)?.trim().to_string()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown form field {other:?} (expected file, file_name, platform, version)"
+                )));
+            }
+        }
+    }
+    let upload = upload.ok_or_else(|| ApiError::bad_request("the form has no `file` field"))?;
+    if meta.file_name.is_empty() {
+        meta.file_name = uploaded_name
+            .map(|n| n.rsplit(['/', '\\']).next().unwrap_or_default().to_string())
+            .unwrap_or_default();
+    }
+    if meta.file_name.is_empty() {
+        return Err(ApiError::unprocessable(
+            "the upload has no file name: send one with the file or in a `file_name` field",
+        ));
+    }
+    let record = upload.finish(meta).await?;
+    tracing::info!(image = %record.file_name, size = record.size, md5 = %record.md5, "image stored");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// One image.
+#[utoipa::path(get, path = "/images/{name}", tag = "images",
+    params(("name" = String, Path, description = "image file name")),
+    responses((status = 200, body = ImageRecord), (status = 404, body = ErrorBody)))]
+async fn get_image(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ImageRecord>> {
+    Ok(Json(state.images.get(&name).await?))
+}
+
+/// Delete an image; refused (409) while a rollout that has not ended uses it.
+#[utoipa::path(delete, path = "/images/{name}", tag = "images",
+    params(("name" = String, Path, description = "image file name")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_image(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.images.delete(&name).await?;
+    tracing::info!(image = %name, "image deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

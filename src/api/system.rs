@@ -1,0 +1,168 @@
+//! Health, live transfers, metrics and the OpenAPI document.
+
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiResult, AppState, ServiceInfo};
+use crate::transfers::{Protocol, TransferInfo};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_transfers))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    status: &'static str,
+    database: &'static str,
+    uptime_seconds: u64,
+    service: ServiceInfo,
+}
+
+/// Liveness and readiness: answers without a token, for load balancers and monitoring.
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let db_ok = state.db.ping().await.is_ok();
+    let body = Health {
+        status: if db_ok { "ok" } else { "degraded" },
+        database: if db_ok { "ok" } else { "unreachable" },
+        uptime_seconds: state.started.elapsed().as_secs(),
+        service: (*state.info).clone(),
+    };
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransferList {
+    /// Active transfers first, then recently finished ones.
+    transfers: Vec<TransferInfo>,
+}
+
+/// TFTP and FTP transfers: active ones with bytes sent so far, then recent ones.
+#[utoipa::path(get, path = "/transfers", tag = "transfers", responses((status = 200, body = TransferList)))]
+async fn list_transfers(State(state): State<AppState>) -> Json<TransferList> {
+    Json(TransferList {
+        transfers: state.transfers.snapshot(),
+    })
+}
+
+pub async fn openapi_json() -> impl IntoResponse {
+    Json(super::openapi())
+}
+
+/// Prometheus text exposition format.
+pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let mut out = String::new();
+    let page = state
+        .db
+        .list_devices(&crate::store::DeviceFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    let images = state.images.list().await?;
+    let _ = writeln!(out, "# HELP fleetup_devices Devices in the inventory.");
+    let _ = writeln!(out, "# TYPE fleetup_devices gauge");
+    let _ = writeln!(out, "fleetup_devices {}", page.total);
+    let _ = writeln!(
+        out,
+        "# HELP fleetup_device_versions Devices per site and running version."
+    );
+    let _ = writeln!(out, "# TYPE fleetup_device_versions gauge");
+    for (site, version, n) in state.db.version_counts().await? {
+        let _ = writeln!(
+            out,
+            "fleetup_device_versions{{site=\"{}\",version=\"{}\"}} {n}",
+            escape(site.as_deref().unwrap_or("")),
+            escape(version.as_deref().unwrap_or("unknown"))
+        );
+    }
+    let _ = writeln!(out, "# HELP fleetup_images Images in the store.");
+    let _ = writeln!(out, "# TYPE fleetup_images gauge");
+    let _ = writeln!(out, "fleetup_images {}", images.len());
+    let snapshot = state.transfers.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP fleetup_transfers_active File transfers in progress."
+    );
+    let _ = writeln!(out, "# TYPE fleetup_transfers_active gauge");
+    for p in [Protocol::Tftp, Protocol::Ftp] {
+        let active = snapshot
+            .iter()
+            .filter(|t| t.protocol == p && t.state == crate::transfers::TransferState::Active)
+            .count();
+        let _ = writeln!(
+            out,
+            "fleetup_transfers_active{{protocol=\"{}\"}} {active}",
+            p.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetup_transfers_total Finished file transfers."
+    );
+    let _ = writeln!(out, "# TYPE fleetup_transfers_total counter");
+    for p in [Protocol::Tftp, Protocol::Ftp] {
+        let c = state.transfers.counters(p);
+        let _ = writeln!(
+            out,
+            "fleetup_transfers_total{{protocol=\"{}\",result=\"completed\"}} {}",
+            p.as_str(),
+            c.completed
+        );
+        let _ = writeln!(
+            out,
+            "fleetup_transfers_total{{protocol=\"{}\",result=\"failed\"}} {}",
+            p.as_str(),
+            c.failed
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetup_transfer_bytes_total Bytes sent by finished transfers."
+    );
+    let _ = writeln!(out, "# TYPE fleetup_transfer_bytes_total counter");
+    for p in [Protocol::Tftp, Protocol::Ftp] {
+        let c = state.transfers.counters(p);
+        let _ = writeln!(
+            out,
+            "fleetup_transfer_bytes_total{{protocol=\"{}\"}} {}",
+            p.as_str(),
+            c.bytes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetup_uptime_seconds Seconds since the service started."
+    );
+    let _ = writeln!(out, "# TYPE fleetup_uptime_seconds gauge");
+    let _ = writeln!(
+        out,
+        "fleetup_uptime_seconds {}",
+        state.started.elapsed().as_secs()
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,254 @@
+//! From a playbook and the inventory to waves of devices.
+
+use serde::{Deserialize, Serialize};
+
+use super::Playbook;
+use crate::inventory::{Device, Platform};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlannedDevice {
+    pub device: String,
+    pub platform: Platform,
+    pub site: Option<String>,
+    pub image: String,
+    pub current_version: Option<String>,
+    pub target_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlannedWave {
+    /// 0 is the canary wave when there is one.
+    pub index: usize,
+    pub name: String,
+    pub devices: Vec<PlannedDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Skipped {
+    pub device: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Plan {
+    pub waves: Vec<PlannedWave>,
+    /// Selected devices that will not be touched, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Devices that will be upgraded.
+    pub total: usize,
+    /// The failure count that halts the rollout (one more than tolerated).
+    pub halt_after_failures: usize,
+}
+
+impl Plan {
+    pub fn devices(&self) -> impl Iterator<Item = &PlannedDevice> {
+        self.waves.iter().flat_map(|w| w.devices.iter())
+    }
+}
+
+fn selected(pb: &Playbook, d: &Device) -> bool {
+    let t = &pb.targets;
+    let s = &d.spec;
+    if t.exclude.iter().any(|n| n == s.name.as_str()) {
+        return false;
+    }
+    t.all
+        || t.names.iter().any(|n| n == s.name.as_str())
+        || t.groups.iter().any(|g| s.groups.contains(g))
+        || t.tags.iter().any(|g| s.tags.contains(g))
+        || t.sites
+            .iter()
+            .any(|x| s.site.as_deref() == Some(x.as_str()))
+        || t.platforms.contains(&s.platform)
+}
+
+/// Versions compare equal when they match after normalising case and spacing
+/// (`15.2(7)E8` = `15.2(7)e8`).
+pub fn same_version(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.trim().to_ascii_lowercase().replace(' ', "");
+    norm(a) == norm(b)
+}
+
+/// Build the plan. `image_version` maps an image file name to the version it installs (from
+/// the image store), or None when the store does not know it.
+pub fn plan(
+    pb: &Playbook,
+    devices: &[Device],
+    image_version: &dyn Fn(&str) -> Option<String>,
+) -> Plan {
+    let mut chosen = Vec::new();
+    let mut skipped = Vec::new();
+    let mut sorted: Vec<&Device> = devices.iter().filter(|d| selected(pb, d)).collect();
+    // Group by site so that a wave finishes sites rather than scattering across them.
+    sorted.sort_by(|a, b| (&a.spec.site, a.name()).cmp(&(&b.spec.site, b.name())));
+    for d in sorted {
+        let model = d.spec.model.as_deref().or(d.facts.model.as_deref());
+        let image = model
+            .and_then(|m| pb.image.models.get(m))
+            .map(|s| s.value.clone())
+            .or_else(|| pb.image.for_platform(d.spec.platform).map(str::to_string));
+        let Some(image) = image else {
+            skipped.push(Skipped {
+                device: d.name().to_string(),
+                reason: format!(
+                    "the playbook names no image for platform {}{}",
+                    d.spec.platform,
+                    model.map(|m| format!(" or model {m}")).unwrap_or_default()
+                ),
+            });
+            continue;
+        };
+        let target_version = image_version(&image);
+        if pb.options.skip_if_current
+            && let (Some(cur), Some(target)) = (&d.facts.version, &target_version)
+            && same_version(cur, target)
+        {
+            skipped.push(Skipped {
+                device: d.name().to_string(),
+                reason: format!("already runs {cur}"),
+            });
+            continue;
+        }
+        chosen.push(PlannedDevice {
+            device: d.name().to_string(),
+            platform: d.spec.platform,
+            site: d.spec.site.clone(),
+            image,
+            current_version: d.facts.version.clone(),
+            target_version,
+        });
+    }
+
+    let total = chosen.len();
+    let mut waves = Vec::new();
+    let canary = pb.strategy.canary.min(total);
+    let mut rest = chosen.into_iter();
+    if canary > 0 {
+        waves.push(PlannedWave {
+            index: 0,
+            name: "canary".into(),
+            devices: rest.by_ref().take(canary).collect(),
+        });
+    }
+    let after_canary = total - canary;
+    let mut placed = 0;
+    let shares = pb.wave_shares();
+    let n = shares.len();
+    for (i, share) in shares.into_iter().enumerate() {
+        let cumulative = if i + 1 == n {
+            after_canary
+        } else {
+            share.of(after_canary)
+        };
+        let take = cumulative.saturating_sub(placed);
+        if take == 0 {
+            continue;
+        }
+        placed += take;
+        waves.push(PlannedWave {
+            index: waves.len(),
+            name: format!("wave {} ({share})", i + 1),
+            devices: rest.by_ref().take(take).collect(),
+        });
+    }
+    let left: Vec<PlannedDevice> = rest.collect();
+    if !left.is_empty() {
+        waves.push(PlannedWave {
+            index: waves.len(),
+            name: if n == 0 { "all".into() } else { "rest".into() },
+            devices: left,
+        });
+    }
+    let tolerated = pb.strategy.max_failures.of(total);
+    Plan {
+        waves,
+        skipped,
+        total,
+        halt_after_failures: tolerated + 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{DeviceInput, Facts};
+
+    fn dev(i: usize, site: &str, version: &str) -> Device {
+        let spec = DeviceInput {
+            name: format!("sw-{i:02}"),
+            host: format!("10.0.0.{i}"),
+            platform: "ios".into(),
+            site: Some(site.into()),
+            groups: vec!["access".into()],
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        Device {
+            id: i as i64,
+            spec,
+            host_key: None,
+            facts: Facts {
+                version: Some(version.into()),
+                ..Default::default()
+            },
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn version(_: &str) -> Option<String> {
+        Some("15.2(7)E8".into())
+    }
+
+    #[test]
+    fn canary_then_cumulative_waves() {
+        let pb = super::super::parse(super::super::tests::FULL).unwrap();
+        let devices: Vec<Device> = (1..=21).map(|i| dev(i, "berlin", "15.2(7)E3")).collect();
+        let p = plan(&pb, &devices, &version);
+        let sizes: Vec<usize> = p.waves.iter().map(|w| w.devices.len()).collect();
+        assert_eq!(
+            sizes,
+            vec![1, 5, 15],
+            "canary 1, then 25% of 20 = 5, then the rest"
+        );
+        assert_eq!(p.total, 21);
+        assert_eq!(p.halt_after_failures, 3, "max_failures 2");
+        let mut names: Vec<&str> = p.devices().map(|d| d.device.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 21, "every device exactly once");
+    }
+
+    #[test]
+    fn current_and_excluded_devices_are_skipped_with_reasons() {
+        let mut pb = super::super::parse(super::super::tests::FULL).unwrap();
+        pb.targets.exclude = vec!["sw-03".into()];
+        let devices = vec![
+            dev(1, "a", "15.2(7)E3"),
+            dev(2, "a", "15.2(7)e8"),
+            dev(3, "a", "15.2(7)E3"),
+        ];
+        let p = plan(&pb, &devices, &version);
+        assert_eq!(p.total, 1);
+        assert_eq!(
+            p.skipped,
+            vec![Skipped {
+                device: "sw-02".into(),
+                reason: "already runs 15.2(7)e8".into()
+            }]
+        );
+        assert!(p.devices().all(|d| d.device != "sw-03"));
+    }
+
+    #[test]
+    fn no_waves_means_one_wave_after_the_canary() {
+        let mut pb = super::super::parse(super::super::tests::FULL).unwrap();
+        pb.strategy.waves.clear();
+        pb.strategy.canary = 2;
+        let devices: Vec<Device> = (1..=5).map(|i| dev(i, "a", "x")).collect();
+        let p = plan(&pb, &devices, &version);
+        let sizes: Vec<usize> = p.waves.iter().map(|w| w.devices.len()).collect();
+        assert_eq!(sizes, vec![2, 3]);
+    }
+}
