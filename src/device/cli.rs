@@ -380,8 +380,12 @@ impl CliSession {
                     self.answered_tail = None;
                     self.complete_line(line);
                 }
-                // Carriage returns, bells, NULs and backspaces carry no output.
-                '\r' | '\x07' | '\0' | '\x08' => {}
+                // Backspace erases on screen (IOS wipes `--More--` with backspaces and spaces).
+                '\x08' => {
+                    self.tail.pop();
+                }
+                // Carriage returns, bells and NULs carry no output.
+                '\r' | '\x07' | '\0' => {}
                 c => self.tail.push(c),
             }
         }
@@ -479,6 +483,13 @@ impl CliSession {
         if let Some(prompt) = prompt {
             self.tail.clear();
             self.on_prompt(prompt);
+            return;
+        }
+        // The pager, when `terminal length 0` was refused or reset: next page, and the marker
+        // is not output.
+        if matches!(self.state, State::Running { .. }) && tail.trim() == "--More--" {
+            self.transmit.push_back(b" ".to_vec());
+            self.tail.clear();
             return;
         }
         let reply = match &self.state {
@@ -862,6 +873,19 @@ mod tests {
             Err(CliError::Broken)
         );
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_pager_is_paged_through() {
+        let (mut s, t0) = ready("R1#");
+        s.send("show running-config", Dialog::none(), at(t0, 30))
+            .unwrap();
+        s.poll_transmit();
+        s.handle_input(b"show running-config\r\nhostname R1\r\n --More-- ", t0);
+        assert_eq!(s.poll_transmit().unwrap(), b" ");
+        s.handle_input(b"\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08        \x08\x08\x08\x08\x08\x08\x08\x08\x08\x08boot system flash:a.bin\r\nR1#", t0);
+        let (out, _) = done(&mut s);
+        assert_eq!(out, "hostname R1\nboot system flash:a.bin");
     }
 
     #[test]

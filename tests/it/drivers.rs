@@ -752,3 +752,20 @@ async fn happy_path_over_fleetups_own_tftp_server() {
     assert_eq!(rig.assert_boot_valid(0), [NEW_IMAGE, OLD_IMAGE]);
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn a_wrong_enable_secret_is_an_auth_failure_naming_the_secret() {
+    let rig = Rig::start(1, |c| c.enable_secret = "other-secret".into()).await;
+    let err = device::facts(&rig.target(0), &timeouts())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::EnableFailed { .. }), "{err}");
+    assert!(err.to_string().contains("enable secret"), "{err}");
+    assert!(
+        !err.to_string().contains("cisco"),
+        "the secret tried is never shown: {err}"
+    );
+    let (result, _) = rig.upgrade(0, &rig.plan()).await;
+    assert_eq!(result.unwrap_err().reason, FailureReason::AuthFailed);
+    rig.stop().await;
+}
