@@ -866,10 +866,10 @@ mod tests {
         s.send(command, Dialog::install(), at(t0, 1800)).unwrap();
         s.poll_transmit();
         s.handle_input(format!("{command}\r\n").as_bytes(), t0);
-        s.handle_input(text[..cut].as_bytes(), t0);
+        s.handle_input(&text.as_bytes()[..cut], t0);
         assert_eq!(s.poll_transmit().unwrap(), b"y\n");
         // The capture shows the echoed `y` after the question.
-        s.handle_input(text[cut..].as_bytes(), t0);
+        s.handle_input(&text.as_bytes()[cut..], t0);
         s.handle_input(b"Q9-9500X-2003#", t0);
         let (out, _) = done(&mut s);
         assert!(out.contains("[y/n]y"), "{out}");
