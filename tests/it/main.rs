@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod drivers;
 mod lab;
 mod rollout;
 mod samples;
