@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_devices, create_device))
         .routes(routes!(get_device, update_device, delete_device))
         .routes(routes!(forget_host_key))
+        .routes(routes!(refresh_facts))
         .routes(routes!(import_inventory))
         .routes(routes!(export_inventory))
 }
@@ -262,4 +263,37 @@ async fn export_inventory(
         tracing::warn!("inventory exported with secrets");
     }
     Ok(([(header::CONTENT_TYPE, "application/yaml")], text))
+}
+
+/// Log in to the device, read `show version` and `show boot`, and record the facts (and, on
+/// first contact, the SSH host key) in the inventory.
+#[utoipa::path(post, path = "/devices/{name}/facts", tag = "inventory",
+    params(("name" = String, Path, description = "device name")),
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn refresh_facts(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DeviceView>> {
+    use crate::device::{DeviceError, Target, Timeouts};
+    let device = state
+        .db
+        .device_by_name(&name)
+        .await
+        .map_err(|e| not_found_device(e, &name))?;
+    let target = Target::from_device(&device).map_err(ApiError::unprocessable)?;
+    let (mut facts, new_key) = crate::device::facts(&target, &Timeouts::default())
+        .await
+        .map_err(|e| match e {
+            DeviceError::HostKeyChanged { .. } => ApiError::conflict(e.to_string()),
+            e => ApiError::new(StatusCode::BAD_GATEWAY, "device_error", e.to_string()),
+        })?;
+    facts.last_seen = Some(jiff::Timestamp::now().to_string());
+    state.db.set_facts(&name, &facts).await?;
+    if let Some(key) = new_key {
+        state.db.set_host_key(&name, Some(&key)).await?;
+        tracing::info!(device = %name, "host key pinned on first contact");
+    }
+    let device = state.db.device_by_name(&name).await?;
+    Ok(Json(DeviceView::from(&device)))
 }

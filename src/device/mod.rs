@@ -43,6 +43,22 @@ pub struct Target {
     pub known_host_key: Option<String>,
 }
 
+impl Target {
+    /// The driver's view of an inventory device: address, platform, resolved credentials and
+    /// the pinned host key.
+    pub fn from_device(device: &crate::inventory::Device) -> Result<Target, String> {
+        Ok(Target {
+            name: device.name().to_string(),
+            host: device.spec.host.clone(),
+            port: device.spec.port,
+            platform: device.spec.platform,
+            login: device.login()?,
+            private_key: None,
+            known_host_key: device.host_key.clone(),
+        })
+    }
+}
+
 /// How long each kind of wait may take.
 #[derive(Debug, Clone)]
 pub struct Timeouts {

@@ -63,7 +63,9 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             {
                 tracing::warn!(device = %name, error = %e, "cannot record the version before");
             }
-            if let Err(e) = db.set_facts(&name, &done.after).await {
+            let mut after = done.after.clone();
+            after.last_seen = Some(jiff::Timestamp::now().to_string());
+            if let Err(e) = db.set_facts(&name, &after).await {
                 tracing::warn!(device = %name, error = %e, "cannot record facts");
             }
             let version = done.after.version.clone();
@@ -142,7 +144,6 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePl
         .device_by_name(&job.device)
         .await
         .map_err(|e| format!("device {} is no longer in the inventory ({e})", job.device))?;
-    let login = device.login()?;
     let image = inner
         .images
         .get(&job.image)
@@ -221,15 +222,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePl
         },
         timeouts,
     };
-    let target = Target {
-        name: device.name().to_string(),
-        host: device.spec.host.clone(),
-        port: device.spec.port,
-        platform: device.spec.platform,
-        login,
-        private_key: None,
-        known_host_key: device.host_key.clone(),
-    };
+    let target = Target::from_device(&device)?;
     Ok((target, plan))
 }
 
