@@ -172,9 +172,11 @@ mod tests {
                     "FLEETUP_DATA_DIR".to_string(),
                     "/var/lib/fleetup".to_string()
                 ),
-                ("FLEETUP_TFTP".to_string(), "off".to_string()),
+                // YAML 1.1 reads a bare `off` as false; `ADDR|off` settings accept both.
+                ("FLEETUP_TFTP".to_string(), "false".to_string()),
             ]
         );
+        assert_eq!("false".parse::<Listen>().unwrap(), Listen::Off);
     }
 
     #[test]

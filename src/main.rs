@@ -10,6 +10,7 @@ use serde_json::Value;
 use fleetup::client::{Client, ClientArgs, segment};
 use fleetup::config::{self, LogFormat};
 use fleetup::serve::{self, ServeArgs};
+use fleetup::shutdown::Shutdown;
 
 /// Upgrade the OS of a fleet of network devices: inventory, built-in TFTP/FTP image servers,
 /// SSH drivers and YAML rollouts.
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the service: HTTP API and dashboard, TFTP, FTP, rollout engine.
     Serve(ServeArgs),
+    /// A simulated fleet of Cisco devices (SSH, IOS CLI, real TFTP/FTP downloads, reloads).
+    Lab(fleetup::sim::LabArgs),
     /// Manage the device inventory of a running service.
     Inventory {
         #[command(flatten)]
@@ -40,6 +43,52 @@ enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         action: ImageAction,
+    },
+    /// Submit a playbook to a running service and follow the rollout until it ends.
+    /// Exit code 0 only if every targeted device ended upgraded (or already current).
+    Run {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The playbook (YAML or JSON).
+        playbook: PathBuf,
+        /// Validate and print the plan (waves, devices, what is skipped and why); touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON event per line instead of progress bars.
+        #[arg(long)]
+        json: bool,
+        /// Submit and return at once, printing the rollout id.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Follow an existing rollout.
+    Follow {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upgrade one device end to end (a one-device rollout) and follow it.
+    Upgrade {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Device name in the inventory.
+        name: String,
+        /// Image file name in the image store.
+        #[arg(long)]
+        image: String,
+        /// tftp or ftp.
+        #[arg(long, default_value = "tftp")]
+        protocol: String,
+        /// Address at which the device reaches fleetup's file server.
+        #[arg(long, value_name = "ADDR")]
+        via: Option<String>,
+        /// Copy and verify only; no boot change, no reload.
+        #[arg(long)]
+        stage_only: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Look at and manage single devices of a running service.
     Device {
@@ -97,6 +146,91 @@ enum DeviceAction {
     Delete { name: String },
     /// Forget the device's pinned SSH host key; the next key seen is trusted.
     Trust { name: String },
+    /// Log in to the device, read `show version`, and record the facts in the inventory.
+    Facts { name: String },
+}
+
+async fn follow_to_exit(c: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let end = fleetup::client::follow::follow(c, id, json).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"rollout": id, "state": end.state, "all_upgraded": end.all_upgraded})
+        );
+    } else {
+        print_summary(&end.detail);
+    }
+    Ok(if end.all_upgraded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_plan(plan: &Value) {
+    println!("plan for {}", plan["name"].as_str().unwrap_or("?"));
+    let p = &plan["plan"];
+    for w in p["waves"].as_array().into_iter().flatten() {
+        let devices: Vec<String> = w["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                format!(
+                    "{} ({} -> {})",
+                    d["device"].as_str().unwrap_or("?"),
+                    d["current_version"].as_str().unwrap_or("?"),
+                    d["target_version"]
+                        .as_str()
+                        .unwrap_or(d["image"].as_str().unwrap_or("?"))
+                )
+            })
+            .collect();
+        println!(
+            "  {}: {} device(s)",
+            w["name"].as_str().unwrap_or("?"),
+            devices.len()
+        );
+        for d in devices {
+            println!("    {d}");
+        }
+    }
+    let skipped = p["skipped"].as_array().cloned().unwrap_or_default();
+    if !skipped.is_empty() {
+        println!("  skipped: {}", skipped.len());
+        for s in skipped {
+            println!(
+                "    {}: {}",
+                s["device"].as_str().unwrap_or("?"),
+                s["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    println!(
+        "  {} device(s) to upgrade; the rollout halts at {} failure(s)",
+        p["total"], p["halt_after_failures"]
+    );
+}
+
+fn print_summary(detail: &Value) {
+    println!(
+        "rollout {} {}: {}",
+        detail["id"].as_str().unwrap_or("?"),
+        detail["state"].as_str().unwrap_or("?"),
+        detail["halt_reason"].as_str().unwrap_or("")
+    );
+    for w in detail["waves"].as_array().into_iter().flatten() {
+        for d in w["devices"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<24} {:<10} {} -> {}  {}",
+                d["device"].as_str().unwrap_or("?"),
+                d["state"].as_str().unwrap_or("?"),
+                d["old_version"].as_str().unwrap_or("?"),
+                d["new_version"].as_str().unwrap_or("-"),
+                d["error"].as_str().unwrap_or("")
+            );
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -162,6 +296,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::init_logging(cli.log_format);
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(args, token).await?;
+        }
+        Command::Lab(args) => {
+            serve::init_logging(cli.log_format);
+            let shutdown = Shutdown::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                Shutdown::signal().await;
+                signal.token.cancel();
+            });
+            let result = fleetup::sim::run_lab(args, shutdown.clone()).await;
+            shutdown.shutdown_and_wait().await;
+            result?;
         }
         Command::Inventory { client, action } => {
             let c = Client::from_args(&client);
@@ -230,6 +376,69 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Run {
+            client,
+            playbook,
+            dry_run,
+            json,
+            detach,
+        } => {
+            let c = Client::from_args(&client);
+            let text = std::fs::read_to_string(&playbook)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", playbook.display()))?;
+            if dry_run {
+                let plan: Value = c.post_yaml("/rollouts?dry_run=true", text).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    print_plan(&plan);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let created: Value = c.post_yaml("/rollouts", text).await?;
+            let id = created["id"].as_str().unwrap_or_default().to_string();
+            if detach {
+                println!("{id}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "rollout {id} submitted ({} device(s))",
+                created["progress"]["total"]
+            );
+            return follow_to_exit(&c, &id, json).await;
+        }
+        Command::Follow { client, id, json } => {
+            let c = Client::from_args(&client);
+            return follow_to_exit(&c, &id, json).await;
+        }
+        Command::Upgrade {
+            client,
+            name,
+            image,
+            protocol,
+            via,
+            stage_only,
+            json,
+        } => {
+            let c = Client::from_args(&client);
+            let device: Value = c.get_json(&format!("/devices/{}", segment(&name))).await?;
+            let platform = device["platform"].as_str().unwrap_or("ios");
+            let mut pb = serde_json::json!({
+                "name": format!("upgrade {name} to {image}"),
+                "targets": {"names": [name]},
+                "image": {platform: image},
+                "transfer": {"protocol": protocol},
+                "strategy": {"canary": 0},
+                "options": {"stage_only": stage_only},
+            });
+            if let Some(via) = via {
+                pb["transfer"]["server"] = Value::String(via);
+            }
+            let created: Value = c.post_json("/rollouts", &pb).await?;
+            let id = created["id"].as_str().unwrap_or_default().to_string();
+            eprintln!("rollout {id}: upgrading {name}");
+            return follow_to_exit(&c, &id, json).await;
+        }
         Command::Device { client, action } => {
             let c = Client::from_args(&client);
             match action {
@@ -269,6 +478,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 DeviceAction::Delete { name } => {
                     c.delete(&format!("/devices/{}", segment(&name))).await?;
                     println!("removed {name}");
+                }
+                DeviceAction::Facts { name } => {
+                    let r: Value = c
+                        .post_json(&format!("/devices/{}/facts", segment(&name)), &Value::Null)
+                        .await?;
+                    let f = &r["facts"];
+                    println!("{name}");
+                    for (k, label) in [
+                        ("version", "version"),
+                        ("image", "image"),
+                        ("model", "model"),
+                        ("serial", "serial"),
+                        ("uptime", "uptime"),
+                        ("config_register", "config register"),
+                        ("last_seen", "last seen"),
+                    ] {
+                        println!("  {label:<16} {}", f[k].as_str().unwrap_or("-"));
+                    }
                 }
                 DeviceAction::Trust { name } => {
                     c.delete(&format!("/devices/{}/host-key", segment(&name)))

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::api::{self, ApiToken, AppState, ServiceInfo, TokenSource};
 use crate::config::{Listen, LogFormat, parse_size};
 use crate::images::ImageStore;
+use crate::rollout::{Clock, Engine, EngineSettings, FileServers};
 use crate::shutdown::Shutdown;
 use crate::store::Db;
 use crate::transfers::Transfers;
@@ -57,6 +58,14 @@ pub struct ServeArgs {
     /// Largest image accepted by upload (e.g. 4GiB, 500M).
     #[arg(long, env = "FLEETUP_MAX_IMAGE_SIZE", default_value = "4GiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_image_size: u64,
+    /// Devices worked on at the same time across all rollouts.
+    #[arg(
+        long,
+        env = "FLEETUP_MAX_CONCURRENT_DEVICES",
+        default_value = "100",
+        value_name = "N"
+    )]
+    pub max_concurrent_devices: usize,
     /// How long in-flight HTTP requests may finish after a shutdown signal.
     #[arg(
         long,
@@ -77,6 +86,7 @@ impl Default for ServeArgs {
             ftp: Listen::Off,
             read_open: false,
             max_image_size: 4 << 30,
+            max_concurrent_devices: 100,
             shutdown_grace: 5,
         }
     }
@@ -106,6 +116,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Bind(String),
+    #[error("cannot start the rollout engine: {0}")]
+    Engine(crate::rollout::RolloutError),
 }
 
 /// Explain a failed bind in one line that names the flag to change.
@@ -147,6 +159,15 @@ impl Service {
         args: &ServeArgs,
         token_from_env: Option<String>,
     ) -> Result<Service, ServeError> {
+        Self::start_with_clock(args, token_from_env, Clock::System).await
+    }
+
+    /// Like [`Service::start`], with the rollout engine on the given clock (tests).
+    pub async fn start_with_clock(
+        args: &ServeArgs,
+        token_from_env: Option<String>,
+        clock: Clock,
+    ) -> Result<Service, ServeError> {
         let data_dir = args.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
             path: data_dir.clone(),
@@ -184,10 +205,25 @@ impl Service {
             tftp: None,
             ftp: None,
         };
+        let servers = FileServers::default();
+        let engine = Engine::start(
+            db.clone(),
+            images.clone(),
+            transfers.clone(),
+            clock,
+            servers,
+            EngineSettings {
+                max_concurrent_devices: args.max_concurrent_devices,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .map_err(ServeError::Engine)?;
         let state = AppState {
             db: db.clone(),
             images,
             transfers,
+            engine,
             token: Arc::new(token.clone()),
             read_open: args.read_open,
             started: Instant::now(),

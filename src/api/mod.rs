@@ -6,6 +6,7 @@ mod auth;
 mod devices;
 mod error;
 mod images;
+mod rollouts;
 mod system;
 mod web;
 
@@ -24,6 +25,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::images::ImageStore;
+use crate::rollout::Engine;
 use crate::store::Db;
 use crate::transfers::Transfers;
 
@@ -36,6 +38,7 @@ pub struct AppState {
     pub db: Db,
     pub images: ImageStore,
     pub transfers: Transfers,
+    pub engine: Engine,
     pub token: Arc<ApiToken>,
     /// Allow GET requests without a token.
     pub read_open: bool,
@@ -82,6 +85,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(devices::router())
         .merge(images::router())
+        .merge(rollouts::router())
         .merge(system::router())
 }
 

@@ -1,11 +1,11 @@
 //! From a playbook and the inventory to waves of devices.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Playbook;
 use crate::inventory::{Device, Platform};
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedDevice {
     pub device: String,
     pub platform: Platform,
@@ -15,7 +15,7 @@ pub struct PlannedDevice {
     pub target_version: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedWave {
     /// 0 is the canary wave when there is one.
     pub index: usize,
@@ -23,13 +23,13 @@ pub struct PlannedWave {
     pub devices: Vec<PlannedDevice>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Skipped {
     pub device: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     pub waves: Vec<PlannedWave>,
     /// Selected devices that will not be touched, with the reason.

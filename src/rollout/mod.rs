@@ -1,1 +1,58 @@
-//! (module under construction)
+//! Fleet rollouts: a playbook applied wave by wave, each device through its upgrade steps, every
+//! step recorded in the database before and after it runs.
+
+pub mod clock;
+pub mod engine;
+mod job;
+pub mod model;
+pub mod report;
+
+pub use clock::{Clock, ManualClock};
+pub use engine::{Engine, EngineSettings};
+
+use std::net::SocketAddr;
+
+use crate::playbook::Playbook;
+use crate::store::StoreError;
+use crate::yaml::YamlError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("playbook {0}")]
+    Playbook(YamlError),
+    #[error("nothing to do: every targeted device is skipped ({0})")]
+    NothingToDo(String),
+    #[error("no rollout {0}")]
+    NotFound(String),
+    #[error("rollout {id} has ended ({state}); nothing more can be done with it")]
+    Ended {
+        id: String,
+        state: model::RolloutState,
+    },
+    #[error("stored rollout data is damaged: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Images(#[from] crate::images::ImageError),
+}
+
+impl From<YamlError> for RolloutError {
+    fn from(e: YamlError) -> Self {
+        RolloutError::Playbook(e)
+    }
+}
+
+/// A playbook as YAML or JSON text (JSON is read as YAML, which it is).
+pub fn parse_playbook(text: &str) -> Result<Playbook, YamlError> {
+    crate::playbook::parse(text)
+}
+
+/// How devices reach fleetup's own file servers.
+#[derive(Debug, Clone, Default)]
+pub struct FileServers {
+    pub tftp: Option<SocketAddr>,
+    pub ftp: Option<SocketAddr>,
+    pub ftp_user: Option<String>,
+    pub ftp_password: Option<String>,
+}

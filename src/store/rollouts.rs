@@ -1,7 +1,82 @@
-use super::{Db, StoreError};
+use sqlx::{Row, sqlite::SqliteRow};
+
+use super::{Db, StoreError, now_text};
+use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState};
 
 /// Rollout states after which a rollout no longer needs its images.
 pub const ENDED_STATES: [&str; 3] = ["completed", "failed", "aborted"];
+
+fn decode(what: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(what.to_string().into()))
+}
+
+fn row_to_rollout(r: &SqliteRow) -> Result<RolloutRecord, StoreError> {
+    let state: String = r.try_get("state")?;
+    let images: String = r.try_get("images")?;
+    Ok(RolloutRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        state: RolloutState::parse(&state).ok_or_else(|| decode("rollout state"))?,
+        playbook: r.try_get("playbook")?,
+        plan_json: r.try_get("plan")?,
+        images: serde_json::from_str(&images).map_err(|_| decode("rollout images"))?,
+        paused: r.try_get::<i64, _>("paused")? != 0,
+        abort_requested: r.try_get::<i64, _>("abort_requested")? != 0,
+        halt_reason: r.try_get("halt_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+fn row_to_job(r: &SqliteRow) -> Result<DeviceJob, StoreError> {
+    let state: String = r.try_get("state")?;
+    let step: Option<String> = r.try_get("step")?;
+    let step_state: Option<String> = r.try_get("step_state")?;
+    Ok(DeviceJob {
+        device: r.try_get("device")?,
+        wave: r.try_get::<i64, _>("wave")? as usize,
+        position: r.try_get::<i64, _>("position")? as usize,
+        image: r.try_get("image")?,
+        target_version: r.try_get("target_version")?,
+        state: JobState::parse(&state).ok_or_else(|| decode("job state"))?,
+        step,
+        step_state: step_state.as_deref().and_then(StepState::parse),
+        old_version: r.try_get("old_version")?,
+        old_image: r.try_get("old_image")?,
+        new_version: r.try_get("new_version")?,
+        error: r.try_get("error")?,
+        reload_sent: r.try_get::<i64, _>("reload_sent")? != 0,
+        attempts: r.try_get::<i64, _>("attempts")? as u32,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+fn row_to_event(r: &SqliteRow) -> Result<Event, StoreError> {
+    let data: Option<String> = r.try_get("data")?;
+    Ok(Event {
+        id: r.try_get("id")?,
+        rollout_id: r.try_get("rollout_id")?,
+        at: r.try_get("at")?,
+        device: r.try_get("device")?,
+        kind: r.try_get("kind")?,
+        step: r.try_get("step")?,
+        message: r.try_get("message")?,
+        data: data.and_then(|d| serde_json::from_str(&d).ok()),
+    })
+}
+
+/// A device's place in a new rollout.
+pub struct NewJob<'a> {
+    pub device: &'a str,
+    pub wave: usize,
+    pub position: usize,
+    pub image: &'a str,
+    pub target_version: Option<&'a str>,
+    pub old_version: Option<&'a str>,
+}
 
 impl Db {
     /// The id of a rollout that has not ended and uses `file_name`, if any.
@@ -16,5 +91,276 @@ impl Db {
         .bind(file_name)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Record a new rollout with all its device jobs, in one transaction.
+    pub async fn insert_rollout(
+        &self,
+        r: &RolloutRecord,
+        jobs: &[NewJob<'_>],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_text();
+        sqlx::query(
+            "INSERT INTO rollouts (id, name, state, playbook, images, plan, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(&r.name)
+        .bind(r.state.as_str())
+        .bind(&r.playbook)
+        .bind(serde_json::to_string(&r.images).unwrap_or_else(|_| "[]".into()))
+        .bind(&r.plan_json)
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        for j in jobs {
+            sqlx::query(
+                "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, target_version, old_version) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.id)
+            .bind(j.device)
+            .bind(j.wave as i64)
+            .bind(j.position as i64)
+            .bind(j.image)
+            .bind(j.target_version)
+            .bind(j.old_version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollout(&self, id: &str) -> Result<RolloutRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row_to_rollout(&row)
+    }
+
+    /// Newest first.
+    pub async fn list_rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_rollout).collect()
+    }
+
+    /// Rollouts the engine must (re)start: every one that has not ended.
+    pub async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM rollouts WHERE state NOT IN (?, ?, ?) ORDER BY created_at")
+                .bind(ENDED_STATES[0])
+                .bind(ENDED_STATES[1])
+                .bind(ENDED_STATES[2])
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(row_to_rollout).collect()
+    }
+
+    pub async fn set_rollout_state(
+        &self,
+        id: &str,
+        state: RolloutState,
+        halt_reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_text();
+        sqlx::query(
+            "UPDATE rollouts SET state = ?, halt_reason = ?, updated_at = ?, \
+             started_at = CASE WHEN ? = 'running' THEN coalesce(started_at, ?) ELSE started_at END, \
+             finished_at = CASE WHEN ? IN ('completed', 'failed', 'aborted') THEN ? ELSE NULL END \
+             WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(halt_reason)
+        .bind(&now)
+        .bind(state.as_str())
+        .bind(&now)
+        .bind(state.as_str())
+        .bind(&now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_rollout_flags(
+        &self,
+        id: &str,
+        paused: Option<bool>,
+        abort_requested: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE rollouts SET paused = coalesce(?, paused), abort_requested = coalesce(?, abort_requested), \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(paused.map(i64::from))
+        .bind(abort_requested.map(i64::from))
+        .bind(now_text())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn jobs(&self, rollout_id: &str) -> Result<Vec<DeviceJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY wave, position",
+        )
+        .bind(rollout_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_job).collect()
+    }
+
+    /// Record that a device's step starts or has finished. Written before a step runs, so a
+    /// restart knows where each device was.
+    pub async fn set_job_step(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        step: &str,
+        step_state: StepState,
+    ) -> Result<(), StoreError> {
+        // IOS reloads on `reload`; IOS-XE and NX-OS installers reload by themselves.
+        let reload_sent = step == "reload" || step == "install";
+        sqlx::query(
+            "UPDATE rollout_devices SET state = 'running', step = ?, step_state = ?, \
+             reload_sent = reload_sent OR ?, started_at = coalesce(started_at, ?) \
+             WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(step)
+        .bind(step_state.as_str())
+        .bind(reload_sent)
+        .bind(now_text())
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What the device ran before the upgrade (read at its first contact).
+    pub async fn set_job_origin(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        old_version: Option<&str>,
+        old_image: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollout_devices SET old_version = coalesce(old_version, ?), old_image = coalesce(old_image, ?) \
+             WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(old_version)
+        .bind(old_image)
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn start_job_attempt(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollout_devices SET state = 'running', attempts = attempts + 1, error = NULL, \
+             started_at = coalesce(started_at, ?) WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(now_text())
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_job(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        state: JobState,
+        new_version: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollout_devices SET state = ?, new_version = coalesce(?, new_version), error = ?, finished_at = ? \
+             WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(state.as_str())
+        .bind(new_version)
+        .bind(error)
+        .bind(now_text())
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Put failed devices back in line; returns how many.
+    pub async fn retry_failed_jobs(&self, rollout_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE rollout_devices SET state = 'pending', error = NULL, finished_at = NULL, step = NULL, \
+             step_state = NULL WHERE rollout_id = ? AND state = 'failed'",
+        )
+        .bind(rollout_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn insert_event(
+        &self,
+        rollout_id: &str,
+        device: Option<&str>,
+        kind: &str,
+        step: Option<&str>,
+        message: &str,
+        data: Option<&serde_json::Value>,
+    ) -> Result<Event, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(rollout_id)
+        .bind(now_text())
+        .bind(device)
+        .bind(kind)
+        .bind(step)
+        .bind(message)
+        .bind(data.map(|d| d.to_string()))
+        .fetch_one(&self.pool)
+        .await?;
+        row_to_event(&row)
+    }
+
+    pub async fn events_after(
+        &self,
+        rollout_id: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_events WHERE rollout_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(rollout_id)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_event).collect()
     }
 }

@@ -1,1 +1,175 @@
-//! (module under construction)
+//! fleetup's built-in TFTP server, which devices pull images from with
+//! `copy tftp://SERVER/FILE flash:`, and the client the device simulator uses.
+//!
+//! - `packet`: the wire format.
+//! - `session`: the transfer state machines, sans IO (no socket, no clock).
+//! - `server`: the tokio driver: one socket for requests, one task and socket per transfer.
+//! - `client`: the tokio driver of a download.
+//! - `netascii`: line-ending conversion for `netascii` mode.
+//!
+//! Memory per transfer is bounded by `windowsize × blksize` (the blocks in flight); file data
+//! comes from sequential reads through the kernel page cache, so any number of transfers of
+//! one image share a single cached copy of it.
+
+pub mod client;
+pub mod netascii;
+pub mod packet;
+pub mod server;
+pub mod session;
+mod sockopt;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use server::TftpError;
+
+/// `fleetup serve` flags of the TFTP server (the listen address itself is `--tftp`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TftpArgs {
+    /// Largest block size (RFC 2348) granted to a client; larger requests are lowered to it.
+    #[arg(long = "tftp-max-blksize", env = "FLEETUP_TFTP_MAX_BLKSIZE", default_value_t = packet::MAX_BLKSIZE,
+          value_parser = clap::value_parser!(u16).range(8..=65464))]
+    pub max_blksize: u16,
+
+    /// Largest window (RFC 7440 windowsize, in blocks) granted to a client.
+    #[arg(long = "tftp-max-windowsize", env = "FLEETUP_TFTP_MAX_WINDOWSIZE", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_windowsize: u16,
+
+    /// Transfers served at once; further requests get an error packet ("server busy").
+    #[arg(
+        long = "tftp-max-transfers",
+        env = "FLEETUP_TFTP_MAX_TRANSFERS",
+        default_value_t = 1000
+    )]
+    pub max_transfers: usize,
+
+    /// Transfers served at once to one client address.
+    #[arg(
+        long = "tftp-max-per-client",
+        env = "FLEETUP_TFTP_MAX_PER_CLIENT",
+        default_value_t = 4
+    )]
+    pub max_per_client: usize,
+
+    /// Seconds without an answer before a packet is sent again, unless the client negotiates
+    /// its own `timeout` (fractions allowed, e.g. 0.5).
+    #[arg(long = "tftp-timeout", env = "FLEETUP_TFTP_TIMEOUT", default_value = "1", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Consecutive timeouts after which a transfer is abandoned: a dead client frees its slot
+    /// after timeout × retries.
+    #[arg(long = "tftp-retries", env = "FLEETUP_TFTP_RETRIES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retries: u32,
+
+    /// Accept uploads (write requests) into this directory, e.g. for configuration backups.
+    /// Without it the server is read-only. An upload is written to a temporary file and
+    /// renamed only once complete; existing files are never overwritten.
+    #[arg(long = "tftp-write-dir", env = "FLEETUP_TFTP_WRITE_DIR")]
+    pub write_dir: Option<PathBuf>,
+
+    /// Largest upload accepted, in bytes.
+    #[arg(long = "tftp-max-upload", env = "FLEETUP_TFTP_MAX_UPLOAD", default_value_t = 64 * 1024 * 1024)]
+    pub max_upload: u64,
+
+    /// Further directories served read-only after the image store (repeat the flag, or
+    /// separate with `:` in the environment variable).
+    #[arg(
+        long = "tftp-extra-root",
+        env = "FLEETUP_TFTP_EXTRA_ROOT",
+        value_delimiter = ':'
+    )]
+    pub extra_roots: Vec<PathBuf>,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.01..=255.0).contains(&secs) {
+        return Err(format!("timeout {secs} s is outside 0.01..=255 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runtime settings of the TFTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TftpConfig {
+    pub max_blksize: u16,
+    pub max_windowsize: u16,
+    pub max_transfers: usize,
+    pub max_per_client: usize,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub write_dir: Option<PathBuf>,
+    pub max_upload: u64,
+    pub extra_roots: Vec<PathBuf>,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        Self {
+            max_blksize: packet::MAX_BLKSIZE,
+            max_windowsize: 64,
+            max_transfers: 1000,
+            max_per_client: 4,
+            timeout: Duration::from_secs(1),
+            retries: 5,
+            write_dir: None,
+            max_upload: 64 * 1024 * 1024,
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
+impl TftpArgs {
+    pub fn to_config(&self) -> TftpConfig {
+        TftpConfig {
+            max_blksize: self.max_blksize,
+            max_windowsize: self.max_windowsize,
+            max_transfers: self.max_transfers,
+            max_per_client: self.max_per_client,
+            timeout: self.timeout,
+            retries: self.retries,
+            write_dir: self.write_dir.clone(),
+            max_upload: self.max_upload,
+            extra_roots: self.extra_roots.clone(),
+        }
+    }
+}
+
+/// Bind the TFTP request socket. Works with port 0; with an unspecified address (`0.0.0.0`,
+/// `::`) each transfer still answers from the address its request was sent to.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|e| {
+        let hint = if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another with --tftp)"
+        } else {
+            ""
+        };
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind the TFTP server to {addr}: {e}{hint}"),
+        )
+    })?;
+    sockopt::enable_pktinfo(&socket)?;
+    Ok(socket)
+}
+
+/// Serve TFTP on `socket` (from [`bind`]) until `shutdown` is requested. Files come from
+/// `root` (the image store directory) and the configured extra roots. Every transfer is
+/// registered in `transfers`; transfer tasks are tracked by `shutdown.tasks`.
+pub async fn run(
+    socket: tokio::net::UdpSocket,
+    root: PathBuf,
+    config: TftpConfig,
+    transfers: crate::transfers::Transfers,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<(), TftpError> {
+    server::Server::new(root, config, transfers, shutdown)?
+        .serve(socket)
+        .await
+}

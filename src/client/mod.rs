@@ -225,3 +225,4 @@ pub fn segment(s: &str) -> String {
     }
     out
 }
+pub mod follow;

@@ -1,0 +1,414 @@
+//! `/rollouts`: submit playbooks, watch and steer rollouts, read their reports.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, AppState, ErrorBody};
+use crate::playbook::Plan;
+use crate::rollout::RolloutError;
+use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord};
+use crate::rollout::report::{self, StepTiming};
+use crate::transfers::{TransferInfo, TransferState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_rollouts, submit_rollout))
+        .routes(routes!(get_rollout))
+        .routes(routes!(pause_rollout))
+        .routes(routes!(resume_rollout))
+        .routes(routes!(abort_rollout))
+        .routes(routes!(retry_rollout))
+        .routes(routes!(rollout_report))
+        .routes(routes!(rollout_events))
+}
+
+impl From<RolloutError> for ApiError {
+    fn from(e: RolloutError) -> Self {
+        match e {
+            RolloutError::Playbook(y) => y.into(),
+            RolloutError::NothingToDo(_) => ApiError::unprocessable(e.to_string()),
+            RolloutError::NotFound(_) => ApiError::not_found(e.to_string()),
+            RolloutError::Ended { .. } => ApiError::conflict(e.to_string()),
+            RolloutError::Store(s) => s.into(),
+            RolloutError::Images(i) => i.into(),
+            RolloutError::Corrupt(_) => ApiError::internal("reading rollout state", &e),
+        }
+    }
+}
+
+/// Progress counts of a rollout.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Progress {
+    total: usize,
+    pending: usize,
+    running: usize,
+    succeeded: usize,
+    failed: usize,
+    skipped: usize,
+    aborted: usize,
+}
+
+fn progress(jobs: &[DeviceJob]) -> Progress {
+    let mut p = Progress {
+        total: jobs.len(),
+        ..Default::default()
+    };
+    for j in jobs {
+        match j.state {
+            JobState::Pending => p.pending += 1,
+            JobState::Running => p.running += 1,
+            JobState::Succeeded => p.succeeded += 1,
+            JobState::Failed => p.failed += 1,
+            JobState::Skipped => p.skipped += 1,
+            JobState::Aborted => p.aborted += 1,
+        }
+    }
+    p
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RolloutSummary {
+    #[serde(flatten)]
+    rollout: RolloutRecord,
+    progress: Progress,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RolloutList {
+    rollouts: Vec<RolloutSummary>,
+}
+
+/// Rollouts, newest first.
+#[utoipa::path(get, path = "/rollouts", tag = "rollouts", responses((status = 200, body = RolloutList)))]
+async fn list_rollouts(State(state): State<AppState>) -> ApiResult<Json<RolloutList>> {
+    let mut out = Vec::new();
+    for r in state.db.list_rollouts(200).await? {
+        let jobs = state.db.jobs(&r.id).await?;
+        out.push(RolloutSummary {
+            progress: progress(&jobs),
+            rollout: r,
+        });
+    }
+    Ok(Json(RolloutList { rollouts: out }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubmitQuery {
+    /// Validate and plan only: print waves and skipped devices, touch nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DryRun {
+    name: String,
+    plan: Plan,
+}
+
+/// Submit a playbook (YAML as `application/yaml`, or JSON). With `?dry_run=true` the plan is
+/// returned and nothing is started.
+#[utoipa::path(post, path = "/rollouts", tag = "rollouts", params(SubmitQuery),
+    request_body(content = String, content_type = "application/yaml"),
+    responses((status = 201, body = RolloutDetail), (status = 200, body = DryRun),
+              (status = 422, body = ErrorBody)))]
+async fn submit_rollout(
+    State(state): State<AppState>,
+    Query(q): Query<SubmitQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("the playbook is not UTF-8 text: {e}")))?;
+    if q.dry_run {
+        let (pb, plan) = state.engine.plan(text).await?;
+        return Ok(Json(DryRun {
+            name: pb.name,
+            plan,
+        })
+        .into_response());
+    }
+    let record = state.engine.submit(text).await?;
+    tracing::info!(rollout = %record.id, name = %record.name, "rollout submitted");
+    let detail = detail(&state, record).await?;
+    Ok((StatusCode::CREATED, Json(detail)).into_response())
+}
+
+/// A device's row in the rollout view.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceRow {
+    #[serde(flatten)]
+    job: DeviceJob,
+    /// The image transfer to this device, while it runs or once it finished.
+    transfer: Option<TransferInfo>,
+    steps: Vec<StepTiming>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WaveView {
+    index: usize,
+    name: String,
+    progress: Progress,
+    devices: Vec<DeviceRow>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RolloutDetail {
+    #[serde(flatten)]
+    rollout: RolloutRecord,
+    progress: Progress,
+    waves: Vec<WaveView>,
+    #[schema(value_type = Object)]
+    skipped: serde_json::Value,
+}
+
+async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> {
+    let jobs = state.db.jobs(&r.id).await?;
+    let events = state.db.events_after(&r.id, 0, 100_000).await?;
+    let plan: Plan = serde_json::from_str(&r.plan_json)
+        .map_err(|e| ApiError::internal("reading the rollout plan", &e))?;
+    let transfers = state.transfers.snapshot();
+    let devices = state.db.all_devices().await?;
+    let mut waves = Vec::new();
+    for w in &plan.waves {
+        let wave_jobs: Vec<DeviceJob> =
+            jobs.iter().filter(|j| j.wave == w.index).cloned().collect();
+        let rows = wave_jobs
+            .iter()
+            .map(|j| {
+                let host = devices
+                    .iter()
+                    .find(|d| d.name() == j.device)
+                    .map(|d| d.spec.host.clone());
+                let transfer = host.and_then(|h| {
+                    transfers
+                        .iter()
+                        .filter(|t| t.file == j.image && t.client.ip().to_string() == h)
+                        .min_by_key(|t| (t.state != TransferState::Active, std::cmp::Reverse(t.id)))
+                        .cloned()
+                });
+                DeviceRow {
+                    job: j.clone(),
+                    transfer,
+                    steps: report::step_timings(&j.device, &events),
+                }
+            })
+            .collect();
+        waves.push(WaveView {
+            index: w.index,
+            name: w.name.clone(),
+            progress: progress(&wave_jobs),
+            devices: rows,
+        });
+    }
+    Ok(RolloutDetail {
+        progress: progress(&jobs),
+        skipped: serde_json::to_value(&plan.skipped).unwrap_or_default(),
+        rollout: r,
+        waves,
+    })
+}
+
+async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> {
+    state.db.rollout(id).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
+        e => e.into(),
+    })
+}
+
+/// A rollout: state, waves, each device's step, transfer progress, timings and errors.
+#[utoipa::path(get, path = "/rollouts/{id}", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses((status = 200, body = RolloutDetail), (status = 404, body = ErrorBody)))]
+async fn get_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RolloutDetail>> {
+    let r = rollout_or_404(&state, &id).await?;
+    Ok(Json(detail(&state, r).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ActionResult {
+    id: String,
+    state: String,
+    message: String,
+}
+
+async fn action_result(
+    state: &AppState,
+    id: &str,
+    message: String,
+) -> ApiResult<Json<ActionResult>> {
+    let r = rollout_or_404(state, id).await?;
+    Ok(Json(ActionResult {
+        id: r.id,
+        state: r.state.to_string(),
+        message,
+    }))
+}
+
+/// Pause: no new step starts; running steps finish.
+#[utoipa::path(post, path = "/rollouts/{id}/pause", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn pause_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
+    state.engine.pause(&id).await?;
+    action_result(&state, &id, "paused: no new step starts".into()).await
+}
+
+/// Resume a paused rollout.
+#[utoipa::path(post, path = "/rollouts/{id}/resume", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn resume_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
+    state.engine.resume(&id).await?;
+    action_result(&state, &id, "resumed".into()).await
+}
+
+/// Abort: every device stops at its next safe point (never inside a reload).
+#[utoipa::path(post, path = "/rollouts/{id}/abort", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn abort_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
+    state.engine.abort(&id).await?;
+    action_result(
+        &state,
+        &id,
+        "abort requested: devices stop at their next safe point".into(),
+    )
+    .await
+}
+
+/// Put failed devices back in line (a halted rollout goes on).
+#[utoipa::path(post, path = "/rollouts/{id}/retry", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn retry_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
+    let n = state.engine.retry_failed(&id).await?;
+    action_result(
+        &state,
+        &id,
+        format!("{n} failed device(s) put back in line"),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// The rollout's report: per device old -> new version, durations and result (JSON or CSV).
+#[utoipa::path(get, path = "/rollouts/{id}/report", tag = "rollouts", params(("id" = String, Path, description = "rollout id"), ReportQuery),
+    responses((status = 200, body = report::Report), (status = 404, body = ErrorBody)))]
+async fn rollout_report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let r = rollout_or_404(&state, &id).await?;
+    let jobs = state.db.jobs(&id).await?;
+    let events = state.db.events_after(&id, 0, 100_000).await?;
+    let rep = report::build(&r, &jobs, &events);
+    let wants_csv = q.format.as_deref() == Some("csv")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv"));
+    if wants_csv {
+        let disposition = format!("attachment; filename=\"fleetup-{id}.csv\"");
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+            report::to_csv(&rep),
+        )
+            .into_response());
+    }
+    Ok(Json(rep).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events after this id (also taken from the `Last-Event-ID` header).
+    after: Option<i64>,
+}
+
+fn sse(ev: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(ev.id.to_string())
+        .event(ev.kind.clone())
+        .data(serde_json::to_string(ev).unwrap_or_default())
+}
+
+/// Server-sent events of a rollout: the history first, then live events as they happen.
+/// Browsers, which cannot set headers on an EventSource, may pass `?token=`.
+#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id"), EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
+async fn rollout_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    rollout_or_404(&state, &id).await?;
+    let after = q.after.or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    });
+    // Subscribe before reading the history, so nothing falls between the two.
+    let live = BroadcastStream::new(state.engine.subscribe());
+    let history = state
+        .db
+        .events_after(&id, after.unwrap_or(0), 100_000)
+        .await?;
+    let last = history.last().map(|e| e.id).or(after).unwrap_or(0);
+    let backlog = stream::iter(history.into_iter().map(|e| Ok(sse(&e))));
+    let rollout = id.clone();
+    let live = live.filter_map(move |msg| {
+        let keep = match msg {
+            Ok(ev) if ev.rollout_id == rollout && ev.id > last => Some(Ok(sse(&ev))),
+            // A slow reader missed events: tell it to reload, rather than show a gap.
+            Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
+            _ => None,
+        };
+        std::future::ready(keep)
+    });
+    Ok(
+        Sse::new(backlog.chain(live))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+}

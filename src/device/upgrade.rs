@@ -1,0 +1,1120 @@
+//! The single-device upgrade, done the way a careful engineer does it by hand.
+//!
+//! Safety rules, in the order they apply:
+//! 1. the image is copied only when it is not already on flash with the right MD5, and only
+//!    when it fits;
+//! 2. `boot system` changes only after the device itself verified the MD5;
+//! 3. the new image goes first and the running image stays as the fallback second entry;
+//! 4. any failure after the boot variable changed (and before the reload) restores it, and
+//!    a device that came back on its old image gets its old boot variable back;
+//! 5. the old image is deleted (optional) only after the device runs the new one, and the
+//!    fallback entry pointing at it is removed first.
+//!
+//! Progress goes out as [`StepEvent`]s; the caller (rollout engine, CLI) persists or shows them.
+//! A caller that must act *before* a step runs (the rollout engine records each step before
+//! it starts, holds steps while paused and the reload until a maintenance window opens) passes
+//! a [`StepGate`]. A gate may stop the upgrade before any step up to the reload; after the
+//! reload it can only delay, never stop: a reloading device is always waited for.
+
+use std::fmt;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::parse::{CopyError, Md5Error};
+use super::{
+    DeviceError, DeviceFacts, Driver, FilePresence, Session, Target, Timeouts, file_name, wait_back,
+};
+use crate::inventory::{Facts, Secret};
+
+/// How the device pulls the image from fleetup.
+#[derive(Debug, Clone)]
+pub enum Transfer {
+    Tftp,
+    /// FTP with the credentials in the URL (`ftp://user:pass@host/file`).
+    Ftp {
+        username: String,
+        password: Secret,
+    },
+}
+
+/// Where the device finds the image: fleetup's address *as seen from that device* (per site).
+#[derive(Debug, Clone)]
+pub struct CopySource {
+    pub transfer: Transfer,
+    /// Host or IP address of fleetup's file server reachable from the device.
+    pub server: String,
+    /// A non-standard port (IOS accepts none in `tftp://` URLs; the lab maps it per device).
+    pub port: Option<u16>,
+    /// Directory on the server, without leading or trailing slash; empty for the root.
+    pub directory: String,
+}
+
+impl CopySource {
+    /// Credentials IOS cannot take in a URL: it splits at the first `/` after the scheme and
+    /// does not decode `%XX`, so a `/` anywhere or a `:` or `@` in the user name would be read
+    /// as part of the host or path.
+    pub fn check(&self) -> Result<(), String> {
+        if let Transfer::Ftp { username, password } = &self.transfer {
+            if username.is_empty() || username.contains([':', '@', '/']) {
+                return Err(format!(
+                    "FTP user name {username:?} cannot be put in a copy URL (empty, or contains : @ /)"
+                ));
+            }
+            if password.0.contains('/') {
+                return Err("the FTP password contains `/`, which IOS cannot take in a copy URL; choose another password".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL for `copy URL flash:`.
+    pub fn url(&self, image: &str) -> String {
+        self.build(image, false)
+    }
+
+    /// The URL with the password masked, for events and logs.
+    pub fn display_url(&self, image: &str) -> String {
+        self.build(image, true)
+    }
+
+    fn build(&self, image: &str, mask: bool) -> String {
+        let (scheme, auth) = match &self.transfer {
+            Transfer::Tftp => ("tftp", String::new()),
+            Transfer::Ftp { username, password } => {
+                let pw = if mask { "***" } else { password.0.as_str() };
+                ("ftp", format!("{username}:{pw}@"))
+            }
+        };
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let dir = self.directory.trim_matches('/');
+        let path = if dir.is_empty() {
+            image.to_string()
+        } else {
+            format!("{dir}/{image}")
+        };
+        format!("{scheme}://{auth}{}{port}/{path}", self.server)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpgradeOptions {
+    /// Do nothing when the device already runs the image.
+    pub skip_if_current: bool,
+    /// Copy and verify only: no boot change, no reload.
+    pub stage_only: bool,
+    /// Delete the previous image once the new one runs.
+    pub delete_old_image: bool,
+    /// Free space to keep beyond the image, in percent of the image size.
+    pub free_space_margin_percent: u8,
+}
+
+impl Default for UpgradeOptions {
+    fn default() -> Self {
+        UpgradeOptions {
+            skip_if_current: true,
+            stage_only: false,
+            delete_old_image: false,
+            free_space_margin_percent: 0,
+        }
+    }
+}
+
+/// What to install on one device.
+#[derive(Debug, Clone)]
+pub struct UpgradePlan {
+    /// The image file name, as it will be named on flash.
+    pub image: String,
+    /// Lower-case hex MD5 of the image.
+    pub md5: String,
+    pub size: u64,
+    pub source: CopySource,
+    /// The version `show version` must report afterwards, when known; otherwise the running
+    /// image file name is compared.
+    pub expected_version: Option<String>,
+    pub options: UpgradeOptions,
+    pub timeouts: Timeouts,
+}
+
+/// The steps of an upgrade, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Connect,
+    Facts,
+    FreeSpace,
+    FilePresent,
+    Copy,
+    VerifyMd5,
+    SetBoot,
+    Save,
+    Reload,
+    Install,
+    WaitBack,
+    PostCheck,
+    RestoreBoot,
+    Cleanup,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Facts => "facts",
+            Step::FreeSpace => "free_space",
+            Step::FilePresent => "file_present",
+            Step::Copy => "copy",
+            Step::VerifyMd5 => "verify_md5",
+            Step::SetBoot => "set_boot",
+            Step::Save => "save",
+            Step::Reload => "reload",
+            Step::Install => "install",
+            Step::WaitBack => "wait_back",
+            Step::PostCheck => "post_check",
+            Step::RestoreBoot => "restore_boot",
+            Step::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Started,
+    Done,
+    Skipped,
+    Failed,
+}
+
+/// One line of progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepEvent {
+    pub device: String,
+    pub step: Step,
+    pub status: StepStatus,
+    pub message: String,
+}
+
+/// Why an upgrade failed, in the words an operator acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// A command or the file transfer did not finish in time.
+    Timeout,
+    /// The copied image's MD5 is not the expected one.
+    CorruptImage,
+    /// Not enough flash for the image.
+    FlashFull,
+    AuthFailed,
+    HostKeyChanged,
+    Unreachable,
+    /// The SSH session dropped while the image was being copied.
+    ConnectionLostMidCopy,
+    ConnectionLost,
+    /// The file server did not serve the image (missing file, refused login).
+    TransferFailed,
+    /// The device refused a command or printed something unexpected.
+    DeviceRejected,
+    NeverCameBack,
+    CameBackOnOldImage,
+    Cancelled,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => "timeout",
+            FailureReason::CorruptImage => "corrupt_image",
+            FailureReason::FlashFull => "flash_full",
+            FailureReason::AuthFailed => "auth_failed",
+            FailureReason::HostKeyChanged => "host_key_changed",
+            FailureReason::Unreachable => "unreachable",
+            FailureReason::ConnectionLostMidCopy => "connection_lost_mid_copy",
+            FailureReason::ConnectionLost => "connection_lost",
+            FailureReason::TransferFailed => "transfer_failed",
+            FailureReason::DeviceRejected => "device_rejected",
+            FailureReason::NeverCameBack => "never_came_back",
+            FailureReason::CameBackOnOldImage => "came_back_on_old_image",
+            FailureReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{device}: upgrade failed at {step} ({reason}): {message}{}", boot_note(*boot_restored))]
+pub struct UpgradeFailure {
+    pub device: String,
+    pub step: Step,
+    pub reason: FailureReason,
+    pub message: String,
+    /// `Some(true)` when the boot variable had been changed and was restored;
+    /// `Some(false)` when restoring it failed too (the operator must check the device).
+    pub boot_restored: Option<bool>,
+    /// Whether the reload was sent: a resumed job must then only wait and check.
+    pub reload_sent: bool,
+    /// The host key seen at first contact, for the caller to pin.
+    pub host_key: Option<String>,
+}
+
+fn boot_note(restored: Option<bool>) -> &'static str {
+    match restored {
+        Some(true) => "; the boot variable was restored",
+        Some(false) => "; RESTORING THE BOOT VARIABLE FAILED: check `show boot` on the device",
+        None => "",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeResult {
+    Upgraded,
+    /// The device already ran the image (`skip_if_current`).
+    AlreadyCurrent,
+    /// Copied and verified, boot untouched (`stage_only`).
+    Staged,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpgradeOutcome {
+    pub result: UpgradeResult,
+    pub before: Facts,
+    pub after: Facts,
+    /// The host key seen (to pin on first use).
+    pub host_key: String,
+}
+
+/// Map a driver error to the reason an operator reads.
+pub fn reason_for(step: Step, e: &DeviceError) -> FailureReason {
+    match e {
+        DeviceError::AuthFailed { .. }
+        | DeviceError::EnableFailed { .. }
+        | DeviceError::PrivateKey { .. } => FailureReason::AuthFailed,
+        DeviceError::HostKeyChanged { .. } => FailureReason::HostKeyChanged,
+        DeviceError::Connect { .. } | DeviceError::ConnectTimeout { .. } => {
+            FailureReason::Unreachable
+        }
+        DeviceError::CommandTimeout { .. } | DeviceError::AuthTimeout { .. } => {
+            FailureReason::Timeout
+        }
+        DeviceError::ConnectionLost { .. } if step == Step::Copy => {
+            FailureReason::ConnectionLostMidCopy
+        }
+        DeviceError::ConnectionLost { .. } | DeviceError::Ssh { .. } => {
+            FailureReason::ConnectionLost
+        }
+        DeviceError::Copy { source, .. } => match source {
+            CopyError::Timeout(_) => FailureReason::Timeout,
+            CopyError::FlashFull(_) => FailureReason::FlashFull,
+            CopyError::SourceNotFound(_) | CopyError::Refused(_) | CopyError::Unreachable(_) => {
+                FailureReason::TransferFailed
+            }
+            _ => FailureReason::DeviceRejected,
+        },
+        DeviceError::Md5 {
+            source: Md5Error::Mismatch { .. } | Md5Error::NotFound(_),
+            ..
+        } => FailureReason::CorruptImage,
+        DeviceError::NeverCameBack { .. } => FailureReason::NeverCameBack,
+        DeviceError::Cancelled { .. } => FailureReason::Cancelled,
+        _ => FailureReason::DeviceRejected,
+    }
+}
+
+/// Whether the device now runs the plan's image.
+pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String> {
+    let v = &facts.version;
+    let image_ok = v
+        .image
+        .as_deref()
+        .is_some_and(|i| file_name(i) == plan.image);
+    let version_ok = plan
+        .expected_version
+        .as_deref()
+        .is_some_and(|want| v.version == want || v.ios_version.as_deref() == Some(want));
+    if image_ok || version_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the device runs {} from {:?}, not {}",
+            v.version,
+            v.image.as_deref().unwrap_or("an unknown image"),
+            plan.expected_version.as_deref().unwrap_or(&plan.image)
+        ))
+    }
+}
+
+/// Why a gate stopped an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The operator aborted (or the rollout halted): stop at this safe point.
+    Abort,
+    /// The service is shutting down; the caller resumes later.
+    Shutdown,
+}
+
+/// Asked before each step starts; the step waits for the answer.
+#[async_trait::async_trait]
+pub trait StepGate: Send + Sync {
+    async fn before(&self, step: Step, message: &str) -> Result<(), Stop>;
+}
+
+struct Run<'a> {
+    target: &'a Target,
+    plan: &'a UpgradePlan,
+    events: UnboundedSender<StepEvent>,
+    gate: Option<&'a dyn StepGate>,
+    host_key: Option<String>,
+}
+
+impl Run<'_> {
+    fn emit(&self, step: Step, status: StepStatus, message: impl Into<String>) {
+        // A caller that stopped listening does not stop the upgrade.
+        let _ = self.events.send(StepEvent {
+            device: self.target.name.clone(),
+            step,
+            status,
+            message: message.into(),
+        });
+    }
+
+    /// Announce a step and pass the gate; a stop becomes a `Cancelled` failure at this point.
+    async fn start(&self, step: Step, message: impl Into<String>) -> Result<(), UpgradeFailure> {
+        let message = message.into();
+        self.emit(step, StepStatus::Started, message.clone());
+        if let Some(gate) = self.gate
+            && let Err(stop) = gate.before(step, &message).await
+        {
+            let why = match stop {
+                Stop::Abort => "stopped by the operator (abort or halt) before this step",
+                Stop::Shutdown => "stopped by a service shutdown before this step",
+            };
+            return Err(self.fail(step, FailureReason::Cancelled, why.into()));
+        }
+        Ok(())
+    }
+
+    /// Announce a step that must run whatever the gate says (after the reload).
+    async fn start_unstoppable(&self, step: Step, message: impl Into<String>) {
+        let message = message.into();
+        self.emit(step, StepStatus::Started, message.clone());
+        if let Some(gate) = self.gate {
+            let _ = gate.before(step, &message).await;
+        }
+    }
+
+    fn fail(&self, step: Step, reason: FailureReason, message: String) -> UpgradeFailure {
+        self.emit(step, StepStatus::Failed, format!("{reason}: {message}"));
+        UpgradeFailure {
+            device: self.target.name.clone(),
+            step,
+            reason,
+            message,
+            boot_restored: None,
+            reload_sent: false,
+            host_key: self.host_key.clone(),
+        }
+    }
+
+    fn fail_with(&self, step: Step, e: DeviceError) -> UpgradeFailure {
+        self.fail(step, reason_for(step, &e), e.to_string())
+    }
+}
+
+/// Run a step: emit Started, then Done or Failed.
+macro_rules! step {
+    ($run:expr, $step:expr, $started:expr, $fut:expr) => {{
+        $run.start($step, $started).await?;
+        match $fut.await {
+            Ok(v) => v,
+            Err(e) => return Err($run.fail_with($step, e)),
+        }
+    }};
+}
+
+/// Upgrade one device end to end. See the module documentation for the safety rules.
+pub async fn upgrade(
+    target: &Target,
+    plan: &UpgradePlan,
+    events: UnboundedSender<StepEvent>,
+    cancel: CancellationToken,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
+    upgrade_gated(target, plan, events, None, cancel).await
+}
+
+/// [`upgrade`], with a gate asked before every step.
+pub async fn upgrade_gated(
+    target: &Target,
+    plan: &UpgradePlan,
+    events: UnboundedSender<StepEvent>,
+    gate: Option<&dyn StepGate>,
+    cancel: CancellationToken,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
+    let mut run = Run {
+        target,
+        plan,
+        events,
+        gate,
+        host_key: None,
+    };
+    let t = &plan.timeouts;
+    if let Err(message) = plan.source.check() {
+        return Err(run.fail(Step::Copy, FailureReason::TransferFailed, message));
+    }
+    let mut session = step!(
+        run,
+        Step::Connect,
+        format!("ssh {}:{}", target.host, target.port),
+        Session::open(target, t)
+    );
+    run.host_key = Some(session.host_key().to_string());
+    run.emit(
+        Step::Connect,
+        StepStatus::Done,
+        format!("logged in, host key {}", session.host_key()),
+    );
+
+    let before = step!(run, Step::Facts, "show version, show boot", session.facts());
+    run.emit(
+        Step::Facts,
+        StepStatus::Done,
+        format!(
+            "running {} from {}; boot variable {:?}",
+            before.version.version,
+            before.version.image.as_deref().unwrap_or("?"),
+            before.boot.entries
+        ),
+    );
+    let done = |run: &Run, result, after: &DeviceFacts, host_key: String| UpgradeOutcome {
+        result,
+        before: before.to_facts(),
+        after: after.to_facts(),
+        host_key: run.host_key.clone().unwrap_or(host_key),
+    };
+    if plan.options.skip_if_current && post_check(plan, &before).is_ok() {
+        run.emit(
+            Step::PostCheck,
+            StepStatus::Skipped,
+            format!("already running {}", plan.image),
+        );
+        let key = session.host_key().to_string();
+        session.close().await;
+        return Ok(done(&run, UpgradeResult::AlreadyCurrent, &before, key));
+    }
+    if cancel.is_cancelled() {
+        session.close().await;
+        return Err(run.fail(
+            Step::Facts,
+            FailureReason::Cancelled,
+            "cancelled before any change".into(),
+        ));
+    }
+
+    stage(&mut run, &mut session).await?;
+    if plan.options.stage_only {
+        let key = session.host_key().to_string();
+        session.close().await;
+        return Ok(done(&run, UpgradeResult::Staged, &before, key));
+    }
+    if cancel.is_cancelled() {
+        session.close().await;
+        return Err(run.fail(
+            Step::VerifyMd5,
+            FailureReason::Cancelled,
+            "cancelled after staging; boot untouched".into(),
+        ));
+    }
+
+    let driver = session.driver;
+    let old_image = before
+        .version
+        .image
+        .clone()
+        .filter(|i| file_name(i) != plan.image);
+    let old_boot = before.boot.entries.clone();
+    match driver {
+        Driver::IosBundle => {
+            let mut entries = vec![driver.path(&plan.image)];
+            if let Some(old) = &old_image
+                && !old.contains("://")
+            {
+                entries.push(driver.path(file_name(old)));
+            }
+            run.start(Step::SetBoot, format!("boot system {}", entries.join(", ")))
+                .await?;
+            if let Err(e) = session.set_boot(&entries).await {
+                return Err(
+                    restore(&run, session, &old_boot, run.fail_with(Step::SetBoot, e)).await,
+                );
+            }
+            run.emit(Step::SetBoot, StepStatus::Done, format!("{entries:?}"));
+            if let Err(failure) = run.start(Step::Save, driver.save_command()).await {
+                return Err(restore(&run, session, &old_boot, failure).await);
+            }
+            if let Err(e) = session.save().await {
+                return Err(restore(&run, session, &old_boot, run.fail_with(Step::Save, e)).await);
+            }
+            run.emit(Step::Save, StepStatus::Done, "[OK]");
+            if cancel.is_cancelled() {
+                let failure = run.fail(
+                    Step::Save,
+                    FailureReason::Cancelled,
+                    "cancelled before the reload".into(),
+                );
+                return Err(restore(&run, session, &old_boot, failure).await);
+            }
+            if let Err(failure) = run.start(Step::Reload, "reload").await {
+                return Err(restore(&run, session, &old_boot, failure).await);
+            }
+            if let Err(e) = session.reload().await {
+                // The session is gone with the refused reload; restore over a new one.
+                let failure = run.fail_with(Step::Reload, e);
+                return Err(restore_fresh(&run, &old_boot, failure).await);
+            }
+            run.emit(Step::Reload, StepStatus::Done, "reload sent");
+        }
+        Driver::IosXeInstall | Driver::Nxos => {
+            // The installer refuses to run with unsaved configuration, and sets the boot
+            // variable itself only once the image is installed.
+            if let Err(failure) = run.start(Step::Save, driver.save_command()).await {
+                session.close().await;
+                return Err(failure);
+            }
+            if let Err(e) = session.save().await {
+                session.close().await;
+                return Err(run.fail_with(Step::Save, e));
+            }
+            run.emit(Step::Save, StepStatus::Done, "[OK]");
+            let command = driver.install_command(&plan.image).unwrap_or_default();
+            if let Err(failure) = run.start(Step::Install, command).await {
+                session.close().await;
+                return Err(failure);
+            }
+            if let Err(e) = session.install(&plan.image).await {
+                return Err(run.fail_with(Step::Install, e));
+            }
+            run.emit(
+                Step::Install,
+                StepStatus::Done,
+                "installed; the device reloads",
+            );
+        }
+    }
+
+    let after = match wait_and_check(&run, before.version.uptime_seconds(), &cancel).await {
+        Ok(after) => after,
+        Err((mut failure, session)) => {
+            failure.reload_sent = true;
+            if let (Some(session), Driver::IosBundle) = (session, driver) {
+                return Err(restore(&run, session, &old_boot, failure).await);
+            }
+            return Err(failure);
+        }
+    };
+    let (mut session, after) = after;
+
+    if plan.options.delete_old_image {
+        run.start_unstoppable(Step::Cleanup, "remove the old image")
+            .await;
+        let cleaned = cleanup(&mut session, plan, old_image.as_deref()).await;
+        match cleaned {
+            Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
+            // The upgrade succeeded; a leftover file is worth a warning, not a failure.
+            Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
+        }
+    }
+    let key = session.host_key().to_string();
+    session.close().await;
+    Ok(done(&run, UpgradeResult::Upgraded, &after, key))
+}
+
+/// Make sure the verified image is on flash: find it, or check space, copy and verify.
+async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFailure> {
+    let plan = run.plan;
+    let presence = step!(
+        run,
+        Step::FilePresent,
+        format!("look for {}", plan.image),
+        session.file_present(&plan.image, &plan.md5)
+    );
+    match presence {
+        FilePresence::Verified { size } => {
+            run.emit(
+                Step::FilePresent,
+                StepStatus::Done,
+                format!(
+                    "{} already on flash ({size} bytes), MD5 verified",
+                    plan.image
+                ),
+            );
+            run.emit(Step::Copy, StepStatus::Skipped, "image already present");
+            run.emit(
+                Step::VerifyMd5,
+                StepStatus::Skipped,
+                "verified while looking for the image",
+            );
+            return Ok(());
+        }
+        FilePresence::Corrupt { computed } => {
+            run.emit(
+                Step::FilePresent,
+                StepStatus::Done,
+                format!(
+                    "{} on flash has MD5 {computed}, not {}: deleting it",
+                    plan.image, plan.md5
+                ),
+            );
+            if let Err(e) = session.delete(&plan.image).await {
+                return Err(run.fail_with(Step::FilePresent, e));
+            }
+        }
+        FilePresence::Absent => run.emit(Step::FilePresent, StepStatus::Done, "not on flash"),
+    }
+    let listing = step!(
+        run,
+        Step::FreeSpace,
+        format!("dir {}", session.driver.filesystem()),
+        session.free_space()
+    );
+    let needed = plan.size + plan.size * u64::from(plan.options.free_space_margin_percent) / 100;
+    match listing.bytes_free {
+        Some(free) if free < needed => {
+            return Err(run.fail(
+                Step::FreeSpace,
+                FailureReason::FlashFull,
+                format!("{free} bytes free, {needed} needed for {}; delete old files or enable delete_old_image", plan.image),
+            ));
+        }
+        Some(free) => run.emit(
+            Step::FreeSpace,
+            StepStatus::Done,
+            format!("{free} bytes free, {needed} needed"),
+        ),
+        None => run.emit(
+            Step::FreeSpace,
+            StepStatus::Done,
+            "free space not reported; the copy will tell",
+        ),
+    }
+    let url = plan.source.url(&plan.image);
+    run.start(
+        Step::Copy,
+        format!(
+            "copy {} {}",
+            plan.source.display_url(&plan.image),
+            session.driver.path(&plan.image)
+        ),
+    )
+    .await?;
+    match session.copy(&url, &plan.image).await {
+        Ok(report) => run.emit(
+            Step::Copy,
+            StepStatus::Done,
+            format!("{} bytes copied", report.bytes),
+        ),
+        Err(e) => {
+            let failure = run.fail_with(Step::Copy, e);
+            // A partial file must not stay behind to be mistaken for the image later.
+            if !matches!(
+                failure.reason,
+                FailureReason::ConnectionLostMidCopy | FailureReason::Timeout
+            ) {
+                let _ = session.delete(&plan.image).await;
+            }
+            return Err(failure);
+        }
+    }
+    run.start(Step::VerifyMd5, session.driver.md5_command(&plan.image))
+        .await?;
+    if let Err(e) = session.verify_md5(&plan.image, &plan.md5).await {
+        let failure = run.fail_with(Step::VerifyMd5, e);
+        if failure.reason == FailureReason::CorruptImage {
+            let _ = session.delete(&plan.image).await;
+        }
+        return Err(failure);
+    }
+    run.emit(
+        Step::VerifyMd5,
+        StepStatus::Done,
+        format!("MD5 {} verified by the device", plan.md5),
+    );
+    Ok(())
+}
+
+type WaitFailure = (UpgradeFailure, Option<Session>);
+
+async fn wait_and_check(
+    run: &Run<'_>,
+    uptime_before: Option<u64>,
+    cancel: &CancellationToken,
+) -> Result<(Session, DeviceFacts), WaitFailure> {
+    let t = &run.plan.timeouts;
+    run.start_unstoppable(
+        Step::WaitBack,
+        format!("waiting up to {} s", t.reload.as_secs()),
+    )
+    .await;
+    let (session, after) = match wait_back(run.target, t, uptime_before, cancel).await {
+        Ok(v) => v,
+        Err(e) => return Err((run.fail_with(Step::WaitBack, e), None)),
+    };
+    run.emit(
+        Step::WaitBack,
+        StepStatus::Done,
+        format!(
+            "back, uptime {}",
+            after.version.uptime.as_deref().unwrap_or("?")
+        ),
+    );
+    run.start_unstoppable(Step::PostCheck, "show version").await;
+    if let Err(message) = post_check(run.plan, &after) {
+        return Err((
+            run.fail(Step::PostCheck, FailureReason::CameBackOnOldImage, message),
+            Some(session),
+        ));
+    }
+    run.emit(
+        Step::PostCheck,
+        StepStatus::Done,
+        format!("running {}", after.version.version),
+    );
+    Ok((session, after))
+}
+
+/// Finish an upgrade whose reload was already sent (the caller was restarted in between):
+/// wait for the device, check it, clean up. Never sends another reload. `uptime_bound`: the
+/// device counts as restarted when its uptime is below this many seconds (the time since the
+/// reload plus the reload timeout); `None` accepts any uptime.
+pub async fn resume_after_reload(
+    target: &Target,
+    plan: &UpgradePlan,
+    events: UnboundedSender<StepEvent>,
+    gate: Option<&dyn StepGate>,
+    uptime_bound: Option<u64>,
+    cancel: CancellationToken,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
+    let run = Run {
+        target,
+        plan,
+        events,
+        gate,
+        host_key: None,
+    };
+    match wait_and_check(&run, uptime_bound, &cancel).await {
+        Ok((mut session, after)) => {
+            let host_key = session.host_key().to_string();
+            if plan.options.delete_old_image {
+                // The old image is the fallback entry still in the boot variable.
+                let old = after
+                    .boot
+                    .entries
+                    .iter()
+                    .map(|e| file_name(e).to_string())
+                    .find(|e| e != &plan.image);
+                run.start_unstoppable(Step::Cleanup, "remove the old image")
+                    .await;
+                match cleanup(&mut session, plan, old.as_deref()).await {
+                    Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
+                    Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
+                }
+            }
+            session.close().await;
+            Ok(UpgradeOutcome {
+                result: UpgradeResult::Upgraded,
+                before: Facts::default(),
+                after: after.to_facts(),
+                host_key,
+            })
+        }
+        Err((mut failure, session)) => {
+            failure.reload_sent = true;
+            let Some(mut session) = session else {
+                return Err(failure);
+            };
+            if session.driver != Driver::IosBundle {
+                session.close().await;
+                return Err(failure);
+            }
+            // Came back on the old image: the boot variable goes back to the entries that
+            // do not name the new image.
+            let old_boot = match session.facts().await {
+                Ok(f) => f
+                    .boot
+                    .entries
+                    .into_iter()
+                    .filter(|e| file_name(e) != plan.image)
+                    .collect::<Vec<_>>(),
+                Err(_) => Vec::new(),
+            };
+            if old_boot.is_empty() {
+                session.close().await;
+                return Err(failure);
+            }
+            Err(restore(&run, session, &old_boot, failure).await)
+        }
+    }
+}
+
+async fn cleanup(
+    session: &mut Session,
+    plan: &UpgradePlan,
+    old_image: Option<&str>,
+) -> Result<String, DeviceError> {
+    match session.driver {
+        Driver::IosXeInstall => {
+            session.remove_inactive().await?;
+            Ok("install remove inactive".into())
+        }
+        driver => {
+            let Some(old) = old_image.filter(|o| !o.contains("://")) else {
+                return Ok("no old image on flash".into());
+            };
+            if driver == Driver::IosBundle {
+                // Drop the fallback entry first: the boot variable never names a missing file.
+                session.set_boot(&[driver.path(&plan.image)]).await?;
+                session.save().await?;
+            }
+            session.delete(file_name(old)).await?;
+            Ok(format!("deleted {old}"))
+        }
+    }
+}
+
+/// Put the boot variable back on an open session and save; the failure records how it went.
+async fn restore(
+    run: &Run<'_>,
+    mut session: Session,
+    old_boot: &[String],
+    mut failure: UpgradeFailure,
+) -> UpgradeFailure {
+    run.emit(
+        Step::RestoreBoot,
+        StepStatus::Started,
+        format!("boot variable back to {old_boot:?}"),
+    );
+    let result = async {
+        session.set_boot(old_boot).await?;
+        session.save().await
+    }
+    .await;
+    session.close().await;
+    failure.boot_restored = Some(finish_restore(run, result));
+    failure
+}
+
+async fn restore_fresh(
+    run: &Run<'_>,
+    old_boot: &[String],
+    mut failure: UpgradeFailure,
+) -> UpgradeFailure {
+    match Session::open(run.target, &run.plan.timeouts).await {
+        Ok(session) => restore(run, session, old_boot, failure).await,
+        Err(e) => {
+            failure.boot_restored = Some(finish_restore(run, Err(e)));
+            failure
+        }
+    }
+}
+
+fn finish_restore(run: &Run<'_>, result: Result<(), DeviceError>) -> bool {
+    match result {
+        Ok(()) => {
+            run.emit(Step::RestoreBoot, StepStatus::Done, "restored and saved");
+            true
+        }
+        Err(e) => {
+            run.emit(Step::RestoreBoot, StepStatus::Failed, e.to_string());
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::parse::{BootVariable, ShowVersion};
+
+    fn source(transfer: Transfer) -> CopySource {
+        CopySource {
+            transfer,
+            server: "10.0.0.5".into(),
+            port: None,
+            directory: String::new(),
+        }
+    }
+
+    #[test]
+    fn copy_urls() {
+        assert_eq!(
+            source(Transfer::Tftp).url("c2960x.bin"),
+            "tftp://10.0.0.5/c2960x.bin"
+        );
+        let mut s = source(Transfer::Ftp {
+            username: "fleetup".into(),
+            password: Secret("p@ss:wd".into()),
+        });
+        assert!(s.check().is_ok());
+        assert_eq!(
+            s.url("c2960x.bin"),
+            "ftp://fleetup:p@ss:wd@10.0.0.5/c2960x.bin"
+        );
+        assert_eq!(
+            s.display_url("c2960x.bin"),
+            "ftp://fleetup:***@10.0.0.5/c2960x.bin"
+        );
+        s.port = Some(2121);
+        s.directory = "/images/".into();
+        assert_eq!(
+            s.display_url("a.bin"),
+            "ftp://fleetup:***@10.0.0.5:2121/images/a.bin"
+        );
+        let bad = |username: &str, password: &str| {
+            source(Transfer::Ftp {
+                username: username.into(),
+                password: Secret(password.into()),
+            })
+            .check()
+        };
+        assert!(bad("a:b", "pw").is_err());
+        assert!(bad("", "pw").is_err());
+        assert!(bad("user", "pw/x").is_err());
+        assert!(source(Transfer::Tftp).check().is_ok());
+    }
+
+    fn plan() -> UpgradePlan {
+        UpgradePlan {
+            image: "c2960x-universalk9-mz.152-7.E8.bin".into(),
+            md5: "0".repeat(32),
+            size: 1,
+            source: source(Transfer::Tftp),
+            expected_version: None,
+            options: UpgradeOptions::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    fn facts(version: &str, image: &str) -> DeviceFacts {
+        DeviceFacts {
+            version: ShowVersion {
+                version: version.into(),
+                image: Some(image.into()),
+                ..Default::default()
+            },
+            boot: BootVariable::default(),
+        }
+    }
+
+    #[test]
+    fn post_check_compares_the_running_image_or_version() {
+        let p = plan();
+        assert!(
+            post_check(
+                &p,
+                &facts("15.2(7)E8", "flash:/c2960x-universalk9-mz.152-7.E8.bin")
+            )
+            .is_ok()
+        );
+        let err = post_check(
+            &p,
+            &facts("15.2(7)E3", "flash:c2960x-universalk9-mz.152-7.E3.bin"),
+        )
+        .unwrap_err();
+        assert!(err.contains("15.2(7)E3"), "{err}");
+        let mut p = plan();
+        p.expected_version = Some("17.09.04a".into());
+        assert!(post_check(&p, &facts("17.09.04a", "bootflash:packages.conf")).is_ok());
+    }
+
+    #[test]
+    fn reasons_for_errors() {
+        let d = || "sw1".to_string();
+        assert_eq!(
+            reason_for(
+                Step::Copy,
+                &DeviceError::ConnectionLost {
+                    device: d(),
+                    command: None
+                }
+            ),
+            FailureReason::ConnectionLostMidCopy
+        );
+        assert_eq!(
+            reason_for(
+                Step::Save,
+                &DeviceError::ConnectionLost {
+                    device: d(),
+                    command: None
+                }
+            ),
+            FailureReason::ConnectionLost
+        );
+        assert_eq!(
+            reason_for(
+                Step::Copy,
+                &DeviceError::Copy {
+                    device: d(),
+                    source: CopyError::Timeout("x".into())
+                }
+            ),
+            FailureReason::Timeout
+        );
+        assert_eq!(
+            reason_for(
+                Step::Copy,
+                &DeviceError::Copy {
+                    device: d(),
+                    source: CopyError::FlashFull("x".into())
+                }
+            ),
+            FailureReason::FlashFull
+        );
+        let mismatch = Md5Error::Mismatch {
+            file: "f".into(),
+            computed: "a".into(),
+            expected: "b".into(),
+        };
+        assert_eq!(
+            reason_for(
+                Step::VerifyMd5,
+                &DeviceError::Md5 {
+                    device: d(),
+                    source: mismatch
+                }
+            ),
+            FailureReason::CorruptImage
+        );
+        assert_eq!(
+            reason_for(
+                Step::Connect,
+                &DeviceError::AuthFailed {
+                    device: d(),
+                    user: "u".into(),
+                    detail: "x".into()
+                }
+            ),
+            FailureReason::AuthFailed
+        );
+        assert_eq!(
+            reason_for(
+                Step::WaitBack,
+                &DeviceError::NeverCameBack {
+                    device: d(),
+                    secs: 1,
+                    detail: "x".into()
+                }
+            ),
+            FailureReason::NeverCameBack
+        );
+    }
+}

@@ -1,0 +1,455 @@
+//! One device's part in a rollout: the driver's upgrade procedure, with every step recorded
+//! before it starts, pauses and maintenance windows honoured between steps, and a resume path
+//! that never sends a second reload.
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Engine;
+use super::model::{DeviceJob, JobState, StepState};
+use crate::device::{
+    self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target, Transfer,
+    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+};
+use crate::inventory::Secret;
+use crate::playbook::{self, Playbook, Share, TransferProtocol};
+
+pub(crate) struct JobContext {
+    pub engine: Engine,
+    pub rollout_id: String,
+    pub playbook: Playbook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobOutcome {
+    Succeeded,
+    Failed,
+    Aborted,
+    /// The service is shutting down; the job stays `running` and resumes at the next start.
+    Interrupted,
+}
+
+/// Run (or resume) one device's upgrade and record how it ended.
+pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
+    let engine = &ctx.engine;
+    let id = &ctx.rollout_id;
+    let name = job.device.clone();
+    let outcome = match prepare(ctx, &job).await {
+        Ok((target, plan)) => execute(ctx, &job, &target, &plan).await,
+        Err(message) => Err(Ended::Failed {
+            reason: "configuration".into(),
+            message,
+        }),
+    };
+    let db = engine.db();
+    let (state, new_version, error, result) = match outcome {
+        Ok(done) => {
+            let (state, note) = match done.result {
+                UpgradeResult::Upgraded => (JobState::Succeeded, "upgraded"),
+                UpgradeResult::AlreadyCurrent => {
+                    (JobState::Skipped, "already on the target version")
+                }
+                UpgradeResult::Staged => (JobState::Succeeded, "staged: image copied and verified"),
+            };
+            if let Err(e) = db.set_facts(&name, &done.after).await {
+                tracing::warn!(device = %name, error = %e, "cannot record facts");
+            }
+            let version = done.after.version.clone();
+            engine
+                .event(
+                    id,
+                    Some(&name),
+                    "device_succeeded",
+                    None,
+                    &format!("{note}; now running {}", version.as_deref().unwrap_or("?")),
+                    Some(json!({"version": version})),
+                )
+                .await;
+            (state, version, None, JobOutcome::Succeeded)
+        }
+        Err(Ended::Interrupted) => return JobOutcome::Interrupted,
+        Err(Ended::Aborted(message)) => {
+            engine
+                .event(id, Some(&name), "device_aborted", None, &message, None)
+                .await;
+            (JobState::Aborted, None, Some(message), JobOutcome::Aborted)
+        }
+        Err(Ended::Failed { reason, message }) => {
+            engine
+                .event(
+                    id,
+                    Some(&name),
+                    "device_failed",
+                    None,
+                    &message,
+                    Some(json!({"reason": reason})),
+                )
+                .await;
+            (
+                JobState::Failed,
+                None,
+                Some(format!("{reason}: {message}")),
+                JobOutcome::Failed,
+            )
+        }
+    };
+    if let Err(e) = db
+        .finish_job(id, &name, state, new_version.as_deref(), error.as_deref())
+        .await
+    {
+        tracing::error!(device = %name, error = %e, "cannot record the end of a device job");
+    }
+    result
+}
+
+enum Ended {
+    Interrupted,
+    Aborted(String),
+    Failed { reason: String, message: String },
+}
+
+async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePlan), String> {
+    let engine = &ctx.engine;
+    let inner = engine.inner();
+    let device = inner
+        .db
+        .device_by_name(&job.device)
+        .await
+        .map_err(|e| format!("device {} is no longer in the inventory ({e})", job.device))?;
+    let login = device.login()?;
+    let image = inner
+        .images
+        .get(&job.image)
+        .await
+        .map_err(|e| format!("image {}: {e}", job.image))?;
+    let pb = &ctx.playbook;
+    let servers = &inner.servers;
+    let site = device.spec.site.as_deref();
+    let (transfer, listen) = match pb.transfer.protocol {
+        TransferProtocol::Tftp => (Transfer::Tftp, servers.tftp),
+        TransferProtocol::Ftp => {
+            let (Some(user), Some(password)) = (&servers.ftp_user, &servers.ftp_password) else {
+                return Err("the playbook asks for FTP but the FTP server is off".into());
+            };
+            (
+                Transfer::Ftp {
+                    username: user.clone(),
+                    password: Secret(password.clone()),
+                },
+                servers.ftp,
+            )
+        }
+    };
+    let Some(listen) = listen else {
+        return Err(format!(
+            "the playbook asks for {} but that server is off in this service",
+            pb.transfer.protocol.as_str()
+        ));
+    };
+    let server = match pb.transfer.server_for_site(site) {
+        Some(s) => s.to_string(),
+        None if !listen.ip().is_unspecified() => listen.ip().to_string(),
+        None => {
+            return Err(format!(
+                "transfer.server is not set and the {} server listens on every address: say in the playbook at which address devices reach fleetup",
+                pb.transfer.protocol.as_str()
+            ));
+        }
+    };
+    let default_port = match pb.transfer.protocol {
+        TransferProtocol::Tftp => 69,
+        TransferProtocol::Ftp => 21,
+    };
+    let t = &pb.strategy.timeouts;
+    let timeouts = device::Timeouts {
+        connect: t.connect.duration(),
+        auth: t.connect.duration(),
+        command: t.command.duration(),
+        copy: t.copy.duration(),
+        verify: t.copy.duration(),
+        install: t.copy.duration(),
+        reload: t.reload.duration(),
+        ..device::Timeouts::default()
+    };
+    let margin = match pb.checks.pre.free_space_margin {
+        Share::Percent(p) => p.clamp(0.0, 100.0) as u8,
+        Share::Count(n) => n.min(100) as u8,
+    };
+    let plan = UpgradePlan {
+        image: image.file_name.clone(),
+        md5: image.md5.clone(),
+        size: image.size,
+        source: CopySource {
+            transfer,
+            server,
+            port: (listen.port() != default_port).then_some(listen.port()),
+            directory: String::new(),
+        },
+        expected_version: image.version.clone(),
+        options: UpgradeOptions {
+            skip_if_current: pb.options.skip_if_current,
+            stage_only: pb.options.stage_only,
+            delete_old_image: pb.options.delete_old_image,
+            free_space_margin_percent: margin,
+        },
+        timeouts,
+    };
+    let target = Target {
+        name: device.name().to_string(),
+        host: device.spec.host.clone(),
+        port: device.spec.port,
+        platform: device.spec.platform,
+        login,
+        private_key: None,
+        known_host_key: device.host_key.clone(),
+    };
+    Ok((target, plan))
+}
+
+/// Records each step before it runs; holds a step while the rollout is paused and a reload
+/// until a maintenance window is open.
+struct Recorder<'a> {
+    ctx: &'a JobContext,
+    device: String,
+    /// Set when the rollout must stop at this safe point (abort, halt).
+    cancel: CancellationToken,
+    /// The driver's progress, recorded in order before the next step starts.
+    events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<StepEvent>>,
+}
+
+#[async_trait]
+impl StepGate for Recorder<'_> {
+    async fn before(&self, step: Step, message: &str) -> Result<(), Stop> {
+        self.drain().await;
+        let engine = &self.ctx.engine;
+        let id = &self.ctx.rollout_id;
+        if !engine.may_go_on(id).await {
+            self.cancel.cancel();
+            return Err(if engine.shutdown().is_requested() {
+                Stop::Shutdown
+            } else {
+                Stop::Abort
+            });
+        }
+        if matches!(step, Step::Reload | Step::Install) {
+            self.wait_for_window().await?;
+        }
+        // Written before the step runs: after a crash, `reload_sent` tells the truth.
+        let db = engine.db();
+        if let Err(e) = db
+            .set_job_step(id, &self.device, step.as_str(), StepState::Started)
+            .await
+        {
+            tracing::error!(device = %self.device, error = %e, "cannot record a step; stopping this device");
+            return Err(Stop::Abort);
+        }
+        engine
+            .event(
+                id,
+                Some(&self.device),
+                "step_started",
+                Some(step.as_str()),
+                message,
+                None,
+            )
+            .await;
+        Ok(())
+    }
+}
+
+impl Recorder<'_> {
+    /// Record every progress event the driver has sent so far.
+    async fn drain(&self) {
+        let mut rx = self.events.lock().await;
+        while let Ok(ev) = rx.try_recv() {
+            self.record(ev).await;
+        }
+    }
+
+    async fn record(&self, ev: StepEvent) {
+        if ev.status == StepStatus::Started {
+            return;
+        }
+        let engine = &self.ctx.engine;
+        let id = &self.ctx.rollout_id;
+        if ev.status == StepStatus::Done
+            && let Err(e) = engine
+                .db()
+                .set_job_step(id, &self.device, ev.step.as_str(), StepState::Done)
+                .await
+        {
+            tracing::error!(device = %self.device, error = %e, "cannot record a finished step");
+        }
+        let kind = match ev.status {
+            StepStatus::Done => "step_done",
+            StepStatus::Skipped => "step_skipped",
+            StepStatus::Failed => "step_failed",
+            StepStatus::Started => "step_started",
+        };
+        engine
+            .event(
+                id,
+                Some(&self.device),
+                kind,
+                Some(ev.step.as_str()),
+                &ev.message,
+                None,
+            )
+            .await;
+    }
+
+    async fn wait_for_window(&self) -> Result<(), Stop> {
+        let engine = &self.ctx.engine;
+        let id = &self.ctx.rollout_id;
+        let windows = self.ctx.playbook.schedule.windows();
+        let clock = &engine.inner().clock;
+        let mut announced = false;
+        loop {
+            let now = clock.now();
+            if playbook::any_contains(&windows, now) {
+                return Ok(());
+            }
+            let Some(next) = playbook::next_open(&windows, now) else {
+                return Err(Stop::Abort);
+            };
+            if !announced {
+                engine
+                    .event(
+                        id,
+                        Some(&self.device),
+                        "waiting_window",
+                        Some("reload"),
+                        &format!(
+                            "staged; the reload waits for the maintenance window opening at {next}"
+                        ),
+                        Some(json!({"opens_at": next.to_string()})),
+                    )
+                    .await;
+                announced = true;
+            }
+            tokio::select! {
+                _ = clock.sleep_until(next) => {}
+                _ = engine.changed(id) => {
+                    if !engine.may_go_on(id).await {
+                        self.cancel.cancel();
+                        return Err(if engine.shutdown().is_requested() { Stop::Shutdown } else { Stop::Abort });
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn execute(
+    ctx: &JobContext,
+    job: &DeviceJob,
+    target: &Target,
+    plan: &UpgradePlan,
+) -> Result<UpgradeOutcome, Ended> {
+    let engine = &ctx.engine;
+    let id = &ctx.rollout_id;
+    if let Err(e) = engine.db().start_job_attempt(id, &job.device).await {
+        return Err(Ended::Failed {
+            reason: "internal".into(),
+            message: format!("cannot record the device's start: {e}"),
+        });
+    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder {
+        ctx,
+        device: job.device.clone(),
+        cancel: CancellationToken::new(),
+        events: tokio::sync::Mutex::new(events_rx),
+    };
+    let shutdown = engine.shutdown().token.clone();
+    let cancel = recorder.cancel.clone();
+    let stop_on_shutdown = {
+        let cancel = cancel.clone();
+        async move {
+            shutdown.cancelled().await;
+            cancel.cancel();
+        }
+    };
+    let work = async {
+        if job.reload_sent {
+            engine
+                .event(id, Some(&job.device), "resumed", Some("wait_back"), "the reload was already sent before the restart: waiting for the device and checking it, no second reload", None)
+                .await;
+            let bound = reload_uptime_bound(engine, id, &job.device, plan).await;
+            device::resume_after_reload(
+                target,
+                plan,
+                events_tx,
+                Some(&recorder),
+                bound,
+                cancel.clone(),
+            )
+            .await
+        } else {
+            device::upgrade_gated(target, plan, events_tx, Some(&recorder), cancel.clone()).await
+        }
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = stop_on_shutdown => return Err(Ended::Interrupted),
+    };
+    recorder.drain().await;
+    let pin_key = |key: &str| {
+        let db = engine.db().clone();
+        let name = job.device.clone();
+        let known = target.known_host_key.clone();
+        let key = key.to_string();
+        async move {
+            if known.is_none() && !key.is_empty() {
+                if let Err(e) = db.set_host_key(&name, Some(&key)).await {
+                    tracing::warn!(device = %name, error = %e, "cannot pin the host key");
+                }
+            }
+        }
+    };
+    match result {
+        Ok(outcome) => {
+            pin_key(&outcome.host_key).await;
+            Ok(outcome)
+        }
+        Err(failure) => {
+            if let Some(key) = &failure.host_key {
+                pin_key(key).await;
+            }
+            Err(classify(engine, failure).await)
+        }
+    }
+}
+
+/// Seconds since this device's reload was recorded, plus the reload timeout: a device whose
+/// uptime is below this has restarted since the reload.
+async fn reload_uptime_bound(
+    engine: &Engine,
+    id: &str,
+    device: &str,
+    plan: &UpgradePlan,
+) -> Option<u64> {
+    let events = engine.db().events_after(id, 0, 100_000).await.ok()?;
+    let sent = events.iter().rev().find(|e| {
+        e.device.as_deref() == Some(device)
+            && e.kind == "step_started"
+            && matches!(e.step.as_deref(), Some("reload" | "install"))
+    })?;
+    let at: jiff::Timestamp = sent.at.parse().ok()?;
+    let since = at.duration_until(jiff::Timestamp::now()).as_secs().max(0) as u64;
+    Some(since + plan.timeouts.reload.as_secs())
+}
+
+async fn classify(engine: &Engine, f: UpgradeFailure) -> Ended {
+    if f.reason == FailureReason::Cancelled {
+        if engine.shutdown().is_requested() {
+            return Ended::Interrupted;
+        }
+        return Ended::Aborted(f.to_string());
+    }
+    Ended::Failed {
+        reason: f.reason.as_str().to_string(),
+        message: f.to_string(),
+    }
+}

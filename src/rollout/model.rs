@@ -1,0 +1,136 @@
+//! What a rollout is made of, as stored and as shown.
+
+use std::fmt;
+
+use serde::Serialize;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some($name::$variant),)* _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Life of a rollout.
+    RolloutState {
+        Scheduled => "scheduled",
+        Running => "running",
+        Paused => "paused",
+        Halted => "halted",
+        Completed => "completed",
+        Failed => "failed",
+        Aborted => "aborted",
+    }
+);
+
+impl RolloutState {
+    /// A rollout in one of these states will do nothing more.
+    pub fn is_ended(self) -> bool {
+        matches!(
+            self,
+            RolloutState::Completed | RolloutState::Failed | RolloutState::Aborted
+        )
+    }
+}
+
+string_enum!(
+    /// Life of one device within a rollout.
+    JobState {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Skipped => "skipped",
+        Aborted => "aborted",
+    }
+);
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+}
+
+string_enum!(
+    /// Whether a device's recorded step is under way or finished.
+    StepState {
+        Started => "started",
+        Done => "done",
+    }
+);
+
+/// A rollout as stored.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RolloutRecord {
+    pub id: String,
+    pub name: String,
+    pub state: RolloutState,
+    /// The playbook as submitted (YAML or JSON text).
+    #[serde(skip)]
+    pub playbook: String,
+    #[serde(skip)]
+    pub plan_json: String,
+    pub images: Vec<String>,
+    pub paused: bool,
+    pub abort_requested: bool,
+    pub halt_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// One device's part in a rollout.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeviceJob {
+    pub device: String,
+    pub wave: usize,
+    pub position: usize,
+    pub image: String,
+    pub target_version: Option<String>,
+    pub state: JobState,
+    /// The driver's step name (`connect`, `copy`, `reload`, ...).
+    pub step: Option<String>,
+    pub step_state: Option<StepState>,
+    pub old_version: Option<String>,
+    pub old_image: Option<String>,
+    pub new_version: Option<String>,
+    pub error: Option<String>,
+    /// Once true, the device is never sent another reload by this rollout.
+    pub reload_sent: bool,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// One line of a rollout's history.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub rollout_id: String,
+    pub at: String,
+    pub device: Option<String>,
+    pub kind: String,
+    pub step: Option<String>,
+    pub message: String,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}

@@ -1,0 +1,157 @@
+//! The report of a rollout: per device, old and new version, timings and result.
+
+use serde::Serialize;
+
+use super::model::{DeviceJob, Event, RolloutRecord};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepTiming {
+    pub step: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub seconds: Option<f64>,
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeviceReport {
+    pub device: String,
+    pub wave: usize,
+    pub result: String,
+    pub old_version: Option<String>,
+    pub new_version: Option<String>,
+    pub image: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub seconds: Option<f64>,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub steps: Vec<StepTiming>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Report {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub devices: Vec<DeviceReport>,
+}
+
+fn seconds_between(a: &str, b: &str) -> Option<f64> {
+    let a: jiff::Timestamp = a.parse().ok()?;
+    let b: jiff::Timestamp = b.parse().ok()?;
+    Some(a.duration_until(b).as_secs_f64())
+}
+
+/// Step timings of one device from its `step_started` / `step_done` / `step_failed` events.
+pub fn step_timings(device: &str, events: &[Event]) -> Vec<StepTiming> {
+    let mut out: Vec<StepTiming> = Vec::new();
+    for e in events
+        .iter()
+        .filter(|e| e.device.as_deref() == Some(device))
+    {
+        let Some(step) = &e.step else { continue };
+        match e.kind.as_str() {
+            "step_started" => out.push(StepTiming {
+                step: step.clone(),
+                started_at: e.at.clone(),
+                finished_at: None,
+                seconds: None,
+                result: None,
+            }),
+            "step_done" | "step_failed" | "step_skipped" => {
+                if let Some(t) = out
+                    .iter_mut()
+                    .rev()
+                    .find(|t| &t.step == step && t.finished_at.is_none())
+                {
+                    t.seconds = seconds_between(&t.started_at, &e.at);
+                    t.finished_at = Some(e.at.clone());
+                    t.result = Some(e.kind.trim_start_matches("step_").to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report {
+    Report {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        state: r.state.to_string(),
+        created_at: r.created_at.clone(),
+        started_at: r.started_at.clone(),
+        finished_at: r.finished_at.clone(),
+        devices: jobs
+            .iter()
+            .map(|j| DeviceReport {
+                device: j.device.clone(),
+                wave: j.wave,
+                result: j.state.to_string(),
+                old_version: j.old_version.clone(),
+                new_version: j.new_version.clone(),
+                image: j.image.clone(),
+                started_at: j.started_at.clone(),
+                finished_at: j.finished_at.clone(),
+                seconds: match (&j.started_at, &j.finished_at) {
+                    (Some(a), Some(b)) => seconds_between(a, b),
+                    _ => None,
+                },
+                attempts: j.attempts,
+                error: j.error.clone(),
+                steps: step_timings(&j.device, events),
+            })
+            .collect(),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One line per device, for spreadsheets and change tickets.
+pub fn to_csv(report: &Report) -> String {
+    let mut out = String::from(
+        "device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error\n",
+    );
+    for d in &report.devices {
+        let fields = [
+            d.device.clone(),
+            d.wave.to_string(),
+            d.result.clone(),
+            d.old_version.clone().unwrap_or_default(),
+            d.new_version.clone().unwrap_or_default(),
+            d.image.clone(),
+            d.started_at.clone().unwrap_or_default(),
+            d.finished_at.clone().unwrap_or_default(),
+            d.seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
+            d.attempts.to_string(),
+            d.error.clone().unwrap_or_default(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

@@ -1,0 +1,1534 @@
+//! The IOS command line of one vty session: modes, prompts, dialogs and the commands an upgrade
+//! needs. Line editing and command matching are pure (`line`, `parser`); this layer runs the
+//! dialogs and touches flash.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use md5::{Digest as _, Md5};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::Fault;
+use super::LabShared;
+use super::copy::{self, FetchError, FetchOptions, FlashSink, Source};
+use super::device::{ConfigBits, Device};
+use super::line::{Line, LineEditor};
+use super::parser::{ParseError, Syntax, Tok::*, parse};
+
+/// Where the session writes: an SSH channel.
+pub trait Output: Send {
+    fn write(&mut self, data: Vec<u8>) -> impl Future<Output = Result<(), ()>> + Send;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    User,
+    Privileged,
+    Config,
+}
+
+/// What the session does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// `exit`/`logout`: close the channel.
+    Exit,
+    /// A reload was confirmed (the supervisor drops the session) or a fault cuts the session.
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Enable,
+    Disable,
+    Exit,
+    ShowVersion,
+    ShowPrivilege,
+    ShowFlash,
+    ShowBoot,
+    ShowBootvar,
+    ShowFileSystems,
+    ShowRun,
+    ShowStart,
+    TermLength,
+    TermWidth,
+    Configure,
+    Copy,
+    Verify,
+    Delete,
+    Dir,
+    Write,
+    Reload,
+    // configuration mode
+    Hostname,
+    BootSystem,
+    NoBootSystem,
+    ConfigRegister,
+    TftpBlocksize,
+    NoTftpBlocksize,
+    FtpUsername,
+    NoFtpUsername,
+    FtpPassword,
+    NoFtpPassword,
+    FtpPassive,
+    NoFtpPassive,
+    FilePrompt,
+    End,
+    Do,
+}
+
+/// Exec commands with the privilege level they need.
+const EXEC: &[(u8, Syntax<Cmd>)] = &[
+    (
+        1,
+        Syntax {
+            toks: &[Kw("enable"), OptArg],
+            cmd: Cmd::Enable,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("disable")],
+            cmd: Cmd::Disable,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("exit")],
+            cmd: Cmd::Exit,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("logout")],
+            cmd: Cmd::Exit,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("quit")],
+            cmd: Cmd::Exit,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("version")],
+            cmd: Cmd::ShowVersion,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("privilege")],
+            cmd: Cmd::ShowPrivilege,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("flash:"), OptArg],
+            cmd: Cmd::ShowFlash,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("terminal"), Kw("length"), Arg],
+            cmd: Cmd::TermLength,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("terminal"), Kw("width"), Arg],
+            cmd: Cmd::TermWidth,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("show"), Kw("boot")],
+            cmd: Cmd::ShowBoot,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("show"), Kw("bootvar")],
+            cmd: Cmd::ShowBootvar,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("show"), Kw("file"), Kw("systems")],
+            cmd: Cmd::ShowFileSystems,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("show"), Kw("running-config")],
+            cmd: Cmd::ShowRun,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("show"), Kw("startup-config")],
+            cmd: Cmd::ShowStart,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("configure"), Kw("terminal")],
+            cmd: Cmd::Configure,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("copy"), Arg, Arg],
+            cmd: Cmd::Copy,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("verify"), Kw("/md5"), Arg, OptArg],
+            cmd: Cmd::Verify,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("delete"), Arg, OptArg],
+            cmd: Cmd::Delete,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("dir"), OptArg],
+            cmd: Cmd::Dir,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("write"), OptArg],
+            cmd: Cmd::Write,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("reload"), Rest],
+            cmd: Cmd::Reload,
+        },
+    ),
+];
+
+const CONFIG: &[Syntax<Cmd>] = &[
+    Syntax {
+        toks: &[Kw("hostname"), Arg],
+        cmd: Cmd::Hostname,
+    },
+    Syntax {
+        toks: &[Kw("boot"), Kw("system"), Arg, Rest],
+        cmd: Cmd::BootSystem,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("boot"), Kw("system"), Rest],
+        cmd: Cmd::NoBootSystem,
+    },
+    Syntax {
+        toks: &[Kw("config-register"), Arg],
+        cmd: Cmd::ConfigRegister,
+    },
+    Syntax {
+        toks: &[Kw("ip"), Kw("tftp"), Kw("blocksize"), Arg],
+        cmd: Cmd::TftpBlocksize,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("tftp"), Kw("blocksize"), OptArg],
+        cmd: Cmd::NoTftpBlocksize,
+    },
+    Syntax {
+        toks: &[Kw("ip"), Kw("ftp"), Kw("username"), Arg],
+        cmd: Cmd::FtpUsername,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("ftp"), Kw("username"), OptArg],
+        cmd: Cmd::NoFtpUsername,
+    },
+    Syntax {
+        toks: &[Kw("ip"), Kw("ftp"), Kw("password"), Arg, OptArg],
+        cmd: Cmd::FtpPassword,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("ftp"), Kw("password"), Rest],
+        cmd: Cmd::NoFtpPassword,
+    },
+    Syntax {
+        toks: &[Kw("ip"), Kw("ftp"), Kw("passive")],
+        cmd: Cmd::FtpPassive,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("ftp"), Kw("passive")],
+        cmd: Cmd::NoFtpPassive,
+    },
+    Syntax {
+        toks: &[Kw("file"), Kw("prompt"), OptArg],
+        cmd: Cmd::FilePrompt,
+    },
+    Syntax {
+        toks: &[Kw("end")],
+        cmd: Cmd::End,
+    },
+    Syntax {
+        toks: &[Kw("exit")],
+        cmd: Cmd::End,
+    },
+    Syntax {
+        toks: &[Kw("do"), Arg, Rest],
+        cmd: Cmd::Do,
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilterKind {
+    Include,
+    Exclude,
+    Begin,
+    Section,
+    Count,
+}
+
+const FILTERS: &[Syntax<FilterKind>] = &[
+    Syntax {
+        toks: &[Kw("include"), Arg, Rest],
+        cmd: FilterKind::Include,
+    },
+    Syntax {
+        toks: &[Kw("exclude"), Arg, Rest],
+        cmd: FilterKind::Exclude,
+    },
+    Syntax {
+        toks: &[Kw("begin"), Arg, Rest],
+        cmd: FilterKind::Begin,
+    },
+    Syntax {
+        toks: &[Kw("section"), Arg, Rest],
+        cmd: FilterKind::Section,
+    },
+    Syntax {
+        toks: &[Kw("count"), Rest],
+        cmd: FilterKind::Count,
+    },
+];
+
+struct Filter {
+    kind: FilterKind,
+    pattern: Option<regex::Regex>,
+}
+
+impl Filter {
+    fn apply(&self, text: &str) -> String {
+        let matches = |l: &str| self.pattern.as_ref().is_none_or(|r| r.is_match(l));
+        let lines = text.split('\n');
+        match self.kind {
+            FilterKind::Include => lines
+                .filter(|l| matches(l))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            FilterKind::Exclude => lines
+                .filter(|l| !matches(l))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            FilterKind::Begin => lines
+                .skip_while(|l| !matches(l))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            FilterKind::Section => {
+                let mut out = String::new();
+                let mut inside = false;
+                for l in lines {
+                    if !l.starts_with(' ') {
+                        inside = matches(l);
+                    }
+                    if inside {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+                out
+            }
+            FilterKind::Count => format!(
+                "Number of lines which match regexp = {}\n",
+                lines.filter(|l| !l.is_empty() && matches(l)).count()
+            ),
+        }
+    }
+}
+
+/// `\n` to `\r\n`, as a vty prints.
+fn crlf(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+fn is_running(s: &str) -> bool {
+    let s = s.strip_prefix("system:").unwrap_or(s);
+    s.len() >= 3 && "running-config".starts_with(s)
+}
+
+fn is_startup(s: &str) -> bool {
+    let s = s.strip_prefix("nvram:").unwrap_or(s);
+    s.len() >= 3 && "startup-config".starts_with(s)
+}
+
+pub struct Cli<O: Output> {
+    dev: Arc<Device>,
+    lab: Arc<LabShared>,
+    out: O,
+    input: mpsc::UnboundedReceiver<Vec<u8>>,
+    editor: LineEditor,
+    mode: Mode,
+    user: String,
+    peer: IpAddr,
+}
+
+/// Size of the flash read between two dots of `verify /md5`.
+const VERIFY_DOT: u64 = 1 << 20;
+/// Bytes per `!` of a download.
+const COPY_MARK: u64 = 32 * 1024;
+
+impl<O: Output> Cli<O> {
+    pub fn new(
+        dev: Arc<Device>,
+        lab: Arc<LabShared>,
+        out: O,
+        input: mpsc::UnboundedReceiver<Vec<u8>>,
+        user: String,
+        peer: IpAddr,
+    ) -> Self {
+        Self {
+            dev,
+            lab,
+            out,
+            input,
+            editor: LineEditor::new(),
+            mode: Mode::User,
+            user,
+            peer,
+        }
+    }
+
+    async fn write(&mut self, s: &str) -> Result<(), ()> {
+        if s.is_empty() {
+            return Ok(());
+        }
+        self.out.write(s.as_bytes().to_vec()).await
+    }
+
+    fn hostname(&self) -> String {
+        self.dev.state().running.hostname
+    }
+
+    fn prompt(&self) -> String {
+        let host = self.hostname();
+        match self.mode {
+            Mode::User => format!("{host}>"),
+            Mode::Privileged => format!("{host}#"),
+            // IOS shortens the hostname in configuration prompts.
+            Mode::Config => format!("{}(config)#", &host[..host.len().min(20)]),
+        }
+    }
+
+    async fn read_line(&mut self, show: bool) -> Option<Line> {
+        loop {
+            let mut echo = Vec::new();
+            let line = self.editor.next_line(show, &mut echo);
+            if !echo.is_empty() {
+                self.out.write(echo).await.ok()?;
+            }
+            if line.is_some() {
+                return line;
+            }
+            let bytes = self.input.recv().await?;
+            self.editor.push(&bytes);
+        }
+    }
+
+    async fn read_text(&mut self, show: bool) -> Option<String> {
+        match self.read_line(show).await? {
+            Line::Text(t) => Some(t),
+            Line::Interrupt | Line::End => Some(String::from("\u{3}")),
+        }
+    }
+
+    /// A `[confirm]` answer: Return or `y` confirms, anything else declines.
+    async fn confirm(&mut self) -> Option<bool> {
+        let key = loop {
+            if let Some(k) = self.editor.next_key() {
+                break k;
+            }
+            let bytes = self.input.recv().await?;
+            self.editor.push(&bytes);
+        };
+        let yes = matches!(key, b'\r' | b'\n' | b'y' | b'Y');
+        if matches!(key, b'y' | b'Y' | b'n' | b'N')
+            && matches!(self.editor.peek_key(), Some(b'\r' | b'\n'))
+        {
+            self.editor.next_key();
+        }
+        self.write("\r\n").await.ok()?;
+        Some(yes)
+    }
+
+    /// The interactive session: prompt, read, execute, until the client leaves.
+    pub async fn run(mut self) -> Flow {
+        if self.write("\r\n").await.is_err() {
+            return Flow::Exit;
+        }
+        loop {
+            let prompt = self.prompt();
+            if self.write(&prompt).await.is_err() {
+                return Flow::Exit;
+            }
+            let Some(line) = self.read_line(true).await else {
+                return Flow::Exit;
+            };
+            let flow = match line {
+                Line::Text(t) => self.execute(&t, prompt.len()).await,
+                Line::Interrupt | Line::End => {
+                    if self.mode == Mode::Config {
+                        self.mode = Mode::Privileged;
+                    }
+                    Flow::Continue
+                }
+            };
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+    }
+
+    /// One command given on the `ssh host COMMAND` line.
+    pub async fn run_exec(mut self, line: &str) -> Flow {
+        self.execute(line, 0).await
+    }
+
+    async fn execute(&mut self, line: &str, prompt_len: usize) -> Flow {
+        if line.trim().is_empty() {
+            return Flow::Continue;
+        }
+        self.dev.record_command(line.trim());
+        match self.execute_inner(line, prompt_len).await {
+            Ok(flow) => flow,
+            Err(()) => Flow::Exit,
+        }
+    }
+
+    async fn execute_inner(&mut self, line: &str, prompt_len: usize) -> Result<Flow, ()> {
+        let (command, filter) = match line.find('|') {
+            Some(i) => {
+                let text = &line[i + 1..];
+                match parse(text, FILTERS) {
+                    Ok(p) => {
+                        let pattern = if p.cmd == FilterKind::Count && p.args.is_empty() {
+                            None
+                        } else {
+                            let first = text.split_whitespace().next().unwrap_or_default();
+                            let start = text.find(first).unwrap_or(0) + first.len();
+                            let raw = text[start..].trim();
+                            Some(
+                                regex::Regex::new(raw)
+                                    .or_else(|_| regex::Regex::new(&regex::escape(raw)))
+                                    .map_err(|_| ())?,
+                            )
+                        };
+                        (
+                            &line[..i],
+                            Some(Filter {
+                                kind: p.cmd,
+                                pattern,
+                            }),
+                        )
+                    }
+                    Err(e) => {
+                        let e = match e {
+                            ParseError::Invalid { at } => ParseError::Invalid { at: at + i + 1 },
+                            other => other,
+                        };
+                        self.write(&e.render(prompt_len)).await?;
+                        return Ok(Flow::Continue);
+                    }
+                }
+            }
+            None => (line, None),
+        };
+        if command.trim().is_empty() {
+            self.write(
+                &ParseError::Invalid {
+                    at: line.find('|').unwrap_or(0),
+                }
+                .render(prompt_len),
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        if self.mode != Mode::Config
+            && let Some(text) = self.persona_command(command)
+        {
+            let out = self.dev.render(&text);
+            self.show(&out, filter.as_ref()).await?;
+            return Ok(Flow::Continue);
+        }
+        let syntax: Vec<Syntax<Cmd>> = match self.mode {
+            Mode::User => EXEC
+                .iter()
+                .filter(|(l, _)| *l <= 1)
+                .map(|(_, s)| *s)
+                .collect(),
+            Mode::Privileged => EXEC.iter().map(|(_, s)| *s).collect(),
+            Mode::Config => CONFIG.to_vec(),
+        };
+        let parsed = match parse(command, &syntax) {
+            Ok(p) => p,
+            Err(e) => {
+                self.write(&e.render(prompt_len)).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let args = parsed.args;
+        let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+        let caret = |word: &str| {
+            let at = command.rfind(word).unwrap_or(0);
+            ParseError::Invalid { at }.render(prompt_len)
+        };
+        match parsed.cmd {
+            Cmd::Enable => self.enable().await?,
+            Cmd::Disable => self.mode = Mode::User,
+            Cmd::Exit => return Ok(Flow::Exit),
+            Cmd::ShowVersion => {
+                let t = self.dev.persona.templates.show_version.clone();
+                let out = self.dev.render(&t);
+                self.show(&out, filter.as_ref()).await?;
+            }
+            Cmd::ShowPrivilege => {
+                let level = if self.mode == Mode::User { 1 } else { 15 };
+                self.show(
+                    &format!("Current privilege level is {level}\n"),
+                    filter.as_ref(),
+                )
+                .await?;
+            }
+            Cmd::ShowFlash => {
+                let out = self.dir_listing(args.first().map(String::as_str));
+                match out {
+                    Ok(text) => self.show(&text, filter.as_ref()).await?,
+                    Err(e) => self.write(&e).await?,
+                }
+            }
+            Cmd::ShowBoot => {
+                let t = self.dev.persona.templates.show_boot.clone();
+                let out = self.dev.render(&t);
+                self.show(&out, filter.as_ref()).await?;
+            }
+            Cmd::ShowBootvar => match self.dev.persona.templates.show_bootvar.clone() {
+                Some(t) => {
+                    let out = self.dev.render(&t);
+                    self.show(&out, filter.as_ref()).await?;
+                }
+                None => {
+                    let at = command.find("bootvar").map(|i| i + 4).unwrap_or(0);
+                    self.write(&ParseError::Invalid { at }.render(prompt_len))
+                        .await?;
+                }
+            },
+            Cmd::ShowFileSystems => {
+                let t = self.dev.persona.templates.show_file_systems.clone();
+                let out = self.dev.render(&t);
+                self.show(&out, filter.as_ref()).await?;
+            }
+            Cmd::ShowRun => {
+                let s = self.dev.state();
+                let body = self.config_text(&s.running, &s.version);
+                let out = format!(
+                    "Building configuration...\n\nCurrent configuration : {} bytes\n{body}",
+                    body.len()
+                );
+                self.show(&out, filter.as_ref()).await?;
+            }
+            Cmd::ShowStart => {
+                let s = self.dev.state();
+                let body = self.config_text(&s.startup, &s.version);
+                let out = format!(
+                    "Using {} out of {} bytes\n{body}",
+                    body.len(),
+                    self.dev.persona.nvram_size
+                );
+                self.show(&out, filter.as_ref()).await?;
+            }
+            Cmd::TermLength => match arg(0).parse::<u32>() {
+                Ok(n) if n <= 512 => {}
+                _ => self.write(&caret(arg(0))).await?,
+            },
+            Cmd::TermWidth => match arg(0).parse::<u32>() {
+                Ok(n) if n <= 512 => {}
+                _ => self.write(&caret(arg(0))).await?,
+            },
+            Cmd::Configure => {
+                self.write("Enter configuration commands, one per line.  End with CNTL/Z.\r\n")
+                    .await?;
+                self.mode = Mode::Config;
+            }
+            Cmd::Copy => return self.copy(arg(0), arg(1), &caret(arg(1))).await,
+            Cmd::Verify => self.verify(arg(0), args.get(1).map(String::as_str)).await?,
+            Cmd::Delete => {
+                let (force, path) = if arg(0).eq_ignore_ascii_case("/force") {
+                    (true, arg(1))
+                } else {
+                    (false, arg(0))
+                };
+                if path.is_empty() {
+                    self.write(&ParseError::Incomplete.render(prompt_len))
+                        .await?;
+                } else {
+                    self.delete(path, force).await?;
+                }
+            }
+            Cmd::Dir => match self.dir_listing(args.first().map(String::as_str)) {
+                Ok(text) => self.show(&text, filter.as_ref()).await?,
+                Err(e) => self.write(&e).await?,
+            },
+            Cmd::Write => {
+                let what = arg(0).to_ascii_lowercase();
+                if what.is_empty() || "memory".starts_with(&what) {
+                    self.save_config().await?;
+                    self.write("[OK]\r\n").await?;
+                } else {
+                    self.write(&caret(arg(0))).await?;
+                }
+            }
+            Cmd::Reload => return self.reload().await,
+            Cmd::Hostname => {
+                let name = arg(0);
+                if name.len() <= 63
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                {
+                    let name = name.to_string();
+                    self.dev.update(|s| s.running.hostname = name);
+                } else {
+                    self.write(&caret(name)).await?;
+                }
+            }
+            Cmd::BootSystem => {
+                // `boot system [switch all] flash:a.bin[;flash:b.bin]`
+                let words: Vec<&str> = args.iter().map(String::as_str).collect();
+                let spec = match words.as_slice() {
+                    [s, a, rest @ ..] if s.eq_ignore_ascii_case("switch") && !rest.is_empty() => {
+                        let _ = a;
+                        rest.join(" ")
+                    }
+                    _ => words.join(" "),
+                };
+                let entries: Vec<String> = spec
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(String::from)
+                    .collect();
+                if entries.iter().any(|e| !e.contains(':')) {
+                    self.write(&caret(arg(0))).await?;
+                } else {
+                    let immediate = self.dev.persona.boot_system_immediate;
+                    self.dev.update(|s| {
+                        if immediate {
+                            s.running.boot_system = entries.clone();
+                            s.boot_variable = entries;
+                        } else {
+                            s.running.boot_system.extend(entries);
+                        }
+                    });
+                }
+            }
+            Cmd::NoBootSystem => {
+                let target = args.last().cloned();
+                let immediate = self.dev.persona.boot_system_immediate;
+                self.dev.update(|s| {
+                    match &target {
+                        Some(t) => s.running.boot_system.retain(|b| b != t),
+                        None => s.running.boot_system.clear(),
+                    }
+                    if immediate {
+                        s.boot_variable = s.running.boot_system.clone();
+                    }
+                });
+            }
+            Cmd::ConfigRegister => {
+                let v = arg(0).to_ascii_lowercase();
+                let hex = v.strip_prefix("0x").unwrap_or(&v);
+                match u16::from_str_radix(hex, 16) {
+                    Ok(n) => self
+                        .dev
+                        .update(|s| s.running.config_register = format!("0x{n:X}")),
+                    Err(_) => self.write(&caret(arg(0))).await?,
+                }
+            }
+            Cmd::TftpBlocksize => match arg(0).parse::<u16>() {
+                Ok(n) if (512..=8192).contains(&n) => {
+                    self.dev.update(|s| s.running.tftp_blocksize = Some(n))
+                }
+                _ => self.write(&caret(arg(0))).await?,
+            },
+            Cmd::NoTftpBlocksize => self.dev.update(|s| s.running.tftp_blocksize = None),
+            Cmd::FtpUsername => {
+                let u = arg(0).to_string();
+                self.dev.update(|s| s.running.ftp_username = Some(u));
+            }
+            Cmd::NoFtpUsername => self.dev.update(|s| s.running.ftp_username = None),
+            Cmd::FtpPassword => {
+                // `ip ftp password [0] SECRET`
+                let pw = if args.len() == 2 && arg(0) == "0" {
+                    arg(1)
+                } else if args.len() == 2 {
+                    self.write(&caret(arg(1))).await?;
+                    return Ok(Flow::Continue);
+                } else {
+                    arg(0)
+                };
+                let pw = pw.to_string();
+                self.dev.update(|s| s.running.ftp_password = Some(pw));
+            }
+            Cmd::NoFtpPassword => self.dev.update(|s| s.running.ftp_password = None),
+            Cmd::FtpPassive => self.dev.update(|s| s.running.ftp_passive = true),
+            Cmd::NoFtpPassive => self.dev.update(|s| s.running.ftp_passive = false),
+            Cmd::FilePrompt => {
+                let v = arg(0).to_ascii_lowercase();
+                let choice = ["alert", "noisy", "quiet"]
+                    .into_iter()
+                    .find(|c| !v.is_empty() && c.starts_with(v.as_str()));
+                match (v.is_empty(), choice) {
+                    (true, _) => self.dev.update(|s| s.running.file_prompt = "alert".into()),
+                    (false, Some(c)) => self.dev.update(|s| s.running.file_prompt = c.into()),
+                    (false, None) => self.write(&caret(arg(0))).await?,
+                }
+            }
+            Cmd::End => self.mode = Mode::Privileged,
+            Cmd::Do => {
+                let rest = command.trim_start();
+                let rest =
+                    rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..].trim_start();
+                let offset = prompt_len + (command.len() - rest.len());
+                self.mode = Mode::Privileged;
+                let flow = Box::pin(self.execute_inner(rest, offset)).await;
+                if self.mode == Mode::Privileged {
+                    self.mode = Mode::Config;
+                }
+                return flow;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// A command of the persona's `commands:` map, matched with abbreviations.
+    fn persona_command(&self, line: &str) -> Option<String> {
+        let typed: Vec<String> = line
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        self.dev.persona.commands.iter().find_map(|(key, text)| {
+            let words: Vec<&str> = key.split_whitespace().collect();
+            (words.len() == typed.len()
+                && words
+                    .iter()
+                    .zip(&typed)
+                    .all(|(w, t)| w.to_ascii_lowercase().starts_with(t.as_str())))
+            .then(|| text.clone())
+        })
+    }
+
+    async fn show(&mut self, text: &str, filter: Option<&Filter>) -> Result<(), ()> {
+        let text = match filter {
+            Some(f) => f.apply(text),
+            None => text.to_string(),
+        };
+        self.write(&crlf(&text)).await
+    }
+
+    async fn enable(&mut self) -> Result<(), ()> {
+        if self.mode != Mode::User {
+            return Ok(());
+        }
+        for _ in 0..3 {
+            self.write("Password: ").await?;
+            let Some(pw) = self.read_text(false).await else {
+                return Err(());
+            };
+            if pw == self.lab.enable_secret {
+                self.mode = Mode::Privileged;
+                return Ok(());
+            }
+        }
+        self.write("% Bad secrets\r\n\r\n").await
+    }
+
+    fn config_text(&self, c: &ConfigBits, version: &str) -> String {
+        let major = version.split('(').next().unwrap_or(version);
+        let mut t = String::new();
+        t.push_str("!\n");
+        t.push_str(&format!("version {major}\n"));
+        t.push_str("no service pad\nservice timestamps debug datetime msec\nservice timestamps log datetime msec\nno service password-encryption\n!\n");
+        t.push_str(&format!("hostname {}\n!\n", c.hostname));
+        t.push_str("boot-start-marker\n");
+        if self.dev.persona.boot_system_immediate {
+            if !c.boot_system.is_empty() {
+                t.push_str(&format!("boot system {}\n", c.boot_system.join(";")));
+            }
+        } else {
+            for b in &c.boot_system {
+                t.push_str(&format!("boot system {b}\n"));
+            }
+        }
+        t.push_str("boot-end-marker\n!\n");
+        t.push_str("enable secret 5 $1$lab0$M2yGbZcrD0sbMVNpbNlpN/\n!\n");
+        t.push_str(&format!(
+            "username {} privilege 1 secret 5 $1$lab1$Kd1Yq6gF0m2o8y1Hn0W3p/\n",
+            self.lab.username
+        ));
+        t.push_str("no aaa new-model\nsystem mtu routing 1500\n!\n");
+        if c.file_prompt != "alert" {
+            t.push_str(&format!("file prompt {}\n", c.file_prompt));
+        }
+        if let Some(b) = c.tftp_blocksize {
+            t.push_str(&format!("ip tftp blocksize {b}\n"));
+        }
+        if let Some(u) = &c.ftp_username {
+            t.push_str(&format!("ip ftp username {u}\n"));
+        }
+        if let Some(p) = &c.ftp_password {
+            t.push_str(&format!("ip ftp password {p}\n"));
+        }
+        if !c.ftp_passive {
+            t.push_str("no ip ftp passive\n");
+        }
+        t.push_str("ip ssh version 2\n!\n");
+        t.push_str(&format!(
+            "interface {}\n ip address {} 255.255.255.0\n!\n",
+            self.dev.persona.mgmt_interface, self.dev.ip
+        ));
+        if c.config_register != "0xF" {
+            t.push_str(&format!("config-register {}\n!\n", c.config_register));
+        }
+        t.push_str("line con 0\nline vty 0 4\n login local\n transport input ssh\nline vty 5 15\n login local\n transport input ssh\n!\nend\n");
+        t
+    }
+
+    /// `write memory` and `copy running-config startup-config`: startup becomes running, and
+    /// `config.text` is written to flash as a Catalyst does.
+    async fn save_config(&mut self) -> Result<(), ()> {
+        self.write("Building configuration...\r\n").await?;
+        let s = self.dev.state();
+        let text = self.config_text(&s.running, &s.version);
+        let path = self.dev.flash_path("config.text");
+        if let Err(e) = tokio::fs::write(&path, text).await {
+            tracing::warn!(device = %self.dev.name, error = %e, "cannot write config.text");
+        }
+        self.dev.update(|s| s.startup = s.running.clone());
+        Ok(())
+    }
+
+    async fn reload(&mut self) -> Result<Flow, ()> {
+        let s = self.dev.state();
+        if s.running != s.startup {
+            loop {
+                self.write("\r\nSystem configuration has been modified. Save? [yes/no]: ")
+                    .await?;
+                let answer = self
+                    .read_text(true)
+                    .await
+                    .ok_or(())?
+                    .trim()
+                    .to_ascii_lowercase();
+                match answer.as_str() {
+                    "y" | "ye" | "yes" => {
+                        self.save_config().await?;
+                        // IOS prints the confirm prompt straight after [OK].
+                        self.write("[OK]").await?;
+                        break;
+                    }
+                    "n" | "no" => break,
+                    "\u{3}" => return Ok(Flow::Continue),
+                    _ => self.write("% Please answer 'yes' or 'no'.").await?,
+                }
+            }
+        }
+        self.write("Proceed with reload? [confirm]").await?;
+        if !self.confirm().await.ok_or(())? {
+            return Ok(Flow::Continue);
+        }
+        let when = jiff::Timestamp::now()
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .strftime("%b %e %H:%M:%S%.3f")
+            .to_string();
+        self.write(&format!(
+            "\r\n*{when}: %SYS-5-RELOAD: Reload requested by {} on vty0 ({}). Reload Reason: Reload Command.\r\n",
+            self.user, self.peer
+        ))
+        .await?;
+        self.dev.update(|s| s.reload_count += 1);
+        self.dev.reload_requested.notify_one();
+        Ok(Flow::Drop)
+    }
+
+    fn dir_listing(&self, arg: Option<&str>) -> Result<String, String> {
+        let fs = self.dev.persona.filesystem.clone();
+        let only = match arg {
+            None => None,
+            Some(a) => {
+                let Some(rest) = a.strip_prefix(&format!("{fs}:")) else {
+                    return Err(format!("%Error opening {a} (No such device)\r\n"));
+                };
+                let rest = rest.trim_start_matches('/');
+                if rest.is_empty() {
+                    None
+                } else {
+                    Some(rest.to_string())
+                }
+            }
+        };
+        let flash = self.dev.flash();
+        let files: Vec<_> = flash
+            .files
+            .iter()
+            .filter(|f| only.as_deref().is_none_or(|o| o == f.name))
+            .collect();
+        if let Some(o) = &only
+            && files.is_empty()
+        {
+            return Err(format!(
+                "%Error opening {fs}:/{o} (No such file or directory)\r\n"
+            ));
+        }
+        let mut out = format!("Directory of {fs}:/{}\n\n", only.as_deref().unwrap_or(""));
+        if files.is_empty() {
+            out.push_str("No files in directory\n");
+        }
+        for f in files {
+            let when = f
+                .modified
+                .and_then(|m| jiff::Timestamp::try_from(m).ok())
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                .strftime("%b %-d %Y %H:%M:%S +00:00")
+                .to_string();
+            out.push_str(&format!(
+                "{:>6}  -rwx  {:>10}  {when}  {}\n",
+                f.inode, f.size, f.name
+            ));
+        }
+        out.push_str(&format!(
+            "\n{} bytes total ({} bytes free)\n",
+            flash.size, flash.free
+        ));
+        Ok(out)
+    }
+
+    /// A flash path of this device (`flash:x`, `flash:/x`) to a file name.
+    fn flash_name(&self, path: &str) -> Option<String> {
+        self.dev.flash_file_name(path).map(String::from)
+    }
+
+    async fn delete(&mut self, path: &str, force: bool) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let Some(mut name) = self.flash_name(path) else {
+            return self
+                .write(&format!(
+                    "%Error deleting {path} (No such file or directory)\r\n"
+                ))
+                .await;
+        };
+        if !force {
+            self.write(&format!("Delete filename [{name}]? ")).await?;
+            let answer = self.read_text(true).await.ok_or(())?;
+            let answer = answer.trim();
+            if answer == "\u{3}" {
+                return Ok(());
+            }
+            if !answer.is_empty() {
+                name = self
+                    .flash_name(answer)
+                    .unwrap_or_else(|| answer.trim_start_matches('/').to_string());
+            }
+            self.write(&format!("Delete {fs}:/{name}? [confirm]"))
+                .await?;
+            if !self.confirm().await.ok_or(())? {
+                return Ok(());
+            }
+        }
+        let file = self.dev.flash_path(&name);
+        match tokio::fs::remove_file(&file).await {
+            Ok(()) => {
+                self.dev.mark_corrupt(&name, false);
+                Ok(())
+            }
+            Err(_) => {
+                self.write(&format!(
+                    "%Error deleting {fs}:/{name} (No such file or directory)\r\n"
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn verify(&mut self, path: &str, expected: Option<&str>) -> Result<(), ()> {
+        let file = self.flash_name(path).map(|n| self.dev.flash_path(&n));
+        let opened = match file {
+            Some(f) => tokio::fs::File::open(f).await.ok(),
+            None => None,
+        };
+        let Some(mut f) = opened else {
+            return self
+                .write(&format!(
+                    "%Error opening {path} (No such file or directory)\r\n"
+                ))
+                .await;
+        };
+        let mut hasher = Md5::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut since_dot = 0u64;
+        loop {
+            let n = match f.read(&mut buf).await {
+                Ok(n) => n,
+                Err(_) => {
+                    return self
+                        .write(&format!("\r\n%Error reading {path} (I/O error)\r\n"))
+                        .await;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            since_dot += n as u64;
+            if since_dot >= VERIFY_DOT {
+                since_dot = 0;
+                self.write(".").await?;
+            }
+        }
+        let digest = hex::encode(hasher.finalize());
+        self.write(".Done!\r\n").await?;
+        match expected {
+            None => {
+                self.write(&format!("verify /md5 ({path}) = {digest}\r\n\r\n"))
+                    .await
+            }
+            Some(want) if want.eq_ignore_ascii_case(&digest) => {
+                self.write(&format!("Verified ({path}) = {digest}\r\n\r\n"))
+                    .await
+            }
+            Some(want) => {
+                self.write(&format!(
+                    "%Error verifying {path}\r\nComputed signature = {digest}\r\nSubmitted signature = {want}\r\n\r\n"
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn copy(&mut self, src: &str, dst: &str, dst_caret: &str) -> Result<Flow, ()> {
+        let src_l = src.to_ascii_lowercase();
+        let dst_l = dst.to_ascii_lowercase();
+        if is_running(&src_l) && is_startup(&dst_l) {
+            if self.dev.state().running.file_prompt != "quiet" {
+                self.write("Destination filename [startup-config]? ")
+                    .await?;
+                let a = self.read_text(true).await.ok_or(())?;
+                if a == "\u{3}" {
+                    return Ok(Flow::Continue);
+                }
+            }
+            self.save_config().await?;
+            self.write("[OK]\r\n").await?;
+            return Ok(Flow::Continue);
+        }
+        if is_startup(&src_l) && is_running(&dst_l) {
+            self.write("Destination filename [running-config]? ")
+                .await?;
+            let a = self.read_text(true).await.ok_or(())?;
+            if a == "\u{3}" {
+                return Ok(Flow::Continue);
+            }
+            let s = self.dev.state();
+            let size = self.config_text(&s.startup, &s.version).len();
+            self.dev.update(|s| s.running = s.startup.clone());
+            self.write(&format!(
+                "{size} bytes copied in 0.104 secs ({} bytes/sec)\r\n",
+                size * 10
+            ))
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        let fs = self.dev.persona.filesystem.clone();
+        let url = if src_l == "tftp:" || src_l == "ftp:" {
+            self.write("Address or name of remote host []? ").await?;
+            let host = self.read_text(true).await.ok_or(())?;
+            self.write("Source filename []? ").await?;
+            let file = self.read_text(true).await.ok_or(())?;
+            if host.contains('\u{3}') || file.contains('\u{3}') {
+                return Ok(Flow::Continue);
+            }
+            format!(
+                "{}//{}/{}",
+                src_l,
+                host.trim(),
+                file.trim().trim_start_matches('/')
+            )
+        } else {
+            src.to_string()
+        };
+        if url.to_ascii_lowercase().starts_with("tftp://")
+            || url.to_ascii_lowercase().starts_with("ftp://")
+        {
+            let source = match copy::parse_url(&url) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.write(&format!("%Error opening {url} ({e})\r\n"))
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
+            };
+            let dst_name = match dst_l.strip_prefix(&format!("{fs}:")) {
+                Some(rest) => rest.trim_start_matches('/').to_string(),
+                None => {
+                    self.write(dst_caret).await?;
+                    return Ok(Flow::Continue);
+                }
+            };
+            let dst_name = &dst[dst.len() - dst_name.len()..];
+            return self.copy_url(source, dst_name).await;
+        }
+        if let (Some(from), Some(_)) = (self.flash_name(src), dst_l.strip_prefix(&format!("{fs}:")))
+        {
+            return self.copy_flash(&from, dst).await.map(|()| Flow::Continue);
+        }
+        self.write(&format!(
+            "%Error opening {src} (No such file or directory)\r\n"
+        ))
+        .await?;
+        Ok(Flow::Continue)
+    }
+
+    async fn ask_destination(&mut self, default: &str) -> Result<Option<String>, ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let mut name = default.to_string();
+        if self.dev.state().running.file_prompt != "quiet" {
+            self.write(&format!("Destination filename [{default}]? "))
+                .await?;
+            let answer = self.read_text(true).await.ok_or(())?;
+            let answer = answer.trim();
+            if answer == "\u{3}" {
+                return Ok(None);
+            }
+            if !answer.is_empty() {
+                name = answer
+                    .strip_prefix(&format!("{fs}:"))
+                    .unwrap_or(answer)
+                    .trim_start_matches('/')
+                    .to_string();
+            }
+        }
+        if crate::images::validate_file_name(&name).is_err() {
+            self.write(&format!(
+                "%Error opening {fs}:{name} (Invalid argument)\r\n"
+            ))
+            .await?;
+            return Ok(None);
+        }
+        if tokio::fs::metadata(self.dev.flash_path(&name))
+            .await
+            .is_ok()
+            && self.dev.state().running.file_prompt != "quiet"
+        {
+            self.write("%Warning:There is a file already existing with this name \r\nDo you want to over write? [confirm]")
+                .await?;
+            if !self.confirm().await.ok_or(())? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(name))
+    }
+
+    async fn copy_flash(&mut self, from: &str, dst: &str) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let default = self.flash_name(dst).unwrap_or_else(|| from.to_string());
+        let Some(to) = self.ask_destination(&default).await? else {
+            return Ok(());
+        };
+        let flash = self.dev.flash();
+        let Some(size) = flash.files.iter().find(|f| f.name == from).map(|f| f.size) else {
+            return self
+                .write(&format!(
+                    "%Error opening {fs}:/{from} (No such file or directory)\r\n"
+                ))
+                .await;
+        };
+        if size > flash.free {
+            return self
+                .write(&format!(
+                    "%Error copying {fs}:/{from} (Not enough space on device)\r\n"
+                ))
+                .await;
+        }
+        let started = Instant::now();
+        self.write("Copy in progress...").await?;
+        match tokio::fs::copy(self.dev.flash_path(from), self.dev.flash_path(&to)).await {
+            Ok(n) => {
+                let marks = "C".repeat((n / COPY_MARK + 1).min(400) as usize);
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                self.write(&format!(
+                    "{marks}\r\n{n} bytes copied in {secs:.3} secs ({} bytes/sec)\r\n",
+                    (n as f64 / secs) as u64
+                ))
+                .await
+            }
+            Err(_) => {
+                self.write(&format!("\r\n%Error copying {fs}:/{from} (I/O error)\r\n"))
+                    .await
+            }
+        }
+    }
+
+    async fn copy_url(&mut self, source: Source, dst_name: &str) -> Result<Flow, ()> {
+        let default = if dst_name.is_empty() {
+            source.file_name().to_string()
+        } else {
+            dst_name.to_string()
+        };
+        let Some(name) = self.ask_destination(&default).await? else {
+            return Ok(Flow::Continue);
+        };
+        let display = source.display();
+        self.write(&format!("Accessing {display}...\r\n")).await?;
+        let dev = self.dev.clone();
+        if dev.has_fault(Fault::TftpTimeout) {
+            tokio::time::sleep(self.lab.fault_delay).await;
+            self.write(&format!("%Error opening {display} (Timed out)\r\n"))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let flash = dev.flash();
+        let existing = flash
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(0, |f| f.size);
+        let limit = flash.free + existing;
+        let partial = dev.flash_path(&format!(".{name}.partial"));
+        let file = match tokio::fs::File::create(&partial).await {
+            Ok(f) => f,
+            Err(_) => {
+                self.write(&format!("%Error opening {display} (I/O error)\r\n"))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let rate = if dev.has_fault(Fault::SlowTransfer) {
+            Some(self.lab.slow_rate)
+        } else {
+            self.lab.rate
+        };
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let mut sink = FlashSink::new(file, limit, rate, ptx);
+        if dev.has_fault(Fault::CorruptDownload) {
+            sink = sink.corrupt();
+        }
+        if dev.has_fault(Fault::DropMidCopy) {
+            sink = sink.drop_after(1);
+        }
+        let s = dev.state();
+        let opts = FetchOptions {
+            local_ip: IpAddr::V4(dev.ip),
+            tftp_port: self.lab.tftp_port,
+            ftp_port: self.lab.ftp_port,
+            tftp_blocksize: s.running.tftp_blocksize,
+            tftp_timeout: self.lab.tftp_timeout,
+            ftp_passive: s.running.ftp_passive,
+            ftp_username: s.running.ftp_username.clone(),
+            ftp_password: s.running.ftp_password.clone(),
+        };
+        let is_ftp = matches!(source, Source::Ftp { .. });
+        let loading = if is_ftp {
+            format!("Loading {} ", source.path())
+        } else {
+            format!(
+                "Loading {} from {} (via {}): ",
+                source.path(),
+                source.host(),
+                dev.persona.mgmt_interface
+            )
+        };
+        let started = Instant::now();
+        let mut marks = 0u64;
+        let result = {
+            let fut = copy::fetch(&source, &opts, &mut sink);
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    r = &mut fut => break r,
+                    Some(n) = prx.recv() => {
+                        let mut text = String::new();
+                        if marks == 0 {
+                            text.push_str(&loading);
+                        }
+                        let want = n / COPY_MARK + 1;
+                        while marks < want {
+                            text.push('!');
+                            marks += 1;
+                        }
+                        if !text.is_empty() {
+                            self.write(&text).await?;
+                        }
+                    }
+                }
+            }
+        };
+        let result = match result {
+            Ok(_) => sink
+                .finish()
+                .await
+                .map_err(|e| FetchError::Other(e.to_string())),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(n) => {
+                if tokio::fs::rename(&partial, dev.flash_path(&name))
+                    .await
+                    .is_err()
+                {
+                    self.write(&format!("\r\n%Error copying {display} (I/O error)\r\n"))
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
+                dev.mark_corrupt(&name, dev.has_fault(Fault::CorruptDownload));
+                let mut text = String::new();
+                if marks == 0 {
+                    text.push_str(&loading);
+                    text.push('!');
+                }
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                let ok = if is_ftp {
+                    format!("[OK - {n}/4096 bytes]")
+                } else {
+                    format!("[OK - {n} bytes]")
+                };
+                text.push_str(&format!(
+                    "\r\n{ok}\r\n\r\n{n} bytes copied in {secs:.3} secs ({} bytes/sec)\r\n",
+                    (n as f64 / secs) as u64
+                ));
+                self.write(&text).await?;
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                if e == FetchError::Dropped {
+                    return Ok(Flow::Drop);
+                }
+                let lead = if marks > 0 { "\r\n" } else { "" };
+                self.write(&format!(
+                    "{lead}%Error {} {display} ({e})\r\n",
+                    e.verb(marks > 0)
+                ))
+                .await?;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names() {
+        assert!(is_running("run"));
+        assert!(is_running("running-config"));
+        assert!(is_running("system:running-config"));
+        assert!(!is_running("ru"));
+        assert!(is_startup("start"));
+        assert!(is_startup("nvram:startup-config"));
+        assert!(!is_startup("flash:"));
+    }
+
+    #[test]
+    fn filters() {
+        let f = Filter {
+            kind: FilterKind::Include,
+            pattern: Some(regex::Regex::new("bytes").unwrap()),
+        };
+        assert_eq!(
+            f.apply("Directory of flash:/\n\n10 bytes total (5 bytes free)\n"),
+            "10 bytes total (5 bytes free)\n"
+        );
+        let f = Filter {
+            kind: FilterKind::Begin,
+            pattern: Some(regex::Regex::new("^b").unwrap()),
+        };
+        assert_eq!(f.apply("a\nb\nc"), "b\nc\n");
+    }
+
+    #[test]
+    fn exec_syntax_needs_privilege_for_configure() {
+        let user: Vec<Syntax<Cmd>> = EXEC
+            .iter()
+            .filter(|(l, _)| *l <= 1)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(
+            parse("conf t", &user).unwrap_err(),
+            ParseError::Invalid { at: 0 }
+        );
+        let all: Vec<Syntax<Cmd>> = EXEC.iter().map(|(_, s)| *s).collect();
+        assert_eq!(parse("conf t", &all).unwrap().cmd, Cmd::Configure);
+        assert_eq!(parse("wr", &all).unwrap().cmd, Cmd::Write);
+        assert_eq!(parse("sh ver", &all).unwrap().cmd, Cmd::ShowVersion);
+        assert_eq!(parse("sh flash:", &all).unwrap().cmd, Cmd::ShowFlash);
+        assert_eq!(parse("sh boot", &all).unwrap().cmd, Cmd::ShowBoot);
+        assert_eq!(parse("term len 0", &all).unwrap().cmd, Cmd::TermLength);
+        assert_eq!(
+            parse("copy run start", &all).unwrap().args,
+            vec!["run", "start"]
+        );
+    }
+
+    #[test]
+    fn config_syntax() {
+        assert_eq!(
+            parse("boot system flash:x.bin", CONFIG).unwrap().cmd,
+            Cmd::BootSystem
+        );
+        assert_eq!(parse("no boot sys", CONFIG).unwrap().cmd, Cmd::NoBootSystem);
+        assert_eq!(
+            parse("no ip ftp passive", CONFIG).unwrap().cmd,
+            Cmd::NoFtpPassive
+        );
+        assert_eq!(
+            parse("ip tftp blocksize 8192", CONFIG).unwrap().cmd,
+            Cmd::TftpBlocksize
+        );
+        assert_eq!(parse("do wr", CONFIG).unwrap().cmd, Cmd::Do);
+    }
+}

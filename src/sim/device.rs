@@ -1,0 +1,608 @@
+//! One simulated device: its persisted state (`STATE_DIR/<device>/state.json`), its flash (a real
+//! directory, `STATE_DIR/<device>/flash/`, of finite size), its faults, and what a reload does.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use super::Fault;
+use super::persona::{self, Persona};
+
+/// How many commands the admin API shows per device.
+const LAST_COMMANDS: usize = 50;
+
+/// The configuration lines the simulator understands; everything else of a config is fixed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigBits {
+    pub hostname: String,
+    /// `boot system` entries as typed (`flash:x.bin`, `flash:/x.bin`).
+    pub boot_system: Vec<String>,
+    pub config_register: String,
+    pub tftp_blocksize: Option<u16>,
+    pub ftp_username: Option<String>,
+    pub ftp_password: Option<String>,
+    pub ftp_passive: bool,
+    /// `file prompt alert|noisy|quiet`.
+    pub file_prompt: String,
+}
+
+/// Everything that survives a lab restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Persisted {
+    pub running: ConfigBits,
+    pub startup: ConfigBits,
+    /// The boot loader's BOOT variable (switches set it as soon as `boot system` is typed).
+    pub boot_variable: Vec<String>,
+    /// The configuration register in effect since the last boot.
+    pub config_register_now: String,
+    /// What the device booted, as `show version` prints it (`flash:/x.bin`).
+    pub booted_image: String,
+    pub version: String,
+    /// Unix seconds of the last boot.
+    pub booted_at: i64,
+    pub reload_count: u64,
+    pub last_reload_reason: Option<String>,
+    /// Files a faulty transfer damaged: the boot loader refuses them.
+    #[serde(default)]
+    pub corrupt_files: BTreeSet<String>,
+}
+
+/// Whether the device answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Power {
+    Up,
+    Reloading,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlashFile {
+    pub name: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub inode: u64,
+    #[serde(skip)]
+    pub modified: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlashInfo {
+    pub filesystem: String,
+    pub size: u64,
+    pub free: u64,
+    pub files: Vec<FlashFile>,
+}
+
+/// A device's state as the admin API and tests see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceState {
+    pub name: String,
+    pub persona: String,
+    pub model: String,
+    pub ssh: SocketAddr,
+    pub power: Power,
+    pub version: String,
+    pub running_image: String,
+    pub boot_variable: Vec<String>,
+    pub config_register: String,
+    pub unsaved_changes: bool,
+    pub reload_count: u64,
+    pub flash: FlashInfo,
+    pub faults: Vec<Fault>,
+    pub last_commands: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("device {device}: cannot use state directory {path}: {source}")]
+    Io {
+        device: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "device {device}: state file {path} is damaged ({message}); delete it to start the device afresh"
+    )]
+    BadState {
+        device: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+pub struct Device {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub persona: Arc<Persona>,
+    pub dir: PathBuf,
+    pub flash_dir: PathBuf,
+    inner: Mutex<Inner>,
+    /// Wakes the device's supervisor: a reload was confirmed.
+    pub reload_requested: Notify,
+    /// Wakes a device that waits for a fault to be cleared.
+    pub faults_changed: Notify,
+    pub power: watch::Sender<Power>,
+}
+
+struct Inner {
+    state: Persisted,
+    faults: BTreeSet<Fault>,
+    last_commands: VecDeque<String>,
+    ssh: SocketAddr,
+}
+
+fn io_err(device: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError {
+    let device = device.to_string();
+    let path = path.to_path_buf();
+    move |source| DeviceError::Io {
+        device,
+        path,
+        source,
+    }
+}
+
+pub fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+impl Device {
+    /// Open (or create on first start) the device's state directory.
+    pub fn open(
+        name: &str,
+        ip: Ipv4Addr,
+        persona: Arc<Persona>,
+        state_dir: &Path,
+    ) -> Result<Device, DeviceError> {
+        let dir = state_dir.join(name);
+        let flash_dir = dir.join("flash");
+        std::fs::create_dir_all(&flash_dir).map_err(io_err(name, &flash_dir))?;
+        let state_path = dir.join("state.json");
+        let state = if state_path.exists() {
+            let text = std::fs::read_to_string(&state_path).map_err(io_err(name, &state_path))?;
+            serde_json::from_str::<Persisted>(&text).map_err(|e| DeviceError::BadState {
+                device: name.to_string(),
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?
+        } else {
+            let image = &persona.initial_image;
+            let mut files = vec![(image.clone(), persona.initial_image_size)];
+            files.extend(
+                persona
+                    .initial_files
+                    .iter()
+                    .map(|f| (f.name.clone(), f.size)),
+            );
+            for (file, size) in files {
+                let path = flash_dir.join(&file);
+                if !path.exists() {
+                    // Sparse: a realistic size without the disk use.
+                    let f = std::fs::File::create(&path).map_err(io_err(name, &path))?;
+                    f.set_len(size).map_err(io_err(name, &path))?;
+                }
+            }
+            let fs = &persona.filesystem;
+            let config = ConfigBits {
+                hostname: name.to_string(),
+                boot_system: vec![format!("{fs}:/{image}")],
+                config_register: "0xF".to_string(),
+                tftp_blocksize: None,
+                ftp_username: None,
+                ftp_password: None,
+                ftp_passive: true,
+                file_prompt: "alert".to_string(),
+            };
+            Persisted {
+                running: config.clone(),
+                startup: config.clone(),
+                boot_variable: config.boot_system.clone(),
+                config_register_now: "0xF".to_string(),
+                booted_image: format!("{fs}:/{image}"),
+                version: crate::images::guess_version(image).unwrap_or_else(|| "15.2".into()),
+                booted_at: now_unix(),
+                reload_count: 0,
+                last_reload_reason: None,
+                corrupt_files: BTreeSet::new(),
+            }
+        };
+        let (power, _) = watch::channel(Power::Up);
+        let device = Device {
+            name: name.to_string(),
+            ip,
+            persona,
+            dir,
+            flash_dir,
+            inner: Mutex::new(Inner {
+                state,
+                faults: BTreeSet::new(),
+                last_commands: VecDeque::new(),
+                ssh: SocketAddr::from((ip, 0)),
+            }),
+            reload_requested: Notify::new(),
+            faults_changed: Notify::new(),
+            power,
+        };
+        device.save()?;
+        Ok(device)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read the persisted state.
+    pub fn state(&self) -> Persisted {
+        self.lock().state.clone()
+    }
+
+    /// Change the persisted state and write it to disk.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Persisted) -> R) -> R {
+        let r = f(&mut self.lock().state);
+        if let Err(e) = self.save() {
+            tracing::warn!(device = %self.name, error = %e, "cannot save lab device state");
+        }
+        r
+    }
+
+    pub fn save(&self) -> Result<(), DeviceError> {
+        let text = {
+            let inner = self.lock();
+            serde_json::to_string_pretty(&inner.state).unwrap_or_default()
+        };
+        let path = self.dir.join("state.json");
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, text).map_err(io_err(&self.name, &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&self.name, &path))
+    }
+
+    pub fn set_ssh_addr(&self, addr: SocketAddr) {
+        self.lock().ssh = addr;
+    }
+
+    pub fn ssh_addr(&self) -> SocketAddr {
+        self.lock().ssh
+    }
+
+    pub fn has_fault(&self, f: Fault) -> bool {
+        self.lock().faults.contains(&f)
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        self.lock().faults.insert(f);
+        self.faults_changed.notify_waiters();
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+        self.faults_changed.notify_waiters();
+    }
+
+    pub fn clear_fault(&self, f: Fault) {
+        self.lock().faults.remove(&f);
+        self.faults_changed.notify_waiters();
+    }
+
+    pub fn record_command(&self, line: &str) {
+        let mut inner = self.lock();
+        if inner.last_commands.len() == LAST_COMMANDS {
+            inner.last_commands.pop_front();
+        }
+        inner.last_commands.push_back(line.to_string());
+    }
+
+    /// The BOOT variable the boot loader will use.
+    pub fn boot_list(&self, s: &Persisted) -> Vec<String> {
+        if self.persona.boot_system_immediate {
+            s.boot_variable.clone()
+        } else {
+            s.startup.boot_system.clone()
+        }
+    }
+
+    /// Map `flash:x`, `flash:/x` to a file name in the flash directory.
+    pub fn flash_file_name<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let rest = path.strip_prefix(self.persona.filesystem.as_str())?;
+        let rest = rest.strip_prefix(':')?;
+        let rest = rest.trim_start_matches('/');
+        if crate::images::validate_file_name(rest).is_ok() {
+            Some(rest)
+        } else {
+            None
+        }
+    }
+
+    pub fn flash_path(&self, file: &str) -> PathBuf {
+        self.flash_dir.join(file)
+    }
+
+    /// The flash directory as the device sees it (a handful of files: read synchronously).
+    pub fn flash(&self) -> FlashInfo {
+        use std::os::unix::fs::MetadataExt;
+        let mut files = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.flash_dir) {
+            for entry in rd.flatten() {
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Partial downloads live under a hidden name until complete.
+                if name.starts_with('.') {
+                    continue;
+                }
+                files.push(FlashFile {
+                    name,
+                    size: meta.len(),
+                    inode: meta.ino() % 1_000_000,
+                    modified: meta.modified().ok(),
+                });
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        let used: u64 = files.iter().map(|f| f.size).sum();
+        let size = self.flash_size(used);
+        FlashInfo {
+            filesystem: self.persona.filesystem.clone(),
+            size,
+            free: size.saturating_sub(used),
+            files,
+        }
+    }
+
+    /// The flash size the device reports: the persona's, or barely more than what is used when
+    /// the `flash-too-small` fault is on.
+    fn flash_size(&self, used: u64) -> u64 {
+        if self.has_fault(Fault::FlashTooSmall) {
+            (used + 64 * 1024).min(self.persona.flash_size.max(used))
+        } else {
+            self.persona.flash_size
+        }
+    }
+
+    pub fn mark_corrupt(&self, file: &str, corrupt: bool) {
+        self.update(|s| {
+            if corrupt {
+                s.corrupt_files.insert(file.to_string());
+            } else {
+                s.corrupt_files.remove(file);
+            }
+        });
+    }
+
+    /// Boot: the first valid `boot system` entry, else the first image in flash (what the IOS
+    /// boot loader does), unless a fault keeps the old image.
+    pub fn boot(&self) {
+        let flash = self.flash();
+        let s = self.state();
+        let present: BTreeMap<&str, &FlashFile> =
+            flash.files.iter().map(|f| (f.name.as_str(), f)).collect();
+        let bootable = |name: &str| {
+            present.get(name).is_some_and(|f| f.size > 0)
+                && !s.corrupt_files.contains(name)
+                && crate::images::guess_version(name).is_some()
+        };
+        let fs = &self.persona.filesystem;
+        let mut choice: Option<(String, String)> = None;
+        if self.has_fault(Fault::ReloadOldImage)
+            && let Some(name) = self.flash_file_name(&s.booted_image)
+            && present.contains_key(name)
+        {
+            choice = Some((s.booted_image.clone(), name.to_string()));
+        }
+        if choice.is_none() {
+            for entry in self.boot_list(&s) {
+                if let Some(name) = self.flash_file_name(&entry)
+                    && bootable(name)
+                {
+                    choice = Some((entry.clone(), name.to_string()));
+                    break;
+                }
+            }
+        }
+        if choice.is_none() {
+            choice = flash
+                .files
+                .iter()
+                .find(|f| bootable(&f.name))
+                .map(|f| (format!("{fs}:/{}", f.name), f.name.clone()));
+        }
+        self.update(|st| {
+            if let Some((path, name)) = choice {
+                st.version = crate::images::guess_version(&name).unwrap_or_default();
+                st.booted_image = path;
+            }
+            st.running = st.startup.clone();
+            // Switches keep their BOOT variable; only the running config is lost.
+            st.running.boot_system = if self.persona.boot_system_immediate {
+                st.boot_variable.clone()
+            } else {
+                st.startup.boot_system.clone()
+            };
+            st.config_register_now = st.running.config_register.clone();
+            st.booted_at = now_unix();
+            st.last_reload_reason = Some("Reload command".to_string());
+        });
+    }
+
+    pub fn snapshot(&self) -> DeviceState {
+        let flash = self.flash();
+        let inner = self.lock();
+        let s = &inner.state;
+        DeviceState {
+            name: self.name.clone(),
+            persona: self.persona.name.clone(),
+            model: self.persona.model.clone(),
+            ssh: inner.ssh,
+            power: *self.power.borrow(),
+            version: s.version.clone(),
+            running_image: s.booted_image.clone(),
+            boot_variable: self.boot_list(s),
+            config_register: s.config_register_now.clone(),
+            unsaved_changes: s.running != s.startup,
+            reload_count: s.reload_count,
+            flash,
+            faults: inner.faults.iter().copied().collect(),
+            last_commands: inner.last_commands.iter().cloned().collect(),
+        }
+    }
+
+    /// Values for the persona's templates.
+    pub fn template_vars(&self) -> BTreeMap<&'static str, String> {
+        let flash = self.flash();
+        let s = self.state();
+        let p = &self.persona;
+        let image = s
+            .booted_image
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut v = BTreeMap::new();
+        v.insert("hostname", s.running.hostname.clone());
+        v.insert("model", p.model.clone());
+        v.insert("version", s.version.clone());
+        v.insert("image_upper", image_upper(&image));
+        v.insert(
+            "platform_upper",
+            image
+                .split('-')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase(),
+        );
+        v.insert("image", image);
+        v.insert("image_path", s.booted_image.clone());
+        let up = (now_unix() - s.booted_at).max(0);
+        v.insert("uptime", uptime(up));
+        v.insert("restarted_at", clock_at(s.booted_at, false));
+        let (returned, reason) = match &s.last_reload_reason {
+            Some(r) => ("Reload Command".to_string(), r.clone()),
+            None => ("power-on".to_string(), "power-on".to_string()),
+        };
+        v.insert("returned_by", returned);
+        v.insert("reload_reason", reason);
+        v.insert("serial", serial(&self.name));
+        v.insert("mac", mac(self.ip));
+        let reg = if s.running.config_register != s.config_register_now {
+            format!(
+                "{} (will be {} at next reload)",
+                s.config_register_now, s.running.config_register
+            )
+        } else {
+            s.config_register_now.clone()
+        };
+        v.insert("config_register", reg);
+        let boot = self.boot_list(&s);
+        v.insert("boot_path_list", boot.join(";"));
+        v.insert(
+            "boot_variable",
+            boot.iter().map(|b| format!("{b},1;")).collect::<String>(),
+        );
+        v.insert("flash_size", flash.size.to_string());
+        v.insert("flash_free", flash.free.to_string());
+        v.insert("clock", clock_at(now_unix(), true));
+        v
+    }
+
+    pub fn render(&self, template: &str) -> String {
+        let vars = self.template_vars();
+        persona::render(template, &vars)
+    }
+}
+
+/// `c2960x-universalk9-mz.152-7.E8.bin` -> `C2960X-UNIVERSALK9-M`.
+fn image_upper(image: &str) -> String {
+    let stem = image
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    match stem.strip_suffix("-MZ") {
+        Some(s) => format!("{s}-M"),
+        None => stem,
+    }
+}
+
+/// IOS uptime: `1 year, 3 weeks, 2 days, 4 hours, 5 minutes`, zero parts left out except the
+/// minutes.
+pub fn uptime(secs: i64) -> String {
+    let mins = secs / 60;
+    let in_year = mins % 525_600;
+    let parts = [
+        (mins / 525_600, "year"),
+        (in_year / 10_080, "week"),
+        (in_year % 10_080 / 1_440, "day"),
+        (in_year % 1_440 / 60, "hour"),
+    ];
+    let mut out: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    let m = mins % 60;
+    out.push(format!("{m} minute{}", if m == 1 { "" } else { "s" }));
+    out.join(", ")
+}
+
+/// `12:22:21 UTC Mon Sep 10 2018`, or with milliseconds as `show clock` prints it.
+fn clock_at(unix: i64, millis: bool) -> String {
+    let ts = jiff::Timestamp::from_second(unix).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let t = ts.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    if millis {
+        t.strftime("%H:%M:%S.000 UTC %a %b %-d %Y").to_string()
+    } else {
+        t.strftime("%H:%M:%S UTC %a %b %-d %Y").to_string()
+    }
+}
+
+/// A stable serial number per device name (`FOC` + 8 characters).
+fn serial(name: &str) -> String {
+    use md5::{Digest as _, Md5};
+    let digest = Md5::digest(name.as_bytes());
+    let alphabet = b"0123456789ABCDEFGHJKLMNPRSTUVWXYZ";
+    let tail: String = digest
+        .iter()
+        .take(8)
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect();
+    format!("FOC{tail}")
+}
+
+fn mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("CC:46:D6:{:02X}:{:02X}:{:02X}", o[1], o[2], o[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_like_ios() {
+        assert_eq!(uptime(30), "0 minutes");
+        assert_eq!(uptime(61), "1 minute");
+        assert_eq!(uptime(3600 + 120), "1 hour, 2 minutes");
+        assert_eq!(
+            uptime(27 * 604_800 + 4 * 86_400 + 16 * 60),
+            "27 weeks, 4 days, 16 minutes"
+        );
+        assert_eq!(uptime(366 * 86_400), "1 year, 1 day, 0 minutes");
+    }
+
+    #[test]
+    fn image_names_to_feature_sets() {
+        assert_eq!(
+            image_upper("c2960x-universalk9-mz.152-7.E8.bin"),
+            "C2960X-UNIVERSALK9-M"
+        );
+    }
+}

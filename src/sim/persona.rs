@@ -1,0 +1,331 @@
+//! A persona: what kind of device a lab device pretends to be. It is data (YAML), so a user can
+//! record the outputs of a real device and replay them with `--persona FILE`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::inventory::Platform;
+use crate::yaml::YamlError;
+
+/// Personas shipped inside the binary, by name.
+const BUILT_IN: &[(&str, &str)] = &[("c2960x", include_str!("../../personas/c2960x.yaml"))];
+
+/// Placeholders a template may use; anything else is refused when the persona is loaded, so a
+/// typo shows up at start and not in the middle of a rehearsal.
+pub const PLACEHOLDERS: &[&str] = &[
+    "hostname",
+    "model",
+    "version",
+    "image",
+    "image_path",
+    "image_upper",
+    "platform_upper",
+    "uptime",
+    "restarted_at",
+    "returned_by",
+    "reload_reason",
+    "serial",
+    "mac",
+    "config_register",
+    "boot_path_list",
+    "boot_variable",
+    "flash_size",
+    "flash_free",
+    "clock",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersonaError {
+    #[error("unknown persona {0:?}: use one of {list} or the path of a persona YAML file", list = built_in_names().join(", "))]
+    Unknown(String),
+    #[error("cannot read persona file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("persona {name}: {source}")]
+    Yaml {
+        name: String,
+        #[source]
+        source: YamlError,
+    },
+    #[error("persona {name}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialFile {
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    pub show_version: String,
+    pub show_boot: String,
+    #[serde(default)]
+    pub show_bootvar: Option<String>,
+    pub show_file_systems: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persona {
+    pub name: String,
+    pub platform: Platform,
+    pub model: String,
+    /// The flash file system's name as the CLI shows it (`flash`, `bootflash`).
+    pub filesystem: String,
+    pub flash_size: u64,
+    #[serde(default = "default_nvram")]
+    pub nvram_size: u64,
+    /// Shown in `Loading X from H (via IFACE)`.
+    pub mgmt_interface: String,
+    /// Catalyst switches set the boot loader's BOOT variable as soon as `boot system` is typed,
+    /// and one `boot system` line replaces the list; routers append and apply from startup-config.
+    #[serde(default)]
+    pub boot_system_immediate: bool,
+    pub initial_image: String,
+    pub initial_image_size: u64,
+    #[serde(default)]
+    pub initial_files: Vec<InitialFile>,
+    pub templates: Templates,
+    /// Extra commands answered with a fixed (templated) output.
+    #[serde(default)]
+    pub commands: BTreeMap<String, String>,
+}
+
+fn default_nvram() -> u64 {
+    524288
+}
+
+pub fn built_in_names() -> Vec<&'static str> {
+    BUILT_IN.iter().map(|(n, _)| *n).collect()
+}
+
+impl Persona {
+    /// A built-in persona by name, or a YAML file when `spec` names one.
+    pub fn load(spec: &str) -> Result<Persona, PersonaError> {
+        if let Some((_, text)) = BUILT_IN.iter().find(|(n, _)| *n == spec) {
+            return Persona::parse(spec, text);
+        }
+        let path = Path::new(spec);
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") || path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|source| PersonaError::Read {
+                path: spec.to_string(),
+                source,
+            })?;
+            return Persona::parse(spec, &text);
+        }
+        Err(PersonaError::Unknown(spec.to_string()))
+    }
+
+    pub fn parse(name: &str, text: &str) -> Result<Persona, PersonaError> {
+        let persona: Persona =
+            crate::yaml::from_str(text).map_err(|source| PersonaError::Yaml {
+                name: name.to_string(),
+                source,
+            })?;
+        persona.validate()?;
+        Ok(persona)
+    }
+
+    fn validate(&self) -> Result<(), PersonaError> {
+        let bad = |message: String| {
+            Err(PersonaError::Invalid {
+                name: self.name.clone(),
+                message,
+            })
+        };
+        if self.platform != Platform::Ios {
+            return bad(format!(
+                "platform {} is not simulated yet; only ios (bundle mode) is",
+                self.platform
+            ));
+        }
+        if crate::images::validate_file_name(&self.initial_image).is_err() {
+            return bad(format!(
+                "initial_image {:?} is not a valid file name",
+                self.initial_image
+            ));
+        }
+        for f in &self.initial_files {
+            if crate::images::validate_file_name(&f.name).is_err() {
+                return bad(format!(
+                    "initial file {:?} is not a valid file name",
+                    f.name
+                ));
+            }
+        }
+        let used: u64 =
+            self.initial_image_size + self.initial_files.iter().map(|f| f.size).sum::<u64>();
+        if used > self.flash_size {
+            return bad(format!(
+                "initial files ({used} bytes) do not fit in flash_size ({} bytes)",
+                self.flash_size
+            ));
+        }
+        if self.filesystem.is_empty() || !self.filesystem.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return bad(format!(
+                "filesystem {:?} must be a plain name like flash",
+                self.filesystem
+            ));
+        }
+        let mut all: Vec<(&str, &str)> = vec![
+            ("show_version", &self.templates.show_version),
+            ("show_boot", &self.templates.show_boot),
+            ("show_file_systems", &self.templates.show_file_systems),
+        ];
+        if let Some(t) = &self.templates.show_bootvar {
+            all.push(("show_bootvar", t));
+        }
+        for (k, v) in &self.commands {
+            if k.split_whitespace().next().is_none() {
+                return bad("a command key is empty".to_string());
+            }
+            all.push((k, v));
+        }
+        for (what, template) in all {
+            if let Err(message) = check_template(template) {
+                return bad(format!("template {what}: {message}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `{name}` / `{name:>N}` / `{name:<N}` placeholder.
+struct Placeholder<'a> {
+    name: &'a str,
+    align: Option<(char, usize)>,
+}
+
+fn parse_placeholder(inner: &str) -> Result<Placeholder<'_>, String> {
+    let (name, spec) = match inner.split_once(':') {
+        Some((n, s)) => (n, Some(s)),
+        None => (inner, None),
+    };
+    if !PLACEHOLDERS.contains(&name) {
+        return Err(format!(
+            "unknown placeholder {{{name}}} (known: {})",
+            PLACEHOLDERS.join(", ")
+        ));
+    }
+    let align = match spec {
+        None => None,
+        Some(s) => {
+            let mut chars = s.chars();
+            let dir = chars.next().filter(|c| *c == '<' || *c == '>');
+            let width = chars.as_str().parse::<usize>().ok().filter(|w| *w <= 200);
+            match (dir, width) {
+                (Some(d), Some(w)) => Some((d, w)),
+                _ => {
+                    return Err(format!(
+                        "bad alignment {{{inner}}}: use {{{name}:<N}} or {{{name}:>N}}"
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Placeholder { name, align })
+}
+
+fn check_template(t: &str) -> Result<(), String> {
+    render_with(t, |_| Some(String::new())).map(|_| ())
+}
+
+/// Substitute placeholders. `{{` and `}}` stand for literal braces.
+pub fn render(template: &str, vars: &BTreeMap<&str, String>) -> String {
+    render_with(template, |name| vars.get(name).cloned()).unwrap_or_else(|e| e)
+}
+
+fn render_with(t: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(t.len() + 256);
+    let mut rest = t;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let c = rest.as_bytes()[i];
+        let after = &rest[i + 1..];
+        if after.as_bytes().first() == Some(&c) {
+            out.push(c as char);
+            rest = &after[1..];
+            continue;
+        }
+        if c == b'}' {
+            return Err("unmatched } (write }} for a literal brace)".to_string());
+        }
+        let Some(end) = after.find('}') else {
+            return Err("unclosed { (write {{ for a literal brace)".to_string());
+        };
+        let p = parse_placeholder(&after[..end])?;
+        let value = lookup(p.name).unwrap_or_default();
+        match p.align {
+            Some(('<', w)) => out.push_str(&format!("{value:<w$}")),
+            Some((_, w)) => out.push_str(&format!("{value:>w$}")),
+            None => out.push_str(&value),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_ins_load() {
+        for name in built_in_names() {
+            let p = Persona::load(name).unwrap();
+            assert_eq!(p.name, name);
+        }
+    }
+
+    #[test]
+    fn placeholders_render_with_alignment() {
+        let mut vars = BTreeMap::new();
+        vars.insert("model", "WS-C2960X".to_string());
+        vars.insert("version", "15.2(7)E8".to_string());
+        assert_eq!(
+            render("[{model:<12}][{version:>10}] {{x}}", &vars),
+            "[WS-C2960X   ][ 15.2(7)E8] {x}"
+        );
+    }
+
+    #[test]
+    fn unknown_placeholder_is_refused_at_load() {
+        let text = include_str!("../../personas/c2960x.yaml").replace("{uptime}", "{uptyme}");
+        let err = Persona::parse("bad", &text).unwrap_err().to_string();
+        assert!(err.contains("unknown placeholder {uptyme}"), "{err}");
+    }
+
+    #[test]
+    fn bad_yaml_is_located() {
+        let text =
+            include_str!("../../personas/c2960x.yaml").replace("flash_size: ", "flash_sise: ");
+        let err = Persona::parse("bad", &text).unwrap_err().to_string();
+        assert!(err.contains("line"), "{err}");
+        assert!(err.contains("flash_sise"), "{err}");
+    }
+
+    #[test]
+    fn unknown_name_lists_built_ins() {
+        let err = Persona::load("c7200").unwrap_err().to_string();
+        assert!(err.contains("c2960x"), "{err}");
+    }
+
+    #[test]
+    fn oversized_initial_files_are_refused() {
+        let text = include_str!("../../personas/c2960x.yaml")
+            .replace("flash_size: 122185728", "flash_size: 1000");
+        let err = Persona::parse("small", &text).unwrap_err().to_string();
+        assert!(err.contains("do not fit"), "{err}");
+    }
+}

@@ -1,0 +1,370 @@
+//! The SSH face of a lab device: a russh server on the device's own loopback address, and the
+//! supervisor that closes it on reload and opens it again once the device has booted.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use russh::keys::{Algorithm, PrivateKey};
+use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Session};
+use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::cli::{Cli, Flow, Output};
+use super::device::{Device, Power};
+use super::{Fault, LabError, LabShared};
+use crate::shutdown::Shutdown;
+
+/// The device's host key, created once and kept in its state directory so that clients'
+/// `known_hosts` stay valid across lab restarts.
+pub fn host_key(device: &str, dir: &Path) -> Result<PrivateKey, LabError> {
+    let path = dir.join("ssh_host_ed25519_key");
+    let io = |source| LabError::HostKey {
+        device: device.to_string(),
+        path: path.clone(),
+        message: format!("{source}"),
+    };
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        return PrivateKey::from_openssh(text).map_err(|e| LabError::HostKey {
+            device: device.to_string(),
+            path: path.clone(),
+            message: format!("{e}; delete the file to get a new key"),
+        });
+    }
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| {
+        LabError::HostKey {
+            device: device.to_string(),
+            path: path.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let text = key
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|e| LabError::HostKey {
+            device: device.to_string(),
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    std::fs::write(&path, text.as_bytes()).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(key)
+}
+
+pub fn server_config(key: PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        // Matches the Cisco banner so scripts that log it see a familiar name.
+        server_id: russh::SshId::Standard("SSH-2.0-Cisco-1.25".into()),
+        methods: MethodSet::from(&[MethodKind::Password][..]),
+        auth_rejection_time: std::time::Duration::from_millis(300),
+        auth_rejection_time_initial: Some(std::time::Duration::ZERO),
+        keys: vec![key],
+        inactivity_timeout: Some(std::time::Duration::from_secs(3600)),
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Bind the device's SSH listener; a clear error says which flag to change.
+pub async fn bind(device: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| LabError::Bind {
+            device: device.to_string(),
+            addr,
+            source,
+        })
+}
+
+/// Run the device until shutdown: serve SSH while up, go dark for the boot time on reload.
+pub async fn supervise(
+    dev: Arc<Device>,
+    lab: Arc<LabShared>,
+    config: Arc<russh::server::Config>,
+    first: TcpListener,
+    shutdown: Shutdown,
+) {
+    let mut listener = Some(first);
+    loop {
+        let l = match listener.take() {
+            Some(l) => l,
+            None => match rebind(&dev, &shutdown).await {
+                Some(l) => l,
+                None => return,
+            },
+        };
+        let epoch = shutdown.token.child_token();
+        dev.power.send_replace(Power::Up);
+        loop {
+            tokio::select! {
+                _ = shutdown.token.cancelled() => return,
+                _ = dev.reload_requested.notified() => break,
+                accepted = l.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let conn = Conn {
+                        dev: dev.clone(),
+                        lab: lab.clone(),
+                        peer,
+                        epoch: epoch.clone(),
+                        user: String::new(),
+                        inputs: HashMap::new(),
+                        tasks: shutdown.tasks.clone(),
+                    };
+                    let config = config.clone();
+                    let epoch = epoch.clone();
+                    shutdown.tasks.spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        let Ok(session) = russh::server::run_stream(config, stream, conn).await else {
+                            return;
+                        };
+                        let handle = session.handle();
+                        tokio::select! {
+                            _ = epoch.cancelled() => {
+                                let _ = handle
+                                    .disconnect(Disconnect::ByApplication, String::new(), String::new())
+                                    .await;
+                            }
+                            _ = session => {}
+                        }
+                    });
+                }
+            }
+        }
+        // The listener goes first, so nobody gets in while the sessions are being dropped.
+        drop(l);
+        dev.power.send_replace(Power::Reloading);
+        epoch.cancel();
+        tracing::info!(device = %dev.name, "reloading");
+        loop {
+            let changed = dev.faults_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !dev.has_fault(Fault::ReloadNeverReturns) {
+                break;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = shutdown.token.cancelled() => return,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(lab.boot_time) => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        dev.boot();
+        tracing::info!(device = %dev.name, version = %dev.state().version, "booted");
+    }
+}
+
+/// Bind the same address again after a reload; another process may hold it for a moment.
+async fn rebind(dev: &Device, shutdown: &Shutdown) -> Option<TcpListener> {
+    let addr = dev.ssh_addr();
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Some(l),
+            Err(e) => {
+                tracing::warn!(device = %dev.name, %addr, error = %e, "cannot listen again after reload; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.token.cancelled() => return None,
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// One SSH connection.
+struct Conn {
+    dev: Arc<Device>,
+    lab: Arc<LabShared>,
+    peer: SocketAddr,
+    epoch: CancellationToken,
+    user: String,
+    inputs: HashMap<ChannelId, mpsc::UnboundedSender<Vec<u8>>>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+struct ChannelOut {
+    handle: Handle,
+    channel: ChannelId,
+}
+
+impl Output for ChannelOut {
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), ()> {
+        self.handle.data(self.channel, data).await.map_err(|_| ())
+    }
+}
+
+impl Conn {
+    fn start(&mut self, channel: ChannelId, session: &mut Session, exec: Option<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inputs.insert(channel, tx);
+        let handle = session.handle();
+        let out = ChannelOut {
+            handle: session.handle(),
+            channel,
+        };
+        let cli = Cli::new(
+            self.dev.clone(),
+            self.lab.clone(),
+            out,
+            rx,
+            self.user.clone(),
+            self.peer.ip(),
+        );
+        let epoch = self.epoch.clone();
+        self.tasks.spawn(async move {
+            let flow = tokio::select! {
+                _ = epoch.cancelled() => return,
+                flow = async {
+                    match exec {
+                        Some(line) => cli.run_exec(&line).await,
+                        None => cli.run().await,
+                    }
+                } => flow,
+            };
+            match flow {
+                Flow::Drop => {
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, String::new(), String::new())
+                        .await;
+                }
+                Flow::Exit | Flow::Continue => {
+                    let _ = handle.exit_status_request(channel, 0).await;
+                    let _ = handle.eof(channel).await;
+                    let _ = handle.close(channel).await;
+                }
+            }
+        });
+    }
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::Password][..])),
+            partial_success: false,
+        })
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let ok = user == self.lab.username
+            && password == self.lab.password
+            && !self.dev.has_fault(Fault::WrongCredentials);
+        if ok {
+            self.user = user.to_string();
+            Ok(Auth::Accept)
+        } else {
+            tracing::debug!(device = %self.dev.name, user, "login refused");
+            Ok(Auth::Reject {
+                proceed_with_methods: Some(MethodSet::from(&[MethodKind::Password][..])),
+                partial_success: false,
+            })
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _key: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        self.start(channel, session, None);
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        let line = String::from_utf8_lossy(data).into_owned();
+        self.start(channel, session, Some(line));
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(tx) = self.inputs.get(&channel) {
+            let _ = tx.send(data.to_vec());
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.inputs.remove(&channel);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.inputs.remove(&channel);
+        Ok(())
+    }
+}

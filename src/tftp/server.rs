@@ -1,0 +1,614 @@
+//! The tokio side of the TFTP server: one socket takes requests; each accepted transfer gets
+//! its own task and its own socket (its TID), bound to the local address the request was sent
+//! to. The protocol itself lives in [`super::session`].
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::TftpConfig;
+use super::netascii::{NetasciiDecoder, NetasciiEncoder};
+use super::packet::{ErrorCode, MAX_BLKSIZE, Mode, Packet, Request, error_packet};
+use super::session::{Limits, Outcome, Receiver, Sender, Transfer, negotiate};
+use super::sockopt;
+use crate::images::{ResolveError, resolve_in};
+use crate::shutdown::Shutdown;
+use crate::transfers::{Protocol, TransferHandle, Transfers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TftpError {
+    #[error("TFTP write directory {path}: {source} (create it, or drop --tftp-write-dir)")]
+    WriteDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TFTP request socket failed: {0}")]
+    Socket(#[source] std::io::Error),
+}
+
+/// Transfers in progress, for the global and per-client caps.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+    /// Client TIDs with a transfer in progress: a retransmitted request must not start a
+    /// second transfer.
+    peers: HashSet<SocketAddr>,
+}
+
+/// Frees a transfer's slot when the transfer task ends, however it ends.
+struct SlotGuard {
+    slots: Arc<Mutex<Slots>>,
+    peer: SocketAddr,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut s = lock(&self.slots);
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_client.get_mut(&self.peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_client.remove(&self.peer.ip());
+            }
+        }
+        s.peers.remove(&self.peer);
+    }
+}
+
+fn lock(m: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    // Counters stay meaningful even if a holder panicked.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A refusal: the error packet to send and the reason to log.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub(super) struct Server {
+    root: PathBuf,
+    config: TftpConfig,
+    transfers: Transfers,
+    shutdown: Shutdown,
+    slots: Arc<Mutex<Slots>>,
+}
+
+impl Server {
+    pub(super) fn new(
+        root: PathBuf,
+        config: TftpConfig,
+        transfers: Transfers,
+        shutdown: Shutdown,
+    ) -> Result<Self, TftpError> {
+        if let Some(dir) = &config.write_dir {
+            let meta = std::fs::metadata(dir).map_err(|source| TftpError::WriteDir {
+                path: dir.clone(),
+                source,
+            })?;
+            if !meta.is_dir() {
+                return Err(TftpError::WriteDir {
+                    path: dir.clone(),
+                    source: std::io::Error::other("not a directory"),
+                });
+            }
+        }
+        Ok(Self {
+            root,
+            config,
+            transfers,
+            shutdown,
+            slots: Arc::default(),
+        })
+    }
+
+    pub(super) async fn serve(self, socket: UdpSocket) -> Result<(), TftpError> {
+        let local = socket.local_addr().map_err(TftpError::Socket)?;
+        tracing::info!(%local, root = %self.root.display(), "TFTP server listening");
+        let mut buf = vec![0u8; 65536];
+        let token = self.shutdown.token.clone();
+        loop {
+            let received = tokio::select! {
+                _ = token.cancelled() => break,
+                r = sockopt::recv_with_dst(&socket, &mut buf) => r,
+            };
+            match received {
+                Ok((n, from, dst)) => {
+                    let local_ip = dst.unwrap_or(local.ip());
+                    self.on_request(&buf[..n], from, local_ip).await;
+                }
+                // A UDP receive error concerns one datagram (or a stale ICMP report), never
+                // the socket as a whole: keep serving.
+                Err(e) => tracing::debug!(error = %e, "TFTP receive error"),
+            }
+        }
+        tracing::info!(%local, "TFTP server stopped accepting requests");
+        Ok(())
+    }
+
+    async fn on_request(&self, datagram: &[u8], from: SocketAddr, local_ip: IpAddr) {
+        let packet = match Packet::decode(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(client = %from, error = %e, "malformed TFTP request");
+                let r = Refusal::new(
+                    ErrorCode::IllegalOperation,
+                    format!("malformed request: {e}"),
+                );
+                return self.refuse(from, local_ip, r).await;
+            }
+        };
+        let (req, write) = match packet {
+            Packet::Rrq(r) => (r, false),
+            Packet::Wrq(r) => (r, true),
+            // Never answer an ERROR: two confused peers would bounce errors forever.
+            Packet::Error { .. } => return,
+            other => {
+                tracing::warn!(client = %from, packet = %other, "TFTP packet on the request port");
+                let r = Refusal::new(
+                    ErrorCode::UnknownTid,
+                    format!("{other} sent to the request port; transfers use their own port"),
+                );
+                return self.refuse(from, local_ip, r).await;
+            }
+        };
+        let guard = match self.take_slot(from, &req.filename) {
+            Ok(Some(g)) => g,
+            // The client repeated its request before our first answer reached it.
+            Ok(None) => return,
+            Err(r) => return self.refuse(from, local_ip, r).await,
+        };
+        let prepared = if write {
+            self.prepare_write(&req)
+        } else {
+            self.prepare_read(&req)
+        };
+        let job = match prepared {
+            Ok(job) => job,
+            Err(r) => {
+                tracing::warn!(client = %from, file = %req.filename, reason = %r.message,
+                    "TFTP {} refused", if write { "write" } else { "read" });
+                drop(guard);
+                return self.refuse(from, local_ip, r).await;
+            }
+        };
+        let socket = match bind_transfer_socket(local_ip, from) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(client = %from, local = %local_ip, error = %e, "cannot open a TFTP transfer socket");
+                return;
+            }
+        };
+        let ctx = TransferCtx {
+            socket,
+            peer: from,
+            token: self.shutdown.token.clone(),
+            transfers: self.transfers.clone(),
+            limits: self.limits(),
+            max_upload: self.config.max_upload,
+            _guard: guard,
+        };
+        self.shutdown.tasks.spawn(async move {
+            match job {
+                Job::Read { file, size, path } => ctx.run_read(req, file, size, path).await,
+                Job::Write { temp, dest } => ctx.run_write(req, temp, dest).await,
+            }
+        });
+    }
+
+    /// Reserve a transfer slot for `from`, or say why not.
+    fn take_slot(&self, from: SocketAddr, file: &str) -> Result<Option<SlotGuard>, Refusal> {
+        let mut s = lock(&self.slots);
+        if s.peers.contains(&from) {
+            return Ok(None);
+        }
+        if s.total >= self.config.max_transfers {
+            tracing::warn!(client = %from, file, limit = self.config.max_transfers,
+                "TFTP request refused: server busy");
+            return Err(Refusal::new(
+                ErrorCode::NotDefined,
+                format!(
+                    "server busy: the limit of {} concurrent transfers is reached; try again later",
+                    self.config.max_transfers
+                ),
+            ));
+        }
+        let per_client = s.per_client.get(&from.ip()).copied().unwrap_or(0);
+        if per_client >= self.config.max_per_client {
+            tracing::warn!(client = %from, file, limit = self.config.max_per_client,
+                "TFTP request refused: too many transfers from this client");
+            return Err(Refusal::new(
+                ErrorCode::NotDefined,
+                format!(
+                    "too many transfers from {} (limit {}); try again when one has finished",
+                    from.ip(),
+                    self.config.max_per_client
+                ),
+            ));
+        }
+        s.total += 1;
+        *s.per_client.entry(from.ip()).or_insert(0) += 1;
+        s.peers.insert(from);
+        Ok(Some(SlotGuard {
+            slots: self.slots.clone(),
+            peer: from,
+        }))
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_blksize: self.config.max_blksize,
+            max_windowsize: self.config.max_windowsize,
+            timeout: self.config.timeout,
+            retries: self.config.retries,
+        }
+    }
+
+    fn prepare_read(&self, req: &Request) -> Result<Job, Refusal> {
+        let path = self.resolve(&req.filename)?;
+        let file = File::open(&path).map_err(|e| {
+            Refusal::new(
+                ErrorCode::AccessViolation,
+                format!("cannot open {}: {e}", req.filename),
+            )
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|e| {
+                Refusal::new(
+                    ErrorCode::NotDefined,
+                    format!("cannot read {}: {e}", req.filename),
+                )
+            })?
+            .len();
+        sockopt::advise_sequential(&file);
+        Ok(Job::Read { file, size, path })
+    }
+
+    /// The image store first, then each extra root. A name refused by the path rules is
+    /// refused everywhere.
+    fn resolve(&self, name: &str) -> Result<PathBuf, Refusal> {
+        for root in std::iter::once(&self.root).chain(&self.config.extra_roots) {
+            match resolve_in(root, name) {
+                Ok(p) => return Ok(p),
+                Err(ResolveError::NotFound) => continue,
+                Err(ResolveError::Forbidden(why)) => {
+                    return Err(Refusal::new(
+                        ErrorCode::AccessViolation,
+                        format!("access violation: {why}"),
+                    ));
+                }
+            }
+        }
+        Err(Refusal::new(
+            ErrorCode::FileNotFound,
+            format!("file not found: {name}"),
+        ))
+    }
+
+    fn prepare_write(&self, req: &Request) -> Result<Job, Refusal> {
+        let Some(dir) = &self.config.write_dir else {
+            return Err(Refusal::new(
+                ErrorCode::AccessViolation,
+                "uploads are disabled: this TFTP server is read-only (fleetup serve --tftp-write-dir DIR accepts them)",
+            ));
+        };
+        match resolve_in(dir, &req.filename) {
+            Ok(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::FileExists,
+                    format!(
+                        "file already exists: {}; upload under another name",
+                        req.filename
+                    ),
+                ));
+            }
+            Err(ResolveError::Forbidden(why)) => {
+                return Err(Refusal::new(
+                    ErrorCode::AccessViolation,
+                    format!("access violation: {why}"),
+                ));
+            }
+            Err(ResolveError::NotFound) => {}
+        }
+        let name = req.filename.strip_prefix('/').unwrap_or(&req.filename);
+        let dest = dir.join(name);
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            // A directory, a dangling link or something else that is not a file to serve.
+            return Err(Refusal::new(
+                ErrorCode::FileExists,
+                format!("{} already exists and is not a regular file", req.filename),
+            ));
+        }
+        let temp = tempfile::Builder::new()
+            .prefix(".tftp-upload-")
+            .suffix(".part")
+            .tempfile_in(dir)
+            .map_err(|e| {
+                Refusal::new(
+                    ErrorCode::DiskFull,
+                    format!("cannot create the upload file: {e}"),
+                )
+            })?;
+        Ok(Job::Write { temp, dest })
+    }
+
+    /// Answer a refused request with an error packet from the address it was sent to.
+    async fn refuse(&self, to: SocketAddr, local_ip: IpAddr, r: Refusal) {
+        let pkt = error_packet(r.code, &r.message);
+        match bind_transfer_socket(local_ip, to) {
+            Ok(s) => {
+                if let Err(e) = s.send_to(&pkt, to).await {
+                    tracing::debug!(client = %to, error = %e, "cannot send TFTP error");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(client = %to, error = %e, "cannot open a socket for a TFTP error")
+            }
+        }
+    }
+}
+
+enum Job {
+    Read {
+        file: File,
+        size: u64,
+        path: PathBuf,
+    },
+    Write {
+        temp: tempfile::NamedTempFile,
+        dest: PathBuf,
+    },
+}
+
+fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> std::io::Result<UdpSocket> {
+    let ip = match (local_ip, peer) {
+        (IpAddr::V4(_), SocketAddr::V4(_)) | (IpAddr::V6(_), SocketAddr::V6(_)) => local_ip,
+        (_, SocketAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (_, SocketAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    std_socket.set_nonblocking(true)?;
+    UdpSocket::from_std(std_socket)
+}
+
+/// Everything one transfer task owns.
+struct TransferCtx {
+    socket: UdpSocket,
+    peer: SocketAddr,
+    token: CancellationToken,
+    transfers: Transfers,
+    limits: Limits,
+    max_upload: u64,
+    _guard: SlotGuard,
+}
+
+impl TransferCtx {
+    async fn run_read(self, req: Request, file: File, size: u64, path: PathBuf) {
+        let octet = req.mode == Mode::Octet;
+        let n = negotiate(&req, false, octet.then_some(size), &self.limits);
+        let total = octet.then_some(size);
+        let handle =
+            self.transfers
+                .start(Protocol::Tftp, self.peer, &req.filename, "download", total);
+        tracing::info!(client = %self.peer, file = %req.filename, path = %path.display(), size,
+            blksize = n.params.blksize, windowsize = n.params.windowsize, mode = req.mode.as_str(),
+            "TFTP download started");
+        let source: Box<dyn Read + Send> = if octet {
+            Box::new(file)
+        } else {
+            Box::new(NetasciiEncoder::new(file))
+        };
+        let mut sender = Sender::new(
+            Instant::now().into_std(),
+            self.peer,
+            source,
+            n.params,
+            n.oack,
+        );
+        let result = drive(&self.socket, &mut sender, &self.token, |s| {
+            handle.set_bytes(s.bytes_acked());
+            Ok(())
+        })
+        .await;
+        handle.set_bytes(sender.bytes_acked());
+        finish(handle, &req.filename, self.peer, sender.outcome(), result);
+    }
+
+    async fn run_write(self, req: Request, temp: tempfile::NamedTempFile, dest: PathBuf) {
+        let n = negotiate(&req, true, None, &self.limits);
+        let handle = self.transfers.start(
+            Protocol::Tftp,
+            self.peer,
+            &req.filename,
+            "upload",
+            n.announced_size,
+        );
+        if let Some(size) = n.announced_size.filter(|&s| s > self.max_upload) {
+            let msg = format!(
+                "upload of {size} bytes exceeds the limit of {} bytes",
+                self.max_upload
+            );
+            let _ = self
+                .socket
+                .send_to(&error_packet(ErrorCode::DiskFull, &msg), self.peer)
+                .await;
+            tracing::warn!(client = %self.peer, file = %req.filename, "TFTP upload refused: {msg}");
+            handle.fail(msg);
+            return;
+        }
+        tracing::info!(client = %self.peer, file = %req.filename, "TFTP upload started");
+        let mut receiver = Receiver::upload(
+            Instant::now().into_std(),
+            self.peer,
+            n.params,
+            n.oack,
+            Some(self.max_upload),
+        );
+        let netascii = req.mode == Mode::Netascii;
+        let mut decoder = NetasciiDecoder::default();
+        let mut decoded = Vec::new();
+        let mut temp = Some(temp);
+        let mut stored: Option<Result<(), String>> = None;
+        let result = drive(&self.socket, &mut receiver, &self.token, |r| {
+            let Some(file) = temp.as_mut() else {
+                return Ok(());
+            };
+            if !r.data().is_empty() {
+                let data = if netascii {
+                    decoded.clear();
+                    decoder.decode(r.data(), &mut decoded);
+                    &decoded[..]
+                } else {
+                    r.data()
+                };
+                file.write_all(data)?;
+                handle.set_bytes(r.received());
+                r.clear_data();
+            }
+            if let Some(Outcome::Complete { .. }) = r.outcome() {
+                if netascii {
+                    decoded.clear();
+                    decoder.finish(&mut decoded);
+                    file.write_all(&decoded)?;
+                }
+                if let Some(t) = temp.take() {
+                    stored = Some(persist(t, &dest));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        let outcome = match (receiver.outcome(), stored) {
+            (Some(Outcome::Complete { .. }), Some(Err(e))) => {
+                Some(Outcome::Failed(super::session::Failure::Io(e)))
+            }
+            (o, _) => o.cloned(),
+        };
+        finish(handle, &req.filename, self.peer, outcome.as_ref(), result);
+    }
+}
+
+/// Flush the upload and move it to its name, refusing to replace a file that appeared
+/// meanwhile.
+fn persist(temp: tempfile::NamedTempFile, dest: &Path) -> Result<(), String> {
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| format!("cannot flush the upload: {e}"))?;
+    temp.persist_noclobber(dest)
+        .map(|_| ())
+        .map_err(|e| format!("cannot store the upload as {}: {}", dest.display(), e.error))
+}
+
+fn finish(
+    handle: TransferHandle,
+    file: &str,
+    peer: SocketAddr,
+    outcome: Option<&Outcome>,
+    io: std::io::Result<()>,
+) {
+    match (outcome, io) {
+        (Some(Outcome::Complete { bytes }), Ok(())) => {
+            tracing::info!(client = %peer, file, bytes, "TFTP transfer complete");
+            handle.complete();
+        }
+        (Some(Outcome::Failed(f)), _) => {
+            tracing::warn!(client = %peer, file, reason = %f, "TFTP transfer failed");
+            handle.fail(f.to_string());
+        }
+        (_, Err(e)) => {
+            tracing::warn!(client = %peer, file, error = %e, "TFTP transfer failed");
+            handle.fail(format!("socket or file error: {e}"));
+        }
+        (None, Ok(())) => handle.fail("transfer ended without an outcome"),
+    }
+}
+
+/// Drive one transfer: send what the machine has, wait for a datagram or its timer, repeat.
+/// `after` runs after every step (progress, writing received data).
+async fn drive<T: Transfer>(
+    socket: &UdpSocket,
+    t: &mut T,
+    token: &CancellationToken,
+    mut after: impl FnMut(&mut T) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(usize::from(MAX_BLKSIZE) + 4);
+    let mut inbuf = vec![0u8; usize::from(MAX_BLKSIZE) + 4];
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
+    let sleep = tokio::time::sleep_until(
+        t.poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or_else(Instant::now),
+    );
+    tokio::pin!(sleep);
+    let mut aborted = false;
+    loop {
+        while let Some(dst) = t.poll_transmit(&mut out) {
+            socket.send_to(&out, dst).await?;
+        }
+        if let Err(e) = after(t) {
+            t.abort(ErrorCode::DiskFull, "server could not store the file");
+            while let Some(dst) = t.poll_transmit(&mut out) {
+                let _ = socket.send_to(&out, dst).await;
+            }
+            return Err(e);
+        }
+        if t.is_finished() {
+            return Ok(());
+        }
+        match t.poll_timeout() {
+            // Deadlines move forward with every packet; the timer is re-armed only when it
+            // fires early or the deadline moves earlier, keeping timer churn off the hot path.
+            Some(d) if Instant::from_std(d) < sleep.deadline() => {
+                sleep.as_mut().reset(Instant::from_std(d))
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = &mut cancelled, if !aborted => {
+                aborted = true;
+                t.abort(ErrorCode::NotDefined, "server shutting down");
+            }
+            r = socket.recv_from(&mut inbuf) => {
+                let (n, from) = r?;
+                let now = Instant::now().into_std();
+                t.handle(now, from, &inbuf[..n]);
+                // Take whatever else has arrived before answering, so a burst of ACKs from a
+                // window is answered once, with the newest state.
+                for _ in 0..64 {
+                    match socket.try_recv_from(&mut inbuf) {
+                        Ok((n, from)) => t.handle(now, from, &inbuf[..n]),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = &mut sleep => {
+                t.handle_timeout(Instant::now().into_std());
+                let next = t
+                    .poll_timeout()
+                    .map(Instant::from_std)
+                    .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+                sleep.as_mut().reset(next);
+            }
+        }
+    }
+}
