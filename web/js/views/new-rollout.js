@@ -93,7 +93,7 @@ export function render(main, { go }) {
     errorLine = err.line || null;
     const where = err.line ? `line ${err.line}${err.column ? `, column ${err.column}` : ''}` : null;
     // The message repeats the position the heading already gives.
-    const message = err.message.replace(/^line \d+(, column \d+)?:\s*/i, '');
+    const message = err.message.replace(/^(error:\s*)?line \d+,? column \d+:\s*/i, '');
     errorBoxEl.replaceChildren(h('div', { class: 'alert alert-error', role: 'alert', id: 'playbook-error-text', dataset: { line: err.line ?? '', column: err.column ?? '' } },
       h('strong', null, where ? `${what}: error at ${where}` : `${what}: the playbook was refused`),
       h('span', null, message),

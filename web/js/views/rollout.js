@@ -12,7 +12,7 @@ const ENDED = new Set(['completed', 'failed', 'aborted']);
 // Every event kind the engine emits; EventSource delivers named events only to listeners of
 // that name.
 const KINDS = [
-  'scheduled', 'started', 'paused', 'resumed', 'abort_requested', 'aborted', 'retry', 'halted', 'completed', 'failed',
+  'created', 'scheduled', 'started', 'paused', 'resumed', 'abort_requested', 'aborted', 'retry', 'halted', 'completed', 'failed',
   'wave_started', 'wave_finished', 'skipped', 'step_started', 'step_done', 'step_skipped', 'step_failed',
   'device_succeeded', 'device_failed', 'device_aborted', 'waiting_window', 'message',
 ];
