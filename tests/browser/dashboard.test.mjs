@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { mkdtemp, mkdir, readFile, writeFile, rm, access } from 'node:fs/promises';
-import { randomBytes, randomInt } from 'node:crypto';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -111,6 +111,18 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
+let imageBytes = null;
+/** The test image in the store (uploaded over the API unless a test already did it). */
+async function ensureImage() {
+  const have = await api('GET', '/images');
+  if (have.body.images.some((i) => i.file_name === IMAGE)) return;
+  imageBytes ??= randomBytes(IMAGE_SIZE);
+  const form = new FormData();
+  form.append('file', new Blob([imageBytes]), IMAGE);
+  const res = await fetch(`${serve.url}/api/v1/images`, { method: 'POST', body: form, headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 201, await res.text());
+}
+
 /** A page with console errors collected, so a broken script fails the test. */
 async function newPage(opts = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true, ...opts });
@@ -199,6 +211,94 @@ test('an invalid playbook shows its error inline, at its line', async () => {
   await page.context().close();
 });
 
+test('an image uploaded from the Images page, with its checksums', async () => {
+  const page = await newPage();
+  await signIn(page);
+  // Images: upload through the page, with its progress bar; checksums shown match ours.
+  imageBytes = randomBytes(IMAGE_SIZE);
+  const imagePath = path.join(work, IMAGE);
+  await writeFile(imagePath, imageBytes);
+  const md5 = createHash('md5').update(imageBytes).digest('hex');
+  const sha256 = createHash('sha256').update(imageBytes).digest('hex');
+  await nav(page, 'Images').click();
+  const bar = page.locator('#upload-progress');
+  await page.getByLabel('Image file').setInputFiles(imagePath);
+  // Record every value the progress bar takes.
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    const el = document.getElementById('upload-progress');
+    new MutationObserver(() => window.progressSeen.push(Number(el.value))).observe(el, { attributes: true, attributeFilter: ['value'] });
+  });
+  await page.getByRole('button', { name: 'Upload' }).click();
+  const imageRow = page.locator(`#images tr[data-file="${IMAGE}"]`);
+  await imageRow.waitFor();
+  const rowText = await imageRow.innerText();
+  assert.ok(rowText.includes(md5), rowText);
+  assert.ok(rowText.includes(sha256), rowText);
+  assert.match(await page.locator('#upload-status').innerText(), /added/);
+  const seen = await page.evaluate(() => window.progressSeen);
+  assert.equal(Math.max(...seen), 100, `progress values: ${seen}`);
+  assert.equal(await bar.isVisible(), false);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('a halted rollout: error in words, retry, abort after confirmation, report', { timeout: 120_000 }, async () => {
+  // FTP is off in this service, so the canary fails at once with a configuration error:
+  // a deterministic way to a halted rollout.
+  const page = await newPage();
+  await signIn(page);
+  await ensureImage();
+  await nav(page, 'New rollout').click();
+  const playbook = ['name: halts-at-canary', 'targets:', '  groups: [lab]', 'image:', `  ios: ${IMAGE}`,
+    'transfer:', '  protocol: ftp', '  server: 127.0.0.1', 'strategy:', '  canary: 1', '  waves: ["100%"]', ''].join('\n');
+  await page.getByRole('textbox', { name: 'Playbook (YAML)' }).fill(playbook);
+  await page.getByRole('button', { name: 'Start rollout…' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Start rollout' }).click();
+  await page.waitForURL(/#\/rollouts\/[^/]+$/);
+  const id = decodeURIComponent(page.url().split('#/rollouts/')[1]);
+  await page.locator('#rollout-state [data-state="halted"]').waitFor();
+
+  // The device's error, in the words the engine recorded, on its row; the halt reason on top.
+  const detail = (await api('GET', `/rollouts/${encodeURIComponent(id)}`)).body;
+  const failed = detail.waves[0].devices[0];
+  assert.equal(failed.state, 'failed');
+  const row = page.locator(`#waves tr[data-device="${failed.device}"]`);
+  assert.ok((await row.innerText()).includes(failed.error), await row.innerText());
+  assert.ok((await page.getByRole('alert').filter({ hasText: 'Halted' }).innerText()).includes(detail.halt_reason));
+  assert.equal(await page.getByRole('button', { name: 'Pause' }).isVisible(), false);
+
+  // Retry puts the device back in line; it fails again the same way and the rollout halts again.
+  await page.getByRole('button', { name: 'Retry failed devices' }).click();
+  await page.locator('#events li', { hasText: 'put back in line' }).waitFor();
+  await page.waitForFunction((reason) => [...document.querySelectorAll('#events li')]
+    .filter((li) => li.textContent.includes(reason)).length === 2, detail.halt_reason);
+  await page.locator('#rollout-state [data-state="halted"]').waitFor();
+
+  // Abort asks first; Cancel changes nothing.
+  await page.getByRole('button', { name: 'Abort…' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.waitFor();
+  assert.match(await dialog.innerText(), /Abort rollout “halts-at-canary”/);
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+  assert.equal((await api('GET', `/rollouts/${encodeURIComponent(id)}`)).body.state, 'halted');
+  await page.getByRole('button', { name: 'Abort…' }).click();
+  await dialog.getByRole('button', { name: 'Abort rollout' }).click();
+  await page.locator('#rollout-state [data-state="aborted"]').waitFor();
+  assert.equal((await api('GET', `/rollouts/${encodeURIComponent(id)}`)).body.state, 'aborted');
+  for (const name of ['Pause', 'Resume', 'Retry failed devices', 'Abort…']) {
+    assert.equal(await page.getByRole('button', { name }).isVisible(), false, name);
+  }
+
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download report (CSV)' }).click()]);
+  assert.equal(download.suggestedFilename(), `fleetup-${id}.csv`);
+  const csv = await readFile(await download.path(), 'utf8');
+  assert.ok(csv.includes(failed.device), csv);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test('fleet, image upload, and a rollout watched live from start to completion', { timeout: 240_000 }, async (t) => {
   if (serve.tftp === 'off') {
     t.skip('this fleetup serve runs no TFTP server yet, so lab devices cannot fetch an image');
@@ -219,22 +319,7 @@ test('fleet, image upload, and a rollout watched live from start to completion',
   await page.getByLabel('Search').fill('');
   await page.waitForFunction((n) => document.querySelectorAll('#devices tbody tr[data-device]').length === n, LAB_DEVICES);
 
-  // Images: upload through the page, with its progress bar; checksums shown match ours.
-  const imageBytes = randomBytes(IMAGE_SIZE);
-  const imagePath = path.join(work, IMAGE);
-  await writeFile(imagePath, imageBytes);
-  const { createHash } = await import('node:crypto');
-  const md5 = createHash('md5').update(imageBytes).digest('hex');
-  const sha256 = createHash('sha256').update(imageBytes).digest('hex');
-  await nav(page, 'Images').click();
-  await page.getByLabel('Image file').setInputFiles(imagePath);
-  await page.getByRole('button', { name: 'Upload' }).click();
-  const imageRow = page.locator(`#images tr[data-file="${IMAGE}"]`);
-  await imageRow.waitFor();
-  const rowText = await imageRow.innerText();
-  assert.ok(rowText.includes(md5), rowText);
-  assert.ok(rowText.includes(sha256), rowText);
-  assert.match(await page.locator('#upload-status').innerText(), /added/);
+  await ensureImage();
 
   // The fleet view once the target exists; screenshot for the record.
   await nav(page, 'Fleet').click();
