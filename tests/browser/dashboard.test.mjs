@@ -31,6 +31,8 @@ const LAB_RATE = 300_000;
 const LAB_DEVICES = 4;
 
 const children = [];
+// Whatever happens to this test process, the service and the lab go with it.
+process.on('exit', () => { for (const c of children) if (c.exitCode === null) c.kill('SIGKILL'); });
 let work;
 let serve;
 let lab;
