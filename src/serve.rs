@@ -74,21 +74,27 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub tftp_options: crate::tftp::TftpArgs,
+}
+
+/// Parses an empty command line, to get every flag's default.
+#[derive(clap::Parser)]
+struct Defaults {
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 impl Default for ServeArgs {
+    /// The flags' defaults, with the file servers off (they bind privileged ports).
     fn default() -> Self {
-        Self {
-            config: None,
-            data_dir: "./fleetup-data".into(),
-            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            tftp: Listen::Off,
-            ftp: Listen::Off,
-            read_open: false,
-            max_image_size: 4 << 30,
-            max_concurrent_devices: 100,
-            shutdown_grace: 5,
-        }
+        use clap::Parser;
+        let mut args = Defaults::try_parse_from(["fleetup"])
+            .map(|d| d.serve)
+            .unwrap_or_else(|e| panic!("the defaults of `serve` do not parse: {e}"));
+        args.tftp = Listen::Off;
+        args.ftp = Listen::Off;
+        args
     }
 }
 
@@ -199,13 +205,33 @@ impl Service {
 
         let shutdown = Shutdown::new();
         let transfers = Transfers::new();
+        let mut servers = FileServers::default();
+
+        if let Listen::On(addr) = args.tftp {
+            let socket = crate::tftp::bind(addr)
+                .await
+                .map_err(|e| bind_error("TFTP", "--tftp", addr, &e))?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| bind_error("TFTP", "--tftp", addr, &e))?;
+            servers.tftp = Some(local);
+            let root = images.dir().to_path_buf();
+            let config = args.tftp_options.to_config();
+            let (t, s) = (transfers.clone(), shutdown.clone());
+            shutdown.tasks.spawn(async move {
+                if let Err(e) = crate::tftp::run(socket, root, config, t, s).await {
+                    tracing::error!(error = %e, "TFTP server stopped");
+                }
+            });
+        }
+
         let info = ServiceInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             http: Some(http_addr.to_string()),
-            tftp: None,
-            ftp: None,
+            tftp: servers.tftp.map(|a| a.to_string()),
+            ftp: servers.ftp.map(|a| a.to_string()),
         };
-        let servers = FileServers::default();
+        let (tftp_addr, ftp_addr) = (servers.tftp, servers.ftp);
         let engine = Engine::start(
             db.clone(),
             images.clone(),
@@ -243,8 +269,8 @@ impl Service {
 
         Ok(Service {
             http_addr,
-            tftp_addr: None,
-            ftp_addr: None,
+            tftp_addr,
+            ftp_addr,
             token,
             token_source,
             state,

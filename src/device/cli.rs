@@ -380,8 +380,12 @@ impl CliSession {
                     self.answered_tail = None;
                     self.complete_line(line);
                 }
-                // Carriage returns, bells, NULs and backspaces carry no output.
-                '\r' | '\x07' | '\0' | '\x08' => {}
+                // Backspace erases on screen (IOS wipes `--More--` with backspaces and spaces).
+                '\x08' => {
+                    self.tail.pop();
+                }
+                // Carriage returns, bells and NULs carry no output.
+                '\r' | '\x07' | '\0' => {}
                 c => self.tail.push(c),
             }
         }
@@ -479,6 +483,13 @@ impl CliSession {
         if let Some(prompt) = prompt {
             self.tail.clear();
             self.on_prompt(prompt);
+            return;
+        }
+        // The pager, when `terminal length 0` was refused or reset: next page, and the marker
+        // is not output.
+        if matches!(self.state, State::Running { .. }) && tail.trim() == "--More--" {
+            self.transmit.push_back(b" ".to_vec());
+            self.tail.clear();
             return;
         }
         let reply = match &self.state {
@@ -839,6 +850,35 @@ mod tests {
         assert_eq!(n.poll_transmit().unwrap(), b"y\n");
     }
 
+    /// The C9500X `install add file ... activate commit` capture (genielibs mock data), fed as
+    /// the device prints it: the proceed question is answered and the result reads SUCCESS.
+    #[test]
+    fn iosxe_install_transcript_is_driven_to_the_end() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/cisco/genielibs_c9500x_install_add_activate_commit.txt"
+        );
+        let text = std::fs::read_to_string(path).unwrap().replace('\n', "\r\n");
+        let question = "Do you want to proceed? [y/n]";
+        let cut = text.find(question).unwrap() + question.len();
+        let (mut s, t0) = ready("Q9-9500X-2003#");
+        let command = "install add file bootflash:c9500x_BLD_LUX_DEV_LATEST_20250613_000857.SSA.bin activate commit";
+        s.send(command, Dialog::install(), at(t0, 1800)).unwrap();
+        s.poll_transmit();
+        s.handle_input(format!("{command}\r\n").as_bytes(), t0);
+        s.handle_input(&text.as_bytes()[..cut], t0);
+        assert_eq!(s.poll_transmit().unwrap(), b"y\n");
+        // The capture shows the echoed `y` after the question.
+        s.handle_input(&text.as_bytes()[cut..], t0);
+        s.handle_input(b"Q9-9500X-2003#", t0);
+        let (out, _) = done(&mut s);
+        assert!(out.contains("[y/n]y"), "{out}");
+        assert_eq!(
+            crate::device::parse::install_result(&out),
+            Ok(crate::device::parse::InstallOutcome::Success)
+        );
+    }
+
     #[test]
     fn an_unanswered_question_times_out_with_the_question_in_the_tail() {
         let (mut s, t0) = ready("R1#");
@@ -862,6 +902,19 @@ mod tests {
             Err(CliError::Broken)
         );
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_pager_is_paged_through() {
+        let (mut s, t0) = ready("R1#");
+        s.send("show running-config", Dialog::none(), at(t0, 30))
+            .unwrap();
+        s.poll_transmit();
+        s.handle_input(b"show running-config\r\nhostname R1\r\n --More-- ", t0);
+        assert_eq!(s.poll_transmit().unwrap(), b" ");
+        s.handle_input(b"\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08        \x08\x08\x08\x08\x08\x08\x08\x08\x08\x08boot system flash:a.bin\r\nR1#", t0);
+        let (out, _) = done(&mut s);
+        assert_eq!(out, "hostname R1\nboot system flash:a.bin");
     }
 
     #[test]

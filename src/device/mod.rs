@@ -252,10 +252,17 @@ impl Driver {
         }
     }
 
-    /// Configuration lines that make `entries` the boot variable, in order.
-    pub fn boot_lines(self, entries: &[String]) -> Vec<String> {
+    /// Configuration lines that make `entries` the boot variable, in order. `one_line` is the
+    /// Catalyst form (`boot system a;b`), where each `boot system` replaces the list.
+    pub fn boot_lines(self, entries: &[String], one_line: bool) -> Vec<String> {
         match self {
             Driver::Nxos => entries.iter().map(|e| format!("boot nxos {e}")).collect(),
+            _ if one_line && !entries.is_empty() => {
+                vec![
+                    "no boot system".to_string(),
+                    format!("boot system {}", entries.join(";")),
+                ]
+            }
             _ => std::iter::once("no boot system".to_string())
                 .chain(entries.iter().map(|e| format!("boot system {e}")))
                 .collect(),
@@ -326,6 +333,8 @@ pub struct Session {
     pub driver: Driver,
     platform: Platform,
     timeouts: Timeouts,
+    /// Whether `show boot` looked like a Catalyst switch's (see [`BootVariable::one_line_list`]).
+    one_line_boot: bool,
 }
 
 impl Session {
@@ -350,6 +359,7 @@ impl Session {
             driver: Driver::for_device(target.platform, None),
             platform: target.platform,
             timeouts: timeouts.clone(),
+            one_line_boot: false,
         };
         session.run("terminal length 0").await?;
         // Some platforms refuse 511; a narrower terminal only wraps long lines.
@@ -407,6 +417,7 @@ impl Session {
         let out = self.run("show boot").await?;
         let boot = parse::show_boot(&out).map_err(|e| self.parse_error("show boot", e))?;
         self.driver = Driver::for_device(self.platform, Some(&version));
+        self.one_line_boot = boot.one_line_list;
         Ok(DeviceFacts { version, boot })
     }
 
@@ -475,25 +486,32 @@ impl Session {
         })
     }
 
-    /// Set the boot variable to `entries` (in order) and read it back.
+    /// Set the boot variable to `entries` (in order) and read it back. When the read-back
+    /// shows the other `boot system` semantics (one line replacing the list, or one line per
+    /// entry), the other form is tried once.
     pub async fn set_boot(&mut self, entries: &[String]) -> Result<(), DeviceError> {
-        self.configure(&self.driver.boot_lines(entries)).await?;
-        let out = self.run("show boot").await?;
-        let actual = parse::show_boot(&out).map_err(|e| self.parse_error("show boot", e))?;
-        let matches = actual.entries.len() == entries.len()
-            && actual
-                .entries
-                .iter()
-                .zip(entries)
-                .all(|(a, w)| same_file(a, w));
-        if !matches {
-            return Err(DeviceError::BootNotSet {
-                device: self.device().to_string(),
-                wanted: entries.to_vec(),
-                actual: actual.entries,
-            });
+        let mut actual = Vec::new();
+        for one_line in [self.one_line_boot, !self.one_line_boot] {
+            self.configure(&self.driver.boot_lines(entries, one_line))
+                .await?;
+            let out = self.run("show boot").await?;
+            let boot = parse::show_boot(&out).map_err(|e| self.parse_error("show boot", e))?;
+            actual = boot.entries;
+            let matches = actual.len() == entries.len()
+                && actual.iter().zip(entries).all(|(a, w)| same_file(a, w));
+            if matches {
+                self.one_line_boot = one_line;
+                return Ok(());
+            }
+            if entries.len() < 2 || self.driver == Driver::Nxos {
+                break;
+            }
         }
-        Ok(())
+        Err(DeviceError::BootNotSet {
+            device: self.device().to_string(),
+            wanted: entries.to_vec(),
+            actual,
+        })
     }
 
     /// Enter config mode, apply `lines`, leave config mode; any refused line is an error
@@ -753,13 +771,18 @@ mod tests {
         );
         assert_eq!(ios.md5_command("a.bin"), "verify /md5 flash:a.bin");
         assert_eq!(ios.delete_command("old.bin"), "delete /force flash:old.bin");
+        let two = ["flash:new.bin".to_string(), "flash:old.bin".to_string()];
         assert_eq!(
-            ios.boot_lines(&["flash:new.bin".into(), "flash:old.bin".into()]),
+            ios.boot_lines(&two, false),
             [
                 "no boot system",
                 "boot system flash:new.bin",
                 "boot system flash:old.bin"
             ]
+        );
+        assert_eq!(
+            ios.boot_lines(&two, true),
+            ["no boot system", "boot system flash:new.bin;flash:old.bin"]
         );
         assert_eq!(ios.install_command("a.bin"), None);
         assert_eq!(

@@ -273,6 +273,10 @@ pub struct BootVariable {
     /// NX-OS kickstart image (older Nexus), when printed.
     pub kickstart: Option<String>,
     pub config_register: Option<String>,
+    /// Catalyst switches (`BOOT path-list`, `Manual Boot`): each `boot system` line replaces
+    /// the whole list, so several entries go on one line separated by `;`. Routers append one
+    /// entry per `boot system` line.
+    pub one_line_list: bool,
 }
 
 static BOOT_PATH_LIST: LazyLock<Regex> =
@@ -300,11 +304,13 @@ pub fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
         None => text,
     };
     let config_register = CONFREG.captures(text).map(|c| c[1].to_string());
+    let one_line_list = text.contains("BOOT path-list") || text.contains("Manual Boot");
     if let Some(c) = BOOT_PATH_LIST.captures(relevant) {
         return Ok(BootVariable {
             entries: split_boot_list(&c[1]),
             kickstart: None,
             config_register,
+            one_line_list,
         });
     }
     if let Some(c) = BOOT_VARIABLE.captures(relevant) {
@@ -315,6 +321,7 @@ pub fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
                 .unwrap_or_default(),
             kickstart: None,
             config_register,
+            one_line_list,
         });
     }
     if let Some(c) = NX_BOOT.captures(relevant) {
@@ -322,6 +329,7 @@ pub fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
             entries: vec![c[1].to_string()],
             kickstart: NX_KICKSTART.captures(relevant).map(|c| c[1].to_string()),
             config_register,
+            one_line_list: false,
         });
     }
     if relevant.contains("No module boot variable set") || relevant.contains("Boot POAP") {
@@ -850,6 +858,21 @@ mod tests {
             assert_eq!(b.entries, entries, "{file}");
             assert_eq!(b.config_register.as_deref(), confreg, "{file}");
         }
+        assert!(
+            show_boot(&fixture("ntc_cisco_ios_show_boot.raw"))
+                .unwrap()
+                .one_line_list
+        );
+        assert!(
+            show_boot(&fixture("iosxe_ShowBoot_golden_output_cat9300.txt"))
+                .unwrap()
+                .one_line_list
+        );
+        assert!(
+            !show_boot(&fixture("iosxe_ShowBootvar_golden_output1.txt"))
+                .unwrap()
+                .one_line_list
+        );
         let nx = show_boot(&fixture("nxos_ShowBoot_golden_output.txt")).unwrap();
         assert_eq!(
             nx.kickstart.as_deref(),

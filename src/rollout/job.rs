@@ -224,6 +224,11 @@ impl StepGate for Recorder<'_> {
         self.drain().await;
         let engine = &self.ctx.engine;
         let id = &self.ctx.rollout_id;
+        if engine.db().rollout(id).await.is_ok_and(|r| r.paused) {
+            engine
+                .event(id, Some(&self.device), "held", Some(step.as_str()), "the rollout is paused: this step waits for resume", None)
+                .await;
+        }
         if !engine.may_go_on(id).await {
             self.cancel.cancel();
             return Err(if engine.shutdown().is_requested() {

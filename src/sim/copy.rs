@@ -348,18 +348,32 @@ pub async fn fetch(
 
 mod tftp {
     use super::*;
+    use crate::tftp::client::{ClientError, DownloadOptions, download_from};
 
-    /// fleetup's TFTP client lands with the `tftp` module; until then the lab has no TFTP copy.
     pub async fn fetch(
-        _server: SocketAddr,
-        _file: &str,
+        server: SocketAddr,
+        file: &str,
         opts: &FetchOptions,
-        _sink: &mut FlashSink,
+        sink: &mut FlashSink,
     ) -> Result<u64, FetchError> {
-        let _ = opts.tftp_blocksize;
-        Err(FetchError::Other(
-            "TFTP client not available in this build".into(),
-        ))
+        let options = DownloadOptions {
+            blksize: opts.tftp_blocksize,
+            windowsize: None,
+            timeout: opts.tftp_timeout,
+            retries: 5,
+            request_tsize: true,
+        };
+        // The sink reports progress itself, for FTP and TFTP alike.
+        let mut progress = |_: u64, _: Option<u64>| {};
+        match download_from(opts.local_ip, server, file, &options, sink, &mut progress).await {
+            Ok(n) => Ok(n),
+            Err(ClientError::Timeout) => Err(FetchError::Timeout),
+            Err(ClientError::NotFound) => Err(FetchError::NotFound),
+            Err(ClientError::AccessViolation(_)) => Err(FetchError::Permission),
+            Err(ClientError::Io(e)) => Err(sink_error(sink, &e)),
+            Err(ClientError::Server { message, .. }) => Err(FetchError::Other(message)),
+            Err(ClientError::Protocol(m)) => Err(FetchError::Other(m)),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod admin;
 mod cli;
 mod copy;
 mod device;
+mod install;
 mod line;
 mod parser;
 mod persona;
@@ -159,7 +160,7 @@ pub struct LabArgs {
     /// `enable` secret.
     #[arg(long, default_value = "cisco", env = "FLEETUP_LAB_ENABLE_SECRET")]
     pub enable_secret: String,
-    /// Persona: a built-in name (c2960x) or a persona YAML file. Repeat or give a comma list
+    /// Persona: a built-in name (c2960x, c9300) or a persona YAML file. Repeat or give a comma list
     /// for a mixed fleet; devices take them in turn.
     #[arg(
         long,
@@ -542,6 +543,16 @@ impl Lab {
             }
             None => false,
         }
+    }
+
+    /// Wait until the device answers SSH again (at once when it is up); false for an unknown
+    /// device or when the lab stops first.
+    pub async fn wait_until_up(&self, device: &str) -> bool {
+        let Some(d) = self.device(device) else {
+            return false;
+        };
+        let mut rx = d.power.subscribe();
+        rx.wait_for(|p| *p == Power::Up).await.is_ok()
     }
 
     pub fn state(&self, device: &str) -> Option<DeviceState> {

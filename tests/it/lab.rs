@@ -161,7 +161,6 @@ impl Vty {
     }
 
     /// Wait until the device drops the session.
-    #[allow(dead_code)]
     async fn wait_closed(&mut self) -> String {
         let deadline = tokio::time::Instant::now() + HANG;
         while !self.closed {
@@ -339,5 +338,840 @@ async fn prompts_enable_abbreviations_and_errors() {
         .cmd("show running-config | include ^hostname", "core-1#")
         .await;
     assert_eq!(run, "hostname core-1\r\n");
+    lab.stop().await;
+}
+
+/// fleetup's own TFTP server on a random loopback address, serving `files`. Stops on drop.
+struct TftpServer {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    transfers: fleetup::transfers::Transfers,
+    shutdown: Shutdown,
+}
+
+impl Drop for TftpServer {
+    fn drop(&mut self) {
+        self.shutdown.token.cancel();
+    }
+}
+
+async fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in files {
+        std::fs::write(dir.path().join(name), data).unwrap();
+    }
+    let ip = Ipv4Addr::new(
+        127,
+        rand::random_range(20..250),
+        rand::random_range(1..250),
+        250,
+    );
+    // Bound before the task starts: requests sent from now on are queued by the kernel.
+    let socket = fleetup::tftp::bind(SocketAddr::from((ip, 0)))
+        .await
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let transfers = fleetup::transfers::Transfers::new();
+    let shutdown = Shutdown::new();
+    tokio::spawn(fleetup::tftp::run(
+        socket,
+        dir.path().to_path_buf(),
+        fleetup::tftp::TftpConfig::default(),
+        transfers.clone(),
+        shutdown.clone(),
+    ));
+    TftpServer {
+        addr,
+        dir,
+        transfers,
+        shutdown,
+    }
+}
+
+/// Deterministic pseudo-random image content.
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn md5sum(path: &std::path::Path) -> String {
+    let out = tokio::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+async fn admin_state(lab: &TestLab, device: &str) -> serde_json::Value {
+    let url = format!(
+        "http://{}/api/devices/{device}",
+        lab.lab.admin_addr().unwrap()
+    );
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn enabled(addr: SocketAddr, host: &str) -> Vty {
+    let mut vty = Vty::open(addr, "admin", "cisco").await.unwrap();
+    vty.expect(&format!(r"(?m)^{host}>$")).await;
+    vty.send("enable\n").await;
+    vty.expect("Password: ").await;
+    vty.send("cisco\n").await;
+    vty.expect(&format!(r"(?m)^{host}#$")).await;
+    vty
+}
+
+/// `copy tftp://… flash:` answering the destination prompt with Return; the whole output.
+async fn copy_tftp(vty: &mut Vty, server: Ipv4Addr, file: &str, host: &str) -> String {
+    vty.send(&format!("copy tftp://{server}/{file} flash:\n"))
+        .await;
+    vty.expect(&format!(
+        r"Destination filename \[{}\]\? $",
+        regex::escape(file)
+    ))
+    .await;
+    vty.send("\n").await;
+    vty.expect(&format!(r"(?m)^{host}#$")).await
+}
+
+const NEW_IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
+
+#[tokio::test]
+async fn full_manual_upgrade_over_ssh() {
+    let data = image(300_000, 7);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
+    let server_ip = match server.addr.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        _ => unreachable!(),
+    };
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.state_dir = state_dir.path().to_path_buf();
+    })
+    .await;
+    let host = "lab-sw-001";
+    let mut vty = enabled(lab.ssh(0), host).await;
+
+    let out = copy_tftp(&mut vty, server_ip, NEW_IMAGE, host).await;
+    let expected = format!(
+        r"(?s)^\r\nAccessing tftp://{ip}/{f}\.\.\.\r\nLoading {f} from {ip} \(via Vlan1\): !+\r\n\[OK - 300000 bytes\]\r\n\r\n300000 bytes copied in \d+\.\d{{3}} secs \(\d+ bytes/sec\)\r\n{host}#$",
+        ip = regex::escape(&server_ip.to_string()),
+        f = regex::escape(NEW_IMAGE),
+    );
+    assert!(Regex::new(&expected).unwrap().is_match(&out), "{out:?}");
+    let on_flash = state_dir.path().join(host).join("flash").join(NEW_IMAGE);
+    assert_eq!(std::fs::read(&on_flash).unwrap(), data, "byte-exact copy");
+    let served = server.transfers.snapshot();
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0].file, NEW_IMAGE);
+    assert_eq!(served[0].bytes, 300_000);
+    assert_eq!(
+        served[0].client.ip(),
+        lab.ssh(0).ip(),
+        "pulled from the device's own address"
+    );
+
+    let want = md5sum(&server.dir.path().join(NEW_IMAGE)).await;
+    let out = vty
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE}"),
+            &format!("{host}#"),
+        )
+        .await;
+    let re =
+        Regex::new(r"(?m)^\.+Done!\r\nverify /md5 \(flash:(\S+)\) = ([0-9a-f]{32})\r$").unwrap();
+    let c = re.captures(&out).unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(&c[1], NEW_IMAGE);
+    assert_eq!(&c[2], want);
+    let out = vty
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE} {want}"),
+            &format!("{host}#"),
+        )
+        .await;
+    assert!(
+        out.contains(&format!("Verified (flash:{NEW_IMAGE}) = {want}\r\n")),
+        "{out:?}"
+    );
+
+    vty.cmd("configure terminal", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("no boot system", &format!("{host}(config)#")).await;
+    vty.cmd(
+        &format!("boot system flash:{NEW_IMAGE}"),
+        &format!("{host}(config)#"),
+    )
+    .await;
+    vty.cmd("end", &format!("{host}#")).await;
+    let out = vty.cmd("write memory", &format!("{host}#")).await;
+    assert_eq!(out, "Building configuration...\r\n[OK]\r\n");
+    let boot = vty.cmd("show boot", &format!("{host}#")).await;
+    assert_line(
+        &boot,
+        &format!(
+            r"^BOOT path-list      : flash:{}\r$",
+            regex::escape(NEW_IMAGE)
+        ),
+    );
+
+    vty.send("reload\n").await;
+    vty.expect(r"reload\r\nProceed with reload\? \[confirm\]$")
+        .await;
+    vty.send("\n").await;
+    let tail = vty.wait_closed().await;
+    assert!(
+        tail.contains("%SYS-5-RELOAD: Reload requested by admin on vty0"),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up(host).await);
+
+    let out = openssh(lab.ssh(0), "cisco", "show version").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_line(&text, r"Version 15\.2\(7\)E8, RELEASE SOFTWARE");
+    assert_line(
+        &text,
+        &format!(
+            r#"^System image file is "flash:{}"\r$"#,
+            regex::escape(NEW_IMAGE)
+        ),
+    );
+    assert_line(&text, r"^lab-sw-001 uptime is 0 minutes\r$");
+    assert_line(&text, r"^Last reload reason: Reload command\r$");
+    assert_line(
+        &text,
+        r"^\*    1 52    WS-C2960X-48FPD-L\s+15\.2\(7\)E8\s+C2960X-UNIVERSALK9-M\r$",
+    );
+
+    let state = admin_state(&lab, host).await;
+    assert_eq!(state["reload_count"], 1, "{state}");
+    assert_eq!(state["version"], "15.2(7)E8");
+    assert_eq!(state["boot_variable"][0], format!("flash:{NEW_IMAGE}"));
+    assert_eq!(state["power"], "up");
+    let files = state["flash"]["files"].as_array().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f["name"] == NEW_IMAGE && f["size"] == 300_000)
+    );
+    lab.stop().await;
+
+    // The state survives a lab restart.
+    let lab = TestLab::start(1, |c| c.state_dir = state_dir.path().to_path_buf()).await;
+    let s = lab.lab.state(host).unwrap();
+    assert_eq!((s.version.as_str(), s.reload_count), ("15.2(7)E8", 1));
+    lab.stop().await;
+}
+
+fn v4(addr: SocketAddr) -> Ipv4Addr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("not IPv4: {other}"),
+    }
+}
+
+async fn set_fault(lab: &TestLab, device: &str, fault: &str) -> reqwest::StatusCode {
+    let url = format!(
+        "http://{}/api/devices/{device}/faults",
+        lab.lab.admin_addr().unwrap()
+    );
+    reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({ "fault": fault }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn transfer_faults_give_ios_errors() {
+    use fleetup::sim::{Fault, FaultSpec};
+    let data = image(200_000, 11);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
+    let ip = v4(server.addr);
+    let spec = |d: &str, f: Fault| FaultSpec {
+        device: d.into(),
+        faults: vec![f],
+    };
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(5, |c| {
+        c.tftp_port = server.addr.port();
+        c.state_dir = state_dir.path().to_path_buf();
+        c.faults = vec![
+            spec("1", Fault::TftpTimeout),
+            spec("lab-sw-002", Fault::FlashTooSmall),
+            spec("lab-sw-003", Fault::CorruptDownload),
+            spec("lab-sw-004", Fault::DropMidCopy),
+        ];
+    })
+    .await;
+    let esc = |s: &str| regex::escape(s);
+
+    // 1: TFTP timeout.
+    let mut vty = enabled(lab.ssh(0), "lab-sw-001").await;
+    let out = copy_tftp(&mut vty, ip, NEW_IMAGE, "lab-sw-001").await;
+    assert_line(
+        &out,
+        &format!(
+            r"^%Error opening tftp://{}/{} \(Timed out\)\r$",
+            esc(&ip.to_string()),
+            esc(NEW_IMAGE)
+        ),
+    );
+    // A file the server does not have.
+    lab.lab.clear_faults("lab-sw-001");
+    let out = copy_tftp(&mut vty, ip, "missing.bin", "lab-sw-001").await;
+    assert_line(
+        &out,
+        &format!(
+            r"^%Error opening tftp://{}/missing\.bin \(No such file or directory\)\r$",
+            esc(&ip.to_string())
+        ),
+    );
+
+    // 2: flash too small: dir shows it, copy refuses, nothing is left behind.
+    let mut vty = enabled(lab.ssh(1), "lab-sw-002").await;
+    let dir = vty
+        .cmd("dir flash: | include bytes free", "lab-sw-002#")
+        .await;
+    let free: u64 = Regex::new(r"\((\d+) bytes free\)")
+        .unwrap()
+        .captures(&dir)
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(free < data.len() as u64, "{dir}");
+    let out = copy_tftp(&mut vty, ip, NEW_IMAGE, "lab-sw-002").await;
+    assert_line(
+        &out,
+        &format!(
+            r"%Error copying tftp://{}/{} \(Not enough space on device\)\r$",
+            esc(&ip.to_string()),
+            esc(NEW_IMAGE)
+        ),
+    );
+    let out = vty
+        .cmd(&format!("dir flash:{NEW_IMAGE}"), "lab-sw-002#")
+        .await;
+    assert_eq!(
+        out,
+        format!("%Error opening flash:/{NEW_IMAGE} (No such file or directory)\r\n")
+    );
+
+    // 3: corrupt download: the copy looks fine, verify disagrees, the boot loader refuses it.
+    let want = md5sum(&server.dir.path().join(NEW_IMAGE)).await;
+    let mut vty = enabled(lab.ssh(2), "lab-sw-003").await;
+    let out = copy_tftp(&mut vty, ip, NEW_IMAGE, "lab-sw-003").await;
+    assert!(out.contains("[OK - 200000 bytes]"), "{out:?}");
+    let out = vty
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE} {want}"),
+            "lab-sw-003#",
+        )
+        .await;
+    assert_line(
+        &out,
+        &format!(r"^%Error verifying flash:{}\r$", esc(NEW_IMAGE)),
+    );
+    assert_line(&out, &format!(r"^Submitted signature = {want}\r$"));
+    let computed = Regex::new(r"Computed signature = ([0-9a-f]{32})")
+        .unwrap()
+        .captures(&out)
+        .unwrap()[1]
+        .to_string();
+    assert_ne!(computed, want);
+    vty.cmd("conf t", "lab-sw-003(config)#").await;
+    vty.cmd(
+        &format!("boot system flash:{NEW_IMAGE}"),
+        "lab-sw-003(config)#",
+    )
+    .await;
+    vty.cmd("end", "lab-sw-003#").await;
+    vty.send("reload\n").await;
+    vty.expect(r"Save\? \[yes/no\]: $").await;
+    vty.send("yes\n").await;
+    vty.expect(r"Building configuration\.\.\.\r\n\[OK\]Proceed with reload\? \[confirm\]$")
+        .await;
+    vty.send("y").await;
+    vty.wait_closed().await;
+    assert!(lab.lab.wait_until_up("lab-sw-003").await);
+    let s = lab.lab.state("lab-sw-003").unwrap();
+    assert_eq!(
+        s.version, "15.2(4)E10",
+        "fell back to the first valid image"
+    );
+    assert_eq!(s.reload_count, 1);
+
+    // 4: the session drops mid-copy; no partial file remains.
+    let mut vty = enabled(lab.ssh(3), "lab-sw-004").await;
+    vty.send(&format!("copy tftp://{ip}/{NEW_IMAGE} flash:\n"))
+        .await;
+    vty.expect(r"Destination filename \[.*\]\? $").await;
+    vty.send("\n").await;
+    let tail = vty.wait_closed().await;
+    assert!(tail.contains("Accessing tftp://"), "{tail:?}");
+    let s = lab.lab.state("lab-sw-004").unwrap();
+    assert!(
+        s.flash.files.iter().all(|f| f.name != NEW_IMAGE),
+        "{:?}",
+        s.flash.files
+    );
+
+    // 5: wrong credentials, set and cleared through the admin API.
+    assert_eq!(
+        set_fault(&lab, "lab-sw-005", "wrong-credentials").await,
+        200
+    );
+    assert_eq!(
+        Vty::open(lab.ssh(4), "admin", "cisco")
+            .await
+            .err()
+            .as_deref(),
+        Some("authentication refused")
+    );
+    assert_eq!(set_fault(&lab, "lab-sw-005", "no-such-fault").await, 400);
+    assert_eq!(set_fault(&lab, "lab-sw-999", "slow-transfer").await, 404);
+    let url = format!(
+        "http://{}/api/devices/lab-sw-005/faults",
+        lab.lab.admin_addr().unwrap()
+    );
+    let resp = reqwest::Client::new().delete(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(Vty::open(lab.ssh(4), "admin", "cisco").await.is_ok());
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn reload_faults() {
+    use fleetup::sim::{Fault, FaultSpec};
+    let data = image(50_000, 3);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
+    let ip = v4(server.addr);
+    let lab = TestLab::start(3, |c| {
+        c.tftp_port = server.addr.port();
+        c.faults = vec![
+            FaultSpec {
+                device: "1".into(),
+                faults: vec![Fault::ReloadNeverReturns],
+            },
+            FaultSpec {
+                device: "2".into(),
+                faults: vec![Fault::ReloadOldImage],
+            },
+        ];
+    })
+    .await;
+    async fn upgrade_and_reload(vty: &mut Vty, ip: Ipv4Addr, host: &str) {
+        let out = copy_tftp(vty, ip, NEW_IMAGE, host).await;
+        assert!(out.contains("[OK - 50000 bytes]"), "{out:?}");
+        vty.cmd("conf t", &format!("{host}(config)#")).await;
+        vty.cmd(
+            &format!("boot system flash:{NEW_IMAGE}"),
+            &format!("{host}(config)#"),
+        )
+        .await;
+        vty.cmd("end", &format!("{host}#")).await;
+        vty.cmd("wr", &format!("{host}#")).await;
+        vty.send("reload\n").await;
+        vty.expect(r"Proceed with reload\? \[confirm\]$").await;
+        vty.send("\n").await;
+        vty.wait_closed().await;
+    }
+    let mut never = enabled(lab.ssh(0), "lab-sw-001").await;
+    upgrade_and_reload(&mut never, ip, "lab-sw-001").await;
+    let mut old = enabled(lab.ssh(1), "lab-sw-002").await;
+    upgrade_and_reload(&mut old, ip, "lab-sw-002").await;
+    let mut good = enabled(lab.ssh(2), "lab-sw-003").await;
+    upgrade_and_reload(&mut good, ip, "lab-sw-003").await;
+
+    // Devices 2 and 3 reloaded after device 1 and are back: device 1 still is not.
+    assert!(lab.lab.wait_until_up("lab-sw-002").await);
+    assert!(lab.lab.wait_until_up("lab-sw-003").await);
+    assert_eq!(lab.lab.state("lab-sw-003").unwrap().version, "15.2(7)E8");
+    let s = lab.lab.state("lab-sw-002").unwrap();
+    assert_eq!(s.version, "15.2(4)E10", "came back on the old image");
+    assert_eq!(s.boot_variable, vec![format!("flash:{NEW_IMAGE}")]);
+    let s = lab.lab.state("lab-sw-001").unwrap();
+    assert_eq!(s.power, fleetup::sim::Power::Reloading);
+    assert!(
+        Vty::open(lab.ssh(0), "admin", "cisco").await.is_err(),
+        "nobody answers"
+    );
+
+    // Clearing the fault lets it finish booting.
+    lab.lab.clear_faults("lab-sw-001");
+    assert!(lab.lab.wait_until_up("lab-sw-001").await);
+    assert_eq!(lab.lab.state("lab-sw-001").unwrap().version, "15.2(7)E8");
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn slow_and_rate_limited_copies_are_complete() {
+    use fleetup::sim::{Fault, FaultSpec};
+    let data = image(40_000, 5);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
+    let ip = v4(server.addr);
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(2, |c| {
+        c.tftp_port = server.addr.port();
+        c.state_dir = state_dir.path().to_path_buf();
+        c.rate = Some(400_000);
+        c.slow_rate = 200_000;
+        c.faults = vec![FaultSpec {
+            device: "2".into(),
+            faults: vec![Fault::SlowTransfer],
+        }];
+    })
+    .await;
+    for (k, host) in ["lab-sw-001", "lab-sw-002"].into_iter().enumerate() {
+        let mut vty = enabled(lab.ssh(k), host).await;
+        let out = copy_tftp(&mut vty, ip, NEW_IMAGE, host).await;
+        assert!(out.contains("[OK - 40000 bytes]"), "{out:?}");
+        let path = state_dir.path().join(host).join("flash").join(NEW_IMAGE);
+        assert_eq!(std::fs::read(path).unwrap(), data);
+    }
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn fleetup_lab_command_writes_inventory_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("lab.yml");
+    let base = random_base();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        .args([
+            "lab",
+            "--devices",
+            "2",
+            "--ssh-port",
+            "0",
+            "--boot-time",
+            "0.1",
+        ])
+        .arg("--base-ip")
+        .arg(base.to_string())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--write-inventory")
+        .arg(&inventory)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Some(line) = tokio::time::timeout(HANG, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        let done = line.starts_with("lab-sw-002");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(seen[0].starts_with("inventory written to"), "{seen:?}");
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(doc["defaults"]["username"], "admin");
+    assert_eq!(doc["defaults"]["enable_secret"], "cisco");
+    assert_eq!(doc["groups"]["lab"]["site"], "lab");
+    let devices = doc["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[1]["name"], "lab-sw-002");
+    let second = Ipv4Addr::from(u32::from(base) + 1).to_string();
+    assert_eq!(devices[1]["host"], second.as_str());
+    assert_eq!(devices[1]["platform"], "ios");
+    assert_eq!(devices[1]["model"], "WS-C2960X-48FPD-L");
+    assert_eq!(devices[1]["groups"][0], "lab");
+    // The inventory's address and port reach the device.
+    let port = devices[1]["port"].as_u64().unwrap() as u16;
+    let addr = SocketAddr::new(second.parse().unwrap(), port);
+    let out = openssh(addr, "cisco", "show version | include uptime").await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "lab-sw-002 uptime is 0 minutes"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(HANG, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn bad_lab_settings_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = LabConfig {
+        state_dir: dir.path().to_path_buf(),
+        base_ip: random_base(),
+        ..LabConfig::default()
+    };
+    let err = |c: LabConfig| async move {
+        match Lab::start(c, Shutdown::new()).await {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = err(LabConfig {
+        personas: vec!["c7200".into()],
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        e.contains("unknown persona \"c7200\"") && e.contains("c2960x"),
+        "{e}"
+    );
+    let e = err(LabConfig {
+        devices: 0,
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("--devices 0"), "{e}");
+    let e = err(LabConfig {
+        base_ip: Ipv4Addr::new(127, 255, 255, 250),
+        devices: 10,
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("leaves no room"), "{e}");
+    let e = err(LabConfig {
+        faults: vec!["lab-sw-009=tftp-timeout".parse().unwrap()],
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("no such device"), "{e}");
+    // A port already taken: the error names the device, the address and what to do.
+    let taken = std::net::TcpListener::bind((base.base_ip, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let e = err(LabConfig {
+        ssh_port: port,
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        e.contains("lab-sw-001")
+            && e.contains(&format!("{}:{port}", base.base_ip))
+            && e.contains("--ssh-port"),
+        "{e}"
+    );
+    // A damaged state file is reported, not silently replaced.
+    let shutdown = Shutdown::new();
+    let lab = Lab::start(base.clone(), shutdown.clone()).await.unwrap();
+    drop(lab);
+    shutdown.shutdown_and_wait().await;
+    std::fs::write(
+        dir.path().join("lab-sw-001").join("state.json"),
+        "{not json",
+    )
+    .unwrap();
+    let e = err(LabConfig {
+        base_ip: random_base(),
+        ..base.clone()
+    })
+    .await;
+    assert!(e.contains("state file") && e.contains("damaged"), "{e}");
+    // A persona file with a typo is located.
+    let persona = dir.path().join("mine.yaml");
+    std::fs::write(&persona, "name: mine\nplatform: ios\nmodle: X\n").unwrap();
+    let e = err(LabConfig {
+        personas: vec![persona.display().to_string()],
+        ..base
+    })
+    .await;
+    assert!(e.contains("line 3"), "{e}");
+}
+
+#[tokio::test]
+async fn ios_xe_install_mode_upgrade() {
+    const XE: &str = "cat9k_iosxe.17.09.04a.SPA.bin";
+    let data = image(120_000, 9);
+    let server = tftp_server(&[(XE, &data)]).await;
+    let ip = v4(server.addr);
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.personas = vec!["c9300".into()];
+    })
+    .await;
+    let host = "lab-sw-001";
+    let p = format!("{host}#");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let ver = vty.cmd("show version", &p).await;
+    assert_line(&ver, r"^Cisco IOS XE Software, Version 17\.06\.05\r$");
+    assert_line(
+        &ver,
+        r"^Cisco IOS Software \[Bengaluru\], Catalyst L3 Switch Software \(CAT9K_IOSXE\), Version 17\.6\.5, RELEASE SOFTWARE",
+    );
+    assert_line(&ver, r#"^System image file is "flash:packages\.conf"\r$"#);
+    assert_line(
+        &ver,
+        r"^\*    1 41    C9300-24P\s+17\.06\.05\s+CAT9K_IOSXE\s+INSTALL\r$",
+    );
+    let boot = vty.cmd("show boot", &p).await;
+    assert_line(&boot, r"^BOOT variable = flash:packages\.conf;\r$");
+
+    let out = copy_tftp(&mut vty, ip, XE, host).await;
+    assert!(out.contains("[OK - 120000 bytes]"), "{out:?}");
+    vty.send(&format!("install add file flash:{XE} activate commit\n"))
+        .await;
+    let out = vty
+        .expect(r"This operation may require a reload of the system\. Do you want to proceed\? \[y/n\]$")
+        .await;
+    assert_line(
+        &out,
+        r"^install_add_activate_commit: START \w{3} \w{3} \d\d \d\d:\d\d:\d\d UTC \d{4}\r$",
+    );
+    assert_line(&out, r"^Image added\. Version: 17\.09\.04a\.0\.1\r$");
+    assert_line(&out, r"^/flash/cat9k-rpbase\.17\.09\.04a\.SPA\.pkg\r$");
+    vty.send("y\n").await;
+    let tail = vty.wait_closed().await;
+    assert_line(&tail, r"^SUCCESS: install_add_activate_commit ");
+    assert!(
+        tail.contains("Chassis 1 reloading, reason - Reload command"),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up(host).await);
+
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let ver = vty.cmd("show version", &p).await;
+    assert_line(&ver, r"^Cisco IOS XE Software, Version 17\.09\.04a\r$");
+    assert_line(&ver, r"\[Cupertino\].+Version 17\.9\.4a, RELEASE SOFTWARE");
+    let summary = vty.cmd("show install summary", &p).await;
+    assert_line(&summary, r"^IMG   C    17\.09\.04a\.0\.1\r$");
+    assert_line(&summary, r"^IMG   I    17\.06\.05\.0\.1\r$");
+
+    vty.send("install remove inactive\n").await;
+    let out = vty
+        .expect(r"Do you want to remove the above files\? \[y/n\]$")
+        .await;
+    assert_line(
+        &out,
+        &format!(r"^    \[R0\]: /flash/{}\r$", regex::escape(XE)),
+    );
+    assert_line(
+        &out,
+        r"^    \[R0\]: /flash/cat9k-rpbase\.17\.06\.05\.SPA\.pkg\r$",
+    );
+    vty.send("y\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert_line(&out, r"^SUCCESS: install_remove ");
+    let s = lab.lab.state(host).unwrap();
+    assert!(
+        s.flash
+            .files
+            .iter()
+            .all(|f| !f.name.contains("17.06.05") && f.name != XE),
+        "{:?}",
+        s.flash.files
+    );
+    assert_eq!((s.version.as_str(), s.reload_count), ("17.09.04a", 1));
+    let summary = vty.cmd("sh install sum", &p).await;
+    assert!(!summary.contains("17.06.05"), "{summary}");
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn nx_os_install_all_upgrade() {
+    const NX: &str = "nxos.10.2.5.M.bin";
+    let data = image(90_000, 13);
+    let server = tftp_server(&[(NX, &data)]).await;
+    let ip = v4(server.addr);
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.personas = vec!["n9k".into()];
+        // Only the copy from a silent port waits for it.
+        c.tftp_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let p = "lab-sw-001#";
+    let mut vty = Vty::open(lab.ssh(0), "admin", "cisco").await.unwrap();
+    vty.expect(r"(?m)^lab-sw-001#$").await;
+    let ver = vty.cmd("show version", p).await;
+    assert_line(&ver, r"^ NXOS: version 9\.3\(8\)\r$");
+    assert_line(
+        &ver,
+        r"^  NXOS image file is: bootflash:///nxos\.9\.3\.8\.bin\r$",
+    );
+    assert_line(
+        &ver,
+        r"^Kernel uptime is 0 day\(s\), 0 hour\(s\), \d+ minute\(s\), \d+ second\(s\)\r$",
+    );
+    let out = vty.cmd("show verr", p).await;
+    assert_eq!(
+        out,
+        format!(
+            "{}^\r\n% Invalid command at '^' marker.\r\n",
+            " ".repeat(p.len() + 8)
+        )
+    );
+    let dir = vty.cmd("dir bootflash:", p).await;
+    assert_line(
+        &dir,
+        r"^ 1978203648    \w{3} \d\d \d\d:\d\d:\d\d \d{4}  nxos\.9\.3\.8\.bin\r$",
+    );
+    assert_line(&dir, r"^\s*\d+ bytes free\r$");
+
+    let out = vty
+        .cmd(
+            &format!("copy tftp://{ip}/{NX} bootflash: vrf management"),
+            p,
+        )
+        .await;
+    assert!(out.ends_with("Copy complete.\r\n"), "{out:?}");
+    let want = md5sum(&server.dir.path().join(NX)).await;
+    let out = vty
+        .cmd(&format!("show file bootflash:{NX} md5sum"), p)
+        .await;
+    assert_eq!(out, format!("{want}\r\n"));
+    let out = vty
+        .cmd("copy tftp://127.0.0.1:9/none.bin bootflash:", p)
+        .await;
+    assert!(out.contains("TFTP get operation failed:"), "{out:?}");
+
+    vty.send(&format!("install all nxos bootflash:{NX}\n"))
+        .await;
+    let out = vty
+        .expect(r"Do you want to continue with the installation \(y/n\)\?  \[n\] $")
+        .await;
+    assert_line(
+        &out,
+        r"^     1        nxos\s+9\.3\(8\)\s+10\.2\(5\)M\s+yes\r$",
+    );
+    vty.send("y\n").await;
+    let tail = vty.wait_closed().await;
+    assert!(
+        tail.contains("Finishing the upgrade, switch will reboot in 10 seconds."),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up("lab-sw-001").await);
+
+    let out = openssh(lab.ssh(0), "cisco", "show version").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_line(&text, r"^ NXOS: version 10\.2\(5\)M\r$");
+    let out = openssh(lab.ssh(0), "cisco", "show boot").await;
+    assert_line(
+        &String::from_utf8_lossy(&out.stdout),
+        &format!(r"^NXOS variable = bootflash:/{}\r$", regex::escape(NX)),
+    );
+    assert_eq!(admin_state(&lab, "lab-sw-001").await["reload_count"], 1);
     lab.stop().await;
 }

@@ -4,6 +4,8 @@
 mod support;
 
 mod api;
+mod drivers;
 mod lab;
+mod rollout;
 mod samples;
 mod tftp;

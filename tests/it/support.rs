@@ -25,6 +25,10 @@ impl TestApp {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
+        Self::start_full(adjust, fleetup::rollout::Clock::System).await
+    }
+
+    pub async fn start_full(adjust: impl FnOnce(&mut ServeArgs), clock: fleetup::rollout::Clock) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut args = ServeArgs {
             data_dir: dir.path().to_path_buf(),
@@ -32,7 +36,7 @@ impl TestApp {
             ..Default::default()
         };
         adjust(&mut args);
-        let service = Service::start(&args, Some(TOKEN.into())).await.unwrap();
+        let service = Service::start_with_clock(&args, Some(TOKEN.into()), clock).await.unwrap();
         TestApp {
             service,
             dir,
@@ -70,17 +74,21 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(data_dir: &Path) -> ServeProcess {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// With extra flags; `--tftp` and `--ftp` default to off unless given.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        let mut args: Vec<&str> = vec!["serve", "--http", "127.0.0.1:0"];
+        for flag in ["--tftp", "--ftp"] {
+            if !extra.contains(&flag) {
+                args.extend([flag, "off"]);
+            }
+        }
+        args.extend(extra);
+        args.push("--data-dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--tftp",
-                "off",
-                "--ftp",
-                "off",
-                "--data-dir",
-            ])
+            .args(&args)
             .arg(data_dir)
             .env("FLEETUP_API_TOKEN", TOKEN)
             .env("FLEETUP_LOG", "warn")
