@@ -323,11 +323,6 @@ test('fleet, image upload, and a rollout watched live from start to completion',
 
   await ensureImage();
 
-  // The fleet view once the target exists; screenshot for the record.
-  await nav(page, 'Fleet').click();
-  await page.waitForFunction((n) => document.querySelectorAll('#devices tbody tr[data-device]').length === n, LAB_DEVICES);
-  await page.screenshot({ path: path.join(ARTIFACTS, 'fleet.png'), fullPage: true });
-
   // Start a rollout from a playbook: preview, then start (confirmation dialog).
   await nav(page, 'New rollout').click();
   const playbook = [
@@ -365,7 +360,7 @@ test('fleet, image upload, and a rollout watched live from start to completion',
     .some((x) => Number(x.dataset.bytes) > 0 && Number(x.dataset.bytes) < Number(x.dataset.total)), null, { timeout: 60_000 });
   const firstBytes = await page.evaluate(() => Math.max(...[...document.querySelectorAll('.xfer[data-total]')].map((x) => Number(x.dataset.bytes))));
   await page.waitForFunction((b) => [...document.querySelectorAll('.xfer[data-total]')].some((x) => Number(x.dataset.bytes) > b), firstBytes, { timeout: 60_000 });
-  await page.screenshot({ path: path.join(ARTIFACTS, 'rollout-in-progress.png'), fullPage: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'rollout-canary.png'), fullPage: true });
 
   // Steps advance: the canary's timeline gains finished steps while we watch.
   const canary = page.locator('#waves section[data-wave="0"] tr[data-device]');
@@ -383,6 +378,11 @@ test('fleet, image upload, and a rollout watched live from start to completion',
   await page.locator('#rollout-state [data-state="paused"]').waitFor({ state: 'detached' });
   assert.equal((await api('GET', `/rollouts/${encodeURIComponent(rolloutId)}`)).body.paused, false);
 
+  // The next wave copies to several devices at once: the screenshot of a rollout in progress.
+  await page.waitForFunction(() => [...document.querySelectorAll('#waves section[data-wave="1"] .xfer[data-total]')]
+    .some((x) => Number(x.dataset.bytes) > 0 && Number(x.dataset.bytes) < Number(x.dataset.total)), null, { timeout: 120_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'rollout-in-progress.png'), fullPage: true });
+
   // Completion, seen live: every row succeeded, each with copy and reload in its timeline.
   await page.locator('#rollout-state [data-state="completed"]').waitFor({ timeout: 180_000 });
   await page.waitForFunction((n) => document.querySelectorAll('#waves tr[data-state="succeeded"]').length === n, LAB_DEVICES);
@@ -398,6 +398,13 @@ test('fleet, image upload, and a rollout watched live from start to completion',
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download report (CSV)' }).click()]);
   const csv = await readFile(await download.path(), 'utf8');
   for (let k = 1; k <= LAB_DEVICES; k += 1) assert.ok(csv.includes(`lab-sw-${String(k).padStart(3, '0')}`), csv);
+
+  // The fleet now runs the target everywhere: the lab site's bar is all target.
+  await nav(page, 'Fleet').click();
+  await page.waitForFunction((n) => document.getElementById('stat-current')?.textContent === String(n), LAB_DEVICES);
+  assert.match(await page.locator('#version-chart .chart-row[data-site="lab"]').innerText(), new RegExp(`100%[\\s\\S]*${LAB_DEVICES}/${LAB_DEVICES}`));
+  assert.equal(await page.locator('#devices tr[data-device] .badge[data-state="current"]').count(), LAB_DEVICES);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'fleet.png'), fullPage: true });
 
   // The rollouts list shows it completed.
   await nav(page, 'Rollouts').click();

@@ -197,15 +197,15 @@ export function render(main, { params }) {
     for (const w of detail.waves) {
       const rows = h('tbody');
       for (const j of w.devices) {
-        const versions = j.new_version
-          ? `${j.old_version || '?'} → ${j.new_version}`
-          : `${j.old_version || '?'}${j.target_version ? ` → ${j.target_version}` : ''}`;
+        // The old version is unknown until the device was reached; then say only where it goes.
+        const to = j.new_version || j.target_version;
+        const versions = j.old_version ? `${j.old_version} → ${to || '?'}` : (j.new_version ? `now ${j.new_version}` : `→ ${to || '?'}`);
         rows.append(h('tr', { dataset: { device: j.device, state: j.state } },
           td('Device', h('span', { class: 'device-name' }, j.device), j.attempts > 1 ? h('div', { class: 'muted small' }, `attempt ${j.attempts}`) : null),
           td('State', badge(j.state), j.error ? h('div', { class: 'err', role: 'note' }, j.error) : null),
           td('Step', stepCell(j)),
           td('Transfer', transferCell(j)),
-          td('Version', h('span', { class: 'mono small' }, versions)),
+          td('Version', h('span', { class: 'mono small nowrap' }, versions)),
           td('Timeline', timeline(j))));
       }
       wavesBox.append(h('section', { class: 'card wave', 'aria-labelledby': `wave-${w.index}`, dataset: { wave: w.index } },
