@@ -265,6 +265,9 @@ pub struct Timeouts {
     /// From `reload` until the device answers on SSH again.
     #[serde(default = "default_reload")]
     pub reload: Seconds,
+    /// Pause between reachability probes while a device boots.
+    #[serde(default = "default_poll")]
+    pub poll: Seconds,
 }
 
 fn default_connect() -> Seconds {
@@ -279,6 +282,9 @@ fn default_copy() -> Seconds {
 fn default_reload() -> Seconds {
     Seconds(30 * 60)
 }
+fn default_poll() -> Seconds {
+    Seconds(10)
+}
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -287,6 +293,7 @@ impl Default for Timeouts {
             command: default_command(),
             copy: default_copy(),
             reload: default_reload(),
+            poll: default_poll(),
         }
     }
 }

@@ -52,6 +52,17 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
                 }
                 UpgradeResult::Staged => (JobState::Succeeded, "staged: image copied and verified"),
             };
+            if let Err(e) = db
+                .set_job_origin(
+                    id,
+                    &name,
+                    done.before.version.as_deref(),
+                    done.before.image.as_deref(),
+                )
+                .await
+            {
+                tracing::warn!(device = %name, error = %e, "cannot record the version before");
+            }
             if let Err(e) = db.set_facts(&name, &done.after).await {
                 tracing::warn!(device = %name, error = %e, "cannot record facts");
             }
@@ -69,6 +80,15 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             (state, version, None, JobOutcome::Succeeded)
         }
         Err(Ended::Interrupted) => return JobOutcome::Interrupted,
+        Err(Ended::Requeued(message)) => {
+            engine
+                .event(id, Some(&name), "device_requeued", None, &message, None)
+                .await;
+            if let Err(e) = db.requeue_job(id, &name).await {
+                tracing::error!(device = %name, error = %e, "cannot put a device back in line");
+            }
+            return JobOutcome::Aborted;
+        }
         Err(Ended::Aborted(message)) => {
             engine
                 .event(id, Some(&name), "device_aborted", None, &message, None)
@@ -105,8 +125,13 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
 
 enum Ended {
     Interrupted,
+    /// Stopped by a halt at a safe point: back to pending, for a retry.
+    Requeued(String),
     Aborted(String),
-    Failed { reason: String, message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePlan), String> {
@@ -170,6 +195,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePl
         verify: t.copy.duration(),
         install: t.copy.duration(),
         reload: t.reload.duration(),
+        poll_interval: t.poll.duration(),
         ..device::Timeouts::default()
     };
     let margin = match pb.checks.pre.free_space_margin {
@@ -226,7 +252,14 @@ impl StepGate for Recorder<'_> {
         let id = &self.ctx.rollout_id;
         if engine.db().rollout(id).await.is_ok_and(|r| r.paused) {
             engine
-                .event(id, Some(&self.device), "held", Some(step.as_str()), "the rollout is paused: this step waits for resume", None)
+                .event(
+                    id,
+                    Some(&self.device),
+                    "held",
+                    Some(step.as_str()),
+                    "the rollout is paused: this step waits for resume",
+                    None,
+                )
                 .await;
         }
         if !engine.may_go_on(id).await {
@@ -422,7 +455,7 @@ async fn execute(
             if let Some(key) = &failure.host_key {
                 pin_key(key).await;
             }
-            Err(classify(engine, failure).await)
+            Err(classify(engine, id, failure).await)
         }
     }
 }
@@ -446,10 +479,22 @@ async fn reload_uptime_bound(
     Some(since + plan.timeouts.reload.as_secs())
 }
 
-async fn classify(engine: &Engine, f: UpgradeFailure) -> Ended {
+async fn classify(engine: &Engine, id: &str, f: UpgradeFailure) -> Ended {
     if f.reason == FailureReason::Cancelled {
         if engine.shutdown().is_requested() {
             return Ended::Interrupted;
+        }
+        let aborted = engine
+            .db()
+            .rollout(id)
+            .await
+            .map(|r| r.abort_requested)
+            .unwrap_or(true);
+        if !aborted {
+            return Ended::Requeued(format!(
+                "stopped by the halt before {}; it will run again on retry",
+                f.step
+            ));
         }
         return Ended::Aborted(f.to_string());
     }

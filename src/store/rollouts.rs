@@ -310,11 +310,25 @@ impl Db {
         Ok(())
     }
 
-    /// Put failed devices back in line; returns how many.
+    /// Put a device that was stopped before any change back in line (the rollout halted).
+    pub async fn requeue_job(&self, rollout_id: &str, device: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollout_devices SET state = 'pending', error = NULL, step = NULL, step_state = NULL, \
+             reload_sent = 0, finished_at = NULL WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Put failed (and halt-stopped) devices back in line; returns how many. A retried device
+    /// starts from the beginning: its earlier attempt ended, reload included.
     pub async fn retry_failed_jobs(&self, rollout_id: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE rollout_devices SET state = 'pending', error = NULL, finished_at = NULL, step = NULL, \
-             step_state = NULL WHERE rollout_id = ? AND state = 'failed'",
+             step_state = NULL, reload_sent = 0 WHERE rollout_id = ? AND state IN ('failed', 'aborted')",
         )
         .bind(rollout_id)
         .execute(&self.pool)

@@ -16,7 +16,12 @@ pub const IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
 pub const IMAGE_VERSION: &str = "15.2(7)E8";
 
 fn random_base() -> Ipv4Addr {
-    Ipv4Addr::new(127, rand::random_range(20..250), rand::random_range(1..250), 1)
+    Ipv4Addr::new(
+        127,
+        rand::random_range(20..250),
+        rand::random_range(1..250),
+        1,
+    )
 }
 
 /// A fleetup service with its TFTP server on loopback, a lab of `n` devices imported into its
@@ -33,7 +38,11 @@ impl Rig {
         Self::start_with_clock(n, tweak, Clock::System).await
     }
 
-    pub async fn start_with_clock(n: usize, tweak: impl FnOnce(&mut LabConfig), clock: Clock) -> Rig {
+    pub async fn start_with_clock(
+        n: usize,
+        tweak: impl FnOnce(&mut LabConfig),
+        clock: Clock,
+    ) -> Rig {
         let lab_dir = tempfile::tempdir().unwrap();
         let mut config = LabConfig {
             devices: n,
@@ -46,18 +55,26 @@ impl Rig {
         tweak(&mut config);
         let lab_shutdown = Shutdown::new();
         let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
-        let app = TestApp::start_full(
-            |a| a.tftp = "127.0.0.1:0".parse().unwrap(),
-            clock,
-        )
-        .await;
-        let r = app.post("/api/v1/inventory/import").body(lab.inventory_yaml()).send().await.unwrap();
+        let app = TestApp::start_full(|a| a.tftp = "127.0.0.1:0".parse().unwrap(), clock).await;
+        let r = app
+            .post("/api/v1/inventory/import")
+            .body(lab.inventory_yaml())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
         let img = app.dir.path().join(IMAGE);
         write_random_file(&img, 3 * 1024 * 1024 + 123, 77);
-        let form = reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(std::fs::read(&img).unwrap()).file_name(IMAGE));
-        let r = app.post("/api/v1/images").multipart(form).send().await.unwrap();
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(std::fs::read(&img).unwrap()).file_name(IMAGE),
+        );
+        let r = app
+            .post("/api/v1/images")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
         Rig {
             app,
@@ -72,7 +89,14 @@ impl Rig {
     }
 
     pub async fn submit(&self, playbook: &str) -> String {
-        let r = self.app.post("/api/v1/rollouts").header("content-type", "application/yaml").body(playbook.to_string()).send().await.unwrap();
+        let r = self
+            .app
+            .post("/api/v1/rollouts")
+            .header("content-type", "application/yaml")
+            .body(playbook.to_string())
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -80,7 +104,14 @@ impl Rig {
     }
 
     pub async fn detail(&self, id: &str) -> Value {
-        self.app.get(&format!("/api/v1/rollouts/{id}")).send().await.unwrap().json().await.unwrap()
+        self.app
+            .get(&format!("/api/v1/rollouts/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn events(&self, id: &str) -> Vec<Value> {
@@ -97,7 +128,9 @@ impl Rig {
     pub async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
         eventually(&format!("rollout {id} to reach {states:?}"), || async {
             let d = self.detail(id).await;
-            states.contains(&d["state"].as_str().unwrap_or("")).then_some(d)
+            states
+                .contains(&d["state"].as_str().unwrap_or(""))
+                .then_some(d)
         })
         .await
     }
@@ -105,8 +138,18 @@ impl Rig {
     /// Wait for an event matching `pred`.
     pub async fn wait_event(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(what, || async {
-            let events = self.app.service.state.db.events_after(id, 0, 100_000).await.unwrap();
-            events.into_iter().map(|e| serde_json::to_value(e).unwrap()).find(|e| pred(e))
+            let events = self
+                .app
+                .service
+                .state
+                .db
+                .events_after(id, 0, 100_000)
+                .await
+                .unwrap();
+            events
+                .into_iter()
+                .map(|e| serde_json::to_value(e).unwrap())
+                .find(|e| pred(e))
         })
         .await
     }
@@ -118,12 +161,18 @@ impl Rig {
 
 pub fn playbook(extra: &str) -> String {
     format!(
-        "name: lab-rollout\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\n{extra}"
+        "name: lab-rollout\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\n{}",
+        extra.replace("strategy:\n", "strategy:\n  timeouts: {poll: 1}\n")
     )
 }
 
 fn jobs(detail: &Value) -> Vec<Value> {
-    detail["waves"].as_array().unwrap().iter().flat_map(|w| w["devices"].as_array().unwrap().clone()).collect()
+    detail["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["devices"].as_array().unwrap().clone())
+        .collect()
 }
 
 /// The boot variable names only files that exist on flash, and the first one verifies.
@@ -141,13 +190,24 @@ fn boot_variable_valid(lab: &Lab, name: &str) -> bool {
 async fn twenty_devices_canary_then_waves() {
     let rig = Rig::start(20, |_| {}).await;
     let id = rig
-        .submit(&playbook("strategy:\n  canary: 1\n  waves: [\"25%\", \"100%\"]\n  concurrency: 8\n"))
+        .submit(&playbook(
+            "strategy:\n  canary: 1\n  waves: [\"25%\", \"100%\"]\n  concurrency: 8\n",
+        ))
         .await;
-    let d = rig.wait_state(&id, &["completed", "failed", "halted", "aborted"]).await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted", "aborted"])
+        .await;
     assert_eq!(d["state"], "completed", "{d:#}");
     let waves = d["waves"].as_array().unwrap();
-    let sizes: Vec<usize> = waves.iter().map(|w| w["devices"].as_array().unwrap().len()).collect();
-    assert_eq!(sizes, vec![1, 5, 14], "canary 1, 25% of 19 rounds up to 5, then the rest");
+    let sizes: Vec<usize> = waves
+        .iter()
+        .map(|w| w["devices"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![1, 5, 14],
+        "canary 1, 25% of 19 rounds up to 5, then the rest"
+    );
     for j in jobs(&d) {
         assert_eq!(j["state"], "succeeded", "{j:#}");
         assert_eq!(j["new_version"], IMAGE_VERSION);
@@ -157,21 +217,62 @@ async fn twenty_devices_canary_then_waves() {
         let st = rig.lab.state(&name).unwrap();
         assert_eq!(st.version, IMAGE_VERSION, "{name}");
         assert_eq!(st.reload_count, 1, "{name}");
-        assert!(st.running_image.ends_with(IMAGE), "{name}: {}", st.running_image);
-        assert!(boot_variable_valid(&rig.lab, &name), "{name}: {:?}", st.boot_variable);
+        assert!(
+            st.running_image.ends_with(IMAGE),
+            "{name}: {}",
+            st.running_image
+        );
+        assert!(
+            boot_variable_valid(&rig.lab, &name),
+            "{name}: {:?}",
+            st.boot_variable
+        );
     }
     // Waves ran in order: no device of a wave started before the previous wave finished.
     let events = rig.events(&id).await;
-    let finished: Vec<i64> = events.iter().filter(|e| e["kind"] == "wave_finished").map(|e| e["id"].as_i64().unwrap()).collect();
-    let started: Vec<i64> = events.iter().filter(|e| e["kind"] == "wave_started").map(|e| e["id"].as_i64().unwrap()).collect();
+    let finished: Vec<i64> = events
+        .iter()
+        .filter(|e| e["kind"] == "wave_finished")
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let started: Vec<i64> = events
+        .iter()
+        .filter(|e| e["kind"] == "wave_started")
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(started.len(), 3);
-    assert!(started[1] > finished[0] && started[2] > finished[1], "waves overlap");
+    assert!(
+        started[1] > finished[0] && started[2] > finished[1],
+        "waves overlap"
+    );
     // The inventory knows the new facts; the report says old -> new.
-    let dev: Value = rig.app.get(&format!("/api/v1/devices/{}", rig.names()[0])).send().await.unwrap().json().await.unwrap();
+    let dev: Value = rig
+        .app
+        .get(&format!("/api/v1/devices/{}", rig.names()[0]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(dev["facts"]["version"], IMAGE_VERSION);
-    let csv = rig.app.get(&format!("/api/v1/rollouts/{id}/report?format=csv")).send().await.unwrap().text().await.unwrap();
+    let csv = rig
+        .app
+        .get(&format!("/api/v1/rollouts/{id}/report?format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(csv.lines().count(), 21, "{csv}");
-    assert!(csv.lines().nth(1).unwrap().contains(&format!("15.2(4)E10,{IMAGE_VERSION}")), "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .contains(&format!("15.2(4)E10,{IMAGE_VERSION}")),
+        "{csv}"
+    );
     rig.stop().await;
 }
 
@@ -183,28 +284,68 @@ async fn failure_threshold_halts_and_boot_variables_stay_valid() {
     assert!(rig.lab.set_fault(&names[1], Fault::CorruptDownload));
     assert!(rig.lab.set_fault(&names[2], Fault::ReloadOldImage));
     let id = rig
-        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 2\n  max_failures: 1\n"))
+        .submit(&playbook(
+            "strategy:\n  canary: 1\n  concurrency: 2\n  max_failures: 1\n",
+        ))
         .await;
-    let d = rig.wait_state(&id, &["halted", "completed", "failed"]).await;
+    let d = rig
+        .wait_state(&id, &["halted", "completed", "failed"])
+        .await;
     assert_eq!(d["state"], "halted", "{d:#}");
-    assert!(d["halt_reason"].as_str().unwrap().contains("2 device(s) failed"), "{}", d["halt_reason"]);
+    assert!(
+        d["halt_reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 device(s) failed"),
+        "{}",
+        d["halt_reason"]
+    );
     let by_name = |n: &str| jobs(&d).into_iter().find(|j| j["device"] == n).unwrap();
-    assert!(by_name(&names[1])["error"].as_str().unwrap().contains("corrupt_image"), "{:#}", by_name(&names[1]));
-    assert!(by_name(&names[2])["error"].as_str().unwrap().contains("came_back_on_old_image"), "{:#}", by_name(&names[2]));
+    assert!(
+        by_name(&names[1])["error"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt_image"),
+        "{:#}",
+        by_name(&names[1])
+    );
+    assert!(
+        by_name(&names[2])["error"]
+            .as_str()
+            .unwrap()
+            .contains("came_back_on_old_image"),
+        "{:#}",
+        by_name(&names[2])
+    );
     // Devices never started stay pending; every device keeps a bootable boot variable.
     let pending = jobs(&d).iter().filter(|j| j["state"] == "pending").count();
     assert!(pending >= 1, "the halt stopped new devices: {d:#}");
     for n in &names {
-        assert!(boot_variable_valid(&rig.lab, n), "{n}: {:?}", rig.lab.state(n).unwrap().boot_variable);
+        assert!(
+            boot_variable_valid(&rig.lab, n),
+            "{n}: {:?}",
+            rig.lab.state(n).unwrap().boot_variable
+        );
     }
     let st = rig.lab.state(&names[2]).unwrap();
-    assert!(st.running_image.contains("152-4.E10"), "{}", st.running_image);
+    assert!(
+        st.running_image.contains("152-4.E10"),
+        "{}",
+        st.running_image
+    );
     // Retry after fixing the devices: the rollout goes on and completes.
     rig.lab.clear_faults(&names[1]);
     rig.lab.clear_faults(&names[2]);
-    let r = rig.app.post(&format!("/api/v1/rollouts/{id}/retry")).send().await.unwrap();
+    let r = rig
+        .app
+        .post(&format!("/api/v1/rollouts/{id}/retry"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let d = rig.wait_state(&id, &["completed", "failed", "halted"]).await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
     assert_eq!(d["state"], "completed", "{d:#}");
     for n in &names {
         assert_eq!(rig.lab.state(n).unwrap().version, IMAGE_VERSION, "{n}");
@@ -216,24 +357,57 @@ async fn failure_threshold_halts_and_boot_variables_stay_valid() {
 async fn pause_holds_steps_and_resume_finishes() {
     // Slow copies, so the pause lands while the canary is copying.
     let rig = Rig::start(3, |c| c.rate = Some(1024 * 1024)).await;
-    let id = rig.submit(&playbook("strategy:\n  canary: 1\n  concurrency: 3\n")).await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 3\n"))
+        .await;
     let canary = rig.names()[0].clone();
-    rig.wait_event(&id, "the canary's copy", |e| e["kind"] == "step_started" && e["step"] == "copy").await;
-    let r = rig.app.post(&format!("/api/v1/rollouts/{id}/pause")).send().await.unwrap();
+    rig.wait_event(&id, "the canary's copy", |e| {
+        e["kind"] == "step_started" && e["step"] == "copy"
+    })
+    .await;
+    let r = rig
+        .app
+        .post(&format!("/api/v1/rollouts/{id}/pause"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(rig.detail(&id).await["state"], "paused");
-    let held = rig.wait_event(&id, "the canary held at its next step", |e| e["kind"] == "held" && e["device"] == canary.as_str()).await;
+    let held = rig
+        .wait_event(&id, "the canary held at its next step", |e| {
+            e["kind"] == "held" && e["device"] == canary.as_str()
+        })
+        .await;
     let held_id = held["id"].as_i64().unwrap();
     let held_step = held["step"].as_str().unwrap().to_string();
     // While held, the device's next step has not started and nothing was reloaded.
     let events = rig.events(&id).await;
-    assert!(!events.iter().any(|e| e["id"].as_i64().unwrap() > held_id && e["kind"] == "step_started"), "a step started while paused");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["id"].as_i64().unwrap() > held_id && e["kind"] == "step_started"),
+        "a step started while paused"
+    );
     assert_eq!(rig.lab.state(&canary).unwrap().reload_count, 0);
-    let r = rig.app.post(&format!("/api/v1/rollouts/{id}/resume")).send().await.unwrap();
+    let r = rig
+        .app
+        .post(&format!("/api/v1/rollouts/{id}/resume"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let resumed = rig.wait_event(&id, "the held step started", |e| e["kind"] == "step_started" && e["device"] == canary.as_str() && e["step"] == held_step.as_str() && e["id"].as_i64().unwrap() > held_id).await;
+    let resumed = rig
+        .wait_event(&id, "the held step started", |e| {
+            e["kind"] == "step_started"
+                && e["device"] == canary.as_str()
+                && e["step"] == held_step.as_str()
+                && e["id"].as_i64().unwrap() > held_id
+        })
+        .await;
     assert!(resumed["id"].as_i64().unwrap() > held_id);
-    let d = rig.wait_state(&id, &["completed", "failed", "halted"]).await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
     assert_eq!(d["state"], "completed", "{d:#}");
     rig.stop().await;
 }
@@ -241,21 +415,49 @@ async fn pause_holds_steps_and_resume_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_stops_at_a_safe_point() {
     let rig = Rig::start(4, |c| c.rate = Some(1024 * 1024)).await;
-    let id = rig.submit(&playbook("strategy:\n  canary: 0\n  concurrency: 1\n")).await;
-    rig.wait_event(&id, "the first copy", |e| e["kind"] == "step_started" && e["step"] == "copy").await;
-    let r = rig.app.post(&format!("/api/v1/rollouts/{id}/abort")).send().await.unwrap();
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 1\n"))
+        .await;
+    rig.wait_event(&id, "the first copy", |e| {
+        e["kind"] == "step_started" && e["step"] == "copy"
+    })
+    .await;
+    let r = rig
+        .app
+        .post(&format!("/api/v1/rollouts/{id}/abort"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let d = rig.wait_state(&id, &["aborted"]).await;
-    let states: Vec<String> = jobs(&d).iter().map(|j| j["state"].as_str().unwrap().to_string()).collect();
-    assert!(states.iter().all(|s| s != "running" && s != "pending"), "{states:?}");
-    assert!(states.iter().filter(|s| *s == "aborted").count() >= 3, "{states:?}");
+    let states: Vec<String> = jobs(&d)
+        .iter()
+        .map(|j| j["state"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        states.iter().all(|s| s != "running" && s != "pending"),
+        "{states:?}"
+    );
+    assert!(
+        states.iter().filter(|s| *s == "aborted").count() >= 3,
+        "{states:?}"
+    );
     for n in rig.names() {
         let st = rig.lab.state(&n).unwrap();
-        assert!(boot_variable_valid(&rig.lab, &n), "{n}: {:?}", st.boot_variable);
+        assert!(
+            boot_variable_valid(&rig.lab, &n),
+            "{n}: {:?}",
+            st.boot_variable
+        );
         assert!(st.reload_count <= 1);
     }
     // An ended rollout refuses further actions.
-    let r = rig.app.post(&format!("/api/v1/rollouts/{id}/resume")).send().await.unwrap();
+    let r = rig
+        .app
+        .post(&format!("/api/v1/rollouts/{id}/resume"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
     rig.stop().await;
 }
@@ -269,7 +471,10 @@ async fn reloads_wait_for_the_maintenance_window() {
         .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\nschedule:\n  windows: [\"Mon-Fri 22:00-23:30 UTC\"]\n"))
         .await;
     for n in rig.names() {
-        rig.wait_event(&id, "the device staged and waiting", |e| e["kind"] == "waiting_window" && e["device"] == n.as_str()).await;
+        rig.wait_event(&id, "the device staged and waiting", |e| {
+            e["kind"] == "waiting_window" && e["device"] == n.as_str()
+        })
+        .await;
     }
     // Staged, not reloaded: the image is on flash and verified, the boot variable set.
     for n in rig.names() {
@@ -278,7 +483,9 @@ async fn reloads_wait_for_the_maintenance_window() {
         assert!(st.flash.files.iter().any(|f| f.name == IMAGE), "{n}");
     }
     clock.set("2026-11-24T22:00:00Z".parse().unwrap());
-    let d = rig.wait_state(&id, &["completed", "failed", "halted"]).await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
     assert_eq!(d["state"], "completed", "{d:#}");
     for n in rig.names() {
         assert_eq!(rig.lab.state(&n).unwrap().reload_count, 1);
@@ -290,12 +497,26 @@ async fn reloads_wait_for_the_maintenance_window() {
 async fn scheduled_start_waits_for_its_time() {
     let clock = ManualClock::new("2026-11-24T12:00:00Z".parse().unwrap());
     let rig = Rig::start_with_clock(1, |_| {}, Clock::Manual(clock.clone())).await;
-    let id = rig.submit(&playbook("strategy:\n  canary: 0\nschedule:\n  start_at: 2026-11-25T01:00:00Z\n")).await;
-    rig.wait_event(&id, "the scheduled event", |e| e["kind"] == "scheduled").await;
+    let id = rig
+        .submit(&playbook(
+            "strategy:\n  canary: 0\nschedule:\n  start_at: 2026-11-25T01:00:00Z\n",
+        ))
+        .await;
+    rig.wait_event(&id, "the scheduled event", |e| e["kind"] == "scheduled")
+        .await;
     assert_eq!(rig.detail(&id).await["state"], "scheduled");
-    assert!(rig.lab.state(&rig.names()[0]).unwrap().last_commands.is_empty(), "nothing touched before the start time");
+    assert!(
+        rig.lab
+            .state(&rig.names()[0])
+            .unwrap()
+            .last_commands
+            .is_empty(),
+        "nothing touched before the start time"
+    );
     clock.set("2026-11-25T01:00:00Z".parse().unwrap());
-    let d = rig.wait_state(&id, &["completed", "failed", "halted"]).await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
     assert_eq!(d["state"], "completed", "{d:#}");
     rig.stop().await;
 }
@@ -303,28 +524,65 @@ async fn scheduled_start_waits_for_its_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dry_run_and_validation_touch_nothing() {
     let rig = Rig::start(3, |_| {}).await;
-    let r = rig.app.post("/api/v1/rollouts?dry_run=true").body(playbook("strategy:\n  canary: 1\n  waves: [1, 2]\n")).send().await.unwrap();
+    let r = rig
+        .app
+        .post("/api/v1/rollouts?dry_run=true")
+        .body(playbook("strategy:\n  canary: 1\n  waves: [1, 2]\n"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let plan: Value = r.json().await.unwrap();
-    let sizes: Vec<usize> = plan["plan"]["waves"].as_array().unwrap().iter().map(|w| w["devices"].as_array().unwrap().len()).collect();
+    let sizes: Vec<usize> = plan["plan"]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["devices"].as_array().unwrap().len())
+        .collect();
     assert_eq!(sizes, vec![1, 1, 1]);
     // A broken playbook: 422 with the line and column.
     let bad = playbook("strategy:\n  canary: 1\n  wavez: [1]\n");
-    let r = rig.app.post("/api/v1/rollouts").body(bad).send().await.unwrap();
+    let r = rig
+        .app
+        .post("/api/v1/rollouts")
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["error"]["line"], 11, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("wavez"), "{e}");
+    assert_eq!(e["error"]["line"], 12, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("wavez"),
+        "{e}"
+    );
     // An image that is not in the store is named with its location.
-    let r = rig.app.post("/api/v1/rollouts").body(playbook("").replace(IMAGE, "c2960x-universalk9-mz.152-7.E9.bin")).send().await.unwrap();
+    let r = rig
+        .app
+        .post("/api/v1/rollouts")
+        .body(playbook("").replace(IMAGE, "c2960x-universalk9-mz.152-7.E9.bin"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["line"], 5, "{e}");
     // No device saw a single command, and no rollout exists.
     for n in rig.names() {
-        assert!(rig.lab.state(&n).unwrap().last_commands.is_empty(), "{n} was touched");
+        assert!(
+            rig.lab.state(&n).unwrap().last_commands.is_empty(),
+            "{n} was touched"
+        );
     }
-    let list: Value = rig.app.get("/api/v1/rollouts").send().await.unwrap().json().await.unwrap();
+    let list: Value = rig
+        .app
+        .get("/api/v1/rollouts")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["rollouts"].as_array().unwrap().len(), 0);
     rig.stop().await;
 }
@@ -334,12 +592,20 @@ async fn events_stream_over_sse() {
     let rig = Rig::start(1, |_| {}).await;
     let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
     let resp = reqwest::Client::new()
-        .get(rig.app.url(&format!("/api/v1/rollouts/{id}/events?token={TOKEN}")))
+        .get(
+            rig.app
+                .url(&format!("/api/v1/rollouts/{id}/events?token={TOKEN}")),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     use futures_util::StreamExt;
     let mut stream = resp.bytes_stream();
     let mut text = String::new();
@@ -355,7 +621,10 @@ async fn events_stream_over_sse() {
     .await
     .unwrap_or(false);
     assert!(found, "no completed event in the stream: {text}");
-    assert!(text.contains("event: created") && text.contains("event: step_started"), "{text}");
+    assert!(
+        text.contains("event: created") && text.contains("event: step_started"),
+        "{text}"
+    );
     rig.stop().await;
 }
 
@@ -385,13 +654,33 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
     let serve = ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"]);
     let http = reqwest::Client::new();
     let api = |base: &str, p: &str| format!("{base}/api/v1{p}");
-    http.post(api(&serve.base_url, "/inventory/import")).bearer_auth(TOKEN).body(lab.inventory_yaml()).send().await.unwrap();
+    http.post(api(&serve.base_url, "/inventory/import"))
+        .bearer_auth(TOKEN)
+        .body(lab.inventory_yaml())
+        .send()
+        .await
+        .unwrap();
     let img = dir.path().join(IMAGE);
     write_random_file(&img, 2 * 1024 * 1024, 5);
-    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(std::fs::read(&img).unwrap()).file_name(IMAGE));
-    let r = http.post(api(&serve.base_url, "/images")).bearer_auth(TOKEN).multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(std::fs::read(&img).unwrap()).file_name(IMAGE),
+    );
+    let r = http
+        .post(api(&serve.base_url, "/images"))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = http.post(api(&serve.base_url, "/rollouts")).bearer_auth(TOKEN).body(playbook("strategy:\n  canary: 1\n  concurrency: 5\n")).send().await.unwrap();
+    let r = http
+        .post(api(&serve.base_url, "/rollouts"))
+        .bearer_auth(TOKEN)
+        .body(playbook("strategy:\n  canary: 1\n  concurrency: 5\n"))
+        .send()
+        .await
+        .unwrap();
     let body: Value = r.json().await.unwrap();
     let id = body["id"].as_str().unwrap().to_string();
     // Kill it once a device of the main wave has sent its reload and others are still copying.
@@ -399,9 +688,21 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
     eventually("a reload in the main wave", || {
         let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
         async move {
-            let d: Value = http.get(url).bearer_auth(TOKEN).send().await.ok()?.json().await.ok()?;
+            let d: Value = http
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             let wave = d["waves"].as_array()?.get(1)?.clone();
-            wave["devices"].as_array()?.iter().any(|j| j["reload_sent"] == true).then_some(())
+            wave["devices"]
+                .as_array()?
+                .iter()
+                .any(|j| j["reload_sent"] == true)
+                .then_some(())
         }
     })
     .await;
@@ -415,15 +716,29 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
     let d = eventually("the resumed rollout to end", || {
         let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
         async move {
-            let d: Value = http.get(url).bearer_auth(TOKEN).send().await.ok()?.json().await.ok()?;
-            ["completed", "failed", "halted"].contains(&d["state"].as_str()?).then_some(d)
+            let d: Value = http
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            ["completed", "failed", "halted"]
+                .contains(&d["state"].as_str()?)
+                .then_some(d)
         }
     })
     .await;
     assert_eq!(d["state"], "completed", "{d:#}");
     for dev in lab.devices() {
         let st = lab.state(&dev.name).unwrap();
-        assert_eq!(st.reload_count, 1, "{} was reloaded {} times", dev.name, st.reload_count);
+        assert_eq!(
+            st.reload_count, 1,
+            "{} was reloaded {} times",
+            dev.name, st.reload_count
+        );
         assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
     }
     drop(serve);

@@ -28,7 +28,10 @@ impl TestApp {
         Self::start_full(adjust, fleetup::rollout::Clock::System).await
     }
 
-    pub async fn start_full(adjust: impl FnOnce(&mut ServeArgs), clock: fleetup::rollout::Clock) -> TestApp {
+    pub async fn start_full(
+        adjust: impl FnOnce(&mut ServeArgs),
+        clock: fleetup::rollout::Clock,
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut args = ServeArgs {
             data_dir: dir.path().to_path_buf(),
@@ -36,7 +39,9 @@ impl TestApp {
             ..Default::default()
         };
         adjust(&mut args);
-        let service = Service::start_with_clock(&args, Some(TOKEN.into()), clock).await.unwrap();
+        let service = Service::start_with_clock(&args, Some(TOKEN.into()), clock)
+            .await
+            .unwrap();
         TestApp {
             service,
             dir,
