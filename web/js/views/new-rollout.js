@@ -17,12 +17,12 @@ export function render(main, { go }) {
   const gutter = h('div', { class: 'gutter', 'aria-hidden': 'true' });
   const mark = h('div', { class: 'line-mark', hidden: true });
   const editor = h('div', { class: 'editor' }, gutter, h('div', { class: 'editor-body' }, mark, textarea));
-  const errorBoxEl = h('div', { id: 'playbook-error', 'aria-live': 'assertive' });
+  const errorBoxEl = h('div', { id: 'playbook-error' });
   const fileInput = h('input', { id: 'playbook-file', type: 'file', accept: '.yml,.yaml,.json,text/yaml,application/json' });
   const exampleBtn = h('button', { type: 'button', class: 'btn' }, 'Insert an example');
   const previewBtn = h('button', { type: 'button', class: 'btn', id: 'preview' }, 'Preview plan');
   const startBtn = h('button', { type: 'submit', class: 'btn btn-primary', id: 'start' }, 'Start rollout…');
-  const planBox = h('div', { id: 'plan', 'aria-live': 'polite' },
+  const planBox = h('div', { id: 'plan' },
     h('p', { class: 'muted' }, 'Preview the plan to see the waves, the devices in each and the devices that will not be touched, before anything starts.'));
   let errorLine = null;
 

@@ -37,7 +37,9 @@ export function render(main, { params }) {
   const halt = h('div');
   const errorSlot = h('div');
   const live = h('span', { class: 'live', id: 'live', role: 'status' }, 'Connecting…');
-  const lastEvent = h('p', { class: 'small muted', id: 'last-event', 'aria-live': 'polite' });
+  // Not a live region: steps of many devices would flood a screen reader; announce() speaks
+  // the rollout-level events.
+  const lastEvent = h('p', { class: 'small muted', id: 'last-event' });
 
   const btn = (label, cls, onclick, idAttr) => h('button', { type: 'button', class: `btn ${cls}`, id: idAttr, onclick }, label);
   const pauseBtn = btn('Pause', '', () => act('pause', 'Paused: no new step starts.'), 'act-pause');
