@@ -1,0 +1,90 @@
+// Entry point: hash routing, sign-in guard, navigation state.
+import { session, setUnauthorizedHandler, get } from './api.js';
+import { clear, toast } from './ui.js';
+import * as signin from './views/signin.js';
+import * as fleet from './views/fleet.js';
+import * as rollouts from './views/rollouts.js';
+import * as rollout from './views/rollout.js';
+import * as newRollout from './views/new-rollout.js';
+import * as images from './views/images.js';
+
+const main = document.getElementById('main');
+const nav = document.getElementById('nav');
+const signoutBtn = document.getElementById('signout');
+let cleanup = null;
+
+const routes = [
+  [/^\/signin$/, signin, 'Sign in', null],
+  [/^\/fleet$/, fleet, 'Fleet', 'fleet'],
+  [/^\/rollouts$/, rollouts, 'Rollouts', 'rollouts'],
+  [/^\/rollouts\/([^/]+)$/, rollout, 'Rollout', 'rollouts'],
+  [/^\/new$/, newRollout, 'New rollout', 'new'],
+  [/^\/images$/, images, 'Images', 'images'],
+];
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, '') || '/fleet';
+  const [path, query = ''] = raw.split('?');
+  return { path, query: new URLSearchParams(query) };
+}
+
+export function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+let lastPath = null;
+function route() {
+  const { path, query } = parseHash();
+  const signedIn = Boolean(session.token());
+  if (!signedIn && path !== '/signin') {
+    location.replace(`#/signin?next=${encodeURIComponent(path)}`);
+    return;
+  }
+  const match = routes.find(([re]) => re.test(path));
+  if (!match) {
+    location.replace('#/fleet');
+    return;
+  }
+  const [re, view, title, navKey] = match;
+  const params = path.match(re).slice(1).map(decodeURIComponent);
+  if (cleanup) { try { cleanup(); } catch { /* a view's teardown must not block navigation */ } }
+  cleanup = null;
+  nav.hidden = !signedIn;
+  signoutBtn.hidden = !signedIn;
+  for (const a of nav.querySelectorAll('a')) {
+    if (a.dataset.nav === navKey) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  document.title = `${title} · fleetup`;
+  clear(main);
+  const result = view.render(main, { params, query, go });
+  cleanup = typeof result === 'function' ? result : null;
+  // Move focus to the new page for keyboard and screen-reader users, but not on the first load.
+  if (lastPath !== null && lastPath !== path) main.focus({ preventScroll: true });
+  if (lastPath !== path) window.scrollTo(0, 0);
+  lastPath = path;
+}
+
+setUnauthorizedHandler(() => {
+  if (!session.token()) return;
+  session.clear();
+  toast('Your token was not accepted. Please sign in again.', { error: true });
+  const { path } = parseHash();
+  location.replace(`#/signin?next=${encodeURIComponent(path === '/signin' ? '/fleet' : path)}`);
+});
+
+signoutBtn.addEventListener('click', () => {
+  session.clear();
+  location.hash = '#/signin';
+});
+
+window.addEventListener('hashchange', route);
+route();
+
+get('/health', { token: null })
+  .then((h) => {
+    const v = h.service && h.service.version;
+    if (v) document.getElementById('service-version').textContent = `v${v}`;
+  })
+  .catch(() => { /* health is informative only */ });
