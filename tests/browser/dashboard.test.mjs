@@ -339,6 +339,7 @@ test('fleet, image upload, and a rollout watched live from start to completion',
     '  waves: ["100%"]',
     '  concurrency: 4',
     '  max_failures: 0',
+    '  timeouts: {poll: 1}',
     '',
   ].join('\n');
   await page.getByRole('textbox', { name: 'Playbook (YAML)' }).fill(playbook);
