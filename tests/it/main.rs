@@ -1,2 +1,3 @@
 //! All integration tests live in this one binary, so the stack is linked once.
 //! Each area has its own module; tests pick free ports and fresh data directories.
+mod ftp;
