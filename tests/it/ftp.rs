@@ -984,3 +984,44 @@ async fn missing_root_is_a_clear_error() {
     .to_string();
     assert!(err.contains("/nonexistent/fleetup-images"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_port_serves_only_the_control_client() {
+    let s = start(config()).await;
+    s.image("ios.bin", 5000);
+    let me = random_loopback();
+    let (mut c, _) = Ctl::connect_from(me, s.addr).await;
+    assert_eq!(c.cmd(&format!("USER {USER}")).await.0, 331);
+    assert_eq!(c.cmd(&format!("PASS {PASS}")).await.0, 230);
+    let (code, text) = c.cmd("PASV").await;
+    assert_eq!(code, 227);
+    let (ip, port) = pasv_port(&text);
+    assert_eq!(
+        IpAddr::V4(ip),
+        s.addr.ip(),
+        "PASV announces the address the client connected to"
+    );
+    c.w.write_all(b"RETR ios.bin\r\n").await.unwrap();
+    // Someone else grabs the port first: the server drops that connection unanswered.
+    let intruder = loop {
+        let o = random_loopback();
+        if o != me {
+            break o;
+        }
+    };
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind((intruder, 0).into()).unwrap();
+    let mut stolen = sock.connect((ip, port).into()).await.unwrap();
+    let mut buf = Vec::new();
+    let n = stolen.read_to_end(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "a foreign host received data");
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind((me, 0).into()).unwrap();
+    let mut data = sock.connect((ip, port).into()).await.unwrap();
+    assert_eq!(c.reply().await.0, 150);
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, std::fs::read(s.root.path().join("ios.bin")).unwrap());
+    assert_eq!(c.reply().await.0, 226);
+    s.stop().await;
+}
