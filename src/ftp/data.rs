@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -167,20 +167,23 @@ pub enum SendError {
 }
 
 impl DataConn {
-    /// Send `len` bytes of `file` from its current position, updating `progress` as they go.
-    /// Plain connections use the kernel's file-to-socket copy (sendfile), as vsftpd does.
+    /// Send `len` bytes of `file` from `offset`, updating `progress` as they go. Plain
+    /// connections use the kernel's file-to-socket copy (sendfile), as vsftpd does.
     pub async fn send_file(
         self,
         file: std::fs::File,
+        offset: u64,
         len: u64,
         progress: Arc<TransferHandle>,
         cancel: CancellationToken,
         stall: Duration,
     ) -> Result<u64, SendError> {
         match self {
-            DataConn::Plain(tcp) => send_plain(tcp, file, len, progress, cancel, stall).await,
+            DataConn::Plain(tcp) => {
+                send_plain(tcp, file, offset, len, progress, cancel, stall).await
+            }
             DataConn::Tls(mut tls) => {
-                let n = send_tls(&mut tls, file, len, &progress, &cancel, stall).await?;
+                let n = send_tls(&mut tls, file, offset, len, &progress, &cancel, stall).await?;
                 finish_tls(&mut tls, stall).await?;
                 Ok(n)
             }
@@ -221,6 +224,7 @@ async fn finish_tls(tls: &mut TlsStream<TcpStream>, stall: Duration) -> Result<(
 async fn send_plain(
     tcp: TcpStream,
     file: std::fs::File,
+    offset: u64,
     len: u64,
     progress: Arc<TransferHandle>,
     cancel: CancellationToken,
@@ -238,15 +242,14 @@ async fn send_plain(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_worker = stop.clone();
     let mut job = tokio::task::spawn_blocking(move || {
-        let mut sock = sock;
         let mut sent = 0u64;
+        let mut pos = offset;
         while sent < len {
             if stop_worker.load(Ordering::Relaxed) {
                 return Err(SendError::Aborted);
             }
-            let step = (len - sent).min(SENDFILE_CHUNK);
-            // io::copy from a (Take of a) File to a TcpStream is sendfile/splice on Linux.
-            let n = match io::copy(&mut io::Read::take(&file, step), &mut sock) {
+            let step = (len - sent).min(SENDFILE_CHUNK) as usize;
+            let n = match send_chunk(&sock, &file, &mut pos, step) {
                 Ok(n) => n,
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
@@ -263,7 +266,7 @@ async fn send_plain(
                 )
                 .into());
             }
-            sent += n;
+            sent += n as u64;
             progress.set_bytes(sent);
         }
         sock.shutdown(std::net::Shutdown::Write)?;
@@ -285,12 +288,14 @@ async fn send_plain(
 async fn send_tls(
     tls: &mut TlsStream<TcpStream>,
     file: std::fs::File,
+    offset: u64,
     len: u64,
     progress: &TransferHandle,
     cancel: &CancellationToken,
     stall: Duration,
 ) -> Result<u64, SendError> {
     let mut file = tokio::fs::File::from_std(file);
+    file.seek(io::SeekFrom::Start(offset)).await?;
     file.set_max_buf_size(TLS_CHUNK);
     let mut buf = vec![0u8; TLS_CHUNK];
     let mut sent = 0u64;
@@ -313,4 +318,38 @@ async fn send_tls(
     }
     with_stall(stall, tls.flush()).await?;
     Ok(sent)
+}
+
+/// Send up to `count` bytes of `file` from `*pos` without copying them through user space;
+/// advances `*pos`. On a blocking socket with a send timeout, a stalled client gives WouldBlock.
+#[cfg(target_os = "linux")]
+fn send_chunk(
+    sock: &std::net::TcpStream,
+    file: &std::fs::File,
+    pos: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    loop {
+        match rustix::fs::sendfile(sock, file, Some(pos), count) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_chunk(
+    sock: &std::net::TcpStream,
+    file: &std::fs::File,
+    pos: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    use std::io::{Read as _, Seek as _};
+    let mut f = file;
+    f.seek(io::SeekFrom::Start(*pos))?;
+    let mut s = sock;
+    let n = io::copy(&mut f.take(count as u64), &mut s)?;
+    *pos += n;
+    Ok(n as usize)
 }

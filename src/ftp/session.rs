@@ -1,7 +1,7 @@
 //! One control connection: login, commands, and the transfers it starts.
 
 use std::collections::VecDeque;
-use std::io::{self, Seek as _};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -870,11 +870,8 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
-        let opened = std::fs::File::open(&entry.path).and_then(|mut f| {
+        let opened = std::fs::File::open(&entry.path).and_then(|f| {
             let len = f.metadata()?.len();
-            if offset <= len {
-                f.seek(io::SeekFrom::Start(offset))?;
-            }
             Ok((f, len))
         });
         let (file, len) = match opened {
@@ -910,7 +907,14 @@ impl Session {
             Some(remaining),
         ));
         let cancel = CancellationToken::new();
-        let send = conn.send_file(file, remaining, handle.clone(), cancel.clone(), self.idle());
+        let send = conn.send_file(
+            file,
+            offset,
+            remaining,
+            handle.clone(),
+            cancel.clone(),
+            self.idle(),
+        );
         let (result, interrupt) = self.during_transfer(send, &cancel).await;
         let handle = Arc::try_unwrap(handle).ok();
         match result {
