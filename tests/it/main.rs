@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod drivers;
+mod ftp;
 mod lab;
 mod rollout;
 mod samples;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Throughput of fleetup's FTP server against vsftpd (and libunftp, the embedding candidate) on
+# loopback: one SIZE_MB file fetched by curl, median of RUNS single downloads, then CLIENTS
+# concurrent downloads. Prints a table with ratios to vsftpd.
+#
+#   bench/ftp.sh [SIZE_MB=256] [RUNS=5] [CLIENTS=20]      env: SKIP_LIBUNFTP=1 to leave it out
+#
+# Needs: vsftpd (apt-get install vsftpd), curl, python3, cargo; run as root (vsftpd).
+set -euo pipefail
+
+SIZE_MB=${1:-256}
+RUNS=${2:-5}
+CLIENTS=${3:-20}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/fleetup-ftp-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+VSFTPD=${VSFTPD:-$(command -v vsftpd || echo /usr/sbin/vsftpd)}
+[ -x "$VSFTPD" ] || { echo "vsftpd not found: apt-get install vsftpd" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "building fleetup's FTP server (release)..." >&2
+cargo build -q --release --manifest-path "$REPO/bench/ftp-server/Cargo.toml" --target-dir "$REPO/target"
+FLEETUP_BIN="$REPO/target/release/fleetup-ftp-bench"
+if [ -z "${SKIP_LIBUNFTP:-}" ]; then
+    echo "building the libunftp prototype (release)..." >&2
+    cargo build -q --release --manifest-path "$REPO/bench/ftp-libunftp/Cargo.toml" --target-dir "$REPO/target/bench-libunftp"
+    UNFTP_BIN="$REPO/target/bench-libunftp/release/unftp-proto"
+fi
+
+mkdir -p "$WORK/root" "$WORK/empty" "$WORK/out"
+chmod 755 "$WORK/root"
+echo "writing a ${SIZE_MB} MB test image..." >&2
+head -c "${SIZE_MB}M" /dev/urandom > "$WORK/root/image.bin"
+WANT=$(md5sum < "$WORK/root/image.bin" | cut -d' ' -f1)
+
+# name -> URL of the image
+declare -A URL
+ORDER=()
+
+P=$(free_port)
+sed -e "s#@ADDR@#127.0.0.1#" -e "s#@PORT@#$P#" -e "s#@ROOT@#$WORK/root#" \
+    -e "s#@PASV_MIN@#46000#" -e "s#@PASV_MAX@#46999#" -e "s#@EMPTY@#$WORK/empty#" \
+    "$REPO/bench/vsftpd.conf" > "$WORK/vsftpd.conf"
+"$VSFTPD" "$WORK/vsftpd.conf" & PIDS+=($!)
+URL[vsftpd]="ftp://anonymous:x@127.0.0.1:$P/image.bin"; ORDER+=(vsftpd)
+
+P=$(free_port)
+"$FLEETUP_BIN" "$WORK/root" "127.0.0.1:$P" bench bench-pw 47000-47999 > "$WORK/fleetup.log" & PIDS+=($!)
+URL[fleetup]="ftp://bench:bench-pw@127.0.0.1:$P/image.bin"; ORDER+=(fleetup)
+
+if [ -n "${UNFTP_BIN:-}" ]; then
+    P=$(free_port)
+    "$UNFTP_BIN" big "$WORK/root" "127.0.0.1:$P" > /dev/null 2>&1 & PIDS+=($!)
+    URL[libunftp-1MiB]="ftp://anonymous:x@127.0.0.1:$P/image.bin"; ORDER+=(libunftp-1MiB)
+    P=$(free_port)
+    "$UNFTP_BIN" fs "$WORK/root" "127.0.0.1:$P" > /dev/null 2>&1 & PIDS+=($!)
+    URL[libunftp-sbe-fs]="ftp://anonymous:x@127.0.0.1:$P/image.bin"; ORDER+=(libunftp-sbe-fs)
+fi
+
+# Servers bind in their own time: retry until each answers (a script, not a test).
+for name in "${ORDER[@]}"; do
+    for _ in $(seq 100); do
+        curl -s -o /dev/null --max-time 5 "${URL[$name]%image.bin}" && break
+        sleep 0.1
+    done
+    got=$(curl -sS "${URL[$name]}" | md5sum | cut -d' ' -f1)
+    [ "$got" = "$WANT" ] || { echo "$name served a different file ($got != $WANT)" >&2; exit 1; }
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A SINGLE CONC
+for name in "${ORDER[@]}"; do
+    times=()
+    for _ in $(seq "$RUNS"); do
+        times+=("$(curl -sS -o /dev/null -w '%{time_total}' "${URL[$name]}")")
+    done
+    SINGLE[$name]=$(printf '%s\n' "${times[@]}" | median)
+    start=$(date +%s.%N)
+    cpids=()
+    for i in $(seq "$CLIENTS"); do
+        curl -sS -o /dev/null "${URL[$name]}" & cpids+=($!)
+    done
+    for p in "${cpids[@]}"; do wait "$p"; done
+    end=$(date +%s.%N)
+    CONC[$name]=$(echo "$end - $start" | bc -l)
+done
+
+printf '\n%s MB file, loopback, curl; single = median of %s runs; concurrent = %s clients at once\n\n' "$SIZE_MB" "$RUNS" "$CLIENTS"
+printf '| server | single (s) | single MB/s | vs vsftpd | %s concurrent (s) | aggregate MB/s | vs vsftpd |\n' "$CLIENTS"
+printf '|---|---:|---:|---:|---:|---:|---:|\n'
+for name in "${ORDER[@]}"; do
+    s=${SINGLE[$name]}; c=${CONC[$name]}
+    awk -v n="$name" -v s="$s" -v c="$c" -v vs="${SINGLE[vsftpd]}" -v vc="${CONC[vsftpd]}" \
+        -v mb="$SIZE_MB" -v k="$CLIENTS" 'BEGIN {
+        printf "| %s | %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", n, s, mb/s, vs/s, c, k*mb/c, vc/c }'
+done
