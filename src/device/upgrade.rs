@@ -707,7 +707,6 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
             "free space not reported; the copy will tell",
         ),
     }
-    let url = plan.source.url(&plan.image);
     run.start(
         Step::Copy,
         format!(
@@ -717,7 +716,7 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
         ),
     )
     .await?;
-    match session.copy(&url, &plan.image).await {
+    match session.copy(&plan.source, &plan.image).await {
         Ok(report) => run.emit(
             Step::Copy,
             StepStatus::Done,

@@ -667,6 +667,9 @@ async fn a_copy_slower_than_its_timeout_fails_with_timeout() {
         failure.message.contains("did not finish in time"),
         "{failure}"
     );
+    // The command and its echo carried the FTP password; the failure must not.
+    assert!(!failure.message.contains("fleetup@"), "{failure}");
+    assert!(failure.message.contains("anonymous:***@"), "{failure}");
     assert_eq!(rig.lab.state(&rig.name(0)).unwrap().reload_count, 0);
     rig.stop().await;
 }
