@@ -503,6 +503,8 @@ pub struct Cli<O: Output> {
     peer: IpAddr,
     /// NX-OS `terminal dont-ask`.
     dont_ask: bool,
+    /// Lines per screen before `--More--`; 0 turns paging off.
+    term_length: u32,
 }
 
 /// Size of the flash read between two dots of `verify /md5`.
@@ -535,6 +537,7 @@ impl<O: Output> Cli<O> {
             user,
             peer,
             dont_ask: false,
+            term_length: 24,
         }
     }
 
@@ -630,6 +633,7 @@ impl<O: Output> Cli<O> {
 
     /// One command given on the `ssh host COMMAND` line.
     pub async fn run_exec(mut self, line: &str) -> Flow {
+        self.term_length = 0;
         self.execute(line, 0).await
     }
 
@@ -792,7 +796,7 @@ impl<O: Output> Cli<O> {
                 self.show(&out, filter.as_ref()).await?;
             }
             Cmd::TermLength => match arg(0).parse::<u32>() {
-                Ok(n) if n <= 512 => {}
+                Ok(n) if n <= 512 => self.term_length = n,
                 _ => self.write(&caret(arg(0))).await?,
             },
             Cmd::TermWidth => match arg(0).parse::<u32>() {
@@ -1009,7 +1013,38 @@ impl<O: Output> Cli<O> {
             Some(f) => f.apply(text),
             None => text.to_string(),
         };
-        self.write(&crlf(&text)).await
+        let text = crlf(&text);
+        if self.term_length == 0 {
+            return self.write(&text).await;
+        }
+        // A screenful is the terminal length less the --More-- line.
+        let page = (self.term_length as usize).saturating_sub(1).max(1);
+        let lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+        let mut at = 0;
+        let mut budget = page;
+        loop {
+            let end = (at + budget).min(lines.len());
+            self.write(&lines[at..end].concat()).await?;
+            at = end;
+            if at >= lines.len() {
+                return Ok(());
+            }
+            self.write(" --More-- ").await?;
+            let key = loop {
+                if let Some(k) = self.editor.next_key() {
+                    break k;
+                }
+                let bytes = self.input.recv().await.ok_or(())?;
+                self.editor.push(&bytes);
+            };
+            self.write(&format!("{0}{1}{0}", "\x08".repeat(10), " ".repeat(10)))
+                .await?;
+            budget = match key {
+                b' ' => page,
+                b'\r' | b'\n' => 1,
+                _ => return Ok(()),
+            };
+        }
     }
 
     async fn enable(&mut self) -> Result<(), ()> {

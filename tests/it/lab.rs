@@ -274,6 +274,24 @@ async fn prompts_enable_abbreviations_and_errors() {
         vty.cmd("show privilege", "lab-sw-001#").await,
         "Current privilege level is 15\r\n"
     );
+    // Until `terminal length 0`, long output stops at --More--: Space pages, Return adds one
+    // line, anything else ends it.
+    vty.send("show version\n").await;
+    let first = vty.expect(r" --More-- $").await;
+    assert_eq!(
+        first.matches("\r\n").count(),
+        24,
+        "echo line + 23 lines: {first:?}"
+    );
+    vty.send(" ").await;
+    vty.expect(r" --More-- $").await;
+    vty.send("\r").await;
+    let one = vty.expect(r" --More-- $").await;
+    assert_eq!(one.matches("\r\n").count(), 1, "{one:?}");
+    vty.send("q").await;
+    // The pager erases itself; the prompt follows on the same line.
+    let end = vty.expect(r"lab-sw-001#$").await;
+    assert_eq!(end, format!("{0}{1}{0}lab-sw-001#", "\x08".repeat(10), " ".repeat(10)));
     assert_eq!(vty.cmd("terminal length 0", "lab-sw-001#").await, "");
     assert_eq!(vty.cmd("terminal width 511", "lab-sw-001#").await, "");
 
@@ -426,6 +444,7 @@ async fn enabled(addr: SocketAddr, host: &str) -> Vty {
     vty.expect("Password: ").await;
     vty.send("cisco\n").await;
     vty.expect(&format!(r"(?m)^{host}#$")).await;
+    vty.cmd("terminal length 0", &format!("{host}#")).await;
     vty
 }
 
@@ -1105,6 +1124,7 @@ async fn nx_os_install_all_upgrade() {
     let p = "lab-sw-001#";
     let mut vty = Vty::open(lab.ssh(0), "admin", "cisco").await.unwrap();
     vty.expect(r"(?m)^lab-sw-001#$").await;
+    vty.cmd("terminal length 0", p).await;
     let ver = vty.cmd("show version", p).await;
     assert_line(&ver, r"^ NXOS: version 9\.3\(8\)\r$");
     assert_line(
