@@ -61,6 +61,13 @@ enum Cmd {
     Dir,
     Write,
     Reload,
+    InstallAdd,
+    InstallRemoveInactive,
+    ShowInstallSummary,
+    ShowFileMd5,
+    InstallAll,
+    TermDontAsk,
+    BootNxos,
     // configuration mode
     Hostname,
     BootSystem,
@@ -237,6 +244,96 @@ const EXEC: &[(u8, Syntax<Cmd>)] = &[
     ),
 ];
 
+/// IOS-XE install mode (personas with `install_mode: true`).
+const INSTALL: &[(u8, Syntax<Cmd>)] = &[
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("add"), Kw("file"), Arg, Rest],
+            cmd: Cmd::InstallAdd,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("remove"), Kw("inactive")],
+            cmd: Cmd::InstallRemoveInactive,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("install"), Kw("summary")],
+            cmd: Cmd::ShowInstallSummary,
+        },
+    ),
+];
+
+/// The date in `install_*: START …` lines.
+fn install_date() -> String {
+    jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .strftime("%a %b %d %H:%M:%S UTC %Y")
+        .to_string()
+}
+
+/// NX-OS additions.
+const NXOS: &[(u8, Syntax<Cmd>)] = &[
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("file"), Arg, Kw("md5sum")],
+            cmd: Cmd::ShowFileMd5,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("all"), Kw("nxos"), Arg, Rest],
+            cmd: Cmd::InstallAll,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("terminal"), Kw("dont-ask")],
+            cmd: Cmd::TermDontAsk,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("copy"), Arg, Arg, Kw("vrf"), Arg],
+            cmd: Cmd::Copy,
+        },
+    ),
+];
+
+const NXOS_CONFIG: &[Syntax<Cmd>] = &[
+    Syntax {
+        toks: &[Kw("boot"), Kw("nxos"), Arg],
+        cmd: Cmd::BootNxos,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("boot"), Kw("nxos"), Rest],
+        cmd: Cmd::NoBootSystem,
+    },
+];
+
+async fn md5_of(path: &std::path::Path) -> Option<String> {
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
 const CONFIG: &[Syntax<Cmd>] = &[
     Syntax {
         toks: &[Kw("hostname"), Arg],
@@ -404,6 +501,10 @@ pub struct Cli<O: Output> {
     mode: Mode,
     user: String,
     peer: IpAddr,
+    /// NX-OS `terminal dont-ask`.
+    dont_ask: bool,
+    /// Lines per screen before `--More--`; 0 turns paging off.
+    term_length: u32,
 }
 
 /// Size of the flash read between two dots of `verify /md5`.
@@ -420,15 +521,23 @@ impl<O: Output> Cli<O> {
         user: String,
         peer: IpAddr,
     ) -> Self {
+        // NX-OS logs network-admin users straight into privileged mode.
+        let mode = if dev.persona.platform == crate::inventory::Platform::Nxos {
+            Mode::Privileged
+        } else {
+            Mode::User
+        };
         Self {
             dev,
             lab,
             out,
             input,
             editor: LineEditor::new(),
-            mode: Mode::User,
+            mode,
             user,
             peer,
+            dont_ask: false,
+            term_length: 24,
         }
     }
 
@@ -524,6 +633,7 @@ impl<O: Output> Cli<O> {
 
     /// One command given on the `ssh host COMMAND` line.
     pub async fn run_exec(mut self, line: &str) -> Flow {
+        self.term_length = 0;
         self.execute(line, 0).await
     }
 
@@ -539,6 +649,7 @@ impl<O: Output> Cli<O> {
     }
 
     async fn execute_inner(&mut self, line: &str, prompt_len: usize) -> Result<Flow, ()> {
+        let nxos = self.nxos();
         let (command, filter) = match line.find('|') {
             Some(i) => {
                 let text = &line[i + 1..];
@@ -569,7 +680,7 @@ impl<O: Output> Cli<O> {
                             ParseError::Invalid { at } => ParseError::Invalid { at: at + i + 1 },
                             other => other,
                         };
-                        self.write(&e.render(prompt_len)).await?;
+                        self.write(&e.render_as(nxos, prompt_len)).await?;
                         return Ok(Flow::Continue);
                     }
                 }
@@ -581,7 +692,7 @@ impl<O: Output> Cli<O> {
                 &ParseError::Invalid {
                     at: line.find('|').unwrap_or(0),
                 }
-                .render(prompt_len),
+                .render_as(nxos, prompt_len),
             )
             .await?;
             return Ok(Flow::Continue);
@@ -593,19 +704,24 @@ impl<O: Output> Cli<O> {
             self.show(&out, filter.as_ref()).await?;
             return Ok(Flow::Continue);
         }
+        let install: &[(u8, Syntax<Cmd>)] = if self.dev.persona.install_mode {
+            INSTALL
+        } else if nxos {
+            NXOS
+        } else {
+            &[]
+        };
+        let exec = EXEC.iter().chain(install);
         let syntax: Vec<Syntax<Cmd>> = match self.mode {
-            Mode::User => EXEC
-                .iter()
-                .filter(|(l, _)| *l <= 1)
-                .map(|(_, s)| *s)
-                .collect(),
-            Mode::Privileged => EXEC.iter().map(|(_, s)| *s).collect(),
+            Mode::User => exec.filter(|(l, _)| *l <= 1).map(|(_, s)| *s).collect(),
+            Mode::Privileged => exec.map(|(_, s)| *s).collect(),
+            Mode::Config if nxos => CONFIG.iter().chain(NXOS_CONFIG).copied().collect(),
             Mode::Config => CONFIG.to_vec(),
         };
         let parsed = match parse(command, &syntax) {
             Ok(p) => p,
             Err(e) => {
-                self.write(&e.render(prompt_len)).await?;
+                self.write(&e.render_as(nxos, prompt_len)).await?;
                 return Ok(Flow::Continue);
             }
         };
@@ -613,7 +729,7 @@ impl<O: Output> Cli<O> {
         let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
         let caret = |word: &str| {
             let at = command.rfind(word).unwrap_or(0);
-            ParseError::Invalid { at }.render(prompt_len)
+            ParseError::Invalid { at }.render_as(nxos, prompt_len)
         };
         match parsed.cmd {
             Cmd::Enable => self.enable().await?,
@@ -651,7 +767,7 @@ impl<O: Output> Cli<O> {
                 }
                 None => {
                     let at = command.find("bootvar").map(|i| i + 4).unwrap_or(0);
-                    self.write(&ParseError::Invalid { at }.render(prompt_len))
+                    self.write(&ParseError::Invalid { at }.render_as(nxos, prompt_len))
                         .await?;
                 }
             },
@@ -680,7 +796,7 @@ impl<O: Output> Cli<O> {
                 self.show(&out, filter.as_ref()).await?;
             }
             Cmd::TermLength => match arg(0).parse::<u32>() {
-                Ok(n) if n <= 512 => {}
+                Ok(n) if n <= 512 => self.term_length = n,
                 _ => self.write(&caret(arg(0))).await?,
             },
             Cmd::TermWidth => match arg(0).parse::<u32>() {
@@ -688,8 +804,12 @@ impl<O: Output> Cli<O> {
                 _ => self.write(&caret(arg(0))).await?,
             },
             Cmd::Configure => {
-                self.write("Enter configuration commands, one per line.  End with CNTL/Z.\r\n")
-                    .await?;
+                let banner = if nxos {
+                    "Enter configuration commands, one per line. End with CNTL/Z.\r\n"
+                } else {
+                    "Enter configuration commands, one per line.  End with CNTL/Z.\r\n"
+                };
+                self.write(banner).await?;
                 self.mode = Mode::Config;
             }
             Cmd::Copy => return self.copy(arg(0), arg(1), &caret(arg(1))).await,
@@ -701,7 +821,7 @@ impl<O: Output> Cli<O> {
                     (false, arg(0))
                 };
                 if path.is_empty() {
-                    self.write(&ParseError::Incomplete.render(prompt_len))
+                    self.write(&ParseError::Incomplete.render_as(nxos, prompt_len))
                         .await?;
                 } else {
                     self.delete(path, force).await?;
@@ -721,6 +841,34 @@ impl<O: Output> Cli<O> {
                 }
             }
             Cmd::Reload => return self.reload().await,
+            Cmd::InstallAdd => {
+                let known = ["activate", "commit", "prompt-level", "none"];
+                if let Some(bad) = args[1..]
+                    .iter()
+                    .find(|a| !known.contains(&a.to_ascii_lowercase().as_str()))
+                {
+                    self.write(&caret(bad)).await?;
+                    return Ok(Flow::Continue);
+                }
+                let rest: Vec<String> = args[1..].iter().map(|a| a.to_ascii_lowercase()).collect();
+                return self.install_add(arg(0), &rest).await;
+            }
+            Cmd::InstallRemoveInactive => self.install_remove_inactive().await?,
+            Cmd::ShowFileMd5 => self.show_file_md5(arg(0)).await?,
+            Cmd::InstallAll => return self.install_all(arg(0)).await,
+            Cmd::TermDontAsk => self.dont_ask = true,
+            Cmd::BootNxos => {
+                let entry = arg(0).to_string();
+                if self.flash_name(&entry).is_none() {
+                    self.write(&caret(arg(0))).await?;
+                } else {
+                    self.dev.update(|s| s.running.boot_system = vec![entry]);
+                }
+            }
+            Cmd::ShowInstallSummary => {
+                let out = self.install_summary();
+                self.show(&out, filter.as_ref()).await?;
+            }
             Cmd::Hostname => {
                 let name = arg(0);
                 if name.len() <= 63
@@ -865,7 +1013,38 @@ impl<O: Output> Cli<O> {
             Some(f) => f.apply(text),
             None => text.to_string(),
         };
-        self.write(&crlf(&text)).await
+        let text = crlf(&text);
+        if self.term_length == 0 {
+            return self.write(&text).await;
+        }
+        // A screenful is the terminal length less the --More-- line.
+        let page = (self.term_length as usize).saturating_sub(1).max(1);
+        let lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+        let mut at = 0;
+        let mut budget = page;
+        loop {
+            let end = (at + budget).min(lines.len());
+            self.write(&lines[at..end].concat()).await?;
+            at = end;
+            if at >= lines.len() {
+                return Ok(());
+            }
+            self.write(" --More-- ").await?;
+            let key = loop {
+                if let Some(k) = self.editor.next_key() {
+                    break k;
+                }
+                let bytes = self.input.recv().await.ok_or(())?;
+                self.editor.push(&bytes);
+            };
+            self.write(&format!("{0}{1}{0}", "\x08".repeat(10), " ".repeat(10)))
+                .await?;
+            budget = match key {
+                b' ' => page,
+                b'\r' | b'\n' => 1,
+                _ => return Ok(()),
+            };
+        }
     }
 
     async fn enable(&mut self) -> Result<(), ()> {
@@ -886,6 +1065,24 @@ impl<O: Output> Cli<O> {
     }
 
     fn config_text(&self, c: &ConfigBits, version: &str) -> String {
+        if self.nxos() {
+            let mut t = format!(
+                "\n!Command: show running-config\n!No configuration change since last restart\n\nversion {version} Bios:version 07.68\nhostname {}\n",
+                c.hostname
+            );
+            t.push_str(&format!(
+                "username {} password 5 $5$LAB$lab  role network-admin\nno feature telnet\nfeature ssh\n\n",
+                self.lab.username
+            ));
+            t.push_str(&format!(
+                "interface mgmt0\n  vrf member management\n  ip address {}/24\n",
+                self.dev.ip
+            ));
+            for b in &c.boot_system {
+                t.push_str(&format!("boot nxos {b}\n"));
+            }
+            return t;
+        }
         let major = version.split('(').next().unwrap_or(version);
         let mut t = String::new();
         t.push_str("!\n");
@@ -940,17 +1137,39 @@ impl<O: Output> Cli<O> {
     /// `config.text` is written to flash as a Catalyst does.
     async fn save_config(&mut self) -> Result<(), ()> {
         self.write("Building configuration...\r\n").await?;
-        let s = self.dev.state();
-        let text = self.config_text(&s.running, &s.version);
-        let path = self.dev.flash_path("config.text");
-        if let Err(e) = tokio::fs::write(&path, text).await {
-            tracing::warn!(device = %self.dev.name, error = %e, "cannot write config.text");
-        }
-        self.dev.update(|s| s.startup = s.running.clone());
+        self.store_config();
         Ok(())
     }
 
+    fn store_config(&self) {
+        let s = self.dev.state();
+        let text = self.config_text(&s.running, &s.version);
+        // A Catalyst keeps its startup configuration in flash as config.text.
+        if !self.nxos()
+            && let Err(e) = std::fs::write(self.dev.flash_path("config.text"), text)
+        {
+            tracing::warn!(device = %self.dev.name, error = %e, "cannot write config.text");
+        }
+        self.dev.update(|s| s.startup = s.running.clone());
+    }
+
     async fn reload(&mut self) -> Result<Flow, ()> {
+        if self.nxos() {
+            let s = self.dev.state();
+            if s.running != s.startup {
+                self.write("!!!WARNING! there is unsaved configuration!!!\r\n")
+                    .await?;
+            }
+            if !self
+                .nxos_yes("This command will reboot the system. (y/n)?  [n] ")
+                .await?
+            {
+                return Ok(Flow::Continue);
+            }
+            self.dev.update(|s| s.reload_count += 1);
+            self.dev.reload_requested.notify_one();
+            return Ok(Flow::Drop);
+        }
         let s = self.dev.state();
         if s.running != s.startup {
             loop {
@@ -1022,6 +1241,26 @@ impl<O: Output> Cli<O> {
                 "%Error opening {fs}:/{o} (No such file or directory)\r\n"
             ));
         }
+        if self.nxos() {
+            let mut out = String::new();
+            for f in &files {
+                let when = f
+                    .modified
+                    .and_then(|m| jiff::Timestamp::try_from(m).ok())
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                    .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                    .strftime("%b %d %H:%M:%S %Y")
+                    .to_string();
+                out.push_str(&format!("{:>11}    {when}  {}\n", f.size, f.name));
+            }
+            out.push_str(&format!(
+                "\nUsage for {fs}://sup-local\n{:>11} bytes used\n{:>11} bytes free\n{:>11} bytes total\n",
+                flash.size - flash.free,
+                flash.free,
+                flash.size
+            ));
+            return Ok(out);
+        }
         let mut out = format!("Directory of {fs}:/{}\n\n", only.as_deref().unwrap_or(""));
         if files.is_empty() {
             out.push_str("No files in directory\n");
@@ -1035,8 +1274,8 @@ impl<O: Output> Cli<O> {
                 .strftime("%b %-d %Y %H:%M:%S +00:00")
                 .to_string();
             out.push_str(&format!(
-                "{:>6}  -rwx  {:>10}  {when}  {}\n",
-                f.inode, f.size, f.name
+                "{:>6}  {}  {:>10}  {when}  {}\n",
+                f.inode, self.dev.persona.dir_attributes, f.size, f.name
             ));
         }
         out.push_str(&format!(
@@ -1151,6 +1390,11 @@ impl<O: Output> Cli<O> {
     async fn copy(&mut self, src: &str, dst: &str, dst_caret: &str) -> Result<Flow, ()> {
         let src_l = src.to_ascii_lowercase();
         let dst_l = dst.to_ascii_lowercase();
+        if is_running(&src_l) && is_startup(&dst_l) && self.nxos() {
+            self.store_config();
+            self.write("[########################################] 100%\r\nCopy complete, now saving to disk (please wait)...\r\nCopy complete.\r\n").await?;
+            return Ok(Flow::Continue);
+        }
         if is_running(&src_l) && is_startup(&dst_l) {
             if self.dev.state().running.file_prompt != "quiet" {
                 self.write("Destination filename [startup-config]? ")
@@ -1311,22 +1555,401 @@ impl<O: Output> Cli<O> {
         }
     }
 
+    fn install_summary(&self) -> String {
+        let flash = self.dev.flash();
+        let dir = &self.dev.flash_dir;
+        let none = Default::default();
+        let active = super::install::conf_version(dir, "packages.conf", &none);
+        let mut rows = Vec::new();
+        for f in &flash.files {
+            if f.name.ends_with(".conf")
+                && f.name != "packages.conf"
+                && let Some(v) = super::install::conf_version(dir, &f.name, &none)
+                && Some(&v) != active.as_ref()
+            {
+                rows.push(format!("IMG   I    {v}.0.1\n"));
+            }
+        }
+        if let Some(v) = &active {
+            rows.push(format!("IMG   C    {v}.0.1\n"));
+        }
+        let line = "-".repeat(80);
+        format!(
+            "[ Switch 1 ] Installed Package(s) Information:\nState (St): I - Inactive, U - Activated & Uncommitted,\n            C - Activated & Committed, D - Deactivated & Uncommitted\n{line}\nType  St   Filename/Version\n{line}\n{}\n{line}\nAuto abort timer: inactive\n{line}\n",
+            rows.concat()
+        )
+    }
+
+    async fn install_add(&mut self, path: &str, rest: &[String]) -> Result<Flow, ()> {
+        let activate = rest.iter().any(|w| w == "activate");
+        let commit = rest.iter().any(|w| w == "commit");
+        let quiet = rest
+            .windows(2)
+            .any(|w| w[0] == "prompt-level" && w[1] == "none");
+        let op = match (activate, commit) {
+            (true, true) => "install_add_activate_commit",
+            (true, false) => "install_add_activate",
+            _ => "install_add",
+        };
+        let fs = self.dev.persona.filesystem.clone();
+        let s = self.dev.state();
+        if activate && s.running != s.startup {
+            if quiet {
+                self.write("FAILED: System configuration has been modified. Please save configuration and resubmit command.\r\n").await?;
+                return Ok(Flow::Continue);
+            }
+            self.write("\r\nSystem configuration has been modified.\r\nPress Yes(y) to save the configuration and proceed.\r\nPress No(n) for proceeding without saving the configuration.\r\nPress Quit(q) to exit, you may save configuration and re-enter the command. [y/n/q]").await?;
+            let a = self
+                .read_text(true)
+                .await
+                .ok_or(())?
+                .trim()
+                .to_ascii_lowercase();
+            match a.as_str() {
+                "y" | "yes" => {
+                    self.save_config().await?;
+                    self.write("[OK]\r\n").await?;
+                }
+                "n" | "no" => {}
+                _ => return Ok(Flow::Continue),
+            }
+        }
+        self.write(&format!(
+            "{op}: START {d}\r\ninstall_add: START {d}\r\ninstall_add: Adding IMG\r\n",
+            d = install_date()
+        ))
+        .await?;
+        let flash = self.dev.flash();
+        let found = self
+            .flash_name(path)
+            .and_then(|n| flash.files.iter().find(|f| f.name == n).cloned());
+        let Some(file) = found else {
+            return self
+                .install_failed(op, &format!("{path}: No such file or directory"))
+                .await;
+        };
+        let name = file.name.clone();
+        let version = match crate::images::guess_version(&name) {
+            Some(v)
+                if crate::images::guess_platform(&name)
+                    == Some(crate::inventory::Platform::Iosxe) =>
+            {
+                v
+            }
+            _ => {
+                return self
+                    .install_failed(op, &format!("{path} is not a valid IOS-XE image"))
+                    .await;
+            }
+        };
+        if s.corrupt_files.contains(&name) {
+            return self
+                .install_failed(op, &format!("Image verification failed for {path}"))
+                .await;
+        }
+        let flash_dir = self.dev.flash_dir.clone();
+        let active = super::install::conf_version(&flash_dir, "packages.conf", &s.corrupt_files);
+        if active.as_deref() == Some(version.as_str()) {
+            self.write(&format!(
+                "[1]  R0 Add succeed with reason: Same Image File-No Change\r\nSUCCESS: {op} {}\r\n",
+                install_date()
+            ))
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        if flash.free < file.size {
+            self.write(&format!(
+                "FAILED: /{fs} requires {} KB of free space\r\nFAILED: {op} {}\r\n",
+                file.size.div_ceil(1024),
+                install_date()
+            ))
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        let pkgs = match super::install::expand(&flash_dir, &name, &version, file.size) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .install_failed(op, &format!("cannot expand {path}: {e}"))
+                    .await;
+            }
+        };
+        self.write(&format!(
+            "--- Starting initial file syncing ---\r\nCopying {fs}:{name} from switch 1 to switch 1\r\nInfo: Finished copying to the selected Switch\r\nFinished initial file syncing\r\n\r\n--- Starting Add ---\r\nPerforming Add on all members\r\n  [1] Add package(s) on switch 1\r\n  [1] Finished Add on switch 1\r\nChecking status of Add on [1]\r\nAdd: Passed on [1]\r\nImage added. Version: {version}.0.1\r\n\r\nFinished Add\r\n\r\n"
+        ))
+        .await?;
+        if !activate {
+            self.write(&format!("SUCCESS: {op} {}\r\n", install_date()))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let mut text = format!(
+            "install_activate: START {}\r\ninstall_activate: Activating IMG\r\nFollowing packages shall be activated:\r\n",
+            install_date()
+        );
+        for p in &pkgs {
+            text.push_str(&format!("/{fs}/{p}\r\n"));
+        }
+        text.push_str("\r\n");
+        self.write(&text).await?;
+        if !quiet {
+            self.write(
+                "This operation may require a reload of the system. Do you want to proceed? [y/n]",
+            )
+            .await?;
+            let a = self
+                .read_text(true)
+                .await
+                .ok_or(())?
+                .trim()
+                .to_ascii_lowercase();
+            if a != "y" && a != "yes" {
+                return self
+                    .install_failed("install_activate", "Operation aborted by user")
+                    .await;
+            }
+        }
+        let mut text = String::from(
+            "--- Starting Activate ---\r\nPerforming Activate on all members\r\n  [1] Activate package(s) on switch 1\r\n  [1] Finished Activate on switch 1\r\nChecking status of Activate on [1]\r\nActivate: Passed on [1]\r\nFinished Activate\r\n\r\n",
+        );
+        if commit {
+            text.push_str("--- Starting Commit ---\r\nPerforming Commit on all members\r\n  [1] Commit package(s) on switch 1\r\n  [1] Finished Commit on switch 1\r\nChecking status of Commit on [1]\r\nCommit: Passed on [1]\r\nFinished Commit operation\r\n\r\n");
+        }
+        text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
+        if let Err(e) = super::install::write_packages_conf(&flash_dir, &name, &version) {
+            return self
+                .install_failed(op, &format!("cannot write packages.conf: {e}"))
+                .await;
+        }
+        self.write(&text).await?;
+        self.write("\r\nChassis 1 reloading, reason - Reload command\r\n")
+            .await?;
+        self.dev.update(|s| s.reload_count += 1);
+        self.dev.reload_requested.notify_one();
+        Ok(Flow::Drop)
+    }
+
+    async fn install_failed(&mut self, op: &str, why: &str) -> Result<Flow, ()> {
+        self.write(&format!(
+            "FAILED: {op} : {why}\r\nFAILED: {op} {}\r\n",
+            install_date()
+        ))
+        .await?;
+        Ok(Flow::Continue)
+    }
+
+    async fn install_remove_inactive(&mut self) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let flash = self.dev.flash();
+        let names: Vec<String> = flash.files.iter().map(|f| f.name.clone()).collect();
+        let gone = super::install::inactive_files(&self.dev.flash_dir, &names);
+        let mut text = format!(
+            "install_remove: START {}\r\ninstall_remove: Removing IMG\r\nCleaning up unnecessary package files\r\nNo path specified, will use booted path /{fs}/packages.conf\r\nCleaning /{fs}\r\n  Scanning boot directory for packages ... done.\r\n  Preparing packages list to delete ...\r\n    [R0]: /{fs}/packages.conf File is in use, will not delete.\r\n",
+            install_date()
+        );
+        if gone.is_empty() {
+            text.push_str(&format!(
+                "SUCCESS: No extra package or provisioning files found on media. Nothing to clean.\r\nSUCCESS: install_remove {}\r\n",
+                install_date()
+            ));
+            return self.write(&text).await;
+        }
+        text.push_str("The following files will be deleted:\r\n");
+        for f in &gone {
+            text.push_str(&format!("    [R0]: /{fs}/{f}\r\n"));
+        }
+        text.push_str("Do you want to remove the above files? [y/n]");
+        self.write(&text).await?;
+        let a = self
+            .read_text(true)
+            .await
+            .ok_or(())?
+            .trim()
+            .to_ascii_lowercase();
+        if a != "y" && a != "yes" {
+            return self
+                .write(&format!(
+                    "[1]  R0 Add succeed with reason: User Rejected Deletion\r\nSUCCESS: install_remove {}\r\n",
+                    install_date()
+                ))
+                .await;
+        }
+        let mut text = String::new();
+        for f in &gone {
+            let _ = tokio::fs::remove_file(self.dev.flash_path(f)).await;
+            self.dev.mark_corrupt(f, false);
+            text.push_str(&format!("Deleting file /{fs}/{f} ... done.\r\n"));
+        }
+        text.push_str(&format!("SUCCESS: Files deleted.\r\n--- Starting Post_Remove_Cleanup ---\r\nPerforming REMOVE_POSTCHECK on all members\r\nFinished Post_Remove_Cleanup\r\nSUCCESS: install_remove {}\r\n", install_date()));
+        self.write(&text).await
+    }
+
+    fn nxos(&self) -> bool {
+        self.dev.persona.platform == crate::inventory::Platform::Nxos
+    }
+
+    /// NX-OS asks `(y/n)?  [n]` questions unless `terminal dont-ask` is on.
+    async fn nxos_yes(&mut self, question: &str) -> Result<bool, ()> {
+        if self.dont_ask {
+            return Ok(true);
+        }
+        self.write(question).await?;
+        let a = self
+            .read_text(true)
+            .await
+            .ok_or(())?
+            .trim()
+            .to_ascii_lowercase();
+        Ok(a == "y" || a == "yes")
+    }
+
+    async fn show_file_md5(&mut self, path: &str) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let Some(name) = self.flash_name(path) else {
+            return self
+                .write(&format!("/{fs}/{path}: No such file or directory\r\n"))
+                .await;
+        };
+        match md5_of(&self.dev.flash_path(&name)).await {
+            Some(d) => self.write(&format!("{d}\r\n")).await,
+            None => {
+                self.write(&format!("/{fs}/{name}: No such file or directory\r\n"))
+                    .await
+            }
+        }
+    }
+
+    async fn install_all(&mut self, path: &str) -> Result<Flow, ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
+        let s = self.dev.state();
+        let name = self.flash_name(path);
+        let present = name
+            .as_ref()
+            .is_some_and(|n| self.dev.flash().files.iter().any(|f| &f.name == n));
+        let (Some(name), true) = (name, present) else {
+            return self
+                .write(&format!(
+                    "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {path} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001D (Image does not exist).\r\n"
+                ))
+                .await
+                .map(|()| Flow::Continue);
+        };
+        let version = match crate::images::guess_version(&name) {
+            Some(v)
+                if crate::images::guess_platform(&name)
+                    == Some(crate::inventory::Platform::Nxos)
+                    && !s.corrupt_files.contains(&name) =>
+            {
+                v
+            }
+            _ => {
+                return self
+                    .write(&format!(
+                        "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {fs}:/{name} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001F (image MD5 checksum error).\r\n"
+                    ))
+                    .await
+                    .map(|()| Flow::Continue);
+            }
+        };
+        let mut text = String::from(
+            "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\n",
+        );
+        text.push_str(&step(&format!(
+            "Verifying image {fs}:/{name} for boot variable \"nxos\"."
+        )));
+        text.push_str(&step("Verifying image type."));
+        text.push_str(&step(&format!(
+            "Preparing \"nxos\" version info using image {fs}:/{name}."
+        )));
+        text.push_str(&step(&format!(
+            "Preparing \"bios\" version info using image {fs}:/{name}."
+        )));
+        text.push_str(&step("Performing module support checks."));
+        text.push_str(&step("Notifying services about system upgrade."));
+        let required = if version == s.version { "no" } else { "yes" };
+        text.push_str(&format!(
+            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n\r\n",
+            s.version, version, required
+        ));
+        self.write(&text).await?;
+        if !self
+            .nxos_yes("Switch will be reloaded for disruptive upgrade.\r\nDo you want to continue with the installation (y/n)?  [n] ")
+            .await?
+        {
+            self.write("Install is aborted\r\n").await?;
+            return Ok(Flow::Continue);
+        }
+        let mut text = String::from("\r\nInstall is in progress, please wait.\r\n\r\n");
+        text.push_str(&step("Performing runtime checks."));
+        text.push_str(&step("Setting boot variables."));
+        text.push_str(&step("Performing configuration copy."));
+        text.push_str("Module 1: Refreshing compact flash and upgrading bios/loader/bootrom.\r\nWarning: please do not remove or power off the module at this time.\r\n[####################] 100% -- SUCCESS\r\n\r\n");
+        text.push_str(&step("Converting startup config."));
+        text.push_str("Finishing the upgrade, switch will reboot in 10 seconds.\r\n");
+        let entry = format!("{fs}:/{name}");
+        self.dev.update(|s| {
+            s.running.boot_system = vec![entry.clone()];
+            s.startup = s.running.clone();
+            s.boot_variable = vec![entry];
+            s.reload_count += 1;
+        });
+        self.write(&text).await?;
+        self.dev.reload_requested.notify_one();
+        Ok(Flow::Drop)
+    }
+
     async fn copy_url(&mut self, source: Source, dst_name: &str) -> Result<Flow, ()> {
         let default = if dst_name.is_empty() {
             source.file_name().to_string()
         } else {
             dst_name.to_string()
         };
-        let Some(name) = self.ask_destination(&default).await? else {
-            return Ok(Flow::Continue);
+        let nxos = self.nxos();
+        let proto = if matches!(source, Source::Ftp { .. }) {
+            "FTP"
+        } else {
+            "TFTP"
+        };
+        let name = if nxos {
+            if crate::images::validate_file_name(&default).is_err() {
+                self.write(&format!("% Invalid destination file name {default}\r\n"))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
+            if tokio::fs::metadata(self.dev.flash_path(&default)).await.is_ok()
+                && !self
+                    .nxos_yes("Warning: There is already a file existing with this name. Do you want to overwrite (y/n)?[n] ")
+                    .await?
+            {
+                return Ok(Flow::Continue);
+            }
+            default
+        } else {
+            match self.ask_destination(&default).await? {
+                Some(n) => n,
+                None => return Ok(Flow::Continue),
+            }
         };
         let display = source.display();
-        self.write(&format!("Accessing {display}...\r\n")).await?;
+        if nxos {
+            self.write(&format!(
+                "Trying to connect to {} server......\r\n",
+                proto.to_ascii_lowercase()
+            ))
+            .await?;
+        } else {
+            self.write(&format!("Accessing {display}...\r\n")).await?;
+        }
         let dev = self.dev.clone();
         if dev.has_fault(Fault::TftpTimeout) {
             tokio::time::sleep(self.lab.fault_delay).await;
-            self.write(&format!("%Error opening {display} (Timed out)\r\n"))
-                .await?;
+            let text = if nxos {
+                format!("{proto} get operation failed:{}\r\n", FetchError::Timeout)
+            } else {
+                format!("%Error opening {display} (Timed out)\r\n")
+            };
+            self.write(&text).await?;
             return Ok(Flow::Continue);
         }
         let flash = dev.flash();
@@ -1389,6 +2012,9 @@ impl<O: Output> Cli<O> {
                 tokio::select! {
                     r = &mut fut => break r,
                     Some(n) = prx.recv() => {
+                        if nxos {
+                            continue;
+                        }
                         let mut text = String::new();
                         if marks == 0 {
                             text.push_str(&loading);
@@ -1423,6 +2049,11 @@ impl<O: Output> Cli<O> {
                     return Ok(Flow::Continue);
                 }
                 dev.mark_corrupt(&name, dev.has_fault(Fault::CorruptDownload));
+                if nxos {
+                    self.write(&format!("Connection to Server Established.\r\n{proto} get operation was successful\r\nCopy complete, now saving to disk (please wait)...\r\nCopy complete.\r\n"))
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
                 let mut text = String::new();
                 if marks == 0 {
                     text.push_str(&loading);
@@ -1445,6 +2076,11 @@ impl<O: Output> Cli<O> {
                 let _ = tokio::fs::remove_file(&partial).await;
                 if e == FetchError::Dropped {
                     return Ok(Flow::Drop);
+                }
+                if nxos {
+                    self.write(&format!("{proto} get operation failed:{e}\r\n"))
+                        .await?;
+                    return Ok(Flow::Continue);
                 }
                 let lead = if marks > 0 { "\r\n" } else { "" };
                 self.write(&format!(

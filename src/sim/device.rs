@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
-use super::Fault;
 use super::persona::{self, Persona};
+use super::{Fault, install};
 
 /// How many commands the admin API shows per device.
 const LAST_COMMANDS: usize = 50;
@@ -172,7 +172,10 @@ impl Device {
             })?
         } else {
             let image = &persona.initial_image;
-            let mut files = vec![(image.clone(), persona.initial_image_size)];
+            let mut files = Vec::new();
+            if !persona.install_mode {
+                files.push((image.clone(), persona.initial_image_size));
+            }
             files.extend(
                 persona
                     .initial_files
@@ -188,9 +191,19 @@ impl Device {
                 }
             }
             let fs = &persona.filesystem;
+            let version = crate::images::guess_version(image).unwrap_or_else(|| "15.2".into());
+            let boot_path = if persona.install_mode {
+                install::expand(&flash_dir, image, &version, persona.initial_image_size)
+                    .map_err(io_err(name, &flash_dir))?;
+                install::write_packages_conf(&flash_dir, image, &version)
+                    .map_err(io_err(name, &flash_dir))?;
+                format!("{fs}:packages.conf")
+            } else {
+                format!("{fs}:/{image}")
+            };
             let config = ConfigBits {
                 hostname: name.to_string(),
-                boot_system: vec![format!("{fs}:/{image}")],
+                boot_system: vec![boot_path.clone()],
                 config_register: "0xF".to_string(),
                 tftp_blocksize: None,
                 ftp_username: None,
@@ -203,8 +216,8 @@ impl Device {
                 startup: config.clone(),
                 boot_variable: config.boot_system.clone(),
                 config_register_now: "0xF".to_string(),
-                booted_image: format!("{fs}:/{image}"),
-                version: crate::images::guess_version(image).unwrap_or_else(|| "15.2".into()),
+                booted_image: boot_path,
+                version,
                 booted_at: now_unix(),
                 reload_count: 0,
                 last_reload_reason: None,
@@ -385,11 +398,17 @@ impl Device {
         let s = self.state();
         let present: BTreeMap<&str, &FlashFile> =
             flash.files.iter().map(|f| (f.name.as_str(), f)).collect();
-        let bootable = |name: &str| {
-            present.get(name).is_some_and(|f| f.size > 0)
-                && !s.corrupt_files.contains(name)
-                && crate::images::guess_version(name).is_some()
+        let version_of = |name: &str| -> Option<String> {
+            if present.get(name).is_none_or(|f| f.size == 0) || s.corrupt_files.contains(name) {
+                return None;
+            }
+            if name.ends_with(".conf") {
+                install::conf_version(&self.flash_dir, name, &s.corrupt_files)
+            } else {
+                crate::images::guess_version(name)
+            }
         };
+        let bootable = |name: &str| version_of(name).is_some();
         let fs = &self.persona.filesystem;
         let mut choice: Option<(String, String)> = None;
         if self.has_fault(Fault::ReloadOldImage)
@@ -417,7 +436,7 @@ impl Device {
         }
         self.update(|st| {
             if let Some((path, name)) = choice {
-                st.version = crate::images::guess_version(&name).unwrap_or_default();
+                st.version = version_of(&name).unwrap_or_default();
                 st.booted_image = path;
             }
             st.running = st.startup.clone();
@@ -483,6 +502,16 @@ impl Device {
         v.insert("image_path", s.booted_image.clone());
         let up = (now_unix() - s.booted_at).max(0);
         v.insert("uptime", uptime(up));
+        v.insert(
+            "uptime_nxos",
+            format!(
+                "{} day(s), {} hour(s), {} minute(s), {} second(s)",
+                up / 86_400,
+                up % 86_400 / 3_600,
+                up % 3_600 / 60,
+                up % 60
+            ),
+        );
         v.insert("restarted_at", clock_at(s.booted_at, false));
         let (returned, reason) = match &s.last_reload_reason {
             Some(r) => ("Reload Command".to_string(), r.clone()),
@@ -510,6 +539,8 @@ impl Device {
         v.insert("flash_size", flash.size.to_string());
         v.insert("flash_free", flash.free.to_string());
         v.insert("clock", clock_at(now_unix(), true));
+        v.insert("version_plain", install::plain_version(&s.version));
+        v.insert("train", install::train(&s.version).to_string());
         v
     }
 

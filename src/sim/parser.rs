@@ -53,6 +53,26 @@ impl ParseError {
             ParseError::Incomplete => "% Incomplete command.\r\n\r\n".to_string(),
         }
     }
+
+    /// The same, in the words of NX-OS.
+    pub fn render_nxos(&self, prompt_len: usize) -> String {
+        match self {
+            ParseError::Invalid { at } => format!(
+                "{}^\r\n% Invalid command at '^' marker.\r\n",
+                " ".repeat(prompt_len + at)
+            ),
+            ParseError::Ambiguous { .. } => "% Ambiguous command at '^' marker.\r\n".to_string(),
+            ParseError::Incomplete => "% Incomplete command at '^' marker.\r\n".to_string(),
+        }
+    }
+
+    pub fn render_as(&self, nxos: bool, prompt_len: usize) -> String {
+        if nxos {
+            self.render_nxos(prompt_len)
+        } else {
+            self.render(prompt_len)
+        }
+    }
 }
 
 /// Split a line into words with their byte offsets.

@@ -10,7 +10,11 @@ use crate::inventory::Platform;
 use crate::yaml::YamlError;
 
 /// Personas shipped inside the binary, by name.
-const BUILT_IN: &[(&str, &str)] = &[("c2960x", include_str!("../../personas/c2960x.yaml"))];
+const BUILT_IN: &[(&str, &str)] = &[
+    ("c2960x", include_str!("../../personas/c2960x.yaml")),
+    ("c9300", include_str!("../../personas/c9300.yaml")),
+    ("n9k", include_str!("../../personas/n9k.yaml")),
+];
 
 /// Placeholders a template may use; anything else is refused when the persona is loaded, so a
 /// typo shows up at start and not in the middle of a rehearsal.
@@ -34,6 +38,9 @@ pub const PLACEHOLDERS: &[&str] = &[
     "flash_size",
     "flash_free",
     "clock",
+    "version_plain",
+    "train",
+    "uptime_nxos",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,12 +99,23 @@ pub struct Persona {
     pub boot_system_immediate: bool,
     pub initial_image: String,
     pub initial_image_size: u64,
+    /// IOS-XE install mode: images are expanded into `.pkg` files and booted through
+    /// `packages.conf` (`install add file … activate commit`).
+    #[serde(default)]
+    pub install_mode: bool,
+    /// The attribute column of `dir` (`-rwx` on Catalyst IOS, `-rw-` on IOS-XE).
+    #[serde(default = "default_dir_attributes")]
+    pub dir_attributes: String,
     #[serde(default)]
     pub initial_files: Vec<InitialFile>,
     pub templates: Templates,
     /// Extra commands answered with a fixed (templated) output.
     #[serde(default)]
     pub commands: BTreeMap<String, String>,
+}
+
+fn default_dir_attributes() -> String {
+    "-rwx".to_string()
 }
 
 fn default_nvram() -> u64 {
@@ -142,11 +160,8 @@ impl Persona {
                 message,
             })
         };
-        if self.platform != Platform::Ios {
-            return bad(format!(
-                "platform {} is not simulated yet; only ios (bundle mode) is",
-                self.platform
-            ));
+        if self.install_mode && self.platform != Platform::Iosxe {
+            return bad("install_mode needs platform iosxe".to_string());
         }
         if crate::images::validate_file_name(&self.initial_image).is_err() {
             return bad(format!(

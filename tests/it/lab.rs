@@ -274,6 +274,24 @@ async fn prompts_enable_abbreviations_and_errors() {
         vty.cmd("show privilege", "lab-sw-001#").await,
         "Current privilege level is 15\r\n"
     );
+    // Until `terminal length 0`, long output stops at --More--: Space pages, Return adds one
+    // line, anything else ends it.
+    vty.send("show version\n").await;
+    let first = vty.expect(r" --More-- $").await;
+    assert_eq!(
+        first.matches("\r\n").count(),
+        24,
+        "echo line + 23 lines: {first:?}"
+    );
+    vty.send(" ").await;
+    vty.expect(r" --More-- $").await;
+    vty.send("\r").await;
+    let one = vty.expect(r" --More-- $").await;
+    assert_eq!(one.matches("\r\n").count(), 1, "{one:?}");
+    vty.send("q").await;
+    // The pager erases itself; the prompt follows on the same line.
+    let end = vty.expect(r"lab-sw-001#$").await;
+    assert_eq!(end, format!("{0}{1}{0}lab-sw-001#", "\x08".repeat(10), " ".repeat(10)));
     assert_eq!(vty.cmd("terminal length 0", "lab-sw-001#").await, "");
     assert_eq!(vty.cmd("terminal width 511", "lab-sw-001#").await, "");
 
@@ -426,6 +444,7 @@ async fn enabled(addr: SocketAddr, host: &str) -> Vty {
     vty.expect("Password: ").await;
     vty.send("cisco\n").await;
     vty.expect(&format!(r"(?m)^{host}#$")).await;
+    vty.cmd("terminal length 0", &format!("{host}#")).await;
     vty
 }
 
@@ -999,4 +1018,180 @@ async fn bad_lab_settings_are_refused_clearly() {
     })
     .await;
     assert!(e.contains("line 3"), "{e}");
+}
+
+#[tokio::test]
+async fn ios_xe_install_mode_upgrade() {
+    const XE: &str = "cat9k_iosxe.17.09.04a.SPA.bin";
+    let data = image(120_000, 9);
+    let server = tftp_server(&[(XE, &data)]).await;
+    let ip = v4(server.addr);
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.personas = vec!["c9300".into()];
+    })
+    .await;
+    let host = "lab-sw-001";
+    let p = format!("{host}#");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let ver = vty.cmd("show version", &p).await;
+    assert_line(&ver, r"^Cisco IOS XE Software, Version 17\.06\.05\r$");
+    assert_line(
+        &ver,
+        r"^Cisco IOS Software \[Bengaluru\], Catalyst L3 Switch Software \(CAT9K_IOSXE\), Version 17\.6\.5, RELEASE SOFTWARE",
+    );
+    assert_line(&ver, r#"^System image file is "flash:packages\.conf"\r$"#);
+    assert_line(
+        &ver,
+        r"^\*    1 41    C9300-24P\s+17\.06\.05\s+CAT9K_IOSXE\s+INSTALL\r$",
+    );
+    let boot = vty.cmd("show boot", &p).await;
+    assert_line(&boot, r"^BOOT variable = flash:packages\.conf;\r$");
+
+    let out = copy_tftp(&mut vty, ip, XE, host).await;
+    assert!(out.contains("[OK - 120000 bytes]"), "{out:?}");
+    vty.send(&format!("install add file flash:{XE} activate commit\n"))
+        .await;
+    let out = vty
+        .expect(r"This operation may require a reload of the system\. Do you want to proceed\? \[y/n\]$")
+        .await;
+    assert_line(
+        &out,
+        r"^install_add_activate_commit: START \w{3} \w{3} \d\d \d\d:\d\d:\d\d UTC \d{4}\r$",
+    );
+    assert_line(&out, r"^Image added\. Version: 17\.09\.04a\.0\.1\r$");
+    assert_line(&out, r"^/flash/cat9k-rpbase\.17\.09\.04a\.SPA\.pkg\r$");
+    vty.send("y\n").await;
+    let tail = vty.wait_closed().await;
+    assert_line(&tail, r"^SUCCESS: install_add_activate_commit ");
+    assert!(
+        tail.contains("Chassis 1 reloading, reason - Reload command"),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up(host).await);
+
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let ver = vty.cmd("show version", &p).await;
+    assert_line(&ver, r"^Cisco IOS XE Software, Version 17\.09\.04a\r$");
+    assert_line(&ver, r"\[Cupertino\].+Version 17\.9\.4a, RELEASE SOFTWARE");
+    let summary = vty.cmd("show install summary", &p).await;
+    assert_line(&summary, r"^IMG   C    17\.09\.04a\.0\.1\r$");
+    assert_line(&summary, r"^IMG   I    17\.06\.05\.0\.1\r$");
+
+    vty.send("install remove inactive\n").await;
+    let out = vty
+        .expect(r"Do you want to remove the above files\? \[y/n\]$")
+        .await;
+    assert_line(
+        &out,
+        &format!(r"^    \[R0\]: /flash/{}\r$", regex::escape(XE)),
+    );
+    assert_line(
+        &out,
+        r"^    \[R0\]: /flash/cat9k-rpbase\.17\.06\.05\.SPA\.pkg\r$",
+    );
+    vty.send("y\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert_line(&out, r"^SUCCESS: install_remove ");
+    let s = lab.lab.state(host).unwrap();
+    assert!(
+        s.flash
+            .files
+            .iter()
+            .all(|f| !f.name.contains("17.06.05") && f.name != XE),
+        "{:?}",
+        s.flash.files
+    );
+    assert_eq!((s.version.as_str(), s.reload_count), ("17.09.04a", 1));
+    let summary = vty.cmd("sh install sum", &p).await;
+    assert!(!summary.contains("17.06.05"), "{summary}");
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn nx_os_install_all_upgrade() {
+    const NX: &str = "nxos.10.2.5.M.bin";
+    let data = image(90_000, 13);
+    let server = tftp_server(&[(NX, &data)]).await;
+    let ip = v4(server.addr);
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = server.addr.port();
+        c.personas = vec!["n9k".into()];
+        // Only the copy from a silent port waits for it.
+        c.tftp_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let p = "lab-sw-001#";
+    let mut vty = Vty::open(lab.ssh(0), "admin", "cisco").await.unwrap();
+    vty.expect(r"(?m)^lab-sw-001#$").await;
+    vty.cmd("terminal length 0", p).await;
+    let ver = vty.cmd("show version", p).await;
+    assert_line(&ver, r"^ NXOS: version 9\.3\(8\)\r$");
+    assert_line(
+        &ver,
+        r"^  NXOS image file is: bootflash:///nxos\.9\.3\.8\.bin\r$",
+    );
+    assert_line(
+        &ver,
+        r"^Kernel uptime is 0 day\(s\), 0 hour\(s\), \d+ minute\(s\), \d+ second\(s\)\r$",
+    );
+    let out = vty.cmd("show verr", p).await;
+    assert_eq!(
+        out,
+        format!(
+            "{}^\r\n% Invalid command at '^' marker.\r\n",
+            " ".repeat(p.len() + 8)
+        )
+    );
+    let dir = vty.cmd("dir bootflash:", p).await;
+    assert_line(
+        &dir,
+        r"^ 1978203648    \w{3} \d\d \d\d:\d\d:\d\d \d{4}  nxos\.9\.3\.8\.bin\r$",
+    );
+    assert_line(&dir, r"^\s*\d+ bytes free\r$");
+
+    let out = vty
+        .cmd(
+            &format!("copy tftp://{ip}/{NX} bootflash: vrf management"),
+            p,
+        )
+        .await;
+    assert!(out.ends_with("Copy complete.\r\n"), "{out:?}");
+    let want = md5sum(&server.dir.path().join(NX)).await;
+    let out = vty
+        .cmd(&format!("show file bootflash:{NX} md5sum"), p)
+        .await;
+    assert_eq!(out, format!("{want}\r\n"));
+    let out = vty
+        .cmd("copy tftp://127.0.0.1:9/none.bin bootflash:", p)
+        .await;
+    assert!(out.contains("TFTP get operation failed:"), "{out:?}");
+
+    vty.send(&format!("install all nxos bootflash:{NX}\n"))
+        .await;
+    let out = vty
+        .expect(r"Do you want to continue with the installation \(y/n\)\?  \[n\] $")
+        .await;
+    assert_line(
+        &out,
+        r"^     1        nxos\s+9\.3\(8\)\s+10\.2\(5\)M\s+yes\r$",
+    );
+    vty.send("y\n").await;
+    let tail = vty.wait_closed().await;
+    assert!(
+        tail.contains("Finishing the upgrade, switch will reboot in 10 seconds."),
+        "{tail:?}"
+    );
+    assert!(lab.lab.wait_until_up("lab-sw-001").await);
+
+    let out = openssh(lab.ssh(0), "cisco", "show version").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_line(&text, r"^ NXOS: version 10\.2\(5\)M\r$");
+    let out = openssh(lab.ssh(0), "cisco", "show boot").await;
+    assert_line(
+        &String::from_utf8_lossy(&out.stdout),
+        &format!(r"^NXOS variable = bootflash:/{}\r$", regex::escape(NX)),
+    );
+    assert_eq!(admin_state(&lab, "lab-sw-001").await["reload_count"], 1);
+    lab.stop().await;
 }
