@@ -839,3 +839,48 @@ async fn happy_path_n9k_install_all() {
     );
     rig.stop().await;
 }
+
+/// Install-mode platforms: a corrupt download stops before the installer runs, and (NX-OS) a box
+/// that comes back on its old image is reported as such (the installer owns the boot variable).
+#[tokio::test]
+async fn install_mode_faults_on_c9300_and_n9k() {
+    for (persona, image) in [
+        ("c9300", "cat9k_iosxe.17.09.04a.SPA.bin"),
+        ("n9k", "nxos.10.2.5.bin"),
+    ] {
+        let rig = Rig::start_persona(1, image, |c| c.personas = vec![persona.into()]).await;
+        let name = rig.name(0);
+        rig.lab.set_fault(&name, Fault::CorruptDownload);
+        let (result, _) = rig.upgrade(0, &rig.plan()).await;
+        let failure = result.unwrap_err();
+        assert_eq!(
+            failure.reason,
+            FailureReason::CorruptImage,
+            "{persona}: {failure}"
+        );
+        let state = rig.lab.state(&name).unwrap();
+        assert_eq!(state.reload_count, 0, "{persona}");
+        assert!(
+            !state.flash.files.iter().any(|f| f.name == image),
+            "{persona}: corrupt copy deleted"
+        );
+
+        rig.lab.clear_faults(&name);
+        if persona == "c9300" {
+            // The lab's reload-old-image fault acts on `boot system` lists, not packages.conf.
+            rig.stop().await;
+            continue;
+        }
+        rig.lab.set_fault(&name, Fault::ReloadOldImage);
+        let (result, events) = rig.upgrade(0, &rig.plan()).await;
+        let failure = result.unwrap_err();
+        assert_eq!(
+            failure.reason,
+            FailureReason::CameBackOnOldImage,
+            "{persona}: {failure}\n{events:#?}"
+        );
+        assert!(failure.reload_sent);
+        assert_eq!(rig.lab.state(&name).unwrap().reload_count, 1, "{persona}");
+        rig.stop().await;
+    }
+}
