@@ -786,7 +786,7 @@ mod tests {
         };
         assert_eq!(
             crate::device::parse::copy_result(output),
-            Ok(crate::device::parse::CopyReport { bytes: 30 })
+            Ok(crate::device::parse::CopyReport { bytes: Some(30) })
         );
     }
 

@@ -200,6 +200,64 @@ pub enum DeviceError {
 }
 
 impl DeviceError {
+    /// The same error with `secret` replaced by `***` in every text it carries.
+    pub fn redact(self, secret: &str) -> DeviceError {
+        if secret.is_empty() {
+            return self;
+        }
+        let r = |s: String| s.replace(secret, "***");
+        match self {
+            DeviceError::CommandTimeout {
+                device,
+                command,
+                tail,
+            } => DeviceError::CommandTimeout {
+                device,
+                command: r(command),
+                tail: r(tail),
+            },
+            DeviceError::ConnectionLost { device, command } => DeviceError::ConnectionLost {
+                device,
+                command: command.map(r),
+            },
+            DeviceError::Rejected {
+                device,
+                command,
+                message,
+            } => DeviceError::Rejected {
+                device,
+                command: r(command),
+                message: r(message),
+            },
+            DeviceError::Copy { device, source } => {
+                let source = match source {
+                    CopyError::Timeout(m) => CopyError::Timeout(r(m)),
+                    CopyError::SourceNotFound(m) => CopyError::SourceNotFound(r(m)),
+                    CopyError::FlashFull(m) => CopyError::FlashFull(r(m)),
+                    CopyError::Refused(m) => CopyError::Refused(r(m)),
+                    CopyError::Unreachable(m) => CopyError::Unreachable(r(m)),
+                    CopyError::WriteFailed(m) => CopyError::WriteFailed(r(m)),
+                    CopyError::Other(m) => CopyError::Other(r(m)),
+                    CopyError::Parse(ParseError::Missing {
+                        command,
+                        what,
+                        first_line,
+                    }) => CopyError::Parse(ParseError::Missing {
+                        command,
+                        what,
+                        first_line: r(first_line),
+                    }),
+                };
+                DeviceError::Copy { device, source }
+            }
+            DeviceError::Session { device, message } => DeviceError::Session {
+                device,
+                message: r(message),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn ssh(device: &str, what: &'static str, e: russh::Error) -> Self {
         DeviceError::Ssh {
             device: device.to_string(),
@@ -477,13 +535,29 @@ impl Session {
     }
 
     /// `copy URL flash:FILE`, answering the destination and overwrite questions.
-    pub async fn copy(&mut self, url: &str, file: &str) -> Result<parse::CopyReport, DeviceError> {
-        let command = self.driver.copy_command(url, file);
+    pub async fn copy(
+        &mut self,
+        source: &CopySource,
+        file: &str,
+    ) -> Result<parse::CopyReport, DeviceError> {
+        let command = self.driver.copy_command(&source.url(file), file);
         let timeout = self.timeouts.copy;
-        let (output, _) = self.conn.run(&command, Dialog::copy(), timeout).await?;
-        parse::copy_result(&output).map_err(|source| DeviceError::Copy {
-            device: self.device().to_string(),
-            source,
+        let secret = match &source.transfer {
+            Transfer::Ftp { password, .. } => Some(password.0.clone()),
+            Transfer::Tftp => None,
+        };
+        let result = match self.conn.run(&command, Dialog::copy(), timeout).await {
+            Ok((output, _)) => parse::copy_result(&output).map_err(|source| DeviceError::Copy {
+                device: self.device().to_string(),
+                source,
+            }),
+            Err(e) => Err(e),
+        };
+        // The FTP password is in the command, its echo and maybe the device's messages; errors
+        // end up in the database and the API.
+        result.map_err(|e| match &secret {
+            Some(secret) => e.redact(secret),
+            None => e,
         })
     }
 
@@ -767,6 +841,27 @@ async fn login_and_facts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_removes_the_ftp_password_everywhere() {
+        let e = DeviceError::CommandTimeout {
+            device: "sw1".into(),
+            command: "copy ftp://u:s3cret@10.0.0.5/a.bin flash:a.bin".into(),
+            tail: "copy ftp://u:s3cret@10.0.0.5/a.bin flash:a.bin\nLoading !!!".into(),
+        }
+        .redact("s3cret");
+        let text = e.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("ftp://u:***@10.0.0.5/a.bin"), "{text}");
+        let e = DeviceError::Copy {
+            device: "sw1".into(),
+            source: CopyError::Refused(
+                "%Error opening ftp://u:s3cret@h/a (Permission denied)".into(),
+            ),
+        }
+        .redact("s3cret");
+        assert!(!e.to_string().contains("s3cret"));
+    }
 
     #[test]
     fn file_names_compare_across_spellings() {

@@ -283,7 +283,8 @@ static BOOT_PATH_LIST: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*BOOT path-list\s*:\s*(.*?)\s*$"));
 static BOOT_VARIABLE: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*BOOT variable (?:= ?(.*?)|does not exist)\s*$"));
-static NX_BOOT: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*(?:nxos|system) variable = (\S+)"));
+static NX_BOOT: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?mi)^\s*(?:nxos|system) variable = (\S+)"));
 static NX_KICKSTART: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*kickstart variable = (\S+)"));
 
 fn split_boot_list(list: &str) -> Vec<String> {
@@ -423,7 +424,8 @@ pub fn verify_md5(text: &str, expected: &str) -> Result<Md5Report, Md5Error> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyReport {
-    pub bytes: u64,
+    /// Bytes copied, when the device says (IOS does; NX-OS only says `Copy complete.`).
+    pub bytes: Option<u64>,
 }
 
 /// Why a `copy URL flash:` failed, as the device said it.
@@ -449,23 +451,34 @@ pub enum CopyError {
 
 static COPY_OK: LazyLock<Regex> = LazyLock::new(|| re(r"\[OK - (\d+)(?:/\d+)? bytes\]"));
 static COPIED: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*(\d+) bytes copied in "));
-static PCT_ERROR: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*%\s?Error.*$"));
+static NX_COPIED: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?m)^\s*(?:Copy complete\.\s*$|(?:TFTP|FTP|SFTP|SCP|HTTP) get operation was successful)")
+});
+// IOS `%Error opening tftp://... (Timed out)`; NX-OS `TFTP get operation failed:...`.
+static COPY_FAILED: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?m)^\s*(?:%\s?Error.*|(?:TFTP|FTP|SFTP|SCP|HTTP) get operation failed.*|Transfer of file aborted.*)$",
+    )
+});
 
-/// Parse the outcome of `copy URL FS:`.
+/// Parse the outcome of `copy URL FS:` on IOS, IOS-XE or NX-OS.
 ///
-/// A success line wins over `%Error` lines: an unrelated autoinstall message
+/// A success line wins over error lines: an unrelated autoinstall message
 /// (`%Error opening tftp://255.255.255.255/network-confg (Timed out)`) can land in the middle of
 /// the `!!!!` progress of a copy that then completes.
 pub fn copy_result(text: &str) -> Result<CopyReport, CopyError> {
     if let Some(c) = COPIED.captures(text).or_else(|| COPY_OK.captures(text)) {
         return Ok(CopyReport {
-            bytes: c[1].parse().unwrap_or(0),
+            bytes: c[1].parse().ok(),
         });
     }
-    if let Some(m) = PCT_ERROR.find(text) {
+    if NX_COPIED.is_match(text) {
+        return Ok(CopyReport { bytes: None });
+    }
+    if let Some(m) = COPY_FAILED.find(text) {
         let line = m.as_str().trim().trim_end_matches('!').to_string();
         let lower = line.to_ascii_lowercase();
-        let err = if lower.contains("timed out") {
+        let err = if lower.contains("timed out") || lower.contains("timeout") {
             CopyError::Timeout(line)
         } else if lower.contains("not enough space")
             || lower.contains("no space left")
@@ -492,7 +505,12 @@ pub fn copy_result(text: &str) -> Result<CopyReport, CopyError> {
         };
         return Err(err);
     }
-    Err(missing("copy", "`[OK - N bytes]` or `%Error` line", text).into())
+    Err(missing(
+        "copy",
+        "`[OK - N bytes]`, `Copy complete.` or error line",
+        text,
+    )
+    .into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -934,13 +952,15 @@ mod tests {
         let end = start + blog[start..].find("---").unwrap();
         assert_eq!(
             copy_result(&blog[start..end]),
-            Ok(CopyReport { bytes: 3134 })
+            Ok(CopyReport { bytes: Some(3134) })
         );
         let start = blog.find("Router#copy tftp").unwrap();
         let end = start + blog[start..].find("Router#\n").unwrap();
         assert_eq!(
             copy_result(&blog[start..end]),
-            Ok(CopyReport { bytes: 1230723713 })
+            Ok(CopyReport {
+                bytes: Some(1230723713)
+            })
         );
         let timed_out = "%Error opening tftp://255.255.255.255/network-confg (Timed out)\n";
         assert!(blog.contains(timed_out.trim()));
@@ -951,11 +971,18 @@ mod tests {
     fn copy_success_wins_over_an_interleaved_autoinstall_error() {
         // genielibs filetransferutils test raw8.
         let out = "Loading /auto/x/meraki.bin from 172.19.1.250 (via GigabitEthernet0/0): !!!!\n%Error opening tftp://255.255.255.255/network-confg (Timed out)!!!!!!\n[OK - 1269880464 bytes]\n\n1269880464 bytes copied in 103.256 secs (12298370 bytes/sec)\n";
-        assert_eq!(copy_result(out), Ok(CopyReport { bytes: 1269880464 }));
+        assert_eq!(
+            copy_result(out),
+            Ok(CopyReport {
+                bytes: Some(1269880464)
+            })
+        );
         // The FTP form with a block size.
         assert_eq!(
             copy_result("Accessing ftp://20.1.1.1//a.bin...!!!!\n[OK - 989519758/4096 bytes]\n"),
-            Ok(CopyReport { bytes: 989519758 })
+            Ok(CopyReport {
+                bytes: Some(989519758)
+            })
         );
     }
 
@@ -995,6 +1022,22 @@ mod tests {
         assert!(matches!(
             copy_result("Accessing tftp://10.0.0.1/x..."),
             Err(CopyError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn nxos_copy_results() {
+        let ok = "Trying to connect to tftp server......\nConnection to Server Established.\nTFTP get operation was successful\nCopy complete, now saving to disk (please wait)...\nCopy complete.\n";
+        assert_eq!(copy_result(ok), Ok(CopyReport { bytes: None }));
+        assert!(matches!(
+            copy_result(
+                "Trying to connect to tftp server......\nTFTP get operation failed:Timed out\n"
+            ),
+            Err(CopyError::Timeout(_))
+        ));
+        assert!(matches!(
+            copy_result("FTP get operation failed:No space left on device\n"),
+            Err(CopyError::FlashFull(_))
         ));
     }
 

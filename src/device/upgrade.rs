@@ -339,8 +339,13 @@ pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String>
         .image
         .as_deref()
         .is_some_and(|i| file_name(i) == plan.image);
-    let version_ok = plan
+    // Install mode boots `packages.conf`: only the version tells. Without a version in the
+    // plan, the one the image's file name carries is expected.
+    let expected = plan
         .expected_version
+        .clone()
+        .or_else(|| crate::images::guess_version(&plan.image));
+    let version_ok = expected
         .as_deref()
         .is_some_and(|want| v.version == want || v.ios_version.as_deref() == Some(want));
     if image_ok || version_ok {
@@ -350,7 +355,7 @@ pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String>
             "the device runs {} from {:?}, not {}",
             v.version,
             v.image.as_deref().unwrap_or("an unknown image"),
-            plan.expected_version.as_deref().unwrap_or(&plan.image)
+            expected.as_deref().unwrap_or(&plan.image)
         ))
     }
 }
@@ -707,7 +712,6 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
             "free space not reported; the copy will tell",
         ),
     }
-    let url = plan.source.url(&plan.image);
     run.start(
         Step::Copy,
         format!(
@@ -717,11 +721,14 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
         ),
     )
     .await?;
-    match session.copy(&url, &plan.image).await {
+    match session.copy(&plan.source, &plan.image).await {
         Ok(report) => run.emit(
             Step::Copy,
             StepStatus::Done,
-            format!("{} bytes copied", report.bytes),
+            match report.bytes {
+                Some(n) => format!("{n} bytes copied"),
+                None => "copy complete".to_string(),
+            },
         ),
         Err(e) => {
             let failure = run.fail_with(Step::Copy, e);
@@ -1034,6 +1041,11 @@ mod tests {
         let mut p = plan();
         p.expected_version = Some("17.09.04a".into());
         assert!(post_check(&p, &facts("17.09.04a", "bootflash:packages.conf")).is_ok());
+        // No version in the plan: the one in the image name is expected.
+        let mut p = plan();
+        p.image = "cat9k_iosxe.17.09.04a.SPA.bin".into();
+        assert!(post_check(&p, &facts("17.09.04a", "flash:packages.conf")).is_ok());
+        assert!(post_check(&p, &facts("17.06.05", "flash:packages.conf")).is_err());
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub struct LabArgs {
     /// `enable` secret.
     #[arg(long, default_value = "cisco", env = "FLEETUP_LAB_ENABLE_SECRET")]
     pub enable_secret: String,
-    /// Persona: a built-in name (c2960x, c9300) or a persona YAML file. Repeat or give a comma list
+    /// Persona: a built-in name (c2960x, c9300, n9k) or a persona YAML file. Repeat or give a comma list
     /// for a mixed fleet; devices take them in turn.
     #[arg(
         long,

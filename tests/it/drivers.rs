@@ -17,7 +17,7 @@ use fleetup::device::{
     Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     file_name,
 };
-use fleetup::inventory::{Login, Platform, Secret};
+use fleetup::inventory::{Login, Secret};
 use fleetup::shutdown::Shutdown;
 use fleetup::sim::{Fault, Lab, LabConfig};
 
@@ -142,6 +142,7 @@ struct Rig {
     shutdown: Shutdown,
     _server: FileServer,
     source: CopySource,
+    image_name: String,
     image: Vec<u8>,
     _dir: tempfile::TempDir,
 }
@@ -156,8 +157,16 @@ fn test_image() -> Vec<u8> {
 impl Rig {
     /// A lab whose devices pull the image from vsftpd, with the FTP credentials in the URL.
     async fn start(devices: usize, tweak: impl FnOnce(&mut LabConfig)) -> Rig {
+        Self::start_persona(devices, NEW_IMAGE, tweak).await
+    }
+
+    async fn start_persona(
+        devices: usize,
+        image_name: &str,
+        tweak: impl FnOnce(&mut LabConfig),
+    ) -> Rig {
         let image = test_image();
-        let server = image_server(NEW_IMAGE, &image);
+        let server = image_server(image_name, &image);
         let source = CopySource {
             transfer: Transfer::Ftp {
                 username: "anonymous".into(),
@@ -170,6 +179,7 @@ impl Rig {
         let port = server.addr.port();
         Self::with_server(
             devices,
+            image_name,
             image,
             FileServer {
                 _vsftpd: Some(server),
@@ -198,6 +208,7 @@ impl Rig {
         };
         Self::with_server(
             devices,
+            NEW_IMAGE,
             image,
             FileServer {
                 _vsftpd: None,
@@ -212,6 +223,7 @@ impl Rig {
 
     async fn with_server(
         devices: usize,
+        image_name: &str,
         image: Vec<u8>,
         server: FileServer,
         source: CopySource,
@@ -233,6 +245,7 @@ impl Rig {
             shutdown,
             _server: server,
             source,
+            image_name: image_name.to_string(),
             image,
             _dir: dir,
         }
@@ -248,7 +261,7 @@ impl Rig {
             name: d.name.clone(),
             host: d.ssh.ip().to_string(),
             port: d.ssh.port(),
-            platform: Platform::Ios,
+            platform: d.platform,
             login: Login {
                 username: "admin".into(),
                 password: Some(Secret("cisco".into())),
@@ -261,7 +274,7 @@ impl Rig {
 
     fn plan(&self) -> UpgradePlan {
         UpgradePlan {
-            image: NEW_IMAGE.into(),
+            image: self.image_name.clone(),
             md5: hex::encode(md5::Md5::digest(&self.image)),
             size: self.image.len() as u64,
             source: self.source.clone(),
@@ -667,6 +680,9 @@ async fn a_copy_slower_than_its_timeout_fails_with_timeout() {
         failure.message.contains("did not finish in time"),
         "{failure}"
     );
+    // The command and its echo carried the FTP password; the failure must not.
+    assert!(!failure.message.contains("fleetup@"), "{failure}");
+    assert!(failure.message.contains("anonymous:***@"), "{failure}");
     assert_eq!(rig.lab.state(&rig.name(0)).unwrap().reload_count, 0);
     rig.stop().await;
 }
@@ -768,4 +784,103 @@ async fn a_wrong_enable_secret_is_an_auth_failure_naming_the_secret() {
     let (result, _) = rig.upgrade(0, &rig.plan()).await;
     assert_eq!(result.unwrap_err().reason, FailureReason::AuthFailed);
     rig.stop().await;
+}
+
+#[tokio::test]
+async fn happy_path_c9300_install_mode() {
+    let image = "cat9k_iosxe.17.09.04a.SPA.bin";
+    let rig = Rig::start_persona(1, image, |c| c.personas = vec!["c9300".into()]).await;
+    let mut plan = rig.plan();
+    plan.options.delete_old_image = true;
+    let (result, events) = rig.upgrade(0, &plan).await;
+    let outcome = result.unwrap_or_else(|f| panic!("{f}\nevents: {events:#?}"));
+    assert_eq!(outcome.after.version.as_deref(), Some("17.09.04a"));
+    let done = steps_done(&events);
+    assert!(
+        done.contains(&Step::Install) && !done.contains(&Step::SetBoot),
+        "{done:?}"
+    );
+    assert!(
+        done.contains(&Step::Cleanup),
+        "install remove inactive ran: {done:?}"
+    );
+    let state = rig.lab.state(&rig.name(0)).unwrap();
+    assert_eq!(state.reload_count, 1);
+    assert_eq!(state.version, "17.09.04a");
+    assert_eq!(
+        state
+            .boot_variable
+            .iter()
+            .map(|e| file_name(e))
+            .collect::<Vec<_>>(),
+        ["packages.conf"]
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn happy_path_n9k_install_all() {
+    let image = "nxos.10.2.5.bin";
+    let rig = Rig::start_persona(1, image, |c| c.personas = vec!["n9k".into()]).await;
+    let (result, events) = rig.upgrade(0, &rig.plan()).await;
+    let outcome = result.unwrap_or_else(|f| panic!("{f}\nevents: {events:#?}"));
+    assert_eq!(outcome.before.version.as_deref(), Some("9.3(8)"));
+    assert_eq!(outcome.after.version.as_deref(), Some("10.2(5)"));
+    assert!(steps_done(&events).contains(&Step::Install));
+    let state = rig.lab.state(&rig.name(0)).unwrap();
+    assert_eq!(state.reload_count, 1);
+    assert_eq!(
+        state
+            .boot_variable
+            .iter()
+            .map(|e| file_name(e))
+            .collect::<Vec<_>>(),
+        [image]
+    );
+    rig.stop().await;
+}
+
+/// Install-mode platforms: a corrupt download stops before the installer runs, and (NX-OS) a box
+/// that comes back on its old image is reported as such (the installer owns the boot variable).
+#[tokio::test]
+async fn install_mode_faults_on_c9300_and_n9k() {
+    for (persona, image) in [
+        ("c9300", "cat9k_iosxe.17.09.04a.SPA.bin"),
+        ("n9k", "nxos.10.2.5.bin"),
+    ] {
+        let rig = Rig::start_persona(1, image, |c| c.personas = vec![persona.into()]).await;
+        let name = rig.name(0);
+        rig.lab.set_fault(&name, Fault::CorruptDownload);
+        let (result, _) = rig.upgrade(0, &rig.plan()).await;
+        let failure = result.unwrap_err();
+        assert_eq!(
+            failure.reason,
+            FailureReason::CorruptImage,
+            "{persona}: {failure}"
+        );
+        let state = rig.lab.state(&name).unwrap();
+        assert_eq!(state.reload_count, 0, "{persona}");
+        assert!(
+            !state.flash.files.iter().any(|f| f.name == image),
+            "{persona}: corrupt copy deleted"
+        );
+
+        rig.lab.clear_faults(&name);
+        if persona == "c9300" {
+            // The lab's reload-old-image fault acts on `boot system` lists, not packages.conf.
+            rig.stop().await;
+            continue;
+        }
+        rig.lab.set_fault(&name, Fault::ReloadOldImage);
+        let (result, events) = rig.upgrade(0, &rig.plan()).await;
+        let failure = result.unwrap_err();
+        assert_eq!(
+            failure.reason,
+            FailureReason::CameBackOnOldImage,
+            "{persona}: {failure}\n{events:#?}"
+        );
+        assert!(failure.reload_sent);
+        assert_eq!(rig.lab.state(&name).unwrap().reload_count, 1, "{persona}");
+        rig.stop().await;
+    }
 }

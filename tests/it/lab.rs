@@ -274,6 +274,27 @@ async fn prompts_enable_abbreviations_and_errors() {
         vty.cmd("show privilege", "lab-sw-001#").await,
         "Current privilege level is 15\r\n"
     );
+    // Until `terminal length 0`, long output stops at --More--: Space pages, Return adds one
+    // line, anything else ends it.
+    vty.send("show version\n").await;
+    let first = vty.expect(r" --More-- $").await;
+    assert_eq!(
+        first.matches("\r\n").count(),
+        24,
+        "echo line + 23 lines: {first:?}"
+    );
+    vty.send(" ").await;
+    vty.expect(r" --More-- $").await;
+    vty.send("\r").await;
+    let one = vty.expect(r" --More-- $").await;
+    assert_eq!(one.matches("\r\n").count(), 1, "{one:?}");
+    vty.send("q").await;
+    // The pager erases itself; the prompt follows on the same line.
+    let end = vty.expect(r"lab-sw-001#$").await;
+    assert_eq!(
+        end,
+        format!("{0}{1}{0}lab-sw-001#", "\x08".repeat(10), " ".repeat(10))
+    );
     assert_eq!(vty.cmd("terminal length 0", "lab-sw-001#").await, "");
     assert_eq!(vty.cmd("terminal width 511", "lab-sw-001#").await, "");
 
@@ -426,6 +447,7 @@ async fn enabled(addr: SocketAddr, host: &str) -> Vty {
     vty.expect("Password: ").await;
     vty.send("cisco\n").await;
     vty.expect(&format!(r"(?m)^{host}#$")).await;
+    vty.cmd("terminal length 0", &format!("{host}#")).await;
     vty
 }
 
@@ -1105,6 +1127,7 @@ async fn nx_os_install_all_upgrade() {
     let p = "lab-sw-001#";
     let mut vty = Vty::open(lab.ssh(0), "admin", "cisco").await.unwrap();
     vty.expect(r"(?m)^lab-sw-001#$").await;
+    vty.cmd("terminal length 0", p).await;
     let ver = vty.cmd("show version", p).await;
     assert_line(&ver, r"^ NXOS: version 9\.3\(8\)\r$");
     assert_line(
@@ -1173,5 +1196,103 @@ async fn nx_os_install_all_upgrade() {
         &format!(r"^NXOS variable = bootflash:/{}\r$", regex::escape(NX)),
     );
     assert_eq!(admin_state(&lab, "lab-sw-001").await["reload_count"], 1);
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn bad_cli_input_gets_the_ios_answer_and_changes_nothing() {
+    let lab = TestLab::start(1, |_| {}).await;
+    let host = "lab-sw-001";
+    let p = format!("{host}#");
+    let c = format!("{host}(config)#");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let invalid = |col: usize| {
+        format!(
+            "{}^\r\n% Invalid input detected at '^' marker.\r\n\r\n",
+            " ".repeat(col)
+        )
+    };
+
+    let out = vty.cmd("copy tftp://server.example/x.bin flash:", &p).await;
+    assert_eq!(
+        out,
+        "%Error opening tftp://server.example/x.bin (Invalid IP address or hostname)\r\n"
+    );
+    let out = vty.cmd("copy tftp://10.0.0.1/x.bin disk0:", &p).await;
+    assert_eq!(out, invalid(p.len() + 27));
+    let out = vty.cmd("delete /force flash:nothing.bin", &p).await;
+    assert_eq!(
+        out,
+        "%Error deleting flash:/nothing.bin (No such file or directory)\r\n"
+    );
+    let out = vty.cmd("verify /md5 flash:nothing.bin", &p).await;
+    assert_eq!(
+        out,
+        "%Error opening flash:nothing.bin (No such file or directory)\r\n"
+    );
+    let out = vty.cmd("dir flash:nothing.bin", &p).await;
+    assert_eq!(
+        out,
+        "%Error opening flash:/nothing.bin (No such file or directory)\r\n"
+    );
+    let out = vty.cmd("terminal length 1000", &p).await;
+    assert_eq!(out, invalid(p.len() + 16));
+    let out = vty.cmd("show running-config | bogus x", &p).await;
+    assert_eq!(out, invalid(p.len() + 23));
+
+    vty.cmd("conf t", &c).await;
+    assert_eq!(
+        vty.cmd("config-register 0xZZ", &c).await,
+        invalid(c.len() + 16)
+    );
+    assert_eq!(
+        vty.cmd("ip tftp blocksize 100", &c).await,
+        invalid(c.len() + 18)
+    );
+    assert_eq!(vty.cmd("hostname bad/name", &c).await, invalid(c.len() + 9));
+    assert_eq!(
+        vty.cmd("boot system nonsense", &c).await,
+        invalid(c.len() + 12)
+    );
+    assert_eq!(vty.cmd("interface Vlan1", &c).await, invalid(c.len() + 1));
+    vty.cmd("end", &p).await;
+    let s = lab.lab.state(host).unwrap();
+    assert!(!s.unsaved_changes, "nothing was changed");
+    assert_eq!(s.config_register, "0xF");
+    assert_eq!(
+        s.boot_variable,
+        vec!["flash:/c2960x-universalk9-mz.152-4.E10.bin"]
+    );
+
+    // A wrong enable secret three times.
+    vty.send("disable\n").await;
+    vty.expect(&format!(r"(?m)^{host}>$")).await;
+    vty.send("enable\n").await;
+    for _ in 0..3 {
+        vty.expect("Password: ").await;
+        vty.send("wrong\n").await;
+    }
+    let out = vty.expect(&format!(r"(?m)^{host}>$")).await;
+    assert!(
+        out.ends_with(&format!("% Bad secrets\r\n\r\n{host}>")),
+        "{out:?}"
+    );
+
+    // The admin API refuses what it does not understand.
+    let url = format!(
+        "http://{}/api/devices/{host}/faults",
+        lab.lab.admin_addr().unwrap()
+    );
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_fault");
+    assert!(lab.lab.state(host).unwrap().faults.is_empty());
     lab.stop().await;
 }

@@ -10,6 +10,10 @@ use md5::{Digest as _, Md5};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+mod files;
+mod iosxe;
+mod nxos;
+
 use super::Fault;
 use super::LabShared;
 use super::copy::{self, FetchError, FetchOptions, FlashSink, Source};
@@ -269,14 +273,6 @@ const INSTALL: &[(u8, Syntax<Cmd>)] = &[
     ),
 ];
 
-/// The date in `install_*: START …` lines.
-fn install_date() -> String {
-    jiff::Timestamp::now()
-        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-        .strftime("%a %b %d %H:%M:%S UTC %Y")
-        .to_string()
-}
-
 /// NX-OS additions.
 const NXOS: &[(u8, Syntax<Cmd>)] = &[
     (
@@ -319,20 +315,6 @@ const NXOS_CONFIG: &[Syntax<Cmd>] = &[
         cmd: Cmd::NoBootSystem,
     },
 ];
-
-async fn md5_of(path: &std::path::Path) -> Option<String> {
-    let mut f = tokio::fs::File::open(path).await.ok()?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Some(hex::encode(hasher.finalize()))
-}
 
 const CONFIG: &[Syntax<Cmd>] = &[
     Syntax {
@@ -503,6 +485,8 @@ pub struct Cli<O: Output> {
     peer: IpAddr,
     /// NX-OS `terminal dont-ask`.
     dont_ask: bool,
+    /// Lines per screen before `--More--`; 0 turns paging off.
+    term_length: u32,
 }
 
 /// Size of the flash read between two dots of `verify /md5`.
@@ -535,6 +519,7 @@ impl<O: Output> Cli<O> {
             user,
             peer,
             dont_ask: false,
+            term_length: 24,
         }
     }
 
@@ -630,6 +615,7 @@ impl<O: Output> Cli<O> {
 
     /// One command given on the `ssh host COMMAND` line.
     pub async fn run_exec(mut self, line: &str) -> Flow {
+        self.term_length = 0;
         self.execute(line, 0).await
     }
 
@@ -792,7 +778,7 @@ impl<O: Output> Cli<O> {
                 self.show(&out, filter.as_ref()).await?;
             }
             Cmd::TermLength => match arg(0).parse::<u32>() {
-                Ok(n) if n <= 512 => {}
+                Ok(n) if n <= 512 => self.term_length = n,
                 _ => self.write(&caret(arg(0))).await?,
             },
             Cmd::TermWidth => match arg(0).parse::<u32>() {
@@ -1009,7 +995,38 @@ impl<O: Output> Cli<O> {
             Some(f) => f.apply(text),
             None => text.to_string(),
         };
-        self.write(&crlf(&text)).await
+        let text = crlf(&text);
+        if self.term_length == 0 {
+            return self.write(&text).await;
+        }
+        // A screenful is the terminal length less the --More-- line.
+        let page = (self.term_length as usize).saturating_sub(1).max(1);
+        let lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+        let mut at = 0;
+        let mut budget = page;
+        loop {
+            let end = (at + budget).min(lines.len());
+            self.write(&lines[at..end].concat()).await?;
+            at = end;
+            if at >= lines.len() {
+                return Ok(());
+            }
+            self.write(" --More-- ").await?;
+            let key = loop {
+                if let Some(k) = self.editor.next_key() {
+                    break k;
+                }
+                let bytes = self.input.recv().await.ok_or(())?;
+                self.editor.push(&bytes);
+            };
+            self.write(&format!("{0}{1}{0}", "\x08".repeat(10), " ".repeat(10)))
+                .await?;
+            budget = match key {
+                b' ' => page,
+                b'\r' | b'\n' => 1,
+                _ => return Ok(()),
+            };
+        }
     }
 
     async fn enable(&mut self) -> Result<(), ()> {
@@ -1177,885 +1194,8 @@ impl<O: Output> Cli<O> {
         Ok(Flow::Drop)
     }
 
-    fn dir_listing(&self, arg: Option<&str>) -> Result<String, String> {
-        let fs = self.dev.persona.filesystem.clone();
-        let only = match arg {
-            None => None,
-            Some(a) => {
-                let Some(rest) = a.strip_prefix(&format!("{fs}:")) else {
-                    return Err(format!("%Error opening {a} (No such device)\r\n"));
-                };
-                let rest = rest.trim_start_matches('/');
-                if rest.is_empty() {
-                    None
-                } else {
-                    Some(rest.to_string())
-                }
-            }
-        };
-        let flash = self.dev.flash();
-        let files: Vec<_> = flash
-            .files
-            .iter()
-            .filter(|f| only.as_deref().is_none_or(|o| o == f.name))
-            .collect();
-        if let Some(o) = &only
-            && files.is_empty()
-        {
-            return Err(format!(
-                "%Error opening {fs}:/{o} (No such file or directory)\r\n"
-            ));
-        }
-        if self.nxos() {
-            let mut out = String::new();
-            for f in &files {
-                let when = f
-                    .modified
-                    .and_then(|m| jiff::Timestamp::try_from(m).ok())
-                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-                    .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                    .strftime("%b %d %H:%M:%S %Y")
-                    .to_string();
-                out.push_str(&format!("{:>11}    {when}  {}\n", f.size, f.name));
-            }
-            out.push_str(&format!(
-                "\nUsage for {fs}://sup-local\n{:>11} bytes used\n{:>11} bytes free\n{:>11} bytes total\n",
-                flash.size - flash.free,
-                flash.free,
-                flash.size
-            ));
-            return Ok(out);
-        }
-        let mut out = format!("Directory of {fs}:/{}\n\n", only.as_deref().unwrap_or(""));
-        if files.is_empty() {
-            out.push_str("No files in directory\n");
-        }
-        for f in files {
-            let when = f
-                .modified
-                .and_then(|m| jiff::Timestamp::try_from(m).ok())
-                .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                .strftime("%b %-d %Y %H:%M:%S +00:00")
-                .to_string();
-            out.push_str(&format!(
-                "{:>6}  {}  {:>10}  {when}  {}\n",
-                f.inode, self.dev.persona.dir_attributes, f.size, f.name
-            ));
-        }
-        out.push_str(&format!(
-            "\n{} bytes total ({} bytes free)\n",
-            flash.size, flash.free
-        ));
-        Ok(out)
-    }
-
-    /// A flash path of this device (`flash:x`, `flash:/x`) to a file name.
-    fn flash_name(&self, path: &str) -> Option<String> {
-        self.dev.flash_file_name(path).map(String::from)
-    }
-
-    async fn delete(&mut self, path: &str, force: bool) -> Result<(), ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let Some(mut name) = self.flash_name(path) else {
-            return self
-                .write(&format!(
-                    "%Error deleting {path} (No such file or directory)\r\n"
-                ))
-                .await;
-        };
-        if !force {
-            self.write(&format!("Delete filename [{name}]? ")).await?;
-            let answer = self.read_text(true).await.ok_or(())?;
-            let answer = answer.trim();
-            if answer == "\u{3}" {
-                return Ok(());
-            }
-            if !answer.is_empty() {
-                name = self
-                    .flash_name(answer)
-                    .unwrap_or_else(|| answer.trim_start_matches('/').to_string());
-            }
-            self.write(&format!("Delete {fs}:/{name}? [confirm]"))
-                .await?;
-            if !self.confirm().await.ok_or(())? {
-                return Ok(());
-            }
-        }
-        let file = self.dev.flash_path(&name);
-        match tokio::fs::remove_file(&file).await {
-            Ok(()) => {
-                self.dev.mark_corrupt(&name, false);
-                Ok(())
-            }
-            Err(_) => {
-                self.write(&format!(
-                    "%Error deleting {fs}:/{name} (No such file or directory)\r\n"
-                ))
-                .await
-            }
-        }
-    }
-
-    async fn verify(&mut self, path: &str, expected: Option<&str>) -> Result<(), ()> {
-        let file = self.flash_name(path).map(|n| self.dev.flash_path(&n));
-        let opened = match file {
-            Some(f) => tokio::fs::File::open(f).await.ok(),
-            None => None,
-        };
-        let Some(mut f) = opened else {
-            return self
-                .write(&format!(
-                    "%Error opening {path} (No such file or directory)\r\n"
-                ))
-                .await;
-        };
-        let mut hasher = Md5::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut since_dot = 0u64;
-        loop {
-            let n = match f.read(&mut buf).await {
-                Ok(n) => n,
-                Err(_) => {
-                    return self
-                        .write(&format!("\r\n%Error reading {path} (I/O error)\r\n"))
-                        .await;
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            since_dot += n as u64;
-            if since_dot >= VERIFY_DOT {
-                since_dot = 0;
-                self.write(".").await?;
-            }
-        }
-        let digest = hex::encode(hasher.finalize());
-        self.write(".Done!\r\n").await?;
-        match expected {
-            None => {
-                self.write(&format!("verify /md5 ({path}) = {digest}\r\n\r\n"))
-                    .await
-            }
-            Some(want) if want.eq_ignore_ascii_case(&digest) => {
-                self.write(&format!("Verified ({path}) = {digest}\r\n\r\n"))
-                    .await
-            }
-            Some(want) => {
-                self.write(&format!(
-                    "%Error verifying {path}\r\nComputed signature = {digest}\r\nSubmitted signature = {want}\r\n\r\n"
-                ))
-                .await
-            }
-        }
-    }
-
-    async fn copy(&mut self, src: &str, dst: &str, dst_caret: &str) -> Result<Flow, ()> {
-        let src_l = src.to_ascii_lowercase();
-        let dst_l = dst.to_ascii_lowercase();
-        if is_running(&src_l) && is_startup(&dst_l) && self.nxos() {
-            self.store_config();
-            self.write("[########################################] 100%\r\nCopy complete, now saving to disk (please wait)...\r\nCopy complete.\r\n").await?;
-            return Ok(Flow::Continue);
-        }
-        if is_running(&src_l) && is_startup(&dst_l) {
-            if self.dev.state().running.file_prompt != "quiet" {
-                self.write("Destination filename [startup-config]? ")
-                    .await?;
-                let a = self.read_text(true).await.ok_or(())?;
-                if a == "\u{3}" {
-                    return Ok(Flow::Continue);
-                }
-            }
-            self.save_config().await?;
-            self.write("[OK]\r\n").await?;
-            return Ok(Flow::Continue);
-        }
-        if is_startup(&src_l) && is_running(&dst_l) {
-            self.write("Destination filename [running-config]? ")
-                .await?;
-            let a = self.read_text(true).await.ok_or(())?;
-            if a == "\u{3}" {
-                return Ok(Flow::Continue);
-            }
-            let s = self.dev.state();
-            let size = self.config_text(&s.startup, &s.version).len();
-            self.dev.update(|s| s.running = s.startup.clone());
-            self.write(&format!(
-                "{size} bytes copied in 0.104 secs ({} bytes/sec)\r\n",
-                size * 10
-            ))
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        let fs = self.dev.persona.filesystem.clone();
-        let url = if src_l == "tftp:" || src_l == "ftp:" {
-            self.write("Address or name of remote host []? ").await?;
-            let host = self.read_text(true).await.ok_or(())?;
-            self.write("Source filename []? ").await?;
-            let file = self.read_text(true).await.ok_or(())?;
-            if host.contains('\u{3}') || file.contains('\u{3}') {
-                return Ok(Flow::Continue);
-            }
-            format!(
-                "{}//{}/{}",
-                src_l,
-                host.trim(),
-                file.trim().trim_start_matches('/')
-            )
-        } else {
-            src.to_string()
-        };
-        if url.to_ascii_lowercase().starts_with("tftp://")
-            || url.to_ascii_lowercase().starts_with("ftp://")
-        {
-            let source = match copy::parse_url(&url) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.write(&format!("%Error opening {url} ({e})\r\n"))
-                        .await?;
-                    return Ok(Flow::Continue);
-                }
-            };
-            let dst_name = match dst_l.strip_prefix(&format!("{fs}:")) {
-                Some(rest) => rest.trim_start_matches('/').to_string(),
-                None => {
-                    self.write(dst_caret).await?;
-                    return Ok(Flow::Continue);
-                }
-            };
-            let dst_name = &dst[dst.len() - dst_name.len()..];
-            return self.copy_url(source, dst_name).await;
-        }
-        if let (Some(from), Some(_)) = (self.flash_name(src), dst_l.strip_prefix(&format!("{fs}:")))
-        {
-            return self.copy_flash(&from, dst).await.map(|()| Flow::Continue);
-        }
-        self.write(&format!(
-            "%Error opening {src} (No such file or directory)\r\n"
-        ))
-        .await?;
-        Ok(Flow::Continue)
-    }
-
-    async fn ask_destination(&mut self, default: &str) -> Result<Option<String>, ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let mut name = default.to_string();
-        if self.dev.state().running.file_prompt != "quiet" {
-            self.write(&format!("Destination filename [{default}]? "))
-                .await?;
-            let answer = self.read_text(true).await.ok_or(())?;
-            let answer = answer.trim();
-            if answer == "\u{3}" {
-                return Ok(None);
-            }
-            if !answer.is_empty() {
-                name = answer
-                    .strip_prefix(&format!("{fs}:"))
-                    .unwrap_or(answer)
-                    .trim_start_matches('/')
-                    .to_string();
-            }
-        }
-        if crate::images::validate_file_name(&name).is_err() {
-            self.write(&format!(
-                "%Error opening {fs}:{name} (Invalid argument)\r\n"
-            ))
-            .await?;
-            return Ok(None);
-        }
-        if tokio::fs::metadata(self.dev.flash_path(&name))
-            .await
-            .is_ok()
-            && self.dev.state().running.file_prompt != "quiet"
-        {
-            self.write("%Warning:There is a file already existing with this name \r\nDo you want to over write? [confirm]")
-                .await?;
-            if !self.confirm().await.ok_or(())? {
-                return Ok(None);
-            }
-        }
-        Ok(Some(name))
-    }
-
-    async fn copy_flash(&mut self, from: &str, dst: &str) -> Result<(), ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let default = self.flash_name(dst).unwrap_or_else(|| from.to_string());
-        let Some(to) = self.ask_destination(&default).await? else {
-            return Ok(());
-        };
-        let flash = self.dev.flash();
-        let Some(size) = flash.files.iter().find(|f| f.name == from).map(|f| f.size) else {
-            return self
-                .write(&format!(
-                    "%Error opening {fs}:/{from} (No such file or directory)\r\n"
-                ))
-                .await;
-        };
-        if size > flash.free {
-            return self
-                .write(&format!(
-                    "%Error copying {fs}:/{from} (Not enough space on device)\r\n"
-                ))
-                .await;
-        }
-        let started = Instant::now();
-        self.write("Copy in progress...").await?;
-        match tokio::fs::copy(self.dev.flash_path(from), self.dev.flash_path(&to)).await {
-            Ok(n) => {
-                let marks = "C".repeat((n / COPY_MARK + 1).min(400) as usize);
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                self.write(&format!(
-                    "{marks}\r\n{n} bytes copied in {secs:.3} secs ({} bytes/sec)\r\n",
-                    (n as f64 / secs) as u64
-                ))
-                .await
-            }
-            Err(_) => {
-                self.write(&format!("\r\n%Error copying {fs}:/{from} (I/O error)\r\n"))
-                    .await
-            }
-        }
-    }
-
-    fn install_summary(&self) -> String {
-        let flash = self.dev.flash();
-        let dir = &self.dev.flash_dir;
-        let none = Default::default();
-        let active = super::install::conf_version(dir, "packages.conf", &none);
-        let mut rows = Vec::new();
-        for f in &flash.files {
-            if f.name.ends_with(".conf")
-                && f.name != "packages.conf"
-                && let Some(v) = super::install::conf_version(dir, &f.name, &none)
-                && Some(&v) != active.as_ref()
-            {
-                rows.push(format!("IMG   I    {v}.0.1\n"));
-            }
-        }
-        if let Some(v) = &active {
-            rows.push(format!("IMG   C    {v}.0.1\n"));
-        }
-        let line = "-".repeat(80);
-        format!(
-            "[ Switch 1 ] Installed Package(s) Information:\nState (St): I - Inactive, U - Activated & Uncommitted,\n            C - Activated & Committed, D - Deactivated & Uncommitted\n{line}\nType  St   Filename/Version\n{line}\n{}\n{line}\nAuto abort timer: inactive\n{line}\n",
-            rows.concat()
-        )
-    }
-
-    async fn install_add(&mut self, path: &str, rest: &[String]) -> Result<Flow, ()> {
-        let activate = rest.iter().any(|w| w == "activate");
-        let commit = rest.iter().any(|w| w == "commit");
-        let quiet = rest
-            .windows(2)
-            .any(|w| w[0] == "prompt-level" && w[1] == "none");
-        let op = match (activate, commit) {
-            (true, true) => "install_add_activate_commit",
-            (true, false) => "install_add_activate",
-            _ => "install_add",
-        };
-        let fs = self.dev.persona.filesystem.clone();
-        let s = self.dev.state();
-        if activate && s.running != s.startup {
-            if quiet {
-                self.write("FAILED: System configuration has been modified. Please save configuration and resubmit command.\r\n").await?;
-                return Ok(Flow::Continue);
-            }
-            self.write("\r\nSystem configuration has been modified.\r\nPress Yes(y) to save the configuration and proceed.\r\nPress No(n) for proceeding without saving the configuration.\r\nPress Quit(q) to exit, you may save configuration and re-enter the command. [y/n/q]").await?;
-            let a = self
-                .read_text(true)
-                .await
-                .ok_or(())?
-                .trim()
-                .to_ascii_lowercase();
-            match a.as_str() {
-                "y" | "yes" => {
-                    self.save_config().await?;
-                    self.write("[OK]\r\n").await?;
-                }
-                "n" | "no" => {}
-                _ => return Ok(Flow::Continue),
-            }
-        }
-        self.write(&format!(
-            "{op}: START {d}\r\ninstall_add: START {d}\r\ninstall_add: Adding IMG\r\n",
-            d = install_date()
-        ))
-        .await?;
-        let flash = self.dev.flash();
-        let found = self
-            .flash_name(path)
-            .and_then(|n| flash.files.iter().find(|f| f.name == n).cloned());
-        let Some(file) = found else {
-            return self
-                .install_failed(op, &format!("{path}: No such file or directory"))
-                .await;
-        };
-        let name = file.name.clone();
-        let version = match crate::images::guess_version(&name) {
-            Some(v)
-                if crate::images::guess_platform(&name)
-                    == Some(crate::inventory::Platform::Iosxe) =>
-            {
-                v
-            }
-            _ => {
-                return self
-                    .install_failed(op, &format!("{path} is not a valid IOS-XE image"))
-                    .await;
-            }
-        };
-        if s.corrupt_files.contains(&name) {
-            return self
-                .install_failed(op, &format!("Image verification failed for {path}"))
-                .await;
-        }
-        let flash_dir = self.dev.flash_dir.clone();
-        let active = super::install::conf_version(&flash_dir, "packages.conf", &s.corrupt_files);
-        if active.as_deref() == Some(version.as_str()) {
-            self.write(&format!(
-                "[1]  R0 Add succeed with reason: Same Image File-No Change\r\nSUCCESS: {op} {}\r\n",
-                install_date()
-            ))
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        if flash.free < file.size {
-            self.write(&format!(
-                "FAILED: /{fs} requires {} KB of free space\r\nFAILED: {op} {}\r\n",
-                file.size.div_ceil(1024),
-                install_date()
-            ))
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        let pkgs = match super::install::expand(&flash_dir, &name, &version, file.size) {
-            Ok(p) => p,
-            Err(e) => {
-                return self
-                    .install_failed(op, &format!("cannot expand {path}: {e}"))
-                    .await;
-            }
-        };
-        self.write(&format!(
-            "--- Starting initial file syncing ---\r\nCopying {fs}:{name} from switch 1 to switch 1\r\nInfo: Finished copying to the selected Switch\r\nFinished initial file syncing\r\n\r\n--- Starting Add ---\r\nPerforming Add on all members\r\n  [1] Add package(s) on switch 1\r\n  [1] Finished Add on switch 1\r\nChecking status of Add on [1]\r\nAdd: Passed on [1]\r\nImage added. Version: {version}.0.1\r\n\r\nFinished Add\r\n\r\n"
-        ))
-        .await?;
-        if !activate {
-            self.write(&format!("SUCCESS: {op} {}\r\n", install_date()))
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        let mut text = format!(
-            "install_activate: START {}\r\ninstall_activate: Activating IMG\r\nFollowing packages shall be activated:\r\n",
-            install_date()
-        );
-        for p in &pkgs {
-            text.push_str(&format!("/{fs}/{p}\r\n"));
-        }
-        text.push_str("\r\n");
-        self.write(&text).await?;
-        if !quiet {
-            self.write(
-                "This operation may require a reload of the system. Do you want to proceed? [y/n]",
-            )
-            .await?;
-            let a = self
-                .read_text(true)
-                .await
-                .ok_or(())?
-                .trim()
-                .to_ascii_lowercase();
-            if a != "y" && a != "yes" {
-                return self
-                    .install_failed("install_activate", "Operation aborted by user")
-                    .await;
-            }
-        }
-        let mut text = String::from(
-            "--- Starting Activate ---\r\nPerforming Activate on all members\r\n  [1] Activate package(s) on switch 1\r\n  [1] Finished Activate on switch 1\r\nChecking status of Activate on [1]\r\nActivate: Passed on [1]\r\nFinished Activate\r\n\r\n",
-        );
-        if commit {
-            text.push_str("--- Starting Commit ---\r\nPerforming Commit on all members\r\n  [1] Commit package(s) on switch 1\r\n  [1] Finished Commit on switch 1\r\nChecking status of Commit on [1]\r\nCommit: Passed on [1]\r\nFinished Commit operation\r\n\r\n");
-        }
-        text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
-        if let Err(e) = super::install::write_packages_conf(&flash_dir, &name, &version) {
-            return self
-                .install_failed(op, &format!("cannot write packages.conf: {e}"))
-                .await;
-        }
-        self.write(&text).await?;
-        self.write("\r\nChassis 1 reloading, reason - Reload command\r\n")
-            .await?;
-        self.dev.update(|s| s.reload_count += 1);
-        self.dev.reload_requested.notify_one();
-        Ok(Flow::Drop)
-    }
-
-    async fn install_failed(&mut self, op: &str, why: &str) -> Result<Flow, ()> {
-        self.write(&format!(
-            "FAILED: {op} : {why}\r\nFAILED: {op} {}\r\n",
-            install_date()
-        ))
-        .await?;
-        Ok(Flow::Continue)
-    }
-
-    async fn install_remove_inactive(&mut self) -> Result<(), ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let flash = self.dev.flash();
-        let names: Vec<String> = flash.files.iter().map(|f| f.name.clone()).collect();
-        let gone = super::install::inactive_files(&self.dev.flash_dir, &names);
-        let mut text = format!(
-            "install_remove: START {}\r\ninstall_remove: Removing IMG\r\nCleaning up unnecessary package files\r\nNo path specified, will use booted path /{fs}/packages.conf\r\nCleaning /{fs}\r\n  Scanning boot directory for packages ... done.\r\n  Preparing packages list to delete ...\r\n    [R0]: /{fs}/packages.conf File is in use, will not delete.\r\n",
-            install_date()
-        );
-        if gone.is_empty() {
-            text.push_str(&format!(
-                "SUCCESS: No extra package or provisioning files found on media. Nothing to clean.\r\nSUCCESS: install_remove {}\r\n",
-                install_date()
-            ));
-            return self.write(&text).await;
-        }
-        text.push_str("The following files will be deleted:\r\n");
-        for f in &gone {
-            text.push_str(&format!("    [R0]: /{fs}/{f}\r\n"));
-        }
-        text.push_str("Do you want to remove the above files? [y/n]");
-        self.write(&text).await?;
-        let a = self
-            .read_text(true)
-            .await
-            .ok_or(())?
-            .trim()
-            .to_ascii_lowercase();
-        if a != "y" && a != "yes" {
-            return self
-                .write(&format!(
-                    "[1]  R0 Add succeed with reason: User Rejected Deletion\r\nSUCCESS: install_remove {}\r\n",
-                    install_date()
-                ))
-                .await;
-        }
-        let mut text = String::new();
-        for f in &gone {
-            let _ = tokio::fs::remove_file(self.dev.flash_path(f)).await;
-            self.dev.mark_corrupt(f, false);
-            text.push_str(&format!("Deleting file /{fs}/{f} ... done.\r\n"));
-        }
-        text.push_str(&format!("SUCCESS: Files deleted.\r\n--- Starting Post_Remove_Cleanup ---\r\nPerforming REMOVE_POSTCHECK on all members\r\nFinished Post_Remove_Cleanup\r\nSUCCESS: install_remove {}\r\n", install_date()));
-        self.write(&text).await
-    }
-
     fn nxos(&self) -> bool {
         self.dev.persona.platform == crate::inventory::Platform::Nxos
-    }
-
-    /// NX-OS asks `(y/n)?  [n]` questions unless `terminal dont-ask` is on.
-    async fn nxos_yes(&mut self, question: &str) -> Result<bool, ()> {
-        if self.dont_ask {
-            return Ok(true);
-        }
-        self.write(question).await?;
-        let a = self
-            .read_text(true)
-            .await
-            .ok_or(())?
-            .trim()
-            .to_ascii_lowercase();
-        Ok(a == "y" || a == "yes")
-    }
-
-    async fn show_file_md5(&mut self, path: &str) -> Result<(), ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let Some(name) = self.flash_name(path) else {
-            return self
-                .write(&format!("/{fs}/{path}: No such file or directory\r\n"))
-                .await;
-        };
-        match md5_of(&self.dev.flash_path(&name)).await {
-            Some(d) => self.write(&format!("{d}\r\n")).await,
-            None => {
-                self.write(&format!("/{fs}/{name}: No such file or directory\r\n"))
-                    .await
-            }
-        }
-    }
-
-    async fn install_all(&mut self, path: &str) -> Result<Flow, ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
-        let s = self.dev.state();
-        let name = self.flash_name(path);
-        let present = name
-            .as_ref()
-            .is_some_and(|n| self.dev.flash().files.iter().any(|f| &f.name == n));
-        let (Some(name), true) = (name, present) else {
-            return self
-                .write(&format!(
-                    "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {path} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001D (Image does not exist).\r\n"
-                ))
-                .await
-                .map(|()| Flow::Continue);
-        };
-        let version = match crate::images::guess_version(&name) {
-            Some(v)
-                if crate::images::guess_platform(&name)
-                    == Some(crate::inventory::Platform::Nxos)
-                    && !s.corrupt_files.contains(&name) =>
-            {
-                v
-            }
-            _ => {
-                return self
-                    .write(&format!(
-                        "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {fs}:/{name} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001F (image MD5 checksum error).\r\n"
-                    ))
-                    .await
-                    .map(|()| Flow::Continue);
-            }
-        };
-        let mut text = String::from(
-            "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\n",
-        );
-        text.push_str(&step(&format!(
-            "Verifying image {fs}:/{name} for boot variable \"nxos\"."
-        )));
-        text.push_str(&step("Verifying image type."));
-        text.push_str(&step(&format!(
-            "Preparing \"nxos\" version info using image {fs}:/{name}."
-        )));
-        text.push_str(&step(&format!(
-            "Preparing \"bios\" version info using image {fs}:/{name}."
-        )));
-        text.push_str(&step("Performing module support checks."));
-        text.push_str(&step("Notifying services about system upgrade."));
-        let required = if version == s.version { "no" } else { "yes" };
-        text.push_str(&format!(
-            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n\r\n",
-            s.version, version, required
-        ));
-        self.write(&text).await?;
-        if !self
-            .nxos_yes("Switch will be reloaded for disruptive upgrade.\r\nDo you want to continue with the installation (y/n)?  [n] ")
-            .await?
-        {
-            self.write("Install is aborted\r\n").await?;
-            return Ok(Flow::Continue);
-        }
-        let mut text = String::from("\r\nInstall is in progress, please wait.\r\n\r\n");
-        text.push_str(&step("Performing runtime checks."));
-        text.push_str(&step("Setting boot variables."));
-        text.push_str(&step("Performing configuration copy."));
-        text.push_str("Module 1: Refreshing compact flash and upgrading bios/loader/bootrom.\r\nWarning: please do not remove or power off the module at this time.\r\n[####################] 100% -- SUCCESS\r\n\r\n");
-        text.push_str(&step("Converting startup config."));
-        text.push_str("Finishing the upgrade, switch will reboot in 10 seconds.\r\n");
-        let entry = format!("{fs}:/{name}");
-        self.dev.update(|s| {
-            s.running.boot_system = vec![entry.clone()];
-            s.startup = s.running.clone();
-            s.boot_variable = vec![entry];
-            s.reload_count += 1;
-        });
-        self.write(&text).await?;
-        self.dev.reload_requested.notify_one();
-        Ok(Flow::Drop)
-    }
-
-    async fn copy_url(&mut self, source: Source, dst_name: &str) -> Result<Flow, ()> {
-        let default = if dst_name.is_empty() {
-            source.file_name().to_string()
-        } else {
-            dst_name.to_string()
-        };
-        let nxos = self.nxos();
-        let proto = if matches!(source, Source::Ftp { .. }) {
-            "FTP"
-        } else {
-            "TFTP"
-        };
-        let name = if nxos {
-            if crate::images::validate_file_name(&default).is_err() {
-                self.write(&format!("% Invalid destination file name {default}\r\n"))
-                    .await?;
-                return Ok(Flow::Continue);
-            }
-            if tokio::fs::metadata(self.dev.flash_path(&default)).await.is_ok()
-                && !self
-                    .nxos_yes("Warning: There is already a file existing with this name. Do you want to overwrite (y/n)?[n] ")
-                    .await?
-            {
-                return Ok(Flow::Continue);
-            }
-            default
-        } else {
-            match self.ask_destination(&default).await? {
-                Some(n) => n,
-                None => return Ok(Flow::Continue),
-            }
-        };
-        let display = source.display();
-        if nxos {
-            self.write(&format!(
-                "Trying to connect to {} server......\r\n",
-                proto.to_ascii_lowercase()
-            ))
-            .await?;
-        } else {
-            self.write(&format!("Accessing {display}...\r\n")).await?;
-        }
-        let dev = self.dev.clone();
-        if dev.has_fault(Fault::TftpTimeout) {
-            tokio::time::sleep(self.lab.fault_delay).await;
-            let text = if nxos {
-                format!("{proto} get operation failed:{}\r\n", FetchError::Timeout)
-            } else {
-                format!("%Error opening {display} (Timed out)\r\n")
-            };
-            self.write(&text).await?;
-            return Ok(Flow::Continue);
-        }
-        let flash = dev.flash();
-        let existing = flash
-            .files
-            .iter()
-            .find(|f| f.name == name)
-            .map_or(0, |f| f.size);
-        let limit = flash.free + existing;
-        let partial = dev.flash_path(&format!(".{name}.partial"));
-        let file = match tokio::fs::File::create(&partial).await {
-            Ok(f) => f,
-            Err(_) => {
-                self.write(&format!("%Error opening {display} (I/O error)\r\n"))
-                    .await?;
-                return Ok(Flow::Continue);
-            }
-        };
-        let rate = if dev.has_fault(Fault::SlowTransfer) {
-            Some(self.lab.slow_rate)
-        } else {
-            self.lab.rate
-        };
-        let (ptx, mut prx) = mpsc::unbounded_channel();
-        let mut sink = FlashSink::new(file, limit, rate, ptx);
-        if dev.has_fault(Fault::CorruptDownload) {
-            sink = sink.corrupt();
-        }
-        if dev.has_fault(Fault::DropMidCopy) {
-            sink = sink.drop_after(1);
-        }
-        let s = dev.state();
-        let opts = FetchOptions {
-            local_ip: IpAddr::V4(dev.ip),
-            tftp_port: self.lab.tftp_port,
-            ftp_port: self.lab.ftp_port,
-            tftp_blocksize: s.running.tftp_blocksize,
-            tftp_timeout: self.lab.tftp_timeout,
-            ftp_passive: s.running.ftp_passive,
-            ftp_username: s.running.ftp_username.clone(),
-            ftp_password: s.running.ftp_password.clone(),
-        };
-        let is_ftp = matches!(source, Source::Ftp { .. });
-        let loading = if is_ftp {
-            format!("Loading {} ", source.path())
-        } else {
-            format!(
-                "Loading {} from {} (via {}): ",
-                source.path(),
-                source.host(),
-                dev.persona.mgmt_interface
-            )
-        };
-        let started = Instant::now();
-        let mut marks = 0u64;
-        let result = {
-            let fut = copy::fetch(&source, &opts, &mut sink);
-            tokio::pin!(fut);
-            loop {
-                tokio::select! {
-                    r = &mut fut => break r,
-                    Some(n) = prx.recv() => {
-                        if nxos {
-                            continue;
-                        }
-                        let mut text = String::new();
-                        if marks == 0 {
-                            text.push_str(&loading);
-                        }
-                        let want = n / COPY_MARK + 1;
-                        while marks < want {
-                            text.push('!');
-                            marks += 1;
-                        }
-                        if !text.is_empty() {
-                            self.write(&text).await?;
-                        }
-                    }
-                }
-            }
-        };
-        let result = match result {
-            Ok(_) => sink
-                .finish()
-                .await
-                .map_err(|e| FetchError::Other(e.to_string())),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(n) => {
-                if tokio::fs::rename(&partial, dev.flash_path(&name))
-                    .await
-                    .is_err()
-                {
-                    self.write(&format!("\r\n%Error copying {display} (I/O error)\r\n"))
-                        .await?;
-                    return Ok(Flow::Continue);
-                }
-                dev.mark_corrupt(&name, dev.has_fault(Fault::CorruptDownload));
-                if nxos {
-                    self.write(&format!("Connection to Server Established.\r\n{proto} get operation was successful\r\nCopy complete, now saving to disk (please wait)...\r\nCopy complete.\r\n"))
-                        .await?;
-                    return Ok(Flow::Continue);
-                }
-                let mut text = String::new();
-                if marks == 0 {
-                    text.push_str(&loading);
-                    text.push('!');
-                }
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                let ok = if is_ftp {
-                    format!("[OK - {n}/4096 bytes]")
-                } else {
-                    format!("[OK - {n} bytes]")
-                };
-                text.push_str(&format!(
-                    "\r\n{ok}\r\n\r\n{n} bytes copied in {secs:.3} secs ({} bytes/sec)\r\n",
-                    (n as f64 / secs) as u64
-                ));
-                self.write(&text).await?;
-                Ok(Flow::Continue)
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&partial).await;
-                if e == FetchError::Dropped {
-                    return Ok(Flow::Drop);
-                }
-                if nxos {
-                    self.write(&format!("{proto} get operation failed:{e}\r\n"))
-                        .await?;
-                    return Ok(Flow::Continue);
-                }
-                let lead = if marks > 0 { "\r\n" } else { "" };
-                self.write(&format!(
-                    "{lead}%Error {} {display} ({e})\r\n",
-                    e.verb(marks > 0)
-                ))
-                .await?;
-                Ok(Flow::Continue)
-            }
-        }
     }
 }
 

@@ -1,0 +1,130 @@
+//! NX-OS: `install all nxos`, `show file … md5sum`, `terminal dont-ask` questions.
+
+use super::*;
+
+async fn md5_of(path: &std::path::Path) -> Option<String> {
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
+impl<O: Output> Cli<O> {
+    /// NX-OS asks `(y/n)?  [n]` questions unless `terminal dont-ask` is on.
+    pub(super) async fn nxos_yes(&mut self, question: &str) -> Result<bool, ()> {
+        if self.dont_ask {
+            return Ok(true);
+        }
+        self.write(question).await?;
+        let a = self
+            .read_text(true)
+            .await
+            .ok_or(())?
+            .trim()
+            .to_ascii_lowercase();
+        Ok(a == "y" || a == "yes")
+    }
+
+    pub(super) async fn show_file_md5(&mut self, path: &str) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let Some(name) = self.flash_name(path) else {
+            return self
+                .write(&format!("/{fs}/{path}: No such file or directory\r\n"))
+                .await;
+        };
+        match md5_of(&self.dev.flash_path(&name)).await {
+            Some(d) => self.write(&format!("{d}\r\n")).await,
+            None => {
+                self.write(&format!("/{fs}/{name}: No such file or directory\r\n"))
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn install_all(&mut self, path: &str) -> Result<Flow, ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
+        let s = self.dev.state();
+        let name = self.flash_name(path);
+        let present = name
+            .as_ref()
+            .is_some_and(|n| self.dev.flash().files.iter().any(|f| &f.name == n));
+        let (Some(name), true) = (name, present) else {
+            return self
+                .write(&format!(
+                    "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {path} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001D (Image does not exist).\r\n"
+                ))
+                .await
+                .map(|()| Flow::Continue);
+        };
+        let version = match crate::images::guess_version(&name) {
+            Some(v)
+                if crate::images::guess_platform(&name)
+                    == Some(crate::inventory::Platform::Nxos)
+                    && !s.corrupt_files.contains(&name) =>
+            {
+                v
+            }
+            _ => {
+                return self
+                    .write(&format!(
+                        "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {fs}:/{name} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001F (image MD5 checksum error).\r\n"
+                    ))
+                    .await
+                    .map(|()| Flow::Continue);
+            }
+        };
+        let mut text = String::from(
+            "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\n",
+        );
+        text.push_str(&step(&format!(
+            "Verifying image {fs}:/{name} for boot variable \"nxos\"."
+        )));
+        text.push_str(&step("Verifying image type."));
+        text.push_str(&step(&format!(
+            "Preparing \"nxos\" version info using image {fs}:/{name}."
+        )));
+        text.push_str(&step(&format!(
+            "Preparing \"bios\" version info using image {fs}:/{name}."
+        )));
+        text.push_str(&step("Performing module support checks."));
+        text.push_str(&step("Notifying services about system upgrade."));
+        let required = if version == s.version { "no" } else { "yes" };
+        text.push_str(&format!(
+            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n\r\n",
+            s.version, version, required
+        ));
+        self.write(&text).await?;
+        if !self
+            .nxos_yes("Switch will be reloaded for disruptive upgrade.\r\nDo you want to continue with the installation (y/n)?  [n] ")
+            .await?
+        {
+            self.write("Install is aborted\r\n").await?;
+            return Ok(Flow::Continue);
+        }
+        let mut text = String::from("\r\nInstall is in progress, please wait.\r\n\r\n");
+        text.push_str(&step("Performing runtime checks."));
+        text.push_str(&step("Setting boot variables."));
+        text.push_str(&step("Performing configuration copy."));
+        text.push_str("Module 1: Refreshing compact flash and upgrading bios/loader/bootrom.\r\nWarning: please do not remove or power off the module at this time.\r\n[####################] 100% -- SUCCESS\r\n\r\n");
+        text.push_str(&step("Converting startup config."));
+        text.push_str("Finishing the upgrade, switch will reboot in 10 seconds.\r\n");
+        let entry = format!("{fs}:/{name}");
+        self.dev.update(|s| {
+            s.running.boot_system = vec![entry.clone()];
+            s.startup = s.running.clone();
+            s.boot_variable = vec![entry];
+            s.reload_count += 1;
+        });
+        self.write(&text).await?;
+        self.dev.reload_requested.notify_one();
+        Ok(Flow::Drop)
+    }
+}
