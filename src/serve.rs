@@ -76,6 +76,8 @@ pub struct ServeArgs {
     pub shutdown_grace: u64,
     #[command(flatten)]
     pub tftp_options: crate::tftp::TftpArgs,
+    #[command(flatten)]
+    pub ftp_options: crate::ftp::FtpArgs,
 }
 
 /// Parses an empty command line, to get every flag's default.
@@ -122,6 +124,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Bind(String),
+    #[error("FTP server: {0}")]
+    Ftp(String),
     #[error("cannot start the rollout engine: {0}")]
     Engine(crate::rollout::RolloutError),
 }
@@ -221,6 +225,29 @@ impl Service {
             shutdown.tasks.spawn(async move {
                 if let Err(e) = crate::tftp::run(socket, root, config, t, s).await {
                     tracing::error!(error = %e, "TFTP server stopped");
+                }
+            });
+        }
+
+        if let Listen::On(addr) = args.ftp {
+            let config = args
+                .ftp_options
+                .clone()
+                .into_config(&data_dir)
+                .map_err(|e| ServeError::Ftp(e.to_string()))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error("FTP", "--ftp", addr, &e))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| bind_error("FTP", "--ftp", addr, &e))?;
+            servers.ftp = Some(local);
+            servers.ftp_credentials = Some(config.credentials.clone());
+            let root = images.dir().to_path_buf();
+            let (t, s) = (transfers.clone(), shutdown.clone());
+            shutdown.tasks.spawn(async move {
+                if let Err(e) = crate::ftp::run(listener, root, config, t, s).await {
+                    tracing::error!(error = %e, "FTP server stopped");
                 }
             });
         }

@@ -69,6 +69,7 @@ pub struct FtpArgs {
     /// Ports for passive data connections (PASV/EPSV), e.g. 50000-50100; open them in the
     /// firewall. Default: any free port.
     #[arg(
+        id = "ftp-passive-ports",
         long = "ftp-passive-ports",
         env = "FLEETUP_FTP_PASSIVE_PORTS",
         value_name = "LOW-HIGH"
@@ -78,6 +79,7 @@ pub struct FtpArgs {
     /// IPv4 address announced in PASV replies, when devices reach fleetup through NAT.
     /// Default: the address the device connected to.
     #[arg(
+        id = "ftp-public-host",
         long = "ftp-public-host",
         env = "FLEETUP_FTP_PUBLIC_HOST",
         value_name = "ADDR"
@@ -86,6 +88,7 @@ pub struct FtpArgs {
 
     /// FTP login name of the service account.
     #[arg(
+        id = "ftp-user",
         long = "ftp-user",
         env = "FLEETUP_FTP_USER",
         default_value = "fleetup",
@@ -96,6 +99,7 @@ pub struct FtpArgs {
     /// FTP password of the service account. Default: generated at first start and kept in
     /// DATA_DIR/ftp-password.
     #[arg(
+        id = "ftp-password",
         long = "ftp-password",
         env = "FLEETUP_FTP_PASSWORD",
         hide_env_values = true,
@@ -104,12 +108,17 @@ pub struct FtpArgs {
     pub password: Option<String>,
 
     /// Allow anonymous login (user `anonymous` or `ftp`, any password).
-    #[arg(long = "ftp-anonymous", env = "FLEETUP_FTP_ANONYMOUS")]
+    #[arg(
+        id = "ftp-anonymous",
+        long = "ftp-anonymous",
+        env = "FLEETUP_FTP_ANONYMOUS"
+    )]
     pub anonymous: bool,
 
     /// Active mode (PORT/EPRT). The server connects back only to the address of the control
     /// connection, never to a third host.
     #[arg(
+        id = "ftp-active",
         long = "ftp-active",
         env = "FLEETUP_FTP_ACTIVE",
         value_enum,
@@ -119,24 +128,27 @@ pub struct FtpArgs {
 
     /// PEM certificate chain for FTPS (explicit AUTH TLS); needs --ftp-tls-key.
     #[arg(
+        id = "ftp-tls-cert",
         long = "ftp-tls-cert",
         env = "FLEETUP_FTP_TLS_CERT",
-        requires = "tls_key",
+        requires = "ftp-tls-key",
         value_name = "FILE"
     )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for FTPS; needs --ftp-tls-cert.
     #[arg(
+        id = "ftp-tls-key",
         long = "ftp-tls-key",
         env = "FLEETUP_FTP_TLS_KEY",
-        requires = "tls_cert",
+        requires = "ftp-tls-cert",
         value_name = "FILE"
     )]
     pub tls_key: Option<PathBuf>,
 
     /// Concurrent FTP sessions, all sources together.
     #[arg(
+        id = "ftp-max-sessions",
         long = "ftp-max-sessions",
         env = "FLEETUP_FTP_MAX_SESSIONS",
         default_value_t = 200
@@ -145,6 +157,7 @@ pub struct FtpArgs {
 
     /// Concurrent FTP sessions from one source address (segmented clients open several).
     #[arg(
+        id = "ftp-max-per-client",
         long = "ftp-max-per-client",
         env = "FLEETUP_FTP_MAX_PER_CLIENT",
         default_value_t = 10
@@ -154,6 +167,7 @@ pub struct FtpArgs {
     /// Seconds without a command (control) or without progress (data) before a connection is
     /// closed.
     #[arg(
+        id = "ftp-idle-timeout",
         long = "ftp-idle-timeout",
         env = "FLEETUP_FTP_IDLE_TIMEOUT",
         default_value_t = 300,
@@ -163,6 +177,7 @@ pub struct FtpArgs {
 
     /// Failed logins from one address before it is locked out (0: never).
     #[arg(
+        id = "ftp-lockout-after",
         long = "ftp-lockout-after",
         env = "FLEETUP_FTP_LOCKOUT_AFTER",
         default_value_t = 5
@@ -171,6 +186,7 @@ pub struct FtpArgs {
 
     /// How long a locked-out address stays locked out.
     #[arg(
+        id = "ftp-lockout-seconds",
         long = "ftp-lockout-seconds",
         env = "FLEETUP_FTP_LOCKOUT_SECONDS",
         default_value_t = 300,

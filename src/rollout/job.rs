@@ -36,7 +36,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
     let id = &ctx.rollout_id;
     let name = job.device.clone();
     let outcome = match prepare(ctx, &job).await {
-        Ok((target, plan)) => execute(ctx, &job, &target, &plan).await,
+        Ok((target, plan, _ftp_account)) => execute(ctx, &job, &target, &plan).await,
         Err(message) => Err(Ended::Failed {
             reason: "configuration".into(),
             message,
@@ -136,7 +136,22 @@ enum Ended {
     },
 }
 
-async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePlan), String> {
+/// A one-time FTP account, removed when dropped.
+struct FtpAccount {
+    credentials: crate::ftp::FtpCredentials,
+    token: crate::ftp::CredentialToken,
+}
+
+impl Drop for FtpAccount {
+    fn drop(&mut self) {
+        self.credentials.remove(self.token);
+    }
+}
+
+async fn prepare(
+    ctx: &JobContext,
+    job: &DeviceJob,
+) -> Result<(Target, UpgradePlan, Option<FtpAccount>), String> {
     let engine = &ctx.engine;
     let inner = engine.inner();
     let device = inner
@@ -152,16 +167,24 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePl
     let pb = &ctx.playbook;
     let servers = &inner.servers;
     let site = device.spec.site.as_deref();
+    let mut account = None;
     let (transfer, listen) = match pb.transfer.protocol {
         TransferProtocol::Tftp => (Transfer::Tftp, servers.tftp),
         TransferProtocol::Ftp => {
-            let (Some(user), Some(password)) = (&servers.ftp_user, &servers.ftp_password) else {
+            let Some(credentials) = &servers.ftp_credentials else {
                 return Err("the playbook asks for FTP but the FTP server is off".into());
             };
+            // Letters and digits only: IOS parses `:` `@` `/` in URL credentials itself.
+            let user = format!("fu{:08x}", rand::random::<u32>());
+            let password = hex::encode(rand::random::<[u8; 12]>());
+            account = Some(FtpAccount {
+                credentials: credentials.clone(),
+                token: credentials.add_temporary(&user, &password),
+            });
             (
                 Transfer::Ftp {
-                    username: user.clone(),
-                    password: Secret(password.clone()),
+                    username: user,
+                    password: Secret(password),
                 },
                 servers.ftp,
             )
@@ -223,7 +246,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<(Target, UpgradePl
         timeouts,
     };
     let target = Target::from_device(&device)?;
-    Ok((target, plan))
+    Ok((target, plan, account))
 }
 
 /// Records each step before it runs; holds a step while the rollout is paused and a reload

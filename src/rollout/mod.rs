@@ -53,6 +53,7 @@ pub fn parse_playbook(text: &str) -> Result<Playbook, YamlError> {
 pub struct FileServers {
     pub tftp: Option<SocketAddr>,
     pub ftp: Option<SocketAddr>,
-    pub ftp_user: Option<String>,
-    pub ftp_password: Option<String>,
+    /// The FTP server's accounts: each device job gets a one-time account, removed when the
+    /// job ends, so a copy URL seen in a device's history stops working.
+    pub ftp_credentials: Option<crate::ftp::FtpCredentials>,
 }

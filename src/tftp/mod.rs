@@ -28,17 +28,18 @@ pub use server::TftpError;
 #[derive(clap::Args, Debug, Clone)]
 pub struct TftpArgs {
     /// Largest block size (RFC 2348) granted to a client; larger requests are lowered to it.
-    #[arg(long = "tftp-max-blksize", env = "FLEETUP_TFTP_MAX_BLKSIZE", default_value_t = packet::MAX_BLKSIZE,
+    #[arg(id = "tftp-max-blksize", long = "tftp-max-blksize", env = "FLEETUP_TFTP_MAX_BLKSIZE", default_value_t = packet::MAX_BLKSIZE,
           value_parser = clap::value_parser!(u16).range(8..=65464))]
     pub max_blksize: u16,
 
     /// Largest window (RFC 7440 windowsize, in blocks) granted to a client.
-    #[arg(long = "tftp-max-windowsize", env = "FLEETUP_TFTP_MAX_WINDOWSIZE", default_value_t = 64,
+    #[arg(id = "tftp-max-windowsize", long = "tftp-max-windowsize", env = "FLEETUP_TFTP_MAX_WINDOWSIZE", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub max_windowsize: u16,
 
     /// Transfers served at once; further requests get an error packet ("server busy").
     #[arg(
+        id = "tftp-max-transfers",
         long = "tftp-max-transfers",
         env = "FLEETUP_TFTP_MAX_TRANSFERS",
         default_value_t = 1000
@@ -47,6 +48,7 @@ pub struct TftpArgs {
 
     /// Transfers served at once to one client address.
     #[arg(
+        id = "tftp-max-per-client",
         long = "tftp-max-per-client",
         env = "FLEETUP_TFTP_MAX_PER_CLIENT",
         default_value_t = 4
@@ -55,28 +57,33 @@ pub struct TftpArgs {
 
     /// Seconds without an answer before a packet is sent again, unless the client negotiates
     /// its own `timeout` (fractions allowed, e.g. 0.5).
-    #[arg(long = "tftp-timeout", env = "FLEETUP_TFTP_TIMEOUT", default_value = "1", value_parser = parse_timeout)]
+    #[arg(id = "tftp-timeout", long = "tftp-timeout", env = "FLEETUP_TFTP_TIMEOUT", default_value = "1", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Consecutive timeouts after which a transfer is abandoned: a dead client frees its slot
     /// after timeout × retries.
-    #[arg(long = "tftp-retries", env = "FLEETUP_TFTP_RETRIES", default_value_t = 5,
+    #[arg(id = "tftp-retries", long = "tftp-retries", env = "FLEETUP_TFTP_RETRIES", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retries: u32,
 
     /// Accept uploads (write requests) into this directory, e.g. for configuration backups.
     /// Without it the server is read-only. An upload is written to a temporary file and
     /// renamed only once complete; existing files are never overwritten.
-    #[arg(long = "tftp-write-dir", env = "FLEETUP_TFTP_WRITE_DIR")]
+    #[arg(
+        id = "tftp-write-dir",
+        long = "tftp-write-dir",
+        env = "FLEETUP_TFTP_WRITE_DIR"
+    )]
     pub write_dir: Option<PathBuf>,
 
     /// Largest upload accepted, in bytes.
-    #[arg(long = "tftp-max-upload", env = "FLEETUP_TFTP_MAX_UPLOAD", default_value_t = 64 * 1024 * 1024)]
+    #[arg(id = "tftp-max-upload", long = "tftp-max-upload", env = "FLEETUP_TFTP_MAX_UPLOAD", default_value_t = 64 * 1024 * 1024)]
     pub max_upload: u64,
 
     /// Further directories served read-only after the image store (repeat the flag, or
     /// separate with `:` in the environment variable).
     #[arg(
+        id = "tftp-extra-root",
         long = "tftp-extra-root",
         env = "FLEETUP_TFTP_EXTRA_ROOT",
         value_delimiter = ':'

@@ -55,7 +55,14 @@ impl Rig {
         tweak(&mut config);
         let lab_shutdown = Shutdown::new();
         let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
-        let app = TestApp::start_full(|a| a.tftp = "127.0.0.1:0".parse().unwrap(), clock).await;
+        let app = TestApp::start_full(
+            |a| {
+                a.tftp = "127.0.0.1:0".parse().unwrap();
+                a.ftp = "127.0.0.1:0".parse().unwrap();
+            },
+            clock,
+        )
+        .await;
         let r = app
             .post("/api/v1/inventory/import")
             .body(lab.inventory_yaml())
@@ -273,6 +280,52 @@ async fn twenty_devices_canary_then_waves() {
             .contains(&format!("15.2(4)E10,{IMAGE_VERSION}")),
         "{csv}"
     );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ftp_rollout_with_one_time_accounts() {
+    let rig = Rig::start(2, |_| {}).await;
+    let id = rig
+        .submit(
+            &playbook("strategy:\n  canary: 0\n  concurrency: 2\n")
+                .replace("protocol: tftp", "protocol: ftp"),
+        )
+        .await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    for n in rig.names() {
+        assert_eq!(rig.lab.state(&n).unwrap().version, IMAGE_VERSION);
+    }
+    // The copy URLs in the events mask the password; the accounts are gone after the jobs.
+    let events = rig.events(&id).await;
+    let copy = events
+        .iter()
+        .find(|e| e["kind"] == "step_started" && e["step"] == "copy")
+        .unwrap();
+    let msg = copy["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("copy ftp://fu") && msg.contains(":***@127.0.0.1"),
+        "{msg}"
+    );
+    let transfers: Value = rig
+        .app
+        .get("/api/v1/transfers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ftp = transfers["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["protocol"] == "ftp" && t["state"] == "completed")
+        .count();
+    assert_eq!(ftp, 2, "{transfers:#}");
     rig.stop().await;
 }
 
