@@ -74,6 +74,11 @@ impl Default for TransferParams {
 pub struct Limits {
     pub max_blksize: u16,
     pub max_windowsize: u16,
+    /// Largest window in bytes (windowsize × blksize). A window is sent as one burst, and a
+    /// burst larger than the client's socket receive buffer (about 200 KB by default on
+    /// Linux, less in practice for large datagrams) loses its tail every time, costing a
+    /// timeout per window: atftpd collapses that way at blksize 8192, windowsize 16.
+    pub max_window_bytes: usize,
     pub timeout: Duration,
     pub retries: u32,
 }
@@ -139,6 +144,15 @@ pub fn negotiate(
                 }
             }
             _ => {}
+        }
+    }
+    let by_bytes = (limits.max_window_bytes / usize::from(params.blksize)).clamp(1, 65535) as u16;
+    if params.windowsize > by_bytes {
+        params.windowsize = by_bytes;
+        for (name, value) in oack.iter_mut() {
+            if name == "windowsize" {
+                *value = by_bytes.to_string();
+            }
         }
     }
     Negotiated {
