@@ -328,16 +328,21 @@ impl<R: Read> Sender<R> {
         (block % self.window) as usize
     }
 
-    /// Read the next block from the source into its ring slot.
+    /// Read the next blocks from the source into their ring slots: as many as are free and
+    /// contiguous in the ring, in one read, so a window costs one read call, not one per block.
     fn fill(&mut self) -> std::io::Result<()> {
         if self.ring.is_empty() {
             self.ring = vec![0; self.blksize * self.window as usize];
         }
+        // poll_transmit only fills when `filled < base + window`, so at least one slot is free.
+        let free = self.window - (self.filled - self.base);
         let slot = self.slot(self.filled);
+        let count = free.min(self.window - slot as u64) as usize;
         let start = slot * self.blksize;
-        let buf = &mut self.ring[start..start + self.blksize];
+        let want = count * self.blksize;
+        let buf = &mut self.ring[start..start + want];
         let mut n = 0;
-        while n < buf.len() {
+        while n < want {
             match self.source.read(&mut buf[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
@@ -345,11 +350,18 @@ impl<R: Read> Sender<R> {
                 Err(e) => return Err(e),
             }
         }
-        self.lens[slot] = n;
-        if n < self.blksize {
-            self.last = Some(self.filled);
+        let full = n / self.blksize;
+        for len in &mut self.lens[slot..slot + full] {
+            *len = self.blksize;
         }
-        self.filled += 1;
+        self.filled += full as u64;
+        if n < want {
+            // End of file: the last block is the partial one (empty when the file ends on a
+            // block boundary).
+            self.lens[slot + full] = n % self.blksize;
+            self.last = Some(self.filled);
+            self.filled += 1;
+        }
         Ok(())
     }
 
