@@ -25,7 +25,12 @@ const IMAGES: [(&str, &str); 3] = [
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Address of the dashboard and API.
-    #[arg(long, env = "FLEETUP_HTTP", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "FLEETUP_HTTP",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub http: SocketAddr,
     /// Simulated devices (c2960x, c9300 and n9k in turn).
     #[arg(long, default_value_t = 12)]
@@ -91,7 +96,10 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => {
-            temp = tempfile::Builder::new().prefix("fleetup-demo-").tempdir().map_err(DemoError::Dir)?;
+            temp = tempfile::Builder::new()
+                .prefix("fleetup-demo-")
+                .tempdir()
+                .map_err(DemoError::Dir)?;
             temp.path().to_path_buf()
         }
     };
@@ -128,7 +136,11 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
             ssh_port: if root { 22 } else { 0 },
             personas: vec!["c2960x".into(), "c9300".into(), "n9k".into()],
             state_dir: data_dir.join("lab"),
-            boot_time: if args.fast { Duration::from_millis(300) } else { Duration::from_secs(4) },
+            boot_time: if args.fast {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(4)
+            },
             rate: if args.fast { None } else { Some(600 * 1024) },
             tftp_port: service.tftp_addr.map(|a| a.port()).unwrap_or(69),
             ftp_port: service.ftp_addr.map(|a| a.port()).unwrap_or(21),
@@ -141,20 +153,29 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
     // One device fails its copy verification, so the dashboard shows a failure and its reason.
     if let Some(faulty) = devices.get(devices.len().saturating_sub(2)) {
         lab.set_fault(&faulty.name, Fault::CorruptDownload);
-        println!("  {} has an injected fault (corrupted download): it will fail verify /md5", faulty.name);
+        println!(
+            "  {} has an injected fault (corrupted download): it will fail verify /md5",
+            faulty.name
+        );
     }
 
-    let specs = crate::inventory::yaml::parse(&lab.inventory_yaml()).map_err(|e| DemoError::Inventory(e.to_string()))?;
+    let specs = crate::inventory::yaml::parse(&lab.inventory_yaml())
+        .map_err(|e| DemoError::Inventory(e.to_string()))?;
     service
         .state
         .db
         .upsert_devices(&specs)
         .await
         .map_err(|e| DemoError::Inventory(e.to_string()))?;
-    let size = if args.fast { 1024 * 1024 } else { 12 * 1024 * 1024 };
+    let size = if args.fast {
+        1024 * 1024
+    } else {
+        12 * 1024 * 1024
+    };
     for (i, (name, platform)) in IMAGES.iter().enumerate() {
         let path = data_dir.join(name);
-        std::fs::write(&path, image_bytes(size + i * 4099, 7 + i as u64)).map_err(|e| DemoError::Images(e.to_string()))?;
+        std::fs::write(&path, image_bytes(size + i * 4099, 7 + i as u64))
+            .map_err(|e| DemoError::Images(e.to_string()))?;
         service
             .state
             .images
@@ -177,7 +198,11 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
         args.base_ip,
         rollout.id
     );
-    println!("  follow it in the dashboard, or: fleetup follow {} --server {} --token …", rollout.id, service.base_url());
+    println!(
+        "  follow it in the dashboard, or: fleetup follow {} --server {} --token …",
+        rollout.id,
+        service.base_url()
+    );
     println!();
 
     let mut events = service.state.engine.subscribe();
@@ -185,14 +210,22 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
     let done = async {
         loop {
             match events.recv().await {
-                Ok(ev) if ev.rollout_id == id && matches!(ev.kind.as_str(), "completed" | "failed" | "halted" | "aborted") => {
+                Ok(ev)
+                    if ev.rollout_id == id
+                        && matches!(
+                            ev.kind.as_str(),
+                            "completed" | "failed" | "halted" | "aborted"
+                        ) =>
+                {
                     println!("  rollout {}: {}", ev.kind, ev.message);
                     if args.exit_when_done {
                         return;
                     }
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
             }
         }
     };
