@@ -652,28 +652,9 @@ pub async fn upgrade_gated(
         }
     };
     let (mut session, after) = after;
-    if let Err(mut failure) = run_checks(
-        &run,
-        &mut session,
-        Step::PostCheck,
-        &plan.options.post_checks,
-    )
-    .await
-    {
-        failure.reload_sent = true;
+    if let Err(failure) = finish_after_reload(&run, &mut session, old_image.as_deref()).await {
         session.close().await;
         return Err(failure);
-    }
-
-    if plan.options.delete_old_image {
-        run.start_unstoppable(Step::Cleanup, "remove the old image")
-            .await;
-        let cleaned = cleanup(&mut session, plan, old_image.as_deref()).await;
-        match cleaned {
-            Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
-            // The upgrade succeeded; a leftover file is worth a warning, not a failure.
-            Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
-        }
     }
     let key = session.host_key().to_string();
     session.close().await;
@@ -857,32 +838,16 @@ pub async fn resume_after_reload(
     match wait_and_check(&run, uptime_bound, &cancel).await {
         Ok((mut session, after)) => {
             let host_key = session.host_key().to_string();
-            if let Err(mut failure) = run_checks(
-                &run,
-                &mut session,
-                Step::PostCheck,
-                &plan.options.post_checks,
-            )
-            .await
-            {
-                failure.reload_sent = true;
+            // The old image is the fallback entry still in the boot variable.
+            let old = after
+                .boot
+                .entries
+                .iter()
+                .map(|e| file_name(e).to_string())
+                .find(|e| e != &plan.image);
+            if let Err(failure) = finish_after_reload(&run, &mut session, old.as_deref()).await {
                 session.close().await;
                 return Err(failure);
-            }
-            if plan.options.delete_old_image {
-                // The old image is the fallback entry still in the boot variable.
-                let old = after
-                    .boot
-                    .entries
-                    .iter()
-                    .map(|e| file_name(e).to_string())
-                    .find(|e| e != &plan.image);
-                run.start_unstoppable(Step::Cleanup, "remove the old image")
-                    .await;
-                match cleanup(&mut session, plan, old.as_deref()).await {
-                    Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
-                    Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
-                }
             }
             session.close().await;
             Ok(UpgradeOutcome {
@@ -919,6 +884,31 @@ pub async fn resume_after_reload(
             Err(restore(&run, session, &old_boot, failure).await)
         }
     }
+}
+
+/// Once the device runs the new image: the playbook's post-check commands, then the optional
+/// removal of the old image (a failed removal is a warning, not a failure).
+async fn finish_after_reload(
+    run: &Run<'_>,
+    session: &mut Session,
+    old_image: Option<&str>,
+) -> Result<(), UpgradeFailure> {
+    let plan = run.plan;
+    if let Err(mut failure) =
+        run_checks(run, session, Step::PostCheck, &plan.options.post_checks).await
+    {
+        failure.reload_sent = true;
+        return Err(failure);
+    }
+    if plan.options.delete_old_image {
+        run.start_unstoppable(Step::Cleanup, "remove the old image")
+            .await;
+        match cleanup(session, plan, old_image).await {
+            Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
+            Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 /// Run the playbook's check commands: each output must contain `must_contain` and must not
