@@ -92,7 +92,6 @@ enum Flow {
 enum Interrupt {
     None,
     Abor,
-    Quit,
     Shutdown,
     ControlClosed,
 }
@@ -798,8 +797,8 @@ impl Session {
         }
     }
 
-    /// Run a transfer while still listening on the control connection for ABOR and QUIT.
-    /// Other commands wait in `pending` until the transfer is over.
+    /// Run a transfer while still listening on the control connection for ABOR. Other commands
+    /// wait in `pending` until the transfer is over.
     async fn during_transfer<T>(
         &mut self,
         transfer: impl Future<Output = T>,
@@ -821,10 +820,7 @@ impl Session {
                             interrupt = Interrupt::Abor;
                             cancel.cancel();
                         }
-                        Ok(Command::Quit) => {
-                            interrupt = Interrupt::Quit;
-                            cancel.cancel();
-                        }
+                        // QUIT included: RFC 959 lets a transfer in progress finish first.
                         _ => self.pending.push_back(l),
                     },
                     Ok(None) | Err(_) => {
@@ -844,11 +840,6 @@ impl Session {
                 self.reply(426, "Transfer aborted.").await?;
                 self.reply(226, "ABOR successful.").await?;
                 Ok(Flow::Continue)
-            }
-            Interrupt::Quit => {
-                self.reply(426, "Transfer aborted.").await?;
-                self.reply(221, "Goodbye.").await?;
-                Ok(Flow::Close)
             }
             Interrupt::Shutdown => {
                 self.reply(426, "Transfer aborted.").await?;
@@ -932,10 +923,6 @@ impl Session {
                             .await?;
                         Ok(Flow::Continue)
                     }
-                    Interrupt::Quit => {
-                        self.reply(221, "Goodbye.").await?;
-                        Ok(Flow::Close)
-                    }
                     Interrupt::Shutdown => {
                         self.reply(421, "Service shutting down; closing control connection.")
                             .await?;
@@ -947,7 +934,6 @@ impl Session {
             Err(e) => {
                 let why = match interrupt {
                     Interrupt::Abor => "aborted by the client (ABOR)".to_string(),
-                    Interrupt::Quit => "aborted by the client (QUIT)".to_string(),
                     Interrupt::Shutdown => "server shutting down".to_string(),
                     Interrupt::ControlClosed => "client closed the control connection".to_string(),
                     Interrupt::None => e.to_string(),

@@ -1027,3 +1027,23 @@ async fn passive_port_serves_only_the_control_client() {
     assert_eq!(c.reply().await.0, 226);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_sent_during_a_transfer_lets_it_finish() {
+    let s = start(config()).await;
+    s.image("ios.bin", 4 * 1024 * 1024);
+    let mut c = Ctl::login(s.addr).await;
+    let (code, text) = c.cmd("PASV").await;
+    assert_eq!(code, 227);
+    let (ip, port) = pasv_port(&text);
+    let mut data = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
+    c.w.write_all(b"RETR ios.bin\r\nQUIT\r\n").await.unwrap();
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, std::fs::read(s.root.path().join("ios.bin")).unwrap());
+    assert_eq!(c.reply().await.0, 150);
+    assert_eq!(c.reply().await.0, 226);
+    assert_eq!(c.reply().await.0, 221);
+    assert_eq!(c.reply().await.0, 0);
+    s.stop().await;
+}
