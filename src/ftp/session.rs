@@ -132,6 +132,11 @@ pub(super) async fn run(
         return;
     };
     let _ = stream.set_nodelay(true);
+    // Clients send the Telnet DM before ABOR as TCP urgent data; inline (RFC 6093, as vsftpd
+    // does) it is just a byte the parser drops.
+    if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+        tracing::debug!(%peer, error = %e, "FTP: cannot set SO_OOBINLINE");
+    }
     let mut s = Session {
         shared,
         peer,
@@ -165,6 +170,7 @@ impl Session {
     }
 
     async fn send(&mut self, raw: String) -> io::Result<()> {
+        tracing::trace!(peer = %self.peer, reply = raw.trim_end(), "FTP reply");
         self.ctl.write_all(raw.as_bytes()).await?;
         self.ctl.flush().await
     }
@@ -883,8 +889,11 @@ impl Session {
         }
         let remaining = len - offset;
         let mode = if self.ascii { "ASCII" } else { "BINARY" };
+        // The whole file's size, whatever the REST offset, as vsftpd does: clients read it as
+        // the file size (lftp's ftp:catch-size), and lftp pget stalled on its last segment
+        // when given the remaining length instead.
         let opening = format!(
-            "Opening {mode} mode data connection for {} ({remaining} bytes).",
+            "Opening {mode} mode data connection for {} ({len} bytes).",
             entry.name
         );
         let Some(conn) = self.start_data(&opening).await? else {

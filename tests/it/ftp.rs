@@ -261,12 +261,16 @@ async fn lftp_segmented_pget_is_byte_exact() {
     let src = s.image("ios.bin", BIG);
     let dest = s.out("ios.bin");
     let script = format!(
-        "set ftp:ssl-allow no; set net:max-retries 2; set net:timeout 30; set xfer:clobber on; \
+        "set ftp:ssl-allow no; set ftp:use-telnet-iac off; set net:max-retries 2; set net:timeout 30; set xfer:clobber on; \
          set net:limit-rate 16M; \
          open -u {USER},{PASS} ftp://{}; pget -n 4 ios.bin -o {}",
         s.addr,
         dest.display()
     );
+    // ftp:use-telnet-iac off: with lftp's default urgent `IAC IP IAC DM` before the ABOR that
+    // ends each segment, the ABOR line sometimes reaches the server only when lftp's
+    // net:timeout expires (30 s, then the download still completes byte-exact). Open issue,
+    // see docs/ftp.md; vsftpd does not show it.
     let out = run("lftp", &["-c", &script]).await;
     ok(&out, "lftp pget -n 4");
     assert_same_file(&src, &dest);
