@@ -66,7 +66,13 @@ pub fn parse(raw: &[u8]) -> Result<Command, ParseError> {
     let mut i = 0;
     while i < raw.len() {
         if raw[i] == 0xff {
-            i += 2;
+            // IAC plus a command byte (>= 0xF0). A lone IAC is what is left of `IAC DM` when
+            // the DM byte went out of band as TCP urgent data, as lftp sends it.
+            i += if raw.get(i + 1).is_some_and(|b| *b >= 0xf0) {
+                2
+            } else {
+                1
+            };
             continue;
         }
         bytes.push(raw[i]);
@@ -242,6 +248,8 @@ mod tests {
     #[test]
     fn telnet_interrupt_before_abor_is_ignored() {
         assert_eq!(parse(b"\xff\xf4\xff\xf2ABOR\r\n"), Ok(Command::Abor));
+        // The DM byte was sent as urgent data and is not in the stream.
+        assert_eq!(parse(b"\xff\xf4\xffABOR\r\n"), Ok(Command::Abor));
     }
 
     #[test]

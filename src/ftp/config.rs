@@ -441,6 +441,17 @@ mod tests {
     }
 
     #[test]
+    fn without_a_password_flag_the_generated_one_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        let c = cli.ftp.into_config(dir.path()).unwrap();
+        let pw = std::fs::read_to_string(dir.path().join(PASSWORD_FILE)).unwrap();
+        assert!(c.credentials.verify("fleetup", pw.trim()).is_some());
+        assert!(c.active);
+        assert_eq!(c.credentials.verify("anonymous", ""), None);
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_flag_name() {
         assert!(Cli::try_parse_from(["x", "--ftp-passive-ports", "9-1"]).is_err());
         assert!(Cli::try_parse_from(["x", "--ftp-active", "maybe"]).is_err());

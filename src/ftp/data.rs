@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -151,8 +152,9 @@ pub enum DataConn {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Bytes per step of the kernel copy: the granularity of progress reports and cancellation.
-const SENDFILE_CHUNK: u64 = 4 << 20;
+/// Most bytes per sendfile call: bounds how long a page-cache miss can hold a runtime worker,
+/// and sets the granularity of progress reports.
+const SENDFILE_CHUNK: u64 = 1 << 20;
 /// Read size for the TLS path, where bytes pass through user space anyway.
 const TLS_CHUNK: usize = 256 << 10;
 
@@ -221,8 +223,11 @@ async fn finish_tls(tls: &mut TlsStream<TcpStream>, stall: Duration) -> Result<(
     with_stall(stall, tls.shutdown()).await
 }
 
+/// Event-driven like nginx: sendfile on the non-blocking socket whenever it is writable, so
+/// concurrent downloads need no thread each. A page-cache miss makes sendfile wait for the disk
+/// inside the call; images are read sequentially, so readahead keeps that short.
 async fn send_plain(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     file: std::fs::File,
     offset: u64,
     len: u64,
@@ -230,59 +235,38 @@ async fn send_plain(
     cancel: CancellationToken,
     stall: Duration,
 ) -> Result<u64, SendError> {
-    let prepared = (|| {
-        let sock = tcp.into_std()?;
-        sock.set_nonblocking(false)?;
-        // A client that stops reading makes the blocking send fail with WouldBlock.
-        sock.set_write_timeout(Some(stall))?;
-        let killer = sock.try_clone()?;
-        Ok::<_, io::Error>((sock, killer))
-    })();
-    let (sock, killer) = prepared?;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_worker = stop.clone();
-    let mut job = tokio::task::spawn_blocking(move || {
-        let mut sent = 0u64;
-        let mut pos = offset;
-        while sent < len {
-            if stop_worker.load(Ordering::Relaxed) {
-                return Err(SendError::Aborted);
+    let mut sent = 0u64;
+    let mut pos = offset;
+    while sent < len {
+        let step = (len - sent).min(SENDFILE_CHUNK) as usize;
+        let n = loop {
+            tokio::select! {
+                ready = tokio::time::timeout(stall, tcp.writable()) => match ready {
+                    Ok(r) => r?,
+                    Err(_) => return Err(SendError::Stalled(stall.as_secs())),
+                },
+                _ = cancel.cancelled() => return Err(SendError::Aborted),
             }
-            let step = (len - sent).min(SENDFILE_CHUNK) as usize;
-            let n = match send_chunk(&sock, &file, &mut pos, step) {
-                Ok(n) => n,
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut =>
-                {
-                    return Err(SendError::Stalled(stall.as_secs()));
-                }
+            match tcp.try_io(Interest::WRITABLE, || {
+                send_chunk(&tcp, &file, &mut pos, step)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("file ended after {sent} of {len} bytes (truncated while sending?)"),
-                )
-                .into());
             }
-            sent += n as u64;
-            progress.set_bytes(sent);
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file ended after {sent} of {len} bytes (truncated while sending?)"),
+            )
+            .into());
         }
-        sock.shutdown(std::net::Shutdown::Write)?;
-        Ok(sent)
-    });
-    let joined = tokio::select! {
-        joined = &mut job => joined,
-        _ = cancel.cancelled() => {
-            stop.store(true, Ordering::Relaxed);
-            // Wakes a send blocked on a full socket buffer.
-            let _ = killer.shutdown(std::net::Shutdown::Both);
-            let _ = job.await;
-            return Err(SendError::Aborted);
-        }
-    };
-    joined.map_err(|e| io::Error::other(format!("file sender thread failed: {e}")))?
+        sent += n as u64;
+        progress.set_bytes(sent);
+    }
+    with_stall(stall, tcp.shutdown()).await?;
+    Ok(sent)
 }
 
 async fn send_tls(
@@ -321,10 +305,10 @@ async fn send_tls(
 }
 
 /// Send up to `count` bytes of `file` from `*pos` without copying them through user space;
-/// advances `*pos`. On a blocking socket with a send timeout, a stalled client gives WouldBlock.
+/// advances `*pos`. WouldBlock when the socket buffer is full.
 #[cfg(target_os = "linux")]
 fn send_chunk(
-    sock: &std::net::TcpStream,
+    sock: &TcpStream,
     file: &std::fs::File,
     pos: &mut u64,
     count: usize,
@@ -340,16 +324,15 @@ fn send_chunk(
 
 #[cfg(not(target_os = "linux"))]
 fn send_chunk(
-    sock: &std::net::TcpStream,
+    sock: &TcpStream,
     file: &std::fs::File,
     pos: &mut u64,
     count: usize,
 ) -> io::Result<usize> {
-    use std::io::{Read as _, Seek as _};
-    let mut f = file;
-    f.seek(io::SeekFrom::Start(*pos))?;
-    let mut s = sock;
-    let n = io::copy(&mut f.take(count as u64), &mut s)?;
-    *pos += n;
-    Ok(n as usize)
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; count.min(TLS_CHUNK)];
+    let n = file.read_at(&mut buf, *pos)?;
+    let n = sock.try_write(&buf[..n])?;
+    *pos += n as u64;
+    Ok(n)
 }

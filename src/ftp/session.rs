@@ -92,7 +92,6 @@ enum Flow {
 enum Interrupt {
     None,
     Abor,
-    Quit,
     Shutdown,
     ControlClosed,
 }
@@ -133,6 +132,11 @@ pub(super) async fn run(
         return;
     };
     let _ = stream.set_nodelay(true);
+    // Clients send the Telnet DM before ABOR as TCP urgent data; inline (RFC 6093, as vsftpd
+    // does) it is just a byte the parser drops.
+    if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+        tracing::debug!(%peer, error = %e, "FTP: cannot set SO_OOBINLINE");
+    }
     let mut s = Session {
         shared,
         peer,
@@ -166,6 +170,7 @@ impl Session {
     }
 
     async fn send(&mut self, raw: String) -> io::Result<()> {
+        tracing::trace!(peer = %self.peer, reply = raw.trim_end(), "FTP reply");
         self.ctl.write_all(raw.as_bytes()).await?;
         self.ctl.flush().await
     }
@@ -798,8 +803,8 @@ impl Session {
         }
     }
 
-    /// Run a transfer while still listening on the control connection for ABOR and QUIT.
-    /// Other commands wait in `pending` until the transfer is over.
+    /// Run a transfer while still listening on the control connection for ABOR. Other commands
+    /// wait in `pending` until the transfer is over.
     async fn during_transfer<T>(
         &mut self,
         transfer: impl Future<Output = T>,
@@ -821,10 +826,7 @@ impl Session {
                             interrupt = Interrupt::Abor;
                             cancel.cancel();
                         }
-                        Ok(Command::Quit) => {
-                            interrupt = Interrupt::Quit;
-                            cancel.cancel();
-                        }
+                        // QUIT included: RFC 959 lets a transfer in progress finish first.
                         _ => self.pending.push_back(l),
                     },
                     Ok(None) | Err(_) => {
@@ -844,11 +846,6 @@ impl Session {
                 self.reply(426, "Transfer aborted.").await?;
                 self.reply(226, "ABOR successful.").await?;
                 Ok(Flow::Continue)
-            }
-            Interrupt::Quit => {
-                self.reply(426, "Transfer aborted.").await?;
-                self.reply(221, "Goodbye.").await?;
-                Ok(Flow::Close)
             }
             Interrupt::Shutdown => {
                 self.reply(426, "Transfer aborted.").await?;
@@ -892,8 +889,11 @@ impl Session {
         }
         let remaining = len - offset;
         let mode = if self.ascii { "ASCII" } else { "BINARY" };
+        // The whole file's size, whatever the REST offset, as vsftpd does: clients read it as
+        // the file size (lftp's ftp:catch-size), and lftp pget stalled on its last segment
+        // when given the remaining length instead.
         let opening = format!(
-            "Opening {mode} mode data connection for {} ({remaining} bytes).",
+            "Opening {mode} mode data connection for {} ({len} bytes).",
             entry.name
         );
         let Some(conn) = self.start_data(&opening).await? else {
@@ -932,10 +932,6 @@ impl Session {
                             .await?;
                         Ok(Flow::Continue)
                     }
-                    Interrupt::Quit => {
-                        self.reply(221, "Goodbye.").await?;
-                        Ok(Flow::Close)
-                    }
                     Interrupt::Shutdown => {
                         self.reply(421, "Service shutting down; closing control connection.")
                             .await?;
@@ -947,7 +943,6 @@ impl Session {
             Err(e) => {
                 let why = match interrupt {
                     Interrupt::Abor => "aborted by the client (ABOR)".to_string(),
-                    Interrupt::Quit => "aborted by the client (QUIT)".to_string(),
                     Interrupt::Shutdown => "server shutting down".to_string(),
                     Interrupt::ControlClosed => "client closed the control connection".to_string(),
                     Interrupt::None => e.to_string(),

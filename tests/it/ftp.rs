@@ -261,15 +261,21 @@ async fn lftp_segmented_pget_is_byte_exact() {
     let src = s.image("ios.bin", BIG);
     let dest = s.out("ios.bin");
     let script = format!(
-        "set ftp:ssl-allow no; set net:max-retries 2; set net:timeout 30; set xfer:clobber on; \
+        "set ftp:ssl-allow no; set ftp:use-telnet-iac off; set net:max-retries 2; set net:timeout 30; set xfer:clobber on; \
+         set net:limit-rate 16M; \
          open -u {USER},{PASS} ftp://{}; pget -n 4 ios.bin -o {}",
         s.addr,
         dest.display()
     );
+    // ftp:use-telnet-iac off: with lftp's default urgent `IAC IP IAC DM` before the ABOR that
+    // ends each segment, the ABOR line sometimes reaches the server only when lftp's
+    // net:timeout expires (30 s, then the download still completes byte-exact). Open issue,
+    // see docs/ftp.md; vsftpd does not show it.
     let out = run("lftp", &["-c", &script]).await;
     ok(&out, "lftp pget -n 4");
     assert_same_file(&src, &dest);
-    // Segments after the first start with REST at a non-zero offset.
+    // Segments after the first start with REST at a non-zero offset. lftp adds segments only
+    // while the first connection is still busy, hence its per-connection rate limit above.
     let snap = s.transfers.snapshot();
     let partial = snap
         .iter()
@@ -1023,5 +1029,25 @@ async fn passive_port_serves_only_the_control_client() {
     data.read_to_end(&mut got).await.unwrap();
     assert_eq!(got, std::fs::read(s.root.path().join("ios.bin")).unwrap());
     assert_eq!(c.reply().await.0, 226);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_sent_during_a_transfer_lets_it_finish() {
+    let s = start(config()).await;
+    s.image("ios.bin", 4 * 1024 * 1024);
+    let mut c = Ctl::login(s.addr).await;
+    let (code, text) = c.cmd("PASV").await;
+    assert_eq!(code, 227);
+    let (ip, port) = pasv_port(&text);
+    let mut data = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
+    c.w.write_all(b"RETR ios.bin\r\nQUIT\r\n").await.unwrap();
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, std::fs::read(s.root.path().join("ios.bin")).unwrap());
+    assert_eq!(c.reply().await.0, 150);
+    assert_eq!(c.reply().await.0, 226);
+    assert_eq!(c.reply().await.0, 221);
+    assert_eq!(c.reply().await.0, 0);
     s.stop().await;
 }

@@ -5,6 +5,12 @@ use fleetup::ftp::{FtpConfig, FtpCredentials};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let [_, root, addr, user, password, rest @ ..] = &args[..] else {
         return Err("usage: fleetup-ftp-bench ROOT ADDR USER PASSWORD [LOW-HIGH]".into());
