@@ -371,7 +371,7 @@ fn print_banner(service: &Service, args: &ServeArgs) {
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FLEETUP_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,russh=warn,libunftp=warn,tower_http=warn")
+        EnvFilter::new("info,sqlx=warn,russh=warn,tower_http=warn")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
