@@ -82,7 +82,7 @@ fn flags(page: &str) -> Vec<HelpFlag> {
         .iter()
         .filter_map(|e| {
             let long = e
-                .split(|c: char| c == ' ' || c == ',')
+                .split([' ', ','])
                 .find_map(|w| w.strip_prefix("--"))?
                 .trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
                 .to_string();
