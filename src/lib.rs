@@ -5,6 +5,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod device;
 pub mod ftp;
 pub mod images;

@@ -30,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// A simulated fleet of Cisco devices (SSH, IOS CLI, real TFTP/FTP downloads, reloads).
     Lab(fleetup::sim::LabArgs),
+    /// The whole product on loopback: service, simulated fleet, demo images and a rollout.
+    Demo(fleetup::demo::DemoArgs),
     /// Manage the device inventory of a running service.
     Inventory {
         #[command(flatten)]
@@ -296,6 +298,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::init_logging(cli.log_format);
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(args, token).await?;
+        }
+        Command::Demo(args) => {
+            serve::init_logging(cli.log_format);
+            let shutdown = Shutdown::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                Shutdown::signal().await;
+                signal.token.cancel();
+            });
+            fleetup::demo::run(args, shutdown).await?;
         }
         Command::Lab(args) => {
             serve::init_logging(cli.log_format);

@@ -107,6 +107,10 @@ pub struct UpgradeOptions {
     pub delete_old_image: bool,
     /// Free space to keep beyond the image, in percent of the image size.
     pub free_space_margin_percent: u8,
+    /// Show commands checked before any change.
+    pub pre_checks: Vec<crate::playbook::CommandCheck>,
+    /// Show commands checked once the device runs the new image.
+    pub post_checks: Vec<crate::playbook::CommandCheck>,
 }
 
 impl Default for UpgradeOptions {
@@ -116,6 +120,8 @@ impl Default for UpgradeOptions {
             stage_only: false,
             delete_old_image: false,
             free_space_margin_percent: 0,
+            pre_checks: Vec::new(),
+            post_checks: Vec::new(),
         }
     }
 }
@@ -142,6 +148,7 @@ pub struct UpgradePlan {
 pub enum Step {
     Connect,
     Facts,
+    PreCheck,
     FreeSpace,
     FilePresent,
     Copy,
@@ -161,6 +168,7 @@ impl Step {
         match self {
             Step::Connect => "connect",
             Step::Facts => "facts",
+            Step::PreCheck => "pre_check",
             Step::FreeSpace => "free_space",
             Step::FilePresent => "file_present",
             Step::Copy => "copy",
@@ -223,6 +231,8 @@ pub enum FailureReason {
     DeviceRejected,
     NeverCameBack,
     CameBackOnOldImage,
+    /// A check command of the playbook did not show what it must.
+    CheckFailed,
     Cancelled,
 }
 
@@ -241,6 +251,7 @@ impl FailureReason {
             FailureReason::DeviceRejected => "device_rejected",
             FailureReason::NeverCameBack => "never_came_back",
             FailureReason::CameBackOnOldImage => "came_back_on_old_image",
+            FailureReason::CheckFailed => "check_failed",
             FailureReason::Cancelled => "cancelled",
         }
     }
@@ -526,6 +537,19 @@ pub async fn upgrade_gated(
         ));
     }
 
+    if !plan.options.pre_checks.is_empty() {
+        run.start(
+            Step::PreCheck,
+            format!("{} check command(s)", plan.options.pre_checks.len()),
+        )
+        .await?;
+        if let Err(failure) =
+            run_checks(&run, &mut session, Step::PreCheck, &plan.options.pre_checks).await
+        {
+            session.close().await;
+            return Err(failure);
+        }
+    }
     stage(&mut run, &mut session).await?;
     if plan.options.stage_only {
         let key = session.host_key().to_string();
@@ -628,6 +652,18 @@ pub async fn upgrade_gated(
         }
     };
     let (mut session, after) = after;
+    if let Err(mut failure) = run_checks(
+        &run,
+        &mut session,
+        Step::PostCheck,
+        &plan.options.post_checks,
+    )
+    .await
+    {
+        failure.reload_sent = true;
+        session.close().await;
+        return Err(failure);
+    }
 
     if plan.options.delete_old_image {
         run.start_unstoppable(Step::Cleanup, "remove the old image")
@@ -821,6 +857,18 @@ pub async fn resume_after_reload(
     match wait_and_check(&run, uptime_bound, &cancel).await {
         Ok((mut session, after)) => {
             let host_key = session.host_key().to_string();
+            if let Err(mut failure) = run_checks(
+                &run,
+                &mut session,
+                Step::PostCheck,
+                &plan.options.post_checks,
+            )
+            .await
+            {
+                failure.reload_sent = true;
+                session.close().await;
+                return Err(failure);
+            }
             if plan.options.delete_old_image {
                 // The old image is the fallback entry still in the boot variable.
                 let old = after
@@ -871,6 +919,46 @@ pub async fn resume_after_reload(
             Err(restore(&run, session, &old_boot, failure).await)
         }
     }
+}
+
+/// Run the playbook's check commands: each output must contain `must_contain` and must not
+/// contain `must_not_contain`.
+async fn run_checks(
+    run: &Run<'_>,
+    session: &mut Session,
+    step: Step,
+    checks: &[crate::playbook::CommandCheck],
+) -> Result<(), UpgradeFailure> {
+    for check in checks {
+        let output = match session.run(&check.run).await {
+            Ok(o) => o,
+            Err(e) => return Err(run.fail_with(step, e)),
+        };
+        if let Some(want) = &check.must_contain
+            && !output.contains(want.as_str())
+        {
+            return Err(run.fail(
+                step,
+                FailureReason::CheckFailed,
+                format!("`{}` does not show {want:?}", check.run),
+            ));
+        }
+        if let Some(unwanted) = &check.must_not_contain
+            && output.contains(unwanted.as_str())
+        {
+            return Err(run.fail(
+                step,
+                FailureReason::CheckFailed,
+                format!("`{}` shows {unwanted:?}", check.run),
+            ));
+        }
+        run.emit(
+            step,
+            StepStatus::Done,
+            format!("`{}` as expected", check.run),
+        );
+    }
+    Ok(())
 }
 
 async fn cleanup(

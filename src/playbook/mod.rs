@@ -393,10 +393,6 @@ pub struct PreChecks {
     /// Free flash needed beyond the image size, e.g. "10%" of the image (default 5%).
     #[serde(default = "default_margin")]
     pub free_space_margin: Share,
-    /// Refuse a device whose running configuration is not saved (default true): a reload
-    /// would lose it.
-    #[serde(default = "yes")]
-    pub startup_config_saved: bool,
     #[serde(default)]
     pub commands: Vec<CommandCheck>,
 }
@@ -412,7 +408,6 @@ impl Default for PreChecks {
     fn default() -> Self {
         Self {
             free_space_margin: default_margin(),
-            startup_config_saved: true,
             commands: Vec::new(),
         }
     }

@@ -242,6 +242,8 @@ async fn prepare(
             stage_only: pb.options.stage_only,
             delete_old_image: pb.options.delete_old_image,
             free_space_margin_percent: margin,
+            pre_checks: pb.checks.pre.commands.clone(),
+            post_checks: pb.checks.post.commands.clone(),
         },
         timeouts,
     };

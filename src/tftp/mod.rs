@@ -37,6 +37,16 @@ pub struct TftpArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub max_windowsize: u16,
 
+    /// Largest window in bytes (windowsize × blksize) granted to a client: a window travels
+    /// as one burst and must fit the client's socket receive buffer, or its tail is lost on
+    /// every window.
+    #[arg(
+        long = "tftp-max-window-bytes",
+        env = "FLEETUP_TFTP_MAX_WINDOW_BYTES",
+        default_value_t = 65536
+    )]
+    pub max_window_bytes: usize,
+
     /// Transfers served at once; further requests get an error packet ("server busy").
     #[arg(
         id = "tftp-max-transfers",
@@ -107,6 +117,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 pub struct TftpConfig {
     pub max_blksize: u16,
     pub max_windowsize: u16,
+    pub max_window_bytes: usize,
     pub max_transfers: usize,
     pub max_per_client: usize,
     pub timeout: Duration,
@@ -121,6 +132,7 @@ impl Default for TftpConfig {
         Self {
             max_blksize: packet::MAX_BLKSIZE,
             max_windowsize: 64,
+            max_window_bytes: 65536,
             max_transfers: 1000,
             max_per_client: 4,
             timeout: Duration::from_secs(1),
@@ -137,6 +149,7 @@ impl TftpArgs {
         TftpConfig {
             max_blksize: self.max_blksize,
             max_windowsize: self.max_windowsize,
+            max_window_bytes: self.max_window_bytes,
             max_transfers: self.max_transfers,
             max_per_client: self.max_per_client,
             timeout: self.timeout,
@@ -179,4 +192,69 @@ pub async fn run(
     server::Server::new(root, config, transfers, shutdown)?
         .serve(socket)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tftp: TftpArgs,
+    }
+
+    #[test]
+    fn flag_defaults_match_config_defaults() {
+        let cli = Cli::try_parse_from(["fleetup"]).unwrap();
+        assert_eq!(cli.tftp.to_config(), TftpConfig::default());
+    }
+
+    #[test]
+    fn flags_parse_into_config() {
+        let cli = Cli::try_parse_from([
+            "fleetup",
+            "--tftp-max-blksize",
+            "1468",
+            "--tftp-timeout",
+            "0.5",
+            "--tftp-write-dir",
+            "/srv/backups",
+            "--tftp-extra-root",
+            "/srv/a",
+            "--tftp-extra-root",
+            "/srv/b",
+            "--tftp-max-per-client",
+            "2",
+        ])
+        .unwrap();
+        let c = cli.tftp.to_config();
+        assert_eq!(c.max_blksize, 1468);
+        assert_eq!(c.timeout, Duration::from_millis(500));
+        assert_eq!(c.write_dir, Some(PathBuf::from("/srv/backups")));
+        assert_eq!(
+            c.extra_roots,
+            vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        assert_eq!(c.max_per_client, 2);
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused_with_a_reason() {
+        for args in [
+            ["fleetup", "--tftp-max-blksize", "4"],
+            ["fleetup", "--tftp-max-blksize", "70000"],
+            ["fleetup", "--tftp-timeout", "0"],
+            ["fleetup", "--tftp-timeout", "soon"],
+            ["fleetup", "--tftp-retries", "0"],
+            ["fleetup", "--tftp-max-windowsize", "0"],
+        ] {
+            let err = Cli::try_parse_from(args).err().map(|e| e.to_string());
+            assert!(
+                err.is_some_and(|e| e.contains(args[1])),
+                "{args:?} must be refused"
+            );
+        }
+    }
 }

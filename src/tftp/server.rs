@@ -9,8 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::net::UdpSocket as StdUdpSocket;
+use std::time::{Duration, Instant};
+
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::TftpConfig;
@@ -21,6 +23,9 @@ use super::sockopt;
 use crate::images::{ResolveError, resolve_in};
 use crate::shutdown::Shutdown;
 use crate::transfers::{Protocol, TransferHandle, Transfers};
+
+/// How often a waiting transfer looks at its timer and at shutdown.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TftpError {
@@ -206,12 +211,31 @@ impl Server {
             max_upload: self.config.max_upload,
             _guard: guard,
         };
-        self.shutdown.tasks.spawn(async move {
-            match job {
-                Job::Read { file, size, path } => ctx.run_read(req, file, size, path).await,
-                Job::Write { temp, dest } => ctx.run_write(req, temp, dest).await,
+        // Each transfer runs on its own thread with a blocking socket: a lock-step transfer
+        // is one round trip per block, and a thread blocked in recv is woken straight by the
+        // kernel, without the extra hop through an event loop; file reads that miss the page
+        // cache block only this transfer. The tracked task lets shutdown wait for the thread.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("tftp-transfer".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                match job {
+                    Job::Read { file, size, path } => ctx.run_read(req, file, size, path),
+                    Job::Write { temp, dest } => ctx.run_write(req, temp, dest),
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                self.shutdown.tasks.spawn(async move {
+                    let _ = done_rx.await;
+                });
             }
-        });
+            Err(e) => {
+                tracing::error!(client = %from, error = %e, "cannot start a TFTP transfer thread")
+            }
+        }
     }
 
     /// Reserve a transfer slot for `from`, or say why not.
@@ -257,6 +281,7 @@ impl Server {
         Limits {
             max_blksize: self.config.max_blksize,
             max_windowsize: self.config.max_windowsize,
+            max_window_bytes: self.config.max_window_bytes,
             timeout: self.config.timeout,
             retries: self.config.retries,
         }
@@ -356,7 +381,7 @@ impl Server {
         let pkt = error_packet(r.code, &r.message);
         match bind_transfer_socket(local_ip, to) {
             Ok(s) => {
-                if let Err(e) = s.send_to(&pkt, to).await {
+                if let Err(e) = s.send_to(&pkt, to) {
                     tracing::debug!(client = %to, error = %e, "cannot send TFTP error");
                 }
             }
@@ -379,20 +404,18 @@ enum Job {
     },
 }
 
-fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> std::io::Result<UdpSocket> {
+fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> std::io::Result<StdUdpSocket> {
     let ip = match (local_ip, peer) {
         (IpAddr::V4(_), SocketAddr::V4(_)) | (IpAddr::V6(_), SocketAddr::V6(_)) => local_ip,
         (_, SocketAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         (_, SocketAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
-    std_socket.set_nonblocking(true)?;
-    UdpSocket::from_std(std_socket)
+    StdUdpSocket::bind(SocketAddr::new(ip, 0))
 }
 
 /// Everything one transfer task owns.
 struct TransferCtx {
-    socket: UdpSocket,
+    socket: StdUdpSocket,
     peer: SocketAddr,
     token: CancellationToken,
     transfers: Transfers,
@@ -402,7 +425,7 @@ struct TransferCtx {
 }
 
 impl TransferCtx {
-    async fn run_read(self, req: Request, file: File, size: u64, path: PathBuf) {
+    fn run_read(self, req: Request, file: File, size: u64, path: PathBuf) {
         let octet = req.mode == Mode::Octet;
         let n = negotiate(&req, false, octet.then_some(size), &self.limits);
         let total = octet.then_some(size);
@@ -417,23 +440,16 @@ impl TransferCtx {
         } else {
             Box::new(NetasciiEncoder::new(file))
         };
-        let mut sender = Sender::new(
-            Instant::now().into_std(),
-            self.peer,
-            source,
-            n.params,
-            n.oack,
-        );
+        let mut sender = Sender::new(Instant::now(), self.peer, source, n.params, n.oack);
         let result = drive(&self.socket, &mut sender, &self.token, |s| {
             handle.set_bytes(s.bytes_acked());
             Ok(())
-        })
-        .await;
+        });
         handle.set_bytes(sender.bytes_acked());
         finish(handle, &req.filename, self.peer, sender.outcome(), result);
     }
 
-    async fn run_write(self, req: Request, temp: tempfile::NamedTempFile, dest: PathBuf) {
+    fn run_write(self, req: Request, temp: tempfile::NamedTempFile, dest: PathBuf) {
         let n = negotiate(&req, true, None, &self.limits);
         let handle = self.transfers.start(
             Protocol::Tftp,
@@ -449,15 +465,14 @@ impl TransferCtx {
             );
             let _ = self
                 .socket
-                .send_to(&error_packet(ErrorCode::DiskFull, &msg), self.peer)
-                .await;
+                .send_to(&error_packet(ErrorCode::DiskFull, &msg), self.peer);
             tracing::warn!(client = %self.peer, file = %req.filename, "TFTP upload refused: {msg}");
             handle.fail(msg);
             return;
         }
         tracing::info!(client = %self.peer, file = %req.filename, "TFTP upload started");
         let mut receiver = Receiver::upload(
-            Instant::now().into_std(),
+            Instant::now(),
             self.peer,
             n.params,
             n.oack,
@@ -495,8 +510,7 @@ impl TransferCtx {
                 }
             }
             Ok(())
-        })
-        .await;
+        });
         let outcome = match (receiver.outcome(), stored) {
             (Some(Outcome::Complete { .. }), Some(Err(e))) => {
                 Some(Outcome::Failed(super::session::Failure::Io(e)))
@@ -544,71 +558,51 @@ fn finish(
 
 /// Drive one transfer: send what the machine has, wait for a datagram or its timer, repeat.
 /// `after` runs after every step (progress, writing received data).
-async fn drive<T: Transfer>(
-    socket: &UdpSocket,
+fn drive<T: Transfer>(
+    socket: &StdUdpSocket,
     t: &mut T,
     token: &CancellationToken,
     mut after: impl FnMut(&mut T) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(usize::from(MAX_BLKSIZE) + 4);
     let mut inbuf = vec![0u8; usize::from(MAX_BLKSIZE) + 4];
-    let cancelled = token.cancelled();
-    tokio::pin!(cancelled);
-    let sleep = tokio::time::sleep_until(
-        t.poll_timeout()
-            .map(Instant::from_std)
-            .unwrap_or_else(Instant::now),
-    );
-    tokio::pin!(sleep);
+    // recv wakes at least this often to look at timers and shutdown; a timer fires at most
+    // this late. Setting the timeout once avoids a system call per packet.
+    socket.set_read_timeout(Some(POLL_INTERVAL))?;
     let mut aborted = false;
     loop {
         while let Some(dst) = t.poll_transmit(&mut out) {
-            socket.send_to(&out, dst).await?;
+            socket.send_to(&out, dst)?;
         }
         if let Err(e) = after(t) {
             t.abort(ErrorCode::DiskFull, "server could not store the file");
             while let Some(dst) = t.poll_transmit(&mut out) {
-                let _ = socket.send_to(&out, dst).await;
+                let _ = socket.send_to(&out, dst);
             }
             return Err(e);
         }
         if t.is_finished() {
             return Ok(());
         }
-        match t.poll_timeout() {
-            // Deadlines move forward with every packet; the timer is re-armed only when it
-            // fires early or the deadline moves earlier, keeping timer churn off the hot path.
-            Some(d) if Instant::from_std(d) < sleep.deadline() => {
-                sleep.as_mut().reset(Instant::from_std(d))
-            }
-            _ => {}
+        if !aborted && token.is_cancelled() {
+            aborted = true;
+            t.abort(ErrorCode::NotDefined, "server shutting down");
+            continue;
         }
-        tokio::select! {
-            _ = &mut cancelled, if !aborted => {
-                aborted = true;
-                t.abort(ErrorCode::NotDefined, "server shutting down");
-            }
-            r = socket.recv_from(&mut inbuf) => {
-                let (n, from) = r?;
-                let now = Instant::now().into_std();
-                t.handle(now, from, &inbuf[..n]);
-                // Take whatever else has arrived before answering, so a burst of ACKs from a
-                // window is answered once, with the newest state.
-                for _ in 0..64 {
-                    match socket.try_recv_from(&mut inbuf) {
-                        Ok((n, from)) => t.handle(now, from, &inbuf[..n]),
-                        Err(_) => break,
-                    }
-                }
-            }
-            _ = &mut sleep => {
-                t.handle_timeout(Instant::now().into_std());
-                let next = t
-                    .poll_timeout()
-                    .map(Instant::from_std)
-                    .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
-                sleep.as_mut().reset(next);
-            }
+        if t.poll_timeout().is_some_and(|d| Instant::now() >= d) {
+            t.handle_timeout(Instant::now());
+            continue;
+        }
+        match socket.recv_from(&mut inbuf) {
+            Ok((n, from)) => t.handle(Instant::now(), from, &inbuf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
         }
     }
 }

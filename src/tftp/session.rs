@@ -74,6 +74,11 @@ impl Default for TransferParams {
 pub struct Limits {
     pub max_blksize: u16,
     pub max_windowsize: u16,
+    /// Largest window in bytes (windowsize × blksize). A window is sent as one burst, and a
+    /// burst larger than the client's socket receive buffer (about 200 KB by default on
+    /// Linux, less in practice for large datagrams) loses its tail every time, costing a
+    /// timeout per window: atftpd collapses that way at blksize 8192, windowsize 16.
+    pub max_window_bytes: usize,
     pub timeout: Duration,
     pub retries: u32,
 }
@@ -139,6 +144,15 @@ pub fn negotiate(
                 }
             }
             _ => {}
+        }
+    }
+    let by_bytes = (limits.max_window_bytes / usize::from(params.blksize)).clamp(1, 65535) as u16;
+    if params.windowsize > by_bytes {
+        params.windowsize = by_bytes;
+        for (name, value) in oack.iter_mut() {
+            if name == "windowsize" {
+                *value = by_bytes.to_string();
+            }
         }
     }
     Negotiated {
@@ -314,16 +328,21 @@ impl<R: Read> Sender<R> {
         (block % self.window) as usize
     }
 
-    /// Read the next block from the source into its ring slot.
+    /// Read the next blocks from the source into their ring slots: as many as are free and
+    /// contiguous in the ring, in one read, so a window costs one read call, not one per block.
     fn fill(&mut self) -> std::io::Result<()> {
         if self.ring.is_empty() {
             self.ring = vec![0; self.blksize * self.window as usize];
         }
+        // poll_transmit only fills when `filled < base + window`, so at least one slot is free.
+        let free = self.window - (self.filled - self.base);
         let slot = self.slot(self.filled);
+        let count = free.min(self.window - slot as u64) as usize;
         let start = slot * self.blksize;
-        let buf = &mut self.ring[start..start + self.blksize];
+        let want = count * self.blksize;
+        let buf = &mut self.ring[start..start + want];
         let mut n = 0;
-        while n < buf.len() {
+        while n < want {
             match self.source.read(&mut buf[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
@@ -331,11 +350,18 @@ impl<R: Read> Sender<R> {
                 Err(e) => return Err(e),
             }
         }
-        self.lens[slot] = n;
-        if n < self.blksize {
-            self.last = Some(self.filled);
+        let full = n / self.blksize;
+        for len in &mut self.lens[slot..slot + full] {
+            *len = self.blksize;
         }
-        self.filled += 1;
+        self.filled += full as u64;
+        if n < want {
+            // End of file: the last block is the partial one (empty when the file ends on a
+            // block boundary).
+            self.lens[slot + full] = n % self.blksize;
+            self.last = Some(self.filled);
+            self.filled += 1;
+        }
         Ok(())
     }
 

@@ -1296,3 +1296,118 @@ async fn bad_cli_input_gets_the_ios_answer_and_changes_nothing() {
     assert!(lab.lab.state(host).unwrap().faults.is_empty());
     lab.stop().await;
 }
+
+/// fleetup's own FTP server on a random loopback address, read-only over `files`.
+async fn ftp_server(
+    files: &[(&str, &[u8])],
+) -> (
+    SocketAddr,
+    tempfile::TempDir,
+    fleetup::transfers::Transfers,
+    Shutdown,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in files {
+        std::fs::write(dir.path().join(name), data).unwrap();
+    }
+    let ip = Ipv4Addr::new(
+        127,
+        rand::random_range(20..250),
+        rand::random_range(1..250),
+        251,
+    );
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let transfers = fleetup::transfers::Transfers::new();
+    let shutdown = Shutdown::new();
+    let config = fleetup::ftp::FtpConfig {
+        credentials: fleetup::ftp::FtpCredentials::new("fleet", "s3cret-pw"),
+        ..fleetup::ftp::FtpConfig::default()
+    };
+    tokio::spawn(fleetup::ftp::run(
+        listener,
+        dir.path().to_path_buf(),
+        config,
+        transfers.clone(),
+        shutdown.clone(),
+    ));
+    (addr, dir, transfers, shutdown)
+}
+
+#[tokio::test]
+async fn ftp_copy_passive_and_active_from_fleetups_ftp_server() {
+    let data = image(150_000, 21);
+    let (addr, _root, transfers, ftp_shutdown) = ftp_server(&[(NEW_IMAGE, &data)]).await;
+    let ip = v4(addr);
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.ftp_port = addr.port();
+        c.state_dir = state_dir.path().to_path_buf();
+    })
+    .await;
+    let host = "lab-sw-001";
+    let p = format!("{host}#");
+    let flash = state_dir.path().join(host).join("flash");
+    let mut vty = enabled(lab.ssh(0), host).await;
+
+    // Passive (the default), credentials in the URL; IOS masks them when it echoes the URL.
+    vty.send(&format!(
+        "copy ftp://fleet:s3cret-pw@{ip}/{NEW_IMAGE} flash:\n"
+    ))
+    .await;
+    vty.expect(r"Destination filename \[.*\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    let expected = format!(
+        r"(?s)^\r\nAccessing ftp://\*:\*@{ip}/{f}\.\.\.\r\nLoading {f} !+\r\n\[OK - 150000/4096 bytes\]\r\n\r\n150000 bytes copied in \d+\.\d{{3}} secs \(\d+ bytes/sec\)\r\n{host}#$",
+        ip = regex::escape(&ip.to_string()),
+        f = regex::escape(NEW_IMAGE),
+    );
+    assert!(Regex::new(&expected).unwrap().is_match(&out), "{out:?}");
+    assert!(!out.contains("s3cret-pw"));
+    assert_eq!(std::fs::read(flash.join(NEW_IMAGE)).unwrap(), data);
+
+    // Active, credentials from `ip ftp username` / `ip ftp password`.
+    let c = format!("{host}(config)#");
+    vty.cmd("configure terminal", &c).await;
+    vty.cmd("ip ftp username fleet", &c).await;
+    vty.cmd("ip ftp password s3cret-pw", &c).await;
+    vty.cmd("no ip ftp passive", &c).await;
+    vty.cmd("end", &p).await;
+    vty.send(&format!("copy ftp://{ip}/{NEW_IMAGE} flash:active.bin\n"))
+        .await;
+    vty.expect(r"Destination filename \[active\.bin\]\? $")
+        .await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(out.contains("[OK - 150000/4096 bytes]"), "{out:?}");
+    assert_eq!(std::fs::read(flash.join("active.bin")).unwrap(), data);
+
+    let served = transfers.snapshot();
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert!(
+        served
+            .iter()
+            .all(|t| t.bytes == 150_000 && t.client.ip() == lab.ssh(0).ip()),
+        "{served:?}"
+    );
+
+    // Refusals keep the IOS wording.
+    vty.send(&format!(
+        "copy ftp://fleet:wrong@{ip}/{NEW_IMAGE} flash:x.bin\n"
+    ))
+    .await;
+    vty.expect(r"Destination filename \[x\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert_line(
+        &out,
+        &format!(
+            r"^%Error opening ftp://\*:\*@{}/{} \(Permission denied\)\r$",
+            regex::escape(&ip.to_string()),
+            regex::escape(NEW_IMAGE)
+        ),
+    );
+    lab.stop().await;
+    ftp_shutdown.shutdown_and_wait().await;
+}

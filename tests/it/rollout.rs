@@ -284,6 +284,59 @@ async fn twenty_devices_canary_then_waves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn playbook_check_commands_run_before_and_after() {
+    let rig = Rig::start(2, |_| {}).await;
+    // Passing checks: the rollout completes, each check reported.
+    let checks = format!(
+        "checks:\n  pre:\n    commands:\n      - run: show version\n        must_contain: Cisco IOS Software\n  post:\n    commands:\n      - run: show version\n        must_contain: \"Version {IMAGE_VERSION}\"\n        must_not_contain: 15.2(4)E10\n"
+    );
+    let id = rig
+        .submit(&playbook(&format!(
+            "strategy:\n  canary: 0\n  concurrency: 2\n{checks}"
+        )))
+        .await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let events = rig.events(&id).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["step"] == "pre_check" && e["kind"] == "step_done")
+            .count(),
+        2
+    );
+    assert!(events.iter().any(
+        |e| e["step"] == "post_check" && e["message"].as_str().unwrap().contains("as expected")
+    ));
+    rig.stop().await;
+
+    // A failing pre-check stops the device before any change.
+    let rig = Rig::start(1, |_| {}).await;
+    let bad = "checks:\n  pre:\n    commands:\n      - run: show version\n        must_not_contain: WS-C2960X\n";
+    let id = rig
+        .submit(&playbook(&format!("strategy:\n  canary: 0\n{bad}")))
+        .await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
+    let job = &jobs(&d)[0];
+    assert_eq!(job["state"], "failed", "{d:#}");
+    assert!(
+        job["error"].as_str().unwrap().contains("check_failed"),
+        "{job:#}"
+    );
+    let st = rig.lab.state(&rig.names()[0]).unwrap();
+    assert!(
+        !st.flash.files.iter().any(|f| f.name == IMAGE),
+        "copied despite the failed pre-check"
+    );
+    assert_eq!(st.reload_count, 0);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ftp_rollout_with_one_time_accounts() {
     let rig = Rig::start(2, |_| {}).await;
     let id = rig

@@ -20,6 +20,7 @@ fn limits() -> Limits {
     Limits {
         max_blksize: MAX_BLKSIZE,
         max_windowsize: 64,
+        max_window_bytes: 1 << 20,
         timeout: Duration::from_secs(1),
         retries: 5,
     }
@@ -566,6 +567,32 @@ fn option_negotiation_caps_blksize_and_reports_tsize() {
 }
 
 #[test]
+fn window_is_capped_in_bytes() {
+    let req = Request {
+        filename: "f".into(),
+        mode: Mode::Octet,
+        // windowsize before blksize: the cap must hold whatever the order.
+        options: vec![
+            ("windowsize".into(), "16".into()),
+            ("blksize".into(), "8192".into()),
+        ],
+    };
+    let lim = Limits {
+        max_window_bytes: 65536,
+        ..limits()
+    };
+    let n = negotiate(&req, false, None, &lim);
+    assert_eq!(n.params.windowsize, 8);
+    assert_eq!(
+        n.oack,
+        Some(vec![
+            ("windowsize".to_string(), "8".to_string()),
+            ("blksize".to_string(), "8192".to_string())
+        ])
+    );
+}
+
+#[test]
 fn oack_only_for_options_asked() {
     let req = Request {
         filename: "f".into(),
@@ -767,4 +794,56 @@ fn truncated_and_unknown_packets_from_peer_end_transfer_with_error_4() {
             Ok(Packet::Error { code: 4, .. })
         ));
     }
+}
+
+/// Counts what the sender reads, to check it never reads ahead of its window.
+struct CountingReader {
+    inner: Cursor<Vec<u8>>,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[test]
+fn sender_holds_at_most_one_window_of_file_data() {
+    let now = Instant::now();
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let params = TransferParams {
+        blksize: 1024,
+        windowsize: 8,
+        ..TransferParams::default()
+    };
+    let source = CountingReader {
+        inner: Cursor::new(file(1024 * 100 + 1)),
+        read: read.clone(),
+    };
+    let mut s = Sender::new(now, addr(CLIENT), source, params, None);
+    let mut buf = Vec::new();
+    let mut last = 0u16;
+    while s.outcome().is_none() {
+        while s.poll_transmit(&mut buf).is_some() {
+            if let Ok(Packet::Data { block, .. }) = Packet::decode(&buf) {
+                last = block;
+            }
+        }
+        let ahead = read.load(std::sync::atomic::Ordering::Relaxed) - s.bytes_acked();
+        assert!(
+            ahead <= 8 * 1024,
+            "{ahead} bytes read beyond the acknowledged data"
+        );
+        s.handle(now, addr(CLIENT), &Packet::Ack { block: last }.to_vec());
+    }
+    assert_eq!(
+        s.outcome(),
+        Some(&Outcome::Complete {
+            bytes: 1024 * 100 + 1
+        })
+    );
 }

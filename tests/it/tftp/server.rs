@@ -384,3 +384,24 @@ async fn shutdown_ends_transfers_with_an_error_packet() {
     server.stop().await;
     assert_eq!(transfers.active_count(), 0);
 }
+
+#[tokio::test]
+async fn ipv6_loopback_works() {
+    let server = TestServer::start_on(
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        config_for_tests(),
+    )
+    .await;
+    let data = content(70_000, 26);
+    server.put("ios.bin", &data);
+    let mut sink = Vec::new();
+    let opts = DownloadOptions {
+        blksize: Some(1468),
+        ..DownloadOptions::default()
+    };
+    fleetup::tftp::client::download(server.addr, "ios.bin", &opts, &mut sink, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert!(sink == data);
+    server.stop().await;
+}
