@@ -11,13 +11,14 @@
 # ---- build ------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Only what the binary is built from: the dashboard (web/), the migrations and the lab's
-# personas are compiled into it.
+# Only what the binary is built from: the dashboard (web/), the migrations, the lab's
+# personas and the demo's playbook are compiled into it (tests/it/docs.rs checks this list).
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 COPY web ./web
 COPY personas ./personas
+COPY playbooks ./playbooks
 # The caches keep crates.io downloads and compiled dependencies between builds; the binary is
 # copied out of the cached target directory so that it lands in the image layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -509,3 +509,76 @@ fn slug(heading: &str) -> String {
         .map(|c| if c == ' ' { '-' } else { c })
         .collect()
 }
+
+/// Top-level paths of the repository that the binary compiles in: `include_str!` and
+/// `include_bytes!` targets, rust-embed folders, the migrations.
+fn compiled_in_paths() -> BTreeSet<String> {
+    let root = Path::new(ROOT);
+    let mut out = BTreeSet::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for marker in ["include_str!(\"", "include_bytes!(\""] {
+                for rest in text.split(marker).skip(1) {
+                    let rel = rest.split('"').next().unwrap();
+                    let target = path.parent().unwrap().join(rel);
+                    let target = target.canonicalize().unwrap_or(target);
+                    if let Ok(inside) = target.strip_prefix(root.canonicalize().unwrap()) {
+                        if let Some(first) = inside.components().next() {
+                            out.insert(first.as_os_str().to_string_lossy().into_owned());
+                        }
+                    }
+                }
+            }
+            for marker in ["#[folder = \"", "migrate!(\""] {
+                for rest in text.split(marker).skip(1) {
+                    let rel = rest.split('"').next().unwrap();
+                    let first = rel.trim_start_matches("./").split('/').next().unwrap();
+                    out.insert(first.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn docker_build_stage_copies_everything_the_binary_compiles_in() {
+    let dockerfile = read("Dockerfile");
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .nth(1)
+        .expect("a build stage after the first FROM");
+    let copied: BTreeSet<String> = build_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|rest| !rest.starts_with("--from"))
+        .flat_map(|rest| {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            parts[..parts.len() - 1]
+                .iter()
+                .map(|p| p.trim_end_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut needed = compiled_in_paths();
+    assert!(
+        needed.contains("migrations") && needed.contains("web"),
+        "the scan of src/ found {needed:?}"
+    );
+    needed.extend(["Cargo.toml", "Cargo.lock", "build.rs", "src"].map(String::from));
+    let missing: Vec<&String> = needed.difference(&copied).collect();
+    assert!(
+        missing.is_empty(),
+        "the Dockerfile's build stage does not COPY {missing:?} (copied: {copied:?})"
+    );
+}
