@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod demo;
+mod docs;
 mod drivers;
 mod ftp;
 mod lab;
