@@ -370,9 +370,8 @@ fn print_banner(service: &Service, args: &ServeArgs) {
 /// Install the tracing subscriber for the service's structured logs.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FLEETUP_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,russh=warn,tower_http=warn")
-    });
+    let filter = EnvFilter::try_from_env("FLEETUP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,russh=warn,tower_http=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

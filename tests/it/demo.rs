@@ -9,14 +9,44 @@ use serde_json::Value;
 
 use crate::support::eventually;
 
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_its_rollout_and_stops_on_ctrl_c() {
+    run_demo(Command::new(env!("CARGO_BIN_EXE_fleetup"))).await;
+}
+
+/// As a normal user the demo cannot bind 22 and 69: it must pick free ports and still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_works_as_an_unprivileged_user() {
+    let cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_fleetup"),
+        ])
+        .env("HOME", std::env::temp_dir());
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_fleetup"))
+    };
+    run_demo(cmd).await;
+}
+
+async fn run_demo(mut cmd: Command) {
     let base = format!(
         "127.{}.{}.1",
         rand::random_range(20..250u8),
         rand::random_range(1..250u8)
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
+    let mut child = cmd
         .args([
             "demo",
             "--fast",

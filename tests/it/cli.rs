@@ -1,0 +1,368 @@
+//! `fleetup run` and friends as a user runs them: the real binary against a real `fleetup serve`
+//! process, with the simulated fleet in this test process. Inventory and image go in through
+//! the CLI too.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use fleetup::shutdown::Shutdown;
+use fleetup::sim::{Fault, Lab, LabConfig};
+use serde_json::Value;
+
+use crate::support::{ServeProcess, TOKEN, write_random_file};
+
+const IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
+const IMAGE_VERSION: &str = "15.2(7)E8";
+const OLD_VERSION: &str = "15.2(4)E10";
+
+fn random_base() -> Ipv4Addr {
+    Ipv4Addr::new(
+        127,
+        rand::random_range(20..250),
+        rand::random_range(1..250),
+        1,
+    )
+}
+
+/// A `fleetup serve` process with TFTP on loopback, a lab of `n` devices whose inventory was
+/// imported with `fleetup inventory import`, and the target image added with `fleetup image add`.
+struct CliRig {
+    serve: ServeProcess,
+    lab: Lab,
+    lab_shutdown: Shutdown,
+    dir: tempfile::TempDir,
+    _lab_dir: tempfile::TempDir,
+}
+
+impl CliRig {
+    /// `extra_inventory` is appended to the lab's inventory (more entries under `devices:`).
+    async fn start(n: usize, extra_inventory: &str) -> CliRig {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let serve = tokio::task::spawn_blocking(move || {
+            ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"])
+        })
+        .await
+        .unwrap();
+        let lab_dir = tempfile::tempdir().unwrap();
+        let config = LabConfig {
+            devices: n,
+            base_ip: random_base(),
+            ssh_port: 0,
+            state_dir: lab_dir.path().to_path_buf(),
+            boot_time: Duration::from_millis(200),
+            ..LabConfig::default()
+        };
+        let lab_shutdown = Shutdown::new();
+        let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
+        let rig = CliRig {
+            serve,
+            lab,
+            lab_shutdown,
+            dir,
+            _lab_dir: lab_dir,
+        };
+        let inventory = rig.dir.path().join("lab.yml");
+        std::fs::write(
+            &inventory,
+            format!("{}{extra_inventory}", rig.lab.inventory_yaml()),
+        )
+        .unwrap();
+        let out = rig
+            .fleetup(&["inventory", "import", inventory.to_str().unwrap()])
+            .await;
+        assert_success(&out);
+        assert!(stdout(&out).contains("created"), "{}", stdout(&out));
+        let image = rig.dir.path().join(IMAGE);
+        write_random_file(&image, 3 * 1024 * 1024 + 77, 4242);
+        let out = rig
+            .fleetup(&["image", "add", image.to_str().unwrap()])
+            .await;
+        assert_success(&out);
+        assert!(stdout(&out).contains(IMAGE_VERSION), "{}", stdout(&out));
+        rig
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.lab.devices().into_iter().map(|d| d.name).collect()
+    }
+
+    /// Run the real `fleetup` binary against this rig's service.
+    async fn fleetup(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
+            .args(args)
+            .env("FLEETUP_SERVER", &self.serve.base_url)
+            .env("FLEETUP_API_TOKEN", TOKEN)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    fn write_playbook(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    async fn stop(self) {
+        self.lab_shutdown.shutdown_and_wait().await;
+        let status = self.serve.terminate();
+        assert!(status.success(), "serve exited with {status}");
+    }
+}
+
+/// A lab playbook; the reloading device is polled every second.
+fn playbook(strategy: &str) -> String {
+    format!(
+        "name: cli-rollout\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\nstrategy:\n  timeouts: {{poll: 1}}\n{strategy}"
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_success(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Every stdout line parsed as JSON (the test fails on a line that is not).
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{o:?}")))
+        .collect()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dry_run_prints_waves_and_skips_and_touches_nothing() {
+    // A device of another platform in the same group: the playbook names no image for it.
+    let extra = "  - name: nx-core-1\n    host: 127.0.0.2\n    port: 22\n    platform: nxos\n    site: lab\n    groups: [lab]\n";
+    let rig = CliRig::start(4, extra).await;
+    let pb = rig.write_playbook(
+        "dry.yml",
+        &playbook("  canary: 1\n  waves: [\"50%\", \"100%\"]\n  concurrency: 2\n"),
+    );
+    let out = rig.fleetup(&["run", "--dry-run", path_str(&pb)]).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    // Canary of 1, then 50% of the 3 left (rounded up to 2), then the last one.
+    let waves: Vec<(&str, usize)> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(": ")?;
+            let n = rest.strip_suffix(" device(s)")?.parse().ok()?;
+            Some((name, n))
+        })
+        .collect();
+    assert_eq!(waves.len(), 3, "{text}");
+    assert_eq!(
+        waves.iter().map(|w| w.1).collect::<Vec<_>>(),
+        vec![1, 2, 1],
+        "{text}"
+    );
+    for name in rig.names() {
+        assert!(
+            text.lines()
+                .any(|l| l.trim().starts_with(&format!("{name} ("))),
+            "{name} is planned: {text}"
+        );
+    }
+    let skip_line = text
+        .lines()
+        .find(|l| l.trim().starts_with("nx-core-1:"))
+        .unwrap_or_else(|| panic!("the nxos device is listed as skipped: {text}"));
+    assert!(
+        skip_line.contains("no image for platform nxos"),
+        "{skip_line}"
+    );
+    // No device saw a command: the dry run opened no session.
+    for name in rig.names() {
+        let st = rig.lab.state(&name).unwrap();
+        assert!(
+            st.last_commands.is_empty(),
+            "{name}: {:?}",
+            st.last_commands
+        );
+        assert_eq!(st.version, OLD_VERSION);
+        assert_eq!(st.reload_count, 0);
+    }
+    // Nor was a rollout created.
+    let out = rig.fleetup(&["device", "list"]).await;
+    assert_success(&out);
+    assert!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains(" never"))
+            .count()
+            == 5,
+        "facts of no device were read: {}",
+        stdout(&out)
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_json_follows_to_the_end_and_upgrades_everything() {
+    let rig = CliRig::start(3, "").await;
+    let pb = rig.write_playbook(
+        "all.yml",
+        &playbook("  canary: 1\n  waves: [\"100%\"]\n  concurrency: 2\n"),
+    );
+    let out = rig.fleetup(&["run", path_str(&pb), "--json"]).await;
+    assert_success(&out);
+    let lines = json_lines(&out);
+    assert!(lines.len() > 3, "events were streamed: {}", stdout(&out));
+    let last = lines.last().unwrap();
+    assert_eq!(last["all_upgraded"], true, "{last}");
+    assert_eq!(last["state"], "completed", "{last}");
+    let id = last["rollout"].as_str().unwrap();
+    // The events before it belong to this rollout, and every device got to its post-check.
+    for ev in &lines[..lines.len() - 1] {
+        assert!(ev["kind"].is_string(), "{ev}");
+    }
+    for name in rig.names() {
+        assert!(
+            lines
+                .iter()
+                .any(|e| e["device"] == name.as_str() && e["step"] == "post_check"),
+            "{name} has a post_check event in {}",
+            stdout(&out)
+        );
+        let st = rig.lab.state(&name).unwrap();
+        assert_eq!(st.version, IMAGE_VERSION, "{name}");
+        assert_eq!(st.reload_count, 1, "{name}");
+    }
+    // `fleetup follow` on the finished rollout says the same and exits 0.
+    let out = rig.fleetup(&["follow", id, "--json"]).await;
+    assert_success(&out);
+    let lines = json_lines(&out);
+    assert_eq!(lines.last().unwrap()["all_upgraded"], true);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_exits_non_zero_when_a_fault_halts_the_rollout() {
+    let rig = CliRig::start(3, "").await;
+    let names = rig.names();
+    // The canary fails its MD5 check: with no failure tolerated the rollout halts at once.
+    assert!(rig.lab.set_fault(&names[0], Fault::CorruptDownload));
+    let pb = rig.write_playbook(
+        "halt.yml",
+        &playbook("  canary: 1\n  concurrency: 2\n  max_failures: 0\n"),
+    );
+    let out = rig.fleetup(&["run", path_str(&pb), "--json"]).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    let last = lines.last().unwrap();
+    assert_eq!(last["state"], "halted", "{last}");
+    assert_eq!(last["all_upgraded"], false, "{last}");
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["device"] == names[0].as_str() && e["kind"] == "device_failed"),
+        "the canary's failure is reported: {}",
+        stdout(&out)
+    );
+    assert!(
+        lines.iter().any(|e| e["kind"] == "halted"),
+        "the halt is an event: {}",
+        stdout(&out)
+    );
+    // The other devices were never started: still on the old version, never reloaded.
+    for name in &names[1..] {
+        let st = rig.lab.state(name).unwrap();
+        assert_eq!(st.version, OLD_VERSION, "{name}");
+        assert_eq!(st.reload_count, 0, "{name}");
+    }
+    // Without --json the summary names the halt too.
+    let out = rig
+        .fleetup(&["follow", last["rollout"].as_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains(" halted:"), "{}", stdout(&out));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broken_playbook_is_refused_with_line_and_column() {
+    let rig = CliRig::start(1, "").await;
+    // Line 12: an unknown field inside `strategy`.
+    let text = playbook("  canary: 1\n  concurency: 5\n");
+    assert_eq!(text.lines().nth(11), Some("  concurency: 5"), "{text}");
+    let pb = rig.write_playbook("typo.yml", &text);
+    for args in [
+        vec!["run", path_str(&pb)],
+        vec!["run", "--dry-run", path_str(&pb)],
+    ] {
+        let out = rig.fleetup(&args).await;
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let err = stderr(&out);
+        assert!(err.contains("line 12, column 3"), "{args:?}: {err}");
+        assert!(err.contains("concurency"), "{args:?}: {err}");
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
+    // Not YAML at all: the position of the syntax error.
+    let pb = rig.write_playbook("broken.yml", "name: x\ntargets: [unclosed\n");
+    let out = rig.fleetup(&["run", path_str(&pb)]).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr(&out).contains("line "), "{}", stderr(&out));
+    assert!(stderr(&out).contains("column "), "{}", stderr(&out));
+    // A playbook file that does not exist.
+    let missing = rig.dir.path().join("missing.yml");
+    let out = rig.fleetup(&["run", path_str(&missing)]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.yml"), "{}", stderr(&out));
+    // Nothing was submitted and no device was touched.
+    let st = rig.lab.state(&rig.names()[0]).unwrap();
+    assert!(st.last_commands.is_empty(), "{:?}", st.last_commands);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn device_facts_prints_the_version_read_from_the_device() {
+    let rig = CliRig::start(1, "").await;
+    let name = rig.names()[0].clone();
+    let out = rig.fleetup(&["device", "facts", &name]).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    let version = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("version"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("a version line: {text}"));
+    assert_eq!(version, rig.lab.state(&name).unwrap().version);
+    assert_eq!(version, OLD_VERSION);
+    // It was read over SSH: the device saw `show version`.
+    let st = rig.lab.state(&name).unwrap();
+    assert!(
+        st.last_commands.iter().any(|c| c.contains("show version")),
+        "{:?}",
+        st.last_commands
+    );
+    // An unknown device: a clear error, non-zero exit.
+    let out = rig.fleetup(&["device", "facts", "no-such-device"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no-such-device"), "{}", stderr(&out));
+    rig.stop().await;
+}
