@@ -89,6 +89,10 @@ enum Command {
         /// Copy and verify only; no boot change, no reload.
         #[arg(long)]
         stage_only: bool,
+        /// Pause between reachability probes while the device reboots.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        poll: u64,
+        /// One JSON event per line instead of progress bars.
         #[arg(long)]
         json: bool,
     },
@@ -430,6 +434,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             protocol,
             via,
             stage_only,
+            poll,
             json,
         } => {
             let c = Client::from_args(&client);
@@ -440,7 +445,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "targets": {"names": [name]},
                 "image": {platform: image},
                 "transfer": {"protocol": protocol},
-                "strategy": {"canary": 0},
+                "strategy": {"canary": 0, "timeouts": {"poll": poll}},
                 "options": {"stage_only": stage_only},
             });
             if let Some(via) = via {

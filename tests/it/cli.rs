@@ -366,3 +366,62 @@ async fn device_facts_prints_the_version_read_from_the_device() {
     assert!(stderr(&out).contains("no-such-device"), "{}", stderr(&out));
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_one_device_end_to_end() {
+    let rig = CliRig::start(2, "").await;
+    let name = rig.names()[0].clone();
+    let out = rig
+        .fleetup(&[
+            "upgrade",
+            &name,
+            "--image",
+            IMAGE,
+            "--via",
+            "127.0.0.1",
+            "--poll",
+            "1",
+            "--json",
+        ])
+        .await;
+    assert_success(&out);
+    let lines = json_lines(&out);
+    let last = lines.last().unwrap();
+    assert_eq!(last["all_upgraded"], true, "{last}");
+    // Every step went by as a live event.
+    for step in [
+        "connect",
+        "copy",
+        "verify_md5",
+        "set_boot",
+        "reload",
+        "wait_back",
+        "post_check",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|e| e["kind"] == "step_started" && e["step"] == step),
+            "no {step} event"
+        );
+    }
+    assert_eq!(rig.lab.state(&name).unwrap().version, IMAGE_VERSION);
+    assert_eq!(rig.lab.state(&name).unwrap().reload_count, 1);
+    // Only that device was touched.
+    let other = &rig.names()[1];
+    assert!(rig.lab.state(other).unwrap().last_commands.is_empty());
+    // An image that is not in the store: a clear error, non-zero exit.
+    let out = rig
+        .fleetup(&[
+            "upgrade",
+            &name,
+            "--image",
+            "nope.bin",
+            "--via",
+            "127.0.0.1",
+        ])
+        .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nope.bin"), "{}", stderr(&out));
+    rig.stop().await;
+}
