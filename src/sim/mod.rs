@@ -201,6 +201,13 @@ pub struct LabArgs {
     /// Device name prefix (names are PREFIX001, PREFIX002, …).
     #[arg(long, default_value = "lab-sw-")]
     pub name_prefix: String,
+    /// OpenSSH authorized_keys file: devices also accept public-key login with these keys.
+    #[arg(long, value_name = "FILE")]
+    pub authorized_keys: Option<PathBuf>,
+    /// Devices offer keyboard-interactive login (a `Password:` prompt, as many IOS AAA setups
+    /// do) instead of the password method.
+    #[arg(long)]
+    pub keyboard_interactive: bool,
 }
 
 /// Everything a lab needs to start; `Default` suits tests (random nothing: pick your base IP).
@@ -226,6 +233,10 @@ pub struct LabConfig {
     pub fault_delay: Duration,
     pub faults: Vec<FaultSpec>,
     pub name_prefix: String,
+    /// Public keys (OpenSSH one-line format) accepted for public-key login.
+    pub authorized_keys: Vec<String>,
+    /// Offer keyboard-interactive instead of password login.
+    pub keyboard_interactive: bool,
 }
 
 impl Default for LabConfig {
@@ -249,6 +260,8 @@ impl Default for LabConfig {
             fault_delay: Duration::from_millis(200),
             faults: Vec::new(),
             name_prefix: "lab-sw-".into(),
+            authorized_keys: Vec::new(),
+            keyboard_interactive: false,
         }
     }
 }
@@ -278,6 +291,19 @@ impl LabConfig {
             slow_rate: args.slow_rate,
             faults: args.faults.clone(),
             name_prefix: args.name_prefix.clone(),
+            authorized_keys: match &args.authorized_keys {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        LabError::Config(format!("--authorized-keys {}: {e}", path.display()))
+                    })?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect(),
+                None => Vec::new(),
+            },
+            keyboard_interactive: args.keyboard_interactive,
             ..LabConfig::default()
         })
     }
@@ -333,6 +359,23 @@ pub(crate) struct LabShared {
     pub tftp_timeout: Duration,
     pub fault_delay: Duration,
     pub boot_time: Duration,
+    pub authorized_keys: Vec<russh::keys::PublicKey>,
+    pub keyboard_interactive: bool,
+}
+
+impl LabShared {
+    /// The login methods the devices offer.
+    pub fn methods(&self) -> russh::MethodSet {
+        let mut m = vec![if self.keyboard_interactive {
+            russh::MethodKind::KeyboardInteractive
+        } else {
+            russh::MethodKind::Password
+        }];
+        if !self.authorized_keys.is_empty() {
+            m.push(russh::MethodKind::PublicKey);
+        }
+        russh::MethodSet::from(&m[..])
+    }
 }
 
 /// A lab device as the caller sees it.
@@ -401,6 +444,16 @@ impl Lab {
             tftp_timeout: config.tftp_timeout,
             fault_delay: config.fault_delay,
             boot_time: config.boot_time,
+            authorized_keys: config
+                .authorized_keys
+                .iter()
+                .map(|line| {
+                    russh::keys::PublicKey::from_openssh(line).map_err(|e| {
+                        LabError::Config(format!("authorized key {line:?} does not parse: {e}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            keyboard_interactive: config.keyboard_interactive,
         });
         let mut devices = Vec::new();
         let mut started = Vec::new();
@@ -445,7 +498,7 @@ impl Lab {
             None => None,
         };
         for (dev, key, listener) in started {
-            let cfg = Arc::new(ssh::server_config(key));
+            let cfg = Arc::new(ssh::server_config(key, shared.methods()));
             shutdown.tasks.spawn(ssh::supervise(
                 dev,
                 shared.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use russh::keys::{Algorithm, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Session};
-use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
+use russh::{Channel, ChannelId, Disconnect, MethodSet};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -58,11 +58,11 @@ pub fn host_key(device: &str, dir: &Path) -> Result<PrivateKey, LabError> {
     Ok(key)
 }
 
-pub fn server_config(key: PrivateKey) -> russh::server::Config {
+pub fn server_config(key: PrivateKey, methods: MethodSet) -> russh::server::Config {
     russh::server::Config {
         // Matches the Cisco banner so scripts that log it see a familiar name.
         server_id: russh::SshId::Standard("SSH-2.0-Cisco-1.25".into()),
-        methods: MethodSet::from(&[MethodKind::Password][..]),
+        methods,
         auth_rejection_time: std::time::Duration::from_millis(300),
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         keys: vec![key],
@@ -248,18 +248,37 @@ impl Conn {
     }
 }
 
+impl Conn {
+    fn key_auth(&self, user: &str, key: &russh::keys::PublicKey) -> Auth {
+        let known = self
+            .lab
+            .authorized_keys
+            .iter()
+            .any(|k| k.key_data() == key.key_data());
+        if known && user == self.lab.username && !self.dev.has_fault(Fault::WrongCredentials) {
+            Auth::Accept
+        } else {
+            Auth::Reject {
+                proceed_with_methods: Some(self.lab.methods()),
+                partial_success: false,
+            }
+        }
+    }
+}
+
 impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(Auth::Reject {
-            proceed_with_methods: Some(MethodSet::from(&[MethodKind::Password][..])),
+            proceed_with_methods: Some(self.lab.methods()),
             partial_success: false,
         })
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let ok = user == self.lab.username
+        let ok = !self.lab.keyboard_interactive
+            && user == self.lab.username
             && password == self.lab.password
             && !self.dev.has_fault(Fault::WrongCredentials);
         if ok {
@@ -268,7 +287,7 @@ impl russh::server::Handler for Conn {
         } else {
             tracing::debug!(device = %self.dev.name, user, "login refused");
             Ok(Auth::Reject {
-                proceed_with_methods: Some(MethodSet::from(&[MethodKind::Password][..])),
+                proceed_with_methods: Some(self.lab.methods()),
                 partial_success: false,
             })
         }
@@ -276,10 +295,56 @@ impl russh::server::Handler for Conn {
 
     async fn auth_publickey_offered(
         &mut self,
-        _user: &str,
-        _key: russh::server::PublicKeyOffer<'_>,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(Auth::reject())
+        Ok(self.key_auth(user, offer.public_key))
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let auth = self.key_auth(user, key.public_key);
+        if auth == Auth::Accept {
+            self.user = user.to_string();
+        }
+        Ok(auth)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.lab.keyboard_interactive {
+            return Ok(Auth::Reject {
+                proceed_with_methods: Some(self.lab.methods()),
+                partial_success: false,
+            });
+        }
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: "".into(),
+                instructions: "".into(),
+                prompts: vec![("Password: ".into(), false)].into(),
+            });
+        };
+        let answer = response.next().unwrap_or_default();
+        let ok = user == self.lab.username
+            && answer.as_ref() == self.lab.password.as_bytes()
+            && !self.dev.has_fault(Fault::WrongCredentials);
+        if ok {
+            self.user = user.to_string();
+            Ok(Auth::Accept)
+        } else {
+            Ok(Auth::Reject {
+                proceed_with_methods: Some(self.lab.methods()),
+                partial_success: false,
+            })
+        }
     }
 
     async fn channel_open_session(

@@ -884,3 +884,63 @@ async fn install_mode_faults_on_c9300_and_n9k() {
         rig.stop().await;
     }
 }
+
+/// Generate an Ed25519 key pair with OpenSSH's ssh-keygen; returns (private key path, public line).
+fn ssh_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+#[tokio::test]
+async fn public_key_login_with_an_openssh_key() {
+    let keys = tempfile::tempdir().unwrap();
+    let (good, good_pub) = ssh_keygen(keys.path(), "good");
+    let (bad, _) = ssh_keygen(keys.path(), "bad");
+    let rig = Rig::start(1, |c| c.authorized_keys = vec![good_pub.clone()]).await;
+    // The key alone logs in: no password in the inventory.
+    let mut target = rig.target(0);
+    target.login.password = None;
+    target.private_key = Some(good);
+    let (facts, _) = device::facts(&target, &timeouts()).await.unwrap();
+    assert_eq!(facts.version.as_deref(), Some("15.2(4)E10"));
+    // A key the device does not know, and no password to fall back on: a clear refusal.
+    target.private_key = Some(bad.clone());
+    let err = device::facts(&target, &timeouts()).await.unwrap_err();
+    assert!(matches!(err, DeviceError::AuthFailed { .. }), "{err}");
+    assert!(err.to_string().contains("key was refused"), "{err}");
+    // An unknown key with a password: falls back to the password.
+    let mut with_password = rig.target(0);
+    with_password.private_key = Some(bad);
+    device::facts(&with_password, &timeouts()).await.unwrap();
+    // A key file that is not a key: named in the error.
+    let junk = keys.path().join("junk");
+    std::fs::write(&junk, "not a key").unwrap();
+    target.private_key = Some(junk);
+    let err = device::facts(&target, &timeouts()).await.unwrap_err();
+    assert!(err.to_string().contains("junk"), "{err}");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn keyboard_interactive_login_answers_the_password_prompt() {
+    let rig = Rig::start(1, |c| c.keyboard_interactive = true).await;
+    let (facts, _) = device::facts(&rig.target(0), &timeouts()).await.unwrap();
+    assert_eq!(facts.version.as_deref(), Some("15.2(4)E10"));
+    let mut wrong = rig.target(0);
+    wrong.login.password = Some(Secret("wrong".into()));
+    let err = device::facts(&wrong, &timeouts()).await.unwrap_err();
+    assert!(matches!(err, DeviceError::AuthFailed { .. }), "{err}");
+    assert!(err.to_string().contains("keyboard-interactive"), "{err}");
+    rig.stop().await;
+}
