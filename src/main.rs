@@ -156,6 +156,17 @@ enum DeviceAction {
     Facts { name: String },
 }
 
+/// A shutdown requested by SIGINT or SIGTERM.
+fn shutdown_on_signal() -> Shutdown {
+    let shutdown = Shutdown::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        Shutdown::signal().await;
+        signal.token.cancel();
+    });
+    shutdown
+}
+
 async fn follow_to_exit(c: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let end = fleetup::client::follow::follow(c, id, json).await?;
     if json {
@@ -305,22 +316,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => {
             serve::init_logging(cli.log_format);
-            let shutdown = Shutdown::new();
-            let signal = shutdown.clone();
-            tokio::spawn(async move {
-                Shutdown::signal().await;
-                signal.token.cancel();
-            });
-            fleetup::demo::run(args, shutdown).await?;
+            fleetup::demo::run(args, shutdown_on_signal()).await?;
         }
         Command::Lab(args) => {
             serve::init_logging(cli.log_format);
-            let shutdown = Shutdown::new();
-            let signal = shutdown.clone();
-            tokio::spawn(async move {
-                Shutdown::signal().await;
-                signal.token.cancel();
-            });
+            let shutdown = shutdown_on_signal();
             let result = fleetup::sim::run_lab(args, shutdown.clone()).await;
             shutdown.shutdown_and_wait().await;
             result?;

@@ -2,7 +2,6 @@
 //! process, with the simulated fleet in this test process. Inventory and image go in through
 //! the CLI too.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -11,20 +10,12 @@ use fleetup::shutdown::Shutdown;
 use fleetup::sim::{Fault, Lab, LabConfig};
 use serde_json::Value;
 
+use crate::support::random_base;
 use crate::support::{ServeProcess, TOKEN, write_random_file};
 
 const IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
 const IMAGE_VERSION: &str = "15.2(7)E8";
 const OLD_VERSION: &str = "15.2(4)E10";
-
-fn random_base() -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        rand::random_range(20..250),
-        rand::random_range(1..250),
-        1,
-    )
-}
 
 /// A `fleetup serve` process with TFTP on loopback, a lab of `n` devices whose inventory was
 /// imported with `fleetup inventory import`, and the target image added with `fleetup image add`.

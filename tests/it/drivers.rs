@@ -3,6 +3,7 @@
 //! the credentials in the copy URL),
 //! and every injected fault must end with the right reason and a valid boot variable.
 
+use crate::support::random_base;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -24,16 +25,6 @@ use fleetup::sim::{Fault, Lab, LabConfig};
 const NEW_IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
 const NEW_VERSION: &str = "15.2(7)E8";
 const OLD_IMAGE: &str = "c2960x-universalk9-mz.152-4.E10.bin";
-
-/// A loopback /24 of its own per test, so parallel tests never collide.
-fn random_base() -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        rand::random_range(20..250),
-        rand::random_range(1..250),
-        1,
-    )
-}
 
 /// vsftpd (a third-party FTP server) with anonymous read-only access on a free port of a random
 /// loopback address, serving one image. Killed on drop.

@@ -1,6 +1,7 @@
 //! The simulated fleet (`fleetup lab`) seen from the outside: OpenSSH and a russh client log in
 //! over real sockets and drive the IOS command line.
 
+use crate::support::random_base;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,16 +14,6 @@ use russh::client;
 
 /// Every wait in these tests is for a condition; this only stops a hung test.
 const HANG: Duration = Duration::from_secs(60);
-
-/// A loopback /24 of its own, so parallel tests never collide.
-fn random_base() -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        rand::random_range(20..250),
-        rand::random_range(1..250),
-        1,
-    )
-}
 
 struct TestLab {
     lab: Lab,

@@ -1,7 +1,6 @@
 //! Fleet rollouts end to end: fleetup's API, engine, drivers and TFTP server against the
 //! simulated fleet, everything over real sockets.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use fleetup::rollout::{Clock, ManualClock};
@@ -10,19 +9,11 @@ use fleetup::sim::{Fault, Lab, LabConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::support::random_base;
 use crate::support::{TOKEN, TestApp, eventually, write_random_file};
 
 pub const IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
 pub const IMAGE_VERSION: &str = "15.2(7)E8";
-
-fn random_base() -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        rand::random_range(20..250),
-        rand::random_range(1..250),
-        1,
-    )
-}
 
 /// A fleetup service with its TFTP server on loopback, a lab of `n` devices imported into its
 /// inventory, and the target image in its store.

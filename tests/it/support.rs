@@ -200,3 +200,14 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A loopback /24 of its own (127.x.y.1), so that labs of tests running in parallel never
+/// collide; benches use 127.0.x and 127.1-19.x.
+pub fn random_base() -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(
+        127,
+        rand::random_range(20..250),
+        rand::random_range(1..250),
+        1,
+    )
+}
