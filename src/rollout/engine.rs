@@ -123,7 +123,7 @@ impl Engine {
         let devices = self.inner.db.all_devices().await?;
         let images = self.inner.images.list().await?;
         for img in pb.image.all() {
-            let Some(rec) = images.iter().find(|i| i.file_name == img.value) else {
+            if !images.iter().any(|i| i.file_name == img.value) {
                 return Err(RolloutError::Playbook(crate::yaml::YamlError::new(
                     img.referenced.line(),
                     img.referenced.column(),
@@ -132,8 +132,7 @@ impl Engine {
                         img.value
                     ),
                 )));
-            };
-            let _ = rec;
+            }
         }
         let version = |name: &str| {
             images

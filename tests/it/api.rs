@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{ServeProcess, TOKEN, TestApp, md5sum, write_random_file};
+use crate::support::{ServeProcess, TOKEN, TestApp, md5sum, multipart_file, write_random_file};
 
 const PASSWORD: &str = "S3cr3t-Pa55word!";
 const ENABLE: &str = "En4ble-S3cret!";
@@ -517,12 +517,6 @@ async fn observability_endpoints() {
     ] {
         assert!(spec["paths"].get(p).is_some(), "OpenAPI lacks {p}");
     }
-}
-
-fn multipart_file(path: &std::path::Path, name: &str) -> reqwest::multipart::Form {
-    let part =
-        reqwest::multipart::Part::bytes(std::fs::read(path).unwrap()).file_name(name.to_string());
-    reqwest::multipart::Form::new().part("file", part)
 }
 
 #[tokio::test]

@@ -211,3 +211,10 @@ pub fn random_base() -> std::net::Ipv4Addr {
         1,
     )
 }
+
+/// An upload form with `path`'s content as the `file` field, named `name`.
+pub fn multipart_file(path: &Path, name: &str) -> reqwest::multipart::Form {
+    let part =
+        reqwest::multipart::Part::bytes(std::fs::read(path).unwrap()).file_name(name.to_string());
+    reqwest::multipart::Form::new().part("file", part)
+}
