@@ -256,15 +256,22 @@ impl Link {
     }
 }
 
+/// File data a sender reads ahead in one call when the window is smaller: a lock-step transfer
+/// of 512-byte blocks then costs one read per 128 blocks instead of one per block.
+pub const READ_AHEAD: usize = 64 * 1024;
+
 /// Sends a file: the server side of a read request.
 ///
-/// Holds at most `windowsize` blocks of the file: the blocks sent and not yet acknowledged,
-/// which are what a retransmission needs. The source is read strictly sequentially.
+/// Holds at most `max(windowsize × blksize, READ_AHEAD)` bytes of the file in a ring: the
+/// blocks sent and not yet acknowledged, which are what a retransmission needs, and the blocks
+/// read ahead. The source is read strictly sequentially.
 pub struct Sender<R> {
     source: R,
     link: Link,
     blksize: usize,
     window: u64,
+    /// Blocks the ring holds: the window, or more to read ahead.
+    capacity: u64,
     /// The encoded OACK while it waits for ACK 0.
     oack: Option<Vec<u8>>,
     /// First block not yet acknowledged.
@@ -298,11 +305,14 @@ impl<R: Read> Sender<R> {
             link.control.push_back((peer, pkt.clone()));
         }
         let window = u64::from(params.windowsize.max(1));
+        let blksize = usize::from(params.blksize.max(MIN_BLKSIZE));
+        let capacity = window.max((READ_AHEAD / blksize) as u64);
         Self {
             source,
             link,
-            blksize: usize::from(params.blksize.max(MIN_BLKSIZE)),
+            blksize,
             window,
+            capacity,
             oack,
             base: 1,
             next: 1,
@@ -310,7 +320,7 @@ impl<R: Read> Sender<R> {
             filled: 1,
             last: None,
             ring: Vec::new(),
-            lens: vec![0; window as usize],
+            lens: vec![0; capacity as usize],
             bytes_acked: 0,
         }
     }
@@ -325,19 +335,20 @@ impl<R: Read> Sender<R> {
     }
 
     fn slot(&self, block: u64) -> usize {
-        (block % self.window) as usize
+        (block % self.capacity) as usize
     }
 
     /// Read the next blocks from the source into their ring slots: as many as are free and
-    /// contiguous in the ring, in one read, so a window costs one read call, not one per block.
+    /// contiguous in the ring, in one read, so a window (or a read-ahead) costs one read call,
+    /// not one per block.
     fn fill(&mut self) -> std::io::Result<()> {
         if self.ring.is_empty() {
-            self.ring = vec![0; self.blksize * self.window as usize];
+            self.ring = vec![0; self.blksize * self.capacity as usize];
         }
         // poll_transmit only fills when `filled < base + window`, so at least one slot is free.
-        let free = self.window - (self.filled - self.base);
+        let free = self.capacity - (self.filled - self.base);
         let slot = self.slot(self.filled);
-        let count = free.min(self.window - slot as u64) as usize;
+        let count = free.min(self.capacity - slot as u64) as usize;
         let start = slot * self.blksize;
         let want = count * self.blksize;
         let buf = &mut self.ring[start..start + want];

@@ -6,7 +6,9 @@
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket as StdUdpSocket,
+};
 use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
@@ -142,6 +144,88 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
             "datagram from unknown address family {other}"
         ))),
     }
+}
+
+/// Send datagrams, each to its own destination, in as few system calls as the kernel allows
+/// (sendmmsg): a window of blocks leaves in one call instead of one call per block. Blocks
+/// when the socket does; returns the first error, after the datagrams before it were sent.
+pub(super) fn send_batch(
+    socket: &StdUdpSocket,
+    datagrams: &[Vec<u8>],
+    dsts: &[SocketAddr],
+) -> io::Result<()> {
+    let n = datagrams.len().min(dsts.len());
+    if n == 0 {
+        return Ok(());
+    }
+    let names: Vec<socket2::SockAddr> = dsts[..n].iter().map(|&a| a.into()).collect();
+    let mut iovs: Vec<libc::iovec> = datagrams[..n]
+        .iter()
+        .map(|d| libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(n);
+    for (iov, name) in iovs.iter_mut().zip(&names) {
+        // SAFETY: msghdr is plain data; the pointers set below outlive every sendmmsg call.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_name = name.as_ptr().cast_mut().cast();
+        hdr.msg_namelen = name.len();
+        hdr.msg_iov = iov;
+        hdr.msg_iovlen = 1;
+        msgs.push(libc::mmsghdr {
+            msg_hdr: hdr,
+            msg_len: 0,
+        });
+    }
+    let fd = socket.as_raw_fd();
+    let mut sent = 0;
+    while sent < n {
+        let rest = &mut msgs[sent..];
+        // SAFETY: fd is an open socket; `rest` holds valid headers whose buffers and
+        // addresses are borrowed for the duration of the call (the kernel only reads them).
+        let rc = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        sent += rc as usize;
+    }
+    Ok(())
+}
+
+/// Receive a datagram if one is waiting, without blocking: `Ok(None)` when none is.
+pub(super) fn try_recv(
+    socket: &StdUdpSocket,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, SocketAddr)>> {
+    let mut name = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: fd is an open socket; `buf` and `name` are valid for the lengths passed.
+    let n = unsafe {
+        libc::recvfrom(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            name.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: the kernel filled `name` (zeroed before, so a short address is still defined).
+    let from = sockaddr_to_std(unsafe { name.assume_init_ref() })?;
+    Ok(Some((n as usize, from)))
 }
 
 /// Tell the kernel an image is read front to back, so its read-ahead grows: one cached copy

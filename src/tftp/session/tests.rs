@@ -812,38 +812,48 @@ impl Read for CountingReader {
 }
 
 #[test]
-fn sender_holds_at_most_one_window_of_file_data() {
-    let now = Instant::now();
-    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let params = TransferParams {
-        blksize: 1024,
-        windowsize: 8,
-        ..TransferParams::default()
-    };
-    let source = CountingReader {
-        inner: Cursor::new(file(1024 * 100 + 1)),
-        read: read.clone(),
-    };
-    let mut s = Sender::new(now, addr(CLIENT), source, params, None);
-    let mut buf = Vec::new();
-    let mut last = 0u16;
-    while s.outcome().is_none() {
-        while s.poll_transmit(&mut buf).is_some() {
-            if let Ok(Packet::Data { block, .. }) = Packet::decode(&buf) {
-                last = block;
+fn sender_holds_at_most_one_window_or_the_read_ahead_of_file_data() {
+    // (blksize, windowsize): a small window reads ahead READ_AHEAD bytes at a time; a large
+    // one holds exactly the window.
+    for (blksize, windowsize) in [(512u16, 1u16), (1024, 8), (8192, 16)] {
+        let bound = (usize::from(blksize) * usize::from(windowsize)).max(READ_AHEAD) as u64;
+        let size = 1024 * 1024 + 1;
+        let now = Instant::now();
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let params = TransferParams {
+            blksize,
+            windowsize,
+            ..TransferParams::default()
+        };
+        let source = CountingReader {
+            inner: Cursor::new(file(size)),
+            read: read.clone(),
+        };
+        let mut s = Sender::new(now, addr(CLIENT), source, params, None);
+        let mut buf = Vec::new();
+        let mut last = 0u16;
+        let mut reads_ahead_max = 0;
+        while s.outcome().is_none() {
+            while s.poll_transmit(&mut buf).is_some() {
+                if let Ok(Packet::Data { block, .. }) = Packet::decode(&buf) {
+                    last = block;
+                }
             }
+            let ahead = read.load(std::sync::atomic::Ordering::Relaxed) - s.bytes_acked();
+            reads_ahead_max = reads_ahead_max.max(ahead);
+            assert!(
+                ahead <= bound,
+                "{blksize}/{windowsize}: {ahead} bytes read beyond the acknowledged data"
+            );
+            s.handle(now, addr(CLIENT), &Packet::Ack { block: last }.to_vec());
         }
-        let ahead = read.load(std::sync::atomic::Ordering::Relaxed) - s.bytes_acked();
-        assert!(
-            ahead <= 8 * 1024,
-            "{ahead} bytes read beyond the acknowledged data"
-        );
-        s.handle(now, addr(CLIENT), &Packet::Ack { block: last }.to_vec());
+        assert_eq!(s.outcome(), Some(&Outcome::Complete { bytes: size as u64 }));
+        let window_bytes = u64::from(blksize) * u64::from(windowsize);
+        if window_bytes < READ_AHEAD as u64 {
+            assert!(
+                reads_ahead_max > window_bytes,
+                "{blksize}/{windowsize}: the sender never read ahead of the window"
+            );
+        }
     }
-    assert_eq!(
-        s.outcome(),
-        Some(&Outcome::Complete {
-            bytes: 1024 * 100 + 1
-        })
-    );
 }

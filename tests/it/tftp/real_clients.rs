@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use fleetup::tftp::TftpConfig;
 use md5::{Digest, Md5};
 use tokio::process::Command;
 
@@ -52,6 +53,22 @@ async fn curl_blksize_512_on_40mb_rolls_block_numbers_over() {
     assert_eq!(done[0].bytes, data.len() as u64);
     assert_eq!(done[0].total, Some(data.len() as u64));
     assert_eq!(done[0].file, "c2960x-universalk9-mz.152-7.E8.bin");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn curl_download_with_busy_polling_off() {
+    // `--tftp-busy-poll 0`: every wait for an ACK sleeps in the kernel.
+    let server = TestServer::start(TftpConfig {
+        busy_poll: std::time::Duration::ZERO,
+        ..config_for_tests()
+    })
+    .await;
+    let data = content(3 * 1024 * 1024 + 7, 5);
+    server.put("c9300.bin", &data);
+    curl_get(&server, "c9300.bin", &["--tftp-blksize", "512"], &data).await;
+    let info = server.settled().await;
+    assert_eq!(completed(&info).len(), 1);
     server.stop().await;
 }
 
