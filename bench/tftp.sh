@@ -11,7 +11,7 @@
 # A run slower than RUN_TIMEOUT seconds is cut off and shown as ">N"; the remaining runs of
 # that cell are skipped.
 #
-# Usage: bench/tftp.sh            (env: SIZE_MB=256 RUNS=5 RUN_TIMEOUT=120 CONCURRENT=50)
+# Usage: bench/tftp.sh   (env: SIZE_MB=256 RUNS=5 RUN_TIMEOUT=120 CONCURRENT=50 CONCURRENT_BLKSIZE=8192)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,7 @@ SIZE_MB=${SIZE_MB:-256}
 RUNS=${RUNS:-5}
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 CONCURRENT=${CONCURRENT:-50}
-CONCURRENT_BLKSIZE=${CONCURRENT_BLKSIZE:-1468}
+CONCURRENT_BLKSIZE=${CONCURRENT_BLKSIZE:-8192}
 PEERS_DIR=${PEERS_DIR:-/tmp/fleetup-bench-peers}
 
 for tool in curl atftp md5sum ss python3; do

@@ -63,6 +63,9 @@ pub struct TransferInfo {
     pub finished_at: Option<jiff::Timestamp>,
     /// Average rate since the start, bytes per second.
     pub rate_bps: u64,
+    /// TFTP: the block size negotiated (RFC 2348); 512 when the client asked for none, as
+    /// IOS does unless `ip tftp blocksize` is set.
+    pub block_size: Option<u16>,
 }
 
 struct Live {
@@ -75,6 +78,7 @@ struct Live {
     started_at: jiff::Timestamp,
     started: Instant,
     bytes: Arc<AtomicU64>,
+    block_size: Option<u16>,
 }
 
 impl Live {
@@ -98,6 +102,7 @@ impl Live {
             } else {
                 0
             },
+            block_size: self.block_size,
         }
     }
 }
@@ -170,6 +175,7 @@ impl Transfers {
                 started_at: jiff::Timestamp::now(),
                 started: Instant::now(),
                 bytes: bytes.clone(),
+                block_size: None,
             },
         );
         drop(inner);
@@ -259,6 +265,13 @@ impl TransferHandle {
 
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// The block size the transfer negotiated (TFTP).
+    pub fn set_block_size(&self, size: u16) {
+        if let Some(live) = self.registry.lock().active.get_mut(&self.id) {
+            live.block_size = Some(size);
+        }
     }
 
     /// Total bytes transferred so far (not a delta).

@@ -1,5 +1,6 @@
 //! `/rollouts`: submit playbooks, watch and steer rollouts, read their reports.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -176,11 +177,17 @@ pub struct RolloutDetail {
 
 async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> {
     let jobs = state.db.jobs(&r.id).await?;
-    let events = state.db.events_after(&r.id, 0, 100_000).await?;
+    let mut timings = report::step_timings(&state.db.step_events(&r.id).await?);
     let plan: Plan = serde_json::from_str(&r.plan_json)
         .map_err(|e| ApiError::internal("reading the rollout plan", &e))?;
     let transfers = state.transfers.snapshot();
-    let devices = state.db.all_devices().await?;
+    let hosts: HashMap<String, String> = state
+        .db
+        .all_devices()
+        .await?
+        .into_iter()
+        .map(|d| (d.name().to_string(), d.spec.host))
+        .collect();
     let mut waves = Vec::new();
     for w in &plan.waves {
         let wave_jobs: Vec<DeviceJob> =
@@ -188,21 +195,17 @@ async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> 
         let rows = wave_jobs
             .iter()
             .map(|j| {
-                let host = devices
-                    .iter()
-                    .find(|d| d.name() == j.device)
-                    .map(|d| d.spec.host.clone());
-                let transfer = host.and_then(|h| {
+                let transfer = hosts.get(&j.device).and_then(|h| {
                     transfers
                         .iter()
-                        .filter(|t| t.file == j.image && t.client.ip().to_string() == h)
+                        .filter(|t| t.file == j.image && t.client.ip().to_string() == *h)
                         .min_by_key(|t| (t.state != TransferState::Active, std::cmp::Reverse(t.id)))
                         .cloned()
                 });
                 DeviceRow {
                     job: j.clone(),
                     transfer,
-                    steps: report::step_timings(&j.device, &events),
+                    steps: timings.remove(&j.device).unwrap_or_default(),
                 }
             })
             .collect();
@@ -336,7 +339,7 @@ async fn rollout_report(
 ) -> ApiResult<Response> {
     let r = rollout_or_404(&state, &id).await?;
     let jobs = state.db.jobs(&id).await?;
-    let events = state.db.events_after(&id, 0, 100_000).await?;
+    let events = state.db.step_events(&id).await?;
     let rep = report::build(&r, &jobs, &events);
     let wants_csv = q.format.as_deref() == Some("csv")
         || headers

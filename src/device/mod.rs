@@ -24,7 +24,7 @@ use cli::{Dialog, Mode};
 use parse::{BootVariable, CopyError, DirListing, Md5Error, ParseError, ShowVersion};
 pub use ssh::Connection;
 pub use upgrade::{
-    CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Transfer,
+    CopySource, FailureReason, Resumed, Step, StepEvent, StepGate, StepStatus, Stop, Transfer,
     UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     resume_after_reload, upgrade, upgrade_gated,
 };
@@ -617,6 +617,14 @@ impl Session {
         }
         self.run("end").await?;
         failure.map_or(Ok(()), Err)
+    }
+
+    /// The `ip tftp blocksize` of the running configuration (IOS, IOS-XE), if set.
+    pub async fn tftp_blocksize(&mut self) -> Result<Option<u16>, DeviceError> {
+        let out = self
+            .run("show running-config | include ip tftp blocksize")
+            .await?;
+        Ok(parse::tftp_blocksize(&out))
     }
 
     /// `write memory` (NX-OS: `copy running-config startup-config`).

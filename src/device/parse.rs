@@ -295,6 +295,17 @@ fn split_boot_list(list: &str) -> Vec<String> {
         .collect()
 }
 
+static TFTP_BLOCKSIZE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?m)^\s*ip tftp blocksize (\d+)\s*$"));
+
+/// The `ip tftp blocksize N` line of a running configuration (or of `show running-config |
+/// include ip tftp blocksize`), if there is one.
+pub fn tftp_blocksize(text: &str) -> Option<u16> {
+    TFTP_BLOCKSIZE
+        .captures(text)
+        .and_then(|c| c[1].parse().ok())
+}
+
 /// Parse `show boot` (classic `BOOT path-list :`, IOS-XE `BOOT variable =`, Cat9k sections,
 /// NX-OS `nxos variable =`) or `show bootvar`.
 pub fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
@@ -754,6 +765,19 @@ mod tests {
         V { file: "nxos_ShowVersion_golden_output.txt", version: "6.0(2)U6(10)", image: "bootflash:///n3000-uk10.225.0.2.U6.10.bin", model: "Nexus 3048", serial: "FOC19243WQN", hostname: "n3k", uptime: "796 day(s), 15 hour(s), 58 minute(s), 29 second(s)", confreg: None },
         V { file: "nxos_ShowVersion_golden_output_1.txt", version: "9.3(6uu)I9(1uu)", image: "bootflash:///nxos.9.3.6.bin.upg", model: "Nexus9000 C9396PX", serial: "SAL18432P5N", hostname: "N9K-ACC-2", uptime: "0 day(s), 0 hour(s), 1 minute(s), 33 second(s)", confreg: None },
     ];
+
+    #[test]
+    fn tftp_blocksize_line() {
+        assert_eq!(tftp_blocksize("ip tftp blocksize 8192\r\n"), Some(8192));
+        assert_eq!(
+            tftp_blocksize(
+                "show running-config | include ip tftp blocksize\nip tftp blocksize 1024\n"
+            ),
+            Some(1024)
+        );
+        assert_eq!(tftp_blocksize("ip tftp source-interface Vlan10\n"), None);
+        assert_eq!(tftp_blocksize(""), None);
+    }
 
     #[test]
     fn show_version_reads_every_sample() {

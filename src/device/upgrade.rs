@@ -17,6 +17,7 @@
 //! reload it can only delay, never stop: a reloading device is always waited for.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +112,9 @@ pub struct UpgradeOptions {
     pub pre_checks: Vec<crate::playbook::CommandCheck>,
     /// Show commands checked once the device runs the new image.
     pub post_checks: Vec<crate::playbook::CommandCheck>,
+    /// `ip tftp blocksize` for the copy (IOS and IOS-XE; TFTP only): set before the copy, put
+    /// back as it was right after it, so the saved configuration does not change.
+    pub tftp_blocksize: Option<u16>,
 }
 
 impl Default for UpgradeOptions {
@@ -122,6 +126,7 @@ impl Default for UpgradeOptions {
             free_space_margin_percent: 0,
             pre_checks: Vec::new(),
             post_checks: Vec::new(),
+            tftp_blocksize: None,
         }
     }
 }
@@ -738,13 +743,43 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
         ),
     )
     .await?;
-    match session.copy(&plan.source, &plan.image).await {
+    // A larger TFTP block size for the copy only: IOS asks for 512-byte blocks unless told.
+    let blocksize = match (&plan.source.transfer, plan.options.tftp_blocksize) {
+        (Transfer::Tftp, Some(n)) if session.driver != Driver::Nxos => Some(n),
+        _ => None,
+    };
+    let previous_blocksize = match blocksize {
+        Some(n) => {
+            let previous = match session.tftp_blocksize().await {
+                Ok(p) => p,
+                Err(e) => return Err(run.fail_with(Step::Copy, e)),
+            };
+            if let Err(e) = session.configure(&[format!("ip tftp blocksize {n}")]).await {
+                return Err(run.fail_with(Step::Copy, e));
+            }
+            Some(previous)
+        }
+        None => None,
+    };
+    let copied = session.copy(&plan.source, &plan.image).await;
+    let mut restored = String::new();
+    if let Some(previous) = previous_blocksize {
+        let line = match previous {
+            Some(p) => format!("ip tftp blocksize {p}"),
+            None => "no ip tftp blocksize".to_string(),
+        };
+        restored = match session.configure(std::slice::from_ref(&line)).await {
+            Ok(()) => format!("; `{line}` restored the TFTP block size"),
+            Err(e) => format!("; restoring the TFTP block size with `{line}` failed: {e}"),
+        };
+    }
+    match copied {
         Ok(report) => run.emit(
             Step::Copy,
             StepStatus::Done,
             match report.bytes {
-                Some(n) => format!("{n} bytes copied"),
-                None => "copy complete".to_string(),
+                Some(n) => format!("{n} bytes copied{restored}"),
+                None => format!("copy complete{restored}"),
             },
         ),
         Err(e) => {
@@ -816,18 +851,32 @@ async fn wait_and_check(
     Ok((session, after))
 }
 
-/// Finish an upgrade whose reload was already sent (the caller was restarted in between):
-/// wait for the device, check it, clean up. Never sends another reload. `uptime_bound`: the
-/// device counts as restarted when its uptime is below this many seconds (the time since the
-/// reload plus the reload timeout); `None` accepts any uptime.
+/// What resuming an upgrade after its recorded reload found.
+#[derive(Debug)]
+// Made once per resumed device: the size of the common variant does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Resumed {
+    /// The device came back and was checked (and cleaned up), or the upgrade failed.
+    Done(Result<UpgradeOutcome, UpgradeFailure>),
+    /// The reload never reached the device: the caller stopped between recording the reload
+    /// and sending it. After the whole reload timeout the device still runs the old image,
+    /// with an uptime longer than the time since the record, so it has not restarted since.
+    /// Running the upgrade again sends the reload for the first time.
+    ReloadNeverSent { message: String },
+}
+
+/// Finish an upgrade whose reload was recorded as sent (the caller was restarted in between):
+/// wait for the device, check it, clean up. Never sends another reload. `recorded_at`: when
+/// the reload was recorded; the device counts as restarted when its uptime is below the time
+/// since then plus the reload timeout (`None` accepts any uptime).
 pub async fn resume_after_reload(
     target: &Target,
     plan: &UpgradePlan,
     events: UnboundedSender<StepEvent>,
     gate: Option<&dyn StepGate>,
-    uptime_bound: Option<u64>,
+    recorded_at: Option<SystemTime>,
     cancel: CancellationToken,
-) -> Result<UpgradeOutcome, UpgradeFailure> {
+) -> Resumed {
     let run = Run {
         target,
         plan,
@@ -835,7 +884,69 @@ pub async fn resume_after_reload(
         gate,
         host_key: None,
     };
+    let uptime_bound = recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs());
     match wait_and_check(&run, uptime_bound, &cancel).await {
+        Err((failure, None)) if failure.reason == FailureReason::NeverCameBack => {
+            let proof = match recorded_at {
+                Some(at) => reload_never_reached(target, plan, at).await,
+                None => None,
+            };
+            match proof {
+                Some(message) => Resumed::ReloadNeverSent { message },
+                None => Resumed::Done(Err(UpgradeFailure {
+                    reload_sent: true,
+                    ..failure
+                })),
+            }
+        }
+        other => Resumed::Done(resume_checked(&run, other).await),
+    }
+}
+
+fn secs_since(at: SystemTime) -> u64 {
+    SystemTime::now()
+        .duration_since(at)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// After a resumed wait that never saw the device restart: the proof that the recorded reload
+/// never reached it, or `None`. The proof is the device's own uptime: still on the old image and
+/// up for longer than the time since the reload was recorded (uptime text is rounded down, so
+/// it never overstates). A reload in flight is ruled out because the whole reload timeout has
+/// passed, the same bound that declares a sent reload failed.
+async fn reload_never_reached(
+    target: &Target,
+    plan: &UpgradePlan,
+    recorded_at: SystemTime,
+) -> Option<String> {
+    let mut session = Session::open(target, &plan.timeouts).await.ok()?;
+    let facts = session.facts().await;
+    session.close().await;
+    let facts = facts.ok()?;
+    if post_check(plan, &facts).is_ok() {
+        return None;
+    }
+    let uptime = facts.version.uptime_seconds()?;
+    // Whole seconds on both sides: one second of slack for the record's rounding.
+    let since = secs_since(recorded_at) + 1;
+    (uptime > since).then(|| {
+        format!(
+            "the reload never reached the device: after the {} s reload timeout it still runs {} and has been up for {} ({uptime} s or more), longer than the {since} s since the reload was recorded",
+            plan.timeouts.reload.as_secs(),
+            facts.version.version,
+            facts.version.uptime.as_deref().unwrap_or("?"),
+        )
+    })
+}
+
+/// The rest of a resumed upgrade once the wait is over: clean up after a good check, or put
+/// the boot variable back after a device came back on its old image.
+async fn resume_checked(
+    run: &Run<'_>,
+    waited: Result<(Session, DeviceFacts), WaitFailure>,
+) -> Result<UpgradeOutcome, UpgradeFailure> {
+    let plan = run.plan;
+    match waited {
         Ok((mut session, after)) => {
             let host_key = session.host_key().to_string();
             // The old image is the fallback entry still in the boot variable.
@@ -845,7 +956,7 @@ pub async fn resume_after_reload(
                 .iter()
                 .map(|e| file_name(e).to_string())
                 .find(|e| e != &plan.image);
-            if let Err(failure) = finish_after_reload(&run, &mut session, old.as_deref()).await {
+            if let Err(failure) = finish_after_reload(run, &mut session, old.as_deref()).await {
                 session.close().await;
                 return Err(failure);
             }
@@ -881,7 +992,7 @@ pub async fn resume_after_reload(
                 session.close().await;
                 return Err(failure);
             }
-            Err(restore(&run, session, &old_boot, failure).await)
+            Err(restore(run, session, &old_boot, failure).await)
         }
     }
 }

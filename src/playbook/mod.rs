@@ -239,6 +239,10 @@ pub struct Transfer {
     /// Per-site address, for sites that reach fleetup another way (NAT, another VRF).
     #[serde(default)]
     pub sites: BTreeMap<String, String>,
+    /// `ip tftp blocksize` (512-8192) set on IOS and IOS-XE devices for the copy and put back
+    /// right after it: IOS asks for 512-byte blocks otherwise.
+    #[serde(default)]
+    pub tftp_blocksize: Option<Spanned<u16>>,
 }
 
 impl Transfer {
@@ -515,6 +519,23 @@ pub fn parse(text: &str) -> Result<Playbook, YamlError> {
             return Err(located(img.referenced, format!("image: {e}")));
         }
     }
+    if let Some(b) = &pb.transfer.tftp_blocksize {
+        if !(512..=8192).contains(&b.value) {
+            return Err(located(
+                b.referenced,
+                format!(
+                    "transfer.tftp_blocksize: {} is outside 512-8192, the range of IOS's `ip tftp blocksize`",
+                    b.value
+                ),
+            ));
+        }
+        if pb.transfer.protocol != TransferProtocol::Tftp {
+            return Err(located(
+                b.referenced,
+                "transfer.tftp_blocksize: applies to protocol tftp only",
+            ));
+        }
+    }
     if pb.strategy.concurrency == 0 {
         return Err(YamlError::new(
             0,
@@ -667,6 +688,26 @@ options:
 
         let e = err(&FULL.replace("show interfaces", "reload in"));
         assert!(e.message.contains("not a show command"), "{e}");
+    }
+
+    #[test]
+    fn tftp_blocksize_is_checked_where_it_is_written() {
+        let with = |block: &str| {
+            FULL.replace(
+                "  server: 10.0.0.5",
+                &format!("  server: 10.0.0.5\n  tftp_blocksize: {block}"),
+            )
+        };
+        let pb = parse(&with("8192")).unwrap();
+        assert_eq!(pb.transfer.tftp_blocksize.map(|b| b.value), Some(8192));
+        let e = err(&with("65464"));
+        assert_eq!((e.line, e.column), (10, 19), "{e}");
+        assert!(e.message.contains("512-8192"), "{e}");
+        let e = err(&with("100"));
+        assert_eq!(e.line, 10, "{e}");
+        let e = err(&with("8192").replace("protocol: tftp", "protocol: ftp"));
+        assert_eq!(e.line, 10, "{e}");
+        assert!(e.message.contains("tftp only"), "{e}");
     }
 
     #[test]

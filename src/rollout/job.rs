@@ -2,6 +2,8 @@
 //! before it starts, pauses and maintenance windows honoured between steps, and a resume path
 //! that never sends a second reload.
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -244,6 +246,7 @@ async fn prepare(
             free_space_margin_percent: margin,
             pre_checks: pb.checks.pre.commands.clone(),
             post_checks: pb.checks.post.commands.clone(),
+            tftp_blocksize: pb.transfer.tftp_blocksize.as_ref().map(|b| b.value),
         },
         timeouts,
     };
@@ -432,16 +435,42 @@ async fn execute(
             engine
                 .event(id, Some(&job.device), "resumed", Some("wait_back"), "the reload was already sent before the restart: waiting for the device and checking it, no second reload", None)
                 .await;
-            let bound = reload_uptime_bound(engine, id, &job.device, plan).await;
-            device::resume_after_reload(
+            let recorded_at = reload_recorded_at(engine, id, &job.device).await;
+            let resumed = device::resume_after_reload(
                 target,
                 plan,
-                events_tx,
+                events_tx.clone(),
                 Some(&recorder),
-                bound,
+                recorded_at,
                 cancel.clone(),
             )
-            .await
+            .await;
+            match resumed {
+                device::Resumed::Done(result) => result,
+                device::Resumed::ReloadNeverSent { message } => {
+                    // fleetup stopped between recording the reload and sending it. The device
+                    // has not restarted since, so sending the reload now is its first.
+                    tracing::warn!(rollout = %id, device = %job.device, "{message}");
+                    // Should this write fail, a later restart only takes the same careful path
+                    // again: wait the reload timeout, then look at the uptime.
+                    if let Err(e) = engine.db().clear_reload_sent(id, &job.device).await {
+                        tracing::warn!(rollout = %id, device = %job.device, error = %e,
+                            "cannot record that the reload was never sent");
+                    }
+                    engine
+                        .event(
+                            id,
+                            Some(&job.device),
+                            "reload_not_sent",
+                            Some("wait_back"),
+                            &format!("{message}; upgrading it again from the start"),
+                            None,
+                        )
+                        .await;
+                    device::upgrade_gated(target, plan, events_tx, Some(&recorder), cancel.clone())
+                        .await
+                }
+            }
         } else {
             device::upgrade_gated(target, plan, events_tx, Some(&recorder), cancel.clone()).await
         }
@@ -478,23 +507,14 @@ async fn execute(
     }
 }
 
-/// Seconds since this device's reload was recorded, plus the reload timeout: a device whose
-/// uptime is below this has restarted since the reload.
-async fn reload_uptime_bound(
-    engine: &Engine,
-    id: &str,
-    device: &str,
-    plan: &UpgradePlan,
-) -> Option<u64> {
-    let events = engine.db().events_after(id, 0, 100_000).await.ok()?;
+/// When this device's reload was recorded (the start of its `reload` or `install` step).
+async fn reload_recorded_at(engine: &Engine, id: &str, device: &str) -> Option<SystemTime> {
+    let events = engine.db().device_events(id, device).await.ok()?;
     let sent = events.iter().rev().find(|e| {
-        e.device.as_deref() == Some(device)
-            && e.kind == "step_started"
-            && matches!(e.step.as_deref(), Some("reload" | "install"))
+        e.kind == "step_started" && matches!(e.step.as_deref(), Some("reload" | "install"))
     })?;
     let at: jiff::Timestamp = sent.at.parse().ok()?;
-    let since = at.duration_until(jiff::Timestamp::now()).as_secs().max(0) as u64;
-    Some(since + plan.timeouts.reload.as_secs())
+    SystemTime::try_from(at).ok()
 }
 
 async fn classify(engine: &Engine, id: &str, f: UpgradeFailure) -> Ended {

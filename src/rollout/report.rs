@@ -1,5 +1,7 @@
 //! The report of a rollout: per device, old and new version, timings and result.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::model::{DeviceJob, Event, RolloutRecord};
@@ -46,28 +48,31 @@ fn seconds_between(a: &str, b: &str) -> Option<f64> {
     Some(a.duration_until(b).as_secs_f64())
 }
 
-/// Step timings of one device from its `step_started` / `step_done` / `step_failed` events.
-pub fn step_timings(device: &str, events: &[Event]) -> Vec<StepTiming> {
-    let mut out: Vec<StepTiming> = Vec::new();
-    for e in events
-        .iter()
-        .filter(|e| e.device.as_deref() == Some(device))
-    {
-        let Some(step) = &e.step else { continue };
+/// Step timings of every device from the `step_started` / `step_done` / `step_failed` /
+/// `step_skipped` events, in one pass over them.
+pub fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
+    let mut by_device: HashMap<String, Vec<StepTiming>> = HashMap::new();
+    for e in events {
+        let (Some(device), Some(step)) = (&e.device, &e.step) else {
+            continue;
+        };
         match e.kind.as_str() {
-            "step_started" => out.push(StepTiming {
-                step: step.clone(),
-                started_at: e.at.clone(),
-                finished_at: None,
-                seconds: None,
-                result: None,
-            }),
+            "step_started" => by_device
+                .entry(device.clone())
+                .or_default()
+                .push(StepTiming {
+                    step: step.clone(),
+                    started_at: e.at.clone(),
+                    finished_at: None,
+                    seconds: None,
+                    result: None,
+                }),
             "step_done" | "step_failed" | "step_skipped" => {
-                if let Some(t) = out
-                    .iter_mut()
-                    .rev()
-                    .find(|t| &t.step == step && t.finished_at.is_none())
-                {
+                if let Some(t) = by_device.get_mut(device).and_then(|out| {
+                    out.iter_mut()
+                        .rev()
+                        .find(|t| &t.step == step && t.finished_at.is_none())
+                }) {
                     t.seconds = seconds_between(&t.started_at, &e.at);
                     t.finished_at = Some(e.at.clone());
                     t.result = Some(e.kind.trim_start_matches("step_").to_string());
@@ -76,10 +81,12 @@ pub fn step_timings(device: &str, events: &[Event]) -> Vec<StepTiming> {
             _ => {}
         }
     }
-    out
+    by_device
 }
 
+/// `events`: the rollout's step events (or all of its events).
 pub fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report {
+    let mut timings = step_timings(events);
     Report {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -104,7 +111,7 @@ pub fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report 
                 },
                 attempts: j.attempts,
                 error: j.error.clone(),
-                steps: step_timings(&j.device, events),
+                steps: timings.remove(&j.device).unwrap_or_default(),
             })
             .collect(),
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
@@ -152,12 +152,14 @@ pub fn now_unix() -> i64 {
 }
 
 impl Device {
-    /// Open (or create on first start) the device's state directory.
+    /// Open (or create on first start) the device's state directory. A new device has been up
+    /// for `uptime` already.
     pub fn open(
         name: &str,
         ip: Ipv4Addr,
         persona: Arc<Persona>,
         state_dir: &Path,
+        uptime: Duration,
     ) -> Result<Device, DeviceError> {
         let dir = state_dir.join(name);
         let flash_dir = dir.join("flash");
@@ -218,7 +220,8 @@ impl Device {
                 config_register_now: "0xF".to_string(),
                 booted_image: boot_path,
                 version,
-                booted_at: now_unix(),
+                // At most ten years, as the flag allows.
+                booted_at: now_unix() - uptime.as_secs().min(315_360_000) as i64,
                 reload_count: 0,
                 last_reload_reason: None,
                 corrupt_files: BTreeSet::new(),

@@ -187,6 +187,11 @@ pub struct LabArgs {
     /// Seconds a reload keeps a device away (fractions allowed).
     #[arg(long, default_value_t = 5.0, env = "FLEETUP_LAB_BOOT_TIME")]
     pub boot_time: f64,
+    /// Seconds each new device has already been up when the lab first starts, as `show
+    /// version` reports it (`uptime is 3 weeks, ...`); a reload starts it from zero.
+    #[arg(long, default_value_t = 0, env = "FLEETUP_LAB_UPTIME",
+          value_parser = clap::value_parser!(u64).range(0..=315_360_000))]
+    pub uptime: u64,
     /// Copy speed limit in bytes per second, so a demo can be watched.
     #[arg(long, env = "FLEETUP_LAB_RATE")]
     pub rate: Option<u64>,
@@ -225,6 +230,8 @@ pub struct LabConfig {
     pub tftp_port: u16,
     pub ftp_port: u16,
     pub boot_time: Duration,
+    /// How long each new device has been up when the lab first starts.
+    pub uptime: Duration,
     pub rate: Option<u64>,
     pub slow_rate: u64,
     /// How long the TFTP client waits for a packet before it retransmits.
@@ -254,6 +261,7 @@ impl Default for LabConfig {
             tftp_port: 69,
             ftp_port: 21,
             boot_time: Duration::from_millis(200),
+            uptime: Duration::ZERO,
             rate: None,
             slow_rate: 20_000,
             tftp_timeout: Duration::from_secs(2),
@@ -287,6 +295,7 @@ impl LabConfig {
             tftp_port: args.tftp_port,
             ftp_port: args.ftp_port,
             boot_time: Duration::from_secs_f64(args.boot_time),
+            uptime: Duration::from_secs(args.uptime),
             rate: args.rate,
             slow_rate: args.slow_rate,
             faults: args.faults.clone(),
@@ -462,7 +471,13 @@ impl Lab {
             let ip = Ipv4Addr::from(base + k as u32);
             let spec = &config.personas[k % config.personas.len()];
             let persona = personas[spec].clone();
-            let dev = Arc::new(device::Device::open(&name, ip, persona, &config.state_dir)?);
+            let dev = Arc::new(device::Device::open(
+                &name,
+                ip,
+                persona,
+                &config.state_dir,
+                config.uptime,
+            )?);
             let key = ssh::host_key(&name, &dev.dir)?;
             let listener = ssh::bind(&name, SocketAddr::from((ip, config.ssh_port))).await?;
             let addr = listener.local_addr().map_err(|source| LabError::Bind {

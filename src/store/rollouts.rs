@@ -310,6 +310,23 @@ impl Db {
         Ok(())
     }
 
+    /// The recorded reload of a running device never reached it (proved by its uptime): the
+    /// upgrade runs again and records its reload anew.
+    pub async fn clear_reload_sent(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollout_devices SET reload_sent = 0, step = NULL, step_state = NULL              WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Put a device that was stopped before any change back in line (the rollout halted).
     pub async fn requeue_job(&self, rollout_id: &str, device: &str) -> Result<(), StoreError> {
         sqlx::query(
@@ -373,6 +390,35 @@ impl Db {
         .bind(rollout_id)
         .bind(after_id)
         .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_event).collect()
+    }
+
+    /// Every event of one device in a rollout, oldest first.
+    pub async fn device_events(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_events WHERE rollout_id = ? AND device = ? ORDER BY id",
+        )
+        .bind(rollout_id)
+        .bind(device)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_event).collect()
+    }
+
+    /// The step events of a rollout (`step_started`, `step_done`, `step_failed`,
+    /// `step_skipped`), oldest first: what step timings are built from.
+    pub async fn step_events(&self, rollout_id: &str) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_events WHERE rollout_id = ? AND kind IN \
+             ('step_started', 'step_done', 'step_failed', 'step_skipped') ORDER BY id",
+        )
+        .bind(rollout_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(row_to_event).collect()

@@ -431,9 +431,7 @@ impl TransferCtx {
     fn poller(&self) -> Poller {
         Poller::new(self.busy_poll, self.slot.slots.clone())
     }
-}
 
-impl TransferCtx {
     fn run_read(self, req: Request, file: File, size: u64, path: PathBuf) {
         let octet = req.mode == Mode::Octet;
         let n = negotiate(&req, false, octet.then_some(size), &self.limits);
@@ -441,6 +439,7 @@ impl TransferCtx {
         let handle =
             self.transfers
                 .start(Protocol::Tftp, self.peer, &req.filename, "download", total);
+        handle.set_block_size(n.params.blksize);
         tracing::info!(client = %self.peer, file = %req.filename, path = %path.display(), size,
             blksize = n.params.blksize, windowsize = n.params.windowsize, mode = req.mode.as_str(),
             "TFTP download started");
@@ -468,6 +467,7 @@ impl TransferCtx {
             "upload",
             n.announced_size,
         );
+        handle.set_block_size(n.params.blksize);
         if let Some(size) = n.announced_size.filter(|&s| s > self.max_upload) {
             let msg = format!(
                 "upload of {size} bytes exceeds the limit of {} bytes",

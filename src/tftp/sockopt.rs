@@ -155,8 +155,11 @@ pub(super) fn send_batch(
     dsts: &[SocketAddr],
 ) -> io::Result<()> {
     let n = datagrams.len().min(dsts.len());
-    if n == 0 {
-        return Ok(());
+    match n {
+        0 => return Ok(()),
+        // Lock step: one datagram, no need for the vectors below.
+        1 => return socket.send_to(&datagrams[0], dsts[0]).map(|_| ()),
+        _ => {}
     }
     let names: Vec<socket2::SockAddr> = dsts[..n].iter().map(|&a| a.into()).collect();
     let mut iovs: Vec<libc::iovec> = datagrams[..n]

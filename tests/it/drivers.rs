@@ -726,11 +726,13 @@ async fn an_upgrade_resumes_after_the_reload_without_reloading_again() {
         &plan,
         tx,
         None,
-        Some(3600),
+        Some(std::time::SystemTime::now()),
         CancellationToken::new(),
     )
-    .await
-    .unwrap();
+    .await;
+    let device::Resumed::Done(Ok(outcome)) = outcome else {
+        panic!("{outcome:?}");
+    };
     assert_eq!(outcome.result, UpgradeResult::Upgraded);
     assert_eq!(outcome.after.version.as_deref(), Some(NEW_VERSION));
     let mut steps = Vec::new();

@@ -867,3 +867,220 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
     drop(serve);
     lab_shutdown.shutdown_and_wait().await;
 }
+
+/// fleetup records a reload before it sends it, so a crash between the two leaves a device
+/// recorded as reloading that never was. After the restart the device must neither be reloaded
+/// blindly (the reload may be in flight) nor be failed: once the reload timeout has passed, its
+/// uptime, longer than the time since the record, proves the reload never reached it, and the
+/// upgrade runs again, reloading it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
+    use crate::support::ServeProcess;
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab_shutdown = Shutdown::new();
+    let lab = Lab::start(
+        LabConfig {
+            devices: 1,
+            base_ip: random_base(),
+            ssh_port: 0,
+            state_dir: lab_dir.path().to_path_buf(),
+            boot_time: Duration::from_millis(500),
+            // Up for three days, as production boxes are: the uptime is the evidence.
+            uptime: Duration::from_secs(3 * 86_400),
+            rate: Some(1024 * 1024),
+            ..LabConfig::default()
+        },
+        lab_shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let device = lab.devices()[0].name.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"]);
+    let http = reqwest::Client::new();
+    let api = |base: &str, p: &str| format!("{base}/api/v1{p}");
+    let r = http
+        .post(api(&serve.base_url, "/inventory/import"))
+        .bearer_auth(TOKEN)
+        .body(lab.inventory_yaml())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let img = dir.path().join(IMAGE);
+    write_random_file(&img, 3 * 1024 * 1024, 9);
+    let r = http
+        .post(api(&serve.base_url, "/images"))
+        .bearer_auth(TOKEN)
+        .multipart(multipart_file(&img, IMAGE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let book = format!(
+        "name: crash-window\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\nstrategy:\n  canary: 0\n  timeouts: {{poll: 1, reload: 4s}}\n"
+    );
+    let r = http
+        .post(api(&serve.base_url, "/rollouts"))
+        .bearer_auth(TOKEN)
+        .body(book)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_string();
+
+    // Kill serve while the device copies (3 MB at 1 MB/s), then write what the engine writes
+    // just before it sends the reload: the crash landed in between.
+    let base = serve.base_url.clone();
+    eventually("the device copying", || {
+        let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
+        async move {
+            let d: Value = http
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (jobs(&d).first()?["step"] == "copy").then_some(())
+        }
+    })
+    .await;
+    let mut serve = serve;
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    drop(serve);
+    {
+        let db = fleetup::store::Db::open(&data.join("fleetup.db"))
+            .await
+            .unwrap();
+        db.insert_event(
+            &id,
+            Some(&device),
+            "step_started",
+            Some("reload"),
+            "reload",
+            None,
+        )
+        .await
+        .unwrap();
+        db.set_job_step(
+            &id,
+            &device,
+            "reload",
+            fleetup::rollout::model::StepState::Started,
+        )
+        .await
+        .unwrap();
+        let jobs = db.jobs(&id).await.unwrap();
+        assert!(jobs[0].reload_sent, "the crash window is set up");
+    }
+    assert_eq!(lab.state(&device).unwrap().reload_count, 0);
+
+    let serve = ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"]);
+    let base = serve.base_url.clone();
+    let d = eventually("the resumed rollout to end", || {
+        let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
+        async move {
+            let d: Value = http
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            ["completed", "failed", "halted"]
+                .contains(&d["state"].as_str()?)
+                .then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let st = lab.state(&device).unwrap();
+    assert_eq!(st.reload_count, 1, "reloaded exactly once");
+    assert_eq!(st.version, IMAGE_VERSION);
+    drop(serve);
+    let db = fleetup::store::Db::open(&data.join("fleetup.db"))
+        .await
+        .unwrap();
+    let events = db.device_events(&id, &device).await.unwrap();
+    let not_sent: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "reload_not_sent")
+        .collect();
+    assert_eq!(not_sent.len(), 1, "{events:#?}");
+    let message = &not_sent[0].message;
+    assert!(
+        message.contains("3 days") && message.contains("never reached"),
+        "{message}"
+    );
+    lab_shutdown.shutdown_and_wait().await;
+}
+
+/// `transfer.tftp_blocksize`: the devices fetch the image with 8192-byte blocks (seen by
+/// fleetup's TFTP server), and their `ip tftp blocksize` is back to what it was before the
+/// configuration is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tftp_blocksize_is_set_for_the_copy_and_put_back() {
+    let rig = Rig::start(2, |_| {}).await;
+    let book = playbook("strategy:\n  canary: 0\n  concurrency: 2\n").replace(
+        "  server: 127.0.0.1\n",
+        "  server: 127.0.0.1\n  tftp_blocksize: 8192\n",
+    );
+    let id = rig.submit(&book).await;
+    let d = rig
+        .wait_state(&id, &["completed", "failed", "halted"])
+        .await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let transfers: Value = rig
+        .app
+        .get("/api/v1/transfers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let downloads: Vec<&Value> = transfers["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["file"] == IMAGE && t["state"] == "completed")
+        .collect();
+    assert_eq!(downloads.len(), 2, "{transfers:#}");
+    assert!(
+        downloads.iter().all(|t| t["block_size"] == 8192),
+        "{transfers:#}"
+    );
+    for name in rig.names() {
+        let st = rig.lab.state(&name).unwrap();
+        let at = |cmd: &str| {
+            st.last_commands
+                .iter()
+                .position(|c| c.trim() == cmd)
+                .unwrap_or_else(|| panic!("{name} never got `{cmd}`: {:#?}", st.last_commands))
+        };
+        let set = at("ip tftp blocksize 8192");
+        let copy = st
+            .last_commands
+            .iter()
+            .position(|c| c.starts_with("copy tftp:"))
+            .unwrap_or_else(|| panic!("{name}: no copy in {:#?}", st.last_commands));
+        let restore = at("no ip tftp blocksize");
+        let save = at("write memory");
+        assert!(
+            set < copy && copy < restore && restore < save,
+            "{:#?}",
+            st.last_commands
+        );
+        assert_eq!(st.reload_count, 1);
+        assert!(!st.unsaved_changes);
+    }
+    rig.stop().await;
+}

@@ -162,6 +162,7 @@ export function render(main, { params }) {
       `${bytes(t.bytes)}${total ? ` of ${bytes(total)} (${Math.floor(pct)}%)` : ''}`,
       active ? rate(t.rate_bps) : null,
       eta !== null ? `ETA ${duration(eta)}` : null,
+      active && t.block_size ? `${t.block_size}-byte blocks` : null,
       !active ? t.state : null,
     ].filter(Boolean).join(' · ');
     return h('div', { class: `xfer ${cls}`, dataset: { bytes: t.bytes, total } },
