@@ -109,6 +109,20 @@ impl Rig {
             .unwrap()
     }
 
+    /// `GET /api/v1/transfers`: live transfers, then recent ones.
+    pub async fn transfers(&self) -> Vec<Value> {
+        let body: Value = self
+            .app
+            .get("/api/v1/transfers")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["transfers"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn events(&self, id: &str) -> Vec<Value> {
         let db = &self.app.service.state.db;
         db.events_after(id, 0, 100_000)
@@ -351,22 +365,12 @@ async fn ftp_rollout_with_one_time_accounts() {
         msg.starts_with("copy ftp://fu") && msg.contains(":***@127.0.0.1"),
         "{msg}"
     );
-    let transfers: Value = rig
-        .app
-        .get("/api/v1/transfers")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ftp = transfers["transfers"]
-        .as_array()
-        .unwrap()
+    let transfers = rig.transfers().await;
+    let ftp = transfers
         .iter()
         .filter(|t| t["protocol"] == "ftp" && t["state"] == "completed")
         .count();
-    assert_eq!(ftp, 2, "{transfers:#}");
+    assert_eq!(ftp, 2, "{transfers:#?}");
     rig.stop().await;
 }
 
@@ -722,141 +726,192 @@ async fn events_stream_over_sse() {
     rig.stop().await;
 }
 
+/// A `fleetup serve` process (so that it can be killed) on a data directory that outlives it,
+/// over a lab imported into its inventory, with the target image uploaded.
+struct ServeRig {
+    lab: Lab,
+    lab_shutdown: Shutdown,
+    _lab_dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    serve: Option<crate::support::ServeProcess>,
+    http: reqwest::Client,
+}
+
+impl ServeRig {
+    async fn start(lab: LabConfig, image_size: usize) -> ServeRig {
+        let lab_dir = tempfile::tempdir().unwrap();
+        let lab_shutdown = Shutdown::new();
+        let lab = Lab::start(
+            LabConfig {
+                base_ip: random_base(),
+                ssh_port: 0,
+                state_dir: lab_dir.path().to_path_buf(),
+                ..lab
+            },
+            lab_shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut rig = ServeRig {
+            lab,
+            lab_shutdown,
+            _lab_dir: lab_dir,
+            data: dir.path().join("data"),
+            dir,
+            serve: None,
+            http: reqwest::Client::new(),
+        };
+        rig.start_serve();
+        let r = rig
+            .http
+            .post(rig.url("/inventory/import"))
+            .bearer_auth(TOKEN)
+            .body(rig.lab.inventory_yaml())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let img = rig.dir.path().join(IMAGE);
+        write_random_file(&img, image_size, 5);
+        let r = rig
+            .http
+            .post(rig.url("/images"))
+            .bearer_auth(TOKEN)
+            .multipart(multipart_file(&img, IMAGE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        rig
+    }
+
+    fn start_serve(&mut self) {
+        self.serve = Some(crate::support::ServeProcess::start_with(
+            &self.data,
+            &["--tftp", "127.0.0.1:0"],
+        ));
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill_serve(&mut self) {
+        if let Some(mut serve) = self.serve.take() {
+            serve.child.kill().unwrap();
+            serve.child.wait().unwrap();
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        let base = &self.serve.as_ref().expect("serve is running").base_url;
+        format!("{base}/api/v1{path}")
+    }
+
+    async fn submit(&self, playbook: String) -> String {
+        let r = self
+            .http
+            .post(self.url("/rollouts"))
+            .bearer_auth(TOKEN)
+            .body(playbook)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_string()
+    }
+
+    async fn detail(&self, id: &str) -> Option<Value> {
+        let r = self
+            .http
+            .get(self.url(&format!("/rollouts/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    async fn wait_end(&self, id: &str) -> Value {
+        eventually("the rollout to end", || async {
+            let d = self.detail(id).await?;
+            ["completed", "failed", "halted"]
+                .contains(&d["state"].as_str()?)
+                .then_some(d)
+        })
+        .await
+    }
+
+    async fn stop(mut self) {
+        self.serve = None;
+        self.lab_shutdown.shutdown_and_wait().await;
+    }
+}
+
 /// `serve` killed with SIGKILL in the middle of a wave, restarted on the same data directory:
 /// the rollout completes and every device was reloaded exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
-    use crate::support::ServeProcess;
-    let lab_dir = tempfile::tempdir().unwrap();
-    let lab_shutdown = Shutdown::new();
-    let lab = Lab::start(
-        LabConfig {
-            devices: 6,
-            base_ip: random_base(),
-            ssh_port: 0,
-            state_dir: lab_dir.path().to_path_buf(),
-            boot_time: Duration::from_millis(1500),
-            rate: Some(2 * 1024 * 1024),
-            ..LabConfig::default()
-        },
-        lab_shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let serve = ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"]);
-    let http = reqwest::Client::new();
-    let api = |base: &str, p: &str| format!("{base}/api/v1{p}");
-    http.post(api(&serve.base_url, "/inventory/import"))
-        .bearer_auth(TOKEN)
-        .body(lab.inventory_yaml())
-        .send()
-        .await
-        .unwrap();
-    let img = dir.path().join(IMAGE);
-    write_random_file(&img, 2 * 1024 * 1024, 5);
-    let form = multipart_file(&img, IMAGE);
-    let r = http
-        .post(api(&serve.base_url, "/images"))
-        .bearer_auth(TOKEN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = http
-        .post(api(&serve.base_url, "/rollouts"))
-        .bearer_auth(TOKEN)
-        .body(playbook("strategy:\n  canary: 1\n  concurrency: 2\n"))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = r.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_string();
+    let config = LabConfig {
+        devices: 6,
+        boot_time: Duration::from_millis(1500),
+        rate: Some(2 * 1024 * 1024),
+        ..LabConfig::default()
+    };
+    let mut rig = ServeRig::start(config, 2 * 1024 * 1024).await;
+    let id = rig
+        .submit(playbook("strategy:\n  canary: 1\n  concurrency: 2\n"))
+        .await;
     // Kill it once a device of the main wave has been sent its reload (the lab counted it)
-    // while others are not there yet (concurrency 2 staggers them). The snapshot must be consistent: every device recorded
-    // as reloading has really reloaded, so that the kill does not land between the engine's
-    // record of a reload and the command reaching the device (that narrow window is handled
-    // safely, but differently: see resume_after_reload).
-    let base = serve.base_url.clone();
-    let lab_ref = &lab;
+    // while others are not there yet (concurrency 2 staggers them). The snapshot must be
+    // consistent: every device recorded as reloading has really reloaded, so that the kill
+    // does not land between the engine's record of a reload and the command reaching the
+    // device (that window has its own test below).
     eventually(
         "a reload sent in the main wave, others still to come",
-        || {
-            let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
-            async move {
-                let d: Value = http
-                    .get(url)
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                let wave = d["waves"].as_array()?.get(1)?.clone();
-                let jobs = wave["devices"].as_array()?.clone();
-                let reloaded = |j: &Value| {
-                    lab_ref
-                        .state(j["device"].as_str().unwrap_or(""))
-                        .is_some_and(|st| st.reload_count >= 1)
-                };
-                let consistent = jobs
-                    .iter()
-                    .all(|j| (j["reload_sent"] == true) == reloaded(j));
-                let some_sent = jobs.iter().any(|j| j["reload_sent"] == true);
-                // Devices not yet reloaded are far from it (waiting or still copying), so
-                // none can reach its reload between this look and the kill.
-                let early = |j: &Value| {
-                    j["state"] == "pending"
-                        || matches!(
-                            j["step"].as_str(),
-                            None | Some(
-                                "connect"
-                                    | "facts"
-                                    | "pre_check"
-                                    | "file_present"
-                                    | "free_space"
-                                    | "copy"
-                            )
+        || async {
+            let d = rig.detail(&id).await?;
+            let wave = d["waves"].as_array()?.get(1)?.clone();
+            let jobs = wave["devices"].as_array()?.clone();
+            let reloaded = |j: &Value| {
+                rig.lab
+                    .state(j["device"].as_str().unwrap_or(""))
+                    .is_some_and(|st| st.reload_count >= 1)
+            };
+            let consistent = jobs
+                .iter()
+                .all(|j| (j["reload_sent"] == true) == reloaded(j));
+            let some_sent = jobs.iter().any(|j| j["reload_sent"] == true);
+            // Devices not yet reloaded are far from it (waiting or still copying), so none can
+            // reach its reload between this look and the kill.
+            let early = |j: &Value| {
+                j["state"] == "pending"
+                    || matches!(
+                        j["step"].as_str(),
+                        None | Some(
+                            "connect"
+                                | "facts"
+                                | "pre_check"
+                                | "file_present"
+                                | "free_space"
+                                | "copy"
                         )
-                };
-                let rest: Vec<&Value> = jobs.iter().filter(|j| j["reload_sent"] != true).collect();
-                (consistent && some_sent && !rest.is_empty() && rest.iter().all(|j| early(j)))
-                    .then_some(())
-            }
+                    )
+            };
+            let rest: Vec<&Value> = jobs.iter().filter(|j| j["reload_sent"] != true).collect();
+            (consistent && some_sent && !rest.is_empty() && rest.iter().all(|j| early(j)))
+                .then_some(())
         },
     )
     .await;
-    let mut serve = serve;
-    serve.child.kill().unwrap();
-    serve.child.wait().unwrap();
-    drop(serve);
-
-    let serve = ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"]);
-    let base = serve.base_url.clone();
-    let d = eventually("the resumed rollout to end", || {
-        let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
-        async move {
-            let d: Value = http
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            ["completed", "failed", "halted"]
-                .contains(&d["state"].as_str()?)
-                .then_some(d)
-        }
-    })
-    .await;
+    rig.kill_serve();
+    rig.start_serve();
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    for dev in lab.devices() {
-        let st = lab.state(&dev.name).unwrap();
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
         assert_eq!(
             st.reload_count, 1,
             "{} was reloaded {} times",
@@ -864,8 +919,7 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
         );
         assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
     }
-    drop(serve);
-    lab_shutdown.shutdown_and_wait().await;
+    rig.stop().await;
 }
 
 /// fleetup records a reload before it sends it, so a crash between the two leaves a device
@@ -875,140 +929,63 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
 /// upgrade runs again, reloading it exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
-    use crate::support::ServeProcess;
-    let lab_dir = tempfile::tempdir().unwrap();
-    let lab_shutdown = Shutdown::new();
-    let lab = Lab::start(
-        LabConfig {
-            devices: 1,
-            base_ip: random_base(),
-            ssh_port: 0,
-            state_dir: lab_dir.path().to_path_buf(),
-            boot_time: Duration::from_millis(500),
-            // Up for three days, as production boxes are: the uptime is the evidence.
-            uptime: Duration::from_secs(3 * 86_400),
-            rate: Some(1024 * 1024),
-            ..LabConfig::default()
-        },
-        lab_shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let device = lab.devices()[0].name.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let serve = ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"]);
-    let http = reqwest::Client::new();
-    let api = |base: &str, p: &str| format!("{base}/api/v1{p}");
-    let r = http
-        .post(api(&serve.base_url, "/inventory/import"))
-        .bearer_auth(TOKEN)
-        .body(lab.inventory_yaml())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let img = dir.path().join(IMAGE);
-    write_random_file(&img, 3 * 1024 * 1024, 9);
-    let r = http
-        .post(api(&serve.base_url, "/images"))
-        .bearer_auth(TOKEN)
-        .multipart(multipart_file(&img, IMAGE))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let book = format!(
-        "name: crash-window\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\nstrategy:\n  canary: 0\n  timeouts: {{poll: 1, reload: 4s}}\n"
-    );
-    let r = http
-        .post(api(&serve.base_url, "/rollouts"))
-        .bearer_auth(TOKEN)
-        .body(book)
-        .send()
-        .await
-        .unwrap();
-    let body: Value = r.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_string();
+    let config = LabConfig {
+        devices: 1,
+        boot_time: Duration::from_millis(500),
+        // Up for three days, as production boxes are: the uptime is the evidence.
+        uptime: Duration::from_secs(3 * 86_400),
+        rate: Some(1024 * 1024),
+        ..LabConfig::default()
+    };
+    let mut rig = ServeRig::start(config, 3 * 1024 * 1024).await;
+    let device = rig.lab.devices()[0].name.clone();
+    let id = rig
+        .submit(format!(
+            "name: crash-window\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\nstrategy:\n  canary: 0\n  timeouts: {{poll: 1, reload: 4s}}\n"
+        ))
+        .await;
 
     // Kill serve while the device copies (3 MB at 1 MB/s), then write what the engine writes
     // just before it sends the reload: the crash landed in between.
-    let base = serve.base_url.clone();
-    eventually("the device copying", || {
-        let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
-        async move {
-            let d: Value = http
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (jobs(&d).first()?["step"] == "copy").then_some(())
-        }
+    eventually("the device copying", || async {
+        let d = rig.detail(&id).await?;
+        (jobs(&d).first()?["step"] == "copy").then_some(())
     })
     .await;
-    let mut serve = serve;
-    serve.child.kill().unwrap();
-    serve.child.wait().unwrap();
-    drop(serve);
-    {
-        let db = fleetup::store::Db::open(&data.join("fleetup.db"))
-            .await
-            .unwrap();
-        db.insert_event(
-            &id,
-            Some(&device),
-            "step_started",
-            Some("reload"),
-            "reload",
-            None,
-        )
+    rig.kill_serve();
+    let db = fleetup::store::Db::open(&rig.data.join("fleetup.db"))
         .await
         .unwrap();
-        db.set_job_step(
-            &id,
-            &device,
-            "reload",
-            fleetup::rollout::model::StepState::Started,
-        )
-        .await
-        .unwrap();
-        let jobs = db.jobs(&id).await.unwrap();
-        assert!(jobs[0].reload_sent, "the crash window is set up");
-    }
-    assert_eq!(lab.state(&device).unwrap().reload_count, 0);
+    db.insert_event(
+        &id,
+        Some(&device),
+        "step_started",
+        Some("reload"),
+        "reload",
+        None,
+    )
+    .await
+    .unwrap();
+    db.set_job_step(
+        &id,
+        &device,
+        "reload",
+        fleetup::rollout::model::StepState::Started,
+    )
+    .await
+    .unwrap();
+    assert!(
+        db.jobs(&id).await.unwrap()[0].reload_sent,
+        "the crash window is set up"
+    );
+    assert_eq!(rig.lab.state(&device).unwrap().reload_count, 0);
 
-    let serve = ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"]);
-    let base = serve.base_url.clone();
-    let d = eventually("the resumed rollout to end", || {
-        let (http, url) = (http.clone(), api(&base, &format!("/rollouts/{id}")));
-        async move {
-            let d: Value = http
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            ["completed", "failed", "halted"]
-                .contains(&d["state"].as_str()?)
-                .then_some(d)
-        }
-    })
-    .await;
+    rig.start_serve();
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    let st = lab.state(&device).unwrap();
+    let st = rig.lab.state(&device).unwrap();
     assert_eq!(st.reload_count, 1, "reloaded exactly once");
     assert_eq!(st.version, IMAGE_VERSION);
-    drop(serve);
-    let db = fleetup::store::Db::open(&data.join("fleetup.db"))
-        .await
-        .unwrap();
     let events = db.device_events(&id, &device).await.unwrap();
     let not_sent: Vec<_> = events
         .iter()
@@ -1020,7 +997,7 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
         message.contains("3 days") && message.contains("never reached"),
         "{message}"
     );
-    lab_shutdown.shutdown_and_wait().await;
+    rig.stop().await;
 }
 
 /// `transfer.tftp_blocksize`: the devices fetch the image with 8192-byte blocks (seen by
@@ -1038,25 +1015,15 @@ async fn tftp_blocksize_is_set_for_the_copy_and_put_back() {
         .wait_state(&id, &["completed", "failed", "halted"])
         .await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    let transfers: Value = rig
-        .app
-        .get("/api/v1/transfers")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let downloads: Vec<&Value> = transfers["transfers"]
-        .as_array()
-        .unwrap()
+    let transfers = rig.transfers().await;
+    let downloads: Vec<&Value> = transfers
         .iter()
         .filter(|t| t["file"] == IMAGE && t["state"] == "completed")
         .collect();
-    assert_eq!(downloads.len(), 2, "{transfers:#}");
+    assert_eq!(downloads.len(), 2, "{transfers:#?}");
     assert!(
         downloads.iter().all(|t| t["block_size"] == 8192),
-        "{transfers:#}"
+        "{transfers:#?}"
     );
     for name in rig.names() {
         let st = rig.lab.state(&name).unwrap();
