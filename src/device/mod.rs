@@ -770,13 +770,51 @@ pub async fn facts(
     Ok((facts?.to_facts(), new_key))
 }
 
+/// What tells that a device has restarted since its reload.
+#[derive(Debug, Clone, Default)]
+pub struct RestartEvidence {
+    /// `show version` before the reload: a different `System restarted at` time, or another
+    /// running version or image, proves the restart.
+    pub before: Option<ShowVersion>,
+    /// The device has restarted when its uptime is below this many seconds. Uptime counts
+    /// whole minutes, so this alone cannot tell for a box that was up less than a minute.
+    pub uptime_below: Option<u64>,
+}
+
+impl RestartEvidence {
+    /// Since the reload of a device that printed `before` just ahead of it.
+    pub fn since(before: &ShowVersion) -> RestartEvidence {
+        RestartEvidence {
+            before: Some(before.clone()),
+            uptime_below: before.uptime_seconds(),
+        }
+    }
+
+    /// Whether a device that now prints `now` has restarted. Without a restart time, a
+    /// version or an uptime to compare, any answering device counts as restarted.
+    pub fn restarted(&self, now: &ShowVersion) -> bool {
+        if let Some(before) = &self.before {
+            if let (Some(b), Some(n)) = (&before.restarted_at, &now.restarted_at) {
+                return b != n;
+            }
+            if before.version != now.version || before.image != now.image {
+                return true;
+            }
+        }
+        match (self.uptime_below, now.uptime_seconds()) {
+            (Some(bound), Some(up)) => up < bound,
+            _ => true,
+        }
+    }
+}
+
 /// After a reload: wait for the session to be gone, the device to be unreachable, then
-/// reachable again, and read its facts. `uptime_before` (seconds) guards against talking to the
-/// not-yet-reloaded box: a device whose uptime did not restart has not reloaded yet.
+/// reachable again, and read its facts. `evidence` guards against talking to the
+/// not-yet-reloaded box: a device that shows no sign of a restart has not reloaded yet.
 pub async fn wait_back(
     target: &Target,
     timeouts: &Timeouts,
-    uptime_before: Option<u64>,
+    evidence: &RestartEvidence,
     cancel: &CancellationToken,
 ) -> Result<(Session, DeviceFacts), DeviceError> {
     let started = tokio::time::Instant::now();
@@ -810,11 +848,7 @@ pub async fn wait_back(
         } else {
             match login_and_facts(target, timeouts).await {
                 Ok((session, facts)) => {
-                    let restarted = match (uptime_before, facts.version.uptime_seconds()) {
-                        (Some(before), Some(now)) => now < before,
-                        _ => true,
-                    };
-                    if saw_down || restarted {
+                    if saw_down || evidence.restarted(&facts.version) {
                         return Ok((session, facts));
                     }
                     session.close().await;
@@ -916,6 +950,48 @@ mod tests {
             Driver::Nxos.md5_command("nxos.bin"),
             "show file bootflash:nxos.bin md5sum"
         );
+    }
+
+    #[test]
+    fn restart_evidence() {
+        let v = |version: &str, uptime: &str, restarted: Option<&str>| ShowVersion {
+            version: version.into(),
+            image: Some("flash:x.bin".into()),
+            uptime: Some(uptime.into()),
+            restarted_at: restarted.map(Into::into),
+            ..Default::default()
+        };
+        // Up less than a minute before the reload: the uptime cannot tell, the restart time can.
+        let before = v(
+            "15.2(7)E3",
+            "0 minutes",
+            Some("15:47:00 UTC Tue Nov 24 2026"),
+        );
+        let e = RestartEvidence::since(&before);
+        assert!(!e.restarted(&before));
+        assert!(e.restarted(&v(
+            "15.2(7)E3",
+            "0 minutes",
+            Some("15:48:27 UTC Tue Nov 24 2026")
+        )));
+        // No restart time printed (Catalyst 9000): another version proves it...
+        let before = v("17.06.05", "0 minutes", None);
+        let e = RestartEvidence::since(&before);
+        assert!(!e.restarted(&before));
+        assert!(e.restarted(&v("17.09.04a", "0 minutes", None)));
+        // ...and so does a smaller uptime.
+        let before = v("17.06.05", "3 weeks, 2 days, 5 minutes", None);
+        let e = RestartEvidence::since(&before);
+        assert!(!e.restarted(&v("17.06.05", "3 weeks, 2 days, 6 minutes", None)));
+        assert!(e.restarted(&v("17.06.05", "1 minute", None)));
+        // A resumed wait knows only a bound.
+        let e = RestartEvidence {
+            before: None,
+            uptime_below: Some(600),
+        };
+        assert!(e.restarted(&v("x", "9 minutes", None)));
+        assert!(!e.restarted(&v("x", "3 days, 1 minute", None)));
+        assert!(RestartEvidence::default().restarted(&v("x", "3 days", None)));
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct ShowVersion {
     pub hostname: Option<String>,
     pub uptime: Option<String>,
     pub config_register: Option<String>,
+    /// When the box last started, as it prints it (`System restarted at 17:23:53 UTC Mon Apr
+    /// 10 2017`; NX-OS `Last reset at ... usecs after Mon Nov 24 ...`): a different text after
+    /// a reload proves the restart, to the second.
+    pub restarted_at: Option<String>,
 }
 
 impl ShowVersion {
@@ -99,6 +103,9 @@ static SERIAL: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Processor [Bb]oar
 static CONFREG: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*Configuration [Rr]egister is (\S+)"));
 static DEVICE_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Device name:\s+(\S+)"));
+static RESTARTED: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?m)^\s*(?:System restarted at|Last reset at \d+ usecs after)\s+(.+?)\s*$")
+});
 
 /// Parse `show version` of IOS, IOS-XE or NX-OS.
 pub fn show_version(text: &str) -> Result<ShowVersion, ParseError> {
@@ -123,6 +130,7 @@ pub fn show_version(text: &str) -> Result<ShowVersion, ParseError> {
         hostname: uptime_host.or_else(|| cap1(&DEVICE_NAME)),
         uptime,
         config_register: cap1(&CONFREG),
+        restarted_at: cap1(&RESTARTED),
     })
 }
 
@@ -765,6 +773,33 @@ mod tests {
         V { file: "nxos_ShowVersion_golden_output.txt", version: "6.0(2)U6(10)", image: "bootflash:///n3000-uk10.225.0.2.U6.10.bin", model: "Nexus 3048", serial: "FOC19243WQN", hostname: "n3k", uptime: "796 day(s), 15 hour(s), 58 minute(s), 29 second(s)", confreg: None },
         V { file: "nxos_ShowVersion_golden_output_1.txt", version: "9.3(6uu)I9(1uu)", image: "bootflash:///nxos.9.3.6.bin.upg", model: "Nexus9000 C9396PX", serial: "SAL18432P5N", hostname: "N9K-ACC-2", uptime: "0 day(s), 0 hour(s), 1 minute(s), 33 second(s)", confreg: None },
     ];
+
+    #[test]
+    fn show_version_reads_the_restart_time() {
+        for (file, want) in [
+            (
+                "ios_ShowVersion_golden_output_ios.txt",
+                Some("12:22:21 PDT Mon Sep 10 2018"),
+            ),
+            (
+                "iosxe_ShowVersion_golden_output_c3850.txt",
+                Some("17:23:53 UTC Mon Apr 10 2017"),
+            ),
+            (
+                "nxos_ShowVersion_golden_output.txt",
+                Some("Thu Jan 18 21:17:51 2018"),
+            ),
+            (
+                "nxos_ShowVersion_golden_output_1.txt",
+                Some("Thu Mar 18 16:34:13 2021"),
+            ),
+            // Catalyst 9000 prints none: the uptime and the version have to do.
+            ("iosxe_ShowVersion_golden_output_c9300.txt", None),
+        ] {
+            let v = show_version(&fixture(file)).unwrap();
+            assert_eq!(v.restarted_at.as_deref(), want, "{file}");
+        }
+    }
 
     #[test]
     fn tftp_blocksize_line() {

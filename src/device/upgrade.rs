@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::parse::{CopyError, Md5Error};
 use super::{
-    DeviceError, DeviceFacts, Driver, FilePresence, Session, Target, Timeouts, file_name, wait_back,
+    DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
+    file_name, wait_back,
 };
 use crate::inventory::{Facts, Secret};
 
@@ -646,7 +647,8 @@ pub async fn upgrade_gated(
         }
     }
 
-    let after = match wait_and_check(&run, before.version.uptime_seconds(), &cancel).await {
+    let evidence = RestartEvidence::since(&before.version);
+    let after = match wait_and_check(&run, &evidence, &cancel).await {
         Ok(after) => after,
         Err((mut failure, session)) => {
             failure.reload_sent = true;
@@ -815,7 +817,7 @@ type WaitFailure = (UpgradeFailure, Option<Session>);
 
 async fn wait_and_check(
     run: &Run<'_>,
-    uptime_before: Option<u64>,
+    evidence: &RestartEvidence,
     cancel: &CancellationToken,
 ) -> Result<(Session, DeviceFacts), WaitFailure> {
     let t = &run.plan.timeouts;
@@ -824,7 +826,7 @@ async fn wait_and_check(
         format!("waiting up to {} s", t.reload.as_secs()),
     )
     .await;
-    let (session, after) = match wait_back(run.target, t, uptime_before, cancel).await {
+    let (session, after) = match wait_back(run.target, t, evidence, cancel).await {
         Ok(v) => v,
         Err(e) => return Err((run.fail_with(Step::WaitBack, e), None)),
     };
@@ -884,8 +886,11 @@ pub async fn resume_after_reload(
         gate,
         host_key: None,
     };
-    let uptime_bound = recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs());
-    match wait_and_check(&run, uptime_bound, &cancel).await {
+    let evidence = RestartEvidence {
+        before: None,
+        uptime_below: recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs()),
+    };
+    match wait_and_check(&run, &evidence, &cancel).await {
         Err((failure, None)) if failure.reason == FailureReason::NeverCameBack => {
             let proof = match recorded_at {
                 Some(at) => reload_never_reached(target, plan, at).await,

@@ -11,13 +11,13 @@ use tokio::task::JoinSet;
 
 use super::clock::Clock;
 use super::job::{self, JobContext, JobOutcome};
-use super::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutState};
+use super::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState};
 use super::{FileServers, RolloutError};
 use crate::images::ImageStore;
 use crate::playbook::{self, Plan, Playbook};
 use crate::shutdown::Shutdown;
-use crate::store::Db;
 use crate::store::rollouts::NewJob;
+use crate::store::{Db, StoreError};
 use crate::transfers::Transfers;
 
 /// Operator requests for one running rollout, seen by its task between steps.
@@ -393,6 +393,26 @@ impl Engine {
             }
             Err(e) => tracing::error!(rollout, error = %e, "cannot record rollout event"),
         }
+    }
+
+    /// Record a device's step event (and with `state`, its current step) in one transaction,
+    /// and publish the event.
+    pub(crate) async fn step_event(
+        &self,
+        rollout: &str,
+        device: &str,
+        step: &str,
+        state: Option<StepState>,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let ev = self
+            .inner
+            .db
+            .record_step(rollout, device, step, state, kind, message)
+            .await?;
+        let _ = self.inner.events.send(ev);
+        Ok(())
     }
 
     /// Wait while the rollout is paused; false when it must stop (abort, halt or shutdown).

@@ -295,24 +295,20 @@ impl StepGate for Recorder<'_> {
             self.wait_for_window().await?;
         }
         // Written before the step runs: after a crash, `reload_sent` tells the truth.
-        let db = engine.db();
-        if let Err(e) = db
-            .set_job_step(id, &self.device, step.as_str(), StepState::Started)
+        if let Err(e) = engine
+            .step_event(
+                id,
+                &self.device,
+                step.as_str(),
+                Some(StepState::Started),
+                "step_started",
+                message,
+            )
             .await
         {
             tracing::error!(device = %self.device, error = %e, "cannot record a step; stopping this device");
             return Err(Stop::Abort);
         }
-        engine
-            .event(
-                id,
-                Some(&self.device),
-                "step_started",
-                Some(step.as_str()),
-                message,
-                None,
-            )
-            .await;
         Ok(())
     }
 }
@@ -330,32 +326,28 @@ impl Recorder<'_> {
         if ev.status == StepStatus::Started {
             return;
         }
-        let engine = &self.ctx.engine;
-        let id = &self.ctx.rollout_id;
-        if ev.status == StepStatus::Done
-            && let Err(e) = engine
-                .db()
-                .set_job_step(id, &self.device, ev.step.as_str(), StepState::Done)
-                .await
-        {
-            tracing::error!(device = %self.device, error = %e, "cannot record a finished step");
-        }
         let kind = match ev.status {
             StepStatus::Done => "step_done",
             StepStatus::Skipped => "step_skipped",
             StepStatus::Failed => "step_failed",
             StepStatus::Started => "step_started",
         };
-        engine
-            .event(
-                id,
-                Some(&self.device),
+        let state = (ev.status == StepStatus::Done).then_some(StepState::Done);
+        if let Err(e) = self
+            .ctx
+            .engine
+            .step_event(
+                &self.ctx.rollout_id,
+                &self.device,
+                ev.step.as_str(),
+                state,
                 kind,
-                Some(ev.step.as_str()),
                 &ev.message,
-                None,
             )
-            .await;
+            .await
+        {
+            tracing::error!(device = %self.device, error = %e, "cannot record a step's end");
+        }
     }
 
     async fn wait_for_window(&self) -> Result<(), Stop> {

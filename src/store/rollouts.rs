@@ -222,31 +222,48 @@ impl Db {
         rows.iter().map(row_to_job).collect()
     }
 
-    /// Record that a device's step starts or has finished. Written before a step runs, so a
-    /// restart knows where each device was.
-    pub async fn set_job_step(
+    /// Record a step event of a device and, with `state`, that its step starts or has finished,
+    /// in one transaction: what the engine writes before a step runs (so a restart knows where
+    /// each device was) and as it ends.
+    pub async fn record_step(
         &self,
         rollout_id: &str,
         device: &str,
         step: &str,
-        step_state: StepState,
-    ) -> Result<(), StoreError> {
-        // IOS reloads on `reload`; IOS-XE and NX-OS installers reload by themselves.
-        let reload_sent = step == "reload" || step == "install";
-        sqlx::query(
-            "UPDATE rollout_devices SET state = 'running', step = ?, step_state = ?, \
-             reload_sent = reload_sent OR ?, started_at = coalesce(started_at, ?) \
-             WHERE rollout_id = ? AND device = ?",
+        state: Option<StepState>,
+        kind: &str,
+        message: &str,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(state) = state {
+            // IOS reloads on `reload`; IOS-XE and NX-OS installers reload by themselves.
+            let reload_sent = step == "reload" || step == "install";
+            sqlx::query(
+                "UPDATE rollout_devices SET state = 'running', step = ?, step_state = ?, \
+                 reload_sent = reload_sent OR ?, started_at = coalesce(started_at, ?) \
+                 WHERE rollout_id = ? AND device = ?",
+            )
+            .bind(step)
+            .bind(state.as_str())
+            .bind(reload_sent)
+            .bind(now_text())
+            .bind(rollout_id)
+            .bind(device)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let event = insert_event(
+            &mut *tx,
+            rollout_id,
+            Some(device),
+            kind,
+            Some(step),
+            message,
+            None,
         )
-        .bind(step)
-        .bind(step_state.as_str())
-        .bind(reload_sent)
-        .bind(now_text())
-        .bind(rollout_id)
-        .bind(device)
-        .execute(&self.pool)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(event)
     }
 
     /// What the device ran before the upgrade (read at its first contact).
@@ -362,20 +379,7 @@ impl Db {
         message: &str,
         data: Option<&serde_json::Value>,
     ) -> Result<Event, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
-        )
-        .bind(rollout_id)
-        .bind(now_text())
-        .bind(device)
-        .bind(kind)
-        .bind(step)
-        .bind(message)
-        .bind(data.map(|d| d.to_string()))
-        .fetch_one(&self.pool)
-        .await?;
-        row_to_event(&row)
+        insert_event(&self.pool, rollout_id, device, kind, step, message, data).await
     }
 
     pub async fn events_after(
@@ -423,4 +427,29 @@ impl Db {
         .await?;
         rows.iter().map(row_to_event).collect()
     }
+}
+
+async fn insert_event<'c>(
+    executor: impl sqlx::SqliteExecutor<'c>,
+    rollout_id: &str,
+    device: Option<&str>,
+    kind: &str,
+    step: Option<&str>,
+    message: &str,
+    data: Option<&serde_json::Value>,
+) -> Result<Event, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+    )
+    .bind(rollout_id)
+    .bind(now_text())
+    .bind(device)
+    .bind(kind)
+    .bind(step)
+    .bind(message)
+    .bind(data.map(|d| d.to_string()))
+    .fetch_one(executor)
+    .await?;
+    row_to_event(&row)
 }

@@ -3,7 +3,7 @@
 //! the credentials in the copy URL),
 //! and every injected fault must end with the right reason and a valid boot variable.
 
-use crate::support::random_base;
+use crate::support::{eventually, random_base};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -935,5 +935,50 @@ async fn keyboard_interactive_login_answers_the_password_prompt() {
     let err = device::facts(&wrong, &timeouts()).await.unwrap_err();
     assert!(matches!(err, DeviceError::AuthFailed { .. }), "{err}");
     assert!(err.to_string().contains("keyboard-interactive"), "{err}");
+    rig.stop().await;
+}
+
+/// A device that was up for less than a minute and reloads faster than the first probe after
+/// the reload: the uptime ("0 minutes" before and after) cannot tell, and the device was never
+/// seen down. Its `System restarted at` time tells. Without a reload, the same wait must not
+/// mistake the box for a restarted one.
+#[tokio::test]
+async fn wait_back_tells_a_fast_restart_by_the_restart_time() {
+    let rig = Rig::start(1, |c| c.boot_time = Duration::ZERO).await;
+    let target = rig.target(0);
+    let t = Timeouts {
+        reload: Duration::from_secs(2),
+        ..timeouts()
+    };
+    let mut session = device::Session::open(&target, &t).await.unwrap();
+    let before = session.facts().await.unwrap().version;
+    session.close().await;
+    assert_eq!(before.uptime.as_deref(), Some("0 minutes"));
+    assert!(before.restarted_at.is_some(), "{before:?}");
+    let evidence = device::RestartEvidence::since(&before);
+
+    // No reload: after the reload timeout it has still not "come back".
+    let err = device::wait_back(&target, &t, &evidence, &CancellationToken::new())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("never seen down"), "{err}");
+
+    // The lab's restart time counts whole seconds: reload in a later second than the boot.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let session = device::Session::open(&target, &t).await.unwrap();
+    session.reload().await.unwrap();
+    eventually("the device to restart", || async {
+        let st = rig.lab.state(&rig.name(0))?;
+        (st.reload_count == 1).then_some(())
+    })
+    .await;
+    assert!(rig.lab.wait_until_up(&rig.name(0)).await);
+    let (session, after) = device::wait_back(&target, &t, &evidence, &CancellationToken::new())
+        .await
+        .unwrap();
+    session.close().await;
+    assert_eq!(after.version.uptime.as_deref(), Some("0 minutes"));
+    assert_ne!(after.version.restarted_at, before.restarted_at);
     rig.stop().await;
 }

@@ -956,21 +956,13 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
     let db = fleetup::store::Db::open(&rig.data.join("fleetup.db"))
         .await
         .unwrap();
-    db.insert_event(
-        &id,
-        Some(&device),
-        "step_started",
-        Some("reload"),
-        "reload",
-        None,
-    )
-    .await
-    .unwrap();
-    db.set_job_step(
+    db.record_step(
         &id,
         &device,
         "reload",
-        fleetup::rollout::model::StepState::Started,
+        Some(fleetup::rollout::model::StepState::Started),
+        "step_started",
+        "reload",
     )
     .await
     .unwrap();
