@@ -762,48 +762,58 @@ pub async fn facts(
     target: &Target,
     timeouts: &Timeouts,
 ) -> Result<(Facts, Option<String>), DeviceError> {
+    let (facts, key) = read_facts(target, timeouts).await?;
+    let new_key = target.known_host_key.is_none().then_some(key);
+    Ok((facts.to_facts(), new_key))
+}
+
+/// Log in, read the facts and log out (also when reading failed); with the host key seen.
+pub async fn read_facts(
+    target: &Target,
+    timeouts: &Timeouts,
+) -> Result<(DeviceFacts, String), DeviceError> {
     let mut session = Session::open(target, timeouts).await?;
     let facts = session.facts().await;
     let key = session.host_key().to_string();
     session.close().await;
-    let new_key = target.known_host_key.is_none().then_some(key);
-    Ok((facts?.to_facts(), new_key))
+    Ok((facts?, key))
 }
 
 /// What tells that a device has restarted since its reload.
-#[derive(Debug, Clone, Default)]
-pub struct RestartEvidence {
-    /// `show version` before the reload: a different `System restarted at` time, or another
-    /// running version or image, proves the restart.
-    pub before: Option<ShowVersion>,
-    /// The device has restarted when its uptime is below this many seconds. Uptime counts
-    /// whole minutes, so this alone cannot tell for a box that was up less than a minute.
-    pub uptime_below: Option<u64>,
+#[derive(Debug, Clone)]
+pub enum RestartEvidence {
+    /// `show version` just before the reload: a different `System restarted at` time, another
+    /// running version or image, or a smaller uptime proves the restart.
+    Since(ShowVersion),
+    /// Only a bound: the device has restarted when its uptime is below this many seconds.
+    /// Uptime counts whole minutes, so it alone cannot tell for a box up less than a minute.
+    /// `None`: any answering device counts as restarted.
+    UptimeBelow(Option<u64>),
 }
 
 impl RestartEvidence {
     /// Since the reload of a device that printed `before` just ahead of it.
     pub fn since(before: &ShowVersion) -> RestartEvidence {
-        RestartEvidence {
-            before: Some(before.clone()),
-            uptime_below: before.uptime_seconds(),
-        }
+        RestartEvidence::Since(before.clone())
     }
 
     /// Whether a device that now prints `now` has restarted. Without a restart time, a
     /// version or an uptime to compare, any answering device counts as restarted.
     pub fn restarted(&self, now: &ShowVersion) -> bool {
-        if let Some(before) = &self.before {
-            if let (Some(b), Some(n)) = (&before.restarted_at, &now.restarted_at) {
-                return b != n;
-            }
-            if before.version != now.version || before.image != now.image {
-                return true;
-            }
-        }
-        match (self.uptime_below, now.uptime_seconds()) {
+        let uptime_below = |bound: Option<u64>| match (bound, now.uptime_seconds()) {
             (Some(bound), Some(up)) => up < bound,
             _ => true,
+        };
+        match self {
+            RestartEvidence::Since(before) => {
+                if let (Some(b), Some(n)) = (&before.restarted_at, &now.restarted_at) {
+                    return b != n;
+                }
+                before.version != now.version
+                    || before.image != now.image
+                    || uptime_below(before.uptime_seconds())
+            }
+            RestartEvidence::UptimeBelow(bound) => uptime_below(*bound),
         }
     }
 }
@@ -985,13 +995,10 @@ mod tests {
         assert!(!e.restarted(&v("17.06.05", "3 weeks, 2 days, 6 minutes", None)));
         assert!(e.restarted(&v("17.06.05", "1 minute", None)));
         // A resumed wait knows only a bound.
-        let e = RestartEvidence {
-            before: None,
-            uptime_below: Some(600),
-        };
+        let e = RestartEvidence::UptimeBelow(Some(600));
         assert!(e.restarted(&v("x", "9 minutes", None)));
         assert!(!e.restarted(&v("x", "3 days, 1 minute", None)));
-        assert!(RestartEvidence::default().restarted(&v("x", "3 days", None)));
+        assert!(RestartEvidence::UptimeBelow(None).restarted(&v("x", "3 days", None)));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::parse::{CopyError, Md5Error};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
-    file_name, wait_back,
+    file_name, read_facts, wait_back,
 };
 use crate::inventory::{Facts, Secret};
 
@@ -746,12 +746,9 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
     )
     .await?;
     // A larger TFTP block size for the copy only: IOS asks for 512-byte blocks unless told.
-    let blocksize = match (&plan.source.transfer, plan.options.tftp_blocksize) {
-        (Transfer::Tftp, Some(n)) if session.driver != Driver::Nxos => Some(n),
-        _ => None,
-    };
-    let previous_blocksize = match blocksize {
-        Some(n) => {
+    // `restore`: the line that puts the device's own setting back after the copy.
+    let restore = match (&plan.source.transfer, plan.options.tftp_blocksize) {
+        (Transfer::Tftp, Some(n)) if session.driver != Driver::Nxos => {
             let previous = match session.tftp_blocksize().await {
                 Ok(p) => p,
                 Err(e) => return Err(run.fail_with(Step::Copy, e)),
@@ -759,22 +756,20 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
             if let Err(e) = session.configure(&[format!("ip tftp blocksize {n}")]).await {
                 return Err(run.fail_with(Step::Copy, e));
             }
-            Some(previous)
+            Some(previous.map_or("no ip tftp blocksize".to_string(), |p| {
+                format!("ip tftp blocksize {p}")
+            }))
         }
-        None => None,
+        _ => None,
     };
     let copied = session.copy(&plan.source, &plan.image).await;
-    let mut restored = String::new();
-    if let Some(previous) = previous_blocksize {
-        let line = match previous {
-            Some(p) => format!("ip tftp blocksize {p}"),
-            None => "no ip tftp blocksize".to_string(),
-        };
-        restored = match session.configure(std::slice::from_ref(&line)).await {
+    let restored = match restore {
+        Some(line) => match session.configure(std::slice::from_ref(&line)).await {
             Ok(()) => format!("; `{line}` restored the TFTP block size"),
             Err(e) => format!("; restoring the TFTP block size with `{line}` failed: {e}"),
-        };
-    }
+        },
+        None => String::new(),
+    };
     match copied {
         Ok(report) => run.emit(
             Step::Copy,
@@ -886,26 +881,17 @@ pub async fn resume_after_reload(
         gate,
         host_key: None,
     };
-    let evidence = RestartEvidence {
-        before: None,
-        uptime_below: recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs()),
-    };
-    match wait_and_check(&run, &evidence, &cancel).await {
-        Err((failure, None)) if failure.reason == FailureReason::NeverCameBack => {
-            let proof = match recorded_at {
-                Some(at) => reload_never_reached(target, plan, at).await,
-                None => None,
-            };
-            match proof {
-                Some(message) => Resumed::ReloadNeverSent { message },
-                None => Resumed::Done(Err(UpgradeFailure {
-                    reload_sent: true,
-                    ..failure
-                })),
-            }
-        }
-        other => Resumed::Done(resume_checked(&run, other).await),
+    let evidence = RestartEvidence::UptimeBelow(
+        recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs()),
+    );
+    let waited = wait_and_check(&run, &evidence, &cancel).await;
+    if let (Err((failure, None)), Some(at)) = (&waited, recorded_at)
+        && failure.reason == FailureReason::NeverCameBack
+        && let Some(message) = reload_never_reached(target, plan, at).await
+    {
+        return Resumed::ReloadNeverSent { message };
     }
+    Resumed::Done(resume_checked(&run, waited).await)
 }
 
 fn secs_since(at: SystemTime) -> u64 {
@@ -924,10 +910,7 @@ async fn reload_never_reached(
     plan: &UpgradePlan,
     recorded_at: SystemTime,
 ) -> Option<String> {
-    let mut session = Session::open(target, &plan.timeouts).await.ok()?;
-    let facts = session.facts().await;
-    session.close().await;
-    let facts = facts.ok()?;
+    let (facts, _) = read_facts(target, &plan.timeouts).await.ok()?;
     if post_check(plan, &facts).is_ok() {
         return None;
     }

@@ -95,6 +95,8 @@ pub(super) struct Server {
     transfers: Transfers,
     shutdown: Shutdown,
     slots: Arc<Mutex<Slots>>,
+    /// CPUs this process may use: busy polling needs one to spare.
+    cpus: usize,
 }
 
 impl Server {
@@ -122,6 +124,7 @@ impl Server {
             transfers,
             shutdown,
             slots: Arc::default(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -138,7 +141,7 @@ impl Server {
             match received {
                 Ok((n, from, dst)) => {
                     let local_ip = dst.unwrap_or(local.ip());
-                    self.on_request(&buf[..n], from, local_ip).await;
+                    self.on_request(&buf[..n], from, local_ip);
                 }
                 // A UDP receive error concerns one datagram (or a stale ICMP report), never
                 // the socket as a whole: keep serving.
@@ -149,7 +152,7 @@ impl Server {
         Ok(())
     }
 
-    async fn on_request(&self, datagram: &[u8], from: SocketAddr, local_ip: IpAddr) {
+    fn on_request(&self, datagram: &[u8], from: SocketAddr, local_ip: IpAddr) {
         let packet = match Packet::decode(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -158,7 +161,7 @@ impl Server {
                     ErrorCode::IllegalOperation,
                     format!("malformed request: {e}"),
                 );
-                return self.refuse(from, local_ip, r).await;
+                return self.refuse(from, local_ip, r);
             }
         };
         let (req, write) = match packet {
@@ -172,14 +175,14 @@ impl Server {
                     ErrorCode::UnknownTid,
                     format!("{other} sent to the request port; transfers use their own port"),
                 );
-                return self.refuse(from, local_ip, r).await;
+                return self.refuse(from, local_ip, r);
             }
         };
         let guard = match self.take_slot(from, &req.filename) {
             Ok(Some(g)) => g,
             // The client repeated its request before our first answer reached it.
             Ok(None) => return,
-            Err(r) => return self.refuse(from, local_ip, r).await,
+            Err(r) => return self.refuse(from, local_ip, r),
         };
         let prepared = if write {
             self.prepare_write(&req)
@@ -192,7 +195,7 @@ impl Server {
                 tracing::warn!(client = %from, file = %req.filename, reason = %r.message,
                     "TFTP {} refused", if write { "write" } else { "read" });
                 drop(guard);
-                return self.refuse(from, local_ip, r).await;
+                return self.refuse(from, local_ip, r);
             }
         };
         let socket = match bind_transfer_socket(local_ip, from) {
@@ -210,32 +213,27 @@ impl Server {
             limits: self.limits(),
             max_upload: self.config.max_upload,
             busy_poll: self.config.busy_poll,
+            cpus: self.cpus,
             slot: guard,
         };
         // Each transfer runs on its own thread with a blocking socket: a lock-step transfer
         // is one round trip per block, and a thread blocked in recv is woken straight by the
         // kernel, without the extra hop through an event loop; file reads that miss the page
-        // cache block only this transfer. The tracked task lets shutdown wait for the thread.
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        // cache block only this transfer. The tracker's token, held by the thread, lets
+        // shutdown wait for it.
+        let tracked = self.shutdown.tasks.token();
         let spawned = std::thread::Builder::new()
             .name("tftp-transfer".into())
             .stack_size(256 * 1024)
             .spawn(move || {
+                let _tracked = tracked;
                 match job {
                     Job::Read { file, size, path } => ctx.run_read(req, file, size, path),
                     Job::Write { temp, dest } => ctx.run_write(req, temp, dest),
                 }
-                let _ = done_tx.send(());
             });
-        match spawned {
-            Ok(_) => {
-                self.shutdown.tasks.spawn(async move {
-                    let _ = done_rx.await;
-                });
-            }
-            Err(e) => {
-                tracing::error!(client = %from, error = %e, "cannot start a TFTP transfer thread")
-            }
+        if let Err(e) = spawned {
+            tracing::error!(client = %from, error = %e, "cannot start a TFTP transfer thread")
         }
     }
 
@@ -378,7 +376,7 @@ impl Server {
     }
 
     /// Answer a refused request with an error packet from the address it was sent to.
-    async fn refuse(&self, to: SocketAddr, local_ip: IpAddr, r: Refusal) {
+    fn refuse(&self, to: SocketAddr, local_ip: IpAddr, r: Refusal) {
         let pkt = error_packet(r.code, &r.message);
         match bind_transfer_socket(local_ip, to) {
             Ok(s) => {
@@ -423,13 +421,14 @@ struct TransferCtx {
     limits: Limits,
     max_upload: u64,
     busy_poll: Duration,
+    cpus: usize,
     /// Frees the transfer's slot when the transfer ends; also tells how many transfers run.
     slot: SlotGuard,
 }
 
 impl TransferCtx {
     fn poller(&self) -> Poller {
-        Poller::new(self.busy_poll, self.slot.slots.clone())
+        Poller::new(self.busy_poll, self.slot.slots.clone(), self.cpus)
     }
 
     fn run_read(self, req: Request, file: File, size: u64, path: PathBuf) {
@@ -688,11 +687,11 @@ struct Poller {
 }
 
 impl Poller {
-    fn new(budget: Duration, slots: Arc<Mutex<Slots>>) -> Self {
+    fn new(budget: Duration, slots: Arc<Mutex<Slots>>, cpus: usize) -> Self {
         Self {
             budget,
             slots,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus,
             srtt: None,
             sent_at: None,
         }
@@ -743,9 +742,7 @@ mod tests {
     fn poller(budget: Duration, running: usize, cpus: usize) -> (Poller, Arc<Mutex<Slots>>) {
         let slots = Arc::new(Mutex::new(Slots::default()));
         lock(&slots).total = running;
-        let mut p = Poller::new(budget, slots.clone());
-        p.cpus = cpus;
-        (p, slots)
+        (Poller::new(budget, slots.clone(), cpus), slots)
     }
 
     fn round_trip(p: &mut Poller, at: Instant, took: Duration) {

@@ -206,29 +206,18 @@ pub(super) fn try_recv(
     socket: &StdUdpSocket,
     buf: &mut [u8],
 ) -> io::Result<Option<(usize, SocketAddr)>> {
-    let mut name = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: fd is an open socket; `buf` and `name` are valid for the lengths passed.
-    let n = unsafe {
-        libc::recvfrom(
-            socket.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            name.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-            _ => Err(e),
-        };
+    match recvmsg(socket.as_raw_fd(), buf) {
+        Ok((n, from, _)) => Ok(Some((n, from))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
-    // SAFETY: the kernel filled `name` (zeroed before, so a short address is still defined).
-    let from = sockaddr_to_std(unsafe { name.assume_init_ref() })?;
-    Ok(Some((n as usize, from)))
 }
 
 /// Tell the kernel an image is read front to back, so its read-ahead grows: one cached copy
