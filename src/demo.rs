@@ -173,23 +173,21 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
         12 * 1024 * 1024
     };
     for (i, (name, platform)) in IMAGES.iter().enumerate() {
-        let path = data_dir.join(name);
-        std::fs::write(&path, image_bytes(size + i * 4099, 7 + i as u64))
-            .map_err(|e| DemoError::Images(e.to_string()))?;
-        service
-            .state
-            .images
-            .add_local_file(
-                &path,
-                ImageMeta {
+        let images = &service.state.images;
+        let stored = async {
+            let mut upload = images.begin_upload().await?;
+            upload
+                .write(&image_bytes(size + i * 4099, 7 + i as u64))
+                .await?;
+            upload
+                .finish(ImageMeta {
                     file_name: name.to_string(),
                     platform: Some(platform.to_string()),
                     version: None,
-                },
-            )
-            .await
-            .map_err(|e| DemoError::Images(e.to_string()))?;
-        let _ = std::fs::remove_file(&path);
+                })
+                .await
+        };
+        stored.await.map_err(|e| DemoError::Images(e.to_string()))?;
     }
     let rollout = service.state.engine.submit(PLAYBOOK).await?;
     println!(

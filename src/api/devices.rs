@@ -282,13 +282,12 @@ async fn refresh_facts(
         .await
         .map_err(|e| not_found_device(e, &name))?;
     let target = Target::from_device(&device).map_err(ApiError::unprocessable)?;
-    let (mut facts, new_key) = crate::device::facts(&target, &Timeouts::default())
+    let (facts, new_key) = crate::device::facts(&target, &Timeouts::default())
         .await
         .map_err(|e| match e {
             DeviceError::HostKeyChanged { .. } => ApiError::conflict(e.to_string()),
             e => ApiError::new(StatusCode::BAD_GATEWAY, "device_error", e.to_string()),
         })?;
-    facts.last_seen = Some(jiff::Timestamp::now().to_string());
     state.db.set_facts(&name, &facts).await?;
     if let Some(key) = new_key {
         state.db.set_host_key(&name, Some(&key)).await?;

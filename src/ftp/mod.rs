@@ -20,7 +20,8 @@ mod session;
 
 pub use auth::{CredentialToken, FtpCredentials, Login};
 pub use config::{
-    FtpArgs, FtpConfig, FtpTls, OnOff, PASSWORD_FILE, PortRange, load_or_create_password,
+    FtpArgs, FtpConfig, FtpTls, OnOff, PASSWORD_FILE, PortRange, generate_password,
+    load_or_create_password,
 };
 
 use std::collections::HashMap;

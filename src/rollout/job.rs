@@ -65,9 +65,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             {
                 tracing::warn!(device = %name, error = %e, "cannot record the version before");
             }
-            let mut after = done.after.clone();
-            after.last_seen = Some(jiff::Timestamp::now().to_string());
-            if let Err(e) = db.set_facts(&name, &after).await {
+            if let Err(e) = db.set_facts(&name, &done.after).await {
                 tracing::warn!(device = %name, error = %e, "cannot record facts");
             }
             let version = done.after.version.clone();
@@ -178,7 +176,7 @@ async fn prepare(
             };
             // Letters and digits only: IOS parses `:` `@` `/` in URL credentials itself.
             let user = format!("fu{:08x}", rand::random::<u32>());
-            let password = hex::encode(rand::random::<[u8; 12]>());
+            let password = crate::ftp::generate_password();
             account = Some(FtpAccount {
                 credentials: credentials.clone(),
                 token: credentials.add_temporary(&user, &password),

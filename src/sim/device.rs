@@ -16,6 +16,9 @@ use super::{Fault, install};
 /// How many commands the admin API shows per device.
 const LAST_COMMANDS: usize = 50;
 
+/// The longest uptime a lab device can be given (`fleetup lab --uptime`): ten years.
+pub const MAX_UPTIME_SECS: u64 = 315_360_000;
+
 /// The configuration lines the simulator understands; everything else of a config is fixed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigBits {
@@ -220,8 +223,7 @@ impl Device {
                 config_register_now: "0xF".to_string(),
                 booted_image: boot_path,
                 version,
-                // At most ten years, as the flag allows.
-                booted_at: now_unix() - uptime.as_secs().min(315_360_000) as i64,
+                booted_at: now_unix() - uptime.as_secs().min(MAX_UPTIME_SECS) as i64,
                 reload_count: 0,
                 last_reload_reason: None,
                 corrupt_files: BTreeSet::new(),

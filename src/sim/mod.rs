@@ -190,7 +190,7 @@ pub struct LabArgs {
     /// Seconds each new device has already been up when the lab first starts, as `show
     /// version` reports it (`uptime is 3 weeks, ...`); a reload starts it from zero.
     #[arg(long, default_value_t = 0, env = "FLEETUP_LAB_UPTIME",
-          value_parser = clap::value_parser!(u64).range(0..=315_360_000))]
+          value_parser = clap::value_parser!(u64).range(0..=device::MAX_UPTIME_SECS))]
     pub uptime: u64,
     /// Copy speed limit in bytes per second, so a demo can be watched.
     #[arg(long, env = "FLEETUP_LAB_RATE")]

@@ -249,20 +249,35 @@ impl Conn {
 }
 
 impl Conn {
-    fn key_auth(&self, user: &str, key: &russh::keys::PublicKey) -> Auth {
-        let known = self
-            .lab
-            .authorized_keys
-            .iter()
-            .any(|k| k.key_data() == key.key_data());
-        if known && user == self.lab.username && !self.dev.has_fault(Fault::WrongCredentials) {
+    /// Refused: the client may try the lab's other methods.
+    fn reject(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(self.lab.methods()),
+            partial_success: false,
+        }
+    }
+
+    /// Whether `user` with a secret that was `secret_ok` may log in (the lab's user, and the
+    /// device not faulted with `wrong-credentials`).
+    fn may_log_in(&self, user: &str, secret_ok: bool) -> bool {
+        secret_ok && user == self.lab.username && !self.dev.has_fault(Fault::WrongCredentials)
+    }
+
+    /// Accept and remember the user, or reject.
+    fn log_in(&mut self, user: &str, secret_ok: bool) -> Auth {
+        if self.may_log_in(user, secret_ok) {
+            self.user = user.to_string();
             Auth::Accept
         } else {
-            Auth::Reject {
-                proceed_with_methods: Some(self.lab.methods()),
-                partial_success: false,
-            }
+            self.reject()
         }
+    }
+
+    fn key_known(&self, key: &russh::keys::PublicKey) -> bool {
+        self.lab
+            .authorized_keys
+            .iter()
+            .any(|k| k.key_data() == key.key_data())
     }
 }
 
@@ -270,27 +285,16 @@ impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Auth::Reject {
-            proceed_with_methods: Some(self.lab.methods()),
-            partial_success: false,
-        })
+        Ok(self.reject())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let ok = !self.lab.keyboard_interactive
-            && user == self.lab.username
-            && password == self.lab.password
-            && !self.dev.has_fault(Fault::WrongCredentials);
-        if ok {
-            self.user = user.to_string();
-            Ok(Auth::Accept)
-        } else {
+        let secret_ok = !self.lab.keyboard_interactive && password == self.lab.password;
+        let auth = self.log_in(user, secret_ok);
+        if auth != Auth::Accept {
             tracing::debug!(device = %self.dev.name, user, "login refused");
-            Ok(Auth::Reject {
-                proceed_with_methods: Some(self.lab.methods()),
-                partial_success: false,
-            })
         }
+        Ok(auth)
     }
 
     async fn auth_publickey_offered(
@@ -298,7 +302,11 @@ impl russh::server::Handler for Conn {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.key_auth(user, offer.public_key))
+        Ok(if self.may_log_in(user, self.key_known(offer.public_key)) {
+            Auth::Accept
+        } else {
+            self.reject()
+        })
     }
 
     async fn auth_publickey(
@@ -306,11 +314,8 @@ impl russh::server::Handler for Conn {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let auth = self.key_auth(user, key.public_key);
-        if auth == Auth::Accept {
-            self.user = user.to_string();
-        }
-        Ok(auth)
+        let known = self.key_known(key.public_key);
+        Ok(self.log_in(user, known))
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -320,10 +325,7 @@ impl russh::server::Handler for Conn {
         response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         if !self.lab.keyboard_interactive {
-            return Ok(Auth::Reject {
-                proceed_with_methods: Some(self.lab.methods()),
-                partial_success: false,
-            });
+            return Ok(self.reject());
         }
         let Some(mut response) = response else {
             return Ok(Auth::Partial {
@@ -333,18 +335,8 @@ impl russh::server::Handler for Conn {
             });
         };
         let answer = response.next().unwrap_or_default();
-        let ok = user == self.lab.username
-            && answer.as_ref() == self.lab.password.as_bytes()
-            && !self.dev.has_fault(Fault::WrongCredentials);
-        if ok {
-            self.user = user.to_string();
-            Ok(Auth::Accept)
-        } else {
-            Ok(Auth::Reject {
-                proceed_with_methods: Some(self.lab.methods()),
-                partial_success: false,
-            })
-        }
+        let secret_ok = answer.as_ref() == self.lab.password.as_bytes();
+        Ok(self.log_in(user, secret_ok))
     }
 
     async fn channel_open_session(

@@ -223,8 +223,9 @@ impl Db {
         rows.iter().map(row_to_device).collect()
     }
 
-    /// Record what the device reported about itself.
+    /// Record what the device reported about itself, seen now (`facts.last_seen` is ignored).
     pub async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
+        let now = now_text();
         let done = sqlx::query(
             "UPDATE devices SET version = ?, image = ?, serial = ?, uptime = ?, config_register = ?, \
              last_seen = ?, model = coalesce(model, ?), updated_at = ? WHERE name = ?",
@@ -234,9 +235,9 @@ impl Db {
         .bind(&facts.serial)
         .bind(&facts.uptime)
         .bind(&facts.config_register)
-        .bind(&facts.last_seen)
+        .bind(&now)
         .bind(&facts.model)
-        .bind(now_text())
+        .bind(&now)
         .bind(name)
         .execute(&self.pool)
         .await?;

@@ -335,7 +335,8 @@ impl Db {
         device: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE rollout_devices SET reload_sent = 0, step = NULL, step_state = NULL              WHERE rollout_id = ? AND device = ?",
+            "UPDATE rollout_devices SET reload_sent = 0, step = NULL, step_state = NULL \
+             WHERE rollout_id = ? AND device = ?",
         )
         .bind(rollout_id)
         .bind(device)
@@ -346,10 +347,9 @@ impl Db {
 
     /// Put a device that was stopped before any change back in line (the rollout halted).
     pub async fn requeue_job(&self, rollout_id: &str, device: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE rollout_devices SET state = 'pending', error = NULL, step = NULL, step_state = NULL, \
-             reload_sent = 0, finished_at = NULL WHERE rollout_id = ? AND device = ?",
-        )
+        sqlx::query(&format!(
+            "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND device = ?"
+        ))
         .bind(rollout_id)
         .bind(device)
         .execute(&self.pool)
@@ -360,10 +360,10 @@ impl Db {
     /// Put failed (and halt-stopped) devices back in line; returns how many. A retried device
     /// starts from the beginning: its earlier attempt ended, reload included.
     pub async fn retry_failed_jobs(&self, rollout_id: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE rollout_devices SET state = 'pending', error = NULL, finished_at = NULL, step = NULL, \
-             step_state = NULL, reload_sent = 0 WHERE rollout_id = ? AND state IN ('failed', 'aborted')",
-        )
+        let done = sqlx::query(&format!(
+            "UPDATE rollout_devices SET {BACK_IN_LINE} \
+             WHERE rollout_id = ? AND state IN ('failed', 'aborted')"
+        ))
         .bind(rollout_id)
         .execute(&self.pool)
         .await?;
@@ -453,3 +453,7 @@ async fn insert_event<'c>(
     .await?;
     row_to_event(&row)
 }
+
+/// A device back in line: pending, and nothing left of its earlier attempt.
+const BACK_IN_LINE: &str = "state = 'pending', error = NULL, finished_at = NULL, step = NULL, \
+     step_state = NULL, reload_sent = 0";

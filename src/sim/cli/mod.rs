@@ -566,15 +566,20 @@ impl<O: Output> Cli<O> {
         }
     }
 
-    /// A `[confirm]` answer: Return or `y` confirms, anything else declines.
-    async fn confirm(&mut self) -> Option<bool> {
-        let key = loop {
+    /// The next key typed; `None` once the session's input has ended.
+    async fn read_key(&mut self) -> Option<u8> {
+        loop {
             if let Some(k) = self.editor.next_key() {
-                break k;
+                return Some(k);
             }
             let bytes = self.input.recv().await?;
             self.editor.push(&bytes);
-        };
+        }
+    }
+
+    /// A `[confirm]` answer: Return or `y` confirms, anything else declines.
+    async fn confirm(&mut self) -> Option<bool> {
+        let key = self.read_key().await?;
         let yes = matches!(key, b'\r' | b'\n' | b'y' | b'Y');
         if matches!(key, b'y' | b'Y' | b'n' | b'N')
             && matches!(self.editor.peek_key(), Some(b'\r' | b'\n'))
@@ -1012,13 +1017,7 @@ impl<O: Output> Cli<O> {
                 return Ok(());
             }
             self.write(" --More-- ").await?;
-            let key = loop {
-                if let Some(k) = self.editor.next_key() {
-                    break k;
-                }
-                let bytes = self.input.recv().await.ok_or(())?;
-                self.editor.push(&bytes);
-            };
+            let key = self.read_key().await.ok_or(())?;
             self.write(&format!("{0}{1}{0}", "\x08".repeat(10), " ".repeat(10)))
                 .await?;
             budget = match key {
