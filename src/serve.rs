@@ -124,8 +124,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Bind(String),
-    #[error("FTP server: {0}")]
-    Ftp(String),
+    #[error("{0}")]
+    Ftp(#[from] crate::ftp::FtpError),
     #[error("cannot start the rollout engine: {0}")]
     Engine(crate::rollout::RolloutError),
 }
@@ -230,11 +230,7 @@ impl Service {
         }
 
         if let Listen::On(addr) = args.ftp {
-            let config = args
-                .ftp_options
-                .clone()
-                .into_config(&data_dir)
-                .map_err(|e| ServeError::Ftp(e.to_string()))?;
+            let config = args.ftp_options.to_config(&data_dir)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| bind_error("FTP", "--ftp", addr, &e))?;

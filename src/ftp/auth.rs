@@ -83,10 +83,6 @@ impl FtpCredentials {
         }
     }
 
-    pub fn service_user(&self) -> String {
-        self.lock().service.user.clone()
-    }
-
     pub fn set_anonymous(&self, allowed: bool) {
         self.lock().anonymous = allowed;
     }

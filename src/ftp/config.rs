@@ -197,18 +197,18 @@ pub struct FtpArgs {
 
 impl FtpArgs {
     /// Resolve the flags: read or generate the password, load the TLS certificate.
-    pub fn into_config(self, data_dir: &Path) -> Result<FtpConfig, FtpError> {
+    pub fn to_config(&self, data_dir: &Path) -> Result<FtpConfig, FtpError> {
         if self.user.trim().is_empty() {
             return Err(FtpError::Config("--ftp-user must not be empty".into()));
         }
-        let password = match self.password {
+        let password = match &self.password {
             Some(p) if p.is_empty() => {
                 return Err(FtpError::Config(
                     "--ftp-password must not be empty; leave it out to use the generated one"
                         .into(),
                 ));
             }
-            Some(p) => p,
+            Some(p) => p.clone(),
             None => load_or_create_password(data_dir).map_err(|source| FtpError::PasswordFile {
                 path: data_dir.join(PASSWORD_FILE),
                 source,
@@ -393,6 +393,26 @@ mod tests {
     }
 
     #[test]
+    fn flag_defaults_match_config_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Cli::try_parse_from(["fleetup"])
+            .unwrap()
+            .ftp
+            .to_config(dir.path())
+            .unwrap();
+        let default = FtpConfig::default();
+        assert_eq!(flags.passive_ports, default.passive_ports);
+        assert_eq!(flags.public_host, default.public_host);
+        assert_eq!(flags.active, default.active);
+        assert_eq!(flags.tls.is_some(), default.tls.is_some());
+        assert_eq!(flags.max_sessions, default.max_sessions);
+        assert_eq!(flags.max_per_client, default.max_per_client);
+        assert_eq!(flags.idle_timeout, default.idle_timeout);
+        assert_eq!(flags.lockout_after, default.lockout_after);
+        assert_eq!(flags.lockout_duration, default.lockout_duration);
+    }
+
+    #[test]
     fn port_range_parsing() {
         assert_eq!(
             "50000-50100".parse(),
@@ -424,7 +444,7 @@ mod tests {
             "3",
         ])
         .unwrap();
-        let c = cli.ftp.into_config(dir.path()).unwrap();
+        let c = cli.ftp.to_config(dir.path()).unwrap();
         assert_eq!(
             c.passive_ports,
             Some(PortRange {
@@ -444,7 +464,7 @@ mod tests {
     fn without_a_password_flag_the_generated_one_is_used() {
         let dir = tempfile::tempdir().unwrap();
         let cli = Cli::try_parse_from(["x"]).unwrap();
-        let c = cli.ftp.into_config(dir.path()).unwrap();
+        let c = cli.ftp.to_config(dir.path()).unwrap();
         let pw = std::fs::read_to_string(dir.path().join(PASSWORD_FILE)).unwrap();
         assert!(c.credentials.verify("fleetup", pw.trim()).is_some());
         assert!(c.active);
@@ -458,10 +478,10 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--ftp-tls-cert", "c.pem"]).is_err());
         let dir = tempfile::tempdir().unwrap();
         let cli = Cli::try_parse_from(["x", "--ftp-password", ""]).unwrap();
-        let err = cli.ftp.into_config(dir.path()).unwrap_err().to_string();
+        let err = cli.ftp.to_config(dir.path()).unwrap_err().to_string();
         assert!(err.contains("--ftp-password"), "{err}");
         let cli = Cli::try_parse_from(["x", "--ftp-max-sessions", "0"]).unwrap();
-        assert!(cli.ftp.into_config(dir.path()).is_err());
+        assert!(cli.ftp.to_config(dir.path()).is_err());
     }
 
     #[test]

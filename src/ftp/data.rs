@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -176,8 +175,8 @@ impl DataConn {
         file: std::fs::File,
         offset: u64,
         len: u64,
-        progress: Arc<TransferHandle>,
-        cancel: CancellationToken,
+        progress: &TransferHandle,
+        cancel: &CancellationToken,
         stall: Duration,
     ) -> Result<u64, SendError> {
         match self {
@@ -185,7 +184,7 @@ impl DataConn {
                 send_plain(tcp, file, offset, len, progress, cancel, stall).await
             }
             DataConn::Tls(mut tls) => {
-                let n = send_tls(&mut tls, file, offset, len, &progress, &cancel, stall).await?;
+                let n = send_tls(&mut tls, file, offset, len, progress, cancel, stall).await?;
                 finish_tls(&mut tls, stall).await?;
                 Ok(n)
             }
@@ -231,8 +230,8 @@ async fn send_plain(
     file: std::fs::File,
     offset: u64,
     len: u64,
-    progress: Arc<TransferHandle>,
-    cancel: CancellationToken,
+    progress: &TransferHandle,
+    cancel: &CancellationToken,
     stall: Duration,
 ) -> Result<u64, SendError> {
     let mut sent = 0u64;

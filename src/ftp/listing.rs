@@ -30,9 +30,9 @@ pub enum Target {
 /// Interpret a path argument. Only the root has a name of its own; everything else must be a
 /// file name that `resolve_in` accepts.
 pub fn target(arg: &str) -> Target {
+    // Slashes only (`/`, `//`) trim to "".
     match arg.trim_end_matches('/') {
-        "" | "." | "/." | "./" => Target::Root,
-        _ if arg.chars().all(|c| c == '/') => Target::Root,
+        "" | "." | "/." => Target::Root,
         _ => Target::File(arg.to_string()),
     }
 }

@@ -19,10 +19,7 @@ mod listing;
 mod session;
 
 pub use auth::{CredentialToken, FtpCredentials, Login};
-pub use config::{
-    FtpArgs, FtpConfig, FtpTls, OnOff, PASSWORD_FILE, PortRange, generate_password,
-    load_or_create_password,
-};
+pub use config::{FtpArgs, FtpConfig, FtpTls, OnOff, PortRange, generate_password};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -129,87 +126,10 @@ fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<SessionPermit, String> {
     })
 }
 
-/// The FTP server over one root directory. Clone [`FtpServer::credentials`] before calling
-/// [`FtpServer::serve`] to add or remove temporary accounts while it runs.
-pub struct FtpServer {
-    shared: Arc<Shared>,
-}
-
-impl FtpServer {
-    pub fn new(root: PathBuf, config: FtpConfig, transfers: Transfers) -> Self {
-        let lockout = auth::Lockout::new(config.lockout_after, config.lockout_duration);
-        let passive = data::PassivePorts::new(config.passive_ports);
-        Self {
-            shared: Arc::new(Shared {
-                root,
-                config,
-                transfers,
-                passive,
-                lockout: Mutex::new(lockout),
-                sessions: Mutex::new(SessionCount::default()),
-            }),
-        }
-    }
-
-    pub fn credentials(&self) -> FtpCredentials {
-        self.shared.config.credentials.clone()
-    }
-
-    /// Serve until `shutdown` is requested. Sessions run as tasks of `shutdown.tasks`; on
-    /// shutdown each says 421 and closes, aborting a transfer in progress.
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), FtpError> {
-        let shared = self.shared;
-        std::fs::read_dir(&shared.root).map_err(|source| FtpError::Root {
-            path: shared.root.clone(),
-            source,
-        })?;
-        let local = listener.local_addr().map_err(FtpError::Listener)?;
-        tracing::info!(%local, root = %shared.root.display(), "FTP server listening");
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.requested() => return Ok(()),
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "FTP accept failed");
-                        tokio::select! {
-                            _ = shutdown.requested() => return Ok(()),
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                        }
-                    }
-                },
-            };
-            if let Some(left) = shared.locked_for(peer.ip()) {
-                tracing::info!(%peer, "FTP: refused connection from locked-out address");
-                let msg = format!(
-                    "421 Too many failed logins from {}; try again in {} s.\r\n",
-                    peer.ip(),
-                    left.as_secs().max(1)
-                );
-                let _ = stream.try_write(msg.as_bytes());
-                continue;
-            }
-            let permit = match admit(&shared, peer.ip()) {
-                Ok(p) => p,
-                Err(msg) => {
-                    tracing::info!(%peer, "FTP: session limit reached");
-                    let _ = stream.try_write(msg.as_bytes());
-                    continue;
-                }
-            };
-            let shared = shared.clone();
-            let sd = shutdown.clone();
-            shutdown.tasks.spawn(async move {
-                let _permit = permit;
-                session::run(shared, stream, peer, sd).await;
-            });
-        }
-    }
-}
-
 /// Serve `root` read-only over FTP on `listener` (bound by the caller; port 0 is fine) until
-/// `shutdown` is requested.
+/// `shutdown` is requested. Sessions run as tasks of `shutdown.tasks`; on shutdown each says
+/// 421 and closes, aborting a transfer in progress. Temporary accounts are added and removed
+/// while it runs through a clone of `config.credentials`.
 pub async fn run(
     listener: TcpListener,
     root: PathBuf,
@@ -217,9 +137,67 @@ pub async fn run(
     transfers: Transfers,
     shutdown: Shutdown,
 ) -> Result<(), FtpError> {
-    FtpServer::new(root, config, transfers)
-        .serve(listener, shutdown)
-        .await
+    let lockout = auth::Lockout::new(config.lockout_after, config.lockout_duration);
+    let passive = data::PassivePorts::new(config.passive_ports);
+    let shared = Arc::new(Shared {
+        root,
+        config,
+        transfers,
+        passive,
+        lockout: Mutex::new(lockout),
+        sessions: Mutex::new(SessionCount::default()),
+    });
+    std::fs::read_dir(&shared.root).map_err(|source| FtpError::Root {
+        path: shared.root.clone(),
+        source,
+    })?;
+    let local = listener.local_addr().map_err(FtpError::Listener)?;
+    tracing::info!(%local, root = %shared.root.display(), "FTP server listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.requested() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "FTP accept failed");
+                    tokio::select! {
+                        _ = shutdown.requested() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        if let Some(left) = shared.locked_for(peer.ip()) {
+            tracing::info!(%peer, "FTP: refused connection from locked-out address");
+            let msg = format!("421 {}\r\n", locked_out(peer.ip(), left));
+            let _ = stream.try_write(msg.as_bytes());
+            continue;
+        }
+        let permit = match admit(&shared, peer.ip()) {
+            Ok(p) => p,
+            Err(msg) => {
+                tracing::info!(%peer, "FTP: session limit reached");
+                let _ = stream.try_write(msg.as_bytes());
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let sd = shutdown.clone();
+        shutdown.tasks.spawn(async move {
+            let _permit = permit;
+            session::run(shared, stream, peer, sd).await;
+        });
+    }
+}
+
+/// The text of the 421 reply to an address that is locked out for `left`.
+fn locked_out(ip: IpAddr, left: Duration) -> String {
+    format!(
+        "Too many failed logins from {}; try again in {} s.",
+        ip.to_canonical(),
+        left.as_secs().max(1)
+    )
 }
 
 /// The address to give PASV/EPSV clients, and the one to bind passive listeners on.

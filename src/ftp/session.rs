@@ -18,7 +18,7 @@ use super::auth::Login;
 use super::command::{self, Command, MAX_LINE, ParseError};
 use super::data::{self, DataConn, SendError};
 use super::listing::{self, Target};
-use super::{Shared, local_ip_for};
+use super::{Shared, local_ip_for, locked_out};
 use crate::images::ResolveError;
 use crate::shutdown::Shutdown;
 use crate::transfers::Protocol;
@@ -549,11 +549,7 @@ impl Session {
         };
         let ip = self.peer.ip().to_canonical();
         if let Some(left) = self.shared.locked_for(ip) {
-            let msg = format!(
-                "Too many failed logins from {ip}; try again in {} s.",
-                left.as_secs().max(1)
-            );
-            self.reply(421, &msg).await?;
+            self.reply(421, &locked_out(ip, left)).await?;
             return Ok(Flow::Close);
         }
         match self.shared.config.credentials.verify(&user, &pw) {
@@ -899,30 +895,20 @@ impl Session {
         let Some(conn) = self.start_data(&opening).await? else {
             return Ok(Flow::Continue);
         };
-        let handle = Arc::new(self.shared.transfers.start(
+        let handle = self.shared.transfers.start(
             Protocol::Ftp,
             self.peer,
             &entry.name,
             "download",
             Some(remaining),
-        ));
-        let cancel = CancellationToken::new();
-        let send = conn.send_file(
-            file,
-            offset,
-            remaining,
-            handle.clone(),
-            cancel.clone(),
-            self.idle(),
         );
+        let cancel = CancellationToken::new();
+        let send = conn.send_file(file, offset, remaining, &handle, &cancel, self.idle());
         let (result, interrupt) = self.during_transfer(send, &cancel).await;
-        let handle = Arc::try_unwrap(handle).ok();
         match result {
             Ok(n) => {
                 tracing::info!(peer = %self.peer, file = entry.name, offset, bytes = n, "FTP download complete");
-                if let Some(h) = handle {
-                    h.complete();
-                }
+                handle.complete();
                 self.reply(226, &format!("Transfer complete ({n} bytes)."))
                     .await?;
                 match interrupt {
@@ -948,9 +934,7 @@ impl Session {
                     Interrupt::None => e.to_string(),
                 };
                 tracing::info!(peer = %self.peer, file = entry.name, offset, reason = why, "FTP download ended early");
-                if let Some(h) = handle {
-                    h.fail(why.clone());
-                }
+                handle.fail(why.clone());
                 if interrupt == Interrupt::None {
                     let msg = match e {
                         SendError::Stalled(_) => format!("Transfer aborted: {why}."),
