@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::support::random_base;
 use crate::support::{ServeProcess, TOKEN, write_random_file};
 
-const IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
-const IMAGE_VERSION: &str = "15.2(7)E8";
+use crate::rollout::{IMAGE, IMAGE_VERSION};
+
 const OLD_VERSION: &str = "15.2(4)E10";
 
 /// A `fleetup serve` process with TFTP on loopback, a lab of `n` devices whose inventory was
@@ -106,11 +106,9 @@ impl CliRig {
     }
 }
 
-/// A lab playbook; the reloading device is polled every second.
+/// A lab playbook with these `strategy` lines; the reloading device is polled every second.
 fn playbook(strategy: &str) -> String {
-    format!(
-        "name: cli-rollout\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\nstrategy:\n  timeouts: {{poll: 1}}\n{strategy}"
-    )
+    crate::rollout::playbook(&format!("strategy:\n{strategy}"))
 }
 
 fn stdout(o: &Output) -> String {

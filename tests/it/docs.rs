@@ -35,8 +35,25 @@ fn help(args: &[&str]) -> String {
         }
     }
     let out = cmd.output().expect("run fleetup --help");
-    assert!(out.status.success(), "fleetup {args:?} --help failed");
+    assert!(
+        out.status.success(),
+        "fleetup {args:?} --help failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("help is UTF-8")
+}
+
+/// The sources of a Dockerfile's `COPY` lines (not those copying from another stage).
+fn copy_sources(dockerfile: &str) -> Vec<&str> {
+    dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|rest| !rest.starts_with("--from"))
+        .flat_map(|rest| {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .collect()
 }
 
 /// The lines of a help section (`Commands:`, `Options:`), up to the next blank line.
@@ -378,16 +395,7 @@ fn compose_file_has_the_service_its_volume_and_ports() {
         .map(|i| cmd[i + 1].as_str());
     assert_eq!(data_dir, Some("/var/lib/fleetup"));
     // The CMD parses as a real `serve` command line.
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetup"))
-        .args(&cmd)
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "CMD is not a valid command line: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    help(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[test]
@@ -398,16 +406,8 @@ fn compose_lab_is_optional_and_runs_a_valid_lab_command() {
     assert_eq!(lab["network_mode"], "service:fleetup");
     let command = strings(&lab["command"]);
     assert_eq!(command.first().map(String::as_str), Some("lab"));
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetup"))
-        .args(&command)
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the lab command is not valid: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // It parses as a real `lab` command line.
+    help(&command.iter().map(String::as_str).collect::<Vec<_>>());
     // Its inventory lands in a volume the fleetup service can read.
     let inv = command
         .iter()
@@ -436,24 +436,16 @@ fn dockerignore_keeps_build_output_out_of_the_context() {
         assert!(entries.contains(&want), ".dockerignore lacks {want}");
     }
     // Everything the build stage copies is in the context.
-    for l in read("Dockerfile").lines() {
-        let Some(rest) = l.strip_prefix("COPY ") else {
-            continue;
-        };
-        if rest.starts_with("--from") {
-            continue;
-        }
-        let parts: Vec<&str> = rest.split_whitespace().collect();
-        for src in &parts[..parts.len() - 1] {
-            assert!(
-                Path::new(ROOT).join(src).exists(),
-                "COPY {src}: no such path"
-            );
-            assert!(
-                !entries.contains(src),
-                "COPY {src} but .dockerignore drops it"
-            );
-        }
+    let dockerfile = read("Dockerfile");
+    for src in copy_sources(&dockerfile) {
+        assert!(
+            Path::new(ROOT).join(src).exists(),
+            "COPY {src}: no such path"
+        );
+        assert!(
+            !entries.contains(&src),
+            "COPY {src} but .dockerignore drops it"
+        );
     }
 }
 
@@ -558,17 +550,9 @@ fn docker_build_stage_copies_everything_the_binary_compiles_in() {
         .split("\nFROM ")
         .nth(1)
         .expect("a build stage after the first FROM");
-    let copied: BTreeSet<String> = build_stage
-        .lines()
-        .filter_map(|l| l.strip_prefix("COPY "))
-        .filter(|rest| !rest.starts_with("--from"))
-        .flat_map(|rest| {
-            let parts: Vec<&str> = rest.split_whitespace().collect();
-            parts[..parts.len() - 1]
-                .iter()
-                .map(|p| p.trim_end_matches('/').to_string())
-                .collect::<Vec<_>>()
-        })
+    let copied: BTreeSet<String> = copy_sources(build_stage)
+        .into_iter()
+        .map(|p| p.trim_end_matches('/').to_string())
         .collect();
     let mut needed = compiled_in_paths();
     assert!(

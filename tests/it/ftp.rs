@@ -9,6 +9,8 @@ use std::time::Duration;
 use fleetup::ftp::{FtpConfig, FtpCredentials, FtpTls, PortRange};
 use fleetup::shutdown::Shutdown;
 use fleetup::transfers::{Protocol, TransferState, Transfers};
+
+use crate::support::{random_loopback, write_random_file};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket};
@@ -19,27 +21,14 @@ const BIG: usize = 40 * 1024 * 1024;
 /// Upper bound on any single wait, so a broken server fails the test instead of hanging it.
 const GUARD: Duration = Duration::from_secs(60);
 
-fn random_loopback() -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        rand::random::<u8>().max(1),
-        rand::random(),
-        rand::random::<u8>().clamp(2, 254),
-    )
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so a shifted or repeated block shows up.
-fn write_pattern(path: &Path, size: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+/// A random loopback address other than those in `taken`.
+fn random_loopback_except(taken: &[Ipv4Addr]) -> Ipv4Addr {
+    loop {
+        let o = random_loopback();
+        if !taken.contains(&o) {
+            return o;
+        }
     }
-    out.truncate(size);
-    std::fs::write(path, out).unwrap();
 }
 
 struct Server {
@@ -60,7 +49,10 @@ fn config() -> FtpConfig {
 }
 
 async fn start(config: FtpConfig) -> Server {
-    let ip = random_loopback();
+    start_on(random_loopback(), config).await
+}
+
+async fn start_on(ip: Ipv4Addr, config: FtpConfig) -> Server {
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let root = tempfile::tempdir().unwrap();
@@ -89,7 +81,7 @@ async fn start(config: FtpConfig) -> Server {
 impl Server {
     fn image(&self, name: &str, size: usize) -> PathBuf {
         let p = self.root.path().join(name);
-        write_pattern(&p, size, size as u64 ^ name.len() as u64);
+        write_random_file(&p, size, size as u64 ^ name.len() as u64);
         p
     }
 
@@ -169,7 +161,11 @@ impl Ctl {
     }
 
     async fn login(server: SocketAddr) -> Ctl {
-        let (mut c, (code, _)) = Self::connect(server).await;
+        Self::login_from(Ipv4Addr::LOCALHOST, server).await
+    }
+
+    async fn login_from(from: Ipv4Addr, server: SocketAddr) -> Ctl {
+        let (mut c, (code, _)) = Self::connect_from(from, server).await;
         assert_eq!(code, 220);
         assert_eq!(c.cmd(&format!("USER {USER}")).await.0, 331);
         assert_eq!(c.cmd(&format!("PASS {PASS}")).await.0, 230);
@@ -207,6 +203,26 @@ impl Ctl {
             .unwrap();
         self.reply().await
     }
+}
+
+/// After RETR: 150, the data connection carries exactly `file`, then 226.
+async fn expect_retr(c: &mut Ctl, data: &mut tokio::net::TcpStream, file: &Path) {
+    assert_eq!(c.reply().await.0, 150);
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, std::fs::read(file).unwrap());
+    assert_eq!(c.reply().await.0, 226);
+}
+
+/// The port of a 229 reply: `Entering Extended Passive Mode (|||PORT|)`.
+fn epsv_port(reply: &str) -> u16 {
+    reply
+        .split("|||")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap()
 }
 
 fn pasv_port(reply: &str) -> (Ipv4Addr, u16) {
@@ -387,10 +403,7 @@ async fn wrong_password_gets_530_and_the_source_is_locked_out() {
     let out = run("curl", &["-sS", "-o", "/dev/null", &s.url("ios.bin")]).await;
     assert!(!out.status.success(), "curl got in while locked out");
     // Another source address is not affected.
-    let (mut other, (code, _)) = Ctl::connect_from(random_loopback(), s.addr).await;
-    assert_eq!(code, 220);
-    assert_eq!(other.cmd(&format!("USER {USER}")).await.0, 331);
-    assert_eq!(other.cmd(&format!("PASS {PASS}")).await.0, 230);
+    Ctl::login_from(random_loopback(), s.addr).await;
     s.stop().await;
 }
 
@@ -573,18 +586,11 @@ async fn port_and_eprt_to_another_address_are_refused() {
     let s = start(config()).await;
     s.image("ios.bin", 100);
     let me = random_loopback();
-    let other = loop {
-        let o = random_loopback();
-        if o != me {
-            break o;
-        }
-    };
+    let other = random_loopback_except(&[me]);
     // A host that would be attacked by an FTP bounce.
     let victim = TcpListener::bind((other, 0)).await.unwrap();
     let vport = victim.local_addr().unwrap().port();
-    let (mut c, _) = Ctl::connect_from(me, s.addr).await;
-    assert_eq!(c.cmd(&format!("USER {USER}")).await.0, 331);
-    assert_eq!(c.cmd(&format!("PASS {PASS}")).await.0, 230);
+    let mut c = Ctl::login_from(me, s.addr).await;
     let o = other.octets();
     let (code, text) = c
         .cmd(&format!(
@@ -634,11 +640,7 @@ async fn port_and_eprt_to_another_address_are_refused() {
             "active data connections come from port 20 when it can be bound"
         );
     }
-    assert_eq!(c.reply().await.0, 150);
-    let mut got = Vec::new();
-    data.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, std::fs::read(s.root.path().join("ios.bin")).unwrap());
-    assert_eq!(c.reply().await.0, 226);
+    expect_retr(&mut c, &mut data, &s.root.path().join("ios.bin")).await;
     s.stop().await;
 }
 
@@ -691,25 +693,17 @@ async fn ftps_with_curl_ssl_reqd_is_byte_exact() {
     ok(&out, "openssl req");
     let tls = FtpTls::from_pem_files(&cert, &key).unwrap();
     // Bind on the certificate's address so curl can verify it against the CA file.
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let src = root.path().join("ios.bin");
-    write_pattern(&src, BIG, 7);
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(fleetup::ftp::run(
-        listener,
-        root.path().to_path_buf(),
+    let s = start_on(
+        ip,
         FtpConfig {
             tls: Some(tls),
             ..config()
         },
-        Transfers::new(),
-        shutdown.clone(),
-    ));
-    let dest = work.path().join("ios.bin");
-    let url = format!("ftp://{USER}:{PASS}@{addr}/ios.bin");
+    )
+    .await;
+    let src = s.image("ios.bin", BIG);
+    let dest = s.out("ios.bin");
+    let url = s.url("ios.bin");
     let out = run(
         "curl",
         &[
@@ -734,14 +728,13 @@ async fn ftps_with_curl_ssl_reqd_is_byte_exact() {
             "--cacert",
             cert.to_str().unwrap(),
             "-l",
-            &format!("ftp://{USER}:{PASS}@{addr}/"),
+            &s.url(""),
         ],
     )
     .await;
     ok(&out, "curl --ssl-reqd NLST");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), "ios.bin");
-    shutdown.shutdown_and_wait().await;
-    task.await.unwrap().unwrap();
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -838,20 +831,10 @@ async fn session_limits_per_source_and_global() {
     let (_b, (c2, _)) = Ctl::connect_from(ip1, s.addr).await;
     let (_, (c3, t3)) = Ctl::connect_from(ip1, s.addr).await;
     assert_eq!((c1, c2, c3), (220, 220, 421), "{t3}");
-    let ip2 = loop {
-        let o = random_loopback();
-        if o != ip1 {
-            break o;
-        }
-    };
+    let ip2 = random_loopback_except(&[ip1]);
     let (mut d, (c4, _)) = Ctl::connect_from(ip2, s.addr).await;
     assert_eq!(c4, 220);
-    let ip3 = loop {
-        let o = random_loopback();
-        if o != ip1 && o != ip2 {
-            break o;
-        }
-    };
+    let ip3 = random_loopback_except(&[ip1, ip2]);
     let (_, (c5, t5)) = Ctl::connect_from(ip3, s.addr).await;
     assert_eq!(c5, 421, "global limit: {t5}");
     // A closed session frees its slot.
@@ -909,13 +892,7 @@ async fn pasv_announces_the_public_host_and_a_pooled_port() {
         seen.push(port);
         let (code, text) = c.cmd("EPSV").await;
         assert_eq!(code, 229);
-        let port: u16 = text
-            .split("|||")
-            .nth(1)
-            .unwrap()
-            .trim_end_matches(|c: char| !c.is_ascii_digit())
-            .parse()
-            .unwrap();
+        let port = epsv_port(&text);
         assert!((range.low..=range.high).contains(&port));
     }
     assert_eq!(c.cmd("EPSV 2").await.0, 522);
@@ -931,13 +908,7 @@ async fn abor_stops_a_transfer_and_the_session_goes_on() {
     let mut c = Ctl::login(s.addr).await;
     let (code, text) = c.cmd("EPSV").await;
     assert_eq!(code, 229);
-    let port: u16 = text
-        .split("|||")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .unwrap();
+    let port = epsv_port(&text);
     let mut data = tokio::net::TcpStream::connect((s.addr.ip(), port))
         .await
         .unwrap();
@@ -999,9 +970,7 @@ async fn passive_port_serves_only_the_control_client() {
     let s = start(config()).await;
     s.image("ios.bin", 5000);
     let me = random_loopback();
-    let (mut c, _) = Ctl::connect_from(me, s.addr).await;
-    assert_eq!(c.cmd(&format!("USER {USER}")).await.0, 331);
-    assert_eq!(c.cmd(&format!("PASS {PASS}")).await.0, 230);
+    let mut c = Ctl::login_from(me, s.addr).await;
     let (code, text) = c.cmd("PASV").await;
     assert_eq!(code, 227);
     let (ip, port) = pasv_port(&text);
@@ -1012,12 +981,7 @@ async fn passive_port_serves_only_the_control_client() {
     );
     c.w.write_all(b"RETR ios.bin\r\n").await.unwrap();
     // Someone else grabs the port first: the server drops that connection unanswered.
-    let intruder = loop {
-        let o = random_loopback();
-        if o != me {
-            break o;
-        }
-    };
+    let intruder = random_loopback_except(&[me]);
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind((intruder, 0).into()).unwrap();
     let mut stolen = sock.connect((ip, port).into()).await.unwrap();
@@ -1027,11 +991,7 @@ async fn passive_port_serves_only_the_control_client() {
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind((me, 0).into()).unwrap();
     let mut data = sock.connect((ip, port).into()).await.unwrap();
-    assert_eq!(c.reply().await.0, 150);
-    let mut got = Vec::new();
-    data.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, std::fs::read(s.root.path().join("ios.bin")).unwrap());
-    assert_eq!(c.reply().await.0, 226);
+    expect_retr(&mut c, &mut data, &s.root.path().join("ios.bin")).await;
     s.stop().await;
 }
 

@@ -353,21 +353,22 @@ async fn prompts_enable_abbreviations_and_errors() {
     lab.stop().await;
 }
 
-/// fleetup's own TFTP server on a random loopback address, serving `files`. Stops on drop.
-struct TftpServer {
+/// One of fleetup's file servers on a random loopback address, serving `files`. Stops on drop.
+struct FileServer {
     addr: SocketAddr,
     dir: tempfile::TempDir,
     transfers: fleetup::transfers::Transfers,
     shutdown: Shutdown,
 }
 
-impl Drop for TftpServer {
+impl Drop for FileServer {
     fn drop(&mut self) {
         self.shutdown.token.cancel();
     }
 }
 
-async fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
+/// A directory holding `files`, and a random 127.x.y.`last` address to serve it on.
+fn served_dir(files: &[(&str, &[u8])], last: u8) -> (tempfile::TempDir, Ipv4Addr) {
     let dir = tempfile::tempdir().unwrap();
     for (name, data) in files {
         std::fs::write(dir.path().join(name), data).unwrap();
@@ -376,8 +377,13 @@ async fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
         127,
         rand::random_range(20..250),
         rand::random_range(1..250),
-        250,
+        last,
     );
+    (dir, ip)
+}
+
+async fn tftp_server(files: &[(&str, &[u8])]) -> FileServer {
+    let (dir, ip) = served_dir(files, 250);
     // Bound before the task starts: requests sent from now on are queued by the kernel.
     let socket = fleetup::tftp::bind(SocketAddr::from((ip, 0)))
         .await
@@ -392,7 +398,7 @@ async fn tftp_server(files: &[(&str, &[u8])]) -> TftpServer {
         transfers.clone(),
         shutdown.clone(),
     ));
-    TftpServer {
+    FileServer {
         addr,
         dir,
         transfers,
@@ -1289,24 +1295,8 @@ async fn bad_cli_input_gets_the_ios_answer_and_changes_nothing() {
 }
 
 /// fleetup's own FTP server on a random loopback address, read-only over `files`.
-async fn ftp_server(
-    files: &[(&str, &[u8])],
-) -> (
-    SocketAddr,
-    tempfile::TempDir,
-    fleetup::transfers::Transfers,
-    Shutdown,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, data) in files {
-        std::fs::write(dir.path().join(name), data).unwrap();
-    }
-    let ip = Ipv4Addr::new(
-        127,
-        rand::random_range(20..250),
-        rand::random_range(1..250),
-        251,
-    );
+async fn ftp_server(files: &[(&str, &[u8])]) -> FileServer {
+    let (dir, ip) = served_dir(files, 251);
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let transfers = fleetup::transfers::Transfers::new();
@@ -1322,13 +1312,19 @@ async fn ftp_server(
         transfers.clone(),
         shutdown.clone(),
     ));
-    (addr, dir, transfers, shutdown)
+    FileServer {
+        addr,
+        dir,
+        transfers,
+        shutdown,
+    }
 }
 
 #[tokio::test]
 async fn ftp_copy_passive_and_active_from_fleetups_ftp_server() {
     let data = image(150_000, 21);
-    let (addr, _root, transfers, ftp_shutdown) = ftp_server(&[(NEW_IMAGE, &data)]).await;
+    let server = ftp_server(&[(NEW_IMAGE, &data)]).await;
+    let addr = server.addr;
     let ip = v4(addr);
     let state_dir = tempfile::tempdir().unwrap();
     let lab = TestLab::start(1, |c| {
@@ -1374,7 +1370,7 @@ async fn ftp_copy_passive_and_active_from_fleetups_ftp_server() {
     assert!(out.contains("[OK - 150000/4096 bytes]"), "{out:?}");
     assert_eq!(std::fs::read(flash.join("active.bin")).unwrap(), data);
 
-    let served = transfers.snapshot();
+    let served = server.transfers.snapshot();
     assert_eq!(served.len(), 2, "{served:?}");
     assert!(
         served
@@ -1400,5 +1396,5 @@ async fn ftp_copy_passive_and_active_from_fleetups_ftp_server() {
         ),
     );
     lab.stop().await;
-    ftp_shutdown.shutdown_and_wait().await;
+    server.shutdown.shutdown_and_wait().await;
 }

@@ -133,6 +133,22 @@ impl Rig {
             .collect()
     }
 
+    /// `POST /api/v1/rollouts/{id}/{verb}` (pause, resume, abort, retry): the status.
+    pub async fn action(&self, id: &str, verb: &str) -> StatusCode {
+        self.app
+            .post(&format!("/api/v1/rollouts/{id}/{verb}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Wait until the rollout has ended: completed, failed or halted.
+    pub async fn wait_end(&self, id: &str) -> Value {
+        self.wait_state(id, &["completed", "failed", "halted"])
+            .await
+    }
+
     /// Wait until the rollout is in one of `states`.
     pub async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
         eventually(&format!("rollout {id} to reach {states:?}"), || async {
@@ -175,7 +191,7 @@ pub fn playbook(extra: &str) -> String {
     )
 }
 
-fn jobs(detail: &Value) -> Vec<Value> {
+pub fn jobs(detail: &Value) -> Vec<Value> {
     detail["waves"]
         .as_array()
         .unwrap()
@@ -297,9 +313,7 @@ async fn playbook_check_commands_run_before_and_after() {
             "strategy:\n  canary: 0\n  concurrency: 2\n{checks}"
         )))
         .await;
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     let events = rig.events(&id).await;
     assert_eq!(
@@ -320,9 +334,7 @@ async fn playbook_check_commands_run_before_and_after() {
     let id = rig
         .submit(&playbook(&format!("strategy:\n  canary: 0\n{bad}")))
         .await;
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    let d = rig.wait_end(&id).await;
     let job = &jobs(&d)[0];
     assert_eq!(job["state"], "failed", "{d:#}");
     assert!(
@@ -347,9 +359,7 @@ async fn ftp_rollout_with_one_time_accounts() {
                 .replace("protocol: tftp", "protocol: ftp"),
         )
         .await;
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     for n in rig.names() {
         assert_eq!(rig.lab.state(&n).unwrap().version, IMAGE_VERSION);
@@ -386,9 +396,7 @@ async fn failure_threshold_halts_and_boot_variables_stay_valid() {
             "strategy:\n  canary: 1\n  concurrency: 2\n  max_failures: 1\n",
         ))
         .await;
-    let d = rig
-        .wait_state(&id, &["halted", "completed", "failed"])
-        .await;
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "halted", "{d:#}");
     assert!(
         d["halt_reason"]
@@ -434,16 +442,8 @@ async fn failure_threshold_halts_and_boot_variables_stay_valid() {
     // Retry after fixing the devices: the rollout goes on and completes.
     rig.lab.clear_faults(&names[1]);
     rig.lab.clear_faults(&names[2]);
-    let r = rig
-        .app
-        .post(&format!("/api/v1/rollouts/{id}/retry"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    assert_eq!(rig.action(&id, "retry").await, StatusCode::OK);
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     for n in &names {
         assert_eq!(rig.lab.state(n).unwrap().version, IMAGE_VERSION, "{n}");
@@ -463,13 +463,7 @@ async fn pause_holds_steps_and_resume_finishes() {
         e["kind"] == "step_started" && e["step"] == "copy"
     })
     .await;
-    let r = rig
-        .app
-        .post(&format!("/api/v1/rollouts/{id}/pause"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(rig.action(&id, "pause").await, StatusCode::OK);
     assert_eq!(rig.detail(&id).await["state"], "paused");
     let held = rig
         .wait_event(&id, "the canary held at its next step", |e| {
@@ -487,13 +481,7 @@ async fn pause_holds_steps_and_resume_finishes() {
         "a step started while paused"
     );
     assert_eq!(rig.lab.state(&canary).unwrap().reload_count, 0);
-    let r = rig
-        .app
-        .post(&format!("/api/v1/rollouts/{id}/resume"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(rig.action(&id, "resume").await, StatusCode::OK);
     let resumed = rig
         .wait_event(&id, "the held step started", |e| {
             e["kind"] == "step_started"
@@ -503,9 +491,7 @@ async fn pause_holds_steps_and_resume_finishes() {
         })
         .await;
     assert!(resumed["id"].as_i64().unwrap() > held_id);
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     rig.stop().await;
 }
@@ -520,13 +506,7 @@ async fn abort_stops_at_a_safe_point() {
         e["kind"] == "step_started" && e["step"] == "copy"
     })
     .await;
-    let r = rig
-        .app
-        .post(&format!("/api/v1/rollouts/{id}/abort"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(rig.action(&id, "abort").await, StatusCode::OK);
     let d = rig.wait_state(&id, &["aborted"]).await;
     let states: Vec<String> = jobs(&d)
         .iter()
@@ -550,13 +530,7 @@ async fn abort_stops_at_a_safe_point() {
         assert!(st.reload_count <= 1);
     }
     // An ended rollout refuses further actions.
-    let r = rig
-        .app
-        .post(&format!("/api/v1/rollouts/{id}/resume"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(rig.action(&id, "resume").await, StatusCode::CONFLICT);
     rig.stop().await;
 }
 
@@ -581,9 +555,7 @@ async fn reloads_wait_for_the_maintenance_window() {
         assert!(st.flash.files.iter().any(|f| f.name == IMAGE), "{n}");
     }
     clock.set("2026-11-24T22:00:00Z".parse().unwrap());
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     for n in rig.names() {
         assert_eq!(rig.lab.state(&n).unwrap().reload_count, 1);
@@ -612,9 +584,7 @@ async fn scheduled_start_waits_for_its_time() {
         "nothing touched before the start time"
     );
     clock.set("2026-11-25T01:00:00Z".parse().unwrap());
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     rig.stop().await;
 }
@@ -1003,9 +973,7 @@ async fn tftp_blocksize_is_set_for_the_copy_and_put_back() {
         "  server: 127.0.0.1\n  tftp_blocksize: 8192\n",
     );
     let id = rig.submit(&book).await;
-    let d = rig
-        .wait_state(&id, &["completed", "failed", "halted"])
-        .await;
+    let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     let transfers = rig.transfers().await;
     let downloads: Vec<&Value> = transfers

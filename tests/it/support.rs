@@ -218,3 +218,10 @@ pub fn multipart_file(path: &Path, name: &str) -> reqwest::multipart::Form {
         reqwest::multipart::Part::bytes(std::fs::read(path).unwrap()).file_name(name.to_string());
     reqwest::multipart::Form::new().part("file", part)
 }
+
+/// A random loopback address 127.x.y.z (not 127.0.0.1), so parallel tests never share one.
+pub fn random_loopback() -> std::net::Ipv4Addr {
+    let r: u32 = rand::random();
+    let [a, b, c, _] = r.to_be_bytes();
+    std::net::Ipv4Addr::new(127, a.max(2), b, c.clamp(2, 254))
+}

@@ -24,12 +24,7 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) {
     std::fs::write(dir.join(name), data).unwrap();
 }
 
-/// A random loopback address 127.x.y.z (not 127.0.0.1), so parallel tests never share one.
-pub fn random_loopback() -> Ipv4Addr {
-    let r: u32 = rand::random();
-    let [a, b, c, _] = r.to_be_bytes();
-    Ipv4Addr::new(127, a.max(2), b, c.clamp(2, 254))
-}
+pub use crate::support::random_loopback;
 
 /// A UDP port that was free a moment ago on `ip`, for third-party servers that cannot be
 /// told to use port 0.
