@@ -501,7 +501,7 @@ async fn execute(
 async fn reload_recorded_at(engine: &Engine, id: &str, device: &str) -> Option<SystemTime> {
     let events = engine.db().device_events(id, device).await.ok()?;
     let sent = events.iter().rev().find(|e| {
-        e.kind == "step_started" && matches!(e.step.as_deref(), Some("reload" | "install"))
+        e.kind == "step_started" && e.step.as_deref().is_some_and(super::model::is_reload_step)
     })?;
     let at: jiff::Timestamp = sent.at.parse().ok()?;
     SystemTime::try_from(at).ok()

@@ -77,6 +77,12 @@ string_enum!(
     }
 );
 
+/// Whether starting `step` sends the reload: IOS reloads on `reload`; the IOS-XE and NX-OS
+/// installers reload by themselves (`install`).
+pub fn is_reload_step(step: &str) -> bool {
+    matches!(step, "reload" | "install")
+}
+
 /// A rollout as stored.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RolloutRecord {

@@ -1,7 +1,9 @@
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{Db, StoreError, now_text};
-use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState};
+use crate::rollout::model::{
+    DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState, is_reload_step,
+};
 
 /// Rollout states after which a rollout no longer needs its images.
 pub const ENDED_STATES: [&str; 3] = ["completed", "failed", "aborted"];
@@ -236,8 +238,7 @@ impl Db {
     ) -> Result<Event, StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(state) = state {
-            // IOS reloads on `reload`; IOS-XE and NX-OS installers reload by themselves.
-            let reload_sent = step == "reload" || step == "install";
+            let reload_sent = is_reload_step(step);
             sqlx::query(
                 "UPDATE rollout_devices SET state = 'running', step = ?, step_state = ?, \
                  reload_sent = reload_sent OR ?, started_at = coalesce(started_at, ?) \
