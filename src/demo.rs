@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::Listen;
 use crate::images::ImageMeta;
+use crate::rollout::model::EventKind;
 use crate::serve::{ServeArgs, Service};
 use crate::shutdown::Shutdown;
 use crate::sim::{Fault, Lab, LabConfig};
@@ -211,8 +212,11 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
                 Ok(ev)
                     if ev.rollout_id == id
                         && matches!(
-                            ev.kind.as_str(),
-                            "completed" | "failed" | "halted" | "aborted"
+                            ev.kind,
+                            EventKind::Completed
+                                | EventKind::CompletedWithFailures
+                                | EventKind::Halted
+                                | EventKind::Aborted
                         ) =>
                 {
                     println!("  rollout {}: {}", ev.kind, ev.message);

@@ -128,6 +128,71 @@ pub enum ServeError {
     Ftp(#[from] crate::ftp::FtpError),
     #[error("cannot start the rollout engine: {0}")]
     Engine(crate::rollout::RolloutError),
+    #[error("{0}")]
+    Locked(#[from] DataDirError),
+}
+
+/// Why the data directory could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error(
+        "data directory {dir} is in use by another fleetup service ({holder}); two services on one data directory could reload a device twice: stop the other one, or give this one another --data-dir"
+    )]
+    InUse { dir: PathBuf, holder: String },
+    #[error("cannot lock the data directory through {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive lock on a data directory (`flock` on `DATA_DIR/lock`), held for the life of
+/// one service; the kernel releases it when the process ends, however it ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Take the lock or say who holds it. The file holds the holder's PID, for that message.
+    pub fn acquire(dir: &std::path::Path) -> Result<DataDirLock, DataDirError> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join("lock");
+        let io = |source| DataDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                // The holder wrote its PID; an unreadable or empty file still means "locked".
+                let _ = file.read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!("PID {pid}"),
+                    Err(_) => "PID unknown".to_string(),
+                };
+                return Err(DataDirError::InUse {
+                    dir: dir.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(DataDirLock { _file: file })
+    }
 }
 
 /// Explain a failed bind in one line that names the flag to change.
@@ -161,6 +226,8 @@ pub struct Service {
     pub state: AppState,
     pub shutdown: Shutdown,
     grace: Duration,
+    /// Released when the service is dropped or stopped.
+    _lock: DataDirLock,
 }
 
 impl Service {
@@ -183,6 +250,8 @@ impl Service {
             path: data_dir.clone(),
             source,
         })?;
+        // Before the database is opened: a second service must not even run its migrations.
+        let lock = DataDirLock::acquire(&data_dir)?;
         let db_path = data_dir.join("fleetup.db");
         let db = Db::open(&db_path)
             .await
@@ -299,6 +368,7 @@ impl Service {
             state,
             shutdown,
             grace: Duration::from_secs(args.shutdown_grace),
+            _lock: lock,
         })
     }
 

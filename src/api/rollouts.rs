@@ -370,7 +370,7 @@ pub struct EventsQuery {
 fn sse(ev: &Event) -> SseEvent {
     SseEvent::default()
         .id(ev.id.to_string())
-        .event(ev.kind.clone())
+        .event(ev.kind.as_str())
         .data(serde_json::to_string(ev).unwrap_or_default())
 }
 

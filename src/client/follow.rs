@@ -20,7 +20,10 @@ pub struct Ending {
 }
 
 fn ended(state: &str) -> bool {
-    matches!(state, "completed" | "failed" | "aborted" | "halted")
+    matches!(
+        state,
+        "completed" | "completed_with_failures" | "aborted" | "halted"
+    )
 }
 
 /// Read the server-sent events of a rollout and pass each event's JSON on.
@@ -111,7 +114,7 @@ pub async fn follow(client: &Client, id: &str, json: bool) -> Result<Ending, Cli
                     multi.suspend(|| eprintln!("{}", event_line(&ev)));
                 }
                 let kind = ev["kind"].as_str().unwrap_or("");
-                if !matches!(kind, "completed" | "failed" | "aborted" | "halted") {
+                if !matches!(kind, "completed" | "completed_with_failures" | "aborted" | "halted") {
                     continue;
                 }
             }

@@ -189,6 +189,15 @@ impl Step {
             Step::Cleanup => "cleanup",
         }
     }
+
+    /// The steps that change what the device boots: only inside a maintenance window. Copy
+    /// and verification may run before it opens.
+    pub fn changes_the_device(self) -> bool {
+        matches!(
+            self,
+            Step::SetBoot | Step::Save | Step::Install | Step::Reload
+        )
+    }
 }
 
 impl fmt::Display for Step {
@@ -390,6 +399,18 @@ pub enum Stop {
 #[async_trait::async_trait]
 pub trait StepGate: Send + Sync {
     async fn before(&self, step: Step, message: &str) -> Result<(), Stop>;
+
+    /// Whether the device may be changed now (boot variable, save, install, reload). Until it
+    /// may, only the copy and its verification run.
+    async fn may_change_now(&self) -> bool {
+        true
+    }
+
+    /// Wait until the device may be changed (a maintenance window opens). The driver has
+    /// closed its session first: a wait of hours would outlast the device's exec-timeout.
+    async fn wait_until_changes_allowed(&self) -> Result<(), Stop> {
+        Ok(())
+    }
 }
 
 struct Run<'a> {
@@ -571,6 +592,34 @@ pub async fn upgrade_gated(
         ));
     }
 
+    if let Some(gate) = run.gate
+        && !gate.may_change_now().await
+    {
+        let key = session.host_key().to_string();
+        session.close().await;
+        if let Err(stop) = gate.wait_until_changes_allowed().await {
+            let why = match stop {
+                Stop::Abort => "stopped while staged, before any change; boot untouched",
+                Stop::Shutdown => "service shutdown while staged, before any change",
+            };
+            let mut failure = run.fail(Step::VerifyMd5, FailureReason::Cancelled, why.into());
+            failure.host_key.get_or_insert(key);
+            return Err(failure);
+        }
+        session = step!(
+            run,
+            Step::Connect,
+            format!(
+                "ssh {}:{} (the change window is open)",
+                target.host, target.port
+            ),
+            Session::open(target, t)
+        );
+        run.emit(Step::Connect, StepStatus::Done, "logged in again");
+        // Hours may have passed: the image must still be there and still intact.
+        stage(&mut run, &mut session).await?;
+    }
+
     let driver = session.driver;
     let old_image = before
         .version
@@ -659,7 +708,8 @@ pub async fn upgrade_gated(
         }
     };
     let (mut session, after) = after;
-    if let Err(failure) = finish_after_reload(&run, &mut session, old_image.as_deref()).await {
+    if let Err(mut failure) = finish_after_reload(&run, &mut session, old_image.as_deref()).await {
+        failure.reload_sent = true;
         session.close().await;
         return Err(failure);
     }

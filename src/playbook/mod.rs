@@ -8,7 +8,7 @@ mod plan;
 mod window;
 
 pub use plan::{Plan, PlannedDevice, PlannedWave, Skipped, plan};
-pub use window::{Window, any_contains, next_open};
+pub use window::{Opening, Window, any_contains, next_open};
 
 use std::collections::BTreeMap;
 use std::fmt;

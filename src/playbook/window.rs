@@ -202,9 +202,73 @@ pub fn next_open(windows: &[Window], now: Timestamp) -> Option<Timestamp> {
     windows.iter().filter_map(|w| w.next_open(now)).min()
 }
 
+/// When the next window opens, told in that window's own zone as well as in UTC, the way a
+/// change board reads it: `Sat 2026-12-05 01:00 Europe/Berlin (00:00 UTC)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opening {
+    pub at: Timestamp,
+    pub window: Window,
+}
+
+impl Opening {
+    /// The earliest opening of any window at or after `now`; None without windows.
+    pub fn next(windows: &[Window], now: Timestamp) -> Option<Opening> {
+        windows
+            .iter()
+            .filter_map(|w| {
+                w.next_open(now).map(|at| Opening {
+                    at,
+                    window: w.clone(),
+                })
+            })
+            .min_by_key(|o| o.at)
+    }
+}
+
+impl fmt::Display for Opening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let local = self.at.to_zoned_datetime(self.window.tz.clone());
+        let zone = self.window.tz.iana_name().unwrap_or("local");
+        let utc = self.at.to_zoned_datetime(TimeZone::UTC);
+        write!(f, "{} {}", local.strftime("%a %Y-%m-%d %H:%M"), zone)?;
+        if zone != "UTC" {
+            if utc.date() == local.date() {
+                write!(f, " ({} UTC)", utc.strftime("%H:%M"))?;
+            } else {
+                write!(f, " ({} UTC)", utc.strftime("%a %H:%M"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_opening_is_told_in_its_zone_and_in_utc() {
+        let w = |s: &str| Window::parse(s).unwrap();
+        let windows = [w("Sat 01:00-05:00 Europe/Berlin"), w("Sun 03:00-04:00 UTC")];
+        // Friday 12:00 UTC: Berlin's Saturday 01:00 (CET, UTC+1) comes first.
+        let next = Opening::next(&windows, ts("2026-12-04T12:00:00Z")).unwrap();
+        assert_eq!(next.at, ts("2026-12-05T00:00:00Z"));
+        assert_eq!(
+            next.to_string(),
+            "Sat 2026-12-05 01:00 Europe/Berlin (00:00 UTC)"
+        );
+        // Saturday 06:00 UTC: Sunday's UTC window is next, said once.
+        let next = Opening::next(&windows, ts("2026-12-05T06:00:00Z")).unwrap();
+        assert_eq!(next.to_string(), "Sun 2026-12-06 03:00 UTC");
+        // Across midnight in UTC: Tokyo's 08:00 Monday is Sunday 23:00 UTC.
+        let tokyo = [w("Mon 08:00-10:00 Asia/Tokyo")];
+        let next = Opening::next(&tokyo, ts("2026-12-04T12:00:00Z")).unwrap();
+        assert_eq!(
+            next.to_string(),
+            "Mon 2026-12-07 08:00 Asia/Tokyo (Sun 23:00 UTC)"
+        );
+        assert!(Opening::next(&[], ts("2026-12-04T12:00:00Z")).is_none());
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -11,7 +11,8 @@ use tokio::task::JoinSet;
 
 use super::clock::Clock;
 use super::job::{self, JobContext, JobOutcome};
-use super::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState};
+use super::model::{DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState};
+use super::policy::{self, AfterWave, End, JobView, Limits, Proceed, RolloutView};
 use super::{FileServers, RolloutError};
 use crate::images::ImageStore;
 use crate::playbook::{self, Plan, Playbook};
@@ -89,7 +90,7 @@ impl Engine {
                 .event(
                     &r.id,
                     None,
-                    "resumed",
+                    EventKind::Resumed,
                     None,
                     "the service restarted; resuming",
                     None,
@@ -193,7 +194,7 @@ impl Engine {
         self.event(
             &id,
             None,
-            "created",
+            EventKind::Created,
             None,
             &format!(
                 "rollout {:?}: {} device(s) in {} wave(s), {} skipped",
@@ -206,8 +207,15 @@ impl Engine {
         )
         .await;
         for s in &plan.skipped {
-            self.event(&id, Some(&s.device), "skipped", None, &s.reason, None)
-                .await;
+            self.event(
+                &id,
+                Some(&s.device),
+                EventKind::Skipped,
+                None,
+                &s.reason,
+                None,
+            )
+            .await;
         }
         self.spawn(id.clone());
         Ok(self.inner.db.rollout(&id).await?)
@@ -228,7 +236,7 @@ impl Engine {
         self.event(
             id,
             None,
-            "paused",
+            EventKind::Paused,
             None,
             "paused by operator: no new step starts",
             None,
@@ -250,8 +258,15 @@ impl Engine {
                 .set_rollout_state(id, RolloutState::Running, None)
                 .await?;
         }
-        self.event(id, None, "resumed", None, "resumed by operator", None)
-            .await;
+        self.event(
+            id,
+            None,
+            EventKind::Resumed,
+            None,
+            "resumed by operator",
+            None,
+        )
+        .await;
         self.poke(id);
         Ok(())
     }
@@ -266,7 +281,7 @@ impl Engine {
         self.event(
             id,
             None,
-            "abort_requested",
+            EventKind::AbortRequested,
             None,
             "abort requested: devices stop at their next safe point",
             None,
@@ -278,36 +293,48 @@ impl Engine {
                 .db
                 .set_rollout_state(id, RolloutState::Aborted, r.halt_reason.as_deref())
                 .await?;
-            self.event(id, None, "aborted", None, "rollout aborted", None)
+            self.event(id, None, EventKind::Aborted, None, "rollout aborted", None)
                 .await;
         }
         self.poke(id);
         Ok(())
     }
 
-    /// Put failed devices back in line and go on.
+    /// Put failed devices back in line and go on, also after the rollout ended with failures.
     pub async fn retry_failed(&self, id: &str) -> Result<u64, RolloutError> {
-        let r = self.live(id).await?;
-        let n = self.inner.db.retry_failed_jobs(id).await?;
-        if n > 0 {
-            self.event(
-                id,
-                None,
-                "retry",
-                None,
-                &format!("{n} failed device(s) put back in line"),
-                None,
-            )
-            .await;
-            if r.state == RolloutState::Halted {
-                self.inner
-                    .db
-                    .set_rollout_state(id, RolloutState::Running, None)
-                    .await?;
-                self.spawn(id.to_string());
+        let r = self.inner.db.rollout(id).await.map_err(|e| match e {
+            StoreError::NotFound => RolloutError::NotFound(id.to_string()),
+            e => e.into(),
+        })?;
+        let jobs = job_views(&self.inner.db.jobs(id).await?);
+        let restart = match policy::retry(view(&r), &jobs) {
+            policy::Retry::Refused => {
+                return Err(RolloutError::Ended {
+                    id: id.to_string(),
+                    state: r.state,
+                });
             }
-            self.poke(id);
+            policy::Retry::Nothing => return Ok(0),
+            policy::Retry::Requeue { restart, .. } => restart,
+        };
+        let n = self.inner.db.retry_failed_jobs(id).await?;
+        self.event(
+            id,
+            None,
+            EventKind::Retry,
+            None,
+            &format!("{n} failed device(s) put back in line"),
+            None,
+        )
+        .await;
+        if restart {
+            self.inner
+                .db
+                .set_rollout_state(id, RolloutState::Running, None)
+                .await?;
+            self.spawn(id.to_string());
         }
+        self.poke(id);
         Ok(n)
     }
 
@@ -377,7 +404,7 @@ impl Engine {
         &self,
         rollout: &str,
         device: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         step: Option<&str>,
         message: &str,
         data: Option<serde_json::Value>,
@@ -403,7 +430,7 @@ impl Engine {
         device: &str,
         step: &str,
         state: Option<StepState>,
-        kind: &str,
+        kind: EventKind,
         message: &str,
     ) -> Result<(), StoreError> {
         let ev = self
@@ -413,6 +440,20 @@ impl Engine {
             .await?;
         let _ = self.inner.events.send(ev);
         Ok(())
+    }
+
+    /// Publish an event the store has already recorded.
+    pub(crate) fn publish(&self, ev: Event) {
+        let _ = self.inner.events.send(ev);
+    }
+
+    /// The engine's clock (a manual one in tests).
+    pub fn now(&self) -> jiff::Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub(crate) async fn sleep_until(&self, at: jiff::Timestamp) {
+        self.inner.clock.sleep_until(at).await
     }
 
     /// Wait while the rollout is paused; false when it must stop (abort, halt or shutdown).
@@ -425,14 +466,10 @@ impl Engine {
             let Ok(r) = self.inner.db.rollout(id).await else {
                 return false;
             };
-            if r.abort_requested
-                || r.state == RolloutState::Halted
-                || self.inner.shutdown.is_requested()
-            {
-                return false;
-            }
-            if !r.paused {
-                return true;
+            match policy::proceed(view(&r), self.inner.shutdown.is_requested()) {
+                Proceed::Go => return true,
+                Proceed::Stop => return false,
+                Proceed::Wait => {}
             }
             tokio::select! {
                 _ = changed => {}
@@ -461,13 +498,10 @@ impl Engine {
         let pb = match super::parse_playbook(&record.playbook) {
             Ok(pb) => pb,
             Err(e) => {
-                let msg = format!("the stored playbook no longer parses: {e}");
-                self.inner
-                    .db
-                    .set_rollout_state(id, RolloutState::Failed, Some(&msg))
-                    .await?;
-                self.event(id, None, "failed", None, &msg, None).await;
-                return Ok(());
+                let msg = format!(
+                    "the stored playbook no longer parses ({e}); abort this rollout and submit the playbook again"
+                );
+                return self.halt(id, &msg).await;
             }
         };
         let plan: Plan = serde_json::from_str(&record.plan_json)
@@ -481,7 +515,7 @@ impl Engine {
             self.event(
                 id,
                 None,
-                "scheduled",
+                EventKind::Scheduled,
                 None,
                 &format!("waiting for the start time {start}"),
                 None,
@@ -505,7 +539,7 @@ impl Engine {
             };
             self.inner.db.set_rollout_state(id, state, None).await?;
             if current.started_at.is_none() {
-                self.event(id, None, "started", None, "rollout started", None)
+                self.event(id, None, EventKind::Started, None, "rollout started", None)
                     .await;
             }
         }
@@ -517,6 +551,10 @@ impl Engine {
             playbook: pb.clone(),
         });
         let waves = plan.waves.len();
+        let limits = Limits {
+            halt_after_failures: plan.halt_after_failures,
+            canary: plan.waves.first().is_some_and(|w| w.name == "canary"),
+        };
         // Work on the first wave that still has devices to do; retried devices of an earlier
         // wave bring the rollout back to that wave.
         while let Some(wave) = self.next_wave(id).await? {
@@ -531,9 +569,13 @@ impl Engine {
             self.event(
                 id,
                 None,
-                "wave_started",
+                EventKind::WaveStarted,
                 None,
-                &format!("wave {} of {} started", wave + 1, waves),
+                &format!(
+                    "{} started ({} wave(s) in all)",
+                    wave_name(&plan, wave),
+                    waves
+                ),
                 Some(json!({"wave": wave})),
             )
             .await;
@@ -560,85 +602,59 @@ impl Engine {
                 });
                 // Reap finished devices while starting others, so the threshold acts promptly.
                 while let Some(done) = running.try_join_next() {
-                    self.after_device(id, &plan, done).await?;
+                    self.after_device(id, limits, done).await?;
                 }
             }
             while let Some(done) = running.join_next().await {
-                self.after_device(id, &plan, done).await?;
+                self.after_device(id, limits, done).await?;
             }
             if self.inner.shutdown.is_requested() {
                 return Ok(());
             }
             let r = self.inner.db.rollout(id).await?;
-            if r.abort_requested || r.state == RolloutState::Halted {
-                break;
+            let after = job_views(&self.inner.db.jobs(id).await?);
+            match policy::after_wave(limits, view(&r), wave, &after) {
+                AfterWave::Stop => break,
+                AfterWave::Halt(reason) => {
+                    self.halt(id, &reason).await?;
+                    break;
+                }
+                AfterWave::Next { failed } => {
+                    self.event(
+                        id,
+                        None,
+                        EventKind::WaveFinished,
+                        None,
+                        &format!("{} finished", wave_name(&plan, wave)),
+                        Some(json!({"wave": wave, "failed": failed})),
+                    )
+                    .await;
+                }
             }
-            let after = self.inner.db.jobs(id).await?;
-            let wave_jobs: Vec<&DeviceJob> = after.iter().filter(|j| j.wave == wave).collect();
-            let failed = wave_jobs
-                .iter()
-                .filter(|j| j.state == JobState::Failed)
-                .count();
-            let is_canary = plan.waves.get(wave).is_some_and(|w| w.name == "canary");
-            if is_canary && failed > 0 {
-                self.halt(
-                    id,
-                    &format!(
-                        "the canary failed ({failed} device(s)); later waves were not started"
-                    ),
-                )
-                .await?;
-                break;
-            }
-            self.event(
-                id,
-                None,
-                "wave_finished",
-                None,
-                &format!("wave {} of {} finished", wave + 1, waves),
-                Some(json!({"wave": wave, "failed": failed})),
-            )
-            .await;
         }
         self.conclude(id).await
     }
 
     /// The first wave with a device still to do.
     async fn next_wave(&self, id: &str) -> Result<Option<usize>, RolloutError> {
-        Ok(self
-            .inner
-            .db
-            .jobs(id)
-            .await?
-            .iter()
-            .filter(|j| !j.state.is_finished())
-            .map(|j| j.wave)
-            .min())
+        Ok(policy::next_wave(&job_views(
+            &self.inner.db.jobs(id).await?,
+        )))
     }
 
     async fn after_device(
         &self,
         id: &str,
-        plan: &Plan,
+        limits: Limits,
         joined: Result<(String, JobOutcome), tokio::task::JoinError>,
     ) -> Result<(), RolloutError> {
         if let Err(e) = joined {
             tracing::error!(rollout = id, error = %e, "device task panicked");
         }
-        let jobs = self.inner.db.jobs(id).await?;
-        let failed = jobs.iter().filter(|j| j.state == JobState::Failed).count();
-        if failed >= plan.halt_after_failures {
-            let r = self.inner.db.rollout(id).await?;
-            if r.state != RolloutState::Halted {
-                self.halt(
-                    id,
-                    &format!(
-                        "{failed} device(s) failed, more than the {} tolerated by max_failures",
-                        plan.halt_after_failures - 1
-                    ),
-                )
-                .await?;
-            }
+        let jobs = job_views(&self.inner.db.jobs(id).await?);
+        let r = self.inner.db.rollout(id).await?;
+        if let Some(reason) = policy::after_device(limits, view(&r), &jobs) {
+            self.halt(id, &reason).await?;
         }
         Ok(())
     }
@@ -648,7 +664,8 @@ impl Engine {
             .db
             .set_rollout_state(id, RolloutState::Halted, Some(reason))
             .await?;
-        self.event(id, None, "halted", None, reason, None).await;
+        self.event(id, None, EventKind::Halted, None, reason, None)
+            .await;
         self.poke(id);
         Ok(())
     }
@@ -684,59 +701,77 @@ impl Engine {
         }
         let r = self.inner.db.rollout(id).await?;
         let jobs = self.inner.db.jobs(id).await?;
-        if r.abort_requested {
-            for j in jobs.iter().filter(|j| j.state == JobState::Pending) {
-                self.inner
-                    .db
-                    .finish_job(
-                        id,
-                        &j.device,
-                        JobState::Aborted,
-                        None,
-                        Some("rollout aborted before this device started"),
-                    )
-                    .await?;
+        let end = policy::end(view(&r), &job_views(&jobs));
+        let (kind, message) = match &end {
+            End::StayHalted => return Ok(()),
+            End::Aborted => {
+                for j in jobs.iter().filter(|j| j.state == JobState::Pending) {
+                    self.inner
+                        .db
+                        .finish_job(
+                            id,
+                            &j.device,
+                            JobState::Aborted,
+                            None,
+                            Some("rollout aborted before this device started"),
+                        )
+                        .await?;
+                }
+                (EventKind::Aborted, "rollout aborted".to_string())
             }
+            End::Completed { upgraded } => (
+                EventKind::Completed,
+                format!("rollout completed: {upgraded} device(s) upgraded"),
+            ),
+            End::CompletedWithFailures { failed, upgraded } => (
+                EventKind::CompletedWithFailures,
+                format!(
+                    "rollout completed with failures: {failed} device(s) failed, {upgraded} upgraded; `fleetup rollout retry {id}` puts the failed ones back in line"
+                ),
+            ),
+        };
+        if let Some(state) = end.state() {
+            let reason = match end {
+                End::Aborted => r.halt_reason.clone(),
+                End::CompletedWithFailures { .. } => Some(message.clone()),
+                _ => None,
+            };
             self.inner
                 .db
-                .set_rollout_state(id, RolloutState::Aborted, r.halt_reason.as_deref())
+                .set_rollout_state(id, state, reason.as_deref())
                 .await?;
-            self.event(id, None, "aborted", None, "rollout aborted", None)
-                .await;
-            return Ok(());
         }
-        if r.state == RolloutState::Halted {
-            // Halted stays open: the operator can retry failed devices or abort.
-            return Ok(());
-        }
-        let failed = jobs.iter().filter(|j| j.state == JobState::Failed).count();
-        let upgraded = jobs
-            .iter()
-            .filter(|j| j.state == JobState::Succeeded)
-            .count();
-        if failed == 0 {
-            self.inner
-                .db
-                .set_rollout_state(id, RolloutState::Completed, None)
-                .await?;
-            self.event(
-                id,
-                None,
-                "completed",
-                None,
-                &format!("rollout completed: {upgraded} device(s) upgraded"),
-                None,
-            )
-            .await;
-        } else {
-            let msg = format!("{failed} device(s) failed, {upgraded} upgraded");
-            self.inner
-                .db
-                .set_rollout_state(id, RolloutState::Failed, Some(&msg))
-                .await?;
-            self.event(id, None, "failed", None, &msg, None).await;
-        }
+        self.event(id, None, kind, None, &message, None).await;
         Ok(())
+    }
+}
+
+/// What the rules of [`policy`] look at.
+fn view(r: &RolloutRecord) -> RolloutView {
+    RolloutView {
+        state: r.state,
+        paused: r.paused,
+        abort_requested: r.abort_requested,
+    }
+}
+
+fn job_views(jobs: &[DeviceJob]) -> Vec<JobView> {
+    jobs.iter()
+        .map(|j| JobView {
+            wave: j.wave,
+            state: j.state,
+        })
+        .collect()
+}
+
+/// Waves are numbered one way everywhere: `canary`, `wave 1`, `wave 2`…
+pub fn wave_name(plan: &Plan, wave: usize) -> String {
+    match plan.waves.get(wave) {
+        Some(w) if w.name == "canary" => "canary".to_string(),
+        _ => {
+            let canary = plan.waves.first().is_some_and(|w| w.name == "canary");
+            format!("wave {}", if canary { wave } else { wave + 1 })
+        }
     }
 }
 

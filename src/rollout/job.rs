@@ -2,6 +2,7 @@
 //! before it starts, pauses and maintenance windows honoured between steps, and a resume path
 //! that never sends a second reload.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -9,13 +10,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
-use super::model::{DeviceJob, JobState, StepState};
+use super::model::{DeviceJob, EventKind, JobState, StepState};
 use crate::device::{
     self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target, Transfer,
     UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
 };
 use crate::inventory::Secret;
-use crate::playbook::{self, Playbook, Share, TransferProtocol};
+use crate::playbook::{self, Opening, Playbook, Share, TransferProtocol};
 
 pub(crate) struct JobContext {
     pub engine: Engine,
@@ -37,13 +38,25 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
     let engine = &ctx.engine;
     let id = &ctx.rollout_id;
     let name = job.device.clone();
-    let outcome = match prepare(ctx, &job).await {
-        Ok((target, plan, _ftp_account)) => execute(ctx, &job, &target, &plan).await,
+    let prepared = prepare(ctx, &job).await;
+    let outcome = match &prepared {
+        Ok((target, plan, _ftp_account)) => execute(ctx, &job, target, plan).await,
         Err(message) => Err(Ended::Failed {
             reason: "configuration".into(),
-            message,
+            message: message.clone(),
+            reached_reload: false,
         }),
     };
+    if let (
+        Err(Ended::Failed {
+            reached_reload: true,
+            ..
+        }),
+        Ok((target, plan, _)),
+    ) = (&outcome, &prepared)
+    {
+        refresh_facts(ctx, target, plan).await;
+    }
     let db = engine.db();
     let (state, new_version, error, result) = match outcome {
         Ok(done) => {
@@ -73,7 +86,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
                 .event(
                     id,
                     Some(&name),
-                    "device_succeeded",
+                    EventKind::DeviceSucceeded,
                     None,
                     &format!("{note}; now running {}", version.as_deref().unwrap_or("?")),
                     Some(json!({"version": version})),
@@ -84,7 +97,14 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         Err(Ended::Interrupted) => return JobOutcome::Interrupted,
         Err(Ended::Requeued(message)) => {
             engine
-                .event(id, Some(&name), "device_requeued", None, &message, None)
+                .event(
+                    id,
+                    Some(&name),
+                    EventKind::DeviceRequeued,
+                    None,
+                    &message,
+                    None,
+                )
                 .await;
             if let Err(e) = db.requeue_job(id, &name).await {
                 tracing::error!(device = %name, error = %e, "cannot put a device back in line");
@@ -93,16 +113,25 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         }
         Err(Ended::Aborted(message)) => {
             engine
-                .event(id, Some(&name), "device_aborted", None, &message, None)
+                .event(
+                    id,
+                    Some(&name),
+                    EventKind::DeviceAborted,
+                    None,
+                    &message,
+                    None,
+                )
                 .await;
             (JobState::Aborted, None, Some(message), JobOutcome::Aborted)
         }
-        Err(Ended::Failed { reason, message }) => {
+        Err(Ended::Failed {
+            reason, message, ..
+        }) => {
             engine
                 .event(
                     id,
                     Some(&name),
-                    "device_failed",
+                    EventKind::DeviceFailed,
                     None,
                     &message,
                     Some(json!({"reason": reason})),
@@ -133,7 +162,44 @@ enum Ended {
     Failed {
         reason: String,
         message: String,
+        /// The reload was sent: the device may run another image now.
+        reached_reload: bool,
     },
+}
+
+/// After a failure past the reload the device may run the new image, the old one, or nothing:
+/// read what it really runs, so the inventory (and the next plan) never shows stale facts.
+async fn refresh_facts(ctx: &JobContext, target: &Target, plan: &UpgradePlan) {
+    let engine = &ctx.engine;
+    let id = &ctx.rollout_id;
+    let name = &target.name;
+    let (kind, message, data) = match device::read_facts(target, &plan.timeouts).await {
+        Ok((facts, _key)) => {
+            let facts = facts.to_facts();
+            if let Err(e) = engine.db().set_facts(name, &facts).await {
+                tracing::warn!(device = %name, error = %e, "cannot record facts");
+            }
+            (
+                EventKind::FactsRead,
+                format!(
+                    "after the failure the device runs {} from {}",
+                    facts.version.as_deref().unwrap_or("an unknown version"),
+                    facts.image.as_deref().unwrap_or("an unknown image")
+                ),
+                Some(json!({"version": facts.version, "image": facts.image})),
+            )
+        }
+        Err(e) => (
+            EventKind::FactsRead,
+            format!(
+                "after the failure its facts could not be read ({e}); the inventory keeps the last ones known"
+            ),
+            None,
+        ),
+    };
+    engine
+        .event(id, Some(name), kind, None, &message, data)
+        .await;
 }
 
 /// A one-time FTP account, removed when dropped.
@@ -261,6 +327,8 @@ struct Recorder<'a> {
     cancel: CancellationToken,
     /// The driver's progress, recorded in order before the next step starts.
     events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<StepEvent>>,
+    /// The first change to the device has begun (inside a window).
+    changing: AtomicBool,
 }
 
 #[async_trait]
@@ -274,7 +342,7 @@ impl StepGate for Recorder<'_> {
                 .event(
                     id,
                     Some(&self.device),
-                    "held",
+                    EventKind::Held,
                     Some(step.as_str()),
                     "the rollout is paused: this step waits for resume",
                     None,
@@ -289,8 +357,15 @@ impl StepGate for Recorder<'_> {
                 Stop::Abort
             });
         }
-        if matches!(step, Step::Reload | Step::Install) {
-            self.wait_for_window().await?;
+        // The driver asks `may_change_now` before its first change; this only guards a
+        // driver that would not.
+        if step.changes_the_device() {
+            if !self.changing.load(Ordering::Relaxed) && !self.may_change_now().await {
+                self.wait_for_window().await?;
+            }
+            // Once the changes began, they finish even if the window closes meanwhile: a
+            // device left with a new boot variable until the next window is worse.
+            self.changing.store(true, Ordering::Relaxed);
         }
         // Written before the step runs: after a crash, `reload_sent` tells the truth.
         if let Err(e) = engine
@@ -299,7 +374,7 @@ impl StepGate for Recorder<'_> {
                 &self.device,
                 step.as_str(),
                 Some(StepState::Started),
-                "step_started",
+                EventKind::StepStarted,
                 message,
             )
             .await
@@ -308,6 +383,15 @@ impl StepGate for Recorder<'_> {
             return Err(Stop::Abort);
         }
         Ok(())
+    }
+
+    async fn may_change_now(&self) -> bool {
+        let windows = self.ctx.playbook.schedule.windows();
+        playbook::any_contains(&windows, self.ctx.engine.now())
+    }
+
+    async fn wait_until_changes_allowed(&self) -> Result<(), Stop> {
+        self.wait_for_window().await
     }
 }
 
@@ -324,12 +408,7 @@ impl Recorder<'_> {
         if ev.status == StepStatus::Started {
             return;
         }
-        let kind = match ev.status {
-            StepStatus::Done => "step_done",
-            StepStatus::Skipped => "step_skipped",
-            StepStatus::Failed => "step_failed",
-            StepStatus::Started => "step_started",
-        };
+        let kind = EventKind::of_step(ev.status);
         let state = (ev.status == StepStatus::Done).then_some(StepState::Done);
         if let Err(e) = self
             .ctx
@@ -348,37 +427,58 @@ impl Recorder<'_> {
         }
     }
 
+    /// Hold the device, staged, until a maintenance window opens; the job shows as
+    /// `staged (waits for window …)` meanwhile.
     async fn wait_for_window(&self) -> Result<(), Stop> {
         let engine = &self.ctx.engine;
         let id = &self.ctx.rollout_id;
         let windows = self.ctx.playbook.schedule.windows();
-        let clock = &engine.inner().clock;
-        let mut announced = false;
+        let mut announced = None;
         loop {
-            let now = clock.now();
+            let now = engine.now();
             if playbook::any_contains(&windows, now) {
+                if announced.is_some() {
+                    engine
+                        .event(
+                            id,
+                            Some(&self.device),
+                            EventKind::WindowOpened,
+                            None,
+                            "the maintenance window is open: the changes start",
+                            None,
+                        )
+                        .await;
+                }
                 return Ok(());
             }
-            let Some(next) = playbook::next_open(&windows, now) else {
+            let Some(next) = Opening::next(&windows, now) else {
                 return Err(Stop::Abort);
             };
-            if !announced {
-                engine
-                    .event(
+            if announced.as_ref() != Some(&next.at) {
+                let text = next.to_string();
+                match engine
+                    .db()
+                    .record_wait_for_window(
                         id,
-                        Some(&self.device),
-                        "waiting_window",
-                        Some("reload"),
+                        &self.device,
+                        &text,
                         &format!(
-                            "staged; the reload waits for the maintenance window opening at {next}"
+                            "staged: image copied and verified; the boot change, save and reload wait for the maintenance window opening {text}"
                         ),
-                        Some(json!({"opens_at": next.to_string()})),
+                        &json!({"opens_at": next.at.to_string(), "opens": text, "window": next.window.to_string()}),
                     )
-                    .await;
-                announced = true;
+                    .await
+                {
+                    Ok(ev) => engine.publish(ev),
+                    Err(e) => {
+                        tracing::error!(device = %self.device, error = %e, "cannot record the wait for the window; stopping this device");
+                        return Err(Stop::Abort);
+                    }
+                }
+                announced = Some(next.at);
             }
             tokio::select! {
-                _ = clock.sleep_until(next) => {}
+                _ = engine.sleep_until(next.at) => {}
                 _ = engine.changed(id) => {
                     if !engine.may_go_on(id).await {
                         self.cancel.cancel();
@@ -402,6 +502,7 @@ async fn execute(
         return Err(Ended::Failed {
             reason: "internal".into(),
             message: format!("cannot record the device's start: {e}"),
+            reached_reload: false,
         });
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -410,6 +511,7 @@ async fn execute(
         device: job.device.clone(),
         cancel: CancellationToken::new(),
         events: tokio::sync::Mutex::new(events_rx),
+        changing: AtomicBool::new(false),
     };
     let shutdown = engine.shutdown().token.clone();
     let cancel = recorder.cancel.clone();
@@ -423,7 +525,14 @@ async fn execute(
     let work = async {
         if job.reload_sent {
             engine
-                .event(id, Some(&job.device), "resumed", Some("wait_back"), "the reload was already sent before the restart: waiting for the device and checking it, no second reload", None)
+                .event(
+                    id,
+                    Some(&job.device),
+                    EventKind::Resumed,
+                    Some("wait_back"),
+                    "the reload was already sent before the restart: waiting for the device and checking it, no second reload",
+                    None,
+                )
                 .await;
             let recorded_at = reload_recorded_at(engine, id, &job.device).await;
             let resumed = device::resume_after_reload(
@@ -451,7 +560,7 @@ async fn execute(
                         .event(
                             id,
                             Some(&job.device),
-                            "reload_not_sent",
+                            EventKind::ReloadNotSent,
                             Some("wait_back"),
                             &format!("{message}; upgrading it again from the start"),
                             None,
@@ -501,7 +610,8 @@ async fn execute(
 async fn reload_recorded_at(engine: &Engine, id: &str, device: &str) -> Option<SystemTime> {
     let events = engine.db().device_events(id, device).await.ok()?;
     let sent = events.iter().rev().find(|e| {
-        e.kind == "step_started" && e.step.as_deref().is_some_and(super::model::is_reload_step)
+        e.kind == EventKind::StepStarted
+            && e.step.as_deref().is_some_and(super::model::is_reload_step)
     })?;
     let at: jiff::Timestamp = sent.at.parse().ok()?;
     SystemTime::try_from(at).ok()
@@ -529,5 +639,6 @@ async fn classify(engine: &Engine, id: &str, f: UpgradeFailure) -> Ended {
     Ended::Failed {
         reason: f.reason.as_str().to_string(),
         message: f.to_string(),
+        reached_reload: f.reload_sent || super::model::is_reload_step(f.step.as_str()),
     }
 }

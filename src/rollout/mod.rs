@@ -5,6 +5,7 @@ pub mod clock;
 pub mod engine;
 mod job;
 pub mod model;
+pub mod policy;
 pub mod report;
 
 pub use clock::{Clock, ManualClock};

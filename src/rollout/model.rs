@@ -5,13 +5,16 @@ use std::fmt;
 use serde::Serialize;
 
 macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $s:literal),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),* }
+        pub enum $name { $($(#[$vm])* $variant),* }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $s),* }
             }
@@ -34,20 +37,36 @@ string_enum!(
         Scheduled => "scheduled",
         Running => "running",
         Paused => "paused",
+        /// Stopped by the canary, `max_failures` or a fault: open for retry or abort.
         Halted => "halted",
+        /// Every targeted device upgraded (or already current).
         Completed => "completed",
-        Failed => "failed",
+        /// Every device done, some failed, fewer than `max_failures` allowed to halt.
+        CompletedWithFailures => "completed_with_failures",
         Aborted => "aborted",
     }
 );
 
 impl RolloutState {
-    /// A rollout in one of these states will do nothing more.
+    /// A rollout in one of these states will do nothing more unless failed devices are retried.
     pub fn is_ended(self) -> bool {
         matches!(
             self,
-            RolloutState::Completed | RolloutState::Failed | RolloutState::Aborted
+            RolloutState::Completed | RolloutState::CompletedWithFailures | RolloutState::Aborted
         )
+    }
+
+    /// Whether failed devices may be put back in line.
+    pub fn may_retry(self) -> bool {
+        !matches!(self, RolloutState::Completed | RolloutState::Aborted)
+    }
+
+    /// A state as stored; rollouts ended before the end states were split read `failed`.
+    pub fn from_stored(s: &str) -> Option<Self> {
+        match s {
+            "failed" => Some(RolloutState::CompletedWithFailures),
+            s => Self::parse(s),
+        }
     }
 }
 
@@ -66,6 +85,94 @@ string_enum!(
 impl JobState {
     pub fn is_finished(self) -> bool {
         !matches!(self, JobState::Pending | JobState::Running)
+    }
+}
+
+string_enum!(
+    /// What a rollout event says. One vocabulary from the driver's step events through the
+    /// store, the report, the SSE event names, OpenAPI and the dashboard.
+    EventKind {
+        Created => "created",
+        Scheduled => "scheduled",
+        Started => "started",
+        Paused => "paused",
+        Resumed => "resumed",
+        AbortRequested => "abort_requested",
+        Aborted => "aborted",
+        Retry => "retry",
+        Halted => "halted",
+        Completed => "completed",
+        CompletedWithFailures => "completed_with_failures",
+        WaveStarted => "wave_started",
+        WaveFinished => "wave_finished",
+        Skipped => "skipped",
+        StepStarted => "step_started",
+        StepDone => "step_done",
+        StepSkipped => "step_skipped",
+        StepFailed => "step_failed",
+        DeviceSucceeded => "device_succeeded",
+        DeviceFailed => "device_failed",
+        DeviceAborted => "device_aborted",
+        DeviceRequeued => "device_requeued",
+        Held => "held",
+        WaitingWindow => "waiting_window",
+        WindowOpened => "window_opened",
+        ReloadNotSent => "reload_not_sent",
+        FactsRead => "facts_read",
+        Message => "message",
+    }
+);
+
+impl EventKind {
+    /// Something went wrong: shown in red, counted by the activity filter.
+    pub fn is_bad(self) -> bool {
+        matches!(
+            self,
+            EventKind::StepFailed
+                | EventKind::DeviceFailed
+                | EventKind::DeviceAborted
+                | EventKind::Halted
+                | EventKind::Aborted
+                | EventKind::CompletedWithFailures
+                | EventKind::ReloadNotSent
+        )
+    }
+
+    /// About the whole rollout: read out to screen readers and shown in the terminal.
+    pub fn is_rollout_wide(self) -> bool {
+        matches!(
+            self,
+            EventKind::Started
+                | EventKind::Paused
+                | EventKind::Resumed
+                | EventKind::AbortRequested
+                | EventKind::Aborted
+                | EventKind::Halted
+                | EventKind::Completed
+                | EventKind::CompletedWithFailures
+                | EventKind::WaveStarted
+                | EventKind::WaveFinished
+                | EventKind::Retry
+        )
+    }
+
+    /// The event that records how a driver step ended.
+    pub fn of_step(status: crate::device::StepStatus) -> EventKind {
+        use crate::device::StepStatus;
+        match status {
+            StepStatus::Started => EventKind::StepStarted,
+            StepStatus::Done => EventKind::StepDone,
+            StepStatus::Skipped => EventKind::StepSkipped,
+            StepStatus::Failed => EventKind::StepFailed,
+        }
+    }
+
+    /// A kind as stored; an unknown one (written by a newer release) reads as a message.
+    pub fn from_stored(s: &str) -> EventKind {
+        match s {
+            "failed" => EventKind::CompletedWithFailures,
+            s => Self::parse(s).unwrap_or(EventKind::Message),
+        }
     }
 }
 
@@ -122,6 +229,8 @@ pub struct DeviceJob {
     pub error: Option<String>,
     /// Once true, the device is never sent another reload by this rollout.
     pub reload_sent: bool,
+    /// Staged and held for the maintenance window opening then (in the window's zone and UTC).
+    pub waits_for_window: Option<String>,
     pub attempts: u32,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -134,7 +243,7 @@ pub struct Event {
     pub rollout_id: String,
     pub at: String,
     pub device: Option<String>,
-    pub kind: String,
+    pub kind: EventKind,
     pub step: Option<String>,
     pub message: String,
     #[schema(value_type = Option<Object>)]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::model::{DeviceJob, Event, RolloutRecord};
+use super::model::{DeviceJob, Event, EventKind, RolloutRecord};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StepTiming {
@@ -56,18 +56,20 @@ pub fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
         let (Some(device), Some(step)) = (&e.device, &e.step) else {
             continue;
         };
-        match e.kind.as_str() {
-            "step_started" => by_device
-                .entry(device.clone())
-                .or_default()
-                .push(StepTiming {
-                    step: step.clone(),
-                    started_at: e.at.clone(),
-                    finished_at: None,
-                    seconds: None,
-                    result: None,
-                }),
-            "step_done" | "step_failed" | "step_skipped" => {
+        match e.kind {
+            EventKind::StepStarted => {
+                by_device
+                    .entry(device.clone())
+                    .or_default()
+                    .push(StepTiming {
+                        step: step.clone(),
+                        started_at: e.at.clone(),
+                        finished_at: None,
+                        seconds: None,
+                        result: None,
+                    })
+            }
+            EventKind::StepDone | EventKind::StepFailed | EventKind::StepSkipped => {
                 if let Some(t) = by_device.get_mut(device).and_then(|out| {
                     out.iter_mut()
                         .rev()
@@ -75,7 +77,7 @@ pub fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
                 }) {
                     t.seconds = seconds_between(&t.started_at, &e.at);
                     t.finished_at = Some(e.at.clone());
-                    t.result = Some(e.kind.trim_start_matches("step_").to_string());
+                    t.result = Some(e.kind.as_str().trim_start_matches("step_").to_string());
                 }
             }
             _ => {}

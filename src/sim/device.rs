@@ -92,6 +92,8 @@ pub struct DeviceState {
     pub version: String,
     pub running_image: String,
     pub boot_variable: Vec<String>,
+    /// The `boot system` lines of the saved (startup) configuration.
+    pub startup_boot_system: Vec<String>,
     pub config_register: String,
     pub unsaved_changes: bool,
     pub reload_count: u64,
@@ -470,6 +472,7 @@ impl Device {
             version: s.version.clone(),
             running_image: s.booted_image.clone(),
             boot_variable: self.boot_list(s),
+            startup_boot_system: s.startup.boot_system.clone(),
             config_register: s.config_register_now.clone(),
             unsaved_changes: s.running != s.startup,
             reload_count: s.reload_count,

@@ -2,11 +2,18 @@ use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{Db, StoreError, now_text};
 use crate::rollout::model::{
-    DeviceJob, Event, JobState, RolloutRecord, RolloutState, StepState, is_reload_step,
+    DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState, is_reload_step,
 };
 
-/// Rollout states after which a rollout no longer needs its images.
-pub const ENDED_STATES: [&str; 3] = ["completed", "failed", "aborted"];
+/// The ended rollout states as a JSON array, for `state NOT IN (SELECT value FROM json_each(?))`.
+fn ended_states() -> String {
+    let ended: Vec<&str> = RolloutState::ALL
+        .iter()
+        .filter(|s| s.is_ended())
+        .map(|s| s.as_str())
+        .collect();
+    serde_json::Value::from(ended).to_string()
+}
 
 fn decode(what: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(what.to_string().into()))
@@ -50,6 +57,7 @@ fn row_to_job(r: &SqliteRow) -> Result<DeviceJob, StoreError> {
         new_version: r.try_get("new_version")?,
         error: r.try_get("error")?,
         reload_sent: r.try_get::<i64, _>("reload_sent")? != 0,
+        waits_for_window: r.try_get("waits_for_window")?,
         attempts: r.try_get::<i64, _>("attempts")? as u32,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -58,12 +66,13 @@ fn row_to_job(r: &SqliteRow) -> Result<DeviceJob, StoreError> {
 
 fn row_to_event(r: &SqliteRow) -> Result<Event, StoreError> {
     let data: Option<String> = r.try_get("data")?;
+    let kind: String = r.try_get("kind")?;
     Ok(Event {
         id: r.try_get("id")?,
         rollout_id: r.try_get("rollout_id")?,
         at: r.try_get("at")?,
         device: r.try_get("device")?,
-        kind: r.try_get("kind")?,
+        kind: EventKind::from_stored(&kind),
         step: r.try_get("step")?,
         message: r.try_get("message")?,
         data: data.and_then(|d| serde_json::from_str(&d).ok()),
@@ -84,12 +93,10 @@ impl Db {
     /// The id of a rollout that has not ended and uses `file_name`, if any.
     pub async fn rollout_using_image(&self, file_name: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar::<_, String>(
-            "SELECT id FROM rollouts WHERE state NOT IN (?, ?, ?) \
+            "SELECT id FROM rollouts WHERE state NOT IN (SELECT value FROM json_each(?)) \
              AND EXISTS (SELECT 1 FROM json_each(rollouts.images) WHERE value = ?) LIMIT 1",
         )
-        .bind(ENDED_STATES[0])
-        .bind(ENDED_STATES[1])
-        .bind(ENDED_STATES[2])
+        .bind(ended_states())
         .bind(file_name)
         .fetch_optional(&self.pool)
         .await?)
@@ -156,13 +163,13 @@ impl Db {
 
     /// Rollouts the engine must (re)start: every one that has not ended.
     pub async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM rollouts WHERE state NOT IN (?, ?, ?) ORDER BY created_at")
-                .bind(ENDED_STATES[0])
-                .bind(ENDED_STATES[1])
-                .bind(ENDED_STATES[2])
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM rollouts WHERE state NOT IN (SELECT value FROM json_each(?)) \
+             ORDER BY created_at",
+        )
+        .bind(ended_states())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(row_to_rollout).collect()
     }
 
@@ -175,16 +182,16 @@ impl Db {
         let now = now_text();
         sqlx::query(
             "UPDATE rollouts SET state = ?, halt_reason = ?, updated_at = ?, \
-             started_at = CASE WHEN ? = 'running' THEN coalesce(started_at, ?) ELSE started_at END, \
-             finished_at = CASE WHEN ? IN ('completed', 'failed', 'aborted') THEN ? ELSE NULL END \
+             started_at = CASE WHEN ? THEN coalesce(started_at, ?) ELSE started_at END, \
+             finished_at = CASE WHEN ? THEN ? ELSE NULL END \
              WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(halt_reason)
         .bind(&now)
-        .bind(state.as_str())
+        .bind(state == RolloutState::Running)
         .bind(&now)
-        .bind(state.as_str())
+        .bind(state.is_ended())
         .bind(&now)
         .bind(id)
         .execute(&self.pool)
@@ -233,17 +240,18 @@ impl Db {
         device: &str,
         step: &str,
         state: Option<StepState>,
-        kind: &str,
+        kind: EventKind,
         message: &str,
     ) -> Result<Event, StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(state) = state {
             let reload_sent = is_reload_step(step);
             sqlx::query(
-                "UPDATE rollout_devices SET state = 'running', step = ?, step_state = ?, \
-                 reload_sent = reload_sent OR ?, started_at = coalesce(started_at, ?) \
-                 WHERE rollout_id = ? AND device = ?",
+                "UPDATE rollout_devices SET state = ?, step = ?, step_state = ?, \
+                 waits_for_window = NULL, reload_sent = reload_sent OR ?, \
+                 started_at = coalesce(started_at, ?) WHERE rollout_id = ? AND device = ?",
             )
+            .bind(JobState::Running.as_str())
             .bind(step)
             .bind(state.as_str())
             .bind(reload_sent)
@@ -261,6 +269,39 @@ impl Db {
             Some(step),
             message,
             None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    /// A staged device is held for its maintenance window: its row says until when, with the
+    /// `waiting_window` event, in one transaction.
+    pub async fn record_wait_for_window(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        opens: &str,
+        message: &str,
+        data: &serde_json::Value,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE rollout_devices SET waits_for_window = ? WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(opens)
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&mut *tx)
+        .await?;
+        let event = insert_event(
+            &mut *tx,
+            rollout_id,
+            Some(device),
+            EventKind::WaitingWindow,
+            None,
+            message,
+            Some(data),
         )
         .await?;
         tx.commit().await?;
@@ -294,9 +335,10 @@ impl Db {
         device: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE rollout_devices SET state = 'running', attempts = attempts + 1, error = NULL, \
+            "UPDATE rollout_devices SET state = ?, attempts = attempts + 1, error = NULL, \
              started_at = coalesce(started_at, ?) WHERE rollout_id = ? AND device = ?",
         )
+        .bind(JobState::Running.as_str())
         .bind(now_text())
         .bind(rollout_id)
         .bind(device)
@@ -314,8 +356,8 @@ impl Db {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE rollout_devices SET state = ?, new_version = coalesce(?, new_version), error = ?, finished_at = ? \
-             WHERE rollout_id = ? AND device = ?",
+            "UPDATE rollout_devices SET state = ?, new_version = coalesce(?, new_version), error = ?, \
+             finished_at = ?, waits_for_window = NULL WHERE rollout_id = ? AND device = ?",
         )
         .bind(state.as_str())
         .bind(new_version)
@@ -351,6 +393,7 @@ impl Db {
         sqlx::query(&format!(
             "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND device = ?"
         ))
+        .bind(JobState::Pending.as_str())
         .bind(rollout_id)
         .bind(device)
         .execute(&self.pool)
@@ -362,10 +405,12 @@ impl Db {
     /// starts from the beginning: its earlier attempt ended, reload included.
     pub async fn retry_failed_jobs(&self, rollout_id: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(&format!(
-            "UPDATE rollout_devices SET {BACK_IN_LINE} \
-             WHERE rollout_id = ? AND state IN ('failed', 'aborted')"
+            "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND state IN (?, ?)"
         ))
+        .bind(JobState::Pending.as_str())
         .bind(rollout_id)
+        .bind(JobState::Failed.as_str())
+        .bind(JobState::Aborted.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -375,7 +420,7 @@ impl Db {
         &self,
         rollout_id: &str,
         device: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         step: Option<&str>,
         message: &str,
         data: Option<&serde_json::Value>,
@@ -420,10 +465,13 @@ impl Db {
     /// `step_skipped`), oldest first: what step timings are built from.
     pub async fn step_events(&self, rollout_id: &str) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM rollout_events WHERE rollout_id = ? AND kind IN \
-             ('step_started', 'step_done', 'step_failed', 'step_skipped') ORDER BY id",
+            "SELECT * FROM rollout_events WHERE rollout_id = ? AND kind IN (?, ?, ?, ?) ORDER BY id",
         )
         .bind(rollout_id)
+        .bind(EventKind::StepStarted.as_str())
+        .bind(EventKind::StepDone.as_str())
+        .bind(EventKind::StepFailed.as_str())
+        .bind(EventKind::StepSkipped.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(row_to_event).collect()
@@ -434,7 +482,7 @@ async fn insert_event<'c>(
     executor: impl sqlx::SqliteExecutor<'c>,
     rollout_id: &str,
     device: Option<&str>,
-    kind: &str,
+    kind: EventKind,
     step: Option<&str>,
     message: &str,
     data: Option<&serde_json::Value>,
@@ -446,7 +494,7 @@ async fn insert_event<'c>(
     .bind(rollout_id)
     .bind(now_text())
     .bind(device)
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(step)
     .bind(message)
     .bind(data.map(|d| d.to_string()))
@@ -455,6 +503,6 @@ async fn insert_event<'c>(
     row_to_event(&row)
 }
 
-/// A device back in line: pending, and nothing left of its earlier attempt.
-const BACK_IN_LINE: &str = "state = 'pending', error = NULL, finished_at = NULL, step = NULL, \
-     step_state = NULL, reload_sent = 0";
+/// A device back in line (bind the pending state first): nothing left of its earlier attempt.
+const BACK_IN_LINE: &str = "state = ?, error = NULL, finished_at = NULL, step = NULL, \
+     step_state = NULL, reload_sent = 0, waits_for_window = NULL";

@@ -11,5 +11,6 @@ mod drivers;
 mod ftp;
 mod lab;
 mod rollout;
+mod safety;
 mod samples;
 mod tftp;

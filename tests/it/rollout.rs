@@ -145,8 +145,11 @@ impl Rig {
 
     /// Wait until the rollout has ended: completed, failed or halted.
     pub async fn wait_end(&self, id: &str) -> Value {
-        self.wait_state(id, &["completed", "failed", "halted"])
-            .await
+        self.wait_state(
+            id,
+            &["completed", "completed_with_failures", "halted", "aborted"],
+        )
+        .await
     }
 
     /// Wait until the rollout is in one of `states`.
@@ -220,7 +223,10 @@ async fn twenty_devices_canary_then_waves() {
         ))
         .await;
     let d = rig
-        .wait_state(&id, &["completed", "failed", "halted", "aborted"])
+        .wait_state(
+            &id,
+            &["completed", "completed_with_failures", "halted", "aborted"],
+        )
         .await;
     assert_eq!(d["state"], "completed", "{d:#}");
     let waves = d["waves"].as_array().unwrap();
@@ -536,11 +542,16 @@ async fn abort_stops_at_a_safe_point() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reloads_wait_for_the_maintenance_window() {
-    // Tuesday 2026-11-24 12:00 UTC; the window opens at 22:00.
+    // Tuesday 2026-11-24 12:00 UTC; the window opens at 22:00 in Berlin (21:00 UTC).
     let clock = ManualClock::new("2026-11-24T12:00:00Z".parse().unwrap());
     let rig = Rig::start_with_clock(2, |_| {}, Clock::Manual(clock.clone())).await;
+    let before: Vec<_> = rig
+        .names()
+        .iter()
+        .map(|n| rig.lab.state(n).unwrap())
+        .collect();
     let id = rig
-        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\nschedule:\n  windows: [\"Mon-Fri 22:00-23:30 UTC\"]\n"))
+        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\nschedule:\n  windows: [\"Mon-Fri 22:00-23:30 Europe/Berlin\"]\n"))
         .await;
     for n in rig.names() {
         rig.wait_event(&id, "the device staged and waiting", |e| {
@@ -548,18 +559,65 @@ async fn reloads_wait_for_the_maintenance_window() {
         })
         .await;
     }
-    // Staged, not reloaded: the image is on flash and verified, the boot variable set.
-    for n in rig.names() {
-        let st = rig.lab.state(&n).unwrap();
+    // Staged: the image is on flash and verified. Nothing else changed: boot variable,
+    // startup configuration and unsaved changes are as they were, and no reload.
+    for (n, was) in rig.names().iter().zip(&before) {
+        let st = rig.lab.state(n).unwrap();
         assert_eq!(st.reload_count, 0, "{n} reloaded outside the window");
         assert!(st.flash.files.iter().any(|f| f.name == IMAGE), "{n}");
+        assert_eq!(
+            st.boot_variable, was.boot_variable,
+            "{n}: boot variable changed before the window"
+        );
+        assert_eq!(
+            st.startup_boot_system, was.startup_boot_system,
+            "{n}: startup config changed before the window"
+        );
+        assert!(
+            !st.unsaved_changes,
+            "{n}: configuration changed before the window"
+        );
+        assert!(
+            !st.last_commands.iter().any(|c| c.starts_with("boot ")
+                || c.starts_with("write")
+                || c.starts_with("copy running")),
+            "{n}: a change was sent before the window: {:?}",
+            st.last_commands
+        );
     }
-    clock.set("2026-11-24T22:00:00Z".parse().unwrap());
+    // The job says it is staged and when the window opens, in its zone and in UTC.
+    let d = rig.detail(&id).await;
+    for j in jobs(&d) {
+        assert_eq!(
+            j["waits_for_window"], "Tue 2026-11-24 22:00 Europe/Berlin (21:00 UTC)",
+            "{j:#}"
+        );
+    }
+    clock.set("2026-11-24T21:00:00Z".parse().unwrap());
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    for n in rig.names() {
-        assert_eq!(rig.lab.state(&n).unwrap().reload_count, 1);
+    for (n, was) in rig.names().iter().zip(&before) {
+        let st = rig.lab.state(n).unwrap();
+        assert_eq!(st.reload_count, 1, "{n}");
+        assert_ne!(st.startup_boot_system, was.startup_boot_system, "{n}");
+        assert!(
+            st.startup_boot_system[0].ends_with(IMAGE),
+            "{n}: {:?}",
+            st.startup_boot_system
+        );
+        assert_eq!(st.version, IMAGE_VERSION);
     }
+    for j in jobs(&d) {
+        assert!(j["waits_for_window"].is_null(), "{j:#}");
+    }
+    let events = rig.events(&id).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "window_opened")
+            .count(),
+        2
+    );
     rig.stop().await;
 }
 
@@ -807,7 +865,7 @@ impl ServeRig {
     async fn wait_end(&self, id: &str) -> Value {
         eventually("the rollout to end", || async {
             let d = self.detail(id).await?;
-            ["completed", "failed", "halted"]
+            ["completed", "completed_with_failures", "halted", "aborted"]
                 .contains(&d["state"].as_str()?)
                 .then_some(d)
         })
@@ -931,7 +989,7 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
         &device,
         "reload",
         Some(fleetup::rollout::model::StepState::Started),
-        "step_started",
+        fleetup::rollout::model::EventKind::StepStarted,
         "reload",
     )
     .await
@@ -951,7 +1009,7 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
     let events = db.device_events(&id, &device).await.unwrap();
     let not_sent: Vec<_> = events
         .iter()
-        .filter(|e| e.kind == "reload_not_sent")
+        .filter(|e| e.kind == fleetup::rollout::model::EventKind::ReloadNotSent)
         .collect();
     assert_eq!(not_sent.len(), 1, "{events:#?}");
     let message = &not_sent[0].message;

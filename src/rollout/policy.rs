@@ -1,0 +1,444 @@
+//! What a rollout does next, decided without I/O: pure functions of a snapshot of the rollout
+//! (its flags and its devices' states), what just happened, and `now`. The engine reads the
+//! snapshot from the database, asks here, and writes the decision with its event; so every
+//! rule of canary, waves, `max_failures`, pause, abort, retry, windows and end states is
+//! table-tested below without a database, a lab or a clock.
+
+use jiff::Timestamp;
+
+use super::model::{JobState, RolloutState};
+use crate::playbook::{Opening, Window};
+
+/// The part of a device job the rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobView {
+    pub wave: usize,
+    pub state: JobState,
+}
+
+/// The part of a rollout the rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutView {
+    pub state: RolloutState,
+    pub paused: bool,
+    pub abort_requested: bool,
+}
+
+/// The rollout's limits, from its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The failure count that halts the rollout (one more than `max_failures` tolerates).
+    pub halt_after_failures: usize,
+    /// Whether wave 0 is a canary: any failure in it halts the rollout.
+    pub canary: bool,
+}
+
+/// Counts of a rollout's devices by how they ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub upgraded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub aborted: usize,
+    pub remaining: usize,
+}
+
+impl Tally {
+    pub fn of<'a>(jobs: impl IntoIterator<Item = &'a JobView>) -> Tally {
+        let mut t = Tally::default();
+        for j in jobs {
+            match j.state {
+                JobState::Succeeded => t.upgraded += 1,
+                JobState::Failed => t.failed += 1,
+                JobState::Skipped => t.skipped += 1,
+                JobState::Aborted => t.aborted += 1,
+                JobState::Pending | JobState::Running => t.remaining += 1,
+            }
+        }
+        t
+    }
+}
+
+/// Whether a device may start its next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proceed {
+    Go,
+    /// Paused: wait for resume (or abort).
+    Wait,
+    /// Aborted, halted or shutting down: stop at this safe point.
+    Stop,
+}
+
+pub fn proceed(r: RolloutView, shutting_down: bool) -> Proceed {
+    if r.abort_requested || r.state == RolloutState::Halted || shutting_down {
+        Proceed::Stop
+    } else if r.paused {
+        Proceed::Wait
+    } else {
+        Proceed::Go
+    }
+}
+
+/// The wave to work on: the first with a device still to do. Retried devices of an earlier
+/// wave bring the rollout back to that wave.
+pub fn next_wave(jobs: &[JobView]) -> Option<usize> {
+    jobs.iter()
+        .filter(|j| !j.state.is_finished())
+        .map(|j| j.wave)
+        .min()
+}
+
+/// After a device finished: halt once the failures reach the limit. `None`: go on.
+pub fn after_device(limits: Limits, r: RolloutView, jobs: &[JobView]) -> Option<String> {
+    let failed = Tally::of(jobs).failed;
+    (failed >= limits.halt_after_failures && r.state != RolloutState::Halted).then(|| {
+        format!(
+            "{failed} device(s) failed, more than the {} tolerated by max_failures",
+            limits.halt_after_failures.saturating_sub(1)
+        )
+    })
+}
+
+/// What follows a wave whose devices all finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterWave {
+    /// The next wave may start; `failed` devices of this wave are within the limits.
+    Next {
+        failed: usize,
+    },
+    Halt(String),
+    /// Aborted or halted meanwhile: nothing more starts.
+    Stop,
+}
+
+pub fn after_wave(limits: Limits, r: RolloutView, wave: usize, jobs: &[JobView]) -> AfterWave {
+    if r.abort_requested || r.state == RolloutState::Halted {
+        return AfterWave::Stop;
+    }
+    let failed = Tally::of(jobs.iter().filter(|j| j.wave == wave)).failed;
+    if limits.canary && wave == 0 && failed > 0 {
+        return AfterWave::Halt(format!(
+            "the canary failed ({failed} device(s)); later waves were not started"
+        ));
+    }
+    AfterWave::Next { failed }
+}
+
+/// How a rollout ends once no device runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Pending devices are marked aborted; the rollout is `aborted`.
+    Aborted,
+    /// Halted stays open: the operator retries failed devices or aborts.
+    StayHalted,
+    Completed {
+        upgraded: usize,
+    },
+    CompletedWithFailures {
+        failed: usize,
+        upgraded: usize,
+    },
+}
+
+impl End {
+    pub fn state(&self) -> Option<RolloutState> {
+        match self {
+            End::Aborted => Some(RolloutState::Aborted),
+            End::StayHalted => None,
+            End::Completed { .. } => Some(RolloutState::Completed),
+            End::CompletedWithFailures { .. } => Some(RolloutState::CompletedWithFailures),
+        }
+    }
+}
+
+pub fn end(r: RolloutView, jobs: &[JobView]) -> End {
+    if r.abort_requested {
+        return End::Aborted;
+    }
+    if r.state == RolloutState::Halted {
+        return End::StayHalted;
+    }
+    let t = Tally::of(jobs);
+    if t.failed == 0 {
+        End::Completed {
+            upgraded: t.upgraded,
+        }
+    } else {
+        End::CompletedWithFailures {
+            failed: t.failed,
+            upgraded: t.upgraded,
+        }
+    }
+}
+
+/// What a retry of failed devices does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing to retry: no device failed or was stopped.
+    Nothing,
+    /// Put them back in line; `restart` when the rollout's task has ended (halted, or ended
+    /// with failures) and must run again.
+    Requeue { devices: usize, restart: bool },
+    /// The rollout can't take retries (completed without failures, or aborted).
+    Refused,
+}
+
+pub fn retry(r: RolloutView, jobs: &[JobView]) -> Retry {
+    if !r.state.may_retry() || r.abort_requested {
+        return Retry::Refused;
+    }
+    let t = Tally::of(jobs);
+    let devices = t.failed + t.aborted;
+    if devices == 0 {
+        return Retry::Nothing;
+    }
+    Retry::Requeue {
+        devices,
+        restart: matches!(
+            r.state,
+            RolloutState::Halted | RolloutState::CompletedWithFailures
+        ),
+    }
+}
+
+/// Whether a staged device may be changed now (boot variable, save, install, reload).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changes {
+    Allowed,
+    WaitFor(Opening),
+    /// The windows never open again (within the two weeks looked at).
+    Never,
+}
+
+pub fn changes(windows: &[Window], now: Timestamp) -> Changes {
+    if crate::playbook::any_contains(windows, now) {
+        return Changes::Allowed;
+    }
+    match Opening::next(windows, now) {
+        Some(o) => Changes::WaitFor(o),
+        None => Changes::Never,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobState::*;
+
+    fn jobs(list: &[(usize, JobState)]) -> Vec<JobView> {
+        list.iter()
+            .map(|&(wave, state)| JobView { wave, state })
+            .collect()
+    }
+
+    fn rollout(state: RolloutState) -> RolloutView {
+        RolloutView {
+            state,
+            paused: false,
+            abort_requested: false,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        halt_after_failures: 2,
+        canary: true,
+    };
+
+    #[test]
+    fn proceed_table() {
+        let running = rollout(RolloutState::Running);
+        let paused = RolloutView {
+            paused: true,
+            ..running
+        };
+        let aborting = RolloutView {
+            abort_requested: true,
+            ..paused
+        };
+        let cases = [
+            (running, false, Proceed::Go),
+            (running, true, Proceed::Stop),
+            (paused, false, Proceed::Wait),
+            (aborting, false, Proceed::Stop),
+            (rollout(RolloutState::Halted), false, Proceed::Stop),
+        ];
+        for (r, shutdown, want) in cases {
+            assert_eq!(proceed(r, shutdown), want, "{r:?} shutdown={shutdown}");
+        }
+    }
+
+    #[test]
+    fn next_wave_is_the_first_with_work_left() {
+        let cases: [(&[(usize, JobState)], Option<usize>); 4] = [
+            (&[(0, Succeeded), (1, Pending), (2, Pending)], Some(1)),
+            // A retried canary device brings the rollout back to wave 0.
+            (&[(0, Pending), (1, Succeeded), (2, Running)], Some(0)),
+            (&[(0, Succeeded), (1, Failed), (1, Skipped)], None),
+            (&[], None),
+        ];
+        for (list, want) in cases {
+            assert_eq!(next_wave(&jobs(list)), want, "{list:?}");
+        }
+    }
+
+    #[test]
+    fn threshold_halts_at_the_limit_once() {
+        let running = rollout(RolloutState::Running);
+        assert_eq!(
+            after_device(LIMITS, running, &jobs(&[(1, Failed), (1, Running)])),
+            None
+        );
+        let halt = after_device(LIMITS, running, &jobs(&[(1, Failed), (2, Failed)]));
+        assert_eq!(
+            halt.as_deref(),
+            Some("2 device(s) failed, more than the 1 tolerated by max_failures")
+        );
+        // Already halted: not again.
+        assert_eq!(
+            after_device(
+                LIMITS,
+                rollout(RolloutState::Halted),
+                &jobs(&[(1, Failed), (2, Failed), (2, Failed)])
+            ),
+            None
+        );
+        // max_failures 0: the first failure halts.
+        let strict = Limits {
+            halt_after_failures: 1,
+            canary: false,
+        };
+        assert!(after_device(strict, running, &jobs(&[(3, Failed)])).is_some());
+    }
+
+    #[test]
+    fn canary_and_waves() {
+        let running = rollout(RolloutState::Running);
+        let list = jobs(&[(0, Failed), (1, Pending)]);
+        assert_eq!(
+            after_wave(LIMITS, running, 0, &list),
+            AfterWave::Halt("the canary failed (1 device(s)); later waves were not started".into())
+        );
+        // Without a canary, wave 0 is an ordinary wave: its failure counts against the limit only.
+        let no_canary = Limits {
+            canary: false,
+            ..LIMITS
+        };
+        assert_eq!(
+            after_wave(no_canary, running, 0, &list),
+            AfterWave::Next { failed: 1 }
+        );
+        // A failure in a later wave, within the limit, lets the next wave start.
+        assert_eq!(
+            after_wave(LIMITS, running, 1, &jobs(&[(0, Succeeded), (1, Failed)])),
+            AfterWave::Next { failed: 1 }
+        );
+        let aborting = RolloutView {
+            abort_requested: true,
+            ..running
+        };
+        assert_eq!(after_wave(LIMITS, aborting, 1, &list), AfterWave::Stop);
+        assert_eq!(
+            after_wave(LIMITS, rollout(RolloutState::Halted), 1, &list),
+            AfterWave::Stop
+        );
+    }
+
+    #[test]
+    fn end_states() {
+        let running = rollout(RolloutState::Running);
+        let cases = [
+            (
+                running,
+                jobs(&[(0, Succeeded), (1, Skipped)]),
+                End::Completed { upgraded: 1 },
+            ),
+            (
+                running,
+                jobs(&[(0, Succeeded), (1, Failed), (1, Succeeded)]),
+                End::CompletedWithFailures {
+                    failed: 1,
+                    upgraded: 2,
+                },
+            ),
+            (
+                rollout(RolloutState::Halted),
+                jobs(&[(0, Failed)]),
+                End::StayHalted,
+            ),
+            (
+                RolloutView {
+                    abort_requested: true,
+                    ..rollout(RolloutState::Halted)
+                },
+                jobs(&[(0, Failed), (1, Pending)]),
+                End::Aborted,
+            ),
+        ];
+        for (r, list, want) in cases {
+            let got = end(r, &list);
+            assert_eq!(got, want, "{r:?} {list:?}");
+        }
+        assert_eq!(
+            End::CompletedWithFailures {
+                failed: 1,
+                upgraded: 0
+            }
+            .state(),
+            Some(RolloutState::CompletedWithFailures)
+        );
+        assert_eq!(End::StayHalted.state(), None);
+    }
+
+    #[test]
+    fn retry_table() {
+        let failed = jobs(&[(0, Succeeded), (1, Failed), (1, Aborted)]);
+        let cases = [
+            (
+                rollout(RolloutState::Halted),
+                Retry::Requeue {
+                    devices: 2,
+                    restart: true,
+                },
+            ),
+            (
+                rollout(RolloutState::CompletedWithFailures),
+                Retry::Requeue {
+                    devices: 2,
+                    restart: true,
+                },
+            ),
+            (
+                rollout(RolloutState::Running),
+                Retry::Requeue {
+                    devices: 2,
+                    restart: false,
+                },
+            ),
+            (rollout(RolloutState::Completed), Retry::Refused),
+            (rollout(RolloutState::Aborted), Retry::Refused),
+        ];
+        for (r, want) in cases {
+            assert_eq!(retry(r, &failed), want, "{r:?}");
+        }
+        assert_eq!(
+            retry(
+                rollout(RolloutState::Running),
+                &jobs(&[(0, Succeeded), (1, Running)])
+            ),
+            Retry::Nothing
+        );
+    }
+
+    #[test]
+    fn changes_wait_for_the_window() {
+        let w = |s: &str| Window::parse(s).unwrap();
+        let ts = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert_eq!(changes(&[], ts("2026-12-04T12:00:00Z")), Changes::Allowed);
+        let sat = [w("Sat 01:00-05:00 Europe/Berlin")];
+        assert_eq!(changes(&sat, ts("2026-12-05T01:00:00Z")), Changes::Allowed);
+        match changes(&sat, ts("2026-12-04T12:00:00Z")) {
+            Changes::WaitFor(o) => assert_eq!(o.at, ts("2026-12-05T00:00:00Z")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
