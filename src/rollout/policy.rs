@@ -269,7 +269,8 @@ mod tests {
 
     #[test]
     fn next_wave_is_the_first_with_work_left() {
-        let cases: [(&[(usize, JobState)], Option<usize>); 4] = [
+        type Case<'a> = (&'a [(usize, JobState)], Option<usize>);
+        let cases: [Case; 4] = [
             (&[(0, Succeeded), (1, Pending), (2, Pending)], Some(1)),
             // A retried canary device brings the rollout back to wave 0.
             (&[(0, Pending), (1, Succeeded), (2, Running)], Some(0)),
