@@ -8,7 +8,7 @@
 //! without taking a lock.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -66,6 +66,54 @@ pub struct TransferInfo {
     /// TFTP: the block size negotiated (RFC 2348); 512 when the client asked for none, as
     /// IOS does unless `ip tftp blocksize` is set.
     pub block_size: Option<u16>,
+    /// The device job that started this transfer, when one claimed it.
+    pub job: Option<JobRef>,
+}
+
+/// A device job of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+pub struct JobRef {
+    pub rollout: String,
+    pub device: String,
+}
+
+/// How a job will recognise its transfer when the device starts it. Never by address alone:
+/// FTP by the job's one-time account; TFTP, which has no account, by the device's address,
+/// the file, and a start after the job sent its copy command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recognise {
+    FtpUser(String),
+    TftpClient(IpAddr),
+}
+
+/// A job's claim on the transfer its copy command will start.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub job: JobRef,
+    pub protocol: Protocol,
+    pub file: String,
+    pub by: Recognise,
+    /// Transfers that started before this are not the job's.
+    pub since: jiff::Timestamp,
+}
+
+impl Claim {
+    fn matches(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        user: Option<&str>,
+        file: &str,
+        at: jiff::Timestamp,
+    ) -> bool {
+        if self.protocol != protocol || self.file != file || at < self.since {
+            return false;
+        }
+        match &self.by {
+            Recognise::FtpUser(u) => user == Some(u.as_str()),
+            Recognise::TftpClient(ip) => client.ip() == *ip,
+        }
+    }
 }
 
 struct Live {
@@ -79,6 +127,7 @@ struct Live {
     started: Instant,
     bytes: Arc<AtomicU64>,
     block_size: Option<u16>,
+    job: Option<JobRef>,
 }
 
 impl Live {
@@ -103,6 +152,7 @@ impl Live {
                 0
             },
             block_size: self.block_size,
+            job: self.job.clone(),
         }
     }
 }
@@ -112,6 +162,8 @@ struct Inner {
     next_id: u64,
     active: HashMap<u64, Live>,
     recent: VecDeque<TransferInfo>,
+    /// Open claims by id; a claim lives as long as its [`ClaimGuard`].
+    claims: HashMap<u64, Claim>,
 }
 
 /// Totals for `/metrics`.
@@ -159,10 +211,35 @@ impl Transfers {
         direction: &'static str,
         total: Option<u64>,
     ) -> TransferHandle {
+        self.start_as(protocol, client, None, file, direction, total)
+    }
+
+    /// [`Transfers::start`] for a client logged in as `user` (FTP).
+    pub fn start_as(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        user: Option<&str>,
+        file: &str,
+        direction: &'static str,
+        total: Option<u64>,
+    ) -> TransferHandle {
         let bytes = Arc::new(AtomicU64::new(0));
+        let now = jiff::Timestamp::now();
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
+        // The newest matching claim: a retried job's claim replaces its earlier one.
+        let job = (direction == "download")
+            .then(|| {
+                inner
+                    .claims
+                    .iter()
+                    .filter(|(_, c)| c.matches(protocol, client, user, file, now))
+                    .max_by_key(|(id, _)| **id)
+                    .map(|(_, c)| c.job.clone())
+            })
+            .flatten();
         inner.active.insert(
             id,
             Live {
@@ -172,10 +249,11 @@ impl Transfers {
                 file: file.to_string(),
                 direction,
                 total,
-                started_at: jiff::Timestamp::now(),
+                started_at: now,
                 started: Instant::now(),
                 bytes: bytes.clone(),
                 block_size: None,
+                job,
             },
         );
         drop(inner);
@@ -200,6 +278,31 @@ impl Transfers {
         out.sort_by_key(|t| t.id);
         out.extend(inner.recent.iter().rev().cloned());
         out
+    }
+
+    /// Claim the transfer a job's copy command is about to start; the claim ends with the
+    /// guard. Transfers it matched keep their job.
+    pub fn claim(&self, claim: Claim) -> ClaimGuard {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.claims.insert(id, claim);
+        ClaimGuard {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// The transfer of one job: its live one, else its newest finished one.
+    pub fn of_job(&self, rollout: &str, device: &str) -> Option<TransferInfo> {
+        self.snapshot()
+            .into_iter()
+            .filter(|t| {
+                t.job
+                    .as_ref()
+                    .is_some_and(|j| j.rollout == rollout && j.device == device)
+            })
+            .min_by_key(|t| (t.state != TransferState::Active, std::cmp::Reverse(t.id)))
     }
 
     pub fn active_count(&self) -> usize {
@@ -245,6 +348,18 @@ impl Transfers {
         // A panic while holding this lock cannot leave the maps inconsistent in a way that
         // matters for a progress view, so keep serving after a poisoned lock.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Keeps a job's [`Claim`] open; dropped when the job ends.
+pub struct ClaimGuard {
+    registry: Transfers,
+    id: u64,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        self.registry.lock().claims.remove(&self.id);
     }
 }
 
@@ -324,6 +439,81 @@ mod tests {
         assert_eq!(t.active_count(), 0);
         assert_eq!(t.counters(Protocol::Tftp).completed, 1);
         assert_eq!(t.counters(Protocol::Tftp).bytes, 100);
+    }
+
+    #[test]
+    fn transfers_belong_to_the_job_that_claimed_them_never_to_an_address_alone() {
+        let t = Transfers::new();
+        let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let sw1: SocketAddr = "10.0.0.1:50000".parse().unwrap();
+        let sw2: SocketAddr = "10.0.0.2:50000".parse().unwrap();
+        let job = |d: &str| JobRef {
+            rollout: "r-1".into(),
+            device: d.into(),
+        };
+        // Before any claim: a transfer from sw1 belongs to nobody.
+        t.start(Protocol::Tftp, sw1, "ios.bin", "download", None)
+            .complete();
+        assert!(t.of_job("r-1", "sw1").is_none());
+        let _tftp = t.claim(Claim {
+            job: job("sw1"),
+            protocol: Protocol::Tftp,
+            file: "ios.bin".into(),
+            by: Recognise::TftpClient(sw1.ip()),
+            since: ts("2000-01-01T00:00:00Z"),
+        });
+        let _ftp = t.claim(Claim {
+            job: job("sw2"),
+            protocol: Protocol::Ftp,
+            file: "ios.bin".into(),
+            by: Recognise::FtpUser("fu0001".into()),
+            since: ts("2000-01-01T00:00:00Z"),
+        });
+        // Another file from the same address, the same file from another address, or FTP
+        // under another account: not the job's.
+        t.start(Protocol::Tftp, sw1, "other.bin", "download", None)
+            .complete();
+        t.start(Protocol::Tftp, sw2, "ios.bin", "download", None)
+            .complete();
+        t.start_as(
+            Protocol::Ftp,
+            sw2,
+            Some("anonymous"),
+            "ios.bin",
+            "download",
+            None,
+        )
+        .complete();
+        assert!(t.of_job("r-1", "sw1").is_none());
+        assert!(t.of_job("r-1", "sw2").is_none());
+        let a = t.start(Protocol::Tftp, sw1, "ios.bin", "download", Some(9));
+        let b = t.start_as(
+            Protocol::Ftp,
+            sw1,
+            Some("fu0001"),
+            "ios.bin",
+            "download",
+            None,
+        );
+        assert_eq!(t.of_job("r-1", "sw1").map(|i| i.id), Some(a.id()));
+        assert_eq!(t.of_job("r-1", "sw2").map(|i| i.id), Some(b.id()));
+        a.complete();
+        b.complete();
+        // Finished, still the job's.
+        assert!(t.of_job("r-1", "sw1").is_some());
+        // A claim that starts later does not take transfers that started before it.
+        let later = t.claim(Claim {
+            job: job("sw1-again"),
+            protocol: Protocol::Tftp,
+            file: "ios.bin".into(),
+            by: Recognise::TftpClient(sw1.ip()),
+            since: ts("2999-01-01T00:00:00Z"),
+        });
+        t.start(Protocol::Tftp, sw1, "ios.bin", "download", None)
+            .complete();
+        assert!(t.of_job("r-1", "sw1-again").is_none());
+        drop(later);
+        assert_eq!(t.lock().claims.len(), 2);
     }
 
     #[test]

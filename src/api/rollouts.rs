@@ -1,6 +1,5 @@
 //! `/rollouts`: submit playbooks, watch and steer rollouts, read their reports.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use crate::playbook::Plan;
 use crate::rollout::RolloutError;
 use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord};
 use crate::rollout::report::{self, StepTiming};
-use crate::transfers::{TransferInfo, TransferState};
+use crate::transfers::TransferInfo;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -180,14 +179,6 @@ async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> 
     let mut timings = report::step_timings(&state.db.step_events(&r.id).await?);
     let plan: Plan = serde_json::from_str(&r.plan_json)
         .map_err(|e| ApiError::internal("reading the rollout plan", &e))?;
-    let transfers = state.transfers.snapshot();
-    let hosts: HashMap<String, String> = state
-        .db
-        .all_devices()
-        .await?
-        .into_iter()
-        .map(|d| (d.name().to_string(), d.spec.host))
-        .collect();
     let mut waves = Vec::new();
     for w in &plan.waves {
         let wave_jobs: Vec<DeviceJob> =
@@ -195,13 +186,7 @@ async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> 
         let rows = wave_jobs
             .iter()
             .map(|j| {
-                let transfer = hosts.get(&j.device).and_then(|h| {
-                    transfers
-                        .iter()
-                        .filter(|t| t.file == j.image && t.client.ip().to_string() == *h)
-                        .min_by_key(|t| (t.state != TransferState::Active, std::cmp::Reverse(t.id)))
-                        .cloned()
-                });
+                let transfer = state.transfers.of_job(&r.id, &j.device);
                 DeviceRow {
                     job: j.clone(),
                     transfer,

@@ -538,6 +538,14 @@ impl Session {
         }
     }
 
+    /// The account this session logged in with; what ties a download to a device job.
+    fn logged_in_as(&self) -> Option<&str> {
+        match &self.login {
+            Some(Login::Service(u) | Login::Temporary(u)) => Some(u.as_str()),
+            Some(Login::Anonymous) | None => None,
+        }
+    }
+
     async fn pass(&mut self, pw: String) -> io::Result<Flow> {
         if self.login.is_some() {
             self.reply(503, "Already logged in.").await?;
@@ -895,9 +903,10 @@ impl Session {
         let Some(conn) = self.start_data(&opening).await? else {
             return Ok(Flow::Continue);
         };
-        let handle = self.shared.transfers.start(
+        let handle = self.shared.transfers.start_as(
             Protocol::Ftp,
             self.peer,
+            self.logged_in_as(),
             &entry.name,
             "download",
             Some(remaining),

@@ -17,6 +17,7 @@ use crate::device::{
 };
 use crate::inventory::Secret;
 use crate::playbook::{self, Opening, Playbook, Share, TransferProtocol};
+use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
 
 pub(crate) struct JobContext {
     pub engine: Engine,
@@ -40,7 +41,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
     let name = job.device.clone();
     let prepared = prepare(ctx, &job).await;
     let outcome = match &prepared {
-        Ok((target, plan, _ftp_account)) => execute(ctx, &job, target, plan).await,
+        Ok(p) => execute(ctx, &job, p).await,
         Err(message) => Err(Ended::Failed {
             reason: "configuration".into(),
             message: message.clone(),
@@ -52,10 +53,10 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             reached_reload: true,
             ..
         }),
-        Ok((target, plan, _)),
+        Ok(p),
     ) = (&outcome, &prepared)
     {
-        refresh_facts(ctx, target, plan).await;
+        refresh_facts(ctx, &p.target, &p.plan).await;
     }
     let db = engine.db();
     let (state, new_version, error, result) = match outcome {
@@ -214,10 +215,7 @@ impl Drop for FtpAccount {
     }
 }
 
-async fn prepare(
-    ctx: &JobContext,
-    job: &DeviceJob,
-) -> Result<(Target, UpgradePlan, Option<FtpAccount>), String> {
+async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> {
     let engine = &ctx.engine;
     let inner = engine.inner();
     let device = inner
@@ -315,7 +313,54 @@ async fn prepare(
         timeouts,
     };
     let target = Target::from_device(&device)?;
-    Ok((target, plan, account))
+    let recognise = match &plan.source.transfer {
+        Transfer::Ftp { username, .. } => Some(Recognise::FtpUser(username.clone())),
+        Transfer::Tftp => device_address(&target.host)
+            .await
+            .map(Recognise::TftpClient),
+    };
+    let claim = recognise.map(|by| Claim {
+        job: JobRef {
+            rollout: ctx.rollout_id.clone(),
+            device: job.device.clone(),
+        },
+        protocol: match pb.transfer.protocol {
+            TransferProtocol::Tftp => Protocol::Tftp,
+            TransferProtocol::Ftp => Protocol::Ftp,
+        },
+        file: plan.image.clone(),
+        by,
+        since: jiff::Timestamp::now(),
+    });
+    Ok(Prepared {
+        target,
+        plan,
+        claim,
+        _ftp_account: account,
+    })
+}
+
+/// What a job needs before it logs in.
+struct Prepared {
+    target: Target,
+    plan: UpgradePlan,
+    /// How the transfer the copy starts will be known as this job's.
+    claim: Option<Claim>,
+    /// Removed when the job ends.
+    _ftp_account: Option<FtpAccount>,
+}
+
+/// The address a device's TFTP requests come from: its management address. A name is
+/// resolved; a device whose name does not resolve gets no transfer shown, never another's.
+async fn device_address(host: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    tokio::net::lookup_host((host, 22))
+        .await
+        .ok()?
+        .next()
+        .map(|a| a.ip())
 }
 
 /// Records each step before it runs; holds a step while the rollout is paused and a reload
@@ -329,6 +374,9 @@ struct Recorder<'a> {
     events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<StepEvent>>,
     /// The first change to the device has begun (inside a window).
     changing: AtomicBool,
+    /// Made when the copy starts, so that the transfer it causes is known as this job's.
+    claim: Option<Claim>,
+    claimed: std::sync::Mutex<Option<ClaimGuard>>,
 }
 
 #[async_trait]
@@ -366,6 +414,15 @@ impl StepGate for Recorder<'_> {
             // Once the changes began, they finish even if the window closes meanwhile: a
             // device left with a new boot variable until the next window is worse.
             self.changing.store(true, Ordering::Relaxed);
+        }
+        if step == Step::Copy
+            && let Some(claim) = &self.claim
+        {
+            let guard = self.ctx.engine.transfers().claim(Claim {
+                since: jiff::Timestamp::now(),
+                ..claim.clone()
+            });
+            *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
         }
         // Written before the step runs: after a crash, `reload_sent` tells the truth.
         if let Err(e) = engine
@@ -493,9 +550,9 @@ impl Recorder<'_> {
 async fn execute(
     ctx: &JobContext,
     job: &DeviceJob,
-    target: &Target,
-    plan: &UpgradePlan,
+    prepared: &Prepared,
 ) -> Result<UpgradeOutcome, Ended> {
+    let (target, plan) = (&prepared.target, &prepared.plan);
     let engine = &ctx.engine;
     let id = &ctx.rollout_id;
     if let Err(e) = engine.db().start_job_attempt(id, &job.device).await {
@@ -512,6 +569,8 @@ async fn execute(
         cancel: CancellationToken::new(),
         events: tokio::sync::Mutex::new(events_rx),
         changing: AtomicBool::new(false),
+        claim: prepared.claim.clone(),
+        claimed: std::sync::Mutex::new(None),
     };
     let shutdown = engine.shutdown().token.clone();
     let cancel = recorder.cancel.clone();
