@@ -4,7 +4,8 @@
 //! - [`cli`]: the pure prompt/dialog state machine;
 //! - [`ssh`]: the only I/O, a russh client feeding the state machine;
 //! - this file: [`Driver`] (how each platform spells a step) and [`Session`] (the steps);
-//! - [`upgrade`]: the single-device procedure with its safety rules.
+//! - [`upgrade`]: the single-device procedure with its safety rules;
+//! - [`version`]: Cisco version order (`15.2(7)E8` < `15.2(7)E10`), for the downgrade guard.
 //!
 //! Drivers know nothing of waves, retries or the database: the caller persists host keys and
 //! facts, and decides what to do with a failure.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod parse;
 pub mod ssh;
 pub mod upgrade;
+pub mod version;
 
 use std::path::PathBuf;
 use std::time::Duration;
