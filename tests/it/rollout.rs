@@ -1099,3 +1099,58 @@ async fn a_downgrade_is_refused_unless_the_playbook_allows_it() {
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_and_serial_from_show_version_are_kept() {
+    let rig = Rig::start(2, |c| c.personas = vec!["c2960x".into(), "c9300".into()]).await;
+    let lab = rig.lab.devices();
+    let app = &rig.app;
+    let device = |name: &str| {
+        let request = app.get(&format!("/api/v1/devices/{name}"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // The inventory's own model (what an operator typed) is not a discovered fact.
+    let before = device(&lab[0].name).await;
+    assert_eq!(before["facts"]["model"], Value::Null, "{before:#}");
+
+    // After a rollout (the c2960x, the only IOS device) its facts name the persona's model.
+    let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let after = device(&lab[0].name).await;
+    assert_eq!(after["facts"]["model"], lab[0].model.as_str(), "{after:#}");
+    let serial = after["facts"]["serial"].as_str().unwrap_or("").to_string();
+    assert!(!serial.is_empty(), "{after:#}");
+
+    // `device facts` (the API behind `fleetup device facts`) on the other.
+    let r = rig
+        .app
+        .post(&format!("/api/v1/devices/{}/facts", lab[1].name))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["facts"]["model"], lab[1].model.as_str(), "{v:#}");
+
+    // Importing the inventory again, here without models, loses no discovered fact.
+    let without_models: String = rig
+        .lab
+        .inventory_yaml()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("model:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let r = rig
+        .app
+        .post("/api/v1/inventory/import")
+        .body(without_models)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let again = device(&lab[0].name).await;
+    assert_eq!(again["model"], lab[0].model.as_str(), "{again:#}");
+    assert_eq!(again["facts"]["model"], lab[0].model.as_str(), "{again:#}");
+    assert_eq!(again["facts"]["serial"], serial.as_str(), "{again:#}");
+    rig.stop().await;
+}
