@@ -1102,7 +1102,10 @@ async fn a_downgrade_is_refused_unless_the_playbook_allows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_model_and_serial_from_show_version_are_kept() {
-    let rig = Rig::start(2, |c| c.personas = vec!["c2960x".into(), "c9300".into()]).await;
+    let rig = Rig::start(3, |c| {
+        c.personas = vec!["c2960x".into(), "c9300".into(), "n9k".into()]
+    })
+    .await;
     let lab = rig.lab.devices();
     let app = &rig.app;
     let device = |name: &str| {
@@ -1122,15 +1125,18 @@ async fn the_model_and_serial_from_show_version_are_kept() {
     let serial = after["facts"]["serial"].as_str().unwrap_or("").to_string();
     assert!(!serial.is_empty(), "{after:#}");
 
-    // `device facts` (the API behind `fleetup device facts`) on the other.
-    let r = rig
-        .app
-        .post(&format!("/api/v1/devices/{}/facts", lab[1].name))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["facts"]["model"], lab[1].model.as_str(), "{v:#}");
+    // `device facts` (the API behind `fleetup device facts`) on the others: the Catalyst 9300
+    // and the Nexus 9300, whose `cisco Nexus9000 C93180YC-EX chassis` is N9K-C93180YC-EX.
+    for d in &lab[1..] {
+        let r = rig
+            .app
+            .post(&format!("/api/v1/devices/{}/facts", d.name))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["facts"]["model"], d.model.as_str(), "{v:#}");
+    }
 
     // Importing the inventory again, here without models, loses no discovered fact.
     let without_models: String = rig
