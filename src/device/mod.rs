@@ -786,7 +786,7 @@ pub async fn read_facts(
 pub enum RestartEvidence {
     /// `show version` just before the reload: a different `System restarted at` time, another
     /// running version or image, or a smaller uptime proves the restart.
-    Since(ShowVersion),
+    Since(Box<ShowVersion>),
     /// Only a bound: the device has restarted when its uptime is below this many seconds.
     /// Uptime counts whole minutes, so it alone cannot tell for a box up less than a minute.
     /// `None`: any answering device counts as restarted.
@@ -796,7 +796,7 @@ pub enum RestartEvidence {
 impl RestartEvidence {
     /// Since the reload of a device that printed `before` just ahead of it.
     pub fn since(before: &ShowVersion) -> RestartEvidence {
-        RestartEvidence::Since(before.clone())
+        RestartEvidence::Since(Box::new(before.clone()))
     }
 
     /// Whether a device that now prints `now` has restarted. Without a restart time, a
