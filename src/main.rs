@@ -194,12 +194,17 @@ fn print_plan(plan: &Value) {
             .flatten()
             .map(|d| {
                 format!(
-                    "{} ({} -> {})",
+                    "{} ({} -> {}){}",
                     d["device"].as_str().unwrap_or("?"),
                     d["current_version"].as_str().unwrap_or("?"),
                     d["target_version"]
                         .as_str()
-                        .unwrap_or(d["image"].as_str().unwrap_or("?"))
+                        .unwrap_or(d["image"].as_str().unwrap_or("?")),
+                    if d["downgrade"] == true {
+                        " DOWNGRADE: refused unless options.allow_downgrade: true"
+                    } else {
+                        ""
+                    }
                 )
             })
             .collect();

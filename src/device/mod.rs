@@ -4,7 +4,8 @@
 //! - [`cli`]: the pure prompt/dialog state machine;
 //! - [`ssh`]: the only I/O, a russh client feeding the state machine;
 //! - this file: [`Driver`] (how each platform spells a step) and [`Session`] (the steps);
-//! - [`upgrade`]: the single-device procedure with its safety rules.
+//! - [`upgrade`]: the single-device procedure with its safety rules;
+//! - [`version`]: Cisco version order (`15.2(7)E8` < `15.2(7)E10`), for the downgrade guard.
 //!
 //! Drivers know nothing of waves, retries or the database: the caller persists host keys and
 //! facts, and decides what to do with a failure.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod parse;
 pub mod ssh;
 pub mod upgrade;
+pub mod version;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -784,7 +786,7 @@ pub async fn read_facts(
 pub enum RestartEvidence {
     /// `show version` just before the reload: a different `System restarted at` time, another
     /// running version or image, or a smaller uptime proves the restart.
-    Since(ShowVersion),
+    Since(Box<ShowVersion>),
     /// Only a bound: the device has restarted when its uptime is below this many seconds.
     /// Uptime counts whole minutes, so it alone cannot tell for a box up less than a minute.
     /// `None`: any answering device counts as restarted.
@@ -794,7 +796,7 @@ pub enum RestartEvidence {
 impl RestartEvidence {
     /// Since the reload of a device that printed `before` just ahead of it.
     pub fn since(before: &ShowVersion) -> RestartEvidence {
-        RestartEvidence::Since(before.clone())
+        RestartEvidence::Since(Box::new(before.clone()))
     }
 
     /// Whether a device that now prints `now` has restarted. Without a restart time, a

@@ -47,15 +47,25 @@ fn re(pattern: &str) -> Regex {
 // ---------------------------------------------------------------------------------------------
 
 /// What `show version` says about the running software and the box.
+///
+/// A field that cannot be read is `None`, never a guess.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShowVersion {
-    /// The release an engineer names: IOS-XE `17.05.01a` when the XE line is there, else the
-    /// IOS or NX-OS version (`15.2(7)E8`, `9.3(6)`).
+    /// The release an engineer names: IOS-XE `17.05.01a` when the XE line is there (`IOS XE
+    /// Version: 03.09.01.S` on the 3.x routers), else the IOS or NX-OS version (`15.2(7)E8`,
+    /// `9.3(6)`).
     pub version: String,
     /// The IOS line's version even on IOS-XE (`17.5.1a`), when printed.
     pub ios_version: Option<String>,
-    /// The file the box booted from (`flash:c2960x-...bin`, `bootflash:packages.conf`).
+    /// The file the box booted from (`flash:c2960x-...bin`, `bootflash:packages.conf`; NX-OS
+    /// with two images: the system image; ACI: its one image).
     pub image: Option<String>,
+    /// NX-OS with separate kickstart and system images (Nexus 3000/5000/6000/7000 before
+    /// 7.0(3), ACI): the kickstart image, as printed.
+    pub kickstart: Option<String>,
+    /// The product ID where the hardware line gives it (`WS-C3750X-24P`, `ISR4451-X/K9`,
+    /// `C9300-24P`, `N9K-C9372PX`), else the chassis as NX-OS names it (`Nexus 3048`). See
+    /// [`model`].
     pub model: Option<String>,
     pub serial: Option<String>,
     pub hostname: Option<String>,
@@ -87,7 +97,7 @@ impl ShowVersion {
 }
 
 static XE_VERSION: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?m)^\s*Cisco IOS XE Software, Version (\S+)"));
+    LazyLock::new(|| re(r"(?m)^\s*(?:Cisco IOS XE Software, Version|IOS XE Version:)\s+([^,\s]+)"));
 static IOS_VERSION: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?m)^.*(?:IOS Software|IOS \(tm\)).*?,\s*(?:Experimental )?Version\s+([^,\s]+)")
 });
@@ -95,17 +105,71 @@ static NXOS_VERSION: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*(?:NXOS|system):\s+version\s+(\S+)"));
 static IMAGE: LazyLock<Regex> =
     LazyLock::new(|| re(r#"(?m)^\s*(?:System|NXOS|system) image file is:?\s+"?([^"\s]+)"?"#));
+static KICKSTART: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?m)^\s*kickstart image file is:?\s+(\S+)"));
 static UPTIME: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*(\S+) uptime is (.+?)\s*$"));
-static MODEL: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?m)^\s*[Cc]isco (.+?)(?: Chassis.*| \(.*\) processor.*| processor.*| \(revision.*)\s*$")
+// The IOS hardware line: VENDOR MODEL [(CPU)] processor ... with N bytes of memory. The vendor
+// word is `cisco` or `Cisco`, or an OEM's (`Allen-Bradley 1783-CMS20DP (ARM) processor`).
+static HARDWARE_PROCESSOR: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?m)^[ \t]*\S+[ \t]+(\S+)[ \t]+(?:\([^)\n]*\)[ \t]+)?processor\b[^\n]*?\bwith\b[^\n]*?\bbytes of (?:physical )?memory",
+    )
 });
-static SERIAL: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Processor [Bb]oard ID (\S+)"));
+// Routers without a CPU in the line: `Cisco CISCO2911/K9 (revision 1.0) with ...`,
+// `Cisco IOSv (revision 1.0) with  with 460033K/62464K bytes of memory.`
+static HARDWARE_REVISION: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?m)^[ \t]*\S+[ \t]+(\S+)[ \t]+\(revision [^)\n]*\)[ \t]+with\b[^\n]*?\bbytes of memory")
+});
+// NX-OS: `cisco Nexus9000 C9372PX chassis`, `cisco Nexus 3048 Chassis ("48x1GE ...")`,
+// `cisco Nexus7000 C7010 (10 Slot) Chassis ("Supervisor module-1X")`.
+static NX_CHASSIS: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?mi)^[ \t]*cisco[ \t]+(\S.*?)(?:[ \t]+\(\d+ Slot\))?[ \t]+chassis\b"));
+// ACI mode: `cisco N9K-C9396PX ("supervisor")`.
+static ACI_CHASSIS: LazyLock<Regex> =
+    LazyLock::new(|| re(r#"(?m)^[ \t]*cisco[ \t]+(\S+)[ \t]+\("[^"\n]*"\)[ \t]*\r?$"#));
+// Catalyst switches also print `Model Number : WS-C3850-48U` (the first is the active one).
+static MODEL_NUMBER: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Model [Nn]umber\s*:\s*(\S+)"));
+static SERIAL: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Processor [Bb]oard ID\s+([^\s,]+)"));
+static SYSTEM_SERIAL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?m)^\s*System [Ss]erial [Nn]umber\s*:\s*(\S+)"));
 static CONFREG: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*Configuration [Rr]egister is (\S+)"));
 static DEVICE_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Device name:\s+(\S+)"));
 static RESTARTED: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?m)^\s*(?:System restarted at|Last reset at \d+ usecs after)\s+(.+?)\s*$")
 });
+
+/// The model `show version` names, in the form inventories and `show inventory` use (the
+/// product ID), where the output gives it without guessing:
+/// - IOS, IOS-XE: the hardware line (`cisco WS-C3750X-48P (PowerPC405) processor`, `Cisco
+///   CISCO2911/K9 (revision 1.0) with`, an OEM's `Allen-Bradley 1783-CMS20DP (ARM) processor`),
+///   else the `Model Number :` line;
+/// - NX-OS: `cisco Nexus9000 C9372PX chassis` is `N9K-C9372PX` (every Nexus 9000 product ID is
+///   `N9K-` and the chassis name, and ACI mode prints exactly that: `cisco N9K-C9372PX
+///   ("supervisor")`), likewise `Nexus7000 C7010` is `N7K-C7010` and `Nexus7700 C7706` is
+///   `N77-C7706`. Other families' product IDs carry suffixes the chassis line lacks
+///   (`N3K-C3064PQ-10GX`), so their chassis name stays as printed, as Genie's `chassis` has it
+///   (`Nexus 3048`, `Nexus5548`, `Nexus3000 C3232C`). ntc-templates reports the bare `C9372PX`.
+pub fn model(text: &str) -> Option<String> {
+    let cap1 = |r: &Regex| r.captures(text).map(|c| c[1].trim().to_string());
+    if let Some(m) = cap1(&HARDWARE_PROCESSOR).or_else(|| cap1(&HARDWARE_REVISION)) {
+        return Some(m);
+    }
+    if let Some(chassis) = cap1(&NX_CHASSIS) {
+        let mut words = chassis.split_whitespace();
+        let pid = match (words.next(), words.next(), words.next()) {
+            (Some(family), Some(code), None) if code.starts_with('C') => match family {
+                "Nexus9000" => Some(format!("N9K-{code}")),
+                "Nexus7000" => Some(format!("N7K-{code}")),
+                "Nexus7700" => Some(format!("N77-{code}")),
+                _ => None,
+            },
+            _ => None,
+        };
+        return Some(pid.unwrap_or(chassis));
+    }
+    cap1(&ACI_CHASSIS).or_else(|| cap1(&MODEL_NUMBER))
+}
 
 /// Parse `show version` of IOS, IOS-XE or NX-OS.
 pub fn show_version(text: &str) -> Result<ShowVersion, ParseError> {
@@ -121,12 +185,19 @@ pub fn show_version(text: &str) -> Result<ShowVersion, ParseError> {
         Some(c) => (None, Some(c[2].to_string())),
         None => (None, None),
     };
+    let kickstart = cap1(&KICKSTART);
+    // ACI boots one image, printed as the kickstart; `auto-s` is what it unpacked from it.
+    let image = match cap1(&IMAGE) {
+        Some(i) if i.ends_with("/auto-s") && kickstart.is_some() => kickstart.clone(),
+        other => other,
+    };
     Ok(ShowVersion {
         version,
         ios_version,
-        image: cap1(&IMAGE),
-        model: cap1(&MODEL).map(|m| m.trim().to_string()),
-        serial: cap1(&SERIAL),
+        image,
+        kickstart,
+        model: model(text),
+        serial: cap1(&SERIAL).or_else(|| cap1(&SYSTEM_SERIAL)),
         hostname: uptime_host.or_else(|| cap1(&DEVICE_NAME)),
         uptime,
         config_register: cap1(&CONFREG),
@@ -771,7 +842,7 @@ mod tests {
         V { file: "iosxe_ShowVersion_golden_output_isr4k.txt", version: "16.06.05", image: "bootflash:isr4400-universalk10.115.6.5.SPA.bin", model: "ISR4451-X/K9", serial: "FGL273610NK", hostname: "isr4k", uptime: "2 days, 3 hours, 18 minutes", confreg: Some("0x2102") },
         V { file: "iosxe_ShowVersion_golden_output_standby.txt", version: "17.18.01prd21", image: "bootflash:packages.conf", model: "C9606R", serial: "FXS2319Q0C3", hostname: "switch_1", uptime: "2 days, 22 minutes", confreg: None },
         V { file: "nxos_ShowVersion_golden_output.txt", version: "6.0(2)U6(10)", image: "bootflash:///n3000-uk10.225.0.2.U6.10.bin", model: "Nexus 3048", serial: "FOC19243WQN", hostname: "n3k", uptime: "796 day(s), 15 hour(s), 58 minute(s), 29 second(s)", confreg: None },
-        V { file: "nxos_ShowVersion_golden_output_1.txt", version: "9.3(6uu)I9(1uu)", image: "bootflash:///nxos.9.3.6.bin.upg", model: "Nexus9000 C9396PX", serial: "SAL18432P5N", hostname: "N9K-ACC-2", uptime: "0 day(s), 0 hour(s), 1 minute(s), 33 second(s)", confreg: None },
+        V { file: "nxos_ShowVersion_golden_output_1.txt", version: "9.3(6uu)I9(1uu)", image: "bootflash:///nxos.9.3.6.bin.upg", model: "N9K-C9396PX", serial: "SAL18432P5N", hostname: "N9K-ACC-2", uptime: "0 day(s), 0 hour(s), 1 minute(s), 33 second(s)", confreg: None },
     ];
 
     #[test]
@@ -826,6 +897,162 @@ mod tests {
             assert_eq!(got.uptime.as_deref(), Some(v.uptime), "{}", v.file);
             assert_eq!(got.config_register.as_deref(), v.confreg, "{}", v.file);
         }
+    }
+
+    /// Every `show version` capture and what it must give: `show_version_expected.tsv`.
+    #[test]
+    fn show_version_table() {
+        let dir = format!("{}/tests/fixtures/cisco", env!("CARGO_MANIFEST_DIR"));
+        let table = fixture("show_version_expected.tsv");
+        let none = |v: &str| (v != "-").then(|| v.to_string());
+        let mut rows = std::collections::BTreeSet::new();
+        for line in table.lines().filter(|l| !l.starts_with('#')).skip(1) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert_eq!(cols.len(), 6, "row {line:?}");
+            let file = cols[0];
+            assert!(rows.insert(file.to_string()), "{file} has two rows");
+            let got = show_version(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let want = (
+                cols[1].to_string(),
+                none(cols[2]),
+                none(cols[3]),
+                none(cols[4]),
+                none(cols[5]),
+            );
+            let got = (got.version, got.image, got.kickstart, got.model, got.serial);
+            assert_eq!(
+                got, want,
+                "{file}: (version, image, kickstart, model, serial)"
+            );
+        }
+        let mut captures: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                let n = n.to_ascii_lowercase().replace('_', "");
+                n.contains("showversion") && !n.ends_with(".tsv")
+            })
+            .collect();
+        captures.sort();
+        let missing: Vec<&String> = captures.iter().filter(|c| !rows.contains(*c)).collect();
+        assert!(
+            missing.is_empty(),
+            "show version captures without a row in show_version_expected.tsv: {missing:?}"
+        );
+        assert!(captures.len() >= 40, "{} captures", captures.len());
+    }
+
+    #[test]
+    fn show_version_fields_that_are_not_printed_are_none() {
+        let v = show_version(
+            "Cisco IOS Software, C2960X Software (C2960X-UNIVERSALK9-M), Version 15.2(7)E8, RELEASE SOFTWARE (fc1)\n",
+        )
+        .unwrap();
+        assert_eq!(v.version, "15.2(7)E8");
+        assert_eq!(
+            (
+                v.image,
+                v.kickstart,
+                v.model,
+                v.serial,
+                v.hostname,
+                v.uptime
+            ),
+            (None, None, None, None, None, None)
+        );
+        // The serial stops at the comma; the hardware line names the model.
+        let v = show_version(
+            "Cisco IOS Software, C3750E Software (C3750E-UNIVERSALK9-M), Version 15.0(2)SE11, RELEASE SOFTWARE (fc3)\ncisco WS-C3750X-48P (PowerPC405) processor (revision W0) with 262144K bytes of memory.\nProcessor board ID FHK1234ABCD, with hardware revision 0000\n",
+        )
+        .unwrap();
+        assert_eq!(v.serial.as_deref(), Some("FHK1234ABCD"));
+        assert_eq!(v.model.as_deref(), Some("WS-C3750X-48P"));
+    }
+
+    #[test]
+    fn hardware_lines_of_each_family() {
+        for (line, want) in [
+            (
+                "Cisco CISCO2911/K9 (revision 1.0) with 483328K/40960K bytes of memory.",
+                Some("CISCO2911/K9"),
+            ),
+            (
+                "cisco WS-C3750X-48P (PowerPC405) processor (revision W0) with 262144K bytes of memory.",
+                Some("WS-C3750X-48P"),
+            ),
+            (
+                "cisco ISR4451-X/K9 (2RU) processor with 1795979K/6147K bytes of memory.",
+                Some("ISR4451-X/K9"),
+            ),
+            (
+                "cisco C9300-48P (X86) processor with 1419044K/6147K bytes of memory.",
+                Some("C9300-48P"),
+            ),
+            (
+                "cisco IE-4000-8GT4G4E (APM86XXX) processor (revision V02) with 786432K bytes of memory.",
+                Some("IE-4000-8GT4G4E"),
+            ),
+            (
+                "Cisco IOSv (revision 1.0) with  with 460033K/62464K bytes of memory.",
+                Some("IOSv"),
+            ),
+            (
+                "cisco ASR1006 (RP2) processor (revision RP2) with 4138965K/6147K bytes of memory.",
+                Some("ASR1006"),
+            ),
+            (
+                "cisco WS-C4507R+E (MPC8572) processor (revision 10) with 2097152K/20480K bytes of memory.",
+                Some("WS-C4507R+E"),
+            ),
+            (
+                "cisco WS-C6509-E (R7000) processor (revision 1.4) with 983008K/65536K bytes of memory.",
+                Some("WS-C6509-E"),
+            ),
+            (
+                "Allen-Bradley 1783-CMS20DP (ARM) processor (revision V02) with 638793K/6147K bytes of memory.",
+                Some("1783-CMS20DP"),
+            ),
+            ("  cisco Nexus9000 C9372PX chassis ", Some("N9K-C9372PX")),
+            (
+                "  cisco Nexus9000 C93180YC-EX Chassis\r",
+                Some("N9K-C93180YC-EX"),
+            ),
+            (
+                "  cisco Nexus7000 C7010 (10 Slot) Chassis (\"Supervisor module-1X\")",
+                Some("N7K-C7010"),
+            ),
+            (
+                "  cisco Nexus7700 C7706 (6 Slot) Chassis (\"Supervisor Module-2\")",
+                Some("N77-C7706"),
+            ),
+            (
+                "  cisco Nexus 3048 Chassis (\"48x1GE + 4x10G Supervisor\")",
+                Some("Nexus 3048"),
+            ),
+            ("  cisco N9K-C9396PX (\"supervisor\")", Some("N9K-C9396PX")),
+            (
+                "  Intel(R) Xeon(R) CPU  @ 1.80GHz with 24567076 kB of memory.",
+                None,
+            ),
+            ("2048K bytes of non-volatile configuration memory.", None),
+        ] {
+            assert_eq!(model(line).as_deref(), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn nxos_kickstart_and_system_images() {
+        let v = show_version(&fixture("ntc_cisco_nxos_show_version2.raw")).unwrap();
+        assert_eq!(
+            v.kickstart.as_deref(),
+            Some("bootflash:///n5000-uk9-kickstart.7.1.4.N1.1.bin")
+        );
+        assert_eq!(
+            v.image.as_deref(),
+            Some("bootflash:///n5000-uk9.7.1.4.N1.1.bin")
+        );
+        let one = show_version(&fixture("ntc_cisco_nxos_show_version4.raw")).unwrap();
+        assert_eq!(one.kickstart, None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The single-device upgrade, done the way a careful engineer does it by hand.
 //!
 //! Safety rules, in the order they apply:
+//! 0. a device that runs a later release than the target is left untouched unless the plan
+//!    allows a downgrade (versions in Cisco's order, [`super::version`]);
 //! 1. the image is copied only when it is not already on flash with the right MD5, and only
 //!    when it fits;
 //! 2. `boot system` changes only after the device itself verified the MD5;
@@ -116,6 +118,9 @@ pub struct UpgradeOptions {
     /// `ip tftp blocksize` for the copy (IOS and IOS-XE; TFTP only): set before the copy, put
     /// back as it was right after it, so the saved configuration does not change.
     pub tftp_blocksize: Option<u16>,
+    /// Install an image older than the running one. Off, a device whose running version
+    /// compares later than the target fails with [`FailureReason::Downgrade`], untouched.
+    pub allow_downgrade: bool,
 }
 
 impl Default for UpgradeOptions {
@@ -128,6 +133,7 @@ impl Default for UpgradeOptions {
             pre_checks: Vec::new(),
             post_checks: Vec::new(),
             tftp_blocksize: None,
+            allow_downgrade: false,
         }
     }
 }
@@ -248,6 +254,9 @@ pub enum FailureReason {
     CameBackOnOldImage,
     /// A check command of the playbook did not show what it must.
     CheckFailed,
+    /// The device runs a later version than the target and the playbook does not allow a
+    /// downgrade (`options.allow_downgrade`).
+    Downgrade,
     Cancelled,
 }
 
@@ -267,6 +276,7 @@ impl FailureReason {
             FailureReason::NeverCameBack => "never_came_back",
             FailureReason::CameBackOnOldImage => "came_back_on_old_image",
             FailureReason::CheckFailed => "check_failed",
+            FailureReason::Downgrade => "downgrade",
             FailureReason::Cancelled => "cancelled",
         }
     }
@@ -358,6 +368,32 @@ pub fn reason_for(step: Step, e: &DeviceError) -> FailureReason {
     }
 }
 
+/// The version the plan installs: the image's known version, else the one its file name
+/// carries.
+fn target_version(plan: &UpgradePlan) -> Option<String> {
+    plan.expected_version
+        .clone()
+        .or_else(|| crate::images::guess_version(&plan.image))
+}
+
+/// Whether installing the plan's image on a device running `running` goes back to an older
+/// release. `Err` says why that cannot be told (an unknown or engineering version, or two
+/// trains that do not compare); the caller does not refuse then.
+pub fn is_downgrade(plan: &UpgradePlan, running: &str) -> Result<bool, String> {
+    let Some(target) = target_version(plan) else {
+        return Err(format!(
+            "the version of {} is not known, so whether it is older than {running} cannot be told",
+            plan.image
+        ));
+    };
+    match super::version::compare(running, &target) {
+        Some(order) => Ok(order == std::cmp::Ordering::Greater),
+        None => Err(format!(
+            "{running} and {target} cannot be ordered (unknown format or different trains)"
+        )),
+    }
+}
+
 /// Whether the device now runs the plan's image.
 pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String> {
     let v = &facts.version;
@@ -365,12 +401,8 @@ pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String>
         .image
         .as_deref()
         .is_some_and(|i| file_name(i) == plan.image);
-    // Install mode boots `packages.conf`: only the version tells. Without a version in the
-    // plan, the one the image's file name carries is expected.
-    let expected = plan
-        .expected_version
-        .clone()
-        .or_else(|| crate::images::guess_version(&plan.image));
+    // Install mode boots `packages.conf`: only the version tells.
+    let expected = target_version(plan);
     let version_ok = expected
         .as_deref()
         .is_some_and(|want| v.version == want || v.ios_version.as_deref() == Some(want));
@@ -529,11 +561,19 @@ pub async fn upgrade_gated(
     );
 
     let before = step!(run, Step::Facts, "show version, show boot", session.facts());
+    let downgrade = is_downgrade(plan, &before.version.version);
+    let downgrade_note = match &downgrade {
+        Ok(true) if plan.options.allow_downgrade => {
+            "; a downgrade, allowed by options.allow_downgrade".to_string()
+        }
+        Ok(_) => String::new(),
+        Err(why) => format!("; downgrade check skipped: {why}"),
+    };
     run.emit(
         Step::Facts,
         StepStatus::Done,
         format!(
-            "running {} from {}; boot variable {:?}",
+            "running {} from {}; boot variable {:?}{downgrade_note}",
             before.version.version,
             before.version.image.as_deref().unwrap_or("?"),
             before.boot.entries
@@ -554,6 +594,18 @@ pub async fn upgrade_gated(
         let key = session.host_key().to_string();
         session.close().await;
         return Ok(done(&run, UpgradeResult::AlreadyCurrent, &before, key));
+    }
+    if downgrade == Ok(true) && !plan.options.allow_downgrade {
+        session.close().await;
+        let wanted = target_version(plan).unwrap_or_else(|| plan.image.clone());
+        return Err(run.fail(
+            Step::Facts,
+            FailureReason::Downgrade,
+            format!(
+                "refusing to downgrade {} from {} to {wanted}: set options.allow_downgrade: true to allow it",
+                target.name, before.version.version
+            ),
+        ));
     }
     if cancel.is_cancelled() {
         session.close().await;

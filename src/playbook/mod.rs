@@ -446,6 +446,10 @@ pub struct Options {
     /// Delete the previous image from flash once the device runs the new one.
     #[serde(default)]
     pub delete_old_image: bool,
+    /// Install the image even on a device that runs a later version (default false: such a
+    /// device fails with reason `downgrade`, untouched).
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 impl Default for Options {
@@ -454,6 +458,7 @@ impl Default for Options {
             skip_if_current: true,
             stage_only: false,
             delete_old_image: false,
+            allow_downgrade: false,
         }
     }
 }
@@ -654,6 +659,27 @@ options:
             Some("c2960x-universalk9-mz.152-7.E8.bin")
         );
         assert!(pb.options.delete_old_image);
+        assert!(
+            !pb.options.allow_downgrade,
+            "downgrades are refused by default"
+        );
+    }
+
+    #[test]
+    fn allow_downgrade_is_read_and_its_errors_located() {
+        let with = |value: &str| {
+            FULL.replace(
+                "  delete_old_image: true",
+                &format!("  delete_old_image: true\n  allow_downgrade: {value}"),
+            )
+        };
+        assert!(parse(&with("true")).unwrap().options.allow_downgrade);
+        assert!(!parse(&with("false")).unwrap().options.allow_downgrade);
+        let e = err(&with("perhaps"));
+        assert_eq!(e.line, 29, "{e}");
+        let e = err(&FULL.replace("  delete_old_image: true", "  allow_downgrades: true"));
+        assert_eq!(e.line, 28, "{e}");
+        assert!(e.message.contains("allow_downgrades"), "{e}");
     }
 
     fn err(text: &str) -> YamlError {

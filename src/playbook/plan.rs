@@ -1,5 +1,7 @@
 //! From a playbook and the inventory to waves of devices.
 
+use std::cmp::Ordering;
+
 use serde::{Deserialize, Serialize};
 
 use super::Playbook;
@@ -13,6 +15,10 @@ pub struct PlannedDevice {
     pub image: String,
     pub current_version: Option<String>,
     pub target_version: Option<String>,
+    /// The last known version is later than the target: without `options.allow_downgrade`
+    /// the device will fail with reason `downgrade`, untouched.
+    #[serde(default)]
+    pub downgrade: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -62,11 +68,17 @@ fn selected(pb: &Playbook, d: &Device) -> bool {
         || t.platforms.contains(&s.platform)
 }
 
-/// Versions compare equal when they match after normalising case and spacing
-/// (`15.2(7)E8` = `15.2(7)e8`).
+/// Versions are the same when Cisco's order says so (`17.9.4` = `17.09.04`, `15.2(7)E8` =
+/// `15.2(7)e8`), or, for what does not parse, when they match after normalising case and
+/// spacing.
 pub fn same_version(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.trim().to_ascii_lowercase().replace(' ', "");
-    norm(a) == norm(b)
+    match crate::device::version::compare(a, b) {
+        Some(order) => order == Ordering::Equal,
+        None => {
+            let norm = |s: &str| s.trim().to_ascii_lowercase().replace(' ', "");
+            norm(a) == norm(b)
+        }
+    }
 }
 
 /// Build the plan. `image_version` maps an image file name to the version it installs (from
@@ -109,6 +121,12 @@ pub fn plan(
             });
             continue;
         }
+        let downgrade = match (&d.facts.version, &target_version) {
+            (Some(cur), Some(target)) => {
+                crate::device::version::compare(cur, target) == Some(Ordering::Greater)
+            }
+            _ => false,
+        };
         chosen.push(PlannedDevice {
             device: d.name().to_string(),
             platform: d.spec.platform,
@@ -116,6 +134,7 @@ pub fn plan(
             image,
             current_version: d.facts.version.clone(),
             target_version,
+            downgrade,
         });
     }
 
@@ -239,6 +258,30 @@ mod tests {
             }]
         );
         assert!(p.devices().all(|d| d.device != "sw-03"));
+    }
+
+    #[test]
+    fn versions_compare_as_cisco_numbers_them() {
+        let pb = super::super::parse(super::super::tests::FULL).unwrap();
+        let devices = vec![
+            dev(1, "a", "15.2(7)E10"),
+            dev(2, "a", "15.2(7)E3"),
+            dev(3, "a", "15.2(7)E08"),
+            dev(4, "a", "an engineering build"),
+        ];
+        let p = plan(&pb, &devices, &version);
+        // `E08` is `E8`: already current.
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert_eq!(p.skipped[0].device, "sw-03");
+        let flagged: Vec<(&str, bool)> = p
+            .devices()
+            .map(|d| (d.device.as_str(), d.downgrade))
+            .collect();
+        assert_eq!(
+            flagged,
+            [("sw-01", true), ("sw-02", false), ("sw-04", false)],
+            "15.2(7)E10 -> 15.2(7)E8 is a downgrade; an unknown version is not flagged"
+        );
     }
 
     #[test]

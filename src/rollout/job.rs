@@ -309,6 +309,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
             pre_checks: pb.checks.pre.commands.clone(),
             post_checks: pb.checks.post.commands.clone(),
             tftp_blocksize: pb.transfer.tftp_blocksize.as_ref().map(|b| b.value),
+            allow_downgrade: pb.options.allow_downgrade,
         },
         timeouts,
     };

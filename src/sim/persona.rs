@@ -304,6 +304,23 @@ mod tests {
     }
 
     #[test]
+    fn fleetup_reads_each_persona_as_the_persona_says() {
+        for name in built_in_names() {
+            let p = Persona::load(name).unwrap();
+            let mut vars: BTreeMap<&str, String> =
+                PLACEHOLDERS.iter().map(|k| (*k, "1".to_string())).collect();
+            vars.insert("model", p.model.clone());
+            vars.insert("serial", "FOC1234X0YZ".into());
+            vars.insert("image", p.initial_image.clone());
+            let out = render(&p.templates.show_version, &vars);
+            let v =
+                crate::device::parse::show_version(&out).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(v.model.as_deref(), Some(p.model.as_str()), "{name}");
+            assert_eq!(v.serial.as_deref(), Some("FOC1234X0YZ"), "{name}");
+        }
+    }
+
+    #[test]
     fn placeholders_render_with_alignment() {
         let mut vars = BTreeMap::new();
         vars.insert("model", "WS-C2960X".to_string());

@@ -24,8 +24,8 @@ pub struct DevicePage {
 }
 
 const COLUMNS: &str = "id, name, host, port, platform, site, model, username, password, password_env, \
-     enable_secret, enable_secret_env, host_key, version, image, serial, uptime, config_register, \
-     last_seen, created_at, updated_at, \
+     enable_secret, enable_secret_env, host_key, version, image, facts_model, serial, uptime, \
+     config_register, last_seen, created_at, updated_at, \
      (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_groups g WHERE g.device_id = devices.id ORDER BY name)) AS groups_joined, \
      (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_tags t WHERE t.device_id = devices.id ORDER BY name)) AS tags_joined";
 
@@ -62,7 +62,7 @@ fn row_to_device(row: &SqliteRow) -> Result<Device, StoreError> {
         facts: Facts {
             version: row.try_get("version")?,
             image: row.try_get("image")?,
-            model: None,
+            model: row.try_get("facts_model")?,
             serial: row.try_get("serial")?,
             uptime: row.try_get("uptime")?,
             config_register: row.try_get("config_register")?,
@@ -227,16 +227,16 @@ impl Db {
     pub async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
         let now = now_text();
         let done = sqlx::query(
-            "UPDATE devices SET version = ?, image = ?, serial = ?, uptime = ?, config_register = ?, \
-             last_seen = ?, model = coalesce(model, ?), updated_at = ? WHERE name = ?",
+            "UPDATE devices SET version = ?, image = ?, facts_model = ?, serial = ?, uptime = ?, \
+             config_register = ?, last_seen = ?, updated_at = ? WHERE name = ?",
         )
         .bind(&facts.version)
         .bind(&facts.image)
+        .bind(&facts.model)
         .bind(&facts.serial)
         .bind(&facts.uptime)
         .bind(&facts.config_register)
         .bind(&now)
-        .bind(&facts.model)
         .bind(&now)
         .bind(name)
         .execute(&self.pool)

@@ -1069,3 +1069,152 @@ async fn tftp_blocksize_is_set_for_the_copy_and_put_back() {
     }
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_downgrade_is_refused_unless_the_playbook_allows_it() {
+    // The lab's c2960x runs 15.2(4)E10; 15.2(2)E7 is older.
+    const OLDER: &str = "c2960x-universalk9-mz.152-2.E7.bin";
+    let rig = Rig::start(1, |_| {}).await;
+    let img = rig.app.dir.path().join(OLDER);
+    write_random_file(&img, 2 * 1024 * 1024 + 7, 78);
+    let r = rig
+        .app
+        .post("/api/v1/images")
+        .multipart(multipart_file(&img, OLDER))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let name = rig.names()[0].clone();
+    let before = rig.lab.state(&name).unwrap();
+    let playbook = playbook("strategy:\n  canary: 0\n").replace(IMAGE, OLDER);
+
+    // Once the version is known, the dry run shows the downgrade.
+    let r = rig
+        .app
+        .post(&format!("/api/v1/devices/{name}/facts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = rig
+        .app
+        .post("/api/v1/rollouts?dry_run=true")
+        .body(playbook.clone())
+        .send()
+        .await
+        .unwrap();
+    let plan: Value = r.json().await.unwrap();
+    let planned = &plan["plan"]["waves"][0]["devices"][0];
+    assert_eq!(planned["current_version"], "15.2(4)E10", "{plan:#}");
+    assert_eq!(planned["target_version"], "15.2(2)E7", "{plan:#}");
+    assert_eq!(planned["downgrade"], true, "{plan:#}");
+
+    // Refused: the job fails right after the facts, nothing on the device changes.
+    let id = rig.submit(&playbook).await;
+    let d = rig.wait_end(&id).await;
+    let job = &jobs(&d)[0];
+    assert_eq!(job["state"], "failed", "{d:#}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("(downgrade)"), "{error}");
+    assert!(
+        error.contains(&format!(
+            "refusing to downgrade {name} from 15.2(4)E10 to 15.2(2)E7: set options.allow_downgrade: true"
+        )),
+        "{error}"
+    );
+    let after = rig.lab.state(&name).unwrap();
+    assert_eq!(after.boot_variable, before.boot_variable);
+    assert_eq!(after.reload_count, 0);
+    assert_eq!(after.version, before.version);
+    assert!(
+        !after.flash.files.iter().any(|f| f.name == OLDER),
+        "copied despite the refusal"
+    );
+    assert!(
+        !after.last_commands.iter().any(|c| c.starts_with("copy")),
+        "{:?}",
+        after.last_commands
+    );
+
+    // Allowed: the same playbook with allow_downgrade installs the older release.
+    let id = rig
+        .submit(&format!("{playbook}options:\n  allow_downgrade: true\n"))
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let after = rig.lab.state(&name).unwrap();
+    assert_eq!(after.version, "15.2(2)E7");
+    assert_eq!(after.reload_count, 1);
+    let events = rig.events(&id).await;
+    assert!(
+        events.iter().any(|e| e["step"] == "facts"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("a downgrade, allowed by options.allow_downgrade")),
+        "{events:#?}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_and_serial_from_show_version_are_kept() {
+    let rig = Rig::start(3, |c| {
+        c.personas = vec!["c2960x".into(), "c9300".into(), "n9k".into()]
+    })
+    .await;
+    let lab = rig.lab.devices();
+    let app = &rig.app;
+    let device = |name: &str| {
+        let request = app.get(&format!("/api/v1/devices/{name}"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // The inventory's own model (what an operator typed) is not a discovered fact.
+    let before = device(&lab[0].name).await;
+    assert_eq!(before["facts"]["model"], Value::Null, "{before:#}");
+
+    // After a rollout (the c2960x, the only IOS device) its facts name the persona's model.
+    let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let after = device(&lab[0].name).await;
+    assert_eq!(after["facts"]["model"], lab[0].model.as_str(), "{after:#}");
+    let serial = after["facts"]["serial"].as_str().unwrap_or("").to_string();
+    assert!(!serial.is_empty(), "{after:#}");
+
+    // `device facts` (the API behind `fleetup device facts`) on the others: the Catalyst 9300
+    // and the Nexus 9300, whose `cisco Nexus9000 C93180YC-EX chassis` is N9K-C93180YC-EX.
+    for d in &lab[1..] {
+        let r = rig
+            .app
+            .post(&format!("/api/v1/devices/{}/facts", d.name))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["facts"]["model"], d.model.as_str(), "{v:#}");
+    }
+
+    // Importing the inventory again, here without models, loses no discovered fact.
+    let without_models: String = rig
+        .lab
+        .inventory_yaml()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("model:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let r = rig
+        .app
+        .post("/api/v1/inventory/import")
+        .body(without_models)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let again = device(&lab[0].name).await;
+    assert_eq!(again["model"], lab[0].model.as_str(), "{again:#}");
+    assert_eq!(again["facts"]["model"], lab[0].model.as_str(), "{again:#}");
+    assert_eq!(again["facts"]["serial"], serial.as_str(), "{again:#}");
+    rig.stop().await;
+}

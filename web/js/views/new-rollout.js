@@ -114,7 +114,8 @@ export function render(main, { go }) {
       waves.map((w) => h('div', { class: 'plan-wave', dataset: { wave: w.index } },
         h('h3', null, `Wave ${w.index + 1}: ${w.name} (${w.devices.length})`),
         h('ul', null, w.devices.map((d) => h('li', null, h('strong', null, d.device), ' ',
-          h('span', { class: 'muted small' }, `${d.site ? `${d.site} · ` : ''}${d.current_version || '?'} → ${d.target_version || d.image}`)))))),
+          h('span', { class: 'muted small' }, `${d.site ? `${d.site} · ` : ''}${d.current_version || '?'} → ${d.target_version || d.image}`),
+          d.downgrade ? h('span', { class: 'small' }, ' downgrade: refused unless options.allow_downgrade') : null))))),
       plan.skipped.length ? h('div', { class: 'plan-wave' },
         h('h3', null, `Not touched (${plan.skipped.length})`),
         h('ul', null, plan.skipped.map((s) => h('li', null, h('strong', null, s.device), ': ', s.reason)))) : null);
