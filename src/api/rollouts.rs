@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, AppState, ErrorBody};
+use crate::playbook::Opening;
 use crate::playbook::Plan;
 use crate::rollout::RolloutError;
 use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord};
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retry_rollout))
         .routes(routes!(rollout_report))
         .routes(routes!(rollout_events))
+        .routes(routes!(rollout_activity))
 }
 
 impl From<RolloutError> for ApiError {
@@ -117,6 +119,21 @@ pub struct SubmitQuery {
 pub struct DryRun {
     name: String,
     plan: Plan,
+    /// The playbook's maintenance windows and when each next opens. Copies and their MD5
+    /// checks may run before; the boot change, save, install and reload wait for a window.
+    windows: Vec<WindowOpening>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WindowOpening {
+    /// As written in the playbook: `Mon-Fri 22:00-23:30 Europe/Berlin`.
+    window: String,
+    /// Open now.
+    open: bool,
+    /// The next opening (now, when open), RFC 3339 in UTC.
+    opens_at: Option<String>,
+    /// The same, in the window's own zone and in UTC: `Tue 2026-11-24 22:00 Europe/Berlin (21:00 UTC)`.
+    opens: Option<String>,
 }
 
 /// Submit a playbook (YAML as `application/yaml`, or JSON). With `?dry_run=true` the plan is
@@ -134,9 +151,25 @@ async fn submit_rollout(
         .map_err(|e| ApiError::bad_request(format!("the playbook is not UTF-8 text: {e}")))?;
     if q.dry_run {
         let (pb, plan) = state.engine.plan(text).await?;
+        let now = state.engine.now();
+        let windows = pb
+            .schedule
+            .windows()
+            .into_iter()
+            .map(|w| {
+                let next = Opening::next(std::slice::from_ref(&w), now);
+                WindowOpening {
+                    window: w.to_string(),
+                    open: w.contains(now),
+                    opens_at: next.as_ref().map(|o| o.at.to_string()),
+                    opens: next.map(|o| o.to_string()),
+                }
+            })
+            .collect();
         return Ok(Json(DryRun {
             name: pb.name,
             plan,
+            windows,
         })
         .into_response());
     }
@@ -350,6 +383,53 @@ async fn rollout_report(
 pub struct EventsQuery {
     /// Only events after this id (also taken from the `Last-Event-ID` header).
     after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActivityQuery {
+    /// Only events after this id.
+    after: Option<i64>,
+    /// Only this device's events.
+    device: Option<String>,
+    /// At most this many events (default and maximum 10000).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Activity {
+    /// Oldest first.
+    pub events: Vec<Event>,
+}
+
+/// A rollout's events as one JSON document, oldest first; the same events as the SSE stream.
+#[utoipa::path(get, path = "/rollouts/{id}/activity", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id"), ActivityQuery),
+    responses((status = 200, body = Activity), (status = 404, body = ErrorBody)))]
+async fn rollout_activity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ActivityQuery>,
+) -> ApiResult<Json<Activity>> {
+    rollout_or_404(&state, &id).await?;
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
+    let events = match &q.device {
+        Some(device) => state
+            .db
+            .device_events(&id, device)
+            .await?
+            .into_iter()
+            .filter(|e| e.id > q.after.unwrap_or(0))
+            .take(limit as usize)
+            .collect(),
+        None => {
+            state
+                .db
+                .events_after(&id, q.after.unwrap_or(0), limit)
+                .await?
+        }
+    };
+    Ok(Json(Activity { events }))
 }
 
 fn sse(ev: &Event) -> SseEvent {

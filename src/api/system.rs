@@ -12,10 +12,76 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiResult, AppState, ServiceInfo};
+use crate::rollout::model::{EventKind, JobState, RolloutState};
 use crate::transfers::{Protocol, TransferInfo};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_transfers))
+    OpenApiRouter::new()
+        .routes(routes!(list_transfers))
+        .routes(routes!(vocabulary))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventKindInfo {
+    kind: EventKind,
+    /// Something went wrong (shown in red).
+    bad: bool,
+    /// About the whole rollout (read out to screen readers).
+    rollout_wide: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RolloutStateInfo {
+    state: RolloutState,
+    /// Nothing more happens unless failed devices are retried.
+    ended: bool,
+    /// Failed devices may be put back in line.
+    may_retry: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobStateInfo {
+    state: JobState,
+    finished: bool,
+}
+
+/// Every event kind, rollout state and device job state the service uses, with what a client
+/// needs to know of each: the dashboard builds its lists from this, never from its own copy.
+#[derive(Serialize, ToSchema)]
+pub struct Vocabulary {
+    event_kinds: Vec<EventKindInfo>,
+    rollout_states: Vec<RolloutStateInfo>,
+    job_states: Vec<JobStateInfo>,
+}
+
+/// The service's vocabulary: event kinds (the SSE event names), rollout and job states.
+#[utoipa::path(get, path = "/vocabulary", tag = "system", responses((status = 200, body = Vocabulary)))]
+async fn vocabulary() -> Json<Vocabulary> {
+    Json(Vocabulary {
+        event_kinds: EventKind::ALL
+            .iter()
+            .map(|&kind| EventKindInfo {
+                kind,
+                bad: kind.is_bad(),
+                rollout_wide: kind.is_rollout_wide(),
+            })
+            .collect(),
+        rollout_states: RolloutState::ALL
+            .iter()
+            .map(|&state| RolloutStateInfo {
+                state,
+                ended: state.is_ended(),
+                may_retry: state.may_retry(),
+            })
+            .collect(),
+        job_states: JobState::ALL
+            .iter()
+            .map(|&state| JobStateInfo {
+                state,
+                finished: state.is_finished(),
+            })
+            .collect(),
+    })
 }
 
 #[derive(Serialize, ToSchema)]

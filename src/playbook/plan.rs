@@ -25,7 +25,11 @@ pub struct PlannedDevice {
 pub struct PlannedWave {
     /// 0 is the canary wave when there is one.
     pub index: usize,
+    /// Waves are named one way everywhere: `canary`, `wave 1`, `wave 2`…
     pub name: String,
+    /// The playbook's share that sized this wave (`25%`, `10`), when one did.
+    #[serde(default)]
+    pub share: Option<String>,
     pub devices: Vec<PlannedDevice>,
 }
 
@@ -79,6 +83,12 @@ pub fn same_version(a: &str, b: &str) -> bool {
             norm(a) == norm(b)
         }
     }
+}
+
+/// The name of the next wave after `waves`: `wave 1` is the first after the canary.
+fn wave_number(waves: &[PlannedWave]) -> String {
+    let numbered = waves.iter().filter(|w| w.name != "canary").count();
+    format!("wave {}", numbered + 1)
 }
 
 /// Build the plan. `image_version` maps an image file name to the version it installs (from
@@ -146,6 +156,7 @@ pub fn plan(
         waves.push(PlannedWave {
             index: 0,
             name: "canary".into(),
+            share: Some(canary.to_string()),
             devices: rest.by_ref().take(canary).collect(),
         });
     }
@@ -166,7 +177,8 @@ pub fn plan(
         placed += take;
         waves.push(PlannedWave {
             index: waves.len(),
-            name: format!("wave {} ({share})", i + 1),
+            name: wave_number(&waves),
+            share: Some(share.to_string()),
             devices: rest.by_ref().take(take).collect(),
         });
     }
@@ -174,7 +186,8 @@ pub fn plan(
     if !left.is_empty() {
         waves.push(PlannedWave {
             index: waves.len(),
-            name: if n == 0 { "all".into() } else { "rest".into() },
+            name: wave_number(&waves),
+            share: (n > 0).then(|| "the rest".to_string()),
             devices: left,
         });
     }

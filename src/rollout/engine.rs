@@ -764,15 +764,12 @@ fn job_views(jobs: &[DeviceJob]) -> Vec<JobView> {
         .collect()
 }
 
-/// Waves are numbered one way everywhere: `canary`, `wave 1`, `wave 2`…
+/// Waves are named one way everywhere: `canary`, `wave 1`, `wave 2`… (by the plan).
 pub fn wave_name(plan: &Plan, wave: usize) -> String {
-    match plan.waves.get(wave) {
-        Some(w) if w.name == "canary" => "canary".to_string(),
-        _ => {
-            let canary = plan.waves.first().is_some_and(|w| w.name == "canary");
-            format!("wave {}", if canary { wave } else { wave + 1 })
-        }
-    }
+    plan.waves
+        .get(wave)
+        .map(|w| w.name.clone())
+        .unwrap_or_else(|| format!("wave {wave}"))
 }
 
 /// Sortable, readable ids: `r-20261124-013000-4f2a`.

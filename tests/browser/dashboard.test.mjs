@@ -293,6 +293,19 @@ test('a halted rollout: error in words, retry, abort after confirmation, report'
     assert.equal(await page.getByRole('button', { name }).isVisible(), false, name);
   }
 
+  // Every kind of event this rollout recorded shows in the activity list, and the page knows
+  // every kind the service can emit (its list comes from the service's vocabulary).
+  const recorded = (await api('GET', `/rollouts/${encodeURIComponent(id)}/activity`)).body.events;
+  const kinds = [...new Set(recorded.map((e) => e.kind))].sort();
+  assert.ok(kinds.length >= 8, kinds.join(' '));
+  await page.waitForFunction((n) => document.querySelectorAll('#events li').length >= n, recorded.length);
+  const shown = await page.$$eval('#events li', (lis) => [...new Set(lis.map((li) => li.dataset.kind))].sort());
+  assert.deepEqual(shown, kinds);
+  const vocabulary = (await api('GET', '/vocabulary')).body;
+  for (const k of ['held', 'device_requeued', 'reload_not_sent', 'waiting_window', 'completed_with_failures']) {
+    assert.ok(vocabulary.event_kinds.some((e) => e.kind === k), k);
+  }
+
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download report (CSV)' }).click()]);
   assert.equal(download.suggestedFilename(), `fleetup-${id}.csv`);
   const csv = await readFile(await download.path(), 'utf8');

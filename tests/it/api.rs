@@ -857,3 +857,69 @@ async fn config_file_and_environment_settings() {
         "{err}"
     );
 }
+
+/// The dashboard takes its event kinds and ended states from `GET /vocabulary`; where its
+/// code still compares a state or a kind by name, that name must be one the service has.
+#[tokio::test]
+async fn the_dashboard_names_only_states_and_kinds_the_service_has() {
+    let app = TestApp::start().await;
+    let v: Value = app
+        .get("/api/v1/vocabulary")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut known: Vec<String> = Vec::new();
+    for (list, key) in [
+        ("event_kinds", "kind"),
+        ("rollout_states", "state"),
+        ("job_states", "state"),
+    ] {
+        for item in v[list].as_array().unwrap() {
+            known.push(item[key].as_str().unwrap().to_string());
+        }
+    }
+    // Every kind the engine has, in the vocabulary, with the events the dashboard once missed.
+    for k in fleetup::rollout::model::EventKind::ALL {
+        assert!(known.iter().any(|n| n == k.as_str()), "{k} missing");
+    }
+    for k in ["held", "device_requeued", "reload_not_sent"] {
+        assert!(known.iter().any(|n| n == k), "{k} missing");
+    }
+    // Transfer states are a third, separate vocabulary of their own.
+    known.extend(["active", "completed", "failed"].map(String::from));
+    let compared = regex::Regex::new(
+        r#"(?:\.state|\.kind|\.result)\s*[!=]==?\s*'([a-z_]+)'|badge\('([a-z_]+)'"#,
+    )
+    .unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web/js");
+    let mut checked = 0;
+    let mut stack = vec![std::path::PathBuf::from(dir)];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for c in compared.captures_iter(&text) {
+                let name = c.get(1).or(c.get(2)).unwrap().as_str();
+                // Step results (`done`, `running`, `unfinished`) are the timeline's own words.
+                if ["done", "skipped", "unfinished", "running"].contains(&name) {
+                    checked += 1;
+                    continue;
+                }
+                assert!(
+                    known.iter().any(|n| n == name),
+                    "{} compares with {name:?}, which the service does not have",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 5, "the scan found too little: {checked}");
+}

@@ -1,9 +1,9 @@
 // Fleet: every device with its version and status, and how much of each site runs the target.
 import { allDevices, get } from '../api.js';
 import { h, svg, clear, fill, td, badge, relTime, errorBox } from '../ui.js';
+import { vocabulary } from '../vocab.js';
 
 const TARGET_KEY = 'fleetup.target';
-const ACTIVE = new Set(['scheduled', 'running', 'paused', 'halted']);
 // Non-target versions get distinct, calm hues; the target is always the "ok" green.
 const PALETTE = ['#7c8db5', '#c08a3e', '#8e6bbf', '#3f9aa8', '#b8677d', '#6f8f4e', '#a07d63', '#5b6f8f'];
 const STATUS_LABEL = {
@@ -198,14 +198,14 @@ export function render(main) {
   let alive = true;
   async function load() {
     try {
-      const [devices, imgs, rolls] = await Promise.all([allDevices(), get('/images'), get('/rollouts')]);
+      const [devices, imgs, rolls, V] = await Promise.all([allDevices(), get('/images'), get('/rollouts'), vocabulary()]);
       if (!alive) return;
       state.devices = devices.sort((a, b) => a.name.localeCompare(b.name));
       state.images = imgs.images;
       state.rollouts = rolls.rollouts;
       // Which devices are being upgraded right now, and at which step.
       const jobs = new Map();
-      const active = state.rollouts.filter((r) => ACTIVE.has(r.state)).slice(0, 5);
+      const active = state.rollouts.filter((r) => V.active.has(r.state)).slice(0, 5);
       const details = await Promise.all(active.map((r) => get(`/rollouts/${encodeURIComponent(r.id)}`).catch(() => null)));
       for (const det of details.filter(Boolean)) {
         for (const w of det.waves) for (const j of w.devices) if (j.state === 'running') jobs.set(j.device, { ...j, rollout: det.id });

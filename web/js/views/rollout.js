@@ -3,21 +3,14 @@
 // re-fetched (throttled). Transfer byte counts change without events, so while a copy runs the
 // detail is also polled every second.
 import { get, post, download, session } from '../api.js';
+import { vocabulary } from '../vocab.js';
 import {
   h, clear, fill, td, badge, progressStack, progressText, bytes, rate, duration, dateTime, timeOnly,
   announce, toast, confirmDialog, errorBox,
 } from '../ui.js';
 
-const ENDED = new Set(['completed', 'failed', 'aborted']);
-// Every event kind the engine emits; EventSource delivers named events only to listeners of
-// that name.
-const KINDS = [
-  'created', 'scheduled', 'started', 'paused', 'resumed', 'abort_requested', 'aborted', 'retry', 'halted', 'completed', 'failed',
-  'wave_started', 'wave_finished', 'skipped', 'step_started', 'step_done', 'step_skipped', 'step_failed',
-  'device_succeeded', 'device_failed', 'device_aborted', 'waiting_window', 'message',
-];
-const ANNOUNCED = new Set(['started', 'paused', 'resumed', 'abort_requested', 'aborted', 'halted', 'completed', 'failed', 'wave_started', 'wave_finished', 'retry']);
-const BAD_KINDS = new Set(['step_failed', 'device_failed', 'halted', 'failed', 'aborted', 'device_aborted']);
+// Event kinds, their classes and the ended states come from the service (vocab.js).
+let V = null;
 const STEP_WORDS = {
   connect: 'Connecting', facts: 'Reading facts', free_space: 'Checking free space', file_present: 'Checking for the image',
   copy: 'Copying the image', verify_md5: 'Verifying MD5', set_boot: 'Setting the boot image', save: 'Saving the configuration',
@@ -117,18 +110,18 @@ export function render(main, { params }) {
 
   function drawActions() {
     if (!detail) return;
-    const ended = ENDED.has(detail.state);
+    const ended = V.ended.has(detail.state);
     const paused = detail.paused || detail.state === 'paused';
     pauseBtn.hidden = ended || paused || detail.state === 'halted';
     resumeBtn.hidden = ended || !paused;
-    retryBtn.hidden = ended || !detail.progress.failed;
+    retryBtn.hidden = !V.retryable.has(detail.state) || detail.abort_requested || !detail.progress.failed;
     abortBtn.hidden = ended || detail.abort_requested;
   }
 
   function drawHeader() {
     title.textContent = detail.name;
     document.title = `${detail.name} · fleetup`;
-    fill(stateSlot, badge(detail.state), detail.abort_requested && !ENDED.has(detail.state) ? badge('aborted', 'abort requested') : null);
+    fill(stateSlot, badge(detail.state), detail.abort_requested && !V.ended.has(detail.state) ? badge('aborted', 'abort requested') : null);
     fill(meta,
       h('li', null, 'ID ', h('code', null, detail.id)),
       h('li', null, 'Created ', dateTime(detail.created_at)),
@@ -189,6 +182,9 @@ export function render(main, { params }) {
   }
 
   function stepCell(j) {
+    if (j.waits_for_window && j.state === 'running') {
+      return h('span', { class: 'step-now staged', dataset: { step: 'staged' } }, `staged (waits for window ${j.waits_for_window})`);
+    }
     if (!j.step) return h('span', { class: 'muted' }, j.state === 'pending' ? 'waiting' : '–');
     const words = STEP_WORDS[j.step] || j.step;
     const status = j.state === 'running' ? (j.step_state === 'done' ? `${j.step} done` : words) : `last: ${j.step}`;
@@ -213,7 +209,7 @@ export function render(main, { params }) {
       }
       wavesBox.append(h('section', { class: 'card wave', 'aria-labelledby': `wave-${w.index}`, dataset: { wave: w.index } },
         h('header', null,
-          h('h2', { id: `wave-${w.index}` }, `Wave ${w.index + 1}: ${w.name}`),
+          h('h2', { id: `wave-${w.index}` }, w.share ? `${w.name} (${w.share})` : w.name),
           progressStack(w.progress),
           h('span', { class: 'small muted' }, progressText(w.progress))),
         h('div', { class: 'table-wrap' },
@@ -232,7 +228,7 @@ export function render(main, { params }) {
   let pollTimer = null;
   function schedulePoll() {
     clearTimeout(pollTimer);
-    if (!alive || !detail || ENDED.has(detail.state)) return;
+    if (!alive || !detail || V.ended.has(detail.state)) return;
     const copying = detail.waves.some((w) => w.devices.some((j) => j.state === 'running'
       && ((j.transfer && j.transfer.state === 'active') || (j.step === 'copy' && j.step_state === 'started'))));
     const running = detail.progress.running > 0;
@@ -285,12 +281,12 @@ export function render(main, { params }) {
       seen.add(ev.id);
     }
     if (ev.message) {
-      eventsList.prepend(h('li', { class: BAD_KINDS.has(ev.kind) ? 'ev-bad' : '' },
+      eventsList.prepend(h('li', { class: V.bad.has(ev.kind) ? 'ev-bad' : '', dataset: { kind: ev.kind, device: ev.device || '' } },
         h('time', { datetime: ev.at, title: dateTime(ev.at) }, timeOnly(ev.at)),
         h('span', null, ev.device ? h('strong', null, `${ev.device}: `) : null, ev.message)));
       while (eventsList.children.length > 300) eventsList.lastChild.remove();
       lastEvent.textContent = `${timeOnly(ev.at)} ${ev.device ? `${ev.device}: ` : ''}${ev.message}`;
-      if (ANNOUNCED.has(ev.kind) && historyDone) announce(ev.message);
+      if (V.announced.has(ev.kind) && historyDone) announce(ev.message);
     }
     refreshSoon();
   }
@@ -306,7 +302,7 @@ export function render(main, { params }) {
       live.textContent = 'Live';
       setTimeout(() => { historyDone = true; }, 1500);
     });
-    for (const k of KINDS) source.addEventListener(k, onEvent);
+    for (const k of V.kinds) source.addEventListener(k, onEvent);
     source.addEventListener('lagged', () => refreshSoon());
     source.addEventListener('error', () => {
       live.className = 'live off';
@@ -320,10 +316,16 @@ export function render(main, { params }) {
     });
   }
 
-  refresh();
-  connect();
+  vocabulary().then((v) => {
+    V = v;
+    if (!alive) return;
+    refresh();
+    connect();
+  }).catch((err) => {
+    if (alive && err.status !== 401) errorSlot.replaceChildren(errorBox(err, 'Cannot load the rollout'));
+  });
   // Running steps show a growing duration; redraw those once a second even without news.
-  const tick = setInterval(() => { if (detail && detail.progress.running && !document.hidden) drawWaves(); }, 1000);
+  const tick = setInterval(() => { if (V && detail && detail.progress.running && !document.hidden) drawWaves(); }, 1000);
 
   return () => {
     alive = false;

@@ -1,8 +1,7 @@
 // Rollouts: newest first, with state and progress; refreshed while any is active.
 import { get } from '../api.js';
 import { h, clear, td, badge, progressStack, progressText, relTime, dateTime, errorBox } from '../ui.js';
-
-const ACTIVE = new Set(['scheduled', 'running', 'paused', 'halted']);
+import { vocabulary } from '../vocab.js';
 
 export function render(main) {
   const tbody = h('tbody');
@@ -22,7 +21,7 @@ export function render(main) {
   let timer = null;
   async function load() {
     try {
-      const { rollouts } = await get('/rollouts');
+      const [{ rollouts }, V] = await Promise.all([get('/rollouts'), vocabulary()]);
       if (!alive) return;
       errorSlot.replaceChildren();
       clear(tbody);
@@ -38,7 +37,7 @@ export function render(main) {
         tbody.append(h('tr', null, h('td', { colspan: 5, class: 'empty' }, 'No rollout yet. ', h('a', { href: '#/new' }, 'Start one from a playbook'), '.')));
       }
       clearTimeout(timer);
-      const delay = rollouts.some((r) => ACTIVE.has(r.state)) ? 3000 : 15000;
+      const delay = rollouts.some((r) => V.active.has(r.state)) ? 3000 : 15000;
       timer = setTimeout(load, delay);
     } catch (err) {
       if (alive && err.status !== 401) errorSlot.replaceChildren(errorBox(err, 'Cannot load the rollouts'));
