@@ -2,46 +2,32 @@
 //! obeys pause, resume, abort and retry. The database is the source of truth: the engine can
 //! be killed at any point and, restarted, picks every rollout up where it was.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinSet;
 
 use super::clock::Clock;
 use super::job::{self, JobContext, JobOutcome};
-use super::model::{DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState};
-use super::policy::{self, AfterWave, End, JobView, Limits, Proceed, RolloutView};
+use super::ledger::Ledger;
+use super::model::{DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState};
+use super::policy::{self, AfterWave, End, JobView, Limits, RolloutView};
 use super::{FileServers, RolloutError};
 use crate::images::ImageStore;
 use crate::playbook::{self, Plan, Playbook};
 use crate::shutdown::Shutdown;
-use crate::store::rollouts::NewJob;
+use crate::store::rollouts::{NewEvent, NewJob};
 use crate::store::{Db, StoreError};
 use crate::transfers::Transfers;
 
-/// Operator requests for one running rollout, seen by its task between steps.
-struct Control {
-    changed: Notify,
-}
-
-pub(crate) struct Inner {
-    pub(crate) db: Db,
-    pub(crate) images: ImageStore,
-    pub(crate) transfers: Transfers,
-    pub(crate) clock: Clock,
-    pub(crate) servers: FileServers,
-    global: Arc<Semaphore>,
-    controls: Mutex<HashMap<String, Arc<Control>>>,
-    events: broadcast::Sender<Event>,
-    shutdown: Shutdown,
-}
-
-/// Handle to the engine; cheap to clone.
+/// Handle to the engine; cheap to clone. The engine decides nothing itself: it reads a
+/// snapshot, asks [`policy`], and writes the decision through the [`Ledger`].
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    ledger: Arc<Ledger>,
+    /// Devices worked on at once across all rollouts.
+    global: Arc<Semaphore>,
 }
 
 /// Settings of the engine.
@@ -70,23 +56,14 @@ impl Engine {
         settings: EngineSettings,
         shutdown: Shutdown,
     ) -> Result<Engine, RolloutError> {
-        let (events, _) = broadcast::channel(4096);
         let engine = Engine {
-            inner: Arc::new(Inner {
-                db,
-                images,
-                transfers,
-                clock,
-                servers,
-                global: Arc::new(Semaphore::new(settings.max_concurrent_devices.max(1))),
-                controls: Mutex::new(HashMap::new()),
-                events,
-                shutdown,
-            }),
+            ledger: Arc::new(Ledger::new(db, images, transfers, clock, servers, shutdown)),
+            global: Arc::new(Semaphore::new(settings.max_concurrent_devices.max(1))),
         };
-        for r in engine.inner.db.unfinished_rollouts().await? {
+        for r in engine.ledger.db.unfinished_rollouts().await? {
             tracing::info!(rollout = %r.id, state = %r.state, "resuming rollout after restart");
             engine
+                .ledger
                 .event(
                     &r.id,
                     None,
@@ -101,28 +78,29 @@ impl Engine {
         Ok(engine)
     }
 
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
-    }
-
     pub fn db(&self) -> &Db {
-        &self.inner.db
+        &self.ledger.db
     }
 
     pub fn transfers(&self) -> &Transfers {
-        &self.inner.transfers
+        &self.ledger.transfers
     }
 
     /// Live events of every rollout.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        self.ledger.subscribe()
+    }
+
+    /// The engine's clock (a manual one in tests).
+    pub fn now(&self) -> jiff::Timestamp {
+        self.ledger.now()
     }
 
     /// Validate a playbook and plan it against the current inventory; touches no device.
     pub async fn plan(&self, text: &str) -> Result<(Playbook, Plan), RolloutError> {
         let pb = super::parse_playbook(text)?;
-        let devices = self.inner.db.all_devices().await?;
-        let images = self.inner.images.list().await?;
+        let devices = self.ledger.db.all_devices().await?;
+        let images = self.ledger.images.list().await?;
         for img in pb.image.all() {
             if !images.iter().any(|i| i.file_name == img.value) {
                 return Err(RolloutError::Playbook(crate::yaml::YamlError::new(
@@ -157,7 +135,7 @@ impl Engine {
                     .join("; "),
             ));
         }
-        let id = new_rollout_id(&self.inner.clock);
+        let id = new_rollout_id(self.ledger.now());
         let mut images: Vec<String> = plan.devices().map(|d| d.image.clone()).collect();
         images.sort();
         images.dedup();
@@ -190,124 +168,110 @@ impl Engine {
                 })
             })
             .collect();
-        self.inner.db.insert_rollout(&record, &jobs).await?;
-        self.event(
-            &id,
-            None,
-            EventKind::Created,
-            None,
-            &format!(
-                "rollout {:?}: {} device(s) in {} wave(s), {} skipped",
-                pb.name,
-                plan.total,
-                plan.waves.len(),
-                plan.skipped.len()
-            ),
-            Some(json!({"plan": plan})),
-        )
-        .await;
-        for s in &plan.skipped {
-            self.event(
+        self.ledger.db.insert_rollout(&record, &jobs).await?;
+        self.ledger
+            .event(
                 &id,
-                Some(&s.device),
-                EventKind::Skipped,
                 None,
-                &s.reason,
+                EventKind::Created,
                 None,
+                &format!(
+                    "rollout {:?}: {} device(s) in {} wave(s), {} skipped",
+                    pb.name,
+                    plan.total,
+                    plan.waves.len(),
+                    plan.skipped.len()
+                ),
+                Some(json!({"plan": plan})),
             )
             .await;
+        for s in &plan.skipped {
+            self.ledger
+                .event(
+                    &id,
+                    Some(&s.device),
+                    EventKind::Skipped,
+                    None,
+                    &s.reason,
+                    None,
+                )
+                .await;
         }
         self.spawn(id.clone());
-        Ok(self.inner.db.rollout(&id).await?)
+        Ok(self.ledger.db.rollout(&id).await?)
     }
 
     pub async fn pause(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
-        self.inner
-            .db
-            .set_rollout_flags(id, Some(true), None)
+        let state = matches!(r.state, RolloutState::Running | RolloutState::Scheduled)
+            .then_some(RolloutState::Paused);
+        self.ledger
+            .set_flags(
+                id,
+                Some(true),
+                None,
+                state,
+                NewEvent::rollout(EventKind::Paused, "paused by operator: no new step starts"),
+            )
             .await?;
-        if r.state == RolloutState::Running || r.state == RolloutState::Scheduled {
-            self.inner
-                .db
-                .set_rollout_state(id, RolloutState::Paused, None)
-                .await?;
-        }
-        self.event(
-            id,
-            None,
-            EventKind::Paused,
-            None,
-            "paused by operator: no new step starts",
-            None,
-        )
-        .await;
-        self.poke(id);
+        self.ledger.poke(id);
         Ok(())
     }
 
     pub async fn resume(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
-        self.inner
-            .db
-            .set_rollout_flags(id, Some(false), None)
+        let state = (r.state == RolloutState::Paused).then_some(RolloutState::Running);
+        self.ledger
+            .set_flags(
+                id,
+                Some(false),
+                None,
+                state,
+                NewEvent::rollout(EventKind::Resumed, "resumed by operator"),
+            )
             .await?;
-        if r.state == RolloutState::Paused {
-            self.inner
-                .db
-                .set_rollout_state(id, RolloutState::Running, None)
-                .await?;
-        }
-        self.event(
-            id,
-            None,
-            EventKind::Resumed,
-            None,
-            "resumed by operator",
-            None,
-        )
-        .await;
-        self.poke(id);
+        self.ledger.poke(id);
         Ok(())
     }
 
     /// Stop at the next safe point: no device is stopped inside a reload.
     pub async fn abort(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
-        self.inner
-            .db
-            .set_rollout_flags(id, Some(false), Some(true))
+        self.ledger
+            .set_flags(
+                id,
+                Some(false),
+                Some(true),
+                None,
+                NewEvent::rollout(
+                    EventKind::AbortRequested,
+                    "abort requested: devices stop at their next safe point",
+                ),
+            )
             .await?;
-        self.event(
-            id,
-            None,
-            EventKind::AbortRequested,
-            None,
-            "abort requested: devices stop at their next safe point",
-            None,
-        )
-        .await;
         if r.state == RolloutState::Halted {
             // Nothing runs in a halted rollout: end it now.
-            self.inner
-                .db
-                .set_rollout_state(id, RolloutState::Aborted, r.halt_reason.as_deref())
+            self.ledger
+                .set_state(
+                    id,
+                    RolloutState::Aborted,
+                    r.halt_reason.as_deref(),
+                    NewEvent::rollout(EventKind::Aborted, "rollout aborted"),
+                )
                 .await?;
-            self.event(id, None, EventKind::Aborted, None, "rollout aborted", None)
-                .await;
         }
-        self.poke(id);
+        self.ledger.poke(id);
         Ok(())
     }
 
     /// Put failed devices back in line and go on, also after the rollout ended with failures.
     pub async fn retry_failed(&self, id: &str) -> Result<u64, RolloutError> {
-        let r = self.inner.db.rollout(id).await.map_err(|e| match e {
+        let r = self.ledger.db.rollout(id).await.map_err(|e| match e {
             StoreError::NotFound => RolloutError::NotFound(id.to_string()),
             e => e.into(),
         })?;
-        let jobs = job_views(&self.inner.db.jobs(id).await?);
-        let restart = match policy::retry(view(&r), &jobs) {
+        let jobs = JobView::all(&self.ledger.db.jobs(id).await?);
+        let restart = match policy::retry(RolloutView::of(&r), &jobs) {
             policy::Retry::Refused => {
                 return Err(RolloutError::Ended {
                     id: id.to_string(),
@@ -317,29 +281,23 @@ impl Engine {
             policy::Retry::Nothing => return Ok(0),
             policy::Retry::Requeue { restart, .. } => restart,
         };
-        let n = self.inner.db.retry_failed_jobs(id).await?;
-        self.event(
-            id,
-            None,
-            EventKind::Retry,
-            None,
-            &format!("{n} failed device(s) put back in line"),
-            None,
-        )
-        .await;
+        let (n, ev) = self
+            .ledger
+            .db
+            .retry_failed_jobs(id, restart.then_some(RolloutState::Running), |n| {
+                format!("{n} failed device(s) put back in line")
+            })
+            .await?;
+        self.ledger.publish(ev);
         if restart {
-            self.inner
-                .db
-                .set_rollout_state(id, RolloutState::Running, None)
-                .await?;
             self.spawn(id.to_string());
         }
-        self.poke(id);
+        self.ledger.poke(id);
         Ok(n)
     }
 
     async fn live(&self, id: &str) -> Result<RolloutRecord, RolloutError> {
-        let r = self.inner.db.rollout(id).await.map_err(|e| match e {
+        let r = self.ledger.db.rollout(id).await.map_err(|e| match e {
             crate::store::StoreError::NotFound => RolloutError::NotFound(id.to_string()),
             e => e.into(),
         })?;
@@ -352,149 +310,22 @@ impl Engine {
         Ok(r)
     }
 
-    fn poke(&self, id: &str) {
-        if let Some(c) = self.control(id) {
-            c.changed.notify_waiters();
-        }
-    }
-
-    fn control(&self, id: &str) -> Option<Arc<Control>> {
-        self.inner
-            .controls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
-    }
-
     fn spawn(&self, id: String) {
-        {
-            let mut controls = self
-                .inner
-                .controls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if controls.contains_key(&id) {
-                return;
-            }
-            controls.insert(
-                id.clone(),
-                Arc::new(Control {
-                    changed: Notify::new(),
-                }),
-            );
+        if !self.ledger.open_control(&id) {
+            return;
         }
         let engine = self.clone();
-        self.inner.shutdown.tasks.spawn(async move {
+        self.ledger.shutdown().tasks.spawn(async move {
             let result = engine.run_rollout(&id).await;
-            engine
-                .inner
-                .controls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            engine.ledger.close_control(&id);
             if let Err(e) = result {
                 tracing::error!(rollout = %id, error = %e, "rollout task failed");
             }
         });
     }
 
-    /// Record an event and publish it to live subscribers.
-    pub(crate) async fn event(
-        &self,
-        rollout: &str,
-        device: Option<&str>,
-        kind: EventKind,
-        step: Option<&str>,
-        message: &str,
-        data: Option<serde_json::Value>,
-    ) {
-        match self
-            .inner
-            .db
-            .insert_event(rollout, device, kind, step, message, data.as_ref())
-            .await
-        {
-            Ok(ev) => {
-                let _ = self.inner.events.send(ev);
-            }
-            Err(e) => tracing::error!(rollout, error = %e, "cannot record rollout event"),
-        }
-    }
-
-    /// Record a device's step event (and with `state`, its current step) in one transaction,
-    /// and publish the event.
-    pub(crate) async fn step_event(
-        &self,
-        rollout: &str,
-        device: &str,
-        step: &str,
-        state: Option<StepState>,
-        kind: EventKind,
-        message: &str,
-    ) -> Result<(), StoreError> {
-        let ev = self
-            .inner
-            .db
-            .record_step(rollout, device, step, state, kind, message)
-            .await?;
-        let _ = self.inner.events.send(ev);
-        Ok(())
-    }
-
-    /// Publish an event the store has already recorded.
-    pub(crate) fn publish(&self, ev: Event) {
-        let _ = self.inner.events.send(ev);
-    }
-
-    /// The engine's clock (a manual one in tests).
-    pub fn now(&self) -> jiff::Timestamp {
-        self.inner.clock.now()
-    }
-
-    pub(crate) async fn sleep_until(&self, at: jiff::Timestamp) {
-        self.inner.clock.sleep_until(at).await
-    }
-
-    /// Wait while the rollout is paused; false when it must stop (abort, halt or shutdown).
-    pub(crate) async fn may_go_on(&self, id: &str) -> bool {
-        loop {
-            let Some(control) = self.control(id) else {
-                return false;
-            };
-            let changed = control.changed.notified();
-            let Ok(r) = self.inner.db.rollout(id).await else {
-                return false;
-            };
-            match policy::proceed(view(&r), self.inner.shutdown.is_requested()) {
-                Proceed::Go => return true,
-                Proceed::Stop => return false,
-                Proceed::Wait => {}
-            }
-            tokio::select! {
-                _ = changed => {}
-                _ = self.inner.shutdown.requested() => return false,
-            }
-        }
-    }
-
-    /// Wait for an operator request or shutdown.
-    pub(crate) async fn changed(&self, id: &str) {
-        let Some(control) = self.control(id) else {
-            return;
-        };
-        tokio::select! {
-            _ = control.changed.notified() => {}
-            _ = self.inner.shutdown.requested() => {}
-        }
-    }
-
-    pub(crate) fn shutdown(&self) -> &Shutdown {
-        &self.inner.shutdown
-    }
-
     async fn run_rollout(&self, id: &str) -> Result<(), RolloutError> {
-        let record = self.inner.db.rollout(id).await?;
+        let record = self.ledger.db.rollout(id).await?;
         let pb = match super::parse_playbook(&record.playbook) {
             Ok(pb) => pb,
             Err(e) => {
@@ -509,44 +340,59 @@ impl Engine {
 
         // Schedule: nothing before start_at.
         if let Some(start) = pb.schedule.start_at
-            && self.inner.clock.now() < start
+            && self.ledger.now() < start
             && !record.abort_requested
         {
-            self.event(
-                id,
-                None,
-                EventKind::Scheduled,
-                None,
-                &format!("waiting for the start time {start}"),
-                None,
-            )
-            .await;
+            self.ledger
+                .event(
+                    id,
+                    None,
+                    EventKind::Scheduled,
+                    None,
+                    &format!("waiting for the start time {start}"),
+                    None,
+                )
+                .await;
             tokio::select! {
-                _ = self.inner.clock.sleep_until(start) => {}
+                _ = self.ledger.sleep_until(start) => {}
                 _ = self.wait_abort(id) => {}
-                _ = self.inner.shutdown.requested() => return Ok(()),
+                _ = self.ledger.shutdown().requested() => return Ok(()),
             }
         }
         if !self.finish_if_aborted(id).await? {
             return Ok(());
         }
-        let current = self.inner.db.rollout(id).await?;
+        let current = self.ledger.db.rollout(id).await?;
         if current.state != RolloutState::Halted {
             let state = if current.paused {
                 RolloutState::Paused
             } else {
                 RolloutState::Running
             };
-            self.inner.db.set_rollout_state(id, state, None).await?;
             if current.started_at.is_none() {
-                self.event(id, None, EventKind::Started, None, "rollout started", None)
-                    .await;
+                self.ledger
+                    .set_state(
+                        id,
+                        state,
+                        None,
+                        NewEvent::rollout(EventKind::Started, "rollout started"),
+                    )
+                    .await?;
+            } else if current.state != state {
+                self.ledger
+                    .set_state(
+                        id,
+                        state,
+                        None,
+                        NewEvent::rollout(EventKind::Resumed, "the rollout runs again"),
+                    )
+                    .await?;
             }
         }
 
         let per_rollout = Arc::new(Semaphore::new(pb.strategy.concurrency.max(1)));
         let ctx = Arc::new(JobContext {
-            engine: self.clone(),
+            ledger: self.ledger.clone(),
             rollout_id: id.to_string(),
             playbook: pb.clone(),
         });
@@ -559,38 +405,39 @@ impl Engine {
         // wave bring the rollout back to that wave.
         while let Some(wave) = self.next_wave(id).await? {
             let jobs: Vec<DeviceJob> = self
-                .inner
+                .ledger
                 .db
                 .jobs(id)
                 .await?
                 .into_iter()
                 .filter(|j| j.wave == wave && !j.state.is_finished())
                 .collect();
-            self.event(
-                id,
-                None,
-                EventKind::WaveStarted,
-                None,
-                &format!(
-                    "{} started ({} wave(s) in all)",
-                    wave_name(&plan, wave),
-                    waves
-                ),
-                Some(json!({"wave": wave})),
-            )
-            .await;
+            self.ledger
+                .event(
+                    id,
+                    None,
+                    EventKind::WaveStarted,
+                    None,
+                    &format!(
+                        "{} started ({} wave(s) in all)",
+                        wave_name(&plan, wave),
+                        waves
+                    ),
+                    Some(json!({"wave": wave})),
+                )
+                .await;
             let mut running: JoinSet<(String, JobOutcome)> = JoinSet::new();
             for j in jobs {
-                if !self.may_go_on(id).await {
+                if !self.ledger.may_go_on(id).await {
                     break;
                 }
-                let global = self.inner.global.clone().acquire_owned().await;
+                let global = self.global.clone().acquire_owned().await;
                 let local = per_rollout.clone().acquire_owned().await;
                 let (Ok(global), Ok(local)) = (global, local) else {
                     break;
                 };
                 // Permits may have taken a while: check again before starting the device.
-                if !self.may_go_on(id).await {
+                if !self.ledger.may_go_on(id).await {
                     break;
                 }
                 let ctx = ctx.clone();
@@ -608,27 +455,28 @@ impl Engine {
             while let Some(done) = running.join_next().await {
                 self.after_device(id, limits, done).await?;
             }
-            if self.inner.shutdown.is_requested() {
+            if self.ledger.shutdown().is_requested() {
                 return Ok(());
             }
-            let r = self.inner.db.rollout(id).await?;
-            let after = job_views(&self.inner.db.jobs(id).await?);
-            match policy::after_wave(limits, view(&r), wave, &after) {
+            let r = self.ledger.db.rollout(id).await?;
+            let after = JobView::all(&self.ledger.db.jobs(id).await?);
+            match policy::after_wave(limits, RolloutView::of(&r), wave, &after) {
                 AfterWave::Stop => break,
                 AfterWave::Halt(reason) => {
                     self.halt(id, &reason).await?;
                     break;
                 }
                 AfterWave::Next { failed } => {
-                    self.event(
-                        id,
-                        None,
-                        EventKind::WaveFinished,
-                        None,
-                        &format!("{} finished", wave_name(&plan, wave)),
-                        Some(json!({"wave": wave, "failed": failed})),
-                    )
-                    .await;
+                    self.ledger
+                        .event(
+                            id,
+                            None,
+                            EventKind::WaveFinished,
+                            None,
+                            &format!("{} finished", wave_name(&plan, wave)),
+                            Some(json!({"wave": wave, "failed": failed})),
+                        )
+                        .await;
                 }
             }
         }
@@ -637,8 +485,8 @@ impl Engine {
 
     /// The first wave with a device still to do.
     async fn next_wave(&self, id: &str) -> Result<Option<usize>, RolloutError> {
-        Ok(policy::next_wave(&job_views(
-            &self.inner.db.jobs(id).await?,
+        Ok(policy::next_wave(&JobView::all(
+            &self.ledger.db.jobs(id).await?,
         )))
     }
 
@@ -651,34 +499,36 @@ impl Engine {
         if let Err(e) = joined {
             tracing::error!(rollout = id, error = %e, "device task panicked");
         }
-        let jobs = job_views(&self.inner.db.jobs(id).await?);
-        let r = self.inner.db.rollout(id).await?;
-        if let Some(reason) = policy::after_device(limits, view(&r), &jobs) {
+        let jobs = JobView::all(&self.ledger.db.jobs(id).await?);
+        let r = self.ledger.db.rollout(id).await?;
+        if let Some(reason) = policy::after_device(limits, RolloutView::of(&r), &jobs) {
             self.halt(id, &reason).await?;
         }
         Ok(())
     }
 
     async fn halt(&self, id: &str, reason: &str) -> Result<(), RolloutError> {
-        self.inner
-            .db
-            .set_rollout_state(id, RolloutState::Halted, Some(reason))
+        self.ledger
+            .set_state(
+                id,
+                RolloutState::Halted,
+                Some(reason),
+                NewEvent::rollout(EventKind::Halted, reason),
+            )
             .await?;
-        self.event(id, None, EventKind::Halted, None, reason, None)
-            .await;
-        self.poke(id);
+        self.ledger.poke(id);
         Ok(())
     }
 
     async fn wait_abort(&self, id: &str) {
         loop {
-            if let Ok(r) = self.inner.db.rollout(id).await
+            if let Ok(r) = self.ledger.db.rollout(id).await
                 && r.abort_requested
             {
                 return;
             }
-            self.changed(id).await;
-            if self.inner.shutdown.is_requested() {
+            self.ledger.changed(id).await;
+            if self.ledger.shutdown().is_requested() {
                 std::future::pending::<()>().await;
             }
         }
@@ -686,34 +536,35 @@ impl Engine {
 
     /// End an aborted rollout; true when it may go on.
     async fn finish_if_aborted(&self, id: &str) -> Result<bool, RolloutError> {
-        let r = self.inner.db.rollout(id).await?;
+        let r = self.ledger.db.rollout(id).await?;
         if r.abort_requested {
             self.conclude(id).await?;
             return Ok(false);
         }
-        Ok(!self.inner.shutdown.is_requested())
+        Ok(!self.ledger.shutdown().is_requested())
     }
 
     /// Decide the final state once no device runs.
     async fn conclude(&self, id: &str) -> Result<(), RolloutError> {
-        if self.inner.shutdown.is_requested() {
+        if self.ledger.shutdown().is_requested() {
             return Ok(());
         }
-        let r = self.inner.db.rollout(id).await?;
-        let jobs = self.inner.db.jobs(id).await?;
-        let end = policy::end(view(&r), &job_views(&jobs));
+        let r = self.ledger.db.rollout(id).await?;
+        let jobs = self.ledger.db.jobs(id).await?;
+        let end = policy::end(RolloutView::of(&r), &JobView::all(&jobs));
         let (kind, message) = match &end {
             End::StayHalted => return Ok(()),
             End::Aborted => {
                 for j in jobs.iter().filter(|j| j.state == JobState::Pending) {
-                    self.inner
-                        .db
+                    let why = "rollout aborted before this device started";
+                    self.ledger
                         .finish_job(
                             id,
                             &j.device,
                             JobState::Aborted,
                             None,
-                            Some("rollout aborted before this device started"),
+                            Some(why),
+                            NewEvent::device(&j.device, EventKind::DeviceAborted, why),
                         )
                         .await?;
                 }
@@ -736,32 +587,17 @@ impl Engine {
                 End::CompletedWithFailures { .. } => Some(message.clone()),
                 _ => None,
             };
-            self.inner
-                .db
-                .set_rollout_state(id, state, reason.as_deref())
+            self.ledger
+                .set_state(
+                    id,
+                    state,
+                    reason.as_deref(),
+                    NewEvent::rollout(kind, &message),
+                )
                 .await?;
         }
-        self.event(id, None, kind, None, &message, None).await;
         Ok(())
     }
-}
-
-/// What the rules of [`policy`] look at.
-fn view(r: &RolloutRecord) -> RolloutView {
-    RolloutView {
-        state: r.state,
-        paused: r.paused,
-        abort_requested: r.abort_requested,
-    }
-}
-
-fn job_views(jobs: &[DeviceJob]) -> Vec<JobView> {
-    jobs.iter()
-        .map(|j| JobView {
-            wave: j.wave,
-            state: j.state,
-        })
-        .collect()
 }
 
 /// Waves are named one way everywhere: `canary`, `wave 1`, `wave 2`… (by the plan).
@@ -773,8 +609,7 @@ pub fn wave_name(plan: &Plan, wave: usize) -> String {
 }
 
 /// Sortable, readable ids: `r-20261124-013000-4f2a`.
-fn new_rollout_id(clock: &Clock) -> String {
-    let now = clock.now();
+fn new_rollout_id(now: jiff::Timestamp) -> String {
     let stamp = now.strftime("%Y%m%d-%H%M%S");
     format!("r-{stamp}-{:04x}", rand::random::<u16>())
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::Engine;
+use super::ledger::Ledger;
 use super::model::{DeviceJob, EventKind, JobState, StepState};
 use crate::device::{
     self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target, Transfer,
@@ -17,10 +17,11 @@ use crate::device::{
 };
 use crate::inventory::Secret;
 use crate::playbook::{self, Opening, Playbook, Share, TransferProtocol};
+use crate::store::rollouts::NewEvent;
 use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
 
 pub(crate) struct JobContext {
-    pub engine: Engine,
+    pub ledger: std::sync::Arc<Ledger>,
     pub rollout_id: String,
     pub playbook: Playbook,
 }
@@ -36,7 +37,7 @@ pub(crate) enum JobOutcome {
 
 /// Run (or resume) one device's upgrade and record how it ended.
 pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
-    let engine = &ctx.engine;
+    let ledger = &*ctx.ledger;
     let id = &ctx.rollout_id;
     let name = job.device.clone();
     let prepared = prepare(ctx, &job).await;
@@ -58,8 +59,9 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
     {
         refresh_facts(ctx, &p.target, &p.plan).await;
     }
-    let db = engine.db();
-    let (state, new_version, error, result) = match outcome {
+    let db = &ledger.db;
+    // How the job ended, and the event that says so: written together.
+    let (state, new_version, error, kind, message, data, result) = match outcome {
         Ok(done) => {
             let (state, note) = match done.result {
                 UpgradeResult::Upgraded => (JobState::Succeeded, "upgraded"),
@@ -83,71 +85,57 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
                 tracing::warn!(device = %name, error = %e, "cannot record facts");
             }
             let version = done.after.version.clone();
-            engine
-                .event(
-                    id,
-                    Some(&name),
-                    EventKind::DeviceSucceeded,
-                    None,
-                    &format!("{note}; now running {}", version.as_deref().unwrap_or("?")),
-                    Some(json!({"version": version})),
-                )
-                .await;
-            (state, version, None, JobOutcome::Succeeded)
+            let message = format!("{note}; now running {}", version.as_deref().unwrap_or("?"));
+            let data = json!({"version": version});
+            (
+                state,
+                version,
+                None,
+                EventKind::DeviceSucceeded,
+                message,
+                Some(data),
+                JobOutcome::Succeeded,
+            )
         }
         Err(Ended::Interrupted) => return JobOutcome::Interrupted,
         Err(Ended::Requeued(message)) => {
-            engine
-                .event(
-                    id,
-                    Some(&name),
-                    EventKind::DeviceRequeued,
-                    None,
-                    &message,
-                    None,
-                )
-                .await;
-            if let Err(e) = db.requeue_job(id, &name).await {
+            let event = NewEvent::device(&name, EventKind::DeviceRequeued, &message);
+            if let Err(e) = ledger.requeue_job(id, &name, event).await {
                 tracing::error!(device = %name, error = %e, "cannot put a device back in line");
             }
             return JobOutcome::Aborted;
         }
-        Err(Ended::Aborted(message)) => {
-            engine
-                .event(
-                    id,
-                    Some(&name),
-                    EventKind::DeviceAborted,
-                    None,
-                    &message,
-                    None,
-                )
-                .await;
-            (JobState::Aborted, None, Some(message), JobOutcome::Aborted)
-        }
+        Err(Ended::Aborted(message)) => (
+            JobState::Aborted,
+            None,
+            Some(message.clone()),
+            EventKind::DeviceAborted,
+            message,
+            None,
+            JobOutcome::Aborted,
+        ),
         Err(Ended::Failed {
             reason, message, ..
-        }) => {
-            engine
-                .event(
-                    id,
-                    Some(&name),
-                    EventKind::DeviceFailed,
-                    None,
-                    &message,
-                    Some(json!({"reason": reason})),
-                )
-                .await;
-            (
-                JobState::Failed,
-                None,
-                Some(format!("{reason}: {message}")),
-                JobOutcome::Failed,
-            )
-        }
+        }) => (
+            JobState::Failed,
+            None,
+            Some(format!("{reason}: {message}")),
+            EventKind::DeviceFailed,
+            message,
+            Some(json!({"reason": reason})),
+            JobOutcome::Failed,
+        ),
     };
-    if let Err(e) = db
-        .finish_job(id, &name, state, new_version.as_deref(), error.as_deref())
+    let event = NewEvent::device(&name, kind, &message).with_data(data.as_ref());
+    if let Err(e) = ledger
+        .finish_job(
+            id,
+            &name,
+            state,
+            new_version.as_deref(),
+            error.as_deref(),
+            event,
+        )
         .await
     {
         tracing::error!(device = %name, error = %e, "cannot record the end of a device job");
@@ -171,13 +159,13 @@ enum Ended {
 /// After a failure past the reload the device may run the new image, the old one, or nothing:
 /// read what it really runs, so the inventory (and the next plan) never shows stale facts.
 async fn refresh_facts(ctx: &JobContext, target: &Target, plan: &UpgradePlan) {
-    let engine = &ctx.engine;
+    let ledger = &*ctx.ledger;
     let id = &ctx.rollout_id;
     let name = &target.name;
     let (kind, message, data) = match device::read_facts(target, &plan.timeouts).await {
         Ok((facts, _key)) => {
             let facts = facts.to_facts();
-            if let Err(e) = engine.db().set_facts(name, &facts).await {
+            if let Err(e) = ledger.db.set_facts(name, &facts).await {
                 tracing::warn!(device = %name, error = %e, "cannot record facts");
             }
             (
@@ -198,7 +186,7 @@ async fn refresh_facts(ctx: &JobContext, target: &Target, plan: &UpgradePlan) {
             None,
         ),
     };
-    engine
+    ledger
         .event(id, Some(name), kind, None, &message, data)
         .await;
 }
@@ -216,20 +204,19 @@ impl Drop for FtpAccount {
 }
 
 async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> {
-    let engine = &ctx.engine;
-    let inner = engine.inner();
-    let device = inner
+    let ledger = &*ctx.ledger;
+    let device = ledger
         .db
         .device_by_name(&job.device)
         .await
         .map_err(|e| format!("device {} is no longer in the inventory ({e})", job.device))?;
-    let image = inner
+    let image = ledger
         .images
         .get(&job.image)
         .await
         .map_err(|e| format!("image {}: {e}", job.image))?;
     let pb = &ctx.playbook;
-    let servers = &inner.servers;
+    let servers = &ledger.servers;
     let site = device.spec.site.as_deref();
     let mut account = None;
     let (transfer, listen) = match pb.transfer.protocol {
@@ -384,10 +371,10 @@ struct Recorder<'a> {
 impl StepGate for Recorder<'_> {
     async fn before(&self, step: Step, message: &str) -> Result<(), Stop> {
         self.drain().await;
-        let engine = &self.ctx.engine;
+        let ledger = &*self.ctx.ledger;
         let id = &self.ctx.rollout_id;
-        if engine.db().rollout(id).await.is_ok_and(|r| r.paused) {
-            engine
+        if ledger.db.rollout(id).await.is_ok_and(|r| r.paused) {
+            ledger
                 .event(
                     id,
                     Some(&self.device),
@@ -398,9 +385,9 @@ impl StepGate for Recorder<'_> {
                 )
                 .await;
         }
-        if !engine.may_go_on(id).await {
+        if !ledger.may_go_on(id).await {
             self.cancel.cancel();
-            return Err(if engine.shutdown().is_requested() {
+            return Err(if ledger.shutdown().is_requested() {
                 Stop::Shutdown
             } else {
                 Stop::Abort
@@ -419,14 +406,14 @@ impl StepGate for Recorder<'_> {
         if step == Step::Copy
             && let Some(claim) = &self.claim
         {
-            let guard = self.ctx.engine.transfers().claim(Claim {
+            let guard = self.ctx.ledger.transfers.claim(Claim {
                 since: jiff::Timestamp::now(),
                 ..claim.clone()
             });
             *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
         }
         // Written before the step runs: after a crash, `reload_sent` tells the truth.
-        if let Err(e) = engine
+        if let Err(e) = ledger
             .step_event(
                 id,
                 &self.device,
@@ -445,7 +432,7 @@ impl StepGate for Recorder<'_> {
 
     async fn may_change_now(&self) -> bool {
         let windows = self.ctx.playbook.schedule.windows();
-        playbook::any_contains(&windows, self.ctx.engine.now())
+        playbook::any_contains(&windows, self.ctx.ledger.now())
     }
 
     async fn wait_until_changes_allowed(&self) -> Result<(), Stop> {
@@ -470,7 +457,7 @@ impl Recorder<'_> {
         let state = (ev.status == StepStatus::Done).then_some(StepState::Done);
         if let Err(e) = self
             .ctx
-            .engine
+            .ledger
             .step_event(
                 &self.ctx.rollout_id,
                 &self.device,
@@ -488,15 +475,15 @@ impl Recorder<'_> {
     /// Hold the device, staged, until a maintenance window opens; the job shows as
     /// `staged (waits for window …)` meanwhile.
     async fn wait_for_window(&self) -> Result<(), Stop> {
-        let engine = &self.ctx.engine;
+        let ledger = &*self.ctx.ledger;
         let id = &self.ctx.rollout_id;
         let windows = self.ctx.playbook.schedule.windows();
         let mut announced = None;
         loop {
-            let now = engine.now();
+            let now = ledger.now();
             if playbook::any_contains(&windows, now) {
                 if announced.is_some() {
-                    engine
+                    ledger
                         .event(
                             id,
                             Some(&self.device),
@@ -514,8 +501,8 @@ impl Recorder<'_> {
             };
             if announced.as_ref() != Some(&next.at) {
                 let text = next.to_string();
-                match engine
-                    .db()
+                match ledger
+                    .db
                     .record_wait_for_window(
                         id,
                         &self.device,
@@ -527,7 +514,7 @@ impl Recorder<'_> {
                     )
                     .await
                 {
-                    Ok(ev) => engine.publish(ev),
+                    Ok(ev) => ledger.publish(ev),
                     Err(e) => {
                         tracing::error!(device = %self.device, error = %e, "cannot record the wait for the window; stopping this device");
                         return Err(Stop::Abort);
@@ -536,11 +523,11 @@ impl Recorder<'_> {
                 announced = Some(next.at);
             }
             tokio::select! {
-                _ = engine.sleep_until(next.at) => {}
-                _ = engine.changed(id) => {
-                    if !engine.may_go_on(id).await {
+                _ = ledger.sleep_until(next.at) => {}
+                _ = ledger.changed(id) => {
+                    if !ledger.may_go_on(id).await {
                         self.cancel.cancel();
-                        return Err(if engine.shutdown().is_requested() { Stop::Shutdown } else { Stop::Abort });
+                        return Err(if ledger.shutdown().is_requested() { Stop::Shutdown } else { Stop::Abort });
                     }
                 }
             }
@@ -554,9 +541,9 @@ async fn execute(
     prepared: &Prepared,
 ) -> Result<UpgradeOutcome, Ended> {
     let (target, plan) = (&prepared.target, &prepared.plan);
-    let engine = &ctx.engine;
+    let ledger = &*ctx.ledger;
     let id = &ctx.rollout_id;
-    if let Err(e) = engine.db().start_job_attempt(id, &job.device).await {
+    if let Err(e) = ledger.db.start_job_attempt(id, &job.device).await {
         return Err(Ended::Failed {
             reason: "internal".into(),
             message: format!("cannot record the device's start: {e}"),
@@ -573,7 +560,7 @@ async fn execute(
         claim: prepared.claim.clone(),
         claimed: std::sync::Mutex::new(None),
     };
-    let shutdown = engine.shutdown().token.clone();
+    let shutdown = ledger.shutdown().token.clone();
     let cancel = recorder.cancel.clone();
     let stop_on_shutdown = {
         let cancel = cancel.clone();
@@ -584,7 +571,7 @@ async fn execute(
     };
     let work = async {
         if job.reload_sent {
-            engine
+            ledger
                 .event(
                     id,
                     Some(&job.device),
@@ -594,7 +581,7 @@ async fn execute(
                     None,
                 )
                 .await;
-            let recorded_at = reload_recorded_at(engine, id, &job.device).await;
+            let recorded_at = reload_recorded_at(ledger, id, &job.device).await;
             let resumed = device::resume_after_reload(
                 target,
                 plan,
@@ -612,11 +599,11 @@ async fn execute(
                     tracing::warn!(rollout = %id, device = %job.device, "{message}");
                     // Should this write fail, a later restart only takes the same careful path
                     // again: wait the reload timeout, then look at the uptime.
-                    if let Err(e) = engine.db().clear_reload_sent(id, &job.device).await {
+                    if let Err(e) = ledger.db.clear_reload_sent(id, &job.device).await {
                         tracing::warn!(rollout = %id, device = %job.device, error = %e,
                             "cannot record that the reload was never sent");
                     }
-                    engine
+                    ledger
                         .event(
                             id,
                             Some(&job.device),
@@ -640,7 +627,7 @@ async fn execute(
     };
     recorder.drain().await;
     let pin_key = |key: &str| {
-        let db = engine.db().clone();
+        let db = ledger.db.clone();
         let name = job.device.clone();
         let known = target.known_host_key.clone();
         let key = key.to_string();
@@ -662,14 +649,14 @@ async fn execute(
             if let Some(key) = &failure.host_key {
                 pin_key(key).await;
             }
-            Err(classify(engine, id, failure).await)
+            Err(classify(ledger, id, failure).await)
         }
     }
 }
 
 /// When this device's reload was recorded (the start of its `reload` or `install` step).
-async fn reload_recorded_at(engine: &Engine, id: &str, device: &str) -> Option<SystemTime> {
-    let events = engine.db().device_events(id, device).await.ok()?;
+async fn reload_recorded_at(ledger: &Ledger, id: &str, device: &str) -> Option<SystemTime> {
+    let events = ledger.db.device_events(id, device).await.ok()?;
     let sent = events.iter().rev().find(|e| {
         e.kind == EventKind::StepStarted
             && e.step.as_deref().is_some_and(super::model::is_reload_step)
@@ -678,13 +665,13 @@ async fn reload_recorded_at(engine: &Engine, id: &str, device: &str) -> Option<S
     SystemTime::try_from(at).ok()
 }
 
-async fn classify(engine: &Engine, id: &str, f: UpgradeFailure) -> Ended {
+async fn classify(ledger: &Ledger, id: &str, f: UpgradeFailure) -> Ended {
     if f.reason == FailureReason::Cancelled {
-        if engine.shutdown().is_requested() {
+        if ledger.shutdown().is_requested() {
             return Ended::Interrupted;
         }
-        let aborted = engine
-            .db()
+        let aborted = ledger
+            .db
             .rollout(id)
             .await
             .map(|r| r.abort_requested)

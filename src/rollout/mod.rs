@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod engine;
 mod job;
+mod ledger;
 pub mod model;
 pub mod policy;
 pub mod report;

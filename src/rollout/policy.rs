@@ -6,7 +6,7 @@
 
 use jiff::Timestamp;
 
-use super::model::{JobState, RolloutState};
+use super::model::{DeviceJob, JobState, RolloutRecord, RolloutState};
 use crate::playbook::{Opening, Window};
 
 /// The part of a device job the rules look at.
@@ -22,6 +22,27 @@ pub struct RolloutView {
     pub state: RolloutState,
     pub paused: bool,
     pub abort_requested: bool,
+}
+
+impl RolloutView {
+    pub fn of(r: &RolloutRecord) -> RolloutView {
+        RolloutView {
+            state: r.state,
+            paused: r.paused,
+            abort_requested: r.abort_requested,
+        }
+    }
+}
+
+impl JobView {
+    pub fn all(jobs: &[DeviceJob]) -> Vec<JobView> {
+        jobs.iter()
+            .map(|j| JobView {
+                wave: j.wave,
+                state: j.state,
+            })
+            .collect()
+    }
 }
 
 /// The rollout's limits, from its plan.

@@ -79,6 +79,58 @@ fn row_to_event(r: &SqliteRow) -> Result<Event, StoreError> {
     })
 }
 
+/// An event to record, alone or with the state change it reports.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub device: Option<&'a str>,
+    pub kind: EventKind,
+    pub step: Option<&'a str>,
+    pub message: &'a str,
+    pub data: Option<&'a serde_json::Value>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// An event about the whole rollout.
+    pub fn rollout(kind: EventKind, message: &'a str) -> Self {
+        NewEvent {
+            device: None,
+            kind,
+            step: None,
+            message,
+            data: None,
+        }
+    }
+
+    /// An event about one device.
+    pub fn device(device: &'a str, kind: EventKind, message: &'a str) -> Self {
+        NewEvent {
+            device: Some(device),
+            ..Self::rollout(kind, message)
+        }
+    }
+
+    pub fn with_data(self, data: Option<&'a serde_json::Value>) -> Self {
+        NewEvent { data, ..self }
+    }
+
+    async fn insert<'c>(
+        self,
+        executor: impl sqlx::SqliteExecutor<'c>,
+        rollout_id: &str,
+    ) -> Result<Event, StoreError> {
+        insert_event(
+            executor,
+            rollout_id,
+            self.device,
+            self.kind,
+            self.step,
+            self.message,
+            self.data,
+        )
+        .await
+    }
+}
+
 /// A device's place in a new rollout.
 pub struct NewJob<'a> {
     pub device: &'a str,
@@ -173,12 +225,16 @@ impl Db {
         rows.iter().map(row_to_rollout).collect()
     }
 
+    /// Change a rollout's state (and its halt reason) with the event that says so, in one
+    /// transaction.
     pub async fn set_rollout_state(
         &self,
         id: &str,
         state: RolloutState,
         halt_reason: Option<&str>,
-    ) -> Result<(), StoreError> {
+        event: NewEvent<'_>,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let now = now_text();
         sqlx::query(
             "UPDATE rollouts SET state = ?, halt_reason = ?, updated_at = ?, \
@@ -194,31 +250,41 @@ impl Db {
         .bind(state.is_ended())
         .bind(&now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let ev = event.insert(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(ev)
     }
 
+    /// Set the operator's flags (and, when given, the state they imply) with their event, in
+    /// one transaction.
     pub async fn set_rollout_flags(
         &self,
         id: &str,
         paused: Option<bool>,
         abort_requested: Option<bool>,
-    ) -> Result<(), StoreError> {
+        state: Option<RolloutState>,
+        event: NewEvent<'_>,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE rollouts SET paused = coalesce(?, paused), abort_requested = coalesce(?, abort_requested), \
-             updated_at = ? WHERE id = ?",
+             state = coalesce(?, state), updated_at = ? WHERE id = ?",
         )
         .bind(paused.map(i64::from))
         .bind(abort_requested.map(i64::from))
+        .bind(state.map(|s| s.as_str()))
         .bind(now_text())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        let ev = event.insert(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(ev)
     }
 
     pub async fn jobs(&self, rollout_id: &str) -> Result<Vec<DeviceJob>, StoreError> {
@@ -347,6 +413,7 @@ impl Db {
         Ok(())
     }
 
+    /// End a device's job with the event that says how, in one transaction.
     pub async fn finish_job(
         &self,
         rollout_id: &str,
@@ -354,7 +421,9 @@ impl Db {
         state: JobState,
         new_version: Option<&str>,
         error: Option<&str>,
-    ) -> Result<(), StoreError> {
+        event: NewEvent<'_>,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE rollout_devices SET state = ?, new_version = coalesce(?, new_version), error = ?, \
              finished_at = ?, waits_for_window = NULL WHERE rollout_id = ? AND device = ?",
@@ -365,9 +434,11 @@ impl Db {
         .bind(now_text())
         .bind(rollout_id)
         .bind(device)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let ev = event.insert(&mut *tx, rollout_id).await?;
+        tx.commit().await?;
+        Ok(ev)
     }
 
     /// The recorded reload of a running device never reached it (proved by its uptime): the
@@ -388,22 +459,38 @@ impl Db {
         Ok(())
     }
 
-    /// Put a device that was stopped before any change back in line (the rollout halted).
-    pub async fn requeue_job(&self, rollout_id: &str, device: &str) -> Result<(), StoreError> {
+    /// Put a device that was stopped before any change back in line (the rollout halted),
+    /// with its event, in one transaction.
+    pub async fn requeue_job(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        event: NewEvent<'_>,
+    ) -> Result<Event, StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND device = ?"
         ))
         .bind(JobState::Pending.as_str())
         .bind(rollout_id)
         .bind(device)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let ev = event.insert(&mut *tx, rollout_id).await?;
+        tx.commit().await?;
+        Ok(ev)
     }
 
-    /// Put failed (and halt-stopped) devices back in line; returns how many. A retried device
-    /// starts from the beginning: its earlier attempt ended, reload included.
-    pub async fn retry_failed_jobs(&self, rollout_id: &str) -> Result<u64, StoreError> {
+    /// Put failed (and halt-stopped) devices back in line, and with `state` run the rollout
+    /// again, with the event, in one transaction; returns how many and the event. A retried
+    /// device starts from the beginning: its earlier attempt ended, reload included.
+    pub async fn retry_failed_jobs(
+        &self,
+        rollout_id: &str,
+        state: Option<RolloutState>,
+        message: impl FnOnce(u64) -> String,
+    ) -> Result<(u64, Event), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(&format!(
             "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND state IN (?, ?)"
         ))
@@ -411,9 +498,26 @@ impl Db {
         .bind(rollout_id)
         .bind(JobState::Failed.as_str())
         .bind(JobState::Aborted.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        if let Some(state) = state {
+            sqlx::query(
+                "UPDATE rollouts SET state = ?, halt_reason = NULL, finished_at = NULL, updated_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(state.as_str())
+            .bind(now_text())
+            .bind(rollout_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let n = done.rows_affected();
+        let text = message(n);
+        let ev = NewEvent::rollout(EventKind::Retry, &text)
+            .insert(&mut *tx, rollout_id)
+            .await?;
+        tx.commit().await?;
+        Ok((n, ev))
     }
 
     pub async fn insert_event(

@@ -1,0 +1,251 @@
+//! What a rollout's tasks share, and all they may do to the outside: record events and steps
+//! (each with its state change in one transaction) and publish them, read the clock, and
+//! learn whether the rollout may go on. The engine and every device job hold a `Ledger`;
+//! neither reaches into the other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, broadcast};
+
+use super::FileServers;
+use super::clock::Clock;
+use super::model::{Event, EventKind, JobState, RolloutState, StepState};
+use super::policy::{self, Proceed};
+use crate::images::ImageStore;
+use crate::shutdown::Shutdown;
+use crate::store::rollouts::NewEvent;
+use crate::store::{Db, StoreError};
+use crate::transfers::Transfers;
+
+/// Operator requests for one running rollout, seen by its task between steps.
+pub(crate) struct Control {
+    changed: Notify,
+}
+
+pub(crate) struct Ledger {
+    pub(crate) db: Db,
+    pub(crate) images: ImageStore,
+    pub(crate) transfers: Transfers,
+    pub(crate) servers: FileServers,
+    clock: Clock,
+    controls: Mutex<HashMap<String, Arc<Control>>>,
+    events: broadcast::Sender<Event>,
+    shutdown: Shutdown,
+}
+
+impl Ledger {
+    pub(crate) fn new(
+        db: Db,
+        images: ImageStore,
+        transfers: Transfers,
+        clock: Clock,
+        servers: FileServers,
+        shutdown: Shutdown,
+    ) -> Ledger {
+        let (events, _) = broadcast::channel(4096);
+        Ledger {
+            db,
+            images,
+            transfers,
+            servers,
+            clock,
+            controls: Mutex::new(HashMap::new()),
+            events,
+            shutdown,
+        }
+    }
+
+    /// Wake the rollout's task and its devices: an operator request changed something.
+    pub(crate) fn poke(&self, id: &str) {
+        if let Some(c) = self.control(id) {
+            c.changed.notify_waiters();
+        }
+    }
+
+    fn control(&self, id: &str) -> Option<Arc<Control>> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Record an event and publish it to live subscribers.
+    pub(crate) async fn event(
+        &self,
+        rollout: &str,
+        device: Option<&str>,
+        kind: EventKind,
+        step: Option<&str>,
+        message: &str,
+        data: Option<serde_json::Value>,
+    ) {
+        match self
+            .db
+            .insert_event(rollout, device, kind, step, message, data.as_ref())
+            .await
+        {
+            Ok(ev) => {
+                let _ = self.events.send(ev);
+            }
+            Err(e) => tracing::error!(rollout, error = %e, "cannot record rollout event"),
+        }
+    }
+
+    /// Record a device's step event (and with `state`, its current step) in one transaction,
+    /// and publish the event.
+    pub(crate) async fn step_event(
+        &self,
+        rollout: &str,
+        device: &str,
+        step: &str,
+        state: Option<StepState>,
+        kind: EventKind,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let ev = self
+            .db
+            .record_step(rollout, device, step, state, kind, message)
+            .await?;
+        let _ = self.events.send(ev);
+        Ok(())
+    }
+
+    /// Change a rollout's state with its event (one transaction), then publish the event.
+    pub(crate) async fn set_state(
+        &self,
+        id: &str,
+        state: RolloutState,
+        reason: Option<&str>,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let ev = self.db.set_rollout_state(id, state, reason, event).await?;
+        self.publish(ev);
+        Ok(())
+    }
+
+    /// Set the operator's flags (and the state they imply) with their event, then publish it.
+    pub(crate) async fn set_flags(
+        &self,
+        id: &str,
+        paused: Option<bool>,
+        abort_requested: Option<bool>,
+        state: Option<RolloutState>,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let ev = self
+            .db
+            .set_rollout_flags(id, paused, abort_requested, state, event)
+            .await?;
+        self.publish(ev);
+        Ok(())
+    }
+
+    /// End a device's job with its event (one transaction), then publish the event.
+    pub(crate) async fn finish_job(
+        &self,
+        id: &str,
+        device: &str,
+        state: JobState,
+        new_version: Option<&str>,
+        error: Option<&str>,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let ev = self
+            .db
+            .finish_job(id, device, state, new_version, error, event)
+            .await?;
+        self.publish(ev);
+        Ok(())
+    }
+
+    /// Put a device back in line with its event, then publish the event.
+    pub(crate) async fn requeue_job(
+        &self,
+        id: &str,
+        device: &str,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let ev = self.db.requeue_job(id, device, event).await?;
+        self.publish(ev);
+        Ok(())
+    }
+
+    /// Publish an event the store has already recorded.
+    pub(crate) fn publish(&self, ev: Event) {
+        let _ = self.events.send(ev);
+    }
+
+    /// The engine's clock (a manual one in tests).
+    pub(crate) fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) async fn sleep_until(&self, at: jiff::Timestamp) {
+        self.clock.sleep_until(at).await
+    }
+
+    /// Wait while the rollout is paused; false when it must stop (abort, halt or shutdown).
+    pub(crate) async fn may_go_on(&self, id: &str) -> bool {
+        loop {
+            let Some(control) = self.control(id) else {
+                return false;
+            };
+            let changed = control.changed.notified();
+            let Ok(r) = self.db.rollout(id).await else {
+                return false;
+            };
+            match policy::proceed(policy::RolloutView::of(&r), self.shutdown.is_requested()) {
+                Proceed::Go => return true,
+                Proceed::Stop => return false,
+                Proceed::Wait => {}
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = self.shutdown.requested() => return false,
+            }
+        }
+    }
+
+    /// Wait for an operator request or shutdown.
+    pub(crate) async fn changed(&self, id: &str) {
+        let Some(control) = self.control(id) else {
+            return;
+        };
+        tokio::select! {
+            _ = control.changed.notified() => {}
+            _ = self.shutdown.requested() => {}
+        }
+    }
+
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Take the control of a rollout about to run; false when its task runs already.
+    pub(crate) fn open_control(&self, id: &str) -> bool {
+        let mut controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
+        if controls.contains_key(id) {
+            return false;
+        }
+        controls.insert(
+            id.to_string(),
+            Arc::new(Control {
+                changed: Notify::new(),
+            }),
+        );
+        true
+    }
+
+    pub(crate) fn close_control(&self, id: &str) {
+        self.controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
