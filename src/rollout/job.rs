@@ -41,7 +41,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         Ok((target, plan, _ftp_account)) => execute(ctx, &job, &target, &plan).await,
         Err(message) => Err(Ended::Failed {
             reason: "configuration".into(),
-            message,
+            message: format!("configuration: {message}"),
         }),
     };
     let db = engine.db();
@@ -108,12 +108,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
                     Some(json!({"reason": reason})),
                 )
                 .await;
-            (
-                JobState::Failed,
-                None,
-                Some(format!("{reason}: {message}")),
-                JobOutcome::Failed,
-            )
+            (JobState::Failed, None, Some(message), JobOutcome::Failed)
         }
     };
     if let Err(e) = db
@@ -132,6 +127,7 @@ enum Ended {
     Aborted(String),
     Failed {
         reason: String,
+        /// The device's error as recorded and shown: what failed, why, and what was left.
         message: String,
     },
 }
@@ -401,7 +397,7 @@ async fn execute(
     if let Err(e) = engine.db().start_job_attempt(id, &job.device).await {
         return Err(Ended::Failed {
             reason: "internal".into(),
-            message: format!("cannot record the device's start: {e}"),
+            message: format!("internal: cannot record the device's start: {e}"),
         });
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -528,6 +524,6 @@ async fn classify(engine: &Engine, id: &str, f: UpgradeFailure) -> Ended {
     }
     Ended::Failed {
         reason: f.reason.as_str().to_string(),
-        message: f.to_string(),
+        message: f.summary(),
     }
 }
