@@ -472,10 +472,11 @@ async fn execute(
         let known = target.known_host_key.clone();
         let key = key.to_string();
         async move {
-            if known.is_none() && !key.is_empty() {
-                if let Err(e) = db.set_host_key(&name, Some(&key)).await {
-                    tracing::warn!(device = %name, error = %e, "cannot pin the host key");
-                }
+            if known.is_none()
+                && !key.is_empty()
+                && let Err(e) = db.set_host_key(&name, Some(&key)).await
+            {
+                tracing::warn!(device = %name, error = %e, "cannot pin the host key");
             }
         }
     };

@@ -478,15 +478,15 @@ impl<R: Read> Transfer for Sender<R> {
         if self.next >= self.base + self.window || self.last.is_some_and(|l| self.next > l) {
             return None;
         }
-        if self.next == self.filled {
-            if let Err(e) = self.fill() {
-                self.link.fail_with_error(
-                    ErrorCode::NotDefined,
-                    "server failed to read the file",
-                    Failure::Io(e.to_string()),
-                );
-                return self.link.pop_control(buf);
-            }
+        if self.next == self.filled
+            && let Err(e) = self.fill()
+        {
+            self.link.fail_with_error(
+                ErrorCode::NotDefined,
+                "server failed to read the file",
+                Failure::Io(e.to_string()),
+            );
+            return self.link.pop_control(buf);
         }
         let slot = self.slot(self.next);
         let start = slot * self.blksize;

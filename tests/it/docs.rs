@@ -88,11 +88,12 @@ fn flags(page: &str) -> Vec<HelpFlag> {
         let t = l.trim_start();
         if t.starts_with('-') {
             entries.push(t.to_string());
-        } else if !t.is_empty() && l.starts_with(' ') {
-            if let Some(last) = entries.last_mut() {
-                last.push(' ');
-                last.push_str(t);
-            }
+        } else if !t.is_empty()
+            && l.starts_with(' ')
+            && let Some(last) = entries.last_mut()
+        {
+            last.push(' ');
+            last.push_str(t);
         }
     }
     entries
@@ -188,15 +189,15 @@ fn cli_md_documents_every_subcommand_flag_env_and_default() {
                 missing.push(format!("flag {flag} (of `fleetup {}`)", path.join(" ")));
                 continue;
             }
-            if let Some(env) = &f.env {
-                if !lines.iter().any(|l| mentions(l, env)) {
-                    missing.push(format!("{env} on a line with {flag}"));
-                }
+            if let Some(env) = &f.env
+                && !lines.iter().any(|l| mentions(l, env))
+            {
+                missing.push(format!("{env} on a line with {flag}"));
             }
-            if let Some(default) = &f.default {
-                if !lines.iter().any(|l| l.contains(default.as_str())) {
-                    missing.push(format!("default {default:?} on a line with {flag}"));
-                }
+            if let Some(default) = &f.default
+                && !lines.iter().any(|l| l.contains(default.as_str()))
+            {
+                missing.push(format!("default {default:?} on a line with {flag}"));
             }
         }
     }
@@ -524,10 +525,10 @@ fn compiled_in_paths() -> BTreeSet<String> {
                     let rel = rest.split('"').next().unwrap();
                     let target = path.parent().unwrap().join(rel);
                     let target = target.canonicalize().unwrap_or(target);
-                    if let Ok(inside) = target.strip_prefix(root.canonicalize().unwrap()) {
-                        if let Some(first) = inside.components().next() {
-                            out.insert(first.as_os_str().to_string_lossy().into_owned());
-                        }
+                    if let Ok(inside) = target.strip_prefix(root.canonicalize().unwrap())
+                        && let Some(first) = inside.components().next()
+                    {
+                        out.insert(first.as_os_str().to_string_lossy().into_owned());
                     }
                 }
             }

@@ -390,7 +390,7 @@ fn window_survives_heavy_loss() {
     p.run(|dir, pkt| match (dir, pkt) {
         (Dir::ToClient, Packet::Data { .. }) => {
             n += 1;
-            if n % 7 == 0 {
+            if n.is_multiple_of(7) {
                 Fate::Drop
             } else {
                 Fate::Deliver
@@ -398,7 +398,7 @@ fn window_survives_heavy_loss() {
         }
         (Dir::ToServer, Packet::Ack { .. }) => {
             acks += 1;
-            if acks % 5 == 0 {
+            if acks.is_multiple_of(5) {
                 Fate::Drop
             } else {
                 Fate::Deliver
