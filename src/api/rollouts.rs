@@ -88,17 +88,20 @@ fn progress(jobs: &[DeviceJob]) -> Progress {
     p
 }
 
-/// The response types below are generic over the state types only so that a client can read
-/// them with [`crate::rollout::model::StateName`] (a newer service's state names survive).
+// The response types below are generic over the state types only so that a client can read
+// them with `StateName` (a newer service's state names survive); `value_type` keeps their
+// OpenAPI names and shapes those of the service's own types.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct RolloutSummary<S = RolloutState> {
     #[serde(flatten)]
+    #[schema(value_type = RolloutRecord)]
     pub rollout: RolloutRecord<S>,
     pub progress: Progress,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct RolloutList<S = RolloutState> {
+    #[schema(value_type = Vec<RolloutSummary>)]
     pub rollouts: Vec<RolloutSummary<S>>,
 }
 
@@ -161,6 +164,7 @@ async fn submit_rollout(
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeviceRow<J = JobState> {
     #[serde(flatten)]
+    #[schema(value_type = DeviceJob)]
     pub job: DeviceJob<J>,
     /// The image transfer to this device, while it runs or once it finished.
     pub transfer: Option<TransferInfo>,
@@ -173,14 +177,17 @@ pub struct WaveView<J = JobState> {
     pub index: usize,
     pub name: String,
     pub progress: Progress,
+    #[schema(value_type = Vec<DeviceRow>)]
     pub devices: Vec<DeviceRow<J>>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct RolloutDetail<S = RolloutState, J = JobState> {
     #[serde(flatten)]
+    #[schema(value_type = RolloutRecord)]
     pub rollout: RolloutRecord<S>,
     pub progress: Progress,
+    #[schema(value_type = Vec<WaveView>)]
     pub waves: Vec<WaveView<J>>,
     #[schema(value_type = Object)]
     pub skipped: serde_json::Value,

@@ -142,8 +142,10 @@ pub fn is_reload_step(step: &str) -> bool {
     matches!(step, "reload" | "install")
 }
 
-/// A rollout as stored. `S` is the state's type: the service's own [`RolloutState`], or in a
-/// client [`StateName`], which also keeps a state name of a newer service.
+// `S`, the state's type: the service's own `RolloutState`, or in a client `StateName`, which
+// also keeps a state name of a newer service. (A plain comment: doc comments become the
+// OpenAPI description.)
+/// A rollout as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutRecord<S = RolloutState> {
     pub id: String,
@@ -165,7 +167,8 @@ pub struct RolloutRecord<S = RolloutState> {
     pub finished_at: Option<String>,
 }
 
-/// One device's part in a rollout; `S` as in [`RolloutRecord`].
+// `S` as in `RolloutRecord`.
+/// One device's part in a rollout.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceJob<S = JobState> {
     pub device: String,
