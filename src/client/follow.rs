@@ -223,8 +223,10 @@ fn finished_line(d: &crate::api::DeviceRow<crate::rollout::model::StateName<JobS
             j.new_version.as_deref().unwrap_or("?")
         ),
         Some(JobState::Skipped) => format!("{name}: already on the target version"),
+        // A failure's error says what failed already ("verify_md5 failed (…): …").
+        Some(JobState::Failed) => format!("{name}: {}", j.error.as_deref().unwrap_or("failed")),
         _ => match &j.error {
-            Some(e) => format!("{name}: {} - {e}", j.state),
+            Some(e) => format!("{name}: {} ({e})", j.state),
             None => format!("{name}: {}", j.state),
         },
     }
