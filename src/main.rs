@@ -7,8 +7,12 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
-use fleetup::client::{Client, ClientArgs, segment};
+use fleetup::api::{DeviceList, DryRun, NOTHING_TO_DO};
+use fleetup::client::follow::{self, Outcome};
+use fleetup::client::rollout::{self as rollouts, Action};
+use fleetup::client::{Client, ClientArgs, ClientError, Rollout, Rollouts, exit, segment};
 use fleetup::config::{self, LogFormat};
+use fleetup::inventory::DeviceView;
 use fleetup::serve::{self, ServeArgs};
 use fleetup::shutdown::Shutdown;
 
@@ -47,7 +51,9 @@ enum Command {
         action: ImageAction,
     },
     /// Submit a playbook to a running service and follow the rollout until it ends.
-    /// Exit code 0 only if every targeted device ended upgraded (or already current).
+    /// Exit code 0 if every targeted device ended upgraded or already current (also when
+    /// there is nothing to do), 1 if not, 2 if the playbook or the request was refused, 130
+    /// after Ctrl-C (the rollout goes on).
     Run {
         #[command(flatten)]
         client: ClientArgs,
@@ -56,20 +62,35 @@ enum Command {
         /// Validate and print the plan (waves, devices, what is skipped and why); touch nothing.
         #[arg(long)]
         dry_run: bool,
-        /// One JSON event per line instead of progress bars.
+        /// One JSON event per line instead of the progress display.
         #[arg(long)]
         json: bool,
         /// Submit and return at once, printing the rollout id.
         #[arg(long)]
         detach: bool,
+        /// Print the service's event stream above the progress display.
+        #[arg(long)]
+        verbose: bool,
     },
-    /// Follow an existing rollout.
+    /// Follow an existing rollout until it ends; exit codes as for `run`.
     Follow {
         #[command(flatten)]
         client: ClientArgs,
+        /// Rollout id.
         id: String,
+        /// One JSON event per line instead of the progress display.
         #[arg(long)]
         json: bool,
+        /// Print the service's event stream above the progress display.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// List, show, pause, resume, abort or retry rollouts, and print their reports.
+    Rollout {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        action: RolloutAction,
     },
     /// Upgrade one device end to end (a one-device rollout) and follow it.
     Upgrade {
@@ -92,9 +113,12 @@ enum Command {
         /// Pause between reachability probes while the device reboots.
         #[arg(long, default_value_t = 10, value_name = "SECONDS")]
         poll: u64,
-        /// One JSON event per line instead of progress bars.
+        /// One JSON event per line instead of the progress display.
         #[arg(long)]
         json: bool,
+        /// Print the service's event stream above the progress display.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Look at and manage single devices of a running service.
     Device {
@@ -102,6 +126,32 @@ enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         action: DeviceAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutAction {
+    /// Rollouts, newest first: id, name, state, devices done/failed/total, start.
+    List,
+    /// State, waves and every device's state, step and error.
+    Show { id: String },
+    /// No new step starts; running steps finish.
+    Pause { id: String },
+    /// Go on after a pause.
+    Resume { id: String },
+    /// Every device stops at its next safe point (never inside a reload).
+    Abort { id: String },
+    /// Put the failed devices back in line; a halted rollout goes on.
+    Retry { id: String },
+    /// Per device: wave, result, old and new version, duration, attempts, error.
+    Report {
+        id: String,
+        /// The report as CSV (the service's columns), for spreadsheets and change tickets.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// The report as the service's JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -167,92 +217,103 @@ fn shutdown_on_signal() -> Shutdown {
     shutdown
 }
 
-async fn follow_to_exit(c: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let end = fleetup::client::follow::follow(c, id, json).await?;
-    if json {
+async fn follow_to_exit(c: &Client, id: &str, opts: follow::Options) -> anyhow::Result<ExitCode> {
+    let r = match follow::follow(c, id, opts).await? {
+        Outcome::Detached => {
+            eprint!("{}", follow::detach_text(id));
+            return Ok(ExitCode::from(exit::DETACHED));
+        }
+        Outcome::Stopped(r) => r,
+    };
+    let all_upgraded = rollouts::all_upgraded(&r);
+    if opts.json {
         println!(
             "{}",
-            serde_json::json!({"rollout": id, "state": end.state, "all_upgraded": end.all_upgraded})
+            serde_json::json!({"rollout": id, "state": r.rollout.state, "all_upgraded": all_upgraded})
         );
     } else {
-        print_summary(&end.detail);
+        print_summary(&r);
     }
-    Ok(if end.all_upgraded {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(if all_upgraded {
+        exit::OK
     } else {
-        ExitCode::from(1)
-    })
+        exit::NOT_ALL_UPGRADED
+    }))
 }
 
-fn print_plan(plan: &Value) {
-    println!("plan for {}", plan["name"].as_str().unwrap_or("?"));
-    let p = &plan["plan"];
-    for w in p["waves"].as_array().into_iter().flatten() {
-        let devices: Vec<String> = w["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|d| {
-                format!(
-                    "{} ({} -> {}){}",
-                    d["device"].as_str().unwrap_or("?"),
-                    d["current_version"].as_str().unwrap_or("?"),
-                    d["target_version"]
-                        .as_str()
-                        .unwrap_or(d["image"].as_str().unwrap_or("?")),
-                    if d["downgrade"] == true {
-                        " DOWNGRADE: refused unless options.allow_downgrade: true"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .collect();
+fn print_plan(dry: &DryRun) {
+    println!("plan for {}", dry.name);
+    let p = &dry.plan;
+    let canary = p.waves.first().is_some_and(|w| w.name == "canary");
+    for w in &p.waves {
         println!(
             "  {}: {} device(s)",
-            w["name"].as_str().unwrap_or("?"),
-            devices.len()
+            rollouts::wave_label(w.index, canary),
+            w.devices.len()
         );
-        for d in devices {
-            println!("    {d}");
+        for d in &w.devices {
+            println!(
+                "    {} ({} -> {}){}",
+                d.device,
+                d.current_version.as_deref().unwrap_or("?"),
+                d.target_version.as_deref().unwrap_or(&d.image),
+                if d.downgrade {
+                    " DOWNGRADE: refused unless options.allow_downgrade: true"
+                } else {
+                    ""
+                }
+            );
         }
     }
-    let skipped = p["skipped"].as_array().cloned().unwrap_or_default();
-    if !skipped.is_empty() {
-        println!("  skipped: {}", skipped.len());
-        for s in skipped {
-            println!(
-                "    {}: {}",
-                s["device"].as_str().unwrap_or("?"),
-                s["reason"].as_str().unwrap_or("?")
-            );
+    if !dry.windows.is_empty() {
+        println!(
+            "  maintenance windows: images are copied and verified at once; the boot change, save and reload wait for a window"
+        );
+        for w in &dry.windows {
+            let when = match (&w.opens, w.open) {
+                (_, true) => "open now".to_string(),
+                (Some(opens), false) => format!("opens {opens}"),
+                (None, false) => "does not open in the next two weeks".to_string(),
+            };
+            println!("    {}: {when}", w.window);
+        }
+    }
+    if !p.skipped.is_empty() {
+        println!("  skipped: {}", p.skipped.len());
+        for s in &p.skipped {
+            println!("    {}: {}", s.device, s.reason);
         }
     }
     println!(
         "  {} device(s) to upgrade; the rollout halts at {} failure(s)",
-        p["total"], p["halt_after_failures"]
+        p.total, p.halt_after_failures
     );
 }
 
-fn print_summary(detail: &Value) {
-    println!(
-        "rollout {} {}: {}",
-        detail["id"].as_str().unwrap_or("?"),
-        detail["state"].as_str().unwrap_or("?"),
-        detail["halt_reason"].as_str().unwrap_or("")
-    );
-    for w in detail["waves"].as_array().into_iter().flatten() {
-        for d in w["devices"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<24} {:<10} {} -> {}  {}",
-                d["device"].as_str().unwrap_or("?"),
-                d["state"].as_str().unwrap_or("?"),
-                d["old_version"].as_str().unwrap_or("?"),
-                d["new_version"].as_str().unwrap_or("-"),
-                d["error"].as_str().unwrap_or("")
-            );
-        }
+fn print_summary(r: &Rollout) {
+    let rec = &r.rollout;
+    let outcome = match (&rec.halt_reason, rollouts::all_upgraded(r)) {
+        (Some(reason), _) => reason.clone(),
+        (None, true) => "every targeted device upgraded or already current".to_string(),
+        (None, false) => "not every targeted device was upgraded".to_string(),
+    };
+    println!("rollout {} {}: {outcome}", rec.id, rec.state);
+    print!("{}", rollouts::waves_text(r));
+    print!("{}", rollouts::next_steps(r));
+}
+
+/// `run` when the service has nothing to do: fine when every target already runs the image.
+async fn nothing_to_do(c: &Client, text: String, err: ClientError) -> anyhow::Result<ExitCode> {
+    let dry: DryRun = c.post_yaml("/rollouts?dry_run=true", text).await?;
+    let skipped = &dry.plan.skipped;
+    if !skipped.is_empty() && skipped.iter().all(|s| s.current) {
+        println!(
+            "nothing to do: every targeted device ({}) already runs the target version",
+            skipped.len()
+        );
+        return Ok(ExitCode::from(exit::OK));
     }
+    Err(err.into())
 }
 
 fn main() -> ExitCode {
@@ -276,7 +337,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("fleetup: {e:#}");
-            ExitCode::FAILURE
+            // A client command that could not be done has its own code (docs/cli.md).
+            if e.downcast_ref::<ClientError>().is_some() {
+                ExitCode::from(exit::ERROR)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -334,13 +400,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = Client::from_args(&client);
             match action {
                 InventoryAction::Import { file } => {
-                    let r = c.import_inventory(&file).await?;
+                    let r = c
+                        .import_inventory(&file)
+                        .await
+                        .map_err(|e| e.in_file(&file))?;
                     println!(
                         "imported {}: {} created, {} updated, {} unchanged",
                         file.display(),
-                        r["created"],
-                        r["updated"],
-                        r["unchanged"]
+                        r.created,
+                        r.updated,
+                        r.unchanged
                     );
                 }
                 InventoryAction::Export { with_secrets } => {
@@ -366,28 +435,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?;
                     println!(
                         "stored {} ({} bytes)\n  md5    {}\n  sha256 {}\n  platform {}  version {}",
-                        r["file_name"].as_str().unwrap_or("?"),
-                        r["size"],
-                        r["md5"].as_str().unwrap_or("?"),
-                        r["sha256"].as_str().unwrap_or("?"),
-                        r["platform"].as_str().unwrap_or("-"),
-                        r["version"].as_str().unwrap_or("-"),
+                        r.file_name,
+                        r.size,
+                        r.md5,
+                        r.sha256,
+                        r.platform.as_deref().unwrap_or("-"),
+                        r.version.as_deref().unwrap_or("-"),
                     );
                 }
                 ImageAction::List => {
-                    let r: Value = c.get_json("/images").await?;
+                    let r: fleetup::api::ImageList = c.get_json("/images").await?;
                     println!(
                         "{:<48} {:>12} {:<8} {:<14} MD5",
                         "FILE", "SIZE", "PLATFORM", "VERSION"
                     );
-                    for i in r["images"].as_array().into_iter().flatten() {
+                    for i in &r.images {
                         println!(
                             "{:<48} {:>12} {:<8} {:<14} {}",
-                            i["file_name"].as_str().unwrap_or("?"),
-                            i["size"],
-                            i["platform"].as_str().unwrap_or("-"),
-                            i["version"].as_str().unwrap_or("-"),
-                            i["md5"].as_str().unwrap_or("?"),
+                            i.file_name,
+                            i.size,
+                            i.platform.as_deref().unwrap_or("-"),
+                            i.version.as_deref().unwrap_or("-"),
+                            i.md5,
                         );
                     }
                 }
@@ -403,12 +472,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
             detach,
+            verbose,
         } => {
             let c = Client::from_args(&client);
-            let text = std::fs::read_to_string(&playbook)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", playbook.display()))?;
+            let text = std::fs::read_to_string(&playbook).map_err(|source| ClientError::File {
+                path: playbook.display().to_string(),
+                source,
+            })?;
             if dry_run {
-                let plan: Value = c.post_yaml("/rollouts?dry_run=true", text).await?;
+                let plan: DryRun = c
+                    .post_yaml("/rollouts?dry_run=true", text)
+                    .await
+                    .map_err(|e| e.in_file(&playbook))?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&plan)?);
                 } else {
@@ -416,21 +491,69 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let created: Value = c.post_yaml("/rollouts", text).await?;
-            let id = created["id"].as_str().unwrap_or_default().to_string();
+            let created: Rollout = match c.post_yaml("/rollouts", text.clone()).await {
+                Ok(r) => r,
+                Err(e) if e.code() == Some(NOTHING_TO_DO) => {
+                    return nothing_to_do(&c, text, e).await;
+                }
+                Err(e) => return Err(e.in_file(&playbook).into()),
+            };
+            let id = created.rollout.id;
             if detach {
                 println!("{id}");
                 return Ok(ExitCode::SUCCESS);
             }
             eprintln!(
-                "rollout {id} submitted ({} device(s))",
-                created["progress"]["total"]
+                "rollout {id} submitted ({} device(s)); Ctrl-C detaches, the rollout goes on",
+                created.progress.total
             );
-            return follow_to_exit(&c, &id, json).await;
+            return follow_to_exit(&c, &id, follow::Options { json, verbose }).await;
         }
-        Command::Follow { client, id, json } => {
+        Command::Follow {
+            client,
+            id,
+            json,
+            verbose,
+        } => {
             let c = Client::from_args(&client);
-            return follow_to_exit(&c, &id, json).await;
+            return follow_to_exit(&c, &id, follow::Options { json, verbose }).await;
+        }
+        Command::Rollout { client, action } => {
+            let c = Client::from_args(&client);
+            match action {
+                RolloutAction::List => {
+                    let list: Rollouts = c.get_json("/rollouts").await?;
+                    print!("{}", rollouts::list_text(&list));
+                }
+                RolloutAction::Show { id } => {
+                    print!("{}", rollouts::show_text(&c.rollout(&id).await?));
+                }
+                RolloutAction::Pause { id } => {
+                    println!("{}", rollouts::act(&c, &id, Action::Pause).await?);
+                }
+                RolloutAction::Resume { id } => {
+                    println!("{}", rollouts::act(&c, &id, Action::Resume).await?);
+                }
+                RolloutAction::Abort { id } => {
+                    println!("{}", rollouts::act(&c, &id, Action::Abort).await?);
+                }
+                RolloutAction::Retry { id } => {
+                    println!("{}", rollouts::act(&c, &id, Action::Retry).await?);
+                }
+                RolloutAction::Report { id, csv, json } => {
+                    let path = format!("/rollouts/{}/report", segment(&id));
+                    if csv {
+                        print!("{}", c.get_text(&format!("{path}?format=csv")).await?);
+                    } else if json {
+                        let report: Value = c.get_json(&path).await?;
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        let report: fleetup::rollout::report::Report = c.get_json(&path).await?;
+                        let canary = rollouts::has_canary(&c.rollout(&id).await?.waves);
+                        print!("{}", rollouts::report_text(&report, canary));
+                    }
+                }
+            }
         }
         Command::Upgrade {
             client,
@@ -441,14 +564,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stage_only,
             poll,
             json,
+            verbose,
         } => {
             let c = Client::from_args(&client);
-            let device: Value = c.get_json(&format!("/devices/{}", segment(&name))).await?;
-            let platform = device["platform"].as_str().unwrap_or("ios");
+            let device: DeviceView = c.get_json(&format!("/devices/{}", segment(&name))).await?;
+            let platform = device.platform.to_string();
             let mut pb = serde_json::json!({
                 "name": format!("upgrade {name} to {image}"),
                 "targets": {"names": [name]},
-                "image": {platform: image},
+                "image": {platform.as_str(): image},
                 "transfer": {"protocol": protocol},
                 "strategy": {"canary": 0, "timeouts": {"poll": poll}},
                 "options": {"stage_only": stage_only},
@@ -456,10 +580,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(via) = via {
                 pb["transfer"]["server"] = Value::String(via);
             }
-            let created: Value = c.post_json("/rollouts", &pb).await?;
-            let id = created["id"].as_str().unwrap_or_default().to_string();
-            eprintln!("rollout {id}: upgrading {name}");
-            return follow_to_exit(&c, &id, json).await;
+            let created: Rollout = c.post_json("/rollouts", &pb).await?;
+            let id = created.rollout.id;
+            eprintln!("rollout {id}: upgrading {name}; Ctrl-C detaches, the upgrade goes on");
+            return follow_to_exit(&c, &id, follow::Options { json, verbose }).await;
         }
         Command::Device { client, action } => {
             let c = Client::from_args(&client);
@@ -475,23 +599,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             q.push(format!("{k}={}", segment(&v)));
                         }
                     }
-                    let r: Value = c.get_json(&format!("/devices?{}", q.join("&"))).await?;
+                    let r: DeviceList = c.get_json(&format!("/devices?{}", q.join("&"))).await?;
                     println!(
                         "{:<24} {:<18} {:<6} {:<12} {:<16} LAST SEEN",
                         "NAME", "HOST", "OS", "SITE", "VERSION"
                     );
-                    for d in r["devices"].as_array().into_iter().flatten() {
+                    for d in &r.devices {
                         println!(
                             "{:<24} {:<18} {:<6} {:<12} {:<16} {}",
-                            d["name"].as_str().unwrap_or("?"),
-                            d["host"].as_str().unwrap_or("?"),
-                            d["platform"].as_str().unwrap_or("?"),
-                            d["site"].as_str().unwrap_or("-"),
-                            d["facts"]["version"].as_str().unwrap_or("-"),
-                            d["facts"]["last_seen"].as_str().unwrap_or("never"),
+                            d.name,
+                            d.host,
+                            d.platform.to_string(),
+                            d.site.as_deref().unwrap_or("-"),
+                            d.facts.version.as_deref().unwrap_or("-"),
+                            d.facts.last_seen.as_deref().unwrap_or("never"),
                         );
                     }
-                    println!("{} device(s)", r["total"]);
+                    println!("{} device(s)", r.total);
                 }
                 DeviceAction::Show { name } => {
                     let r: Value = c.get_json(&format!("/devices/{}", segment(&name))).await?;
@@ -502,21 +626,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("removed {name}");
                 }
                 DeviceAction::Facts { name } => {
-                    let r: Value = c
+                    let d: DeviceView = c
                         .post_json(&format!("/devices/{}/facts", segment(&name)), &Value::Null)
                         .await?;
-                    let f = &r["facts"];
+                    let f = &d.facts;
                     println!("{name}");
-                    for (k, label) in [
-                        ("version", "version"),
-                        ("image", "image"),
-                        ("model", "model"),
-                        ("serial", "serial"),
-                        ("uptime", "uptime"),
-                        ("config_register", "config register"),
-                        ("last_seen", "last seen"),
+                    for (label, value) in [
+                        ("version", &f.version),
+                        ("image", &f.image),
+                        ("model", &f.model),
+                        ("serial", &f.serial),
+                        ("uptime", &f.uptime),
+                        ("config register", &f.config_register),
+                        ("last seen", &f.last_seen),
                     ] {
-                        println!("  {label:<16} {}", f[k].as_str().unwrap_or("-"));
+                        println!("  {label:<16} {}", value.as_deref().unwrap_or("-"));
                     }
                 }
                 DeviceAction::Trust { name } => {

@@ -13,12 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 /// How many finished transfers are kept for the "recent" part of the view.
 const RECENT: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tftp,
@@ -34,7 +36,7 @@ impl Protocol {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TransferState {
     Active,
@@ -43,7 +45,7 @@ pub enum TransferState {
 }
 
 /// One transfer as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferInfo {
     pub id: u64,
     pub protocol: Protocol,
@@ -52,7 +54,8 @@ pub struct TransferInfo {
     pub client: SocketAddr,
     pub file: String,
     /// Direction: `download` (device pulls) or `upload` (device pushes, e.g. a config backup).
-    pub direction: &'static str,
+    #[schema(value_type = String)]
+    pub direction: Cow<'static, str>,
     pub bytes: u64,
     pub total: Option<u64>,
     pub state: TransferState,
@@ -71,7 +74,7 @@ pub struct TransferInfo {
 }
 
 /// A device job of a rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRef {
     pub rollout: String,
     pub device: String,
@@ -139,7 +142,7 @@ impl Live {
             protocol: self.protocol,
             client: self.client,
             file: self.file.clone(),
-            direction: self.direction,
+            direction: Cow::Borrowed(self.direction),
             bytes,
             total: self.total,
             state,

@@ -40,14 +40,26 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     })
 }
 
-/// serde-saphyr appends its own "at line X column Y" to messages; the location is kept in
-/// separate fields, so keep the message itself short.
+/// serde-saphyr renders its messages as `error: line X column Y: …` (or with a trailing
+/// `at line X column Y`); the location is kept in separate fields and said once by
+/// [`YamlError`]'s Display, so keep only the message itself.
 fn strip_location(msg: &str) -> String {
-    let first = msg.lines().next().unwrap_or(msg);
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    let first = first.strip_prefix("error:").map_or(first, str::trim_start);
+    let first = leading_position(first).unwrap_or(first);
     match first.find(" at line ") {
         Some(i) => first[..i].to_string(),
         None => first.to_string(),
     }
+}
+
+/// The text after a leading `line X column Y: `, if the message starts with one.
+fn leading_position(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("line ")?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let (column, rest) = rest.split_once(": ")?;
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (numeric(line) && numeric(column)).then_some(rest)
 }
 
 /// Serialize a value as YAML.
@@ -73,6 +85,15 @@ mod tests {
         let err = from_str::<Doc>("name: a\nport: 22\nbogus: 1\n").unwrap_err();
         assert_eq!(err.line, 3, "{err}");
         assert!(err.message.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn message_says_its_location_nowhere() {
+        for text in ["name: a\nport: 22\nbogus: 1\n", "name: a\nport: [x\n"] {
+            let err = from_str::<Doc>(text).unwrap_err();
+            assert!(!err.message.contains("line"), "{:?}", err.message);
+            assert!(!err.message.starts_with("error"), "{:?}", err.message);
+        }
     }
 
     #[test]

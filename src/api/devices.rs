@@ -44,12 +44,12 @@ pub struct DeviceQuery {
     offset: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeviceList {
-    devices: Vec<DeviceView>,
-    total: i64,
-    limit: i64,
-    offset: i64,
+    pub devices: Vec<DeviceView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
 }
 
 /// List devices, filtered and paginated.
@@ -205,11 +205,11 @@ async fn forget_host_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ImportResult {
-    created: usize,
-    updated: usize,
-    unchanged: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
 }
 
 /// Import a YAML inventory (body: the file). All or nothing: one bad entry and nothing is

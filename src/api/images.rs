@@ -22,9 +22,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(upload)
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, serde::Deserialize, ToSchema)]
 pub struct ImageList {
-    images: Vec<ImageRecord>,
+    pub images: Vec<ImageRecord>,
 }
 
 /// Images in the store, with their checksums.

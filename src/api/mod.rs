@@ -11,7 +11,13 @@ mod system;
 mod web;
 
 pub use auth::{ApiToken, TokenSource, load_or_create_secret, random_secret};
-pub use error::{ApiError, ApiResult, ErrorBody};
+pub use devices::{DeviceList, ImportResult};
+pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+pub use images::ImageList;
+pub use rollouts::{
+    ActionResult, DeviceRow, DryRun, NOTHING_TO_DO, Progress, RolloutDetail, RolloutList,
+    RolloutSummary, WaveView,
+};
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -20,7 +20,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody};
 use crate::playbook::Opening;
 use crate::playbook::Plan;
 use crate::rollout::RolloutError;
-use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord};
+use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutState};
 use crate::rollout::report::{self, StepTiming};
 use crate::transfers::TransferInfo;
 
@@ -41,7 +41,11 @@ impl From<RolloutError> for ApiError {
     fn from(e: RolloutError) -> Self {
         match e {
             RolloutError::Playbook(y) => y.into(),
-            RolloutError::NothingToDo(_) => ApiError::unprocessable(e.to_string()),
+            RolloutError::NothingToDo(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                NOTHING_TO_DO,
+                e.to_string(),
+            ),
             RolloutError::NotFound(_) => ApiError::not_found(e.to_string()),
             RolloutError::Ended { .. } => ApiError::conflict(e.to_string()),
             RolloutError::Store(s) => s.into(),
@@ -51,16 +55,20 @@ impl From<RolloutError> for ApiError {
     }
 }
 
+/// The error code of a submitted playbook whose every target is skipped (most often: every
+/// device already runs the image), so that a client can tell it from a bad playbook.
+pub const NOTHING_TO_DO: &str = "nothing_to_do";
+
 /// Progress counts of a rollout.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
-    total: usize,
-    pending: usize,
-    running: usize,
-    succeeded: usize,
-    failed: usize,
-    skipped: usize,
-    aborted: usize,
+    pub total: usize,
+    pub pending: usize,
+    pub running: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub aborted: usize,
 }
 
 fn progress(jobs: &[DeviceJob]) -> Progress {
@@ -81,16 +89,21 @@ fn progress(jobs: &[DeviceJob]) -> Progress {
     p
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct RolloutSummary {
+// The response types below are generic over the state types only so that a client can read
+// them with `StateName` (a newer service's state names survive); `value_type` keeps their
+// OpenAPI names and shapes those of the service's own types.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RolloutSummary<S = RolloutState> {
     #[serde(flatten)]
-    rollout: RolloutRecord,
-    progress: Progress,
+    #[schema(value_type = RolloutRecord)]
+    pub rollout: RolloutRecord<S>,
+    pub progress: Progress,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct RolloutList {
-    rollouts: Vec<RolloutSummary>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RolloutList<S = RolloutState> {
+    #[schema(value_type = Vec<RolloutSummary>)]
+    pub rollouts: Vec<RolloutSummary<S>>,
 }
 
 /// Rollouts, newest first.
@@ -115,25 +128,26 @@ pub struct SubmitQuery {
     dry_run: bool,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DryRun {
-    name: String,
-    plan: Plan,
+    pub name: String,
+    pub plan: Plan,
     /// The playbook's maintenance windows and when each next opens. Copies and their MD5
     /// checks may run before; the boot change, save, install and reload wait for a window.
-    windows: Vec<WindowOpening>,
+    #[serde(default)]
+    pub windows: Vec<WindowOpening>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct WindowOpening {
     /// As written in the playbook: `Mon-Fri 22:00-23:30 Europe/Berlin`.
-    window: String,
+    pub window: String,
     /// Open now.
-    open: bool,
+    pub open: bool,
     /// The next opening (now, when open), RFC 3339 in UTC.
-    opens_at: Option<String>,
+    pub opens_at: Option<String>,
     /// The same, in the window's own zone and in UTC: `Tue 2026-11-24 22:00 Europe/Berlin (21:00 UTC)`.
-    opens: Option<String>,
+    pub opens: Option<String>,
 }
 
 /// Submit a playbook (YAML as `application/yaml`, or JSON). With `?dry_run=true` the plan is
@@ -180,31 +194,36 @@ async fn submit_rollout(
 }
 
 /// A device's row in the rollout view.
-#[derive(Serialize, ToSchema)]
-pub struct DeviceRow {
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DeviceRow<J = JobState> {
     #[serde(flatten)]
-    job: DeviceJob,
+    #[schema(value_type = DeviceJob)]
+    pub job: DeviceJob<J>,
     /// The image transfer to this device, while it runs or once it finished.
-    transfer: Option<TransferInfo>,
-    steps: Vec<StepTiming>,
+    pub transfer: Option<TransferInfo>,
+    pub steps: Vec<StepTiming>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct WaveView {
-    index: usize,
-    name: String,
-    progress: Progress,
-    devices: Vec<DeviceRow>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct WaveView<J = JobState> {
+    /// 0 is the canary wave when there is one.
+    pub index: usize,
+    pub name: String,
+    pub progress: Progress,
+    #[schema(value_type = Vec<DeviceRow>)]
+    pub devices: Vec<DeviceRow<J>>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct RolloutDetail {
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RolloutDetail<S = RolloutState, J = JobState> {
     #[serde(flatten)]
-    rollout: RolloutRecord,
-    progress: Progress,
-    waves: Vec<WaveView>,
+    #[schema(value_type = RolloutRecord)]
+    pub rollout: RolloutRecord<S>,
+    pub progress: Progress,
+    #[schema(value_type = Vec<WaveView>)]
+    pub waves: Vec<WaveView<J>>,
     #[schema(value_type = Object)]
-    skipped: serde_json::Value,
+    pub skipped: serde_json::Value,
 }
 
 async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> {
@@ -261,11 +280,11 @@ async fn get_rollout(
     Ok(Json(detail(&state, r).await?))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ActionResult {
-    id: String,
-    state: String,
-    message: String,
+    pub id: String,
+    pub state: String,
+    pub message: String,
 }
 
 async fn action_result(

@@ -1,11 +1,35 @@
-//! The command-line clients of the REST API (`fleetup inventory`, `image`, `device`, `run`):
-//! thin wrappers that print what the service answers.
+//! The command-line clients of the REST API (`fleetup inventory`, `image`, `device`, `run`,
+//! `rollout`): thin wrappers that print what the service answers. Responses are read into the
+//! service's own response types (`crate::api`), not picked out of untyped JSON.
 
 use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::api::{ErrorBody, ImportResult, RolloutDetail, RolloutList};
+use crate::images::ImageRecord;
+use crate::rollout::model::{JobState, RolloutState, StateName};
+
+/// A rollout as a client reads it: state names of a newer service are kept as sent.
+pub type Rollout = RolloutDetail<StateName<RolloutState>, StateName<JobState>>;
+/// The rollout list as a client reads it.
+pub type Rollouts = RolloutList<StateName<RolloutState>>;
+
+/// Exit codes of the client commands, as docs/cli.md lists them.
+pub mod exit {
+    /// Done; for `run`, `follow` and `upgrade`: every targeted device ended upgraded or was
+    /// already current (also "nothing to do").
+    pub const OK: u8 = 0;
+    /// The rollout ended (or halted) without every targeted device upgraded.
+    pub const NOT_ALL_UPGRADED: u8 = 1;
+    /// The command could not be done: bad playbook or arguments, unknown id, service
+    /// unreachable or refusing the request.
+    pub const ERROR: u8 = 2;
+    /// Ctrl-C while following: the CLI detached, the rollout goes on in the service.
+    pub const DETACHED: u8 = 130;
+}
 
 /// Where the service is and how to authenticate.
 #[derive(clap::Args, Debug, Clone)]
@@ -33,10 +57,21 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("{status}: {message}")]
+    /// The service refused the request; `message` is its own words, said once.
+    #[error("{message}")]
     Api {
         status: StatusCode,
         code: String,
+        message: String,
+        /// Line and column of the problem in the document sent (playbook, inventory).
+        location: Option<(u64, u64)>,
+    },
+    /// A problem at a line and column of a file the user gave.
+    #[error("{path} line {line}, column {column}: {message}")]
+    InFile {
+        path: String,
+        line: u64,
+        column: u64,
         message: String,
     },
     #[error("cannot read {path}: {source}")]
@@ -47,6 +82,40 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the service: {0}")]
     Decode(String),
+}
+
+impl ClientError {
+    /// Name `path` as the document a located error of the service is about.
+    pub fn in_file(self, path: &Path) -> ClientError {
+        match self {
+            ClientError::Api {
+                location: Some((line, column)),
+                message,
+                ..
+            } if line > 0 => {
+                // The service's message starts with the position; say it once, after the file.
+                let prefix = format!("line {line}, column {column}: ");
+                let message = message
+                    .strip_prefix(&prefix)
+                    .map_or(message.clone(), str::to_string);
+                ClientError::InFile {
+                    path: path.display().to_string(),
+                    line,
+                    column,
+                    message,
+                }
+            }
+            e => e,
+        }
+    }
+
+    /// The service's error code (`not_found`, `nothing_to_do`, …), when it answered one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 /// A client of one service.
@@ -97,12 +166,13 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let code = body["error"]["code"].as_str().unwrap_or("").to_string();
-        let mut message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("the service gave no reason")
-            .to_string();
+        let error = resp.json::<ErrorBody>().await.ok().map(|b| b.error);
+        let code = error.as_ref().map(|e| e.code.clone()).unwrap_or_default();
+        let location = error.as_ref().and_then(|e| Some((e.line?, e.column?)));
+        let mut message = match error {
+            Some(e) => e.message,
+            None => format!("the service answered {status} without a reason"),
+        };
         if status == StatusCode::UNAUTHORIZED {
             message.push_str(" (pass --token or set FLEETUP_API_TOKEN)");
         }
@@ -110,6 +180,7 @@ impl Client {
             status,
             code,
             message,
+            location,
         })
     }
 
@@ -155,6 +226,18 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// POST without a body (the rollout actions).
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.send(self.request(Method::POST, path)).await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn rollout(&self, id: &str) -> Result<Rollout, ClientError> {
+        self.get_json(&format!("/rollouts/{}", segment(id))).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         self.send(self.request(Method::DELETE, path))
             .await
@@ -167,7 +250,7 @@ impl Client {
         file: &Path,
         platform: Option<&str>,
         version: Option<&str>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<ImageRecord, ClientError> {
         let name = file
             .file_name()
             .and_then(|n| n.to_str())
@@ -202,7 +285,7 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    pub async fn import_inventory(&self, file: &Path) -> Result<Value, ClientError> {
+    pub async fn import_inventory(&self, file: &Path) -> Result<ImportResult, ClientError> {
         let text = tokio::fs::read_to_string(file)
             .await
             .map_err(|source| ClientError::File {
@@ -226,3 +309,4 @@ pub fn segment(s: &str) -> String {
     out
 }
 pub mod follow;
+pub mod rollout;

@@ -289,7 +289,7 @@ impl fmt::Display for FailureReason {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{device}: upgrade failed at {step} ({reason}): {message}{}", boot_note(*boot_restored))]
+#[error("{device}: {}", self.summary())]
 pub struct UpgradeFailure {
     pub device: String,
     pub step: Step,
@@ -302,6 +302,20 @@ pub struct UpgradeFailure {
     pub reload_sent: bool,
     /// The host key seen at first contact, for the caller to pin.
     pub host_key: Option<String>,
+}
+
+impl UpgradeFailure {
+    /// What failed, without the device's name: for places that name the device already (its
+    /// row in a rollout, the CLI's device line).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} failed ({}): {}{}",
+            self.step,
+            self.reason,
+            self.message,
+            boot_note(self.boot_restored)
+        )
+    }
 }
 
 fn boot_note(restored: Option<bool>) -> &'static str {
@@ -490,6 +504,14 @@ impl Run<'_> {
     }
 
     fn fail(&self, step: Step, reason: FailureReason, message: String) -> UpgradeFailure {
+        // Device errors start with the device's name, which the failure carries already.
+        let message = match message
+            .strip_prefix(self.target.name.as_str())
+            .and_then(|rest| rest.strip_prefix(": "))
+        {
+            Some(rest) => rest.to_string(),
+            None => message,
+        };
         self.emit(step, StepStatus::Failed, format!("{reason}: {message}"));
         UpgradeFailure {
             device: self.target.name.clone(),
@@ -882,13 +904,20 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
             },
         ),
         Err(e) => {
-            let failure = run.fail_with(Step::Copy, e);
+            let mut failure = run.fail_with(Step::Copy, e);
             // A partial file must not stay behind to be mistaken for the image later.
-            if !matches!(
+            if matches!(
                 failure.reason,
                 FailureReason::ConnectionLostMidCopy | FailureReason::Timeout
             ) {
-                let _ = session.delete(&plan.image).await;
+                failure.message.push_str(&format!(
+                    "; a partial {} may remain on flash (a retry finds it by its MD5 and replaces it)",
+                    plan.image
+                ));
+            } else if session.delete(&plan.image).await.is_ok() {
+                failure
+                    .message
+                    .push_str("; the incomplete copy was deleted from flash");
             }
             return Err(failure);
         }
@@ -896,9 +925,17 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
     run.start(Step::VerifyMd5, session.driver.md5_command(&plan.image))
         .await?;
     if let Err(e) = session.verify_md5(&plan.image, &plan.md5).await {
-        let failure = run.fail_with(Step::VerifyMd5, e);
+        let mut failure = run.fail_with(Step::VerifyMd5, e);
         if failure.reason == FailureReason::CorruptImage {
-            let _ = session.delete(&plan.image).await;
+            match session.delete(&plan.image).await {
+                Ok(()) => failure
+                    .message
+                    .push_str("; the bad copy was deleted from flash"),
+                Err(_) => failure.message.push_str(&format!(
+                    "; deleting the bad copy failed: delete {} by hand",
+                    session.driver.path(&plan.image)
+                )),
+            }
         }
         return Err(failure);
     }

@@ -23,7 +23,7 @@ use crate::inventory::Platform;
 use crate::store::{Db, StoreError};
 
 /// An image as registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ImageRecord {
     pub id: i64,
     pub file_name: String,

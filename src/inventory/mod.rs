@@ -221,7 +221,7 @@ impl Device {
 }
 
 /// What the API shows of a device: everything but secrets.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceView {
     pub id: i64,
     pub name: String,

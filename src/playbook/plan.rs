@@ -37,6 +37,9 @@ pub struct PlannedWave {
 pub struct Skipped {
     pub device: String,
     pub reason: String,
+    /// Skipped because it already runs the target version (nothing to do, nothing wrong).
+    #[serde(default)]
+    pub current: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -117,6 +120,7 @@ pub fn plan(
                     d.spec.platform,
                     model.map(|m| format!(" or model {m}")).unwrap_or_default()
                 ),
+                current: false,
             });
             continue;
         };
@@ -128,6 +132,7 @@ pub fn plan(
             skipped.push(Skipped {
                 device: d.name().to_string(),
                 reason: format!("already runs {cur}"),
+                current: true,
             });
             continue;
         }
@@ -267,7 +272,8 @@ mod tests {
             p.skipped,
             vec![Skipped {
                 device: "sw-02".into(),
-                reason: "already runs 15.2(7)e8".into()
+                reason: "already runs 15.2(7)e8".into(),
+                current: true,
             }]
         );
         assert!(p.devices().all(|d| d.device != "sw-03"));

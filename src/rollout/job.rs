@@ -45,7 +45,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         Ok(p) => execute(ctx, &job, p).await,
         Err(message) => Err(Ended::Failed {
             reason: "configuration".into(),
-            message: message.clone(),
+            message: format!("configuration: {message}"),
             reached_reload: false,
         }),
     };
@@ -119,7 +119,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         }) => (
             JobState::Failed,
             None,
-            Some(format!("{reason}: {message}")),
+            Some(message.clone()),
             EventKind::DeviceFailed,
             message,
             Some(json!({"reason": reason})),
@@ -150,6 +150,7 @@ enum Ended {
     Aborted(String),
     Failed {
         reason: String,
+        /// The device's error as recorded and shown: what failed, why, and what was left.
         message: String,
         /// The reload was sent: the device may run another image now.
         reached_reload: bool,
@@ -546,7 +547,7 @@ async fn execute(
     if let Err(e) = ledger.db.start_job_attempt(id, &job.device).await {
         return Err(Ended::Failed {
             reason: "internal".into(),
-            message: format!("cannot record the device's start: {e}"),
+            message: format!("internal: cannot record the device's start: {e}"),
             reached_reload: false,
         });
     }
@@ -686,7 +687,7 @@ async fn classify(ledger: &Ledger, id: &str, f: UpgradeFailure) -> Ended {
     }
     Ended::Failed {
         reason: f.reason.as_str().to_string(),
-        message: f.to_string(),
+        message: f.summary(),
         reached_reload: f.reload_sent || super::model::is_reload_step(f.step.as_str()),
     }
 }

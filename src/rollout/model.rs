@@ -2,12 +2,12 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $s:literal),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vm])* $variant),* }
 
@@ -26,6 +26,12 @@ macro_rules! string_enum {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        impl Named for $name {
+            fn parse_name(s: &str) -> Option<Self> {
+                Self::parse(s)
             }
         }
     };
@@ -184,18 +190,75 @@ string_enum!(
     }
 );
 
+/// A state enum that can be read back from its name.
+pub trait Named: Sized + fmt::Display {
+    fn parse_name(s: &str) -> Option<Self>;
+}
+
+/// A state as a client reads it from the service: one this build knows, or a name from a newer
+/// service, kept as sent so that it can still be shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateName<T> {
+    Known(T),
+    Other(String),
+}
+
+impl<T: Copy> StateName<T> {
+    pub fn known(&self) -> Option<T> {
+        match self {
+            StateName::Known(t) => Some(*t),
+            StateName::Other(_) => None,
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq<T> for StateName<T> {
+    fn eq(&self, other: &T) -> bool {
+        matches!(self, StateName::Known(t) if t == other)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for StateName<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateName::Known(t) => t.fmt(f),
+            StateName::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl<T: fmt::Display> Serialize for StateName<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de, T: Named> Deserialize<'de> for StateName<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match T::parse_name(&s) {
+            Some(t) => StateName::Known(t),
+            None => StateName::Other(s),
+        })
+    }
+}
+
 /// Whether starting `step` sends the reload: IOS reloads on `reload`; the IOS-XE and NX-OS
 /// installers reload by themselves (`install`).
 pub fn is_reload_step(step: &str) -> bool {
     matches!(step, "reload" | "install")
 }
 
+// `S`, the state's type: the service's own `RolloutState`, or in a client `StateName`, which
+// also keeps a state name of a newer service. (A plain comment: doc comments become the
+// OpenAPI description.)
 /// A rollout as stored.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RolloutRecord {
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RolloutRecord<S = RolloutState> {
     pub id: String,
     pub name: String,
-    pub state: RolloutState,
+    #[schema(value_type = RolloutState)]
+    pub state: S,
     /// The playbook as submitted (YAML or JSON text).
     #[serde(skip)]
     pub playbook: String,
@@ -211,15 +274,17 @@ pub struct RolloutRecord {
     pub finished_at: Option<String>,
 }
 
+// `S` as in `RolloutRecord`.
 /// One device's part in a rollout.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct DeviceJob {
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceJob<S = JobState> {
     pub device: String,
     pub wave: usize,
     pub position: usize,
     pub image: String,
     pub target_version: Option<String>,
-    pub state: JobState,
+    #[schema(value_type = JobState)]
+    pub state: S,
     /// The driver's step name (`connect`, `copy`, `reload`, ...).
     pub step: Option<String>,
     pub step_state: Option<StepState>,
@@ -237,7 +302,7 @@ pub struct DeviceJob {
 }
 
 /// One line of a rollout's history.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub rollout_id: String,

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{DeviceJob, Event, EventKind, RolloutRecord};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepTiming {
     pub step: String,
     pub started_at: String,
@@ -15,7 +15,7 @@ pub struct StepTiming {
     pub result: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceReport {
     pub device: String,
     pub wave: usize,
@@ -31,7 +31,7 @@ pub struct DeviceReport {
     pub steps: Vec<StepTiming>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub id: String,
     pub name: String,

@@ -30,6 +30,15 @@ struct CliRig {
 impl CliRig {
     /// `extra_inventory` is appended to the lab's inventory (more entries under `devices:`).
     async fn start(n: usize, extra_inventory: &str) -> CliRig {
+        Self::start_with(n, extra_inventory, |_| {}).await
+    }
+
+    /// With the lab's configuration adjusted (a copy rate, faults…).
+    async fn start_with(
+        n: usize,
+        extra_inventory: &str,
+        tweak: impl FnOnce(&mut LabConfig),
+    ) -> CliRig {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -39,7 +48,7 @@ impl CliRig {
         .await
         .unwrap();
         let lab_dir = tempfile::tempdir().unwrap();
-        let config = LabConfig {
+        let mut config = LabConfig {
             devices: n,
             base_ip: random_base(),
             ssh_port: 0,
@@ -47,6 +56,7 @@ impl CliRig {
             boot_time: Duration::from_millis(200),
             ..LabConfig::default()
         };
+        tweak(&mut config);
         let lab_shutdown = Shutdown::new();
         let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
         let rig = CliRig {
@@ -246,6 +256,15 @@ async fn run_json_follows_to_the_end_and_upgrades_everything() {
     assert_success(&out);
     let lines = json_lines(&out);
     assert_eq!(lines.last().unwrap()["all_upgraded"], true);
+    // The same playbook again: every device is current, which is success, said as such.
+    let out = rig.fleetup(&["run", path_str(&pb)]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout(&out).contains("nothing to do: every targeted device (3) already runs"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
     rig.stop().await;
 }
 
@@ -285,11 +304,87 @@ async fn run_exits_non_zero_when_a_fault_halts_the_rollout() {
         assert_eq!(st.reload_count, 0, "{name}");
     }
     // Without --json the summary names the halt too.
-    let out = rig
-        .fleetup(&["follow", last["rollout"].as_str().unwrap()])
-        .await;
+    let id = last["rollout"].as_str().unwrap();
+    let out = rig.fleetup(&["follow", id]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains(" halted:"), "{}", stdout(&out));
+    // `rollout show`: the canary's failure said once, what was left on flash, what to do.
+    let out = rig.fleetup(&["rollout", "show", id]).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains("state    halted"), "{text}");
+    assert!(text.contains("  canary: 0/1 done, 1 failed"), "{text}");
+    assert!(text.contains("  wave 1: 0/2 done"), "{text}");
+    let error = text
+        .lines()
+        .find(|l| l.contains("corrupt_image"))
+        .unwrap_or_else(|| panic!("the error is shown: {text}"));
+    assert!(
+        error
+            .trim()
+            .starts_with("verify_md5 failed (corrupt_image): "),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("the bad copy was deleted from flash"),
+        "{error}"
+    );
+    assert_eq!(error.matches(names[0].as_str()).count(), 0, "{error}");
+    assert_eq!(error.matches("corrupt_image").count(), 1, "{error}");
+    assert!(
+        text.contains(&format!("fleetup rollout retry {id}")),
+        "{text}"
+    );
+    // The fault fixed, `rollout retry` puts the canary back in line and the rollout goes on.
+    assert!(rig.lab.clear_faults(&names[0]));
+    let out = rig.fleetup(&["rollout", "retry", id]).await;
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("1 failed device(s) put back in line"),
+        "{}",
+        stdout(&out)
+    );
+    let out = rig.fleetup(&["follow", id, "--json"]).await;
+    assert_success(&out);
+    assert_eq!(json_lines(&out).last().unwrap()["state"], "completed");
+    // The report, as text (waves named as everywhere), CSV and JSON.
+    let out = rig.fleetup(&["rollout", "report", id]).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    let row = |n: &str| {
+        text.lines()
+            .find(|l| l.trim().starts_with(n))
+            .unwrap()
+            .to_string()
+    };
+    assert!(row(&names[0]).contains(" canary "), "{text}");
+    assert!(row(&names[1]).contains(" wave 1 "), "{text}");
+    assert!(
+        row(&names[0]).contains(&format!("{OLD_VERSION} -> {IMAGE_VERSION}")),
+        "{text}"
+    );
+    let out = rig.fleetup(&["rollout", "report", id, "--csv"]).await;
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with("device,wave,result,"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", stdout(&out));
+    let out = rig.fleetup(&["rollout", "report", id, "--json"]).await;
+    assert_success(&out);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["devices"].as_array().unwrap().len(), 3);
+    // The list: one rollout, completed, all three done.
+    let out = rig.fleetup(&["rollout", "list"]).await;
+    assert_success(&out);
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with(id))
+        .map(str::to_string);
+    let line = line.unwrap_or_else(|| panic!("{}", stdout(&out)));
+    assert!(line.contains(" completed "), "{line}");
+    assert!(line.contains(" 3/0/3 "), "{line}");
     rig.stop().await;
 }
 
@@ -305,10 +400,22 @@ async fn broken_playbook_is_refused_with_line_and_column() {
         vec!["run", "--dry-run", path_str(&pb)],
     ] {
         let out = rig.fleetup(&args).await;
-        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         let err = stderr(&out);
-        assert!(err.contains("line 12, column 3"), "{args:?}: {err}");
-        assert!(err.contains("concurency"), "{args:?}: {err}");
+        // The file, the place and the problem, each said once, in no HTTP words.
+        let expected = format!(
+            "{} line 12, column 3: unknown field `concurency`",
+            pb.display()
+        );
+        assert!(
+            err.starts_with(&format!("fleetup: {expected}")),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("line").count(), 1, "{args:?}: {err}");
+        assert!(
+            !err.contains("422") && !err.contains("error:"),
+            "{args:?}: {err}"
+        );
         assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
     }
     // Not YAML at all: the position of the syntax error.
@@ -320,8 +427,12 @@ async fn broken_playbook_is_refused_with_line_and_column() {
     // A playbook file that does not exist.
     let missing = rig.dir.path().join("missing.yml");
     let out = rig.fleetup(&["run", path_str(&missing)]).await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(stderr(&out).contains("missing.yml"), "{}", stderr(&out));
+    // An unknown rollout: said plainly, exit 2.
+    let out = rig.fleetup(&["rollout", "show", "r-nope"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(stderr(&out).trim(), "fleetup: no rollout r-nope");
     // Nothing was submitted and no device was touched.
     let st = rig.lab.state(&rig.names()[0]).unwrap();
     assert!(st.last_commands.is_empty(), "{:?}", st.last_commands);
@@ -412,5 +523,196 @@ async fn upgrade_one_device_end_to_end() {
         .await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nope.bin"), "{}", stderr(&out));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollout_pause_resume_and_abort_from_the_terminal() {
+    // Copies slow enough to act while the canary copies.
+    let rig = CliRig::start_with(3, "", |c| c.rate = Some(400_000)).await;
+    let pb = rig.write_playbook(
+        "slow.yml",
+        &playbook("  canary: 1\n  waves: [\"100%\"]\n  concurrency: 2\n"),
+    );
+    let out = rig.fleetup(&["run", "--detach", path_str(&pb)]).await;
+    assert_success(&out);
+    let id = stdout(&out).trim().to_string();
+    let out = rig.fleetup(&["rollout", "pause", &id]).await;
+    assert_success(&out);
+    assert!(stdout(&out).contains("(now paused)"), "{}", stdout(&out));
+    let out = rig.fleetup(&["rollout", "show", &id]).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains("state    paused"), "{text}");
+    assert!(text.contains("  canary: "), "{text}");
+    assert!(text.contains("  wave 1: "), "{text}");
+    let out = rig.fleetup(&["rollout", "resume", &id]).await;
+    assert_success(&out);
+    assert!(stdout(&out).contains("(now running)"), "{}", stdout(&out));
+    let out = rig.fleetup(&["rollout", "abort", &id]).await;
+    assert_success(&out);
+    assert!(stdout(&out).contains("abort requested"), "{}", stdout(&out));
+    // Followed to its end: aborted, so not every device was upgraded: exit 1.
+    let out = rig.fleetup(&["follow", &id, "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(json_lines(&out).last().unwrap()["state"], "aborted");
+    // An ended rollout cannot be resumed: refused in plain words, exit 2.
+    let out = rig.fleetup(&["rollout", "resume", &id]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("has ended (aborted)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("409"), "{}", stderr(&out));
+    rig.stop().await;
+}
+
+/// A tmux server of its own, with one 80x30 pane running `command`.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let socket = format!("fleetup-it-{}", rand::random::<u32>());
+        let tmux = Tmux { socket };
+        let status = tmux
+            .cmd(&[
+                "new-session",
+                "-d",
+                "-x",
+                "80",
+                "-y",
+                "30",
+                "-s",
+                "t",
+                command,
+            ])
+            .status()
+            .expect("tmux is installed (scripts/test installs it)");
+        assert!(status.success());
+        // Keep the pane after the command ends, to read its last words.
+        tmux.cmd(&["set-option", "-w", "-t", "t", "remain-on-exit", "on"])
+            .status()
+            .unwrap();
+        tmux
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("tmux");
+        c.args(["-L", &self.socket]).args(args);
+        c
+    }
+
+    fn capture(&self) -> String {
+        let out = self
+            .cmd(&["capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pane once `ready` holds for it; the rollout's pace sets how long that takes.
+    async fn wait_for(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let screen = self.capture();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw {what}:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_fits_80_columns_and_ctrl_c_detaches() {
+    // 3 MB at 600 kB/s: each copy shows for about five seconds.
+    let rig = CliRig::start_with(2, "", |c| c.rate = Some(600_000)).await;
+    let pb = rig.write_playbook(
+        "watch.yml",
+        &playbook("  canary: 1\n  waves: [\"100%\"]\n  concurrency: 2\n"),
+    );
+    let command = format!(
+        "env FLEETUP_SERVER={} FLEETUP_API_TOKEN={TOKEN} {} run {}; echo EXIT=$?",
+        rig.serve.base_url,
+        env!("CARGO_BIN_EXE_fleetup"),
+        path_str(&pb)
+    );
+    let tmux = Tmux::start(&command);
+    let screen = tmux
+        .wait_for("a copy with its progress", |s| {
+            s.lines()
+                .any(|l| l.contains("copying") && l.contains("MB/s"))
+        })
+        .await;
+    for line in screen.lines() {
+        assert!(line.chars().count() <= 80, "{line:?}\n{screen}");
+    }
+    assert!(
+        screen.lines().any(|l| l.starts_with("canary: ")),
+        "a wave header:\n{screen}"
+    );
+    assert!(
+        screen.lines().any(|l| l.starts_with("wave 1: ")),
+        "a wave header:\n{screen}"
+    );
+    let device = screen
+        .lines()
+        .find(|l| l.contains("copying"))
+        .unwrap()
+        .trim();
+    assert!(device.starts_with(&rig.names()[0]), "{device}");
+    assert!(device.contains('%'), "{device}");
+    assert!(screen.contains("remaining "), "totals:\n{screen}");
+    assert!(screen.contains("ETA"), "ETA:\n{screen}");
+    for raw in ["step_started", "step_done", "ssh-ed25519", "ssh-rsa", "{\""] {
+        assert!(!screen.contains(raw), "{raw} shown:\n{screen}");
+    }
+    // Ctrl-C: the CLI lets go, names the rollout and the commands, exits 130.
+    tmux.cmd(&["send-keys", "-t", "t", "C-c"]).status().unwrap();
+    let screen = tmux
+        .wait_for("the exit code", |s| s.contains("EXIT="))
+        .await;
+    assert!(screen.contains("EXIT=130"), "{screen}");
+    let id = screen
+        .split("detached from rollout ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("the rollout is named:\n{screen}"))
+        .to_string();
+    assert!(screen.contains(&format!("fleetup follow {id}")), "{screen}");
+    assert!(
+        screen.contains(&format!("fleetup rollout pause {id}")),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!("fleetup rollout abort {id}")),
+        "{screen}"
+    );
+    // The rollout went on without the CLI and ends with every device upgraded.
+    let out = rig.fleetup(&["follow", &id, "--json"]).await;
+    assert_success(&out);
+    let last = json_lines(&out).last().unwrap().clone();
+    assert_eq!(last["state"], "completed", "{last}");
+    for name in rig.names() {
+        assert_eq!(
+            rig.lab.state(&name).unwrap().version,
+            IMAGE_VERSION,
+            "{name}"
+        );
+    }
+    drop(tmux);
     rig.stop().await;
 }
