@@ -26,7 +26,7 @@ use cli::{Dialog, Mode};
 use parse::{BootVariable, CopyError, DirListing, Md5Error, ParseError, ShowVersion};
 pub use ssh::Connection;
 pub use upgrade::{
-    CopySource, FailureReason, Resumed, Step, StepEvent, StepGate, StepStatus, Stop, Transfer,
+    Check, CopySource, FailureReason, Resumed, Step, StepEvent, StepGate, StepStatus, Stop, Transfer,
     UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     resume_after_reload, upgrade, upgrade_gated,
 };
@@ -86,9 +86,9 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            connect: Duration::from_secs(20),
-            auth: Duration::from_secs(20),
-            command: Duration::from_secs(60),
+            connect: Duration::from_secs(30),
+            auth: Duration::from_secs(30),
+            command: Duration::from_secs(120),
             copy: Duration::from_secs(3 * 3600),
             verify: Duration::from_secs(900),
             install: Duration::from_secs(3600),

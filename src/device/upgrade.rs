@@ -112,9 +112,9 @@ pub struct UpgradeOptions {
     /// Free space to keep beyond the image, in percent of the image size.
     pub free_space_margin_percent: u8,
     /// Show commands checked before any change.
-    pub pre_checks: Vec<crate::playbook::CommandCheck>,
+    pub pre_checks: Vec<Check>,
     /// Show commands checked once the device runs the new image.
-    pub post_checks: Vec<crate::playbook::CommandCheck>,
+    pub post_checks: Vec<Check>,
     /// `ip tftp blocksize` for the copy (IOS and IOS-XE; TFTP only): set before the copy, put
     /// back as it was right after it, so the saved configuration does not change.
     pub tftp_blocksize: Option<u16>,
@@ -136,6 +136,15 @@ impl Default for UpgradeOptions {
             allow_downgrade: false,
         }
     }
+}
+
+/// A show command whose output must (or must not) contain a text, before any change or
+/// after the device is back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub command: String,
+    pub must_contain: Option<String>,
+    pub must_not_contain: Option<String>,
 }
 
 /// What to install on one device.
@@ -701,7 +710,7 @@ pub async fn upgrade_gated(
         .clone()
         .filter(|i| file_name(i) != plan.image);
     let old_boot = before.boot.entries.clone();
-    match driver {
+    let changed = match driver {
         Driver::IosBundle => {
             let mut entries = vec![driver.path(&plan.image)];
             if let Some(old) = &old_image
@@ -709,65 +718,21 @@ pub async fn upgrade_gated(
             {
                 entries.push(driver.path(file_name(old)));
             }
-            run.start(Step::SetBoot, format!("boot system {}", entries.join(", ")))
-                .await?;
-            if let Err(e) = session.set_boot(&entries).await {
-                return Err(
-                    restore(&run, session, &old_boot, run.fail_with(Step::SetBoot, e)).await,
-                );
-            }
-            run.emit(Step::SetBoot, StepStatus::Done, format!("{entries:?}"));
-            if let Err(failure) = run.start(Step::Save, driver.save_command()).await {
-                return Err(restore(&run, session, &old_boot, failure).await);
-            }
-            if let Err(e) = session.save().await {
-                return Err(restore(&run, session, &old_boot, run.fail_with(Step::Save, e)).await);
-            }
-            run.emit(Step::Save, StepStatus::Done, "[OK]");
-            if cancel.is_cancelled() {
-                let failure = run.fail(
-                    Step::Save,
-                    FailureReason::Cancelled,
-                    "cancelled before the reload".into(),
-                );
-                return Err(restore(&run, session, &old_boot, failure).await);
-            }
-            if let Err(failure) = run.start(Step::Reload, "reload").await {
-                return Err(restore(&run, session, &old_boot, failure).await);
-            }
-            if let Err(e) = session.reload().await {
-                // The session is gone with the refused reload; restore over a new one.
-                let failure = run.fail_with(Step::Reload, e);
-                return Err(restore_fresh(&run, &old_boot, failure).await);
-            }
-            run.emit(Step::Reload, StepStatus::Done, "reload sent");
+            bundle_changes(&run, session, &entries, &cancel).await
         }
-        Driver::IosXeInstall | Driver::Nxos => {
-            // The installer refuses to run with unsaved configuration, and sets the boot
-            // variable itself only once the image is installed.
-            if let Err(failure) = run.start(Step::Save, driver.save_command()).await {
+        Driver::IosXeInstall | Driver::Nxos => install_changes(&run, session).await,
+    };
+    // The one place a failed change is undone.
+    if let Err((failure, undo)) = changed {
+        return Err(match undo {
+            Undo::Nothing(session) => {
                 session.close().await;
-                return Err(failure);
+                failure
             }
-            if let Err(e) = session.save().await {
-                session.close().await;
-                return Err(run.fail_with(Step::Save, e));
-            }
-            run.emit(Step::Save, StepStatus::Done, "[OK]");
-            let command = driver.install_command(&plan.image).unwrap_or_default();
-            if let Err(failure) = run.start(Step::Install, command).await {
-                session.close().await;
-                return Err(failure);
-            }
-            if let Err(e) = session.install(&plan.image).await {
-                return Err(run.fail_with(Step::Install, e));
-            }
-            run.emit(
-                Step::Install,
-                StepStatus::Done,
-                "installed; the device reloads",
-            );
-        }
+            Undo::Gone => failure,
+            Undo::Boot(session) => restore(&run, session, &old_boot, failure).await,
+            Undo::BootOverNewSession => restore_fresh(&run, &old_boot, failure).await,
+        });
     }
 
     let evidence = RestartEvidence::since(&before.version);
@@ -790,6 +755,92 @@ pub async fn upgrade_gated(
     let key = session.host_key().to_string();
     session.close().await;
     Ok(done(&run, UpgradeResult::Upgraded, &after, key))
+}
+
+/// What a failed change leaves to undo.
+enum Undo {
+    /// Nothing was changed; the session is still open.
+    Nothing(Session),
+    /// Nothing to undo and no session left (the installer took it).
+    Gone,
+    /// The boot variable changed: put it back over this session.
+    Boot(Session),
+    /// The boot variable changed and the session is gone: put it back over a new one.
+    BootOverNewSession,
+}
+
+type Changed = Result<(), (UpgradeFailure, Undo)>;
+
+/// Bundle mode: the new image first in the boot variable (the old one as the fallback), save,
+/// reload.
+async fn bundle_changes(
+    run: &Run<'_>,
+    mut session: Session,
+    entries: &[String],
+    cancel: &CancellationToken,
+) -> Changed {
+    if let Err(f) = run
+        .start(Step::SetBoot, format!("boot system {}", entries.join(", ")))
+        .await
+    {
+        return Err((f, Undo::Nothing(session)));
+    }
+    if let Err(e) = session.set_boot(entries).await {
+        return Err((run.fail_with(Step::SetBoot, e), Undo::Boot(session)));
+    }
+    run.emit(Step::SetBoot, StepStatus::Done, format!("{entries:?}"));
+    let driver = session.driver;
+    if let Err(f) = run.start(Step::Save, driver.save_command()).await {
+        return Err((f, Undo::Boot(session)));
+    }
+    if let Err(e) = session.save().await {
+        return Err((run.fail_with(Step::Save, e), Undo::Boot(session)));
+    }
+    run.emit(Step::Save, StepStatus::Done, "[OK]");
+    if cancel.is_cancelled() {
+        let f = run.fail(
+            Step::Save,
+            FailureReason::Cancelled,
+            "cancelled before the reload".into(),
+        );
+        return Err((f, Undo::Boot(session)));
+    }
+    if let Err(f) = run.start(Step::Reload, "reload").await {
+        return Err((f, Undo::Boot(session)));
+    }
+    if let Err(e) = session.reload().await {
+        // The session is gone with the refused reload.
+        return Err((run.fail_with(Step::Reload, e), Undo::BootOverNewSession));
+    }
+    run.emit(Step::Reload, StepStatus::Done, "reload sent");
+    Ok(())
+}
+
+/// Install mode (IOS-XE) and NX-OS: save, then the installer, which sets the boot variable
+/// itself only once the image is installed, and reloads.
+async fn install_changes(run: &Run<'_>, mut session: Session) -> Changed {
+    let driver = session.driver;
+    // The installer refuses to run with unsaved configuration.
+    if let Err(f) = run.start(Step::Save, driver.save_command()).await {
+        return Err((f, Undo::Nothing(session)));
+    }
+    if let Err(e) = session.save().await {
+        return Err((run.fail_with(Step::Save, e), Undo::Nothing(session)));
+    }
+    run.emit(Step::Save, StepStatus::Done, "[OK]");
+    let command = driver.install_command(&run.plan.image).unwrap_or_default();
+    if let Err(f) = run.start(Step::Install, command).await {
+        return Err((f, Undo::Nothing(session)));
+    }
+    if let Err(e) = session.install(&run.plan.image).await {
+        return Err((run.fail_with(Step::Install, e), Undo::Gone));
+    }
+    run.emit(
+        Step::Install,
+        StepStatus::Done,
+        "installed; the device reloads",
+    );
+    Ok(())
 }
 
 /// Make sure the verified image is on flash: find it, or check space, copy and verify.
@@ -1155,10 +1206,10 @@ async fn run_checks(
     run: &Run<'_>,
     session: &mut Session,
     step: Step,
-    checks: &[crate::playbook::CommandCheck],
+    checks: &[Check],
 ) -> Result<(), UpgradeFailure> {
     for check in checks {
-        let output = match session.run(&check.run).await {
+        let output = match session.run(&check.command).await {
             Ok(o) => o,
             Err(e) => return Err(run.fail_with(step, e)),
         };
@@ -1168,7 +1219,7 @@ async fn run_checks(
             return Err(run.fail(
                 step,
                 FailureReason::CheckFailed,
-                format!("`{}` does not show {want:?}", check.run),
+                format!("`{}` does not show {want:?}", check.command),
             ));
         }
         if let Some(unwanted) = &check.must_not_contain
@@ -1177,13 +1228,13 @@ async fn run_checks(
             return Err(run.fail(
                 step,
                 FailureReason::CheckFailed,
-                format!("`{}` shows {unwanted:?}", check.run),
+                format!("`{}` shows {unwanted:?}", check.command),
             ));
         }
         run.emit(
             step,
             StepStatus::Done,
-            format!("`{}` as expected", check.run),
+            format!("`{}` as expected", check.command),
         );
     }
     Ok(())

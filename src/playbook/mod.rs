@@ -274,20 +274,24 @@ pub struct Timeouts {
     pub poll: Seconds,
 }
 
+// One set of defaults: the driver's.
+fn driver() -> crate::device::Timeouts {
+    crate::device::Timeouts::default()
+}
 fn default_connect() -> Seconds {
-    Seconds(30)
+    Seconds(driver().connect.as_secs())
 }
 fn default_command() -> Seconds {
-    Seconds(120)
+    Seconds(driver().command.as_secs())
 }
 fn default_copy() -> Seconds {
-    Seconds(3 * 3600)
+    Seconds(driver().copy.as_secs())
 }
 fn default_reload() -> Seconds {
-    Seconds(30 * 60)
+    Seconds(driver().reload.as_secs())
 }
 fn default_poll() -> Seconds {
-    Seconds(10)
+    Seconds(driver().poll_interval.as_secs())
 }
 
 impl Default for Timeouts {
@@ -389,6 +393,17 @@ pub struct CommandCheck {
     pub must_contain: Option<String>,
     #[serde(default)]
     pub must_not_contain: Option<String>,
+}
+
+impl CommandCheck {
+    /// The driver's own form of this check.
+    pub fn to_check(&self) -> crate::device::Check {
+        crate::device::Check {
+            command: self.run.clone(),
+            must_contain: self.must_contain.clone(),
+            must_not_contain: self.must_not_contain.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
