@@ -432,11 +432,12 @@ impl Engine {
         state: Option<StepState>,
         kind: EventKind,
         message: &str,
+        transcript: &[crate::device::TranscriptEntry],
     ) -> Result<(), StoreError> {
         let ev = self
             .inner
             .db
-            .record_step(rollout, device, step, state, kind, message)
+            .record_step(rollout, device, step, state, kind, message, transcript)
             .await?;
         let _ = self.inner.events.send(ev);
         Ok(())

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Engine;
 use super::model::{DeviceJob, EventKind, JobState, StepState};
 use crate::device::{
-    self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target, Transfer,
-    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target,
+    Transcript, TranscriptLimits, Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome,
+    UpgradePlan, UpgradeResult,
 };
 use crate::inventory::Secret;
 use crate::playbook::{self, Opening, Playbook, Share, TransferProtocol};
@@ -378,6 +379,8 @@ struct Recorder<'a> {
     /// Made when the copy starts, so that the transfer it causes is known as this job's.
     claim: Option<Claim>,
     claimed: std::sync::Mutex<Option<ClaimGuard>>,
+    /// What the driver sends and the device answers, taken with each step's end.
+    transcript: Transcript,
 }
 
 #[async_trait]
@@ -434,6 +437,7 @@ impl StepGate for Recorder<'_> {
                 Some(StepState::Started),
                 EventKind::StepStarted,
                 message,
+                &[],
             )
             .await
         {
@@ -468,6 +472,8 @@ impl Recorder<'_> {
         }
         let kind = EventKind::of_step(ev.status);
         let state = (ev.status == StepStatus::Done).then_some(StepState::Done);
+        // The lines the driver kept so far go in the same transaction as the step's end.
+        let lines = self.transcript.take();
         if let Err(e) = self
             .ctx
             .engine
@@ -478,10 +484,25 @@ impl Recorder<'_> {
                 state,
                 kind,
                 &ev.message,
+                &lines,
             )
             .await
         {
             tracing::error!(device = %self.device, error = %e, "cannot record a step's end");
+        }
+    }
+
+    /// Keep the transcript lines no step's end has taken yet.
+    async fn flush_transcript(&self) {
+        let lines = self.transcript.take();
+        if let Err(e) = self
+            .ctx
+            .engine
+            .db()
+            .add_transcript(&self.ctx.rollout_id, &self.device, &lines)
+            .await
+        {
+            tracing::warn!(device = %self.device, error = %e, "cannot keep the transcript");
         }
     }
 
@@ -553,7 +574,12 @@ async fn execute(
     job: &DeviceJob,
     prepared: &Prepared,
 ) -> Result<UpgradeOutcome, Ended> {
-    let (target, plan) = (&prepared.target, &prepared.plan);
+    let plan = &prepared.plan;
+    let transcript = Transcript::new(TranscriptLimits::default());
+    let target = &Target {
+        transcript: Some(transcript.clone()),
+        ..prepared.target.clone()
+    };
     let engine = &ctx.engine;
     let id = &ctx.rollout_id;
     if let Err(e) = engine.db().start_job_attempt(id, &job.device).await {
@@ -572,6 +598,7 @@ async fn execute(
         changing: AtomicBool::new(false),
         claim: prepared.claim.clone(),
         claimed: std::sync::Mutex::new(None),
+        transcript,
     };
     let shutdown = engine.shutdown().token.clone();
     let cancel = recorder.cancel.clone();
@@ -639,6 +666,7 @@ async fn execute(
         _ = stop_on_shutdown => return Err(Ended::Interrupted),
     };
     recorder.drain().await;
+    recorder.flush_transcript().await;
     let pin_key = |key: &str| {
         let db = engine.db().clone();
         let name = job.device.clone();
