@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::clock::Clock;
 use super::job::{self, JobContext, JobOutcome};
-use super::model::{DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState};
+use super::model::{DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState};
 use super::policy::{self, AfterWave, End, JobView, Limits, Proceed, RolloutView};
 use super::{FileServers, RolloutError};
 use crate::images::ImageStore;
@@ -428,16 +428,12 @@ impl Engine {
         &self,
         rollout: &str,
         device: &str,
-        step: &str,
-        state: Option<StepState>,
-        kind: EventKind,
-        message: &str,
-        transcript: &[crate::device::TranscriptEntry],
+        record: &crate::store::rollouts::StepRecord<'_>,
     ) -> Result<(), StoreError> {
         let ev = self
             .inner
             .db
-            .record_step(rollout, device, step, state, kind, message, transcript)
+            .record_step_with(rollout, device, record)
             .await?;
         let _ = self.inner.events.send(ev);
         Ok(())

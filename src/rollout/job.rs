@@ -18,6 +18,7 @@ use crate::device::{
 };
 use crate::inventory::Secret;
 use crate::playbook::{self, Opening, Playbook, Share, TransferProtocol};
+use crate::store::rollouts::StepRecord;
 use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
 
 pub(crate) struct JobContext {
@@ -433,11 +434,13 @@ impl StepGate for Recorder<'_> {
             .step_event(
                 id,
                 &self.device,
-                step.as_str(),
-                Some(StepState::Started),
-                EventKind::StepStarted,
-                message,
-                &[],
+                &StepRecord {
+                    step: step.as_str(),
+                    state: Some(StepState::Started),
+                    kind: EventKind::StepStarted,
+                    message,
+                    transcript: &[],
+                },
             )
             .await
         {
@@ -480,11 +483,13 @@ impl Recorder<'_> {
             .step_event(
                 &self.ctx.rollout_id,
                 &self.device,
-                ev.step.as_str(),
-                state,
-                kind,
-                &ev.message,
-                &lines,
+                &StepRecord {
+                    step: ev.step.as_str(),
+                    state,
+                    kind,
+                    message: &ev.message,
+                    transcript: &lines,
+                },
             )
             .await
         {

@@ -81,6 +81,17 @@ fn row_to_event(r: &SqliteRow) -> Result<Event, StoreError> {
     })
 }
 
+/// A step event to record: the step, whether it starts or has finished, the event, and the
+/// transcript lines that go with it.
+#[derive(Clone, Copy)]
+pub struct StepRecord<'a> {
+    pub step: &'a str,
+    pub state: Option<StepState>,
+    pub kind: EventKind,
+    pub message: &'a str,
+    pub transcript: &'a [TranscriptEntry],
+}
+
 /// A device's place in a new rollout.
 pub struct NewJob<'a> {
     pub device: &'a str,
@@ -235,7 +246,7 @@ impl Db {
 
     /// Record a step event of a device and, with `state`, that its step starts or has finished,
     /// in one transaction: what the engine writes before a step runs (so a restart knows where
-    /// each device was) and as it ends, with the transcript lines kept since the last record.
+    /// each device was) and as it ends.
     pub async fn record_step(
         &self,
         rollout_id: &str,
@@ -244,8 +255,32 @@ impl Db {
         state: Option<StepState>,
         kind: EventKind,
         message: &str,
-        transcript: &[TranscriptEntry],
     ) -> Result<Event, StoreError> {
+        let record = StepRecord {
+            step,
+            state,
+            kind,
+            message,
+            transcript: &[],
+        };
+        self.record_step_with(rollout_id, device, &record).await
+    }
+
+    /// [`Db::record_step`], with the transcript lines kept since the last record in the same
+    /// transaction.
+    pub async fn record_step_with(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        record: &StepRecord<'_>,
+    ) -> Result<Event, StoreError> {
+        let StepRecord {
+            step,
+            state,
+            kind,
+            message,
+            transcript,
+        } = *record;
         let mut tx = self.pool.begin().await?;
         if let Some(state) = state {
             let reload_sent = is_reload_step(step);

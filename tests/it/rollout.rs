@@ -991,7 +991,6 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
         Some(fleetup::rollout::model::StepState::Started),
         fleetup::rollout::model::EventKind::StepStarted,
         "reload",
-        &[],
     )
     .await
     .unwrap();
