@@ -429,3 +429,47 @@ async fn write_labels(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_facts_history_keeps_the_last_ones_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).await.unwrap();
+        let spec = DeviceSpec {
+            name: DeviceName::parse("sw1").unwrap(),
+            host: "10.0.0.1".into(),
+            port: 22,
+            platform: Platform::Ios,
+            site: None,
+            model: None,
+            groups: Vec::new(),
+            tags: Vec::new(),
+            credentials: CredentialSpec::default(),
+        };
+        db.create_device(&spec).await.unwrap();
+        let n = FACTS_HISTORY as usize + 5;
+        for i in 0..n {
+            let facts = Facts {
+                version: Some(format!("15.2(7)E{i}")),
+                ..Facts::default()
+            };
+            db.set_facts("sw1", &facts).await.unwrap();
+        }
+        let history = db.facts_history("sw1").await.unwrap();
+        assert_eq!(history.len(), FACTS_HISTORY as usize);
+        let newest = format!("15.2(7)E{}", n - 1);
+        assert_eq!(history[0].version.as_deref(), Some(newest.as_str()));
+        assert_eq!(history[99].version.as_deref(), Some("15.2(7)E5"));
+        assert_eq!(
+            db.device_by_name("sw1").await.unwrap().facts.version,
+            Some(newest)
+        );
+        assert!(matches!(
+            db.set_facts("nope", &Facts::default()).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
