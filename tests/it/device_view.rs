@@ -153,6 +153,41 @@ async fn a_devices_history_shows_its_steps_commands_and_outputs_without_secrets(
             assert!(!body.contains(secret), "{what} leaks {secret:?}");
         }
     }
+    // The event stream for this device only: its steps, none of the rollout-level events.
+    let resp = rig
+        .app
+        .get(&format!("/api/v1/rollouts/{id}/events?device={name}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut sse = String::new();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = stream.next().await {
+            sse.push_str(&String::from_utf8_lossy(&chunk));
+            if sse.contains("event: device_succeeded") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "{sse}");
+    assert!(sse.contains("event: step_done"), "{sse}");
+    for kind in ["created", "started", "wave_started"] {
+        assert!(
+            !sse.contains(&format!("event: {kind}\n")),
+            "{kind} in {sse}"
+        );
+    }
+    let device_field = format!("\"device\":\"{name}\"");
+    for data in sse.lines().filter(|l| l.starts_with("data:")) {
+        assert!(data.contains(&device_field), "{data}");
+    }
+
     // Unknown device or rollout: the usual error shape.
     let (status, text) = get(&rig, "/api/v1/devices/nope/history").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
