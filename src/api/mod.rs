@@ -3,6 +3,7 @@
 //! Invariant: only this module knows HTTP and JSON request/response shapes.
 
 mod auth;
+mod device_view;
 mod devices;
 mod error;
 mod images;
@@ -90,6 +91,7 @@ impl utoipa::Modify for BearerAuth {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(devices::router())
+        .merge(device_view::router())
         .merge(images::router())
         .merge(rollouts::router())
         .merge(system::router())

@@ -402,6 +402,8 @@ async fn rollout_report(
 pub struct EventsQuery {
     /// Only events after this id (also taken from the `Last-Event-ID` header).
     after: Option<i64>,
+    /// Only the events of this device (rollout-level events are left out).
+    device: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -483,11 +485,23 @@ async fn rollout_events(
         .events_after(&id, after.unwrap_or(0), 100_000)
         .await?;
     let last = history.last().map(|e| e.id).or(after).unwrap_or(0);
-    let backlog = stream::iter(history.into_iter().map(|e| Ok(sse(&e))));
+    let device = q.device.filter(|d| !d.is_empty());
+    let wanted = move |ev: &Event| {
+        device
+            .as_deref()
+            .is_none_or(|d| ev.device.as_deref() == Some(d))
+    };
+    let backlog = stream::iter(
+        history
+            .into_iter()
+            .filter(|e| wanted(e))
+            .map(|e| Ok(sse(&e)))
+            .collect::<Vec<_>>(),
+    );
     let rollout = id.clone();
     let live = live.filter_map(move |msg| {
         let keep = match msg {
-            Ok(ev) if ev.rollout_id == rollout && ev.id > last => Some(Ok(sse(&ev))),
+            Ok(ev) if ev.rollout_id == rollout && ev.id > last && wanted(&ev) => Some(Ok(sse(&ev))),
             // A slow reader missed events: tell it to reload, rather than show a gap.
             Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
             _ => None,

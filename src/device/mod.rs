@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod parse;
 pub mod ssh;
+pub mod transcript;
 pub mod upgrade;
 pub mod version;
 
@@ -25,9 +26,10 @@ use crate::inventory::{Facts, Login, Platform};
 use cli::{Dialog, Mode};
 use parse::{BootVariable, CopyError, DirListing, Md5Error, ParseError, ShowVersion};
 pub use ssh::Connection;
+pub use transcript::{EntryKind, Transcript, TranscriptEntry, TranscriptLimits};
 pub use upgrade::{
-    Check, CopySource, FailureReason, Resumed, Step, StepEvent, StepGate, StepStatus, Stop, Transfer,
-    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    Check, CopySource, FailureReason, Resumed, Step, StepEvent, StepGate, StepStatus, Stop,
+    Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     resume_after_reload, upgrade, upgrade_gated,
 };
 
@@ -43,6 +45,9 @@ pub struct Target {
     pub private_key: Option<PathBuf>,
     /// The pinned host key (`ssh-ed25519 AAAA...`); `None` trusts the key seen on first use.
     pub known_host_key: Option<String>,
+    /// Where every session with this device records what was sent and answered; `None`
+    /// keeps nothing.
+    pub transcript: Option<Transcript>,
 }
 
 impl Target {
@@ -57,6 +62,7 @@ impl Target {
             login: device.login()?,
             private_key: None,
             known_host_key: device.host_key.clone(),
+            transcript: None,
         })
     }
 }
@@ -207,7 +213,7 @@ impl DeviceError {
         if secret.is_empty() {
             return self;
         }
-        let r = |s: String| s.replace(secret, "***");
+        let r = |s: String| transcript::redact(&s, [secret]);
         match self {
             DeviceError::CommandTimeout {
                 device,
@@ -548,6 +554,9 @@ impl Session {
             Transfer::Ftp { password, .. } => Some(password.0.clone()),
             Transfer::Tftp => None,
         };
+        if let Some(secret) = &secret {
+            self.conn.keep_secret(secret);
+        }
         let result = match self.conn.run(&command, Dialog::copy(), timeout).await {
             Ok((output, _)) => parse::copy_result(&output).map_err(|source| DeviceError::Copy {
                 device: self.device().to_string(),

@@ -10,6 +10,7 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{Channel, ChannelMsg, MethodKind, Preferred, cipher, kex, mac};
 
 use super::cli::{CliSession, Dialog, Event, Mode, Prompt};
+use super::transcript::{EntryKind, Transcript};
 use super::{DeviceError, Target, Timeouts};
 
 /// Algorithms fleetup offers: russh's safe defaults first, then what older IOS and NX-OS
@@ -98,6 +99,10 @@ pub struct Connection {
     channel: Channel<Msg>,
     cli: CliSession,
     host_key: String,
+    /// Every command line sent and every answer typed, with the output, when kept.
+    transcript: Option<Transcript>,
+    /// Answers typed during the running command: kept after the command's own line.
+    answers: Vec<(String, String, jiff::Timestamp)>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -179,12 +184,24 @@ impl Connection {
             .await
             .map_err(|e| DeviceError::ssh(&device, "starting the shell", e))?;
         let deadline = now() + timeouts.command;
+        let transcript = target.transcript.clone();
+        if let Some(t) = &transcript {
+            let login = &target.login;
+            for secret in [&login.password, &login.enable_secret]
+                .into_iter()
+                .flatten()
+            {
+                t.add_secret(&secret.0);
+            }
+        }
         let mut conn = Connection {
             device,
             handle,
             channel,
             cli: CliSession::new(deadline),
             host_key,
+            transcript,
+            answers: Vec::new(),
         };
         conn.pump(None).await?;
         Ok(conn)
@@ -207,7 +224,16 @@ impl Connection {
         &self.device
     }
 
-    /// Run one command and return its output (echo and prompt removed).
+    /// A value the transcript must never keep (the FTP password in a copy URL).
+    pub fn keep_secret(&self, secret: &str) {
+        if let Some(t) = &self.transcript {
+            t.add_secret(secret);
+        }
+    }
+
+    /// Run one command and return its output (echo and prompt removed). The command, the
+    /// answers typed to its questions and what the device printed go to the transcript,
+    /// whatever the outcome.
     pub async fn run(
         &mut self,
         command: &str,
@@ -215,18 +241,47 @@ impl Connection {
         timeout: Duration,
     ) -> Result<(String, Prompt), DeviceError> {
         let deadline = now() + timeout;
+        let sent_at = jiff::Timestamp::now();
         self.cli
             .send(command, dialog, deadline)
             .map_err(|e| DeviceError::Session {
                 device: self.device.clone(),
                 message: e.to_string(),
             })?;
-        match self.pump(Some(command)).await? {
-            Some(done) => Ok(done),
-            None => Err(DeviceError::Session {
+        self.answers.clear();
+        let result = match self.pump(Some(command)).await {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => Err(DeviceError::Session {
                 device: self.device.clone(),
                 message: format!("`{command}` ended without output"),
             }),
+            Err(e) => Err(e),
+        };
+        self.keep(command, sent_at, &result);
+        result
+    }
+
+    fn keep(
+        &mut self,
+        command: &str,
+        sent_at: jiff::Timestamp,
+        result: &Result<(String, Prompt), DeviceError>,
+    ) {
+        let answers = std::mem::take(&mut self.answers);
+        let Some(t) = &self.transcript else {
+            return;
+        };
+        let output = match result {
+            Ok((output, _)) => output.clone(),
+            Err(DeviceError::CommandTimeout { tail, .. }) => {
+                format!("{tail}\n[no prompt within the timeout]")
+            }
+            Err(DeviceError::ConnectionLost { .. }) => "[the connection closed]".to_string(),
+            Err(e) => format!("[{e}]"),
+        };
+        t.record(EntryKind::Command, command, &output, sent_at);
+        for (question, reply, at) in answers {
+            t.record(EntryKind::Answer, &reply, &question, at);
         }
     }
 
@@ -260,6 +315,9 @@ impl Connection {
                     }
                     Event::Answered { question, reply } => {
                         tracing::debug!(device = %self.device, %question, %reply, "answered");
+                        if self.transcript.is_some() {
+                            self.answers.push((question, reply, jiff::Timestamp::now()));
+                        }
                     }
                     Event::Syslog(line) => tracing::debug!(device = %self.device, %line, "syslog"),
                 }

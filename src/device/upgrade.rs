@@ -476,8 +476,34 @@ struct Run<'a> {
     host_key: Option<String>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(
+        target: &'a Target,
+        plan: &'a UpgradePlan,
+        events: UnboundedSender<StepEvent>,
+        gate: Option<&'a dyn StepGate>,
+    ) -> Run<'a> {
+        // The transcript must know every secret before the first line is kept.
+        if let (Some(t), Transfer::Ftp { password, .. }) =
+            (&target.transcript, &plan.source.transfer)
+        {
+            t.add_secret(&password.0);
+        }
+        Run {
+            target,
+            plan,
+            events,
+            gate,
+            host_key: None,
+        }
+    }
+
     fn emit(&self, step: Step, status: StepStatus, message: impl Into<String>) {
+        if status == StepStatus::Started
+            && let Some(t) = &self.target.transcript
+        {
+            t.set_step(step);
+        }
         // A caller that stopped listening does not stop the upgrade.
         let _ = self.events.send(StepEvent {
             device: self.target.name.clone(),
@@ -567,13 +593,7 @@ pub async fn upgrade_gated(
     gate: Option<&dyn StepGate>,
     cancel: CancellationToken,
 ) -> Result<UpgradeOutcome, UpgradeFailure> {
-    let mut run = Run {
-        target,
-        plan,
-        events,
-        gate,
-        host_key: None,
-    };
+    let mut run = Run::new(target, plan, events, gate);
     let t = &plan.timeouts;
     if let Err(message) = plan.source.check() {
         return Err(run.fail(Step::Copy, FailureReason::TransferFailed, message));
@@ -1064,13 +1084,7 @@ pub async fn resume_after_reload(
     recorded_at: Option<SystemTime>,
     cancel: CancellationToken,
 ) -> Resumed {
-    let run = Run {
-        target,
-        plan,
-        events,
-        gate,
-        host_key: None,
-    };
+    let run = Run::new(target, plan, events, gate);
     let evidence = RestartEvidence::UptimeBelow(
         recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs()),
     );

@@ -157,6 +157,18 @@ pub struct Facts {
     pub last_seen: Option<String>,
 }
 
+/// The facts read from a device at one time (its facts history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactsSnapshot {
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub uptime: Option<String>,
+    /// RFC 3339 time the facts were read.
+    pub at: String,
+}
+
 /// A device as stored, secrets included. Never serialised: the API shows [`DeviceView`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {

@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::Ledger;
 use super::model::{DeviceJob, EventKind, JobState, StepState};
 use crate::device::{
-    self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target, Transfer,
-    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target,
+    Transcript, TranscriptLimits, Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome,
+    UpgradePlan, UpgradeResult,
 };
 use crate::inventory::Secret;
 use crate::playbook::{self, Opening, Playbook, Share, TransferProtocol};
-use crate::store::rollouts::NewEvent;
+use crate::store::rollouts::{NewEvent, StepRecord};
 use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
 
 pub(crate) struct JobContext {
@@ -294,8 +295,20 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
             stage_only: pb.options.stage_only,
             delete_old_image: pb.options.delete_old_image,
             free_space_margin_percent: margin,
-            pre_checks: pb.checks.pre.commands.iter().map(|c| c.to_check()).collect(),
-            post_checks: pb.checks.post.commands.iter().map(|c| c.to_check()).collect(),
+            pre_checks: pb
+                .checks
+                .pre
+                .commands
+                .iter()
+                .map(|c| c.to_check())
+                .collect(),
+            post_checks: pb
+                .checks
+                .post
+                .commands
+                .iter()
+                .map(|c| c.to_check())
+                .collect(),
             tftp_blocksize: pb.transfer.tftp_blocksize.as_ref().map(|b| b.value),
             allow_downgrade: pb.options.allow_downgrade,
         },
@@ -366,6 +379,8 @@ struct Recorder<'a> {
     /// Made when the copy starts, so that the transfer it causes is known as this job's.
     claim: Option<Claim>,
     claimed: std::sync::Mutex<Option<ClaimGuard>>,
+    /// What the driver sends and the device answers, taken with each step's end.
+    transcript: Transcript,
 }
 
 #[async_trait]
@@ -418,10 +433,13 @@ impl StepGate for Recorder<'_> {
             .step_event(
                 id,
                 &self.device,
-                step.as_str(),
-                Some(StepState::Started),
-                EventKind::StepStarted,
-                message,
+                &StepRecord {
+                    step: step.as_str(),
+                    state: Some(StepState::Started),
+                    kind: EventKind::StepStarted,
+                    message,
+                    transcript: &[],
+                },
             )
             .await
         {
@@ -456,20 +474,39 @@ impl Recorder<'_> {
         }
         let kind = EventKind::of_step(ev.status);
         let state = (ev.status == StepStatus::Done).then_some(StepState::Done);
+        // The lines the driver kept so far go in the same transaction as the step's end.
+        let lines = self.transcript.take();
         if let Err(e) = self
             .ctx
             .ledger
             .step_event(
                 &self.ctx.rollout_id,
                 &self.device,
-                ev.step.as_str(),
-                state,
-                kind,
-                &ev.message,
+                &StepRecord {
+                    step: ev.step.as_str(),
+                    state,
+                    kind,
+                    message: &ev.message,
+                    transcript: &lines,
+                },
             )
             .await
         {
             tracing::error!(device = %self.device, error = %e, "cannot record a step's end");
+        }
+    }
+
+    /// Keep the transcript lines no step's end has taken yet.
+    async fn flush_transcript(&self) {
+        let lines = self.transcript.take();
+        if let Err(e) = self
+            .ctx
+            .ledger
+            .db
+            .add_transcript(&self.ctx.rollout_id, &self.device, &lines)
+            .await
+        {
+            tracing::warn!(device = %self.device, error = %e, "cannot keep the transcript");
         }
     }
 
@@ -541,7 +578,12 @@ async fn execute(
     job: &DeviceJob,
     prepared: &Prepared,
 ) -> Result<UpgradeOutcome, Ended> {
-    let (target, plan) = (&prepared.target, &prepared.plan);
+    let plan = &prepared.plan;
+    let transcript = Transcript::new(TranscriptLimits::default());
+    let target = &Target {
+        transcript: Some(transcript.clone()),
+        ..prepared.target.clone()
+    };
     let ledger = &*ctx.ledger;
     let id = &ctx.rollout_id;
     if let Err(e) = ledger.db.start_job_attempt(id, &job.device).await {
@@ -560,6 +602,7 @@ async fn execute(
         changing: AtomicBool::new(false),
         claim: prepared.claim.clone(),
         claimed: std::sync::Mutex::new(None),
+        transcript,
     };
     let shutdown = ledger.shutdown().token.clone();
     let cancel = recorder.cancel.clone();
@@ -627,6 +670,7 @@ async fn execute(
         _ = stop_on_shutdown => return Err(Ended::Interrupted),
     };
     recorder.drain().await;
+    recorder.flush_transcript().await;
     let pin_key = |key: &str| {
         let db = ledger.db.clone();
         let name = job.device.clone();

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, broadcast};
 
 use super::FileServers;
 use super::clock::Clock;
-use super::model::{Event, EventKind, JobState, RolloutState, StepState};
+use super::model::{Event, EventKind, JobState, RolloutState};
 use super::policy::{self, Proceed};
 use crate::images::ImageStore;
 use crate::shutdown::Shutdown;
@@ -93,22 +93,16 @@ impl Ledger {
         }
     }
 
-    /// Record a device's step event (and with `state`, its current step) in one transaction,
-    /// and publish the event.
+    /// Record a device's step event (and with `state`, its current step) with the transcript
+    /// lines that go with it, in one transaction, and publish the event.
     pub(crate) async fn step_event(
         &self,
         rollout: &str,
         device: &str,
-        step: &str,
-        state: Option<StepState>,
-        kind: EventKind,
-        message: &str,
+        record: &crate::store::rollouts::StepRecord<'_>,
     ) -> Result<(), StoreError> {
-        let ev = self
-            .db
-            .record_step(rollout, device, step, state, kind, message)
-            .await?;
-        let _ = self.events.send(ev);
+        let ev = self.db.record_step_with(rollout, device, record).await?;
+        self.publish(ev);
         Ok(())
     }
 

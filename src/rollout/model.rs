@@ -301,6 +301,28 @@ pub struct DeviceJob<S = JobState> {
     pub finished_at: Option<String>,
 }
 
+/// A rollout that included a device, with the device's job in it.
+#[derive(Debug, Clone)]
+pub struct DeviceRollout {
+    pub rollout_id: String,
+    pub rollout_name: String,
+    pub rollout_state: RolloutState,
+    pub rollout_created_at: String,
+    pub job: DeviceJob,
+}
+
+/// One kept line of a job's transcript (already redacted by the driver).
+#[derive(Debug, Clone)]
+pub struct TranscriptLine {
+    pub id: i64,
+    pub attempt: u32,
+    pub step: Option<String>,
+    pub kind: crate::device::EntryKind,
+    pub command: String,
+    pub output: String,
+    pub at: String,
+}
+
 /// One line of a rollout's history.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {

@@ -1,7 +1,12 @@
 use sqlx::{Row, Sqlite, Transaction, sqlite::SqliteRow};
 
 use super::{Db, StoreError, now_text};
-use crate::inventory::{CredentialSpec, Device, DeviceName, DeviceSpec, Facts, Platform};
+use crate::inventory::{
+    CredentialSpec, Device, DeviceName, DeviceSpec, Facts, FactsSnapshot, Platform,
+};
+
+/// How many sets of facts are kept per device.
+pub const FACTS_HISTORY: i64 = 100;
 
 /// Filters for listing devices; every given filter must match.
 #[derive(Debug, Clone, Default)]
@@ -223,12 +228,14 @@ impl Db {
         rows.iter().map(row_to_device).collect()
     }
 
-    /// Record what the device reported about itself, seen now (`facts.last_seen` is ignored).
+    /// Record what the device reported about itself, seen now (`facts.last_seen` is ignored),
+    /// and append it to the device's facts history (the last [`FACTS_HISTORY`] are kept).
     pub async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
         let now = now_text();
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query_scalar::<_, i64>(
             "UPDATE devices SET version = ?, image = ?, facts_model = ?, serial = ?, uptime = ?, \
-             config_register = ?, last_seen = ?, updated_at = ? WHERE name = ?",
+             config_register = ?, last_seen = ?, updated_at = ? WHERE name = ? RETURNING id",
         )
         .bind(&facts.version)
         .bind(&facts.image)
@@ -239,12 +246,56 @@ impl Db {
         .bind(&now)
         .bind(&now)
         .bind(name)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "INSERT INTO device_facts_history (device_id, version, image, model, serial, uptime, at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&facts.version)
+        .bind(&facts.image)
+        .bind(&facts.model)
+        .bind(&facts.serial)
+        .bind(&facts.uptime)
+        .bind(&now)
+        .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        sqlx::query(
+            "DELETE FROM device_facts_history WHERE device_id = ? AND id NOT IN \
+             (SELECT id FROM device_facts_history WHERE device_id = ? ORDER BY id DESC LIMIT ?)",
+        )
+        .bind(id)
+        .bind(id)
+        .bind(FACTS_HISTORY)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The facts read from a device over time, newest first.
+    pub async fn facts_history(&self, name: &str) -> Result<Vec<FactsSnapshot>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.* FROM device_facts_history h JOIN devices d ON d.id = h.device_id \
+             WHERE d.name = ? ORDER BY h.id DESC",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FactsSnapshot {
+                    version: r.try_get("version")?,
+                    image: r.try_get("image")?,
+                    model: r.try_get("model")?,
+                    serial: r.try_get("serial")?,
+                    uptime: r.try_get("uptime")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
     }
 
     /// Pin (or, with `None`, forget) the device's SSH host key.
@@ -377,4 +428,48 @@ async fn write_labels(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_facts_history_keeps_the_last_ones_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).await.unwrap();
+        let spec = DeviceSpec {
+            name: DeviceName::parse("sw1").unwrap(),
+            host: "10.0.0.1".into(),
+            port: 22,
+            platform: Platform::Ios,
+            site: None,
+            model: None,
+            groups: Vec::new(),
+            tags: Vec::new(),
+            credentials: CredentialSpec::default(),
+        };
+        db.create_device(&spec).await.unwrap();
+        let n = FACTS_HISTORY as usize + 5;
+        for i in 0..n {
+            let facts = Facts {
+                version: Some(format!("15.2(7)E{i}")),
+                ..Facts::default()
+            };
+            db.set_facts("sw1", &facts).await.unwrap();
+        }
+        let history = db.facts_history("sw1").await.unwrap();
+        assert_eq!(history.len(), FACTS_HISTORY as usize);
+        let newest = format!("15.2(7)E{}", n - 1);
+        assert_eq!(history[0].version.as_deref(), Some(newest.as_str()));
+        assert_eq!(history[99].version.as_deref(), Some("15.2(7)E5"));
+        assert_eq!(
+            db.device_by_name("sw1").await.unwrap().facts.version,
+            Some(newest)
+        );
+        assert!(matches!(
+            db.set_facts("nope", &Facts::default()).await,
+            Err(StoreError::NotFound)
+        ));
+    }
 }

@@ -1,8 +1,10 @@
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{Db, StoreError, now_text};
+use crate::device::{EntryKind, TranscriptEntry};
 use crate::rollout::model::{
-    DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState, is_reload_step,
+    DeviceJob, DeviceRollout, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState,
+    TranscriptLine, is_reload_step,
 };
 
 /// The ended rollout states as a JSON array, for `state NOT IN (SELECT value FROM json_each(?))`.
@@ -129,6 +131,17 @@ impl<'a> NewEvent<'a> {
         )
         .await
     }
+}
+
+/// A step event to record: the step, whether it starts or has finished, the event, and the
+/// transcript lines that go with it.
+#[derive(Clone, Copy)]
+pub struct StepRecord<'a> {
+    pub step: &'a str,
+    pub state: Option<StepState>,
+    pub kind: EventKind,
+    pub message: &'a str,
+    pub transcript: &'a [TranscriptEntry],
 }
 
 /// A device's place in a new rollout.
@@ -309,6 +322,31 @@ impl Db {
         kind: EventKind,
         message: &str,
     ) -> Result<Event, StoreError> {
+        let record = StepRecord {
+            step,
+            state,
+            kind,
+            message,
+            transcript: &[],
+        };
+        self.record_step_with(rollout_id, device, &record).await
+    }
+
+    /// [`Db::record_step`], with the transcript lines kept since the last record in the same
+    /// transaction.
+    pub async fn record_step_with(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        record: &StepRecord<'_>,
+    ) -> Result<Event, StoreError> {
+        let StepRecord {
+            step,
+            state,
+            kind,
+            message,
+            transcript,
+        } = *record;
         let mut tx = self.pool.begin().await?;
         if let Some(state) = state {
             let reload_sent = is_reload_step(step);
@@ -337,8 +375,117 @@ impl Db {
             None,
         )
         .await?;
+        insert_transcript(&mut tx, rollout_id, device, transcript).await?;
         tx.commit().await?;
         Ok(event)
+    }
+
+    /// Keep transcript lines of a device's job (its current attempt), in one transaction.
+    pub async fn add_transcript(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        lines: &[TranscriptEntry],
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        insert_transcript(&mut tx, rollout_id, device, lines).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The transcript of a device's job, every attempt, oldest first.
+    pub async fn transcript(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<Vec<TranscriptLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_transcripts WHERE rollout_id = ? AND device = ? ORDER BY id",
+        )
+        .bind(rollout_id)
+        .bind(device)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(TranscriptLine {
+                    id: r.try_get("id")?,
+                    attempt: r.try_get::<i64, _>("attempt")? as u32,
+                    step: r.try_get("step")?,
+                    kind: EntryKind::parse(&kind).ok_or_else(|| decode("transcript kind"))?,
+                    command: r.try_get("command")?,
+                    output: r.try_get("output")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The job of one device in one rollout.
+    pub async fn job(&self, rollout_id: &str, device: &str) -> Result<DeviceJob, StoreError> {
+        let row = sqlx::query("SELECT * FROM rollout_devices WHERE rollout_id = ? AND device = ?")
+            .bind(rollout_id)
+            .bind(device)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row_to_job(&row)
+    }
+
+    /// The rollouts that included a device (by name), newest first, with its job in each.
+    pub async fn device_rollouts(
+        &self,
+        device: &str,
+        limit: i64,
+    ) -> Result<Vec<DeviceRollout>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.*, r.name AS rollout_name, r.state AS rollout_state, \
+             r.created_at AS rollout_created_at \
+             FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id \
+             WHERE d.device = ? ORDER BY r.created_at DESC, r.id DESC LIMIT ?",
+        )
+        .bind(device)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("rollout_state")?;
+                Ok(DeviceRollout {
+                    rollout_id: r.try_get("rollout_id")?,
+                    rollout_name: r.try_get("rollout_name")?,
+                    rollout_state: RolloutState::parse(&state)
+                        .ok_or_else(|| decode("rollout state"))?,
+                    rollout_created_at: r.try_get("rollout_created_at")?,
+                    job: row_to_job(r)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The step events of one device in a rollout, oldest first.
+    pub async fn device_step_events(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_events WHERE rollout_id = ? AND device = ? \
+             AND kind IN (?, ?, ?, ?) ORDER BY id",
+        )
+        .bind(rollout_id)
+        .bind(device)
+        .bind(EventKind::StepStarted.as_str())
+        .bind(EventKind::StepDone.as_str())
+        .bind(EventKind::StepFailed.as_str())
+        .bind(EventKind::StepSkipped.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_event).collect()
     }
 
     /// A staged device is held for its maintenance window: its row says until when, with the
@@ -580,6 +727,33 @@ impl Db {
         .await?;
         rows.iter().map(row_to_event).collect()
     }
+}
+
+async fn insert_transcript(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    rollout_id: &str,
+    device: &str,
+    lines: &[TranscriptEntry],
+) -> Result<(), StoreError> {
+    for l in lines {
+        sqlx::query(
+            "INSERT INTO job_transcripts (rollout_id, device, attempt, step, kind, command, output, at) \
+             VALUES (?, ?, coalesce((SELECT max(attempts, 1) FROM rollout_devices \
+             WHERE rollout_id = ? AND device = ?), 1), ?, ?, ?, ?, ?)",
+        )
+        .bind(rollout_id)
+        .bind(device)
+        .bind(rollout_id)
+        .bind(device)
+        .bind(l.step.map(|s| s.as_str()))
+        .bind(l.kind.as_str())
+        .bind(&l.command)
+        .bind(&l.output)
+        .bind(l.at.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn insert_event<'c>(

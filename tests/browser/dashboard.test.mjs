@@ -396,6 +396,8 @@ test('fleet, image upload, and a rollout watched live from start to completion',
   await page.waitForFunction(() => [...document.querySelectorAll('#waves section[data-wave="1"] .xfer[data-total]')]
     .some((x) => Number(x.dataset.bytes) > 0 && Number(x.dataset.bytes) < Number(x.dataset.total)), null, { timeout: 120_000 });
   await page.screenshot({ path: path.join(ARTIFACTS, 'rollout-in-progress.png'), fullPage: true });
+  // The canary has finished: the overall ETA is based on how long it took.
+  await page.waitForFunction(() => /ETA about .+ over 1 finished/.test(document.getElementById('rollout-eta')?.textContent || ''));
 
   // Completion, seen live: every row succeeded, each with copy and reload in its timeline.
   await page.locator('#rollout-state [data-state="completed"]').waitFor({ timeout: 180_000 });
@@ -425,6 +427,62 @@ test('fleet, image upload, and a rollout watched live from start to completion',
   const listed = page.locator(`#rollouts tr[data-rollout="${rolloutId}"]`);
   await listed.waitFor();
   assert.match(await listed.innerText(), /completed/);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('the device page: steps with commands and outputs, facts, rollouts; the activity filtered by device', { timeout: 120_000 }, async (t) => {
+  const done = (await api('GET', '/rollouts')).body.rollouts.find((r) => r.name === 'browser-test-rollout' && r.state === 'completed');
+  if (!done) {
+    t.skip('needs the completed rollout of the full-flow test');
+    return;
+  }
+  const device = 'lab-sw-002';
+  const page = await newPage();
+  await signIn(page);
+  await page.goto(`${serve.url}/#/rollouts/${encodeURIComponent(done.id)}`);
+  await page.locator('#waves tr[data-device]').first().waitFor();
+
+  // The activity list, filtered to one device: only its events remain visible.
+  await page.waitForFunction(() => document.querySelectorAll('#events li').length > 10);
+  await page.getByLabel('Device', { exact: true }).selectOption(device);
+  const shown = await page.locator('#events li:not([hidden])').evaluateAll((lis) => lis.map((li) => li.dataset.device));
+  assert.ok(shown.length >= 5, `${shown.length} events shown`);
+  assert.ok(shown.every((d) => d === device), shown.join(', '));
+  assert.ok((await page.locator('#events li[hidden]').count()) > 0);
+  await page.getByLabel('Device', { exact: true }).selectOption('');
+  assert.equal(await page.locator('#events li[hidden]').count(), 0);
+
+  // The device's name on the rollout page leads to its page, showing that rollout.
+  await page.locator(`#waves tr[data-device="${device}"] a.device-name`).click();
+  await page.waitForURL(new RegExp(`#/devices/${device}\\?rollout=`));
+  await page.locator('#device-title', { hasText: device }).waitFor();
+  const copy = page.locator('#device-steps details[data-step="copy"]');
+  await copy.waitFor();
+  await copy.locator('summary').click();
+  const copyCmd = copy.locator('.tr-command').first();
+  assert.match(await copyCmd.locator('.tr-cmd').innerText(), /^copy tftp:\/\/127\.0\.0\.1\S*\/c2960x\S+ flash:c2960x/);
+  assert.match(await copyCmd.locator('.tr-out').innerText(), /bytes copied/);
+  assert.ok(await copyCmd.locator('.tr-out').isVisible());
+  assert.match(await copy.innerText(), /answered[\s\S]*Destination filename/);
+  const reload = page.locator('#device-steps details[data-step="reload"]');
+  await reload.locator('summary').click();
+  assert.match(await reload.locator('.tr-cmd').first().innerText(), /^reload$/);
+
+  // Its facts now and over time, its transfer, and its rollouts.
+  assert.match(await page.locator('#device-facts').innerText(), /15\.2\(7\)E8/);
+  await page.getByText('History of the facts').click();
+  assert.ok((await page.locator('#facts-history tbody tr').count()) >= 1);
+  assert.match(await page.locator('#device-transfer').innerText(), new RegExp(`${IMAGE}[\\s\\S]*completed`));
+  const row = page.locator(`#device-rollouts tr[data-rollout="${done.id}"]`);
+  assert.match(await row.innerText(), /browser-test-rollout[\s\S]*succeeded[\s\S]*→ 15\.2\(7\)E8/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'device.png'), fullPage: true });
+
+  // From the fleet list too.
+  await nav(page, 'Fleet').click();
+  await page.locator('#devices a.device-name', { hasText: 'lab-sw-001' }).click();
+  await page.locator('#device-title', { hasText: 'lab-sw-001' }).waitFor();
+  await page.locator(`#device-rollouts tr[data-rollout="${done.id}"]`).waitFor();
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -260,6 +260,7 @@ impl Rig {
             },
             private_key: None,
             known_host_key: None,
+            transcript: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod cli;
 mod demo;
+mod device_view;
 mod docs;
 mod drivers;
 mod ftp;

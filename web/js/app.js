@@ -5,6 +5,7 @@ import * as signin from './views/signin.js';
 import * as fleet from './views/fleet.js';
 import * as rollouts from './views/rollouts.js';
 import * as rollout from './views/rollout.js';
+import * as device from './views/device.js';
 import * as newRollout from './views/new-rollout.js';
 import * as images from './views/images.js';
 
@@ -18,6 +19,7 @@ const routes = [
   [/^\/fleet$/, fleet, 'Fleet', 'fleet'],
   [/^\/rollouts$/, rollouts, 'Rollouts', 'rollouts'],
   [/^\/rollouts\/([^/]+)$/, rollout, 'Rollout', 'rollouts'],
+  [/^\/devices\/([^/]+)$/, device, 'Device', 'fleet'],
   [/^\/new$/, newRollout, 'New rollout', 'new'],
   [/^\/images$/, images, 'Images', 'images'],
 ];

@@ -173,7 +173,7 @@ export function render(main) {
       const s = statusOf(d, t);
       const job = state.jobs.get(d.name);
       tbody.append(h('tr', { dataset: { device: d.name } },
-        td('Device', h('span', { class: 'device-name' }, d.name), h('div', { class: 'muted small mono' }, d.port && d.port !== 22 ? `${d.host}:${d.port}` : d.host)),
+        td('Device', h('a', { class: 'device-name', href: `#/devices/${encodeURIComponent(d.name)}` }, d.name), h('div', { class: 'muted small mono' }, d.port && d.port !== 22 ? `${d.host}:${d.port}` : d.host)),
         td('Platform', d.platform),
         td('Site', d.site || h('span', { class: 'muted' }, '–')),
         td('Model', (d.facts && d.facts.model) || d.model || h('span', { class: 'muted' }, '–')),

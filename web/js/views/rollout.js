@@ -8,6 +8,7 @@ import {
   h, clear, fill, td, badge, progressStack, progressText, bytes, rate, duration, dateTime, timeOnly,
   announce, toast, confirmDialog, errorBox,
 } from '../ui.js';
+import { rolloutEta } from '../eta.js';
 
 // Event kinds, their classes and the ended states come from the service (vocab.js).
 let V = null;
@@ -46,6 +47,8 @@ export function render(main, { params }) {
   const wavesBox = h('div', { id: 'waves' });
   const skippedBox = h('div');
   const eventsList = h('ol', { class: 'events', id: 'events', 'aria-label': 'Activity, newest first' });
+  // Which device's events the activity list shows ('' for all).
+  const eventsDevice = h('select', { id: 'events-device', onchange: filterEvents }, h('option', { value: '' }, 'All devices'));
 
   main.append(
     h('p', { class: 'small' }, h('a', { href: '#/rollouts' }, '← All rollouts')),
@@ -61,8 +64,22 @@ export function render(main, { params }) {
     h('div', { class: 'rollout-grid' },
       h('div', null, wavesBox, skippedBox),
       h('section', { class: 'card', 'aria-labelledby': 'events-title' },
-        h('h2', { id: 'events-title' }, 'Activity'),
+        h('div', { class: 'card-head' }, h('h2', { id: 'events-title' }, 'Activity'),
+          h('div', { class: 'field' }, h('label', { for: 'events-device' }, 'Device'), eventsDevice)),
         eventsList)));
+
+  function filterEvents() {
+    const d = eventsDevice.value;
+    for (const li of eventsList.children) li.hidden = Boolean(d) && li.dataset.device !== d;
+  }
+
+  function drawDeviceFilter() {
+    const names = detail.waves.flatMap((w) => w.devices.map((j) => j.device));
+    if (eventsDevice.options.length === names.length + 1) return;
+    const keep = eventsDevice.value;
+    fill(eventsDevice, h('option', { value: '' }, 'All devices'), names.map((n) => h('option', { value: n }, n)));
+    eventsDevice.value = names.includes(keep) ? keep : '';
+  }
 
   async function act(what, okText) {
     const button = { pause: pauseBtn, resume: resumeBtn, retry: retryBtn, abort: abortBtn }[what];
@@ -139,7 +156,18 @@ export function render(main, { params }) {
         [['Devices', p.total], ['Succeeded', p.succeeded], ['Running', p.running], ['Pending', p.pending], ['Failed', p.failed], ['Skipped', p.skipped + p.aborted]]
           .map(([l, v]) => h('div', { class: 'stat' }, h('dt', null, l), h('dd', null, v)))),
       progressStack(p),
-      h('p', { class: 'small muted', id: 'progress-text' }, progressText(p)));
+      h('p', { class: 'small muted', id: 'progress-text' }, progressText(p)),
+      etaLine());
+  }
+
+  // How it is computed: web/js/eta.js and docs/dashboard.md.
+  function etaLine() {
+    const e = rolloutEta(detail);
+    if (!e) return null;
+    const text = e.seconds === null
+      ? `ETA once the first device has finished (${e.left} to go)`
+      : `ETA about ${duration(e.seconds)}: ${e.left} device${e.left === 1 ? '' : 's'} to go, ${duration(e.average)} per device on average over ${e.finished} finished, ${e.parallel} at a time`;
+    return h('p', { class: 'small', id: 'rollout-eta' }, detail.paused ? `${text} (paused)` : text);
   }
 
   function transferCell(j) {
@@ -200,7 +228,7 @@ export function render(main, { params }) {
         const to = j.new_version || j.target_version;
         const versions = j.old_version ? `${j.old_version} → ${to || '?'}` : (j.new_version ? `now ${j.new_version}` : `→ ${to || '?'}`);
         rows.append(h('tr', { dataset: { device: j.device, state: j.state } },
-          td('Device', h('span', { class: 'device-name' }, j.device), j.attempts > 1 ? h('div', { class: 'muted small' }, `attempt ${j.attempts}`) : null),
+          td('Device', h('a', { class: 'device-name', href: `#/devices/${encodeURIComponent(j.device)}?rollout=${enc}` }, j.device), j.attempts > 1 ? h('div', { class: 'muted small' }, `attempt ${j.attempts}`) : null),
           td('State', badge(j.state), j.error ? h('div', { class: 'err', role: 'note' }, j.error) : null),
           td('Step', stepCell(j)),
           td('Transfer', transferCell(j)),
@@ -246,6 +274,7 @@ export function render(main, { params }) {
         detail = d;
         errorSlot.replaceChildren();
         drawHeader();
+        drawDeviceFilter();
         drawActions();
         drawWaves();
         if (before && before !== d.state) announce(`Rollout ${d.name} is now ${d.state}.`);
@@ -281,7 +310,7 @@ export function render(main, { params }) {
       seen.add(ev.id);
     }
     if (ev.message) {
-      eventsList.prepend(h('li', { class: V.bad.has(ev.kind) ? 'ev-bad' : '', dataset: { kind: ev.kind, device: ev.device || '' } },
+      eventsList.prepend(h('li', { class: V.bad.has(ev.kind) ? 'ev-bad' : '', dataset: { kind: ev.kind, device: ev.device || '' }, hidden: Boolean(eventsDevice.value) && ev.device !== eventsDevice.value },
         h('time', { datetime: ev.at, title: dateTime(ev.at) }, timeOnly(ev.at)),
         h('span', null, ev.device ? h('strong', null, `${ev.device}: `) : null, ev.message)));
       while (eventsList.children.length > 300) eventsList.lastChild.remove();
