@@ -95,6 +95,13 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Storage(why) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                format!(
+                    "{why}: the change was not saved; free space in the data directory and send it again"
+                ),
+            ),
             e => ApiError::internal("database access", &e),
         }
     }

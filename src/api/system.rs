@@ -86,22 +86,38 @@ async fn vocabulary() -> Json<Vocabulary> {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` while the database cannot be read or written.
     status: &'static str,
     database: &'static str,
+    /// Why the service is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     uptime_seconds: u64,
     service: ServiceInfo,
 }
 
 /// Liveness and readiness: answers without a token, for load balancers and monitoring.
+/// Degraded (503) when the database does not answer, or cannot take writes (a full disk).
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let db_ok = state.db.ping().await.is_ok();
+    let (database, reason) = match state.db.ping().await {
+        Err(e) => (
+            "unreachable",
+            Some(format!("the database does not answer: {e}")),
+        ),
+        Ok(()) => match state.db.storage_problem().await {
+            Some(why) => ("read_only", Some(why)),
+            None => ("ok", None),
+        },
+    };
+    let ok = reason.is_none();
     let body = Health {
-        status: if db_ok { "ok" } else { "degraded" },
-        database: if db_ok { "ok" } else { "unreachable" },
+        status: if ok { "ok" } else { "degraded" },
+        database,
+        reason,
         uptime_seconds: state.started.elapsed().as_secs(),
         service: (*state.info).clone(),
     };
-    let status = if db_ok {
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -316,12 +316,46 @@ impl Engine {
         }
         let engine = self.clone();
         self.ledger.shutdown().tasks.spawn(async move {
-            let result = engine.run_rollout(&id).await;
-            engine.ledger.close_control(&id);
-            if let Err(e) = result {
-                tracing::error!(rollout = %id, error = %e, "rollout task failed");
+            loop {
+                let result = engine.run_rollout(&id).await;
+                if let Err(e) = &result {
+                    tracing::error!(rollout = %id, error = %e, "rollout task stopped");
+                }
+                // Stopped because its writes failed (a full disk): wait for room, then go on
+                // from what was recorded.
+                if engine.ledger.db.writes_failing().is_none() || !engine.wait_for_storage().await {
+                    break;
+                }
+                engine
+                    .ledger
+                    .event(
+                        &id,
+                        None,
+                        EventKind::Resumed,
+                        None,
+                        "the data directory takes writes again: the rollout goes on",
+                        None,
+                    )
+                    .await;
             }
+            engine.ledger.close_control(&id);
         });
+    }
+
+    /// Wait until writes work again; false on shutdown.
+    async fn wait_for_storage(&self) -> bool {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = self.ledger.shutdown().requested() => return false,
+            }
+            match self.ledger.db.storage_problem().await {
+                None => return true,
+                Some(why) => {
+                    tracing::warn!(%why, "rollouts wait for the data directory to take writes")
+                }
+            }
+        }
     }
 
     async fn run_rollout(&self, id: &str) -> Result<(), RolloutError> {
@@ -455,7 +489,9 @@ impl Engine {
             while let Some(done) = running.join_next().await {
                 self.after_device(id, limits, done).await?;
             }
-            if self.ledger.shutdown().is_requested() {
+            // On shutdown, or while writes fail, stop here without deciding anything: what was
+            // recorded is where the rollout goes on from.
+            if self.ledger.shutdown().is_requested() || self.ledger.db.writes_failing().is_some() {
                 return Ok(());
             }
             let r = self.ledger.db.rollout(id).await?;
@@ -553,7 +589,7 @@ impl Engine {
         let jobs = self.ledger.db.jobs(id).await?;
         let end = policy::end(RolloutView::of(&r), &JobView::all(&jobs));
         let (kind, message) = match &end {
-            End::StayHalted => return Ok(()),
+            End::StayHalted | End::Unfinished => return Ok(()),
             End::Aborted => {
                 for j in jobs.iter().filter(|j| j.state == JobState::Pending) {
                     let why = "rollout aborted before this device started";

@@ -190,6 +190,10 @@ impl Ledger {
             let Ok(r) = self.db.rollout(id).await else {
                 return false;
             };
+            // Nothing new starts while writes fail: a step must be recorded before it runs.
+            if self.db.writes_failing().is_some() {
+                return false;
+            }
             match policy::proceed(policy::RolloutView::of(&r), self.shutdown.is_requested()) {
                 Proceed::Go => return true,
                 Proceed::Stop => return false,

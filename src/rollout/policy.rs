@@ -152,6 +152,9 @@ pub enum End {
     Aborted,
     /// Halted stays open: the operator retries failed devices or aborts.
     StayHalted,
+    /// Devices are still to do (the rollout stopped without deciding, e.g. while its writes
+    /// failed): it stays as it is and runs again.
+    Unfinished,
     Completed {
         upgraded: usize,
     },
@@ -165,7 +168,7 @@ impl End {
     pub fn state(&self) -> Option<RolloutState> {
         match self {
             End::Aborted => Some(RolloutState::Aborted),
-            End::StayHalted => None,
+            End::StayHalted | End::Unfinished => None,
             End::Completed { .. } => Some(RolloutState::Completed),
             End::CompletedWithFailures { .. } => Some(RolloutState::CompletedWithFailures),
         }
@@ -180,7 +183,9 @@ pub fn end(r: RolloutView, jobs: &[JobView]) -> End {
         return End::StayHalted;
     }
     let t = Tally::of(jobs);
-    if t.failed == 0 {
+    if t.remaining > 0 {
+        End::Unfinished
+    } else if t.failed == 0 {
         End::Completed {
             upgraded: t.upgraded,
         }
@@ -386,6 +391,11 @@ mod tests {
                 rollout(RolloutState::Halted),
                 jobs(&[(0, Failed)]),
                 End::StayHalted,
+            ),
+            (
+                running,
+                jobs(&[(0, Succeeded), (1, Running), (1, Pending)]),
+                End::Unfinished,
             ),
             (
                 RolloutView {

@@ -1,6 +1,6 @@
-use sqlx::{Row, Sqlite, Transaction, sqlite::SqliteRow};
+use sqlx::{Row, sqlite::SqliteRow};
 
-use super::{Db, StoreError, now_text};
+use super::{Db, StoreError, Tx, now_text};
 use crate::inventory::{
     CredentialSpec, Device, DeviceName, DeviceSpec, Facts, FactsSnapshot, Platform,
 };
@@ -88,7 +88,7 @@ pub enum Upserted {
 
 impl Db {
     pub async fn create_device(&self, spec: &DeviceSpec) -> Result<Device, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if find_id(&mut tx, spec.name.as_str()).await?.is_some() {
             return Err(StoreError::Conflict(format!(
                 "a device named {} already exists",
@@ -102,7 +102,7 @@ impl Db {
 
     /// Replace the operator-given description of an existing device; facts and host key stay.
     pub async fn update_device(&self, name: &str, spec: &DeviceSpec) -> Result<Device, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let id = find_id(&mut tx, name).await?.ok_or(StoreError::NotFound)?;
         if spec.name.as_str() != name && find_id(&mut tx, spec.name.as_str()).await?.is_some() {
             return Err(StoreError::Conflict(format!(
@@ -117,7 +117,7 @@ impl Db {
 
     /// Create or update many devices in one transaction: all of them or none.
     pub async fn upsert_devices(&self, specs: &[DeviceSpec]) -> Result<Vec<Upserted>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             let result = match find_id(&mut tx, spec.name.as_str()).await? {
@@ -232,7 +232,7 @@ impl Db {
     /// and append it to the device's facts history (the last [`FACTS_HISTORY`] are kept).
     pub async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
         let now = now_text();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let id = sqlx::query_scalar::<_, i64>(
             "UPDATE devices SET version = ?, image = ?, facts_model = ?, serial = ?, uptime = ?, \
              config_register = ?, last_seen = ?, updated_at = ? WHERE name = ? RETURNING id",
@@ -327,7 +327,7 @@ impl Db {
     }
 }
 
-async fn find_id(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Option<i64>, StoreError> {
+async fn find_id(tx: &mut Tx, name: &str) -> Result<Option<i64>, StoreError> {
     Ok(
         sqlx::query_scalar::<_, i64>("SELECT id FROM devices WHERE name = ?")
             .bind(name)
@@ -336,7 +336,7 @@ async fn find_id(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Option<
     )
 }
 
-async fn fetch_in_tx(tx: &mut Transaction<'_, Sqlite>, id: i64) -> Result<Device, StoreError> {
+async fn fetch_in_tx(tx: &mut Tx, id: i64) -> Result<Device, StoreError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?"))
         .bind(id)
         .fetch_one(&mut **tx)
@@ -344,7 +344,7 @@ async fn fetch_in_tx(tx: &mut Transaction<'_, Sqlite>, id: i64) -> Result<Device
     row_to_device(&row)
 }
 
-async fn insert(tx: &mut Transaction<'_, Sqlite>, spec: &DeviceSpec) -> Result<i64, StoreError> {
+async fn insert(tx: &mut Tx, spec: &DeviceSpec) -> Result<i64, StoreError> {
     let now = now_text();
     let c = &spec.credentials;
     let id = sqlx::query_scalar::<_, i64>(
@@ -372,11 +372,7 @@ async fn insert(tx: &mut Transaction<'_, Sqlite>, spec: &DeviceSpec) -> Result<i
     Ok(id)
 }
 
-async fn update(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: i64,
-    spec: &DeviceSpec,
-) -> Result<(), StoreError> {
+async fn update(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
     let c = &spec.credentials;
     sqlx::query(
         "UPDATE devices SET name = ?, host = ?, port = ?, platform = ?, site = ?, model = ?, username = ?, \
@@ -408,11 +404,7 @@ async fn update(
     write_labels(tx, id, spec).await
 }
 
-async fn write_labels(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: i64,
-    spec: &DeviceSpec,
-) -> Result<(), StoreError> {
+async fn write_labels(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
     for g in &spec.groups {
         sqlx::query("INSERT OR IGNORE INTO device_groups (device_id, name) VALUES (?, ?)")
             .bind(id)

@@ -8,24 +8,40 @@ pub mod rollouts;
 
 pub use devices::{DeviceFilter, DevicePage, Upserted};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
+    /// The data directory's file system is full (or failing): the change was not saved.
+    #[error("the change was not saved: {0}")]
+    Storage(String),
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match storage_error(&e) {
+            Some(why) => StoreError::Storage(why),
+            None => StoreError::Database(e),
+        }
+    }
 }
 
 impl StoreError {
@@ -44,6 +60,87 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: SqlitePool,
+    /// The file system the database lives on, for its free space.
+    dir: PathBuf,
+    /// Why the last write failed for lack of space, until a write succeeds again.
+    write_failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Below this much free space in the data directory (or 5% of a smaller file system), the
+/// service says it is degraded.
+const LOW_SPACE: u64 = 8 * 1024 * 1024;
+
+/// Whether a database error means the disk is full or failing (SQLite's SQLITE_FULL and
+/// SQLITE_IOERR families), not a fault of the request.
+fn storage_error(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    let code: i64 = db.code()?.parse().ok()?;
+    match code & 0xff {
+        13 => Some("the data directory's file system is full".into()),
+        10 => Some(format!(
+            "the data directory cannot be written ({})",
+            db.message()
+        )),
+        _ => None,
+    }
+}
+
+/// A write transaction on a pooled connection. SQLite may or may not have rolled back a
+/// transaction whose COMMIT failed (a full disk says SQLITE_FULL at COMMIT), so a connection
+/// whose transaction did not commit is closed, never handed back to the pool in doubt.
+pub(crate) struct Tx {
+    conn: Option<PoolConnection<Sqlite>>,
+    db: Db,
+}
+
+impl Tx {
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Err(StoreError::Storage(
+                "the transaction was already closed".into(),
+            ));
+        };
+        match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok(_) => {
+                self.db.wrote(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                let _ = conn.close().await;
+                Err(self.db.failed(e))
+            }
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Not committed (an error on the way): the connection closes with its transaction,
+            // which SQLite then rolls back. It is not reused.
+            drop(conn.detach());
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("a Tx is used only before commit"))
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("a Tx is used only before commit"))
+    }
 }
 
 impl Db {
@@ -61,7 +158,80 @@ impl Db {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            dir: path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            write_failure: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Begin a write transaction (`BEGIN IMMEDIATE`: the write lock is taken at once, so two
+    /// writers never deadlock upgrading a read lock).
+    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            return Err(self.failed(e));
+        }
+        Ok(Tx {
+            conn: Some(conn),
+            db: self.clone(),
+        })
+    }
+
+    /// Note how a write ended: a storage failure marks the store degraded until a write works.
+    fn wrote(&self, result: Result<(), String>) {
+        let mut w = self.write_failure.lock().unwrap_or_else(|e| e.into_inner());
+        *w = result.err();
+    }
+
+    /// A failed write: a storage failure is remembered (and named), anything else passes.
+    pub(crate) fn failed(&self, e: sqlx::Error) -> StoreError {
+        match storage_error(&e) {
+            Some(why) => {
+                tracing::error!(error = %e, "{why}: a write was not saved");
+                self.wrote(Err(why.clone()));
+                StoreError::Storage(why)
+            }
+            None => StoreError::Database(e),
+        }
+    }
+
+    /// Whether writes fail for lack of space now (cheap: what the last write said).
+    pub fn writes_failing(&self) -> Option<String> {
+        self.write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why the store cannot take writes now, if it cannot: the file system's free space, and
+    /// after a failed write, whether a write works again (a small transaction proves it).
+    pub async fn storage_problem(&self) -> Option<String> {
+        #[cfg(target_os = "linux")]
+        if let Ok(st) = rustix::fs::statvfs(&self.dir) {
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            let size = st.f_blocks.saturating_mul(st.f_frsize);
+            if free < LOW_SPACE.min(size / 20) {
+                return Some(format!(
+                    "the data directory's file system is full ({} KiB free)",
+                    free / 1024
+                ));
+            }
+        }
+        self.writes_failing()?;
+        let probe = async {
+            let mut tx = self.begin().await?;
+            sqlx::query("UPDATE write_probe SET at = ? WHERE id = 1")
+                .bind(now_text())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.failed(e))?;
+            tx.commit().await
+        };
+        probe.await.err().map(|e| e.to_string())
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -1,6 +1,6 @@
 use sqlx::{Row, sqlite::SqliteRow};
 
-use super::{Db, StoreError, now_text};
+use super::{Db, StoreError, Tx, now_text};
 use crate::device::{EntryKind, TranscriptEntry};
 use crate::rollout::model::{
     DeviceJob, DeviceRollout, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState,
@@ -173,7 +173,7 @@ impl Db {
         r: &RolloutRecord,
         jobs: &[NewJob<'_>],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let now = now_text();
         sqlx::query(
             "INSERT INTO rollouts (id, name, state, playbook, images, plan, created_at, updated_at) \
@@ -247,7 +247,7 @@ impl Db {
         halt_reason: Option<&str>,
         event: NewEvent<'_>,
     ) -> Result<Event, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let now = now_text();
         sqlx::query(
             "UPDATE rollouts SET state = ?, halt_reason = ?, updated_at = ?, \
@@ -280,7 +280,7 @@ impl Db {
         state: Option<RolloutState>,
         event: NewEvent<'_>,
     ) -> Result<Event, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE rollouts SET paused = coalesce(?, paused), abort_requested = coalesce(?, abort_requested), \
              state = coalesce(?, state), updated_at = ? WHERE id = ?",
@@ -347,7 +347,7 @@ impl Db {
             message,
             transcript,
         } = *record;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(state) = state {
             let reload_sent = is_reload_step(step);
             sqlx::query(
@@ -390,7 +390,7 @@ impl Db {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         insert_transcript(&mut tx, rollout_id, device, lines).await?;
         tx.commit().await?;
         Ok(())
@@ -498,7 +498,7 @@ impl Db {
         message: &str,
         data: &serde_json::Value,
     ) -> Result<Event, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE rollout_devices SET waits_for_window = ? WHERE rollout_id = ? AND device = ?",
         )
@@ -570,7 +570,7 @@ impl Db {
         error: Option<&str>,
         event: NewEvent<'_>,
     ) -> Result<Event, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE rollout_devices SET state = ?, new_version = coalesce(?, new_version), error = ?, \
              finished_at = ?, waits_for_window = NULL WHERE rollout_id = ? AND device = ?",
@@ -614,7 +614,7 @@ impl Db {
         device: &str,
         event: NewEvent<'_>,
     ) -> Result<Event, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND device = ?"
         ))
@@ -637,7 +637,7 @@ impl Db {
         state: Option<RolloutState>,
         message: impl FnOnce(u64) -> String,
     ) -> Result<(u64, Event), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(&format!(
             "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND state IN (?, ?)"
         ))
@@ -730,7 +730,7 @@ impl Db {
 }
 
 async fn insert_transcript(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Tx,
     rollout_id: &str,
     device: &str,
     lines: &[TranscriptEntry],

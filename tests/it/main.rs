@@ -14,4 +14,5 @@ mod lab;
 mod rollout;
 mod safety;
 mod samples;
+mod store;
 mod tftp;

@@ -1,0 +1,251 @@
+//! The store on a full disk: a write that did not commit is never reported as saved, the
+//! service says it is degraded while writes fail, and it recovers by itself once there is room.
+//! The data directory is a small tmpfs (mounting one needs root, as CI has).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{ServeProcess, TOKEN};
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fill every free byte with a file; returns its path.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path().join("filler");
+        // dd stops with "No space left on device", which is the point.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", filler.display()))
+            .output()
+            .unwrap();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn inventory(n: usize) -> String {
+    let mut s = String::from("devices:\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "  - name: full-disk-sw{i:03}\n    host: 10.9.{}.{}\n    platform: ios\n    username: admin\n    password: secret-{i}\n    groups: [access]\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    s
+}
+
+fn call(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(url);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/yaml", "--data-binary", b]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn a_full_disk_never_reports_unsaved_writes_and_recovers_by_itself() {
+    let disk = SmallDisk::mount("6m");
+    let data = disk.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let serve = ServeProcess::start(&data);
+    let url = |p: &str| format!("{}{p}", serve.base_url);
+    let (code, health) = call("GET", &url("/api/v1/health"), None);
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["status"], "ok");
+
+    let filler = disk.fill();
+    let inv = inventory(500);
+    let (code, body) = call("POST", &url("/api/v1/inventory/import"), Some(&inv));
+    assert!(
+        !(200..300).contains(&code),
+        "an import that could not be saved answered {code}: {body}"
+    );
+    assert_eq!(body["error"]["code"], "storage_full", "{body}");
+    let (code, health) = call("GET", &url("/api/v1/health"), None);
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reason"].as_str().unwrap_or("").contains("full"),
+        "{health}"
+    );
+
+    // Room again: the next write works without a restart, and health says so.
+    std::fs::remove_file(&filler).unwrap();
+    let (code, body) = call("POST", &url("/api/v1/inventory/import"), Some(&inv));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["created"], 500);
+    let (code, health) = call("GET", &url("/api/v1/health"), None);
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["status"], "ok");
+
+    // And what was reported saved is there after a restart.
+    let status = serve.terminate();
+    assert!(status.success());
+    let serve = ServeProcess::start(&data);
+    let (code, page) = call(
+        "GET",
+        &format!("{}/api/v1/devices?limit=1000", serve.base_url),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(page["total"], 500, "{page}");
+}
+
+/// A rollout whose data directory fills up stops starting steps (a step is recorded before it
+/// runs, and that write fails), then goes on by itself once there is room; every device ends
+/// upgraded and reloaded exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_stops_while_the_disk_is_full_and_goes_on_after() {
+    use fleetup::shutdown::Shutdown;
+    use fleetup::sim::{Lab, LabConfig};
+    use std::time::Duration;
+
+    use crate::rollout::{IMAGE, jobs, playbook};
+    use crate::support::{TestApp, eventually, multipart_file, random_base, write_random_file};
+
+    let disk = SmallDisk::mount("48m");
+    let data = disk.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab_shutdown = Shutdown::new();
+    let lab = Lab::start(
+        LabConfig {
+            devices: 4,
+            base_ip: random_base(),
+            ssh_port: 0,
+            state_dir: lab_dir.path().to_path_buf(),
+            boot_time: Duration::from_millis(200),
+            // Copies that last about two seconds, so the disk fills while devices work.
+            rate: Some(1024 * 1024),
+            ..LabConfig::default()
+        },
+        lab_shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let app = TestApp::start_full(
+        |a| {
+            a.data_dir = data.clone();
+            a.tftp = "127.0.0.1:0".parse().unwrap();
+        },
+        fleetup::rollout::Clock::System,
+    )
+    .await;
+    let r = app
+        .post("/api/v1/inventory/import")
+        .body(lab.inventory_yaml())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let img = app.dir.path().join(IMAGE);
+    write_random_file(&img, 2 * 1024 * 1024, 5);
+    let r = app
+        .post("/api/v1/images")
+        .multipart(multipart_file(&img, IMAGE))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = app
+        .post("/api/v1/rollouts")
+        .header("content-type", "application/yaml")
+        .body(playbook("strategy:\n  canary: 0\n  concurrency: 4\n"))
+        .send()
+        .await
+        .unwrap();
+    let created: Value = r.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let db = app.service.state.db.clone();
+    eventually("a copy to start", || async {
+        let events = db.events_after(&id, 0, 10_000).await.ok()?;
+        events
+            .iter()
+            .any(|e| e.step.as_deref() == Some("copy"))
+            .then_some(())
+    })
+    .await;
+
+    let filler = disk.fill();
+    eventually("a write to fail for lack of space", || async {
+        db.writes_failing()
+    })
+    .await;
+    let health: Value = app
+        .http
+        .get(app.url("/api/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let detail = eventually("the rollout to end", || async {
+        let d: Value = app
+            .get(&format!("/api/v1/rollouts/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        ["completed", "completed_with_failures", "halted", "aborted"]
+            .contains(&d["state"].as_str()?)
+            .then_some(d)
+    })
+    .await;
+    assert_eq!(detail["state"], "completed", "{detail:#}");
+    for j in jobs(&detail) {
+        let st = lab.state(j["device"].as_str().unwrap()).unwrap();
+        assert_eq!(st.reload_count, 1, "{j:#}");
+        assert_eq!(j["state"], "succeeded", "{j:#}");
+    }
+    assert!(db.writes_failing().is_none());
+    lab_shutdown.shutdown_and_wait().await;
+}
