@@ -419,6 +419,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "/inventory/export"
                     };
                     print!("{}", c.get_text(path).await?);
+                    if !with_secrets {
+                        eprintln!(
+                            "fleetup: inline passwords and enable secrets were left out (importing this file keeps the stored ones); --with-secrets includes them"
+                        );
+                    }
                 }
             }
         }

@@ -156,16 +156,8 @@ async fn update_device(
     let mut spec = input
         .validate()
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    let old = &current.spec.credentials;
-    let new = &mut spec.credentials;
-    if new.password.is_none() && new.password_env.is_none() {
-        new.password = old.password.clone();
-        new.password_env = old.password_env.clone();
-    }
-    if new.enable_secret.is_none() && new.enable_secret_env.is_none() {
-        new.enable_secret = old.enable_secret.clone();
-        new.enable_secret_env = old.enable_secret_env.clone();
-    }
+    spec.credentials
+        .keep_secrets_from(&current.spec.credentials);
     let device = state.db.update_device(&name, &spec).await?;
     Ok(Json(DeviceView::from(&device)))
 }

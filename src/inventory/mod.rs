@@ -142,6 +142,19 @@ impl CredentialSpec {
     pub fn has_enable_secret(&self) -> bool {
         self.enable_secret.is_some() || self.enable_secret_env.is_some()
     }
+
+    /// Secrets this description leaves out keep their stored value, as a re-import of an
+    /// export without secrets (which leaves them out) or a `PUT` (they are never shown) expects.
+    pub fn keep_secrets_from(&mut self, stored: &CredentialSpec) {
+        if !self.has_password() {
+            self.password = stored.password.clone();
+            self.password_env = stored.password_env.clone();
+        }
+        if !self.has_enable_secret() {
+            self.enable_secret = stored.enable_secret.clone();
+            self.enable_secret_env = stored.enable_secret_env.clone();
+        }
+    }
 }
 
 /// Facts read from the device itself (`show version`, `show boot`).

@@ -231,7 +231,7 @@ pub fn export(devices: &[Device], with_secrets: bool) -> Result<String, String> 
     let header = if with_secrets {
         "# fleetup inventory export, WITH inline secrets: keep this file private.\n"
     } else {
-        "# fleetup inventory export (inline secrets left out; re-add them or use *_env names).\n"
+        "# fleetup inventory export. Inline passwords and enable secrets were LEFT OUT: importing\n# this file keeps the stored ones. Use *_env names, or export --with-secrets to include them.\n"
     };
     crate::yaml::to_string(&ExportFile { devices: entries }).map(|y| format!("{header}{y}"))
 }

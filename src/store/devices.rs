@@ -115,7 +115,8 @@ impl Db {
         self.device_by_id(id).await
     }
 
-    /// Create or update many devices in one transaction: all of them or none.
+    /// Create or update many devices in one transaction: all of them or none. A device whose
+    /// description leaves a secret out keeps its stored one.
     pub async fn upsert_devices(&self, specs: &[DeviceSpec]) -> Result<Vec<Upserted>, StoreError> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(specs.len());
@@ -127,6 +128,10 @@ impl Db {
                 }
                 Some(id) => {
                     let current = fetch_in_tx(&mut tx, id).await?;
+                    let mut spec = spec.clone();
+                    spec.credentials
+                        .keep_secrets_from(&current.spec.credentials);
+                    let spec = &spec;
                     if current.spec == *spec {
                         Upserted::Unchanged
                     } else {
