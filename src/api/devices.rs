@@ -213,6 +213,11 @@ async fn import_inventory(
     State(state): State<AppState>,
     body: Bytes,
 ) -> ApiResult<Json<ImportResult>> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request has no body: send the inventory as YAML",
+        ));
+    }
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("inventory is not UTF-8 text: {e}")))?;
     let specs = crate::inventory::yaml::parse(text)?;

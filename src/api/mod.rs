@@ -117,7 +117,8 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(protected)
         .merge(open)
-        .fallback(|| async { ApiError::not_found("no such API route") });
+        .fallback(|| async { ApiError::not_found("no such API route") })
+        .layer(middleware::from_fn(error::json_errors));
     let metrics = Router::new()
         .route("/metrics", axum::routing::get(system::metrics))
         .route_layer(middleware::from_fn_with_state(

@@ -932,3 +932,47 @@ async fn the_dashboard_names_only_states_and_kinds_the_service_has() {
     }
     assert!(checked > 5, "the scan found too little: {checked}");
 }
+
+/// Every error, the extractors' rejections included, comes in the documented JSON shape.
+#[tokio::test]
+async fn every_error_is_the_documented_json_shape() {
+    let app = TestApp::start().await;
+    let big = vec![b'#'; 70 * 1024 * 1024];
+    let cases = [
+        (app.get("/api/v1/devices?limit=abc"), 400),
+        (app.get("/api/v1/inventory/export?with_secrets=yes"), 400),
+        (
+            app.post("/api/v1/rollouts?dry_run=1")
+                .header("content-type", "application/yaml")
+                .body("name: x\n"),
+            400,
+        ),
+        (app.post("/api/v1/inventory/import"), 400),
+        (app.post("/api/v1/inventory/import").body(big.clone()), 413),
+        (
+            app.post("/api/v1/rollouts")
+                .header("content-type", "application/yaml")
+                .body(big),
+            413,
+        ),
+        (app.get("/api/v1/no-such-route"), 404),
+        (app.delete("/api/v1/vocabulary"), 405),
+    ];
+    for (req, want) in cases {
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let ctype = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, want, "{body}");
+        assert!(ctype.starts_with("application/json"), "{ctype} {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap().is_empty(),
+            "{body}"
+        );
+    }
+}
