@@ -75,6 +75,9 @@ pub struct ServeProcess {
     pub child: Child,
     pub base_url: String,
     pub data_dir: PathBuf,
+    /// Where the TFTP and FTP servers listen, when on.
+    pub tftp: Option<std::net::SocketAddr>,
+    pub ftp: Option<std::net::SocketAddr>,
 }
 
 impl ServeProcess {
@@ -111,12 +114,26 @@ impl ServeProcess {
                 break;
             }
         }
+        // The banner's next line: `TFTP: ADDR|off   FTP: ADDR|off`.
+        let (mut tftp, mut ftp) = (None, None);
+        if let Some(Ok(line)) = lines.next() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for pair in words.chunks(2) {
+                match pair {
+                    ["TFTP:", a] => tftp = a.parse().ok(),
+                    ["FTP:", a] => ftp = a.parse().ok(),
+                    _ => {}
+                }
+            }
+        }
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         ServeProcess {
             child,
             base_url: base_url.expect("serve printed its address"),
             data_dir: data_dir.to_path_buf(),
+            tftp,
+            ftp,
         }
     }
 
@@ -134,8 +151,17 @@ impl ServeProcess {
 
     /// Peak resident set size (VmHWM) in bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    /// Current resident set size (VmRSS) in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
         let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kb * 1024
     }
