@@ -6,6 +6,7 @@ mod auth;
 mod devices;
 mod error;
 mod images;
+pub mod listen;
 mod rollouts;
 mod system;
 mod web;

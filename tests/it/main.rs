@@ -9,6 +9,7 @@ mod demo;
 mod docs;
 mod drivers;
 mod ftp;
+mod http;
 mod lab;
 mod rollout;
 mod safety;

@@ -87,6 +87,20 @@ impl ServeProcess {
 
     /// With extra flags; `--tftp` and `--ftp` default to off unless given.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        Self::start_inner(data_dir, extra, None)
+    }
+
+    /// Like `start_with`, started with a soft and a hard limit on open files (`prlimit`).
+    pub fn start_with_nofile(
+        data_dir: &Path,
+        extra: &[&str],
+        soft: u64,
+        hard: u64,
+    ) -> ServeProcess {
+        Self::start_inner(data_dir, extra, Some((soft, hard)))
+    }
+
+    fn start_inner(data_dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> ServeProcess {
         let mut args: Vec<&str> = vec!["serve", "--http", "127.0.0.1:0"];
         for flag in ["--tftp", "--ftp"] {
             if !extra.contains(&flag) {
@@ -95,7 +109,18 @@ impl ServeProcess {
         }
         args.extend(extra);
         args.push("--data-dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        let mut command = match nofile {
+            // prlimit sets its own limits, then execs the program: the pid stays the same.
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_fleetup"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_fleetup")),
+        };
+        let mut child = command
             .args(&args)
             .arg(data_dir)
             .env("FLEETUP_API_TOKEN", TOKEN)
