@@ -74,6 +74,24 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub shutdown_grace: u64,
+    /// HTTP connections served at once (event streams included); beyond it new connections
+    /// wait in the kernel's accept queue.
+    #[arg(
+        long,
+        env = "FLEETUP_HTTP_MAX_CONNECTIONS",
+        default_value = "512",
+        value_name = "N"
+    )]
+    pub http_max_connections: usize,
+    /// Seconds a client may take to send a request's line and headers (also the idle time
+    /// allowed between requests on a kept-alive connection) before it is closed.
+    #[arg(
+        long,
+        env = "FLEETUP_HTTP_HEADER_TIMEOUT",
+        default_value = "15",
+        value_name = "SECONDS"
+    )]
+    pub http_header_timeout: u64,
     #[command(flatten)]
     pub tftp_options: crate::tftp::TftpArgs,
     #[command(flatten)]
@@ -245,6 +263,7 @@ impl Service {
         token_from_env: Option<String>,
         clock: Clock,
     ) -> Result<Service, ServeError> {
+        raise_open_files_limit();
         let data_dir = args.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
             path: data_dir.clone(),
@@ -349,15 +368,13 @@ impl Service {
         };
 
         let app = api::app(state.clone());
-        let token_cancel = shutdown.token.clone();
-        shutdown.tasks.spawn(async move {
-            let served = axum::serve(http, app)
-                .with_graceful_shutdown(async move { token_cancel.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        let limits = api::listen::HttpLimits {
+            max_connections: args.http_max_connections,
+            header_timeout: Duration::from_secs(args.http_header_timeout.max(1)),
+        };
+        shutdown
+            .tasks
+            .spawn(api::listen::serve(http, app, limits, shutdown.clone()));
 
         Ok(Service {
             http_addr,
@@ -390,6 +407,39 @@ impl Service {
             );
         }
         self.state.db.close().await;
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit, once per process: every HTTP and FTP
+/// connection and every TFTP transfer holds a descriptor, and the usual soft limit of 1024 is
+/// reached by a thousand idle clients. The caps (`--http-max-connections`,
+/// `--ftp-max-sessions`, `--tftp-max-transfers`) keep the total below it.
+fn raise_open_files_limit() {
+    #[cfg(target_os = "linux")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use rustix::process::{Resource, getrlimit, setrlimit};
+            let limit = getrlimit(Resource::Nofile);
+            if limit.current.is_some() && limit.current != limit.maximum {
+                let raised = rustix::process::Rlimit {
+                    current: limit.maximum,
+                    maximum: limit.maximum,
+                };
+                match setrlimit(Resource::Nofile, raised) {
+                    Ok(()) => tracing::info!(
+                        from = limit.current,
+                        to = limit.maximum,
+                        "open files limit raised to the hard limit"
+                    ),
+                    Err(e) => tracing::warn!(
+                        current = limit.current,
+                        error = %e,
+                        "cannot raise the open files limit"
+                    ),
+                }
+            }
+        });
     }
 }
 

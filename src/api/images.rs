@@ -55,7 +55,8 @@ struct UploadForm {
 #[utoipa::path(post, path = "/images", tag = "images",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, body = ImageRecord), (status = 409, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 413, body = ErrorBody, description = "image above --max-image-size, or a text field above 256 bytes"),
+              (status = 422, body = ErrorBody)))]
 async fn upload_image(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -83,9 +84,9 @@ async fn upload_image(
                 }
                 upload = Some(up);
             }
-            "file_name" => meta.file_name = field.text().await.map_err(bad)?.trim().to_string(),
-            "platform" => meta.platform = Some(field.text().await.map_err(bad)?.trim().to_string()),
-            "version" => meta.version = Some(field.text().await.map_err(bad)?.trim().to_string()),
+            "file_name" => meta.file_name = text_field(&mut field, "file_name").await?,
+            "platform" => meta.platform = Some(text_field(&mut field, "platform").await?),
+            "version" => meta.version = Some(text_field(&mut field, "version").await?),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown form field {other:?} (expected file, file_name, platform, version)"
@@ -107,6 +108,37 @@ async fn upload_image(
     let record = upload.finish(meta).await?;
     tracing::info!(image = %record.file_name, size = record.size, md5 = %record.md5, "image stored");
     Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// Longest text field of an upload form (`file_name`, `platform`, `version`), in bytes: far
+/// more than any Cisco file name or version needs.
+pub const MAX_FORM_FIELD: usize = 256;
+
+/// A text field of the upload form, trimmed; read chunk by chunk and refused (413) as soon as
+/// it grows beyond [`MAX_FORM_FIELD`], so a huge field is never held in memory.
+async fn text_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    name: &str,
+) -> ApiResult<String> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| {
+        rejection(
+            e.status(),
+            format!("reading the upload failed: {}", e.body_text()),
+        )
+    })? {
+        if text.len() + chunk.len() > MAX_FORM_FIELD {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("form field `{name}` is longer than {MAX_FORM_FIELD} bytes"),
+            ));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(text)
+        .map_err(|_| ApiError::bad_request(format!("form field `{name}` is not UTF-8 text")))?;
+    Ok(text.trim().to_string())
 }
 
 /// One image.

@@ -7,6 +7,7 @@ mod device_view;
 mod devices;
 mod error;
 mod images;
+pub mod listen;
 mod rollouts;
 mod system;
 mod web;

@@ -175,6 +175,17 @@ pub struct FtpArgs {
     )]
     pub idle_timeout: u64,
 
+    /// Seconds a new connection may take to log in (USER/PASS) before it is closed, so that
+    /// connections that never log in do not hold session slots for the whole idle timeout.
+    #[arg(
+        id = "ftp-login-timeout",
+        long = "ftp-login-timeout",
+        env = "FLEETUP_FTP_LOGIN_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub login_timeout: u64,
+
     /// Failed logins from one address before it is locked out (0: never).
     #[arg(
         id = "ftp-lockout-after",
@@ -224,6 +235,11 @@ impl FtpArgs {
                 "--ftp-idle-timeout must be at least 1 second".into(),
             ));
         }
+        if self.login_timeout == 0 {
+            return Err(FtpError::Config(
+                "--ftp-login-timeout must be at least 1 second".into(),
+            ));
+        }
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(FtpTls::from_pem_files(cert, key)?),
             (None, None) => None,
@@ -244,6 +260,7 @@ impl FtpArgs {
             max_sessions: self.max_sessions,
             max_per_client: self.max_per_client,
             idle_timeout: Duration::from_secs(self.idle_timeout),
+            login_timeout: Duration::from_secs(self.login_timeout),
             lockout_after: self.lockout_after,
             lockout_duration: Duration::from_secs(self.lockout_seconds),
         })
@@ -307,6 +324,8 @@ pub struct FtpConfig {
     /// Control: longest wait for the next command. Data: longest wait for a data connection
     /// or for progress while sending.
     pub idle_timeout: Duration,
+    /// Longest time from connection to a successful login.
+    pub login_timeout: Duration,
     pub lockout_after: u32,
     pub lockout_duration: Duration,
 }
@@ -324,6 +343,7 @@ impl Default for FtpConfig {
             max_sessions: 200,
             max_per_client: 10,
             idle_timeout: Duration::from_secs(300),
+            login_timeout: Duration::from_secs(30),
             lockout_after: 5,
             lockout_duration: Duration::from_secs(300),
         }

@@ -103,6 +103,13 @@ enum ListKind {
     Mlsd,
 }
 
+/// Command lines kept while a transfer runs. A client pipelines one or two (lftp sends the
+/// next REST/RETR); with more waiting, the control socket is left unread, as vsftpd leaves it,
+/// so a flood of lines stays in the kernel's socket buffers (bounded, and TCP makes the client
+/// wait) instead of in this process. Each line is at most [`MAX_LINE`] bytes, so a session
+/// holds at most `MAX_PENDING * MAX_LINE` bytes of queued input plus its `inbuf`.
+pub(super) const MAX_PENDING: usize = 4;
+
 struct Session {
     shared: Arc<Shared>,
     peer: SocketAddr,
@@ -111,7 +118,8 @@ struct Session {
     ctl: Control,
     /// Bytes read from the control stream and not yet consumed as a line.
     inbuf: Vec<u8>,
-    /// Commands that arrived while a transfer was running, processed after it.
+    /// Commands that arrived while a transfer was running, processed after it. At most
+    /// [`MAX_PENDING`]: beyond that the control socket is not read until the transfer ends.
     pending: VecDeque<Vec<u8>>,
     user: Option<String>,
     login: Option<Login>,
@@ -227,18 +235,30 @@ impl Session {
                 .await?;
         }
         let token = self.shutdown.token.clone();
+        let login_timeout = self.shared.config.login_timeout;
+        let login_deadline = tokio::time::Instant::now() + login_timeout;
         loop {
             let line = match self.pending.pop_front() {
                 Some(l) => l,
                 None => {
                     let idle = self.idle();
+                    // Before login the wait ends at the login deadline, whatever the client sends.
+                    let deadline = match self.login {
+                        None => login_deadline.min(tokio::time::Instant::now() + idle),
+                        Some(_) => tokio::time::Instant::now() + idle,
+                    };
                     tokio::select! {
                         biased;
                         _ = token.cancelled() => {
                             self.reply(421, "Service shutting down; closing control connection.").await?;
                             return Ok(());
                         }
-                        r = tokio::time::timeout(idle, self.read_line()) => match r {
+                        r = tokio::time::timeout_at(deadline, self.read_line()) => match r {
+                            Err(_) if self.login.is_none() && deadline >= login_deadline => {
+                                tracing::info!(peer = %self.peer, "FTP: no login within the login timeout");
+                                self.reply(421, &format!("Not logged in within {} s; closing control connection.", login_timeout.as_secs())).await?;
+                                return Ok(());
+                            }
                             Err(_) => {
                                 self.reply(421, &format!("No command for {} s; closing control connection.", idle.as_secs())).await?;
                                 return Ok(());
@@ -808,7 +828,8 @@ impl Session {
     }
 
     /// Run a transfer while still listening on the control connection for ABOR. Other commands
-    /// wait in `pending` until the transfer is over.
+    /// wait in `pending` until the transfer is over; once [`MAX_PENDING`] wait, the control
+    /// connection is no longer read until the transfer ends.
     async fn during_transfer<T>(
         &mut self,
         transfer: impl Future<Output = T>,
@@ -824,7 +845,8 @@ impl Session {
                     interrupt = Interrupt::Shutdown;
                     cancel.cancel();
                 }
-                line = self.read_line(), if interrupt == Interrupt::None => match line {
+                // A full queue stops reading: the rest waits in the socket buffers.
+                line = self.read_line(), if interrupt == Interrupt::None && self.pending.len() < MAX_PENDING => match line {
                     Ok(Some(l)) => match command::parse(&l) {
                         Ok(Command::Abor) => {
                             interrupt = Interrupt::Abor;

@@ -208,6 +208,10 @@ pub fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError>
     if name.contains('\0') {
         return Err(ResolveError::Forbidden("NUL byte in file name"));
     }
+    if name.chars().any(char::is_control) {
+        // Escape sequences and line breaks in a stored name end up in listings and logs.
+        return Err(ResolveError::Forbidden("control character in file name"));
+    }
     if name.is_empty() {
         return Err(ResolveError::Forbidden("empty file name"));
     }

@@ -76,6 +76,19 @@ pub struct TftpArgs {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retries: u32,
 
+    /// Seconds a transfer may go without progress before it is abandoned, whatever `timeout`
+    /// the client negotiates (up to 255 s, which with the retries would hold a slot for
+    /// over 20 minutes).
+    #[arg(id = "tftp-max-stall", long = "tftp-max-stall", env = "FLEETUP_TFTP_MAX_STALL", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600), value_name = "SECONDS")]
+    pub max_stall: u64,
+
+    /// Bytes asked for the request socket's receive buffer (SO_RCVBUF), so a burst of requests
+    /// waits in the kernel instead of being dropped; the log says what the kernel granted.
+    #[arg(id = "tftp-request-buffer", long = "tftp-request-buffer", env = "FLEETUP_TFTP_REQUEST_BUFFER",
+          default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+    pub request_buffer: usize,
+
     /// Microseconds a transfer polls its socket for the client's answer before it sleeps,
     /// when the client has been answering that fast and fewer transfers run than CPUs; 0
     /// turns polling off. Waking a sleeping thread costs tens of microseconds (more in a
@@ -131,6 +144,10 @@ pub struct TftpConfig {
     pub max_per_client: usize,
     pub timeout: Duration,
     pub retries: u32,
+    /// Longest time a transfer may go without progress, whatever the client negotiates.
+    pub max_stall: Duration,
+    /// SO_RCVBUF asked for the request socket.
+    pub request_buffer: usize,
     /// How long a transfer polls for a fast client's answer before sleeping (zero: never).
     pub busy_poll: Duration,
     pub write_dir: Option<PathBuf>,
@@ -148,6 +165,8 @@ impl Default for TftpConfig {
             max_per_client: 4,
             timeout: Duration::from_secs(1),
             retries: 5,
+            max_stall: Duration::from_secs(30),
+            request_buffer: 4 * 1024 * 1024,
             busy_poll: Duration::from_micros(100),
             write_dir: None,
             max_upload: 64 * 1024 * 1024,
@@ -166,6 +185,8 @@ impl TftpArgs {
             max_per_client: self.max_per_client,
             timeout: self.timeout,
             retries: self.retries,
+            max_stall: Duration::from_secs(self.max_stall),
+            request_buffer: self.request_buffer,
             busy_poll: Duration::from_micros(self.busy_poll_us),
             write_dir: self.write_dir.clone(),
             max_upload: self.max_upload,

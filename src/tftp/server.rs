@@ -130,7 +130,23 @@ impl Server {
 
     pub(super) async fn serve(self, socket: UdpSocket) -> Result<(), TftpError> {
         let local = socket.local_addr().map_err(TftpError::Socket)?;
-        tracing::info!(%local, root = %self.root.display(), "TFTP server listening");
+        // A burst of requests (a wave of devices, or a flood) must wait in the kernel rather
+        // than be dropped: the default buffer (about 200 KB) holds a few hundred requests.
+        let sock = socket2::SockRef::from(&socket);
+        if let Err(e) = sock.set_recv_buffer_size(self.config.request_buffer) {
+            tracing::warn!(error = %e, asked = self.config.request_buffer, "TFTP: cannot enlarge the request socket's receive buffer");
+        }
+        // Linux reports twice the usable size and caps the request at net.core.rmem_max.
+        let granted = sock.recv_buffer_size().unwrap_or(0);
+        tracing::info!(%local, root = %self.root.display(), receive_buffer = granted,
+            asked = self.config.request_buffer, "TFTP server listening");
+        if granted < self.config.request_buffer {
+            tracing::warn!(
+                granted,
+                asked = self.config.request_buffer,
+                "TFTP: the kernel granted a smaller request buffer; raise net.core.rmem_max to absorb bursts of requests"
+            );
+        }
         let mut buf = vec![0u8; 65536];
         let token = self.shutdown.token.clone();
         loop {
@@ -283,6 +299,7 @@ impl Server {
             max_window_bytes: self.config.max_window_bytes,
             timeout: self.config.timeout,
             retries: self.config.retries,
+            max_stall: self.config.max_stall,
         }
     }
 
@@ -491,7 +508,6 @@ impl TransferCtx {
         let mut decoder = NetasciiDecoder::default();
         let mut decoded = Vec::new();
         let mut temp = Some(temp);
-        let mut stored: Option<Result<(), String>> = None;
         let mut poller = self.poller();
         let result = drive(&self.socket, &mut receiver, &self.token, &mut poller, |r| {
             let Some(file) = temp.as_mut() else {
@@ -509,37 +525,49 @@ impl TransferCtx {
                 handle.set_bytes(r.received());
                 r.clear_data();
             }
-            if let Some(Outcome::Complete { .. }) = r.outcome() {
+            // The final ACK tells the client its file is stored: store it first.
+            if r.awaiting_store() {
                 if netascii {
                     decoded.clear();
                     decoder.finish(&mut decoded);
                     file.write_all(&decoded)?;
                 }
                 if let Some(t) = temp.take() {
-                    stored = Some(persist(t, &dest));
+                    match persist(t, &dest) {
+                        Ok(()) => r.stored(Instant::now()),
+                        Err((code, e)) => r.store_failed(code, &e),
+                    }
                 }
             }
             Ok(())
         });
-        let outcome = match (receiver.outcome(), stored) {
-            (Some(Outcome::Complete { .. }), Some(Err(e))) => {
-                Some(Outcome::Failed(super::session::Failure::Io(e)))
-            }
-            (o, _) => o.cloned(),
-        };
-        finish(handle, &req.filename, self.peer, outcome.as_ref(), result);
+        finish(handle, &req.filename, self.peer, receiver.outcome(), result);
     }
 }
 
 /// Flush the upload and move it to its name, refusing to replace a file that appeared
-/// meanwhile.
-fn persist(temp: tempfile::NamedTempFile, dest: &Path) -> Result<(), String> {
+/// meanwhile; on failure, the TFTP error code and the message for the client.
+fn persist(temp: tempfile::NamedTempFile, dest: &Path) -> Result<(), (ErrorCode, String)> {
+    let name = dest.file_name().map_or_else(
+        || dest.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     temp.as_file()
         .sync_all()
-        .map_err(|e| format!("cannot flush the upload: {e}"))?;
-    temp.persist_noclobber(dest)
-        .map(|_| ())
-        .map_err(|e| format!("cannot store the upload as {}: {}", dest.display(), e.error))
+        .map_err(|e| (ErrorCode::DiskFull, format!("cannot write {name}: {e}")))?;
+    temp.persist_noclobber(dest).map(|_| ()).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            (
+                ErrorCode::FileExists,
+                format!("{name} appeared meanwhile; upload under another name"),
+            )
+        } else {
+            (
+                ErrorCode::NotDefined,
+                format!("cannot store {name}: {}", e.error),
+            )
+        }
+    })
 }
 
 fn finish(

@@ -45,6 +45,12 @@ pub enum Failure {
     TooLarge(u64),
     #[error("aborted: {0}")]
     Aborted(String),
+    /// The server's limit on time without progress, whatever timeout the client negotiated.
+    #[error("no progress for {0} s (the server's limit; --tftp-max-stall)")]
+    Stalled(u64),
+    /// The upload arrived whole but could not be stored under its name.
+    #[error("storing the upload failed: {0}")]
+    Store(String),
 }
 
 /// Parameters of one transfer after option negotiation.
@@ -56,6 +62,9 @@ pub struct TransferParams {
     pub timeout: Duration,
     /// Consecutive timeouts after which the transfer is given up.
     pub retries: u32,
+    /// Longest time without progress before the transfer is given up, whatever `timeout` and
+    /// `retries` allow: a client's `timeout 255` would otherwise hold a slot for 21 minutes.
+    pub max_stall: Option<Duration>,
 }
 
 impl Default for TransferParams {
@@ -65,6 +74,7 @@ impl Default for TransferParams {
             windowsize: 1,
             timeout: Duration::from_secs(1),
             retries: 5,
+            max_stall: None,
         }
     }
 }
@@ -81,6 +91,8 @@ pub struct Limits {
     pub max_window_bytes: usize,
     pub timeout: Duration,
     pub retries: u32,
+    /// Longest time a transfer may go without progress, whatever the client negotiates.
+    pub max_stall: Duration,
 }
 
 /// Result of negotiating a request's options (RFC 2347).
@@ -108,6 +120,7 @@ pub fn negotiate(
         windowsize: 1,
         timeout: limits.timeout,
         retries: limits.retries,
+        max_stall: Some(limits.max_stall),
     };
     let mut oack = Vec::new();
     let mut announced_size = None;
@@ -189,38 +202,73 @@ struct Link {
     retries: u32,
     /// Timeouts still allowed before giving up; reset on progress.
     retries_left: u32,
+    /// Give up this long after the last progress, whatever the retries allow.
+    max_stall: Option<Duration>,
+    last_progress: Instant,
     deadline: Option<Instant>,
     control: VecDeque<(SocketAddr, Vec<u8>)>,
     outcome: Option<Outcome>,
 }
 
 impl Link {
-    fn new(now: Instant, peer: SocketAddr, timeout: Duration, retries: u32) -> Self {
+    fn new(
+        now: Instant,
+        peer: SocketAddr,
+        timeout: Duration,
+        retries: u32,
+        max_stall: Option<Duration>,
+    ) -> Self {
         let retries = retries.max(1);
-        Self {
+        let mut link = Self {
             peer,
             timeout,
             retries,
             retries_left: retries,
-            deadline: Some(now + timeout),
+            max_stall,
+            last_progress: now,
+            deadline: None,
             control: VecDeque::new(),
             outcome: None,
+        };
+        link.deadline = Some(link.next_deadline(now));
+        link
+    }
+
+    /// The next retransmission, or the end of the stall allowance if that comes first.
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let retransmit = now + self.timeout;
+        match self.max_stall {
+            Some(stall) => retransmit.min(self.last_progress + stall),
+            None => retransmit,
         }
     }
 
     fn progress(&mut self, now: Instant) {
         self.retries_left = self.retries;
-        self.deadline = Some(now + self.timeout);
+        self.last_progress = now;
+        self.deadline = Some(self.next_deadline(now));
     }
 
-    /// Count a timeout; false when the retry budget is spent (and the transfer has failed).
+    /// Count a timeout; false when the retry budget or the stall allowance is spent (and the
+    /// transfer has failed).
     fn timed_out(&mut self, now: Instant) -> bool {
+        if let Some(stall) = self.max_stall
+            && now >= self.last_progress + stall
+        {
+            let msg = format!("no progress for {} s; transfer abandoned", stall.as_secs());
+            self.fail_with_error(
+                ErrorCode::NotDefined,
+                &msg,
+                Failure::Stalled(stall.as_secs()),
+            );
+            return false;
+        }
         self.retries_left = self.retries_left.saturating_sub(1);
         if self.retries_left == 0 {
             self.fail(Failure::TimedOut(self.retries));
             return false;
         }
-        self.deadline = Some(now + self.timeout);
+        self.deadline = Some(self.next_deadline(now));
         true
     }
 
@@ -299,7 +347,7 @@ impl<R: Read> Sender<R> {
         params: TransferParams,
         oack: Option<Vec<(String, String)>>,
     ) -> Self {
-        let mut link = Link::new(now, peer, params.timeout, params.retries);
+        let mut link = Link::new(now, peer, params.timeout, params.retries, params.max_stall);
         let oack = oack.map(|options| Packet::Oack { options }.to_vec());
         if let Some(pkt) = &oack {
             link.control.push_back((peer, pkt.clone()));
@@ -528,6 +576,9 @@ enum Phase {
     /// Client: the request is out, waiting for the server's first answer.
     Requesting,
     Receiving,
+    /// Server side of an upload: the last block is in and its ACK waits until the driver has
+    /// stored the file ([`Receiver::stored`] or [`Receiver::store_failed`]).
+    Storing,
     /// The last block is in; re-acknowledge it if the peer resends it (its ACK was lost).
     Dallying,
     Done,
@@ -555,6 +606,9 @@ pub struct Receiver {
     received: u64,
     limit: Option<u64>,
     tsize: Option<u64>,
+    /// Server side of an upload: the final ACK tells the client its file is stored, so it
+    /// waits for the driver (phase `Storing`).
+    hold_final_ack: bool,
 }
 
 impl Receiver {
@@ -584,7 +638,7 @@ impl Receiver {
             options,
         })
         .to_vec();
-        let mut link = Link::new(now, server, timeout, retries);
+        let mut link = Link::new(now, server, timeout, retries, None);
         link.control.push_back((server, rrq.clone()));
         Self {
             link,
@@ -600,6 +654,7 @@ impl Receiver {
             received: 0,
             limit: None,
             tsize: None,
+            hold_final_ack: false,
         }
     }
 
@@ -616,7 +671,7 @@ impl Receiver {
             Some(options) => Packet::Oack { options }.to_vec(),
             None => Packet::Ack { block: 0 }.to_vec(),
         };
-        let mut link = Link::new(now, peer, params.timeout, params.retries);
+        let mut link = Link::new(now, peer, params.timeout, params.retries, params.max_stall);
         link.control.push_back((peer, first.clone()));
         Self {
             link,
@@ -632,7 +687,37 @@ impl Receiver {
             received: 0,
             limit,
             tsize: None,
+            hold_final_ack: true,
         }
+    }
+
+    /// Server side of an upload: every block is in and the driver must store the file, then
+    /// call [`Receiver::stored`] or [`Receiver::store_failed`].
+    pub fn awaiting_store(&self) -> bool {
+        self.phase == Phase::Storing
+    }
+
+    /// The upload is stored under its name: send the final ACK (the client's success).
+    pub fn stored(&mut self, now: Instant) {
+        if self.phase != Phase::Storing {
+            return;
+        }
+        self.send_ack(self.expected - 1);
+        self.link.outcome = Some(Outcome::Complete {
+            bytes: self.received,
+        });
+        self.phase = Phase::Dallying;
+        self.link.deadline = Some(now + self.link.timeout);
+    }
+
+    /// The upload could not be stored: the client gets an ERROR instead of the final ACK.
+    pub fn store_failed(&mut self, code: ErrorCode, message: &str) {
+        if self.phase != Phase::Storing {
+            return;
+        }
+        self.link
+            .fail_with_error(code, message, Failure::Store(message.to_string()));
+        self.phase = Phase::Done;
     }
 
     /// Payload received in order and not yet taken by the driver.
@@ -752,7 +837,10 @@ impl Receiver {
             self.in_window += 1;
             self.dup_acked = false;
             self.link.progress(now);
-            if payload.len() < self.blksize {
+            if payload.len() < self.blksize && self.hold_final_ack {
+                self.phase = Phase::Storing;
+                self.link.deadline = None;
+            } else if payload.len() < self.blksize {
                 self.send_ack(self.expected - 1);
                 self.link.outcome = Some(Outcome::Complete {
                     bytes: self.received,

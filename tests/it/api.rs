@@ -976,3 +976,50 @@ async fn every_error_is_the_documented_json_shape() {
         );
     }
 }
+
+#[tokio::test]
+async fn oversized_upload_form_fields_are_refused_and_nothing_is_stored() {
+    let app = TestApp::start().await;
+    let f = app.dir.path().join("img.bin");
+    write_random_file(&f, 1000, 11);
+    let huge = "1".repeat(4 * 1024 * 1024);
+    for field in ["version", "platform", "file_name"] {
+        // Before and after the file part.
+        for text_first in [true, false] {
+            let form = if text_first {
+                reqwest::multipart::Form::new()
+                    .text(field, huge.clone())
+                    .part(
+                        "file",
+                        reqwest::multipart::Part::bytes(std::fs::read(&f).unwrap())
+                            .file_name("c2960x-universalk9-mz.152-7.E8.bin"),
+                    )
+            } else {
+                multipart_file(&f, "c2960x-universalk9-mz.152-7.E8.bin").text(field, huge.clone())
+            };
+            let r = app
+                .post("/api/v1/images")
+                .multipart(form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{field}");
+            let b = body(r).await;
+            assert_eq!(b["error"]["code"], "too_large", "{b}");
+            let msg = b["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(field) && msg.contains("256"), "{msg}");
+        }
+    }
+    let list = body(app.get("/api/v1/images").send().await.unwrap()).await;
+    assert_eq!(list["images"].as_array().unwrap().len(), 0, "{list}");
+    // A field within the limit is taken.
+    let form =
+        multipart_file(&f, "c2960x-universalk9-mz.152-7.E8.bin").text("version", "15.2(7)E8");
+    let r = app
+        .post("/api/v1/images")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}

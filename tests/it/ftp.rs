@@ -1014,3 +1014,119 @@ async fn quit_sent_during_a_transfer_lets_it_finish() {
     assert_eq!(c.reply().await.0, 0);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_does_not_log_in_is_closed_after_the_login_timeout() {
+    let s = start(FtpConfig {
+        login_timeout: Duration::from_secs(1),
+        ..config()
+    })
+    .await;
+    // Busy but never logged in: commands do not extend the login deadline.
+    let (mut c, (code, _)) = Ctl::connect(s.addr).await;
+    assert_eq!(code, 220);
+    assert_eq!(c.cmd("USER nobody").await.0, 331);
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("Not logged in within 1 s"), "{text}");
+    assert_eq!(c.reply().await.0, 0, "connection should be closed");
+    // A session that logs in in time goes on.
+    let mut c = Ctl::login(s.addr).await;
+    assert_eq!(c.cmd("NOOP").await.0, 200);
+    s.stop().await;
+}
+
+/// One FTP reply read from a blocking control connection: (code, last line).
+fn blocking_reply(r: &mut impl std::io::BufRead) -> (u16, String) {
+    let mut code = 0;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return (code, line);
+        }
+        let digits = line.get(..3).and_then(|d| d.parse::<u16>().ok());
+        if code == 0 {
+            code = digits.expect("reply starts with a code");
+        }
+        if digits == Some(code) && line.as_bytes().get(3) == Some(&b' ') {
+            return (code, line);
+        }
+    }
+}
+
+/// 100 MB of command lines sent during a download the client does not read: the server
+/// leaves them in the socket instead of queueing them, its memory stays bounded, and the
+/// session answers every one of them once the stalled transfer has been given up.
+#[test]
+fn command_lines_flooded_during_a_transfer_do_not_grow_the_server() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+    const LINE: usize = 1000;
+    const FLOOD: usize = 100 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    write_random_file(&data.join("images/ios.bin"), 32 * 1024 * 1024, 7);
+    let serve = crate::support::ServeProcess::start_with(
+        &data,
+        &[
+            "--ftp",
+            "127.0.0.1:0",
+            "--ftp-password",
+            PASS,
+            // The client never reads the data connection: the send stalls and is given up.
+            "--ftp-idle-timeout",
+            "5",
+        ],
+    );
+    let addr = serve.ftp.expect("FTP address in the banner");
+    let ctl = TcpStream::connect(addr).unwrap();
+    let mut r = BufReader::new(ctl.try_clone().unwrap());
+    let mut w = ctl;
+    let cmd = |w: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str| {
+        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        blocking_reply(r)
+    };
+    assert_eq!(blocking_reply(&mut r).0, 220);
+    assert_eq!(cmd(&mut w, &mut r, "USER fleetup").0, 331);
+    assert_eq!(cmd(&mut w, &mut r, &format!("PASS {PASS}")).0, 230);
+    let (code, text) = cmd(&mut w, &mut r, "EPSV");
+    assert_eq!(code, 229, "{text}");
+    let _data = TcpStream::connect((addr.ip(), epsv_port(&text))).unwrap();
+    assert_eq!(cmd(&mut w, &mut r, "RETR ios.bin").0, 150);
+    let base = serve.peak_rss();
+
+    let lines = FLOOD / LINE;
+    let writer = std::thread::spawn(move || {
+        let mut line = format!("NOOP {}", "x".repeat(LINE - 7)).into_bytes();
+        line.extend_from_slice(b"\r\n");
+        let chunk: Vec<u8> = line.repeat(64);
+        for _ in 0..lines / 64 {
+            w.write_all(&chunk).unwrap();
+        }
+        w.write_all(b"QUIT\r\n").unwrap();
+        w
+    });
+    let (code, text) = blocking_reply(&mut r);
+    assert_eq!(code, 426, "the stalled RETR is given up: {text}");
+    let mut noops = 0;
+    loop {
+        let (code, text) = blocking_reply(&mut r);
+        match code {
+            200 => noops += 1,
+            221 => break,
+            _ => panic!("unexpected reply {code} {text}"),
+        }
+    }
+    assert_eq!(noops, lines / 64 * 64, "every queued command was answered");
+    let _w = writer.join().unwrap();
+    let mut rest = String::new();
+    assert_eq!(r.read_line(&mut rest).unwrap_or(0), 0, "closed after QUIT");
+    let peak = serve.peak_rss();
+    assert!(
+        peak < base + 64 * 1024 * 1024,
+        "server peak RSS grew from {} MiB to {} MiB",
+        base >> 20,
+        peak >> 20
+    );
+}

@@ -75,6 +75,9 @@ pub struct ServeProcess {
     pub child: Child,
     pub base_url: String,
     pub data_dir: PathBuf,
+    /// Where the TFTP and FTP servers listen, when on.
+    pub tftp: Option<std::net::SocketAddr>,
+    pub ftp: Option<std::net::SocketAddr>,
 }
 
 impl ServeProcess {
@@ -84,6 +87,20 @@ impl ServeProcess {
 
     /// With extra flags; `--tftp` and `--ftp` default to off unless given.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        Self::start_inner(data_dir, extra, None)
+    }
+
+    /// Like `start_with`, started with a soft and a hard limit on open files (`prlimit`).
+    pub fn start_with_nofile(
+        data_dir: &Path,
+        extra: &[&str],
+        soft: u64,
+        hard: u64,
+    ) -> ServeProcess {
+        Self::start_inner(data_dir, extra, Some((soft, hard)))
+    }
+
+    fn start_inner(data_dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> ServeProcess {
         let mut args: Vec<&str> = vec!["serve", "--http", "127.0.0.1:0"];
         for flag in ["--tftp", "--ftp"] {
             if !extra.contains(&flag) {
@@ -92,7 +109,18 @@ impl ServeProcess {
         }
         args.extend(extra);
         args.push("--data-dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        let mut command = match nofile {
+            // prlimit sets its own limits, then execs the program: the pid stays the same.
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_fleetup"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_fleetup")),
+        };
+        let mut child = command
             .args(&args)
             .arg(data_dir)
             .env("FLEETUP_API_TOKEN", TOKEN)
@@ -111,12 +139,26 @@ impl ServeProcess {
                 break;
             }
         }
+        // The banner's next line: `TFTP: ADDR|off   FTP: ADDR|off`.
+        let (mut tftp, mut ftp) = (None, None);
+        if let Some(Ok(line)) = lines.next() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for pair in words.chunks(2) {
+                match pair {
+                    ["TFTP:", a] => tftp = a.parse().ok(),
+                    ["FTP:", a] => ftp = a.parse().ok(),
+                    _ => {}
+                }
+            }
+        }
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         ServeProcess {
             child,
             base_url: base_url.expect("serve printed its address"),
             data_dir: data_dir.to_path_buf(),
+            tftp,
+            ftp,
         }
     }
 
@@ -134,8 +176,17 @@ impl ServeProcess {
 
     /// Peak resident set size (VmHWM) in bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    /// Current resident set size (VmRSS) in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
         let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kb * 1024
     }

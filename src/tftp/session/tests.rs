@@ -23,6 +23,7 @@ fn limits() -> Limits {
         max_window_bytes: 1 << 20,
         timeout: Duration::from_secs(1),
         retries: 5,
+        max_stall: Duration::from_secs(30),
     }
 }
 
@@ -856,4 +857,139 @@ fn sender_holds_at_most_one_window_or_the_read_ahead_of_file_data() {
             );
         }
     }
+}
+
+/// A client that negotiated `timeout 255` and then went silent: the server gives up after its
+/// own stall limit (30 s here), not after 255 s × retries, and tells the client why.
+#[test]
+fn a_client_chosen_timeout_cannot_hold_a_transfer_beyond_the_stall_limit() {
+    let req = Request {
+        filename: "f".into(),
+        mode: Mode::Octet,
+        options: vec![("timeout".into(), "255".into())],
+    };
+    let n = negotiate(&req, false, Some(100_000), &limits());
+    assert_eq!(n.params.timeout, Duration::from_secs(255));
+    assert_eq!(n.params.max_stall, Some(Duration::from_secs(30)));
+    let start = Instant::now();
+    let mut s = Sender::new(
+        start,
+        addr(CLIENT),
+        Cursor::new(file(100_000)),
+        n.params,
+        n.oack,
+    );
+    let mut buf = Vec::new();
+    while s.poll_transmit(&mut buf).is_some() {}
+    let mut now = start;
+    let mut sent = Vec::new();
+    while s.outcome().is_none() {
+        now = s.poll_timeout().expect("a pending transfer has a timer");
+        s.handle_timeout(now);
+        while s.poll_transmit(&mut buf).is_some() {
+            sent = buf.clone();
+        }
+    }
+    assert_eq!(now - start, Duration::from_secs(30));
+    assert_eq!(s.outcome(), Some(&Outcome::Failed(Failure::Stalled(30))));
+    // The last datagram was the ERROR telling the client.
+    match Packet::decode(&sent) {
+        Ok(Packet::Error { code: 0, message }) => {
+            assert!(message.contains("no progress for 30 s"), "{message}")
+        }
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+    assert!(s.is_finished());
+}
+
+/// The stall limit counts time without progress, not the length of a transfer: a slow client
+/// that acknowledges a block every 20 s (within its 255 s timeout) runs to the end.
+#[test]
+fn a_slow_but_progressing_transfer_is_not_cut_by_the_stall_limit() {
+    let params = TransferParams {
+        blksize: 512,
+        timeout: Duration::from_secs(255),
+        max_stall: Some(Duration::from_secs(30)),
+        ..TransferParams::default()
+    };
+    let start = Instant::now();
+    let mut s = Sender::new(
+        start,
+        addr(CLIENT),
+        Cursor::new(file(512 * 10 + 1)),
+        params,
+        None,
+    );
+    let mut buf = Vec::new();
+    let mut now = start;
+    let mut last = 0;
+    while s.outcome().is_none() {
+        while s.poll_transmit(&mut buf).is_some() {
+            if let Ok(Packet::Data { block, .. }) = Packet::decode(&buf) {
+                last = block;
+            }
+        }
+        now += Duration::from_secs(20);
+        assert!(s.poll_timeout().is_some_and(|d| d > now));
+        s.handle(now, addr(CLIENT), &Packet::Ack { block: last }.to_vec());
+    }
+    assert_eq!(
+        s.outcome(),
+        Some(&Outcome::Complete {
+            bytes: 512 * 10 + 1
+        })
+    );
+    assert_eq!(now - start, Duration::from_secs(20 * 11));
+}
+
+/// Server side of an upload: the final ACK is what tells the client its file is stored, so
+/// it waits for the driver; a failure to store becomes an ERROR instead.
+#[test]
+fn an_upload_is_acknowledged_only_once_stored() {
+    let now = Instant::now();
+    let mut buf = Vec::new();
+    let start = |now| {
+        let mut r = Receiver::upload(now, addr(CLIENT), TransferParams::default(), None, None);
+        let mut buf = Vec::new();
+        assert!(r.poll_transmit(&mut buf).is_some());
+        assert_eq!(Packet::decode(&buf), Ok(Packet::Ack { block: 0 }));
+        r.handle(
+            now,
+            addr(CLIENT),
+            &Packet::Data {
+                block: 1,
+                data: b"hostname sw1",
+            }
+            .to_vec(),
+        );
+        r
+    };
+    let mut r = start(now);
+    assert!(r.awaiting_store());
+    assert!(r.poll_transmit(&mut buf).is_none(), "no ACK before storing");
+    assert_eq!(r.outcome(), None);
+    assert!(!r.is_finished());
+    r.stored(now);
+    assert!(r.poll_transmit(&mut buf).is_some());
+    assert_eq!(Packet::decode(&buf), Ok(Packet::Ack { block: 1 }));
+    assert_eq!(r.outcome(), Some(&Outcome::Complete { bytes: 12 }));
+
+    let mut r = start(now);
+    r.store_failed(ErrorCode::FileExists, "sw1-confg appeared meanwhile");
+    assert!(r.poll_transmit(&mut buf).is_some());
+    assert_eq!(
+        Packet::decode(&buf),
+        Ok(Packet::Error {
+            code: 6,
+            message: "sw1-confg appeared meanwhile".into()
+        })
+    );
+    assert!(r.poll_transmit(&mut buf).is_none(), "never an ACK 1");
+    assert_eq!(
+        r.outcome(),
+        Some(&Outcome::Failed(Failure::Store(
+            "sw1-confg appeared meanwhile".into()
+        )))
+    );
+    assert!(r.is_finished());
 }

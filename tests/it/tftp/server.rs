@@ -405,3 +405,118 @@ async fn ipv6_loopback_works() {
     assert!(sink == data);
     server.stop().await;
 }
+
+/// 2,000 read requests from 2,000 sockets at once, with room for 5 transfers: every request
+/// is answered, with its transfer's first block or with "server busy", none lost in the
+/// request socket's buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_is_answered_in_full() {
+    let config = TftpConfig {
+        max_transfers: 5,
+        max_per_client: 10_000,
+        ..TftpConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    server.put("ios.bin", &content(100_000, 31));
+    let mut clients = Vec::new();
+    for _ in 0..2000 {
+        clients.push(raw_socket(server.addr.ip()).await);
+    }
+    let request = rrq("ios.bin", &[]);
+    for c in &clients {
+        c.send_to(&request, server.addr).await.unwrap();
+    }
+    let (mut data, mut busy, mut missing) = (0, 0, 0);
+    // One bound for all the answers, so that lost ones fail the test without a wait each.
+    let guard = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 70_000];
+    for c in &clients {
+        match tokio::time::timeout_at(guard, c.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => match Packet::decode(&buf[..n]).unwrap() {
+                Packet::Data { block: 1, .. } => data += 1,
+                Packet::Error { code: 0, message } if message.contains("server busy") => busy += 1,
+                other => panic!("unexpected answer {other}"),
+            },
+            _ => missing += 1,
+        }
+    }
+    assert_eq!(
+        missing, 0,
+        "requests left unanswered ({data} served, {busy} busy)"
+    );
+    assert_eq!(data, 5);
+    assert_eq!(busy, 1995);
+    server.stop().await;
+}
+
+/// The final ACK of an upload means "stored": when the name was taken while the upload ran,
+/// the client gets error 6 instead, the file that appeared is left alone, and the registry
+/// names the failed step.
+#[tokio::test]
+async fn an_upload_that_cannot_be_stored_is_not_acknowledged() {
+    let write_dir = tempfile::tempdir().unwrap();
+    let config = TftpConfig {
+        write_dir: Some(write_dir.path().to_path_buf()),
+        ..config_for_tests()
+    };
+    let server = TestServer::start(config).await;
+    let sock = raw_socket(server.addr.ip()).await;
+    let wrq = Packet::Wrq(Request {
+        filename: "late.cfg".into(),
+        mode: Mode::Octet,
+        options: vec![],
+    })
+    .to_vec();
+    sock.send_to(&wrq, server.addr).await.unwrap();
+    let (pkt, tid) = recv(&sock).await;
+    assert_eq!(Packet::decode(&pkt).unwrap(), Packet::Ack { block: 0 });
+    std::fs::write(write_dir.path().join("late.cfg"), b"first").unwrap();
+    sock.send_to(
+        &Packet::Data {
+            block: 1,
+            data: b"hostname sw1\n",
+        }
+        .to_vec(),
+        tid,
+    )
+    .await
+    .unwrap();
+    let (pkt, _) = recv(&sock).await;
+    match Packet::decode(&pkt).unwrap() {
+        Packet::Error { code: 6, message } => assert!(message.contains("late.cfg"), "{message}"),
+        other => panic!("expected error 6, got {other}"),
+    }
+    assert_eq!(
+        std::fs::read(write_dir.path().join("late.cfg")).unwrap(),
+        b"first"
+    );
+    let info = server.settled().await;
+    let t = info.iter().find(|t| t.file == "late.cfg").unwrap();
+    assert_eq!(t.state, TransferState::Failed);
+    let why = t.error.as_deref().unwrap_or_default();
+    assert!(why.contains("storing the upload failed"), "{why}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn upload_names_with_control_characters_are_refused() {
+    let write_dir = tempfile::tempdir().unwrap();
+    let config = TftpConfig {
+        write_dir: Some(write_dir.path().to_path_buf()),
+        ..config_for_tests()
+    };
+    let server = TestServer::start(config).await;
+    for name in ["sw1\u{1b}[2J-confg", "sw1\r\nFAKE LOG LINE", "tab\there"] {
+        let wrq = Packet::Wrq(Request {
+            filename: name.into(),
+            mode: Mode::Octet,
+            options: vec![],
+        })
+        .to_vec();
+        let (code, msg) = expect_error(server.addr, &wrq).await;
+        assert_eq!(code, 2, "{name:?}: {msg}");
+        assert!(msg.contains("control character"), "{msg}");
+    }
+    assert_eq!(std::fs::read_dir(write_dir.path()).unwrap().count(), 0);
+    server.stop().await;
+}
