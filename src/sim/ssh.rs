@@ -113,6 +113,7 @@ pub async fn supervise(
                         lab: lab.clone(),
                         peer,
                         epoch: epoch.clone(),
+                        gone: CancellationToken::new(),
                         user: String::new(),
                         inputs: HashMap::new(),
                         tasks: shutdown.tasks.clone(),
@@ -188,6 +189,9 @@ struct Conn {
     lab: Arc<LabShared>,
     peer: SocketAddr,
     epoch: CancellationToken,
+    /// Cancelled when the connection ends: whatever its channels were running (a copy) ends
+    /// with it, as on IOS.
+    gone: CancellationToken,
     user: String,
     inputs: HashMap<ChannelId, mpsc::UnboundedSender<Vec<u8>>>,
     tasks: tokio_util::task::TaskTracker,
@@ -222,9 +226,11 @@ impl Conn {
             self.peer.ip(),
         );
         let epoch = self.epoch.clone();
+        let gone = self.gone.clone();
         self.tasks.spawn(async move {
             let flow = tokio::select! {
                 _ = epoch.cancelled() => return,
+                _ = gone.cancelled() => return,
                 flow = async {
                     match exec {
                         Some(line) => cli.run_exec(&line).await,
@@ -245,6 +251,12 @@ impl Conn {
                 }
             }
         });
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.gone.cancel();
     }
 }
 

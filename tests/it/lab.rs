@@ -1398,3 +1398,76 @@ async fn ftp_copy_passive_and_active_from_fleetups_ftp_server() {
     lab.stop().await;
     server.shutdown.shutdown_and_wait().await;
 }
+
+/// A copy whose SSH session went away ends with it, as on IOS; it never spoils the copy that
+/// replaced it (each copy writes its own temporary file) and leaves nothing behind on flash.
+/// The first copy's server stalls after one block, as a killed fleetup does: that copy would
+/// otherwise sit in its TFTP timeout, then clean up, in the middle of the second copy.
+#[tokio::test]
+async fn a_copy_left_by_a_dead_session_never_spoils_the_next_one() {
+    let data = image(400_000, 9);
+    let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
+    let port = server.addr.port();
+    // The stalled server: answers a read request with its first block, then nothing.
+    let stalled_ip = loop {
+        let ip = Ipv4Addr::new(
+            127,
+            rand::random_range(20..250),
+            rand::random_range(1..250),
+            251,
+        );
+        if ip != v4(server.addr) {
+            break ip;
+        }
+    };
+    let stalled = std::net::UdpSocket::bind((stalled_ip, port)).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        if let Ok((_, client)) = stalled.recv_from(&mut buf) {
+            let mut block = vec![0, 3, 0, 1];
+            block.extend(std::iter::repeat_n(0x5a, 512));
+            let _ = stalled.send_to(&block, client);
+            // Hold the socket, silent, until the test ends.
+            let _ = stalled.recv_from(&mut buf);
+        }
+    });
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.tftp_port = port;
+        c.state_dir = state_dir.path().to_path_buf();
+        // Five tries of 300 ms: the abandoned copy gives up about 1.5 s after it stalled, in
+        // the middle of the second copy (four seconds).
+        c.tftp_timeout = std::time::Duration::from_millis(300);
+        c.rate = Some(100_000);
+    })
+    .await;
+    let host = "lab-sw-001";
+    let flash = state_dir.path().join(host).join("flash");
+    let mut first = enabled(lab.ssh(0), host).await;
+    first
+        .send(&format!("copy tftp://{stalled_ip}/{NEW_IMAGE} flash:\n"))
+        .await;
+    first.expect(r"Destination filename .*\? $").await;
+    first.send("\n").await;
+    first.expect("Loading").await;
+    drop(first);
+    let mut second = enabled(lab.ssh(0), host).await;
+    let out = copy_tftp(&mut second, v4(server.addr), NEW_IMAGE, host).await;
+    assert!(out.contains("[OK - 400000 bytes]"), "{out:?}");
+    assert_eq!(std::fs::read(flash.join(NEW_IMAGE)).unwrap(), data);
+    // The abandoned copy is gone too: no temporary file is left on flash.
+    let leftovers = || {
+        std::fs::read_dir(&flash)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".partial"))
+            .collect::<Vec<_>>()
+    };
+    crate::support::eventually("the abandoned copy to end", || async {
+        leftovers().is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read(flash.join(NEW_IMAGE)).unwrap(), data);
+    lab.stop().await;
+}

@@ -406,8 +406,11 @@ impl<O: Output> Cli<O> {
             .find(|f| f.name == name)
             .map_or(0, |f| f.size);
         let limit = flash.free + existing;
-        let partial = dev.flash_path(&format!(".{name}.partial"));
-        let file = match tokio::fs::File::create(&partial).await {
+        // Each copy writes its own temporary file: a copy left running by a session that went
+        // away must never touch the file of the copy that replaced it.
+        let partial =
+            Partial(dev.flash_path(&format!(".{name}.{:08x}.partial", rand::random::<u32>())));
+        let file = match tokio::fs::File::create(&partial.0).await {
             Ok(f) => f,
             Err(_) => {
                 self.write(&format!("%Error opening {display} (I/O error)\r\n"))
@@ -487,7 +490,7 @@ impl<O: Output> Cli<O> {
         };
         match result {
             Ok(n) => {
-                if tokio::fs::rename(&partial, dev.flash_path(&name))
+                if tokio::fs::rename(&partial.0, dev.flash_path(&name))
                     .await
                     .is_err()
                 {
@@ -520,7 +523,7 @@ impl<O: Output> Cli<O> {
                 Ok(Flow::Continue)
             }
             Err(e) => {
-                let _ = tokio::fs::remove_file(&partial).await;
+                drop(partial);
                 if e == FetchError::Dropped {
                     return Ok(Flow::Drop);
                 }
@@ -538,5 +541,16 @@ impl<O: Output> Cli<O> {
                 Ok(Flow::Continue)
             }
         }
+    }
+}
+
+/// A copy's temporary file, removed when the copy ends without renaming it (a failure, or the
+/// session going away mid-copy).
+struct Partial(std::path::PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // After a successful rename the path no longer exists: nothing to remove.
+        let _ = std::fs::remove_file(&self.0);
     }
 }
