@@ -479,13 +479,17 @@ impl Lab {
                 config.uptime,
             )?);
             let key = ssh::host_key(&name, &dev.dir)?;
-            let listener = ssh::bind(&name, SocketAddr::from((ip, config.ssh_port))).await?;
+            let listener = bind_ssh(&name, ip, config.ssh_port, &dev.dir).await?;
             let addr = listener.local_addr().map_err(|source| LabError::Bind {
                 device: name.clone(),
                 addr: SocketAddr::from((ip, config.ssh_port)),
                 source,
             })?;
             dev.set_ssh_addr(addr);
+            if config.ssh_port == 0 {
+                // Remembered, so that a restarted lab answers where the inventory says.
+                let _ = std::fs::write(dev.dir.join(SSH_PORT_FILE), format!("{}\n", addr.port()));
+            }
             started.push((dev.clone(), key, listener));
             devices.push(dev);
         }
@@ -647,6 +651,31 @@ fn yaml_scalar(s: &str) -> String {
 }
 
 /// `fleetup lab`: start, print where everything is, run until shutdown.
+/// Where a device with `--ssh-port 0` keeps the port it was given.
+const SSH_PORT_FILE: &str = "ssh-port";
+
+/// The device's SSH listener: on `port`, or with port 0 on the port it had before (kept in its
+/// state directory), or a free one when it had none or that one is taken now.
+async fn bind_ssh(
+    name: &str,
+    ip: Ipv4Addr,
+    port: u16,
+    dir: &std::path::Path,
+) -> Result<tokio::net::TcpListener, LabError> {
+    if port == 0
+        && let Some(before) = std::fs::read_to_string(dir.join(SSH_PORT_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+    {
+        match ssh::bind(name, SocketAddr::from((ip, before))).await {
+            Ok(l) => return Ok(l),
+            Err(e) => tracing::warn!(device = name, port = before, error = %e,
+                "the port this device had is taken; it gets a new one (re-import the inventory)"),
+        }
+    }
+    ssh::bind(name, SocketAddr::from((ip, port))).await
+}
+
 pub async fn run_lab(args: LabArgs, shutdown: Shutdown) -> Result<(), LabError> {
     let config = LabConfig::from_args(&args)?;
     let lab = Lab::start(config, shutdown.clone()).await?;

@@ -1471,3 +1471,38 @@ async fn a_copy_left_by_a_dead_session_never_spoils_the_next_one() {
     assert_eq!(std::fs::read(flash.join(NEW_IMAGE)).unwrap(), data);
     lab.stop().await;
 }
+
+/// With `--ssh-port 0` each device keeps, across lab restarts, the port it was given: the
+/// inventory written at the first start stays true.
+#[tokio::test]
+async fn devices_keep_their_ssh_ports_across_lab_restarts() {
+    use fleetup::sim::{Lab, LabConfig};
+    let state_dir = tempfile::tempdir().unwrap();
+    let config = || LabConfig {
+        devices: 3,
+        base_ip: crate::support::random_base(),
+        ssh_port: 0,
+        state_dir: state_dir.path().to_path_buf(),
+        ..LabConfig::default()
+    };
+    let first_config = config();
+    let base = first_config.base_ip;
+    let shutdown = Shutdown::new();
+    let lab = Lab::start(first_config, shutdown.clone()).await.unwrap();
+    let before: Vec<_> = lab.devices().into_iter().map(|d| d.ssh).collect();
+    shutdown.shutdown_and_wait().await;
+    let shutdown = Shutdown::new();
+    let lab = Lab::start(
+        LabConfig {
+            base_ip: base,
+            ..config()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let after: Vec<_> = lab.devices().into_iter().map(|d| d.ssh).collect();
+    assert_eq!(before, after);
+    assert!(before.iter().all(|a| a.port() != 0));
+    shutdown.shutdown_and_wait().await;
+}
