@@ -14,7 +14,7 @@ use crate::shutdown::Shutdown;
 use crate::sim::{Fault, Lab, LabConfig};
 
 /// The playbook the demo runs (also in the repository as `playbooks/demo.yml`).
-pub const PLAYBOOK: &str = include_str!("../playbooks/demo.yml");
+pub(crate) const PLAYBOOK: &str = include_str!("../playbooks/demo.yml");
 
 /// Images the demo generates: one per persona of the lab, named as Cisco names them.
 const IMAGES: [(&str, &str); 3] = [

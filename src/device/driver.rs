@@ -17,7 +17,7 @@ pub enum Driver {
 impl Driver {
     /// The driver for a platform, refined by what the device runs: an IOS-XE box booted from a
     /// `.bin` is in bundle mode and upgrades like classic IOS.
-    pub fn for_device(platform: Platform, running: Option<&ShowVersion>) -> Driver {
+    pub(crate) fn for_device(platform: Platform, running: Option<&ShowVersion>) -> Driver {
         match platform {
             Platform::Ios => Driver::IosBundle,
             Platform::Nxos => Driver::Nxos,
@@ -33,29 +33,29 @@ impl Driver {
     }
 
     /// Where images live.
-    pub fn filesystem(self) -> &'static str {
+    pub(crate) fn filesystem(self) -> &'static str {
         match self {
             Driver::IosBundle | Driver::IosXeInstall => "flash:",
             Driver::Nxos => "bootflash:",
         }
     }
 
-    pub fn path(self, file: &str) -> String {
+    pub(crate) fn path(self, file: &str) -> String {
         format!("{}{}", self.filesystem(), file)
     }
 
-    pub fn md5_command(self, file: &str) -> String {
+    pub(crate) fn md5_command(self, file: &str) -> String {
         match self {
             Driver::Nxos => format!("show file {} md5sum", self.path(file)),
             _ => format!("verify /md5 {}", self.path(file)),
         }
     }
 
-    pub fn copy_command(self, url: &str, file: &str) -> String {
+    pub(crate) fn copy_command(self, url: &str, file: &str) -> String {
         format!("copy {url} {}", self.path(file))
     }
 
-    pub fn delete_command(self, file: &str) -> String {
+    pub(crate) fn delete_command(self, file: &str) -> String {
         match self {
             Driver::Nxos => format!("delete {} no-prompt", self.path(file)),
             _ => format!("delete /force {}", self.path(file)),
@@ -64,7 +64,7 @@ impl Driver {
 
     /// Configuration lines that make `entries` the boot variable, in order. `one_line` is the
     /// Catalyst form (`boot system a;b`), where each `boot system` replaces the list.
-    pub fn boot_lines(self, entries: &[String], one_line: bool) -> Vec<String> {
+    pub(crate) fn boot_lines(self, entries: &[String], one_line: bool) -> Vec<String> {
         match self {
             Driver::Nxos => entries.iter().map(|e| format!("boot nxos {e}")).collect(),
             _ if one_line && !entries.is_empty() => {
@@ -79,7 +79,7 @@ impl Driver {
         }
     }
 
-    pub fn save_command(self) -> &'static str {
+    pub(crate) fn save_command(self) -> &'static str {
         match self {
             Driver::Nxos => "copy running-config startup-config",
             _ => "write memory",
@@ -87,7 +87,7 @@ impl Driver {
     }
 
     /// The command that installs and activates the image and reloads (install-mode drivers).
-    pub fn install_command(self, file: &str) -> Option<String> {
+    pub(crate) fn install_command(self, file: &str) -> Option<String> {
         match self {
             Driver::IosBundle => None,
             Driver::IosXeInstall => Some(format!(

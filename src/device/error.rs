@@ -107,7 +107,7 @@ pub enum DeviceError {
 
 impl DeviceError {
     /// The same error with `secret` replaced by `***` in every text it carries.
-    pub fn redact(self, secret: &str) -> DeviceError {
+    pub(crate) fn redact(self, secret: &str) -> DeviceError {
         if secret.is_empty() {
             return self;
         }

@@ -13,31 +13,33 @@
 //! Drivers know nothing of waves, retries or the database: the caller persists host keys and
 //! facts, and decides what to do with a failure.
 
-pub mod cli;
+pub(crate) mod cli;
 mod driver;
 mod error;
-pub mod parse;
+pub(crate) mod parse;
 mod restart;
 mod session;
-pub mod ssh;
+pub(crate) mod ssh;
 mod target;
 mod timeouts;
-pub mod transcript;
+pub(crate) mod transcript;
 pub mod upgrade;
-pub mod version;
+pub(crate) mod version;
 mod wait;
 
 pub use driver::{Driver, file_name};
 pub use error::DeviceError;
 pub use restart::RestartEvidence;
-pub use session::{DeviceFacts, FilePresence, Session};
-pub use ssh::Connection;
+pub use session::Session;
+pub(crate) use session::{DeviceFacts, FilePresence};
 pub use target::Target;
 pub use timeouts::Timeouts;
-pub use transcript::{EntryKind, Transcript, TranscriptEntry, TranscriptLimits};
+pub use transcript::EntryKind;
+pub(crate) use transcript::{Transcript, TranscriptEntry, TranscriptLimits};
+pub(crate) use upgrade::{Check, StepGate, Stop, upgrade_gated};
 pub use upgrade::{
-    Check, CopySource, FailureReason, Resumed, Step, StepEvent, StepGate, StepStatus, Stop,
-    Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
-    resume_after_reload, upgrade, upgrade_gated,
+    CopySource, FailureReason, Resumed, Step, StepEvent, StepStatus, Transfer, UpgradeFailure,
+    UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult, resume_after_reload, upgrade,
 };
-pub use wait::{facts, read_facts, wait_back};
+pub(crate) use wait::read_facts;
+pub use wait::{facts, wait_back};

@@ -22,7 +22,7 @@ impl RestartEvidence {
 
     /// Whether a device that now prints `now` has restarted. Without a restart time, a
     /// version or an uptime to compare, any answering device counts as restarted.
-    pub fn restarted(&self, now: &ShowVersion) -> bool {
+    pub(crate) fn restarted(&self, now: &ShowVersion) -> bool {
         let uptime_below = |bound: Option<u64>| match (bound, now.uptime_seconds()) {
             (Some(bound), Some(up)) => up < bound,
             _ => true,

@@ -15,18 +15,18 @@ use crate::inventory::{Facts, Platform};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceFacts {
     pub version: ShowVersion,
-    pub boot: BootVariable,
+    pub(crate) boot: BootVariable,
 }
 
 impl DeviceFacts {
-    pub fn to_facts(&self) -> Facts {
+    pub(crate) fn to_facts(&self) -> Facts {
         self.version.clone().into_facts()
     }
 }
 
 /// Whether an image is already on the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilePresence {
+pub(crate) enum FilePresence {
     Absent,
     /// Present and its MD5 is the expected one.
     Verified {
@@ -79,25 +79,25 @@ impl Session {
         Ok(session)
     }
 
-    pub fn host_key(&self) -> &str {
+    pub(crate) fn host_key(&self) -> &str {
         self.conn.host_key()
     }
 
-    pub fn device(&self) -> &str {
+    pub(crate) fn device(&self) -> &str {
         self.conn.device()
     }
 
-    pub fn timeouts(&self) -> &Timeouts {
+    pub(crate) fn timeouts(&self) -> &Timeouts {
         &self.timeouts
     }
 
     /// Run a command with the ordinary timeout; a CLI error (`% Invalid input`) is an error.
-    pub async fn run(&mut self, command: &str) -> Result<String, DeviceError> {
+    pub(crate) async fn run(&mut self, command: &str) -> Result<String, DeviceError> {
         let timeout = self.timeouts.command;
         self.run_with(command, Dialog::confirm(), timeout).await
     }
 
-    pub async fn run_with(
+    pub(crate) async fn run_with(
         &mut self,
         command: &str,
         dialog: Dialog,
@@ -134,7 +134,7 @@ impl Session {
     }
 
     /// `dir flash:`: files, bytes total and free.
-    pub async fn free_space(&mut self) -> Result<DirListing, DeviceError> {
+    pub(crate) async fn free_space(&mut self) -> Result<DirListing, DeviceError> {
         let command = format!("dir {}", self.driver.filesystem());
         let out = self.run(&command).await?;
         parse::dir(&out).map_err(|e| match e {
@@ -148,7 +148,7 @@ impl Session {
     }
 
     /// Whether `file` is on the device with the expected MD5.
-    pub async fn file_present(
+    pub(crate) async fn file_present(
         &mut self,
         file: &str,
         md5: &str,
@@ -173,7 +173,7 @@ impl Session {
     }
 
     /// `copy URL flash:FILE`, answering the destination and overwrite questions.
-    pub async fn copy(
+    pub(crate) async fn copy(
         &mut self,
         source: &CopySource,
         file: &str,
@@ -203,7 +203,7 @@ impl Session {
     }
 
     /// `verify /md5 flash:FILE` (NX-OS: `show file ... md5sum`) compared with `md5`.
-    pub async fn verify_md5(&mut self, file: &str, md5: &str) -> Result<(), DeviceError> {
+    pub(crate) async fn verify_md5(&mut self, file: &str, md5: &str) -> Result<(), DeviceError> {
         let command = self.driver.md5_command(file);
         let timeout = self.timeouts.verify;
         let (output, _) = self.conn.run(&command, Dialog::none(), timeout).await?;
@@ -220,7 +220,7 @@ impl Session {
     /// Set the boot variable to `entries` (in order) and read it back. When the read-back
     /// shows the other `boot system` semantics (one line replacing the list, or one line per
     /// entry), the other form is tried once.
-    pub async fn set_boot(&mut self, entries: &[String]) -> Result<(), DeviceError> {
+    pub(crate) async fn set_boot(&mut self, entries: &[String]) -> Result<(), DeviceError> {
         let mut actual = Vec::new();
         for one_line in [self.one_line_boot, !self.one_line_boot] {
             self.configure(&self.driver.boot_lines(entries, one_line))
@@ -247,7 +247,7 @@ impl Session {
 
     /// Enter config mode, apply `lines`, leave config mode; any refused line is an error
     /// (config mode is left first).
-    pub async fn configure(&mut self, lines: &[String]) -> Result<(), DeviceError> {
+    pub(crate) async fn configure(&mut self, lines: &[String]) -> Result<(), DeviceError> {
         self.run("configure terminal").await?;
         let mut failure = None;
         for line in lines {
@@ -261,7 +261,7 @@ impl Session {
     }
 
     /// The `ip tftp blocksize` of the running configuration (IOS, IOS-XE), if set.
-    pub async fn tftp_blocksize(&mut self) -> Result<Option<u16>, DeviceError> {
+    pub(crate) async fn tftp_blocksize(&mut self) -> Result<Option<u16>, DeviceError> {
         let out = self
             .run("show running-config | include ip tftp blocksize")
             .await?;
@@ -269,7 +269,7 @@ impl Session {
     }
 
     /// `write memory` (NX-OS: `copy running-config startup-config`).
-    pub async fn save(&mut self) -> Result<(), DeviceError> {
+    pub(crate) async fn save(&mut self) -> Result<(), DeviceError> {
         let command = self.driver.save_command();
         let output = self.run(command).await?;
         let ok = output.contains("[OK]") || output.contains("Copy complete");
@@ -283,7 +283,7 @@ impl Session {
     }
 
     /// Delete a file without questions.
-    pub async fn delete(&mut self, file: &str) -> Result<(), DeviceError> {
+    pub(crate) async fn delete(&mut self, file: &str) -> Result<(), DeviceError> {
         let command = self.driver.delete_command(file);
         let output = self.run(&command).await?;
         if let Some(line) = output
@@ -322,7 +322,7 @@ impl Session {
 
     /// Install-mode upgrade (IOS-XE `install add ... activate commit`, NX-OS `install all`):
     /// answers the proceed questions; the device reloads by itself, so the session ends with it.
-    pub async fn install(mut self, file: &str) -> Result<(), DeviceError> {
+    pub(crate) async fn install(mut self, file: &str) -> Result<(), DeviceError> {
         let Some(command) = self.driver.install_command(file) else {
             return Err(DeviceError::Session {
                 device: self.device_name_owned(),
@@ -361,7 +361,7 @@ impl Session {
     }
 
     /// IOS-XE `install remove inactive`: frees flash of the packages no longer booted.
-    pub async fn remove_inactive(&mut self) -> Result<(), DeviceError> {
+    pub(crate) async fn remove_inactive(&mut self) -> Result<(), DeviceError> {
         let timeout = self.timeouts.install;
         let output = self
             .run_with("install remove inactive", Dialog::install(), timeout)

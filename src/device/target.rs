@@ -25,7 +25,7 @@ pub struct Target {
 impl Target {
     /// The driver's view of an inventory device: address, platform, resolved credentials and
     /// the pinned host key.
-    pub fn from_device(device: &crate::inventory::Device) -> Result<Target, String> {
+    pub(crate) fn from_device(device: &crate::inventory::Device) -> Result<Target, String> {
         Ok(Target {
             name: device.name().to_string(),
             host: device.spec.host.clone(),

@@ -58,7 +58,7 @@ impl CopySource {
     /// Credentials IOS cannot take in a URL: it splits at the first `/` after the scheme and
     /// does not decode `%XX`, so a `/` anywhere or a `:` or `@` in the user name would be read
     /// as part of the host or path.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if let Transfer::Ftp { username, password } = &self.transfer {
             if username.is_empty() || username.contains([':', '@', '/']) {
                 return Err(format!(
@@ -73,12 +73,12 @@ impl CopySource {
     }
 
     /// The URL for `copy URL flash:`.
-    pub fn url(&self, image: &str) -> String {
+    pub(crate) fn url(&self, image: &str) -> String {
         self.build(image, false)
     }
 
     /// The URL with the password masked, for events and logs.
-    pub fn display_url(&self, image: &str) -> String {
+    pub(crate) fn display_url(&self, image: &str) -> String {
         self.build(image, true)
     }
 
@@ -112,9 +112,9 @@ pub struct UpgradeOptions {
     /// Free space to keep beyond the image, in percent of the image size.
     pub free_space_margin_percent: u8,
     /// Show commands checked before any change.
-    pub pre_checks: Vec<Check>,
+    pub(crate) pre_checks: Vec<Check>,
     /// Show commands checked once the device runs the new image.
-    pub post_checks: Vec<Check>,
+    pub(crate) post_checks: Vec<Check>,
     /// `ip tftp blocksize` for the copy (IOS and IOS-XE; TFTP only): set before the copy, put
     /// back as it was right after it, so the saved configuration does not change.
     pub tftp_blocksize: Option<u16>,
@@ -141,7 +141,7 @@ impl Default for UpgradeOptions {
 /// A show command whose output must (or must not) contain a text, before any change or
 /// after the device is back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
+pub(crate) struct Check {
     pub command: String,
     pub must_contain: Option<String>,
     pub must_not_contain: Option<String>,
@@ -185,7 +185,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Step::Connect => "connect",
             Step::Facts => "facts",
@@ -207,7 +207,7 @@ impl Step {
 
     /// The steps that change what the device boots: only inside a maintenance window. Copy
     /// and verification may run before it opens.
-    pub fn changes_the_device(self) -> bool {
+    pub(crate) fn changes_the_device(self) -> bool {
         matches!(
             self,
             Step::SetBoot | Step::Save | Step::Install | Step::Reload
@@ -270,7 +270,7 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureReason::Timeout => "timeout",
             FailureReason::CorruptImage => "corrupt_image",
@@ -316,7 +316,7 @@ pub struct UpgradeFailure {
 impl UpgradeFailure {
     /// What failed, without the device's name: for places that name the device already (its
     /// row in a rollout, the CLI's device line).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{} failed ({}): {}{}",
             self.step,
@@ -355,7 +355,7 @@ pub struct UpgradeOutcome {
 }
 
 /// Map a driver error to the reason an operator reads.
-pub fn reason_for(step: Step, e: &DeviceError) -> FailureReason {
+pub(crate) fn reason_for(step: Step, e: &DeviceError) -> FailureReason {
     match e {
         DeviceError::AuthFailed { .. }
         | DeviceError::EnableFailed { .. }
@@ -402,7 +402,7 @@ fn target_version(plan: &UpgradePlan) -> Option<String> {
 /// Whether installing the plan's image on a device running `running` goes back to an older
 /// release. `Err` says why that cannot be told (an unknown or engineering version, or two
 /// trains that do not compare); the caller does not refuse then.
-pub fn is_downgrade(plan: &UpgradePlan, running: &str) -> Result<bool, String> {
+pub(crate) fn is_downgrade(plan: &UpgradePlan, running: &str) -> Result<bool, String> {
     let Some(target) = target_version(plan) else {
         return Err(format!(
             "the version of {} is not known, so whether it is older than {running} cannot be told",
@@ -418,7 +418,7 @@ pub fn is_downgrade(plan: &UpgradePlan, running: &str) -> Result<bool, String> {
 }
 
 /// Whether the device now runs the plan's image.
-pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String> {
+pub(crate) fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String> {
     let v = &facts.version;
     let image_ok = v
         .image
@@ -586,7 +586,7 @@ pub async fn upgrade(
 }
 
 /// [`upgrade`], with a gate asked before every step.
-pub async fn upgrade_gated(
+pub(crate) async fn upgrade_gated(
     target: &Target,
     plan: &UpgradePlan,
     events: UnboundedSender<StepEvent>,

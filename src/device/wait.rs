@@ -17,7 +17,7 @@ pub async fn facts(
 }
 
 /// Log in, read the facts and log out (also when reading failed); with the host key seen.
-pub async fn read_facts(
+pub(crate) async fn read_facts(
     target: &Target,
     timeouts: &Timeouts,
 ) -> Result<(DeviceFacts, String), DeviceError> {
