@@ -264,7 +264,6 @@ impl Transfers {
         TransferHandle {
             registry: self.clone(),
             id,
-            protocol,
             bytes,
             done: false,
         }
@@ -371,18 +370,14 @@ impl Drop for ClaimGuard {
 pub(crate) struct TransferHandle {
     registry: Transfers,
     id: u64,
-    protocol: Protocol,
     bytes: Arc<AtomicU64>,
     done: bool,
 }
 
 impl TransferHandle {
+    #[cfg(test)]
     pub(crate) fn id(&self) -> u64 {
         self.id
-    }
-
-    pub(crate) fn protocol(&self) -> Protocol {
-        self.protocol
     }
 
     /// The block size the transfer negotiated (TFTP).
@@ -395,10 +390,6 @@ impl TransferHandle {
     /// Total bytes transferred so far (not a delta).
     pub(crate) fn set_bytes(&self, bytes: u64) {
         self.bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_bytes(&self, n: u64) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn complete(mut self) {

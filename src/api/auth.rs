@@ -32,10 +32,7 @@ pub(crate) enum TokenSource {
 }
 
 impl ApiToken {
-    pub(crate) fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
+    #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }

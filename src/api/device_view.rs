@@ -266,7 +266,6 @@ mod tests {
 
     fn line(step: &str, at: &str) -> TranscriptLine {
         TranscriptLine {
-            id: 0,
             attempt: 1,
             step: Some(step.into()),
             kind: EntryKind::Command,

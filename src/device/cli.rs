@@ -285,11 +285,13 @@ impl CliSession {
         self.mode
     }
 
+    #[cfg(test)]
     pub(crate) fn is_idle(&self) -> bool {
         matches!(self.state, State::Idle)
     }
 
     /// Type a bare RETURN and wait for a prompt (netmiko's `find_prompt`).
+    #[cfg(test)]
     pub(crate) fn expect_prompt(&mut self, deadline: Instant) -> Result<(), CliError> {
         match &self.state {
             State::Running { command, .. } => return Err(CliError::Busy(command.clone())),

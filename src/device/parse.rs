@@ -607,6 +607,7 @@ pub(crate) fn copy_result(text: &str) -> Result<CopyReport, CopyError> {
 // IOS-XE install mode
 // ---------------------------------------------------------------------------------------------
 
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PackageState {
     Inactive,
@@ -615,6 +616,7 @@ pub(crate) enum PackageState {
     DeactivatedUncommitted,
 }
 
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InstalledPackage {
     /// `IMG`, `SMU`, ...
@@ -624,6 +626,7 @@ pub(crate) struct InstalledPackage {
     pub name: String,
 }
 
+#[cfg(test)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct InstallSummary {
     pub packages: Vec<InstalledPackage>,
@@ -631,6 +634,7 @@ pub(crate) struct InstallSummary {
     pub auto_abort_timer: Option<String>,
 }
 
+#[cfg(test)]
 impl InstallSummary {
     /// The committed image version, the one the box runs and keeps across reloads.
     pub(crate) fn committed_image(&self) -> Option<&str> {
@@ -647,11 +651,14 @@ impl InstallSummary {
     }
 }
 
+#[cfg(test)]
 static PKG_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*([A-Z]{2,4})\s+([IUCD])\s+(\S+)\s*$"));
+#[cfg(test)]
 static ABORT_TIMER: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*Auto abort timer:\s*(.+?)\s*$"));
 
 /// Parse IOS-XE `show install summary`.
+#[cfg(test)]
 pub(crate) fn install_summary(text: &str) -> Result<InstallSummary, ParseError> {
     let mut summary = InstallSummary {
         auto_abort_timer: ABORT_TIMER.captures(text).map(|c| c[1].to_string()),

@@ -87,10 +87,6 @@ impl Session {
         self.conn.device()
     }
 
-    pub(crate) fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
-    }
-
     /// Run a command with the ordinary timeout; a CLI error (`% Invalid input`) is an error.
     pub(crate) async fn run(&mut self, command: &str) -> Result<String, DeviceError> {
         let timeout = self.timeouts.command;

@@ -215,10 +215,6 @@ impl Connection {
         &self.host_key
     }
 
-    pub(crate) fn hostname(&self) -> Option<&str> {
-        self.cli.hostname()
-    }
-
     pub(crate) fn mode(&self) -> Option<Mode> {
         self.cli.mode()
     }

@@ -156,6 +156,7 @@ impl CiscoVersion {
     }
 
     /// The text it was parsed from.
+    #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
         &self.text
     }

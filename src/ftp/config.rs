@@ -27,10 +27,6 @@ impl PortRange {
     pub(crate) fn len(&self) -> usize {
         usize::from(self.high - self.low) + 1
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 impl fmt::Display for PortRange {

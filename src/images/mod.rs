@@ -123,10 +123,6 @@ impl ImageStore {
         &self.dir
     }
 
-    pub(crate) fn max_size(&self) -> u64 {
-        self.max_size
-    }
-
     /// Start a streamed upload into a temporary file.
     pub(crate) async fn begin_upload(&self) -> Result<Upload, ImageError> {
         let name = format!("{:016x}.part", rand::random::<u64>());
@@ -142,26 +138,6 @@ impl ImageStore {
             md5: Md5::new(),
             sha256: Sha256::new(),
         })
-    }
-
-    /// Copy a local file into the store (used by tests and `fleetup demo`).
-    pub(crate) async fn add_local_file(
-        &self,
-        src: &Path,
-        meta: ImageMeta,
-    ) -> Result<ImageRecord, ImageError> {
-        use tokio::io::AsyncReadExt;
-        let mut f = tokio::fs::File::open(src).await.map_err(io_err(src))?;
-        let mut up = self.begin_upload().await?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf).await.map_err(io_err(src))?;
-            if n == 0 {
-                break;
-            }
-            up.write(&buf[..n]).await?;
-        }
-        up.finish(meta).await
     }
 
     pub(crate) async fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
@@ -192,17 +168,12 @@ impl ImageStore {
             Err(e) => Err(io_err(&path)(e)),
         }
     }
-
-    /// Map a name requested by a file-server client to a file of the store.
-    ///
-    /// Accepts `name` and `/name`; refuses anything that could leave the store (`..`,
-    /// separators, NUL, hidden names, symlinks pointing outside) with `Forbidden`.
-    pub(crate) fn resolve(&self, requested: &str) -> Result<PathBuf, ResolveError> {
-        resolve_in(&self.dir, requested)
-    }
 }
 
-/// The rule behind [`ImageStore::resolve`], usable for any root directory.
+/// Map a name requested by a file-server client to a file under `root`.
+///
+/// Accepts `name` and `/name`; refuses anything that could leave the root (`..`, separators,
+/// NUL, hidden names, symlinks pointing outside) with `Forbidden`.
 pub(crate) fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError> {
     let name = requested.strip_prefix('/').unwrap_or(requested);
     if name.contains('\0') {
@@ -258,10 +229,6 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
-    pub(crate) fn size(&self) -> u64 {
-        self.size
-    }
-
     pub(crate) async fn write(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
         self.size += chunk.len() as u64;
         if self.size > self.store.max_size {

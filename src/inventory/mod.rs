@@ -34,8 +34,6 @@ pub enum Platform {
 }
 
 impl Platform {
-    pub(crate) const ALL: [Platform; 3] = [Platform::Ios, Platform::Iosxe, Platform::Nxos];
-
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Platform::Ios => "ios",

@@ -167,6 +167,7 @@ impl Window {
     }
 
     /// When the window that contains `now` closes.
+    #[cfg(test)]
     pub(crate) fn closes_after(&self, now: Timestamp) -> Option<Timestamp> {
         if !self.contains(now) {
             return None;
@@ -192,14 +193,6 @@ impl Window {
 /// Inside any of the windows (no windows: always).
 pub(crate) fn any_contains(windows: &[Window], now: Timestamp) -> bool {
     windows.is_empty() || windows.iter().any(|w| w.contains(now))
-}
-
-/// The earliest opening of any window at or after `now`.
-pub(crate) fn next_open(windows: &[Window], now: Timestamp) -> Option<Timestamp> {
-    if windows.is_empty() {
-        return Some(now);
-    }
-    windows.iter().filter_map(|w| w.next_open(now)).min()
 }
 
 /// When the next window opens, told in that window's own zone as well as in UTC, the way a

@@ -55,10 +55,6 @@ impl ManualClock {
     pub fn set(&self, t: Timestamp) {
         self.now.send_replace(t);
     }
-
-    pub(crate) fn now(&self) -> Timestamp {
-        *self.now.borrow()
-    }
 }
 
 #[cfg(test)]

@@ -78,14 +78,6 @@ impl Engine {
         Ok(engine)
     }
 
-    pub(crate) fn db(&self) -> &Db {
-        &self.ledger.db
-    }
-
-    pub(crate) fn transfers(&self) -> &Transfers {
-        &self.ledger.transfers
-    }
-
     /// Live events of every rollout.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.ledger.subscribe()

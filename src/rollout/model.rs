@@ -66,14 +66,6 @@ impl RolloutState {
     pub(crate) fn may_retry(self) -> bool {
         !matches!(self, RolloutState::Completed | RolloutState::Aborted)
     }
-
-    /// A state as stored; rollouts ended before the end states were split read `failed`.
-    pub(crate) fn from_stored(s: &str) -> Option<Self> {
-        match s {
-            "failed" => Some(RolloutState::CompletedWithFailures),
-            s => Self::parse(s),
-        }
-    }
 }
 
 string_enum!(
@@ -314,7 +306,6 @@ pub(crate) struct DeviceRollout {
 /// One kept line of a job's transcript (already redacted by the driver).
 #[derive(Debug, Clone)]
 pub(crate) struct TranscriptLine {
-    pub id: i64,
     pub attempt: u32,
     pub step: Option<String>,
     pub kind: crate::device::EntryKind,

@@ -4,9 +4,11 @@
 //! rule of canary, waves, `max_failures`, pause, abort, retry, windows and end states is
 //! table-tested below without a database, a lab or a clock.
 
+#[cfg(test)]
 use jiff::Timestamp;
 
 use super::model::{DeviceJob, JobState, RolloutRecord, RolloutState};
+#[cfg(test)]
 use crate::playbook::{Opening, Window};
 
 /// The part of a device job the rules look at.
@@ -228,6 +230,7 @@ pub(crate) fn retry(r: RolloutView, jobs: &[JobView]) -> Retry {
 }
 
 /// Whether a staged device may be changed now (boot variable, save, install, reload).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Changes {
     Allowed,
@@ -236,6 +239,7 @@ pub(crate) enum Changes {
     Never,
 }
 
+#[cfg(test)]
 pub(crate) fn changes(windows: &[Window], now: Timestamp) -> Changes {
     if crate::playbook::any_contains(windows, now) {
         return Changes::Allowed;

@@ -416,7 +416,6 @@ impl Db {
             .map(|r| {
                 let kind: String = r.try_get("kind")?;
                 Ok(TranscriptLine {
-                    id: r.try_get("id")?,
                     attempt: r.try_get::<i64, _>("attempt")? as u32,
                     step: r.try_get("step")?,
                     kind: EntryKind::parse(&kind).ok_or_else(|| decode("transcript kind"))?,

@@ -27,7 +27,6 @@ pub(crate) enum ErrorCode {
     IllegalOperation = 4,
     UnknownTid = 5,
     FileExists = 6,
-    NoSuchUser = 7,
     OptionRefused = 8,
 }
 
@@ -62,6 +61,7 @@ pub struct Request {
 }
 
 impl Request {
+    #[cfg(test)]
     pub(crate) fn option(&self, name: &str) -> Option<&str> {
         self.options
             .iter()

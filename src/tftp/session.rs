@@ -330,10 +330,6 @@ impl<R: Read> Sender<R> {
         self.bytes_acked
     }
 
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.link.peer
-    }
-
     fn slot(&self, block: u64) -> usize {
         (block % self.capacity) as usize
     }
@@ -655,6 +651,7 @@ impl Receiver {
     }
 
     /// The negotiated block size and window size.
+    #[cfg(test)]
     pub(crate) fn params(&self) -> (u16, u16) {
         (self.blksize as u16, self.window as u16)
     }
