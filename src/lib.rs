@@ -8,7 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod ftp;
-pub(crate) mod images;
+pub mod images;
 pub mod inventory;
 pub mod playbook;
 pub mod rollout;

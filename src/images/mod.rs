@@ -308,6 +308,26 @@ impl Drop for Upload {
     }
 }
 
+/// `len` deterministic pseudo-random bytes (xorshift64), the content of the demo's images and
+/// of the tests' image files: they look like files rather than zeros, and a shifted, repeated
+/// or lost block shows up as another checksum. Different seeds give different bytes.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    // The mix spreads small seeds apart; `| 1` keeps xorshift away from its fixed point 0.
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

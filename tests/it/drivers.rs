@@ -18,6 +18,7 @@ use fleetup::device::{
     Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     file_name,
 };
+use fleetup::images::pseudo_random_bytes;
 use fleetup::inventory::{Login, Secret};
 use fleetup::shutdown::Shutdown;
 use fleetup::sim::{Fault, Lab, LabConfig};
@@ -138,11 +139,9 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
+/// Big enough for many TFTP blocks.
 fn test_image() -> Vec<u8> {
-    // Deterministic content, big enough for many TFTP blocks.
-    (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
+    pseudo_random_bytes(300_000, 1)
 }
 
 impl Rig {

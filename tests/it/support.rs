@@ -150,24 +150,7 @@ impl Drop for ServeProcess {
 
 /// Write `size` bytes of deterministic pseudo-random data.
 pub fn write_random_file(path: &Path, size: usize, seed: u64) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = seed | 1;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = size;
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-        let n = left.min(buf.len());
-        f.write_all(&buf[..n]).unwrap();
-        left -= n;
-    }
-    f.flush().unwrap();
+    std::fs::write(path, fleetup::images::pseudo_random_bytes(size, seed)).unwrap();
 }
 
 /// `md5sum`'s answer for a file.
