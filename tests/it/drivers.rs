@@ -129,6 +129,9 @@ struct FileServer {
     _tftp_root: Option<tempfile::TempDir>,
 }
 
+/// A driver-level rig, not a rollout rig: a lab and a file server, driven straight through
+/// `fleetup::device` with no service, inventory or store in between (the rollout rig is
+/// `support::Rig`).
 struct Rig {
     lab: Lab,
     shutdown: Shutdown,
