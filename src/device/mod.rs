@@ -7,7 +7,8 @@
 //! - [`session`]: [`Session`], the steps of an upgrade on a logged-in device;
 //! - [`target`], [`timeouts`], [`error`]: the device, how long waits may take, what fails;
 //! - [`restart`] and [`wait`]: what proves a restart, and waiting for a device to come back;
-//! - [`upgrade`]: the single-device procedure with its safety rules;
+//! - [`upgrade`]: the single-device procedure with its safety rules; [`rules`]: its pure
+//!   decisions (failure reason, downgrade, post-check);
 //! - [`version`]: Cisco version order (`15.2(7)E8` < `15.2(7)E10`), for the downgrade guard.
 //!
 //! Drivers know nothing of waves, retries or the database: the caller persists host keys and
@@ -18,6 +19,7 @@ mod driver;
 mod error;
 pub(crate) mod parse;
 mod restart;
+mod rules;
 mod session;
 pub(crate) mod ssh;
 mod target;
