@@ -129,12 +129,12 @@ fn parse_config(text: &str, known: &BTreeSet<String>) -> Result<Vec<(String, Str
 }
 
 /// `data-dir` → `FLEETUP_DATA_DIR`.
-pub fn env_name(flag: &str) -> String {
+pub(crate) fn env_name(flag: &str) -> String {
     format!("FLEETUP_{}", flag.to_ascii_uppercase().replace('-', "_"))
 }
 
 /// Parse a byte size such as `4GiB`, `500M`, `1048576`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

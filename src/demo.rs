@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Listen;
-use crate::images::ImageMeta;
+use crate::images::{ImageMeta, pseudo_random_bytes};
 use crate::rollout::model::EventKind;
 use crate::serve::{ServeArgs, Service};
 use crate::shutdown::Shutdown;
 use crate::sim::{Fault, Lab, LabConfig};
 
 /// The playbook the demo runs (also in the repository as `playbooks/demo.yml`).
-pub const PLAYBOOK: &str = include_str!("../playbooks/demo.yml");
+pub(crate) const PLAYBOOK: &str = include_str!("../playbooks/demo.yml");
 
 /// Images the demo generates: one per persona of the lab, named as Cisco names them.
 const IMAGES: [(&str, &str); 3] = [
@@ -76,19 +76,6 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
-}
-
-/// Deterministic bytes, so that the demo's images look like files rather than zeros.
-fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
@@ -178,7 +165,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
         let stored = async {
             let mut upload = images.begin_upload().await?;
             upload
-                .write(&image_bytes(size + i * 4099, 7 + i as u64))
+                .write(&pseudo_random_bytes(size + i * 4099, 7 + i as u64))
                 .await?;
             upload
                 .finish(ImageMeta {

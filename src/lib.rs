@@ -1,6 +1,11 @@
 //! fleetup: upgrade the operating system of a fleet of network devices.
 //!
 //! See `ARCHITECTURE.md` for the map of this crate.
+//!
+//! Modules and items are `pub` only where the binary, the integration tests or the benches use
+//! them, so that the compiler reports dead code; read these docs with
+//! `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod api;
 pub mod client;
@@ -18,4 +23,4 @@ pub mod sim;
 pub mod store;
 pub mod tftp;
 pub mod transfers;
-pub mod yaml;
+pub(crate) mod yaml;

@@ -168,13 +168,13 @@ pub enum DataDirError {
 /// An exclusive lock on a data directory (`flock` on `DATA_DIR/lock`), held for the life of
 /// one service; the kernel releases it when the process ends, however it ends.
 #[derive(Debug)]
-pub struct DataDirLock {
+pub(crate) struct DataDirLock {
     _file: std::fs::File,
 }
 
 impl DataDirLock {
     /// Take the lock or say who holds it. The file holds the holder's PID, for that message.
-    pub fn acquire(dir: &std::path::Path) -> Result<DataDirLock, DataDirError> {
+    pub(crate) fn acquire(dir: &std::path::Path) -> Result<DataDirLock, DataDirError> {
         use std::io::{Read, Seek, Write};
         let path = dir.join("lock");
         let io = |source| DataDirError::Io {
@@ -214,7 +214,12 @@ impl DataDirLock {
 }
 
 /// Explain a failed bind in one line that names the flag to change.
-pub fn bind_error(what: &str, flag: &str, addr: SocketAddr, err: &std::io::Error) -> ServeError {
+pub(crate) fn bind_error(
+    what: &str,
+    flag: &str,
+    addr: SocketAddr,
+    err: &std::io::Error,
+) -> ServeError {
     let hint = match err.kind() {
         std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
             "ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another with {flag} (e.g. {flag} {}:{}) or disable it with {flag} off",
@@ -239,8 +244,7 @@ pub struct Service {
     pub http_addr: SocketAddr,
     pub tftp_addr: Option<SocketAddr>,
     pub ftp_addr: Option<SocketAddr>,
-    pub token: ApiToken,
-    pub token_source: TokenSource,
+    pub(crate) token_source: TokenSource,
     pub state: AppState,
     pub shutdown: Shutdown,
     grace: Duration,
@@ -361,7 +365,7 @@ impl Service {
             images,
             transfers,
             engine,
-            token: Arc::new(token.clone()),
+            token: Arc::new(token),
             read_open: args.read_open,
             started: Instant::now(),
             info: Arc::new(info),
@@ -380,7 +384,6 @@ impl Service {
             http_addr,
             tftp_addr,
             ftp_addr,
-            token,
             token_source,
             state,
             shutdown,

@@ -16,11 +16,11 @@ impl Shutdown {
     }
 
     /// Resolves once shutdown was requested.
-    pub async fn requested(&self) {
+    pub(crate) async fn requested(&self) {
         self.token.cancelled().await
     }
 
-    pub fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         self.token.is_cancelled()
     }
 

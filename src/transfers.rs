@@ -28,7 +28,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Protocol::Tftp => "tftp",
             Protocol::Ftp => "ftp",
@@ -70,12 +70,12 @@ pub struct TransferInfo {
     /// IOS does unless `ip tftp blocksize` is set.
     pub block_size: Option<u16>,
     /// The device job that started this transfer, when one claimed it.
-    pub job: Option<JobRef>,
+    pub(crate) job: Option<JobRef>,
 }
 
 /// A device job of a rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobRef {
+pub(crate) struct JobRef {
     pub rollout: String,
     pub device: String,
 }
@@ -84,14 +84,14 @@ pub struct JobRef {
 /// FTP by the job's one-time account; TFTP, which has no account, by the device's address,
 /// the file, and a start after the job sent its copy command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recognise {
+pub(crate) enum Recognise {
     FtpUser(String),
     TftpClient(IpAddr),
 }
 
 /// A job's claim on the transfer its copy command will start.
 #[derive(Debug, Clone)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub job: JobRef,
     pub protocol: Protocol,
     pub file: String,
@@ -206,7 +206,7 @@ impl Transfers {
     }
 
     /// Register a transfer that is starting. `total` is the file size when known.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         protocol: Protocol,
         client: SocketAddr,
@@ -218,7 +218,7 @@ impl Transfers {
     }
 
     /// [`Transfers::start`] for a client logged in as `user` (FTP).
-    pub fn start_as(
+    pub(crate) fn start_as(
         &self,
         protocol: Protocol,
         client: SocketAddr,
@@ -264,7 +264,6 @@ impl Transfers {
         TransferHandle {
             registry: self.clone(),
             id,
-            protocol,
             bytes,
             done: false,
         }
@@ -285,7 +284,7 @@ impl Transfers {
 
     /// Claim the transfer a job's copy command is about to start; the claim ends with the
     /// guard. Transfers it matched keep their job.
-    pub fn claim(&self, claim: Claim) -> ClaimGuard {
+    pub(crate) fn claim(&self, claim: Claim) -> ClaimGuard {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -297,7 +296,7 @@ impl Transfers {
     }
 
     /// The transfer of one job: its live one, else its newest finished one.
-    pub fn of_job(&self, rollout: &str, device: &str) -> Option<TransferInfo> {
+    pub(crate) fn of_job(&self, rollout: &str, device: &str) -> Option<TransferInfo> {
         self.snapshot()
             .into_iter()
             .filter(|t| {
@@ -355,7 +354,7 @@ impl Transfers {
 }
 
 /// Keeps a job's [`Claim`] open; dropped when the job ends.
-pub struct ClaimGuard {
+pub(crate) struct ClaimGuard {
     registry: Transfers,
     id: u64,
 }
@@ -368,45 +367,37 @@ impl Drop for ClaimGuard {
 
 /// Held by the server for the life of one transfer. Dropping it without calling
 /// [`TransferHandle::complete`] or [`TransferHandle::fail`] records the transfer as failed.
-pub struct TransferHandle {
+pub(crate) struct TransferHandle {
     registry: Transfers,
     id: u64,
-    protocol: Protocol,
     bytes: Arc<AtomicU64>,
     done: bool,
 }
 
 impl TransferHandle {
-    pub fn id(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
     /// The block size the transfer negotiated (TFTP).
-    pub fn set_block_size(&self, size: u16) {
+    pub(crate) fn set_block_size(&self, size: u16) {
         if let Some(live) = self.registry.lock().active.get_mut(&self.id) {
             live.block_size = Some(size);
         }
     }
 
     /// Total bytes transferred so far (not a delta).
-    pub fn set_bytes(&self, bytes: u64) {
+    pub(crate) fn set_bytes(&self, bytes: u64) {
         self.bytes.store(bytes, Ordering::Relaxed);
     }
 
-    pub fn add_bytes(&self, n: u64) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn complete(mut self) {
+    pub(crate) fn complete(mut self) {
         self.done = true;
         self.registry.finish(self.id, None);
     }
 
-    pub fn fail(mut self, reason: impl Into<String>) {
+    pub(crate) fn fail(mut self, reason: impl Into<String>) {
         self.done = true;
         self.registry.finish(self.id, Some(reason.into()));
     }

@@ -15,7 +15,7 @@ pub struct YamlError {
 }
 
 impl YamlError {
-    pub fn new(line: u64, column: u64, message: impl Into<String>) -> Self {
+    pub(crate) fn new(line: u64, column: u64, message: impl Into<String>) -> Self {
         Self {
             line,
             column,
@@ -26,7 +26,7 @@ impl YamlError {
 
 /// Deserialize `text` into `T`; unknown fields are rejected by `T`'s own
 /// `#[serde(deny_unknown_fields)]`.
-pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     serde_saphyr::from_str::<T>(text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -63,7 +63,7 @@ fn leading_position(msg: &str) -> Option<&str> {
 }
 
 /// Serialize a value as YAML.
-pub fn to_string<T: Serialize>(value: &T) -> Result<String, String> {
+pub(crate) fn to_string<T: Serialize>(value: &T) -> Result<String, String> {
     serde_saphyr::to_string(value).map_err(|e| e.to_string())
 }
 

@@ -13,7 +13,7 @@ use super::{ApiError, AppState};
 /// The API token: from `FLEETUP_API_TOKEN`, else kept in `DATA_DIR/api-token` (created with
 /// mode 0600 at first start).
 #[derive(Clone)]
-pub struct ApiToken(String);
+pub(crate) struct ApiToken(String);
 
 impl std::fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +23,7 @@ impl std::fmt::Debug for ApiToken {
 
 /// Where the token came from, for the start-up message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     Environment,
     File {
         path: std::path::PathBuf,
@@ -32,20 +32,17 @@ pub enum TokenSource {
 }
 
 impl ApiToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    pub fn as_str(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// Compare in constant time, so response timing does not reveal a prefix of the token.
-    pub fn matches(&self, candidate: &str) -> bool {
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
         self.0.as_bytes().ct_eq(candidate.as_bytes()).into()
     }
 
-    pub fn load_or_create(
+    pub(crate) fn load_or_create(
         data_dir: &Path,
         from_env: Option<String>,
     ) -> std::io::Result<(Self, TokenSource)> {
@@ -59,7 +56,7 @@ impl ApiToken {
 }
 
 /// Read a secret file, or create it with a random value and mode 0600.
-pub fn load_or_create_secret(path: &Path) -> std::io::Result<(String, bool)> {
+pub(crate) fn load_or_create_secret(path: &Path) -> std::io::Result<(String, bool)> {
     match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => return Ok((s.trim().to_string(), false)),
         Ok(_) => {}
@@ -83,13 +80,17 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<(String, bool)> {
 }
 
 /// 32 random bytes, hex encoded.
-pub fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     hex::encode(bytes)
 }
 
 /// Every mutating call needs the token; reads too unless the service runs with `--read-open`.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let is_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if is_read && state.read_open {
         return next.run(req).await;

@@ -16,7 +16,7 @@ use crate::rollout::report::{self, StepTiming};
 use crate::store::StoreError;
 use crate::transfers::TransferInfo;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(device_history))
         .routes(routes!(device_job))
@@ -24,7 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The facts read from the device at one time.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FactsEntry {
+pub(super) struct FactsEntry {
     version: Option<String>,
     image: Option<String>,
     model: Option<String>,
@@ -50,7 +50,7 @@ impl From<FactsSnapshot> for FactsEntry {
 /// A rollout that included the device: the device's job in it (state, versions before and
 /// after, error, attempts) and its step timings.
 #[derive(Serialize, ToSchema)]
-pub struct DeviceRolloutEntry {
+pub(super) struct DeviceRolloutEntry {
     rollout_id: String,
     rollout_name: String,
     rollout_state: RolloutState,
@@ -61,7 +61,7 @@ pub struct DeviceRolloutEntry {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct DeviceHistory {
+pub(super) struct DeviceHistory {
     device: String,
     /// Newest first; the last 100 are kept.
     facts: Vec<FactsEntry>,
@@ -71,7 +71,7 @@ pub struct DeviceHistory {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct HistoryQuery {
+pub(super) struct HistoryQuery {
     /// How many rollouts, newest first: 1 to 500 (default 50).
     limit: Option<i64>,
 }
@@ -128,7 +128,7 @@ async fn device_history(
 /// fleetup typed to a question of the device (`command` is what was typed, empty for RETURN,
 /// `output` the question), or a note (`[truncated]`). Secrets are replaced by `***`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TranscriptLineView {
+pub(super) struct TranscriptLineView {
     /// `command`, `answer` or `note`.
     kind: String,
     command: String,
@@ -153,14 +153,14 @@ impl From<TranscriptLine> for TranscriptLineView {
 
 /// A step of the job with the lines sent and answered while it ran.
 #[derive(Serialize, ToSchema)]
-pub struct StepWithTranscript {
+pub(super) struct StepWithTranscript {
     #[serde(flatten)]
     timing: StepTiming,
     transcript: Vec<TranscriptLineView>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct DeviceJobDetail {
+pub(super) struct DeviceJobDetail {
     rollout_id: String,
     rollout_name: String,
     rollout_state: RolloutState,
@@ -266,7 +266,6 @@ mod tests {
 
     fn line(step: &str, at: &str) -> TranscriptLine {
         TranscriptLine {
-            id: 0,
             attempt: 1,
             step: Some(step.into()),
             kind: EntryKind::Command,

@@ -15,7 +15,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, rejection};
 use crate::inventory::{DeviceInput, DeviceView, Platform};
 use crate::store::DeviceFilter;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_devices, create_device))
         .routes(routes!(get_device, update_device, delete_device))
@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct DeviceQuery {
+pub(super) struct DeviceQuery {
     /// Only devices in this group.
     group: Option<String>,
     /// Only devices with this tag.
@@ -240,7 +240,7 @@ async fn import_inventory(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ExportQuery {
+pub(super) struct ExportQuery {
     /// Include inline passwords and enable secrets (default false).
     #[serde(default)]
     with_secrets: bool,

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::{ApiError, ApiResult, AppState, ErrorBody, rejection};
 use crate::images::{ImageMeta, ImageRecord};
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(super) fn router() -> OpenApiRouter<AppState> {
     let upload = OpenApiRouter::new()
         .routes(routes!(upload_image))
         .layer(DefaultBodyLimit::disable());

@@ -12,14 +12,13 @@ mod rollouts;
 mod system;
 mod web;
 
-pub use auth::{ApiToken, TokenSource, load_or_create_secret, random_secret};
-pub use devices::{DeviceList, ImportResult};
-pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+pub(crate) use auth::{ApiToken, TokenSource, random_secret};
+pub use devices::DeviceList;
+pub(crate) use devices::ImportResult;
+pub(crate) use error::{ApiError, ApiResult, ErrorBody};
 pub use images::ImageList;
-pub use rollouts::{
-    ActionResult, DeviceRow, DryRun, NOTHING_TO_DO, Progress, RolloutDetail, RolloutList,
-    RolloutSummary, WaveView,
-};
+pub(crate) use rollouts::{ActionResult, DeviceRow, RolloutDetail, RolloutList, WaveView};
+pub use rollouts::{DryRun, NOTHING_TO_DO};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,25 +37,25 @@ use crate::store::Db;
 use crate::transfers::Transfers;
 
 /// Largest JSON or YAML request body (inventories, playbooks).
-pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Everything a request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
-    pub images: ImageStore,
+    pub(crate) images: ImageStore,
     pub transfers: Transfers,
-    pub engine: Engine,
-    pub token: Arc<ApiToken>,
+    pub(crate) engine: Engine,
+    pub(crate) token: Arc<ApiToken>,
     /// Allow GET requests without a token.
     pub read_open: bool,
     pub started: Instant,
-    pub info: Arc<ServiceInfo>,
+    pub(crate) info: Arc<ServiceInfo>,
 }
 
 /// What the service listens on, for `/api/v1/health` and the dashboard.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct ServiceInfo {
+pub(crate) struct ServiceInfo {
     pub version: String,
     pub http: Option<String>,
     pub tftp: Option<String>,
@@ -106,7 +105,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The whole HTTP application.
-pub fn app(state: AppState) -> Router {
+pub(crate) fn app(state: AppState) -> Router {
     let (protected, _) = api_routes().split_for_parts();
     let protected = protected.route_layer(middleware::from_fn_with_state(
         state.clone(),

@@ -24,7 +24,7 @@ use crate::rollout::model::{DeviceJob, Event, JobState, RolloutRecord, RolloutSt
 use crate::rollout::report::{self, StepTiming};
 use crate::transfers::TransferInfo;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_rollouts, submit_rollout))
         .routes(routes!(get_rollout))
@@ -93,7 +93,7 @@ fn progress(jobs: &[DeviceJob]) -> Progress {
 // them with `StateName` (a newer service's state names survive); `value_type` keeps their
 // OpenAPI names and shapes those of the service's own types.
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct RolloutSummary<S = RolloutState> {
+pub(crate) struct RolloutSummary<S = RolloutState> {
     #[serde(flatten)]
     #[schema(value_type = RolloutRecord)]
     pub rollout: RolloutRecord<S>,
@@ -103,7 +103,7 @@ pub struct RolloutSummary<S = RolloutState> {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct RolloutList<S = RolloutState> {
     #[schema(value_type = Vec<RolloutSummary>)]
-    pub rollouts: Vec<RolloutSummary<S>>,
+    pub(crate) rollouts: Vec<RolloutSummary<S>>,
 }
 
 /// Rollouts, newest first.
@@ -122,7 +122,7 @@ async fn list_rollouts(State(state): State<AppState>) -> ApiResult<Json<RolloutL
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct SubmitQuery {
+pub(super) struct SubmitQuery {
     /// Validate and plan only: print waves and skipped devices, touch nothing.
     #[serde(default)]
     dry_run: bool,
@@ -195,7 +195,7 @@ async fn submit_rollout(
 
 /// A device's row in the rollout view.
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct DeviceRow<J = JobState> {
+pub(crate) struct DeviceRow<J = JobState> {
     #[serde(flatten)]
     #[schema(value_type = DeviceJob)]
     pub job: DeviceJob<J>,
@@ -211,7 +211,7 @@ pub struct WaveView<J = JobState> {
     pub name: String,
     pub progress: Progress,
     #[schema(value_type = Vec<DeviceRow>)]
-    pub devices: Vec<DeviceRow<J>>,
+    pub(crate) devices: Vec<DeviceRow<J>>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -281,7 +281,7 @@ async fn get_rollout(
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct ActionResult {
+pub(crate) struct ActionResult {
     pub id: String,
     pub state: String,
     pub message: String,
@@ -360,7 +360,7 @@ async fn retry_rollout(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ReportQuery {
+pub(super) struct ReportQuery {
     /// `json` (default) or `csv`.
     format: Option<String>,
 }
@@ -399,7 +399,7 @@ async fn rollout_report(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     /// Only events after this id (also taken from the `Last-Event-ID` header).
     after: Option<i64>,
     /// Only the events of this device (rollout-level events are left out).
@@ -408,7 +408,7 @@ pub struct EventsQuery {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ActivityQuery {
+pub(super) struct ActivityQuery {
     /// Only events after this id.
     after: Option<i64>,
     /// Only this device's events.
@@ -418,7 +418,7 @@ pub struct ActivityQuery {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Activity {
+pub(super) struct Activity {
     /// Oldest first.
     pub events: Vec<Event>,
 }

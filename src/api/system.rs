@@ -15,14 +15,14 @@ use super::{ApiResult, AppState, ServiceInfo};
 use crate::rollout::model::{EventKind, JobState, RolloutState};
 use crate::transfers::{Protocol, TransferInfo};
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_transfers))
         .routes(routes!(vocabulary))
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct EventKindInfo {
+pub(super) struct EventKindInfo {
     kind: EventKind,
     /// Something went wrong (shown in red).
     bad: bool,
@@ -31,7 +31,7 @@ pub struct EventKindInfo {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct RolloutStateInfo {
+pub(super) struct RolloutStateInfo {
     state: RolloutState,
     /// Nothing more happens unless failed devices are retried.
     ended: bool,
@@ -40,7 +40,7 @@ pub struct RolloutStateInfo {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct JobStateInfo {
+pub(super) struct JobStateInfo {
     state: JobState,
     finished: bool,
 }
@@ -48,7 +48,7 @@ pub struct JobStateInfo {
 /// Every event kind, rollout state and device job state the service uses, with what a client
 /// needs to know of each: the dashboard builds its lists from this, never from its own copy.
 #[derive(Serialize, ToSchema)]
-pub struct Vocabulary {
+pub(super) struct Vocabulary {
     event_kinds: Vec<EventKindInfo>,
     rollout_states: Vec<RolloutStateInfo>,
     job_states: Vec<JobStateInfo>,
@@ -85,7 +85,7 @@ async fn vocabulary() -> Json<Vocabulary> {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub(super) struct Health {
     /// `ok`, or `degraded` while the database cannot be read or written.
     status: &'static str,
     database: &'static str,
@@ -98,7 +98,7 @@ pub struct Health {
 
 /// Liveness and readiness: answers without a token, for load balancers and monitoring.
 /// Degraded (503) when the database does not answer, or cannot take writes (a full disk).
-pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let (database, reason) = match state.db.ping().await {
         Err(e) => (
             "unreachable",
@@ -126,7 +126,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct TransferList {
+pub(super) struct TransferList {
     /// Active transfers first, then recently finished ones.
     transfers: Vec<TransferInfo>,
 }
@@ -139,12 +139,12 @@ async fn list_transfers(State(state): State<AppState>) -> Json<TransferList> {
     })
 }
 
-pub async fn openapi_json() -> impl IntoResponse {
+pub(super) async fn openapi_json() -> impl IntoResponse {
     Json(super::openapi())
 }
 
 /// Prometheus text exposition format.
-pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let mut out = String::new();
     let page = state
         .db

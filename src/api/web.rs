@@ -12,7 +12,7 @@ use super::AppState;
 #[folder = "web/"]
 struct Assets;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().fallback(serve_asset)
 }
 

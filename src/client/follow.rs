@@ -20,7 +20,7 @@ use crate::rollout::model::{Event, JobState};
 use crate::transfers::TransferState;
 
 /// The widest line the display draws, whatever the terminal's width.
-pub const MAX_WIDTH: usize = 80;
+pub(crate) const MAX_WIDTH: usize = 80;
 
 /// How following a rollout ended.
 pub enum Outcome {
@@ -69,7 +69,7 @@ async fn read_events(client: Client, id: String, tx: tokio::sync::mpsc::Unbounde
 }
 
 /// A step in the operator's words.
-pub fn step_words(step: &str) -> String {
+pub(crate) fn step_words(step: &str) -> String {
     match step {
         "connect" => "connecting",
         "facts" => "reading the version",
@@ -142,7 +142,7 @@ fn eta(r: &Rollout, now: jiff::Timestamp) -> Option<u64> {
 }
 
 /// The live display of rollout `r` at `now`: every line at most `width` columns.
-pub fn render(r: &Rollout, now: jiff::Timestamp, width: usize) -> Vec<String> {
+pub(crate) fn render(r: &Rollout, now: jiff::Timestamp, width: usize) -> Vec<String> {
     let p = &r.progress;
     let mut lines = Vec::new();
     let eta = match eta(r, now) {

@@ -127,7 +127,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> Self {
+    pub(crate) fn new(server: &str, token: Option<String>) -> Self {
         Self {
             base: server.trim_end_matches('/').to_string(),
             token,
@@ -145,7 +145,7 @@ impl Client {
         Self::new(&args.server, token)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{}", self.base, path)
     }
 
@@ -227,7 +227,7 @@ impl Client {
     }
 
     /// POST without a body (the rollout actions).
-    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let resp = self.send(self.request(Method::POST, path)).await?;
         resp.json()
             .await

@@ -28,7 +28,7 @@ pub fn has_canary<J>(waves: &[WaveView<J>]) -> bool {
 /// Whether a rollout in this state will do nothing more by itself: ended, or halted (waiting
 /// for a retry or an abort). A state this build does not know counts as ended once the
 /// service gave the rollout an end time.
-pub fn stopped(state: &StateName<RolloutState>, finished_at: Option<&str>) -> bool {
+pub(crate) fn stopped(state: &StateName<RolloutState>, finished_at: Option<&str>) -> bool {
     match state.known() {
         Some(s) => s.is_ended() || s == RolloutState::Halted,
         None => finished_at.is_some(),

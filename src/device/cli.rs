@@ -25,7 +25,7 @@ use crate::inventory::Secret;
 
 /// The CLI mode a prompt shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `host>`
     Exec,
     /// `host#`
@@ -35,7 +35,7 @@ pub enum Mode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prompt {
+pub(crate) struct Prompt {
     /// The hostname as the prompt shows it (possibly truncated in config mode).
     pub hostname: String,
     pub mode: Mode,
@@ -59,7 +59,7 @@ static SYSLOG: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Read a prompt from a line, if it is one.
-pub fn parse_prompt(line: &str) -> Option<Prompt> {
+pub(crate) fn parse_prompt(line: &str) -> Option<Prompt> {
     let c = PROMPT.captures(line)?;
     let mode = match (c.get(2), &c[3]) {
         (Some(_), "#") => Mode::Config,
@@ -74,13 +74,13 @@ pub fn parse_prompt(line: &str) -> Option<Prompt> {
     })
 }
 
-pub fn is_syslog(line: &str) -> bool {
+pub(crate) fn is_syslog(line: &str) -> bool {
     SYSLOG.is_match(line.trim_start())
 }
 
 /// What to type in answer to a question.
 #[derive(Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// Just RETURN: accepts the default in brackets or confirms `[confirm]`.
     Enter,
     /// A word and RETURN.
@@ -107,17 +107,17 @@ struct Answer {
 
 /// The questions a command may ask and what to answer, first match wins.
 #[derive(Debug, Clone, Default)]
-pub struct Dialog {
+pub(crate) struct Dialog {
     answers: Vec<Answer>,
 }
 
 impl Dialog {
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self::default()
     }
 
     /// Add an answer; `question` is a regex matched against the unterminated last line.
-    pub fn answer(mut self, question: &str, reply: Reply) -> Self {
+    pub(crate) fn answer(mut self, question: &str, reply: Reply) -> Self {
         let question = Regex::new(question)
             .unwrap_or_else(|e| panic!("dialog question {question:?} is not a regex: {e}"));
         self.answers.push(Answer { question, reply });
@@ -125,7 +125,7 @@ impl Dialog {
     }
 
     /// `copy URL flash:`: accept the suggested names, confirm an overwrite.
-    pub fn copy() -> Self {
+    pub(crate) fn copy() -> Self {
         Self::none()
             .answer(
                 r"Address or name of remote host \[[^\]]*\]\?\s*$",
@@ -140,7 +140,7 @@ impl Dialog {
     }
 
     /// `delete flash:X`, `write memory` and other commands that only ask for confirmation.
-    pub fn confirm() -> Self {
+    pub(crate) fn confirm() -> Self {
         Self::none()
             .answer(r"Delete filename \[[^\]]*\]\?\s*$", Reply::Enter)
             .answer(r"Destination filename \[[^\]]*\]\?\s*$", Reply::Enter)
@@ -149,7 +149,7 @@ impl Dialog {
 
     /// `reload`: the configuration was saved just before on purpose, so anything changed
     /// since is not saved (unicon answers the same).
-    pub fn reload() -> Self {
+    pub(crate) fn reload() -> Self {
         Self::none()
             .answer(
                 r"System config(?:uration)? has been modified\.\s*Save\?\s*\[yes/no\]:?\s*$",
@@ -159,7 +159,7 @@ impl Dialog {
     }
 
     /// `enable`: the secret at `Password:`.
-    pub fn enable(secret: Option<Secret>) -> Self {
+    pub(crate) fn enable(secret: Option<Secret>) -> Self {
         let reply = match secret {
             Some(s) => Reply::Secret(s),
             None => Reply::Enter,
@@ -168,7 +168,7 @@ impl Dialog {
     }
 
     /// IOS-XE `install ...` and NX-OS `install all`: proceed.
-    pub fn install() -> Self {
+    pub(crate) fn install() -> Self {
         Self::none()
             .answer(r"\[y/n(?:/q)?\]\s*$", Reply::Line("y".into()))
             .answer(r"\(y/n\)\?\s*\[n\]\s*$", Reply::Line("y".into()))
@@ -185,7 +185,7 @@ impl Dialog {
 
 /// What the session observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The first prompt after login (or after [`CliSession::expect_prompt`]).
     Ready(Prompt),
     /// A command finished: its output (echo, syslog and the final prompt removed) and the
@@ -211,7 +211,7 @@ pub enum Event {
 
 /// Misuse of the session by its caller (a bug in the driver, not a device problem).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error("a command is still running ({0:?}); wait for its prompt before sending another")]
     Busy(String),
     #[error("the session is waiting for its first prompt")]
@@ -237,7 +237,7 @@ enum State {
 
 /// The CLI engine of one SSH shell channel.
 #[derive(Debug)]
-pub struct CliSession {
+pub(crate) struct CliSession {
     state: State,
     hostname: Option<String>,
     mode: Option<Mode>,
@@ -261,7 +261,7 @@ const CONFIG_PROMPT_MIN_CHARS: usize = 16;
 
 impl CliSession {
     /// A session that waits for the device's first prompt until `deadline`.
-    pub fn new(deadline: Instant) -> Self {
+    pub(crate) fn new(deadline: Instant) -> Self {
         CliSession {
             state: State::AwaitPrompt { deadline },
             hostname: None,
@@ -276,21 +276,23 @@ impl CliSession {
         }
     }
 
-    pub fn hostname(&self) -> Option<&str> {
+    pub(crate) fn hostname(&self) -> Option<&str> {
         self.hostname.as_deref()
     }
 
     /// The mode of the last prompt seen.
-    pub fn mode(&self) -> Option<Mode> {
+    pub(crate) fn mode(&self) -> Option<Mode> {
         self.mode
     }
 
-    pub fn is_idle(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
         matches!(self.state, State::Idle)
     }
 
     /// Type a bare RETURN and wait for a prompt (netmiko's `find_prompt`).
-    pub fn expect_prompt(&mut self, deadline: Instant) -> Result<(), CliError> {
+    #[cfg(test)]
+    pub(crate) fn expect_prompt(&mut self, deadline: Instant) -> Result<(), CliError> {
         match &self.state {
             State::Running { command, .. } => return Err(CliError::Busy(command.clone())),
             State::Broken => return Err(CliError::Broken),
@@ -304,7 +306,7 @@ impl CliSession {
     }
 
     /// Send one command; its outcome is an [`Event::Done`] or [`Event::TimedOut`].
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         command: &str,
         dialog: Dialog,
@@ -333,23 +335,23 @@ impl CliSession {
         Ok(())
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmit.pop_front()
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`CliSession::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::AwaitPrompt { deadline } | State::Running { deadline, .. } => Some(*deadline),
             _ => None,
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         let expired = match &self.state {
             State::AwaitPrompt { deadline } | State::Running { deadline, .. } => now >= *deadline,
             _ => false,
@@ -371,7 +373,7 @@ impl CliSession {
     }
 
     /// Feed bytes received from the shell channel.
-    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+    pub(crate) fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         let text = self.decode(bytes);
         for ch in text.chars() {
             match ch {

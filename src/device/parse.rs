@@ -79,11 +79,11 @@ pub struct ShowVersion {
 
 impl ShowVersion {
     /// Uptime in seconds, when the uptime text could be read.
-    pub fn uptime_seconds(&self) -> Option<u64> {
+    pub(crate) fn uptime_seconds(&self) -> Option<u64> {
         self.uptime.as_deref().and_then(uptime_seconds)
     }
 
-    pub fn into_facts(self) -> crate::inventory::Facts {
+    pub(crate) fn into_facts(self) -> crate::inventory::Facts {
         crate::inventory::Facts {
             version: Some(self.version),
             image: self.image,
@@ -150,7 +150,7 @@ static RESTARTED: LazyLock<Regex> = LazyLock::new(|| {
 ///   `N77-C7706`. Other families' product IDs carry suffixes the chassis line lacks
 ///   (`N3K-C3064PQ-10GX`), so their chassis name stays as printed, as Genie's `chassis` has it
 ///   (`Nexus 3048`, `Nexus5548`, `Nexus3000 C3232C`). ntc-templates reports the bare `C9372PX`.
-pub fn model(text: &str) -> Option<String> {
+pub(crate) fn model(text: &str) -> Option<String> {
     let cap1 = |r: &Regex| r.captures(text).map(|c| c[1].trim().to_string());
     if let Some(m) = cap1(&HARDWARE_PROCESSOR).or_else(|| cap1(&HARDWARE_REVISION)) {
         return Some(m);
@@ -172,7 +172,7 @@ pub fn model(text: &str) -> Option<String> {
 }
 
 /// Parse `show version` of IOS, IOS-XE or NX-OS.
-pub fn show_version(text: &str) -> Result<ShowVersion, ParseError> {
+pub(crate) fn show_version(text: &str) -> Result<ShowVersion, ParseError> {
     let cap1 = |r: &Regex| r.captures(text).map(|c| c[1].to_string());
     let ios_version = cap1(&IOS_VERSION);
     let version = cap1(&XE_VERSION)
@@ -207,7 +207,7 @@ pub fn show_version(text: &str) -> Result<ShowVersion, ParseError> {
 
 /// Sum an IOS or NX-OS uptime text ("1 year, 51 weeks, 2 days, 41 minutes",
 /// "796 day(s), 15 hour(s), 58 minute(s), 29 second(s)") into seconds.
-pub fn uptime_seconds(text: &str) -> Option<u64> {
+pub(crate) fn uptime_seconds(text: &str) -> Option<u64> {
     static PART: LazyLock<Regex> =
         LazyLock::new(|| re(r"(\d+)\s+(year|week|day|hour|minute|second)"));
     let mut total = 0u64;
@@ -233,7 +233,7 @@ pub fn uptime_seconds(text: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
+pub(crate) struct DirEntry {
     pub name: String,
     pub size: u64,
     pub is_dir: bool,
@@ -241,7 +241,7 @@ pub struct DirEntry {
 
 /// A directory listing with the file system's totals (when printed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DirListing {
+pub(crate) struct DirListing {
     /// `flash:/`, `bootflash:/` when the listing names it.
     pub directory: Option<String>,
     pub entries: Vec<DirEntry>,
@@ -250,7 +250,7 @@ pub struct DirListing {
 }
 
 impl DirListing {
-    pub fn file(&self, name: &str) -> Option<&DirEntry> {
+    pub(crate) fn file(&self, name: &str) -> Option<&DirEntry> {
         let name = name.trim_start_matches('/');
         self.entries.iter().find(|e| !e.is_dir && e.name == name)
     }
@@ -258,7 +258,7 @@ impl DirListing {
 
 /// Why `dir` listed nothing usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DirError {
+pub(crate) enum DirError {
     #[error("no such file or directory: {0}")]
     NotFound(String),
     #[error("the device refused `dir`: {0}")]
@@ -287,7 +287,7 @@ static ERROR_PAREN: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*%\s?Error \w+ (\S+) \((.+?)\)"));
 
 /// Parse `dir FS:` / `show flash:` of IOS, IOS-XE or NX-OS.
-pub fn dir(text: &str) -> Result<DirListing, DirError> {
+pub(crate) fn dir(text: &str) -> Result<DirListing, DirError> {
     if let Some(c) = ERROR_PAREN.captures(text) {
         let reason = &c[2];
         if reason.contains("No such file") || reason.contains("does not exist") {
@@ -345,7 +345,7 @@ pub fn dir(text: &str) -> Result<DirListing, DirError> {
 
 /// The boot variable in effect for the next reload, in boot order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BootVariable {
+pub(crate) struct BootVariable {
     /// `flash:c2960x-...bin`, `bootflash:packages.conf`; the `,12` boot-sequence suffix of
     /// IOS-XE is removed.
     pub entries: Vec<String>,
@@ -379,7 +379,7 @@ static TFTP_BLOCKSIZE: LazyLock<Regex> =
 
 /// The `ip tftp blocksize N` line of a running configuration (or of `show running-config |
 /// include ip tftp blocksize`), if there is one.
-pub fn tftp_blocksize(text: &str) -> Option<u16> {
+pub(crate) fn tftp_blocksize(text: &str) -> Option<u16> {
     TFTP_BLOCKSIZE
         .captures(text)
         .and_then(|c| c[1].parse().ok())
@@ -387,7 +387,7 @@ pub fn tftp_blocksize(text: &str) -> Option<u16> {
 
 /// Parse `show boot` (classic `BOOT path-list :`, IOS-XE `BOOT variable =`, Cat9k sections,
 /// NX-OS `nxos variable =`) or `show bootvar`.
-pub fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
+pub(crate) fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
     // Cat9k and NX-OS print the current and the next-reload variables; the next reload is
     // what an upgrade changes.
     let relevant = match text.find("Boot Variables on next reload") {
@@ -437,7 +437,7 @@ pub fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Md5Report {
+pub(crate) struct Md5Report {
     pub file: String,
     /// Lower-case hex digest computed by the device.
     pub md5: String,
@@ -466,7 +466,7 @@ static MD5_COMPUTED: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)Computed signature\s*=\s*([0-9a-fA-F]{32})"));
 
 /// Parse `verify /md5 FILE` (or `verify /md5 FILE HASH`) and compare with `expected`.
-pub fn verify_md5(text: &str, expected: &str) -> Result<Md5Report, Md5Error> {
+pub(crate) fn verify_md5(text: &str, expected: &str) -> Result<Md5Report, Md5Error> {
     let expected = expected.trim().to_ascii_lowercase();
     if let Some(c) = MD5_LINE.captures(text) {
         let report = Md5Report {
@@ -513,7 +513,7 @@ pub fn verify_md5(text: &str, expected: &str) -> Result<Md5Report, Md5Error> {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyReport {
+pub(crate) struct CopyReport {
     /// Bytes copied, when the device says (IOS does; NX-OS only says `Copy complete.`).
     pub bytes: Option<u64>,
 }
@@ -556,7 +556,7 @@ static COPY_FAILED: LazyLock<Regex> = LazyLock::new(|| {
 /// A success line wins over error lines: an unrelated autoinstall message
 /// (`%Error opening tftp://255.255.255.255/network-confg (Timed out)`) can land in the middle of
 /// the `!!!!` progress of a copy that then completes.
-pub fn copy_result(text: &str) -> Result<CopyReport, CopyError> {
+pub(crate) fn copy_result(text: &str) -> Result<CopyReport, CopyError> {
     if let Some(c) = COPIED.captures(text).or_else(|| COPY_OK.captures(text)) {
         return Ok(CopyReport {
             bytes: c[1].parse().ok(),
@@ -607,16 +607,18 @@ pub fn copy_result(text: &str) -> Result<CopyReport, CopyError> {
 // IOS-XE install mode
 // ---------------------------------------------------------------------------------------------
 
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PackageState {
+pub(crate) enum PackageState {
     Inactive,
     ActivatedUncommitted,
     ActivatedCommitted,
     DeactivatedUncommitted,
 }
 
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstalledPackage {
+pub(crate) struct InstalledPackage {
     /// `IMG`, `SMU`, ...
     pub kind: String,
     pub state: PackageState,
@@ -624,35 +626,40 @@ pub struct InstalledPackage {
     pub name: String,
 }
 
+#[cfg(test)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InstallSummary {
+pub(crate) struct InstallSummary {
     pub packages: Vec<InstalledPackage>,
     /// `inactive` or the text after `active on` when a rollback timer runs.
     pub auto_abort_timer: Option<String>,
 }
 
+#[cfg(test)]
 impl InstallSummary {
     /// The committed image version, the one the box runs and keeps across reloads.
-    pub fn committed_image(&self) -> Option<&str> {
+    pub(crate) fn committed_image(&self) -> Option<&str> {
         self.packages
             .iter()
             .find(|p| p.kind == "IMG" && p.state == PackageState::ActivatedCommitted)
             .map(|p| p.name.as_str())
     }
 
-    pub fn has_uncommitted(&self) -> bool {
+    pub(crate) fn has_uncommitted(&self) -> bool {
         self.packages
             .iter()
             .any(|p| p.state == PackageState::ActivatedUncommitted)
     }
 }
 
+#[cfg(test)]
 static PKG_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*([A-Z]{2,4})\s+([IUCD])\s+(\S+)\s*$"));
+#[cfg(test)]
 static ABORT_TIMER: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*Auto abort timer:\s*(.+?)\s*$"));
 
 /// Parse IOS-XE `show install summary`.
-pub fn install_summary(text: &str) -> Result<InstallSummary, ParseError> {
+#[cfg(test)]
+pub(crate) fn install_summary(text: &str) -> Result<InstallSummary, ParseError> {
     let mut summary = InstallSummary {
         auto_abort_timer: ABORT_TIMER.captures(text).map(|c| c[1].to_string()),
         ..Default::default()
@@ -680,14 +687,14 @@ pub fn install_summary(text: &str) -> Result<InstallSummary, ParseError> {
 
 /// Outcome of an IOS-XE `install ...` operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InstallOutcome {
+pub(crate) enum InstallOutcome {
     Success,
     /// `Same Image File-No Change`: the image is already installed.
     AlreadyInstalled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InstallError {
+pub(crate) enum InstallError {
     #[error("not enough space for the install: {0}")]
     FlashFull(String),
     #[error("the install refused to run because the configuration is not saved: {0}")]
@@ -701,7 +708,7 @@ pub enum InstallError {
 static INSTALL_FAILED: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^.*FAILED:?\s*(.*?)\s*$"));
 
 /// Parse the output of `install add file ... activate commit` or `install remove inactive`.
-pub fn install_result(text: &str) -> Result<InstallOutcome, InstallError> {
+pub(crate) fn install_result(text: &str) -> Result<InstallOutcome, InstallError> {
     if text.contains("Same Image File-No Change") {
         return Ok(InstallOutcome::AlreadyInstalled);
     }
@@ -729,13 +736,13 @@ pub fn install_result(text: &str) -> Result<InstallOutcome, InstallError> {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstallStep {
+pub(crate) struct InstallStep {
     pub description: String,
     pub success: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InstallAllStatus {
+pub(crate) struct InstallAllStatus {
     pub steps: Vec<InstallStep>,
     /// The installer printed its success line (`Finishing the upgrade`,
     /// `Install has been successful`).
@@ -745,13 +752,13 @@ pub struct InstallAllStatus {
 }
 
 impl InstallAllStatus {
-    pub fn failed_step(&self) -> Option<&InstallStep> {
+    pub(crate) fn failed_step(&self) -> Option<&InstallStep> {
         self.steps.iter().find(|s| !s.success)
     }
 }
 
 /// Parse NX-OS `show install all status` or the output of `install all nxos ...`.
-pub fn install_all_status(text: &str) -> Result<InstallAllStatus, ParseError> {
+pub(crate) fn install_all_status(text: &str) -> Result<InstallAllStatus, ParseError> {
     static RESULT: LazyLock<Regex> =
         LazyLock::new(|| re(r"(?:\[#+\s*\]\s*100%\s*)?--\s*(SUCCESS|FAIL\w*)"));
     let mut status = InstallAllStatus::default();
@@ -790,7 +797,7 @@ pub fn install_all_status(text: &str) -> Result<InstallAllStatus, ParseError> {
 }
 
 /// The first line of a command's output that is a Cisco CLI error (`% Invalid input ...`).
-pub fn cli_error(output: &str) -> Option<&str> {
+pub(crate) fn cli_error(output: &str) -> Option<&str> {
     output.lines().map(str::trim).find(|l| {
         l.starts_with("% Invalid")
             || l.starts_with("% Incomplete")

@@ -54,13 +54,13 @@ struct HostKeyCheck {
 }
 
 /// `ssh-ed25519 AAAA...` without a comment, the form kept in the inventory.
-pub fn openssh_key_text(key: &russh::keys::PublicKey) -> String {
+pub(crate) fn openssh_key_text(key: &russh::keys::PublicKey) -> String {
     let text = key.to_openssh().unwrap_or_default();
     normalize_key(&text)
 }
 
 /// Algorithm and base64 of an OpenSSH public key line, comment dropped.
-pub fn normalize_key(text: &str) -> String {
+pub(crate) fn normalize_key(text: &str) -> String {
     text.split_whitespace()
         .take(2)
         .collect::<Vec<_>>()
@@ -93,7 +93,7 @@ impl client::Handler for HostKeyCheck {
 }
 
 /// A logged-in interactive shell on one device.
-pub struct Connection {
+pub(crate) struct Connection {
     device: String,
     handle: Handle<HostKeyCheck>,
     channel: Channel<Msg>,
@@ -120,7 +120,10 @@ fn now() -> std::time::Instant {
 
 impl Connection {
     /// Connect, check the host key, log in, open a shell and wait for the first prompt.
-    pub async fn open(target: &Target, timeouts: &Timeouts) -> Result<Connection, DeviceError> {
+    pub(crate) async fn open(
+        target: &Target,
+        timeouts: &Timeouts,
+    ) -> Result<Connection, DeviceError> {
         let device = target.name.clone();
         let addr = format!("{}:{}", target.host, target.port);
         let config = Arc::new(client::Config {
@@ -208,24 +211,20 @@ impl Connection {
     }
 
     /// The host key the device presented (`ssh-ed25519 AAAA...`).
-    pub fn host_key(&self) -> &str {
+    pub(crate) fn host_key(&self) -> &str {
         &self.host_key
     }
 
-    pub fn hostname(&self) -> Option<&str> {
-        self.cli.hostname()
-    }
-
-    pub fn mode(&self) -> Option<Mode> {
+    pub(crate) fn mode(&self) -> Option<Mode> {
         self.cli.mode()
     }
 
-    pub fn device(&self) -> &str {
+    pub(crate) fn device(&self) -> &str {
         &self.device
     }
 
     /// A value the transcript must never keep (the FTP password in a copy URL).
-    pub fn keep_secret(&self, secret: &str) {
+    pub(crate) fn keep_secret(&self, secret: &str) {
         if let Some(t) = &self.transcript {
             t.add_secret(secret);
         }
@@ -234,7 +233,7 @@ impl Connection {
     /// Run one command and return its output (echo and prompt removed). The command, the
     /// answers typed to its questions and what the device printed go to the transcript,
     /// whatever the outcome.
-    pub async fn run(
+    pub(crate) async fn run(
         &mut self,
         command: &str,
         dialog: Dialog,
@@ -346,7 +345,7 @@ impl Connection {
         }
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.channel.close().await;
         let _ = self
             .handle

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::upgrade::Step;
 
 /// The marker that says output was cut.
-pub const TRUNCATED: &str = "[truncated]";
+pub(crate) const TRUNCATED: &str = "[truncated]";
 
 /// How much of a job's dialog is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TranscriptLimits {
+pub(crate) struct TranscriptLimits {
     /// Bytes of output kept per command.
     pub per_command: usize,
     /// Bytes (commands and outputs) kept per job; beyond it only one `[truncated]` entry.
@@ -54,7 +54,7 @@ impl EntryKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<EntryKind> {
+    pub(crate) fn parse(s: &str) -> Option<EntryKind> {
         match s {
             "command" => Some(EntryKind::Command),
             "answer" => Some(EntryKind::Answer),
@@ -66,7 +66,7 @@ impl EntryKind {
 
 /// One line of the transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TranscriptEntry {
+pub(crate) struct TranscriptEntry {
     /// The step that was running; `None` outside an upgrade's steps.
     pub step: Option<Step>,
     pub kind: EntryKind,
@@ -100,7 +100,7 @@ struct Buffer {
 }
 
 /// `text` with every secret replaced by `***`.
-pub fn redact<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn redact<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = text.to_string();
     for s in secrets {
         if !s.is_empty() && out.contains(s) {
@@ -123,7 +123,7 @@ fn cap(text: String, max: usize) -> String {
 }
 
 impl Transcript {
-    pub fn new(limits: TranscriptLimits) -> Transcript {
+    pub(crate) fn new(limits: TranscriptLimits) -> Transcript {
         Transcript {
             inner: Arc::new(Mutex::new(Buffer {
                 limits,
@@ -138,7 +138,7 @@ impl Transcript {
     }
 
     /// A value that must never be kept: replaced by `***` wherever it appears.
-    pub fn add_secret(&self, secret: &str) {
+    pub(crate) fn add_secret(&self, secret: &str) {
         if secret.is_empty() {
             return;
         }
@@ -151,12 +151,12 @@ impl Transcript {
     }
 
     /// The step the next lines belong to.
-    pub fn set_step(&self, step: Step) {
+    pub(crate) fn set_step(&self, step: Step) {
         self.lock().step = Some(step);
     }
 
     /// Keep one line: redacted, its output capped, within the job's budget.
-    pub fn record(&self, kind: EntryKind, command: &str, output: &str, at: jiff::Timestamp) {
+    pub(crate) fn record(&self, kind: EntryKind, command: &str, output: &str, at: jiff::Timestamp) {
         let mut b = self.lock();
         if b.full {
             return;
@@ -204,7 +204,7 @@ impl Transcript {
     }
 
     /// The lines recorded since the last call, oldest first.
-    pub fn take(&self) -> Vec<TranscriptEntry> {
+    pub(crate) fn take(&self) -> Vec<TranscriptEntry> {
         std::mem::take(&mut self.lock().pending)
     }
 }

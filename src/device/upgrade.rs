@@ -24,7 +24,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::parse::{CopyError, Md5Error};
+use super::rules::{is_downgrade, post_check, reason_for, target_version};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
     file_name, read_facts, wait_back,
@@ -58,7 +58,7 @@ impl CopySource {
     /// Credentials IOS cannot take in a URL: it splits at the first `/` after the scheme and
     /// does not decode `%XX`, so a `/` anywhere or a `:` or `@` in the user name would be read
     /// as part of the host or path.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if let Transfer::Ftp { username, password } = &self.transfer {
             if username.is_empty() || username.contains([':', '@', '/']) {
                 return Err(format!(
@@ -73,12 +73,12 @@ impl CopySource {
     }
 
     /// The URL for `copy URL flash:`.
-    pub fn url(&self, image: &str) -> String {
+    pub(crate) fn url(&self, image: &str) -> String {
         self.build(image, false)
     }
 
     /// The URL with the password masked, for events and logs.
-    pub fn display_url(&self, image: &str) -> String {
+    pub(crate) fn display_url(&self, image: &str) -> String {
         self.build(image, true)
     }
 
@@ -112,9 +112,9 @@ pub struct UpgradeOptions {
     /// Free space to keep beyond the image, in percent of the image size.
     pub free_space_margin_percent: u8,
     /// Show commands checked before any change.
-    pub pre_checks: Vec<Check>,
+    pub(crate) pre_checks: Vec<Check>,
     /// Show commands checked once the device runs the new image.
-    pub post_checks: Vec<Check>,
+    pub(crate) post_checks: Vec<Check>,
     /// `ip tftp blocksize` for the copy (IOS and IOS-XE; TFTP only): set before the copy, put
     /// back as it was right after it, so the saved configuration does not change.
     pub tftp_blocksize: Option<u16>,
@@ -141,7 +141,7 @@ impl Default for UpgradeOptions {
 /// A show command whose output must (or must not) contain a text, before any change or
 /// after the device is back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
+pub(crate) struct Check {
     pub command: String,
     pub must_contain: Option<String>,
     pub must_not_contain: Option<String>,
@@ -185,7 +185,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Step::Connect => "connect",
             Step::Facts => "facts",
@@ -207,7 +207,7 @@ impl Step {
 
     /// The steps that change what the device boots: only inside a maintenance window. Copy
     /// and verification may run before it opens.
-    pub fn changes_the_device(self) -> bool {
+    pub(crate) fn changes_the_device(self) -> bool {
         matches!(
             self,
             Step::SetBoot | Step::Save | Step::Install | Step::Reload
@@ -270,7 +270,7 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureReason::Timeout => "timeout",
             FailureReason::CorruptImage => "corrupt_image",
@@ -316,7 +316,7 @@ pub struct UpgradeFailure {
 impl UpgradeFailure {
     /// What failed, without the device's name: for places that name the device already (its
     /// row in a rollout, the CLI's device line).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{} failed ({}): {}{}",
             self.step,
@@ -352,93 +352,6 @@ pub struct UpgradeOutcome {
     pub after: Facts,
     /// The host key seen (to pin on first use).
     pub host_key: String,
-}
-
-/// Map a driver error to the reason an operator reads.
-pub fn reason_for(step: Step, e: &DeviceError) -> FailureReason {
-    match e {
-        DeviceError::AuthFailed { .. }
-        | DeviceError::EnableFailed { .. }
-        | DeviceError::PrivateKey { .. } => FailureReason::AuthFailed,
-        DeviceError::HostKeyChanged { .. } => FailureReason::HostKeyChanged,
-        DeviceError::Connect { .. } | DeviceError::ConnectTimeout { .. } => {
-            FailureReason::Unreachable
-        }
-        DeviceError::CommandTimeout { .. } | DeviceError::AuthTimeout { .. } => {
-            FailureReason::Timeout
-        }
-        DeviceError::ConnectionLost { .. } if step == Step::Copy => {
-            FailureReason::ConnectionLostMidCopy
-        }
-        DeviceError::ConnectionLost { .. } | DeviceError::Ssh { .. } => {
-            FailureReason::ConnectionLost
-        }
-        DeviceError::Copy { source, .. } => match source {
-            CopyError::Timeout(_) => FailureReason::Timeout,
-            CopyError::FlashFull(_) => FailureReason::FlashFull,
-            CopyError::SourceNotFound(_) | CopyError::Refused(_) | CopyError::Unreachable(_) => {
-                FailureReason::TransferFailed
-            }
-            _ => FailureReason::DeviceRejected,
-        },
-        DeviceError::Md5 {
-            source: Md5Error::Mismatch { .. } | Md5Error::NotFound(_),
-            ..
-        } => FailureReason::CorruptImage,
-        DeviceError::NeverCameBack { .. } => FailureReason::NeverCameBack,
-        DeviceError::Cancelled { .. } => FailureReason::Cancelled,
-        _ => FailureReason::DeviceRejected,
-    }
-}
-
-/// The version the plan installs: the image's known version, else the one its file name
-/// carries.
-fn target_version(plan: &UpgradePlan) -> Option<String> {
-    plan.expected_version
-        .clone()
-        .or_else(|| crate::images::guess_version(&plan.image))
-}
-
-/// Whether installing the plan's image on a device running `running` goes back to an older
-/// release. `Err` says why that cannot be told (an unknown or engineering version, or two
-/// trains that do not compare); the caller does not refuse then.
-pub fn is_downgrade(plan: &UpgradePlan, running: &str) -> Result<bool, String> {
-    let Some(target) = target_version(plan) else {
-        return Err(format!(
-            "the version of {} is not known, so whether it is older than {running} cannot be told",
-            plan.image
-        ));
-    };
-    match super::version::compare(running, &target) {
-        Some(order) => Ok(order == std::cmp::Ordering::Greater),
-        None => Err(format!(
-            "{running} and {target} cannot be ordered (unknown format or different trains)"
-        )),
-    }
-}
-
-/// Whether the device now runs the plan's image.
-pub fn post_check(plan: &UpgradePlan, facts: &DeviceFacts) -> Result<(), String> {
-    let v = &facts.version;
-    let image_ok = v
-        .image
-        .as_deref()
-        .is_some_and(|i| file_name(i) == plan.image);
-    // Install mode boots `packages.conf`: only the version tells.
-    let expected = target_version(plan);
-    let version_ok = expected
-        .as_deref()
-        .is_some_and(|want| v.version == want || v.ios_version.as_deref() == Some(want));
-    if image_ok || version_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "the device runs {} from {:?}, not {}",
-            v.version,
-            v.image.as_deref().unwrap_or("an unknown image"),
-            expected.as_deref().unwrap_or(&plan.image)
-        ))
-    }
 }
 
 /// Why a gate stopped an upgrade.
@@ -586,7 +499,7 @@ pub async fn upgrade(
 }
 
 /// [`upgrade`], with a gate asked before every step.
-pub async fn upgrade_gated(
+pub(crate) async fn upgrade_gated(
     target: &Target,
     plan: &UpgradePlan,
     events: UnboundedSender<StepEvent>,
@@ -1331,7 +1244,6 @@ fn finish_restore(run: &Run<'_>, result: Result<(), DeviceError>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::parse::{BootVariable, ShowVersion};
 
     fn source(transfer: Transfer) -> CopySource {
         CopySource {
@@ -1378,136 +1290,5 @@ mod tests {
         assert!(bad("", "pw").is_err());
         assert!(bad("user", "pw/x").is_err());
         assert!(source(Transfer::Tftp).check().is_ok());
-    }
-
-    fn plan() -> UpgradePlan {
-        UpgradePlan {
-            image: "c2960x-universalk9-mz.152-7.E8.bin".into(),
-            md5: "0".repeat(32),
-            size: 1,
-            source: source(Transfer::Tftp),
-            expected_version: None,
-            options: UpgradeOptions::default(),
-            timeouts: Timeouts::default(),
-        }
-    }
-
-    fn facts(version: &str, image: &str) -> DeviceFacts {
-        DeviceFacts {
-            version: ShowVersion {
-                version: version.into(),
-                image: Some(image.into()),
-                ..Default::default()
-            },
-            boot: BootVariable::default(),
-        }
-    }
-
-    #[test]
-    fn post_check_compares_the_running_image_or_version() {
-        let p = plan();
-        assert!(
-            post_check(
-                &p,
-                &facts("15.2(7)E8", "flash:/c2960x-universalk9-mz.152-7.E8.bin")
-            )
-            .is_ok()
-        );
-        let err = post_check(
-            &p,
-            &facts("15.2(7)E3", "flash:c2960x-universalk9-mz.152-7.E3.bin"),
-        )
-        .unwrap_err();
-        assert!(err.contains("15.2(7)E3"), "{err}");
-        let mut p = plan();
-        p.expected_version = Some("17.09.04a".into());
-        assert!(post_check(&p, &facts("17.09.04a", "bootflash:packages.conf")).is_ok());
-        // No version in the plan: the one in the image name is expected.
-        let mut p = plan();
-        p.image = "cat9k_iosxe.17.09.04a.SPA.bin".into();
-        assert!(post_check(&p, &facts("17.09.04a", "flash:packages.conf")).is_ok());
-        assert!(post_check(&p, &facts("17.06.05", "flash:packages.conf")).is_err());
-    }
-
-    #[test]
-    fn reasons_for_errors() {
-        let d = || "sw1".to_string();
-        assert_eq!(
-            reason_for(
-                Step::Copy,
-                &DeviceError::ConnectionLost {
-                    device: d(),
-                    command: None
-                }
-            ),
-            FailureReason::ConnectionLostMidCopy
-        );
-        assert_eq!(
-            reason_for(
-                Step::Save,
-                &DeviceError::ConnectionLost {
-                    device: d(),
-                    command: None
-                }
-            ),
-            FailureReason::ConnectionLost
-        );
-        assert_eq!(
-            reason_for(
-                Step::Copy,
-                &DeviceError::Copy {
-                    device: d(),
-                    source: CopyError::Timeout("x".into())
-                }
-            ),
-            FailureReason::Timeout
-        );
-        assert_eq!(
-            reason_for(
-                Step::Copy,
-                &DeviceError::Copy {
-                    device: d(),
-                    source: CopyError::FlashFull("x".into())
-                }
-            ),
-            FailureReason::FlashFull
-        );
-        let mismatch = Md5Error::Mismatch {
-            file: "f".into(),
-            computed: "a".into(),
-            expected: "b".into(),
-        };
-        assert_eq!(
-            reason_for(
-                Step::VerifyMd5,
-                &DeviceError::Md5 {
-                    device: d(),
-                    source: mismatch
-                }
-            ),
-            FailureReason::CorruptImage
-        );
-        assert_eq!(
-            reason_for(
-                Step::Connect,
-                &DeviceError::AuthFailed {
-                    device: d(),
-                    user: "u".into(),
-                    detail: "x".into()
-                }
-            ),
-            FailureReason::AuthFailed
-        );
-        assert_eq!(
-            reason_for(
-                Step::WaitBack,
-                &DeviceError::NeverCameBack {
-                    device: d(),
-                    secs: 1,
-                    detail: "x".into()
-                }
-            ),
-            FailureReason::NeverCameBack
-        );
     }
 }

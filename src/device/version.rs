@@ -29,7 +29,7 @@ use regex::Regex;
 
 /// A parsed Cisco version. Equality and order follow [`compare`]; see the module docs.
 #[derive(Debug, Clone)]
-pub struct CiscoVersion {
+pub(crate) struct CiscoVersion {
     text: String,
     scheme: Scheme,
 }
@@ -123,7 +123,7 @@ fn train(tail: &str) -> Option<Train> {
 impl CiscoVersion {
     /// Parse a version as `show version` prints it; `None` for anything else (engineering
     /// builds included).
-    pub fn parse(text: &str) -> Option<CiscoVersion> {
+    pub(crate) fn parse(text: &str) -> Option<CiscoVersion> {
         let t = text.trim();
         let scheme = if let Some(c) = RELEASE.captures(t) {
             Scheme::Release {
@@ -156,7 +156,8 @@ impl CiscoVersion {
     }
 
     /// The text it was parsed from.
-    pub fn as_str(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 }
@@ -234,7 +235,7 @@ impl fmt::Display for CiscoVersion {
 
 /// Compare two versions as printed by `show version`; `None` when either cannot be parsed or
 /// they cannot be ordered (different trains of the same release, IOS against IOS-XE).
-pub fn compare(a: &str, b: &str) -> Option<Ordering> {
+pub(crate) fn compare(a: &str, b: &str) -> Option<Ordering> {
     CiscoVersion::parse(a)?.partial_cmp(&CiscoVersion::parse(b)?)
 }
 

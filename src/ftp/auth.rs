@@ -64,7 +64,7 @@ impl std::fmt::Debug for FtpCredentials {
 
 /// The outcome of a successful login.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Login {
+pub(crate) enum Login {
     Service(String),
     Temporary(String),
     Anonymous,
@@ -83,7 +83,7 @@ impl FtpCredentials {
         }
     }
 
-    pub fn set_anonymous(&self, allowed: bool) {
+    pub(crate) fn set_anonymous(&self, allowed: bool) {
         self.lock().anonymous = allowed;
     }
 
@@ -105,7 +105,7 @@ impl FtpCredentials {
 
     /// Check a USER/PASS pair. Every account is compared, in constant time, so neither the
     /// timing nor the number of accounts tells which part was wrong.
-    pub fn verify(&self, user: &str, password: &str) -> Option<Login> {
+    pub(crate) fn verify(&self, user: &str, password: &str) -> Option<Login> {
         let a = self.lock();
         if a.anonymous
             && (user.eq_ignore_ascii_case("anonymous") || user.eq_ignore_ascii_case("ftp"))
@@ -135,7 +135,7 @@ impl FtpCredentials {
 /// Failed logins per source address. After `after` consecutive failures the address is locked
 /// out for `duration`; a success resets its count.
 #[derive(Debug)]
-pub struct Lockout {
+pub(super) struct Lockout {
     after: u32,
     duration: Duration,
     sources: HashMap<IpAddr, Failures>,
@@ -154,7 +154,7 @@ const PRUNE_ABOVE: usize = 10_000;
 
 impl Lockout {
     /// `after == 0` disables the lockout.
-    pub fn new(after: u32, duration: Duration) -> Self {
+    pub(super) fn new(after: u32, duration: Duration) -> Self {
         Self {
             after,
             duration,
@@ -163,13 +163,13 @@ impl Lockout {
     }
 
     /// How much longer `ip` is locked out, if it is.
-    pub fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    pub(super) fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let until = self.sources.get(&ip)?.locked_until?;
         (until > now).then(|| until - now)
     }
 
     /// Record a failed login; returns true when this failure locked the address out.
-    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
+    pub(super) fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
         if self.after == 0 {
             return false;
         }
@@ -198,7 +198,7 @@ impl Lockout {
         false
     }
 
-    pub fn record_success(&mut self, ip: IpAddr) {
+    pub(super) fn record_success(&mut self, ip: IpAddr) {
         self.sources.remove(&ip);
     }
 }

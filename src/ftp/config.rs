@@ -14,7 +14,7 @@ use super::FtpError;
 use super::auth::FtpCredentials;
 
 /// Name of the generated password file inside the data directory.
-pub const PASSWORD_FILE: &str = "ftp-password";
+pub(super) const PASSWORD_FILE: &str = "ftp-password";
 
 /// A range of TCP ports for passive data connections, e.g. `50000-50100`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +24,8 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.high - self.low) + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -57,7 +53,7 @@ impl FromStr for PortRange {
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnOff {
+pub(crate) enum OnOff {
     On,
     Off,
 }
@@ -124,7 +120,7 @@ pub struct FtpArgs {
         value_enum,
         default_value = "on"
     )]
-    pub active: OnOff,
+    pub(crate) active: OnOff,
 
     /// PEM certificate chain for FTPS (explicit AUTH TLS); needs --ftp-tls-key.
     #[arg(
@@ -208,7 +204,7 @@ pub struct FtpArgs {
 
 impl FtpArgs {
     /// Resolve the flags: read or generate the password, load the TLS certificate.
-    pub fn to_config(&self, data_dir: &Path) -> Result<FtpConfig, FtpError> {
+    pub(crate) fn to_config(&self, data_dir: &Path) -> Result<FtpConfig, FtpError> {
         if self.user.trim().is_empty() {
             return Err(FtpError::Config("--ftp-user must not be empty".into()));
         }
@@ -361,7 +357,7 @@ pub fn generate_password() -> String {
 }
 
 /// The FTP service password kept in `DATA_DIR/ftp-password` (mode 0600), generated on first use.
-pub fn load_or_create_password(data_dir: &Path) -> std::io::Result<String> {
+pub(super) fn load_or_create_password(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join(PASSWORD_FILE);
     let read = |path: &Path| -> std::io::Result<String> {
         let mut s = String::new();

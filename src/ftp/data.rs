@@ -17,7 +17,7 @@ use crate::transfers::TransferHandle;
 
 /// Same address, comparing IPv4-mapped IPv6 and IPv4 as equal (a dual-stack listener sees
 /// IPv4 clients as `::ffff:a.b.c.d`).
-pub fn same_host(a: IpAddr, b: IpAddr) -> bool {
+pub(super) fn same_host(a: IpAddr, b: IpAddr) -> bool {
     a.to_canonical() == b.to_canonical()
 }
 
@@ -25,13 +25,13 @@ pub fn same_host(a: IpAddr, b: IpAddr) -> bool {
 /// which ports are free; the pool only spreads successive PASVs over the range, so a port is
 /// not reused at once while the previous data connection on it is still closing.
 #[derive(Debug)]
-pub struct PassivePorts {
+pub(super) struct PassivePorts {
     range: Option<PortRange>,
     cursor: AtomicUsize,
 }
 
 impl PassivePorts {
-    pub fn new(range: Option<PortRange>) -> Self {
+    pub(super) fn new(range: Option<PortRange>) -> Self {
         Self {
             range,
             cursor: AtomicUsize::new(rand::random::<u16>() as usize),
@@ -39,7 +39,7 @@ impl PassivePorts {
     }
 
     /// Bind a listener on `ip` at a free port of the range (any free port without a range).
-    pub fn bind(&self, ip: IpAddr) -> Result<TcpListener, PassiveError> {
+    pub(super) fn bind(&self, ip: IpAddr) -> Result<TcpListener, PassiveError> {
         let Some(range) = self.range else {
             return bind_listener(SocketAddr::new(ip, 0)).map_err(PassiveError::Bind);
         };
@@ -68,7 +68,7 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PassiveError {
+pub(super) enum PassiveError {
     #[error("no free passive port in {0}; widen --ftp-passive-ports")]
     Exhausted(PortRange),
     #[error("cannot open a passive port: {0}")]
@@ -77,7 +77,7 @@ pub enum PassiveError {
 
 /// Wait for the client's data connection. Connections from any other address are dropped:
 /// only the host on the control connection may use the port it was given.
-pub async fn accept_from(
+pub(super) async fn accept_from(
     listener: &TcpListener,
     client: IpAddr,
     timeout: Duration,
@@ -102,7 +102,7 @@ pub async fn accept_from(
 
 /// Connect to the client for active mode, from port 20 like a classic FTP server when that
 /// port can be bound (root, or CAP_NET_BIND_SERVICE), else from any port.
-pub async fn connect_active(
+pub(super) async fn connect_active(
     local: IpAddr,
     target: SocketAddr,
     timeout: Duration,
@@ -146,7 +146,7 @@ pub async fn connect_active(
 }
 
 /// An established data connection.
-pub enum DataConn {
+pub(super) enum DataConn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -158,7 +158,7 @@ const SENDFILE_CHUNK: u64 = 1 << 20;
 const TLS_CHUNK: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(super) enum SendError {
     #[error("transfer aborted")]
     Aborted,
     #[error("no progress for {0} s")]
@@ -170,7 +170,7 @@ pub enum SendError {
 impl DataConn {
     /// Send `len` bytes of `file` from `offset`, updating `progress` as they go. Plain
     /// connections use the kernel's file-to-socket copy (sendfile), as vsftpd does.
-    pub async fn send_file(
+    pub(super) async fn send_file(
         self,
         file: std::fs::File,
         offset: u64,
@@ -192,7 +192,7 @@ impl DataConn {
     }
 
     /// Send a listing and close the connection.
-    pub async fn send_bytes(self, bytes: &[u8], stall: Duration) -> Result<(), SendError> {
+    pub(super) async fn send_bytes(self, bytes: &[u8], stall: Duration) -> Result<(), SendError> {
         match self {
             DataConn::Plain(mut tcp) => {
                 with_stall(stall, tcp.write_all(bytes)).await?;

@@ -18,8 +18,8 @@ mod data;
 mod listing;
 mod session;
 
-pub use auth::{CredentialToken, FtpCredentials, Login};
-pub use config::{FtpArgs, FtpConfig, FtpTls, OnOff, PortRange, generate_password};
+pub use auth::{CredentialToken, FtpCredentials};
+pub use config::{FtpArgs, FtpConfig, FtpTls, PortRange, generate_password};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -8,7 +8,7 @@
 
 mod naming;
 
-pub use naming::{guess_platform, guess_version, validate_file_name};
+pub(crate) use naming::{guess_platform, guess_version, validate_file_name};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,7 +75,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
 
 /// Why a file server refused a requested name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("access violation: {0}")]
     Forbidden(&'static str),
     #[error("file not found")]
@@ -84,14 +84,14 @@ pub enum ResolveError {
 
 /// Description given with an upload.
 #[derive(Debug, Clone, Default)]
-pub struct ImageMeta {
+pub(crate) struct ImageMeta {
     pub file_name: String,
     pub platform: Option<String>,
     pub version: Option<String>,
 }
 
 #[derive(Clone)]
-pub struct ImageStore {
+pub(crate) struct ImageStore {
     dir: PathBuf,
     db: Db,
     max_size: u64,
@@ -101,7 +101,7 @@ pub struct ImageStore {
 
 impl ImageStore {
     /// Open the store rooted at `dir`, removing leftovers of interrupted uploads.
-    pub async fn open(dir: PathBuf, db: Db, max_size: u64) -> Result<Self, ImageError> {
+    pub(crate) async fn open(dir: PathBuf, db: Db, max_size: u64) -> Result<Self, ImageError> {
         let incoming = dir.join(".incoming");
         if incoming.exists() {
             tokio::fs::remove_dir_all(&incoming)
@@ -119,16 +119,12 @@ impl ImageStore {
         })
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn max_size(&self) -> u64 {
-        self.max_size
-    }
-
     /// Start a streamed upload into a temporary file.
-    pub async fn begin_upload(&self) -> Result<Upload, ImageError> {
+    pub(crate) async fn begin_upload(&self) -> Result<Upload, ImageError> {
         let name = format!("{:016x}.part", rand::random::<u64>());
         let path = self.dir.join(".incoming").join(name);
         let file = tokio::fs::File::create(&path)
@@ -144,31 +140,11 @@ impl ImageStore {
         })
     }
 
-    /// Copy a local file into the store (used by tests and `fleetup demo`).
-    pub async fn add_local_file(
-        &self,
-        src: &Path,
-        meta: ImageMeta,
-    ) -> Result<ImageRecord, ImageError> {
-        use tokio::io::AsyncReadExt;
-        let mut f = tokio::fs::File::open(src).await.map_err(io_err(src))?;
-        let mut up = self.begin_upload().await?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf).await.map_err(io_err(src))?;
-            if n == 0 {
-                break;
-            }
-            up.write(&buf[..n]).await?;
-        }
-        up.finish(meta).await
-    }
-
-    pub async fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+    pub(crate) async fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
         Ok(self.db.list_images().await?)
     }
 
-    pub async fn get(&self, file_name: &str) -> Result<ImageRecord, ImageError> {
+    pub(crate) async fn get(&self, file_name: &str) -> Result<ImageRecord, ImageError> {
         self.db.image_by_name(file_name).await.map_err(|e| match e {
             StoreError::NotFound => ImageError::NotFound(file_name.to_string()),
             e => e.into(),
@@ -176,7 +152,7 @@ impl ImageStore {
     }
 
     /// Delete an image unless a rollout that has not ended uses it.
-    pub async fn delete(&self, file_name: &str) -> Result<(), ImageError> {
+    pub(crate) async fn delete(&self, file_name: &str) -> Result<(), ImageError> {
         let img = self.get(file_name).await?;
         if let Some(rollout) = self.db.rollout_using_image(&img.file_name).await? {
             return Err(ImageError::InUse {
@@ -192,18 +168,13 @@ impl ImageStore {
             Err(e) => Err(io_err(&path)(e)),
         }
     }
-
-    /// Map a name requested by a file-server client to a file of the store.
-    ///
-    /// Accepts `name` and `/name`; refuses anything that could leave the store (`..`,
-    /// separators, NUL, hidden names, symlinks pointing outside) with `Forbidden`.
-    pub fn resolve(&self, requested: &str) -> Result<PathBuf, ResolveError> {
-        resolve_in(&self.dir, requested)
-    }
 }
 
-/// The rule behind [`ImageStore::resolve`], usable for any root directory.
-pub fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError> {
+/// Map a name requested by a file-server client to a file under `root`.
+///
+/// Accepts `name` and `/name`; refuses anything that could leave the root (`..`, separators,
+/// NUL, hidden names, symlinks pointing outside) with `Forbidden`.
+pub(crate) fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError> {
     let name = requested.strip_prefix('/').unwrap_or(requested);
     if name.contains('\0') {
         return Err(ResolveError::Forbidden("NUL byte in file name"));
@@ -252,7 +223,7 @@ pub fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, ResolveError>
 }
 
 /// An upload in progress. Dropping it without [`Upload::finish`] removes the temporary file.
-pub struct Upload {
+pub(crate) struct Upload {
     store: ImageStore,
     file: Option<tokio::fs::File>,
     path: PathBuf,
@@ -262,11 +233,7 @@ pub struct Upload {
 }
 
 impl Upload {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
+    pub(crate) async fn write(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
         self.size += chunk.len() as u64;
         if self.size > self.store.max_size {
             return Err(ImageError::TooLarge {
@@ -282,7 +249,7 @@ impl Upload {
     }
 
     /// Flush, check for duplicates, move into place and register.
-    pub async fn finish(mut self, meta: ImageMeta) -> Result<ImageRecord, ImageError> {
+    pub(crate) async fn finish(mut self, meta: ImageMeta) -> Result<ImageRecord, ImageError> {
         validate_file_name(&meta.file_name)?;
         let platform = match meta.platform.as_deref().filter(|p| !p.is_empty()) {
             Some(p) => Some(
@@ -343,6 +310,26 @@ impl Drop for Upload {
         // After a successful finish the file was renamed away and this is a no-op.
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift64), the content of the demo's images and
+/// of the tests' image files: they look like files rather than zeros, and a shifted, repeated
+/// or lost block shows up as another checksum. Different seeds give different bytes.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    // The mix spreads small seeds apart; `| 1` keeps xorshift away from its fixed point 0.
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::ImageError;
 use crate::inventory::Platform;
 
 /// A file name a device can copy to flash: no directories, no hidden names, printable ASCII.
-pub fn validate_file_name(name: &str) -> Result<(), ImageError> {
+pub(crate) fn validate_file_name(name: &str) -> Result<(), ImageError> {
     let bad = |reason| {
         Err(ImageError::InvalidName {
             name: name.to_string(),
@@ -45,7 +45,7 @@ static NX_OS: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// The version string the device will print in `show version`, guessed from the file name.
-pub fn guess_version(file_name: &str) -> Option<String> {
+pub(crate) fn guess_version(file_name: &str) -> Option<String> {
     if let Some(c) = NX_OS.captures(file_name) {
         let mut v = format!("{}({})", &c[1], &c[2]);
         if let Some(extra) = c.get(4) {
@@ -64,7 +64,7 @@ pub fn guess_version(file_name: &str) -> Option<String> {
     None
 }
 
-pub fn guess_platform(file_name: &str) -> Option<Platform> {
+pub(crate) fn guess_platform(file_name: &str) -> Option<Platform> {
     let lower = file_name.to_ascii_lowercase();
     if NX_OS.is_match(file_name) || lower.starts_with("nxos") {
         Some(Platform::Nxos)

@@ -34,9 +34,7 @@ pub enum Platform {
 }
 
 impl Platform {
-    pub const ALL: [Platform; 3] = [Platform::Ios, Platform::Iosxe, Platform::Nxos];
-
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Platform::Ios => "ios",
             Platform::Iosxe => "iosxe",
@@ -44,7 +42,7 @@ impl Platform {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "ios" => Some(Platform::Ios),
             "iosxe" | "ios-xe" | "ios_xe" => Some(Platform::Iosxe),
@@ -63,7 +61,7 @@ impl fmt::Display for Platform {
 /// Why a device description was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct InvalidDevice {
+pub(crate) struct InvalidDevice {
     pub field: &'static str,
     pub message: String,
 }
@@ -78,10 +76,10 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidDevice {
 /// A device name: what the engineer calls the box (usually its hostname).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct DeviceName(String);
+pub(crate) struct DeviceName(String);
 
 impl DeviceName {
-    pub fn parse(s: &str) -> Result<Self, InvalidDevice> {
+    pub(crate) fn parse(s: &str) -> Result<Self, InvalidDevice> {
         let s = s.trim();
         if s.is_empty() || s.len() > 128 {
             return Err(invalid("name", "must be 1 to 128 characters"));
@@ -98,7 +96,7 @@ impl DeviceName {
         Ok(Self(s.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -112,7 +110,7 @@ impl fmt::Display for DeviceName {
 /// A validated description of a device as an operator gives it (API or YAML).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSpec {
-    pub name: DeviceName,
+    pub(crate) name: DeviceName,
     pub host: String,
     pub port: u16,
     pub platform: Platform,
@@ -135,11 +133,11 @@ pub struct CredentialSpec {
 }
 
 impl CredentialSpec {
-    pub fn has_password(&self) -> bool {
+    pub(crate) fn has_password(&self) -> bool {
         self.password.is_some() || self.password_env.is_some()
     }
 
-    pub fn has_enable_secret(&self) -> bool {
+    pub(crate) fn has_enable_secret(&self) -> bool {
         self.enable_secret.is_some() || self.enable_secret_env.is_some()
     }
 
@@ -172,7 +170,7 @@ pub struct Facts {
 
 /// The facts read from a device at one time (its facts history).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FactsSnapshot {
+pub(crate) struct FactsSnapshot {
     pub version: Option<String>,
     pub image: Option<String>,
     pub model: Option<String>,
@@ -212,12 +210,12 @@ pub struct Login {
 }
 
 impl Device {
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.spec.name.as_str()
     }
 
     /// Resolve inline or environment-variable credentials for a login.
-    pub fn login(&self) -> Result<Login, String> {
+    pub(crate) fn login(&self) -> Result<Login, String> {
         let c = &self.spec.credentials;
         let username = c
             .username
@@ -298,7 +296,7 @@ impl From<&Device> for DeviceView {
 }
 
 /// Validate a host: an IP address or a DNS name.
-pub fn parse_host(s: &str) -> Result<String, InvalidDevice> {
+pub(crate) fn parse_host(s: &str) -> Result<String, InvalidDevice> {
     let s = s.trim();
     if s.parse::<std::net::IpAddr>().is_ok() {
         return Ok(s.to_string());
@@ -323,7 +321,7 @@ pub fn parse_host(s: &str) -> Result<String, InvalidDevice> {
 }
 
 /// Validate a group, tag or site label.
-pub fn parse_label(field: &'static str, s: &str) -> Result<String, InvalidDevice> {
+pub(crate) fn parse_label(field: &'static str, s: &str) -> Result<String, InvalidDevice> {
     let s = s.trim();
     if s.is_empty() || s.len() > 64 {
         return Err(invalid(field, "must be 1 to 64 characters"));
@@ -343,7 +341,7 @@ pub fn parse_label(field: &'static str, s: &str) -> Result<String, InvalidDevice
 /// Input shape shared by the API and the YAML import, before validation.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DeviceInput {
+pub(crate) struct DeviceInput {
     pub name: String,
     pub host: String,
     #[serde(default)]
@@ -370,7 +368,7 @@ pub struct DeviceInput {
 }
 
 impl DeviceInput {
-    pub fn validate(&self) -> Result<DeviceSpec, InvalidDevice> {
+    pub(crate) fn validate(&self) -> Result<DeviceSpec, InvalidDevice> {
         let name = DeviceName::parse(&self.name)?;
         let host = parse_host(&self.host)?;
         let port = self.port.unwrap_or(22);

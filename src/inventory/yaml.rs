@@ -28,7 +28,7 @@ use crate::yaml::YamlError;
 /// Values a device can inherit from `defaults` or a group.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Inherited {
+pub(crate) struct Inherited {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,7 +205,7 @@ struct ExportFile<'a> {
 
 /// Write the inventory as YAML that [`parse`] reads back to the same devices. Inline secrets
 /// are left out unless `with_secrets`; environment-variable names are always kept.
-pub fn export(devices: &[Device], with_secrets: bool) -> Result<String, String> {
+pub(crate) fn export(devices: &[Device], with_secrets: bool) -> Result<String, String> {
     let entries = devices
         .iter()
         .map(|d| {

@@ -7,8 +7,8 @@
 mod plan;
 mod window;
 
-pub use plan::{Plan, PlannedDevice, PlannedWave, Skipped, plan};
-pub use window::{Opening, Window, any_contains, next_open};
+pub(crate) use plan::{Plan, plan};
+pub(crate) use window::{Opening, Window, any_contains};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,7 +24,7 @@ use crate::yaml::YamlError;
 /// A count of devices or a share of them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum Share {
+pub(crate) enum Share {
     Count(usize),
     /// 0 < p <= 100.
     Percent(f64),
@@ -32,7 +32,7 @@ pub enum Share {
 
 impl Share {
     /// How many of `total` devices this share is (percentages round up, so "1%" of 10 is 1).
-    pub fn of(self, total: usize) -> usize {
+    pub(crate) fn of(self, total: usize) -> usize {
         match self {
             Share::Count(n) => n.min(total),
             Share::Percent(p) => ((p / 100.0) * total as f64).ceil() as usize,
@@ -94,10 +94,10 @@ impl<'de> Deserialize<'de> for Share {
 
 /// A duration written as seconds (`90`) or with units (`"30s"`, `"20m"`, `"2h"`, `"1h 30m"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Seconds(pub u64);
+pub(crate) struct Seconds(pub u64);
 
 impl Seconds {
-    pub fn duration(self) -> Duration {
+    pub(crate) fn duration(self) -> Duration {
         Duration::from_secs(self.0)
     }
 }
@@ -155,14 +155,14 @@ fn parse_duration(v: &str) -> Result<u64, String> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum TransferProtocol {
+pub(crate) enum TransferProtocol {
     #[default]
     Tftp,
     Ftp,
 }
 
 impl TransferProtocol {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TransferProtocol::Tftp => "tftp",
             TransferProtocol::Ftp => "ftp",
@@ -173,7 +173,7 @@ impl TransferProtocol {
 /// Which devices a rollout targets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Targets {
+pub(crate) struct Targets {
     /// Every device of the inventory.
     #[serde(default)]
     pub all: bool,
@@ -195,7 +195,7 @@ pub struct Targets {
 /// Image file names: per platform (`ios: …`), and per model under `models:`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImageChoice {
+pub(crate) struct ImageChoice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ios: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,7 +208,7 @@ pub struct ImageChoice {
 }
 
 impl ImageChoice {
-    pub fn for_platform(&self, p: Platform) -> Option<&str> {
+    pub(crate) fn for_platform(&self, p: Platform) -> Option<&str> {
         match p {
             Platform::Ios => self.ios.as_ref(),
             Platform::Iosxe => self.iosxe.as_ref(),
@@ -218,7 +218,7 @@ impl ImageChoice {
     }
 
     /// Every image file name the playbook names, with where it is written.
-    pub fn all(&self) -> Vec<&Spanned<String>> {
+    pub(crate) fn all(&self) -> Vec<&Spanned<String>> {
         let mut v: Vec<&Spanned<String>> = [&self.ios, &self.iosxe, &self.nxos]
             .into_iter()
             .flatten()
@@ -230,7 +230,7 @@ impl ImageChoice {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     #[serde(default)]
     pub protocol: TransferProtocol,
     /// Address (IP or name) at which devices reach fleetup's file server.
@@ -246,7 +246,7 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    pub fn server_for_site(&self, site: Option<&str>) -> Option<&str> {
+    pub(crate) fn server_for_site(&self, site: Option<&str>) -> Option<&str> {
         site.and_then(|s| self.sites.get(s))
             .map(String::as_str)
             .or(self.server.as_deref())
@@ -256,7 +256,7 @@ impl Transfer {
 /// Per-step time limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// SSH connect and login.
     #[serde(default = "default_connect")]
     pub connect: Seconds,
@@ -308,7 +308,7 @@ impl Default for Timeouts {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Strategy {
+pub(crate) struct Strategy {
     /// Devices upgraded alone first; the rollout goes on only if they all succeed.
     #[serde(default = "one")]
     pub canary: usize,
@@ -352,7 +352,7 @@ impl Default for Strategy {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// Nothing starts before this time (RFC 3339, e.g. 2026-11-25T01:00:00Z).
     #[serde(default)]
     pub start_at: Option<jiff::Timestamp>,
@@ -362,14 +362,14 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn windows(&self) -> Vec<Window> {
+    pub(crate) fn windows(&self) -> Vec<Window> {
         self.windows.iter().map(|w| w.value.0.clone()).collect()
     }
 }
 
 /// A window as written, checked while the YAML is read so errors carry the location.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WindowText(pub Window);
+pub(crate) struct WindowText(pub Window);
 
 impl Serialize for WindowText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -387,7 +387,7 @@ impl<'de> Deserialize<'de> for WindowText {
 /// A show command whose output must (or must not) contain a text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandCheck {
+pub(crate) struct CommandCheck {
     pub run: String,
     #[serde(default)]
     pub must_contain: Option<String>,
@@ -397,7 +397,7 @@ pub struct CommandCheck {
 
 impl CommandCheck {
     /// The driver's own form of this check.
-    pub fn to_check(&self) -> crate::device::Check {
+    pub(crate) fn to_check(&self) -> crate::device::Check {
         crate::device::Check {
             command: self.run.clone(),
             must_contain: self.must_contain.clone(),
@@ -408,7 +408,7 @@ impl CommandCheck {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PreChecks {
+pub(crate) struct PreChecks {
     /// Free flash needed beyond the image size, e.g. "10%" of the image (default 5%).
     #[serde(default = "default_margin")]
     pub free_space_margin: Share,
@@ -434,7 +434,7 @@ impl Default for PreChecks {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PostChecks {
+pub(crate) struct PostChecks {
     /// Always checked: the running version is the target. These come on top.
     #[serde(default)]
     pub commands: Vec<CommandCheck>,
@@ -442,7 +442,7 @@ pub struct PostChecks {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Checks {
+pub(crate) struct Checks {
     #[serde(default)]
     pub pre: PreChecks,
     #[serde(default)]
@@ -451,7 +451,7 @@ pub struct Checks {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Options {
+pub(crate) struct Options {
     /// Leave out devices already running the target version (default true).
     #[serde(default = "yes")]
     pub skip_if_current: bool,
@@ -483,22 +483,22 @@ impl Default for Options {
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
     pub name: String,
-    pub targets: Targets,
-    pub image: ImageChoice,
+    pub(crate) targets: Targets,
+    pub(crate) image: ImageChoice,
     #[serde(default)]
-    pub transfer: Transfer,
+    pub(crate) transfer: Transfer,
     #[serde(default)]
-    pub strategy: Strategy,
+    pub(crate) strategy: Strategy,
     #[serde(default)]
-    pub schedule: Schedule,
+    pub(crate) schedule: Schedule,
     #[serde(default)]
-    pub checks: Checks,
+    pub(crate) checks: Checks,
     #[serde(default)]
-    pub options: Options,
+    pub(crate) options: Options,
 }
 
 impl Playbook {
-    pub fn wave_shares(&self) -> Vec<Share> {
+    pub(crate) fn wave_shares(&self) -> Vec<Share> {
         self.strategy.waves.iter().map(|s| s.value).collect()
     }
 }

@@ -54,7 +54,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn devices(&self) -> impl Iterator<Item = &PlannedDevice> {
+    pub(crate) fn devices(&self) -> impl Iterator<Item = &PlannedDevice> {
         self.waves.iter().flat_map(|w| w.devices.iter())
     }
 }
@@ -78,7 +78,7 @@ fn selected(pb: &Playbook, d: &Device) -> bool {
 /// Versions are the same when Cisco's order says so (`17.9.4` = `17.09.04`, `15.2(7)E8` =
 /// `15.2(7)e8`), or, for what does not parse, when they match after normalising case and
 /// spacing.
-pub fn same_version(a: &str, b: &str) -> bool {
+pub(super) fn same_version(a: &str, b: &str) -> bool {
     match crate::device::version::compare(a, b) {
         Some(order) => order == Ordering::Equal,
         None => {
@@ -96,7 +96,7 @@ fn wave_number(waves: &[PlannedWave]) -> String {
 
 /// Build the plan. `image_version` maps an image file name to the version it installs (from
 /// the image store), or None when the store does not know it.
-pub fn plan(
+pub(crate) fn plan(
     pb: &Playbook,
     devices: &[Device],
     image_version: &dyn Fn(&str) -> Option<String>,

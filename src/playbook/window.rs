@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, ZonedDateTime};
 
 #[derive(Clone)]
-pub struct Window {
+pub(crate) struct Window {
     /// Indexed by `Weekday::to_monday_zero_offset()`.
     days: [bool; 7],
     start: Time,
@@ -76,7 +76,7 @@ fn time(s: &str) -> Result<Time, String> {
 impl Window {
     /// Parse `DAYS START-END [ZONE]`; DAYS is `Mon-Fri`, `Sat,Sun`, `daily` or `*`; ZONE is an
     /// IANA name (default UTC).
-    pub fn parse(text: &str) -> Result<Window, String> {
+    pub(crate) fn parse(text: &str) -> Result<Window, String> {
         let parts: Vec<&str> = text.split_whitespace().collect();
         if !(2..=3).contains(&parts.len()) {
             return Err(format!(
@@ -133,7 +133,7 @@ impl Window {
     }
 
     /// Whether `now` is inside the window.
-    pub fn contains(&self, now: Timestamp) -> bool {
+    pub(crate) fn contains(&self, now: Timestamp) -> bool {
         let z = now.to_zoned_datetime(self.tz.clone());
         let t = z.time();
         let today = self.days[z.weekday().to_monday_zero_offset() as usize];
@@ -145,7 +145,7 @@ impl Window {
     }
 
     /// The next opening at or after `now` (now itself when inside), within two weeks.
-    pub fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
         if self.contains(now) {
             return Some(now);
         }
@@ -167,7 +167,8 @@ impl Window {
     }
 
     /// When the window that contains `now` closes.
-    pub fn closes_after(&self, now: Timestamp) -> Option<Timestamp> {
+    #[cfg(test)]
+    pub(crate) fn closes_after(&self, now: Timestamp) -> Option<Timestamp> {
         if !self.contains(now) {
             return None;
         }
@@ -190,29 +191,21 @@ impl Window {
 }
 
 /// Inside any of the windows (no windows: always).
-pub fn any_contains(windows: &[Window], now: Timestamp) -> bool {
+pub(crate) fn any_contains(windows: &[Window], now: Timestamp) -> bool {
     windows.is_empty() || windows.iter().any(|w| w.contains(now))
-}
-
-/// The earliest opening of any window at or after `now`.
-pub fn next_open(windows: &[Window], now: Timestamp) -> Option<Timestamp> {
-    if windows.is_empty() {
-        return Some(now);
-    }
-    windows.iter().filter_map(|w| w.next_open(now)).min()
 }
 
 /// When the next window opens, told in that window's own zone as well as in UTC, the way a
 /// change board reads it: `Sat 2026-12-05 01:00 Europe/Berlin (00:00 UTC)`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Opening {
+pub(crate) struct Opening {
     pub at: Timestamp,
     pub window: Window,
 }
 
 impl Opening {
     /// The earliest opening of any window at or after `now`; None without windows.
-    pub fn next(windows: &[Window], now: Timestamp) -> Option<Opening> {
+    pub(crate) fn next(windows: &[Window], now: Timestamp) -> Option<Opening> {
         windows
             .iter()
             .filter_map(|w| {

@@ -13,7 +13,7 @@ pub enum Clock {
 }
 
 impl Clock {
-    pub fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         match self {
             Clock::System => Timestamp::now(),
             Clock::Manual(m) => *m.now.borrow(),
@@ -21,7 +21,7 @@ impl Clock {
     }
 
     /// Resolve once the clock reads `t` or later.
-    pub async fn sleep_until(&self, t: Timestamp) {
+    pub(crate) async fn sleep_until(&self, t: Timestamp) {
         match self {
             Clock::System => {
                 let now = Timestamp::now();
@@ -54,10 +54,6 @@ impl ManualClock {
 
     pub fn set(&self, t: Timestamp) {
         self.now.send_replace(t);
-    }
-
-    pub fn now(&self) -> Timestamp {
-        *self.now.borrow()
     }
 }
 

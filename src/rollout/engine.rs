@@ -24,7 +24,7 @@ use crate::transfers::Transfers;
 /// Handle to the engine; cheap to clone. The engine decides nothing itself: it reads a
 /// snapshot, asks [`policy`], and writes the decision through the [`Ledger`].
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     ledger: Arc<Ledger>,
     /// Devices worked on at once across all rollouts.
     global: Arc<Semaphore>,
@@ -32,7 +32,7 @@ pub struct Engine {
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
-pub struct EngineSettings {
+pub(crate) struct EngineSettings {
     /// Devices worked on at once across all rollouts.
     pub max_concurrent_devices: usize,
 }
@@ -47,7 +47,7 @@ impl Default for EngineSettings {
 
 impl Engine {
     /// Start the engine and resume every rollout that had not ended.
-    pub async fn start(
+    pub(crate) async fn start(
         db: Db,
         images: ImageStore,
         transfers: Transfers,
@@ -78,26 +78,18 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn db(&self) -> &Db {
-        &self.ledger.db
-    }
-
-    pub fn transfers(&self) -> &Transfers {
-        &self.ledger.transfers
-    }
-
     /// Live events of every rollout.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.ledger.subscribe()
     }
 
     /// The engine's clock (a manual one in tests).
-    pub fn now(&self) -> jiff::Timestamp {
+    pub(crate) fn now(&self) -> jiff::Timestamp {
         self.ledger.now()
     }
 
     /// Validate a playbook and plan it against the current inventory; touches no device.
-    pub async fn plan(&self, text: &str) -> Result<(Playbook, Plan), RolloutError> {
+    pub(crate) async fn plan(&self, text: &str) -> Result<(Playbook, Plan), RolloutError> {
         let pb = super::parse_playbook(text)?;
         let devices = self.ledger.db.all_devices().await?;
         let images = self.ledger.images.list().await?;
@@ -124,7 +116,7 @@ impl Engine {
     }
 
     /// Record a rollout and start it.
-    pub async fn submit(&self, text: &str) -> Result<RolloutRecord, RolloutError> {
+    pub(crate) async fn submit(&self, text: &str) -> Result<RolloutRecord, RolloutError> {
         let (pb, plan) = self.plan(text).await?;
         if plan.total == 0 {
             return Err(RolloutError::NothingToDo(
@@ -201,7 +193,7 @@ impl Engine {
         Ok(self.ledger.db.rollout(&id).await?)
     }
 
-    pub async fn pause(&self, id: &str) -> Result<(), RolloutError> {
+    pub(crate) async fn pause(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
         let state = matches!(r.state, RolloutState::Running | RolloutState::Scheduled)
             .then_some(RolloutState::Paused);
@@ -218,7 +210,7 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn resume(&self, id: &str) -> Result<(), RolloutError> {
+    pub(crate) async fn resume(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
         let state = (r.state == RolloutState::Paused).then_some(RolloutState::Running);
         self.ledger
@@ -235,7 +227,7 @@ impl Engine {
     }
 
     /// Stop at the next safe point: no device is stopped inside a reload.
-    pub async fn abort(&self, id: &str) -> Result<(), RolloutError> {
+    pub(crate) async fn abort(&self, id: &str) -> Result<(), RolloutError> {
         let r = self.live(id).await?;
         self.ledger
             .set_flags(
@@ -265,7 +257,7 @@ impl Engine {
     }
 
     /// Put failed devices back in line and go on, also after the rollout ended with failures.
-    pub async fn retry_failed(&self, id: &str) -> Result<u64, RolloutError> {
+    pub(crate) async fn retry_failed(&self, id: &str) -> Result<u64, RolloutError> {
         let r = self.ledger.db.rollout(id).await.map_err(|e| match e {
             StoreError::NotFound => RolloutError::NotFound(id.to_string()),
             e => e.into(),
@@ -637,7 +629,7 @@ impl Engine {
 }
 
 /// Waves are named one way everywhere: `canary`, `wave 1`, `wave 2`… (by the plan).
-pub fn wave_name(plan: &Plan, wave: usize) -> String {
+pub(crate) fn wave_name(plan: &Plan, wave: usize) -> String {
     plan.waves
         .get(wave)
         .map(|w| w.name.clone())

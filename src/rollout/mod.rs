@@ -1,16 +1,16 @@
 //! Fleet rollouts: a playbook applied wave by wave, each device through its upgrade steps, every
 //! step recorded in the database before and after it runs.
 
-pub mod clock;
-pub mod engine;
+pub(crate) mod clock;
+pub(crate) mod engine;
 mod job;
 mod ledger;
 pub mod model;
-pub mod policy;
+pub(crate) mod policy;
 pub mod report;
 
 pub use clock::{Clock, ManualClock};
-pub use engine::{Engine, EngineSettings};
+pub(crate) use engine::{Engine, EngineSettings};
 
 use std::net::SocketAddr;
 
@@ -46,13 +46,13 @@ impl From<YamlError> for RolloutError {
 }
 
 /// A playbook as YAML or JSON text (JSON is read as YAML, which it is).
-pub fn parse_playbook(text: &str) -> Result<Playbook, YamlError> {
+pub(crate) fn parse_playbook(text: &str) -> Result<Playbook, YamlError> {
     crate::playbook::parse(text)
 }
 
 /// How devices reach fleetup's own file servers.
 #[derive(Debug, Clone, Default)]
-pub struct FileServers {
+pub(crate) struct FileServers {
     pub tftp: Option<SocketAddr>,
     pub ftp: Option<SocketAddr>,
     /// The FTP server's accounts: each device job gets a one-time account, removed when the

@@ -55,7 +55,7 @@ string_enum!(
 
 impl RolloutState {
     /// A rollout in one of these states will do nothing more unless failed devices are retried.
-    pub fn is_ended(self) -> bool {
+    pub(crate) fn is_ended(self) -> bool {
         matches!(
             self,
             RolloutState::Completed | RolloutState::CompletedWithFailures | RolloutState::Aborted
@@ -63,16 +63,8 @@ impl RolloutState {
     }
 
     /// Whether failed devices may be put back in line.
-    pub fn may_retry(self) -> bool {
+    pub(crate) fn may_retry(self) -> bool {
         !matches!(self, RolloutState::Completed | RolloutState::Aborted)
-    }
-
-    /// A state as stored; rollouts ended before the end states were split read `failed`.
-    pub fn from_stored(s: &str) -> Option<Self> {
-        match s {
-            "failed" => Some(RolloutState::CompletedWithFailures),
-            s => Self::parse(s),
-        }
     }
 }
 
@@ -89,7 +81,7 @@ string_enum!(
 );
 
 impl JobState {
-    pub fn is_finished(self) -> bool {
+    pub(crate) fn is_finished(self) -> bool {
         !matches!(self, JobState::Pending | JobState::Running)
     }
 }
@@ -131,7 +123,7 @@ string_enum!(
 
 impl EventKind {
     /// Something went wrong: shown in red, counted by the activity filter.
-    pub fn is_bad(self) -> bool {
+    pub(crate) fn is_bad(self) -> bool {
         matches!(
             self,
             EventKind::StepFailed
@@ -145,7 +137,7 @@ impl EventKind {
     }
 
     /// About the whole rollout: read out to screen readers and shown in the terminal.
-    pub fn is_rollout_wide(self) -> bool {
+    pub(crate) fn is_rollout_wide(self) -> bool {
         matches!(
             self,
             EventKind::Started
@@ -163,7 +155,7 @@ impl EventKind {
     }
 
     /// The event that records how a driver step ended.
-    pub fn of_step(status: crate::device::StepStatus) -> EventKind {
+    pub(crate) fn of_step(status: crate::device::StepStatus) -> EventKind {
         use crate::device::StepStatus;
         match status {
             StepStatus::Started => EventKind::StepStarted,
@@ -174,7 +166,7 @@ impl EventKind {
     }
 
     /// A kind as stored; an unknown one (written by a newer release) reads as a message.
-    pub fn from_stored(s: &str) -> EventKind {
+    pub(crate) fn from_stored(s: &str) -> EventKind {
         match s {
             "failed" => EventKind::CompletedWithFailures,
             s => Self::parse(s).unwrap_or(EventKind::Message),
@@ -191,7 +183,7 @@ string_enum!(
 );
 
 /// A state enum that can be read back from its name.
-pub trait Named: Sized + fmt::Display {
+pub(crate) trait Named: Sized + fmt::Display {
     fn parse_name(s: &str) -> Option<Self>;
 }
 
@@ -204,7 +196,7 @@ pub enum StateName<T> {
 }
 
 impl<T: Copy> StateName<T> {
-    pub fn known(&self) -> Option<T> {
+    pub(crate) fn known(&self) -> Option<T> {
         match self {
             StateName::Known(t) => Some(*t),
             StateName::Other(_) => None,
@@ -245,7 +237,7 @@ impl<'de, T: Named> Deserialize<'de> for StateName<T> {
 
 /// Whether starting `step` sends the reload: IOS reloads on `reload`; the IOS-XE and NX-OS
 /// installers reload by themselves (`install`).
-pub fn is_reload_step(step: &str) -> bool {
+pub(crate) fn is_reload_step(step: &str) -> bool {
     matches!(step, "reload" | "install")
 }
 
@@ -303,7 +295,7 @@ pub struct DeviceJob<S = JobState> {
 
 /// A rollout that included a device, with the device's job in it.
 #[derive(Debug, Clone)]
-pub struct DeviceRollout {
+pub(crate) struct DeviceRollout {
     pub rollout_id: String,
     pub rollout_name: String,
     pub rollout_state: RolloutState,
@@ -313,8 +305,7 @@ pub struct DeviceRollout {
 
 /// One kept line of a job's transcript (already redacted by the driver).
 #[derive(Debug, Clone)]
-pub struct TranscriptLine {
-    pub id: i64,
+pub(crate) struct TranscriptLine {
     pub attempt: u32,
     pub step: Option<String>,
     pub kind: crate::device::EntryKind,

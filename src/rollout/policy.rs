@@ -4,28 +4,30 @@
 //! rule of canary, waves, `max_failures`, pause, abort, retry, windows and end states is
 //! table-tested below without a database, a lab or a clock.
 
+#[cfg(test)]
 use jiff::Timestamp;
 
 use super::model::{DeviceJob, JobState, RolloutRecord, RolloutState};
+#[cfg(test)]
 use crate::playbook::{Opening, Window};
 
 /// The part of a device job the rules look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobView {
+pub(crate) struct JobView {
     pub wave: usize,
     pub state: JobState,
 }
 
 /// The part of a rollout the rules look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RolloutView {
+pub(crate) struct RolloutView {
     pub state: RolloutState,
     pub paused: bool,
     pub abort_requested: bool,
 }
 
 impl RolloutView {
-    pub fn of(r: &RolloutRecord) -> RolloutView {
+    pub(crate) fn of(r: &RolloutRecord) -> RolloutView {
         RolloutView {
             state: r.state,
             paused: r.paused,
@@ -35,7 +37,7 @@ impl RolloutView {
 }
 
 impl JobView {
-    pub fn all(jobs: &[DeviceJob]) -> Vec<JobView> {
+    pub(crate) fn all(jobs: &[DeviceJob]) -> Vec<JobView> {
         jobs.iter()
             .map(|j| JobView {
                 wave: j.wave,
@@ -47,7 +49,7 @@ impl JobView {
 
 /// The rollout's limits, from its plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The failure count that halts the rollout (one more than `max_failures` tolerates).
     pub halt_after_failures: usize,
     /// Whether wave 0 is a canary: any failure in it halts the rollout.
@@ -56,7 +58,7 @@ pub struct Limits {
 
 /// Counts of a rollout's devices by how they ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub upgraded: usize,
     pub failed: usize,
     pub skipped: usize,
@@ -65,7 +67,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn of<'a>(jobs: impl IntoIterator<Item = &'a JobView>) -> Tally {
+    pub(crate) fn of<'a>(jobs: impl IntoIterator<Item = &'a JobView>) -> Tally {
         let mut t = Tally::default();
         for j in jobs {
             match j.state {
@@ -82,7 +84,7 @@ impl Tally {
 
 /// Whether a device may start its next step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proceed {
+pub(crate) enum Proceed {
     Go,
     /// Paused: wait for resume (or abort).
     Wait,
@@ -90,7 +92,7 @@ pub enum Proceed {
     Stop,
 }
 
-pub fn proceed(r: RolloutView, shutting_down: bool) -> Proceed {
+pub(crate) fn proceed(r: RolloutView, shutting_down: bool) -> Proceed {
     if r.abort_requested || r.state == RolloutState::Halted || shutting_down {
         Proceed::Stop
     } else if r.paused {
@@ -102,7 +104,7 @@ pub fn proceed(r: RolloutView, shutting_down: bool) -> Proceed {
 
 /// The wave to work on: the first with a device still to do. Retried devices of an earlier
 /// wave bring the rollout back to that wave.
-pub fn next_wave(jobs: &[JobView]) -> Option<usize> {
+pub(crate) fn next_wave(jobs: &[JobView]) -> Option<usize> {
     jobs.iter()
         .filter(|j| !j.state.is_finished())
         .map(|j| j.wave)
@@ -110,7 +112,7 @@ pub fn next_wave(jobs: &[JobView]) -> Option<usize> {
 }
 
 /// After a device finished: halt once the failures reach the limit. `None`: go on.
-pub fn after_device(limits: Limits, r: RolloutView, jobs: &[JobView]) -> Option<String> {
+pub(crate) fn after_device(limits: Limits, r: RolloutView, jobs: &[JobView]) -> Option<String> {
     let failed = Tally::of(jobs).failed;
     (failed >= limits.halt_after_failures && r.state != RolloutState::Halted).then(|| {
         format!(
@@ -122,7 +124,7 @@ pub fn after_device(limits: Limits, r: RolloutView, jobs: &[JobView]) -> Option<
 
 /// What follows a wave whose devices all finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AfterWave {
+pub(crate) enum AfterWave {
     /// The next wave may start; `failed` devices of this wave are within the limits.
     Next {
         failed: usize,
@@ -132,7 +134,12 @@ pub enum AfterWave {
     Stop,
 }
 
-pub fn after_wave(limits: Limits, r: RolloutView, wave: usize, jobs: &[JobView]) -> AfterWave {
+pub(crate) fn after_wave(
+    limits: Limits,
+    r: RolloutView,
+    wave: usize,
+    jobs: &[JobView],
+) -> AfterWave {
     if r.abort_requested || r.state == RolloutState::Halted {
         return AfterWave::Stop;
     }
@@ -147,7 +154,7 @@ pub fn after_wave(limits: Limits, r: RolloutView, wave: usize, jobs: &[JobView])
 
 /// How a rollout ends once no device runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// Pending devices are marked aborted; the rollout is `aborted`.
     Aborted,
     /// Halted stays open: the operator retries failed devices or aborts.
@@ -165,7 +172,7 @@ pub enum End {
 }
 
 impl End {
-    pub fn state(&self) -> Option<RolloutState> {
+    pub(crate) fn state(&self) -> Option<RolloutState> {
         match self {
             End::Aborted => Some(RolloutState::Aborted),
             End::StayHalted | End::Unfinished => None,
@@ -175,7 +182,7 @@ impl End {
     }
 }
 
-pub fn end(r: RolloutView, jobs: &[JobView]) -> End {
+pub(crate) fn end(r: RolloutView, jobs: &[JobView]) -> End {
     if r.abort_requested {
         return End::Aborted;
     }
@@ -199,7 +206,7 @@ pub fn end(r: RolloutView, jobs: &[JobView]) -> End {
 
 /// What a retry of failed devices does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
+pub(crate) enum Retry {
     /// Nothing to retry: no device failed or was stopped.
     Nothing,
     /// Put them back in line; `restart` when the rollout's task has ended (halted, or ended
@@ -209,7 +216,7 @@ pub enum Retry {
     Refused,
 }
 
-pub fn retry(r: RolloutView, jobs: &[JobView]) -> Retry {
+pub(crate) fn retry(r: RolloutView, jobs: &[JobView]) -> Retry {
     if !r.state.may_retry() || r.abort_requested {
         return Retry::Refused;
     }
@@ -228,15 +235,17 @@ pub fn retry(r: RolloutView, jobs: &[JobView]) -> Retry {
 }
 
 /// Whether a staged device may be changed now (boot variable, save, install, reload).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Changes {
+pub(crate) enum Changes {
     Allowed,
     WaitFor(Opening),
     /// The windows never open again (within the two weeks looked at).
     Never,
 }
 
-pub fn changes(windows: &[Window], now: Timestamp) -> Changes {
+#[cfg(test)]
+pub(crate) fn changes(windows: &[Window], now: Timestamp) -> Changes {
     if crate::playbook::any_contains(windows, now) {
         return Changes::Allowed;
     }

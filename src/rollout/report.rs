@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{DeviceJob, Event, EventKind, RolloutRecord};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StepTiming {
+pub(crate) struct StepTiming {
     pub step: String,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -16,7 +16,7 @@ pub struct StepTiming {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DeviceReport {
+pub(crate) struct DeviceReport {
     pub device: String,
     pub wave: usize,
     pub result: String,
@@ -39,7 +39,7 @@ pub struct Report {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    pub devices: Vec<DeviceReport>,
+    pub(crate) devices: Vec<DeviceReport>,
 }
 
 fn seconds_between(a: &str, b: &str) -> Option<f64> {
@@ -50,7 +50,7 @@ fn seconds_between(a: &str, b: &str) -> Option<f64> {
 
 /// Step timings of every device from the `step_started` / `step_done` / `step_failed` /
 /// `step_skipped` events, in one pass over them.
-pub fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
+pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
     let mut by_device: HashMap<String, Vec<StepTiming>> = HashMap::new();
     for e in events {
         let (Some(device), Some(step)) = (&e.device, &e.step) else {
@@ -87,7 +87,7 @@ pub fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
 }
 
 /// `events`: the rollout's step events (or all of its events).
-pub fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report {
+pub(crate) fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report {
     let mut timings = step_timings(events);
     Report {
         id: r.id.clone(),
@@ -128,7 +128,7 @@ fn csv_field(s: &str) -> String {
 }
 
 /// One line per device, for spreadsheets and change tickets.
-pub fn to_csv(report: &Report) -> String {
+pub(crate) fn to_csv(report: &Report) -> String {
     let mut out = String::from(
         "device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error\n",
     );

@@ -105,7 +105,7 @@ async fn clear_fault(
     Ok(Json(dev.snapshot()))
 }
 
-pub fn router(devices: Vec<Arc<Device>>) -> Router {
+pub(super) fn router(devices: Vec<Arc<Device>>) -> Router {
     Router::new()
         .route("/api/devices", get(list))
         .route("/api/devices/{name}", get(one))
@@ -118,7 +118,7 @@ pub fn router(devices: Vec<Arc<Device>>) -> Router {
 }
 
 /// Bind and serve until shutdown; returns the bound address.
-pub async fn start(
+pub(super) async fn start(
     addr: SocketAddr,
     devices: Vec<Arc<Device>>,
     shutdown: Shutdown,

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 /// A copy source the simulator can fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(super) enum Source {
     Tftp {
         host: IpAddr,
         port: Option<u16>,
@@ -30,27 +30,27 @@ pub enum Source {
 
 impl Source {
     /// The name IOS offers as the destination (`Destination filename [x.bin]?`).
-    pub fn file_name(&self) -> &str {
+    pub(super) fn file_name(&self) -> &str {
         let path = match self {
             Source::Tftp { path, .. } | Source::Ftp { path, .. } => path,
         };
         path.rsplit('/').next().unwrap_or(path)
     }
 
-    pub fn host(&self) -> IpAddr {
+    pub(super) fn host(&self) -> IpAddr {
         match self {
             Source::Tftp { host, .. } | Source::Ftp { host, .. } => *host,
         }
     }
 
-    pub fn path(&self) -> &str {
+    pub(super) fn path(&self) -> &str {
         match self {
             Source::Tftp { path, .. } | Source::Ftp { path, .. } => path,
         }
     }
 
     /// The URL as IOS echoes it: FTP credentials are masked (`ftp://*:*@host/file`).
-    pub fn display(&self) -> String {
+    pub(super) fn display(&self) -> String {
         match self {
             Source::Tftp { host, port, path } => {
                 format!("tftp://{}/{path}", host_port(*host, *port))
@@ -77,7 +77,7 @@ fn host_port(host: IpAddr, port: Option<u16>) -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
+pub(super) enum UrlError {
     #[error("Invalid IP address or hostname")]
     BadHost,
     #[error("Invalid argument")]
@@ -85,7 +85,7 @@ pub enum UrlError {
 }
 
 /// Parse `tftp://HOST[:PORT]/PATH` or `ftp://[USER[:PASS]@]HOST[:PORT]/PATH`.
-pub fn parse_url(url: &str) -> Result<Source, UrlError> {
+pub(super) fn parse_url(url: &str) -> Result<Source, UrlError> {
     let (scheme, rest) = url.split_once("://").ok_or(UrlError::Malformed)?;
     let scheme = scheme.to_ascii_lowercase();
     let (authority, path) = rest.split_once('/').ok_or(UrlError::Malformed)?;
@@ -135,7 +135,7 @@ pub fn parse_url(url: &str) -> Result<Source, UrlError> {
 
 /// Why a fetch failed, in the words IOS puts in parentheses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
+pub(super) enum FetchError {
     #[error("Timed out")]
     Timeout,
     #[error("No such file or directory")]
@@ -155,7 +155,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// IOS says `%Error opening` when the transfer never started and `%Error copying` after.
-    pub fn verb(&self, started: bool) -> &'static str {
+    pub(super) fn verb(&self, started: bool) -> &'static str {
         match self {
             FetchError::NoSpace => "copying",
             _ if started => "reading",
@@ -166,7 +166,7 @@ impl FetchError {
 
 /// How to fetch: the device's own address and its `ip tftp`/`ip ftp` settings.
 #[derive(Debug, Clone)]
-pub struct FetchOptions {
+pub(super) struct FetchOptions {
     pub local_ip: IpAddr,
     pub tftp_port: u16,
     pub ftp_port: u16,
@@ -179,7 +179,7 @@ pub struct FetchOptions {
 
 /// Writes the download into flash: enforces free space, paces to the rate limit, reports
 /// progress and injects faults.
-pub struct FlashSink {
+pub(super) struct FlashSink {
     file: tokio::fs::File,
     pub written: u64,
     limit: u64,
@@ -194,7 +194,7 @@ pub struct FlashSink {
 }
 
 impl FlashSink {
-    pub fn new(
+    pub(super) fn new(
         file: tokio::fs::File,
         limit: u64,
         rate: Option<u64>,
@@ -216,18 +216,18 @@ impl FlashSink {
     }
 
     /// Flip one byte of the first block written, as a bad link would.
-    pub fn corrupt(mut self) -> Self {
+    pub(super) fn corrupt(mut self) -> Self {
         self.corrupt = true;
         self
     }
 
     /// Fail the write (and so the transfer) once this many bytes are in.
-    pub fn drop_after(mut self, bytes: u64) -> Self {
+    pub(super) fn drop_after(mut self, bytes: u64) -> Self {
         self.drop_after = Some(bytes);
         self
     }
 
-    pub async fn finish(mut self) -> io::Result<u64> {
+    pub(super) async fn finish(mut self) -> io::Result<u64> {
         use tokio::io::AsyncWriteExt;
         self.file.flush().await?;
         self.file.sync_all().await?;
@@ -315,7 +315,7 @@ fn sink_error(sink: &FlashSink, e: &io::Error) -> FetchError {
 }
 
 /// Fetch `source` into `sink`; returns the number of bytes written.
-pub async fn fetch(
+pub(super) async fn fetch(
     source: &Source,
     opts: &FetchOptions,
     sink: &mut FlashSink,
@@ -350,7 +350,7 @@ mod tftp {
     use super::*;
     use crate::tftp::client::{ClientError, DownloadOptions, download_from};
 
-    pub async fn fetch(
+    pub(super) async fn fetch(
         server: SocketAddr,
         file: &str,
         opts: &FetchOptions,

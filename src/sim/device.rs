@@ -17,11 +17,11 @@ use super::{Fault, install};
 const LAST_COMMANDS: usize = 50;
 
 /// The longest uptime a lab device can be given (`fleetup lab --uptime`): ten years.
-pub const MAX_UPTIME_SECS: u64 = 315_360_000;
+pub(super) const MAX_UPTIME_SECS: u64 = 315_360_000;
 
 /// The configuration lines the simulator understands; everything else of a config is fixed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigBits {
+pub(super) struct ConfigBits {
     pub hostname: String,
     /// `boot system` entries as typed (`flash:x.bin`, `flash:/x.bin`).
     pub boot_system: Vec<String>,
@@ -36,7 +36,7 @@ pub struct ConfigBits {
 
 /// Everything that survives a lab restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Persisted {
+pub(super) struct Persisted {
     pub running: ConfigBits,
     pub startup: ConfigBits,
     /// The boot loader's BOOT variable (switches set it as soon as `boot system` is typed).
@@ -121,7 +121,7 @@ pub enum DeviceError {
     },
 }
 
-pub struct Device {
+pub(super) struct Device {
     pub name: String,
     pub ip: Ipv4Addr,
     pub persona: Arc<Persona>,
@@ -152,14 +152,14 @@ fn io_err(device: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DeviceErr
     }
 }
 
-pub fn now_unix() -> i64 {
+pub(super) fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
 impl Device {
     /// Open (or create on first start) the device's state directory. A new device has been up
     /// for `uptime` already.
-    pub fn open(
+    pub(super) fn open(
         name: &str,
         ip: Ipv4Addr,
         persona: Arc<Persona>,
@@ -258,12 +258,12 @@ impl Device {
     }
 
     /// Read the persisted state.
-    pub fn state(&self) -> Persisted {
+    pub(super) fn state(&self) -> Persisted {
         self.lock().state.clone()
     }
 
     /// Change the persisted state and write it to disk.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Persisted) -> R) -> R {
+    pub(super) fn update<R>(&self, f: impl FnOnce(&mut Persisted) -> R) -> R {
         let r = f(&mut self.lock().state);
         if let Err(e) = self.save() {
             tracing::warn!(device = %self.name, error = %e, "cannot save lab device state");
@@ -271,7 +271,7 @@ impl Device {
         r
     }
 
-    pub fn save(&self) -> Result<(), DeviceError> {
+    pub(super) fn save(&self) -> Result<(), DeviceError> {
         let text = {
             let inner = self.lock();
             serde_json::to_string_pretty(&inner.state).unwrap_or_default()
@@ -282,34 +282,34 @@ impl Device {
         std::fs::rename(&tmp, &path).map_err(io_err(&self.name, &path))
     }
 
-    pub fn set_ssh_addr(&self, addr: SocketAddr) {
+    pub(super) fn set_ssh_addr(&self, addr: SocketAddr) {
         self.lock().ssh = addr;
     }
 
-    pub fn ssh_addr(&self) -> SocketAddr {
+    pub(super) fn ssh_addr(&self) -> SocketAddr {
         self.lock().ssh
     }
 
-    pub fn has_fault(&self, f: Fault) -> bool {
+    pub(super) fn has_fault(&self, f: Fault) -> bool {
         self.lock().faults.contains(&f)
     }
 
-    pub fn set_fault(&self, f: Fault) {
+    pub(super) fn set_fault(&self, f: Fault) {
         self.lock().faults.insert(f);
         self.faults_changed.notify_waiters();
     }
 
-    pub fn clear_faults(&self) {
+    pub(super) fn clear_faults(&self) {
         self.lock().faults.clear();
         self.faults_changed.notify_waiters();
     }
 
-    pub fn clear_fault(&self, f: Fault) {
+    pub(super) fn clear_fault(&self, f: Fault) {
         self.lock().faults.remove(&f);
         self.faults_changed.notify_waiters();
     }
 
-    pub fn record_command(&self, line: &str) {
+    pub(super) fn record_command(&self, line: &str) {
         let mut inner = self.lock();
         if inner.last_commands.len() == LAST_COMMANDS {
             inner.last_commands.pop_front();
@@ -318,7 +318,7 @@ impl Device {
     }
 
     /// The BOOT variable the boot loader will use.
-    pub fn boot_list(&self, s: &Persisted) -> Vec<String> {
+    pub(super) fn boot_list(&self, s: &Persisted) -> Vec<String> {
         if self.persona.boot_system_immediate {
             s.boot_variable.clone()
         } else {
@@ -327,7 +327,7 @@ impl Device {
     }
 
     /// Map `flash:x`, `flash:/x` to a file name in the flash directory.
-    pub fn flash_file_name<'a>(&self, path: &'a str) -> Option<&'a str> {
+    pub(super) fn flash_file_name<'a>(&self, path: &'a str) -> Option<&'a str> {
         let rest = path.strip_prefix(self.persona.filesystem.as_str())?;
         let rest = rest.strip_prefix(':')?;
         let rest = rest.trim_start_matches('/');
@@ -338,12 +338,12 @@ impl Device {
         }
     }
 
-    pub fn flash_path(&self, file: &str) -> PathBuf {
+    pub(super) fn flash_path(&self, file: &str) -> PathBuf {
         self.flash_dir.join(file)
     }
 
     /// The flash directory as the device sees it (a handful of files: read synchronously).
-    pub fn flash(&self) -> FlashInfo {
+    pub(super) fn flash(&self) -> FlashInfo {
         use std::os::unix::fs::MetadataExt;
         let mut files = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&self.flash_dir) {
@@ -388,7 +388,7 @@ impl Device {
         }
     }
 
-    pub fn mark_corrupt(&self, file: &str, corrupt: bool) {
+    pub(super) fn mark_corrupt(&self, file: &str, corrupt: bool) {
         self.update(|s| {
             if corrupt {
                 s.corrupt_files.insert(file.to_string());
@@ -400,7 +400,7 @@ impl Device {
 
     /// Boot: the first valid `boot system` entry, else the first image in flash (what the IOS
     /// boot loader does), unless a fault keeps the old image.
-    pub fn boot(&self) {
+    pub(super) fn boot(&self) {
         let flash = self.flash();
         let s = self.state();
         let present: BTreeMap<&str, &FlashFile> =
@@ -459,7 +459,7 @@ impl Device {
         });
     }
 
-    pub fn snapshot(&self) -> DeviceState {
+    pub(super) fn snapshot(&self) -> DeviceState {
         let flash = self.flash();
         let inner = self.lock();
         let s = &inner.state;
@@ -483,7 +483,7 @@ impl Device {
     }
 
     /// Values for the persona's templates.
-    pub fn template_vars(&self) -> BTreeMap<&'static str, String> {
+    pub(super) fn template_vars(&self) -> BTreeMap<&'static str, String> {
         let flash = self.flash();
         let s = self.state();
         let p = &self.persona;
@@ -552,7 +552,7 @@ impl Device {
         v
     }
 
-    pub fn render(&self, template: &str) -> String {
+    pub(super) fn render(&self, template: &str) -> String {
         let vars = self.template_vars();
         persona::render(template, &vars)
     }
@@ -573,7 +573,7 @@ fn image_upper(image: &str) -> String {
 
 /// IOS uptime: `1 year, 3 weeks, 2 days, 4 hours, 5 minutes`, zero parts left out except the
 /// minutes.
-pub fn uptime(secs: i64) -> String {
+pub(super) fn uptime(secs: i64) -> String {
     let mins = secs / 60;
     let in_year = mins % 525_600;
     let parts = [

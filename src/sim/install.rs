@@ -29,7 +29,7 @@ fn pkg_name(bin: &str, pkg: &str, version: &str) -> String {
 }
 
 /// The package set file of an image: `X.bin` -> `X.conf`.
-pub fn set_name(bin: &str) -> String {
+pub(super) fn set_name(bin: &str) -> String {
     match bin.strip_suffix(".bin") {
         Some(stem) => format!("{stem}.conf"),
         None => format!("{bin}.conf"),
@@ -37,7 +37,7 @@ pub fn set_name(bin: &str) -> String {
 }
 
 /// Create the package files (sparse, sizes adding up to the image's) and the package set.
-pub fn expand(flash: &Path, bin: &str, version: &str, size: u64) -> io::Result<Vec<String>> {
+pub(super) fn expand(flash: &Path, bin: &str, version: &str, size: u64) -> io::Result<Vec<String>> {
     let mut made = Vec::new();
     let mut left = size;
     for (i, (_, pkg, share)) in PACKAGES.iter().enumerate() {
@@ -78,12 +78,12 @@ fn conf_text(bin: &str, version: &str) -> String {
 }
 
 /// Make `bin`'s package set the one the boot loader reads.
-pub fn write_packages_conf(flash: &Path, bin: &str, version: &str) -> io::Result<()> {
+pub(super) fn write_packages_conf(flash: &Path, bin: &str, version: &str) -> io::Result<()> {
     std::fs::write(flash.join("packages.conf"), conf_text(bin, version))
 }
 
 /// The version a package set boots, if every package it names is present and intact.
-pub fn conf_version(flash: &Path, conf: &str, corrupt: &BTreeSet<String>) -> Option<String> {
+pub(super) fn conf_version(flash: &Path, conf: &str, corrupt: &BTreeSet<String>) -> Option<String> {
     let text = std::fs::read_to_string(flash.join(conf)).ok()?;
     let version = text
         .lines()
@@ -111,7 +111,7 @@ fn referenced(conf_text: &str) -> Vec<String> {
 
 /// Files `install remove inactive` deletes: packages and package sets not in use by
 /// `packages.conf`, and image bundles already expanded or superseded.
-pub fn inactive_files(flash: &Path, files: &[String]) -> Vec<String> {
+pub(super) fn inactive_files(flash: &Path, files: &[String]) -> Vec<String> {
     let active = std::fs::read_to_string(flash.join("packages.conf")).unwrap_or_default();
     let in_use: BTreeSet<String> = referenced(&active).into_iter().collect();
     let active_build = active
@@ -141,7 +141,7 @@ pub fn inactive_files(flash: &Path, files: &[String]) -> Vec<String> {
 }
 
 /// `17.09.04a` -> `17.9.4a`, as the second line of an IOS-XE `show version` prints it.
-pub fn plain_version(v: &str) -> String {
+pub(super) fn plain_version(v: &str) -> String {
     if v.contains('(') {
         return v.to_string();
     }
@@ -163,7 +163,7 @@ pub fn plain_version(v: &str) -> String {
 }
 
 /// The release train name IOS-XE prints in brackets.
-pub fn train(v: &str) -> &'static str {
+pub(super) fn train(v: &str) -> &'static str {
     let mut parts = v.split('.').map(|p| {
         p.chars()
             .take_while(char::is_ascii_digit)

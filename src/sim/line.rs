@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Line {
+pub(super) enum Line {
     Text(String),
     /// Ctrl-C: abandon the line (and leave configuration mode).
     Interrupt,
@@ -17,7 +17,7 @@ pub enum Line {
 }
 
 #[derive(Debug, Default)]
-pub struct LineEditor {
+pub(super) struct LineEditor {
     pending: VecDeque<u8>,
     current: Vec<u8>,
     /// A CR ended the last line: a directly following LF belongs to it.
@@ -27,20 +27,20 @@ pub struct LineEditor {
 }
 
 impl LineEditor {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
-    pub fn push(&mut self, bytes: &[u8]) {
+    pub(super) fn push(&mut self, bytes: &[u8]) {
         self.pending.extend(bytes);
     }
 
-    pub fn peek_key(&self) -> Option<u8> {
+    pub(super) fn peek_key(&self) -> Option<u8> {
         self.pending.front().copied()
     }
 
     /// Take one raw byte (a `[confirm]` or `--More--` answer), honouring CR LF pairs.
-    pub fn next_key(&mut self) -> Option<u8> {
+    pub(super) fn next_key(&mut self) -> Option<u8> {
         loop {
             let b = self.pending.pop_front()?;
             if b == b'\n' && self.after_cr {
@@ -54,7 +54,7 @@ impl LineEditor {
 
     /// Process buffered input until a line is complete. `echo` is appended to with what the
     /// terminal shows; nothing of a hidden line is shown, only the final newline.
-    pub fn next_line(&mut self, show: bool, echo: &mut Vec<u8>) -> Option<Line> {
+    pub(super) fn next_line(&mut self, show: bool, echo: &mut Vec<u8>) -> Option<Line> {
         while let Some(b) = self.pending.pop_front() {
             if self.escape > 0 {
                 // ESC [ X: two more bytes after ESC; anything else ends the sequence early.

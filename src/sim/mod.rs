@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use device::{DeviceState, FlashFile, FlashInfo, Power};
-pub use persona::{Persona, PersonaError};
+pub use device::{DeviceState, Power};
+pub(crate) use persona::{Persona, PersonaError};
 
 use crate::shutdown::Shutdown;
 
@@ -68,7 +68,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub(crate) const ALL: [Fault; 8] = [
         Fault::TftpTimeout,
         Fault::SlowTransfer,
         Fault::CorruptDownload,
@@ -79,7 +79,7 @@ impl Fault {
         Fault::ReloadOldImage,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Fault::TftpTimeout => "tftp-timeout",
             Fault::SlowTransfer => "slow-transfer",
@@ -275,7 +275,7 @@ impl Default for LabConfig {
 }
 
 impl LabConfig {
-    pub fn from_args(args: &LabArgs) -> Result<LabConfig, LabError> {
+    pub(crate) fn from_args(args: &LabArgs) -> Result<LabConfig, LabError> {
         if !(args.boot_time.is_finite() && (0.0..=3600.0).contains(&args.boot_time)) {
             return Err(LabError::Config(format!(
                 "--boot-time {} must be between 0 and 3600 seconds",
@@ -374,7 +374,7 @@ pub(crate) struct LabShared {
 
 impl LabShared {
     /// The login methods the devices offer.
-    pub fn methods(&self) -> russh::MethodSet {
+    pub(crate) fn methods(&self) -> russh::MethodSet {
         let mut m = vec![if self.keyboard_interactive {
             russh::MethodKind::KeyboardInteractive
         } else {
@@ -569,7 +569,7 @@ impl Lab {
         self.admin
     }
 
-    pub fn username(&self) -> &str {
+    pub(crate) fn username(&self) -> &str {
         &self.shared.username
     }
 

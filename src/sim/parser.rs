@@ -5,7 +5,7 @@
 
 /// One element of a command's syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tok {
+pub(super) enum Tok {
     Kw(&'static str),
     /// One required word, kept as typed.
     Arg,
@@ -17,20 +17,20 @@ pub enum Tok {
 
 /// What a device can do in one mode.
 #[derive(Debug, Clone, Copy)]
-pub struct Syntax<C: Copy> {
+pub(super) struct Syntax<C: Copy> {
     pub toks: &'static [Tok],
     pub cmd: C,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed<C> {
+pub(super) struct Parsed<C> {
     pub cmd: C,
     /// The words at `Arg`/`OptArg`/`Rest` positions, in order.
     pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParseError {
+pub(super) enum ParseError {
     /// Byte offset (in the typed line) of the character the caret points at.
     Invalid {
         at: usize,
@@ -43,7 +43,7 @@ pub enum ParseError {
 
 impl ParseError {
     /// The text a device prints, given the length of the prompt in front of the typed line.
-    pub fn render(&self, prompt_len: usize) -> String {
+    pub(super) fn render(&self, prompt_len: usize) -> String {
         match self {
             ParseError::Invalid { at } => format!(
                 "{}^\r\n% Invalid input detected at '^' marker.\r\n\r\n",
@@ -55,7 +55,7 @@ impl ParseError {
     }
 
     /// The same, in the words of NX-OS.
-    pub fn render_nxos(&self, prompt_len: usize) -> String {
+    pub(super) fn render_nxos(&self, prompt_len: usize) -> String {
         match self {
             ParseError::Invalid { at } => format!(
                 "{}^\r\n% Invalid command at '^' marker.\r\n",
@@ -66,7 +66,7 @@ impl ParseError {
         }
     }
 
-    pub fn render_as(&self, nxos: bool, prompt_len: usize) -> String {
+    pub(super) fn render_as(&self, nxos: bool, prompt_len: usize) -> String {
         if nxos {
             self.render_nxos(prompt_len)
         } else {
@@ -102,7 +102,7 @@ fn common_prefix(a: &str, b: &str) -> usize {
 }
 
 /// Match a typed line against a mode's syntax. An empty line never reaches here.
-pub fn parse<C: Copy>(line: &str, syntax: &[Syntax<C>]) -> Result<Parsed<C>, ParseError> {
+pub(super) fn parse<C: Copy>(line: &str, syntax: &[Syntax<C>]) -> Result<Parsed<C>, ParseError> {
     let ws = words(line);
     // Each candidate keeps its position in its token list and the args gathered so far.
     let mut cands: Vec<(usize, usize, Vec<String>)> =

@@ -18,7 +18,7 @@ const BUILT_IN: &[(&str, &str)] = &[
 
 /// Placeholders a template may use; anything else is refused when the persona is loaded, so a
 /// typo shows up at start and not in the middle of a rehearsal.
-pub const PLACEHOLDERS: &[&str] = &[
+pub(super) const PLACEHOLDERS: &[&str] = &[
     "hostname",
     "model",
     "version",
@@ -65,14 +65,14 @@ pub enum PersonaError {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InitialFile {
+pub(crate) struct InitialFile {
     pub name: String,
     pub size: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Templates {
+pub(crate) struct Templates {
     pub show_version: String,
     pub show_boot: String,
     #[serde(default)]
@@ -82,7 +82,7 @@ pub struct Templates {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Persona {
+pub(crate) struct Persona {
     pub name: String,
     pub platform: Platform,
     pub model: String,
@@ -122,13 +122,13 @@ fn default_nvram() -> u64 {
     524288
 }
 
-pub fn built_in_names() -> Vec<&'static str> {
+pub(super) fn built_in_names() -> Vec<&'static str> {
     BUILT_IN.iter().map(|(n, _)| *n).collect()
 }
 
 impl Persona {
     /// A built-in persona by name, or a YAML file when `spec` names one.
-    pub fn load(spec: &str) -> Result<Persona, PersonaError> {
+    pub(crate) fn load(spec: &str) -> Result<Persona, PersonaError> {
         if let Some((_, text)) = BUILT_IN.iter().find(|(n, _)| *n == spec) {
             return Persona::parse(spec, text);
         }
@@ -143,7 +143,7 @@ impl Persona {
         Err(PersonaError::Unknown(spec.to_string()))
     }
 
-    pub fn parse(name: &str, text: &str) -> Result<Persona, PersonaError> {
+    pub(crate) fn parse(name: &str, text: &str) -> Result<Persona, PersonaError> {
         let persona: Persona =
             crate::yaml::from_str(text).map_err(|source| PersonaError::Yaml {
                 name: name.to_string(),
@@ -256,7 +256,7 @@ fn check_template(t: &str) -> Result<(), String> {
 }
 
 /// Substitute placeholders. `{{` and `}}` stand for literal braces.
-pub fn render(template: &str, vars: &BTreeMap<&str, String>) -> String {
+pub(super) fn render(template: &str, vars: &BTreeMap<&str, String>) -> String {
     render_with(template, |name| vars.get(name).cloned()).unwrap_or_else(|e| e)
 }
 

@@ -20,7 +20,7 @@ use crate::shutdown::Shutdown;
 
 /// The device's host key, created once and kept in its state directory so that clients'
 /// `known_hosts` stay valid across lab restarts.
-pub fn host_key(device: &str, dir: &Path) -> Result<PrivateKey, LabError> {
+pub(super) fn host_key(device: &str, dir: &Path) -> Result<PrivateKey, LabError> {
     let path = dir.join("ssh_host_ed25519_key");
     let io = |source| LabError::HostKey {
         device: device.to_string(),
@@ -58,7 +58,7 @@ pub fn host_key(device: &str, dir: &Path) -> Result<PrivateKey, LabError> {
     Ok(key)
 }
 
-pub fn server_config(key: PrivateKey, methods: MethodSet) -> russh::server::Config {
+pub(super) fn server_config(key: PrivateKey, methods: MethodSet) -> russh::server::Config {
     russh::server::Config {
         // Matches the Cisco banner so scripts that log it see a familiar name.
         server_id: russh::SshId::Standard("SSH-2.0-Cisco-1.25".into()),
@@ -73,7 +73,7 @@ pub fn server_config(key: PrivateKey, methods: MethodSet) -> russh::server::Conf
 }
 
 /// Bind the device's SSH listener; a clear error says which flag to change.
-pub async fn bind(device: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
+pub(super) async fn bind(device: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| LabError::Bind {
@@ -84,7 +84,7 @@ pub async fn bind(device: &str, addr: SocketAddr) -> Result<TcpListener, LabErro
 }
 
 /// Run the device until shutdown: serve SSH while up, go dark for the boot time on reload.
-pub async fn supervise(
+pub(super) async fn supervise(
     dev: Arc<Device>,
     lab: Arc<LabShared>,
     config: Arc<russh::server::Config>,

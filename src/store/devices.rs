@@ -6,11 +6,11 @@ use crate::inventory::{
 };
 
 /// How many sets of facts are kept per device.
-pub const FACTS_HISTORY: i64 = 100;
+pub(super) const FACTS_HISTORY: i64 = 100;
 
 /// Filters for listing devices; every given filter must match.
 #[derive(Debug, Clone, Default)]
-pub struct DeviceFilter {
+pub(crate) struct DeviceFilter {
     pub group: Option<String>,
     pub tag: Option<String>,
     pub site: Option<String>,
@@ -23,7 +23,7 @@ pub struct DeviceFilter {
 }
 
 #[derive(Debug, Clone)]
-pub struct DevicePage {
+pub(crate) struct DevicePage {
     pub devices: Vec<Device>,
     pub total: i64,
 }
@@ -80,14 +80,14 @@ fn row_to_device(row: &SqliteRow) -> Result<Device, StoreError> {
 
 /// Whether an upsert created or changed a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upserted {
+pub(crate) enum Upserted {
     Created,
     Updated,
     Unchanged,
 }
 
 impl Db {
-    pub async fn create_device(&self, spec: &DeviceSpec) -> Result<Device, StoreError> {
+    pub(crate) async fn create_device(&self, spec: &DeviceSpec) -> Result<Device, StoreError> {
         let mut tx = self.begin().await?;
         if find_id(&mut tx, spec.name.as_str()).await?.is_some() {
             return Err(StoreError::Conflict(format!(
@@ -101,7 +101,11 @@ impl Db {
     }
 
     /// Replace the operator-given description of an existing device; facts and host key stay.
-    pub async fn update_device(&self, name: &str, spec: &DeviceSpec) -> Result<Device, StoreError> {
+    pub(crate) async fn update_device(
+        &self,
+        name: &str,
+        spec: &DeviceSpec,
+    ) -> Result<Device, StoreError> {
         let mut tx = self.begin().await?;
         let id = find_id(&mut tx, name).await?.ok_or(StoreError::NotFound)?;
         if spec.name.as_str() != name && find_id(&mut tx, spec.name.as_str()).await?.is_some() {
@@ -115,9 +119,11 @@ impl Db {
         self.device_by_id(id).await
     }
 
-    /// Create or update many devices in one transaction: all of them or none. A device whose
-    /// description leaves a secret out keeps its stored one.
-    pub async fn upsert_devices(&self, specs: &[DeviceSpec]) -> Result<Vec<Upserted>, StoreError> {
+    /// Create or update many devices in one transaction: all of them or none.
+    pub(crate) async fn upsert_devices(
+        &self,
+        specs: &[DeviceSpec],
+    ) -> Result<Vec<Upserted>, StoreError> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -146,7 +152,7 @@ impl Db {
         Ok(out)
     }
 
-    pub async fn device_by_id(&self, id: i64) -> Result<Device, StoreError> {
+    pub(crate) async fn device_by_id(&self, id: i64) -> Result<Device, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -164,7 +170,7 @@ impl Db {
         row_to_device(&row)
     }
 
-    pub async fn delete_device(&self, name: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete_device(&self, name: &str) -> Result<(), StoreError> {
         let done = sqlx::query("DELETE FROM devices WHERE name = ?")
             .bind(name)
             .execute(&self.pool)
@@ -175,7 +181,7 @@ impl Db {
         Ok(())
     }
 
-    pub async fn list_devices(&self, f: &DeviceFilter) -> Result<DevicePage, StoreError> {
+    pub(crate) async fn list_devices(&self, f: &DeviceFilter) -> Result<DevicePage, StoreError> {
         let mut clauses: Vec<&str> = Vec::new();
         let mut binds: Vec<String> = Vec::new();
         if let Some(g) = &f.group {
@@ -226,7 +232,7 @@ impl Db {
     }
 
     /// Every device, ordered by name (exports, target selection).
-    pub async fn all_devices(&self) -> Result<Vec<Device>, StoreError> {
+    pub(crate) async fn all_devices(&self) -> Result<Vec<Device>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM devices ORDER BY name"))
             .fetch_all(&self.pool)
             .await?;
@@ -235,7 +241,7 @@ impl Db {
 
     /// Record what the device reported about itself, seen now (`facts.last_seen` is ignored),
     /// and append it to the device's facts history (the last [`FACTS_HISTORY`] are kept).
-    pub async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
+    pub(crate) async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
         let now = now_text();
         let mut tx = self.begin().await?;
         let id = sqlx::query_scalar::<_, i64>(
@@ -281,7 +287,7 @@ impl Db {
     }
 
     /// The facts read from a device over time, newest first.
-    pub async fn facts_history(&self, name: &str) -> Result<Vec<FactsSnapshot>, StoreError> {
+    pub(crate) async fn facts_history(&self, name: &str) -> Result<Vec<FactsSnapshot>, StoreError> {
         let rows = sqlx::query(
             "SELECT h.* FROM device_facts_history h JOIN devices d ON d.id = h.device_id \
              WHERE d.name = ? ORDER BY h.id DESC",
@@ -304,7 +310,11 @@ impl Db {
     }
 
     /// Pin (or, with `None`, forget) the device's SSH host key.
-    pub async fn set_host_key(&self, name: &str, key: Option<&str>) -> Result<(), StoreError> {
+    pub(crate) async fn set_host_key(
+        &self,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query("UPDATE devices SET host_key = ?, updated_at = ? WHERE name = ?")
             .bind(key)
             .bind(now_text())
@@ -318,7 +328,7 @@ impl Db {
     }
 
     /// Counts per (site, version) for the fleet view.
-    pub async fn version_counts(
+    pub(crate) async fn version_counts(
         &self,
     ) -> Result<Vec<(Option<String>, Option<String>, i64)>, StoreError> {
         let rows = sqlx::query(

@@ -20,7 +20,7 @@ fn row_to_image(r: &SqliteRow) -> Result<ImageRecord, StoreError> {
 const COLUMNS: &str = "id, file_name, size, md5, sha256, platform, version, created_at";
 
 impl Db {
-    pub async fn insert_image(&self, img: &ImageRecord) -> Result<ImageRecord, StoreError> {
+    pub(crate) async fn insert_image(&self, img: &ImageRecord) -> Result<ImageRecord, StoreError> {
         let id = sqlx::query_scalar::<_, i64>(
             "INSERT INTO images (file_name, size, md5, sha256, platform, version, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -40,7 +40,7 @@ impl Db {
         self.image_by_id(id).await
     }
 
-    pub async fn image_by_id(&self, id: i64) -> Result<ImageRecord, StoreError> {
+    pub(crate) async fn image_by_id(&self, id: i64) -> Result<ImageRecord, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -49,7 +49,7 @@ impl Db {
         row_to_image(&row)
     }
 
-    pub async fn image_by_name(&self, file_name: &str) -> Result<ImageRecord, StoreError> {
+    pub(crate) async fn image_by_name(&self, file_name: &str) -> Result<ImageRecord, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE file_name = ?"))
             .bind(file_name)
             .fetch_optional(&self.pool)
@@ -58,7 +58,10 @@ impl Db {
         row_to_image(&row)
     }
 
-    pub async fn image_by_sha256(&self, sha256: &str) -> Result<Option<ImageRecord>, StoreError> {
+    pub(crate) async fn image_by_sha256(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<ImageRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE sha256 = ?"))
             .bind(sha256)
             .fetch_optional(&self.pool)
@@ -66,14 +69,14 @@ impl Db {
         row.as_ref().map(row_to_image).transpose()
     }
 
-    pub async fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+    pub(crate) async fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM images ORDER BY file_name"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(row_to_image).collect()
     }
 
-    pub async fn delete_image(&self, file_name: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete_image(&self, file_name: &str) -> Result<(), StoreError> {
         let done = sqlx::query("DELETE FROM images WHERE file_name = ?")
             .bind(file_name)
             .execute(&self.pool)

@@ -4,9 +4,9 @@
 
 mod devices;
 mod images;
-pub mod rollouts;
+pub(crate) mod rollouts;
 
-pub use devices::{DeviceFilter, DevicePage, Upserted};
+pub(crate) use devices::{DeviceFilter, Upserted};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -238,12 +238,12 @@ impl Db {
         &self.pool
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.pool.close().await
     }
 }

@@ -83,7 +83,7 @@ fn row_to_event(r: &SqliteRow) -> Result<Event, StoreError> {
 
 /// An event to record, alone or with the state change it reports.
 #[derive(Debug, Clone, Copy)]
-pub struct NewEvent<'a> {
+pub(crate) struct NewEvent<'a> {
     pub device: Option<&'a str>,
     pub kind: EventKind,
     pub step: Option<&'a str>,
@@ -93,7 +93,7 @@ pub struct NewEvent<'a> {
 
 impl<'a> NewEvent<'a> {
     /// An event about the whole rollout.
-    pub fn rollout(kind: EventKind, message: &'a str) -> Self {
+    pub(crate) fn rollout(kind: EventKind, message: &'a str) -> Self {
         NewEvent {
             device: None,
             kind,
@@ -104,14 +104,14 @@ impl<'a> NewEvent<'a> {
     }
 
     /// An event about one device.
-    pub fn device(device: &'a str, kind: EventKind, message: &'a str) -> Self {
+    pub(crate) fn device(device: &'a str, kind: EventKind, message: &'a str) -> Self {
         NewEvent {
             device: Some(device),
             ..Self::rollout(kind, message)
         }
     }
 
-    pub fn with_data(self, data: Option<&'a serde_json::Value>) -> Self {
+    pub(crate) fn with_data(self, data: Option<&'a serde_json::Value>) -> Self {
         NewEvent { data, ..self }
     }
 
@@ -136,7 +136,7 @@ impl<'a> NewEvent<'a> {
 /// A step event to record: the step, whether it starts or has finished, the event, and the
 /// transcript lines that go with it.
 #[derive(Clone, Copy)]
-pub struct StepRecord<'a> {
+pub(crate) struct StepRecord<'a> {
     pub step: &'a str,
     pub state: Option<StepState>,
     pub kind: EventKind,
@@ -145,7 +145,7 @@ pub struct StepRecord<'a> {
 }
 
 /// A device's place in a new rollout.
-pub struct NewJob<'a> {
+pub(crate) struct NewJob<'a> {
     pub device: &'a str,
     pub wave: usize,
     pub position: usize,
@@ -156,7 +156,10 @@ pub struct NewJob<'a> {
 
 impl Db {
     /// The id of a rollout that has not ended and uses `file_name`, if any.
-    pub async fn rollout_using_image(&self, file_name: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn rollout_using_image(
+        &self,
+        file_name: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar::<_, String>(
             "SELECT id FROM rollouts WHERE state NOT IN (SELECT value FROM json_each(?)) \
              AND EXISTS (SELECT 1 FROM json_each(rollouts.images) WHERE value = ?) LIMIT 1",
@@ -168,7 +171,7 @@ impl Db {
     }
 
     /// Record a new rollout with all its device jobs, in one transaction.
-    pub async fn insert_rollout(
+    pub(crate) async fn insert_rollout(
         &self,
         r: &RolloutRecord,
         jobs: &[NewJob<'_>],
@@ -208,7 +211,7 @@ impl Db {
         Ok(())
     }
 
-    pub async fn rollout(&self, id: &str) -> Result<RolloutRecord, StoreError> {
+    pub(crate) async fn rollout(&self, id: &str) -> Result<RolloutRecord, StoreError> {
         let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -218,7 +221,7 @@ impl Db {
     }
 
     /// Newest first.
-    pub async fn list_rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>, StoreError> {
+    pub(crate) async fn list_rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?")
             .bind(limit)
             .fetch_all(&self.pool)
@@ -227,7 +230,7 @@ impl Db {
     }
 
     /// Rollouts the engine must (re)start: every one that has not ended.
-    pub async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+    pub(crate) async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM rollouts WHERE state NOT IN (SELECT value FROM json_each(?)) \
              ORDER BY created_at",
@@ -240,7 +243,7 @@ impl Db {
 
     /// Change a rollout's state (and its halt reason) with the event that says so, in one
     /// transaction.
-    pub async fn set_rollout_state(
+    pub(crate) async fn set_rollout_state(
         &self,
         id: &str,
         state: RolloutState,
@@ -272,7 +275,7 @@ impl Db {
 
     /// Set the operator's flags (and, when given, the state they imply) with their event, in
     /// one transaction.
-    pub async fn set_rollout_flags(
+    pub(crate) async fn set_rollout_flags(
         &self,
         id: &str,
         paused: Option<bool>,
@@ -334,7 +337,7 @@ impl Db {
 
     /// [`Db::record_step`], with the transcript lines kept since the last record in the same
     /// transaction.
-    pub async fn record_step_with(
+    pub(crate) async fn record_step_with(
         &self,
         rollout_id: &str,
         device: &str,
@@ -381,7 +384,7 @@ impl Db {
     }
 
     /// Keep transcript lines of a device's job (its current attempt), in one transaction.
-    pub async fn add_transcript(
+    pub(crate) async fn add_transcript(
         &self,
         rollout_id: &str,
         device: &str,
@@ -397,7 +400,7 @@ impl Db {
     }
 
     /// The transcript of a device's job, every attempt, oldest first.
-    pub async fn transcript(
+    pub(crate) async fn transcript(
         &self,
         rollout_id: &str,
         device: &str,
@@ -413,7 +416,6 @@ impl Db {
             .map(|r| {
                 let kind: String = r.try_get("kind")?;
                 Ok(TranscriptLine {
-                    id: r.try_get("id")?,
                     attempt: r.try_get::<i64, _>("attempt")? as u32,
                     step: r.try_get("step")?,
                     kind: EntryKind::parse(&kind).ok_or_else(|| decode("transcript kind"))?,
@@ -426,7 +428,11 @@ impl Db {
     }
 
     /// The job of one device in one rollout.
-    pub async fn job(&self, rollout_id: &str, device: &str) -> Result<DeviceJob, StoreError> {
+    pub(crate) async fn job(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<DeviceJob, StoreError> {
         let row = sqlx::query("SELECT * FROM rollout_devices WHERE rollout_id = ? AND device = ?")
             .bind(rollout_id)
             .bind(device)
@@ -437,7 +443,7 @@ impl Db {
     }
 
     /// The rollouts that included a device (by name), newest first, with its job in each.
-    pub async fn device_rollouts(
+    pub(crate) async fn device_rollouts(
         &self,
         device: &str,
         limit: i64,
@@ -468,7 +474,7 @@ impl Db {
     }
 
     /// The step events of one device in a rollout, oldest first.
-    pub async fn device_step_events(
+    pub(crate) async fn device_step_events(
         &self,
         rollout_id: &str,
         device: &str,
@@ -490,7 +496,7 @@ impl Db {
 
     /// A staged device is held for its maintenance window: its row says until when, with the
     /// `waiting_window` event, in one transaction.
-    pub async fn record_wait_for_window(
+    pub(crate) async fn record_wait_for_window(
         &self,
         rollout_id: &str,
         device: &str,
@@ -522,7 +528,7 @@ impl Db {
     }
 
     /// What the device ran before the upgrade (read at its first contact).
-    pub async fn set_job_origin(
+    pub(crate) async fn set_job_origin(
         &self,
         rollout_id: &str,
         device: &str,
@@ -542,7 +548,7 @@ impl Db {
         Ok(())
     }
 
-    pub async fn start_job_attempt(
+    pub(crate) async fn start_job_attempt(
         &self,
         rollout_id: &str,
         device: &str,
@@ -561,7 +567,7 @@ impl Db {
     }
 
     /// End a device's job with the event that says how, in one transaction.
-    pub async fn finish_job(
+    pub(crate) async fn finish_job(
         &self,
         rollout_id: &str,
         device: &str,
@@ -590,7 +596,7 @@ impl Db {
 
     /// The recorded reload of a running device never reached it (proved by its uptime): the
     /// upgrade runs again and records its reload anew.
-    pub async fn clear_reload_sent(
+    pub(crate) async fn clear_reload_sent(
         &self,
         rollout_id: &str,
         device: &str,
@@ -608,7 +614,7 @@ impl Db {
 
     /// Put a device that was stopped before any change back in line (the rollout halted),
     /// with its event, in one transaction.
-    pub async fn requeue_job(
+    pub(crate) async fn requeue_job(
         &self,
         rollout_id: &str,
         device: &str,
@@ -631,7 +637,7 @@ impl Db {
     /// Put failed (and halt-stopped) devices back in line, and with `state` run the rollout
     /// again, with the event, in one transaction; returns how many and the event. A retried
     /// device starts from the beginning: its earlier attempt ended, reload included.
-    pub async fn retry_failed_jobs(
+    pub(crate) async fn retry_failed_jobs(
         &self,
         rollout_id: &str,
         state: Option<RolloutState>,
@@ -667,7 +673,7 @@ impl Db {
         Ok((n, ev))
     }
 
-    pub async fn insert_event(
+    pub(crate) async fn insert_event(
         &self,
         rollout_id: &str,
         device: Option<&str>,
@@ -714,7 +720,7 @@ impl Db {
 
     /// The step events of a rollout (`step_started`, `step_done`, `step_failed`,
     /// `step_skipped`), oldest first: what step timings are built from.
-    pub async fn step_events(&self, rollout_id: &str) -> Result<Vec<Event>, StoreError> {
+    pub(crate) async fn step_events(&self, rollout_id: &str) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM rollout_events WHERE rollout_id = ? AND kind IN (?, ?, ?, ?) ORDER BY id",
         )

@@ -12,10 +12,10 @@
 //! one image share a single cached copy of it.
 
 pub mod client;
-pub mod netascii;
+pub(crate) mod netascii;
 pub mod packet;
-pub mod server;
-pub mod session;
+pub(crate) mod server;
+pub(crate) mod session;
 mod sockopt;
 
 use std::net::SocketAddr;
@@ -176,7 +176,7 @@ impl Default for TftpConfig {
 }
 
 impl TftpArgs {
-    pub fn to_config(&self) -> TftpConfig {
+    pub(crate) fn to_config(&self) -> TftpConfig {
         TftpConfig {
             max_blksize: self.max_blksize,
             max_windowsize: self.max_windowsize,

@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 
 /// Converts a local file to netascii while it is read.
-pub struct NetasciiEncoder<R> {
+pub(crate) struct NetasciiEncoder<R> {
     inner: R,
     raw: Vec<u8>,
     out: Vec<u8>,
@@ -11,7 +11,7 @@ pub struct NetasciiEncoder<R> {
 }
 
 impl<R: Read> NetasciiEncoder<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Self {
             inner,
             raw: vec![0; 8192],
@@ -48,12 +48,12 @@ impl<R: Read> Read for NetasciiEncoder<R> {
 /// Converts received netascii back to local line endings. A CR at the end of one block is
 /// resolved by the first byte of the next, so the decoder keeps that one byte of state.
 #[derive(Debug, Default)]
-pub struct NetasciiDecoder {
+pub(crate) struct NetasciiDecoder {
     pending_cr: bool,
 }
 
 impl NetasciiDecoder {
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) {
         for &b in input {
             if self.pending_cr {
                 self.pending_cr = false;
@@ -77,7 +77,7 @@ impl NetasciiDecoder {
         }
     }
 
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
         if std::mem::take(&mut self.pending_cr) {
             out.push(b'\r');
         }

@@ -6,20 +6,20 @@
 use std::fmt;
 
 /// Block size of plain RFC 1350 transfers.
-pub const DEFAULT_BLKSIZE: u16 = 512;
+pub(crate) const DEFAULT_BLKSIZE: u16 = 512;
 /// Largest block size RFC 2348 allows (65535 minus IP and UDP headers).
-pub const MAX_BLKSIZE: u16 = 65464;
+pub(crate) const MAX_BLKSIZE: u16 = 65464;
 /// Smallest block size RFC 2348 allows.
-pub const MIN_BLKSIZE: u16 = 8;
+pub(crate) const MIN_BLKSIZE: u16 = 8;
 /// RFC 2347 limits a request, options included, to 512 octets.
-pub const MAX_REQUEST_LEN: usize = 512;
+pub(crate) const MAX_REQUEST_LEN: usize = 512;
 /// A request may carry at most this many options; real clients send four or five.
 pub const MAX_OPTIONS: usize = 16;
 
 /// Error codes of RFC 1350 and RFC 2347.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     NotDefined = 0,
     FileNotFound = 1,
     AccessViolation = 2,
@@ -27,12 +27,11 @@ pub enum ErrorCode {
     IllegalOperation = 4,
     UnknownTid = 5,
     FileExists = 6,
-    NoSuchUser = 7,
     OptionRefused = 8,
 }
 
 impl ErrorCode {
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         self as u16
     }
 }
@@ -44,7 +43,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Octet => "octet",
             Mode::Netascii => "netascii",
@@ -62,7 +61,8 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn option(&self, name: &str) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn option(&self, name: &str) -> Option<&str> {
         self.options
             .iter()
             .find(|(n, _)| n == name)
@@ -155,7 +155,7 @@ impl Packet<'_> {
     }
 
     /// Append the encoded packet to `buf`.
-    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, buf: &mut Vec<u8>) {
         match self {
             Packet::Rrq(r) | Packet::Wrq(r) => {
                 let op: u16 = if matches!(self, Packet::Rrq(_)) { 1 } else { 2 };
@@ -198,14 +198,14 @@ impl Packet<'_> {
 }
 
 /// Append the 4-byte DATA header; the caller appends the payload.
-pub fn put_data_header(buf: &mut Vec<u8>, block: u16) {
+pub(crate) fn put_data_header(buf: &mut Vec<u8>, block: u16) {
     buf.extend_from_slice(&3u16.to_be_bytes());
     buf.extend_from_slice(&block.to_be_bytes());
 }
 
 /// An encoded ERROR packet. NUL bytes in the message would cut it short on the wire, so they
 /// are replaced.
-pub fn error_packet(code: ErrorCode, message: &str) -> Vec<u8> {
+pub(crate) fn error_packet(code: ErrorCode, message: &str) -> Vec<u8> {
     Packet::Error {
         code: code.code(),
         message: message.replace('\0', " "),

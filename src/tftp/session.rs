@@ -21,7 +21,7 @@ use super::packet::{
 
 /// How a transfer ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Every block was delivered; `bytes` counts payload bytes (after netascii encoding).
     Complete {
         bytes: u64,
@@ -30,7 +30,7 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     #[error("no answer from the peer after {0} timeouts")]
     TimedOut(u32),
     #[error("peer sent error {code}: {message}")]
@@ -55,7 +55,7 @@ pub enum Failure {
 
 /// Parameters of one transfer after option negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransferParams {
+pub(crate) struct TransferParams {
     pub blksize: u16,
     pub windowsize: u16,
     /// Time without progress before the last packet (or window) is sent again.
@@ -81,7 +81,7 @@ impl Default for TransferParams {
 
 /// What the server allows a client to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_blksize: u16,
     pub max_windowsize: u16,
     /// Largest window in bytes (windowsize × blksize). A window is sent as one burst, and a
@@ -97,7 +97,7 @@ pub struct Limits {
 
 /// Result of negotiating a request's options (RFC 2347).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Negotiated {
+pub(crate) struct Negotiated {
     pub params: TransferParams,
     /// Options to acknowledge; `None` when the client asked for none we honour, in which case
     /// the transfer starts without an OACK (RFC 2347 requires the OACK to hold only options
@@ -109,7 +109,7 @@ pub struct Negotiated {
 
 /// Negotiate the options of a request. `file_size` is the size to announce for `tsize` in a
 /// read request (only known in octet mode, since netascii changes the length).
-pub fn negotiate(
+pub(crate) fn negotiate(
     req: &Request,
     write: bool,
     file_size: Option<u64>,
@@ -176,7 +176,7 @@ pub fn negotiate(
 }
 
 /// The interface the tokio drivers use; both state machines implement it.
-pub trait Transfer {
+pub(crate) trait Transfer {
     /// A datagram arrived from `from` at time `now`.
     fn handle(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
     /// Call when [`Transfer::poll_timeout`] has passed.
@@ -306,14 +306,14 @@ impl Link {
 
 /// File data a sender reads ahead in one call when the window is smaller: a lock-step transfer
 /// of 512-byte blocks then costs one read per 128 blocks instead of one per block.
-pub const READ_AHEAD: usize = 64 * 1024;
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
 
 /// Sends a file: the server side of a read request.
 ///
 /// Holds at most `max(windowsize × blksize, READ_AHEAD)` bytes of the file in a ring: the
 /// blocks sent and not yet acknowledged, which are what a retransmission needs, and the blocks
 /// read ahead. The source is read strictly sequentially.
-pub struct Sender<R> {
+pub(crate) struct Sender<R> {
     source: R,
     link: Link,
     blksize: usize,
@@ -340,7 +340,7 @@ pub struct Sender<R> {
 impl<R: Read> Sender<R> {
     /// Start sending to `peer`. With `oack` set, the OACK goes out first and the data waits for
     /// ACK 0; otherwise block 1 goes out at once.
-    pub fn new(
+    pub(crate) fn new(
         now: Instant,
         peer: SocketAddr,
         source: R,
@@ -374,12 +374,8 @@ impl<R: Read> Sender<R> {
     }
 
     /// Payload bytes the client has acknowledged.
-    pub fn bytes_acked(&self) -> u64 {
+    pub(crate) fn bytes_acked(&self) -> u64 {
         self.bytes_acked
-    }
-
-    pub fn peer(&self) -> SocketAddr {
-        self.link.peer
     }
 
     fn slot(&self, block: u64) -> usize {
@@ -565,7 +561,7 @@ impl<R: Read> Transfer for Sender<R> {
 
 /// Options a client asks for in its read request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequestedOptions {
+pub(crate) struct RequestedOptions {
     pub blksize: Option<u16>,
     pub windowsize: Option<u16>,
     pub tsize: bool,
@@ -588,7 +584,7 @@ enum Phase {
 ///
 /// In-order payload accumulates in [`Receiver::data`]; the driver writes it out and calls
 /// [`Receiver::clear_data`].
-pub struct Receiver {
+pub(crate) struct Receiver {
     link: Link,
     phase: Phase,
     blksize: usize,
@@ -614,7 +610,7 @@ pub struct Receiver {
 impl Receiver {
     /// Client side: ask `server` for `filename`. The server answers from a new port, which
     /// becomes the peer.
-    pub fn download(
+    pub(crate) fn download(
         now: Instant,
         server: SocketAddr,
         filename: &str,
@@ -660,7 +656,7 @@ impl Receiver {
 
     /// Server side of a write request: acknowledge with the OACK, or ACK 0 without options.
     /// `limit` caps the upload size.
-    pub fn upload(
+    pub(crate) fn upload(
         now: Instant,
         peer: SocketAddr,
         params: TransferParams,
@@ -721,26 +717,27 @@ impl Receiver {
     }
 
     /// Payload received in order and not yet taken by the driver.
-    pub fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.data
     }
 
-    pub fn clear_data(&mut self) {
+    pub(crate) fn clear_data(&mut self) {
         self.data.clear();
     }
 
     /// Payload bytes received so far.
-    pub fn received(&self) -> u64 {
+    pub(crate) fn received(&self) -> u64 {
         self.received
     }
 
     /// The size the server announced (client side, `tsize` option).
-    pub fn tsize(&self) -> Option<u64> {
+    pub(crate) fn tsize(&self) -> Option<u64> {
         self.tsize
     }
 
     /// The negotiated block size and window size.
-    pub fn params(&self) -> (u16, u16) {
+    #[cfg(test)]
+    pub(crate) fn params(&self) -> (u16, u16) {
         (self.blksize as u16, self.window as u16)
     }
 

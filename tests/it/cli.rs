@@ -2,144 +2,22 @@
 //! process, with the simulated fleet in this test process. Inventory and image go in through
 //! the CLI too.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use fleetup::shutdown::Shutdown;
-use fleetup::sim::{Fault, Lab, LabConfig};
+use fleetup::sim::Fault;
 use serde_json::Value;
 
-use crate::support::random_base;
-use crate::support::{ServeProcess, TOKEN, write_random_file};
-
-use crate::rollout::{IMAGE, IMAGE_VERSION};
+use crate::support::{IMAGE, IMAGE_VERSION, Rig, TOKEN, assert_success, stderr, stdout};
 
 const OLD_VERSION: &str = "15.2(4)E10";
 
-/// A `fleetup serve` process with TFTP on loopback, a lab of `n` devices whose inventory was
-/// imported with `fleetup inventory import`, and the target image added with `fleetup image add`.
-struct CliRig {
-    serve: ServeProcess,
-    lab: Lab,
-    lab_shutdown: Shutdown,
-    dir: tempfile::TempDir,
-    _lab_dir: tempfile::TempDir,
-}
-
-impl CliRig {
-    /// `extra_inventory` is appended to the lab's inventory (more entries under `devices:`).
-    async fn start(n: usize, extra_inventory: &str) -> CliRig {
-        Self::start_with(n, extra_inventory, |_| {}).await
-    }
-
-    /// With the lab's configuration adjusted (a copy rate, faults…).
-    async fn start_with(
-        n: usize,
-        extra_inventory: &str,
-        tweak: impl FnOnce(&mut LabConfig),
-    ) -> CliRig {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
-        let serve = tokio::task::spawn_blocking(move || {
-            ServeProcess::start_with(&data, &["--tftp", "127.0.0.1:0"])
-        })
-        .await
-        .unwrap();
-        let lab_dir = tempfile::tempdir().unwrap();
-        let mut config = LabConfig {
-            devices: n,
-            base_ip: random_base(),
-            ssh_port: 0,
-            state_dir: lab_dir.path().to_path_buf(),
-            boot_time: Duration::from_millis(200),
-            ..LabConfig::default()
-        };
-        tweak(&mut config);
-        let lab_shutdown = Shutdown::new();
-        let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
-        let rig = CliRig {
-            serve,
-            lab,
-            lab_shutdown,
-            dir,
-            _lab_dir: lab_dir,
-        };
-        let inventory = rig.dir.path().join("lab.yml");
-        std::fs::write(
-            &inventory,
-            format!("{}{extra_inventory}", rig.lab.inventory_yaml()),
-        )
-        .unwrap();
-        let out = rig
-            .fleetup(&["inventory", "import", inventory.to_str().unwrap()])
-            .await;
-        assert_success(&out);
-        assert!(stdout(&out).contains("created"), "{}", stdout(&out));
-        let image = rig.dir.path().join(IMAGE);
-        write_random_file(&image, 3 * 1024 * 1024 + 77, 4242);
-        let out = rig
-            .fleetup(&["image", "add", image.to_str().unwrap()])
-            .await;
-        assert_success(&out);
-        assert!(stdout(&out).contains(IMAGE_VERSION), "{}", stdout(&out));
-        rig
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.lab.devices().into_iter().map(|d| d.name).collect()
-    }
-
-    /// Run the real `fleetup` binary against this rig's service.
-    async fn fleetup(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
-            .args(args)
-            .env("FLEETUP_SERVER", &self.serve.base_url)
-            .env("FLEETUP_API_TOKEN", TOKEN)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap()
-    }
-
-    fn write_playbook(&self, file: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(file);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    async fn stop(self) {
-        self.lab_shutdown.shutdown_and_wait().await;
-        let status = self.serve.terminate();
-        assert!(status.success(), "serve exited with {status}");
-    }
-}
-
 /// A lab playbook with these `strategy` lines; the reloading device is polled every second.
 fn playbook(strategy: &str) -> String {
-    crate::rollout::playbook(&format!("strategy:\n{strategy}"))
+    crate::support::playbook(&format!("strategy:\n{strategy}"))
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_success(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-}
-
-/// Every stdout line parsed as JSON (the test fails on a line that is not).
 fn json_lines(o: &Output) -> Vec<Value> {
     stdout(o)
         .lines()
@@ -156,7 +34,11 @@ fn path_str(p: &Path) -> &str {
 async fn dry_run_prints_waves_and_skips_and_touches_nothing() {
     // A device of another platform in the same group: the playbook names no image for it.
     let extra = "  - name: nx-core-1\n    host: 127.0.0.2\n    port: 22\n    platform: nxos\n    site: lab\n    groups: [lab]\n";
-    let rig = CliRig::start(4, extra).await;
+    let rig = Rig::options(4)
+        .serve_process()
+        .cli_setup(extra)
+        .start()
+        .await;
     let pb = rig.write_playbook(
         "dry.yml",
         &playbook("  canary: 1\n  waves: [\"50%\", \"100%\"]\n  concurrency: 2\n"),
@@ -222,7 +104,7 @@ async fn dry_run_prints_waves_and_skips_and_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_json_follows_to_the_end_and_upgrades_everything() {
-    let rig = CliRig::start(3, "").await;
+    let rig = Rig::options(3).serve_process().cli_setup("").start().await;
     let pb = rig.write_playbook(
         "all.yml",
         &playbook("  canary: 1\n  waves: [\"100%\"]\n  concurrency: 2\n"),
@@ -270,7 +152,7 @@ async fn run_json_follows_to_the_end_and_upgrades_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_exits_non_zero_when_a_fault_halts_the_rollout() {
-    let rig = CliRig::start(3, "").await;
+    let rig = Rig::options(3).serve_process().cli_setup("").start().await;
     let names = rig.names();
     // The canary fails its MD5 check: with no failure tolerated the rollout halts at once.
     assert!(rig.lab.set_fault(&names[0], Fault::CorruptDownload));
@@ -390,7 +272,7 @@ async fn run_exits_non_zero_when_a_fault_halts_the_rollout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broken_playbook_is_refused_with_line_and_column() {
-    let rig = CliRig::start(1, "").await;
+    let rig = Rig::options(1).serve_process().cli_setup("").start().await;
     // Line 12: an unknown field inside `strategy`.
     let text = playbook("  canary: 1\n  concurency: 5\n");
     assert_eq!(text.lines().nth(11), Some("  concurency: 5"), "{text}");
@@ -441,7 +323,7 @@ async fn broken_playbook_is_refused_with_line_and_column() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn device_facts_prints_the_version_read_from_the_device() {
-    let rig = CliRig::start(1, "").await;
+    let rig = Rig::options(1).serve_process().cli_setup("").start().await;
     let name = rig.names()[0].clone();
     let out = rig.fleetup(&["device", "facts", &name]).await;
     assert_success(&out);
@@ -469,7 +351,7 @@ async fn device_facts_prints_the_version_read_from_the_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_one_device_end_to_end() {
-    let rig = CliRig::start(2, "").await;
+    let rig = Rig::options(2).serve_process().cli_setup("").start().await;
     let name = rig.names()[0].clone();
     let out = rig
         .fleetup(&[
@@ -529,7 +411,12 @@ async fn upgrade_one_device_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollout_pause_resume_and_abort_from_the_terminal() {
     // Copies slow enough to act while the canary copies.
-    let rig = CliRig::start_with(3, "", |c| c.rate = Some(400_000)).await;
+    let rig = Rig::options(3)
+        .lab(|c| c.rate = Some(400_000))
+        .serve_process()
+        .cli_setup("")
+        .start()
+        .await;
     let pb = rig.write_playbook(
         "slow.yml",
         &playbook("  canary: 1\n  waves: [\"100%\"]\n  concurrency: 2\n"),
@@ -639,14 +526,19 @@ impl Drop for Tmux {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn progress_fits_80_columns_and_ctrl_c_detaches() {
     // 3 MB at 600 kB/s: each copy shows for about five seconds.
-    let rig = CliRig::start_with(2, "", |c| c.rate = Some(600_000)).await;
+    let rig = Rig::options(2)
+        .lab(|c| c.rate = Some(600_000))
+        .serve_process()
+        .cli_setup("")
+        .start()
+        .await;
     let pb = rig.write_playbook(
         "watch.yml",
         &playbook("  canary: 1\n  waves: [\"100%\"]\n  concurrency: 2\n"),
     );
     let command = format!(
         "env FLEETUP_SERVER={} FLEETUP_API_TOKEN={TOKEN} {} run {}; echo EXIT=$?",
-        rig.serve.base_url,
+        rig.base_url(),
         env!("CARGO_BIN_EXE_fleetup"),
         path_str(&pb)
     );

@@ -107,7 +107,7 @@ async fn run_demo(mut cmd: Command) {
     })
     .await;
     assert_eq!(detail["state"], "completed_with_failures", "{detail:#}");
-    let jobs = crate::rollout::jobs(&detail);
+    let jobs = crate::support::jobs(&detail);
     assert_eq!(jobs.len(), 12);
     for j in jobs {
         if j["device"] == faulty.as_str() {

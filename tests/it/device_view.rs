@@ -5,13 +5,13 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::rollout::{IMAGE, IMAGE_VERSION, Rig, playbook};
+use crate::support::{IMAGE, IMAGE_VERSION, Rig, playbook};
 
 const PASSWORD: &str = "Lab-Pass-7731x";
 const ENABLE: &str = "Lab-Enable-4409q";
 
 async fn get(rig: &Rig, path: &str) -> (StatusCode, String) {
-    let r = rig.app.get(path).send().await.unwrap();
+    let r = rig.app().get(path).send().await.unwrap();
     (r.status(), r.text().await.unwrap())
 }
 
@@ -155,7 +155,7 @@ async fn a_devices_history_shows_its_steps_commands_and_outputs_without_secrets(
     }
     // The event stream for this device only: its steps, none of the rollout-level events.
     let resp = rig
-        .app
+        .app()
         .get(&format!("/api/v1/rollouts/{id}/events?device={name}"))
         .send()
         .await

@@ -18,6 +18,7 @@ use fleetup::device::{
     Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     file_name,
 };
+use fleetup::images::pseudo_random_bytes;
 use fleetup::inventory::{Login, Secret};
 use fleetup::shutdown::Shutdown;
 use fleetup::sim::{Fault, Lab, LabConfig};
@@ -128,6 +129,9 @@ struct FileServer {
     _tftp_root: Option<tempfile::TempDir>,
 }
 
+/// A driver-level rig, not a rollout rig: a lab and a file server, driven straight through
+/// `fleetup::device` with no service, inventory or store in between (the rollout rig is
+/// `support::Rig`).
 struct Rig {
     lab: Lab,
     shutdown: Shutdown,
@@ -138,11 +142,9 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
+/// Big enough for many TFTP blocks.
 fn test_image() -> Vec<u8> {
-    // Deterministic content, big enough for many TFTP blocks.
-    (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
+    pseudo_random_bytes(300_000, 1)
 }
 
 impl Rig {

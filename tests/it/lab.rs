@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetup::images::pseudo_random_bytes;
 use fleetup::shutdown::Shutdown;
 use fleetup::sim::{Lab, LabConfig};
 use regex::Regex;
@@ -406,20 +407,6 @@ async fn tftp_server(files: &[(&str, &[u8])]) -> FileServer {
     }
 }
 
-/// Deterministic pseudo-random image content.
-fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 async fn md5sum(path: &std::path::Path) -> String {
     let out = tokio::process::Command::new("md5sum")
         .arg(path)
@@ -465,7 +452,7 @@ const NEW_IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
 
 #[tokio::test]
 async fn full_manual_upgrade_over_ssh() {
-    let data = image(300_000, 7);
+    let data = pseudo_random_bytes(300_000, 7);
     let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let server_ip = match server.addr.ip() {
         std::net::IpAddr::V4(ip) => ip,
@@ -614,7 +601,7 @@ async fn set_fault(lab: &TestLab, device: &str, fault: &str) -> reqwest::StatusC
 #[tokio::test]
 async fn transfer_faults_give_ios_errors() {
     use fleetup::sim::{Fault, FaultSpec};
-    let data = image(200_000, 11);
+    let data = pseudo_random_bytes(200_000, 11);
     let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let ip = v4(server.addr);
     let spec = |d: &str, f: Fault| FaultSpec {
@@ -772,7 +759,7 @@ async fn transfer_faults_give_ios_errors() {
 #[tokio::test]
 async fn reload_faults() {
     use fleetup::sim::{Fault, FaultSpec};
-    let data = image(50_000, 3);
+    let data = pseudo_random_bytes(50_000, 3);
     let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let ip = v4(server.addr);
     let lab = TestLab::start(3, |c| {
@@ -836,7 +823,7 @@ async fn reload_faults() {
 #[tokio::test]
 async fn slow_and_rate_limited_copies_are_complete() {
     use fleetup::sim::{Fault, FaultSpec};
-    let data = image(40_000, 5);
+    let data = pseudo_random_bytes(40_000, 5);
     let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let ip = v4(server.addr);
     let state_dir = tempfile::tempdir().unwrap();
@@ -1023,7 +1010,7 @@ async fn bad_lab_settings_are_refused_clearly() {
 #[tokio::test]
 async fn ios_xe_install_mode_upgrade() {
     const XE: &str = "cat9k_iosxe.17.09.04a.SPA.bin";
-    let data = image(120_000, 9);
+    let data = pseudo_random_bytes(120_000, 9);
     let server = tftp_server(&[(XE, &data)]).await;
     let ip = v4(server.addr);
     let lab = TestLab::start(1, |c| {
@@ -1111,7 +1098,7 @@ async fn ios_xe_install_mode_upgrade() {
 #[tokio::test]
 async fn nx_os_install_all_upgrade() {
     const NX: &str = "nxos.10.2.5.M.bin";
-    let data = image(90_000, 13);
+    let data = pseudo_random_bytes(90_000, 13);
     let server = tftp_server(&[(NX, &data)]).await;
     let ip = v4(server.addr);
     let lab = TestLab::start(1, |c| {
@@ -1322,7 +1309,7 @@ async fn ftp_server(files: &[(&str, &[u8])]) -> FileServer {
 
 #[tokio::test]
 async fn ftp_copy_passive_and_active_from_fleetups_ftp_server() {
-    let data = image(150_000, 21);
+    let data = pseudo_random_bytes(150_000, 21);
     let server = ftp_server(&[(NEW_IMAGE, &data)]).await;
     let addr = server.addr;
     let ip = v4(addr);
@@ -1405,7 +1392,7 @@ async fn ftp_copy_passive_and_active_from_fleetups_ftp_server() {
 /// otherwise sit in its TFTP timeout, then clean up, in the middle of the second copy.
 #[tokio::test]
 async fn a_copy_left_by_a_dead_session_never_spoils_the_next_one() {
-    let data = image(400_000, 9);
+    let data = fleetup::images::pseudo_random_bytes(400_000, 9);
     let server = tftp_server(&[(NEW_IMAGE, &data)]).await;
     let port = server.addr.port();
     // The stalled server: answers a read request with its first block, then nothing.

@@ -4,204 +4,13 @@
 use std::time::Duration;
 
 use fleetup::rollout::{Clock, ManualClock};
-use fleetup::shutdown::Shutdown;
-use fleetup::sim::{Fault, Lab, LabConfig};
+use fleetup::sim::{Fault, Lab};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{TOKEN, TestApp, eventually, write_random_file};
-use crate::support::{multipart_file, random_base};
-
-pub const IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
-pub const IMAGE_VERSION: &str = "15.2(7)E8";
-
-/// A fleetup service with its TFTP server on loopback, a lab of `n` devices imported into its
-/// inventory, and the target image in its store.
-pub struct Rig {
-    pub app: TestApp,
-    pub lab: Lab,
-    pub lab_shutdown: Shutdown,
-    _lab_dir: tempfile::TempDir,
-}
-
-impl Rig {
-    pub async fn start(n: usize, tweak: impl FnOnce(&mut LabConfig)) -> Rig {
-        Self::start_with_clock(n, tweak, Clock::System).await
-    }
-
-    pub async fn start_with_clock(
-        n: usize,
-        tweak: impl FnOnce(&mut LabConfig),
-        clock: Clock,
-    ) -> Rig {
-        let lab_dir = tempfile::tempdir().unwrap();
-        let mut config = LabConfig {
-            devices: n,
-            base_ip: random_base(),
-            ssh_port: 0,
-            state_dir: lab_dir.path().to_path_buf(),
-            boot_time: Duration::from_millis(200),
-            ..LabConfig::default()
-        };
-        tweak(&mut config);
-        let lab_shutdown = Shutdown::new();
-        let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
-        let app = TestApp::start_full(
-            |a| {
-                a.tftp = "127.0.0.1:0".parse().unwrap();
-                a.ftp = "127.0.0.1:0".parse().unwrap();
-            },
-            clock,
-        )
-        .await;
-        let r = app
-            .post("/api/v1/inventory/import")
-            .body(lab.inventory_yaml())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
-        let img = app.dir.path().join(IMAGE);
-        write_random_file(&img, 3 * 1024 * 1024 + 123, 77);
-        let form = multipart_file(&img, IMAGE);
-        let r = app
-            .post("/api/v1/images")
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        Rig {
-            app,
-            lab,
-            lab_shutdown,
-            _lab_dir: lab_dir,
-        }
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.lab.devices().into_iter().map(|d| d.name).collect()
-    }
-
-    pub async fn submit(&self, playbook: &str) -> String {
-        let r = self
-            .app
-            .post("/api/v1/rollouts")
-            .header("content-type", "application/yaml")
-            .body(playbook.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_string()
-    }
-
-    pub async fn detail(&self, id: &str) -> Value {
-        self.app
-            .get(&format!("/api/v1/rollouts/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// `GET /api/v1/transfers`: live transfers, then recent ones.
-    pub async fn transfers(&self) -> Vec<Value> {
-        let body: Value = self
-            .app
-            .get("/api/v1/transfers")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["transfers"].as_array().cloned().unwrap_or_default()
-    }
-
-    pub async fn events(&self, id: &str) -> Vec<Value> {
-        let db = &self.app.service.state.db;
-        db.events_after(id, 0, 100_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| serde_json::to_value(e).unwrap())
-            .collect()
-    }
-
-    /// `POST /api/v1/rollouts/{id}/{verb}` (pause, resume, abort, retry): the status.
-    pub async fn action(&self, id: &str, verb: &str) -> StatusCode {
-        self.app
-            .post(&format!("/api/v1/rollouts/{id}/{verb}"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    }
-
-    /// Wait until the rollout has ended: completed, failed or halted.
-    pub async fn wait_end(&self, id: &str) -> Value {
-        self.wait_state(
-            id,
-            &["completed", "completed_with_failures", "halted", "aborted"],
-        )
-        .await
-    }
-
-    /// Wait until the rollout is in one of `states`.
-    pub async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
-        eventually(&format!("rollout {id} to reach {states:?}"), || async {
-            let d = self.detail(id).await;
-            states
-                .contains(&d["state"].as_str().unwrap_or(""))
-                .then_some(d)
-        })
-        .await
-    }
-
-    /// Wait for an event matching `pred`.
-    pub async fn wait_event(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        eventually(what, || async {
-            let events = self
-                .app
-                .service
-                .state
-                .db
-                .events_after(id, 0, 100_000)
-                .await
-                .unwrap();
-            events
-                .into_iter()
-                .map(|e| serde_json::to_value(e).unwrap())
-                .find(|e| pred(e))
-        })
-        .await
-    }
-
-    pub async fn stop(self) {
-        self.lab_shutdown.shutdown_and_wait().await;
-    }
-}
-
-pub fn playbook(extra: &str) -> String {
-    format!(
-        "name: lab-rollout\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\n{}",
-        extra.replace("strategy:\n", "strategy:\n  timeouts: {poll: 1}\n")
-    )
-}
-
-pub fn jobs(detail: &Value) -> Vec<Value> {
-    detail["waves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|w| w["devices"].as_array().unwrap().clone())
-        .collect()
-}
+use crate::support::{
+    IMAGE, IMAGE_VERSION, Rig, TOKEN, eventually, jobs, multipart_file, playbook, write_random_file,
+};
 
 /// The boot variable names only files that exist on flash, and the first one verifies.
 fn boot_variable_valid(lab: &Lab, name: &str) -> bool {
@@ -278,7 +87,7 @@ async fn twenty_devices_canary_then_waves() {
     );
     // The inventory knows the new facts; the report says old -> new.
     let dev: Value = rig
-        .app
+        .app()
         .get(&format!("/api/v1/devices/{}", rig.names()[0]))
         .send()
         .await
@@ -288,7 +97,7 @@ async fn twenty_devices_canary_then_waves() {
         .unwrap();
     assert_eq!(dev["facts"]["version"], IMAGE_VERSION);
     let csv = rig
-        .app
+        .app()
         .get(&format!("/api/v1/rollouts/{id}/report?format=csv"))
         .send()
         .await
@@ -544,7 +353,10 @@ async fn abort_stops_at_a_safe_point() {
 async fn reloads_wait_for_the_maintenance_window() {
     // Tuesday 2026-11-24 12:00 UTC; the window opens at 22:00 in Berlin (21:00 UTC).
     let clock = ManualClock::new("2026-11-24T12:00:00Z".parse().unwrap());
-    let rig = Rig::start_with_clock(2, |_| {}, Clock::Manual(clock.clone())).await;
+    let rig = Rig::options(2)
+        .clock(Clock::Manual(clock.clone()))
+        .start()
+        .await;
     let before: Vec<_> = rig
         .names()
         .iter()
@@ -624,7 +436,10 @@ async fn reloads_wait_for_the_maintenance_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scheduled_start_waits_for_its_time() {
     let clock = ManualClock::new("2026-11-24T12:00:00Z".parse().unwrap());
-    let rig = Rig::start_with_clock(1, |_| {}, Clock::Manual(clock.clone())).await;
+    let rig = Rig::options(1)
+        .clock(Clock::Manual(clock.clone()))
+        .start()
+        .await;
     let id = rig
         .submit(&playbook(
             "strategy:\n  canary: 0\nschedule:\n  start_at: 2026-11-25T01:00:00Z\n",
@@ -651,7 +466,7 @@ async fn scheduled_start_waits_for_its_time() {
 async fn dry_run_and_validation_touch_nothing() {
     let rig = Rig::start(3, |_| {}).await;
     let r = rig
-        .app
+        .app()
         .post("/api/v1/rollouts?dry_run=true")
         .body(playbook("strategy:\n  canary: 1\n  waves: [1, 2]\n"))
         .send()
@@ -669,7 +484,7 @@ async fn dry_run_and_validation_touch_nothing() {
     // A broken playbook: 422 with the line and column.
     let bad = playbook("strategy:\n  canary: 1\n  wavez: [1]\n");
     let r = rig
-        .app
+        .app()
         .post("/api/v1/rollouts")
         .body(bad)
         .send()
@@ -684,7 +499,7 @@ async fn dry_run_and_validation_touch_nothing() {
     );
     // An image that is not in the store is named with its location.
     let r = rig
-        .app
+        .app()
         .post("/api/v1/rollouts")
         .body(playbook("").replace(IMAGE, "c2960x-universalk9-mz.152-7.E9.bin"))
         .send()
@@ -701,7 +516,7 @@ async fn dry_run_and_validation_touch_nothing() {
         );
     }
     let list: Value = rig
-        .app
+        .app()
         .get("/api/v1/rollouts")
         .send()
         .await
@@ -718,10 +533,7 @@ async fn events_stream_over_sse() {
     let rig = Rig::start(1, |_| {}).await;
     let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
     let resp = reqwest::Client::new()
-        .get(
-            rig.app
-                .url(&format!("/api/v1/rollouts/{id}/events?token={TOKEN}")),
-        )
+        .get(rig.url(&format!("/api/v1/rollouts/{id}/events?token={TOKEN}")))
         .send()
         .await
         .unwrap();
@@ -754,143 +566,21 @@ async fn events_stream_over_sse() {
     rig.stop().await;
 }
 
-/// A `fleetup serve` process (so that it can be killed) on a data directory that outlives it,
-/// over a lab imported into its inventory, with the target image uploaded.
-struct ServeRig {
-    lab: Lab,
-    lab_shutdown: Shutdown,
-    _lab_dir: tempfile::TempDir,
-    dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    serve: Option<crate::support::ServeProcess>,
-    http: reqwest::Client,
-}
-
-impl ServeRig {
-    async fn start(lab: LabConfig, image_size: usize) -> ServeRig {
-        let lab_dir = tempfile::tempdir().unwrap();
-        let lab_shutdown = Shutdown::new();
-        let lab = Lab::start(
-            LabConfig {
-                base_ip: random_base(),
-                ssh_port: 0,
-                state_dir: lab_dir.path().to_path_buf(),
-                ..lab
-            },
-            lab_shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut rig = ServeRig {
-            lab,
-            lab_shutdown,
-            _lab_dir: lab_dir,
-            data: dir.path().join("data"),
-            dir,
-            serve: None,
-            http: reqwest::Client::new(),
-        };
-        rig.start_serve();
-        let r = rig
-            .http
-            .post(rig.url("/inventory/import"))
-            .bearer_auth(TOKEN)
-            .body(rig.lab.inventory_yaml())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        let img = rig.dir.path().join(IMAGE);
-        write_random_file(&img, image_size, 5);
-        let r = rig
-            .http
-            .post(rig.url("/images"))
-            .bearer_auth(TOKEN)
-            .multipart(multipart_file(&img, IMAGE))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        rig
-    }
-
-    fn start_serve(&mut self) {
-        self.serve = Some(crate::support::ServeProcess::start_with(
-            &self.data,
-            &["--tftp", "127.0.0.1:0"],
-        ));
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill_serve(&mut self) {
-        if let Some(mut serve) = self.serve.take() {
-            serve.child.kill().unwrap();
-            serve.child.wait().unwrap();
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        let base = &self.serve.as_ref().expect("serve is running").base_url;
-        format!("{base}/api/v1{path}")
-    }
-
-    async fn submit(&self, playbook: String) -> String {
-        let r = self
-            .http
-            .post(self.url("/rollouts"))
-            .bearer_auth(TOKEN)
-            .body(playbook)
-            .send()
-            .await
-            .unwrap();
-        let body: Value = r.json().await.unwrap();
-        body["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{body}"))
-            .to_string()
-    }
-
-    async fn detail(&self, id: &str) -> Option<Value> {
-        let r = self
-            .http
-            .get(self.url(&format!("/rollouts/{id}")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?;
-        r.json().await.ok()
-    }
-
-    async fn wait_end(&self, id: &str) -> Value {
-        eventually("the rollout to end", || async {
-            let d = self.detail(id).await?;
-            ["completed", "completed_with_failures", "halted", "aborted"]
-                .contains(&d["state"].as_str()?)
-                .then_some(d)
-        })
-        .await
-    }
-
-    async fn stop(mut self) {
-        self.serve = None;
-        self.lab_shutdown.shutdown_and_wait().await;
-    }
-}
-
 /// `serve` killed with SIGKILL in the middle of a wave, restarted on the same data directory:
 /// the rollout completes and every device was reloaded exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
-    let config = LabConfig {
-        devices: 6,
-        boot_time: Duration::from_millis(1500),
-        rate: Some(2 * 1024 * 1024),
-        ..LabConfig::default()
-    };
-    let mut rig = ServeRig::start(config, 2 * 1024 * 1024).await;
+    let mut rig = Rig::options(6)
+        .lab(|c| {
+            c.boot_time = Duration::from_millis(1500);
+            c.rate = Some(2 * 1024 * 1024);
+        })
+        .serve_process()
+        .image_size(2 * 1024 * 1024)
+        .start()
+        .await;
     let id = rig
-        .submit(playbook("strategy:\n  canary: 1\n  concurrency: 2\n"))
+        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 2\n"))
         .await;
     // Kill it once a device of the main wave has been sent its reload (the lab counted it)
     // while others are not there yet (concurrency 2 staggers them). The snapshot must be
@@ -900,7 +590,7 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
     eventually(
         "a reload sent in the main wave, others still to come",
         || async {
-            let d = rig.detail(&id).await?;
+            let d = rig.try_detail(&id).await?;
             let wave = d["waves"].as_array()?.get(1)?.clone();
             let jobs = wave["devices"].as_array()?.clone();
             let reloaded = |j: &Value| {
@@ -935,7 +625,7 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
     )
     .await;
     rig.kill_serve();
-    rig.start_serve();
+    rig.start_serve().await;
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     for dev in rig.lab.devices() {
@@ -957,18 +647,20 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
 /// upgrade runs again, reloading it exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
-    let config = LabConfig {
-        devices: 1,
-        boot_time: Duration::from_millis(500),
-        // Up for three days, as production boxes are: the uptime is the evidence.
-        uptime: Duration::from_secs(3 * 86_400),
-        rate: Some(1024 * 1024),
-        ..LabConfig::default()
-    };
-    let mut rig = ServeRig::start(config, 3 * 1024 * 1024).await;
+    let mut rig = Rig::options(1)
+        .lab(|c| {
+            c.boot_time = Duration::from_millis(500);
+            // Up for three days, as production boxes are: the uptime is the evidence.
+            c.uptime = Duration::from_secs(3 * 86_400);
+            c.rate = Some(1024 * 1024);
+        })
+        .serve_process()
+        .image_size(3 * 1024 * 1024)
+        .start()
+        .await;
     let device = rig.lab.devices()[0].name.clone();
     let id = rig
-        .submit(format!(
+        .submit(&format!(
             "name: crash-window\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\nstrategy:\n  canary: 0\n  timeouts: {{poll: 1, reload: 4s}}\n"
         ))
         .await;
@@ -976,12 +668,12 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
     // Kill serve while the device copies (3 MB at 1 MB/s), then write what the engine writes
     // just before it sends the reload: the crash landed in between.
     eventually("the device copying", || async {
-        let d = rig.detail(&id).await?;
+        let d = rig.try_detail(&id).await?;
         (jobs(&d).first()?["step"] == "copy").then_some(())
     })
     .await;
     rig.kill_serve();
-    let db = fleetup::store::Db::open(&rig.data.join("fleetup.db"))
+    let db = fleetup::store::Db::open(&rig.data_dir().join("fleetup.db"))
         .await
         .unwrap();
     db.record_step(
@@ -1000,7 +692,7 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
     );
     assert_eq!(rig.lab.state(&device).unwrap().reload_count, 0);
 
-    rig.start_serve();
+    rig.start_serve().await;
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     let st = rig.lab.state(&device).unwrap();
@@ -1075,10 +767,10 @@ async fn a_downgrade_is_refused_unless_the_playbook_allows_it() {
     // The lab's c2960x runs 15.2(4)E10; 15.2(2)E7 is older.
     const OLDER: &str = "c2960x-universalk9-mz.152-2.E7.bin";
     let rig = Rig::start(1, |_| {}).await;
-    let img = rig.app.dir.path().join(OLDER);
+    let img = rig.app().dir.path().join(OLDER);
     write_random_file(&img, 2 * 1024 * 1024 + 7, 78);
     let r = rig
-        .app
+        .app()
         .post("/api/v1/images")
         .multipart(multipart_file(&img, OLDER))
         .send()
@@ -1091,14 +783,14 @@ async fn a_downgrade_is_refused_unless_the_playbook_allows_it() {
 
     // Once the version is known, the dry run shows the downgrade.
     let r = rig
-        .app
+        .app()
         .post(&format!("/api/v1/devices/{name}/facts"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let r = rig
-        .app
+        .app()
         .post("/api/v1/rollouts?dry_run=true")
         .body(playbook.clone())
         .send()
@@ -1165,7 +857,7 @@ async fn the_model_and_serial_from_show_version_are_kept() {
     })
     .await;
     let lab = rig.lab.devices();
-    let app = &rig.app;
+    let app = rig.app();
     let device = |name: &str| {
         let request = app.get(&format!("/api/v1/devices/{name}"));
         async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
@@ -1187,7 +879,7 @@ async fn the_model_and_serial_from_show_version_are_kept() {
     // and the Nexus 9300, whose `cisco Nexus9000 C93180YC-EX chassis` is N9K-C93180YC-EX.
     for d in &lab[1..] {
         let r = rig
-            .app
+            .app()
             .post(&format!("/api/v1/devices/{}/facts", d.name))
             .send()
             .await
@@ -1205,7 +897,7 @@ async fn the_model_and_serial_from_show_version_are_kept() {
         .map(|l| format!("{l}\n"))
         .collect();
     let r = rig
-        .app
+        .app()
         .post("/api/v1/inventory/import")
         .body(without_models)
         .send()

@@ -9,8 +9,7 @@ use fleetup::sim::Fault;
 
 use serde_json::Value;
 
-use crate::rollout::{IMAGE, IMAGE_VERSION, Rig, jobs, playbook};
-use crate::support::{ServeProcess, TOKEN, TestApp};
+use crate::support::{IMAGE, IMAGE_VERSION, Rig, ServeProcess, TOKEN, TestApp, jobs, playbook};
 
 #[tokio::test]
 async fn a_second_service_on_a_locked_data_directory_is_refused() {
@@ -82,7 +81,7 @@ async fn facts_are_read_again_after_a_failed_post_check() {
     let name = rig.names()[0].clone();
     let device = |rig: &Rig| {
         let url = format!("/api/v1/devices/{name}");
-        let req = rig.app.get(&url);
+        let req = rig.app().get(&url);
         async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
     };
     assert_eq!(device(&rig).await["facts"]["version"], Value::Null);

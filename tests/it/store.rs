@@ -143,7 +143,7 @@ async fn a_rollout_stops_while_the_disk_is_full_and_goes_on_after() {
     use fleetup::sim::{Lab, LabConfig};
     use std::time::Duration;
 
-    use crate::rollout::{IMAGE, jobs, playbook};
+    use crate::support::{IMAGE, jobs, playbook};
     use crate::support::{TestApp, eventually, multipart_file, random_base, write_random_file};
 
     let disk = SmallDisk::mount("48m");

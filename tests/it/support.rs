@@ -1,14 +1,20 @@
 //! Shared helpers for the integration tests: a service on free ports with a fresh data dir,
-//! in-process or as a real `fleetup serve` process.
+//! in-process or as a real `fleetup serve` process; the one rollout rig (a service over a
+//! simulated lab, [`Rig`]); test bytes from the library's one generator.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use fleetup::rollout::Clock;
 use fleetup::serve::{ServeArgs, Service};
+use fleetup::shutdown::Shutdown;
+use fleetup::sim::{Lab, LabConfig};
+use reqwest::StatusCode;
+use serde_json::Value;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
@@ -201,24 +207,7 @@ impl Drop for ServeProcess {
 
 /// Write `size` bytes of deterministic pseudo-random data.
 pub fn write_random_file(path: &Path, size: usize, seed: u64) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = seed | 1;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = size;
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-        let n = left.min(buf.len());
-        f.write_all(&buf[..n]).unwrap();
-        left -= n;
-    }
-    f.flush().unwrap();
+    std::fs::write(path, fleetup::images::pseudo_random_bytes(size, seed)).unwrap();
 }
 
 /// `md5sum`'s answer for a file.
@@ -275,4 +264,433 @@ pub fn random_loopback() -> std::net::Ipv4Addr {
     let r: u32 = rand::random();
     let [a, b, c, _] = r.to_be_bytes();
     std::net::Ipv4Addr::new(127, a.max(2), b, c.clamp(2, 254))
+}
+
+/// The image every [`Rig`] has in its store, and the version its name carries.
+pub const IMAGE: &str = "c2960x-universalk9-mz.152-7.E8.bin";
+pub const IMAGE_VERSION: &str = "15.2(7)E8";
+
+/// A lab playbook for [`IMAGE`] over TFTP; `extra` is appended, and a `strategy:` in it polls
+/// the reloading device every second.
+pub fn playbook(extra: &str) -> String {
+    format!(
+        "name: lab-rollout\ntargets:\n  groups: [lab]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\n{}",
+        extra.replace("strategy:\n", "strategy:\n  timeouts: {poll: 1}\n")
+    )
+}
+
+/// Every job of a rollout detail, wave after wave.
+pub fn jobs(detail: &Value) -> Vec<Value> {
+    detail["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["devices"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// How a [`Rig`] starts; [`Rig::options`] gives the defaults: an in-process service on the
+/// system clock with its TFTP and FTP servers on loopback, inventory and image added through
+/// the API.
+pub struct RigOptions<'a> {
+    devices: usize,
+    tweak: Box<dyn FnOnce(&mut LabConfig) + 'a>,
+    clock: Clock,
+    process: bool,
+    file_servers: bool,
+    cli_setup: Option<String>,
+    image_size: usize,
+}
+
+impl<'a> RigOptions<'a> {
+    /// Adjust the lab's configuration (a copy rate, faults, boot time…).
+    pub fn lab(mut self, tweak: impl FnOnce(&mut LabConfig) + 'a) -> Self {
+        self.tweak = Box::new(tweak);
+        self
+    }
+
+    /// The service's clock (in-process only): a manual clock makes windows testable.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A real `fleetup serve` process on a data directory that outlives it, so that it can be
+    /// killed and started again.
+    pub fn serve_process(mut self) -> Self {
+        self.process = true;
+        self
+    }
+
+    /// Whether fleetup's TFTP and FTP servers listen (on loopback, free ports).
+    pub fn file_servers(mut self, on: bool) -> Self {
+        self.file_servers = on;
+        self
+    }
+
+    /// Import the inventory with `fleetup inventory import` (the lab's, then `extra_inventory`
+    /// under `devices:`) and add the image with `fleetup image add`, as a user does.
+    pub fn cli_setup(mut self, extra_inventory: &str) -> Self {
+        self.cli_setup = Some(extra_inventory.to_string());
+        self
+    }
+
+    /// The size of the target image in bytes.
+    pub fn image_size(mut self, size: usize) -> Self {
+        self.image_size = size;
+        self
+    }
+
+    pub async fn start(self) -> Rig {
+        Rig::start_with(self).await
+    }
+}
+
+/// The one rollout rig: a fleetup service (in this process, or a real `fleetup serve`), a lab
+/// of simulated devices imported into its inventory, and [`IMAGE`] in its store.
+pub struct Rig {
+    pub lab: Lab,
+    lab_shutdown: Shutdown,
+    service: RigService,
+    /// Scratch space: the image as added, playbooks; and the data directory of a process.
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+    _lab_dir: tempfile::TempDir,
+}
+
+enum RigService {
+    InProcess(TestApp),
+    Process {
+        /// `None` while killed.
+        serve: Option<ServeProcess>,
+        data: PathBuf,
+        flags: Vec<&'static str>,
+    },
+}
+
+impl Rig {
+    /// The defaults for a lab of `devices`, to adjust before [`RigOptions::start`].
+    pub fn options<'a>(devices: usize) -> RigOptions<'a> {
+        RigOptions {
+            devices,
+            tweak: Box::new(|_| {}),
+            clock: Clock::System,
+            process: false,
+            file_servers: true,
+            cli_setup: None,
+            image_size: 3 * 1024 * 1024 + 123,
+        }
+    }
+
+    /// An in-process service over a lab of `devices` adjusted by `tweak`.
+    pub async fn start(devices: usize, tweak: impl FnOnce(&mut LabConfig)) -> Rig {
+        Self::options(devices).lab(tweak).start().await
+    }
+
+    async fn start_with(o: RigOptions<'_>) -> Rig {
+        let lab_dir = tempfile::tempdir().unwrap();
+        let mut config = LabConfig {
+            devices: o.devices,
+            base_ip: random_base(),
+            ssh_port: 0,
+            state_dir: lab_dir.path().to_path_buf(),
+            boot_time: Duration::from_millis(200),
+            ..LabConfig::default()
+        };
+        (o.tweak)(&mut config);
+        let lab_shutdown = Shutdown::new();
+        let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let service = if o.process {
+            assert!(
+                matches!(o.clock, Clock::System),
+                "a serve process runs on the system clock"
+            );
+            let data = dir.path().join("data");
+            std::fs::create_dir(&data).unwrap();
+            let flags = if o.file_servers {
+                vec!["--tftp", "127.0.0.1:0", "--ftp", "127.0.0.1:0"]
+            } else {
+                Vec::new()
+            };
+            RigService::Process {
+                serve: None,
+                data,
+                flags,
+            }
+        } else {
+            let on = o.file_servers;
+            RigService::InProcess(
+                TestApp::start_full(
+                    |a| {
+                        if on {
+                            a.tftp = "127.0.0.1:0".parse().unwrap();
+                            a.ftp = "127.0.0.1:0".parse().unwrap();
+                        }
+                    },
+                    o.clock,
+                )
+                .await,
+            )
+        };
+        let mut rig = Rig {
+            lab,
+            lab_shutdown,
+            service,
+            dir,
+            http: reqwest::Client::new(),
+            _lab_dir: lab_dir,
+        };
+        if o.process {
+            rig.start_serve().await;
+        }
+        let image = rig.dir.path().join(IMAGE);
+        write_random_file(&image, o.image_size, 77);
+        match o.cli_setup {
+            Some(extra_inventory) => {
+                let inventory = rig.dir.path().join("lab.yml");
+                std::fs::write(
+                    &inventory,
+                    format!("{}{extra_inventory}", rig.lab.inventory_yaml()),
+                )
+                .unwrap();
+                let out = rig
+                    .fleetup(&["inventory", "import", inventory.to_str().unwrap()])
+                    .await;
+                assert_success(&out);
+                assert!(stdout(&out).contains("created"), "{}", stdout(&out));
+                let out = rig
+                    .fleetup(&["image", "add", image.to_str().unwrap()])
+                    .await;
+                assert_success(&out);
+                assert!(stdout(&out).contains(IMAGE_VERSION), "{}", stdout(&out));
+            }
+            None => {
+                let r = rig
+                    .post("/api/v1/inventory/import")
+                    .body(rig.lab.inventory_yaml())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+                let r = rig
+                    .post("/api/v1/images")
+                    .multipart(multipart_file(&image, IMAGE))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        }
+        rig
+    }
+
+    /// The in-process service (its database, its data directory).
+    pub fn app(&self) -> &TestApp {
+        match &self.service {
+            RigService::InProcess(app) => app,
+            RigService::Process { .. } => panic!("this rig runs `fleetup serve` as a process"),
+        }
+    }
+
+    /// The service's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.service {
+            RigService::InProcess(app) => app.dir.path().to_path_buf(),
+            RigService::Process { data, .. } => data.clone(),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        match &self.service {
+            RigService::InProcess(app) => app.service.base_url(),
+            RigService::Process { serve, .. } => {
+                serve.as_ref().expect("serve is running").base_url.clone()
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(TOKEN)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(TOKEN)
+    }
+
+    /// Start the `fleetup serve` process (again) on the same data directory.
+    pub async fn start_serve(&mut self) {
+        let RigService::Process { serve, data, flags } = &mut self.service else {
+            panic!("this rig's service runs in the test process");
+        };
+        let (data, flags) = (data.clone(), flags.clone());
+        let started = tokio::task::spawn_blocking(move || ServeProcess::start_with(&data, &flags))
+            .await
+            .unwrap();
+        *serve = Some(started);
+    }
+
+    /// SIGKILL the `fleetup serve` process: no shutdown path runs.
+    pub fn kill_serve(&mut self) {
+        if let RigService::Process { serve, .. } = &mut self.service
+            && let Some(mut serve) = serve.take()
+        {
+            serve.child.kill().unwrap();
+            serve.child.wait().unwrap();
+        }
+    }
+
+    /// Run the real `fleetup` binary against this rig's service.
+    pub async fn fleetup(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
+            .args(args)
+            .env("FLEETUP_SERVER", self.base_url())
+            .env("FLEETUP_API_TOKEN", TOKEN)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// A file in the rig's scratch directory.
+    pub fn write_playbook(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.lab.devices().into_iter().map(|d| d.name).collect()
+    }
+
+    pub async fn submit(&self, playbook: &str) -> String {
+        let r = self
+            .post("/api/v1/rollouts")
+            .header("content-type", "application/yaml")
+            .body(playbook.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn detail(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/rollouts/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The detail, or `None` while the service does not answer (killed, restarting).
+    pub async fn try_detail(&self, id: &str) -> Option<Value> {
+        if let RigService::Process { serve: None, .. } = &self.service {
+            return None;
+        }
+        let r = self
+            .get(&format!("/api/v1/rollouts/{id}"))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// `GET /api/v1/transfers`: live transfers, then recent ones.
+    pub async fn transfers(&self) -> Vec<Value> {
+        let body: Value = self
+            .get("/api/v1/transfers")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["transfers"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every event of a rollout, read from the in-process service's database.
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let db = &self.app().service.state.db;
+        db.events_after(id, 0, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
+
+    /// `POST /api/v1/rollouts/{id}/{verb}` (pause, resume, abort, retry): the status.
+    pub async fn action(&self, id: &str, verb: &str) -> StatusCode {
+        self.post(&format!("/api/v1/rollouts/{id}/{verb}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Wait until the rollout has ended: completed, failed, halted or aborted.
+    pub async fn wait_end(&self, id: &str) -> Value {
+        self.wait_state(
+            id,
+            &["completed", "completed_with_failures", "halted", "aborted"],
+        )
+        .await
+    }
+
+    /// Wait until the rollout is in one of `states`.
+    pub async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
+        eventually(&format!("rollout {id} to reach {states:?}"), || async {
+            let d = self.try_detail(id).await?;
+            states
+                .contains(&d["state"].as_str().unwrap_or(""))
+                .then_some(d)
+        })
+        .await
+    }
+
+    /// Wait for an event matching `pred` (in-process service).
+    pub async fn wait_event(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        eventually(what, || async {
+            self.events(id).await.into_iter().find(|e| pred(e))
+        })
+        .await
+    }
+
+    /// Stop the lab, then the service; a `fleetup serve` process must exit cleanly on SIGTERM.
+    pub async fn stop(mut self) {
+        self.lab_shutdown.shutdown_and_wait().await;
+        if let RigService::Process { serve, .. } = &mut self.service
+            && let Some(serve) = serve.take()
+        {
+            let status = serve.terminate();
+            assert!(status.success(), "serve exited with {status}");
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_success(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
 }

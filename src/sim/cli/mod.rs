@@ -22,7 +22,7 @@ use super::line::{Line, LineEditor};
 use super::parser::{ParseError, Syntax, Tok::*, parse};
 
 /// Where the session writes: an SSH channel.
-pub trait Output: Send {
+pub(super) trait Output: Send {
     fn write(&mut self, data: Vec<u8>) -> impl Future<Output = Result<(), ()>> + Send;
 }
 
@@ -35,7 +35,7 @@ enum Mode {
 
 /// What the session does after a command.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Flow {
+pub(super) enum Flow {
     Continue,
     /// `exit`/`logout`: close the channel.
     Exit,
@@ -474,7 +474,7 @@ fn is_startup(s: &str) -> bool {
     s.len() >= 3 && "startup-config".starts_with(s)
 }
 
-pub struct Cli<O: Output> {
+pub(super) struct Cli<O: Output> {
     dev: Arc<Device>,
     lab: Arc<LabShared>,
     out: O,
@@ -495,7 +495,7 @@ const VERIFY_DOT: u64 = 1 << 20;
 const COPY_MARK: u64 = 32 * 1024;
 
 impl<O: Output> Cli<O> {
-    pub fn new(
+    pub(super) fn new(
         dev: Arc<Device>,
         lab: Arc<LabShared>,
         out: O,
@@ -591,7 +591,7 @@ impl<O: Output> Cli<O> {
     }
 
     /// The interactive session: prompt, read, execute, until the client leaves.
-    pub async fn run(mut self) -> Flow {
+    pub(super) async fn run(mut self) -> Flow {
         if self.write("\r\n").await.is_err() {
             return Flow::Exit;
         }
@@ -619,7 +619,7 @@ impl<O: Output> Cli<O> {
     }
 
     /// One command given on the `ssh host COMMAND` line.
-    pub async fn run_exec(mut self, line: &str) -> Flow {
+    pub(super) async fn run_exec(mut self, line: &str) -> Flow {
         self.term_length = 0;
         self.execute(line, 0).await
     }

@@ -28,7 +28,7 @@ fn limits() -> Limits {
 }
 
 fn file(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    crate::images::pseudo_random_bytes(len, len as u64)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

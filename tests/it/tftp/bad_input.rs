@@ -22,7 +22,7 @@ async fn still_serves(server: &TestServer, data: &[u8]) {
 #[tokio::test]
 async fn malformed_packets_get_error_4() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(10_000, 7);
+    let data = pseudo_random_bytes(10_000, 7);
     server.put("ios.bin", &data);
     for (bad, what) in [
         (&b"\x00"[..], "truncated"),
@@ -46,7 +46,7 @@ async fn malformed_packets_get_error_4() {
 #[tokio::test]
 async fn oversized_option_lists_are_refused() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(1000, 8);
+    let data = pseudo_random_bytes(1000, 8);
     server.put("ios.bin", &data);
     let many: Vec<(String, String)> = (0..=MAX_OPTIONS)
         .map(|i| (format!("opt{i}"), "1".into()))
@@ -71,7 +71,7 @@ async fn oversized_option_lists_are_refused() {
 #[tokio::test]
 async fn traversal_and_escaping_names_get_access_violation() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(1000, 9);
+    let data = pseudo_random_bytes(1000, 9);
     server.put("ios.bin", &data);
     let outside = tempfile::tempdir().unwrap();
     write_file(outside.path(), "secret.txt", b"secret");

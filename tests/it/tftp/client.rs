@@ -68,7 +68,7 @@ fn atftpd(files: &[(&str, &[u8])]) -> Option<Atftpd> {
 
 #[tokio::test]
 async fn client_downloads_from_atftpd_byte_exact() {
-    let data = content(3 * 1024 * 1024 + 17, 11);
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 17, 11);
     let Some(server) = atftpd(&[("ios.bin", &data)]) else {
         eprintln!("atftpd is not installed: skipping the third-party server check");
         return;
@@ -121,7 +121,7 @@ async fn client_downloads_from_atftpd_byte_exact() {
 #[tokio::test]
 async fn client_against_fleetup_server_with_options_and_progress() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(2 * 1024 * 1024 + 3, 12);
+    let data = pseudo_random_bytes(2 * 1024 * 1024 + 3, 12);
     server.put("ios.bin", &data);
     let device_ip = random_loopback();
     for opts in [

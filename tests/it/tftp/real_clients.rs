@@ -38,7 +38,7 @@ async fn curl_get(server: &TestServer, name: &str, extra: &[&str], data: &[u8]) 
 async fn curl_blksize_512_on_40mb_rolls_block_numbers_over() {
     // 40 MB at 512-byte blocks is 81 920 blocks: the block number wraps past 65535.
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(40 * 1024 * 1024 + 123, 1);
+    let data = pseudo_random_bytes(40 * 1024 * 1024 + 123, 1);
     server.put("c2960x-universalk9-mz.152-7.E8.bin", &data);
     curl_get(
         &server,
@@ -64,7 +64,7 @@ async fn curl_download_with_busy_polling_off() {
         ..config_for_tests()
     })
     .await;
-    let data = content(3 * 1024 * 1024 + 7, 5);
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 7, 5);
     server.put("c9300.bin", &data);
     curl_get(&server, "c9300.bin", &["--tftp-blksize", "512"], &data).await;
     let info = server.settled().await;
@@ -75,13 +75,13 @@ async fn curl_download_with_busy_polling_off() {
 #[tokio::test]
 async fn curl_blksize_1468_65464_and_no_options() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(3 * 1024 * 1024 + 7, 2);
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 7, 2);
     server.put("ios.bin", &data);
     curl_get(&server, "ios.bin", &["--tftp-blksize", "1468"], &data).await;
     curl_get(&server, "ios.bin", &["--tftp-blksize", "65464"], &data).await;
     curl_get(&server, "ios.bin", &["--tftp-no-options"], &data).await;
     // A file that ends exactly on a block boundary needs an empty final block.
-    let exact = content(512 * 300, 3);
+    let exact = pseudo_random_bytes(512 * 300, 3);
     server.put("exact.bin", &exact);
     curl_get(&server, "exact.bin", &["--tftp-no-options"], &exact).await;
     let info = server.settled().await;
@@ -92,7 +92,7 @@ async fn curl_blksize_1468_65464_and_no_options() {
 #[tokio::test]
 async fn tftp_hpa_plain_download_and_netascii() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(2 * 1024 * 1024 + 99, 4);
+    let data = pseudo_random_bytes(2 * 1024 * 1024 + 99, 4);
     server.put("ios.bin", &data);
     let text = b"hostname sw1\r\ninterface Gi0/1\n description uplink\n!\nend\n".repeat(500);
     server.put("config.txt", &text);
@@ -141,7 +141,7 @@ async fn atftp_get(server: &TestServer, name: &str, options: &[&str], data: &[u8
 #[tokio::test]
 async fn atftp_windowsize_and_tsize() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(5 * 1024 * 1024 + 5, 5);
+    let data = pseudo_random_bytes(5 * 1024 * 1024 + 5, 5);
     server.put("ios.bin", &data);
     atftp_get(
         &server,
@@ -175,7 +175,7 @@ async fn atftp_windowsize_and_tsize() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_real_clients_get_identical_copies() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(20 * 1024 * 1024, 6);
+    let data = pseudo_random_bytes(20 * 1024 * 1024, 6);
     server.put("c9300-universalk9.17.09.05.SPA.bin", &data);
     let want = hex::encode(Md5::digest(&data));
     let url = server.url("c9300-universalk9.17.09.05.SPA.bin");

@@ -13,7 +13,7 @@ use super::support::*;
 #[tokio::test]
 async fn server_on_unspecified_address_answers_from_the_address_asked() {
     let server = TestServer::start_on(IpAddr::V4(Ipv4Addr::UNSPECIFIED), config_for_tests()).await;
-    let data = content(100_000, 20);
+    let data = pseudo_random_bytes(100_000, 20);
     server.put("ios.bin", &data);
     let port = server.addr.port();
     let a = random_loopback();
@@ -66,7 +66,7 @@ async fn server_on_unspecified_address_answers_from_the_address_asked() {
 #[tokio::test]
 async fn wrong_tid_gets_error_5_and_transfer_continues() {
     let server = TestServer::start(config_for_tests()).await;
-    let data = content(512 * 3 + 10, 21);
+    let data = pseudo_random_bytes(512 * 3 + 10, 21);
     server.put("ios.bin", &data);
     let sock = raw_socket(server.addr.ip()).await;
     sock.send_to(&rrq("ios.bin", &[]), server.addr)
@@ -138,7 +138,7 @@ async fn global_and_per_client_caps_answer_with_an_error() {
         ..TftpConfig::default()
     };
     let server = TestServer::start(config).await;
-    server.put("ios.bin", &content(100_000, 22));
+    server.put("ios.bin", &pseudo_random_bytes(100_000, 22));
     let client_a = IpAddr::V4(random_loopback());
     let _h1 = hold_transfer(&server, client_a).await;
     let _h2 = hold_transfer(&server, client_a).await;
@@ -180,7 +180,7 @@ async fn dead_client_frees_its_slot_after_timeout_times_retries() {
         ..TftpConfig::default()
     };
     let server = TestServer::start(config).await;
-    let data = content(50_000, 23);
+    let data = pseudo_random_bytes(50_000, 23);
     server.put("ios.bin", &data);
     let sock = hold_transfer(&server, server.addr.ip()).await;
     // The server retransmits block 1 and then gives up.
@@ -217,7 +217,7 @@ async fn dead_client_frees_its_slot_after_timeout_times_retries() {
 #[tokio::test]
 async fn client_error_mid_transfer_ends_it_at_once() {
     let server = TestServer::start(config_for_tests()).await;
-    server.put("ios.bin", &content(100_000, 24));
+    server.put("ios.bin", &pseudo_random_bytes(100_000, 24));
     let sock = hold_transfer(&server, server.addr.ip()).await;
     let info = server.transfers.snapshot();
     assert_eq!(info[0].state, TransferState::Active);
@@ -365,7 +365,7 @@ async fn extra_roots_are_served_after_the_image_store() {
 #[tokio::test]
 async fn shutdown_ends_transfers_with_an_error_packet() {
     let server = TestServer::start(config_for_tests()).await;
-    server.put("ios.bin", &content(100_000, 25));
+    server.put("ios.bin", &pseudo_random_bytes(100_000, 25));
     let sock = hold_transfer(&server, server.addr.ip()).await;
     let transfers = server.transfers.clone();
     server.shutdown.token.cancel();
@@ -392,7 +392,7 @@ async fn ipv6_loopback_works() {
         config_for_tests(),
     )
     .await;
-    let data = content(70_000, 26);
+    let data = pseudo_random_bytes(70_000, 26);
     server.put("ios.bin", &data);
     let mut sink = Vec::new();
     let opts = DownloadOptions {
@@ -417,7 +417,10 @@ async fn a_burst_of_requests_is_answered_in_full() {
         ..TftpConfig::default()
     };
     let server = TestServer::start(config).await;
-    server.put("ios.bin", &content(100_000, 31));
+    server.put(
+        "ios.bin",
+        &fleetup::images::pseudo_random_bytes(100_000, 31),
+    );
     let mut clients = Vec::new();
     for _ in 0..2000 {
         clients.push(raw_socket(server.addr.ip()).await);

@@ -1,0 +1,419 @@
+//! A logged-in CLI session on one device and the steps of an upgrade it can run; the only
+//! part of the drivers above [`super::ssh`] that sends commands.
+
+use std::time::Duration;
+
+use super::cli::{Dialog, Mode};
+use super::driver::same_file;
+use super::parse::{self, BootVariable, DirListing, Md5Error, ParseError, ShowVersion};
+use super::ssh::Connection;
+use super::upgrade::{CopySource, Transfer};
+use super::{DeviceError, Driver, Target, Timeouts};
+use crate::inventory::{Facts, Platform};
+
+/// What `show version` and `show boot` said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFacts {
+    pub version: ShowVersion,
+    pub(crate) boot: BootVariable,
+}
+
+impl DeviceFacts {
+    pub(crate) fn to_facts(&self) -> Facts {
+        self.version.clone().into_facts()
+    }
+}
+
+/// Whether an image is already on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FilePresence {
+    Absent,
+    /// Present and its MD5 is the expected one.
+    Verified {
+        size: u64,
+    },
+    /// Present with another MD5 (a broken earlier copy).
+    Corrupt {
+        computed: String,
+    },
+}
+
+/// A logged-in, privileged CLI session on one device, with the steps of an upgrade.
+#[derive(Debug)]
+pub struct Session {
+    conn: Connection,
+    pub driver: Driver,
+    platform: Platform,
+    timeouts: Timeouts,
+    /// Whether `show boot` looked like a Catalyst switch's (see [`BootVariable::one_line_list`]).
+    one_line_boot: bool,
+}
+
+impl Session {
+    /// Log in, enter privileged mode, and prepare the terminal (`terminal length 0`,
+    /// `terminal width 511`).
+    pub async fn open(target: &Target, timeouts: &Timeouts) -> Result<Session, DeviceError> {
+        let mut conn = Connection::open(target, timeouts).await?;
+        if conn.mode() == Some(Mode::Exec) {
+            let secret = target.login.enable_secret.clone();
+            let (output, prompt) = conn
+                .run("enable", Dialog::enable(secret), timeouts.command)
+                .await?;
+            if prompt.mode != Mode::Privileged {
+                return Err(DeviceError::EnableFailed {
+                    device: target.name.clone(),
+                    output: output.trim().to_string(),
+                });
+            }
+        }
+        let mut session = Session {
+            conn,
+            driver: Driver::for_device(target.platform, None),
+            platform: target.platform,
+            timeouts: timeouts.clone(),
+            one_line_boot: false,
+        };
+        session.run("terminal length 0").await?;
+        // Some platforms refuse 511; a narrower terminal only wraps long lines.
+        let _ = session.run("terminal width 511").await;
+        Ok(session)
+    }
+
+    pub(crate) fn host_key(&self) -> &str {
+        self.conn.host_key()
+    }
+
+    pub(crate) fn device(&self) -> &str {
+        self.conn.device()
+    }
+
+    /// Run a command with the ordinary timeout; a CLI error (`% Invalid input`) is an error.
+    pub(crate) async fn run(&mut self, command: &str) -> Result<String, DeviceError> {
+        let timeout = self.timeouts.command;
+        self.run_with(command, Dialog::confirm(), timeout).await
+    }
+
+    pub(crate) async fn run_with(
+        &mut self,
+        command: &str,
+        dialog: Dialog,
+        timeout: Duration,
+    ) -> Result<String, DeviceError> {
+        let (output, _) = self.conn.run(command, dialog, timeout).await?;
+        if let Some(message) = parse::cli_error(&output) {
+            return Err(DeviceError::Rejected {
+                device: self.device().to_string(),
+                command: command.to_string(),
+                message: message.to_string(),
+            });
+        }
+        Ok(output)
+    }
+
+    fn parse_error(&self, command: &str, source: ParseError) -> DeviceError {
+        DeviceError::Parse {
+            device: self.device().to_string(),
+            command: command.to_string(),
+            source,
+        }
+    }
+
+    /// `show version` and `show boot`; also picks the driver (bundle or install mode).
+    pub async fn facts(&mut self) -> Result<DeviceFacts, DeviceError> {
+        let out = self.run("show version").await?;
+        let version = parse::show_version(&out).map_err(|e| self.parse_error("show version", e))?;
+        let out = self.run("show boot").await?;
+        let boot = parse::show_boot(&out).map_err(|e| self.parse_error("show boot", e))?;
+        self.driver = Driver::for_device(self.platform, Some(&version));
+        self.one_line_boot = boot.one_line_list;
+        Ok(DeviceFacts { version, boot })
+    }
+
+    /// `dir flash:`: files, bytes total and free.
+    pub(crate) async fn free_space(&mut self) -> Result<DirListing, DeviceError> {
+        let command = format!("dir {}", self.driver.filesystem());
+        let out = self.run(&command).await?;
+        parse::dir(&out).map_err(|e| match e {
+            parse::DirError::Parse(p) => self.parse_error(&command, p),
+            other => DeviceError::Rejected {
+                device: self.device().to_string(),
+                command: command.clone(),
+                message: other.to_string(),
+            },
+        })
+    }
+
+    /// Whether `file` is on the device with the expected MD5.
+    pub(crate) async fn file_present(
+        &mut self,
+        file: &str,
+        md5: &str,
+    ) -> Result<FilePresence, DeviceError> {
+        let listing = self.free_space().await?;
+        let Some(entry) = listing.file(file) else {
+            return Ok(FilePresence::Absent);
+        };
+        let size = entry.size;
+        match self.verify_md5(file, md5).await {
+            Ok(()) => Ok(FilePresence::Verified { size }),
+            Err(DeviceError::Md5 {
+                source: Md5Error::Mismatch { computed, .. },
+                ..
+            }) => Ok(FilePresence::Corrupt { computed }),
+            Err(DeviceError::Md5 {
+                source: Md5Error::NotFound(_),
+                ..
+            }) => Ok(FilePresence::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `copy URL flash:FILE`, answering the destination and overwrite questions.
+    pub(crate) async fn copy(
+        &mut self,
+        source: &CopySource,
+        file: &str,
+    ) -> Result<parse::CopyReport, DeviceError> {
+        let command = self.driver.copy_command(&source.url(file), file);
+        let timeout = self.timeouts.copy;
+        let secret = match &source.transfer {
+            Transfer::Ftp { password, .. } => Some(password.0.clone()),
+            Transfer::Tftp => None,
+        };
+        if let Some(secret) = &secret {
+            self.conn.keep_secret(secret);
+        }
+        let result = match self.conn.run(&command, Dialog::copy(), timeout).await {
+            Ok((output, _)) => parse::copy_result(&output).map_err(|source| DeviceError::Copy {
+                device: self.device().to_string(),
+                source,
+            }),
+            Err(e) => Err(e),
+        };
+        // The FTP password is in the command, its echo and maybe the device's messages; errors
+        // end up in the database and the API.
+        result.map_err(|e| match &secret {
+            Some(secret) => e.redact(secret),
+            None => e,
+        })
+    }
+
+    /// `verify /md5 flash:FILE` (NX-OS: `show file ... md5sum`) compared with `md5`.
+    pub(crate) async fn verify_md5(&mut self, file: &str, md5: &str) -> Result<(), DeviceError> {
+        let command = self.driver.md5_command(file);
+        let timeout = self.timeouts.verify;
+        let (output, _) = self.conn.run(&command, Dialog::none(), timeout).await?;
+        let result = match self.driver {
+            Driver::Nxos => nxos_md5(&output, file, md5),
+            _ => parse::verify_md5(&output, md5).map(|_| ()),
+        };
+        result.map_err(|source| DeviceError::Md5 {
+            device: self.device().to_string(),
+            source,
+        })
+    }
+
+    /// Set the boot variable to `entries` (in order) and read it back. When the read-back
+    /// shows the other `boot system` semantics (one line replacing the list, or one line per
+    /// entry), the other form is tried once.
+    pub(crate) async fn set_boot(&mut self, entries: &[String]) -> Result<(), DeviceError> {
+        let mut actual = Vec::new();
+        for one_line in [self.one_line_boot, !self.one_line_boot] {
+            self.configure(&self.driver.boot_lines(entries, one_line))
+                .await?;
+            let out = self.run("show boot").await?;
+            let boot = parse::show_boot(&out).map_err(|e| self.parse_error("show boot", e))?;
+            actual = boot.entries;
+            let matches = actual.len() == entries.len()
+                && actual.iter().zip(entries).all(|(a, w)| same_file(a, w));
+            if matches {
+                self.one_line_boot = one_line;
+                return Ok(());
+            }
+            if entries.len() < 2 || self.driver == Driver::Nxos {
+                break;
+            }
+        }
+        Err(DeviceError::BootNotSet {
+            device: self.device().to_string(),
+            wanted: entries.to_vec(),
+            actual,
+        })
+    }
+
+    /// Enter config mode, apply `lines`, leave config mode; any refused line is an error
+    /// (config mode is left first).
+    pub(crate) async fn configure(&mut self, lines: &[String]) -> Result<(), DeviceError> {
+        self.run("configure terminal").await?;
+        let mut failure = None;
+        for line in lines {
+            if let Err(e) = self.run(line).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        self.run("end").await?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The `ip tftp blocksize` of the running configuration (IOS, IOS-XE), if set.
+    pub(crate) async fn tftp_blocksize(&mut self) -> Result<Option<u16>, DeviceError> {
+        let out = self
+            .run("show running-config | include ip tftp blocksize")
+            .await?;
+        Ok(parse::tftp_blocksize(&out))
+    }
+
+    /// `write memory` (NX-OS: `copy running-config startup-config`).
+    pub(crate) async fn save(&mut self) -> Result<(), DeviceError> {
+        let command = self.driver.save_command();
+        let output = self.run(command).await?;
+        let ok = output.contains("[OK]") || output.contains("Copy complete");
+        if !ok {
+            return Err(DeviceError::SaveFailed {
+                device: self.device().to_string(),
+                output,
+            });
+        }
+        Ok(())
+    }
+
+    /// Delete a file without questions.
+    pub(crate) async fn delete(&mut self, file: &str) -> Result<(), DeviceError> {
+        let command = self.driver.delete_command(file);
+        let output = self.run(&command).await?;
+        if let Some(line) = output
+            .lines()
+            .find(|l| l.trim_start().starts_with("%Error"))
+        {
+            return Err(DeviceError::Rejected {
+                device: self.device().to_string(),
+                command,
+                message: line.trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `reload`, answering the save and confirm questions. The session ends with it.
+    pub async fn reload(mut self) -> Result<(), DeviceError> {
+        let timeout = self.timeouts.command;
+        match self.conn.run("reload", Dialog::reload(), timeout).await {
+            Err(DeviceError::ConnectionLost { .. }) => Ok(()),
+            // Some boxes keep the session open for a while after confirming; the reload was
+            // sent, and wait_back tells whether the box really went down.
+            Err(DeviceError::CommandTimeout { tail, .. }) if tail.contains("[confirm]") => Ok(()),
+            Err(e) => Err(e),
+            Ok((output, _)) => {
+                let device = self.device_name_owned();
+                self.conn.close().await;
+                Err(DeviceError::ReloadRefused { device, output })
+            }
+        }
+    }
+
+    fn device_name_owned(&self) -> String {
+        self.conn.device().to_string()
+    }
+
+    /// Install-mode upgrade (IOS-XE `install add ... activate commit`, NX-OS `install all`):
+    /// answers the proceed questions; the device reloads by itself, so the session ends with it.
+    pub(crate) async fn install(mut self, file: &str) -> Result<(), DeviceError> {
+        let Some(command) = self.driver.install_command(file) else {
+            return Err(DeviceError::Session {
+                device: self.device_name_owned(),
+                message: "bundle-mode devices upgrade with set_boot and reload".into(),
+            });
+        };
+        let timeout = self.timeouts.install;
+        match self.conn.run(&command, Dialog::install(), timeout).await {
+            Err(DeviceError::ConnectionLost { .. }) => Ok(()),
+            Err(e) => Err(e),
+            Ok((output, _)) => {
+                let device = self.device_name_owned();
+                self.conn.close().await;
+                let failed = match self.driver {
+                    Driver::Nxos => match parse::install_all_status(&output) {
+                        Ok(s) if s.failed_step().is_none() && s.finished => None,
+                        Ok(s) => Some(
+                            s.failed_step()
+                                .map(|f| f.description.clone())
+                                .unwrap_or_else(|| "the installer stopped before reloading".into()),
+                        ),
+                        Err(e) => Some(e.to_string()),
+                    },
+                    _ => match parse::install_result(&output) {
+                        Ok(_) => Some("the install finished without reloading the device".into()),
+                        Err(e) => Some(e.to_string()),
+                    },
+                };
+                Err(DeviceError::Rejected {
+                    device,
+                    command,
+                    message: failed.unwrap_or_else(|| output.clone()),
+                })
+            }
+        }
+    }
+
+    /// IOS-XE `install remove inactive`: frees flash of the packages no longer booted.
+    pub(crate) async fn remove_inactive(&mut self) -> Result<(), DeviceError> {
+        let timeout = self.timeouts.install;
+        let output = self
+            .run_with("install remove inactive", Dialog::install(), timeout)
+            .await?;
+        parse::install_result(&output)
+            .map(|_| ())
+            .map_err(|e| DeviceError::Rejected {
+                device: self.device().to_string(),
+                command: "install remove inactive".into(),
+                message: e.to_string(),
+            })
+    }
+
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+}
+
+fn nxos_md5(output: &str, file: &str, expected: &str) -> Result<(), Md5Error> {
+    let computed = output
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase);
+    match computed {
+        Some(c) if c == expected.trim().to_ascii_lowercase() => Ok(()),
+        Some(c) => Err(Md5Error::Mismatch {
+            file: file.to_string(),
+            computed: c,
+            expected: expected.to_string(),
+        }),
+        None if output.contains("No such file") => Err(Md5Error::NotFound(file.to_string())),
+        None => Err(Md5Error::Device(output.trim().to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nxos_md5sum_output() {
+        assert!(
+            nxos_md5(
+                "b5dc9ca2b4a4d06e4a6b6e8b0c6a8a91\n",
+                "n.bin",
+                "B5DC9CA2B4A4D06E4A6B6E8B0C6A8A91"
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            nxos_md5("b5dc9ca2b4a4d06e4a6b6e8b0c6a8a91", "n.bin", "00"),
+            Err(Md5Error::Mismatch { .. })
+        ));
+        assert!(matches!(
+            nxos_md5("No such file or directory", "n.bin", "00"),
+            Err(Md5Error::NotFound(_))
+        ));
+    }
+}
