@@ -76,7 +76,7 @@ pub struct TransferInfo {
 /// A device job of a rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct JobRef {
-    pub rollout: String,
+    pub rollout: crate::rollout::model::RolloutId,
     pub device: String,
 }
 
@@ -442,7 +442,7 @@ mod tests {
         let sw1: SocketAddr = "10.0.0.1:50000".parse().unwrap();
         let sw2: SocketAddr = "10.0.0.2:50000".parse().unwrap();
         let job = |d: &str| JobRef {
-            rollout: "r-1".into(),
+            rollout: crate::rollout::model::RolloutId::new("r-1"),
             device: d.into(),
         };
         // Before any claim: a transfer from sw1 belongs to nobody.

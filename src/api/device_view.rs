@@ -109,7 +109,7 @@ async fn device_history(
             .remove(&name)
             .unwrap_or_default();
         rollouts.push(DeviceRolloutEntry {
-            rollout_id: r.rollout_id,
+            rollout_id: r.rollout_id.to_string(),
             rollout_name: r.rollout_name,
             rollout_state: r.rollout_state,
             rollout_created_at: r.rollout_created_at,
@@ -240,7 +240,7 @@ async fn device_job(
     let (steps, other_lines) = group(timings, lines);
     Ok(Json(DeviceJobDetail {
         transfer: state.transfers.of_job(&id, &name),
-        rollout_id: rollout.id,
+        rollout_id: rollout.id.to_string(),
         rollout_name: rollout.name,
         rollout_state: rollout.state,
         job,

@@ -294,7 +294,7 @@ async fn action_result(
 ) -> ApiResult<Json<ActionResult>> {
     let r = rollout_or_404(state, id).await?;
     Ok(Json(ActionResult {
-        id: r.id,
+        id: r.id.to_string(),
         state: r.state.to_string(),
         message,
     }))
@@ -501,7 +501,9 @@ async fn rollout_events(
     let rollout = id.clone();
     let live = live.filter_map(move |msg| {
         let keep = match msg {
-            Ok(ev) if ev.rollout_id == rollout && ev.id > last && wanted(&ev) => Some(Ok(sse(&ev))),
+            Ok(ev) if ev.rollout_id.as_str() == rollout && ev.id > last && wanted(&ev) => {
+                Some(Ok(sse(&ev)))
+            }
             // A slow reader missed events: tell it to reload, rather than show a gap.
             Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
             _ => None,

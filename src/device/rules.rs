@@ -101,7 +101,7 @@ mod tests {
     fn plan() -> UpgradePlan {
         UpgradePlan {
             image: "c2960x-universalk9-mz.152-7.E8.bin".into(),
-            md5: "0".repeat(32),
+            md5: crate::images::ImageMd5::parse(&"0".repeat(32)).unwrap(),
             size: 1,
             source: CopySource {
                 transfer: Transfer::Tftp,

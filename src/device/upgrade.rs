@@ -151,9 +151,9 @@ pub(crate) struct Check {
 #[derive(Debug, Clone)]
 pub struct UpgradePlan {
     /// The image file name, as it will be named on flash.
-    pub image: String,
-    /// Lower-case hex MD5 of the image.
-    pub md5: String,
+    pub image: crate::images::ImageName,
+    /// What `verify /md5` must print.
+    pub md5: crate::images::ImageMd5,
     pub size: u64,
     pub source: CopySource,
     /// The version `show version` must report afterwards, when known; otherwise the running
@@ -561,7 +561,7 @@ pub(crate) async fn upgrade_gated(
     }
     if downgrade == Ok(true) && !plan.options.allow_downgrade {
         session.close().await;
-        let wanted = target_version(plan).unwrap_or_else(|| plan.image.clone());
+        let wanted = target_version(plan).unwrap_or_else(|| plan.image.to_string());
         return Err(run.fail(
             Step::Facts,
             FailureReason::Downgrade,

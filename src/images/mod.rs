@@ -22,14 +22,142 @@ use tokio::sync::Mutex;
 use crate::inventory::Platform;
 use crate::store::{Db, StoreError};
 
+/// An image's file name, as it is named in the store and on the device's flash
+/// (`c2960x-universalk9-mz.152-7.E8.bin`): what the playbook names, the store keeps, the file
+/// servers serve and the driver copies and boots.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(transparent)]
+pub struct ImageName(String);
+
+impl ImageName {
+    /// A name as stored or given; the store checks new names with its file-name rules.
+    pub fn new(name: impl Into<String>) -> ImageName {
+        ImageName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ImageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for ImageName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for ImageName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ImageName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for ImageName {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<ImageName> for str {
+    fn eq(&self, other: &ImageName) -> bool {
+        self == other.0
+    }
+}
+
+impl PartialEq<ImageName> for &str {
+    fn eq(&self, other: &ImageName) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<ImageName> for String {
+    fn eq(&self, other: &ImageName) -> bool {
+        *self == other.0
+    }
+}
+
+impl From<&str> for ImageName {
+    fn from(s: &str) -> ImageName {
+        ImageName(s.to_string())
+    }
+}
+
+impl From<String> for ImageName {
+    fn from(s: String) -> ImageName {
+        ImageName(s)
+    }
+}
+
+impl AsRef<std::path::Path> for ImageName {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
+/// An image's MD5 as lower-case hex: what `verify /md5` on the device must print. Computed by
+/// the store while it streams the file in; the driver compares the device's answer with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct ImageMd5(String);
+
+impl ImageMd5 {
+    /// 32 hexadecimal digits, in either case; None otherwise.
+    pub fn parse(text: &str) -> Option<ImageMd5> {
+        let t = text.trim();
+        (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| ImageMd5(t.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ImageMd5 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for ImageMd5 {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An image as registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ImageRecord {
     pub id: i64,
-    pub file_name: String,
+    pub file_name: ImageName,
     pub size: u64,
     /// What `verify /md5` on the device must print.
-    pub md5: String,
+    pub md5: ImageMd5,
     pub sha256: String,
     pub platform: Option<String>,
     pub version: Option<String>,
@@ -156,7 +284,7 @@ impl ImageStore {
         let img = self.get(file_name).await?;
         if let Some(rollout) = self.db.rollout_using_image(&img.file_name).await? {
             return Err(ImageError::InUse {
-                name: img.file_name,
+                name: img.file_name.to_string(),
                 rollout,
             });
         }
@@ -268,13 +396,13 @@ impl Upload {
             file.flush().await.map_err(io_err(&self.path))?;
             file.sync_all().await.map_err(io_err(&self.path))?;
         }
-        let md5 = hex::encode(std::mem::take(&mut self.md5).finalize());
+        let md5 = ImageMd5(hex::encode(std::mem::take(&mut self.md5).finalize()));
         let sha256 = hex::encode(std::mem::take(&mut self.sha256).finalize());
 
         let store = self.store.clone();
         let _guard = store.finish_lock.lock().await;
         if let Some(existing) = store.db.image_by_sha256(&sha256).await? {
-            return Err(ImageError::DuplicateContent(existing.file_name));
+            return Err(ImageError::DuplicateContent(existing.file_name.to_string()));
         }
         match store.db.image_by_name(&meta.file_name).await {
             Ok(_) => return Err(ImageError::NameTaken(meta.file_name)),
@@ -287,7 +415,7 @@ impl Upload {
             .map_err(io_err(&dest))?;
         let record = ImageRecord {
             id: 0,
-            file_name: meta.file_name,
+            file_name: ImageName::new(meta.file_name),
             size: self.size,
             md5,
             sha256,

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use super::clock::Clock;
 use super::job::{self, JobContext, JobOutcome};
 use super::ledger::Ledger;
-use super::model::{DeviceJob, Event, EventKind, JobState, RolloutRecord, RolloutState};
+use super::model::{DeviceJob, Event, EventKind, JobState, RolloutId, RolloutRecord, RolloutState};
 use super::policy::{self, AfterWave, End, JobView, Limits, RolloutView};
 use super::{FileServers, RolloutError};
 use crate::images::ImageStore;
@@ -73,7 +73,7 @@ impl Engine {
                     None,
                 )
                 .await;
-            engine.spawn(r.id.clone());
+            engine.spawn(r.id.to_string());
         }
         Ok(engine)
     }
@@ -132,7 +132,7 @@ impl Engine {
         images.sort();
         images.dedup();
         let record = RolloutRecord {
-            id: id.clone(),
+            id: RolloutId::new(id.clone()),
             name: pb.name.clone(),
             state: RolloutState::Scheduled,
             playbook: text.to_string(),
@@ -419,7 +419,7 @@ impl Engine {
         let per_rollout = Arc::new(Semaphore::new(pb.strategy.concurrency.max(1)));
         let ctx = Arc::new(JobContext {
             ledger: self.ledger.clone(),
-            rollout_id: id.to_string(),
+            rollout_id: RolloutId::new(id),
             playbook: pb.clone(),
         });
         let waves = plan.waves.len();

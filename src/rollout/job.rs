@@ -23,7 +23,7 @@ use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
 
 pub(crate) struct JobContext {
     pub ledger: std::sync::Arc<Ledger>,
-    pub rollout_id: String,
+    pub rollout_id: super::model::RolloutId,
     pub playbook: Playbook,
 }
 
@@ -330,7 +330,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
             TransferProtocol::Tftp => Protocol::Tftp,
             TransferProtocol::Ftp => Protocol::Ftp,
         },
-        file: plan.image.clone(),
+        file: plan.image.to_string(),
         by,
         since: jiff::Timestamp::now(),
     });

@@ -241,13 +241,57 @@ pub(crate) fn is_reload_step(step: &str) -> bool {
     matches!(step, "reload" | "install")
 }
 
+/// A rollout's id, `r-20261124-013000-4f2a`: made by the engine, carried by the store, the
+/// transfers a rollout's jobs claim, the API and the CLI.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(transparent)]
+pub struct RolloutId(String);
+
+impl RolloutId {
+    /// An id as stored or sent: anything the store may hold (older ids included).
+    pub fn new(id: impl Into<String>) -> RolloutId {
+        RolloutId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RolloutId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for RolloutId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for RolloutId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RolloutId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 // `S`, the state's type: the service's own `RolloutState`, or in a client `StateName`, which
 // also keeps a state name of a newer service. (A plain comment: doc comments become the
 // OpenAPI description.)
 /// A rollout as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutRecord<S = RolloutState> {
-    pub id: String,
+    pub id: RolloutId,
     pub name: String,
     #[schema(value_type = RolloutState)]
     pub state: S,
@@ -296,7 +340,7 @@ pub struct DeviceJob<S = JobState> {
 /// A rollout that included a device, with the device's job in it.
 #[derive(Debug, Clone)]
 pub(crate) struct DeviceRollout {
-    pub rollout_id: String,
+    pub rollout_id: RolloutId,
     pub rollout_name: String,
     pub rollout_state: RolloutState,
     pub rollout_created_at: String,
@@ -318,7 +362,7 @@ pub(crate) struct TranscriptLine {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
-    pub rollout_id: String,
+    pub rollout_id: RolloutId,
     pub at: String,
     pub device: Option<String>,
     pub kind: EventKind,

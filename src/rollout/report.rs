@@ -90,7 +90,7 @@ pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>>
 pub(crate) fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report {
     let mut timings = step_timings(events);
     Report {
-        id: r.id.clone(),
+        id: r.id.to_string(),
         name: r.name.clone(),
         state: r.state.to_string(),
         created_at: r.created_at.clone(),

@@ -1,15 +1,16 @@
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{Db, StoreError, now_text};
-use crate::images::ImageRecord;
+use crate::images::{ImageMd5, ImageName, ImageRecord};
 
 fn row_to_image(r: &SqliteRow) -> Result<ImageRecord, StoreError> {
     let size: i64 = r.try_get("size")?;
     Ok(ImageRecord {
         id: r.try_get("id")?,
-        file_name: r.try_get("file_name")?,
+        file_name: ImageName::new(r.try_get::<String, _>("file_name")?),
         size: u64::try_from(size).unwrap_or(0),
-        md5: r.try_get("md5")?,
+        md5: ImageMd5::parse(&r.try_get::<String, _>("md5")?)
+            .ok_or_else(|| StoreError::Database(sqlx::Error::Decode("image md5".into())))?,
         sha256: r.try_get("sha256")?,
         platform: r.try_get("platform")?,
         version: r.try_get("version")?,
@@ -25,9 +26,9 @@ impl Db {
             "INSERT INTO images (file_name, size, md5, sha256, platform, version, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
-        .bind(&img.file_name)
+        .bind(img.file_name.as_str())
         .bind(i64::try_from(img.size).unwrap_or(i64::MAX))
-        .bind(&img.md5)
+        .bind(img.md5.as_str())
         .bind(&img.sha256)
         .bind(&img.platform)
         .bind(&img.version)

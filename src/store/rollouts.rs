@@ -3,8 +3,8 @@ use sqlx::{Row, sqlite::SqliteRow};
 use super::{Db, StoreError, Tx, now_text};
 use crate::device::{EntryKind, TranscriptEntry};
 use crate::rollout::model::{
-    DeviceJob, DeviceRollout, Event, EventKind, JobState, RolloutRecord, RolloutState, StepState,
-    TranscriptLine, is_reload_step,
+    DeviceJob, DeviceRollout, Event, EventKind, JobState, RolloutId, RolloutRecord, RolloutState,
+    StepState, TranscriptLine, is_reload_step,
 };
 
 /// The ended rollout states as a JSON array, for `state NOT IN (SELECT value FROM json_each(?))`.
@@ -25,7 +25,7 @@ fn row_to_rollout(r: &SqliteRow) -> Result<RolloutRecord, StoreError> {
     let state: String = r.try_get("state")?;
     let images: String = r.try_get("images")?;
     Ok(RolloutRecord {
-        id: r.try_get("id")?,
+        id: RolloutId::new(r.try_get::<String, _>("id")?),
         name: r.try_get("name")?,
         state: RolloutState::parse(&state).ok_or_else(|| decode("rollout state"))?,
         playbook: r.try_get("playbook")?,
@@ -71,7 +71,7 @@ fn row_to_event(r: &SqliteRow) -> Result<Event, StoreError> {
     let kind: String = r.try_get("kind")?;
     Ok(Event {
         id: r.try_get("id")?,
-        rollout_id: r.try_get("rollout_id")?,
+        rollout_id: RolloutId::new(r.try_get::<String, _>("rollout_id")?),
         at: r.try_get("at")?,
         device: r.try_get("device")?,
         kind: EventKind::from_stored(&kind),
@@ -182,7 +182,7 @@ impl Db {
             "INSERT INTO rollouts (id, name, state, playbook, images, plan, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(&r.id)
+        .bind(r.id.as_str())
         .bind(&r.name)
         .bind(r.state.as_str())
         .bind(&r.playbook)
@@ -197,7 +197,7 @@ impl Db {
                 "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, target_version, old_version) \
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(&r.id)
+            .bind(r.id.as_str())
             .bind(j.device)
             .bind(j.wave as i64)
             .bind(j.position as i64)
@@ -462,7 +462,7 @@ impl Db {
             .map(|r| {
                 let state: String = r.try_get("rollout_state")?;
                 Ok(DeviceRollout {
-                    rollout_id: r.try_get("rollout_id")?,
+                    rollout_id: RolloutId::new(r.try_get::<String, _>("rollout_id")?),
                     rollout_name: r.try_get("rollout_name")?,
                     rollout_state: RolloutState::parse(&state)
                         .ok_or_else(|| decode("rollout state"))?,

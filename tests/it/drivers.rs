@@ -268,8 +268,9 @@ impl Rig {
 
     fn plan(&self) -> UpgradePlan {
         UpgradePlan {
-            image: self.image_name.clone(),
-            md5: hex::encode(md5::Md5::digest(&self.image)),
+            image: self.image_name.clone().into(),
+            md5: fleetup::images::ImageMd5::parse(&hex::encode(md5::Md5::digest(&self.image)))
+                .unwrap(),
             size: self.image.len() as u64,
             source: self.source.clone(),
             expected_version: None,
