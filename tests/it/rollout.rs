@@ -910,3 +910,47 @@ async fn the_model_and_serial_from_show_version_are_kept() {
     assert_eq!(again["facts"]["serial"], serial.as_str(), "{again:#}");
     rig.stop().await;
 }
+
+/// A rollout whose devices all finished, one failed within `max_failures`, ends
+/// `completed_with_failures`; retry puts the failed device back in line and the rollout runs
+/// again to `completed`, the other devices untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retry_after_completed_with_failures_finishes_the_rollout() {
+    let rig = Rig::start(3, |_| {}).await;
+    let names = rig.names();
+    assert!(rig.lab.set_fault(&names[2], Fault::CorruptDownload));
+    let id = rig
+        .submit(&playbook(
+            "strategy:\n  canary: 1\n  concurrency: 2\n  max_failures: 1\n",
+        ))
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed_with_failures", "{d:#}");
+    assert!(d["finished_at"].is_string(), "{d:#}");
+    let events = rig.events(&id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "completed_with_failures")
+    );
+    // Pause and abort are for live rollouts; retry is not refused.
+    assert_eq!(rig.action(&id, "pause").await, StatusCode::CONFLICT);
+    rig.lab.clear_faults(&names[2]);
+    assert_eq!(rig.action(&id, "retry").await, StatusCode::OK);
+    let d = rig
+        .wait_state(&id, &["completed", "halted", "aborted"])
+        .await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    for n in &names {
+        assert_eq!(rig.lab.state(n).unwrap().reload_count, 1, "{n}");
+    }
+    let failed_again = jobs(&d)
+        .into_iter()
+        .find(|j| j["device"] == names[2].as_str())
+        .unwrap();
+    assert_eq!(failed_again["state"], "succeeded", "{failed_again:#}");
+    assert_eq!(failed_again["attempts"], 2, "{failed_again:#}");
+    // Completed without failures: nothing left to retry.
+    assert_eq!(rig.action(&id, "retry").await, StatusCode::CONFLICT);
+    rig.stop().await;
+}
