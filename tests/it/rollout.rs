@@ -954,3 +954,85 @@ async fn retry_after_completed_with_failures_finishes_the_rollout() {
     assert_eq!(rig.action(&id, "retry").await, StatusCode::CONFLICT);
     rig.stop().await;
 }
+
+/// The crash campaign: 20 devices, and `fleetup serve` killed with SIGKILL ten times at random
+/// points of the rollout (a random number of recorded events after each restart). Every device
+/// ends upgraded and reloaded exactly once, with no false failure. A kill between a reload's
+/// record and its send is proved by the device's uptime after the reload timeout (10 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_campaign_ten_kills_every_device_upgraded_and_reloaded_once() {
+    let mut rig = Rig::options(20)
+        .lab(|c| {
+            c.boot_time = Duration::from_millis(800);
+            c.rate = Some(4 * 1024 * 1024);
+            c.uptime = Duration::from_secs(3 * 24 * 3600);
+        })
+        .serve_process()
+        .image_size(1024 * 1024)
+        .start()
+        .await;
+    let id = rig
+        .submit(
+            &playbook("strategy:\n  canary: 1\n  concurrency: 5\n")
+                .replace("timeouts: {poll: 1}", "timeouts: {poll: 1, reload: 10}"),
+        )
+        .await;
+    let count = |rig: &Rig| {
+        let db = rig.data_dir().join("fleetup.db");
+        async move {
+            // Read-only look at the events: the same file the service writes, as an operator's
+            // sqlite3 would.
+            let out = tokio::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True); print(c.execute('select count(*) from rollout_events').fetchone()[0])",
+                ])
+                .arg(&db)
+                .output()
+                .await
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        }
+    };
+    let mut kills = 0;
+    while kills < 10 {
+        let start = count(&rig).await.unwrap_or(0);
+        let after = rand::random_range(2..25u64);
+        let ended = eventually("more events, or the end", || async {
+            if let Some(d) = rig.try_detail(&id).await
+                && ["completed", "completed_with_failures", "halted", "aborted"]
+                    .contains(&d["state"].as_str().unwrap_or(""))
+            {
+                return Some(true);
+            }
+            let now = count(&rig).await?;
+            (now >= start + after).then_some(false)
+        })
+        .await;
+        if ended {
+            break;
+        }
+        rig.kill_serve();
+        kills += 1;
+        rig.start_serve().await;
+    }
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "after {kills} kills: {d:#}");
+    for j in jobs(&d) {
+        assert_eq!(j["state"], "succeeded", "{j:#}");
+    }
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(
+            st.reload_count, 1,
+            "{} reloaded {} times",
+            dev.name, st.reload_count
+        );
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+    assert_eq!(kills, 10, "the rollout ended before ten kills");
+    rig.stop().await;
+}
