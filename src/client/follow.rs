@@ -68,6 +68,16 @@ async fn read_events(client: Client, id: String, tx: tokio::sync::mpsc::Unbounde
     }
 }
 
+/// What a running device is doing, in the operator's words: its step, or, staged before its
+/// maintenance window, when the window opens.
+pub(crate) fn doing_words<S>(job: &crate::rollout::model::DeviceJob<S>) -> String {
+    match (&job.waits_for_window, job.step.as_deref()) {
+        (Some(opens), _) => format!("staged (waits for window {opens})"),
+        (None, Some(step)) => step_words(step),
+        (None, None) => "starting".to_string(),
+    }
+}
+
 /// A step in the operator's words.
 pub(crate) fn step_words(step: &str) -> String {
     match step {
@@ -176,7 +186,7 @@ pub(crate) fn render(r: &Rollout, now: jiff::Timestamp, width: usize) -> Vec<Str
             .filter(|d| d.job.state == JobState::Running)
         {
             let step = d.job.step.as_deref().unwrap_or("starting");
-            let mut line = format!("  {:<22} {}", fit(&d.job.device, 22), step_words(step));
+            let mut line = format!("  {:<22} {}", fit(&d.job.device, 22), doing_words(&d.job));
             if step == "copy"
                 && let Some(t) = d
                     .transfer
@@ -410,6 +420,26 @@ mod tests {
         assert!(!text.contains("step_"), "{text}");
         for l in render(&sample(), now, 40) {
             assert!(l.chars().count() <= 40, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn a_staged_device_says_when_its_window_opens() {
+        let now: jiff::Timestamp = "2026-11-24T12:51:00Z".parse().unwrap();
+        let mut r = sample();
+        let job = &mut r.waves[1].devices[0].job;
+        job.step = Some("verify_md5".into());
+        job.waits_for_window = Some("Tue 2026-11-24 22:00 Europe/Berlin (21:00 UTC)".into());
+        // Cut to 80 columns like every line; `rollout show` prints it whole.
+        let lines = render(&r, now, 120);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("staged (waits for window Tue 2026-11-24 22:00")),
+            "{lines:#?}"
+        );
+        for l in render(&r, now, 200) {
+            assert!(l.chars().count() <= MAX_WIDTH, "{l:?}");
         }
     }
 }

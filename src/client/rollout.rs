@@ -98,10 +98,8 @@ fn device_line(d: &DeviceRow<StateName<JobState>>) -> String {
         j.state.to_string(),
         versions
     );
-    if j.state == JobState::Running
-        && let Some(step) = &j.step
-    {
-        let _ = write!(line, "  ({})", super::follow::step_words(step));
+    if j.state == JobState::Running {
+        let _ = write!(line, "  ({})", super::follow::doing_words(j));
     }
     line
 }

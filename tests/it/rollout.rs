@@ -362,9 +362,27 @@ async fn reloads_wait_for_the_maintenance_window() {
         .iter()
         .map(|n| rig.lab.state(n).unwrap())
         .collect();
-    let id = rig
-        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\nschedule:\n  windows: [\"Mon-Fri 22:00-23:30 Europe/Berlin\"]\n"))
-        .await;
+    let text = playbook(
+        "strategy:\n  canary: 0\n  concurrency: 2\nschedule:\n  windows: [\"Mon-Fri 22:00-23:30 Europe/Berlin\"]\n",
+    );
+    // The dry run says when the window opens, in its zone and in UTC.
+    let dry: Value = rig
+        .app()
+        .post("/api/v1/rollouts?dry_run=true")
+        .body(text.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dry["windows"][0]["open"], false, "{dry:#}");
+    assert_eq!(
+        dry["windows"][0]["opens"], "Tue 2026-11-24 22:00 Europe/Berlin (21:00 UTC)",
+        "{dry:#}"
+    );
+    assert_eq!(dry["windows"][0]["opens_at"], "2026-11-24T21:00:00Z");
+    let id = rig.submit(&text).await;
     for n in rig.names() {
         rig.wait_event(&id, "the device staged and waiting", |e| {
             e["kind"] == "waiting_window" && e["device"] == n.as_str()
