@@ -87,11 +87,29 @@ fn image_server(name: &str, data: &[u8]) -> ImageServer {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    ImageServer {
+    let server = ImageServer {
         child,
         addr: SocketAddr::from((ip, port)),
         _dir: dir,
+    };
+    // Ready once it greets: a device must never find the port closed (refused, under load).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        use std::io::Read;
+        if let Ok(mut c) = std::net::TcpStream::connect(server.addr) {
+            let mut greeting = [0u8; 3];
+            if c.read_exact(&mut greeting).is_ok() && &greeting == b"220" {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vsftpd did not start listening on {}",
+            server.addr
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
+    server
 }
 
 /// fleetup's own TFTP server on a random loopback address. Stops with `shutdown`.
