@@ -591,7 +591,7 @@ impl Engine {
                             &j.device,
                             JobState::Aborted,
                             None,
-                            Some(why),
+                            Some(("aborted", why)),
                             NewEvent::device(&j.device, EventKind::DeviceAborted, why),
                         )
                         .await?;

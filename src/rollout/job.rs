@@ -109,7 +109,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         Err(Ended::Aborted(message)) => (
             JobState::Aborted,
             None,
-            Some(message.clone()),
+            Some(("aborted".to_string(), message.clone())),
             EventKind::DeviceAborted,
             message,
             None,
@@ -120,7 +120,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         }) => (
             JobState::Failed,
             None,
-            Some(message.clone()),
+            Some((reason.clone(), message.clone())),
             EventKind::DeviceFailed,
             message,
             Some(json!({"reason": reason})),
@@ -134,7 +134,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             &name,
             state,
             new_version.as_deref(),
-            error.as_deref(),
+            error.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
             event,
         )
         .await

@@ -143,12 +143,12 @@ impl Ledger {
         device: &str,
         state: JobState,
         new_version: Option<&str>,
-        error: Option<&str>,
+        failure: Option<(&str, &str)>,
         event: NewEvent<'_>,
     ) -> Result<(), StoreError> {
         let ev = self
             .db
-            .finish_job(id, device, state, new_version, error, event)
+            .finish_job(id, device, state, new_version, failure, event)
             .await?;
         self.publish(ev);
         Ok(())

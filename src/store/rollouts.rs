@@ -573,17 +573,19 @@ impl Db {
         device: &str,
         state: JobState,
         new_version: Option<&str>,
-        error: Option<&str>,
+        failure: Option<(&str, &str)>,
         event: NewEvent<'_>,
     ) -> Result<Event, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE rollout_devices SET state = ?, new_version = coalesce(?, new_version), error = ?, \
-             finished_at = ?, waits_for_window = NULL WHERE rollout_id = ? AND device = ?",
+             failure_reason = ?, finished_at = ?, waits_for_window = NULL \
+             WHERE rollout_id = ? AND device = ?",
         )
         .bind(state.as_str())
         .bind(new_version)
-        .bind(error)
+        .bind(failure.map(|(_, message)| message))
+        .bind(failure.map(|(reason, _)| reason))
         .bind(now_text())
         .bind(rollout_id)
         .bind(device)
@@ -644,10 +646,16 @@ impl Db {
         message: impl FnOnce(u64) -> String,
     ) -> Result<(u64, Event), StoreError> {
         let mut tx = self.begin().await?;
+        // A device that never came back after its reload keeps its record of the reload: the
+        // retry waits for it and verifies it, and never reloads it a second time (unless its
+        // uptime proves the reload never reached it).
         let done = sqlx::query(&format!(
-            "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND state IN (?, ?)"
+            "UPDATE rollout_devices SET {BACK_IN_LINE}, \
+             reload_sent = CASE WHEN failure_reason = ? THEN reload_sent ELSE 0 END \
+             WHERE rollout_id = ? AND state IN (?, ?)"
         ))
         .bind(JobState::Pending.as_str())
+        .bind(crate::device::FailureReason::NeverCameBack.as_str())
         .bind(rollout_id)
         .bind(JobState::Failed.as_str())
         .bind(JobState::Aborted.as_str())
@@ -788,5 +796,5 @@ async fn insert_event<'c>(
 }
 
 /// A device back in line (bind the pending state first): nothing left of its earlier attempt.
-const BACK_IN_LINE: &str = "state = ?, error = NULL, finished_at = NULL, step = NULL, \
-     step_state = NULL, reload_sent = 0, waits_for_window = NULL";
+const BACK_IN_LINE: &str = "state = ?, error = NULL, failure_reason = NULL, finished_at = NULL, \
+     step = NULL, step_state = NULL, reload_sent = 0, waits_for_window = NULL";

@@ -1054,3 +1054,54 @@ async fn crash_campaign_ten_kills_every_device_upgraded_and_reloaded_once() {
     assert_eq!(kills, 10, "the rollout ended before ten kills");
     rig.stop().await;
 }
+
+/// A device that failed `never_came_back` but comes back later on the new image is verified
+/// on retry, not reloaded a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_back_late_is_verified_on_retry_without_a_second_reload() {
+    let rig = Rig::start(2, |_| {}).await;
+    let names = rig.names();
+    assert!(rig.lab.set_fault(&names[1], Fault::ReloadNeverReturns));
+    let id = rig
+        .submit(
+            &playbook("strategy:\n  canary: 1\n  concurrency: 1\n  max_failures: 1\n")
+                .replace("timeouts: {poll: 1}", "timeouts: {poll: 1, reload: 3}"),
+        )
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed_with_failures", "{d:#}");
+    let late = |d: &Value| {
+        jobs(d)
+            .into_iter()
+            .find(|j| j["device"] == names[1].as_str())
+            .unwrap()
+    };
+    assert!(
+        late(&d)["error"]
+            .as_str()
+            .unwrap()
+            .contains("never_came_back"),
+        "{:#}",
+        late(&d)
+    );
+    assert_eq!(rig.lab.state(&names[1]).unwrap().reload_count, 1);
+    // The device comes back (on the new image it was told to boot); retry verifies it.
+    rig.lab.clear_faults(&names[1]);
+    assert_eq!(rig.action(&id, "retry").await, StatusCode::OK);
+    let d = rig
+        .wait_state(&id, &["completed", "halted", "aborted"])
+        .await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_eq!(late(&d)["state"], "succeeded", "{:#}", late(&d));
+    let st = rig.lab.state(&names[1]).unwrap();
+    assert_eq!(st.reload_count, 1, "reloaded a second time");
+    assert_eq!(st.version, IMAGE_VERSION);
+    let events = rig.events(&id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "resumed" && e["device"] == names[1].as_str()),
+        "the retry did not take the wait-and-verify path"
+    );
+    rig.stop().await;
+}
