@@ -117,6 +117,8 @@ string_enum!(
         WindowOpened => "window_opened",
         ReloadNotSent => "reload_not_sent",
         FactsRead => "facts_read",
+        /// Anything else; a client reads a kind it does not know (from a newer service) so.
+        #[serde(other)]
         Message => "message",
     }
 );
@@ -370,4 +372,22 @@ pub struct Event {
     pub message: String,
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_reads_an_event_kind_it_does_not_know_as_a_message() {
+        let kind: EventKind = serde_json::from_str("\"reload_not_sent\"").unwrap();
+        assert_eq!(kind, EventKind::ReloadNotSent);
+        let newer: EventKind = serde_json::from_str("\"rolled_back\"").unwrap();
+        assert_eq!(newer, EventKind::Message);
+        // Every kind reads back as itself.
+        for k in EventKind::ALL {
+            let text = serde_json::to_string(k).unwrap();
+            assert_eq!(serde_json::from_str::<EventKind>(&text).unwrap(), *k);
+        }
+    }
 }
