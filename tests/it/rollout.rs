@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::support::{
-    IMAGE, IMAGE_VERSION, Rig, TOKEN, eventually, jobs, multipart_file, playbook, write_random_file,
+    IMAGE, IMAGE_VERSION, Rig, TOKEN, eventually, job_of, jobs, multipart_file, playbook,
+    write_random_file,
 };
 
 /// The boot variable names only files that exist on flash, and the first one verifies.
@@ -221,7 +222,7 @@ async fn failure_threshold_halts_and_boot_variables_stay_valid() {
         "{}",
         d["halt_reason"]
     );
-    let by_name = |n: &str| jobs(&d).into_iter().find(|j| j["device"] == n).unwrap();
+    let by_name = |n: &str| job_of(&d, n);
     assert!(
         by_name(&names[1])["error"]
             .as_str()
@@ -962,10 +963,7 @@ async fn retry_after_completed_with_failures_finishes_the_rollout() {
     for n in &names {
         assert_eq!(rig.lab.state(n).unwrap().reload_count, 1, "{n}");
     }
-    let failed_again = jobs(&d)
-        .into_iter()
-        .find(|j| j["device"] == names[2].as_str())
-        .unwrap();
+    let failed_again = job_of(&d, &names[2]);
     assert_eq!(failed_again["state"], "succeeded", "{failed_again:#}");
     assert_eq!(failed_again["attempts"], 2, "{failed_again:#}");
     // Completed without failures: nothing left to retry.
@@ -1070,12 +1068,7 @@ async fn a_device_back_late_is_verified_on_retry_without_a_second_reload() {
         .await;
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed_with_failures", "{d:#}");
-    let late = |d: &Value| {
-        jobs(d)
-            .into_iter()
-            .find(|j| j["device"] == names[1].as_str())
-            .unwrap()
-    };
+    let late = |d: &Value| job_of(d, &names[1]);
     assert!(
         late(&d)["error"]
             .as_str()

@@ -289,6 +289,14 @@ pub fn jobs(detail: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// One device's job in a rollout detail.
+pub fn job_of(detail: &Value, device: &str) -> Value {
+    jobs(detail)
+        .into_iter()
+        .find(|j| j["device"] == device)
+        .unwrap_or_else(|| panic!("no job of {device} in {detail:#}"))
+}
+
 /// How a [`Rig`] starts; [`Rig::options`] gives the defaults: an in-process service on the
 /// system clock with its TFTP and FTP servers on loopback, inventory and image added through
 /// the API.
