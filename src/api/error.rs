@@ -92,7 +92,8 @@ impl From<YamlError> for ApiError {
 
 /// Every error answer of the API in the one JSON shape, including the plain-text rejections
 /// of axum's extractors (a bad query string, a body over the limit, a wrong content type):
-/// their text becomes the message, their status picks the code.
+/// their text becomes the message, their status picks the code (as for the rejections the
+/// handlers map themselves, through [`super::rejection`]).
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
@@ -104,22 +105,11 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return res;
     }
-    // Rejection texts are short; anything larger is cut, never buffered whole.
+    // Rejection texts are short; a larger body is not buffered: the status's reason stands in.
     let bytes = axum::body::to_bytes(res.into_body(), 4096)
         .await
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
-    let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
-    };
     let message = if text.is_empty() {
         status
             .canonical_reason()
@@ -128,7 +118,7 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     } else {
         text
     };
-    ApiError::new(status, code, message).into_response()
+    super::rejection(status, message).into_response()
 }
 
 impl From<StoreError> for ApiError {

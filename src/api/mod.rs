@@ -142,6 +142,11 @@ pub(crate) fn rejection(status: StatusCode, message: String) -> ApiError {
             ApiError::new(status, "unsupported_media_type", message)
         }
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::unprocessable(message),
+        StatusCode::NOT_FOUND => ApiError::not_found(message),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(status, "method_not_allowed", message),
+        StatusCode::UNAUTHORIZED => ApiError::new(status, "unauthorized", message),
+        s if s.is_server_error() => ApiError::new(s, "internal", message),
+        s if s.is_client_error() => ApiError::new(s, "bad_request", message),
         _ => ApiError::bad_request(message),
     }
 }
