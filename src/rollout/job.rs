@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::ledger::Ledger;
 use super::model::{DeviceJob, EventKind, JobState, StepState};
+use super::policy::{self, Changes};
 use crate::device::{
     self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target,
     Transcript, TranscriptLimits, Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome,
     UpgradePlan, UpgradeResult,
 };
 use crate::inventory::Secret;
-use crate::playbook::{self, Opening, Playbook, Share, TransferProtocol};
+use crate::playbook::{Playbook, Share, TransferProtocol};
 use crate::store::rollouts::{NewEvent, StepRecord};
 use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
 
@@ -451,7 +452,7 @@ impl StepGate for Recorder<'_> {
 
     async fn may_change_now(&self) -> bool {
         let windows = self.ctx.playbook.schedule.windows();
-        playbook::any_contains(&windows, self.ctx.ledger.now())
+        policy::changes(&windows, self.ctx.ledger.now()) == Changes::Allowed
     }
 
     async fn wait_until_changes_allowed(&self) -> Result<(), Stop> {
@@ -518,24 +519,24 @@ impl Recorder<'_> {
         let windows = self.ctx.playbook.schedule.windows();
         let mut announced = None;
         loop {
-            let now = ledger.now();
-            if playbook::any_contains(&windows, now) {
-                if announced.is_some() {
-                    ledger
-                        .event(
-                            id,
-                            Some(&self.device),
-                            EventKind::WindowOpened,
-                            None,
-                            "the maintenance window is open: the changes start",
-                            None,
-                        )
-                        .await;
+            let next = match policy::changes(&windows, ledger.now()) {
+                Changes::WaitFor(next) => next,
+                Changes::Never => return Err(Stop::Abort),
+                Changes::Allowed => {
+                    if announced.is_some() {
+                        ledger
+                            .event(
+                                id,
+                                Some(&self.device),
+                                EventKind::WindowOpened,
+                                None,
+                                "the maintenance window is open: the changes start",
+                                None,
+                            )
+                            .await;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            let Some(next) = Opening::next(&windows, now) else {
-                return Err(Stop::Abort);
             };
             if announced.as_ref() != Some(&next.at) {
                 let text = next.to_string();

@@ -4,11 +4,9 @@
 //! rule of canary, waves, `max_failures`, pause, abort, retry, windows and end states is
 //! table-tested below without a database, a lab or a clock.
 
-#[cfg(test)]
 use jiff::Timestamp;
 
 use super::model::{DeviceJob, JobState, RolloutRecord, RolloutState};
-#[cfg(test)]
 use crate::playbook::{Opening, Window};
 
 /// The part of a device job the rules look at.
@@ -235,7 +233,6 @@ pub(crate) fn retry(r: RolloutView, jobs: &[JobView]) -> Retry {
 }
 
 /// Whether a staged device may be changed now (boot variable, save, install, reload).
-#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Changes {
     Allowed,
@@ -244,7 +241,6 @@ pub(crate) enum Changes {
     Never,
 }
 
-#[cfg(test)]
 pub(crate) fn changes(windows: &[Window], now: Timestamp) -> Changes {
     if crate::playbook::any_contains(windows, now) {
         return Changes::Allowed;
