@@ -167,12 +167,10 @@ impl EventKind {
         }
     }
 
-    /// A kind as stored; an unknown one (written by a newer release) reads as a message.
+    /// A kind as stored; an unknown one (written by a newer release) reads as a message. (The
+    /// old rollout-level `failed` was renamed by a migration.)
     pub(crate) fn from_stored(s: &str) -> EventKind {
-        match s {
-            "failed" => EventKind::CompletedWithFailures,
-            s => Self::parse(s).unwrap_or(EventKind::Message),
-        }
+        Self::parse(s).unwrap_or(EventKind::Message)
     }
 }
 
