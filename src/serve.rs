@@ -369,6 +369,7 @@ impl Service {
             read_open: args.read_open,
             started: Instant::now(),
             info: Arc::new(info),
+            views: Arc::default(),
         };
 
         let app = api::app(state.clone());

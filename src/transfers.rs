@@ -297,14 +297,32 @@ impl Transfers {
 
     /// The transfer of one job: its live one, else its newest finished one.
     pub(crate) fn of_job(&self, rollout: &str, device: &str) -> Option<TransferInfo> {
-        self.snapshot()
-            .into_iter()
-            .filter(|t| {
-                t.job
-                    .as_ref()
-                    .is_some_and(|j| j.rollout == rollout && j.device == device)
-            })
-            .min_by_key(|t| (t.state != TransferState::Active, std::cmp::Reverse(t.id)))
+        self.of_rollout(rollout).remove(device)
+    }
+
+    /// The transfer of each job of a rollout, by device, chosen as [`Self::of_job`] does;
+    /// one pass over the registry for the whole rollout.
+    pub(crate) fn of_rollout(&self, rollout: &str) -> HashMap<String, TransferInfo> {
+        let mut out: HashMap<String, TransferInfo> = HashMap::new();
+        for t in self.snapshot() {
+            let Some(device) = t
+                .job
+                .as_ref()
+                .filter(|j| j.rollout == rollout)
+                .map(|j| j.device.clone())
+            else {
+                continue;
+            };
+            let rank =
+                |t: &TransferInfo| (t.state != TransferState::Active, std::cmp::Reverse(t.id));
+            match out.get(&device) {
+                Some(held) if rank(held) <= rank(&t) => {}
+                _ => {
+                    out.insert(device, t);
+                }
+            }
+        }
+        out
     }
 
     pub fn active_count(&self) -> usize {

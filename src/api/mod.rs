@@ -8,6 +8,7 @@ mod devices;
 mod error;
 mod images;
 pub mod listen;
+mod rollout_view;
 mod rollouts;
 mod system;
 mod web;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub read_open: bool,
     pub started: Instant,
     pub(crate) info: Arc<ServiceInfo>,
+    /// What `GET /rollouts/{id}` serves from, kept up to date per rollout.
+    pub(crate) views: Arc<rollout_view::RolloutViews>,
 }
 
 /// What the service listens on, for `/api/v1/health` and the dashboard.

@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::rollout_view::detail;
 use super::{ApiError, ApiResult, AppState, ErrorBody};
 use crate::playbook::Opening;
 use crate::playbook::Plan;
@@ -71,20 +72,22 @@ pub struct Progress {
     pub aborted: usize,
 }
 
-fn progress(jobs: &[DeviceJob]) -> Progress {
-    let mut p = Progress {
-        total: jobs.len(),
-        ..Default::default()
-    };
-    for j in jobs {
-        match j.state {
-            JobState::Pending => p.pending += 1,
-            JobState::Running => p.running += 1,
-            JobState::Succeeded => p.succeeded += 1,
-            JobState::Failed => p.failed += 1,
-            JobState::Skipped => p.skipped += 1,
-            JobState::Aborted => p.aborted += 1,
-        }
+pub(super) fn progress<'a>(jobs: impl IntoIterator<Item = &'a DeviceJob>) -> Progress {
+    progress_of_counts(jobs.into_iter().map(|j| (j.state, 1)))
+}
+
+fn progress_of_counts(counts: impl IntoIterator<Item = (JobState, usize)>) -> Progress {
+    let mut p = Progress::default();
+    for (state, n) in counts {
+        p.total += n;
+        *match state {
+            JobState::Pending => &mut p.pending,
+            JobState::Running => &mut p.running,
+            JobState::Succeeded => &mut p.succeeded,
+            JobState::Failed => &mut p.failed,
+            JobState::Skipped => &mut p.skipped,
+            JobState::Aborted => &mut p.aborted,
+        } += n;
     }
     p
 }
@@ -109,15 +112,17 @@ pub struct RolloutList<S = RolloutState> {
 /// Rollouts, newest first.
 #[utoipa::path(get, path = "/rollouts", tag = "rollouts", responses((status = 200, body = RolloutList)))]
 async fn list_rollouts(State(state): State<AppState>) -> ApiResult<Json<RolloutList>> {
-    let mut out = Vec::new();
-    for r in state.db.list_rollouts(200).await? {
-        let jobs = state.db.jobs(&r.id).await?;
-        out.push(RolloutSummary {
-            progress: progress(&jobs),
+    let rollouts = state.db.list_rollouts(200).await?;
+    let ids: Vec<&str> = rollouts.iter().map(|r| r.id.as_str()).collect();
+    let mut counts = state.db.job_state_counts(&ids).await?;
+    let rollouts = rollouts
+        .into_iter()
+        .map(|r| RolloutSummary {
+            progress: progress_of_counts(counts.remove(r.id.as_str()).unwrap_or_default()),
             rollout: r,
-        });
-    }
-    Ok(Json(RolloutList { rollouts: out }))
+        })
+        .collect();
+    Ok(Json(RolloutList { rollouts }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -224,41 +229,6 @@ pub struct RolloutDetail<S = RolloutState, J = JobState> {
     pub waves: Vec<WaveView<J>>,
     #[schema(value_type = Object)]
     pub skipped: serde_json::Value,
-}
-
-async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> {
-    let jobs = state.db.jobs(&r.id).await?;
-    let mut timings = report::step_timings(&state.db.step_events(&r.id).await?);
-    let plan: Plan = serde_json::from_str(&r.plan_json)
-        .map_err(|e| ApiError::internal("reading the rollout plan", &e))?;
-    let mut waves = Vec::new();
-    for w in &plan.waves {
-        let wave_jobs: Vec<DeviceJob> =
-            jobs.iter().filter(|j| j.wave == w.index).cloned().collect();
-        let rows = wave_jobs
-            .iter()
-            .map(|j| {
-                let transfer = state.transfers.of_job(&r.id, &j.device);
-                DeviceRow {
-                    job: j.clone(),
-                    transfer,
-                    steps: timings.remove(&j.device).unwrap_or_default(),
-                }
-            })
-            .collect();
-        waves.push(WaveView {
-            index: w.index,
-            name: w.name.clone(),
-            progress: progress(&wave_jobs),
-            devices: rows,
-        });
-    }
-    Ok(RolloutDetail {
-        progress: progress(&jobs),
-        skipped: serde_json::to_value(&plan.skipped).unwrap_or_default(),
-        rollout: r,
-        waves,
-    })
 }
 
 async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> {

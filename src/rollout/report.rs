@@ -48,17 +48,25 @@ fn seconds_between(a: &str, b: &str) -> Option<f64> {
     Some(a.duration_until(b).as_secs_f64())
 }
 
-/// Step timings of every device from the `step_started` / `step_done` / `step_failed` /
-/// `step_skipped` events, in one pass over them.
-pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
-    let mut by_device: HashMap<String, Vec<StepTiming>> = HashMap::new();
-    for e in events {
+/// Step timings of every device, built from the `step_started` / `step_done` /
+/// `step_failed` / `step_skipped` events in the order they were recorded. It can be fed in
+/// parts: the rollout view adds only the events recorded since it last looked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StepTimings {
+    by_device: HashMap<String, Vec<StepTiming>>,
+    /// The id of the last event applied (events are numbered in the order they were stored).
+    pub last_event: i64,
+}
+
+impl StepTimings {
+    pub fn apply(&mut self, e: &Event) {
+        self.last_event = self.last_event.max(e.id);
         let (Some(device), Some(step)) = (&e.device, &e.step) else {
-            continue;
+            return;
         };
         match e.kind {
             EventKind::StepStarted => {
-                by_device
+                self.by_device
                     .entry(device.clone())
                     .or_default()
                     .push(StepTiming {
@@ -70,7 +78,7 @@ pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>>
                     })
             }
             EventKind::StepDone | EventKind::StepFailed | EventKind::StepSkipped => {
-                if let Some(t) = by_device.get_mut(device).and_then(|out| {
+                if let Some(t) = self.by_device.get_mut(device).and_then(|out| {
                     out.iter_mut()
                         .rev()
                         .find(|t| &t.step == step && t.finished_at.is_none())
@@ -83,7 +91,24 @@ pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>>
             _ => {}
         }
     }
-    by_device
+
+    /// One device's timings, oldest step first.
+    pub fn of(&self, device: &str) -> &[StepTiming] {
+        self.by_device.get(device).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn into_map(self) -> HashMap<String, Vec<StepTiming>> {
+        self.by_device
+    }
+}
+
+/// Step timings of every device from a rollout's events, in one pass over them.
+pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>> {
+    let mut t = StepTimings::default();
+    for e in events {
+        t.apply(e);
+    }
+    t.into_map()
 }
 
 /// `events`: the rollout's step events (or all of its events).

@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{Db, StoreError, Tx, now_text};
@@ -229,6 +231,30 @@ impl Db {
         rows.iter().map(row_to_rollout).collect()
     }
 
+    /// How many jobs of each rollout are in each state, for the rollouts in `ids`: one query
+    /// over the `(rollout_id, state)` index instead of every job of every rollout.
+    pub(crate) async fn job_state_counts(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(JobState, usize)>>, StoreError> {
+        let ids = serde_json::to_string(ids).map_err(|_| decode("rollout ids"))?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT rollout_id, state, count(*) FROM rollout_devices \
+             WHERE rollout_id IN (SELECT value FROM json_each(?)) GROUP BY rollout_id, state",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<String, Vec<(JobState, usize)>> = HashMap::new();
+        for (id, state, n) in rows {
+            let state = JobState::parse(&state).ok_or_else(|| decode("job state"))?;
+            out.entry(id)
+                .or_default()
+                .push((state, usize::try_from(n).unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
     /// Rollouts the engine must (re)start: every one that has not ended.
     pub(crate) async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query(
@@ -301,6 +327,16 @@ impl Db {
         let ev = event.insert(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(ev)
+    }
+
+    /// How often the rollout's device jobs have changed (kept by triggers on
+    /// `rollout_devices`): equal numbers mean equal `jobs()`.
+    pub(crate) async fn jobs_rev(&self, rollout_id: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT jobs_rev FROM rollouts WHERE id = ?")
+            .bind(rollout_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     pub async fn jobs(&self, rollout_id: &str) -> Result<Vec<DeviceJob>, StoreError> {
@@ -729,10 +765,21 @@ impl Db {
     /// The step events of a rollout (`step_started`, `step_done`, `step_failed`,
     /// `step_skipped`), oldest first: what step timings are built from.
     pub(crate) async fn step_events(&self, rollout_id: &str) -> Result<Vec<Event>, StoreError> {
+        self.step_events_after(rollout_id, 0).await
+    }
+
+    /// The rollout's step events with ids above `after`, oldest first.
+    pub(crate) async fn step_events_after(
+        &self,
+        rollout_id: &str,
+        after: i64,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM rollout_events WHERE rollout_id = ? AND kind IN (?, ?, ?, ?) ORDER BY id",
+            "SELECT * FROM rollout_events WHERE rollout_id = ? AND id > ? \
+             AND kind IN (?, ?, ?, ?) ORDER BY id",
         )
         .bind(rollout_id)
+        .bind(after)
         .bind(EventKind::StepStarted.as_str())
         .bind(EventKind::StepDone.as_str())
         .bind(EventKind::StepFailed.as_str())

@@ -1087,3 +1087,85 @@ async fn a_device_back_late_is_verified_on_retry_without_a_second_reload() {
     );
     rig.stop().await;
 }
+
+/// `GET /rollouts/{id}` is served from a view that each request brings up to date with only
+/// what changed. Polled all through a rollout, it must end equal to the report, which is built
+/// from the whole history at once; and a write to a job by anything else (another service on
+/// the same database, say) must show in the next answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rollout_view_kept_between_requests_matches_the_whole_history() {
+    let rig = Rig::start(6, |c| c.boot_time = Duration::from_millis(300)).await;
+    let id = rig
+        .submit(&playbook(
+            "strategy:\n  canary: 1\n  waves: [\"100%\"]\n  concurrency: 3\n",
+        ))
+        .await;
+    // wait_end polls the view many times while steps start and end.
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+
+    let report: Value = rig
+        .get(&format!("/api/v1/rollouts/{id}/report"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reported = report["devices"].as_array().unwrap();
+    assert_eq!(reported.len(), 6, "{report:#}");
+    for r in reported {
+        let name = r["device"].as_str().unwrap();
+        let j = job_of(&d, name);
+        assert_eq!(j["state"], r["result"], "{name}");
+        assert_eq!(j["new_version"], r["new_version"], "{name}");
+        assert!(
+            !r["steps"].as_array().unwrap().is_empty(),
+            "{name}: no steps in the report"
+        );
+        assert_eq!(j["steps"], r["steps"], "{name}: the view's steps differ");
+    }
+
+    // The list counts jobs by state in one query; it must agree with the view.
+    let list: Value = rig
+        .get("/api/v1/rollouts")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = list["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not listed: {list:#}"));
+    assert_eq!(listed["progress"], d["progress"], "{list:#}");
+    assert_eq!(d["progress"]["succeeded"], 6, "{d:#}");
+
+    // Another writer on the same database file: the view reads the jobs again.
+    let db = rig.data_dir().join("fleetup.db");
+    let other = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let device = rig.names()[2].clone();
+    let changed = sqlx::query(
+        "UPDATE rollout_devices SET error = 'written by another service' \
+         WHERE rollout_id = ? AND device = ?",
+    )
+    .bind(&id)
+    .bind(&device)
+    .execute(&other)
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    other.close().await;
+    let after = rig.detail(&id).await;
+    assert_eq!(
+        job_of(&after, &device)["error"],
+        "written by another service",
+        "{after:#}"
+    );
+}

@@ -367,7 +367,7 @@ pub struct Rig {
 }
 
 enum RigService {
-    InProcess(TestApp),
+    InProcess(Box<TestApp>),
     Process {
         /// `None` while killed.
         serve: Option<ServeProcess>,
@@ -428,7 +428,7 @@ impl Rig {
             }
         } else {
             let on = o.file_servers;
-            RigService::InProcess(
+            RigService::InProcess(Box::new(
                 TestApp::start_full(
                     |a| {
                         if on {
@@ -439,7 +439,7 @@ impl Rig {
                     o.clock,
                 )
                 .await,
-            )
+            ))
         };
         let mut rig = Rig {
             lab,
