@@ -3,6 +3,7 @@
 #
 #   bench/rollout.sh                      # 200 devices, concurrency 50, 4 MB image, boot 0.5 s
 #   DEVICES=50 CONCURRENCY=10 bench/rollout.sh
+#   WHILE_RELOADING=refuse bench/rollout.sh   # lab devices refuse connections while reloading
 #
 # Measures total wall time of `fleetup run --json`, the simulated delays (boot time and
 # transfer time per device) against it, the orchestration overhead per device, peak RSS and
@@ -19,6 +20,8 @@ BOOT_TIME=${BOOT_TIME:-0.5}
 BASE_IP=${BASE_IP:-127.0.20.1}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-900}
 BENCH_STRACE=${BENCH_STRACE:-1}
+# What a reloading lab device does with connections: silent (real devices) or refuse.
+WHILE_RELOADING=${WHILE_RELOADING:-silent}
 IMAGE=c2960x-universalk9-mz.152-7.E8.bin
 TOKEN=bench-token-0123456789
 
@@ -98,7 +101,7 @@ fi
 echo "== lab: $DEVICES devices from $BASE_IP, boot time ${BOOT_TIME}s" >&2
 ADMIN_PORT=$(free_port tcp)
 "$BIN" lab --devices "$DEVICES" --ssh-port 0 --boot-time "$BOOT_TIME" --base-ip "$BASE_IP" \
-    --write-inventory "$WORK/lab.yml" --state-dir "$WORK/lab" --admin "127.0.0.1:$ADMIN_PORT" \
+    --while-reloading "$WHILE_RELOADING" --write-inventory "$WORK/lab.yml" --state-dir "$WORK/lab" --admin "127.0.0.1:$ADMIN_PORT" \
     >"$WORK/lab.out" 2>"$WORK/lab.err" &
 LAB_PID=$!
 PIDS+=("$LAB_PID")
@@ -185,5 +188,6 @@ python3 "$ROOT/bench/rollout_stats.py" \
     --wall "$(minus "$END" "$START")" --boot-time "$BOOT_TIME" \
     --devices "$DEVICES" --concurrency "$CONCURRENCY" --image-mb "$IMAGE_MB" \
     --serve-cpu "$(minus "$CPU_AFTER" "$CPU_BEFORE")" --serve-cpu-total "$CPU_AFTER" \
-    --lab-cpu "$(minus "$LAB_CPU_AFTER" "$LAB_CPU_BEFORE")" --serve-rss-mib "$RSS"
+    --lab-cpu "$(minus "$LAB_CPU_AFTER" "$LAB_CPU_BEFORE")" --serve-rss-mib "$RSS" \
+    --while-reloading "$WHILE_RELOADING"
 exit "$RUN_RC"

@@ -27,6 +27,7 @@ p.add_argument("--serve-cpu", type=float, required=True)
 p.add_argument("--serve-cpu-total", type=float, required=True)
 p.add_argument("--lab-cpu", type=float, required=True)
 p.add_argument("--serve-rss-mib", type=float, required=True)
+p.add_argument("--while-reloading", default="silent")
 a = p.parse_args()
 
 lines = [json.loads(l) for l in open(a.run) if l.strip()]
@@ -146,6 +147,23 @@ if commits is not None:
         ("WAL frames written (per device)", f"{frames} ({frames / n:.1f})"),
         ("checkpoint page writes to fleetup.db", main_writes),
     ]
+
+# Reload detection: from a device answering SSH again (the lab's `up_since`) to fleetup
+# knowing it (the end of its `wait_back` step: logged in and `show version` read).
+up_since = {d["name"]: d.get("up_since") for d in lab_devices}
+detect = []
+for d in devices:
+    back = next((s.get("finished_at") for s in d["steps"] if s["step"] == "wait_back"), None)
+    up = up_since.get(d["device"])
+    if back and up:
+        detect.append(ts(back) - ts(up))
+if detect:
+    detect.sort()
+    p90 = detect[min(len(detect) - 1, int(0.9 * len(detect)))]
+    rows.append((
+        f"reload detection, device answers -> fleetup knows ({a.while_reloading}): median / p90 / max (s)",
+        f"{statistics.median(detect):.2f} / {p90:.2f} / {max(detect):.2f} (n={len(detect)})",
+    ))
 
 w = max(len(r[0]) for r in rows)
 print()

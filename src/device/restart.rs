@@ -29,12 +29,16 @@ impl RestartEvidence {
         };
         match self {
             RestartEvidence::Since(before) => {
+                // Another version or image can only come from a restart; checked first, since
+                // the restart time counts whole seconds and a fast box (a lab device) can
+                // restart within the second it last started.
+                if before.version != now.version || before.image != now.image {
+                    return true;
+                }
                 if let (Some(b), Some(n)) = (&before.restarted_at, &now.restarted_at) {
                     return b != n;
                 }
-                before.version != now.version
-                    || before.image != now.image
-                    || uptime_below(before.uptime_seconds())
+                uptime_below(before.uptime_seconds())
             }
             RestartEvidence::UptimeBelow(bound) => uptime_below(*bound),
         }
@@ -67,6 +71,15 @@ mod tests {
             "0 minutes",
             Some("15:48:27 UTC Tue Nov 24 2026")
         )));
+        // Restarted within the same second (the time counts whole seconds), on another image:
+        // the new version proves it.
+        let mut same_second = v(
+            "15.2(7)E8",
+            "0 minutes",
+            Some("15:47:00 UTC Tue Nov 24 2026"),
+        );
+        same_second.image = Some("flash:y.bin".into());
+        assert!(e.restarted(&same_second));
         // No restart time printed (Catalyst 9000): another version proves it...
         let before = v("17.06.05", "0 minutes", None);
         let e = RestartEvidence::since(&before);

@@ -57,31 +57,50 @@ pub async fn wait_back(
                 ),
             });
         }
-        let probe = tokio::time::timeout(timeouts.connect, tokio::net::TcpStream::connect(&addr));
+        // A booting device does not answer at all: the connect times out. One probe lasts at
+        // most the poll interval, so a fresh SYN goes out at least that often (within one
+        // probe the kernel resends it after 1, 3, 7 s...).
+        let probe_started = tokio::time::Instant::now();
+        let probe = tokio::time::timeout(
+            probe_timeout(timeouts),
+            tokio::net::TcpStream::connect(&addr),
+        );
         let reachable = tokio::select! {
-            r = probe => matches!(r, Ok(Ok(_))),
+            r = probe => match r {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("{addr} refuses connections ({e})")),
+                Err(_) => Err(format!("{addr} does not answer")),
+            },
             _ = cancel.cancelled() => return Err(DeviceError::Cancelled { device: target.name.clone() }),
         };
-        if !reachable {
+        if let Err(problem) = reachable {
             saw_down = true;
-            last_problem = format!("{addr} does not accept connections");
-        } else {
-            match login_and_facts(target, timeouts).await {
-                Ok((session, facts)) => {
-                    if saw_down || evidence.restarted(&facts.version) {
-                        return Ok((session, facts));
-                    }
-                    session.close().await;
-                    last_problem = "the device still runs since before the reload".into();
+            last_problem = problem;
+            // The probe's wait counts towards the poll interval.
+            let rest = timeouts
+                .poll_interval
+                .saturating_sub(probe_started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = cancel.cancelled() => return Err(DeviceError::Cancelled { device: target.name.clone() }),
+            }
+            continue;
+        }
+        match login_and_facts(target, timeouts).await {
+            Ok((session, facts)) => {
+                if saw_down || evidence.restarted(&facts.version) {
+                    return Ok((session, facts));
                 }
-                Err(e @ (DeviceError::HostKeyChanged { .. } | DeviceError::AuthFailed { .. })) => {
-                    return Err(e);
-                }
-                Err(e) => {
-                    // A box that accepts TCP but cannot give a shell is going down or booting.
-                    saw_down = true;
-                    last_problem = e.to_string();
-                }
+                session.close().await;
+                last_problem = "the device still runs since before the reload".into();
+            }
+            Err(e @ (DeviceError::HostKeyChanged { .. } | DeviceError::AuthFailed { .. })) => {
+                return Err(e);
+            }
+            Err(e) => {
+                // A box that accepts TCP but cannot give a shell is going down or booting.
+                saw_down = true;
+                last_problem = e.to_string();
             }
         }
         tokio::select! {
@@ -89,6 +108,13 @@ pub async fn wait_back(
             _ = cancel.cancelled() => return Err(DeviceError::Cancelled { device: target.name.clone() }),
         }
     }
+}
+
+/// How long one reachability probe waits for a TCP connect: the connect timeout, but no
+/// longer than the poll interval (and at least a second, so a loaded network still answers).
+fn probe_timeout(t: &Timeouts) -> std::time::Duration {
+    t.connect
+        .min(t.poll_interval.max(std::time::Duration::from_secs(1)))
 }
 
 async fn login_and_facts(

@@ -100,6 +100,9 @@ pub struct DeviceState {
     pub flash: FlashInfo,
     pub faults: Vec<Fault>,
     pub last_commands: Vec<String>,
+    /// When the device last began to answer SSH again (RFC 3339, UTC): its start, or the end
+    /// of its last reload. `bench/rollout.sh` measures how long fleetup takes to notice.
+    pub up_since: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +136,8 @@ pub(super) struct Device {
     /// Wakes a device that waits for a fault to be cleared.
     pub faults_changed: Notify,
     pub power: watch::Sender<Power>,
+    /// When the device last began to answer SSH (lab start or the end of a reload).
+    up_since: Mutex<Option<jiff::Timestamp>>,
 }
 
 struct Inner {
@@ -247,6 +252,7 @@ impl Device {
             reload_requested: Notify::new(),
             faults_changed: Notify::new(),
             power,
+            up_since: Mutex::new(Some(jiff::Timestamp::now())),
         };
         device.save()?;
         Ok(device)
@@ -479,7 +485,34 @@ impl Device {
             flash,
             faults: inner.faults.iter().copied().collect(),
             last_commands: inner.last_commands.iter().cloned().collect(),
+            up_since: self
+                .up_since
+                .lock()
+                .ok()
+                .and_then(|t| t.map(|t| t.to_string())),
         }
+    }
+
+    /// Start the reload that the CLI just confirmed, and return once the device has stopped
+    /// answering: its SSH port is silent or closed, and sessions are being dropped. A session
+    /// that closes after this finds the device already away, as on a real one.
+    pub(super) async fn request_reload(&self) {
+        let mut power = self.power.subscribe();
+        self.reload_requested.notify_one();
+        // Bounded: the lab may be shutting down and its supervisor gone.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            power.wait_for(|p| *p == Power::Reloading),
+        )
+        .await;
+    }
+
+    /// The device answers SSH (again) from now on.
+    pub(super) fn power_up(&self) {
+        if let Ok(mut t) = self.up_since.lock() {
+            *t = Some(jiff::Timestamp::now());
+        }
+        self.power.send_replace(Power::Up);
     }
 
     /// Values for the persona's templates.

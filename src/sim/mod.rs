@@ -213,6 +213,21 @@ pub struct LabArgs {
     /// do) instead of the password method.
     #[arg(long)]
     pub keyboard_interactive: bool,
+    /// What a reloading device does with new SSH connections: `silent` (as a real device: the
+    /// connection attempt gets no answer and times out) or `refuse` (a reset at once).
+    #[arg(long, value_enum, default_value_t = WhileReloading::Silent,
+          env = "FLEETUP_LAB_WHILE_RELOADING")]
+    pub while_reloading: WhileReloading,
+}
+
+/// What a reloading device does with new SSH connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WhileReloading {
+    /// No answer: a connection attempt times out, as with a real device that is booting.
+    #[default]
+    Silent,
+    /// A TCP reset at once (connection refused).
+    Refuse,
 }
 
 /// Everything a lab needs to start; `Default` suits tests (random nothing: pick your base IP).
@@ -244,6 +259,8 @@ pub struct LabConfig {
     pub authorized_keys: Vec<String>,
     /// Offer keyboard-interactive instead of password login.
     pub keyboard_interactive: bool,
+    /// What a reloading device does with new SSH connections.
+    pub while_reloading: WhileReloading,
 }
 
 impl Default for LabConfig {
@@ -270,6 +287,7 @@ impl Default for LabConfig {
             name_prefix: "lab-sw-".into(),
             authorized_keys: Vec::new(),
             keyboard_interactive: false,
+            while_reloading: WhileReloading::Silent,
         }
     }
 }
@@ -313,6 +331,7 @@ impl LabConfig {
                 None => Vec::new(),
             },
             keyboard_interactive: args.keyboard_interactive,
+            while_reloading: args.while_reloading,
             ..LabConfig::default()
         })
     }
@@ -370,6 +389,7 @@ pub(crate) struct LabShared {
     pub boot_time: Duration,
     pub authorized_keys: Vec<russh::keys::PublicKey>,
     pub keyboard_interactive: bool,
+    pub while_reloading: WhileReloading,
 }
 
 impl LabShared {
@@ -463,6 +483,7 @@ impl Lab {
                 })
                 .collect::<Result<_, _>>()?,
             keyboard_interactive: config.keyboard_interactive,
+            while_reloading: config.while_reloading,
         });
         let mut devices = Vec::new();
         let mut started = Vec::new();

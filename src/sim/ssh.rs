@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cli::{Cli, Flow, Output};
 use super::device::{Device, Power};
-use super::{Fault, LabError, LabShared};
+use super::{Fault, LabError, LabShared, WhileReloading};
 use crate::shutdown::Shutdown;
 
 /// The device's host key, created once and kept in its state directory so that clients'
@@ -101,7 +101,7 @@ pub(super) async fn supervise(
             },
         };
         let epoch = shutdown.token.child_token();
-        dev.power.send_replace(Power::Up);
+        dev.power_up();
         loop {
             tokio::select! {
                 _ = shutdown.token.cancelled() => return,
@@ -138,10 +138,28 @@ pub(super) async fn supervise(
                 }
             }
         }
-        // The listener goes first, so nobody gets in while the sessions are being dropped.
-        drop(l);
+        // The port goes quiet first, so nobody gets in while the sessions are dropped.
+        let reload_started = tokio::time::Instant::now();
+        let silenced = match lab.while_reloading {
+            WhileReloading::Refuse => {
+                drop(l);
+                None
+            }
+            WhileReloading::Silent => match Silenced::start(l) {
+                Ok(s) => tokio::select! {
+                    s = s.fill() => Some(s),
+                    _ = shutdown.token.cancelled() => return,
+                },
+                Err(e) => {
+                    tracing::warn!(device = %dev.name, error = %e, "cannot keep the SSH port silent during the reload; it refuses connections instead");
+                    None
+                }
+            },
+        };
         dev.power.send_replace(Power::Reloading);
         epoch.cancel();
+        // Filling the queue counts as boot time.
+        let boot_left = lab.boot_time.saturating_sub(reload_started.elapsed());
         tracing::info!(device = %dev.name, "reloading");
         loop {
             let changed = dev.faults_changed.notified();
@@ -156,12 +174,74 @@ pub(super) async fn supervise(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(lab.boot_time) => {}
+            _ = tokio::time::sleep(boot_left) => {}
             _ = shutdown.token.cancelled() => return,
         }
         dev.boot();
+        listener = silenced.and_then(|s| match s.reopen() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(device = %dev.name, error = %e, "cannot reopen the silent SSH port; binding it again");
+                None
+            }
+        });
         tracing::info!(device = %dev.name, version = %dev.state().version, "booted");
     }
+}
+
+/// A device's SSH port while it reloads, as a real device's looks: a connection attempt gets
+/// no answer at all and times out. The listening socket stays, with its accept queue kept
+/// full by the lab's own connections, so the kernel drops every other SYN; nothing is
+/// accepted until [`Silenced::reopen`]. (Closing the port instead would answer with a reset:
+/// a refusal that a client notices at once, which no booting device gives.)
+struct Silenced {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    fillers: Vec<tokio::net::TcpStream>,
+}
+
+impl Silenced {
+    fn start(l: TcpListener) -> std::io::Result<Silenced> {
+        let addr = l.local_addr()?;
+        // Non-blocking, and no longer watched by the runtime.
+        let listener = l.into_std()?;
+        // Connections the device had not taken yet die with the reload.
+        drain(&listener);
+        socket2::SockRef::from(&listener).listen(0)?;
+        Ok(Silenced {
+            listener,
+            addr,
+            fillers: Vec::new(),
+        })
+    }
+
+    /// Fill the accept queue: connect until an attempt gets no answer (Linux queues one
+    /// connection at backlog 0). The first must get in, so it may take its time on a busy
+    /// machine; after that, a short wait tells a full queue.
+    async fn fill(mut self) -> Silenced {
+        for wait_ms in [2000, 200, 200, 200] {
+            let attempt = tokio::net::TcpStream::connect(self.addr);
+            match tokio::time::timeout(std::time::Duration::from_millis(wait_ms), attempt).await {
+                Ok(Ok(s)) => self.fillers.push(s),
+                _ => break,
+            }
+        }
+        self
+    }
+
+    /// Answer again: drop the queued connections (the lab's own, and any that slipped in
+    /// before the queue was full), restore the backlog and accept as before.
+    fn reopen(self) -> std::io::Result<TcpListener> {
+        drain(&self.listener);
+        socket2::SockRef::from(&self.listener).listen(1024)?;
+        drop(self.fillers);
+        TcpListener::from_std(self.listener)
+    }
+}
+
+/// Accept and close every connection waiting in a non-blocking listener's queue.
+fn drain(l: &std::net::TcpListener) {
+    while l.accept().is_ok() {}
 }
 
 /// Bind the same address again after a reload; another process may hold it for a moment.

@@ -808,10 +808,7 @@ async fn reload_faults() {
     assert_eq!(s.boot_variable, vec![format!("flash:{NEW_IMAGE}")]);
     let s = lab.lab.state("lab-sw-001").unwrap();
     assert_eq!(s.power, fleetup::sim::Power::Reloading);
-    assert!(
-        Vty::open(lab.ssh(0), "admin", "cisco").await.is_err(),
-        "nobody answers"
-    );
+    assert_silent(lab.ssh(0)).await;
 
     // Clearing the fault lets it finish booting.
     lab.lab.clear_faults("lab-sw-001");
@@ -1492,4 +1489,63 @@ async fn devices_keep_their_ssh_ports_across_lab_restarts() {
     assert_eq!(before, after);
     assert!(before.iter().all(|a| a.port() != 0));
     shutdown.shutdown_and_wait().await;
+}
+
+/// A connect to a reloading device gets no answer at all (no reset): the attempt is still
+/// pending after two seconds, as with a real device that is booting.
+async fn assert_silent(addr: SocketAddr) {
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await {
+        Err(_elapsed) => {}
+        Ok(r) => panic!("{addr} answered a connect while reloading: {r:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloading_device_goes_silent_or_refuses_as_told() {
+    use fleetup::sim::{Fault, FaultSpec, WhileReloading};
+    for mode in [WhileReloading::Silent, WhileReloading::Refuse] {
+        let lab = TestLab::start(1, |c| {
+            c.while_reloading = mode;
+            c.faults = vec![FaultSpec {
+                device: "1".into(),
+                faults: vec![Fault::ReloadNeverReturns],
+            }];
+        })
+        .await;
+        let addr = lab.ssh(0);
+        let up_since = |lab: &TestLab| -> jiff::Timestamp {
+            let s = lab.lab.state("lab-sw-001").unwrap();
+            s.up_since
+                .as_deref()
+                .unwrap_or_else(|| panic!("{mode:?}: no up_since"))
+                .parse()
+                .unwrap()
+        };
+        let before = up_since(&lab);
+        let mut vty = enabled(addr, "lab-sw-001").await;
+        vty.send("reload\n").await;
+        vty.expect(r"Proceed with reload\? \[confirm\]$").await;
+        vty.send("\n").await;
+        vty.wait_closed().await;
+        match mode {
+            WhileReloading::Silent => assert_silent(addr).await,
+            WhileReloading::Refuse => {
+                let e = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+            }
+        }
+        assert_eq!(
+            lab.lab.state("lab-sw-001").unwrap().power,
+            fleetup::sim::Power::Reloading
+        );
+        // Booted: the same port answers SSH again, and says since when.
+        lab.lab.clear_faults("lab-sw-001");
+        assert!(lab.lab.wait_until_up("lab-sw-001").await);
+        let mut vty = enabled(addr, "lab-sw-001").await;
+        let out = vty.cmd("show version", "lab-sw-001#").await;
+        assert!(out.contains("Last reload reason: Reload command"), "{out}");
+        let after = up_since(&lab);
+        assert!(after > before, "{mode:?}: up_since {before} then {after}");
+        lab.stop().await;
+    }
 }

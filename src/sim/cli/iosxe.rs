@@ -183,7 +183,7 @@ impl<O: Output> Cli<O> {
         self.write("\r\nChassis 1 reloading, reason - Reload command\r\n")
             .await?;
         self.dev.update(|s| s.reload_count += 1);
-        self.dev.reload_requested.notify_one();
+        self.dev.request_reload().await;
         Ok(Flow::Drop)
     }
 

@@ -1148,7 +1148,7 @@ impl<O: Output> Cli<O> {
                 return Ok(Flow::Continue);
             }
             self.dev.update(|s| s.reload_count += 1);
-            self.dev.reload_requested.notify_one();
+            self.dev.request_reload().await;
             return Ok(Flow::Drop);
         }
         let s = self.dev.state();
@@ -1189,7 +1189,7 @@ impl<O: Output> Cli<O> {
         ))
         .await?;
         self.dev.update(|s| s.reload_count += 1);
-        self.dev.reload_requested.notify_one();
+        self.dev.request_reload().await;
         Ok(Flow::Drop)
     }
 

@@ -124,7 +124,7 @@ impl<O: Output> Cli<O> {
             s.reload_count += 1;
         });
         self.write(&text).await?;
-        self.dev.reload_requested.notify_one();
+        self.dev.request_reload().await;
         Ok(Flow::Drop)
     }
 }
