@@ -9,6 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::error::{BadPath, Internal};
+use super::schema::DeviceNameParam;
 use super::{ApiError, ApiResult, AppState, ErrorBody};
 use crate::inventory::FactsSnapshot;
 use crate::rollout::model::{DeviceJob, RolloutState, TranscriptLine};
@@ -73,13 +75,17 @@ pub(super) struct DeviceHistory {
 #[into_params(parameter_in = Query)]
 pub(super) struct HistoryQuery {
     /// How many rollouts, newest first: 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
 /// A device's facts history and the rollouts that included it.
 #[utoipa::path(get, path = "/devices/{name}/history", tag = "inventory",
-    params(("name" = String, Path, description = "device name"), HistoryQuery),
-    responses((status = 200, body = DeviceHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("name" = inline(DeviceNameParam), Path, description = "device name"), HistoryQuery),
+    responses((status = 200, body = DeviceHistory),
+              (status = 400, body = ErrorBody, description = "`bad_request`: `limit` out of range or not a number, or a path that is not UTF-8"),
+              (status = 404, body = ErrorBody, description = "`not_found`: the device is neither in the inventory nor in any rollout"),
+              Internal))]
 async fn device_history(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -217,8 +223,10 @@ fn group(
 /// One rollout of a device: its job, its steps, and per step the commands fleetup sent with
 /// the device's output (secrets replaced by `***`).
 #[utoipa::path(get, path = "/devices/{name}/rollouts/{id}", tag = "inventory",
-    params(("name" = String, Path, description = "device name"), ("id" = String, Path, description = "rollout id")),
-    responses((status = 200, body = DeviceJobDetail), (status = 404, body = ErrorBody)))]
+    params(("name" = inline(DeviceNameParam), Path, description = "device name"), ("id" = String, Path, description = "rollout id")),
+    responses((status = 200, body = DeviceJobDetail), BadPath,
+              (status = 404, body = ErrorBody, description = "`not_found`: no such rollout, or the device is not part of it"),
+              Internal))]
 async fn device_job(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,

@@ -11,6 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::error::{BadPath, Internal, StorageFull};
+use super::schema::{DeviceNameParam, InventoryFile};
 use super::{ApiError, ApiResult, AppState, ErrorBody, rejection};
 use crate::inventory::{DeviceInput, DeviceView, Platform};
 use crate::store::DeviceFilter;
@@ -34,12 +36,14 @@ pub(super) struct DeviceQuery {
     tag: Option<String>,
     site: Option<String>,
     /// ios, iosxe or nxos.
+    #[param(value_type = Option<Platform>)]
     platform: Option<String>,
     /// Only devices running this version (as `show version` reports it).
     version: Option<String>,
     /// Substring of the name or host.
     q: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -54,7 +58,9 @@ pub struct DeviceList {
 
 /// List devices, filtered and paginated.
 #[utoipa::path(get, path = "/devices", tag = "inventory", params(DeviceQuery),
-    responses((status = 200, body = DeviceList), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = DeviceList),
+              (status = 400, body = ErrorBody, description = "`bad_request`: a query parameter out of range or of the wrong type"),
+              Internal))]
 async fn list_devices(
     State(state): State<AppState>,
     Query(q): Query<DeviceQuery>,
@@ -98,24 +104,37 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
 
 /// Add a device. Secrets are accepted but never returned.
 #[utoipa::path(post, path = "/devices", tag = "inventory", request_body = DeviceInput,
-    responses((status = 201, body = DeviceView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = DeviceView,
+               headers(("Location" = String, description = "the new device's URL"))),
+              (status = 400, body = ErrorBody, description = "`bad_request`: the body is not JSON"),
+              (status = 409, body = ErrorBody, description = "`conflict`: a device of that name exists"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
+              (status = 422, body = ErrorBody, description = "`invalid`: a field of the wrong type, or a value the inventory refuses"),
+              Internal, StorageFull))]
 async fn create_device(
     State(state): State<AppState>,
     body: Result<Json<DeviceInput>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<DeviceView>)> {
+) -> ApiResult<impl IntoResponse> {
     let input = json_body(body)?;
     let spec = input
         .validate()
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let device = state.db.create_device(&spec).await?;
     tracing::info!(device = %device.name(), "device added");
-    Ok((StatusCode::CREATED, Json(DeviceView::from(&device))))
+    // A name's `/` would end the path segment; its other characters may stand in a path.
+    let location = format!("/api/v1/devices/{}", device.name().replace('/', "%2F"));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(DeviceView::from(&device)),
+    ))
 }
 
 /// One device.
 #[utoipa::path(get, path = "/devices/{name}", tag = "inventory",
-    params(("name" = String, Path, description = "device name")),
-    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+    params(("name" = inline(DeviceNameParam), Path, description = "device name")),
+    responses((status = 200, body = DeviceView), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no device of that name"), Internal))]
 async fn get_device(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -140,8 +159,15 @@ fn not_found_device(e: crate::store::StoreError, name: &str) -> ApiError {
 /// Replace a device's description. Omitted secrets keep their stored value (they are never
 /// shown, so a client cannot send them back); facts and the pinned host key are kept.
 #[utoipa::path(put, path = "/devices/{name}", tag = "inventory", request_body = DeviceInput,
-    params(("name" = String, Path, description = "device name")),
-    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("name" = inline(DeviceNameParam), Path, description = "device name")),
+    responses((status = 200, body = DeviceView),
+              (status = 400, body = ErrorBody, description = "`bad_request`: the body is not JSON, or the path is not UTF-8"),
+              (status = 404, body = ErrorBody, description = "`not_found`: no device of that name"),
+              (status = 409, body = ErrorBody, description = "`conflict`: renamed to the name of another device"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
+              (status = 422, body = ErrorBody, description = "`invalid`: a field of the wrong type, or a value the inventory refuses"),
+              Internal, StorageFull))]
 async fn update_device(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -164,8 +190,8 @@ async fn update_device(
 
 /// Remove a device from the inventory.
 #[utoipa::path(delete, path = "/devices/{name}", tag = "inventory",
-    params(("name" = String, Path, description = "device name")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("name" = inline(DeviceNameParam), Path, description = "device name")),
+    responses((status = 204, description = "removed"), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no device of that name"), Internal, StorageFull))]
 async fn delete_device(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -182,8 +208,8 @@ async fn delete_device(
 /// Forget the pinned SSH host key, so that the next connection trusts the key it is shown
 /// (after a supervisor swap or a re-keyed device).
 #[utoipa::path(delete, path = "/devices/{name}/host-key", tag = "inventory",
-    params(("name" = String, Path, description = "device name")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("name" = inline(DeviceNameParam), Path, description = "device name")),
+    responses((status = 204, description = "forgotten"), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no device of that name"), Internal, StorageFull))]
 async fn forget_host_key(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -207,8 +233,13 @@ pub struct ImportResult {
 /// Import a YAML inventory (body: the file). All or nothing: one bad entry and nothing is
 /// written; the error names its line and column.
 #[utoipa::path(post, path = "/inventory/import", tag = "inventory",
-    request_body(content = String, content_type = "application/yaml"),
-    responses((status = 200, body = ImportResult), (status = 422, body = ErrorBody)))]
+    request_body(content = InventoryFile, content_type = "application/yaml",
+                 description = "The inventory file (YAML; JSON is YAML too). Required: an empty body is a 400."),
+    responses((status = 200, body = ImportResult),
+              (status = 400, body = ErrorBody, description = "`bad_request`: no body, or a body that is not UTF-8"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 422, body = ErrorBody, description = "`invalid_yaml`: the file does not parse or a value is refused (with `line` and `column`); nothing was written"),
+              Internal, StorageFull))]
 async fn import_inventory(
     State(state): State<AppState>,
     body: Bytes,
@@ -248,7 +279,10 @@ pub(super) struct ExportQuery {
 
 /// Export the inventory as YAML that `import` reads back.
 #[utoipa::path(get, path = "/inventory/export", tag = "inventory", params(ExportQuery),
-    responses((status = 200, content_type = "application/yaml", body = String)))]
+    responses((status = 200, content_type = "application/yaml", body = InventoryFile,
+               description = "the inventory as YAML that `import` reads back"),
+              (status = 400, body = ErrorBody, description = "`bad_request`: `with_secrets` is not `true` or `false`"),
+              Internal))]
 async fn export_inventory(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
@@ -265,9 +299,12 @@ async fn export_inventory(
 /// Log in to the device, read `show version` and `show boot`, and record the facts (and, on
 /// first contact, the SSH host key) in the inventory.
 #[utoipa::path(post, path = "/devices/{name}/facts", tag = "inventory",
-    params(("name" = String, Path, description = "device name")),
-    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    params(("name" = inline(DeviceNameParam), Path, description = "device name")),
+    responses((status = 200, body = DeviceView), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no device of that name"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the device's SSH host key changed, or its entry lacks what a login needs (a username, a set environment variable)"),
+              Internal,
+              (status = 502, body = ErrorBody, description = "`device_error`: the device could not be reached, logged in to or read"),
+              StorageFull))]
 async fn refresh_facts(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -278,7 +315,8 @@ async fn refresh_facts(
         .device_by_name(&name)
         .await
         .map_err(|e| not_found_device(e, &name))?;
-    let target = Target::from_device(&device).map_err(ApiError::unprocessable)?;
+    // The request is fine; the stored entry is what cannot be used for a login.
+    let target = Target::from_device(&device).map_err(ApiError::conflict)?;
     let (facts, new_key) = crate::device::facts(&target, &Timeouts::default())
         .await
         .map_err(|e| match e {

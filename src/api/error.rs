@@ -97,6 +97,10 @@ impl From<YamlError> for ApiError {
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
+    // The headers that go with a status (`Allow` on a 405) stay; the body's own go.
+    let mut headers = res.headers().clone();
+    headers.remove(axum::http::header::CONTENT_TYPE);
+    headers.remove(axum::http::header::CONTENT_LENGTH);
     let is_json = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -118,7 +122,11 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     } else {
         text
     };
-    super::rejection(status, message).into_response()
+    let mut out = super::rejection(status, message).into_response();
+    for (name, value) in headers.iter() {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
 }
 
 impl From<StoreError> for ApiError {
@@ -140,6 +148,11 @@ impl From<StoreError> for ApiError {
 
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
+        let e = match e {
+            // A database failure maps as everywhere else (a full disk is `storage_full`).
+            ImageError::Store(s) => return s.into(),
+            e => e,
+        };
         match &e {
             ImageError::InvalidName { .. } | ImageError::BadPlatform(_) => {
                 ApiError::unprocessable(e.to_string())
@@ -151,11 +164,50 @@ impl From<ImageError> for ApiError {
             | ImageError::DuplicateContent(_)
             | ImageError::InUse { .. } => ApiError::conflict(e.to_string()),
             ImageError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ImageError::Io { .. } => ApiError::internal("image store I/O", &e),
-            ImageError::Store(_) => ApiError::internal("image store database", &e),
+            // A full disk is `storage_full` like a database write that did not commit.
+            ImageError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull
+                    || source.kind() == std::io::ErrorKind::QuotaExceeded =>
+            {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "the data directory is full: the image was not stored; free space and send it again",
+                )
+            }
+            ImageError::Io { .. } | ImageError::Store(_) => {
+                ApiError::internal("image store I/O", &e)
+            }
         }
     }
 }
+
+/// `400 bad_request` for a path parameter that is not UTF-8 once percent-decoded.
+#[allow(dead_code)] // named only in OpenAPI attributes
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 400,
+    description = "`bad_request`: a path parameter that is not UTF-8 once percent-decoded"
+)]
+pub(crate) struct BadPath(#[to_schema] ErrorBody);
+
+/// `500 internal`, in the OpenAPI document of every route that reads the database or disk.
+#[allow(dead_code)] // named only in OpenAPI attributes
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 500,
+    description = "`internal`: a database or disk failure; the service log has the details"
+)]
+pub(crate) struct Internal(#[to_schema] ErrorBody);
+
+/// `503 storage_full`, in the OpenAPI document of every route that writes.
+#[allow(dead_code)] // named only in OpenAPI attributes
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    description = "`storage_full`: the change could not be saved (the data directory is full or failing); nothing was changed"
+)]
+pub(crate) struct StorageFull(#[to_schema] ErrorBody);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -167,7 +219,15 @@ impl IntoResponse for ApiError {
                 column: self.location.map(|l| l.1),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut res = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme the client should use.
+            res.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
     }
 }
 

@@ -10,6 +10,7 @@ mod images;
 pub mod listen;
 mod rollout_view;
 mod rollouts;
+mod schema;
 mod system;
 mod web;
 
@@ -74,6 +75,7 @@ pub(crate) struct ServiceInfo {
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
+    components(schemas(ErrorBody)),
 )]
 struct ApiDoc;
 
@@ -90,7 +92,7 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The API routes and their OpenAPI description, before state and layers.
+/// The API routes behind the token and their OpenAPI description, before state and layers.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(devices::router())
@@ -100,11 +102,61 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(system::router())
 }
 
-/// The OpenAPI document of the API.
+/// The API routes anyone may call.
+fn open_routes() -> OpenApiRouter<AppState> {
+    system::open_router()
+}
+
+/// The OpenAPI document of the API: every route behind the token may answer 401 (the
+/// [`auth::require_token`] layer that [`app`] puts on all of them); the open routes need none.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) = api_routes().split_for_parts();
+    let unauthorized = utoipa::openapi::ResponseBuilder::new()
+        .description("`unauthorized`: missing or wrong API token")
+        .header(
+            "WWW-Authenticate",
+            utoipa::openapi::HeaderBuilder::new()
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::Type::String),
+                ))
+                .build(),
+        )
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in api.paths.paths.values_mut() {
+        for op in operations(item) {
+            op.responses
+                .responses
+                .insert("401".into(), unauthorized.clone().into());
+        }
+    }
+    let (_, open) = open_routes().split_for_parts();
+    api.merge(open);
     api.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     api
+}
+
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
 }
 
 /// The whole HTTP application.
@@ -114,9 +166,7 @@ pub(crate) fn app(state: AppState) -> Router {
         state.clone(),
         auth::require_token,
     ));
-    let open = Router::new()
-        .route("/health", axum::routing::get(system::health))
-        .route("/openapi.json", axum::routing::get(system::openapi_json));
+    let (open, _) = open_routes().split_for_parts();
     let api = Router::new()
         .merge(protected)
         .merge(open)

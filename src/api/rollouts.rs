@@ -16,7 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::error::{BadPath, Internal, StorageFull};
 use super::rollout_view::detail;
+use super::schema::PlaybookBody;
 use super::{ApiError, ApiResult, AppState, ErrorBody};
 use crate::playbook::Opening;
 use crate::playbook::Plan;
@@ -110,7 +112,7 @@ pub struct RolloutList<S = RolloutState> {
 }
 
 /// Rollouts, newest first.
-#[utoipa::path(get, path = "/rollouts", tag = "rollouts", responses((status = 200, body = RolloutList)))]
+#[utoipa::path(get, path = "/rollouts", tag = "rollouts", responses((status = 200, body = RolloutList), Internal))]
 async fn list_rollouts(State(state): State<AppState>) -> ApiResult<Json<RolloutList>> {
     let rollouts = state.db.list_rollouts(200).await?;
     let ids: Vec<&str> = rollouts.iter().map(|r| r.id.as_str()).collect();
@@ -158,9 +160,16 @@ pub struct WindowOpening {
 /// Submit a playbook (YAML as `application/yaml`, or JSON). With `?dry_run=true` the plan is
 /// returned and nothing is started.
 #[utoipa::path(post, path = "/rollouts", tag = "rollouts", params(SubmitQuery),
-    request_body(content = String, content_type = "application/yaml"),
-    responses((status = 201, body = RolloutDetail), (status = 200, body = DryRun),
-              (status = 422, body = ErrorBody)))]
+    request_body(content(
+        (PlaybookBody = "application/yaml"),
+        (PlaybookBody = "application/json"),
+    )),
+    responses((status = 201, body = RolloutDetail, description = "started"),
+              (status = 200, body = DryRun, description = "`?dry_run=true`: the plan; nothing started"),
+              (status = 400, body = ErrorBody, description = "`bad_request`: the body is not UTF-8, or `dry_run` is not `true` or `false`"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 422, body = ErrorBody, description = "`invalid_yaml` (with `line` and `column`): the playbook does not parse or validate, its image is not in the store; `nothing_to_do`: every target is skipped"),
+              Internal, StorageFull))]
 async fn submit_rollout(
     State(state): State<AppState>,
     Query(q): Query<SubmitQuery>,
@@ -227,7 +236,8 @@ pub struct RolloutDetail<S = RolloutState, J = JobState> {
     pub progress: Progress,
     #[schema(value_type = Vec<WaveView>)]
     pub waves: Vec<WaveView<J>>,
-    #[schema(value_type = Object)]
+    /// Selected devices that are not touched, with the reason.
+    #[schema(value_type = Vec<crate::playbook::Skipped>)]
     pub skipped: serde_json::Value,
 }
 
@@ -241,7 +251,7 @@ async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> 
 /// A rollout: state, waves, each device's step, transfer progress, timings and errors.
 #[utoipa::path(get, path = "/rollouts/{id}", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
-    responses((status = 200, body = RolloutDetail), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RolloutDetail), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"), Internal))]
 async fn get_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -273,7 +283,9 @@ async fn action_result(
 /// Pause: no new step starts; running steps finish.
 #[utoipa::path(post, path = "/rollouts/{id}/pause", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
-    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ActionResult), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the rollout has ended, or is not in a state that allows it"),
+              Internal, StorageFull))]
 async fn pause_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -285,7 +297,9 @@ async fn pause_rollout(
 /// Resume a paused rollout.
 #[utoipa::path(post, path = "/rollouts/{id}/resume", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
-    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ActionResult), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the rollout has ended, or is not in a state that allows it"),
+              Internal, StorageFull))]
 async fn resume_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -297,7 +311,9 @@ async fn resume_rollout(
 /// Abort: every device stops at its next safe point (never inside a reload).
 #[utoipa::path(post, path = "/rollouts/{id}/abort", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
-    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ActionResult), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the rollout has ended, or is not in a state that allows it"),
+              Internal, StorageFull))]
 async fn abort_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -314,7 +330,9 @@ async fn abort_rollout(
 /// Put failed devices back in line (a halted rollout goes on).
 #[utoipa::path(post, path = "/rollouts/{id}/retry", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
-    responses((status = 200, body = ActionResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ActionResult), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the rollout has ended, or is not in a state that allows it"),
+              Internal, StorageFull))]
 async fn retry_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -332,12 +350,23 @@ async fn retry_rollout(
 #[into_params(parameter_in = Query)]
 pub(super) struct ReportQuery {
     /// `json` (default) or `csv`.
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<ReportFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ReportFormat {
+    Json,
+    Csv,
 }
 
 /// The rollout's report: per device old -> new version, durations and result (JSON or CSV).
 #[utoipa::path(get, path = "/rollouts/{id}/report", tag = "rollouts", params(("id" = String, Path, description = "rollout id"), ReportQuery),
-    responses((status = 200, body = report::Report), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the report: JSON, or CSV with `?format=csv` or `Accept: text/csv`",
+               content((report::Report = "application/json"), (String = "text/csv"))),
+              (status = 400, body = ErrorBody, description = "`bad_request`: `format` is not `json` or `csv`, or a path that is not UTF-8"),
+              (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"), Internal))]
 async fn rollout_report(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -348,11 +377,13 @@ async fn rollout_report(
     let jobs = state.db.jobs(&id).await?;
     let events = state.db.step_events(&id).await?;
     let rep = report::build(&r, &jobs, &events);
-    let wants_csv = q.format.as_deref() == Some("csv")
-        || headers
+    let wants_csv = match q.format {
+        Some(f) => f == ReportFormat::Csv,
+        None => headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/csv"));
+            .is_some_and(|a| a.contains("text/csv")),
+    };
     if wants_csv {
         let disposition = format!("attachment; filename=\"fleetup-{id}.csv\"");
         return Ok((
@@ -396,7 +427,9 @@ pub(super) struct Activity {
 /// A rollout's events as one JSON document, oldest first; the same events as the SSE stream.
 #[utoipa::path(get, path = "/rollouts/{id}/activity", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id"), ActivityQuery),
-    responses((status = 200, body = Activity), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Activity),
+              (status = 400, body = ErrorBody, description = "`bad_request`: a query parameter that is not a number, or a path that is not UTF-8"),
+              (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"), Internal))]
 async fn rollout_activity(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -423,6 +456,18 @@ async fn rollout_activity(
     Ok(Json(Activity { events }))
 }
 
+/// One message of the event stream: `event` is the event's kind (`GET /vocabulary`), `id` its
+/// number, `data` the event as JSON; `lagged` (with `{}`) tells a reader that fell behind to
+/// read the rollout again.
+#[allow(dead_code)] // the OpenAPI description of what `sse` writes
+#[derive(ToSchema)]
+pub(super) struct SseMessage {
+    id: Option<String>,
+    event: String,
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 fn sse(ev: &Event) -> SseEvent {
     SseEvent::default()
         .id(ev.id.to_string())
@@ -434,7 +479,10 @@ fn sse(ev: &Event) -> SseEvent {
 /// Browsers, which cannot set headers on an EventSource, may pass `?token=`.
 #[utoipa::path(get, path = "/rollouts/{id}/events", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id"), EventsQuery),
-    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = SseMessage,
+               description = "the events, then live ones as they happen; the stream does not end"),
+              (status = 400, body = ErrorBody, description = "`bad_request`: `after` is not a number, or a path that is not UTF-8"),
+              (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"), Internal))]
 async fn rollout_events(
     State(state): State<AppState>,
     Path(id): Path<String>,

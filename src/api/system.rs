@@ -21,6 +21,13 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(vocabulary))
 }
 
+/// The routes that need no token.
+pub(super) fn open_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+}
+
 #[derive(Serialize, ToSchema)]
 pub(super) struct EventKindInfo {
     kind: EventKind,
@@ -98,6 +105,9 @@ pub(super) struct Health {
 
 /// Liveness and readiness: answers without a token, for load balancers and monitoring.
 /// Degraded (503) when the database does not answer, or cannot take writes (a full disk).
+#[utoipa::path(get, path = "/health", tag = "system", security(()),
+    responses((status = 200, body = Health, description = "`ok`"),
+              (status = 503, body = Health, description = "`degraded`, with the reason")))]
 pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let (database, reason) = match state.db.ping().await {
         Err(e) => (
@@ -139,6 +149,10 @@ async fn list_transfers(State(state): State<AppState>) -> Json<TransferList> {
     })
 }
 
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", security(()),
+    responses((status = 200, content_type = "application/json", body = Object,
+               description = "the OpenAPI 3.1 document")))]
 pub(super) async fn openapi_json() -> impl IntoResponse {
     Json(super::openapi())
 }

@@ -8,6 +8,7 @@
 
 mod naming;
 
+pub use naming::FILE_NAME_PATTERN;
 pub(crate) use naming::{guess_platform, guess_version, validate_file_name};
 
 use std::path::{Path, PathBuf};

@@ -7,27 +7,29 @@ use regex::Regex;
 use super::ImageError;
 use crate::inventory::Platform;
 
-/// A file name a device can copy to flash: no directories, no hidden names, printable ASCII.
+/// A file name a device can copy to flash: 1 to 200 letters, digits and `. - _ +`, not
+/// starting with a dot (no directories, no hidden names). Stated once: [`validate_file_name`]
+/// matches it, and the OpenAPI document publishes it.
+pub const FILE_NAME_PATTERN: &str = r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$";
+
+static FILE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(FILE_NAME_PATTERN).expect("static regex"));
+
 pub(crate) fn validate_file_name(name: &str) -> Result<(), ImageError> {
-    let bad = |reason| {
-        Err(ImageError::InvalidName {
-            name: name.to_string(),
-            reason,
-        })
+    if FILE_NAME.is_match(name) {
+        return Ok(());
+    }
+    let reason = if name.is_empty() || name.len() > 200 {
+        "must be 1 to 200 characters"
+    } else if name.starts_with('.') {
+        "must not start with a dot"
+    } else {
+        "may contain only letters, digits and . - _ +"
     };
-    if name.is_empty() || name.len() > 200 {
-        return bad("must be 1 to 200 characters");
-    }
-    if name.starts_with('.') {
-        return bad("must not start with a dot");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
-    {
-        return bad("may contain only letters, digits and . - _ +");
-    }
-    Ok(())
+    Err(ImageError::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
 }
 
 // c2960x-universalk9-mz.152-7.E8.bin, c2900-universalk9-mz.SPA.157-3.M8.bin, c3560-ipbase-mz.122-55.SE12.bin

@@ -6,6 +6,7 @@
 pub mod yaml;
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,13 +43,12 @@ impl Platform {
         }
     }
 
+    /// Every platform, in the order the docs list them.
+    pub(crate) const ALL: [Platform; 3] = [Platform::Ios, Platform::Iosxe, Platform::Nxos];
+
+    /// Exactly one of the names [`Platform::as_str`] gives (the enum of the OpenAPI document).
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "ios" => Some(Platform::Ios),
-            "iosxe" | "ios-xe" | "ios_xe" => Some(Platform::Iosxe),
-            "nxos" | "nx-os" | "nx_os" => Some(Platform::Nxos),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 }
 
@@ -73,6 +73,50 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidDevice {
     }
 }
 
+// The rules of a device description, each stated once: the validators below match these
+// expressions, and the OpenAPI document publishes the same ones as `pattern`s.
+
+/// A device name: 1 to 128 letters, digits and `. - _ : / @`.
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9._:/@-]{1,128}$";
+
+/// A host: a DNS name (dot-separated labels of letters, digits and inner hyphens, at most 63
+/// characters each; an IPv4 address has this shape too), or an IPv6 address in any of its text
+/// forms (`::1`, `2001:db8::7`, `::ffff:192.0.2.1`), without a zone. At most [`HOST_MAX_LEN`].
+pub const HOST_PATTERN: &str = concat!(
+    r"^(?:",
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+    r"|(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+    r"|(?:[0-9A-Fa-f]{1,4}:){1,7}:",
+    r"|(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
+    r"|(?:[0-9A-Fa-f]{1,4}:){1,5}(?::[0-9A-Fa-f]{1,4}){1,2}",
+    r"|(?:[0-9A-Fa-f]{1,4}:){1,4}(?::[0-9A-Fa-f]{1,4}){1,3}",
+    r"|(?:[0-9A-Fa-f]{1,4}:){1,3}(?::[0-9A-Fa-f]{1,4}){1,4}",
+    r"|(?:[0-9A-Fa-f]{1,4}:){1,2}(?::[0-9A-Fa-f]{1,4}){1,5}",
+    r"|[0-9A-Fa-f]{1,4}:(?::[0-9A-Fa-f]{1,4}){1,6}",
+    r"|:(?::[0-9A-Fa-f]{1,4}){1,7}",
+    r"|::",
+    r"|::[Ff]{4}:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}",
+    r")$"
+);
+
+/// The longest host, in characters (the DNS limit).
+pub const HOST_MAX_LEN: usize = 253;
+
+/// A group, tag or site: 1 to 64 letters, digits and `. - _ / :`.
+pub const LABEL_PATTERN: &str = r"^[A-Za-z0-9._/:-]{1,64}$";
+
+/// The name of an environment variable holding a secret.
+pub const ENV_NAME_PATTERN: &str = r"^[A-Za-z0-9_]+$";
+
+fn compile(pattern: &str) -> regex::Regex {
+    regex::Regex::new(pattern).expect("static regex")
+}
+
+static IS_NAME: LazyLock<regex::Regex> = LazyLock::new(|| compile(NAME_PATTERN));
+static IS_HOST: LazyLock<regex::Regex> = LazyLock::new(|| compile(HOST_PATTERN));
+static IS_LABEL: LazyLock<regex::Regex> = LazyLock::new(|| compile(LABEL_PATTERN));
+static IS_ENV_NAME: LazyLock<regex::Regex> = LazyLock::new(|| compile(ENV_NAME_PATTERN));
+
 /// A device name: what the engineer calls the box (usually its hostname).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -80,17 +124,10 @@ pub(crate) struct DeviceName(String);
 
 impl DeviceName {
     pub(crate) fn parse(s: &str) -> Result<Self, InvalidDevice> {
-        let s = s.trim();
-        if s.is_empty() || s.len() > 128 {
-            return Err(invalid("name", "must be 1 to 128 characters"));
-        }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | '@'))
-        {
+        if !IS_NAME.is_match(s) {
             return Err(invalid(
                 "name",
-                format!("{s:?} may contain only letters, digits and . - _ : / @"),
+                format!("{s:?} must be 1 to 128 letters, digits and . - _ : / @"),
             ));
         }
         Ok(Self(s.to_string()))
@@ -295,22 +332,9 @@ impl From<&Device> for DeviceView {
     }
 }
 
-/// Validate a host: an IP address or a DNS name.
+/// Validate a host: an IP address or a DNS name ([`HOST_PATTERN`], [`HOST_MAX_LEN`]).
 pub(crate) fn parse_host(s: &str) -> Result<String, InvalidDevice> {
-    let s = s.trim();
-    if s.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(s.to_string());
-    }
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if ok {
+    if s.len() <= HOST_MAX_LEN && IS_HOST.is_match(s) {
         Ok(s.to_string())
     } else {
         Err(invalid(
@@ -320,31 +344,65 @@ pub(crate) fn parse_host(s: &str) -> Result<String, InvalidDevice> {
     }
 }
 
-/// Validate a group, tag or site label.
+/// Validate a group, tag or site label ([`LABEL_PATTERN`]).
 pub(crate) fn parse_label(field: &'static str, s: &str) -> Result<String, InvalidDevice> {
-    let s = s.trim();
-    if s.is_empty() || s.len() > 64 {
-        return Err(invalid(field, "must be 1 to 64 characters"));
-    }
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':'))
-    {
+    if !IS_LABEL.is_match(s) {
         return Err(invalid(
             field,
-            format!("{s:?} may contain only letters, digits and . - _ / :"),
+            format!("{s:?} must be 1 to 64 letters, digits and . - _ / :"),
         ));
     }
     Ok(s.to_string())
 }
 
-/// Input shape shared by the API and the YAML import, before validation.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+/// A port number as JSON Schema's `integer` means it: `22` or `22.0`, or null.
+pub(crate) fn optional_port<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u16>, D::Error> {
+    struct Port;
+    impl<'de> serde::de::Visitor<'de> for Port {
+        type Value = Option<u16>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a port number (an integer up to 65535)")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            u16::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u16::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.fract() == 0.0 && (0.0..=65535.0).contains(&v) {
+                Ok(Some(v as u16))
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_option(Port)
+}
+
+/// Input shape shared by the API and the YAML import, before validation (its OpenAPI schema,
+/// with the patterns above, is written out in `api::schema`).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeviceInput {
     pub name: String,
     pub host: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_port")]
     pub port: Option<u16>,
     pub platform: String,
     #[serde(default)]
@@ -417,7 +475,7 @@ impl DeviceInput {
             ("enable_secret_env", &self.enable_secret_env),
         ] {
             if let Some(v) = v
-                && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                && !IS_ENV_NAME.is_match(v)
             {
                 return Err(invalid(
                     field,
@@ -476,6 +534,74 @@ mod tests {
         let mut i = input();
         i.name = "a b".into();
         assert_eq!(i.validate().unwrap_err().field, "name");
+    }
+
+    #[test]
+    fn hosts_are_dns_names_or_ip_addresses() {
+        for ok in [
+            "10.0.0.1",
+            "sw1",
+            "core-sw.example.net",
+            "a1-b.c",
+            "::1",
+            "::",
+            "2001:db8::7",
+            "fe80::1:2:3:4",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "1::8",
+            "::ffff:192.0.2.1",
+        ] {
+            assert!(parse_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            " 10.0.0.1",
+            "10.0.0.1 ",
+            "-sw",
+            "sw-",
+            "a..b",
+            "a.",
+            "bad host!",
+            "1:2:3:4:5:6:7:8:9",
+            "1::2::3",
+            "fe80::1%eth0",
+            "::ffff:256.0.0.1",
+            &"a".repeat(64),
+            &["a"; 128].join("."),
+        ] {
+            assert!(parse_host(bad).is_err(), "{bad:?}");
+        }
+        // Every IPv6 form the pattern takes is one the socket layer reads as an address.
+        for v6 in [
+            "::1",
+            "::",
+            "2001:db8::7",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1::8",
+            "::ffff:192.0.2.1",
+        ] {
+            assert!(v6.parse::<std::net::Ipv6Addr>().is_ok(), "{v6}");
+        }
+    }
+
+    #[test]
+    fn names_labels_and_platforms_are_exact() {
+        for bad in [" sw1", "sw1 ", "a b", "", &"n".repeat(129)] {
+            assert!(DeviceName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(DeviceName::parse(&"n".repeat(128)).is_ok());
+        assert!(DeviceName::parse("rtr-1.ber/ge0:1@lab").is_ok());
+        assert!(parse_label("site", " berlin").is_err());
+        assert!(parse_label("site", &"s".repeat(65)).is_err());
+        assert!(parse_label("site", "eu/berlin:1").is_ok());
+        for p in Platform::ALL {
+            assert_eq!(Platform::parse(p.as_str()), Some(p));
+        }
+        for bad in ["IOS", "ios-xe", "nx-os", " ios", ""] {
+            assert_eq!(Platform::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

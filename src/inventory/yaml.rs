@@ -31,7 +31,11 @@ use crate::yaml::YamlError;
 pub(crate) struct Inherited {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_port"
+    )]
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -57,7 +61,7 @@ pub(crate) struct Inherited {
 struct DeviceEntry {
     name: Spanned<String>,
     host: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::optional_port")]
     port: Option<u16>,
     #[serde(default)]
     platform: Option<String>,
@@ -85,23 +89,66 @@ struct DeviceEntry {
 #[serde(deny_unknown_fields)]
 struct InventoryFile {
     #[serde(default)]
-    defaults: Inherited,
+    defaults: Option<Spanned<Inherited>>,
     #[serde(default)]
-    groups: BTreeMap<String, Inherited>,
+    groups: BTreeMap<String, Spanned<Inherited>>,
     #[serde(default)]
     devices: Vec<DeviceEntry>,
+}
+
+impl Inherited {
+    /// The same rules as a device's own values, checked whether or not a device inherits them,
+    /// so that a typo in a group nobody uses yet is caught at import, not at its first use.
+    fn check(&self) -> Result<(), super::InvalidDevice> {
+        let as_device = DeviceInput {
+            name: "inherited".into(),
+            host: "inherited".into(),
+            port: self.port,
+            platform: self.platform.clone().unwrap_or_else(|| "ios".into()),
+            site: self.site.clone(),
+            tags: self.tags.clone(),
+            password: self.password.clone(),
+            password_env: self.password_env.clone(),
+            enable_secret: self.enable_secret.clone(),
+            enable_secret_env: self.enable_secret_env.clone(),
+            ..Default::default()
+        };
+        as_device.validate().map(|_| ())
+    }
 }
 
 /// Parse and validate a whole inventory file. Returns every device, or the first problem
 /// with its line and column.
 pub fn parse(text: &str) -> Result<Vec<DeviceSpec>, YamlError> {
     let file: InventoryFile = crate::yaml::from_str(text)?;
+    let defaults = file.defaults.as_ref().map(|d| &d.value);
+    let layers = file
+        .groups
+        .iter()
+        .map(|(name, g)| (format!("groups.{name}"), Some(name), g))
+        .chain(
+            file.defaults
+                .iter()
+                .map(|d| ("defaults".to_string(), None, d)),
+        );
+    for (path, group, layer) in layers {
+        let at = layer.referenced;
+        let located = |message: String| YamlError::new(at.line(), at.column(), message);
+        if let Some(name) = group {
+            super::parse_label("groups", name)
+                .map_err(|e| located(format!("{path}: {}", e.message)))?;
+        }
+        layer
+            .value
+            .check()
+            .map_err(|e| located(format!("{path}.{}: {}", e.field, e.message)))?;
+    }
     let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
     let mut out = Vec::with_capacity(file.devices.len());
     for entry in &file.devices {
         let at = entry.name.referenced;
         let (line, column) = (at.line(), at.column());
-        let name = entry.name.value.trim().to_string();
+        let name = entry.name.value.clone();
         if let Some((l, c)) = seen.get(&name) {
             return Err(YamlError::new(
                 line,
@@ -116,8 +163,8 @@ pub fn parse(text: &str) -> Result<Vec<DeviceSpec>, YamlError> {
         let layers: Vec<&Inherited> = entry
             .groups
             .iter()
-            .filter_map(|g| file.groups.get(g))
-            .chain(std::iter::once(&file.defaults))
+            .filter_map(|g| file.groups.get(g).map(|s| &s.value))
+            .chain(defaults)
             .collect();
         let pick = |own: &Option<String>, get: fn(&Inherited) -> &Option<String>| {
             own.clone()
@@ -296,6 +343,28 @@ devices:
         let err = parse(text).unwrap_err();
         assert_eq!(err.line, 3, "{err}");
         assert!(err.message.contains("host"), "{err}");
+    }
+
+    #[test]
+    fn defaults_and_groups_are_checked_even_when_unused() {
+        for (text, line, field) in [
+            (
+                "groups:\n  spare:\n    platform: junos\n",
+                3,
+                "groups.spare.platform",
+            ),
+            (
+                "defaults:\n  password_env: 'not a name'\n",
+                2,
+                "defaults.password_env",
+            ),
+            ("groups:\n  'a b':\n    site: x\n", 3, "groups.a b"),
+            ("defaults:\n  port: 0\n", 2, "defaults.port"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line, line, "{err}");
+            assert!(err.message.starts_with(field), "{err}");
+        }
     }
 
     #[test]

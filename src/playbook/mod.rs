@@ -7,7 +7,7 @@
 mod plan;
 mod window;
 
-pub(crate) use plan::{Plan, plan};
+pub(crate) use plan::{Plan, Skipped, plan};
 pub(crate) use window::{Opening, Window, any_contains};
 
 use std::collections::BTreeMap;

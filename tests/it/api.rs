@@ -1023,3 +1023,80 @@ async fn oversized_upload_form_fields_are_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+/// What schemathesis found once, each kept fixed: the contract's details that a client sees.
+#[tokio::test]
+async fn contract_details_schemathesis_found() {
+    let app = TestApp::start().await;
+    // The document publishes the validators' own patterns.
+    let spec = body(reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap()).await;
+    let input = &spec["components"]["schemas"]["DeviceInput"]["properties"];
+    assert_eq!(input["host"]["pattern"], fleetup::inventory::HOST_PATTERN);
+    assert_eq!(input["name"]["pattern"], fleetup::inventory::NAME_PATTERN);
+    assert_eq!(
+        input["platform"]["enum"],
+        serde_json::json!(["ios", "iosxe", "nxos"])
+    );
+    // Every route behind the token documents its 401.
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let open = path == "/health" || path == "/openapi.json";
+            assert_eq!(
+                op["responses"].get("401").is_some(),
+                !open,
+                "{method} {path}"
+            );
+        }
+    }
+    // Exact values: no trimming, no aliases; a port may be written as JSON Schema's integer.
+    for bad in [
+        device(" sw1", "10.0.0.1"),
+        device("sw1", "10.0.0.1 "),
+        serde_json::json!({"name": "sw1", "host": "10.0.0.1", "platform": "IOS"}),
+    ] {
+        let r = app.post("/api/v1/devices").json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    let mut d = device("sw-port", "10.0.0.9");
+    d["port"] = serde_json::json!(2222.0);
+    d["username"] = Value::Null;
+    let r = app.post("/api/v1/devices").json(&d).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // The new device's URL, which a client can follow.
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(location, "/api/v1/devices/sw-port");
+    let got = body(app.get(&location).send().await.unwrap()).await;
+    assert_eq!(got["port"], 2222);
+    // A stored entry that cannot log in is a conflict of the device's state, not a bad request.
+    let r = app
+        .post("/api/v1/devices/sw-port/facts")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(body(r).await["error"]["code"], "conflict");
+    // 401 names its scheme; a 405 keeps its Allow header under the JSON error.
+    let r = reqwest::get(app.url("/api/v1/devices")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = app.delete("/api/v1/vocabulary").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers().contains_key("allow"));
+    // The report's format is one of two; an empty platform field is refused, not ignored.
+    let r = app
+        .get("/api/v1/rollouts/r-none/report?format=xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let f = app.dir.path().join("img.bin");
+    write_random_file(&f, 1000, 5);
+    let form = multipart_file(&f, "c2960x-universalk9-mz.152-7.E8.bin").text("platform", "");
+    let r = app
+        .post("/api/v1/images")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
