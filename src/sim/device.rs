@@ -105,6 +105,8 @@ pub struct DeviceState {
     pub name: String,
     pub persona: String,
     pub model: String,
+    /// The serial number `show version` and `show inventory` print.
+    pub serial: String,
     pub ssh: SocketAddr,
     pub power: Power,
     pub version: String,
@@ -504,6 +506,7 @@ impl Device {
             name: self.name.clone(),
             persona: self.persona.name.clone(),
             model: self.persona.model.clone(),
+            serial: serial(&self.name),
             ssh: inner.ssh,
             power: *self.power.borrow(),
             version: s.version.clone(),

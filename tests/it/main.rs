@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod cli;
+mod conformance;
 mod demo;
 mod device_view;
 mod docs;
