@@ -32,6 +32,21 @@ pub(super) struct ConfigBits {
     pub ftp_passive: bool,
     /// `file prompt alert|noisy|quiet`.
     pub file_prompt: String,
+    /// `interface X` settings, by the persona's full interface name.
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, InterfaceConfig>,
+    /// Other global lines kept as typed (`logging …`, `ip tftp source-interface …`), in order.
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+/// What `interface X` submode lines changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct InterfaceConfig {
+    /// `description …`; `None` keeps the persona's.
+    pub description: Option<String>,
+    /// `shutdown`.
+    pub shutdown: bool,
 }
 
 /// Everything that survives a lab restart.
@@ -53,6 +68,9 @@ pub(super) struct Persisted {
     /// Files a faulty transfer damaged: the boot loader refuses them.
     #[serde(default)]
     pub corrupt_files: BTreeSet<String>,
+    /// Ports whose link did not come back after the last boot (`link-down-after-reload`).
+    #[serde(default)]
+    pub links_down: BTreeSet<String>,
 }
 
 /// Whether the device answers.
@@ -87,6 +105,8 @@ pub struct DeviceState {
     pub name: String,
     pub persona: String,
     pub model: String,
+    /// The serial number `show version` and `show inventory` print.
+    pub serial: String,
     pub ssh: SocketAddr,
     pub power: Power,
     pub version: String,
@@ -99,6 +119,8 @@ pub struct DeviceState {
     pub reload_count: u64,
     pub flash: FlashInfo,
     pub faults: Vec<Fault>,
+    /// Ports left down by the `link-down-after-reload` fault since the last boot.
+    pub links_down: Vec<String>,
     pub last_commands: Vec<String>,
     /// When the device last began to answer SSH again (RFC 3339, UTC): its start, or the end
     /// of its last reload. `bench/rollout.sh` measures how long fleetup takes to notice.
@@ -222,6 +244,8 @@ impl Device {
                 ftp_password: None,
                 ftp_passive: true,
                 file_prompt: "alert".to_string(),
+                interfaces: BTreeMap::new(),
+                lines: Vec::new(),
             };
             Persisted {
                 running: config.clone(),
@@ -234,6 +258,7 @@ impl Device {
                 reload_count: 0,
                 last_reload_reason: None,
                 corrupt_files: BTreeSet::new(),
+                links_down: BTreeSet::new(),
             }
         };
         let (power, _) = watch::channel(Power::Up);
@@ -447,7 +472,21 @@ impl Device {
                 .find(|f| bootable(&f.name))
                 .map(|f| (format!("{fs}:/{}", f.name), f.name.clone()));
         }
+        // The first port that is up with a neighbor on it stays dark under the fault.
+        let link_down: BTreeSet<String> = if self.has_fault(Fault::LinkDownAfterReload) {
+            self.persona
+                .interfaces
+                .iter()
+                .find(|i| i.connected && i.neighbor.is_some())
+                .or_else(|| self.persona.interfaces.iter().find(|i| i.connected))
+                .map(|i| i.name.clone())
+                .into_iter()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         self.update(|st| {
+            st.links_down = link_down;
             if let Some((path, name)) = choice {
                 st.version = version_of(&name).unwrap_or_default();
                 st.booted_image = path;
@@ -473,6 +512,7 @@ impl Device {
             name: self.name.clone(),
             persona: self.persona.name.clone(),
             model: self.persona.model.clone(),
+            serial: serial(&self.name),
             ssh: inner.ssh,
             power: *self.power.borrow(),
             version: s.version.clone(),
@@ -484,6 +524,7 @@ impl Device {
             reload_count: s.reload_count,
             flash,
             faults: inner.faults.iter().copied().collect(),
+            links_down: s.links_down.iter().cloned().collect(),
             last_commands: inner.last_commands.iter().cloned().collect(),
             up_since: self
                 .up_since
@@ -562,6 +603,7 @@ impl Device {
         v.insert("reload_reason", reason);
         v.insert("serial", serial(&self.name));
         v.insert("mac", mac(self.ip));
+        v.insert("mac_dotted", mac_dotted(self.ip));
         let reg = if s.running.config_register != s.config_register_now {
             format!(
                 "{} (will be {} at next reload)",
@@ -652,6 +694,12 @@ fn serial(name: &str) -> String {
 fn mac(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("CC:46:D6:{:02X}:{:02X}:{:02X}", o[1], o[2], o[3])
+}
+
+/// The base MAC address as IOS prints it in tables (`cc46.d60a.0001`).
+fn mac_dotted(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("cc46.d6{:02x}.{:02x}{:02x}", o[1], o[2], o[3])
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod install;
 mod line;
 mod parser;
 mod persona;
+mod show;
 mod ssh;
 
 use std::collections::BTreeMap;
@@ -65,10 +66,13 @@ pub enum Fault {
     ReloadNeverReturns,
     /// After a reload the device runs the image it ran before.
     ReloadOldImage,
+    /// After a reload, the persona's first connected port (the uplink, with a neighbor) stays
+    /// down: `notconnect`, `down down`, and its CDP/LLDP neighbor is gone.
+    LinkDownAfterReload,
 }
 
 impl Fault {
-    pub(crate) const ALL: [Fault; 8] = [
+    pub(crate) const ALL: [Fault; 9] = [
         Fault::TftpTimeout,
         Fault::SlowTransfer,
         Fault::CorruptDownload,
@@ -77,6 +81,7 @@ impl Fault {
         Fault::DropMidCopy,
         Fault::ReloadNeverReturns,
         Fault::ReloadOldImage,
+        Fault::LinkDownAfterReload,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -89,6 +94,7 @@ impl Fault {
             Fault::DropMidCopy => "drop-mid-copy",
             Fault::ReloadNeverReturns => "reload-never-returns",
             Fault::ReloadOldImage => "reload-old-image",
+            Fault::LinkDownAfterReload => "link-down-after-reload",
         }
     }
 }
@@ -200,7 +206,7 @@ pub struct LabArgs {
     pub slow_rate: u64,
     /// Inject a fault: DEVICE=KIND[,KIND] (DEVICE: name, number or `all`). Kinds: tftp-timeout,
     /// slow-transfer, corrupt-download, flash-too-small, wrong-credentials, drop-mid-copy,
-    /// reload-never-returns, reload-old-image.
+    /// reload-never-returns, reload-old-image, link-down-after-reload.
     #[arg(long = "fault")]
     pub faults: Vec<FaultSpec>,
     /// Device name prefix (names are PREFIX001, PREFIX002, …).

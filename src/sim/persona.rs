@@ -41,6 +41,7 @@ pub(super) const PLACEHOLDERS: &[&str] = &[
     "version_plain",
     "train",
     "uptime_nxos",
+    "mac_dotted",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,61 @@ pub(crate) struct Persona {
     /// Extra commands answered with a fixed (templated) output.
     #[serde(default)]
     pub commands: BTreeMap<String, String>,
+    /// The front-panel ports that `show ip interface brief`, `show interfaces status`, CDP and
+    /// LLDP report (the management interface is added by itself).
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+}
+
+/// One port of the persona, as its captures show it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Interface {
+    /// Full name (`GigabitEthernet1/0/1`, `Ethernet1/49`).
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Whether a cable is in: `connected`, else `notconnect`.
+    #[serde(default)]
+    pub connected: bool,
+    /// `show interfaces status` columns.
+    #[serde(default = "default_vlan")]
+    pub vlan: String,
+    #[serde(default = "default_auto")]
+    pub duplex: String,
+    #[serde(default = "default_auto")]
+    pub speed: String,
+    #[serde(default)]
+    pub r#type: String,
+    /// A routed port's address (`show ip interface brief`); none: `unassigned`.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// What CDP and LLDP see on the port while it is up.
+    #[serde(default)]
+    pub neighbor: Option<Neighbor>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Neighbor {
+    pub device: String,
+    pub platform: String,
+    /// The neighbor's port, full name.
+    pub port: String,
+    pub ip: String,
+    /// CDP capability letters (`R S I`).
+    pub capability: String,
+    /// The first line of the neighbor's `show version`, as CDP detail shows it.
+    #[serde(default)]
+    pub version: String,
+}
+
+fn default_vlan() -> String {
+    "1".to_string()
+}
+
+fn default_auto() -> String {
+    "auto".to_string()
 }
 
 fn default_dir_attributes() -> String {

@@ -1235,7 +1235,11 @@ async fn bad_cli_input_gets_the_ios_answer_and_changes_nothing() {
         vty.cmd("boot system nonsense", &c).await,
         invalid(c.len() + 12)
     );
-    assert_eq!(vty.cmd("interface Vlan1", &c).await, invalid(c.len() + 1));
+    // A port the persona does not have.
+    assert_eq!(
+        vty.cmd("interface Serial0/0/0", &c).await,
+        invalid(c.len() + 10)
+    );
     vty.cmd("end", &p).await;
     let s = lab.lab.state(host).unwrap();
     assert!(!s.unsaved_changes, "nothing was changed");
@@ -1548,4 +1552,76 @@ async fn a_reloading_device_goes_silent_or_refuses_as_told() {
         assert!(after > before, "{mode:?}: up_since {before} then {after}");
         lab.stop().await;
     }
+}
+
+#[tokio::test]
+async fn client_setup_lines_and_a_link_left_down_by_a_reload() {
+    let lab = TestLab::start(1, |_| {}).await;
+    let host = "lab-sw-001";
+    let p = format!("{host}#");
+    let c = format!("{host}(config)#");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    // pyATS/unicon's default setup, then an interface and the copy source interface.
+    vty.cmd("config term", &c).await;
+    assert_eq!(vty.cmd("no logging console", &c).await, "");
+    let line = format!("{host}(config-line)#");
+    assert_eq!(vty.cmd("line console 0", &line).await, "");
+    assert_eq!(vty.cmd("exec-timeout 0", &line).await, "");
+    assert_eq!(vty.cmd("line vty 0 4", &line).await, "");
+    assert_eq!(vty.cmd("exec-timeout 0", &line).await, "");
+    let ifc = format!("{host}(config-if)#");
+    // A global line leaves the submode.
+    assert_eq!(vty.cmd("int gi1/0/3", &ifc).await, "");
+    assert_eq!(vty.cmd("description printer-3f", &ifc).await, "");
+    assert_eq!(vty.cmd("ip tftp source-interface Vlan1", &c).await, "");
+    vty.cmd("end", &p).await;
+    let run = vty
+        .cmd("show running-config | include logging|source-interface", &p)
+        .await;
+    assert_eq!(
+        run,
+        "no logging console\r\nip tftp source-interface Vlan1\r\n"
+    );
+    let status = vty.cmd("show interfaces status", &p).await;
+    assert_line(&status, r"^Gi1/0/3   printer-3f         connected    20 ");
+    let brief = vty.cmd("show ip interface brief", &p).await;
+    assert_line(
+        &brief,
+        r"^GigabitEthernet1/0/1   unassigned      YES unset  up                    up\r$",
+    );
+    let cdp = vty.cmd("show cdp neighbors", &p).await;
+    assert_line(&cdp, r"^dist-sw1         Gig 1/0/1 ");
+    assert_line(&cdp, r"^Total cdp entries displayed : 2\r$");
+
+    assert_eq!(
+        set_fault(&lab, host, "link-down-after-reload").await,
+        reqwest::StatusCode::OK
+    );
+    vty.cmd("write memory", &p).await;
+    vty.send("reload\n").await;
+    vty.expect(r"Proceed with reload\? \[confirm\]$").await;
+    vty.send("\n").await;
+    vty.wait_closed().await;
+    assert!(lab.lab.wait_until_up(host).await);
+    assert_eq!(
+        lab.lab.state(host).unwrap().links_down,
+        vec!["GigabitEthernet1/0/1".to_string()]
+    );
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let brief = vty.cmd("show ip interface brief", &p).await;
+    assert_line(
+        &brief,
+        r"^GigabitEthernet1/0/1   unassigned      YES unset  down                  down\r$",
+    );
+    let status = vty.cmd("show interfaces status", &p).await;
+    assert_line(
+        &status,
+        r"^Gi1/0/1   uplink dist-sw1    notconnect   trunk ",
+    );
+    // The saved description survived the reload; the uplink's neighbor is gone.
+    assert_line(&status, r"^Gi1/0/3   printer-3f         connected ");
+    let cdp = vty.cmd("show cdp neighbors", &p).await;
+    assert!(!cdp.contains("dist-sw1"), "{cdp}");
+    assert_line(&cdp, r"^Total cdp entries displayed : 1\r$");
+    lab.stop().await;
 }

@@ -13,6 +13,12 @@ fn install_date() -> String {
 
 impl<O: Output> Cli<O> {
     pub(super) fn install_summary(&self) -> String {
+        self.install_table("Installed", true)
+    }
+
+    /// `show install summary` (every package set), `active` and `committed` (the booted one:
+    /// activation is always committed here).
+    pub(super) fn install_table(&self, what: &str, inactive_too: bool) -> String {
         let flash = self.dev.flash();
         let dir = &self.dev.flash_dir;
         let none = Default::default();
@@ -23,6 +29,7 @@ impl<O: Output> Cli<O> {
                 && f.name != "packages.conf"
                 && let Some(v) = crate::sim::install::conf_version(dir, &f.name, &none)
                 && Some(&v) != active.as_ref()
+                && inactive_too
             {
                 rows.push(format!("IMG   I    {v}.0.1\n"));
             }
@@ -32,7 +39,7 @@ impl<O: Output> Cli<O> {
         }
         let line = "-".repeat(80);
         format!(
-            "[ Switch 1 ] Installed Package(s) Information:\nState (St): I - Inactive, U - Activated & Uncommitted,\n            C - Activated & Committed, D - Deactivated & Uncommitted\n{line}\nType  St   Filename/Version\n{line}\n{}\n{line}\nAuto abort timer: inactive\n{line}\n",
+            "[ Switch 1 ] {what} Package(s) Information:\nState (St): I - Inactive, U - Activated & Uncommitted,\n            C - Activated & Committed, D - Deactivated & Uncommitted\n{line}\nType  St   Filename/Version\n{line}\n{}\n{line}\nAuto abort timer: inactive\n{line}\n",
             rows.concat()
         )
     }

@@ -10,6 +10,7 @@ use md5::{Digest as _, Md5};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+mod checks;
 mod files;
 mod iosxe;
 mod nxos;
@@ -31,6 +32,16 @@ enum Mode {
     User,
     Privileged,
     Config,
+    /// `interface X` submode.
+    ConfigIf,
+    /// `line vty 0 4` / `line console 0` submode.
+    ConfigLine,
+}
+
+impl Mode {
+    fn is_config(self) -> bool {
+        matches!(self, Mode::Config | Mode::ConfigIf | Mode::ConfigLine)
+    }
 }
 
 /// What the session does after a command.
@@ -88,7 +99,32 @@ enum Cmd {
     FilePrompt,
     End,
     Do,
+    // pre/post checks and client setup (checks.rs)
+    ShowIpIntBrief,
+    ShowIntStatus,
+    ShowCdp,
+    ShowCdpDetail,
+    ShowLldp,
+    ShowInstallActive,
+    ShowInstallCommitted,
+    ShowInstallAllImpact,
+    TermSessionTimeout,
+    Interface,
+    LineMode,
+    Logging,
+    NoLogging,
+    SourceInterface,
+    NoSourceInterface,
+    Description,
+    NoDescription,
+    Shutdown,
+    NoShutdown,
+    LineSetting,
+    ExitSub,
 }
+
+/// Exec commands with the privilege level each needs.
+type ExecTable = &'static [(u8, Syntax<Cmd>)];
 
 /// Exec commands with the privilege level they need.
 const EXEC: &[(u8, Syntax<Cmd>)] = &[
@@ -390,6 +426,8 @@ enum FilterKind {
     Begin,
     Section,
     Count,
+    /// NX-OS `| json` / `| json-pretty`: structured output, not a text filter.
+    Json,
 }
 
 const FILTERS: &[Syntax<FilterKind>] = &[
@@ -412,6 +450,17 @@ const FILTERS: &[Syntax<FilterKind>] = &[
     Syntax {
         toks: &[Kw("count"), Rest],
         cmd: FilterKind::Count,
+    },
+];
+
+const NXOS_FILTERS: &[Syntax<FilterKind>] = &[
+    Syntax {
+        toks: &[Kw("json")],
+        cmd: FilterKind::Json,
+    },
+    Syntax {
+        toks: &[Kw("json-pretty")],
+        cmd: FilterKind::Json,
     },
 ];
 
@@ -451,6 +500,7 @@ impl Filter {
                 }
                 out
             }
+            FilterKind::Json => text.to_string(),
             FilterKind::Count => format!(
                 "Number of lines which match regexp = {}\n",
                 lines.filter(|l| !l.is_empty() && matches(l)).count()
@@ -487,6 +537,10 @@ pub(super) struct Cli<O: Output> {
     dont_ask: bool,
     /// Lines per screen before `--More--`; 0 turns paging off.
     term_length: u32,
+    /// The port an `interface X` submode configures.
+    sub_interface: Option<String>,
+    /// The prompt word of the `line` submode (`config-line`, NX-OS `config-console`).
+    line_prompt: &'static str,
 }
 
 /// Size of the flash read between two dots of `verify /md5`.
@@ -520,6 +574,8 @@ impl<O: Output> Cli<O> {
             peer,
             dont_ask: false,
             term_length: 24,
+            sub_interface: None,
+            line_prompt: "config-line",
         }
     }
 
@@ -541,6 +597,8 @@ impl<O: Output> Cli<O> {
             Mode::Privileged => format!("{host}#"),
             // IOS shortens the hostname in configuration prompts.
             Mode::Config => format!("{}(config)#", &host[..host.len().min(20)]),
+            Mode::ConfigIf => format!("{}(config-if)#", &host[..host.len().min(20)]),
+            Mode::ConfigLine => format!("{}({})#", &host[..host.len().min(20)], self.line_prompt),
         }
     }
 
@@ -606,7 +664,7 @@ impl<O: Output> Cli<O> {
             let flow = match line {
                 Line::Text(t) => self.execute(&t, prompt.len()).await,
                 Line::Interrupt | Line::End => {
-                    if self.mode == Mode::Config {
+                    if self.mode.is_config() {
                         self.mode = Mode::Privileged;
                     }
                     Flow::Continue
@@ -640,9 +698,16 @@ impl<O: Output> Cli<O> {
         let (command, filter) = match line.find('|') {
             Some(i) => {
                 let text = &line[i + 1..];
-                match parse(text, FILTERS) {
+                let filters: Vec<Syntax<FilterKind>> = if nxos {
+                    FILTERS.iter().chain(NXOS_FILTERS).copied().collect()
+                } else {
+                    FILTERS.to_vec()
+                };
+                match parse(text, &filters) {
                     Ok(p) => {
-                        let pattern = if p.cmd == FilterKind::Count && p.args.is_empty() {
+                        let pattern = if matches!(p.cmd, FilterKind::Json)
+                            || (p.cmd == FilterKind::Count && p.args.is_empty())
+                        {
                             None
                         } else {
                             let first = text.split_whitespace().next().unwrap_or_default();
@@ -684,7 +749,7 @@ impl<O: Output> Cli<O> {
             .await?;
             return Ok(Flow::Continue);
         }
-        if self.mode != Mode::Config
+        if !self.mode.is_config()
             && let Some(text) = self.persona_command(command)
         {
             let out = self.dev.render(&text);
@@ -698,15 +763,50 @@ impl<O: Output> Cli<O> {
         } else {
             &[]
         };
-        let exec = EXEC.iter().chain(install);
+        let (checks, more_checks): (ExecTable, ExecTable) = if self.dev.persona.install_mode {
+            (checks::IOS_CHECKS, checks::INSTALL_CHECKS)
+        } else if nxos {
+            (checks::NXOS_CHECKS, &[])
+        } else {
+            (checks::IOS_CHECKS, &[])
+        };
+        let exec = EXEC.iter().chain(install).chain(checks).chain(more_checks);
+        let global: Vec<Syntax<Cmd>> = if nxos {
+            CONFIG
+                .iter()
+                .chain(NXOS_CONFIG)
+                .chain(checks::CONFIG_CHECKS)
+                .chain(checks::NXOS_CONFIG_CHECKS)
+                .copied()
+                .collect()
+        } else {
+            CONFIG
+                .iter()
+                .chain(checks::CONFIG_CHECKS)
+                .copied()
+                .collect()
+        };
         let syntax: Vec<Syntax<Cmd>> = match self.mode {
             Mode::User => exec.filter(|(l, _)| *l <= 1).map(|(_, s)| *s).collect(),
             Mode::Privileged => exec.map(|(_, s)| *s).collect(),
-            Mode::Config if nxos => CONFIG.iter().chain(NXOS_CONFIG).copied().collect(),
-            Mode::Config => CONFIG.to_vec(),
+            Mode::Config => global.clone(),
+            Mode::ConfigIf => checks::INTERFACE_MODE.to_vec(),
+            Mode::ConfigLine => checks::LINE_MODE.to_vec(),
         };
         let parsed = match parse(command, &syntax) {
             Ok(p) => p,
+            // A global line typed in a submode leaves the submode, as on IOS.
+            Err(_)
+                if matches!(self.mode, Mode::ConfigIf | Mode::ConfigLine)
+                    && parse(command, &global).is_ok() =>
+            {
+                self.mode = Mode::Config;
+                self.sub_interface = None;
+                match parse(command, &global) {
+                    Ok(p) => p,
+                    Err(_) => return Ok(Flow::Continue),
+                }
+            }
             Err(e) => {
                 self.write(&e.render_as(nxos, prompt_len)).await?;
                 return Ok(Flow::Continue);
@@ -722,6 +822,12 @@ impl<O: Output> Cli<O> {
             Cmd::Enable => self.enable().await?,
             Cmd::Disable => self.mode = Mode::User,
             Cmd::Exit => return Ok(Flow::Exit),
+            Cmd::ShowVersion
+                if nxos && filter.as_ref().is_some_and(|f| f.kind == FilterKind::Json) =>
+            {
+                let text = self.version_json();
+                self.write(&crlf(&text)).await?;
+            }
             Cmd::ShowVersion => {
                 let t = self.dev.persona.templates.show_version.clone();
                 let out = self.dev.render(&t);
@@ -961,18 +1067,28 @@ impl<O: Output> Cli<O> {
                     (false, None) => self.write(&caret(arg(0))).await?,
                 }
             }
-            Cmd::End => self.mode = Mode::Privileged,
+            Cmd::End => {
+                self.mode = Mode::Privileged;
+                self.sub_interface = None;
+            }
             Cmd::Do => {
                 let rest = command.trim_start();
                 let rest =
                     rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..].trim_start();
                 let offset = prompt_len + (command.len() - rest.len());
+                let back = self.mode;
                 self.mode = Mode::Privileged;
                 let flow = Box::pin(self.execute_inner(rest, offset)).await;
                 if self.mode == Mode::Privileged {
-                    self.mode = Mode::Config;
+                    self.mode = back;
                 }
                 return flow;
+            }
+            other => {
+                return Ok(self
+                    .check_command(other, command, &args, filter.as_ref(), prompt_len)
+                    .await?
+                    .unwrap_or(Flow::Continue));
             }
         }
         Ok(Flow::Continue)
@@ -996,6 +1112,11 @@ impl<O: Output> Cli<O> {
     }
 
     async fn show(&mut self, text: &str, filter: Option<&Filter>) -> Result<(), ()> {
+        if filter.is_some_and(|f| f.kind == FilterKind::Json) {
+            return self
+                .write("% JSON output of this command is not simulated by fleetup lab\r\n")
+                .await;
+        }
         let text = match filter {
             Some(f) => f.apply(text),
             None => text.to_string(),
@@ -1059,6 +1180,11 @@ impl<O: Output> Cli<O> {
                 "interface mgmt0\n  vrf member management\n  ip address {}/24\n",
                 self.dev.ip
             ));
+            t.push('\n');
+            t.push_str(&self.interface_sections(c));
+            for l in &c.lines {
+                t.push_str(&format!("{l}\n"));
+            }
             for b in &c.boot_system {
                 t.push_str(&format!("boot nxos {b}\n"));
             }
@@ -1102,7 +1228,11 @@ impl<O: Output> Cli<O> {
         if !c.ftp_passive {
             t.push_str("no ip ftp passive\n");
         }
+        for l in &c.lines {
+            t.push_str(&format!("{l}\n"));
+        }
         t.push_str("ip ssh version 2\n!\n");
+        t.push_str(&self.interface_sections(c));
         t.push_str(&format!(
             "interface {}\n ip address {} 255.255.255.0\n!\n",
             self.dev.persona.mgmt_interface, self.dev.ip
