@@ -22,7 +22,7 @@ pub enum ParseError {
     },
 }
 
-fn missing(command: &'static str, what: &'static str, text: &str) -> ParseError {
+pub(super) fn missing(command: &'static str, what: &'static str, text: &str) -> ParseError {
     ParseError::Missing {
         command,
         what,
@@ -37,7 +37,7 @@ fn missing(command: &'static str, what: &'static str, text: &str) -> ParseError 
     }
 }
 
-fn re(pattern: &str) -> Regex {
+pub(super) fn re(pattern: &str) -> Regex {
     // The patterns are literals of this file, covered by the unit tests.
     Regex::new(pattern).unwrap_or_else(|e| panic!("bad built-in regex {pattern:?}: {e}"))
 }
@@ -818,6 +818,22 @@ mod tests {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// Every capture whose name (lower case, `_` removed) contains one of `kinds` is in `tested`.
+    fn assert_covers(tested: &[&str], kinds: &[&str]) {
+        let dir = format!("{}/tests/fixtures/cisco", env!("CARGO_MANIFEST_DIR"));
+        let mut untested: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                let key = n.to_ascii_lowercase().replace('_', "");
+                kinds.iter().any(|k| key.contains(&k.replace('_', "")))
+            })
+            .filter(|n| !tested.contains(&n.as_str()))
+            .collect();
+        untested.sort();
+        assert!(untested.is_empty(), "captures no test reads: {untested:?}");
+    }
+
     struct V {
         file: &'static str,
         version: &'static str,
@@ -1107,6 +1123,9 @@ mod tests {
             ("ntc_cisco_nxos_dir_01.raw", 12, "aci-n9000-dk9.13.1.2p.bin", 1410981963, None, None),
             ("ntc_cisco_nxos_dir_02.raw", 17, "n7700-s2-dk9.8.4.3.bin", 538255348, Some(3697471488), Some(2166267904)),
         ];
+        let mut files: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        files.push("ntc_cisco_ios_dir_no_files.raw");
+        assert_covers(&files, &["_dir_", "_dir."]);
         for &(file, count, name, size, total, free) in cases {
             let d = dir(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(d.entries.len(), count, "{file}");
@@ -1163,11 +1182,33 @@ mod tests {
             ("ntc_cisco_ios_show_boot_gibraltar.raw", &["flash:packages.conf"], None),
             ("ntc_cisco_ios_show_boot_optimization.raw", &["flash:/c3560cx-universalk9-mz.152-7.E4/c3560cx-universalk9-mz.152-7.E4.bin"], None),
             ("nxos_ShowBoot_golden_output.txt", &["slot0:/n7000-s2-dk10.34.3.0.CV.0.658.gbin"], None),
+            ("nxos_show_platform_ShowBoot_n7k_dual_sup.txt", &["slot0:/n7000-s2-dk10.34.3.0.CV.0.658.gbin"], None),
+            ("nxos_show_platform_ShowBoot_n6k_without_sup.txt", &["bootflash:/n6000-uk10.1.3.2.N1.0.420.bin"], None),
+            ("blog_heathdbrown_n9kv_boot_nxos_show_boot.txt", &["bootflash:/nxos.7.0.3.I6.1.bin"], None),
         ];
         for &(file, entries, confreg) in cases {
             let b = show_boot(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(b.entries, entries, "{file}");
             assert_eq!(b.config_register.as_deref(), confreg, "{file}");
+        }
+        let files: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        assert_covers(&files, &["showboot", "show_boot"]);
+        for (file, kickstart) in [
+            (
+                "nxos_show_platform_ShowBoot_n7k_dual_sup.txt",
+                Some("slot0:/n7000-s2-kickstart.8.3.0.CV.0.658.gbin"),
+            ),
+            (
+                "nxos_show_platform_ShowBoot_n6k_without_sup.txt",
+                Some("bootflash:/n6000-uk9-kickstart.7.3.2.N1.0.420.bin"),
+            ),
+            ("blog_heathdbrown_n9kv_boot_nxos_show_boot.txt", None),
+        ] {
+            assert_eq!(
+                show_boot(&fixture(file)).unwrap().kickstart.as_deref(),
+                kickstart,
+                "{file}"
+            );
         }
         assert!(
             show_boot(&fixture("ntc_cisco_ios_show_boot.raw"))
@@ -1405,6 +1446,18 @@ mod tests {
             "Refreshing compact flash and upgrading bios/loader/bootrom."
         );
         assert!(s.disruptive);
+        let s = install_all_status(&fixture("salt_nxos_n7k_install_all_kickstart_captured.txt"))
+            .unwrap();
+        assert_eq!(s.steps.len(), 12);
+        assert_eq!(
+            s.steps[0].description,
+            "Verifying image bootflash:/$KIMAGE for boot variable \"kickstart\"."
+        );
+        assert_eq!(
+            s.steps[1].description,
+            "Verifying image bootflash:/$IMAGE for boot variable \"system\"."
+        );
+        assert!(s.finished && s.disruptive && s.failed_step().is_none());
         let s = install_all_status(&fixture("salt_nxos_n93k_install_all_captured.txt")).unwrap();
         assert!(s.finished);
         assert!(s.failed_step().is_none());
