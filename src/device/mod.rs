@@ -44,8 +44,9 @@ pub use transcript::EntryKind;
 pub(crate) use transcript::{Transcript, TranscriptEntry, TranscriptLimits};
 pub(crate) use upgrade::{Check, StepGate, Stop, upgrade_gated};
 pub use upgrade::{
-    CopySource, FailureReason, Resumed, Step, StepEvent, StepStatus, Transfer, UpgradeFailure,
-    UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult, resume_after_reload, upgrade,
+    CopySource, FailureReason, KickstartImage, Resumed, Step, StepEvent, StepStatus, Transfer,
+    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    resume_after_reload, upgrade,
 };
 pub(crate) use wait::read_facts;
 pub use wait::{facts, wait_back};
