@@ -624,6 +624,8 @@ pub(crate) struct InstalledPackage {
     pub state: PackageState,
     /// A version for `IMG`, a file for `SMU`.
     pub name: String,
+    /// Where, from the section header: `R0`, `R0 R1`, `Switch 1 2`.
+    pub location: Option<String>,
 }
 
 #[cfg(test)]
@@ -654,6 +656,9 @@ impl InstallSummary {
 #[cfg(test)]
 static PKG_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*([A-Z]{2,4})\s+([IUCD])\s+(\S+)\s*$"));
 #[cfg(test)]
+static INSTALL_SECTION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*\[\s*(.+?)\s*\]\s*Installed Package"));
+#[cfg(test)]
 static ABORT_TIMER: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*Auto abort timer:\s*(.+?)\s*$"));
 
@@ -664,7 +669,11 @@ pub(crate) fn install_summary(text: &str) -> Result<InstallSummary, ParseError> 
         auto_abort_timer: ABORT_TIMER.captures(text).map(|c| c[1].to_string()),
         ..Default::default()
     };
+    let mut location = None;
     for line in text.lines() {
+        if let Some(c) = INSTALL_SECTION.captures(line) {
+            location = Some(c[1].to_string());
+        }
         if let Some(c) = PKG_LINE.captures(line) {
             let state = match &c[2] {
                 "I" => PackageState::Inactive,
@@ -676,6 +685,7 @@ pub(crate) fn install_summary(text: &str) -> Result<InstallSummary, ParseError> 
                 kind: c[1].to_string(),
                 state,
                 name: c[3].to_string(),
+                location: location.clone(),
             });
         }
     }
@@ -1394,6 +1404,39 @@ mod tests {
         assert!(!s.has_uncommitted());
         assert_eq!(s.auto_abort_timer.as_deref(), Some("inactive"));
         assert!(install_summary("% Invalid input").is_err());
+        // Two route processors; a stack member of its own (CRLF line ends, trailing blanks).
+        let s = install_summary(&fixture("iosxe_ShowInstallSummary_golden_output_3.txt")).unwrap();
+        assert_eq!(s.committed_image(), Some("17.17.01.0.207190"));
+        assert_eq!(s.packages[0].location.as_deref(), Some("R0 R1"));
+        let s = install_summary(&fixture("iosxe_ShowInstallSummary_golden_output_4.txt")).unwrap();
+        assert_eq!(s.committed_image(), Some("16.6.6.0"));
+        assert_eq!(s.packages[0].location.as_deref(), Some("Switch 1"));
+        assert_eq!(s.auto_abort_timer, None);
+        // A stack whose third member has the image activated but not committed.
+        let s = install_summary(&fixture("iosxe_ShowInstallSummary_golden_output_5.txt")).unwrap();
+        let rows: Vec<(Option<&str>, PackageState)> = s
+            .packages
+            .iter()
+            .map(|p| (p.location.as_deref(), p.state))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("Switch 1 2"), PackageState::ActivatedCommitted),
+                (Some("Switch 3"), PackageState::ActivatedUncommitted),
+            ]
+        );
+        assert!(s.has_uncommitted());
+        assert_covers(
+            &[
+                "iosxe_ShowInstallSummary_golden_output.txt",
+                "iosxe_ShowInstallSummary_golden_output_2.txt",
+                "iosxe_ShowInstallSummary_golden_output_3.txt",
+                "iosxe_ShowInstallSummary_golden_output_4.txt",
+                "iosxe_ShowInstallSummary_golden_output_5.txt",
+            ],
+            &["showinstallsummary"],
+        );
     }
 
     #[test]
