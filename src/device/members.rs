@@ -484,6 +484,23 @@ mod tests {
                 "03.06.01.E",
                 "bootflash:cat4500e-universalk9.SPA.03.06.01.E.152-2.E1.bin",
             ),
+            (
+                "ntc_cisco_ios_show_redundancy4.raw",
+                "sso",
+                "slot 1",
+                "slot 5",
+                "17.9.5",
+                "flash:packages.conf",
+            ),
+            // StackWise Virtual: the two supervisors are two switches.
+            (
+                "ntc_cisco_ios_show_redundancy5.raw",
+                "sso",
+                "Switch 1",
+                "Switch 2",
+                "17.14.1",
+                "bootflash:packages.conf",
+            ),
         ] {
             let r = show_redundancy(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(r.operating_mode.as_deref(), Some(mode), "{file}");
@@ -500,6 +517,54 @@ mod tests {
                 assert_eq!(sup.supervisor_state, None, "{file}");
             }
         }
+    }
+
+    /// Classic IOS wraps the image line at 80 columns (`Version 12.2(20)EWA(3` / `.92)`): no
+    /// version rather than a cut one.
+    #[test]
+    fn a_wrapped_image_version_is_not_cut() {
+        let r = show_redundancy(&fixture("ntc_cisco_ios_show_redundancy.raw")).unwrap();
+        assert_eq!(r.operating_mode.as_deref(), Some("Stateful Switchover"));
+        let a = r.active().unwrap();
+        assert_eq!(a.location.as_deref(), Some("slot 1"));
+        assert_eq!(a.version, None);
+        assert_eq!(a.boot, ["bootflash:cat4000-i5s-mz.122_20_EWA_392"]);
+        assert!(r.standby().unwrap().is_hot_standby());
+    }
+
+    /// Every capture of these commands is read by a test here.
+    #[test]
+    fn every_capture_is_read() {
+        let dir = format!("{}/tests/fixtures/cisco", env!("CARGO_MANIFEST_DIR"));
+        let tested = [
+            "iosxe_ShowSwitch_golden_output_c3850.txt",
+            "iosxe_ShowSwitch_golden_output_1.txt",
+            "ntc_cisco_ios_show_switch_01.raw",
+            "iosxe_ShowRedundancy_golden_output_c9400.txt",
+            "iosxe_ShowRedundancy_golden_output_asr1k.txt",
+            "iosxe_ShowRedundancy_golden_output_cat4500.txt",
+            "ntc_cisco_ios_show_redundancy.raw",
+            "ntc_cisco_ios_show_redundancy4.raw",
+            "ntc_cisco_ios_show_redundancy5.raw",
+            "nxos_show_platform_ShowRedundancyStatus_n7k.txt",
+            "nxos_show_platform_ShowModule_n7k.txt",
+            "nxos_show_platform_ShowModule_n9k_c9504.txt",
+            "iosxe_ShowModule_golden_output_C9407R.txt",
+            "iosxe_ShowModule_golden_output_1.txt",
+            "iosxe_ShowModule_golden_output_c3850.txt",
+        ];
+        let untested: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                let key = n.to_ascii_lowercase().replace('_', "");
+                ["showswitch", "showredundancy", "showmodule"]
+                    .iter()
+                    .any(|k| key.contains(k))
+            })
+            .filter(|n| !tested.contains(&n.as_str()))
+            .collect();
+        assert!(untested.is_empty(), "captures no test reads: {untested:?}");
     }
 
     #[test]
