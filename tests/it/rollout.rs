@@ -1184,5 +1184,15 @@ async fn a_nexus_7000_upgrades_its_kickstart_and_system_images_together() {
         .filter(|e| e["step"] == "copy" && e["kind"] == "step_done")
         .count();
     assert_eq!(copies, 2, "{events:#?}");
+    // Both transfers are the job's own: its claim covers the kickstart too.
+    let transfers = rig.transfers().await;
+    for file in [SYSTEM, KICKSTART] {
+        let t = transfers
+            .iter()
+            .find(|t| t["file"] == file && t["state"] == "completed")
+            .unwrap_or_else(|| panic!("no completed transfer of {file}: {transfers:#?}"));
+        assert_eq!(t["job"]["device"], name.as_str(), "{t:#}");
+        assert_eq!(t["job"]["rollout"], id.as_str(), "{t:#}");
+    }
     rig.stop().await;
 }
