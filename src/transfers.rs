@@ -94,7 +94,8 @@ pub(crate) enum Recognise {
 pub(crate) struct Claim {
     pub job: JobRef,
     pub protocol: Protocol,
-    pub file: String,
+    /// The image, and on NX-OS with separate images its kickstart too.
+    pub files: Vec<String>,
     pub by: Recognise,
     /// Transfers that started before this are not the job's.
     pub since: jiff::Timestamp,
@@ -109,7 +110,7 @@ impl Claim {
         file: &str,
         at: jiff::Timestamp,
     ) -> bool {
-        if self.protocol != protocol || self.file != file || at < self.since {
+        if self.protocol != protocol || !self.files.iter().any(|f| f == file) || at < self.since {
             return false;
         }
         match &self.by {
@@ -470,14 +471,14 @@ mod tests {
         let _tftp = t.claim(Claim {
             job: job("sw1"),
             protocol: Protocol::Tftp,
-            file: "ios.bin".into(),
+            files: vec!["ios.bin".into()],
             by: Recognise::TftpClient(sw1.ip()),
             since: ts("2000-01-01T00:00:00Z"),
         });
         let _ftp = t.claim(Claim {
             job: job("sw2"),
             protocol: Protocol::Ftp,
-            file: "ios.bin".into(),
+            files: vec!["ios.bin".into()],
             by: Recognise::FtpUser("fu0001".into()),
             since: ts("2000-01-01T00:00:00Z"),
         });
@@ -517,7 +518,7 @@ mod tests {
         let later = t.claim(Claim {
             job: job("sw1-again"),
             protocol: Protocol::Tftp,
-            file: "ios.bin".into(),
+            files: vec!["ios.bin".into()],
             by: Recognise::TftpClient(sw1.ip()),
             since: ts("2999-01-01T00:00:00Z"),
         });

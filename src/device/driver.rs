@@ -87,14 +87,20 @@ impl Driver {
     }
 
     /// The command that installs and activates the image and reloads (install-mode drivers).
-    pub(crate) fn install_command(self, file: &str) -> Option<String> {
-        match self {
-            Driver::IosBundle => None,
-            Driver::IosXeInstall => Some(format!(
+    /// `kickstart`: NX-OS with separate kickstart and system images (`file` is the system).
+    pub(crate) fn install_command(self, file: &str, kickstart: Option<&str>) -> Option<String> {
+        match (self, kickstart) {
+            (Driver::IosBundle, _) => None,
+            (Driver::IosXeInstall, _) => Some(format!(
                 "install add file {} activate commit",
                 self.path(file)
             )),
-            Driver::Nxos => Some(format!("install all nxos {}", self.path(file))),
+            (Driver::Nxos, None) => Some(format!("install all nxos {}", self.path(file))),
+            (Driver::Nxos, Some(k)) => Some(format!(
+                "install all kickstart {} system {}",
+                self.path(k),
+                self.path(file)
+            )),
         }
     }
 }
@@ -145,14 +151,28 @@ mod tests {
             ios.boot_lines(&two, true),
             ["no boot system", "boot system flash:new.bin;flash:old.bin"]
         );
-        assert_eq!(ios.install_command("a.bin"), None);
+        assert_eq!(ios.install_command("a.bin", None), None);
         assert_eq!(
-            Driver::IosXeInstall.install_command("cat9k.bin").as_deref(),
+            Driver::IosXeInstall
+                .install_command("cat9k.bin", None)
+                .as_deref(),
             Some("install add file flash:cat9k.bin activate commit")
         );
         assert_eq!(
-            Driver::Nxos.install_command("nxos.bin").as_deref(),
+            Driver::Nxos.install_command("nxos.bin", None).as_deref(),
             Some("install all nxos bootflash:nxos.bin")
+        );
+        // The order of the real Nexus 7000 transcript (salt tests/unit/modules/nxos/nxos_n7k.py).
+        assert_eq!(
+            Driver::Nxos
+                .install_command(
+                    "n7000-s2-dk9.8.4.3.bin",
+                    Some("n7000-s2-kickstart.8.4.3.bin")
+                )
+                .as_deref(),
+            Some(
+                "install all kickstart bootflash:n7000-s2-kickstart.8.4.3.bin system bootflash:n7000-s2-dk9.8.4.3.bin"
+            )
         );
         assert_eq!(
             Driver::Nxos.md5_command("nxos.bin"),

@@ -1,6 +1,7 @@
 //! Device drivers: log in to one device over SSH and run one upgrade step at a time.
 //!
-//! - [`parse`]: pure parsers of the outputs (tested on real captures);
+//! - [`parse`]: pure parsers of the outputs (tested on real captures); `members`: those of
+//!   stack members and supervisors (`show switch`, `show redundancy`, `show module`);
 //! - [`cli`]: the pure prompt/dialog state machine;
 //! - [`ssh`]: the only I/O, a russh client feeding the state machine;
 //! - [`driver`]: [`Driver`], how each platform spells a step (pure command builders);
@@ -17,6 +18,9 @@
 pub(crate) mod cli;
 mod driver;
 mod error;
+// Read by the stack and dual-supervisor upgrade to come; until then only its tests use it.
+#[cfg(test)]
+mod members;
 pub(crate) mod parse;
 mod restart;
 mod rules;
@@ -40,8 +44,9 @@ pub use transcript::EntryKind;
 pub(crate) use transcript::{Transcript, TranscriptEntry, TranscriptLimits};
 pub(crate) use upgrade::{Check, StepGate, Stop, upgrade_gated};
 pub use upgrade::{
-    CopySource, FailureReason, Resumed, Step, StepEvent, StepStatus, Transfer, UpgradeFailure,
-    UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult, resume_after_reload, upgrade,
+    CopySource, FailureReason, KickstartImage, Resumed, Step, StepEvent, StepStatus, Transfer,
+    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    resume_after_reload, upgrade,
 };
 pub(crate) use wait::read_facts;
 pub use wait::{facts, wait_back};

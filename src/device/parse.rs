@@ -22,7 +22,7 @@ pub enum ParseError {
     },
 }
 
-fn missing(command: &'static str, what: &'static str, text: &str) -> ParseError {
+pub(super) fn missing(command: &'static str, what: &'static str, text: &str) -> ParseError {
     ParseError::Missing {
         command,
         what,
@@ -37,7 +37,7 @@ fn missing(command: &'static str, what: &'static str, text: &str) -> ParseError 
     }
 }
 
-fn re(pattern: &str) -> Regex {
+pub(super) fn re(pattern: &str) -> Regex {
     // The patterns are literals of this file, covered by the unit tests.
     Regex::new(pattern).unwrap_or_else(|e| panic!("bad built-in regex {pattern:?}: {e}"))
 }
@@ -96,17 +96,18 @@ impl ShowVersion {
     }
 }
 
-static XE_VERSION: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?m)^\s*(?:Cisco IOS XE Software, Version|IOS XE Version:)\s+([^,\s]+)"));
+static XE_VERSION: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?m)^\s*(?:Cisco IOS XE Software, Version|IOS XE Version:)[ \t]+([^,\s]+)")
+});
 static IOS_VERSION: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?m)^.*(?:IOS Software|IOS \(tm\)).*?,\s*(?:Experimental )?Version\s+([^,\s]+)")
+    re(r"(?m)^.*(?:IOS Software|IOS \(tm\)).*?,[ \t]*(?:Experimental )?Version[ \t]+([^,\s]+)")
 });
 static NXOS_VERSION: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?m)^\s*(?:NXOS|system):\s+version\s+(\S+)"));
+    LazyLock::new(|| re(r"(?m)^\s*(?:NXOS|system):[ \t]+version[ \t]+(\S+)"));
 static IMAGE: LazyLock<Regex> =
-    LazyLock::new(|| re(r#"(?m)^\s*(?:System|NXOS|system) image file is:?\s+"?([^"\s]+)"?"#));
+    LazyLock::new(|| re(r#"(?m)^\s*(?:System|NXOS|system) image file is:?[ \t]+"?([^"\s]+)"?"#));
 static KICKSTART: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?m)^\s*kickstart image file is:?\s+(\S+)"));
+    LazyLock::new(|| re(r"(?m)^\s*kickstart image file is:?[ \t]+(\S+)"));
 static UPTIME: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*(\S+) uptime is (.+?)\s*$"));
 // The IOS hardware line: VENDOR MODEL [(CPU)] processor ... with N bytes of memory. The vendor
 // word is `cisco` or `Cisco`, or an OEM's (`Allen-Bradley 1783-CMS20DP (ARM) processor`).
@@ -128,15 +129,17 @@ static NX_CHASSIS: LazyLock<Regex> =
 static ACI_CHASSIS: LazyLock<Regex> =
     LazyLock::new(|| re(r#"(?m)^[ \t]*cisco[ \t]+(\S+)[ \t]+\("[^"\n]*"\)[ \t]*\r?$"#));
 // Catalyst switches also print `Model Number : WS-C3850-48U` (the first is the active one).
-static MODEL_NUMBER: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Model [Nn]umber\s*:\s*(\S+)"));
-static SERIAL: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Processor [Bb]oard ID\s+([^\s,]+)"));
+static MODEL_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?m)^\s*Model [Nn]umber[ \t]*:[ \t]*(\S+)"));
+static SERIAL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?m)^\s*Processor [Bb]oard ID[ \t]+([^\s,]+)"));
 static SYSTEM_SERIAL: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?m)^\s*System [Ss]erial [Nn]umber\s*:\s*(\S+)"));
+    LazyLock::new(|| re(r"(?m)^\s*System [Ss]erial [Nn]umber[ \t]*:[ \t]*(\S+)"));
 static CONFREG: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*Configuration [Rr]egister is (\S+)"));
-static DEVICE_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Device name:\s+(\S+)"));
+static DEVICE_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*Device name:[ \t]+(\S+)"));
 static RESTARTED: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?m)^\s*(?:System restarted at|Last reset at \d+ usecs after)\s+(.+?)\s*$")
+    re(r"(?m)^\s*(?:System restarted at|Last reset at \d+ usecs after)[ \t]+(.+?)\s*$")
 });
 
 /// The model `show version` names, in the form inventories and `show inventory` use (the
@@ -351,6 +354,9 @@ pub(crate) struct BootVariable {
     pub entries: Vec<String>,
     /// NX-OS kickstart image (older Nexus), when printed.
     pub kickstart: Option<String>,
+    /// A chassis with two supervisors (Catalyst 9400/9500/9600, ASR 1000): the standby's
+    /// `Standby BOOT variable =` entries.
+    pub standby_entries: Vec<String>,
     pub config_register: Option<String>,
     /// Catalyst switches (`BOOT path-list`, `Manual Boot`): each `boot system` line replaces
     /// the whole list, so several entries go on one line separated by `;`. Routers append one
@@ -359,9 +365,11 @@ pub(crate) struct BootVariable {
 }
 
 static BOOT_PATH_LIST: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?m)^\s*BOOT path-list\s*:\s*(.*?)\s*$"));
+    LazyLock::new(|| re(r"(?m)^\s*BOOT path-list[ \t]*:[ \t]*(.*?)[ \t]*$"));
 static BOOT_VARIABLE: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?m)^\s*BOOT variable (?:= ?(.*?)|does not exist)\s*$"));
+static STANDBY_BOOT_VARIABLE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?m)^\s*Standby BOOT variable = ?(.*?)\s*$"));
 static NX_BOOT: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?mi)^\s*(?:nxos|system) variable = (\S+)"));
 static NX_KICKSTART: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*kickstart variable = (\S+)"));
@@ -396,10 +404,15 @@ pub(crate) fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
     };
     let config_register = CONFREG.captures(text).map(|c| c[1].to_string());
     let one_line_list = text.contains("BOOT path-list") || text.contains("Manual Boot");
+    let standby_entries = STANDBY_BOOT_VARIABLE
+        .captures(relevant)
+        .map(|c| split_boot_list(&c[1]))
+        .unwrap_or_default();
     if let Some(c) = BOOT_PATH_LIST.captures(relevant) {
         return Ok(BootVariable {
             entries: split_boot_list(&c[1]),
             kickstart: None,
+            standby_entries,
             config_register,
             one_line_list,
         });
@@ -411,6 +424,7 @@ pub(crate) fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
                 .map(|m| split_boot_list(m.as_str()))
                 .unwrap_or_default(),
             kickstart: None,
+            standby_entries,
             config_register,
             one_line_list,
         });
@@ -419,6 +433,7 @@ pub(crate) fn show_boot(text: &str) -> Result<BootVariable, ParseError> {
         return Ok(BootVariable {
             entries: vec![c[1].to_string()],
             kickstart: NX_KICKSTART.captures(relevant).map(|c| c[1].to_string()),
+            standby_entries: Vec::new(),
             config_register,
             one_line_list: false,
         });
@@ -624,6 +639,8 @@ pub(crate) struct InstalledPackage {
     pub state: PackageState,
     /// A version for `IMG`, a file for `SMU`.
     pub name: String,
+    /// Where, from the section header: `R0`, `R0 R1`, `Switch 1 2`.
+    pub location: Option<String>,
 }
 
 #[cfg(test)]
@@ -654,8 +671,11 @@ impl InstallSummary {
 #[cfg(test)]
 static PKG_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*([A-Z]{2,4})\s+([IUCD])\s+(\S+)\s*$"));
 #[cfg(test)]
+static INSTALL_SECTION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*\[\s*(.+?)\s*\]\s*Installed Package"));
+#[cfg(test)]
 static ABORT_TIMER: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?m)^\s*Auto abort timer:\s*(.+?)\s*$"));
+    LazyLock::new(|| re(r"(?m)^\s*Auto abort timer:[ \t]*(.+?)\s*$"));
 
 /// Parse IOS-XE `show install summary`.
 #[cfg(test)]
@@ -664,7 +684,11 @@ pub(crate) fn install_summary(text: &str) -> Result<InstallSummary, ParseError> 
         auto_abort_timer: ABORT_TIMER.captures(text).map(|c| c[1].to_string()),
         ..Default::default()
     };
+    let mut location = None;
     for line in text.lines() {
+        if let Some(c) = INSTALL_SECTION.captures(line) {
+            location = Some(c[1].to_string());
+        }
         if let Some(c) = PKG_LINE.captures(line) {
             let state = match &c[2] {
                 "I" => PackageState::Inactive,
@@ -676,6 +700,7 @@ pub(crate) fn install_summary(text: &str) -> Result<InstallSummary, ParseError> 
                 kind: c[1].to_string(),
                 state,
                 name: c[3].to_string(),
+                location: location.clone(),
             });
         }
     }
@@ -705,7 +730,7 @@ pub(crate) enum InstallError {
     Parse(#[from] ParseError),
 }
 
-static INSTALL_FAILED: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^.*FAILED:?\s*(.*?)\s*$"));
+static INSTALL_FAILED: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^.*FAILED:?[ \t]*(.*?)[ \t]*$"));
 
 /// Parse the output of `install add file ... activate commit` or `install remove inactive`.
 pub(crate) fn install_result(text: &str) -> Result<InstallOutcome, InstallError> {
@@ -816,6 +841,22 @@ mod tests {
     fn fixture(name: &str) -> String {
         let path = format!("{}/tests/fixtures/cisco/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Every capture whose name (lower case, `_` removed) contains one of `kinds` is in `tested`.
+    fn assert_covers(tested: &[&str], kinds: &[&str]) {
+        let dir = format!("{}/tests/fixtures/cisco", env!("CARGO_MANIFEST_DIR"));
+        let mut untested: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                let key = n.to_ascii_lowercase().replace('_', "");
+                kinds.iter().any(|k| key.contains(&k.replace('_', "")))
+            })
+            .filter(|n| !tested.contains(&n.as_str()))
+            .collect();
+        untested.sort();
+        assert!(untested.is_empty(), "captures no test reads: {untested:?}");
     }
 
     struct V {
@@ -1107,6 +1148,9 @@ mod tests {
             ("ntc_cisco_nxos_dir_01.raw", 12, "aci-n9000-dk9.13.1.2p.bin", 1410981963, None, None),
             ("ntc_cisco_nxos_dir_02.raw", 17, "n7700-s2-dk9.8.4.3.bin", 538255348, Some(3697471488), Some(2166267904)),
         ];
+        let mut files: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        files.push("ntc_cisco_ios_dir_no_files.raw");
+        assert_covers(&files, &["_dir_", "_dir."]);
         for &(file, count, name, size, total, free) in cases {
             let d = dir(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(d.entries.len(), count, "{file}");
@@ -1163,11 +1207,63 @@ mod tests {
             ("ntc_cisco_ios_show_boot_gibraltar.raw", &["flash:packages.conf"], None),
             ("ntc_cisco_ios_show_boot_optimization.raw", &["flash:/c3560cx-universalk9-mz.152-7.E4/c3560cx-universalk9-mz.152-7.E4.bin"], None),
             ("nxos_ShowBoot_golden_output.txt", &["slot0:/n7000-s2-dk10.34.3.0.CV.0.658.gbin"], None),
+            ("nxos_show_platform_ShowBoot_n7k_dual_sup.txt", &["slot0:/n7000-s2-dk10.34.3.0.CV.0.658.gbin"], None),
+            ("nxos_show_platform_ShowBoot_n6k_without_sup.txt", &["bootflash:/n6000-uk10.1.3.2.N1.0.420.bin"], None),
+            ("blog_heathdbrown_n9kv_boot_nxos_show_boot.txt", &["bootflash:/nxos.7.0.3.I6.1.bin"], None),
+            ("iosxe_ShowBoot_golden_output1_ie4000.txt", &[], None),
+            ("iosxe_ShowBoot_golden_output2_ie4000.txt", &["flash:/ie4000-universalk9-mz.152-4.EA5"], None),
+            ("iosxe_ShowBoot_golden_output_cat9400.txt", &["bootflash:packages.conf"], None),
+            ("iosxe_ShowBoot_golden_output_cat9500.txt", &["bootflash:packages.conf"], None),
+            ("iosxe_ShowBoot_golden_output_cat9k_2.txt", &["tftp://10.1.0.41/cat9k_iosxe.16.12.03a.SPA.bin"], Some("0x102")),
+            ("iosxe_ShowBoot_golden_output_cat9k_3.txt", &["bootflash:cat9k_iosxe.BLD_V173_THROTTLE_LATEST_20200421_032634.SSA.bin"], Some("0x102")),
+            ("iosxe_ShowBoot_golden_output_cat9k_4.txt", &["tftp://10.1.144.25//auto/tftptest-blr/latest//cat9k_iosxe.BLD_V173_THROTTLE_LATEST_20200427_012602.SSA.bin"], Some("0x102")),
         ];
         for &(file, entries, confreg) in cases {
             let b = show_boot(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(b.entries, entries, "{file}");
             assert_eq!(b.config_register.as_deref(), confreg, "{file}");
+        }
+        let files: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        assert_covers(&files, &["showboot", "show_boot"]);
+        // Two supervisors: the standby's variable too; one supervisor: none.
+        for (file, standby) in [
+            (
+                "iosxe_ShowBoot_golden_output_cat9400.txt",
+                &["bootflash:packages.conf"][..],
+            ),
+            (
+                "iosxe_ShowBoot_golden_output_cat9500.txt",
+                &["bootflash:packages.conf"][..],
+            ),
+            ("iosxe_ShowBoot_golden_output_cat9k_3.txt", &[][..]),
+        ] {
+            assert_eq!(
+                show_boot(&fixture(file)).unwrap().standby_entries,
+                standby,
+                "{file}"
+            );
+        }
+        assert!(
+            show_boot(&fixture("iosxe_ShowBoot_golden_output1_ie4000.txt"))
+                .unwrap()
+                .one_line_list
+        );
+        for (file, kickstart) in [
+            (
+                "nxos_show_platform_ShowBoot_n7k_dual_sup.txt",
+                Some("slot0:/n7000-s2-kickstart.8.3.0.CV.0.658.gbin"),
+            ),
+            (
+                "nxos_show_platform_ShowBoot_n6k_without_sup.txt",
+                Some("bootflash:/n6000-uk9-kickstart.7.3.2.N1.0.420.bin"),
+            ),
+            ("blog_heathdbrown_n9kv_boot_nxos_show_boot.txt", None),
+        ] {
+            assert_eq!(
+                show_boot(&fixture(file)).unwrap().kickstart.as_deref(),
+                kickstart,
+                "{file}"
+            );
         }
         assert!(
             show_boot(&fixture("ntc_cisco_ios_show_boot.raw"))
@@ -1189,6 +1285,22 @@ mod tests {
             nx.kickstart.as_deref(),
             Some("slot0:/n7000-s2-kickstart.8.3.0.CV.0.658.gbin")
         );
+    }
+
+    /// A field printed empty is `None` (or empty), never the first word of the next line.
+    #[test]
+    fn an_empty_field_does_not_take_the_next_line() {
+        let b = show_boot("BOOT path-list      : \nConfig file         : flash:/config.text\n")
+            .unwrap();
+        assert!(b.entries.is_empty(), "{:?}", b.entries);
+        let v = show_version(
+            "Cisco IOS Software, C3750E Software (C3750E-UNIVERSALK9-M), Version 15.0(2)SE11, RELEASE SOFTWARE (fc3)\nSystem image file is \nProcessor board ID \nModel Number                    : \nSystem Serial Number            : \nConfiguration register is 0xF\n",
+        )
+        .unwrap();
+        assert_eq!((v.image, v.serial, v.model), (None, None, None));
+        let n = show_version("Software\n  NXOS: version \n  NXOS image file is: \n  system:    version 9.3(8)\n  Device name: \n  bootflash:   53298520 kB\n").unwrap();
+        assert_eq!(n.version, "9.3(8)");
+        assert_eq!((n.image, n.hostname), (None, None));
     }
 
     #[test]
@@ -1353,6 +1465,39 @@ mod tests {
         assert!(!s.has_uncommitted());
         assert_eq!(s.auto_abort_timer.as_deref(), Some("inactive"));
         assert!(install_summary("% Invalid input").is_err());
+        // Two route processors; a stack member of its own (CRLF line ends, trailing blanks).
+        let s = install_summary(&fixture("iosxe_ShowInstallSummary_golden_output_3.txt")).unwrap();
+        assert_eq!(s.committed_image(), Some("17.17.01.0.207190"));
+        assert_eq!(s.packages[0].location.as_deref(), Some("R0 R1"));
+        let s = install_summary(&fixture("iosxe_ShowInstallSummary_golden_output_4.txt")).unwrap();
+        assert_eq!(s.committed_image(), Some("16.6.6.0"));
+        assert_eq!(s.packages[0].location.as_deref(), Some("Switch 1"));
+        assert_eq!(s.auto_abort_timer, None);
+        // A stack whose third member has the image activated but not committed.
+        let s = install_summary(&fixture("iosxe_ShowInstallSummary_golden_output_5.txt")).unwrap();
+        let rows: Vec<(Option<&str>, PackageState)> = s
+            .packages
+            .iter()
+            .map(|p| (p.location.as_deref(), p.state))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("Switch 1 2"), PackageState::ActivatedCommitted),
+                (Some("Switch 3"), PackageState::ActivatedUncommitted),
+            ]
+        );
+        assert!(s.has_uncommitted());
+        assert_covers(
+            &[
+                "iosxe_ShowInstallSummary_golden_output.txt",
+                "iosxe_ShowInstallSummary_golden_output_2.txt",
+                "iosxe_ShowInstallSummary_golden_output_3.txt",
+                "iosxe_ShowInstallSummary_golden_output_4.txt",
+                "iosxe_ShowInstallSummary_golden_output_5.txt",
+            ],
+            &["showinstallsummary"],
+        );
     }
 
     #[test]
@@ -1405,6 +1550,18 @@ mod tests {
             "Refreshing compact flash and upgrading bios/loader/bootrom."
         );
         assert!(s.disruptive);
+        let s = install_all_status(&fixture("salt_nxos_n7k_install_all_kickstart_captured.txt"))
+            .unwrap();
+        assert_eq!(s.steps.len(), 12);
+        assert_eq!(
+            s.steps[0].description,
+            "Verifying image bootflash:/$KIMAGE for boot variable \"kickstart\"."
+        );
+        assert_eq!(
+            s.steps[1].description,
+            "Verifying image bootflash:/$IMAGE for boot variable \"system\"."
+        );
+        assert!(s.finished && s.disruptive && s.failed_step().is_none());
         let s = install_all_status(&fixture("salt_nxos_n93k_install_all_captured.txt")).unwrap();
         assert!(s.finished);
         assert!(s.failed_step().is_none());

@@ -316,10 +316,15 @@ impl Session {
         self.conn.device().to_string()
     }
 
-    /// Install-mode upgrade (IOS-XE `install add ... activate commit`, NX-OS `install all`):
+    /// Install-mode upgrade (IOS-XE `install add ... activate commit`, NX-OS `install all nxos`
+    /// or `install all kickstart K system S`):
     /// answers the proceed questions; the device reloads by itself, so the session ends with it.
-    pub(crate) async fn install(mut self, file: &str) -> Result<(), DeviceError> {
-        let Some(command) = self.driver.install_command(file) else {
+    pub(crate) async fn install(
+        mut self,
+        file: &str,
+        kickstart: Option<&str>,
+    ) -> Result<(), DeviceError> {
+        let Some(command) = self.driver.install_command(file, kickstart) else {
             return Err(DeviceError::Session {
                 device: self.device_name_owned(),
                 message: "bundle-mode devices upgrade with set_boot and reload".into(),

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::rules::{is_downgrade, post_check, reason_for, target_version};
+use super::rules::{is_downgrade, kickstart_to_install, post_check, reason_for, target_version};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
     file_name, read_facts, wait_back,
@@ -147,6 +147,16 @@ pub(crate) struct Check {
     pub must_not_contain: Option<String>,
 }
 
+/// The kickstart image of an NX-OS device that boots a kickstart and a system image (Nexus
+/// 3000 before 7.0(3), 5000, 6000, 7000): copied and verified like the image, then installed
+/// with it by `install all kickstart K system S`.
+#[derive(Debug, Clone)]
+pub struct KickstartImage {
+    pub image: crate::images::ImageName,
+    pub md5: crate::images::ImageMd5,
+    pub size: u64,
+}
+
 /// What to install on one device.
 #[derive(Debug, Clone)]
 pub struct UpgradePlan {
@@ -155,6 +165,9 @@ pub struct UpgradePlan {
     /// What `verify /md5` must print.
     pub md5: crate::images::ImageMd5,
     pub size: u64,
+    /// The kickstart to install with the image on a device that runs one; a device that boots
+    /// one image ignores it.
+    pub kickstart: Option<KickstartImage>,
     pub source: CopySource,
     /// The version `show version` must report afterwards, when known; otherwise the running
     /// image file name is compared.
@@ -384,6 +397,8 @@ pub trait StepGate: Send + Sync {
 struct Run<'a> {
     target: &'a Target,
     plan: &'a UpgradePlan,
+    /// The plan's kickstart, once `show version` said the device runs one.
+    kickstart: Option<&'a KickstartImage>,
     events: UnboundedSender<StepEvent>,
     gate: Option<&'a dyn StepGate>,
     host_key: Option<String>,
@@ -405,6 +420,7 @@ impl<'a> Run<'a> {
         Run {
             target,
             plan,
+            kickstart: None,
             events,
             gate,
             host_key: None,
@@ -533,11 +549,29 @@ pub(crate) async fn upgrade_gated(
         Ok(_) => String::new(),
         Err(why) => format!("; downgrade check skipped: {why}"),
     };
+    let kickstart_note = match kickstart_to_install(plan, &before.version, session.driver) {
+        Ok(Some(k)) => {
+            run.kickstart = Some(k);
+            format!(
+                "; kickstart {} (installed with {})",
+                before.version.kickstart.as_deref().unwrap_or("?"),
+                k.image
+            )
+        }
+        Ok(None) if plan.kickstart.is_some() => {
+            "; boots one image, so kickstart_image is not used".to_string()
+        }
+        Ok(None) => String::new(),
+        Err(message) => {
+            session.close().await;
+            return Err(run.fail(Step::Facts, FailureReason::DeviceRejected, message));
+        }
+    };
     run.emit(
         Step::Facts,
         StepStatus::Done,
         format!(
-            "running {} from {}; boot variable {:?}{downgrade_note}",
+            "running {} from {}; boot variable {:?}{kickstart_note}{downgrade_note}",
             before.version.version,
             before.version.image.as_deref().unwrap_or("?"),
             before.boot.entries
@@ -642,6 +676,12 @@ pub(crate) async fn upgrade_gated(
         .image
         .clone()
         .filter(|i| file_name(i) != plan.image);
+    // NX-OS with a kickstart: the old kickstart goes with the old image.
+    let old_kickstart = before
+        .version
+        .kickstart
+        .clone()
+        .filter(|k| run.kickstart.is_some_and(|new| file_name(k) != new.image));
     let old_boot = before.boot.entries.clone();
     let changed = match driver {
         Driver::IosBundle => {
@@ -680,7 +720,8 @@ pub(crate) async fn upgrade_gated(
         }
     };
     let (mut session, after) = after;
-    if let Err(mut failure) = finish_after_reload(&run, &mut session, old_image.as_deref()).await {
+    let old_files: Vec<String> = old_image.into_iter().chain(old_kickstart).collect();
+    if let Err(mut failure) = finish_after_reload(&run, &mut session, &old_files).await {
         failure.reload_sent = true;
         session.close().await;
         return Err(failure);
@@ -761,11 +802,14 @@ async fn install_changes(run: &Run<'_>, mut session: Session) -> Changed {
         return Err((run.fail_with(Step::Save, e), Undo::Nothing(session)));
     }
     run.emit(Step::Save, StepStatus::Done, "[OK]");
-    let command = driver.install_command(&run.plan.image).unwrap_or_default();
+    let kickstart = run.kickstart.map(|k| k.image.as_str());
+    let command = driver
+        .install_command(&run.plan.image, kickstart)
+        .unwrap_or_default();
     if let Err(f) = run.start(Step::Install, command).await {
         return Err((f, Undo::Nothing(session)));
     }
-    if let Err(e) = session.install(&run.plan.image).await {
+    if let Err(e) = session.install(&run.plan.image, kickstart).await {
         return Err((run.fail_with(Step::Install, e), Undo::Gone));
     }
     run.emit(
@@ -776,24 +820,37 @@ async fn install_changes(run: &Run<'_>, mut session: Session) -> Changed {
     Ok(())
 }
 
-/// Make sure the verified image is on flash: find it, or check space, copy and verify.
+/// Make sure the verified image (and the kickstart, when one is installed with it) is on
+/// flash: find it, or check space, copy and verify.
 async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFailure> {
+    let plan = run.plan;
+    stage_file(run, session, &plan.image, &plan.md5, plan.size).await?;
+    if let Some(k) = run.kickstart {
+        stage_file(run, session, &k.image, &k.md5, k.size).await?;
+    }
+    Ok(())
+}
+
+async fn stage_file(
+    run: &mut Run<'_>,
+    session: &mut Session,
+    image: &crate::images::ImageName,
+    md5: &crate::images::ImageMd5,
+    size: u64,
+) -> Result<(), UpgradeFailure> {
     let plan = run.plan;
     let presence = step!(
         run,
         Step::FilePresent,
-        format!("look for {}", plan.image),
-        session.file_present(&plan.image, &plan.md5)
+        format!("look for {}", image),
+        session.file_present(image, md5)
     );
     match presence {
         FilePresence::Verified { size } => {
             run.emit(
                 Step::FilePresent,
                 StepStatus::Done,
-                format!(
-                    "{} already on flash ({size} bytes), MD5 verified",
-                    plan.image
-                ),
+                format!("{} already on flash ({size} bytes), MD5 verified", image),
             );
             run.emit(Step::Copy, StepStatus::Skipped, "image already present");
             run.emit(
@@ -809,10 +866,10 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
                 StepStatus::Done,
                 format!(
                     "{} on flash has MD5 {computed}, not {}: deleting it",
-                    plan.image, plan.md5
+                    image, md5
                 ),
             );
-            if let Err(e) = session.delete(&plan.image).await {
+            if let Err(e) = session.delete(image).await {
                 return Err(run.fail_with(Step::FilePresent, e));
             }
         }
@@ -824,13 +881,13 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
         format!("dir {}", session.driver.filesystem()),
         session.free_space()
     );
-    let needed = plan.size + plan.size * u64::from(plan.options.free_space_margin_percent) / 100;
+    let needed = size + size * u64::from(plan.options.free_space_margin_percent) / 100;
     match listing.bytes_free {
         Some(free) if free < needed => {
             return Err(run.fail(
                 Step::FreeSpace,
                 FailureReason::FlashFull,
-                format!("{free} bytes free, {needed} needed for {}; delete old files or enable delete_old_image", plan.image),
+                format!("{free} bytes free, {needed} needed for {}; delete old files or enable delete_old_image", image),
             ));
         }
         Some(free) => run.emit(
@@ -848,8 +905,8 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
         Step::Copy,
         format!(
             "copy {} {}",
-            plan.source.display_url(&plan.image),
-            session.driver.path(&plan.image)
+            plan.source.display_url(image),
+            session.driver.path(image)
         ),
     )
     .await?;
@@ -870,7 +927,7 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
         }
         _ => None,
     };
-    let copied = session.copy(&plan.source, &plan.image).await;
+    let copied = session.copy(&plan.source, image).await;
     let restored = match restore {
         Some(line) => match session.configure(std::slice::from_ref(&line)).await {
             Ok(()) => format!("; `{line}` restored the TFTP block size"),
@@ -896,9 +953,9 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
             ) {
                 failure.message.push_str(&format!(
                     "; a partial {} may remain on flash (a retry finds it by its MD5 and replaces it)",
-                    plan.image
+                    image
                 ));
-            } else if session.delete(&plan.image).await.is_ok() {
+            } else if session.delete(image).await.is_ok() {
                 failure
                     .message
                     .push_str("; the incomplete copy was deleted from flash");
@@ -906,18 +963,18 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
             return Err(failure);
         }
     }
-    run.start(Step::VerifyMd5, session.driver.md5_command(&plan.image))
+    run.start(Step::VerifyMd5, session.driver.md5_command(image))
         .await?;
-    if let Err(e) = session.verify_md5(&plan.image, &plan.md5).await {
+    if let Err(e) = session.verify_md5(image, md5).await {
         let mut failure = run.fail_with(Step::VerifyMd5, e);
         if failure.reason == FailureReason::CorruptImage {
-            match session.delete(&plan.image).await {
+            match session.delete(image).await {
                 Ok(()) => failure
                     .message
                     .push_str("; the bad copy was deleted from flash"),
                 Err(_) => failure.message.push_str(&format!(
                     "; deleting the bad copy failed: delete {} by hand",
-                    session.driver.path(&plan.image)
+                    session.driver.path(image)
                 )),
             }
         }
@@ -926,7 +983,7 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
     run.emit(
         Step::VerifyMd5,
         StepStatus::Done,
-        format!("MD5 {} verified by the device", plan.md5),
+        format!("MD5 {} verified by the device", md5),
     );
     Ok(())
 }
@@ -1061,7 +1118,8 @@ async fn resume_checked(
                 .iter()
                 .map(|e| file_name(e).to_string())
                 .find(|e| e != &plan.image);
-            if let Err(failure) = finish_after_reload(run, &mut session, old.as_deref()).await {
+            let old: Vec<String> = old.into_iter().collect();
+            if let Err(failure) = finish_after_reload(run, &mut session, &old).await {
                 session.close().await;
                 return Err(failure);
             }
@@ -1107,7 +1165,7 @@ async fn resume_checked(
 async fn finish_after_reload(
     run: &Run<'_>,
     session: &mut Session,
-    old_image: Option<&str>,
+    old_files: &[String],
 ) -> Result<(), UpgradeFailure> {
     let plan = run.plan;
     if let Err(mut failure) =
@@ -1119,7 +1177,7 @@ async fn finish_after_reload(
     if plan.options.delete_old_image {
         run.start_unstoppable(Step::Cleanup, "remove the old image")
             .await;
-        match cleanup(session, plan, old_image).await {
+        match cleanup(session, plan, old_files).await {
             Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
             Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
         }
@@ -1170,7 +1228,7 @@ async fn run_checks(
 async fn cleanup(
     session: &mut Session,
     plan: &UpgradePlan,
-    old_image: Option<&str>,
+    old_files: &[String],
 ) -> Result<String, DeviceError> {
     match session.driver {
         Driver::IosXeInstall => {
@@ -1178,16 +1236,20 @@ async fn cleanup(
             Ok("install remove inactive".into())
         }
         driver => {
-            let Some(old) = old_image.filter(|o| !o.contains("://")) else {
+            let old: Vec<&String> = old_files.iter().filter(|o| !o.contains("://")).collect();
+            if old.is_empty() {
                 return Ok("no old image on flash".into());
-            };
+            }
             if driver == Driver::IosBundle {
                 // Drop the fallback entry first: the boot variable never names a missing file.
                 session.set_boot(&[driver.path(&plan.image)]).await?;
                 session.save().await?;
             }
-            session.delete(file_name(old)).await?;
-            Ok(format!("deleted {old}"))
+            for file in &old {
+                session.delete(file_name(file)).await?;
+            }
+            let names: Vec<&str> = old.iter().map(|o| o.as_str()).collect();
+            Ok(format!("deleted {}", names.join(", ")))
         }
     }
 }

@@ -40,9 +40,11 @@ static IOS_CLASSIC: LazyLock<Regex> = LazyLock::new(|| {
 static IOS_XE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\.(\d{2}\.\d{2}\.\d{2}[a-z]?)\.(?:SPA\.)?(?:bin|pkg)$").expect("static regex")
 });
-// nxos.9.3.8.bin, nxos64-cs.10.2.5.M.bin, n9000-dk9.7.0.3.I7.9.bin
+// nxos.9.3.8.bin, nxos64-cs.10.2.5.M.bin, n9000-dk9.7.0.3.I7.9.bin; with kickstart and system
+// images: n7000-s2-dk9.8.4.3.bin and n7000-s2-kickstart.8.4.3.bin, n5000-uk9.7.1.4.N1.1.bin and
+// n5000-uk9-kickstart.7.1.4.N1.1.bin.
 static NX_OS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:nxos|n\d{4}-dk9)[\w-]*\.(\d+\.\d+)\.(\d+[a-z]?)(?:\.([A-Z]))?(?:\.([A-Z]\d+\.\d+))?\.bin$")
+    Regex::new(r"(?i)^(?:nxos|n\d{4}-(?:s\d-)?(?:dk9|uk9|kickstart))[\w-]*\.(\d+\.\d+)\.(\d+[a-z]?)(?:\.([A-Z]))?(?:\.([A-Z]\d+\.\d+))?\.bin$")
         .expect("static regex")
 });
 
@@ -124,6 +126,15 @@ mod tests {
             ("nxos.9.3.8.bin", "9.3(8)", Platform::Nxos),
             ("nxos64-cs.10.2.5.M.bin", "10.2(5)M", Platform::Nxos),
             ("n9000-dk9.7.0.3.I7.9.bin", "7.0(3)I7.9", Platform::Nxos),
+            ("n7000-s2-dk9.8.4.3.bin", "8.4(3)", Platform::Nxos),
+            ("n7000-s2-kickstart.8.4.3.bin", "8.4(3)", Platform::Nxos),
+            ("n7700-s2-dk9.8.4.3.bin", "8.4(3)", Platform::Nxos),
+            ("n5000-uk9.7.1.4.N1.1.bin", "7.1(4)N1.1", Platform::Nxos),
+            (
+                "n5000-uk9-kickstart.7.1.4.N1.1.bin",
+                "7.1(4)N1.1",
+                Platform::Nxos,
+            ),
         ];
         for (name, version, platform) in cases {
             assert_eq!(guess_version(name).as_deref(), Some(version), "{name}");

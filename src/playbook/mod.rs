@@ -228,6 +228,30 @@ impl ImageChoice {
     }
 }
 
+/// Kickstart image file names for NX-OS devices that boot a kickstart and a system image
+/// (Nexus 3000 before 7.0(3), 5000, 6000, 7000): `nxos: …`, and per model under `models:`.
+/// Such a device is upgraded with `install all kickstart K system S`, S being its `image:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KickstartChoice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nxos: Option<Spanned<String>>,
+    /// Model to kickstart image; wins over `nxos`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, Spanned<String>>,
+}
+
+impl KickstartChoice {
+    /// Every kickstart file name the playbook names, with where it is written.
+    pub(crate) fn all(&self) -> Vec<&Spanned<String>> {
+        self.nxos.iter().chain(self.models.values()).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.nxos.is_none() && self.models.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Transfer {
@@ -485,6 +509,8 @@ pub struct Playbook {
     pub name: String,
     pub(crate) targets: Targets,
     pub(crate) image: ImageChoice,
+    #[serde(default, skip_serializing_if = "KickstartChoice::is_empty")]
+    pub(crate) kickstart_image: KickstartChoice,
     #[serde(default)]
     pub(crate) transfer: Transfer,
     #[serde(default)]
@@ -500,6 +526,25 @@ pub struct Playbook {
 impl Playbook {
     pub(crate) fn wave_shares(&self) -> Vec<Share> {
         self.strategy.waves.iter().map(|s| s.value).collect()
+    }
+
+    /// The image for a device of this platform and model: the model's, else the platform's.
+    pub(crate) fn image_for(&self, platform: Platform, model: Option<&str>) -> Option<String> {
+        model
+            .and_then(|m| self.image.models.get(m))
+            .map(|s| s.value.clone())
+            .or_else(|| self.image.for_platform(platform).map(str::to_string))
+    }
+
+    /// The kickstart image for an NX-OS device of this model, if the playbook names one.
+    pub(crate) fn kickstart_for(&self, platform: Platform, model: Option<&str>) -> Option<String> {
+        if platform != Platform::Nxos {
+            return None;
+        }
+        model
+            .and_then(|m| self.kickstart_image.models.get(m))
+            .or(self.kickstart_image.nxos.as_ref())
+            .map(|s| s.value.clone())
     }
 }
 
@@ -537,6 +582,11 @@ pub fn parse(text: &str) -> Result<Playbook, YamlError> {
     for img in pb.image.all() {
         if let Err(e) = crate::images::validate_file_name(&img.value) {
             return Err(located(img.referenced, format!("image: {e}")));
+        }
+    }
+    for img in pb.kickstart_image.all() {
+        if let Err(e) = crate::images::validate_file_name(&img.value) {
+            return Err(located(img.referenced, format!("kickstart_image: {e}")));
         }
     }
     if let Some(b) = &pb.transfer.tftp_blocksize {
@@ -699,6 +749,39 @@ options:
 
     fn err(text: &str) -> YamlError {
         parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn kickstart_images_per_platform_and_model() {
+        let pb = parse(&FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image:\n  nxos: n7000-s2-dk9.8.4.3.bin\nkickstart_image:\n  nxos: n7000-s2-kickstart.8.4.3.bin\n  models:\n    N5K-C5596UP: n5000-uk9-kickstart.7.3.8.N1.1.bin\n",
+        ))
+        .unwrap();
+        let k = |p, m| pb.kickstart_for(p, m);
+        assert_eq!(
+            k(Platform::Nxos, Some("N7K-C7009")).as_deref(),
+            Some("n7000-s2-kickstart.8.4.3.bin")
+        );
+        assert_eq!(
+            k(Platform::Nxos, Some("N5K-C5596UP")).as_deref(),
+            Some("n5000-uk9-kickstart.7.3.8.N1.1.bin")
+        );
+        assert_eq!(k(Platform::Ios, None), None);
+        assert_eq!(
+            pb.image_for(Platform::Nxos, None).as_deref(),
+            Some("n7000-s2-dk9.8.4.3.bin")
+        );
+        let e = err(&FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\nkickstart_image:\n  nxos: a/b.bin\n",
+        ));
+        assert!(e.to_string().contains("kickstart_image:"), "{e}");
+        let e = err(&FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\nkickstart_image:\n  ios: k.bin\n",
+        ));
+        assert!(e.to_string().contains("ios"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub struct PlannedDevice {
     pub platform: Platform,
     pub site: Option<String>,
     pub image: String,
+    /// NX-OS devices that boot a kickstart and a system image: the playbook's
+    /// `kickstart_image` for this device, used when the device runs a kickstart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kickstart: Option<String>,
     pub current_version: Option<String>,
     pub target_version: Option<String>,
     /// The last known version is later than the target: without `options.allow_downgrade`
@@ -108,10 +112,7 @@ pub(crate) fn plan(
     sorted.sort_by(|a, b| (&a.spec.site, a.name()).cmp(&(&b.spec.site, b.name())));
     for d in sorted {
         let model = d.spec.model.as_deref().or(d.facts.model.as_deref());
-        let image = model
-            .and_then(|m| pb.image.models.get(m))
-            .map(|s| s.value.clone())
-            .or_else(|| pb.image.for_platform(d.spec.platform).map(str::to_string));
+        let image = pb.image_for(d.spec.platform, model);
         let Some(image) = image else {
             skipped.push(Skipped {
                 device: d.name().to_string(),
@@ -146,6 +147,7 @@ pub(crate) fn plan(
             device: d.name().to_string(),
             platform: d.spec.platform,
             site: d.spec.site.clone(),
+            kickstart: pb.kickstart_for(d.spec.platform, model),
             image,
             current_version: d.facts.version.clone(),
             target_version,

@@ -93,13 +93,19 @@ impl Engine {
         let pb = super::parse_playbook(text)?;
         let devices = self.ledger.db.all_devices().await?;
         let images = self.ledger.images.list().await?;
-        for img in pb.image.all() {
+        let named = pb.image.all().into_iter().map(|i| ("image", i)).chain(
+            pb.kickstart_image
+                .all()
+                .into_iter()
+                .map(|i| ("kickstart_image", i)),
+        );
+        for (field, img) in named {
             if !images.iter().any(|i| i.file_name == img.value) {
                 return Err(RolloutError::Playbook(crate::yaml::YamlError::new(
                     img.referenced.line(),
                     img.referenced.column(),
                     format!(
-                        "image: {} is not in the image store; add it with `fleetup image add` first",
+                        "{field}: {} is not in the image store; add it with `fleetup image add` first",
                         img.value
                     ),
                 )));

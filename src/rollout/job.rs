@@ -13,8 +13,8 @@ use super::ledger::Ledger;
 use super::model::{DeviceJob, EventKind, JobState, StepState};
 use super::policy::{self, Changes};
 use crate::device::{
-    self, CopySource, FailureReason, Step, StepEvent, StepGate, StepStatus, Stop, Target,
-    Transcript, TranscriptLimits, Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome,
+    self, CopySource, FailureReason, KickstartImage, Step, StepEvent, StepGate, StepStatus, Stop,
+    Target, Transcript, TranscriptLimits, Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome,
     UpgradePlan, UpgradeResult,
 };
 use crate::inventory::Secret;
@@ -280,10 +280,31 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         Share::Percent(p) => p.clamp(0.0, 100.0) as u8,
         Share::Count(n) => n.min(100) as u8,
     };
+    let model = device
+        .spec
+        .model
+        .as_deref()
+        .or(device.facts.model.as_deref());
+    let kickstart = match pb.kickstart_for(device.spec.platform, model) {
+        Some(name) => {
+            let k = ledger
+                .images
+                .get(&name)
+                .await
+                .map_err(|e| format!("kickstart image {name}: {e}"))?;
+            Some(KickstartImage {
+                image: k.file_name.clone(),
+                md5: k.md5.clone(),
+                size: k.size,
+            })
+        }
+        None => None,
+    };
     let plan = UpgradePlan {
         image: image.file_name.clone(),
         md5: image.md5.clone(),
         size: image.size,
+        kickstart,
         source: CopySource {
             transfer,
             server,
@@ -331,7 +352,9 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
             TransferProtocol::Tftp => Protocol::Tftp,
             TransferProtocol::Ftp => Protocol::Ftp,
         },
-        file: plan.image.to_string(),
+        files: std::iter::once(plan.image.to_string())
+            .chain(plan.kickstart.iter().map(|k| k.image.to_string()))
+            .collect(),
         by,
         since: jiff::Timestamp::now(),
     });

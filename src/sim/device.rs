@@ -38,6 +38,9 @@ pub(super) struct ConfigBits {
     /// Other global lines kept as typed (`logging …`, `ip tftp source-interface …`), in order.
     #[serde(default)]
     pub lines: Vec<String>,
+    /// NX-OS with a kickstart image: the kickstart boot variable (`bootflash:/K`).
+    #[serde(default)]
+    pub boot_kickstart: Option<String>,
 }
 
 /// What `interface X` submode lines changed.
@@ -60,6 +63,9 @@ pub(super) struct Persisted {
     pub config_register_now: String,
     /// What the device booted, as `show version` prints it (`flash:/x.bin`).
     pub booted_image: String,
+    /// The kickstart it booted (NX-OS with separate images).
+    #[serde(default)]
+    pub booted_kickstart: Option<String>,
     pub version: String,
     /// Unix seconds of the last boot.
     pub booted_at: i64,
@@ -111,6 +117,9 @@ pub struct DeviceState {
     pub power: Power,
     pub version: String,
     pub running_image: String,
+    /// NX-OS with separate images: the kickstart it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_kickstart: Option<String>,
     pub boot_variable: Vec<String>,
     /// The `boot system` lines of the saved (startup) configuration.
     pub startup_boot_system: Vec<String>,
@@ -210,6 +219,9 @@ impl Device {
             if !persona.install_mode {
                 files.push((image.clone(), persona.initial_image_size));
             }
+            if let Some(k) = &persona.kickstart_image {
+                files.push((k.clone(), persona.kickstart_image_size));
+            }
             files.extend(
                 persona
                     .initial_files
@@ -235,10 +247,14 @@ impl Device {
             } else {
                 format!("{fs}:/{image}")
             };
+            let kickstart = persona
+                .kickstart_image
+                .as_ref()
+                .map(|k| format!("{fs}:/{k}"));
             let config = ConfigBits {
                 hostname: name.to_string(),
                 boot_system: vec![boot_path.clone()],
-                config_register: "0xF".to_string(),
+                config_register: persona.config_register.clone(),
                 tftp_blocksize: None,
                 ftp_username: None,
                 ftp_password: None,
@@ -246,13 +262,15 @@ impl Device {
                 file_prompt: "alert".to_string(),
                 interfaces: BTreeMap::new(),
                 lines: Vec::new(),
+                boot_kickstart: kickstart.clone(),
             };
             Persisted {
                 running: config.clone(),
                 startup: config.clone(),
                 boot_variable: config.boot_system.clone(),
-                config_register_now: "0xF".to_string(),
+                config_register_now: persona.config_register.clone(),
                 booted_image: boot_path,
+                booted_kickstart: kickstart,
                 version,
                 booted_at: now_unix() - uptime.as_secs().min(MAX_UPTIME_SECS) as i64,
                 reload_count: 0,
@@ -485,11 +503,21 @@ impl Device {
         } else {
             BTreeSet::new()
         };
+        // A kickstart that is there and intact is booted; else the one booted last time.
+        let kickstart = s.startup.boot_kickstart.clone().filter(|k| {
+            !self.has_fault(Fault::ReloadOldImage)
+                && self.flash_file_name(k).is_some_and(|n| {
+                    present.get(n).is_some_and(|f| f.size > 0) && !s.corrupt_files.contains(n)
+                })
+        });
         self.update(|st| {
             st.links_down = link_down;
             if let Some((path, name)) = choice {
                 st.version = version_of(&name).unwrap_or_default();
                 st.booted_image = path;
+            }
+            if kickstart.is_some() {
+                st.booted_kickstart = kickstart;
             }
             st.running = st.startup.clone();
             // Switches keep their BOOT variable; only the running config is lost.
@@ -517,6 +545,7 @@ impl Device {
             power: *self.power.borrow(),
             version: s.version.clone(),
             running_image: s.booted_image.clone(),
+            running_kickstart: s.booted_kickstart.clone(),
             boot_variable: self.boot_list(s),
             startup_boot_system: s.startup.boot_system.clone(),
             config_register: s.config_register_now.clone(),
@@ -582,6 +611,38 @@ impl Device {
         );
         v.insert("image", image);
         v.insert("image_path", s.booted_image.clone());
+        let kickstart = s.booted_kickstart.clone().unwrap_or_default();
+        v.insert(
+            "kickstart_image",
+            kickstart
+                .rsplit(['/', ':'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        v.insert("kickstart_path", kickstart);
+        // NX-OS prints its boot variables as `bootflash:/FILE`, however they were typed, and
+        // both the current and the next-reload ones follow the running configuration.
+        let nx_path = |entry: &str| {
+            let file = entry.rsplit(['/', ':']).next().unwrap_or(entry);
+            format!("{}:/{file}", p.filesystem)
+        };
+        v.insert(
+            "boot_running",
+            s.running
+                .boot_system
+                .first()
+                .map(|b| nx_path(b))
+                .unwrap_or_default(),
+        );
+        v.insert(
+            "kickstart_running",
+            s.running
+                .boot_kickstart
+                .as_deref()
+                .map(nx_path)
+                .unwrap_or_default(),
+        );
         let up = (now_unix() - s.booted_at).max(0);
         v.insert("uptime", uptime(up));
         v.insert(

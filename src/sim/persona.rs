@@ -14,6 +14,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("c2960x", include_str!("../../personas/c2960x.yaml")),
     ("c9300", include_str!("../../personas/c9300.yaml")),
     ("n9k", include_str!("../../personas/n9k.yaml")),
+    ("n7k", include_str!("../../personas/n7k.yaml")),
 ];
 
 /// Placeholders a template may use; anything else is refused when the persona is loaded, so a
@@ -42,6 +43,10 @@ pub(super) const PLACEHOLDERS: &[&str] = &[
     "train",
     "uptime_nxos",
     "mac_dotted",
+    "kickstart_image",
+    "kickstart_path",
+    "boot_running",
+    "kickstart_running",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +105,17 @@ pub(crate) struct Persona {
     pub boot_system_immediate: bool,
     pub initial_image: String,
     pub initial_image_size: u64,
+    /// NX-OS with separate kickstart and system images (Nexus 5000/7000): the kickstart the
+    /// device boots first; `initial_image` is then the system image, and the device upgrades
+    /// with `install all kickstart K system S`.
+    #[serde(default)]
+    pub kickstart_image: Option<String>,
+    #[serde(default)]
+    pub kickstart_image_size: u64,
+    /// The configuration register of the capture the persona follows (`0x102` on the Catalyst
+    /// 9300's, `0xF` on the 2960-X's); NX-OS prints none.
+    #[serde(default = "default_config_register")]
+    pub config_register: String,
     /// IOS-XE install mode: images are expanded into `.pkg` files and booted through
     /// `packages.conf` (`install add file … activate commit`).
     #[serde(default)]
@@ -174,6 +190,10 @@ fn default_dir_attributes() -> String {
     "-rwx".to_string()
 }
 
+fn default_config_register() -> String {
+    "0xF".to_string()
+}
+
 fn default_nvram() -> u64 {
     524288
 }
@@ -225,6 +245,22 @@ impl Persona {
                 self.initial_image
             ));
         }
+        if let Some(k) = &self.kickstart_image {
+            if self.platform != Platform::Nxos {
+                return bad("kickstart_image needs platform nxos".to_string());
+            }
+            if crate::images::validate_file_name(k).is_err() {
+                return bad(format!("kickstart_image {k:?} is not a valid file name"));
+            }
+        }
+        let reg = self.config_register.to_ascii_lowercase();
+        let hex = reg.strip_prefix("0x");
+        if hex.is_none_or(|h| u16::from_str_radix(h, 16).is_err()) {
+            return bad(format!(
+                "config_register {:?} is not a hex value like 0x2102",
+                self.config_register
+            ));
+        }
         for f in &self.initial_files {
             if crate::images::validate_file_name(&f.name).is_err() {
                 return bad(format!(
@@ -233,8 +269,9 @@ impl Persona {
                 ));
             }
         }
-        let used: u64 =
-            self.initial_image_size + self.initial_files.iter().map(|f| f.size).sum::<u64>();
+        let used: u64 = self.initial_image_size
+            + self.kickstart_image_size
+            + self.initial_files.iter().map(|f| f.size).sum::<u64>();
         if used > self.flash_size {
             return bad(format!(
                 "initial files ({used} bytes) do not fit in flash_size ({} bytes)",
@@ -373,6 +410,9 @@ mod tests {
                 crate::device::parse::show_version(&out).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(v.model.as_deref(), Some(p.model.as_str()), "{name}");
             assert_eq!(v.serial.as_deref(), Some("FOC1234X0YZ"), "{name}");
+            if p.kickstart_image.is_some() {
+                assert!(v.kickstart.is_some(), "{name}: the kickstart line");
+            }
         }
     }
 

@@ -290,6 +290,7 @@ impl Rig {
             md5: fleetup::images::ImageMd5::parse(&hex::encode(md5::Md5::digest(&self.image)))
                 .unwrap(),
             size: self.image.len() as u64,
+            kickstart: None,
             source: self.source.clone(),
             expected_version: None,
             options: UpgradeOptions::default(),

@@ -1625,3 +1625,53 @@ async fn client_setup_lines_and_a_link_left_down_by_a_reload() {
     assert_line(&cdp, r"^Total cdp entries displayed : 1\r$");
     lab.stop().await;
 }
+
+/// Each persona prints the configuration register of the capture it follows: `0x102` on the
+/// Catalyst 9300 (genieparser iosxe ShowVersion golden_output_c9300), `0xF` on the 2960-X.
+#[tokio::test]
+async fn the_configuration_register_is_the_source_captures() {
+    let lab = TestLab::start(2, |c| c.personas = vec!["c9300".into(), "c2960x".into()]).await;
+    for (i, reg) in [(0, "0x102"), (1, "0xF")] {
+        let out = openssh(lab.ssh(i), "cisco", "show version").await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_line(&text, &format!(r"^Configuration register is {reg}\r$"));
+    }
+    lab.stop().await;
+}
+
+/// `boot nxos` and `show boot` as on a Nexus 9000v (tests/fixtures/cisco/
+/// blog_heathdbrown_n9kv_boot_nxos_show_boot.txt): the image is checked first, a file that is
+/// not on bootflash is refused, and the variable reads back as `bootflash:/FILE` in both
+/// sections, line for line as the capture prints them.
+#[tokio::test]
+async fn nx_os_boot_variable_reads_back_as_on_a_nexus() {
+    let lab = TestLab::start(1, |c| c.personas = vec!["n9k".into()]).await;
+    let p = "lab-sw-001#";
+    let c = "lab-sw-001(config)#";
+    let mut vty = Vty::open(lab.ssh(0), "admin", "cisco").await.unwrap();
+    vty.expect(r"(?m)^lab-sw-001#$").await;
+    vty.cmd("terminal length 0", p).await;
+    vty.cmd("configure terminal", c).await;
+    let check = "Performing image verification and compatibility check, please wait....\r\n";
+    let out = vty.cmd("boot nxos bootflash:nxos.9.9.9.bin", c).await;
+    assert!(out.starts_with(check), "{out:?}");
+    assert!(out.contains("does not exist"), "{out:?}");
+    // The spelling of the capture: no file system, no slash.
+    let out = vty.cmd("boot nxos nxos.9.3.8.bin", c).await;
+    assert_eq!(out, check);
+    vty.cmd("end", p).await;
+    let out = vty.cmd("show boot", p).await;
+    let capture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cisco/blog_heathdbrown_n9kv_boot_nxos_show_boot.txt"
+    ))
+    .unwrap();
+    let real = &capture[capture.find("Current Boot Variables:").unwrap()..];
+    let want = real
+        .replace("nxos.7.0.3.I6.1.bin", "nxos.9.3.8.bin")
+        .replace('\n', "\r\n");
+    assert_eq!(out, want);
+    let st = admin_state(&lab, "lab-sw-001").await;
+    assert_eq!(st["running_image"], "bootflash:/nxos.9.3.8.bin", "{st:#}");
+    lab.stop().await;
+}

@@ -1169,3 +1169,112 @@ async fn the_rollout_view_kept_between_requests_matches_the_whole_history() {
         "{after:#}"
     );
 }
+
+/// A Nexus 7000 that boots a kickstart and a system image: the playbook names both
+/// (`kickstart_image`), fleetup copies and verifies each, installs them with one
+/// `install all kickstart K system S`, and the switch comes back running both. A Nexus with a
+/// kickstart and a playbook without one is refused before any change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nexus_7000_upgrades_its_kickstart_and_system_images_together() {
+    const SYSTEM: &str = "n7000-s2-dk9.8.4.3.bin";
+    const KICKSTART: &str = "n7000-s2-kickstart.8.4.3.bin";
+    let rig = Rig::start(1, |c| c.personas = vec!["n7k".into()]).await;
+    for (file, size, seed) in [(SYSTEM, 2 * 1024 * 1024 + 7, 81), (KICKSTART, 700_001, 82)] {
+        let path = rig.dir.path().join(file);
+        write_random_file(&path, size, seed);
+        let r = rig
+            .post("/api/v1/images")
+            .multipart(multipart_file(&path, file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let name = rig.names()[0].clone();
+    let before = rig.lab.state(&name).unwrap();
+    assert_eq!(before.version, "8.2(2)");
+    assert_eq!(
+        before.running_kickstart.as_deref(),
+        Some("bootflash:/n7000-s2-kickstart.8.2.2.bin")
+    );
+    let without = playbook("strategy:\n  canary: 0\n")
+        .replace(&format!("ios: {IMAGE}"), &format!("nxos: {SYSTEM}"));
+
+    // No kickstart in the playbook: refused at the facts, nothing copied.
+    let id = rig.submit(&without).await;
+    let d = rig.wait_end(&id).await;
+    let job = job_of(&d, &name);
+    assert_eq!(job["state"], "failed", "{d:#}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("kickstart_image"), "{error}");
+    let st = rig.lab.state(&name).unwrap();
+    assert!(
+        !st.flash.files.iter().any(|f| f.name == SYSTEM),
+        "{:?}",
+        st.flash.files
+    );
+
+    // With it: both files staged and verified, one install, both running afterwards.
+    let with = without.replace(
+        "transfer:",
+        &format!("kickstart_image:\n  nxos: {KICKSTART}\ntransfer:"),
+    );
+    let r = rig
+        .post("/api/v1/rollouts?dry_run=true")
+        .body(with.clone())
+        .send()
+        .await
+        .unwrap();
+    let plan: Value = r.json().await.unwrap();
+    assert_eq!(
+        plan["plan"]["waves"][0]["devices"][0]["kickstart"], KICKSTART,
+        "{plan:#}"
+    );
+    let id = rig.submit(&with).await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let st = rig.lab.state(&name).unwrap();
+    assert_eq!(st.version, "8.4(3)");
+    assert_eq!(st.running_image, format!("bootflash:/{SYSTEM}"));
+    assert_eq!(
+        st.running_kickstart.as_deref(),
+        Some(format!("bootflash:/{KICKSTART}").as_str())
+    );
+    assert_eq!(st.reload_count, before.reload_count + 1);
+    let sent: Vec<&String> = st
+        .last_commands
+        .iter()
+        .filter(|c| c.starts_with("copy ") || c.starts_with("install ") || c.contains("md5sum"))
+        .collect();
+    let install = format!("install all kickstart bootflash:{KICKSTART} system bootflash:{SYSTEM}");
+    assert!(sent.iter().any(|c| **c == install), "{sent:#?}");
+    for file in [SYSTEM, KICKSTART] {
+        assert!(
+            sent.iter()
+                .any(|c| c.starts_with("copy ") && c.ends_with(&format!("bootflash:{file}"))),
+            "{sent:#?}"
+        );
+        assert!(
+            sent.iter()
+                .any(|c| **c == format!("show file bootflash:{file} md5sum")),
+            "{sent:#?}"
+        );
+    }
+    let events = rig.events(&id).await;
+    let copies = events
+        .iter()
+        .filter(|e| e["step"] == "copy" && e["kind"] == "step_done")
+        .count();
+    assert_eq!(copies, 2, "{events:#?}");
+    // Both transfers are the job's own: its claim covers the kickstart too.
+    let transfers = rig.transfers().await;
+    for file in [SYSTEM, KICKSTART] {
+        let t = transfers
+            .iter()
+            .find(|t| t["file"] == file && t["state"] == "completed")
+            .unwrap_or_else(|| panic!("no completed transfer of {file}: {transfers:#?}"));
+        assert_eq!(t["job"]["device"], name.as_str(), "{t:#}");
+        assert_eq!(t["job"]["rollout"], id.as_str(), "{t:#}");
+    }
+    rig.stop().await;
+}

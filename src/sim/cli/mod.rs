@@ -81,6 +81,10 @@ enum Cmd {
     ShowInstallSummary,
     ShowFileMd5,
     InstallAll,
+    /// `install all kickstart K system S`, on personas with a kickstart image.
+    InstallAllKickstart,
+    /// The same, written `install all system S kickstart K`.
+    InstallAllSystemKickstart,
     TermDontAsk,
     BootNxos,
     // configuration mode
@@ -323,6 +327,62 @@ const NXOS: &[(u8, Syntax<Cmd>)] = &[
         Syntax {
             toks: &[Kw("install"), Kw("all"), Kw("nxos"), Arg, Rest],
             cmd: Cmd::InstallAll,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("terminal"), Kw("dont-ask")],
+            cmd: Cmd::TermDontAsk,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("copy"), Arg, Arg, Kw("vrf"), Arg],
+            cmd: Cmd::Copy,
+        },
+    ),
+];
+
+/// NX-OS with separate kickstart and system images (Nexus 5000/7000): `install all kickstart
+/// K system S` instead of `install all nxos`.
+const NXOS_KICKSTART: &[(u8, Syntax<Cmd>)] = &[
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("file"), Arg, Kw("md5sum")],
+            cmd: Cmd::ShowFileMd5,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[
+                Kw("install"),
+                Kw("all"),
+                Kw("kickstart"),
+                Arg,
+                Kw("system"),
+                Arg,
+                Rest,
+            ],
+            cmd: Cmd::InstallAllKickstart,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[
+                Kw("install"),
+                Kw("all"),
+                Kw("system"),
+                Arg,
+                Kw("kickstart"),
+                Arg,
+                Rest,
+            ],
+            cmd: Cmd::InstallAllSystemKickstart,
         },
     ),
     (
@@ -758,6 +818,8 @@ impl<O: Output> Cli<O> {
         }
         let install: &[(u8, Syntax<Cmd>)] = if self.dev.persona.install_mode {
             INSTALL
+        } else if nxos && self.dev.persona.kickstart_image.is_some() {
+            NXOS_KICKSTART
         } else if nxos {
             NXOS
         } else {
@@ -949,15 +1011,12 @@ impl<O: Output> Cli<O> {
             Cmd::InstallRemoveInactive => self.install_remove_inactive().await?,
             Cmd::ShowFileMd5 => self.show_file_md5(arg(0)).await?,
             Cmd::InstallAll => return self.install_all(arg(0)).await,
-            Cmd::TermDontAsk => self.dont_ask = true,
-            Cmd::BootNxos => {
-                let entry = arg(0).to_string();
-                if self.flash_name(&entry).is_none() {
-                    self.write(&caret(arg(0))).await?;
-                } else {
-                    self.dev.update(|s| s.running.boot_system = vec![entry]);
-                }
+            Cmd::InstallAllKickstart => return self.install_all_kickstart(arg(0), arg(1)).await,
+            Cmd::InstallAllSystemKickstart => {
+                return self.install_all_kickstart(arg(1), arg(0)).await;
             }
+            Cmd::TermDontAsk => self.dont_ask = true,
+            Cmd::BootNxos => self.boot_nxos(arg(0)).await?,
             Cmd::ShowInstallSummary => {
                 let out = self.install_summary();
                 self.show(&out, filter.as_ref()).await?;
