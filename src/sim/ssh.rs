@@ -139,7 +139,6 @@ pub(super) async fn supervise(
             }
         }
         // The port goes quiet first, so nobody gets in while the sessions are dropped.
-        let reload_started = tokio::time::Instant::now();
         let silenced = match lab.while_reloading {
             WhileReloading::Refuse => {
                 drop(l);
@@ -158,8 +157,6 @@ pub(super) async fn supervise(
         };
         dev.power.send_replace(Power::Reloading);
         epoch.cancel();
-        // Filling the queue counts as boot time.
-        let boot_left = lab.boot_time.saturating_sub(reload_started.elapsed());
         tracing::info!(device = %dev.name, "reloading");
         loop {
             let changed = dev.faults_changed.notified();
@@ -173,8 +170,13 @@ pub(super) async fn supervise(
                 _ = shutdown.token.cancelled() => return,
             }
         }
+        // No device restarts twice within one second: `show version` prints the restart time
+        // to the second, and fleetup may tell a restart by it.
+        let boot = lab
+            .boot_time
+            .max(until_next_second_after(dev.state().booted_at));
         tokio::select! {
-            _ = tokio::time::sleep(boot_left) => {}
+            _ = tokio::time::sleep(boot) => {}
             _ = shutdown.token.cancelled() => return,
         }
         dev.boot();
@@ -219,7 +221,7 @@ impl Silenced {
     /// connection at backlog 0). The first must get in, so it may take its time on a busy
     /// machine; after that, a short wait tells a full queue.
     async fn fill(mut self) -> Silenced {
-        for wait_ms in [2000, 200, 200, 200] {
+        for wait_ms in [2000, 50, 50, 50] {
             let attempt = tokio::net::TcpStream::connect(self.addr);
             match tokio::time::timeout(std::time::Duration::from_millis(wait_ms), attempt).await {
                 Ok(Ok(s)) => self.fillers.push(s),
@@ -237,6 +239,15 @@ impl Silenced {
         drop(self.fillers);
         TcpListener::from_std(self.listener)
     }
+}
+
+/// How long until the wall clock is past the given Unix second (zero when it already is).
+fn until_next_second_after(unix_second: i64) -> std::time::Duration {
+    let now = jiff::Timestamp::now();
+    let next = jiff::Timestamp::from_second(unix_second.saturating_add(1)).unwrap_or(now);
+    now.duration_until(next)
+        .max(jiff::SignedDuration::ZERO)
+        .unsigned_abs()
 }
 
 /// Accept and close every connection waiting in a non-blocking listener's queue.

@@ -9,7 +9,9 @@ use fleetup::sim::Fault;
 
 use serde_json::Value;
 
-use crate::support::{IMAGE, IMAGE_VERSION, Rig, ServeProcess, TOKEN, TestApp, jobs, playbook};
+use crate::support::{
+    IMAGE, IMAGE_VERSION, Rig, ServeProcess, TOKEN, TestApp, eventually, jobs, playbook,
+};
 
 #[tokio::test]
 async fn a_second_service_on_a_locked_data_directory_is_refused() {
@@ -33,7 +35,12 @@ async fn a_second_service_on_a_locked_data_directory_is_refused() {
     // Once the first one stops, the directory is free again.
     let dir = app.dir;
     app.service.stop().await;
-    let again = Service::start(&args, Some(TOKEN.into())).await.unwrap();
+    // Other tests of this process fork children all the time, and a child holds a copy of
+    // every descriptor (the lock's too) from its fork until its exec closes it: wait for that.
+    let again = eventually("the data directory to be free after the stop", || async {
+        Service::start(&args, Some(TOKEN.into())).await.ok()
+    })
+    .await;
     assert_eq!(again.http_addr.ip().to_string(), "127.0.0.1");
     again.stop().await;
     drop(dir);
