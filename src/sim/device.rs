@@ -121,6 +121,10 @@ pub struct DeviceState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running_kickstart: Option<String>,
     pub boot_variable: Vec<String>,
+    /// NX-OS with separate images: the kickstart boot variable of the saved configuration,
+    /// the kickstart the next reload boots (`bootflash:/K`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_kickstart: Option<String>,
     /// The `boot system` lines of the saved (startup) configuration.
     pub startup_boot_system: Vec<String>,
     pub config_register: String,
@@ -547,6 +551,7 @@ impl Device {
             running_image: s.booted_image.clone(),
             running_kickstart: s.booted_kickstart.clone(),
             boot_variable: self.boot_list(s),
+            boot_kickstart: s.startup.boot_kickstart.clone(),
             startup_boot_system: s.startup.boot_system.clone(),
             config_register: s.config_register_now.clone(),
             unsaved_changes: s.running != s.startup,
@@ -619,6 +624,13 @@ impl Device {
                 .next()
                 .unwrap_or_default()
                 .to_string(),
+        );
+        // Each image carries its own version: a kickstart and a system of different releases
+        // print different `kickstart:` and `system:` versions.
+        v.insert(
+            "kickstart_version",
+            crate::images::guess_version(v["kickstart_image"].as_str())
+                .unwrap_or_else(|| s.version.clone()),
         );
         v.insert("kickstart_path", kickstart);
         // NX-OS prints its boot variables as `bootflash:/FILE`, however they were typed, and

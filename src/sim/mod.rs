@@ -33,6 +33,12 @@ pub(crate) use persona::{Persona, PersonaError};
 
 use crate::shutdown::Shutdown;
 
+/// The names of the personas built into the binary (`--persona NAME`), in the order they
+/// are listed.
+pub fn built_in_personas() -> Vec<&'static str> {
+    persona::built_in_names()
+}
+
 /// A fault injected into one device.
 #[derive(
     Debug,

@@ -45,6 +45,7 @@ pub(super) const PLACEHOLDERS: &[&str] = &[
     "mac_dotted",
     "kickstart_image",
     "kickstart_path",
+    "kickstart_version",
     "boot_running",
     "kickstart_running",
 ];

@@ -2,7 +2,7 @@
 //! drives every built-in persona with Netmiko, scrapli and pyATS/unicon (default connection
 //! settings, so unicon's setup commands run), reads each output with TextFSM (ntc-templates)
 //! and Genie, and compares what they read with the lab's admin API. A client that disagrees
-//! fails this test.
+//! fails this test, and so does a built-in persona missing from `PERSONAS`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -12,32 +12,68 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::support::random_base;
 
-/// Three boots per persona (one per client), each into an image newer than the last.
-const PERSONAS: &[(&str, &str, [&str; 3])] = &[
-    (
-        "c2960x",
-        "GigabitEthernet1/0/1",
-        [
+/// A persona as the conformance run drives it.
+struct Conformance {
+    persona: &'static str,
+    /// The port whose description each client sets (the one `link-down-after-reload` takes).
+    uplink: &'static str,
+    /// Three boots (one per client), each into an image newer than the last.
+    images: [&'static str; 3],
+    /// On a Nexus with separate images, the kickstart booted with each image.
+    kickstarts: Option<[&'static str; 3]>,
+}
+
+/// Every built-in persona (`every_built_in_persona_is_driven` holds the list to the lab's).
+const PERSONAS: &[Conformance] = &[
+    Conformance {
+        persona: "c2960x",
+        uplink: "GigabitEthernet1/0/1",
+        images: [
             "c2960x-universalk9-mz.152-7.E8.bin",
             "c2960x-universalk9-mz.152-7.E9.bin",
             "c2960x-universalk9-mz.152-7.E10.bin",
         ],
-    ),
-    (
-        "c9300",
-        "TenGigabitEthernet1/1/1",
-        [
+        kickstarts: None,
+    },
+    Conformance {
+        persona: "c9300",
+        uplink: "TenGigabitEthernet1/1/1",
+        images: [
             "cat9k_iosxe.17.09.04a.SPA.bin",
             "cat9k_iosxe.17.09.05.SPA.bin",
             "cat9k_iosxe.17.12.03.SPA.bin",
         ],
-    ),
-    (
-        "n9k",
-        "Ethernet1/49",
-        ["nxos.9.3.9.bin", "nxos.9.3.10.bin", "nxos.10.2.5.M.bin"],
-    ),
+        kickstarts: None,
+    },
+    Conformance {
+        persona: "n9k",
+        uplink: "Ethernet1/49",
+        images: ["nxos.9.3.9.bin", "nxos.9.3.10.bin", "nxos.10.2.5.M.bin"],
+        kickstarts: None,
+    },
+    Conformance {
+        persona: "n7k",
+        uplink: "Ethernet4/1",
+        images: [
+            "n7000-s2-dk9.8.2.8.bin",
+            "n7000-s2-dk9.8.4.4.bin",
+            "n7000-s2-dk9.8.4.7.bin",
+        ],
+        kickstarts: Some([
+            "n7000-s2-kickstart.8.2.8.bin",
+            "n7000-s2-kickstart.8.4.4.bin",
+            "n7000-s2-kickstart.8.4.7.bin",
+        ]),
+    },
 ];
+
+/// The built-in personas that `PERSONAS` leaves out.
+fn personas_not_driven() -> Vec<&'static str> {
+    fleetup::sim::built_in_personas()
+        .into_iter()
+        .filter(|name| !PERSONAS.iter().any(|p| p.persona == *name))
+        .collect()
+}
 
 /// The shared venv of third-party test tools (scripts/test creates it).
 fn venv_python() -> PathBuf {
@@ -68,20 +104,19 @@ fn device_line(line: &str) -> Option<(String, SocketAddr, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netmiko_scrapli_and_unicon_agree_with_the_lab_on_every_persona() {
+    let missing = personas_not_driven();
+    assert!(
+        missing.is_empty(),
+        "built-in personas no client drives: {missing:?}; add each to PERSONAS"
+    );
     let python = venv_python();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let personas: Vec<&str> = PERSONAS.iter().map(|p| p.0).collect();
+    let personas: Vec<&str> = PERSONAS.iter().map(|p| p.persona).collect();
     let mut lab = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
-        .args([
-            "lab",
-            "--devices",
-            "3",
-            "--ssh-port",
-            "0",
-            "--boot-time",
-            "0.3",
-        ])
+        .args(["lab", "--devices"])
+        .arg(PERSONAS.len().to_string())
+        .args(["--ssh-port", "0", "--boot-time", "0.3"])
         .arg("--persona")
         .arg(personas.join(","))
         .arg("--base-ip")
@@ -115,9 +150,10 @@ async fn netmiko_scrapli_and_unicon_agree_with_the_lab_on_every_persona() {
     // Stage the images the clients will boot, as a finished copy leaves them in flash.
     let mut list = Vec::new();
     for (k, (name, addr, persona)) in devices.iter().enumerate() {
-        let (p, uplink, images) = PERSONAS[k];
-        assert_eq!(persona, p);
-        for (n, image) in images.iter().enumerate() {
+        let p = &PERSONAS[k];
+        assert_eq!(persona, p.persona);
+        let kickstarts = p.kickstarts.iter().flatten();
+        for (n, image) in p.images.iter().chain(kickstarts).enumerate() {
             let data = fleetup::images::pseudo_random_bytes(64 * 1024, 40 + n as u64);
             std::fs::write(state.join(name).join("flash").join(image), data).unwrap();
         }
@@ -126,8 +162,9 @@ async fn netmiko_scrapli_and_unicon_agree_with_the_lab_on_every_persona() {
             "host": addr.ip().to_string(),
             "port": addr.port(),
             "persona": persona,
-            "uplink": uplink,
-            "images": images,
+            "uplink": p.uplink,
+            "images": p.images,
+            "kickstarts": p.kickstarts,
         }));
     }
     let args = serde_json::json!({
@@ -164,12 +201,24 @@ async fn netmiko_scrapli_and_unicon_agree_with_the_lab_on_every_persona() {
             );
         }
     }
+    let rounds = 3 * PERSONAS.len();
     assert!(
-        stdout.contains("9 client rounds, 0 disagreements"),
+        stdout.contains(&format!("\n{rounds} client rounds, 0 disagreements")),
         "{stdout}"
     );
     lab.start_kill().unwrap();
     let _ = lab.wait().await;
+}
+
+/// A built-in persona that no client drives fails here too, without the venv or a lab.
+#[test]
+fn every_built_in_persona_is_driven() {
+    assert!(!fleetup::sim::built_in_personas().is_empty());
+    assert_eq!(
+        personas_not_driven(),
+        Vec::<&str>::new(),
+        "add each to PERSONAS in tests/it/conformance.rs"
+    );
 }
 
 #[test]

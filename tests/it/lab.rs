@@ -1675,3 +1675,122 @@ async fn nx_os_boot_variable_reads_back_as_on_a_nexus() {
     assert_eq!(st["running_image"], "bootflash:/nxos.9.3.8.bin", "{st:#}");
     lab.stop().await;
 }
+
+/// A Nexus 7000 changed by hand, as an engineer does without `install all`: `boot kickstart`
+/// and `boot system` in configuration mode (each image checked, a missing file refused,
+/// `boot nxos` unknown), both kept in the running configuration as `bootflash:/FILE sup-1`,
+/// saved, and the reload boots the pair they name; `show version` prints each image's own
+/// version.
+#[tokio::test]
+async fn a_nexus_7000_boots_the_kickstart_and_system_its_configuration_names() {
+    const KICKSTART: &str = "n7000-s2-kickstart.8.4.4.bin";
+    const SYSTEM: &str = "n7000-s2-dk9.8.4.7.bin";
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.personas = vec!["n7k".into()];
+        c.state_dir = state_dir.path().to_path_buf();
+    })
+    .await;
+    let host = "lab-sw-001";
+    let flash = state_dir.path().join(host).join("flash");
+    for (n, file) in [KICKSTART, SYSTEM].into_iter().enumerate() {
+        std::fs::write(flash.join(file), pseudo_random_bytes(70_000, 90 + n as u64)).unwrap();
+    }
+    let p = "lab-sw-001#";
+    let c = "lab-sw-001(config)#";
+    let mut vty = Vty::open(lab.ssh(0), "admin", "cisco").await.unwrap();
+    vty.expect(r"(?m)^lab-sw-001#$").await;
+    vty.cmd("terminal length 0", p).await;
+    vty.cmd("configure terminal", c).await;
+    let check = "Performing image verification and compatibility check, please wait....\r\n";
+    let out = vty
+        .cmd("boot kickstart bootflash:n7000-s2-kickstart.9.9.9.bin", c)
+        .await;
+    assert_eq!(
+        out,
+        "Image bootflash:/n7000-s2-kickstart.9.9.9.bin does not exist\r\n"
+    );
+    let out = vty
+        .cmd("boot system bootflash:/n7000-s2-dk9.9.9.9.bin", c)
+        .await;
+    assert_eq!(
+        out,
+        format!("{check}Image bootflash:/n7000-s2-dk9.9.9.9.bin does not exist\r\n")
+    );
+    let out = vty.cmd(&format!("boot nxos bootflash:{SYSTEM}"), c).await;
+    assert!(out.contains("% Invalid command at '^' marker."), "{out:?}");
+    let out = vty
+        .cmd(&format!("boot system bootflash:{SYSTEM} sup-3"), c)
+        .await;
+    assert!(out.contains("% Invalid command at '^' marker."), "{out:?}");
+    assert_eq!(vty.cmd(&format!("boot kickstart {KICKSTART}"), c).await, "");
+    assert_eq!(
+        vty.cmd(&format!("boot system bootflash:{SYSTEM} sup-1"), c)
+            .await,
+        check
+    );
+    vty.cmd("end", p).await;
+    let run = vty.cmd("show running-config | include boot", p).await;
+    assert_eq!(
+        run,
+        format!(
+            "boot kickstart bootflash:/{KICKSTART} sup-1\r\nboot system bootflash:/{SYSTEM} sup-1\r\n"
+        )
+    );
+    let boot = vty.cmd("show boot", p).await;
+    assert_line(
+        &boot,
+        &format!(
+            r"^kickstart variable = bootflash:/{}\r$",
+            regex::escape(KICKSTART)
+        ),
+    );
+    assert_line(
+        &boot,
+        &format!(
+            r"^system variable = bootflash:/{}\r$",
+            regex::escape(SYSTEM)
+        ),
+    );
+    // Not saved yet: the next reload would boot the old pair.
+    let st = admin_state(&lab, host).await;
+    assert_eq!(
+        st["boot_kickstart"], "bootflash:/n7000-s2-kickstart.8.2.2.bin",
+        "{st:#}"
+    );
+    vty.cmd("copy running-config startup-config", p).await;
+    let st = admin_state(&lab, host).await;
+    assert_eq!(
+        st["boot_kickstart"],
+        format!("bootflash:/{KICKSTART}"),
+        "{st:#}"
+    );
+    assert_eq!(
+        st["boot_variable"][0],
+        format!("bootflash:/{SYSTEM}"),
+        "{st:#}"
+    );
+    vty.send("reload\n").await;
+    vty.expect(r"This command will reboot the system\. \(y/n\)\?  \[n\] $")
+        .await;
+    vty.send("y\n").await;
+    vty.wait_closed().await;
+    assert!(lab.lab.wait_until_up(host).await);
+    let st = admin_state(&lab, host).await;
+    assert_eq!(
+        st["running_kickstart"],
+        format!("bootflash:/{KICKSTART}"),
+        "{st:#}"
+    );
+    assert_eq!(
+        st["running_image"],
+        format!("bootflash:/{SYSTEM}"),
+        "{st:#}"
+    );
+    assert_eq!(st["version"], "8.4(7)", "{st:#}");
+    let out = openssh(lab.ssh(0), "cisco", "show version").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_line(&text, r"^  kickstart: version 8\.4\(4\)\r$");
+    assert_line(&text, r"^  system:    version 8\.4\(7\)\r$");
+    lab.stop().await;
+}

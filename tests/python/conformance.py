@@ -4,14 +4,18 @@ what the lab's admin API says it is.
 
 Run by tests/it/conformance.rs, which starts the lab and stages the images. Arguments: one JSON
 document with `admin` (base URL of the admin API), `password`, `enable`, and `devices`: a list
-of `{name, host, port, persona, images: [three image files staged in flash]}`.
+of `{name, host, port, persona, uplink, images: [three image files staged in flash],
+kickstarts: [the kickstart image booted with each] or null}`.
 
-Exit status 0 when every client agreed with the lab on every device; otherwise each
-disagreement is printed as `FAIL …` and the exit status is 1.
+Devices are driven at once, each in its own process (this script with one device); on each,
+the three clients take their turns. Exit status 0 when every client agreed with the lab on
+every device; otherwise each disagreement is printed as `FAIL …` and the exit status is 1.
 """
 
 import json
 import logging
+import re
+import subprocess
 import sys
 import time
 import traceback
@@ -35,7 +39,7 @@ ENABLE = ARGS["enable"]
 # Bounds for the waits below: a reload takes the lab's --boot-time, a login a few seconds.
 RELOAD_TIMEOUT = 120
 
-PLATFORM = {"c2960x": "ios", "c9300": "iosxe", "n9k": "nxos"}
+PLATFORM = {"c2960x": "ios", "c9300": "iosxe", "n9k": "nxos", "n7k": "nxos"}
 NETMIKO_TYPE = {"ios": "cisco_ios", "iosxe": "cisco_xe", "nxos": "cisco_nxos"}
 NTC_PLATFORM = {"ios": "cisco_ios", "iosxe": "cisco_ios", "nxos": "cisco_nxos"}
 
@@ -263,59 +267,82 @@ class Cli:
             pass
 
 
-def version_facts(platform, text):
-    """(version, image file, model, serial) as TextFSM and as Genie read `show version`."""
+def version_facts(platform, text, kickstart):
+    """What TextFSM and Genie read in `show version`: version, image file, model and serial,
+    and on a Nexus with separate images the kickstart file (and its version where the parser
+    gives it). A field the parser does not give is left out."""
     fsm = textfsm(platform, "show version", text)[0]
     g = genie_parse(platform, "show version", text)
     if platform == "nxos":
-        by_fsm = (
-            fsm["os"],
-            file_name(fsm["boot_image"]),
-            fsm["platform"],
-            fsm["serial"] if "serial" in fsm else fsm["serial_number"],
-        )
+        by_fsm = {
+            "version": fsm["os"],
+            "model": fsm["platform"],
+            "serial": fsm["serial"] if "serial" in fsm else fsm["serial_number"],
+        }
+        # ntc-templates' cisco_nxos_show_version takes BOOT_IMAGE from the `NXOS image file
+        # is:` line, or on a Nexus with separate images from `kickstart image file is:`, and
+        # reads no `system image file is:` line: there it gives the kickstart, not the system
+        # image (https://github.com/networktocode/ntc-templates/blob/master/ntc_templates/
+        # templates/cisco_nxos_show_version.textfsm). See docs/lab.md.
+        by_fsm["kickstart" if kickstart else "image"] = file_name(fsm["boot_image"])
         hw = g["platform"]["hardware"]
-        by_genie = (
-            g["platform"]["software"]["system_version"],
-            file_name(g["platform"]["software"]["system_image_file"]),
-            hw["model"],
-            hw["processor_board_id"],
-        )
+        sw = g["platform"]["software"]
+        by_genie = {
+            "version": sw["system_version"],
+            "image": file_name(sw["system_image_file"]),
+            "model": hw["model"],
+            "serial": hw["processor_board_id"],
+        }
+        if kickstart:
+            by_genie["kickstart"] = file_name(sw["kickstart_image_file"])
+            by_genie["kickstart version"] = sw["kickstart_version"]
         return by_fsm, by_genie
-    by_fsm = (
-        fsm["version"],
-        file_name(fsm["running_image"]),
-        fsm["hardware"][0],
-        fsm["serial"][0],
-    )
+    by_fsm = {
+        "version": fsm["version"],
+        "image": file_name(fsm["running_image"]),
+        "model": fsm["hardware"][0],
+        "serial": fsm["serial"][0],
+    }
     v = g["version"]
-    by_genie = (
-        v.get("xe_version", v["version"]),
-        file_name(v["system_image"]),
-        v["chassis"],
-        v["chassis_sn"],
-    )
+    by_genie = {
+        "version": v.get("xe_version", v["version"]),
+        "image": file_name(v["system_image"]),
+        "model": v["chassis"],
+        "serial": v["chassis_sn"],
+    }
     return by_fsm, by_genie
 
 
 def check_version(cli, state):
     text = cli.send("show version")
-    want_image = file_name(state["running_image"])
-    for parser, (version, image, model, serial) in zip(
-        ("textfsm", "genie"), version_facts(cli.platform, text)
+    kickstart = state.get("running_kickstart")
+    want_kickstart = file_name(kickstart) if kickstart else None
+    for parser, got in zip(
+        ("textfsm", "genie"), version_facts(cli.platform, text, want_kickstart is not None)
     ):
         # ntc-templates reads IOS-XE's version from the `Cisco IOS Software … Version 17.9.4a`
         # line, which has no leading zeros; Genie's xe_version is the `17.09.04a` of the first.
         want = state["version"]
         if cli.platform == "iosxe" and parser == "textfsm":
             want = ".".join(p.lstrip("0") or "0" for p in want.split("."))
-        check(cli.where, f"show version ({parser}) version", version, want)
-        check(cli.where, f"show version ({parser}) image", image, want_image)
-        # NX-OS prints the chassis without its `N9K-` prefix (`Nexus9000 C93180YC-EX`).
+        check(cli.where, f"show version ({parser}) version", got["version"], want)
+        if "image" in got:
+            want_image = file_name(state["running_image"])
+            check(cli.where, f"show version ({parser}) image", got["image"], want_image)
+        if want_kickstart is not None:
+            # Every parser reads the kickstart somewhere; the test boots pairs of one release.
+            check(cli.where, f"show version ({parser}) kickstart", got.get("kickstart"),
+                  want_kickstart)
+            if "kickstart version" in got:
+                check(cli.where, f"show version ({parser}) kickstart version",
+                      got["kickstart version"], state["version"])
+        # NX-OS prints the chassis without its `N9K-` / `N7K-` prefix (`Nexus9000
+        # C93180YC-EX`, `Nexus7000 C7009 (9 Slot) Chassis`, which both parsers cut to C7009).
+        model = got["model"]
         got_model = model if cli.platform != "nxos" else model.split()[-1]
         want_model = state["model"] if cli.platform != "nxos" else state["model"][4:]
         check(cli.where, f"show version ({parser}) model", got_model, want_model)
-        check(cli.where, f"show version ({parser}) serial", serial, state["serial"])
+        check(cli.where, f"show version ({parser}) serial", got["serial"], state["serial"])
 
 
 def check_dir(cli, state):
@@ -343,7 +370,15 @@ def check_boot(cli, state):
     want = ";".join(state["boot_variable"])
     g = genie_parse(cli.platform, "show boot", text)
     if cli.platform == "nxos":
-        got = g["next_reload_boot_variable"]["sup_number"]["sup-1"]["system_variable"]
+        sup = g["next_reload_boot_variable"]["sup_number"]["sup-1"]
+        got = sup["system_variable"]
+        if state.get("boot_kickstart"):
+            check(
+                cli.where,
+                "kickstart boot variable (genie)",
+                sup.get("kickstart_variable"),
+                state["boot_kickstart"],
+            )
     elif cli.platform == "iosxe":
         got = g["next_reload_boot_variable"].rstrip(";")
     else:
@@ -442,8 +477,10 @@ CHECK_COMMANDS = {
 }
 
 
-def round_trip(client, dev, image, with_link_fault):
-    """One client on one device: read, configure, reload into `image`, read again."""
+def round_trip(client, dev, k, with_link_fault):
+    """One client on one device: read, configure, reload into its `k`-th image (and
+    kickstart), read again."""
+    image = dev["images"][k]
     cli = Cli(client, dev)
     name = dev["name"]
     fs = admin(name)["flash"]["filesystem"]
@@ -461,11 +498,15 @@ def round_trip(client, dev, image, with_link_fault):
 
     uplink = dev["uplink"]
     description = f"checked by {client}"
-    boot = (
-        [f"boot nxos {fs}:{image}"]
-        if cli.platform == "nxos"
-        else [f"boot system {fs}:{image}"]
-    )
+    kickstart = dev["kickstarts"][k] if dev.get("kickstarts") else None
+    if kickstart:
+        # A Nexus 7000 with separate images, changed by hand: both boot variables in
+        # configuration mode, saved, then a reload boots the pair they name.
+        boot = [f"boot kickstart {fs}:{kickstart}", f"boot system {fs}:{image}"]
+    elif cli.platform == "nxos":
+        boot = [f"boot nxos {fs}:{image}"]
+    else:
+        boot = [f"boot system {fs}:{image}"]
     cli.configure(boot + [f"interface {uplink}", f"description {description}", "exit"])
     state = admin(name)
     check(cli.where, "unsaved changes after save", state["unsaved_changes"], False)
@@ -475,6 +516,13 @@ def round_trip(client, dev, image, with_link_fault):
         [file_name(b) for b in state["boot_variable"]][:1],
         [image],
     )
+    if kickstart:
+        check(
+            cli.where,
+            "kickstart boot variable after send_config_set",
+            file_name(state.get("boot_kickstart") or ""),
+            kickstart,
+        )
     run = cli.send("show running-config | include description")
     if description not in run:
         fail(cli.where, f"the new description is not in the running config: {run!r}")
@@ -495,6 +543,13 @@ def round_trip(client, dev, image, with_link_fault):
             return
     check(cli.where, "version after reload", state["version"] != dev["old_version"], True)
     check(cli.where, "running image after reload", file_name(state["running_image"]), image)
+    if kickstart:
+        check(
+            cli.where,
+            "running kickstart after reload",
+            file_name(state.get("running_kickstart") or ""),
+            kickstart,
+        )
     check_version(cli, state)
     after_ports = {p: ports(cli, p) for p in ("textfsm", "genie")}
     after_cdp = {p: cdp_devices(cli, p) for p in ("textfsm", "genie")}
@@ -514,22 +569,58 @@ def round_trip(client, dev, image, with_link_fault):
     cli.close()
 
 
-def main():
+def one_device(dev):
+    """The three clients, one after the other, on one device."""
     clients = ["netmiko", "scrapli", "unicon"]
-    for dev in ARGS["devices"]:
+    dev["old_version"] = admin(dev["name"])["version"]
+    for k, client in enumerate(clients):
+        try:
+            round_trip(client, dev, k, with_link_fault=client == "unicon")
+        except Exception as e:
+            fail(f"{client} {dev['name']} ({dev['persona']})", f"{type(e).__name__}: {e}")
+            traceback.print_exc()
         dev["old_version"] = admin(dev["name"])["version"]
-        for k, client in enumerate(clients):
-            try:
-                round_trip(client, dev, dev["images"][k], with_link_fault=client == "unicon")
-            except Exception as e:
-                fail(f"{client} {dev['name']} ({dev['persona']})", f"{type(e).__name__}: {e}")
-                traceback.print_exc()
-            dev["old_version"] = admin(dev["name"])["version"]
-    total = sum(1 for _ in ARGS["devices"]) * len(clients)
-    print(f"{total} client rounds, {len(failures)} disagreements", flush=True)
+    return len(clients)
+
+
+def every_device():
+    """Each device in its own process, all at once: a round spends most of its time waiting
+    for prompts and reloads, and devices share nothing. Prints each device's report whole,
+    in the order of the arguments; returns (rounds, disagreements)."""
+    children = []
+    for dev in ARGS["devices"]:
+        one = dict(ARGS, devices=[dev])
+        children.append(
+            subprocess.Popen(
+                [sys.executable, __file__, json.dumps(one)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    rounds = disagreements = 0
+    for dev, child in zip(ARGS["devices"], children):
+        out, _ = child.communicate()
+        print(out, end="", flush=True)
+        summary = re.search(r"^(\d+) client rounds, (\d+) disagreements$", out, re.M)
+        if summary is None or child.returncode not in (0, 1):
+            fail(f"{dev['name']} ({dev['persona']})", f"its run ended with {child.returncode}")
+            continue
+        rounds += int(summary[1])
+        disagreements += int(summary[2])
+    return rounds, disagreements
+
+
+def main():
+    if len(ARGS["devices"]) == 1:
+        rounds, disagreements = one_device(ARGS["devices"][0]), 0
+    else:
+        rounds, disagreements = every_device()
+    disagreements += len(failures)
+    print(f"{rounds} client rounds, {disagreements} disagreements", flush=True)
     for f in failures:
         print(f"FAIL {f}", flush=True)
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if disagreements else 0)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ enum Cmd {
     InstallAllSystemKickstart,
     TermDontAsk,
     BootNxos,
+    /// `boot kickstart FILE [sup-N]` (NX-OS with separate images).
+    BootKickstart,
+    NoBootKickstart,
     // configuration mode
     Hostname,
     BootSystem,
@@ -412,6 +415,20 @@ const NXOS_CONFIG: &[Syntax<Cmd>] = &[
     },
 ];
 
+/// NX-OS with separate kickstart and system images: `boot kickstart` and `boot system` (each
+/// with an optional `sup-1` / `sup-2`) instead of `boot nxos`. `boot system` here is NX-OS's,
+/// not the IOS line of `CONFIG`: `Cmd::BootSystem` is run by `boot_nxos_system`.
+const NXOS_KICKSTART_CONFIG: &[Syntax<Cmd>] = &[
+    Syntax {
+        toks: &[Kw("boot"), Kw("kickstart"), Arg, OptArg],
+        cmd: Cmd::BootKickstart,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("boot"), Kw("kickstart"), Rest],
+        cmd: Cmd::NoBootKickstart,
+    },
+];
+
 const CONFIG: &[Syntax<Cmd>] = &[
     Syntax {
         toks: &[Kw("hostname"), Arg],
@@ -572,6 +589,11 @@ impl Filter {
 /// `\n` to `\r\n`, as a vty prints.
 fn crlf(s: &str) -> String {
     s.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+/// The optional supervisor of NX-OS `boot kickstart|system FILE [sup-1|sup-2]`.
+fn valid_sup(word: Option<&str>) -> bool {
+    word.is_none_or(|w| w.eq_ignore_ascii_case("sup-1") || w.eq_ignore_ascii_case("sup-2"))
 }
 
 fn is_running(s: &str) -> bool {
@@ -833,10 +855,16 @@ impl<O: Output> Cli<O> {
             (checks::IOS_CHECKS, &[])
         };
         let exec = EXEC.iter().chain(install).chain(checks).chain(more_checks);
+        let kickstart = nxos && self.dev.persona.kickstart_image.is_some();
         let global: Vec<Syntax<Cmd>> = if nxos {
+            let boot = if kickstart {
+                NXOS_KICKSTART_CONFIG
+            } else {
+                NXOS_CONFIG
+            };
             CONFIG
                 .iter()
-                .chain(NXOS_CONFIG)
+                .chain(boot)
                 .chain(checks::CONFIG_CHECKS)
                 .chain(checks::NXOS_CONFIG_CHECKS)
                 .copied()
@@ -1017,6 +1045,15 @@ impl<O: Output> Cli<O> {
             }
             Cmd::TermDontAsk => self.dont_ask = true,
             Cmd::BootNxos => self.boot_nxos(arg(0)).await?,
+            Cmd::BootKickstart | Cmd::BootSystem
+                if kickstart && (args.len() > 2 || !valid_sup(args.get(1).map(String::as_str))) =>
+            {
+                self.write(&caret(arg(1))).await?;
+            }
+            Cmd::BootKickstart => self.boot_kickstart_or_system(arg(0), true).await?,
+            Cmd::BootSystem if kickstart => self.boot_kickstart_or_system(arg(0), false).await?,
+            Cmd::NoBootKickstart => self.dev.update(|s| s.running.boot_kickstart = None),
+            Cmd::NoBootSystem if kickstart => self.dev.update(|s| s.running.boot_system.clear()),
             Cmd::ShowInstallSummary => {
                 let out = self.install_summary();
                 self.show(&out, filter.as_ref()).await?;
@@ -1243,6 +1280,21 @@ impl<O: Output> Cli<O> {
             t.push_str(&self.interface_sections(c));
             for l in &c.lines {
                 t.push_str(&format!("{l}\n"));
+            }
+            if self.dev.persona.kickstart_image.is_some() {
+                // As a Nexus with separate images keeps them: one line per variable and
+                // supervisor, `bootflash:/FILE` however it was typed.
+                let nx = |e: &str| {
+                    let file = e.rsplit(['/', ':']).next().unwrap_or(e);
+                    format!("{}:/{file}", self.dev.persona.filesystem)
+                };
+                if let Some(k) = &c.boot_kickstart {
+                    t.push_str(&format!("boot kickstart {} sup-1\n", nx(k)));
+                }
+                if let Some(b) = c.boot_system.first() {
+                    t.push_str(&format!("boot system {} sup-1\n", nx(b)));
+                }
+                return t;
             }
             for b in &c.boot_system {
                 t.push_str(&format!("boot nxos {b}\n"));

@@ -80,6 +80,50 @@ impl<O: Output> Cli<O> {
         }
     }
 
+    /// `boot kickstart FILE` / `boot system FILE` in configuration mode on a Nexus with separate
+    /// images: the variable of the running configuration that `copy running-config
+    /// startup-config` saves and the next reload boots. `boot system` checks the image first,
+    /// with the line `boot nxos` prints; `boot kickstart` answers nothing. A file that is not
+    /// there is refused, with `boot nxos`'s wording (no public Nexus 7000 transcript of these
+    /// lines was found; see docs/lab.md).
+    pub(super) async fn boot_kickstart_or_system(
+        &mut self,
+        path: &str,
+        kickstart: bool,
+    ) -> Result<(), ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let spelled = if path.contains(':') {
+            path.to_string()
+        } else {
+            format!("{fs}:{path}")
+        };
+        if !kickstart {
+            self.write(
+                "Performing image verification and compatibility check, please wait....\r\n",
+            )
+            .await?;
+        }
+        let present = self
+            .flash_name(&spelled)
+            .filter(|n| self.dev.flash().files.iter().any(|f| &f.name == n));
+        let Some(name) = present else {
+            let (device, file) = spelled.split_once(':').unwrap_or((&fs, &spelled));
+            let file = file.trim_start_matches('/');
+            return self
+                .write(&format!("Image {device}:/{file} does not exist\r\n"))
+                .await;
+        };
+        let entry = format!("{fs}:/{name}");
+        self.dev.update(|s| {
+            if kickstart {
+                s.running.boot_kickstart = Some(entry);
+            } else {
+                s.running.boot_system = vec![entry];
+            }
+        });
+        Ok(())
+    }
+
     /// `install all kickstart K system S` on a Nexus with separate images, as the Nexus 7000
     /// transcript of salt tests/unit/modules/nxos/nxos_n7k.py prints it.
     pub(super) async fn install_all_kickstart(
