@@ -10,7 +10,7 @@ mod images;
 pub mod listen;
 mod rollouts;
 mod system;
-mod web;
+pub(crate) mod web;
 
 pub(crate) use auth::{ApiToken, TokenSource, random_secret};
 pub use devices::DeviceList;

@@ -10,6 +10,7 @@ mod device_view;
 mod docs;
 mod drivers;
 mod ftp;
+mod fuzz;
 mod http;
 mod lab;
 mod rollout;
