@@ -87,11 +87,24 @@ fn check_located(text: &str, e: &YamlError) {
     }
 }
 
-/// The fleet every parsed playbook is planned against.
+/// The fleet every parsed playbook is planned against: one device per platform, with groups,
+/// tags, sites and models for the selectors to match.
+const FLEET_YAML: &str = "
+defaults: {platform: ios, username: netops, password_env: FLEETUP_DEVICE_PASSWORD}
+groups:
+  access: {site: berlin, tags: [poe]}
+  datacenter: {site: frankfurt, platform: nxos}
+devices:
+  - {name: ber-acc-sw01, host: 10.20.0.11, model: WS-C2960X-48FPD-L, groups: [access]}
+  - {name: ber-acc-sw02, host: 10.20.0.12, groups: [access], tags: [floor-2]}
+  - {name: ber-dist-sw01, host: 10.20.0.2, platform: iosxe, model: C9300-48P, site: berlin}
+  - {name: fra-leaf01, host: fra-leaf01.dc.example.net, groups: [datacenter]}
+  - {name: sw-lab-99, host: 192.0.2.99}
+";
+
 static FLEET: LazyLock<Vec<Device>> = LazyLock::new(|| {
-    let text = include_str!("../../inventory/example.yml");
-    crate::inventory::yaml::parse(text)
-        .expect("inventory/example.yml parses")
+    crate::inventory::yaml::parse(FLEET_YAML)
+        .expect("the fuzz fleet parses")
         .into_iter()
         .enumerate()
         .map(|(i, spec)| device(i as i64, spec))
