@@ -30,9 +30,8 @@ if ! cargo afl --version >/dev/null 2>&1; then
   cargo install cargo-afl
 fi
 
-(cd fuzz && cargo afl build --release --features afl --bin afl && cargo build --bin replay)
+(cd fuzz && cargo afl build --release --features afl --bin afl)
 harness="$PWD/fuzz/target/release/afl"
-replay="$PWD/fuzz/target/debug/replay"
 
 mkdir -p "$OUT_DIR"
 out_dir=$(cd "$OUT_DIR" && pwd)
@@ -52,7 +51,7 @@ for t in "${targets[@]}"; do
   corpus="fuzz/corpus/$t"
   [ -d "$corpus" ] || { echo "bench/fuzz.sh: no corpus for target $t" >&2; exit 1; }
   dict="$out_dir/$t.dict"
-  "$replay" --dict "$t" > "$dict"
+  "$harness" --dict "$t" > "$dict"
   rm -rf "${out_dir:?}/$t"
   echo "== $t: fuzzing until $EXECS executions (at most ${MAX_SECONDS}s)" >&2
   start=$(date +%s)

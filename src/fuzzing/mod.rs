@@ -70,6 +70,17 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// A token as written in an AFL dictionary: printable ASCII as is, other bytes as `\xNN`.
+pub fn dictionary_escape(token: &[u8]) -> String {
+    token
+        .iter()
+        .map(|b| match b {
+            b' '..=b'~' if *b != b'"' && *b != b'\\' => char::from(*b).to_string(),
+            _ => format!("\\x{b:02x}"),
+        })
+        .collect()
+}
+
 /// The target called `name`.
 pub fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)

@@ -6,8 +6,25 @@ use std::path::PathBuf;
 use fleetup::fuzzing::{self, Fixture};
 
 fn main() {
-    let Some(name) = std::env::args().nth(1) else {
-        eprintln!("usage: afl TARGET (one of: {})", names());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, name] = args.as_slice()
+        && flag == "--dict"
+    {
+        // The target's tokens as an AFL dictionary (bench/fuzz.sh passes it with -x).
+        let Some(target) = fuzzing::target(name) else {
+            eprintln!("unknown fuzz target {name:?} (one of: {})", names());
+            std::process::exit(2);
+        };
+        for (i, token) in target.tokens.iter().enumerate() {
+            println!("token_{i}=\"{}\"", fuzzing::dictionary_escape(token));
+        }
+        return;
+    }
+    let Some(name) = args.first().cloned() else {
+        eprintln!(
+            "usage: afl TARGET | afl --dict TARGET (targets: {})",
+            names()
+        );
         std::process::exit(2);
     };
     let Some(target) = fuzzing::target(&name) else {

@@ -4,7 +4,6 @@
 //!
 //! ```text
 //! cargo run --bin replay -- TARGET FILE|DIR...
-//! cargo run --bin replay -- --dict TARGET      # AFL dictionary of the target's tokens
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -15,26 +14,9 @@ use fleetup::fuzzing::{self, Fixture};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
-        [flag, name] if flag == "--dict" => {
-            let Some(target) = fuzzing::target(name) else {
-                eprintln!("unknown fuzz target {name:?}");
-                return ExitCode::from(2);
-            };
-            for (i, token) in target.tokens.iter().enumerate() {
-                let escaped: String = token
-                    .iter()
-                    .map(|b| match b {
-                        b' '..=b'~' if *b != b'"' && *b != b'\\' => char::from(*b).to_string(),
-                        _ => format!("\\x{b:02x}"),
-                    })
-                    .collect();
-                println!("token_{i}=\"{escaped}\"");
-            }
-            ExitCode::SUCCESS
-        }
         [name, inputs @ ..] if !inputs.is_empty() => replay(name, inputs),
         _ => {
-            eprintln!("usage: replay TARGET FILE|DIR... | replay --dict TARGET");
+            eprintln!("usage: replay TARGET FILE|DIR...");
             ExitCode::from(2)
         }
     }
@@ -93,7 +75,8 @@ fn replay(name: &str, inputs: &[String]) -> ExitCode {
 fn collect(path: &Path, out: &mut Vec<PathBuf>) {
     match std::fs::read_dir(path) {
         Ok(entries) => {
-            let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
             out.extend(paths.into_iter().filter(|p| p.is_file()));
         }
