@@ -42,6 +42,9 @@ trap 'rm -rf "$fixture"' EXIT
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1
 export AFL_NO_AFFINITY=${AFL_NO_AFFINITY:-1} AFL_SKIP_BIN_CHECK=0
 export FLEETUP_FUZZ_FIXTURE="$fixture"
+# The instrumented library has more edges than AFL's default map holds: ask the harness.
+AFL_MAP_SIZE=$(AFL_DUMP_MAP_SIZE=1 "$harness" "${targets[0]}" || true)
+export AFL_MAP_SIZE
 
 stat() { sed -n "s/^$2 *: *//p" "$1" | head -n1; }
 
