@@ -40,7 +40,6 @@ trap 'rm -rf "$fixture"' EXIT
 
 # Containers seldom let AFL set the CPU governor or see core dumps: neither matters here.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1
-export AFL_NO_AFFINITY=${AFL_NO_AFFINITY:-1} AFL_SKIP_BIN_CHECK=0
 export FLEETUP_FUZZ_FIXTURE="$fixture"
 # The instrumented library has more edges than AFL's default map holds: ask the harness.
 AFL_MAP_SIZE=$(AFL_DUMP_MAP_SIZE=1 "$harness" "${targets[0]}" || true)
