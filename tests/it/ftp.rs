@@ -477,10 +477,7 @@ async fn control_characters_sent_by_a_client_are_not_repeated_in_replies() {
             "RETR ios\x07.bin",
             "550 ios?.bin: refused (control character in file name).\r\n",
         ),
-        (
-            "TYPE \x1bX",
-            "504 TYPE ?X not supported; use I or A.\r\n",
-        ),
+        ("TYPE \x1bX", "504 TYPE ?X not supported; use I or A.\r\n"),
     ] {
         let (_, text) = c.cmd(line).await;
         assert_eq!(text, reply, "{line:?}");
