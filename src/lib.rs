@@ -13,6 +13,8 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod ftp;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod images;
 pub mod inventory;
 pub mod playbook;

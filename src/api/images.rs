@@ -125,11 +125,7 @@ async fn upload_image(
         }
     }
     let upload = upload.ok_or_else(|| ApiError::bad_request("the form has no `file` field"))?;
-    if meta.file_name.is_empty() {
-        meta.file_name = uploaded_name
-            .map(|n| n.rsplit(['/', '\\']).next().unwrap_or_default().to_string())
-            .unwrap_or_default();
-    }
+    meta.file_name = crate::images::upload_name(&meta.file_name, uploaded_name.as_deref());
     if meta.file_name.is_empty() {
         return Err(ApiError::unprocessable(
             "the upload has no file name: send one with the file or in a `file_name` field",

@@ -12,7 +12,7 @@ mod rollout_view;
 mod rollouts;
 mod schema;
 mod system;
-mod web;
+pub(crate) mod web;
 
 pub(crate) use auth::{ApiToken, TokenSource, random_secret};
 pub use devices::DeviceList;

@@ -16,10 +16,21 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().fallback(serve_asset)
 }
 
+/// The dashboard file a request path names, if any; what the fuzz target checks never leaves
+/// `web/`.
+pub(crate) fn asset(path: &str) -> Option<rust_embed::EmbeddedFile> {
+    Assets::get(path)
+}
+
+/// Every dashboard file's path.
+pub(crate) fn asset_names() -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
+    Assets::iter()
+}
+
 async fn serve_asset(uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
     let path = if path.is_empty() { "index.html" } else { path };
-    match Assets::get(path) {
+    match asset(path) {
         Some(file) => (
             [
                 (header::CONTENT_TYPE, file.metadata.mimetype().to_string()),

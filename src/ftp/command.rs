@@ -3,10 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Longest command line accepted; a longer one closes the session (no client needs more).
-pub(super) const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Command {
+pub(crate) enum Command {
     User(String),
     Pass(String),
     Acct,
@@ -48,7 +48,7 @@ pub(super) enum Command {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum ParseError {
+pub(crate) enum ParseError {
     #[error("command line is not valid UTF-8")]
     NotUtf8,
     #[error("empty command line")]
@@ -61,7 +61,7 @@ pub(super) enum ParseError {
 ///
 /// Telnet IAC sequences are dropped: clients send `IAC IP IAC DM` before `ABOR` to signal an
 /// interrupt, and the command after it must still be recognised.
-pub(super) fn parse(raw: &[u8]) -> Result<Command, ParseError> {
+pub(crate) fn parse(raw: &[u8]) -> Result<Command, ParseError> {
     let mut bytes = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -151,7 +151,7 @@ pub(super) fn parse(raw: &[u8]) -> Result<Command, ParseError> {
 
 /// Why a PORT/EPRT argument was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum AddressError {
+pub(crate) enum AddressError {
     #[error("expected h1,h2,h3,h4,p1,p2")]
     BadPort,
     #[error("expected |1|IPv4|port| or |2|IPv6|port|")]
@@ -161,7 +161,7 @@ pub(super) enum AddressError {
 }
 
 /// `PORT h1,h2,h3,h4,p1,p2`.
-pub(super) fn parse_port(arg: &str) -> Result<SocketAddr, AddressError> {
+pub(crate) fn parse_port(arg: &str) -> Result<SocketAddr, AddressError> {
     let parts: Vec<u8> = arg
         .trim()
         .split(',')
@@ -176,7 +176,7 @@ pub(super) fn parse_port(arg: &str) -> Result<SocketAddr, AddressError> {
 }
 
 /// `EPRT |proto|addr|port|` (RFC 2428); the delimiter is the first character.
-pub(super) fn parse_eprt(arg: &str) -> Result<SocketAddr, AddressError> {
+pub(crate) fn parse_eprt(arg: &str) -> Result<SocketAddr, AddressError> {
     let arg = arg.trim();
     let delim = arg.chars().next().ok_or(AddressError::BadEprt)?;
     let fields: Vec<&str> = arg.split(delim).collect();

@@ -13,7 +13,7 @@ use crate::images::{ResolveError, resolve_in};
 
 /// One served file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub name: String,
     pub path: PathBuf,
     pub size: u64,
@@ -22,14 +22,14 @@ pub(super) struct Entry {
 
 /// What a path argument names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Target {
+pub(crate) enum Target {
     Root,
     File(String),
 }
 
 /// Interpret a path argument. Only the root has a name of its own; everything else must be a
 /// file name that `resolve_in` accepts.
-pub(super) fn target(arg: &str) -> Target {
+pub(crate) fn target(arg: &str) -> Target {
     // Slashes only (`/`, `//`) trim to "".
     match arg.trim_end_matches('/') {
         "" | "." | "/." => Target::Root,
@@ -38,7 +38,7 @@ pub(super) fn target(arg: &str) -> Target {
 }
 
 /// Strip `ls`-style options (`-la`) that clients put in front of a LIST path.
-pub(super) fn strip_list_options(arg: Option<&str>) -> &str {
+pub(crate) fn strip_list_options(arg: Option<&str>) -> &str {
     let mut rest = arg.unwrap_or("").trim_start();
     while rest.starts_with('-') {
         rest = match rest.split_once(' ') {
@@ -56,7 +56,7 @@ fn timestamp(t: std::io::Result<SystemTime>) -> Timestamp {
 }
 
 /// Look up one file by the name a client sent.
-pub(super) fn entry(root: &Path, requested: &str) -> Result<Entry, ResolveError> {
+pub(crate) fn entry(root: &Path, requested: &str) -> Result<Entry, ResolveError> {
     let path = resolve_in(root, requested)?;
     let meta = std::fs::metadata(&path).map_err(|_| ResolveError::NotFound)?;
     let name = requested.strip_prefix('/').unwrap_or(requested).to_string();
@@ -69,7 +69,7 @@ pub(super) fn entry(root: &Path, requested: &str) -> Result<Entry, ResolveError>
 }
 
 /// Every servable file in the root, sorted by name.
-pub(super) fn entries(root: &Path) -> std::io::Result<Vec<Entry>> {
+pub(crate) fn entries(root: &Path) -> std::io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for item in std::fs::read_dir(root)? {
         let item = item?;
@@ -86,7 +86,7 @@ pub(super) fn entries(root: &Path) -> std::io::Result<Vec<Entry>> {
 
 /// `ls -l` style, as most clients (and IOS `dir ftp:`) parse it: recent files show the time,
 /// older or future ones the year.
-pub(super) fn list_line(e: &Entry, now: Timestamp) -> String {
+pub(crate) fn list_line(e: &Entry, now: Timestamp) -> String {
     let age = now.as_second() - e.modified.as_second();
     let half_year = 183 * 24 * 3600;
     let when = if (0..half_year).contains(&age) {
@@ -101,7 +101,7 @@ pub(super) fn list_line(e: &Entry, now: Timestamp) -> String {
 }
 
 /// RFC 3659 facts for MLSD/MLST.
-pub(super) fn mlsx_facts(e: &Entry) -> String {
+pub(crate) fn mlsx_facts(e: &Entry) -> String {
     format!(
         "type=file;size={};modify={};perm=r; {}",
         e.size,
@@ -111,7 +111,7 @@ pub(super) fn mlsx_facts(e: &Entry) -> String {
 }
 
 /// `YYYYMMDDHHMMSS` in UTC, as MDTM and the `modify` fact want it.
-pub(super) fn mdtm(t: Timestamp) -> String {
+pub(crate) fn mdtm(t: Timestamp) -> String {
     t.strftime("%Y%m%d%H%M%S").to_string()
 }
 

@@ -12,10 +12,10 @@
 //! connection, this file the accept loop with its session limits.
 
 mod auth;
-mod command;
+pub(crate) mod command;
 mod config;
 mod data;
-mod listing;
+pub(crate) mod listing;
 mod session;
 
 pub use auth::{CredentialToken, FtpCredentials};
@@ -189,6 +189,29 @@ pub async fn run(
             session::run(shared, stream, peer, sd).await;
         });
     }
+}
+
+/// Run one session, as `run` would for a client from `peer` to `local`, over an in-memory
+/// stream standing for the control connection: what the fuzz target drives. Data connections
+/// cannot be made over it.
+pub(crate) async fn session_in_memory(
+    root: PathBuf,
+    config: FtpConfig,
+    stream: tokio::io::DuplexStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let lockout = auth::Lockout::new(config.lockout_after, config.lockout_duration);
+    let passive = data::PassivePorts::new(config.passive_ports);
+    let shared = Arc::new(Shared {
+        root,
+        config,
+        transfers: Transfers::new(),
+        passive,
+        lockout: Mutex::new(lockout),
+        sessions: Mutex::new(SessionCount::default()),
+    });
+    session::run_in_memory(shared, stream, peer, local, Shutdown::new()).await;
 }
 
 /// The text of the 421 reply to an address that is locked out for `left`.

@@ -27,6 +27,9 @@ use crate::transfers::Protocol;
 enum Control {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// An in-memory stream standing for the connection, through which the fuzz target drives a
+    /// session (no TLS upgrade on it).
+    Memory(tokio::io::DuplexStream),
     /// Only while the stream is being upgraded.
     Upgrading,
 }
@@ -40,6 +43,7 @@ impl AsyncRead for Control {
         match self.get_mut() {
             Control::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Control::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Control::Memory(s) => Pin::new(s).poll_read(cx, buf),
             Control::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -54,6 +58,7 @@ impl AsyncWrite for Control {
         match self.get_mut() {
             Control::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Control::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Control::Memory(s) => Pin::new(s).poll_write(cx, buf),
             Control::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -62,6 +67,7 @@ impl AsyncWrite for Control {
         match self.get_mut() {
             Control::Plain(s) => Pin::new(s).poll_flush(cx),
             Control::Tls(s) => Pin::new(s).poll_flush(cx),
+            Control::Memory(s) => Pin::new(s).poll_flush(cx),
             Control::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -70,6 +76,7 @@ impl AsyncWrite for Control {
         match self.get_mut() {
             Control::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Control::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Control::Memory(s) => Pin::new(s).poll_shutdown(cx),
             Control::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -130,6 +137,20 @@ struct Session {
     prot_private: bool,
 }
 
+/// Reply text with every control character shown as `?`: replies repeat what the client sent
+/// (a verb, a file name, a user name), and a CR, LF or escape sequence in it must not start a
+/// reply line of its own or reach a client's terminal.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 pub(super) async fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -145,12 +166,34 @@ pub(super) async fn run(
     if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
         tracing::debug!(%peer, error = %e, "FTP: cannot set SO_OOBINLINE");
     }
+    serve_control(shared, Control::Plain(stream), peer, local, shutdown).await;
+}
+
+/// Serve one session over an in-memory stream standing for a control connection from `peer`
+/// to `local`; data connections can be set up but not made.
+pub(super) async fn run_in_memory(
+    shared: Arc<Shared>,
+    stream: tokio::io::DuplexStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shutdown: Shutdown,
+) {
+    serve_control(shared, Control::Memory(stream), peer, local, shutdown).await;
+}
+
+async fn serve_control(
+    shared: Arc<Shared>,
+    ctl: Control,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shutdown: Shutdown,
+) {
     let mut s = Session {
         shared,
         peer,
         local,
         shutdown,
-        ctl: Control::Plain(stream),
+        ctl,
         inbuf: Vec::new(),
         pending: VecDeque::new(),
         user: None,
@@ -174,7 +217,7 @@ impl Session {
     }
 
     async fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
-        self.send(format!("{code} {text}\r\n")).await
+        self.send(format!("{code} {}\r\n", printable(text))).await
     }
 
     async fn send(&mut self, raw: String) -> io::Result<()> {
@@ -190,13 +233,13 @@ impl Session {
         lines: &[String],
         last: &str,
     ) -> io::Result<()> {
-        let mut out = format!("{code}-{first}\r\n");
+        let mut out = format!("{code}-{}\r\n", printable(first));
         for l in lines {
             out.push(' ');
-            out.push_str(l);
+            out.push_str(&printable(l));
             out.push_str("\r\n");
         }
-        out.push_str(&format!("{code} {last}\r\n"));
+        out.push_str(&format!("{code} {}\r\n", printable(last)));
         self.send(out).await
     }
 

@@ -335,9 +335,23 @@ pub(crate) fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, Resolv
         else {
             return Err(ResolveError::NotFound);
         };
-        if !target.starts_with(&root_real) {
+        let Ok(inside) = target.strip_prefix(&root_real) else {
             return Err(ResolveError::Forbidden(
                 "symbolic link leads outside the image store",
+            ));
+        };
+        // A link may name another served file, never what the name rules keep hidden: a
+        // partial upload under `.incoming/`, a hidden file, a subdirectory's file.
+        let mut parts = inside.components();
+        let served = match (parts.next(), parts.next()) {
+            (Some(std::path::Component::Normal(file)), None) => {
+                !file.to_string_lossy().starts_with('.')
+            }
+            _ => false,
+        };
+        if !served {
+            return Err(ResolveError::Forbidden(
+                "symbolic link leads to a file that is not served (hidden, partial or in a subdirectory)",
             ));
         }
         if !target.is_file() {
@@ -349,6 +363,25 @@ pub(crate) fn resolve_in(root: &Path, requested: &str) -> Result<PathBuf, Resolv
         return Err(ResolveError::NotFound);
     }
     Ok(path)
+}
+
+/// The name an upload is stored under: the form's `file_name` field when given, else the last
+/// component of the file name the client sent with the file (browsers and curl send a bare
+/// name, some clients a whole path, with either separator).
+pub(crate) fn upload_name(file_name_field: &str, uploaded: Option<&str>) -> String {
+    if !file_name_field.is_empty() {
+        return file_name_field.to_string();
+    }
+    uploaded
+        .map(|n| n.rsplit(['/', '\\']).next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Where an uploaded image named `name` goes: directly in `dir`, under a name the file servers
+/// will serve. Refuses names that are not valid image file names.
+pub(crate) fn destination(dir: &Path, name: &str) -> Result<PathBuf, ImageError> {
+    validate_file_name(name)?;
+    Ok(dir.join(name))
 }
 
 /// An upload in progress. Dropping it without [`Upload::finish`] removes the temporary file.
@@ -379,7 +412,7 @@ impl Upload {
 
     /// Flush, check for duplicates, move into place and register.
     pub(crate) async fn finish(mut self, meta: ImageMeta) -> Result<ImageRecord, ImageError> {
-        validate_file_name(&meta.file_name)?;
+        let dest = destination(&self.store.dir, &meta.file_name)?;
         let platform = match meta.platform.as_deref().filter(|p| !p.is_empty()) {
             Some(p) => Some(
                 Platform::parse(p)
@@ -410,7 +443,6 @@ impl Upload {
             Err(StoreError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        let dest = store.dir.join(&meta.file_name);
         tokio::fs::rename(&self.path, &dest)
             .await
             .map_err(io_err(&dest))?;
@@ -489,6 +521,39 @@ mod tests {
             resolve_in(dir.path(), "missing.bin"),
             Err(ResolveError::NotFound)
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn resolve_refuses_symlinks_to_hidden_partial_or_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".incoming")).unwrap();
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        for f in [
+            "ios.bin",
+            ".hidden.bin",
+            ".incoming/0123.part",
+            "sub/inner.bin",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        for (link, to) in [
+            ("hidden-link.bin", ".hidden.bin"),
+            ("partial.bin", ".incoming/0123.part"),
+            ("nested.bin", "sub/inner.bin"),
+        ] {
+            std::os::unix::fs::symlink(to, dir.path().join(link)).unwrap();
+            assert!(
+                matches!(
+                    resolve_in(dir.path(), link),
+                    Err(ResolveError::Forbidden(_))
+                ),
+                "{link} -> {to} must not be served"
+            );
+        }
+        std::os::unix::fs::symlink("ios.bin", dir.path().join("alias.bin")).unwrap();
+        let served = resolve_in(dir.path(), "alias.bin").unwrap();
+        assert_eq!(served.file_name().unwrap(), "ios.bin");
     }
 
     #[cfg(unix)]

@@ -103,6 +103,8 @@ pub enum PacketError {
     OptionWithoutValue(String),
     #[error("empty file name")]
     EmptyFileName,
+    #[error("OACK acknowledges no option")]
+    EmptyOack,
 }
 
 impl Packet<'_> {
@@ -148,6 +150,11 @@ impl Packet<'_> {
             6 => {
                 let mut fields = Fields { rest: body };
                 let options = decode_options(&mut fields)?;
+                // An OACK answers options (RFC 2347); one with none (NUL padding only) would
+                // encode to two bytes, which are not a packet.
+                if options.is_empty() {
+                    return Err(PacketError::EmptyOack);
+                }
                 Ok(Packet::Oack { options })
             }
             other => Err(PacketError::UnknownOpcode(other)),
@@ -405,6 +412,16 @@ mod tests {
             Packet::decode(&long),
             Err(PacketError::RequestTooLong(_))
         ));
+    }
+
+    #[test]
+    fn an_oack_without_options_is_refused() {
+        // Found by the tftp_packet fuzz target: it decoded to an OACK that encodes to 2 bytes.
+        assert_eq!(
+            Packet::decode(b"\x00\x06\x00\x00\x00"),
+            Err(PacketError::EmptyOack)
+        );
+        assert_eq!(Packet::decode(b"\x00\x06"), Err(PacketError::Truncated(2)));
     }
 
     #[test]

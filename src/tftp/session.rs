@@ -819,8 +819,10 @@ impl Receiver {
             return;
         }
         if block == self.expected as u16 {
-            self.received += payload.len() as u64;
-            if let Some(limit) = self.limit.filter(|&l| self.received > l) {
+            // A block that would pass the limit is refused whole and not counted: `received`
+            // is what was kept.
+            let received = self.received + payload.len() as u64;
+            if let Some(limit) = self.limit.filter(|&l| received > l) {
                 self.link.fail_with_error(
                     ErrorCode::DiskFull,
                     &format!("upload exceeds the limit of {limit} bytes"),
@@ -829,6 +831,7 @@ impl Receiver {
                 self.phase = Phase::Done;
                 return;
             }
+            self.received = received;
             self.data.extend_from_slice(payload);
             self.expected += 1;
             self.in_window += 1;

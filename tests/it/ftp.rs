@@ -459,6 +459,32 @@ async fn temporary_credentials_work_until_removed() {
     s.stop().await;
 }
 
+/// Found by the ftp_session fuzz target: replies repeat what the client sent, and a control
+/// character in it (a CR, an escape sequence) went out verbatim inside the reply line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_sent_by_a_client_are_not_repeated_in_replies() {
+    let s = start(config()).await;
+    s.image("ios.bin", 100);
+    let (mut c, _) = Ctl::connect(s.addr).await;
+    let (code, text) = c.cmd("USER a\rb\x1b[2J").await;
+    assert_eq!(code, 331);
+    assert_eq!(text, "331 Password required for a?b?[2J.\r\n");
+    assert_eq!(c.cmd(&format!("PASS {PASS}")).await.0, 530);
+    let mut c = Ctl::login(s.addr).await;
+    for (line, reply) in [
+        ("XYZ\x0c arg", "502 XYZ? not implemented.\r\n"),
+        (
+            "RETR ios\x07.bin",
+            "550 ios?.bin: refused (control character in file name).\r\n",
+        ),
+        ("TYPE \x1bX", "504 TYPE ?X not supported; use I or A.\r\n"),
+    ] {
+        let (_, text) = c.cmd(line).await;
+        assert_eq!(text, reply, "{line:?}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_verb_is_refused() {
     let s = start(config()).await;

@@ -12,6 +12,7 @@ mod device_view;
 mod docs;
 mod drivers;
 mod ftp;
+mod fuzz;
 mod http;
 mod lab;
 mod rollout;
