@@ -45,21 +45,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-die() { echo "bench/poll.sh: $*" >&2; exit 1; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for_line() { # FILE PATTERN PID SECONDS
-    local file=$1 pattern=$2 pid=$3 secs=$4
-    for _ in $(seq $((secs * 10))); do
-        grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || die "process $pid exited; see $file: $(tail -5 "$file")"
-        sleep 0.1
-    done
-    die "no '$pattern' in $file after ${secs}s"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 echo "== building (release)" >&2
 (cd "$ROOT" && cargo build --release --quiet --bin fleetup --example api-poller)

@@ -52,33 +52,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
-
-# A free loopback port of the given kind (tcp/udp); bound then released, so a tiny race is
-# possible with other processes picking ports at the same moment.
-free_port() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-EOF
-}
-
-# Wait (bounded) until FILE contains PATTERN while process PID lives.
-wait_for_line() {
-    local file=$1 pattern=$2 pid=$3 secs=$4
-    for _ in $(seq $((secs * 10))); do
-        grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || die "process $pid exited; see $file: $(tail -5 "$file")"
-        sleep 0.1
-    done
-    die "no '$pattern' in $file after ${secs}s"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 

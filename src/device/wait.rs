@@ -73,38 +73,40 @@ pub async fn wait_back(
             },
             _ = cancel.cancelled() => return Err(DeviceError::Cancelled { device: target.name.clone() }),
         };
-        if let Err(problem) = reachable {
-            saw_down = true;
-            last_problem = problem;
-            // The probe's wait counts towards the poll interval.
-            let rest = timeouts
-                .poll_interval
-                .saturating_sub(probe_started.elapsed());
-            tokio::select! {
-                _ = tokio::time::sleep(rest) => {}
-                _ = cancel.cancelled() => return Err(DeviceError::Cancelled { device: target.name.clone() }),
-            }
-            continue;
-        }
-        match login_and_facts(target, timeouts).await {
-            Ok((session, facts)) => {
-                if saw_down || evidence.restarted(&facts.version) {
-                    return Ok((session, facts));
-                }
-                session.close().await;
-                last_problem = "the device still runs since before the reload".into();
-            }
-            Err(e @ (DeviceError::HostKeyChanged { .. } | DeviceError::AuthFailed { .. })) => {
-                return Err(e);
-            }
-            Err(e) => {
-                // A box that accepts TCP but cannot give a shell is going down or booting.
+        let pause = match reachable {
+            Err(problem) => {
                 saw_down = true;
-                last_problem = e.to_string();
+                last_problem = problem;
+                // The probe's wait counts towards the poll interval.
+                timeouts
+                    .poll_interval
+                    .saturating_sub(probe_started.elapsed())
             }
-        }
+            Ok(()) => {
+                match login_and_facts(target, timeouts).await {
+                    Ok((session, facts)) => {
+                        if saw_down || evidence.restarted(&facts.version) {
+                            return Ok((session, facts));
+                        }
+                        session.close().await;
+                        last_problem = "the device still runs since before the reload".into();
+                    }
+                    Err(
+                        e @ (DeviceError::HostKeyChanged { .. } | DeviceError::AuthFailed { .. }),
+                    ) => {
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        // A box that accepts TCP but cannot give a shell is going down or booting.
+                        saw_down = true;
+                        last_problem = e.to_string();
+                    }
+                }
+                timeouts.poll_interval
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(timeouts.poll_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = cancel.cancelled() => return Err(DeviceError::Cancelled { device: target.name.clone() }),
         }
     }

@@ -519,56 +519,10 @@ impl<O: Output> Cli<O> {
     /// NX-OS `show install all impact nxos bootflash:FILE`: the checks and the upgrade table
     /// of `install all`, without installing.
     async fn install_all_impact(&mut self, path: &str) -> Result<(), ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let s = self.dev.state();
-        let name = self.flash_name(path);
-        let present = name
-            .as_ref()
-            .is_some_and(|n| self.dev.flash().files.iter().any(|f| &f.name == n));
         let head = "Installer will perform impact only check. Please wait.\r\n";
-        let (Some(name), true) = (name, present) else {
-            return self
-                .write(&format!(
-                    "{head}\r\nVerifying image {path} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001D (Image does not exist).\r\n"
-                ))
-                .await;
-        };
-        let version = match crate::images::guess_version(&name) {
-            Some(v)
-                if crate::images::guess_platform(&name)
-                    == Some(crate::inventory::Platform::Nxos)
-                    && !s.corrupt_files.contains(&name) =>
-            {
-                v
-            }
-            _ => {
-                return self
-                    .write(&format!(
-                        "{head}\r\nVerifying image {fs}:/{name} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001F (image MD5 checksum error).\r\n"
-                    ))
-                    .await;
-            }
-        };
-        let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
-        let mut text = format!("{head}\r\n");
-        text.push_str(&step(&format!(
-            "Verifying image {fs}:/{name} for boot variable \"nxos\"."
-        )));
-        text.push_str(&step("Verifying image type."));
-        text.push_str(&step(&format!(
-            "Preparing \"nxos\" version info using image {fs}:/{name}."
-        )));
-        text.push_str(&step(&format!(
-            "Preparing \"bios\" version info using image {fs}:/{name}."
-        )));
-        text.push_str(&step("Performing module support checks."));
-        text.push_str(&step("Notifying services about system upgrade."));
-        let required = if version == s.version { "no" } else { "yes" };
-        text.push_str(&format!(
-            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n",
-            s.version, version, required
-        ));
-        self.write(&text).await
+        match self.nxos_compat_check(head, path) {
+            Ok((text, _)) | Err(text) => self.write(&text).await,
+        }
     }
 }
 

@@ -203,12 +203,19 @@ impl<O: Output> Cli<O> {
             s.reload_count += 1;
         });
         self.write(&text).await?;
-        self.dev.reload_requested.notify_one();
+        self.dev.request_reload().await;
         Ok(Flow::Drop)
     }
 
-    pub(super) async fn install_all(&mut self, path: &str) -> Result<Flow, ()> {
-        let fs = self.dev.persona.filesystem.clone();
+    /// The compatibility check that `install all nxos FILE` and `show install all impact nxos
+    /// FILE` both print after `head`: the image's checks and the upgrade table, with the image's
+    /// name; or, as the error, the failed check.
+    pub(super) fn nxos_compat_check(
+        &self,
+        head: &str,
+        path: &str,
+    ) -> Result<(String, String), String> {
+        let fs = &self.dev.persona.filesystem;
         let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
         let s = self.dev.state();
         let name = self.flash_name(path);
@@ -216,12 +223,9 @@ impl<O: Output> Cli<O> {
             .as_ref()
             .is_some_and(|n| self.dev.flash().files.iter().any(|f| &f.name == n));
         let (Some(name), true) = (name, present) else {
-            return self
-                .write(&format!(
-                    "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {path} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001D (Image does not exist).\r\n"
-                ))
-                .await
-                .map(|()| Flow::Continue);
+            return Err(format!(
+                "{head}\r\nVerifying image {path} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001D (Image does not exist).\r\n"
+            ));
         };
         let version = match crate::images::guess_version(&name) {
             Some(v)
@@ -232,17 +236,12 @@ impl<O: Output> Cli<O> {
                 v
             }
             _ => {
-                return self
-                    .write(&format!(
-                        "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\nVerifying image {fs}:/{name} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001F (image MD5 checksum error).\r\n"
-                    ))
-                    .await
-                    .map(|()| Flow::Continue);
+                return Err(format!(
+                    "{head}\r\nVerifying image {fs}:/{name} for boot variable \"nxos\".\r\n[####################] 100% -- FAIL.\r\nReturn code 0x4045001F (image MD5 checksum error).\r\n"
+                ));
             }
         };
-        let mut text = String::from(
-            "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n\r\n",
-        );
+        let mut text = format!("{head}\r\n");
         text.push_str(&step(&format!(
             "Verifying image {fs}:/{name} for boot variable \"nxos\"."
         )));
@@ -257,10 +256,23 @@ impl<O: Output> Cli<O> {
         text.push_str(&step("Notifying services about system upgrade."));
         let required = if version == s.version { "no" } else { "yes" };
         text.push_str(&format!(
-            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n\r\n",
+            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n",
             s.version, version, required
         ));
-        self.write(&text).await?;
+        Ok((text, name))
+    }
+
+    pub(super) async fn install_all(&mut self, path: &str) -> Result<Flow, ()> {
+        let fs = self.dev.persona.filesystem.clone();
+        let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
+        let head = "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n";
+        let name = match self.nxos_compat_check(head, path) {
+            Ok((text, name)) => {
+                self.write(&format!("{text}\r\n")).await?;
+                name
+            }
+            Err(failed) => return self.write(&failed).await.map(|()| Flow::Continue),
+        };
         if !self
             .nxos_yes("Switch will be reloaded for disruptive upgrade.\r\nDo you want to continue with the installation (y/n)?  [n] ")
             .await?
