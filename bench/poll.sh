@@ -97,6 +97,8 @@ echo "== rollout $RID started; $POLLERS pollers at ${RATE}/s each, ${SECONDS_EAC
 
 # The same responses, saved, for nginx to serve as static files.
 mkdir -p "$WORK/www"
+# nginx workers run as an unprivileged user: they must be able to read the copies.
+chmod 755 "$WORK" "$WORK/www"
 NGINX_PORT=$(free_port)
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes 1;
@@ -141,9 +143,11 @@ print(f"| {'route':<44} | {'requests':>8} | {'failed':>6} | {'KiB':>6} | {'p50 m
 print(f"|{'-'*46}|{'-'*10}:|{'-'*7}:|{'-'*7}:|{'-'*8}:|{'-'*8}:|{'-'*8}:|{'-'*8}:|{'-'*12}:|")
 for i in range(0, len(rows), 2):
     ours, floor = rows[i], rows[i + 1]
-    for r, ratio in ((ours, ours["p99_ms"] / floor["p99_ms"]), (floor, None)):
+    ratio = ours["p99_ms"] / floor["p99_ms"] if ours["p99_ms"] and floor["p99_ms"] else None
+    for r, ratio in ((ours, ratio), (floor, None)):
+        ms = lambda k: "-" if r[k] is None else f"{r[k]:.1f}"
         print(f"| {r['name']:<44} | {r['requests']:>8} | {r['failures']:>6} | {r['mean_bytes'] / 1024:>6.0f} | "
-              f"{r['p50_ms']:>7.1f} | {r['p90_ms']:>7.1f} | {r['p99_ms']:>7.1f} | {r['max_ms']:>7.1f} | "
+              f"{ms('p50_ms'):>7} | {ms('p90_ms'):>7} | {ms('p99_ms'):>7} | {ms('max_ms'):>7} | "
               f"{'' if ratio is None else f'{ratio:.1f}':>11} |")
         if r["failures"]:
             print(f"  first failure of {r['name']}: {r['first_failure']}")
