@@ -15,6 +15,7 @@ pub mod device;
 pub mod ftp;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grants;
 pub mod images;
 pub mod inventory;
 pub mod playbook;

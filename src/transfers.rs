@@ -1,4 +1,4 @@
-//! Live view of file transfers served by the built-in TFTP and FTP servers.
+//! Live view of file transfers served by the built-in TFTP, FTP, HTTP(S) and SCP/SFTP servers.
 //!
 //! A server calls [`Transfers::start`] when a device begins to pull a file and updates the
 //! returned [`TransferHandle`] as bytes go out. The API (`GET /api/v1/transfers`), the metrics
@@ -25,13 +25,31 @@ const RECENT: usize = 256;
 pub enum Protocol {
     Tftp,
     Ftp,
+    Http,
+    Https,
+    Scp,
+    Sftp,
 }
 
 impl Protocol {
+    /// Every protocol, in the order of the metrics.
+    pub(crate) const ALL: [Protocol; 6] = [
+        Protocol::Tftp,
+        Protocol::Ftp,
+        Protocol::Http,
+        Protocol::Https,
+        Protocol::Scp,
+        Protocol::Sftp,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Protocol::Tftp => "tftp",
             Protocol::Ftp => "ftp",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Scp => "scp",
+            Protocol::Sftp => "sftp",
         }
     }
 }
@@ -81,11 +99,12 @@ pub(crate) struct JobRef {
 }
 
 /// How a job will recognise its transfer when the device starts it. Never by address alone:
-/// FTP by the job's one-time account; TFTP, which has no account, by the device's address,
+/// FTP, SCP and SFTP by the job's one-time account, HTTP(S) by the job's one-time path token
+/// (the server passes it as the `user`); TFTP, which has neither, by the device's address,
 /// the file, and a start after the job sent its copy command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Recognise {
-    FtpUser(String),
+    Account(String),
     TftpClient(IpAddr),
 }
 
@@ -114,7 +133,7 @@ impl Claim {
             return false;
         }
         match &self.by {
-            Recognise::FtpUser(u) => user == Some(u.as_str()),
+            Recognise::Account(u) => user == Some(u.as_str()),
             Recognise::TftpClient(ip) => client.ip() == *ip,
         }
     }
@@ -179,12 +198,14 @@ pub struct TransferCounters {
     pub bytes: u64,
 }
 
+const PROTOCOLS: usize = Protocol::ALL.len();
+
 #[derive(Default)]
 struct Counters {
-    started: [AtomicU64; 2],
-    completed: [AtomicU64; 2],
-    failed: [AtomicU64; 2],
-    bytes: [AtomicU64; 2],
+    started: [AtomicU64; PROTOCOLS],
+    completed: [AtomicU64; PROTOCOLS],
+    failed: [AtomicU64; PROTOCOLS],
+    bytes: [AtomicU64; PROTOCOLS],
 }
 
 /// Registry of live and recent transfers; cheap to clone.
@@ -195,10 +216,7 @@ pub struct Transfers {
 }
 
 fn idx(p: Protocol) -> usize {
-    match p {
-        Protocol::Tftp => 0,
-        Protocol::Ftp => 1,
-    }
+    p as usize
 }
 
 impl Transfers {
@@ -218,7 +236,8 @@ impl Transfers {
         self.start_as(protocol, client, None, file, direction, total)
     }
 
-    /// [`Transfers::start`] for a client logged in as `user` (FTP).
+    /// [`Transfers::start`] for a client logged in as `user` (FTP, SCP, SFTP) or presenting a
+    /// job's path token (HTTP).
     pub(crate) fn start_as(
         &self,
         protocol: Protocol,
@@ -479,7 +498,7 @@ mod tests {
             job: job("sw2"),
             protocol: Protocol::Ftp,
             files: vec!["ios.bin".into()],
-            by: Recognise::FtpUser("fu0001".into()),
+            by: Recognise::Account("fu0001".into()),
             since: ts("2000-01-01T00:00:00Z"),
         });
         // Another file from the same address, the same file from another address, or FTP

@@ -193,7 +193,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
         "# HELP fleetup_transfers_active File transfers in progress."
     );
     let _ = writeln!(out, "# TYPE fleetup_transfers_active gauge");
-    for p in [Protocol::Tftp, Protocol::Ftp] {
+    for p in Protocol::ALL {
         let active = snapshot
             .iter()
             .filter(|t| t.protocol == p && t.state == crate::transfers::TransferState::Active)
@@ -209,7 +209,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
         "# HELP fleetup_transfers_total Finished file transfers."
     );
     let _ = writeln!(out, "# TYPE fleetup_transfers_total counter");
-    for p in [Protocol::Tftp, Protocol::Ftp] {
+    for p in Protocol::ALL {
         let c = state.transfers.counters(p);
         let _ = writeln!(
             out,
@@ -229,7 +229,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
         "# HELP fleetup_transfer_bytes_total Bytes sent by finished transfers."
     );
     let _ = writeln!(out, "# TYPE fleetup_transfer_bytes_total counter");
-    for p in [Protocol::Tftp, Protocol::Ftp] {
+    for p in Protocol::ALL {
         let c = state.transfers.counters(p);
         let _ = writeln!(
             out,

@@ -338,7 +338,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
     };
     let target = Target::from_device(&device)?;
     let recognise = match &plan.source.transfer {
-        Transfer::Ftp { username, .. } => Some(Recognise::FtpUser(username.clone())),
+        Transfer::Ftp { username, .. } => Some(Recognise::Account(username.clone())),
         Transfer::Tftp => device_address(&target.host)
             .await
             .map(Recognise::TftpClient),

@@ -58,4 +58,13 @@ pub(crate) struct FileServers {
     /// The FTP server's accounts: each device job gets a one-time account, removed when the
     /// job ends, so a copy URL seen in a device's history stops working.
     pub ftp_credentials: Option<crate::ftp::FtpCredentials>,
+    /// The HTTP image server (`--image-http`), plain.
+    pub http: Option<SocketAddr>,
+    /// The HTTPS image server (`--image-https`).
+    pub https: Option<SocketAddr>,
+    /// The SCP/SFTP image server (`--image-scp`).
+    pub scp: Option<SocketAddr>,
+    /// One-time grants shared with the HTTP(S) and SCP/SFTP servers: each device job gets a
+    /// path token (HTTP) or an account (SCP, SFTP) for its own files, ended with the job.
+    pub grants: crate::grants::Grants,
 }
