@@ -20,3 +20,4 @@ mod safety;
 mod samples;
 mod store;
 mod tftp;
+mod transfer_paths;
