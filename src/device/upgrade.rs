@@ -1020,6 +1020,28 @@ async fn copy_once(
             }
         }
     }
+    // A push needs the device's SCP server, on for the copy only.
+    if let Transfer::ScpPush { .. } = &source.transfer {
+        let line = if ios {
+            "ip scp server enable"
+        } else {
+            "feature scp-server"
+        };
+        match session.global_line(line).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Err(e) = session.configure(&[line.to_string()]).await {
+                    let note = put_back(session, &restore).await;
+                    return Err((e, note));
+                }
+                restore.push((format!("no {line}"), "the SCP server setting"));
+            }
+            Err(e) => {
+                let note = put_back(session, &restore).await;
+                return Err((e, note));
+            }
+        }
+    }
     let copied = match &source.transfer {
         Transfer::ScpPush { store } => session.push(&store.join(image), image, size).await,
         _ => session.copy(source, image).await,
