@@ -57,7 +57,11 @@ pub fn http_request(fixture: &Fixture, data: &[u8]) {
     let (req, used) = match request::parse(data) {
         Ok(Some(r)) => r,
         Ok(None) => {
-            assert!(data.len() < MAX_HEAD, "a partial head of {} bytes", data.len());
+            assert!(
+                data.len() < MAX_HEAD,
+                "a partial head of {} bytes",
+                data.len()
+            );
             return;
         }
         Err(e) => {
@@ -70,7 +74,9 @@ pub fn http_request(fixture: &Fixture, data: &[u8]) {
         assert!(req.target.len() <= MAX_TARGET);
         for part in [&r.token, &r.file] {
             assert!(
-                !part.is_empty() && !part.contains(['/', '\\']) && !part.chars().any(char::is_control),
+                !part.is_empty()
+                    && !part.contains(['/', '\\'])
+                    && !part.chars().any(char::is_control),
                 "{:?} routed to {part:?}",
                 req.target
             );
@@ -84,9 +90,24 @@ pub fn http_request(fixture: &Fixture, data: &[u8]) {
             assert_eq!(r.token, TOKEN);
             let meta = std::fs::metadata(&path).expect("a located file exists");
             assert!(meta.is_file());
-            assert_ne!(meta.len(), SECRET_SIZE, "{:?} read outside the store", req.target);
-            assert_ne!(meta.len(), HIDDEN_SIZE, "{:?} read a hidden file", req.target);
-            assert_eq!(meta.len(), IMAGE_SIZE, "{:?} read an unknown file", req.target);
+            assert_ne!(
+                meta.len(),
+                SECRET_SIZE,
+                "{:?} read outside the store",
+                req.target
+            );
+            assert_ne!(
+                meta.len(),
+                HIDDEN_SIZE,
+                "{:?} read a hidden file",
+                req.target
+            );
+            assert_eq!(
+                meta.len(),
+                IMAGE_SIZE,
+                "{:?} read an unknown file",
+                req.target
+            );
             meta.len()
         }
         Err((why, _)) => {

@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::{Shared, locate};
 use super::request::{self, HeadError, MAX_HEAD, Method, Request};
 use super::response::{self, Body, FileFacts, Response};
 use super::route::token_hint;
+use super::{Shared, locate};
 use crate::shutdown::Shutdown;
 use crate::transfers::{Protocol, TransferHandle};
 
@@ -347,7 +347,9 @@ impl Session {
         );
         let stall = self.shared.config.idle_timeout;
         let result = match &mut self.conn {
-            Conn::Plain(tcp) => send_plain(tcp, &d.file, offset, len, &handle, shutdown, stall).await,
+            Conn::Plain(tcp) => {
+                send_plain(tcp, &d.file, offset, len, &handle, shutdown, stall).await
+            }
             Conn::Tls(tls) => send_tls(tls, d.file, offset, len, &handle, shutdown, stall).await,
         };
         match result {

@@ -40,7 +40,9 @@ use crate::transfers::Transfers;
 pub enum ImageHttpError {
     #[error("image HTTP configuration: {0}")]
     Config(String),
-    #[error("image HTTPS certificate or key {path}: {reason}; check --image-https-cert/--image-https-key")]
+    #[error(
+        "image HTTPS certificate or key {path}: {reason}; check --image-https-cert/--image-https-key"
+    )]
     Tls { path: PathBuf, reason: String },
     #[error("image store {path} is not a readable directory: {source}")]
     Root {
@@ -230,12 +232,8 @@ pub async fn run(
             Err(why) => {
                 tracing::warn!(%peer, reason = why, "{what}: connection refused (503)");
                 if tls.is_none() {
-                    let r = response::error(
-                        503,
-                        request::Method::Get,
-                        false,
-                        jiff::Timestamp::now(),
-                    );
+                    let r =
+                        response::error(503, request::Method::Get, false, jiff::Timestamp::now());
                     let text = match r.body {
                         response::Body::Text(t) => t,
                         _ => "",

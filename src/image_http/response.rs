@@ -32,7 +32,10 @@ pub(crate) enum Body {
     /// A short fixed text (errors).
     Text(&'static str),
     /// `len` bytes of the file from `offset`.
-    File { offset: u64, len: u64 },
+    File {
+        offset: u64,
+        len: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,15 +207,34 @@ mod tests {
         let now = Timestamp::UNIX_EPOCH;
         let r = for_file(&req(Method::Get, None, None), FILE, now);
         assert_eq!(r.status, 200);
-        assert_eq!(r.body, Body::File { offset: 0, len: 1000 });
-        assert!(r.head.contains("\r\nContent-Length: 1000\r\n"), "{}", r.head);
+        assert_eq!(
+            r.body,
+            Body::File {
+                offset: 0,
+                len: 1000
+            }
+        );
+        assert!(
+            r.head.contains("\r\nContent-Length: 1000\r\n"),
+            "{}",
+            r.head
+        );
         assert!(r.head.contains("\r\nAccept-Ranges: bytes\r\n"));
-        assert!(r.head.contains("\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));
+        assert!(
+            r.head
+                .contains("\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n")
+        );
         assert!(r.head.ends_with("\r\n\r\n") && !r.close);
 
         let r = for_file(&req(Method::Get, Some("bytes=100-"), None), FILE, now);
         assert_eq!(r.status, 206);
-        assert_eq!(r.body, Body::File { offset: 100, len: 900 });
+        assert_eq!(
+            r.body,
+            Body::File {
+                offset: 100,
+                len: 900
+            }
+        );
         assert!(r.head.contains("\r\nContent-Range: bytes 100-999/1000\r\n"));
         assert!(r.head.contains("\r\nContent-Length: 900\r\n"));
 
@@ -241,7 +263,11 @@ mod tests {
             now,
         );
         assert_eq!(r.status, 206);
-        let r = for_file(&req(Method::Get, Some("bytes=5-"), Some("\"old\"")), FILE, now);
+        let r = for_file(
+            &req(Method::Get, Some("bytes=5-"), Some("\"old\"")),
+            FILE,
+            now,
+        );
         assert_eq!(r.status, 200);
     }
 

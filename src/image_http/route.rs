@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn the_served_form() {
         assert_eq!(route("/j/abc123/c2960x.bin"), ok("abc123", "c2960x.bin"));
-        assert_eq!(route("/j/abc123/c2960x.bin?x=1"), ok("abc123", "c2960x.bin"));
+        assert_eq!(
+            route("/j/abc123/c2960x.bin?x=1"),
+            ok("abc123", "c2960x.bin")
+        );
         assert_eq!(route("/j/abc/a%20b.bin"), ok("abc", "a b.bin"));
         // Decoded `..` is a name like any other here; the grant and resolve_in refuse it.
         assert_eq!(route("/j/abc/%2e%2e"), ok("abc", ".."));

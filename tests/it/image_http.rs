@@ -67,7 +67,14 @@ impl Served {
     }
 
     async fn metrics(&self) -> String {
-        self.app.get("/metrics").send().await.unwrap().text().await.unwrap()
+        self.app
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -162,7 +169,12 @@ async fn curl_and_wget_download_byte_exact_and_show_as_transfers() {
     let url = s.url(grant.name(), IMAGE);
     let want = md5sum(&s.image());
 
-    let o = run("curl", &["-sS", "-f", "-o", "curl.bin", &url], s.work.path()).await;
+    let o = run(
+        "curl",
+        &["-sS", "-f", "-o", "curl.bin", &url],
+        s.work.path(),
+    )
+    .await;
     assert_ok("curl", &o);
     assert_eq!(md5sum(&s.out("curl.bin")), want);
 
@@ -209,7 +221,12 @@ async fn curl_and_wget_resume_a_partial_download_byte_exact() {
 
     // curl -C - continues from the partial file's length.
     std::fs::write(s.out("curl.bin"), &full[..cut]).unwrap();
-    let o = run("curl", &["-sS", "-f", "-C", "-", "-o", "curl.bin", &url], s.work.path()).await;
+    let o = run(
+        "curl",
+        &["-sS", "-f", "-C", "-", "-o", "curl.bin", &url],
+        s.work.path(),
+    )
+    .await;
     assert_ok("curl -C -", &o);
     assert_eq!(md5sum(&s.out("curl.bin")), want);
 
@@ -224,7 +241,12 @@ async fn curl_and_wget_resume_a_partial_download_byte_exact() {
     assert_eq!(md5sum(&s.out(IMAGE)), want);
 
     // curl -r: one explicit range.
-    let o = run("curl", &["-sS", "-f", "-r", "100-299", "-o", "part.bin", &url], s.work.path()).await;
+    let o = run(
+        "curl",
+        &["-sS", "-f", "-r", "100-299", "-o", "part.bin", &url],
+        s.work.path(),
+    )
+    .await;
     assert_ok("curl -r", &o);
     assert_eq!(std::fs::read(s.out("part.bin")).unwrap(), &full[100..300]);
 
@@ -399,7 +421,10 @@ async fn traversal_attempts_get_404_and_read_nothing_outside_the_store() {
         let r = get(addr, target, "").await;
         assert_eq!(r.status, 404, "{target}");
         let body = String::from_utf8_lossy(&r.body);
-        assert!(!body.contains(secret) && !body.contains("root:"), "{target}: {body}");
+        assert!(
+            !body.contains(secret) && !body.contains("root:"),
+            "{target}: {body}"
+        );
     }
     // A raw NUL in the request line is no request at all.
     let r = raw(addr, format!("GET /j/{t}/a\0b HTTP/1.1\r\n\r\n").as_bytes()).await;
@@ -427,7 +452,12 @@ async fn https_download_with_curl_cacert_and_plain_http_to_the_https_port() {
     let url = format!("https://{https}/j/{}/{IMAGE}", grant.name());
     let cacert = cert.to_str().unwrap();
 
-    let o = run("curl", &["-sS", "-f", "--cacert", cacert, "-o", "tls.bin", &url], s.work.path()).await;
+    let o = run(
+        "curl",
+        &["-sS", "-f", "--cacert", cacert, "-o", "tls.bin", &url],
+        s.work.path(),
+    )
+    .await;
     assert_ok("curl --cacert", &o);
     assert_eq!(md5sum(&s.out("tls.bin")), md5sum(&s.image()));
 
@@ -436,7 +466,9 @@ async fn https_download_with_curl_cacert_and_plain_http_to_the_https_port() {
     std::fs::write(s.out("tls2.bin"), &full[..12345]).unwrap();
     let o = run(
         "curl",
-        &["-sS", "-f", "--cacert", cacert, "-C", "-", "-o", "tls2.bin", &url],
+        &[
+            "-sS", "-f", "--cacert", cacert, "-C", "-", "-o", "tls2.bin", &url,
+        ],
         s.work.path(),
     )
     .await;
@@ -449,7 +481,12 @@ async fn https_download_with_curl_cacert_and_plain_http_to_the_https_port() {
 
     // Plain HTTP to the HTTPS port: a plain 400 that says why, then the connection closes.
     let plain = format!("http://{https}/j/{}/{IMAGE}", grant.name());
-    let o = run("curl", &["-sS", "-o", "-", "-w", "%{http_code}", &plain], s.work.path()).await;
+    let o = run(
+        "curl",
+        &["-sS", "-o", "-", "-w", "%{http_code}", &plain],
+        s.work.path(),
+    )
+    .await;
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("HTTPS port") && out.ends_with("400"), "{o:?}");
 
@@ -569,7 +606,10 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_transfer_fails() {
     })
     .await;
     assert!(
-        failed["error"].as_str().unwrap_or("").contains("no progress"),
+        failed["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no progress"),
         "{failed}"
     );
     assert!(failed["bytes"].as_u64().unwrap() < 48 * 1024 * 1024);

@@ -219,7 +219,14 @@ impl Drop for ServeProcess {
 pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("image-cert.pem"), dir.join("image-key.pem"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         .arg("-keyout")
@@ -414,6 +421,8 @@ pub struct Rig {
     _lab_dir: tempfile::TempDir,
 }
 
+// One per test: the size of the process variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum RigService {
     InProcess(Box<TestApp>),
     Process {
@@ -598,10 +607,9 @@ impl Rig {
     /// Where the HTTP and HTTPS image servers listen (`None` when off).
     pub fn image_http_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         match &self.service {
-            RigService::InProcess(app) => (
-                app.service.http_image_addr,
-                app.service.https_image_addr,
-            ),
+            RigService::InProcess(app) => {
+                (app.service.http_image_addr, app.service.https_image_addr)
+            }
             RigService::Process { serve, .. } => {
                 let serve = serve.as_ref().expect("serve is running");
                 (serve.image_http, serve.image_https)
@@ -627,8 +635,8 @@ impl Rig {
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             ServeProcess::start_with(&data, &flags)
         })
-            .await
-            .unwrap();
+        .await
+        .unwrap();
         *serve = Some(started);
     }
 
