@@ -632,3 +632,59 @@ async fn https_without_a_certificate_is_a_clear_error() {
     };
     assert!(err.contains("--image-https-cert"), "{err}");
 }
+
+/// `curl`'s status code for `url`, trusting `cacert`.
+async fn status_of(url: &str, cacert: &Path) -> String {
+    let o = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            cacert.to_str().unwrap(),
+            url,
+        ],
+        Path::new("/"),
+    )
+    .await;
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rig_serves_images_over_http_and_https_in_process_and_as_a_process() {
+    use crate::support::{IMAGE as RIG_IMAGE, Rig};
+    let rig = Rig::options(1)
+        .image_http(true)
+        .image_https(true)
+        .start()
+        .await;
+    let (http, https) = rig.image_http_addrs();
+    let (http, https) = (http.expect("image HTTP on"), https.expect("image HTTPS on"));
+    let (cert, _) = rig.image_cert.clone().expect("a certificate");
+    let grant = rig.app().service.grants.issue_token(vec![RIG_IMAGE.into()]);
+    for base in [format!("http://{http}"), format!("https://{https}")] {
+        let url = format!("{base}/j/{}/{RIG_IMAGE}", grant.name());
+        assert_eq!(status_of(&url, &cert).await, "200", "{url}");
+    }
+    rig.stop().await;
+
+    let rig = Rig::options(1)
+        .serve_process()
+        .image_http(true)
+        .image_https(true)
+        .start()
+        .await;
+    let (http, https) = rig.image_http_addrs();
+    let (cert, _) = rig.image_cert.clone().expect("a certificate");
+    for base in [
+        format!("http://{}", http.expect("image HTTP on")),
+        format!("https://{}", https.expect("image HTTPS on")),
+    ] {
+        let url = format!("{base}/j/nosuchtoken0/{RIG_IMAGE}");
+        assert_eq!(status_of(&url, &cert).await, "404", "{url}");
+    }
+    rig.stop().await;
+}
