@@ -348,9 +348,16 @@ pub struct RigOptions<'a> {
     image_size: usize,
     image_http: bool,
     image_https: bool,
+    serve: Box<dyn FnOnce(&mut ServeArgs) + 'a>,
 }
 
 impl<'a> RigOptions<'a> {
+    /// Adjust the in-process service's flags after the rig's own (a listener's address…).
+    pub fn serve(mut self, tweak: impl FnOnce(&mut ServeArgs) + 'a) -> Self {
+        self.serve = Box::new(tweak);
+        self
+    }
+
     /// Adjust the lab's configuration (a copy rate, faults, boot time…).
     pub fn lab(mut self, tweak: impl FnOnce(&mut LabConfig) + 'a) -> Self {
         self.tweak = Box::new(tweak);
@@ -446,6 +453,7 @@ impl Rig {
             image_size: 3 * 1024 * 1024 + 123,
             image_http: false,
             image_https: false,
+            serve: Box::new(|_| {}),
         }
     }
 
@@ -516,6 +524,7 @@ impl Rig {
                             a.image_http_options.tls_cert = Some(cert);
                             a.image_http_options.tls_key = Some(key);
                         }
+                        (o.serve)(a);
                     },
                     o.clock,
                 )

@@ -147,3 +147,139 @@ async fn an_over_long_copy_line_is_refused_before_it_is_sent() {
     );
     rig.stop().await;
 }
+
+/// The playbook for one named device over `protocol` (a word or a YAML list).
+fn book_for(device: &str, protocol: &str) -> String {
+    playbook("strategy:\n  canary: 0\n")
+        .replace("  groups: [lab]\n", &format!("  names: [{device}]\n"))
+        .replace("protocol: tftp", &format!("protocol: {protocol}"))
+}
+
+/// The image's MD5, as `verify /md5` must print it.
+fn image_md5(rig: &Rig) -> String {
+    md5sum(&rig.dir.path().join(IMAGE))
+}
+
+/// A device's completed download of the image over `protocol`, claimed by its job.
+fn claimed_download(transfers: &[Value], protocol: &str, id: &str, device: &str) -> Value {
+    transfers
+        .iter()
+        .find(|t| t["protocol"] == protocol && t["file"] == IMAGE && t["state"] == "completed")
+        .cloned()
+        .map(|t| {
+            assert_eq!(t["job"]["rollout"], id, "{t:#}");
+            assert_eq!(t["job"]["device"], device, "{t:#}");
+            t
+        })
+        .unwrap_or_else(|| panic!("no completed {protocol} download: {transfers:#?}"))
+}
+
+/// Lab rollouts over HTTP and over HTTPS: each device pulls the image through its job's
+/// one-time path token, the whole file (the transfer's bytes are the image's size), and
+/// `verify /md5` on the device finds the image's MD5 before anything else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lab_rollouts_over_http_and_https_are_byte_exact_and_verified() {
+    let rig = Rig::options(2)
+        .image_http(true)
+        .image_https(true)
+        .start()
+        .await;
+    let names = rig.names();
+    let md5 = image_md5(&rig);
+    let size = std::fs::metadata(rig.dir.path().join(IMAGE)).unwrap().len();
+    for (device, protocol) in [(&names[0], "http"), (&names[1], "https")] {
+        let id = rig.submit(&book_for(device, protocol)).await;
+        let d = rig.wait_end(&id).await;
+        assert_eq!(d["state"], "completed", "{protocol}: {d:#}");
+        let st = rig.lab.state(device).unwrap();
+        assert_eq!(st.version, IMAGE_VERSION);
+        assert_eq!(st.reload_count, 1);
+        let t = claimed_download(&rig.transfers().await, protocol, &id, device);
+        assert_eq!(t["bytes"], size, "{t:#}");
+        let cmds = &st.last_commands;
+        let copy = cmds
+            .iter()
+            .find(|c| c.starts_with(&format!("copy {protocol}://127.0.0.1:")))
+            .unwrap_or_else(|| panic!("no {protocol} copy: {cmds:#?}"));
+        assert!(
+            copy.contains(&format!("/j/")) && copy.ends_with(&format!("/{IMAGE} flash:{IMAGE}")),
+            "{copy}"
+        );
+        assert!(
+            cmds.iter()
+                .any(|c| c == &format!("verify /md5 flash:{IMAGE}")),
+            "{cmds:#?}"
+        );
+        let events = rig.events(&id).await;
+        let verified = events.iter().any(|e| {
+            e["step"] == "verify_md5"
+                && e["kind"] == "step_done"
+                && e["message"].as_str().unwrap_or_default().contains(&md5)
+        });
+        assert!(verified, "{events:#?}");
+        assert!(
+            copy_events(&events, device)
+                .iter()
+                .any(|m| m.ends_with(&format!("bytes copied over {protocol}"))),
+            "{events:#?}"
+        );
+        // The token died with the job: the same URL now gets 404.
+        let path = copy
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}", &path])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{path}");
+    }
+    rig.stop().await;
+}
+
+/// `protocol: [https, ftp]` where the device's HTTPS copy is refused (nothing listens where it
+/// connects): the copy falls back to FTP, and the events say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_protocol_list_falls_back_from_a_refused_https_to_ftp() {
+    let rig = Rig::options(1)
+        .image_https(true)
+        // The HTTPS server listens on another address than the one devices are told.
+        .serve(|a| a.image_https = "127.0.0.2:0".parse().unwrap())
+        .start()
+        .await;
+    let name = rig.names()[0].clone();
+    let id = rig.submit(&book_for(&name, "[https, ftp]")).await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_eq!(rig.lab.state(&name).unwrap().version, IMAGE_VERSION);
+    let events = rig.events(&id).await;
+    let started: Vec<String> = events
+        .iter()
+        .filter(|e| e["device"] == name && e["step"] == "copy" && e["kind"] == "step_started")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(started.len(), 2, "{started:#?}");
+    assert!(
+        started[0].starts_with("copy https://127.0.0.1:"),
+        "{started:#?}"
+    );
+    assert!(
+        started[1].starts_with("https failed (")
+            && started[1].contains("falling back to ftp: copy ftp://"),
+        "{started:#?}"
+    );
+    assert!(
+        copy_events(&events, &name)
+            .iter()
+            .any(|m| m.ends_with("bytes copied over ftp")),
+        "{events:#?}"
+    );
+    let transfers = rig.transfers().await;
+    claimed_download(&transfers, "ftp", &id, &name);
+    assert!(
+        !transfers.iter().any(|t| t["protocol"] == "https"),
+        "{transfers:#?}"
+    );
+    rig.stop().await;
+}
