@@ -202,7 +202,7 @@ async fn lab_rollouts_over_http_and_https_are_byte_exact_and_verified() {
             .find(|c| c.starts_with(&format!("copy {protocol}://127.0.0.1:")))
             .unwrap_or_else(|| panic!("no {protocol} copy: {cmds:#?}"));
         assert!(
-            copy.contains(&format!("/j/")) && copy.ends_with(&format!("/{IMAGE} flash:{IMAGE}")),
+            copy.contains("/j/") && copy.ends_with(&format!("/{IMAGE} flash:{IMAGE}")),
             "{copy}"
         );
         assert!(
