@@ -283,3 +283,57 @@ async fn the_protocol_list_falls_back_from_a_refused_https_to_ftp() {
     );
     rig.stop().await;
 }
+
+/// The dry run says how devices will get the image, per site, and which protocols of a list
+/// this service cannot offer (their server is off), in the API and in `fleetup run --dry-run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dry_run_shows_each_sites_transfer_path() {
+    let rig = Rig::start(1, |_| {}).await;
+    let text = playbook("strategy:\n  canary: 0\n").replace(
+        "  protocol: tftp\n  server: 127.0.0.1\n",
+        "  protocol: [https, ftp, tftp]\n  server: 127.0.0.1\n  vrf: Mgmt-vrf\n  sites:\n    branch-7:\n      server: 192.0.2.9\n      protocol: scp-push\n      source_interface: Vlan100\n",
+    );
+    let dry: Value = rig
+        .post("/api/v1/rollouts?dry_run=true")
+        .body(text.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = dry["transfer"].as_array().cloned().unwrap_or_default();
+    assert_eq!(paths.len(), 2, "{dry:#}");
+    assert_eq!(paths[0]["site"], Value::Null);
+    assert_eq!(
+        paths[0]["protocols"],
+        serde_json::json!(["https", "ftp", "tftp"])
+    );
+    assert_eq!(paths[0]["vrf"], "Mgmt-vrf");
+    // This service runs TFTP and FTP only.
+    assert_eq!(paths[0]["unavailable"], serde_json::json!(["https"]));
+    assert_eq!(paths[1]["site"], "branch-7");
+    assert_eq!(paths[1]["protocols"], serde_json::json!(["scp-push"]));
+    assert_eq!(paths[1]["server"], "192.0.2.9");
+    assert_eq!(paths[1]["vrf"], "Mgmt-vrf");
+    assert_eq!(paths[1]["source_interface"], "Vlan100");
+    assert_eq!(paths[1]["unavailable"], serde_json::json!([]));
+
+    let file = rig.write_playbook("paths.yml", &text);
+    let out = rig
+        .fleetup(&["run", "--dry-run", file.to_str().unwrap()])
+        .await;
+    assert_success(&out);
+    let printed = stdout(&out);
+    assert!(
+        printed.contains(
+            "  transfer: https, then ftp, then tftp from 127.0.0.1, vrf Mgmt-vrf; https off in this service: left out"
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("  transfer (site branch-7): scp-push from 192.0.2.9, vrf Mgmt-vrf, source interface Vlan100"),
+        "{printed}"
+    );
+    rig.stop().await;
+}
