@@ -37,7 +37,7 @@ pub mod upgrade;
 pub(crate) mod version;
 mod wait;
 
-pub use copy::{CopySource, Transfer};
+pub use copy::{CopySource, PushProgress, Transfer};
 pub use driver::{Driver, file_name};
 pub use error::DeviceError;
 pub use restart::RestartEvidence;

@@ -9,6 +9,7 @@ pub(crate) async fn push(
     _local: &Path,
     _remote: &str,
     _size: u64,
+    _progress: impl FnMut(u64),
     _timeouts: &Timeouts,
 ) -> Result<u64, DeviceError> {
     Err(DeviceError::Session {

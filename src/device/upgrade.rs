@@ -1043,7 +1043,11 @@ async fn copy_once(
         }
     }
     let copied = match &source.transfer {
-        Transfer::ScpPush { store } => session.push(&store.join(image), image, size).await,
+        Transfer::ScpPush { store, progress } => {
+            session
+                .push(&store.join(image), image, size, progress.as_ref())
+                .await
+        }
         _ => session.copy(source, image).await,
     };
     let note = put_back(session, &restore).await;
