@@ -16,9 +16,11 @@ pub mod ftp;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
+pub mod image_ssh;
 pub mod images;
 pub mod inventory;
 pub mod playbook;
+pub(crate) mod rcp;
 pub mod rollout;
 pub mod serve;
 pub mod shutdown;

@@ -52,6 +52,16 @@ pub struct ServeArgs {
         value_name = "ADDR|off"
     )]
     pub ftp: Listen,
+    /// Address of the SCP/SFTP image server, or `off`. IOS's `copy scp:` always connects to
+    /// port 22, which usually belongs to the host's own sshd: give this server an address of
+    /// its own (e.g. `10.0.0.5:22`).
+    #[arg(
+        long,
+        env = "FLEETUP_IMAGE_SCP",
+        default_value = "off",
+        value_name = "ADDR|off"
+    )]
+    pub image_scp: Listen,
     /// Allow read-only API calls (GET) without a token.
     #[arg(long, env = "FLEETUP_READ_OPEN")]
     pub read_open: bool,
@@ -96,6 +106,8 @@ pub struct ServeArgs {
     pub tftp_options: crate::tftp::TftpArgs,
     #[command(flatten)]
     pub ftp_options: crate::ftp::FtpArgs,
+    #[command(flatten)]
+    pub image_scp_options: crate::image_ssh::ImageSshArgs,
 }
 
 /// Parses an empty command line, to get every flag's default.
@@ -114,6 +126,7 @@ impl Default for ServeArgs {
             .unwrap_or_else(|e| panic!("the defaults of `serve` do not parse: {e}"));
         args.tftp = Listen::Off;
         args.ftp = Listen::Off;
+        args.image_scp = Listen::Off;
         args
     }
 }
@@ -144,6 +157,8 @@ pub enum ServeError {
     Bind(String),
     #[error("{0}")]
     Ftp(#[from] crate::ftp::FtpError),
+    #[error("{0}")]
+    ImageSsh(#[from] crate::image_ssh::ImageSshError),
     #[error("cannot start the rollout engine: {0}")]
     Engine(crate::rollout::RolloutError),
     #[error("{0}")]
@@ -244,6 +259,11 @@ pub struct Service {
     pub http_addr: SocketAddr,
     pub tftp_addr: Option<SocketAddr>,
     pub ftp_addr: Option<SocketAddr>,
+    /// The SCP/SFTP image server (`--image-scp`).
+    pub scp_addr: Option<SocketAddr>,
+    /// The one-time grants (path tokens, accounts) the rollout engine issues and the image
+    /// servers check.
+    pub grants: crate::grants::Grants,
     pub(crate) token_source: TokenSource,
     pub state: AppState,
     pub shutdown: Shutdown,
@@ -340,13 +360,33 @@ impl Service {
             });
         }
 
+        if let Listen::On(addr) = args.image_scp {
+            let config = args.image_scp_options.to_config(&data_dir)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
+            servers.scp = Some(local);
+            let root = images.dir().to_path_buf();
+            let (g, t, s) = (servers.grants.clone(), transfers.clone(), shutdown.clone());
+            shutdown.tasks.spawn(async move {
+                if let Err(e) = crate::image_ssh::run(listener, root, config, g, t, s).await {
+                    tracing::error!(error = %e, "SCP/SFTP image server stopped");
+                }
+            });
+        }
+
         let info = ServiceInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             http: Some(http_addr.to_string()),
             tftp: servers.tftp.map(|a| a.to_string()),
             ftp: servers.ftp.map(|a| a.to_string()),
+            scp: servers.scp.map(|a| a.to_string()),
         };
-        let (tftp_addr, ftp_addr) = (servers.tftp, servers.ftp);
+        let (tftp_addr, ftp_addr, scp_addr) = (servers.tftp, servers.ftp, servers.scp);
+        let grants = servers.grants.clone();
         let engine = Engine::start(
             db.clone(),
             images.clone(),
@@ -385,6 +425,8 @@ impl Service {
             http_addr,
             tftp_addr,
             ftp_addr,
+            scp_addr,
+            grants,
             token_source,
             state,
             shutdown,
@@ -479,9 +521,10 @@ fn print_banner(service: &Service, args: &ServeArgs) {
     eprintln!("fleetup {} serving", env!("CARGO_PKG_VERSION"));
     eprintln!("  dashboard and API: {}/", service.base_url());
     eprintln!(
-        "  TFTP: {}   FTP: {}",
+        "  TFTP: {}   FTP: {}   SCP/SFTP: {}",
         listen(service.tftp_addr),
-        listen(service.ftp_addr)
+        listen(service.ftp_addr),
+        listen(service.scp_addr)
     );
     eprintln!("  data: {}", args.data_dir.display());
     eprintln!("  {token_line}");

@@ -64,6 +64,8 @@ pub(crate) struct ServiceInfo {
     pub http: Option<String>,
     pub tftp: Option<String>,
     pub ftp: Option<String>,
+    /// The SCP/SFTP image server (`--image-scp`), when on.
+    pub scp: Option<String>,
 }
 
 #[derive(OpenApi)]

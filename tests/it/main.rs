@@ -14,6 +14,7 @@ mod drivers;
 mod ftp;
 mod fuzz;
 mod http;
+mod image_ssh;
 mod lab;
 mod rollout;
 mod safety;

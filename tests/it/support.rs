@@ -84,6 +84,8 @@ pub struct ServeProcess {
     /// Where the TFTP and FTP servers listen, when on.
     pub tftp: Option<std::net::SocketAddr>,
     pub ftp: Option<std::net::SocketAddr>,
+    /// The SCP/SFTP image server, when started with `--image-scp`.
+    pub scp: Option<std::net::SocketAddr>,
 }
 
 impl ServeProcess {
@@ -146,13 +148,14 @@ impl ServeProcess {
             }
         }
         // The banner's next line: `TFTP: ADDR|off   FTP: ADDR|off`.
-        let (mut tftp, mut ftp) = (None, None);
+        let (mut tftp, mut ftp, mut scp) = (None, None, None);
         if let Some(Ok(line)) = lines.next() {
             let words: Vec<&str> = line.split_whitespace().collect();
             for pair in words.chunks(2) {
                 match pair {
                     ["TFTP:", a] => tftp = a.parse().ok(),
                     ["FTP:", a] => ftp = a.parse().ok(),
+                    ["SCP/SFTP:", a] => scp = a.parse().ok(),
                     _ => {}
                 }
             }
@@ -165,6 +168,7 @@ impl ServeProcess {
             data_dir: data_dir.to_path_buf(),
             tftp,
             ftp,
+            scp,
         }
     }
 
@@ -308,6 +312,7 @@ pub struct RigOptions<'a> {
     file_servers: bool,
     cli_setup: Option<String>,
     image_size: usize,
+    image_scp: bool,
 }
 
 impl<'a> RigOptions<'a> {
@@ -340,6 +345,12 @@ impl<'a> RigOptions<'a> {
     /// under `devices:`) and add the image with `fleetup image add`, as a user does.
     pub fn cli_setup(mut self, extra_inventory: &str) -> Self {
         self.cli_setup = Some(extra_inventory.to_string());
+        self
+    }
+
+    /// Whether fleetup's SCP/SFTP image server listens (on loopback, a free port).
+    pub fn image_scp(mut self, on: bool) -> Self {
+        self.image_scp = on;
         self
     }
 
@@ -387,6 +398,7 @@ impl Rig {
             file_servers: true,
             cli_setup: None,
             image_size: 3 * 1024 * 1024 + 123,
+            image_scp: false,
         }
     }
 
@@ -416,24 +428,30 @@ impl Rig {
             );
             let data = dir.path().join("data");
             std::fs::create_dir(&data).unwrap();
-            let flags = if o.file_servers {
+            let mut flags = if o.file_servers {
                 vec!["--tftp", "127.0.0.1:0", "--ftp", "127.0.0.1:0"]
             } else {
                 Vec::new()
             };
+            if o.image_scp {
+                flags.extend(["--image-scp", "127.0.0.1:0"]);
+            }
             RigService::Process {
                 serve: None,
                 data,
                 flags,
             }
         } else {
-            let on = o.file_servers;
+            let (on, scp) = (o.file_servers, o.image_scp);
             RigService::InProcess(Box::new(
                 TestApp::start_full(
                     |a| {
                         if on {
                             a.tftp = "127.0.0.1:0".parse().unwrap();
                             a.ftp = "127.0.0.1:0".parse().unwrap();
+                        }
+                        if scp {
+                            a.image_scp = "127.0.0.1:0".parse().unwrap();
                         }
                     },
                     o.clock,
