@@ -29,42 +29,43 @@ pub(crate) struct Command {
 /// Parse an exec request's command line. `None` when it is no `scp` command at all;
 /// `Some(Err(reason))` when it is one this side does not do (several files, directories).
 pub(crate) fn parse_command(line: &str) -> Option<Result<Command, String>> {
-    let mut words = line.split_whitespace();
-    if words.next()? != "scp" {
+    let line = line.trim();
+    let (first, mut rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    if first != "scp" {
         return None;
     }
     let (mut mode, mut preserve) = (None, false);
-    let mut rest = Vec::new();
-    let mut options_done = false;
-    for w in words {
-        if !options_done && w == "--" {
-            options_done = true;
-            continue;
+    // Options first; the rest of the line is the one path (it may hold quoted spaces).
+    loop {
+        rest = rest.trim_start();
+        let (w, after) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        if w == "--" {
+            rest = after;
+            break;
         }
-        if !options_done && w.len() > 1 && w.starts_with('-') {
-            for c in w[1..].chars() {
-                match c {
-                    'f' => mode = Some(Mode::Source),
-                    't' => mode = Some(Mode::Sink),
-                    'p' => preserve = true,
-                    // Verbose, "target should be a directory" and quiet: no effect on one file.
-                    'v' | 'd' | 'q' => {}
-                    'r' => return Some(Err("directories are not copied (-r)".into())),
-                    other => return Some(Err(format!("unknown scp option -{other}"))),
-                }
+        if w.len() < 2 || !w.starts_with('-') {
+            break;
+        }
+        for c in w[1..].chars() {
+            match c {
+                'f' => mode = Some(Mode::Source),
+                't' => mode = Some(Mode::Sink),
+                'p' => preserve = true,
+                // Verbose, "target should be a directory" and quiet: no effect on one file.
+                'v' | 'd' | 'q' => {}
+                'r' => return Some(Err("directories are not copied (-r)".into())),
+                other => return Some(Err(format!("unknown scp option -{other}"))),
             }
-            continue;
         }
-        rest.push(w);
+        rest = after;
     }
     let Some(mode) = mode else {
         return Some(Err("scp needs -f (send) or -t (receive)".into()));
     };
-    let path = match rest.as_slice() {
-        [one] => unquote(one).to_string(),
-        [] => return Some(Err("no file named".into())),
-        _ => return Some(Err("one file at a time".into())),
-    };
+    let path = unquote(rest.trim()).to_string();
+    if path.is_empty() {
+        return Some(Err("no file named".into()));
+    }
     Some(Ok(Command {
         mode,
         path,
@@ -222,7 +223,7 @@ mod tests {
         assert!(parse_command("scp -r -f dir").unwrap().is_err());
         assert!(parse_command("scp -f").unwrap().is_err());
         assert!(parse_command("scp x").unwrap().is_err());
-        assert!(parse_command("scp -f a b").unwrap().is_err());
+        assert_eq!(parse_command("scp -f -- a b").unwrap().unwrap().path, "a b");
     }
 
     #[test]
