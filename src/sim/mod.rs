@@ -15,6 +15,7 @@ mod install;
 mod line;
 mod parser;
 mod persona;
+mod scp_sink;
 mod show;
 mod ssh;
 

@@ -1794,3 +1794,117 @@ async fn a_nexus_7000_boots_the_kickstart_and_system_its_configuration_names() {
     assert_line(&text, r"^  system:    version 8\.4\(7\)\r$");
     lab.stop().await;
 }
+
+/// The lab device's SCP server and fleetup's push to it (`fleetup::device::scp_push::push`),
+/// plus OpenSSH's `scp -O` as a second, independent client of the same server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp_push_lands_byte_exact_only_with_ip_scp_server_enable() {
+    use fleetup::device::scp_push::push;
+    use fleetup::device::{DeviceError, Target, Timeouts};
+    use fleetup::inventory::{Login, Platform, Secret};
+
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| c.state_dir = state_dir.path().to_path_buf()).await;
+    let host = "lab-sw-001";
+    let addr = lab.ssh(0);
+    let flash = state_dir.path().join(host).join("flash");
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join(NEW_IMAGE);
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 11, 21);
+    std::fs::write(&local, &data).unwrap();
+    let size = data.len() as u64;
+    let target = Target {
+        name: host.into(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        platform: Platform::Ios,
+        login: Login {
+            username: "admin".into(),
+            password: Some(Secret("cisco".into())),
+            enable_secret: Some(Secret("cisco".into())),
+        },
+        private_key: None,
+        known_host_key: None,
+        transcript: None,
+    };
+    let timeouts = Timeouts::default();
+    let remote = format!("flash:{NEW_IMAGE}");
+
+    // Off by default: a clear error that names the setting, and nothing on flash.
+    let err = push(&target, &local, &remote, size, |_| {}, &timeouts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::Copy { .. }), "{err:?}");
+    assert!(err.to_string().contains("ip scp server enable"), "{err}");
+    assert!(!flash.join(NEW_IMAGE).exists());
+
+    let mut vty = enabled(addr, host).await;
+    vty.cmd("configure terminal", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("ip scp server enable", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("end", &format!("{host}#")).await;
+    let config = vty.cmd("show running-config", &format!("{host}#")).await;
+    assert_line(&config, r"^ip scp server enable\r?$");
+
+    let mut seen = Vec::new();
+    let copied = push(&target, &local, &remote, size, |n| seen.push(n), &timeouts)
+        .await
+        .unwrap();
+    assert_eq!(copied, size);
+    assert_eq!(seen.last(), Some(&size), "progress reaches the size");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress only grows");
+    assert!(std::fs::read(flash.join(NEW_IMAGE)).unwrap() == data, "byte-exact push");
+    let verify = vty
+        .cmd(&format!("verify /md5 flash:{NEW_IMAGE}"), &format!("{host}#"))
+        .await;
+    assert!(verify.contains(&md5sum(&local).await), "{verify}");
+
+    // OpenSSH's own legacy SCP client lands the same bytes.
+    let out = tokio::process::Command::new("sshpass")
+        .args(["-p", "cisco", "scp", "-O"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-P",
+        ])
+        .arg(addr.port().to_string())
+        .arg(&local)
+        .arg(format!("admin@{}:flash:copy2.bin", addr.ip()))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(std::fs::read(flash.join("copy2.bin")).unwrap() == data);
+
+    // A push bigger than the free space is refused as a full flash, not a transport failure.
+    assert_eq!(
+        set_fault(&lab, host, "flash-too-small").await,
+        reqwest::StatusCode::OK
+    );
+    let err = push(&target, &local, "flash:third.bin", size, |_| {}, &timeouts)
+        .await
+        .unwrap_err();
+    let DeviceError::Copy { source, .. } = &err else {
+        panic!("expected a copy error, got {err:?}");
+    };
+    assert!(source.to_string().contains("space"), "{err}");
+    assert!(!flash.join("third.bin").exists());
+
+    vty.cmd("configure terminal", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("no ip scp server enable", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("end", &format!("{host}#")).await;
+    let err = push(&target, &local, "flash:fourth.bin", size, |_| {}, &timeouts)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ip scp server enable"), "{err}");
+    lab.stop().await;
+}

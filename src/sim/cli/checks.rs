@@ -161,6 +161,14 @@ pub(super) const CONFIG_CHECKS: &[Syntax<Cmd>] = &[
         cmd: Cmd::NoSourceInterface,
     },
     Syntax {
+        toks: &[Kw("ip"), Kw("scp"), Kw("server"), Kw("enable")],
+        cmd: Cmd::ScpServer,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("scp"), Kw("server"), Kw("enable")],
+        cmd: Cmd::NoScpServer,
+    },
+    Syntax {
         toks: &[
             Kw("no"),
             Kw("ip"),
@@ -425,6 +433,12 @@ impl<O: Output> Cli<O> {
                 } else {
                     "ip tftp source-interface"
                 };
+                self.dev
+                    .update(|s| s.running.lines.retain(|l| line_key(l) != key));
+            }
+            Cmd::ScpServer => self.keep_line(crate::sim::scp_sink::ENABLE_LINE.to_string()),
+            Cmd::NoScpServer => {
+                let key = line_key(crate::sim::scp_sink::ENABLE_LINE);
                 self.dev
                     .update(|s| s.running.lines.retain(|l| line_key(l) != key));
             }

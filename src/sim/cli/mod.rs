@@ -103,6 +103,8 @@ enum Cmd {
     NoFtpPassword,
     FtpPassive,
     NoFtpPassive,
+    ScpServer,
+    NoScpServer,
     FilePrompt,
     End,
     Do,
