@@ -96,12 +96,7 @@ pub(crate) fn times_line(mtime: u64) -> String {
 /// An error reply: `\x01` (the transfer of this file failed) or, `fatal`, `\x02` (give up).
 pub(crate) fn error_reply(message: &str, fatal: bool) -> Vec<u8> {
     let mut out = vec![if fatal { 2 } else { 1 }];
-    out.extend(
-        message
-            .bytes()
-            .filter(|b| *b != b'\n')
-            .take(MAX_LINE - 2),
-    );
+    out.extend(message.bytes().filter(|b| *b != b'\n').take(MAX_LINE - 2));
     out.push(b'\n');
     out
 }
@@ -217,7 +212,10 @@ mod tests {
         assert!(c.preserve);
         let c = parse_command("scp -t flash:x.bin").unwrap().unwrap();
         assert_eq!((c.mode, c.path.as_str()), (Mode::Sink, "flash:x.bin"));
-        assert_eq!(parse_command("scp -v -pt x").unwrap().unwrap().mode, Mode::Sink);
+        assert_eq!(
+            parse_command("scp -v -pt x").unwrap().unwrap().mode,
+            Mode::Sink
+        );
         assert!(parse_command("ls -l").is_none());
         assert!(parse_command("").is_none());
         assert!(parse_command("scp -r -f dir").unwrap().is_err());
@@ -232,7 +230,10 @@ mod tests {
         assert_eq!(take_reply(&mut buf), Some(Reply::Ok));
         assert_eq!(take_reply(&mut buf), None);
         buf.extend(b" such file\n\0");
-        assert_eq!(take_reply(&mut buf), Some(Reply::Error("no such file".into())));
+        assert_eq!(
+            take_reply(&mut buf),
+            Some(Reply::Error("no such file".into()))
+        );
         assert_eq!(take_reply(&mut buf), Some(Reply::Ok));
         assert!(buf.is_empty());
         let mut long = vec![2];

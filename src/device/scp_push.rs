@@ -114,10 +114,7 @@ pub async fn push(
                 progress(sent);
                 sink.check_early()?;
             }
-            write
-                .data_bytes(vec![0u8])
-                .await
-                .map_err(|_| sink.lost())?;
+            write.data_bytes(vec![0u8]).await.map_err(|_| sink.lost())?;
             sink.expect_ok("after the data").await?;
             let _ = write.eof().await;
             Ok::<u64, DeviceError>(sent)
@@ -175,9 +172,9 @@ impl Sink {
             ChannelMsg::Data { data } => self.inbox.extend_from_slice(&data),
             ChannelMsg::ExtendedData { data, .. } => self.keep(&data),
             ChannelMsg::Failure => {
-                return Some(Err(self.refused(
-                    "the device refused the `scp -t` request".into(),
-                )));
+                return Some(Err(
+                    self.refused("the device refused the `scp -t` request".into())
+                ));
             }
             ChannelMsg::ExitStatus { exit_status } if exit_status != 0 => {
                 let text = format!("`scp -t` exited with status {exit_status}");
@@ -251,9 +248,7 @@ impl Sink {
     fn refused(&mut self, context: String) -> DeviceError {
         let said = self.text.trim();
         let message = if said.is_empty() {
-            format!(
-                "{context} without a message; is the SCP server on (`ip scp server enable`)?"
-            )
+            format!("{context} without a message; is the SCP server on (`ip scp server enable`)?")
         } else {
             format!("{context}: {said}")
         };

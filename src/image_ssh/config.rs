@@ -103,8 +103,7 @@ impl ImageSshArgs {
     pub(crate) fn to_config(&self, data_dir: &Path) -> Result<ImageSshConfig, ImageSshError> {
         if self.max_sessions == 0 || self.max_per_client == 0 {
             return Err(ImageSshError::Config(
-                "--image-scp-max-sessions and --image-scp-max-per-client must be at least 1"
-                    .into(),
+                "--image-scp-max-sessions and --image-scp-max-per-client must be at least 1".into(),
             ));
         }
         if self.auth_timeout == 0 || self.idle_timeout == 0 {
@@ -140,8 +139,8 @@ pub(crate) fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ImageSs
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e.to_string())),
     }
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
-        .map_err(|e| err(e.to_string()))?;
+    let key =
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| err(e.to_string()))?;
     let text = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .map_err(|e| err(e.to_string()))?;

@@ -135,7 +135,9 @@ impl russh::server::Handler for Conn {
                 peer,
                 user,
             )),
-            Some(Ok(_)) => self.spawn(async move { scp::refuse_upload(channel, peer, &user).await }),
+            Some(Ok(_)) => {
+                self.spawn(async move { scp::refuse_upload(channel, peer, &user).await })
+            }
             Some(Err(reason)) => {
                 tracing::info!(%peer, user, command = ?line, reason, "image SSH: refused an scp request");
                 let message = format!("scp: {reason}");

@@ -123,8 +123,7 @@ pub(super) async fn send_file(
     if rcp.expect_ok().await.is_err() {
         return rcp.finish(1, None).await;
     }
-    let Some(mut served) =
-        files::open(&shared.root, &shared.grants, &user, &requested, peer).await
+    let Some(mut served) = files::open(&shared.root, &shared.grants, &user, &requested, peer).await
     else {
         let message = format!("scp: {requested}: No such file or directory");
         let _ = rcp.send(rcp::error_reply(&message, false)).await;

@@ -40,6 +40,22 @@ struct OpenFile {
     position: u64,
 }
 
+impl Drop for OpenFile {
+    /// A file left open when the session ends: fetched if every byte went out.
+    fn drop(&mut self) {
+        if let Some(t) = self.transfer.take() {
+            if self.sent >= self.served.size {
+                t.complete();
+            } else {
+                t.fail(format!(
+                    "the session ended after {} of {} bytes",
+                    self.sent, self.served.size
+                ));
+            }
+        }
+    }
+}
+
 impl SftpSession {
     pub(super) fn new(shared: Arc<Shared>, user: String, peer: SocketAddr) -> Self {
         SftpSession {
@@ -131,7 +147,8 @@ impl russh_sftp::server::Handler for SftpSession {
         pflags: OpenFlags,
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
-        let changes = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::APPEND;
+        let changes =
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::APPEND;
         if pflags.intersects(changes) {
             tracing::info!(peer = %self.peer, user = %self.user, file = ?filename, "image SSH: refused an SFTP upload");
             return Err(denied("writing"));

@@ -26,26 +26,51 @@ pub(super) enum Source {
         port: Option<u16>,
         path: String,
     },
+    /// `scp://[USER[:PASS]@]HOST[:PORT]/PATH`; without a password the CLI asks for it.
+    Scp {
+        user: Option<String>,
+        password: Option<String>,
+        host: IpAddr,
+        port: Option<u16>,
+        path: String,
+    },
+    /// `sftp://…`, as `Scp`.
+    Sftp {
+        user: Option<String>,
+        password: Option<String>,
+        host: IpAddr,
+        port: Option<u16>,
+        path: String,
+    },
 }
 
 impl Source {
     /// The name IOS offers as the destination (`Destination filename [x.bin]?`).
     pub(super) fn file_name(&self) -> &str {
         let path = match self {
-            Source::Tftp { path, .. } | Source::Ftp { path, .. } => path,
+            Source::Tftp { path, .. }
+            | Source::Ftp { path, .. }
+            | Source::Scp { path, .. }
+            | Source::Sftp { path, .. } => path,
         };
         path.rsplit('/').next().unwrap_or(path)
     }
 
     pub(super) fn host(&self) -> IpAddr {
         match self {
-            Source::Tftp { host, .. } | Source::Ftp { host, .. } => *host,
+            Source::Tftp { host, .. }
+            | Source::Ftp { host, .. }
+            | Source::Scp { host, .. }
+            | Source::Sftp { host, .. } => *host,
         }
     }
 
     pub(super) fn path(&self) -> &str {
         match self {
-            Source::Tftp { path, .. } | Source::Ftp { path, .. } => path,
+            Source::Tftp { path, .. }
+            | Source::Ftp { path, .. }
+            | Source::Scp { path, .. }
+            | Source::Sftp { path, .. } => path,
         }
     }
 
@@ -65,6 +90,12 @@ impl Source {
                 let creds = if user.is_some() { "*:*@" } else { "" };
                 format!("ftp://{creds}{}/{path}", host_port(*host, *port))
             }
+            Source::Scp {
+                host, port, path, ..
+            } => format!("scp://*:*@{}/{path}", host_port(*host, *port)),
+            Source::Sftp {
+                host, port, path, ..
+            } => format!("sftp://*:*@{}/{path}", host_port(*host, *port)),
         }
     }
 }
@@ -113,6 +144,33 @@ pub(super) fn parse_url(url: &str) -> Result<Source, UrlError> {
             port,
             path: path.to_string(),
         }),
+        "scp" | "sftp" => {
+            let (user, password) = match creds {
+                Some(c) => match c.split_once(':') {
+                    Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                    None => (Some(c.to_string()), None),
+                },
+                None => (None, None),
+            };
+            let path = path.to_string();
+            Ok(if scheme == "scp" {
+                Source::Scp {
+                    user,
+                    password,
+                    host,
+                    port,
+                    path,
+                }
+            } else {
+                Source::Sftp {
+                    user,
+                    password,
+                    host,
+                    port,
+                    path,
+                }
+            })
+        }
         "ftp" => {
             let (user, password) = match creds {
                 Some(c) => match c.split_once(':') {
@@ -170,6 +228,8 @@ pub(super) struct FetchOptions {
     pub local_ip: IpAddr,
     pub tftp_port: u16,
     pub ftp_port: u16,
+    /// SSH port of `copy scp:`/`copy sftp:` when the URL names none.
+    pub scp_port: u16,
     pub tftp_blocksize: Option<u16>,
     pub tftp_timeout: Duration,
     pub ftp_passive: bool,
@@ -342,6 +402,32 @@ pub(super) async fn fetch(
                 .or_else(|| opts.ftp_password.clone())
                 .unwrap_or_else(|| "ios-user@".to_string());
             ftp_fetch(server, &user, &password, path, opts, sink).await
+        }
+        Source::Scp {
+            user,
+            password,
+            host,
+            port,
+            path,
+        }
+        | Source::Sftp {
+            user,
+            password,
+            host,
+            port,
+            path,
+        } => {
+            let server = SocketAddr::new(*host, port.unwrap_or(opts.scp_port));
+            let kind = if matches!(source, Source::Scp { .. }) {
+                super::copy_ssh::Kind::Scp
+            } else {
+                super::copy_ssh::Kind::Sftp
+            };
+            let login = super::copy_ssh::Login {
+                user: user.clone().unwrap_or_else(|| "admin".to_string()),
+                password: password.clone().unwrap_or_default(),
+            };
+            super::copy_ssh::fetch(kind, server, &login, path, opts, sink, None).await
         }
     }
 }

@@ -190,7 +190,8 @@ async fn receive_file(
             "scp: {fs}:{name}: Not enough space on device"
         )));
     }
-    let partial = Partial(dev.flash_path(&format!(".{name}.{:08x}.partial", rand::random::<u32>())));
+    let partial =
+        Partial(dev.flash_path(&format!(".{name}.{:08x}.partial", rand::random::<u32>())));
     let file = tokio::fs::File::create(&partial.0)
         .await
         .map_err(|e| Some(format!("scp: {fs}:{name}: {e}")))?;
@@ -263,8 +264,14 @@ mod tests {
 
     #[test]
     fn targets_name_the_file_or_leave_it_to_the_header() {
-        assert_eq!(target_name("flash:x.bin", "flash"), Ok(Some("x.bin".into())));
-        assert_eq!(target_name("flash:/x.bin", "flash"), Ok(Some("x.bin".into())));
+        assert_eq!(
+            target_name("flash:x.bin", "flash"),
+            Ok(Some("x.bin".into()))
+        );
+        assert_eq!(
+            target_name("flash:/x.bin", "flash"),
+            Ok(Some("x.bin".into()))
+        );
         assert_eq!(target_name("x.bin", "flash"), Ok(Some("x.bin".into())));
         assert_eq!(target_name("flash:", "flash"), Ok(None));
         assert!(target_name("nvram:x", "flash").is_err());

@@ -126,7 +126,10 @@ async fn scp_and_sftp_download_byte_exact_and_show_as_transfers() {
     let by_sftp = work.path().join("by-sftp.bin");
     let out = sftp_get(&app, user, pw, &format!("/{IMAGE}"), &by_sftp).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(std::fs::read(&by_sftp).unwrap() == want, "sftp copy differs");
+    assert!(
+        std::fs::read(&by_sftp).unwrap() == want,
+        "sftp copy differs"
+    );
 
     let transfers = app.service.state.transfers.snapshot();
     for protocol in [Protocol::Scp, Protocol::Sftp] {
@@ -150,7 +153,10 @@ async fn scp_and_sftp_download_byte_exact_and_show_as_transfers() {
         .await
         .unwrap();
     let shown = api.to_string();
-    assert!(shown.contains("\"scp\"") && shown.contains("\"sftp\""), "{shown}");
+    assert!(
+        shown.contains("\"scp\"") && shown.contains("\"sftp\""),
+        "{shown}"
+    );
     let health: serde_json::Value = app
         .get("/api/v1/health")
         .send()
@@ -172,7 +178,10 @@ async fn wrong_password_ended_grant_and_lockout_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let dest = work.path().join("x.bin");
     let account = app.service.grants.issue_account(vec![IMAGE.into()]);
-    let (user, pw) = (account.name().to_string(), account.secret().unwrap().to_string());
+    let (user, pw) = (
+        account.name().to_string(),
+        account.secret().unwrap().to_string(),
+    );
 
     let out = scp_get(&app, &user, "wrong-password", IMAGE, &dest).await;
     assert!(!out.status.success(), "{}", text(&out));
@@ -201,7 +210,13 @@ async fn other_files_traversal_and_listings_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let dest = work.path().join("x.bin");
 
-    for remote in [OTHER, "../fleetup.db", "/../api-token", ".incoming/x", "images"] {
+    for remote in [
+        OTHER,
+        "../fleetup.db",
+        "/../api-token",
+        ".incoming/x",
+        "images",
+    ] {
         let out = scp_get(&app, user, pw, remote, &dest).await;
         assert!(!out.status.success(), "{remote}: {}", text(&out));
         assert!(

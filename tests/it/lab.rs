@@ -1854,9 +1854,15 @@ async fn scp_push_lands_byte_exact_only_with_ip_scp_server_enable() {
     assert_eq!(copied, size);
     assert_eq!(seen.last(), Some(&size), "progress reaches the size");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress only grows");
-    assert!(std::fs::read(flash.join(NEW_IMAGE)).unwrap() == data, "byte-exact push");
+    assert!(
+        std::fs::read(flash.join(NEW_IMAGE)).unwrap() == data,
+        "byte-exact push"
+    );
     let verify = vty
-        .cmd(&format!("verify /md5 flash:{NEW_IMAGE}"), &format!("{host}#"))
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE}"),
+            &format!("{host}#"),
+        )
         .await;
     assert!(verify.contains(&md5sum(&local).await), "{verify}");
 
@@ -1906,5 +1912,129 @@ async fn scp_push_lands_byte_exact_only_with_ip_scp_server_enable() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("ip scp server enable"), "{err}");
+    lab.stop().await;
+}
+
+/// `copy scp://…` and `copy sftp://…` on a lab device against fleetup's own SCP/SFTP image
+/// server, logging in with a one-time account: password in the URL or at the prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_scp_and_sftp_from_fleetups_image_server() {
+    use fleetup::transfers::{Protocol, TransferState};
+
+    let app = crate::support::TestApp::start_with(|a| {
+        a.image_scp = "127.0.0.1:0".parse().unwrap();
+    })
+    .await;
+    let scp = app.service.scp_addr.unwrap();
+    let data = pseudo_random_bytes(700_000, 31);
+    std::fs::write(app.dir.path().join("images").join(NEW_IMAGE), &data).unwrap();
+    let account = app.service.grants.issue_account(vec![NEW_IMAGE.into()]);
+    let (user, pw) = (account.name(), account.secret().unwrap());
+
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.scp_port = scp.port();
+        c.state_dir = state_dir.path().to_path_buf();
+    })
+    .await;
+    let host = "lab-sw-001";
+    let flash = state_dir.path().join(host).join("flash");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let done = |name: &str| {
+        format!(
+            r"(?s)^\r\n Sending file modes: C0644 {size} {f}\r\n!+\r\n{size} bytes copied in \d+\.\d{{3}} secs \(\d+ bytes/sec\)\r\n{host}#$",
+            size = data.len(),
+            f = regex::escape(name),
+        )
+    };
+
+    // The password in the URL.
+    vty.send(&format!(
+        "copy scp://{user}:{pw}@{}/{NEW_IMAGE} flash:\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(&format!(
+        r"Destination filename \[{}\]\? $",
+        regex::escape(NEW_IMAGE)
+    ))
+    .await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(
+        Regex::new(&done(NEW_IMAGE)).unwrap().is_match(&out),
+        "{out:?}"
+    );
+    assert!(std::fs::read(flash.join(NEW_IMAGE)).unwrap() == data);
+
+    // No password in the URL: the device asks for it.
+    vty.send(&format!(
+        "copy scp://{user}@{}/{NEW_IMAGE} flash:second.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[second\.bin\]\? $")
+        .await;
+    vty.send("\n").await;
+    vty.expect(r"Password: $").await;
+    vty.send(&format!("{pw}\n")).await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(!out.contains(pw), "the password is not echoed: {out:?}");
+    assert!(out.contains(" Sending file modes: C0644"), "{out:?}");
+    assert!(std::fs::read(flash.join("second.bin")).unwrap() == data);
+
+    vty.send(&format!(
+        "copy sftp://{user}:{pw}@{}/{NEW_IMAGE} flash:third.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[third\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(out.contains("bytes copied in"), "{out:?}");
+    assert!(std::fs::read(flash.join("third.bin")).unwrap() == data);
+
+    // A wrong password and a file the account does not name fail as IOS says it.
+    vty.send(&format!(
+        "copy scp://{user}:wrong@{}/{NEW_IMAGE} flash:x.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[x\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(
+        out.contains(&format!(
+            "%Error opening scp://*:*@{}/{NEW_IMAGE} (Permission denied)",
+            scp.ip()
+        )),
+        "{out:?}"
+    );
+    vty.send(&format!(
+        "copy scp://{user}:{pw}@{}/other.bin flash:x.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[x\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(out.contains("(No such file or directory)"), "{out:?}");
+    assert!(!flash.join("x.bin").exists());
+
+    let transfers = app.service.state.transfers.snapshot();
+    let done_by = |p: Protocol| {
+        transfers
+            .iter()
+            .filter(|t| t.protocol == p && t.state == TransferState::Completed)
+            .count()
+    };
+    assert_eq!(done_by(Protocol::Scp), 2, "{transfers:?}");
+    assert_eq!(done_by(Protocol::Sftp), 1, "{transfers:?}");
+    assert!(
+        transfers
+            .iter()
+            .all(|t| t.client.ip() == std::net::IpAddr::V4(v4(lab.ssh(0)))),
+        "copies leave from the device's own address: {transfers:?}"
+    );
     lab.stop().await;
 }

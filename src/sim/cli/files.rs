@@ -234,8 +234,11 @@ impl<O: Output> Cli<O> {
         } else {
             src.to_string()
         };
-        if url.to_ascii_lowercase().starts_with("tftp://")
-            || url.to_ascii_lowercase().starts_with("ftp://")
+        let url_l = url.to_ascii_lowercase();
+        if url_l.starts_with("tftp://")
+            || url_l.starts_with("ftp://")
+            || url_l.starts_with("scp://")
+            || url_l.starts_with("sftp://")
         {
             let source = match copy::parse_url(&url) {
                 Ok(s) => s,
@@ -253,6 +256,9 @@ impl<O: Output> Cli<O> {
                 }
             };
             let dst_name = &dst[dst.len() - dst_name.len()..];
+            if matches!(source, Source::Scp { .. } | Source::Sftp { .. }) {
+                return self.copy_ssh(source, dst_name).await;
+            }
             return self.copy_url(source, dst_name).await;
         }
         if let (Some(from), Some(_)) = (self.flash_name(src), dst_l.strip_prefix(&format!("{fs}:")))
@@ -436,6 +442,7 @@ impl<O: Output> Cli<O> {
             local_ip: IpAddr::V4(dev.ip),
             tftp_port: self.lab.tftp_port,
             ftp_port: self.lab.ftp_port,
+            scp_port: self.lab.scp_port,
             tftp_blocksize: s.running.tftp_blocksize,
             tftp_timeout: self.lab.tftp_timeout,
             ftp_passive: s.running.ftp_passive,

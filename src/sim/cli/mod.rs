@@ -11,6 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 mod checks;
+mod copy_ssh;
 mod files;
 mod iosxe;
 mod nxos;
