@@ -381,7 +381,7 @@ enum RigService {
     InProcess(Box<TestApp>),
     Process {
         /// `None` while killed.
-        serve: Option<ServeProcess>,
+        serve: Option<Box<ServeProcess>>,
         data: PathBuf,
         flags: Vec<&'static str>,
     },
@@ -557,7 +557,7 @@ impl Rig {
         let started = tokio::task::spawn_blocking(move || ServeProcess::start_with(&data, &flags))
             .await
             .unwrap();
-        *serve = Some(started);
+        *serve = Some(Box::new(started));
     }
 
     /// SIGKILL the `fleetup serve` process: no shutdown path runs.
