@@ -222,12 +222,24 @@ pub async fn run(
         let auth_timeout = config.auth_timeout;
         shutdown.tasks.spawn(async move {
             let _slot = slot;
-            let Ok(session) = russh::server::run_stream(ssh_config, stream, conn).await else {
-                return;
+            // The login timeout counts from the connection: a client that never even sends
+            // its version line is closed too.
+            let deadline = tokio::time::Instant::now() + auth_timeout;
+            let start = russh::server::run_stream(ssh_config, stream, conn);
+            let session = tokio::select! {
+                r = tokio::time::timeout_at(deadline, start) => match r {
+                    Ok(Ok(session)) => session,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!(%peer, "image SSH: no SSH handshake within the login timeout; closing");
+                        return;
+                    }
+                },
+                _ = sd.requested() => return,
             };
             let handle = session.handle();
             tokio::pin!(session);
-            let login_deadline = tokio::time::sleep(auth_timeout);
+            let login_deadline = tokio::time::sleep_until(deadline);
             tokio::pin!(login_deadline);
             let bye = |why: &'static str| {
                 let handle = handle.clone();

@@ -602,6 +602,32 @@ mod tests {
     }
 
     #[test]
+    fn scp_and_sftp_urls_with_and_without_a_password() {
+        let s = parse_url("scp://ab12:pw34@10.0.0.5/a.bin").unwrap();
+        assert_eq!(
+            s,
+            Source::Scp {
+                user: Some("ab12".into()),
+                password: Some("pw34".into()),
+                host: "10.0.0.5".parse().unwrap(),
+                port: None,
+                path: "a.bin".into()
+            }
+        );
+        assert_eq!(s.display(), "scp://*:*@10.0.0.5/a.bin");
+        let s = parse_url("sftp://ab12@10.0.0.5:2222/a.bin").unwrap();
+        assert!(matches!(
+            s,
+            Source::Sftp {
+                password: None,
+                port: Some(2222),
+                ..
+            }
+        ));
+        assert_eq!(s.file_name(), "a.bin");
+    }
+
+    #[test]
     fn bad_urls() {
         assert_eq!(
             parse_url("tftp://server.example/a.bin"),

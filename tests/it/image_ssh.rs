@@ -272,3 +272,50 @@ async fn uploads_are_refused() {
     assert!(!store.join("d").exists(), "{all}");
     assert!(store.join(IMAGE).exists(), "{all}");
 }
+
+/// Read from a raw TCP connection until the server closes it; what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(GUARD, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server kept the connection open; got {got:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_address_are_capped_and_a_silent_client_is_closed() {
+    use tokio::io::AsyncReadExt as _;
+    let app = TestApp::start_with(|a| {
+        a.image_scp = "127.0.0.1:0".parse().unwrap();
+        a.image_scp_options.max_per_client = 1;
+        a.image_scp_options.auth_timeout = 1;
+    })
+    .await;
+    let addr = app.service.scp_addr.unwrap();
+    // The first connection gets the server's banner and holds the address's one slot.
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut banner = vec![0u8; 8];
+    tokio::time::timeout(GUARD, first.read_exact(&mut banner))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
+    // A second one from the same address is closed without a word.
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(read_until_closed(&mut second).await.is_empty());
+    // The first never logs in: the server closes it after the login timeout.
+    read_until_closed(&mut first).await;
+    // Its slot is free again.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut banner = vec![0u8; 8];
+    tokio::time::timeout(GUARD, third.read_exact(&mut banner))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
+}
