@@ -69,7 +69,11 @@ pub struct Progress {
     pub pending: usize,
     pub running: usize,
     pub succeeded: usize,
+    /// Failed devices, the rolled back ones included.
     pub failed: usize,
+    /// Failed on the new image and put back on the old one (also counted in `failed`).
+    #[serde(default)]
+    pub rolled_back: usize,
     pub skipped: usize,
     pub aborted: usize,
 }
@@ -82,11 +86,14 @@ fn progress_of_counts(counts: impl IntoIterator<Item = (JobState, usize)>) -> Pr
     let mut p = Progress::default();
     for (state, n) in counts {
         p.total += n;
+        if state == JobState::RolledBack {
+            p.rolled_back += n;
+        }
         *match state {
             JobState::Pending => &mut p.pending,
             JobState::Running => &mut p.running,
             JobState::Succeeded => &mut p.succeeded,
-            JobState::Failed => &mut p.failed,
+            JobState::Failed | JobState::RolledBack => &mut p.failed,
             JobState::Skipped => &mut p.skipped,
             JobState::Aborted => &mut p.aborted,
         } += n;

@@ -235,6 +235,11 @@ fn finished_line(d: &crate::api::DeviceRow<crate::rollout::model::StateName<JobS
         Some(JobState::Skipped) => format!("{name}: already on the target version"),
         // A failure's error says what failed already ("verify_md5 failed (…): …").
         Some(JobState::Failed) => format!("{name}: {}", j.error.as_deref().unwrap_or("failed")),
+        Some(JobState::RolledBack) => format!(
+            "{name}: rolled back to {} ({})",
+            j.old_version.as_deref().unwrap_or("the old image"),
+            j.error.as_deref().unwrap_or("failed on the new image")
+        ),
         _ => match &j.error {
             Some(e) => format!("{name}: {} ({e})", j.state),
             None => format!("{name}: {}", j.state),

@@ -173,6 +173,11 @@ impl Dialog {
                 Reply::Line("no".into()),
             )
             .answer(r"\[confirm\]\s*$", Reply::Enter)
+            // NX-OS: `This command will reboot the system. (y/n)?  [n]`.
+            .answer(
+                r"reboot the system\.\s*\(y/n\)\?\s*\[n\]\s*$",
+                Reply::Line("y".into()),
+            )
     }
 
     /// `enable`: the secret at `Password:`.

@@ -152,6 +152,7 @@ mod tests {
             kickstart: None,
             source: CopySource::new(Transfer::Tftp, "10.0.0.5"),
             fallback: Vec::new(),
+            previous_image: None,
             expected_version: None,
             options: UpgradeOptions::default(),
             timeouts: Timeouts::default(),

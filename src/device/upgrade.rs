@@ -25,12 +25,15 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::copy::{CopySource, Transfer, is_transport_failure};
+
+mod rollback;
 use super::rules::{is_downgrade, kickstart_to_install, post_check, reason_for, target_version};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
     file_name, read_facts, wait_back,
 };
 use crate::inventory::Facts;
+pub use rollback::resume_rollback;
 
 #[derive(Debug, Clone)]
 pub struct UpgradeOptions {
@@ -52,6 +55,9 @@ pub struct UpgradeOptions {
     /// Install an image older than the running one. Off, a device whose running version
     /// compares later than the target fails with [`FailureReason::Downgrade`], untouched.
     pub allow_downgrade: bool,
+    /// After a failed post-check on the new image, go back to the old one (bundle mode and
+    /// NX-OS): the old image first in the boot variable, save, one more reload.
+    pub rollback: bool,
 }
 
 impl UpgradePlan {
@@ -77,6 +83,7 @@ impl Default for UpgradeOptions {
             post_checks: Vec::new(),
             tftp_blocksize: None,
             allow_downgrade: false,
+            rollback: false,
         }
     }
 }
@@ -115,6 +122,10 @@ pub struct UpgradePlan {
     /// Sources tried in order after `source` when a copy fails for a transport reason
     /// (`transfer.protocol: [https, ftp, tftp]`).
     pub fallback: Vec<CopySource>,
+    /// The image the device ran before, as last known (the inventory's facts): where a
+    /// rollback goes when the device's own `show version` of this run is not at hand (after a
+    /// restart of fleetup).
+    pub previous_image: Option<String>,
     /// The version `show version` must report afterwards, when known; otherwise the running
     /// image file name is compared.
     pub expected_version: Option<String>,
@@ -141,6 +152,12 @@ pub enum Step {
     PostCheck,
     RestoreBoot,
     Cleanup,
+    /// `options.rollback`: the old image first in the boot variable, saved.
+    Rollback,
+    /// The reload back to the old image: recorded before it is sent, never sent twice.
+    RollbackReload,
+    /// Waiting for the device and checking that it runs the old image again.
+    RollbackCheck,
 }
 
 impl Step {
@@ -161,6 +178,9 @@ impl Step {
             Step::PostCheck => "post_check",
             Step::RestoreBoot => "restore_boot",
             Step::Cleanup => "cleanup",
+            Step::Rollback => "rollback",
+            Step::RollbackReload => "rollback_reload",
+            Step::RollbackCheck => "rollback_check",
         }
     }
 
@@ -268,6 +288,8 @@ pub struct UpgradeFailure {
     pub boot_restored: Option<bool>,
     /// Whether the reload was sent: a resumed job must then only wait and check.
     pub reload_sent: bool,
+    /// The device failed on the new image and runs the old one again (`options.rollback`).
+    pub rolled_back: bool,
     /// The host key seen at first contact, for the caller to pin.
     pub host_key: Option<String>,
 }
@@ -332,6 +354,10 @@ pub trait StepGate: Send + Sync {
     async fn may_change_now(&self) -> bool {
         true
     }
+
+    /// What the device ran when the upgrade began (its `show version`), told before any
+    /// change: where a rollback goes back to, even after a restart of the caller.
+    async fn facts_read(&self, _version: &str, _image: Option<&str>) {}
 
     /// Wait until the device may be changed (a maintenance window opens). The driver has
     /// closed its session first: a wait of hours would outlast the device's exec-timeout.
@@ -432,6 +458,7 @@ impl<'a> Run<'a> {
             message,
             boot_restored: None,
             reload_sent: false,
+            rolled_back: false,
             host_key: self.host_key.clone(),
         }
     }
@@ -535,6 +562,10 @@ pub(crate) async fn upgrade_gated(
             before.boot.entries
         ),
     );
+    if let Some(gate) = run.gate {
+        gate.facts_read(&before.version.version, before.version.image.as_deref())
+            .await;
+    }
     let done = |run: &Run, result, after: &DeviceFacts, host_key: String| UpgradeOutcome {
         result,
         before: before.to_facts(),
@@ -678,9 +709,15 @@ pub(crate) async fn upgrade_gated(
         }
     };
     let (mut session, after) = after;
+    let previous = old_image.clone().or_else(|| plan.previous_image.clone());
     let old_files: Vec<String> = old_image.into_iter().chain(old_kickstart).collect();
     if let Err(mut failure) = finish_after_reload(&run, &mut session, &old_files).await {
         failure.reload_sent = true;
+        if rollback::applies(&run, driver, &failure) {
+            return Err(
+                rollback::roll_back(&run, session, failure, &after, previous, &cancel).await,
+            );
+        }
         session.close().await;
         return Err(failure);
     }

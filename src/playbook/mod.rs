@@ -740,6 +740,21 @@ pub(crate) struct Options {
     /// device fails with reason `downgrade`, untouched).
     #[serde(default)]
     pub allow_downgrade: bool,
+    /// What to do with a device whose post-checks fail on the new image.
+    #[serde(default)]
+    pub rollback: Rollback,
+}
+
+/// `options.rollback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Rollback {
+    /// Leave it on the new image, failed.
+    #[default]
+    Never,
+    /// Put it back on the image it ran before (IOS bundle mode and NX-OS: boot variable, save,
+    /// one more reload), and report it `rolled_back`.
+    OnFailure,
 }
 
 impl Default for Options {
@@ -749,6 +764,7 @@ impl Default for Options {
             stage_only: false,
             delete_old_image: false,
             allow_downgrade: false,
+            rollback: Rollback::Never,
         }
     }
 }

@@ -116,6 +116,15 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             None,
             JobOutcome::Aborted,
         ),
+        Err(Ended::RolledBack { reason, message }) => (
+            JobState::RolledBack,
+            None,
+            Some((reason.clone(), message.clone())),
+            EventKind::DeviceRolledBack,
+            message,
+            Some(json!({"reason": reason, "rolled_back": true})),
+            JobOutcome::Failed,
+        ),
         Err(Ended::Failed {
             reason, message, ..
         }) => (
@@ -147,6 +156,11 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
 
 enum Ended {
     Interrupted,
+    /// Failed on the new image and put back on the old one.
+    RolledBack {
+        reason: String,
+        message: String,
+    },
     /// Stopped by a halt at a safe point: back to pending, for a retry.
     Requeued(String),
     Aborted(String),
@@ -297,6 +311,8 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         kickstart,
         source,
         fallback: sources,
+        // What this job saw the device run (kept before any change), else the inventory's.
+        previous_image: job.old_image.clone().or_else(|| device.facts.image.clone()),
         expected_version: image.version.clone(),
         options: UpgradeOptions {
             skip_if_current: pb.options.skip_if_current,
@@ -319,6 +335,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
                 .collect(),
             tftp_blocksize: pb.transfer.tftp_blocksize.as_ref().map(|b| b.value),
             allow_downgrade: pb.options.allow_downgrade,
+            rollback: pb.options.rollback == crate::playbook::Rollback::OnFailure,
         },
         timeouts,
     };
@@ -555,6 +572,17 @@ struct Recorder<'a> {
 
 #[async_trait]
 impl StepGate for Recorder<'_> {
+    async fn facts_read(&self, version: &str, image: Option<&str>) {
+        let ledger = &*self.ctx.ledger;
+        if let Err(e) = ledger
+            .db
+            .set_job_origin(&self.ctx.rollout_id, &self.device, Some(version), image)
+            .await
+        {
+            tracing::warn!(device = %self.device, error = %e, "cannot record the version before");
+        }
+    }
+
     async fn before(&self, step: Step, message: &str) -> Result<(), Stop> {
         self.drain().await;
         let ledger = &*self.ctx.ledger;
@@ -789,7 +817,31 @@ async fn execute(
         }
     };
     let work = async {
-        if job.reload_sent {
+        if job.rollback_sent {
+            ledger
+                .event(
+                    id,
+                    Some(&job.device),
+                    EventKind::Resumed,
+                    Some("rollback_check"),
+                    "the rollback reload was already sent before the restart: waiting for the device and checking the old image, no second rollback reload",
+                    None,
+                )
+                .await;
+            let recorded_at = step_recorded_at(ledger, id, &job.device, |s| {
+                s == Step::RollbackReload.as_str()
+            })
+            .await;
+            Err(device::resume_rollback(
+                target,
+                plan,
+                events_tx.clone(),
+                Some(&recorder),
+                recorded_at,
+                cancel.clone(),
+            )
+            .await)
+        } else if job.reload_sent {
             ledger
                 .event(
                     id,
@@ -876,11 +928,21 @@ async fn execute(
 
 /// When this device's reload was recorded (the start of its `reload` or `install` step).
 async fn reload_recorded_at(ledger: &Ledger, id: &str, device: &str) -> Option<SystemTime> {
+    step_recorded_at(ledger, id, device, super::model::is_reload_step).await
+}
+
+/// When the last step of this device that `is` picks was recorded as started.
+async fn step_recorded_at(
+    ledger: &Ledger,
+    id: &str,
+    device: &str,
+    is: impl Fn(&str) -> bool,
+) -> Option<SystemTime> {
     let events = ledger.db.device_events(id, device).await.ok()?;
-    let sent = events.iter().rev().find(|e| {
-        e.kind == EventKind::StepStarted
-            && e.step.as_deref().is_some_and(super::model::is_reload_step)
-    })?;
+    let sent = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::StepStarted && e.step.as_deref().is_some_and(&is))?;
     let at: jiff::Timestamp = sent.at.parse().ok()?;
     SystemTime::try_from(at).ok()
 }
@@ -903,6 +965,12 @@ async fn classify(ledger: &Ledger, id: &str, f: UpgradeFailure) -> Ended {
             ));
         }
         return Ended::Aborted(f.to_string());
+    }
+    if f.rolled_back {
+        return Ended::RolledBack {
+            reason: f.reason.as_str().to_string(),
+            message: f.summary(),
+        };
     }
     Ended::Failed {
         reason: f.reason.as_str().to_string(),

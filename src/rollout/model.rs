@@ -75,6 +75,9 @@ string_enum!(
         Running => "running",
         Succeeded => "succeeded",
         Failed => "failed",
+        /// Failed on the new image and put back on the old one (`options.rollback`, or the
+        /// IOS-XE installer's auto-abort): counts as a failure.
+        RolledBack => "rolled_back",
         Skipped => "skipped",
         Aborted => "aborted",
     }
@@ -110,6 +113,7 @@ string_enum!(
         StepFailed => "step_failed",
         DeviceSucceeded => "device_succeeded",
         DeviceFailed => "device_failed",
+        DeviceRolledBack => "device_rolled_back",
         DeviceAborted => "device_aborted",
         DeviceRequeued => "device_requeued",
         Held => "held",
@@ -130,6 +134,7 @@ impl EventKind {
             self,
             EventKind::StepFailed
                 | EventKind::DeviceFailed
+                | EventKind::DeviceRolledBack
                 | EventKind::DeviceAborted
                 | EventKind::Halted
                 | EventKind::Aborted
@@ -330,6 +335,9 @@ pub struct DeviceJob<S = JobState> {
     pub error: Option<String>,
     /// Once true, the device is never sent another reload by this rollout.
     pub reload_sent: bool,
+    /// Once true, the device's rollback reload was recorded: it is never sent again.
+    #[serde(default)]
+    pub rollback_sent: bool,
     /// Staged and held for the maintenance window opening then (in the window's zone and UTC).
     pub waits_for_window: Option<String>,
     pub attempts: u32,

@@ -70,7 +70,8 @@ impl Tally {
         for j in jobs {
             match j.state {
                 JobState::Succeeded => t.upgraded += 1,
-                JobState::Failed => t.failed += 1,
+                // A rolled back device failed on the new image: it counts against max_failures.
+                JobState::Failed | JobState::RolledBack => t.failed += 1,
                 JobState::Skipped => t.skipped += 1,
                 JobState::Aborted => t.aborted += 1,
                 JobState::Pending | JobState::Running => t.remaining += 1,

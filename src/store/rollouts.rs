@@ -61,6 +61,7 @@ fn row_to_job(r: &SqliteRow) -> Result<DeviceJob, StoreError> {
         new_version: r.try_get("new_version")?,
         error: r.try_get("error")?,
         reload_sent: r.try_get::<i64, _>("reload_sent")? != 0,
+        rollback_sent: r.try_get::<i64, _>("rollback_sent")? != 0,
         waits_for_window: r.try_get("waits_for_window")?,
         attempts: r.try_get::<i64, _>("attempts")? as u32,
         started_at: r.try_get("started_at")?,
@@ -389,15 +390,18 @@ impl Db {
         let mut tx = self.begin().await?;
         if let Some(state) = state {
             let reload_sent = is_reload_step(step);
+            let rollback_sent = step == crate::device::Step::RollbackReload.as_str();
             sqlx::query(
                 "UPDATE rollout_devices SET state = ?, step = ?, step_state = ?, \
                  waits_for_window = NULL, reload_sent = reload_sent OR ?, \
+                 rollback_sent = rollback_sent OR ?, \
                  started_at = coalesce(started_at, ?) WHERE rollout_id = ? AND device = ?",
             )
             .bind(JobState::Running.as_str())
             .bind(step)
             .bind(state.as_str())
             .bind(reload_sent)
+            .bind(rollback_sent)
             .bind(now_text())
             .bind(rollout_id)
             .bind(device)
@@ -688,13 +692,14 @@ impl Db {
         let done = sqlx::query(&format!(
             "UPDATE rollout_devices SET {BACK_IN_LINE}, \
              reload_sent = CASE WHEN failure_reason = ? THEN reload_sent ELSE 0 END \
-             WHERE rollout_id = ? AND state IN (?, ?)"
+             WHERE rollout_id = ? AND state IN (?, ?, ?)"
         ))
         .bind(JobState::Pending.as_str())
         .bind(crate::device::FailureReason::NeverCameBack.as_str())
         .bind(rollout_id)
         .bind(JobState::Failed.as_str())
         .bind(JobState::Aborted.as_str())
+        .bind(JobState::RolledBack.as_str())
         .execute(&mut *tx)
         .await?;
         if let Some(state) = state {
@@ -844,4 +849,4 @@ async fn insert_event<'c>(
 
 /// A device back in line (bind the pending state first): nothing left of its earlier attempt.
 const BACK_IN_LINE: &str = "state = ?, error = NULL, failure_reason = NULL, finished_at = NULL, \
-     step = NULL, step_state = NULL, reload_sent = 0, waits_for_window = NULL";
+     step = NULL, step_state = NULL, reload_sent = 0, rollback_sent = 0, waits_for_window = NULL";

@@ -286,6 +286,7 @@ impl Rig {
             kickstart: None,
             source: self.source.clone(),
             fallback: Vec::new(),
+            previous_image: None,
             expected_version: None,
             options: UpgradeOptions::default(),
             timeouts: timeouts(),

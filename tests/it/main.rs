@@ -17,6 +17,7 @@ mod http;
 mod image_http;
 mod image_ssh;
 mod lab;
+mod rollback;
 mod rollout;
 mod safety;
 mod samples;

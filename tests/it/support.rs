@@ -751,15 +751,29 @@ impl Rig {
         body["transfers"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Every event of a rollout, read from the in-process service's database.
+    /// Every event of a rollout: from the in-process service's database, or from a serve
+    /// process's `GET /rollouts/{id}/activity`.
     pub async fn events(&self, id: &str) -> Vec<Value> {
-        let db = &self.app().service.state.db;
-        db.events_after(id, 0, 100_000)
+        if let RigService::InProcess(app) = &self.service {
+            return app
+                .service
+                .state
+                .db
+                .events_after(id, 0, 100_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| serde_json::to_value(e).unwrap())
+                .collect();
+        }
+        let r = self
+            .get(&format!("/api/v1/rollouts/{id}/activity"))
+            .send()
             .await
-            .unwrap()
-            .into_iter()
-            .map(|e| serde_json::to_value(e).unwrap())
-            .collect()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        body["events"].as_array().cloned().unwrap_or_default()
     }
 
     /// `POST /api/v1/rollouts/{id}/{verb}` (pause, resume, abort, retry): the status.

@@ -96,7 +96,7 @@ export function relTime(iso) {
 
 const STATE_TONE = {
   scheduled: 'idle', running: 'run', paused: 'warn', halted: 'bad', completed: 'ok', failed: 'bad', aborted: 'warn',
-  pending: 'idle', succeeded: 'ok', skipped: 'idle',
+  pending: 'idle', succeeded: 'ok', skipped: 'idle', rolled_back: 'bad',
   current: 'ok', outdated: 'warn', unknown: 'idle', upgrading: 'run',
 };
 export function badge(state, label = state) {
@@ -120,6 +120,7 @@ export function progressText(p) {
   const bits = [`${done} of ${p.total || 0} done`];
   if (p.running) bits.push(`${p.running} running`);
   if (p.failed) bits.push(`${p.failed} failed`);
+  if (p.rolled_back) bits.push(`${p.rolled_back} rolled back`);
   if (p.aborted) bits.push(`${p.aborted} aborted`);
   return bits.join(', ');
 }
