@@ -71,6 +71,125 @@ pub(crate) fn show_switch(text: &str) -> Result<Vec<StackMember>, ParseError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// show version's member table, and what a stack must look like before and after
+// ---------------------------------------------------------------------------------------------
+
+/// A row of the member table at the end of `show version` on a Catalyst stack (also printed by
+/// a lone switch, with one row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberVersion {
+    pub number: u32,
+    pub model: String,
+    /// `17.06.01`, `15.2(2)E7`, `03.06.07E`.
+    pub version: String,
+    /// `CAT9K_IOSXE`, `C2960X-UNIVERSALK9-M`.
+    pub image: String,
+    /// `INSTALL` or `BUNDLE` where printed (IOS-XE).
+    pub mode: Option<String>,
+    /// The `*` row: the member this session is on.
+    pub this_member: bool,
+}
+
+// `*    1 52    C9300-48P          17.03.04          CAT9K_IOSXE           INSTALL`
+static MEMBER_VERSION_ROW: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"^\s*(\*)?\s*(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+(INSTALL|BUNDLE))?\s*$")
+});
+
+/// The member table of `show version` (`Switch Ports Model SW Version SW Image [Mode]`);
+/// empty when the output has none (routers, NX-OS).
+pub(crate) fn show_version_members(text: &str) -> Vec<MemberVersion> {
+    let mut lines = text.lines();
+    if !lines.any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.starts_with(&["Switch", "Ports", "Model", "SW", "Version"])
+    }) {
+        return Vec::new();
+    }
+    lines
+        .skip_while(|l| l.trim().starts_with("------"))
+        .map_while(|l| MEMBER_VERSION_ROW.captures(l))
+        .filter_map(|c| {
+            Some(MemberVersion {
+                number: c[2].parse().ok()?,
+                model: c[4].to_string(),
+                version: c[5].to_string(),
+                image: c[6].to_string(),
+                mode: c.get(7).map(|m| m.as_str().to_string()),
+                this_member: c.get(1).is_some(),
+            })
+        })
+        .collect()
+}
+
+/// Whether two versions are one: `17.9.4` and `17.09.04` are.
+fn same_version(a: &str, b: &str) -> bool {
+    a == b || super::version::compare(a, b) == Some(std::cmp::Ordering::Equal)
+}
+
+/// A stack may be changed only when every member is Ready and all run one version.
+pub(crate) fn stack_ready(
+    members: &[StackMember],
+    versions: &[MemberVersion],
+) -> Result<(), String> {
+    let not_ready: Vec<String> = members
+        .iter()
+        .filter(|m| !m.is_ready())
+        .map(|m| format!("member {} is {}", m.number, m.state))
+        .collect();
+    if !not_ready.is_empty() {
+        return Err(format!(
+            "the stack is not whole: {}; every member must be Ready before an upgrade",
+            not_ready.join(", ")
+        ));
+    }
+    if let Some(first) = versions.first() {
+        let odd: Vec<String> = versions
+            .iter()
+            .filter(|v| !same_version(&v.version, &first.version))
+            .map(|v| format!("member {} runs {}", v.number, v.version))
+            .collect();
+        if !odd.is_empty() {
+            return Err(format!(
+                "the stack's members run different versions ({}; member {} runs {}): bring them to one version first",
+                odd.join(", "),
+                first.number,
+                first.version
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After the reload: the members that were there before are back, every one Ready and on
+/// `target`. The message names each member that is not.
+pub(crate) fn stack_back(
+    before: &[u32],
+    members: &[StackMember],
+    versions: &[MemberVersion],
+    target: &str,
+) -> Result<(), String> {
+    let mut wrong = Vec::new();
+    for n in before {
+        match members.iter().find(|m| m.number == *n) {
+            None => wrong.push(format!("member {n} did not rejoin the stack")),
+            Some(m) if !m.is_ready() => wrong.push(format!("member {n} is {}", m.state)),
+            Some(_) => {}
+        }
+        match versions.iter().find(|v| v.number == *n) {
+            Some(v) if !same_version(&v.version, target) => {
+                wrong.push(format!("member {n} runs {}, not {target}", v.version))
+            }
+            _ => {}
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("; "))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // show redundancy (IOS-XE), show redundancy status (NX-OS)
 // ---------------------------------------------------------------------------------------------
 
@@ -400,6 +519,130 @@ fn module_at(modules: &mut [Module], slot: u32, chassis: Option<u32>) -> Option<
         .iter_mut()
         .rev()
         .find(|m| m.slot == slot && m.chassis == chassis)
+}
+
+#[cfg(test)]
+mod stack_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/cisco")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn the_member_table_of_show_version_in_real_captures() {
+        let rows = |f: &str| {
+            show_version_members(&fixture(f))
+                .into_iter()
+                .map(|m| (m.number, m.version, m.this_member))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rows("iosxe_ShowVersion_golden_output_c9300.txt"),
+            vec![(1, "17.06.01".to_string(), true)]
+        );
+        assert_eq!(
+            rows("iosxe_ShowVersion_golden_output_4.txt"),
+            vec![
+                (1, "15.2(2)E7".to_string(), false),
+                (2, "15.2(2)E7".to_string(), true)
+            ]
+        );
+        assert_eq!(rows("iosxe_ShowVersion_golden_output_c3850.txt").len(), 5);
+        assert_eq!(
+            rows("iosxe_ShowVersion_golden_output_3.txt"),
+            vec![
+                (1, "03.06.07E".to_string(), false),
+                (2, "03.06.07E".to_string(), true)
+            ]
+        );
+        let svl = show_version_members(&fixture("ntc_cisco_ios_show_version4.raw"));
+        assert_eq!(svl.len(), 2);
+        assert_eq!(svl[1].model, "C9500-40X");
+        assert_eq!(svl[1].mode.as_deref(), Some("INSTALL"));
+        let c2960g = show_version_members(&fixture("napalm_show_version_normal.txt"));
+        assert_eq!(c2960g.len(), 1);
+        assert_eq!(c2960g[0].image, "C2960-LANBASEK9-M");
+        // A router prints no member table.
+        assert!(
+            show_version_members(&fixture("iosxe_ShowVersion_golden_output_isr4k.txt")).is_empty()
+        );
+    }
+
+    fn member(number: u32, state: &str) -> StackMember {
+        StackMember {
+            number,
+            role: if number == 1 { "Active" } else { "Member" }.into(),
+            mac: "0000.0000.0000".into(),
+            priority: 1,
+            hw_version: Some("V01".into()),
+            state: state.into(),
+            this_member: number == 1,
+        }
+    }
+
+    fn version(number: u32, v: &str) -> MemberVersion {
+        MemberVersion {
+            number,
+            model: "C9300-48P".into(),
+            version: v.into(),
+            image: "CAT9K_IOSXE".into(),
+            mode: Some("INSTALL".into()),
+            this_member: number == 1,
+        }
+    }
+
+    #[test]
+    fn a_stack_is_changed_only_whole_and_on_one_version_and_must_come_back_so() {
+        let ready = [member(1, "Ready"), member(2, "Ready"), member(3, "Ready")];
+        let on = |v: &str| [version(1, v), version(2, v), version(3, v)];
+        assert!(stack_ready(&ready, &on("17.06.01")).is_ok());
+        let e = stack_ready(
+            &[member(1, "Ready"), member(2, "Provisioned")],
+            &on("17.06.01"),
+        )
+        .unwrap_err();
+        assert!(e.contains("member 2 is Provisioned"), "{e}");
+        let e = stack_ready(
+            &ready,
+            &[
+                version(1, "17.06.01"),
+                version(2, "17.06.01"),
+                version(3, "17.03.04"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("member 3 runs 17.03.04"), "{e}");
+        // 17.9.4 and 17.09.04 are one version.
+        assert!(stack_ready(&ready, &[version(1, "17.9.4"), version(2, "17.09.04")]).is_ok());
+
+        let before = [1, 2, 3];
+        assert!(stack_back(&before, &ready, &on("17.09.04"), "17.9.4").is_ok());
+        let e = stack_back(&before, &ready[..2], &on("17.09.04")[..2], "17.09.04").unwrap_err();
+        assert_eq!(e, "member 3 did not rejoin the stack");
+        let e = stack_back(
+            &before,
+            &[
+                member(1, "Ready"),
+                member(2, "Ready"),
+                member(3, "V-Mismatch"),
+            ],
+            &[
+                version(1, "17.09.04"),
+                version(2, "17.09.04"),
+                version(3, "17.06.01"),
+            ],
+            "17.09.04",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "member 3 is V-Mismatch; member 3 runs 17.06.01, not 17.09.04"
+        );
+    }
 }
 
 #[cfg(test)]
