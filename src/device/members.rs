@@ -338,6 +338,40 @@ pub(crate) fn show_redundancy(text: &str) -> Result<Redundancy, ParseError> {
     Ok(out)
 }
 
+/// A chassis with two supervisors may be changed, and counts as done afterwards, only with an
+/// active one and a standby ready to take over (`STANDBY HOT`, NX-OS `HA standby`), on
+/// `version` when one is given (the standby's, where the output tells it).
+pub(crate) fn supervisors_ready(red: &Redundancy, version: Option<&str>) -> Result<(), String> {
+    if red.active().is_none() {
+        return Err("no supervisor is ACTIVE".into());
+    }
+    let Some(standby) = red.standby() else {
+        return Err("the standby supervisor is missing".into());
+    };
+    if !standby.is_hot_standby() {
+        return Err(format!(
+            "the standby supervisor{} is {}, not STANDBY HOT",
+            standby
+                .location
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default(),
+            standby
+                .state
+                .as_deref()
+                .or(standby.supervisor_state.as_deref())
+                .unwrap_or("in an unknown state")
+        ));
+    }
+    if let (Some(want), Some(runs)) = (version, standby.version.as_deref())
+        && !runs.contains(want)
+        && !same_version(runs, want)
+    {
+        return Err(format!("the standby supervisor runs {runs}, not {want}"));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // show module
 // ---------------------------------------------------------------------------------------------
@@ -641,6 +675,49 @@ mod stack_tests {
         assert_eq!(
             e,
             "member 3 is V-Mismatch; member 3 runs 17.06.01, not 17.09.04"
+        );
+    }
+}
+
+#[cfg(test)]
+mod supervisor_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/cisco")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn dual_supervisors_in_real_captures_are_ready_or_say_why_not() {
+        for f in [
+            "iosxe_ShowRedundancy_golden_output_c9400.txt",
+            "iosxe_ShowRedundancy_golden_output_asr1k.txt",
+            "nxos_show_platform_ShowRedundancyStatus_n7k.txt",
+        ] {
+            let red = show_redundancy(&fixture(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let r = supervisors_ready(&red, None);
+            assert!(r.is_ok(), "{f}: {r:?} {red:#?}");
+        }
+        let mut red =
+            show_redundancy(&fixture("iosxe_ShowRedundancy_golden_output_c9400.txt")).unwrap();
+        let standby = red
+            .supervisors
+            .iter_mut()
+            .find(|s| s.role() == Some(Role::Standby))
+            .unwrap();
+        standby.state = Some("STANDBY COLD".into());
+        let e = supervisors_ready(&red, None).unwrap_err();
+        assert!(
+            e.contains("STANDBY COLD") && e.contains("not STANDBY HOT"),
+            "{e}"
+        );
+        red.supervisors.retain(|s| s.role() != Some(Role::Standby));
+        assert_eq!(
+            supervisors_ready(&red, None).unwrap_err(),
+            "the standby supervisor is missing"
         );
     }
 }
