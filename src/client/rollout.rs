@@ -117,12 +117,17 @@ pub fn show_text(r: &Rollout) -> String {
     }
     let _ = write!(
         out,
-        "\n  started  {}\n  finished {}\n  devices  {} upgraded, {} current, {} failed, {} aborted, {} to go, of {}\n",
+        "\n  started  {}\n  finished {}\n  devices  {} upgraded, {} current, {} failed{}, {} aborted, {} to go, of {}\n",
         time_of(rec.started_at.as_deref()),
         time_of(rec.finished_at.as_deref()),
         p.succeeded,
         p.skipped,
         p.failed,
+        if p.rolled_back > 0 {
+            format!(" ({} rolled back)", p.rolled_back)
+        } else {
+            String::new()
+        },
         p.aborted,
         p.pending + p.running,
         p.total
