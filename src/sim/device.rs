@@ -494,7 +494,10 @@ impl Device {
 
     /// The active member's number or slot, on a stack or dual-supervisor device.
     pub(super) fn active_slot(&self) -> Option<u32> {
-        self.persona.members.as_ref().and_then(|m| m.slots.first().copied())
+        self.persona
+            .members
+            .as_ref()
+            .and_then(|m| m.slots.first().copied())
     }
 
     /// The file system a path names: `None` for the device's own flash (also `flash1:` or
@@ -523,8 +526,9 @@ impl Device {
                 let member = (self.separate_flash() && Some(n) != self.active_slot()).then_some(n);
                 Some((member, fs.to_string(), rest))
             }
-            MembersKind::Supervisors => (lower == format!("stby-{own}"))
-                .then(|| (None, fs.to_string(), rest)),
+            MembersKind::Supervisors => {
+                (lower == format!("stby-{own}")).then(|| (None, fs.to_string(), rest))
+            }
         }
     }
 
@@ -739,25 +743,25 @@ impl Device {
                     (version.to_string(), image.to_string())
                 };
                 let stack = spec.kind == MembersKind::Stack;
-                let condition = if stack && Some(n) == target && self.has_fault(Fault::StackMemberLost)
-                {
-                    v = old_version;
-                    img = old_image;
-                    Condition::Removed
-                } else if stack
-                    && Some(n) == target
-                    && self.has_fault(Fault::StackMemberVersionMismatch)
-                {
-                    v = old_version;
-                    img = old_image;
-                    Condition::VersionMismatch
-                } else if !stack && self.has_fault(Fault::StandbyNotHot) {
-                    Condition::NotHot
-                } else if v != version {
-                    Condition::VersionMismatch
-                } else {
-                    Condition::Ready
-                };
+                let condition =
+                    if stack && Some(n) == target && self.has_fault(Fault::StackMemberLost) {
+                        v = old_version;
+                        img = old_image;
+                        Condition::Removed
+                    } else if stack
+                        && Some(n) == target
+                        && self.has_fault(Fault::StackMemberVersionMismatch)
+                    {
+                        v = old_version;
+                        img = old_image;
+                        Condition::VersionMismatch
+                    } else if !stack && self.has_fault(Fault::StandbyNotHot) {
+                        Condition::NotHot
+                    } else if v != version {
+                        Condition::VersionMismatch
+                    } else {
+                        Condition::Ready
+                    };
                 MemberBits {
                     number: n,
                     version: v,
@@ -1061,7 +1065,10 @@ impl Device {
         v.insert("version_plain", install::plain_version(&s.version));
         v.insert("train", install::train(&s.version).to_string());
         v.insert("members_table", super::members::version_table(self, &s));
-        v.insert("members_sections", super::members::version_sections(self, &s));
+        v.insert(
+            "members_sections",
+            super::members::version_sections(self, &s),
+        );
         v.insert("members_boot", super::members::boot_sections(self, &s));
         v
     }

@@ -26,14 +26,14 @@ pub(super) fn command(dev: &Device, key: &str) -> Option<String> {
     let nxos = dev.persona.platform == crate::inventory::Platform::Nxos;
     match (key, spec.kind, nxos) {
         ("show switch", MembersKind::Stack, _) => Some(show_switch(dev, &members)),
-        ("show redundancy", MembersKind::Supervisors, false) => {
-            Some(show_redundancy(&s, &members))
-        }
+        ("show redundancy", MembersKind::Supervisors, false) => Some(show_redundancy(&s, &members)),
         ("show module", MembersKind::Supervisors, false) => Some(show_module_iosxe(dev, &members)),
         ("show module", MembersKind::Supervisors, true) => Some(show_module_nxos(dev, &members)),
-        ("show system redundancy status" | "show redundancy status", MembersKind::Supervisors, true) => {
-            Some(show_system_redundancy_status(&s, &members))
-        }
+        (
+            "show system redundancy status" | "show redundancy status",
+            MembersKind::Supervisors,
+            true,
+        ) => Some(show_system_redundancy_status(&s, &members)),
         _ => None,
     }
 }
@@ -219,14 +219,24 @@ fn show_redundancy(s: &Persisted, members: &[MemberState]) -> String {
     let mut t = format!(
         "Redundant System Information :\n------------------------------\n       Available system uptime = {up}\nSwitchovers system experienced = 0\n              Standby failures = 0\n        Last switchover reason = none\n\n                 Hardware Mode = Duplex\n    Configured Redundancy Mode = sso\n     Operating Redundancy Mode = {}\n              Maintenance Mode = Disabled\n                Communications = {}\n\n",
         if hot { "sso" } else { "rpr" },
-        if hot { "Up" } else { "Down      Reason: Failure" }
+        if hot {
+            "Up"
+        } else {
+            "Down      Reason: Failure"
+        }
     );
     let register = &s.config_register_now;
     for (i, m) in members.iter().enumerate() {
         let (title, location) = if i == 0 {
-            ("Current Processor Information :\n-------------------------------", "Active Location")
+            (
+                "Current Processor Information :\n-------------------------------",
+                "Active Location",
+            )
         } else {
-            ("Peer Processor Information :\n----------------------------", "Standby Location")
+            (
+                "Peer Processor Information :\n----------------------------",
+                "Standby Location",
+            )
         };
         t.push_str(&format!(
             "{title}\n{location:>30} = slot {}\n        Current Software state = {}\n       Uptime in current state = {up}\n                 Image Version = {}\n                          BOOT = {};\n                   CONFIG_FILE = \n        Configuration register = {register}\n\n",
@@ -273,7 +283,11 @@ fn show_module_iosxe(dev: &Device, members: &[MemberState]) -> String {
         o[2], o[3], o[2], o[3]
     ));
     for m in &slots {
-        let status = if m.state == "STANDBY COLD" { "standby" } else { "ok" };
+        let status = if m.state == "STANDBY COLD" {
+            "standby"
+        } else {
+            "ok"
+        };
         t.push_str(&format!(
             "{:<4}380E.4D{:02X}.{:02X}{:02X} to 380E.4D{:02X}.{:02X}{:02X} 0.3  17.3.1r      {:<18} {status}\n",
             m.number,
@@ -293,7 +307,11 @@ fn show_module_iosxe(dev: &Device, members: &[MemberState]) -> String {
             "STANDBY HOT" => ("Standby", "Standby Hot"),
             _ => ("Standby", "Standby Cold"),
         };
-        let mode = if status == "Standby Cold" { "rpr" } else { "sso" };
+        let mode = if status == "Standby Cold" {
+            "rpr"
+        } else {
+            "sso"
+        };
         t.push_str(&format!(
             "{:<4}{role:<20}{mode:<16}{:<17}{status}\n",
             m.number, "sso"
@@ -333,9 +351,16 @@ fn show_module_nxos(dev: &Device, members: &[MemberState]) -> String {
         ));
     }
     t.push_str("29   0    System Controller                     N9K-SC-A              active\n30   0    System Controller                     N9K-SC-A              standby\n\nMod  Sw                Hw     Slot\n---  ----------------  ------ ----\n");
-    t.push_str(&format!("1    {v:<17} 1.3    LC1\n22   {v:<17} 1.1    FM2\n"));
+    t.push_str(&format!(
+        "1    {v:<17} 1.3    LC1\n22   {v:<17} 1.1    FM2\n"
+    ));
     for (i, m) in slots.iter().enumerate() {
-        t.push_str(&format!("{:<5}{:<17} 1.4    SUP{}\n", m.number, m.version, i + 1));
+        t.push_str(&format!(
+            "{:<5}{:<17} 1.4    SUP{}\n",
+            m.number,
+            m.version,
+            i + 1
+        ));
     }
     t.push_str(&format!(
         "29   {v:<17} 1.4    SC1\n30   {v:<17} 1.4    SC2\n\n\nMod  MAC-Address(es)                         Serial-Num\n---  --------------------------------------  ----------\n"
@@ -442,11 +467,16 @@ mod tests {
         let members = parse::show_switch(&out).unwrap();
         assert_eq!(
             rows(&members),
-            [(1, "Active", "Ready"), (2, "Standby", "Ready"), (3, "Member", "Ready")]
+            [
+                (1, "Active", "Ready"),
+                (2, "Standby", "Ready"),
+                (3, "Member", "Ready")
+            ]
         );
         assert!(members[0].this_member);
-        let v = crate::device::parse::show_version(&dev.render(&dev.persona.templates.show_version))
-            .unwrap();
+        let v =
+            crate::device::parse::show_version(&dev.render(&dev.persona.templates.show_version))
+                .unwrap();
         assert_eq!(v.model.as_deref(), Some("C9300-24P"));
         assert_eq!(v.version, "17.06.05");
 
@@ -454,7 +484,11 @@ mod tests {
         activate(&dev, "cat9k_iosxe.17.09.04a.SPA.bin", "17.09.04a");
         dev.boot();
         let states = dev.member_states(&dev.state());
-        assert!(states.iter().all(|m| m.version == "17.09.04a" && m.state == "Ready"));
+        assert!(
+            states
+                .iter()
+                .all(|m| m.version == "17.09.04a" && m.state == "Ready")
+        );
         let table = version_table(&dev, &dev.state());
         assert_eq!(table.matches("17.09.04a").count(), 3, "{table}");
 
@@ -464,7 +498,11 @@ mod tests {
         let members = parse::show_switch(&command(&dev, "show switch").unwrap()).unwrap();
         assert_eq!(
             rows(&members),
-            [(1, "Active", "Ready"), (2, "Standby", "Ready"), (3, "Member", "V-Mismatch")]
+            [
+                (1, "Active", "Ready"),
+                (2, "Standby", "Ready"),
+                (3, "Member", "V-Mismatch")
+            ]
         );
         let states = dev.member_states(&dev.state());
         assert_eq!(states[2].version, "17.09.04a");
@@ -487,7 +525,10 @@ mod tests {
         // only, so the rows are read here with the IOS-XE name put in.
         assert!(out.contains("*1       Master "), "{out}");
         let members = parse::show_switch(&out.replace("Master", "Active")).unwrap();
-        assert_eq!(rows(&members), [(1, "Active", "Ready"), (2, "Member", "Ready")]);
+        assert_eq!(
+            rows(&members),
+            [(1, "Active", "Ready"), (2, "Member", "Ready")]
+        );
 
         // The new image on member 1 only, the BOOT variable on both: member 2 cannot boot it.
         let new = "c2960x-universalk9-mz.152-7.E8.bin";
@@ -507,7 +548,11 @@ mod tests {
         std::fs::write(dev.path_of(Some(2), new), b"image").unwrap();
         dev.boot();
         let states = dev.member_states(&dev.state());
-        assert!(states.iter().all(|m| m.version == "15.2(7)E8" && m.state == "Ready"));
+        assert!(
+            states
+                .iter()
+                .all(|m| m.version == "15.2(7)E8" && m.state == "Ready")
+        );
         let boot = dev.render(&dev.persona.templates.show_boot);
         assert!(boot.contains("Switch 2\n-------------------\nBOOT path-list      : flash:/c2960x-universalk9-mz.152-7.E8.bin"), "{boot}");
     }
@@ -549,18 +594,24 @@ mod tests {
         let modules = parse::show_module(&command(&dev, "show module").unwrap()).unwrap();
         let sups: Vec<_> = modules.iter().filter(|m| m.is_supervisor()).collect();
         assert_eq!(sups.len(), 2);
-        assert_eq!((sups[0].slot, sups[0].status.as_deref()), (27, Some("active")));
+        assert_eq!(
+            (sups[0].slot, sups[0].status.as_deref()),
+            (27, Some("active"))
+        );
         assert!(sups[0].this_session);
-        assert_eq!((sups[1].slot, sups[1].status.as_deref()), (28, Some("ha-standby")));
+        assert_eq!(
+            (sups[1].slot, sups[1].status.as_deref()),
+            (28, Some("ha-standby"))
+        );
         assert_eq!(sups[1].software.as_deref(), Some("9.3(8)"));
-        let red =
-            parse::show_redundancy(&command(&dev, "show system redundancy status").unwrap())
-                .unwrap();
+        let red = parse::show_redundancy(&command(&dev, "show system redundancy status").unwrap())
+            .unwrap();
         assert_eq!(red.operating_mode.as_deref(), Some("HA"));
         assert!(red.standby().unwrap().is_hot_standby());
         assert_eq!(red.active().unwrap().location.as_deref(), Some("sup-1"));
-        let v = crate::device::parse::show_version(&dev.render(&dev.persona.templates.show_version))
-            .unwrap();
+        let v =
+            crate::device::parse::show_version(&dev.render(&dev.persona.templates.show_version))
+                .unwrap();
         assert_eq!(v.model.as_deref(), Some("N9K-C9508"));
 
         dev.set_fault(Fault::StandbyNotHot);
@@ -568,9 +619,8 @@ mod tests {
         let modules = parse::show_module(&command(&dev, "show module").unwrap()).unwrap();
         let sup = modules.iter().find(|m| m.slot == 28).unwrap();
         assert_eq!(sup.status.as_deref(), Some("powered-up"));
-        let red =
-            parse::show_redundancy(&command(&dev, "show system redundancy status").unwrap())
-                .unwrap();
+        let red = parse::show_redundancy(&command(&dev, "show system redundancy status").unwrap())
+            .unwrap();
         assert!(!red.standby().unwrap().is_hot_standby());
     }
 }

@@ -355,7 +355,8 @@ impl LabConfig {
                 args.boot_time
             )));
         }
-        if !(args.abort_timer_minute.is_finite() && (0.0..=3600.0).contains(&args.abort_timer_minute))
+        if !(args.abort_timer_minute.is_finite()
+            && (0.0..=3600.0).contains(&args.abort_timer_minute))
         {
             return Err(LabError::Config(format!(
                 "--abort-timer-minute {} must be between 0 and 3600 seconds",

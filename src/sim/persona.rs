@@ -15,10 +15,22 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("c9300", include_str!("../../personas/c9300.yaml")),
     ("n9k", include_str!("../../personas/n9k.yaml")),
     ("n7k", include_str!("../../personas/n7k.yaml")),
-    ("c9300-stack", include_str!("../../personas/c9300-stack.yaml")),
-    ("c2960x-stack", include_str!("../../personas/c2960x-stack.yaml")),
-    ("c9400-dual-sup", include_str!("../../personas/c9400-dual-sup.yaml")),
-    ("n9k-dual-sup", include_str!("../../personas/n9k-dual-sup.yaml")),
+    (
+        "c9300-stack",
+        include_str!("../../personas/c9300-stack.yaml"),
+    ),
+    (
+        "c2960x-stack",
+        include_str!("../../personas/c2960x-stack.yaml"),
+    ),
+    (
+        "c9400-dual-sup",
+        include_str!("../../personas/c9400-dual-sup.yaml"),
+    ),
+    (
+        "n9k-dual-sup",
+        include_str!("../../personas/n9k-dual-sup.yaml"),
+    ),
 ];
 
 /// Placeholders a template may use; anything else is refused when the persona is loaded, so a
@@ -299,7 +311,10 @@ impl Persona {
             if m.slots.len() < 2 || m.slots.len() > 9 {
                 return bad("members.slots must list 2 to 9 members".to_string());
             }
-            if m.slots.iter().any(|s| *s == 0 || *s > 64 || !seen.insert(*s)) {
+            if m.slots
+                .iter()
+                .any(|s| *s == 0 || *s > 64 || !seen.insert(*s))
+            {
                 return bad("members.slots must be distinct numbers from 1 to 64".to_string());
             }
             if m.kind == MembersKind::Supervisors && m.slots.len() != 2 {

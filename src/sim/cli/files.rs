@@ -134,9 +134,7 @@ impl<O: Output> Cli<O> {
     }
 
     pub(super) async fn verify(&mut self, path: &str, expected: Option<&str>) -> Result<(), ()> {
-        let file = self
-            .member_file(path)
-            .map(|(m, n)| self.dev.path_of(m, &n));
+        let file = self.member_file(path).map(|(m, n)| self.dev.path_of(m, &n));
         let opened = match file {
             Some(f) => tokio::fs::File::open(f).await.ok(),
             None => None,
@@ -495,8 +493,10 @@ impl<O: Output> Cli<O> {
         let limit = flash.free + existing;
         // Each copy writes its own temporary file: a copy left running by a session that went
         // away must never touch the file of the copy that replaced it.
-        let partial =
-            Partial(dev.path_of(member, &format!(".{name}.{:08x}.partial", rand::random::<u32>())));
+        let partial = Partial(dev.path_of(
+            member,
+            &format!(".{name}.{:08x}.partial", rand::random::<u32>()),
+        ));
         let file = match tokio::fs::File::create(&partial.0).await {
             Ok(f) => f,
             Err(_) => {

@@ -90,10 +90,9 @@ impl<O: Output> Cli<O> {
     /// (`[1] Add package(s) on switch 1`; `[R0]` on a chassis with route processors).
     fn install_step(&self, verb: &str, what: &str, done: &str) -> String {
         let units: Vec<(String, String)> = match &self.dev.persona.members {
-            Some(m) if m.kind == crate::sim::persona::MembersKind::Supervisors => vec![
-                ("R0".into(), "R0".into()),
-                ("R1".into(), "R1".into()),
-            ],
+            Some(m) if m.kind == crate::sim::persona::MembersKind::Supervisors => {
+                vec![("R0".into(), "R0".into()), ("R1".into(), "R1".into())]
+            }
             Some(m) => m
                 .slots
                 .iter()
@@ -263,11 +262,7 @@ impl<O: Output> Cli<O> {
         }
         let mut text = self.install_step("Activate", "package(s)", "Finished Activate");
         if commit {
-            text.push_str(&self.install_step(
-                "Commit",
-                "package(s)",
-                "Finished Commit operation",
-            ));
+            text.push_str(&self.install_step("Commit", "package(s)", "Finished Commit operation"));
         }
         text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
         self.activate_and_reload(&name, &version, &text, commit, None)
@@ -289,7 +284,10 @@ impl<O: Output> Cli<O> {
         let old_version = self.dev.state().version;
         if let Err(e) = crate::sim::install::write_packages_conf(&flash_dir, name, version) {
             return self
-                .install_failed("install_activate", &format!("cannot write packages.conf: {e}"))
+                .install_failed(
+                    "install_activate",
+                    &format!("cannot write packages.conf: {e}"),
+                )
                 .await;
         }
         let minute = self.lab.abort_timer_minute;
@@ -345,7 +343,10 @@ impl<O: Output> Cli<O> {
             self.write(&format!("{op}: START {}\r\n", install_date()))
                 .await?;
             return self
-                .install_failed(op, "No added package to activate; run install add file first")
+                .install_failed(
+                    op,
+                    "No added package to activate; run install add file first",
+                )
                 .await;
         };
         if s.running != s.startup && quiet {
@@ -415,9 +416,9 @@ impl<O: Output> Cli<O> {
     /// `install abort [prompt-level none]`: back to the committed set, by a reload.
     pub(super) async fn install_abort(&mut self, rest: &[String]) -> Result<Flow, ()> {
         let op = "install_abort";
-        let quiet = rest
-            .windows(2)
-            .any(|w| w[0].eq_ignore_ascii_case("prompt-level") && w[1].eq_ignore_ascii_case("none"));
+        let quiet = rest.windows(2).any(|w| {
+            w[0].eq_ignore_ascii_case("prompt-level") && w[1].eq_ignore_ascii_case("none")
+        });
         self.write(&format!("{op}: START {}\r\n", install_date()))
             .await?;
         let s = self.dev.state();
@@ -451,7 +452,9 @@ impl<O: Output> Cli<O> {
         }
         let text = self.install_step("Abort", "package(s)", "Finished Abort");
         if !self.dev.roll_back_install() {
-            return self.install_failed(op, "cannot restore packages.conf").await;
+            return self
+                .install_failed(op, "cannot restore packages.conf")
+                .await;
         }
         self.write(&format!(
             "{op}: Abort type PACKAGE subtype NONE smu_type NONE\r\n{text}SUCCESS: {op} {}\r\n\r\nChassis 1 reloading, reason - Reload command\r\n",
