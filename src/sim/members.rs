@@ -26,6 +26,24 @@ pub(super) fn command(dev: &Device, key: &str) -> Option<String> {
     let nxos = dev.persona.platform == crate::inventory::Platform::Nxos;
     match (key, spec.kind, nxos) {
         ("show switch", MembersKind::Stack, _) => Some(show_switch(dev, &members)),
+        // A Catalyst 9300 stack: the standby switch is the peer processor.
+        ("show redundancy", MembersKind::Stack, false) if dev.persona.install_mode => {
+            let pair: Vec<MemberState> = members
+                .iter()
+                .filter(|m| m.role == "Active" || m.role == "Standby")
+                .map(|m| MemberState {
+                    state: match m.role.as_str() {
+                        "Active" => "ACTIVE".into(),
+                        _ => "STANDBY HOT".into(),
+                    },
+                    ..m.clone()
+                })
+                .collect();
+            Some(show_redundancy(&s, &pair))
+        }
+        ("show module", MembersKind::Stack, false) if dev.persona.install_mode => {
+            Some(show_module_stack(dev, &members))
+        }
         ("show redundancy", MembersKind::Supervisors, false) => Some(show_redundancy(&s, &members)),
         ("show module", MembersKind::Supervisors, false) => Some(show_module_iosxe(dev, &members)),
         ("show module", MembersKind::Supervisors, true) => Some(show_module_nxos(dev, &members)),
@@ -200,6 +218,26 @@ pub(super) fn boot_sections(dev: &Device, s: &Persisted) -> String {
     t
 }
 
+/// IOS-XE `show module` of a stack, one row per member in the stack: genieparser
+/// iosxe/ShowModule golden_output_c3850.
+fn show_module_stack(dev: &Device, members: &[MemberState]) -> String {
+    let ports = dev.persona.members.as_ref().map_or(0, |m| m.ports);
+    let mut t = String::from(
+        "Switch  Ports    Model                Serial No.   MAC address     Hw Ver.       Sw Ver. \n------  -----   ---------             -----------  --------------  -------       --------\n",
+    );
+    for m in members.iter().filter(|m| m.state != "Removed") {
+        t.push_str(&format!(
+            " {:<7} {ports:<6} {:<20} {:<12} {}  V02           {}\n",
+            m.number,
+            dev.persona.model,
+            member_serial(dev, m.number),
+            member_mac(dev, m.number),
+            plain_version(&m.version)
+        ));
+    }
+    t
+}
+
 /// The `Image Version` line of a Catalyst 9000 at `version`.
 fn image_version(version: &str) -> String {
     format!(
@@ -227,6 +265,7 @@ fn show_redundancy(s: &Persisted, members: &[MemberState]) -> String {
     );
     let register = &s.config_register_now;
     for (i, m) in members.iter().enumerate() {
+        // A stack's processors are its switches; a chassis' are its supervisor slots.
         let (title, location) = if i == 0 {
             (
                 "Current Processor Information :\n-------------------------------",

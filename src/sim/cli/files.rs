@@ -92,8 +92,14 @@ impl<O: Output> Cli<O> {
     }
 
     pub(super) async fn delete(&mut self, path: &str, force: bool) -> Result<(), ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let Some(mut name) = self.flash_name(path) else {
+        let Some((member, fs, _)) = self.dev.resolve_fs(path) else {
+            return self
+                .write(&format!(
+                    "%Error deleting {path} (No such file or directory)\r\n"
+                ))
+                .await;
+        };
+        let Some((_, mut name)) = self.member_file(path) else {
             return self
                 .write(&format!(
                     "%Error deleting {path} (No such file or directory)\r\n"
@@ -118,10 +124,16 @@ impl<O: Output> Cli<O> {
                 return Ok(());
             }
         }
-        let file = self.dev.flash_path(&name);
+        // A typed answer names a file of this flash only, never a path out of it.
+        let file = match crate::images::validate_file_name(&name) {
+            Ok(_) => self.dev.path_of(member, &name),
+            Err(_) => self.dev.path_of(member, ".no-such-file"),
+        };
         match tokio::fs::remove_file(&file).await {
             Ok(()) => {
-                self.dev.mark_corrupt(&name, false);
+                if member.is_none() {
+                    self.dev.mark_corrupt(&name, false);
+                }
                 Ok(())
             }
             Err(_) => {
