@@ -24,7 +24,7 @@ mod driver;
 mod error;
 // Read by the stack and dual-supervisor upgrade to come; until then only its tests use it.
 #[cfg(test)]
-mod members;
+pub(crate) mod members;
 pub(crate) mod parse;
 mod restart;
 mod rules;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
-use super::persona::{self, Persona};
+use super::persona::{self, MembersKind, Persona};
 use super::{Fault, install};
 
 /// How many commands the admin API shows per device.
@@ -77,6 +77,54 @@ pub(super) struct Persisted {
     /// Ports whose link did not come back after the last boot (`link-down-after-reload`).
     #[serde(default)]
     pub links_down: BTreeSet<String>,
+    /// Stack members or the standby supervisor, all but the active unit (whose state is the
+    /// device's own), in the persona's order.
+    #[serde(default)]
+    pub members: Vec<MemberBits>,
+    /// IOS-XE install mode: what was added, activated and not yet committed.
+    #[serde(default)]
+    pub install: InstallBits,
+}
+
+/// A stack member or a standby supervisor, as it booted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct MemberBits {
+    /// The stack member number or the supervisor's slot.
+    pub number: u32,
+    pub version: String,
+    pub booted_image: String,
+    /// Its own BOOT variable: a classic IOS stack member has one each (`boot system switch
+    /// all|N`); members sharing the active's flash follow the active's.
+    pub boot_variable: Vec<String>,
+    pub condition: Condition,
+}
+
+/// How a member or standby came back from the last boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Condition {
+    /// In the stack, on the stack's version; a standby supervisor in hot standby.
+    Ready,
+    /// Was in the stack and did not rejoin (`stack-member-lost`).
+    Removed,
+    /// Joined on another version than the active's.
+    VersionMismatch,
+    /// A standby supervisor that did not reach hot standby (`standby-not-hot`).
+    NotHot,
+}
+
+/// IOS-XE install mode state between `install add`, `install activate` and `install commit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct InstallBits {
+    /// `install add file X` without `activate`: the image file and its version.
+    #[serde(default)]
+    pub added: Option<(String, String)>,
+    /// Activated and not committed: the `packages.conf` to go back to and its version.
+    #[serde(default)]
+    pub rollback: Option<(String, String)>,
+    /// When the auto-abort timer expires (Unix milliseconds), while it runs.
+    #[serde(default)]
+    pub abort_at_ms: Option<i64>,
 }
 
 /// Whether the device answers.
@@ -103,6 +151,23 @@ pub struct FlashInfo {
     pub size: u64,
     pub free: u64,
     pub files: Vec<FlashFile>,
+}
+
+/// A stack member or supervisor as the admin API and tests see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemberState {
+    /// Stack member number or supervisor slot.
+    pub number: u32,
+    /// `Active`, `Standby`, `Member`.
+    pub role: String,
+    /// As the device prints it: `Ready`, `Removed`, `V-Mismatch` (`show switch`); `ACTIVE`,
+    /// `STANDBY HOT`, `STANDBY COLD` (IOS-XE `show redundancy`); `active`, `ha-standby`,
+    /// `powered-up` (NX-OS `show module`).
+    pub state: String,
+    pub version: String,
+    pub running_image: String,
+    /// The BOOT variable this member boots from next.
+    pub boot_variable: Vec<String>,
 }
 
 /// A device's state as the admin API and tests see it.
@@ -138,6 +203,14 @@ pub struct DeviceState {
     /// When the device last began to answer SSH again (RFC 3339, UTC): its start, or the end
     /// of its last reload. `bench/rollout.sh` measures how long fleetup takes to notice.
     pub up_since: Option<String>,
+    /// Stack members or supervisors, the active first; empty on a single unit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberState>,
+    /// IOS-XE install mode: an activation not yet committed (`install commit` or `install
+    /// abort` ends it).
+    pub install_uncommitted: bool,
+    /// The `install activate auto-abort-timer` timer runs.
+    pub abort_timer_running: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +243,8 @@ pub(super) struct Device {
     pub reload_requested: Notify,
     /// Wakes a device that waits for a fault to be cleared.
     pub faults_changed: Notify,
+    /// Wakes the auto-abort timer: an activation, commit or abort changed it.
+    pub install_changed: Notify,
     pub power: watch::Sender<Power>,
     /// When the device last began to answer SSH (lab start or the end of a reload).
     up_since: Mutex<Option<jiff::Timestamp>>,
@@ -281,8 +356,37 @@ impl Device {
                 last_reload_reason: None,
                 corrupt_files: BTreeSet::new(),
                 links_down: BTreeSet::new(),
+                members: Vec::new(),
+                install: InstallBits::default(),
             }
         };
+        let mut state = state;
+        if let Some(spec) = &persona.members
+            && state.members.is_empty()
+        {
+            let separate = spec.kind == MembersKind::Stack && !persona.install_mode;
+            for &n in &spec.slots[1..] {
+                if separate {
+                    // A classic IOS stack member has its own flash with the same image.
+                    let dir = dir.join(format!("flash{n}"));
+                    std::fs::create_dir_all(&dir).map_err(io_err(name, &dir))?;
+                    let image = &persona.initial_image;
+                    let path = dir.join(image);
+                    if !path.exists() {
+                        let f = std::fs::File::create(&path).map_err(io_err(name, &path))?;
+                        f.set_len(persona.initial_image_size)
+                            .map_err(io_err(name, &path))?;
+                    }
+                }
+                state.members.push(MemberBits {
+                    number: n,
+                    version: state.version.clone(),
+                    booted_image: state.booted_image.clone(),
+                    boot_variable: state.boot_variable.clone(),
+                    condition: Condition::Ready,
+                });
+            }
+        }
         let (power, _) = watch::channel(Power::Up);
         let device = Device {
             name: name.to_string(),
@@ -298,6 +402,7 @@ impl Device {
             }),
             reload_requested: Notify::new(),
             faults_changed: Notify::new(),
+            install_changed: Notify::new(),
             power,
             up_since: Mutex::new(Some(jiff::Timestamp::now())),
         };
@@ -379,6 +484,67 @@ impl Device {
         }
     }
 
+    /// A classic IOS stack: each member has a flash of its own (`flash1:`, `flash2:`).
+    pub(super) fn separate_flash(&self) -> bool {
+        self.persona
+            .members
+            .as_ref()
+            .is_some_and(|m| m.kind == MembersKind::Stack && !self.persona.install_mode)
+    }
+
+    /// The active member's number or slot, on a stack or dual-supervisor device.
+    pub(super) fn active_slot(&self) -> Option<u32> {
+        self.persona
+            .members
+            .as_ref()
+            .and_then(|m| m.slots.first().copied())
+    }
+
+    /// The file system a path names: `None` for the device's own flash (also `flash1:` or
+    /// `flash-1:` of the active member, `flash-N:` of an install-mode stack member, and
+    /// `stby-bootflash:`, which hold the same files), `Some(N)` for member N's own flash on a
+    /// classic IOS stack. With the name as typed and the rest of the path.
+    pub(super) fn resolve_fs<'a>(&self, path: &'a str) -> Option<(Option<u32>, String, &'a str)> {
+        let (fs, rest) = path.split_once(':')?;
+        let own = &self.persona.filesystem;
+        if fs.eq_ignore_ascii_case(own) {
+            return Some((None, own.clone(), rest));
+        }
+        let spec = self.persona.members.as_ref()?;
+        let lower = fs.to_ascii_lowercase();
+        match spec.kind {
+            MembersKind::Stack => {
+                let num = if self.persona.install_mode {
+                    lower.strip_prefix(&format!("{own}-"))
+                } else {
+                    lower.strip_prefix(own.as_str())
+                }?;
+                let n: u32 = num.parse().ok()?;
+                if !spec.slots.contains(&n) {
+                    return None;
+                }
+                let member = (self.separate_flash() && Some(n) != self.active_slot()).then_some(n);
+                Some((member, fs.to_string(), rest))
+            }
+            MembersKind::Supervisors => {
+                (lower == format!("stby-{own}")).then(|| (None, fs.to_string(), rest))
+            }
+        }
+    }
+
+    /// The directory of a member's own flash (`None`: the device's).
+    pub(super) fn member_dir(&self, member: Option<u32>) -> PathBuf {
+        match member {
+            Some(n) => self.dir.join(format!("flash{n}")),
+            None => self.flash_dir.clone(),
+        }
+    }
+
+    /// A file of a file system `resolve_fs` named.
+    pub(super) fn path_of(&self, member: Option<u32>, file: &str) -> PathBuf {
+        self.member_dir(member).join(file)
+    }
+
     /// Map `flash:x`, `flash:/x` to a file name in the flash directory.
     pub(super) fn flash_file_name<'a>(&self, path: &'a str) -> Option<&'a str> {
         let rest = path.strip_prefix(self.persona.filesystem.as_str())?;
@@ -397,9 +563,14 @@ impl Device {
 
     /// The flash directory as the device sees it (a handful of files: read synchronously).
     pub(super) fn flash(&self) -> FlashInfo {
+        self.flash_of(None)
+    }
+
+    /// A member's flash (`None`: the device's own).
+    pub(super) fn flash_of(&self, member: Option<u32>) -> FlashInfo {
         use std::os::unix::fs::MetadataExt;
         let mut files = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&self.flash_dir) {
+        if let Ok(rd) = std::fs::read_dir(self.member_dir(member)) {
             for entry in rd.flatten() {
                 let Ok(meta) = entry.metadata() else {
                     continue;
@@ -424,7 +595,10 @@ impl Device {
         let used: u64 = files.iter().map(|f| f.size).sum();
         let size = self.flash_size(used);
         FlashInfo {
-            filesystem: self.persona.filesystem.clone(),
+            filesystem: match member {
+                Some(n) => format!("{}{n}", self.persona.filesystem),
+                None => self.persona.filesystem.clone(),
+            },
             size,
             free: size.saturating_sub(used),
             files,
@@ -514,8 +688,14 @@ impl Device {
                     present.get(n).is_some_and(|f| f.size > 0) && !s.corrupt_files.contains(n)
                 })
         });
+        let (new_version, new_image) = match &choice {
+            Some((path, name)) => (version_of(name).unwrap_or_default(), path.clone()),
+            None => (s.version.clone(), s.booted_image.clone()),
+        };
+        let members = self.boot_members(&s, &new_version, &new_image);
         self.update(|st| {
             st.links_down = link_down;
+            st.members = members;
             if let Some((path, name)) = choice {
                 st.version = version_of(&name).unwrap_or_default();
                 st.booted_image = path;
@@ -534,6 +714,190 @@ impl Device {
             st.booted_at = now_unix();
             st.last_reload_reason = Some("Reload command".to_string());
         });
+    }
+
+    /// How each member or standby comes back from a boot in which the active unit came up on
+    /// `version` from `image`.
+    fn boot_members(&self, s: &Persisted, version: &str, image: &str) -> Vec<MemberBits> {
+        let Some(spec) = &self.persona.members else {
+            return Vec::new();
+        };
+        let separate = self.separate_flash();
+        // The faults take the highest-numbered member that is not the active one.
+        let target = spec.slots[1..].iter().max().copied();
+        spec.slots[1..]
+            .iter()
+            .map(|&n| {
+                let before = s.members.iter().find(|m| m.number == n);
+                let old_version = before.map_or(s.version.clone(), |m| m.version.clone());
+                let old_image = before.map_or(s.booted_image.clone(), |m| m.booted_image.clone());
+                let boot_variable = if separate {
+                    before.map_or(s.boot_variable.clone(), |m| m.boot_variable.clone())
+                } else {
+                    self.boot_list(s)
+                };
+                let (mut v, mut img) = if separate {
+                    self.member_boot(n, &boot_variable)
+                        .unwrap_or((old_version.clone(), old_image.clone()))
+                } else {
+                    (version.to_string(), image.to_string())
+                };
+                let stack = spec.kind == MembersKind::Stack;
+                let condition =
+                    if stack && Some(n) == target && self.has_fault(Fault::StackMemberLost) {
+                        v = old_version;
+                        img = old_image;
+                        Condition::Removed
+                    } else if stack
+                        && Some(n) == target
+                        && self.has_fault(Fault::StackMemberVersionMismatch)
+                    {
+                        v = old_version;
+                        img = old_image;
+                        Condition::VersionMismatch
+                    } else if !stack && self.has_fault(Fault::StandbyNotHot) {
+                        Condition::NotHot
+                    } else if v != version {
+                        Condition::VersionMismatch
+                    } else {
+                        Condition::Ready
+                    };
+                MemberBits {
+                    number: n,
+                    version: v,
+                    booted_image: img,
+                    boot_variable,
+                    condition,
+                }
+            })
+            .collect()
+    }
+
+    /// What a classic IOS stack member's own boot loader boots: the first entry of its BOOT
+    /// variable found whole in its own flash, else the first image there. (version, path)
+    fn member_boot(&self, n: u32, boot_variable: &[String]) -> Option<(String, String)> {
+        let flash = self.flash_of(Some(n));
+        let ok = |name: &str| flash.files.iter().any(|f| f.name == name && f.size > 0);
+        let fs = &self.persona.filesystem;
+        for entry in boot_variable {
+            if let Some(name) = self.flash_file_name(entry)
+                && ok(name)
+                && let Some(v) = crate::images::guess_version(name)
+            {
+                return Some((v, entry.clone()));
+            }
+        }
+        flash.files.iter().find_map(|f| {
+            let v = crate::images::guess_version(&f.name).filter(|_| f.size > 0)?;
+            f.name
+                .ends_with(".bin")
+                .then(|| (v, format!("{fs}:/{}", f.name)))
+        })
+    }
+
+    /// Time left on the auto-abort timer (zero once expired); `None` when it does not run.
+    pub(super) fn abort_left(&self) -> Option<Duration> {
+        let at = self.lock().state.install.abort_at_ms?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        Some(Duration::from_millis((at - now).max(0) as u64))
+    }
+
+    /// Change the install state (and wake the auto-abort timer).
+    pub(super) fn update_install(&self, f: impl FnOnce(&mut InstallBits)) {
+        self.update(|s| f(&mut s.install));
+        self.install_changed.notify_waiters();
+    }
+
+    /// `install abort` or the expired auto-abort timer: the package set active before the
+    /// activation becomes the one the next boot reads; the activation is forgotten. False
+    /// when there was nothing to go back to.
+    pub(super) fn roll_back_install(&self) -> bool {
+        let Some((conf, _version)) = self.state().install.rollback else {
+            // A timer without an activation to undo stops (so it never fires again).
+            self.update_install(|i| i.abort_at_ms = None);
+            return false;
+        };
+        if let Err(e) = std::fs::write(self.flash_dir.join("packages.conf"), conf) {
+            tracing::warn!(device = %self.name, error = %e, "cannot write packages.conf");
+            return false;
+        }
+        self.update_install(|i| {
+            i.rollback = None;
+            i.abort_at_ms = None;
+        });
+        true
+    }
+
+    /// Wait until the auto-abort timer expires (forever while none runs).
+    pub(super) async fn abort_timer_expired(&self) {
+        loop {
+            let changed = self.install_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.abort_left() {
+                Some(left) if left.is_zero() => return,
+                Some(left) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(left) => {}
+                        _ = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+
+    /// Every member or supervisor, the active first, as the admin API shows them.
+    pub(super) fn member_states(&self, s: &Persisted) -> Vec<MemberState> {
+        let Some(spec) = &self.persona.members else {
+            return Vec::new();
+        };
+        let nxos = self.persona.platform == crate::inventory::Platform::Nxos;
+        // IOS 15 stacks call the active member the master.
+        let ios15 = self.persona.platform == crate::inventory::Platform::Ios;
+        let mut out = vec![MemberState {
+            number: spec.slots[0],
+            role: if ios15 { "Master" } else { "Active" }.into(),
+            state: match (spec.kind, nxos) {
+                (MembersKind::Stack, _) => "Ready",
+                (MembersKind::Supervisors, false) => "ACTIVE",
+                (MembersKind::Supervisors, true) => "active",
+            }
+            .into(),
+            version: s.version.clone(),
+            running_image: s.booted_image.clone(),
+            boot_variable: self.boot_list(s),
+        }];
+        for (i, m) in s.members.iter().enumerate() {
+            let role = match (spec.kind, i, m.condition) {
+                (MembersKind::Stack, _, _) if ios15 => "Member",
+                (MembersKind::Stack, _, Condition::Removed) => "Member",
+                (MembersKind::Stack, 0, _) | (MembersKind::Supervisors, _, _) => "Standby",
+                _ => "Member",
+            };
+            let state = match (spec.kind, nxos, m.condition) {
+                (MembersKind::Stack, _, Condition::Ready) => "Ready",
+                (MembersKind::Stack, _, Condition::Removed) => "Removed",
+                (MembersKind::Stack, _, _) => "V-Mismatch",
+                (MembersKind::Supervisors, false, Condition::NotHot) => "STANDBY COLD",
+                (MembersKind::Supervisors, false, _) => "STANDBY HOT",
+                (MembersKind::Supervisors, true, Condition::NotHot) => "powered-up",
+                (MembersKind::Supervisors, true, _) => "ha-standby",
+            };
+            out.push(MemberState {
+                number: m.number,
+                role: role.into(),
+                state: state.into(),
+                version: m.version.clone(),
+                running_image: m.booted_image.clone(),
+                boot_variable: if self.separate_flash() {
+                    m.boot_variable.clone()
+                } else {
+                    self.boot_list(s)
+                },
+            });
+        }
+        out
     }
 
     pub(super) fn snapshot(&self) -> DeviceState {
@@ -560,6 +924,9 @@ impl Device {
             faults: inner.faults.iter().copied().collect(),
             links_down: s.links_down.iter().cloned().collect(),
             last_commands: inner.last_commands.iter().cloned().collect(),
+            members: self.member_states(s),
+            install_uncommitted: s.install.rollback.is_some(),
+            abort_timer_running: s.install.abort_at_ms.is_some(),
             up_since: self
                 .up_since
                 .lock()
@@ -697,6 +1064,12 @@ impl Device {
         v.insert("clock", clock_at(now_unix(), true));
         v.insert("version_plain", install::plain_version(&s.version));
         v.insert("train", install::train(&s.version).to_string());
+        v.insert("members_table", super::members::version_table(self, &s));
+        v.insert(
+            "members_sections",
+            super::members::version_sections(self, &s),
+        );
+        v.insert("members_boot", super::members::boot_sections(self, &s));
         v
     }
 
@@ -707,7 +1080,7 @@ impl Device {
 }
 
 /// `c2960x-universalk9-mz.152-7.E8.bin` -> `C2960X-UNIVERSALK9-M`.
-fn image_upper(image: &str) -> String {
+pub(super) fn image_upper(image: &str) -> String {
     let stem = image
         .split('.')
         .next()
@@ -752,7 +1125,7 @@ fn clock_at(unix: i64, millis: bool) -> String {
 }
 
 /// A stable serial number per device name (`FOC` + 8 characters).
-fn serial(name: &str) -> String {
+pub(super) fn serial(name: &str) -> String {
     use md5::{Digest as _, Md5};
     let digest = Md5::digest(name.as_bytes());
     let alphabet = b"0123456789ABCDEFGHJKLMNPRSTUVWXYZ";

@@ -15,6 +15,7 @@ mod copy_ssh;
 mod device;
 mod install;
 mod line;
+mod members;
 mod parser;
 mod persona;
 mod scp_sink;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use device::{DeviceState, Power};
+pub use device::{DeviceState, MemberState, Power};
 pub(crate) use persona::{Persona, PersonaError};
 
 use crate::shutdown::Shutdown;
@@ -78,10 +79,22 @@ pub enum Fault {
     /// After a reload, the persona's first connected port (the uplink, with a neighbor) stays
     /// down: `notconnect`, `down down`, and its CDP/LLDP neighbor is gone.
     LinkDownAfterReload,
+    /// Stacks: after the next reload the highest-numbered member that is not the active one
+    /// does not rejoin; `show switch` shows it `Removed`.
+    StackMemberLost,
+    /// Stacks: after the next reload the highest-numbered member that is not the active one
+    /// still runs the version it ran before; `show switch` shows it `V-Mismatch`.
+    StackMemberVersionMismatch,
+    /// Dual supervisors: after the next reload the standby does not reach hot standby
+    /// (IOS-XE `STANDBY COLD`, NX-OS module status `powered-up`).
+    StandbyNotHot,
+    /// IOS-XE install mode: after `install activate auto-abort-timer N` the device stays
+    /// silent until the timer expires, then rolls back to the version it ran before.
+    NoReturnUntilAbort,
 }
 
 impl Fault {
-    pub(crate) const ALL: [Fault; 9] = [
+    pub(crate) const ALL: [Fault; 13] = [
         Fault::TftpTimeout,
         Fault::SlowTransfer,
         Fault::CorruptDownload,
@@ -91,6 +104,10 @@ impl Fault {
         Fault::ReloadNeverReturns,
         Fault::ReloadOldImage,
         Fault::LinkDownAfterReload,
+        Fault::StackMemberLost,
+        Fault::StackMemberVersionMismatch,
+        Fault::StandbyNotHot,
+        Fault::NoReturnUntilAbort,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -104,6 +121,10 @@ impl Fault {
             Fault::ReloadNeverReturns => "reload-never-returns",
             Fault::ReloadOldImage => "reload-old-image",
             Fault::LinkDownAfterReload => "link-down-after-reload",
+            Fault::StackMemberLost => "stack-member-lost",
+            Fault::StackMemberVersionMismatch => "stack-member-version-mismatch",
+            Fault::StandbyNotHot => "standby-not-hot",
+            Fault::NoReturnUntilAbort => "no-return-until-abort",
         }
     }
 }
@@ -118,6 +139,10 @@ impl FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let norm = s.trim().to_ascii_lowercase().replace('_', "-");
+        // The name issue #18 gives the same fault: a port that was up stays down.
+        if norm == "interface-down-after-reload" {
+            return Ok(Fault::LinkDownAfterReload);
+        }
         Fault::ALL
             .into_iter()
             .find(|f| f.as_str() == norm)
@@ -218,7 +243,9 @@ pub struct LabArgs {
     pub slow_rate: u64,
     /// Inject a fault: DEVICE=KIND[,KIND] (DEVICE: name, number or `all`). Kinds: tftp-timeout,
     /// slow-transfer, corrupt-download, flash-too-small, wrong-credentials, drop-mid-copy,
-    /// reload-never-returns, reload-old-image, link-down-after-reload.
+    /// reload-never-returns, reload-old-image, link-down-after-reload (alias
+    /// interface-down-after-reload), stack-member-lost, stack-member-version-mismatch,
+    /// standby-not-hot, no-return-until-abort.
     #[arg(long = "fault")]
     pub faults: Vec<FaultSpec>,
     /// Device name prefix (names are PREFIX001, PREFIX002, …).
@@ -231,6 +258,10 @@ pub struct LabArgs {
     /// do) instead of the password method.
     #[arg(long)]
     pub keyboard_interactive: bool,
+    /// Real seconds one minute of `install activate auto-abort-timer N` lasts in the lab, so a
+    /// rollback by the timer can be rehearsed quickly (fractions allowed).
+    #[arg(long, default_value_t = 60.0, env = "FLEETUP_LAB_ABORT_TIMER_MINUTE")]
+    pub abort_timer_minute: f64,
     /// What a reloading device does with new SSH connections: `silent` (as a real device: the
     /// connection attempt gets no answer and times out) or `refuse` (a reset at once).
     #[arg(long, value_enum, default_value_t = WhileReloading::Silent,
@@ -281,6 +312,8 @@ pub struct LabConfig {
     pub keyboard_interactive: bool,
     /// What a reloading device does with new SSH connections.
     pub while_reloading: WhileReloading,
+    /// How long one minute of `install activate auto-abort-timer N` lasts.
+    pub abort_timer_minute: Duration,
 }
 
 impl Default for LabConfig {
@@ -309,6 +342,7 @@ impl Default for LabConfig {
             authorized_keys: Vec::new(),
             keyboard_interactive: false,
             while_reloading: WhileReloading::Silent,
+            abort_timer_minute: Duration::from_secs(60),
         }
     }
 }
@@ -321,7 +355,16 @@ impl LabConfig {
                 args.boot_time
             )));
         }
+        if !(args.abort_timer_minute.is_finite()
+            && (0.0..=3600.0).contains(&args.abort_timer_minute))
+        {
+            return Err(LabError::Config(format!(
+                "--abort-timer-minute {} must be between 0 and 3600 seconds",
+                args.abort_timer_minute
+            )));
+        }
         Ok(LabConfig {
+            abort_timer_minute: Duration::from_secs_f64(args.abort_timer_minute),
             devices: args.devices,
             base_ip: args.base_ip,
             ssh_port: args.ssh_port,
@@ -413,6 +456,7 @@ pub(crate) struct LabShared {
     pub authorized_keys: Vec<russh::keys::PublicKey>,
     pub keyboard_interactive: bool,
     pub while_reloading: WhileReloading,
+    pub abort_timer_minute: Duration,
 }
 
 impl LabShared {
@@ -508,6 +552,7 @@ impl Lab {
                 .collect::<Result<_, _>>()?,
             keyboard_interactive: config.keyboard_interactive,
             while_reloading: config.while_reloading,
+            abort_timer_minute: config.abort_timer_minute,
         });
         let mut devices = Vec::new();
         let mut started = Vec::new();

@@ -15,6 +15,22 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("c9300", include_str!("../../personas/c9300.yaml")),
     ("n9k", include_str!("../../personas/n9k.yaml")),
     ("n7k", include_str!("../../personas/n7k.yaml")),
+    (
+        "c9300-stack",
+        include_str!("../../personas/c9300-stack.yaml"),
+    ),
+    (
+        "c2960x-stack",
+        include_str!("../../personas/c2960x-stack.yaml"),
+    ),
+    (
+        "c9400-dual-sup",
+        include_str!("../../personas/c9400-dual-sup.yaml"),
+    ),
+    (
+        "n9k-dual-sup",
+        include_str!("../../personas/n9k-dual-sup.yaml"),
+    ),
 ];
 
 /// Placeholders a template may use; anything else is refused when the persona is loaded, so a
@@ -48,6 +64,9 @@ pub(super) const PLACEHOLDERS: &[&str] = &[
     "kickstart_version",
     "boot_running",
     "kickstart_running",
+    "members_table",
+    "members_sections",
+    "members_boot",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +159,33 @@ pub(crate) struct Persona {
     /// LLDP report (the management interface is added by itself).
     #[serde(default)]
     pub interfaces: Vec<Interface>,
+    /// A stack of switches or a chassis with two supervisors (`src/sim/members.rs`).
+    #[serde(default)]
+    pub members: Option<MembersSpec>,
+}
+
+/// What the device is made of besides its active unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum MembersKind {
+    /// StackWise / FlexStack members: `show switch`, one flash per member.
+    Stack,
+    /// Two supervisors (route processors) in one chassis: `show redundancy`, `show module`.
+    Supervisors,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MembersSpec {
+    pub kind: MembersKind,
+    /// Stack member numbers, or supervisor slots; the first is the active one.
+    pub slots: Vec<u32>,
+    /// The supervisor's model (`C9400-SUP-1`, `N9K-SUP-A`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Front-panel ports per stack member (`show version`'s `Ports` column).
+    #[serde(default)]
+    pub ports: u32,
 }
 
 /// One port of the persona, as its captures show it.
@@ -258,6 +304,21 @@ impl Persona {
             }
             if crate::images::validate_file_name(k).is_err() {
                 return bad(format!("kickstart_image {k:?} is not a valid file name"));
+            }
+        }
+        if let Some(m) = &self.members {
+            let mut seen = std::collections::BTreeSet::new();
+            if m.slots.len() < 2 || m.slots.len() > 9 {
+                return bad("members.slots must list 2 to 9 members".to_string());
+            }
+            if m.slots
+                .iter()
+                .any(|s| *s == 0 || *s > 64 || !seen.insert(*s))
+            {
+                return bad("members.slots must be distinct numbers from 1 to 64".to_string());
+            }
+            if m.kind == MembersKind::Supervisors && m.slots.len() != 2 {
+                return bad("members of kind supervisors must list 2 slots".to_string());
             }
         }
         let reg = self.config_register.to_ascii_lowercase();

@@ -106,6 +106,14 @@ pub(super) async fn supervise(
             tokio::select! {
                 _ = shutdown.token.cancelled() => return,
                 _ = dev.reload_requested.notified() => break,
+                // The auto-abort timer rolls the device back: a reload into the old version.
+                _ = dev.abort_timer_expired() => {
+                    if dev.roll_back_install() {
+                        tracing::info!(device = %dev.name, "auto-abort timer expired: rolling back");
+                        dev.update(|s| s.reload_count += 1);
+                        break;
+                    }
+                }
                 accepted = l.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
                     let conn = Conn {
@@ -169,6 +177,18 @@ pub(super) async fn supervise(
             tokio::select! {
                 _ = changed => {}
                 _ = shutdown.token.cancelled() => return,
+            }
+        }
+        // `no-return-until-abort`: silent until the auto-abort timer rolls it back, which is a
+        // reload of its own.
+        if dev.has_fault(Fault::NoReturnUntilAbort) && dev.abort_left().is_some() {
+            tokio::select! {
+                _ = dev.abort_timer_expired() => {}
+                _ = shutdown.token.cancelled() => return,
+            }
+            if dev.roll_back_install() {
+                tracing::info!(device = %dev.name, "auto-abort timer expired while booting: rolling back");
+                dev.update(|s| s.reload_count += 1);
             }
         }
         // No device restarts twice within one second: `show version` prints the restart time

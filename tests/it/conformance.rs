@@ -65,6 +65,42 @@ const PERSONAS: &[Conformance] = &[
             "n7000-s2-kickstart.8.4.7.bin",
         ]),
     },
+    Conformance {
+        persona: "c9300-stack",
+        uplink: "TenGigabitEthernet1/1/1",
+        images: [
+            "cat9k_iosxe.17.09.04a.SPA.bin",
+            "cat9k_iosxe.17.09.05.SPA.bin",
+            "cat9k_iosxe.17.12.03.SPA.bin",
+        ],
+        kickstarts: None,
+    },
+    Conformance {
+        persona: "c2960x-stack",
+        uplink: "GigabitEthernet1/0/1",
+        images: [
+            "c2960x-universalk9-mz.152-7.E8.bin",
+            "c2960x-universalk9-mz.152-7.E9.bin",
+            "c2960x-universalk9-mz.152-7.E10.bin",
+        ],
+        kickstarts: None,
+    },
+    Conformance {
+        persona: "c9400-dual-sup",
+        uplink: "TenGigabitEthernet3/0/1",
+        images: [
+            "cat9k_iosxe.17.09.04a.SPA.bin",
+            "cat9k_iosxe.17.09.05.SPA.bin",
+            "cat9k_iosxe.17.12.03.SPA.bin",
+        ],
+        kickstarts: None,
+    },
+    Conformance {
+        persona: "n9k-dual-sup",
+        uplink: "Ethernet1/49",
+        images: ["nxos.9.3.9.bin", "nxos.9.3.10.bin", "nxos.10.2.5.M.bin"],
+        kickstarts: None,
+    },
 ];
 
 /// The built-in personas that `PERSONAS` leaves out.

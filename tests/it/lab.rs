@@ -2131,3 +2131,6 @@ async fn copy_scp_and_sftp_from_fleetups_image_server() {
     );
     lab.stop().await;
 }
+
+#[path = "lab_stacks.rs"]
+mod stacks;

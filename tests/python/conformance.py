@@ -39,7 +39,21 @@ ENABLE = ARGS["enable"]
 # Bounds for the waits below: a reload takes the lab's --boot-time, a login a few seconds.
 RELOAD_TIMEOUT = 120
 
-PLATFORM = {"c2960x": "ios", "c9300": "iosxe", "n9k": "nxos", "n7k": "nxos"}
+PLATFORM = {
+    "c2960x": "ios",
+    "c9300": "iosxe",
+    "n9k": "nxos",
+    "n7k": "nxos",
+    "c9300-stack": "iosxe",
+    "c2960x-stack": "ios",
+    "c9400-dual-sup": "iosxe",
+    "n9k-dual-sup": "nxos",
+}
+# Stacks set every member's boot variable (`boot system switch all`), as an engineer does.
+STACKS = {"c9300-stack", "c2960x-stack"}
+# Commands a persona has no answer for, as the real device has none: a Catalyst 9400 with two
+# supervisors is no stack (`show switch`).
+NOT_ON = {"c9400-dual-sup": {"show switch"}}
 NETMIKO_TYPE = {"ios": "cisco_ios", "iosxe": "cisco_xe", "nxos": "cisco_nxos"}
 NTC_PLATFORM = {"ios": "cisco_ios", "iosxe": "cisco_ios", "nxos": "cisco_nxos"}
 
@@ -379,13 +393,21 @@ def check_boot(cli, state):
                 sup.get("kickstart_variable"),
                 state["boot_kickstart"],
             )
+    elif cli.platform == "iosxe" and "active" in g:
+        # A chassis with two supervisors (genieparser golden_output_cat9400): the active's and
+        # the standby's boot variables.
+        got = g["active"]["boot_variable"].rstrip(";")
+        check(cli.where, "standby boot variable (genie)",
+              g["standby"]["boot_variable"].rstrip(";"), want)
     elif cli.platform == "iosxe":
         got = g["next_reload_boot_variable"].rstrip(";")
     else:
         got = g["boot_path_list"]
     check(cli.where, "boot variable (genie)", got, want)
-    if cli.platform != "nxos":
-        # ntc-templates has no NX-OS `show boot` template.
+    # ntc-templates has no NX-OS `show boot` template, and its cisco_ios one stops at the
+    # `MANUAL_BOOT variable = no` line of a Catalyst 9400 with two supervisors (the layout of
+    # genieparser iosxe/ShowBoot golden_output_cat9400): Genie alone reads those.
+    if cli.platform != "nxos" and cli.dev["persona"] != "c9400-dual-sup":
         fsm = textfsm(cli.platform, "show boot", text)[0]
         got = fsm.get("boot_path") or fsm.get("current_boot_variables") or ""
         check(cli.where, "boot variable (textfsm)", got.rstrip(";"), want)
@@ -492,7 +514,8 @@ def round_trip(client, dev, k, with_link_fault):
     check_version(cli, state)
     check_dir(cli, state)
     check_boot(cli, state)
-    check_parsers_read(cli, CHECK_COMMANDS[cli.platform])
+    skip = NOT_ON.get(dev["persona"], set())
+    check_parsers_read(cli, [c for c in CHECK_COMMANDS[cli.platform] if c[0] not in skip])
     before_ports = {p: ports(cli, p) for p in ("textfsm", "genie")}
     before_cdp = {p: cdp_devices(cli, p) for p in ("textfsm", "genie")}
 
@@ -505,6 +528,8 @@ def round_trip(client, dev, k, with_link_fault):
         boot = [f"boot kickstart {fs}:{kickstart}", f"boot system {fs}:{image}"]
     elif cli.platform == "nxos":
         boot = [f"boot nxos {fs}:{image}"]
+    elif dev["persona"] in STACKS:
+        boot = [f"boot system switch all {fs}:{image}"]
     else:
         boot = [f"boot system {fs}:{image}"]
     cli.configure(boot + [f"interface {uplink}", f"description {description}", "exit"])

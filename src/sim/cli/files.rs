@@ -5,21 +5,22 @@ use super::*;
 impl<O: Output> Cli<O> {
     pub(super) fn dir_listing(&self, arg: Option<&str>) -> Result<String, String> {
         let fs = self.dev.persona.filesystem.clone();
-        let only = match arg {
-            None => None,
+        let (member, shown, only) = match arg {
+            None => (None, fs.clone(), None),
             Some(a) => {
-                let Some(rest) = a.strip_prefix(&format!("{fs}:")) else {
+                let Some((member, shown, rest)) = self.dev.resolve_fs(a) else {
                     return Err(format!("%Error opening {a} (No such device)\r\n"));
                 };
                 let rest = rest.trim_start_matches('/');
                 if rest.is_empty() {
-                    None
+                    (member, shown, None)
                 } else {
-                    Some(rest.to_string())
+                    (member, shown, Some(rest.to_string()))
                 }
             }
         };
-        let flash = self.dev.flash();
+        let fs = shown;
+        let flash = self.dev.flash_of(member);
         let files: Vec<_> = flash
             .files
             .iter()
@@ -76,14 +77,29 @@ impl<O: Output> Cli<O> {
         Ok(out)
     }
 
+    /// A path on any of this device's flashes (`flash2:x`, `flash-1:/x`) to the member whose
+    /// flash it is (`None`: the device's own) and the file name.
+    pub(super) fn member_file(&self, path: &str) -> Option<(Option<u32>, String)> {
+        let (member, _, rest) = self.dev.resolve_fs(path)?;
+        let rest = rest.trim_start_matches('/');
+        crate::images::validate_file_name(rest).ok()?;
+        Some((member, rest.to_string()))
+    }
+
     /// A flash path of this device (`flash:x`, `flash:/x`) to a file name.
     pub(super) fn flash_name(&self, path: &str) -> Option<String> {
         self.dev.flash_file_name(path).map(String::from)
     }
 
     pub(super) async fn delete(&mut self, path: &str, force: bool) -> Result<(), ()> {
-        let fs = self.dev.persona.filesystem.clone();
-        let Some(mut name) = self.flash_name(path) else {
+        let Some((member, fs, _)) = self.dev.resolve_fs(path) else {
+            return self
+                .write(&format!(
+                    "%Error deleting {path} (No such file or directory)\r\n"
+                ))
+                .await;
+        };
+        let Some((_, mut name)) = self.member_file(path) else {
             return self
                 .write(&format!(
                     "%Error deleting {path} (No such file or directory)\r\n"
@@ -108,10 +124,16 @@ impl<O: Output> Cli<O> {
                 return Ok(());
             }
         }
-        let file = self.dev.flash_path(&name);
+        // A typed answer names a file of this flash only, never a path out of it.
+        let file = match crate::images::validate_file_name(&name) {
+            Ok(_) => self.dev.path_of(member, &name),
+            Err(_) => self.dev.path_of(member, ".no-such-file"),
+        };
         match tokio::fs::remove_file(&file).await {
             Ok(()) => {
-                self.dev.mark_corrupt(&name, false);
+                if member.is_none() {
+                    self.dev.mark_corrupt(&name, false);
+                }
                 Ok(())
             }
             Err(_) => {
@@ -124,7 +146,7 @@ impl<O: Output> Cli<O> {
     }
 
     pub(super) async fn verify(&mut self, path: &str, expected: Option<&str>) -> Result<(), ()> {
-        let file = self.flash_name(path).map(|n| self.dev.flash_path(&n));
+        let file = self.member_file(path).map(|(m, n)| self.dev.path_of(m, &n));
         let opened = match file {
             Some(f) => tokio::fs::File::open(f).await.ok(),
             None => None,
@@ -256,22 +278,31 @@ impl<O: Output> Cli<O> {
                     return Ok(Flow::Continue);
                 }
             };
-            let dst_name = match dst_l.strip_prefix(&format!("{fs}:")) {
-                Some(rest) => rest.trim_start_matches('/').to_string(),
-                None => {
-                    self.write(dst_caret).await?;
+            let Some((member, _, rest)) = self.dev.resolve_fs(dst) else {
+                self.write(dst_caret).await?;
+                return Ok(Flow::Continue);
+            };
+            let dst_name = rest.trim_start_matches('/');
+            if matches!(source, Source::Scp { .. } | Source::Sftp { .. }) {
+                if member.is_some() {
+                    self.write(&format!(
+                        "%Error opening {dst} (fleetup lab copies scp: and sftp: to {fs}: only)\r\n"
+                    ))
+                    .await?;
                     return Ok(Flow::Continue);
                 }
-            };
-            let dst_name = &dst[dst.len() - dst_name.len()..];
-            if matches!(source, Source::Scp { .. } | Source::Sftp { .. }) {
                 return self.copy_ssh(source, dst_name, vrf).await;
             }
-            return self.copy_url(source, dst_name, vrf).await;
+            return self.copy_url(source, dst_name, vrf, member).await;
         }
-        if let (Some(from), Some(_)) = (self.flash_name(src), dst_l.strip_prefix(&format!("{fs}:")))
+        if let (Some((from_member, from)), Some((to_member, _, to_rest))) =
+            (self.member_file(src), self.dev.resolve_fs(dst))
         {
-            return self.copy_flash(&from, dst).await.map(|()| Flow::Continue);
+            let to_rest = to_rest.trim_start_matches('/').to_string();
+            return self
+                .copy_flash(from_member, &from, to_member, &to_rest)
+                .await
+                .map(|()| Flow::Continue);
         }
         self.write(&format!(
             "%Error opening {src} (No such file or directory)\r\n"
@@ -281,6 +312,15 @@ impl<O: Output> Cli<O> {
     }
 
     pub(super) async fn ask_destination(&mut self, default: &str) -> Result<Option<String>, ()> {
+        self.ask_destination_on(None, default).await
+    }
+
+    /// The destination dialog of a copy to a member's flash (`None`: the device's own).
+    pub(super) async fn ask_destination_on(
+        &mut self,
+        member: Option<u32>,
+        default: &str,
+    ) -> Result<Option<String>, ()> {
         let fs = self.dev.persona.filesystem.clone();
         let mut name = default.to_string();
         if self.dev.state().running.file_prompt != "quiet" {
@@ -306,7 +346,7 @@ impl<O: Output> Cli<O> {
             .await?;
             return Ok(None);
         }
-        if tokio::fs::metadata(self.dev.flash_path(&name))
+        if tokio::fs::metadata(self.dev.path_of(member, &name))
             .await
             .is_ok()
             && self.dev.state().running.file_prompt != "quiet"
@@ -320,21 +360,32 @@ impl<O: Output> Cli<O> {
         Ok(Some(name))
     }
 
-    pub(super) async fn copy_flash(&mut self, from: &str, dst: &str) -> Result<(), ()> {
+    pub(super) async fn copy_flash(
+        &mut self,
+        from_member: Option<u32>,
+        from: &str,
+        to_member: Option<u32>,
+        to_rest: &str,
+    ) -> Result<(), ()> {
         let fs = self.dev.persona.filesystem.clone();
-        let default = self.flash_name(dst).unwrap_or_else(|| from.to_string());
-        let Some(to) = self.ask_destination(&default).await? else {
+        let default = if to_rest.is_empty() {
+            from.to_string()
+        } else {
+            to_rest.to_string()
+        };
+        let Some(to) = self.ask_destination_on(to_member, &default).await? else {
             return Ok(());
         };
-        let flash = self.dev.flash();
-        let Some(size) = flash.files.iter().find(|f| f.name == from).map(|f| f.size) else {
+        let source = self.dev.flash_of(from_member);
+        let Some(size) = source.files.iter().find(|f| f.name == from).map(|f| f.size) else {
             return self
                 .write(&format!(
                     "%Error opening {fs}:/{from} (No such file or directory)\r\n"
                 ))
                 .await;
         };
-        if size > flash.free {
+        let target = self.dev.flash_of(to_member);
+        if size > target.free {
             return self
                 .write(&format!(
                     "%Error copying {fs}:/{from} (Not enough space on device)\r\n"
@@ -343,7 +394,9 @@ impl<O: Output> Cli<O> {
         }
         let started = Instant::now();
         self.write("Copy in progress...").await?;
-        match tokio::fs::copy(self.dev.flash_path(from), self.dev.flash_path(&to)).await {
+        let src_path = self.dev.path_of(from_member, from);
+        let dst_path = self.dev.path_of(to_member, &to);
+        match tokio::fs::copy(src_path, dst_path).await {
             Ok(n) => {
                 let marks = "C".repeat((n / COPY_MARK + 1).min(400) as usize);
                 let secs = started.elapsed().as_secs_f64().max(0.001);
@@ -392,6 +445,7 @@ impl<O: Output> Cli<O> {
         source: Source,
         dst_name: &str,
         vrf: Option<&str>,
+        member: Option<u32>,
     ) -> Result<Flow, ()> {
         let default = if dst_name.is_empty() {
             source.file_name().to_string()
@@ -415,7 +469,7 @@ impl<O: Output> Cli<O> {
             }
             default
         } else {
-            match self.ask_destination(&default).await? {
+            match self.ask_destination_on(member, &default).await? {
                 Some(n) => n,
                 None => return Ok(Flow::Continue),
             }
@@ -442,7 +496,7 @@ impl<O: Output> Cli<O> {
             self.write(&text).await?;
             return Ok(Flow::Continue);
         }
-        let flash = dev.flash();
+        let flash = dev.flash_of(member);
         let existing = flash
             .files
             .iter()
@@ -451,8 +505,10 @@ impl<O: Output> Cli<O> {
         let limit = flash.free + existing;
         // Each copy writes its own temporary file: a copy left running by a session that went
         // away must never touch the file of the copy that replaced it.
-        let partial =
-            Partial(dev.flash_path(&format!(".{name}.{:08x}.partial", rand::random::<u32>())));
+        let partial = Partial(dev.path_of(
+            member,
+            &format!(".{name}.{:08x}.partial", rand::random::<u32>()),
+        ));
         let file = match tokio::fs::File::create(&partial.0).await {
             Ok(f) => f,
             Err(_) => {
@@ -536,7 +592,7 @@ impl<O: Output> Cli<O> {
         };
         match result {
             Ok(n) => {
-                if tokio::fs::rename(&partial.0, dev.flash_path(&name))
+                if tokio::fs::rename(&partial.0, dev.path_of(member, &name))
                     .await
                     .is_err()
                 {
@@ -544,7 +600,9 @@ impl<O: Output> Cli<O> {
                         .await?;
                     return Ok(Flow::Continue);
                 }
-                dev.mark_corrupt(&name, dev.has_fault(Fault::CorruptDownload));
+                if member.is_none() {
+                    dev.mark_corrupt(&name, dev.has_fault(Fault::CorruptDownload));
+                }
                 if nxos {
                     self.write(&format!("Connection to Server Established.\r\n{proto} get operation was successful\r\nCopy complete, now saving to disk (please wait)...\r\nCopy complete.\r\n"))
                         .await?;

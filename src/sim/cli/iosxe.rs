@@ -23,6 +23,8 @@ impl<O: Output> Cli<O> {
         let dir = &self.dev.flash_dir;
         let none = Default::default();
         let active = crate::sim::install::conf_version(dir, "packages.conf", &none);
+        let st = self.dev.state();
+        let uncommitted = st.install.rollback.clone();
         let mut rows = Vec::new();
         for f in &flash.files {
             if f.name.ends_with(".conf")
@@ -31,17 +33,85 @@ impl<O: Output> Cli<O> {
                 && Some(&v) != active.as_ref()
                 && inactive_too
             {
-                rows.push(format!("IMG   I    {v}.0.1\n"));
+                // The set an uncommitted activation replaced is `D` until commit or abort.
+                let st = if uncommitted.as_ref().is_some_and(|(_, old)| *old == v) {
+                    "D"
+                } else {
+                    "I"
+                };
+                rows.push(format!("IMG   {st}    {v}.0.1\n"));
             }
         }
         if let Some(v) = &active {
-            rows.push(format!("IMG   C    {v}.0.1\n"));
+            let st = if uncommitted.is_some() { "U" } else { "C" };
+            rows.push(format!("IMG   {st}    {v}.0.1\n"));
         }
         let line = "-".repeat(80);
+        // genieparser iosxe/ShowInstallSummary golden_output: `Auto abort timer: active on
+        // install_activate, time before rollback - 01:49:42`, in the device's minutes.
+        let timer = match self.dev.abort_left() {
+            Some(left) => {
+                let minute = self.lab.abort_timer_minute.as_secs_f64().max(1e-6);
+                let secs = (left.as_secs_f64() / minute * 60.0).round() as u64;
+                format!(
+                    "active on install_activate, time before rollback - {:02}:{:02}:{:02}",
+                    secs / 3600,
+                    secs % 3600 / 60,
+                    secs % 60
+                )
+            }
+            None => "inactive".to_string(),
+        };
         format!(
-            "[ Switch 1 ] {what} Package(s) Information:\nState (St): I - Inactive, U - Activated & Uncommitted,\n            C - Activated & Committed, D - Deactivated & Uncommitted\n{line}\nType  St   Filename/Version\n{line}\n{}\n{line}\nAuto abort timer: inactive\n{line}\n",
+            "[ {} ] {what} Package(s) Information:\nState (St): I - Inactive, U - Activated & Uncommitted,\n            C - Activated & Committed, D - Deactivated & Uncommitted\n{line}\nType  St   Filename/Version\n{line}\n{}\n{line}\nAuto abort timer: {timer}\n{line}\n",
+            self.install_units(),
             rows.concat()
         )
+    }
+
+    /// The units an install runs on, as the summary's header names them: `Switch 1 2 3` on a
+    /// stack, `R0 R1` with two route processors, `Switch 1` alone.
+    fn install_units(&self) -> String {
+        match &self.dev.persona.members {
+            Some(m) if m.kind == crate::sim::persona::MembersKind::Supervisors => "R0 R1".into(),
+            Some(m) => format!(
+                "Switch {}",
+                m.slots
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            None => "Switch 1".into(),
+        }
+    }
+
+    /// `Performing X on all members` and its lines per member, as a Catalyst 9000 prints them
+    /// (`[1] Add package(s) on switch 1`; `[R0]` on a chassis with route processors).
+    fn install_step(&self, verb: &str, what: &str, done: &str) -> String {
+        let units: Vec<(String, String)> = match &self.dev.persona.members {
+            Some(m) if m.kind == crate::sim::persona::MembersKind::Supervisors => {
+                vec![("R0".into(), "R0".into()), ("R1".into(), "R1".into())]
+            }
+            Some(m) => m
+                .slots
+                .iter()
+                .map(|n| (n.to_string(), format!("switch {n}")))
+                .collect(),
+            None => vec![("1".into(), "switch 1".into())],
+        };
+        let mut t = format!("--- Starting {verb} ---\r\nPerforming {verb} on all members\r\n");
+        for (tag, on) in &units {
+            t.push_str(&format!(
+                "  [{tag}] {verb} {what} on {on}\r\n  [{tag}] Finished {verb} on {on}\r\n"
+            ));
+        }
+        let tags: Vec<&str> = units.iter().map(|(t, _)| t.as_str()).collect();
+        let tags = tags.join(" ");
+        t.push_str(&format!(
+            "Checking status of {verb} on [{tags}]\r\n{verb}: Passed on [{tags}]\r\n{done}\r\n\r\n"
+        ));
+        t
     }
 
     pub(super) async fn install_add(&mut self, path: &str, rest: &[String]) -> Result<Flow, ()> {
@@ -139,11 +209,27 @@ impl<O: Output> Cli<O> {
                     .await;
             }
         };
+        let to = match &self.dev.persona.members {
+            Some(m) if m.kind == crate::sim::persona::MembersKind::Stack => m
+                .slots
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => "1".to_string(),
+        };
+        let add = self.install_step(
+            "Add",
+            "package(s)",
+            &format!("Image added. Version: {version}.0.1\r\n\r\nFinished Add"),
+        );
         self.write(&format!(
-            "--- Starting initial file syncing ---\r\nCopying {fs}:{name} from switch 1 to switch 1\r\nInfo: Finished copying to the selected Switch\r\nFinished initial file syncing\r\n\r\n--- Starting Add ---\r\nPerforming Add on all members\r\n  [1] Add package(s) on switch 1\r\n  [1] Finished Add on switch 1\r\nChecking status of Add on [1]\r\nAdd: Passed on [1]\r\nImage added. Version: {version}.0.1\r\n\r\nFinished Add\r\n\r\n"
+            "--- Starting initial file syncing ---\r\nCopying {fs}:{name} from switch 1 to switch {to}\r\nInfo: Finished copying to the selected Switch\r\nFinished initial file syncing\r\n\r\n{add}"
         ))
         .await?;
         if !activate {
+            let added = (name.clone(), version.clone());
+            self.dev.update_install(|i| i.added = Some(added));
             self.write(&format!("SUCCESS: {op} {}\r\n", install_date()))
                 .await?;
             return Ok(Flow::Continue);
@@ -174,21 +260,207 @@ impl<O: Output> Cli<O> {
                     .await;
             }
         }
-        let mut text = String::from(
-            "--- Starting Activate ---\r\nPerforming Activate on all members\r\n  [1] Activate package(s) on switch 1\r\n  [1] Finished Activate on switch 1\r\nChecking status of Activate on [1]\r\nActivate: Passed on [1]\r\nFinished Activate\r\n\r\n",
-        );
+        let mut text = self.install_step("Activate", "package(s)", "Finished Activate");
         if commit {
-            text.push_str("--- Starting Commit ---\r\nPerforming Commit on all members\r\n  [1] Commit package(s) on switch 1\r\n  [1] Finished Commit on switch 1\r\nChecking status of Commit on [1]\r\nCommit: Passed on [1]\r\nFinished Commit operation\r\n\r\n");
+            text.push_str(&self.install_step("Commit", "package(s)", "Finished Commit operation"));
         }
         text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
-        if let Err(e) = crate::sim::install::write_packages_conf(&flash_dir, &name, &version) {
+        self.activate_and_reload(&name, &version, &text, commit, None)
+            .await
+    }
+
+    /// Make `name` the active package set, remember what it replaces unless committed, start
+    /// the auto-abort timer when asked, print `text` and reload.
+    async fn activate_and_reload(
+        &mut self,
+        name: &str,
+        version: &str,
+        text: &str,
+        commit: bool,
+        abort_minutes: Option<u32>,
+    ) -> Result<Flow, ()> {
+        let flash_dir = self.dev.flash_dir.clone();
+        let before = std::fs::read_to_string(flash_dir.join("packages.conf")).unwrap_or_default();
+        let old_version = self.dev.state().version;
+        if let Err(e) = crate::sim::install::write_packages_conf(&flash_dir, name, version) {
             return self
-                .install_failed(op, &format!("cannot write packages.conf: {e}"))
+                .install_failed(
+                    "install_activate",
+                    &format!("cannot write packages.conf: {e}"),
+                )
                 .await;
         }
-        self.write(&text).await?;
+        let minute = self.lab.abort_timer_minute;
+        self.dev.update_install(|i| {
+            i.added = None;
+            // A second activation before a commit still goes back to the committed set.
+            if !commit && i.rollback.is_none() {
+                i.rollback = Some((before, old_version));
+            } else if commit {
+                i.rollback = None;
+            }
+            i.abort_at_ms = abort_minutes.map(|m| {
+                jiff::Timestamp::now().as_millisecond()
+                    + (minute.as_secs_f64() * f64::from(m) * 1000.0) as i64
+            });
+        });
+        self.write(text).await?;
         self.write("\r\nChassis 1 reloading, reason - Reload command\r\n")
             .await?;
+        self.dev.update(|s| s.reload_count += 1);
+        self.dev.request_reload().await;
+        Ok(Flow::Drop)
+    }
+
+    /// `install activate [auto-abort-timer N] [prompt-level none]`: the image `install add
+    /// file` added becomes active, uncommitted; with the timer, not committed within N
+    /// minutes it rolls back by itself.
+    pub(super) async fn install_activate(&mut self, rest: &[String]) -> Result<Flow, ()> {
+        let op = "install_activate";
+        let mut abort = None;
+        let mut quiet = false;
+        let mut words = rest.iter().map(|w| w.to_ascii_lowercase());
+        while let Some(w) = words.next() {
+            match w.as_str() {
+                "auto-abort-timer" => match words.next().and_then(|n| n.parse::<u32>().ok()) {
+                    Some(n) if (30..=1200).contains(&n) => abort = Some(n),
+                    _ => {
+                        self.write("% Invalid input: auto-abort-timer takes <30-1200> minutes\r\n")
+                            .await?;
+                        return Ok(Flow::Continue);
+                    }
+                },
+                "prompt-level" if words.next().as_deref() == Some("none") => quiet = true,
+                _ => {
+                    self.write(&format!("% Invalid input detected at '{w}'\r\n"))
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
+            }
+        }
+        let s = self.dev.state();
+        let Some((name, version)) = s.install.added.clone() else {
+            self.write(&format!("{op}: START {}\r\n", install_date()))
+                .await?;
+            return self
+                .install_failed(
+                    op,
+                    "No added package to activate; run install add file first",
+                )
+                .await;
+        };
+        if s.running != s.startup && quiet {
+            self.write("FAILED: System configuration has been modified. Please save configuration and resubmit command.\r\n").await?;
+            return Ok(Flow::Continue);
+        }
+        let fs = self.dev.persona.filesystem.clone();
+        let mut text = format!(
+            "{op}: START {}\r\n{op}: Activating IMG\r\nFollowing packages shall be activated:\r\n",
+            install_date()
+        );
+        let dir = self.dev.flash_dir.clone();
+        let pkgs = std::fs::read_to_string(dir.join(crate::sim::install::set_name(&name)))
+            .unwrap_or_default();
+        for p in pkgs
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().last())
+        {
+            text.push_str(&format!("/{fs}/{p}\r\n"));
+        }
+        text.push_str("\r\n");
+        self.write(&text).await?;
+        if !quiet {
+            self.write(
+                "This operation may require a reload of the system. Do you want to proceed? [y/n]",
+            )
+            .await?;
+            let a = self
+                .read_text(true)
+                .await
+                .ok_or(())?
+                .trim()
+                .to_ascii_lowercase();
+            if a != "y" && a != "yes" {
+                return self.install_failed(op, "Operation aborted by user").await;
+            }
+        }
+        let mut text = self.install_step("Activate", "package(s)", "Finished Activate");
+        text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
+        self.activate_and_reload(&name, &version, &text, false, abort)
+            .await
+    }
+
+    /// `install commit`: the active set stays for good; the auto-abort timer stops.
+    pub(super) async fn install_commit(&mut self) -> Result<(), ()> {
+        let op = "install_commit";
+        self.write(&format!("{op}: START {}\r\n", install_date()))
+            .await?;
+        if self.dev.state().install.rollback.is_none() {
+            self.install_failed(op, "No uncommitted activation to commit")
+                .await?;
+            return Ok(());
+        }
+        self.dev.update_install(|i| {
+            i.rollback = None;
+            i.abort_at_ms = None;
+        });
+        let text = self.install_step("Commit", "package(s)", "Finished Commit operation");
+        self.write(&format!(
+            "{op}: Committing PACKAGE\r\n{text}SUCCESS: {op} {}\r\n",
+            install_date()
+        ))
+        .await
+    }
+
+    /// `install abort [prompt-level none]`: back to the committed set, by a reload.
+    pub(super) async fn install_abort(&mut self, rest: &[String]) -> Result<Flow, ()> {
+        let op = "install_abort";
+        let quiet = rest.windows(2).any(|w| {
+            w[0].eq_ignore_ascii_case("prompt-level") && w[1].eq_ignore_ascii_case("none")
+        });
+        self.write(&format!("{op}: START {}\r\n", install_date()))
+            .await?;
+        let s = self.dev.state();
+        if s.install.rollback.is_none() {
+            return self
+                .install_failed(op, "No uncommitted activation to abort")
+                .await;
+        }
+        if s.running != s.startup {
+            // genielibs install mock data: `FAILED: install_abort : System configuration has
+            // been modified. Please save configuration and resubmit command.`
+            return self
+                .install_failed(
+                    op,
+                    "System configuration has been modified. Please save configuration and resubmit command.",
+                )
+                .await;
+        }
+        if !quiet {
+            self.write("This install abort would require a reload. Do you want to proceed? [y/n]")
+                .await?;
+            let a = self
+                .read_text(true)
+                .await
+                .ok_or(())?
+                .trim()
+                .to_ascii_lowercase();
+            if a != "y" && a != "yes" {
+                return self.install_failed(op, "Operation aborted by user").await;
+            }
+        }
+        let text = self.install_step("Abort", "package(s)", "Finished Abort");
+        if !self.dev.roll_back_install() {
+            return self
+                .install_failed(op, "cannot restore packages.conf")
+                .await;
+        }
+        self.write(&format!(
+            "{op}: Abort type PACKAGE subtype NONE smu_type NONE\r\n{text}SUCCESS: {op} {}\r\n\r\nChassis 1 reloading, reason - Reload command\r\n",
+            install_date()
+        ))
+        .await?;
         self.dev.update(|s| s.reload_count += 1);
         self.dev.request_reload().await;
         Ok(Flow::Drop)

@@ -78,6 +78,11 @@ enum Cmd {
     Write,
     Reload,
     InstallAdd,
+    /// `install activate [auto-abort-timer N] [prompt-level none]`.
+    InstallActivate,
+    InstallCommit,
+    /// `install abort [prompt-level none]`.
+    InstallAbort,
     InstallRemoveInactive,
     ShowInstallSummary,
     ShowFileMd5,
@@ -317,6 +322,27 @@ const INSTALL: &[(u8, Syntax<Cmd>)] = &[
         Syntax {
             toks: &[Kw("install"), Kw("remove"), Kw("inactive")],
             cmd: Cmd::InstallRemoveInactive,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("activate"), Rest],
+            cmd: Cmd::InstallActivate,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("commit")],
+            cmd: Cmd::InstallCommit,
+        },
+    ),
+    (
+        15,
+        Syntax {
+            toks: &[Kw("install"), Kw("abort"), Rest],
+            cmd: Cmd::InstallAbort,
         },
     ),
     (
@@ -844,6 +870,12 @@ impl<O: Output> Cli<O> {
             return Ok(Flow::Continue);
         }
         if !self.mode.is_config()
+            && let Some(out) = self.members_command(command)
+        {
+            self.show(&out, filter.as_ref()).await?;
+            return Ok(Flow::Continue);
+        }
+        if !self.mode.is_config()
             && let Some(text) = self.persona_command(command)
         {
             let out = self.dev.render(&text);
@@ -1063,6 +1095,9 @@ impl<O: Output> Cli<O> {
                 return self.install_add(arg(0), &rest).await;
             }
             Cmd::InstallRemoveInactive => self.install_remove_inactive().await?,
+            Cmd::InstallActivate => return self.install_activate(&args).await,
+            Cmd::InstallCommit => self.install_commit().await?,
+            Cmd::InstallAbort => return self.install_abort(&args).await,
             Cmd::ShowFileMd5 => self.show_file_md5(arg(0)).await?,
             Cmd::InstallAll => return self.install_all(arg(0)).await,
             Cmd::InstallAllKickstart => return self.install_all_kickstart(arg(0), arg(1)).await,
@@ -1100,13 +1135,40 @@ impl<O: Output> Cli<O> {
             Cmd::BootSystem => {
                 // `boot system [switch all] flash:a.bin[;flash:b.bin]`
                 let words: Vec<&str> = args.iter().map(String::as_str).collect();
-                let spec = match words.as_slice() {
+                // Which stack members: `switch all`, `switch N`, or (none named) the active.
+                let (members, spec) = match words.as_slice() {
                     [s, a, rest @ ..] if s.eq_ignore_ascii_case("switch") && !rest.is_empty() => {
-                        let _ = a;
-                        rest.join(" ")
+                        (Some(a.to_ascii_lowercase()), rest.join(" "))
                     }
-                    _ => words.join(" "),
+                    _ => (None, words.join(" ")),
                 };
+                let slots: Vec<u32> = self
+                    .dev
+                    .persona
+                    .members
+                    .as_ref()
+                    .map(|m| m.slots.clone())
+                    .unwrap_or_default();
+                let chosen: Option<Vec<u32>> = match members.as_deref() {
+                    None => Some(Vec::new()),
+                    Some("all") => Some(slots.clone()),
+                    Some(n) => n
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| slots.contains(n) || (slots.is_empty() && *n == 1))
+                        .map(|n| vec![n]),
+                };
+                let Some(chosen) = chosen else {
+                    self.write(&caret(arg(1))).await?;
+                    return Ok(Flow::Continue);
+                };
+                let active = self.dev.active_slot();
+                let sets_active = chosen.is_empty() || active.is_none_or(|a| chosen.contains(&a));
+                let others: Vec<u32> = chosen
+                    .iter()
+                    .copied()
+                    .filter(|n| Some(*n) != active)
+                    .collect();
                 let entries: Vec<String> = spec
                     .split(';')
                     .map(str::trim)
@@ -1118,6 +1180,12 @@ impl<O: Output> Cli<O> {
                 } else {
                     let immediate = self.dev.persona.boot_system_immediate;
                     self.dev.update(|s| {
+                        for m in s.members.iter_mut().filter(|m| others.contains(&m.number)) {
+                            m.boot_variable = entries.clone();
+                        }
+                        if !sets_active {
+                            return;
+                        }
                         if immediate {
                             s.running.boot_system = entries.clone();
                             s.boot_variable = entries;
@@ -1214,6 +1282,25 @@ impl<O: Output> Cli<O> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// A command about stack members or supervisors (`sim::members`), matched with
+    /// abbreviations, on a persona with `members:`.
+    fn members_command(&self, line: &str) -> Option<String> {
+        self.dev.persona.members.as_ref()?;
+        let typed: Vec<String> = line
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let key = super::members::COMMANDS.iter().find(|key| {
+            let words: Vec<&str> = key.split_whitespace().collect();
+            words.len() == typed.len()
+                && words
+                    .iter()
+                    .zip(&typed)
+                    .all(|(w, t)| !t.is_empty() && w.starts_with(t.as_str()))
+        })?;
+        super::members::command(&self.dev, key)
     }
 
     /// A command of the persona's `commands:` map, matched with abbreviations.
