@@ -20,7 +20,7 @@ use super::parse::{ParseError, missing, re};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StackMember {
     pub number: u32,
-    /// `Active`, `Standby` or `Member`.
+    /// `Active`, `Standby` or `Member` (IOS 15's `Master` reads as `Active`).
     pub role: String,
     pub mac: String,
     pub priority: u32,
@@ -43,7 +43,7 @@ impl StackMember {
 // bare number (`0` on a member in version mismatch), and absent on a provisioned slot.
 static SWITCH_ROW: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"^\s*(\*)?\s*(\d+)\s+(Active|Standby|Member)\s+([0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4})\s+(\d+)\s+(?:(V\d+|\d+)\s+)?(\S.*?)\s*$",
+        r"^\s*(\*)?\s*(\d+)\s+(Active|Standby|Member|Master)\s+([0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4})\s+(\d+)\s+(?:(V\d+|\d+)\s+)?(\S.*?)\s*$",
     )
 });
 
@@ -55,7 +55,10 @@ pub(crate) fn show_switch(text: &str) -> Result<Vec<StackMember>, ParseError> {
         .filter_map(|c| {
             Some(StackMember {
                 number: c[2].parse().ok()?,
-                role: c[3].to_string(),
+                role: match &c[3] {
+                    "Master" => "Active".to_string(),
+                    other => other.to_string(),
+                },
                 mac: c[4].to_string(),
                 priority: c[5].parse().ok()?,
                 hw_version: c.get(6).map(|m| m.as_str().to_string()),
