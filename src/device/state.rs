@@ -155,6 +155,20 @@ impl Comparison {
         parsed.map_err(|why| format!("`{command}`: {why}"))
     }
 
+    /// What one observation amounts to: `up interfaces 24`, `CDP neighbours 3`, `routes 812`.
+    pub fn describe(&self, seen: &Observed) -> String {
+        match (self, seen) {
+            (_, Observed::Interfaces(m)) => {
+                format!("up interfaces {}", m.values().filter(|s| s.up).count())
+            }
+            (Comparison::Neighbors { protocol }, Observed::Neighbors(n)) => {
+                format!("{} neighbours {}", protocol.label(), n.len())
+            }
+            (_, Observed::Neighbors(n)) => format!("neighbours {}", n.len()),
+            (_, Observed::Routes(r)) => format!("routes {r}"),
+        }
+    }
+
     /// Compare what was seen before and after: `Ok` with the one-line summary for the report,
     /// or `Err` with that summary and every difference that fails the device.
     pub fn compare(&self, before: &Observed, after: &Observed) -> Compared {
