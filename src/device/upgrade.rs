@@ -1325,7 +1325,7 @@ async fn state_before(run: &Run<'_>, session: &mut Session) -> Result<Vec<Observ
     }
     let platform = run.target.platform;
     let commands: Vec<&str> = compare.iter().map(|c| c.command(platform)).collect();
-    run.start(Step::PreCheck, format!("state before the upgrade: {}", commands.join(", ")))
+    run.start(Step::PreCheck, format!("take the state to compare after the reload: {}", commands.join(", ")))
         .await?;
     let seen = observe(run, session, Step::PreCheck).await?;
     run.emit(

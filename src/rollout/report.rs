@@ -29,6 +29,10 @@ pub(crate) struct DeviceReport {
     pub attempts: u32,
     pub error: Option<String>,
     pub steps: Vec<StepTiming>,
+    /// `checks.compare`, before → after, one line per comparison
+    /// (`up interfaces 24 → 23 (GigabitEthernet1/0/3 down)`), from the last attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compared: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -111,9 +115,25 @@ pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>>
     t.into_map()
 }
 
+/// Each device's `checks.compare` lines (`compared: …` step events); a new state taken
+/// before the upgrade (a retry) starts the device's list again.
+pub(crate) fn comparisons(events: &[Event]) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for e in events {
+        let Some(device) = &e.device else { continue };
+        if e.message.starts_with("state before the upgrade:") {
+            out.remove(device);
+        } else if let Some(line) = e.message.strip_prefix("compared: ") {
+            out.entry(device.clone()).or_default().push(line.to_string());
+        }
+    }
+    out
+}
+
 /// `events`: the rollout's step events (or all of its events).
 pub(crate) fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report {
     let mut timings = step_timings(events);
+    let mut compared = comparisons(events);
     Report {
         id: r.id.to_string(),
         name: r.name.clone(),
@@ -139,6 +159,7 @@ pub(crate) fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> 
                 attempts: j.attempts,
                 error: j.error.clone(),
                 steps: timings.remove(&j.device).unwrap_or_default(),
+                compared: compared.remove(&j.device).unwrap_or_default(),
             })
             .collect(),
     }

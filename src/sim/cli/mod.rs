@@ -115,6 +115,8 @@ enum Cmd {
     ShowCdp,
     ShowCdpDetail,
     ShowLldp,
+    ShowIpRouteSummary,
+    ShowIntBrief,
     ShowInstallActive,
     ShowInstallCommitted,
     ShowInstallAllImpact,
