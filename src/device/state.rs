@@ -486,7 +486,9 @@ pub fn parse_neighbors(output: &str) -> Result<BTreeSet<Neighbor>, String> {
     let mut pending: Option<String> = None;
     for line in lines(output) {
         if !header {
-            header = line.contains("Device ID") && line.contains("Local");
+            // IOS prints `Device ID`, NX-OS `Device-ID`.
+            header = (line.contains("Device ID") || line.contains("Device-ID"))
+                && line.contains("Local");
             continue;
         }
         let t: Vec<&str> = line.split_whitespace().collect();
@@ -513,7 +515,7 @@ pub fn parse_neighbors(output: &str) -> Result<BTreeSet<Neighbor>, String> {
         }
     }
     if !header {
-        return Err("no neighbour table (`Device ID … Local …`) in the output; is the protocol enabled?".into());
+        return Err("no neighbour table (`Device ID … Local Intrfce …`) in the output; is the protocol enabled?".into());
     }
     Ok(out)
 }
@@ -666,6 +668,36 @@ mod tests {
             ids(&n),
             pairs(&[("Switch", "mgmt0"), ("swordfish-6k-2", "Eth3/2")])
         );
+    }
+
+    #[test]
+    fn nxos_cdp_neighbors_with_wrapped_device_and_port_ids() {
+        // `Device-ID` header; long IDs (with the serial in brackets) on a line of their own;
+        // a port ID too long for its column on the next line.
+        let n = parse_neighbors(&fixture("nxos_ShowCdpNeighbors_golden_output_4.txt")).unwrap();
+        assert_eq!(
+            ids(&n),
+            pairs(&[
+                ("CISCONXOS1.ctr.globedev.aac", "mgmt0"),
+                ("CISCONXOS101-CISCOXR202.ctr.globeint.aac(ABCD1234567)", "Eth1/1"),
+                ("llxde101.ctr.globeint.aac", "Eth1/5"),
+                ("llxde102.ctr.globeint.aac", "Eth1/7"),
+                ("1111-2222-3333", "Eth1/3"),
+                ("4444-5555-6666", "Eth1/5"),
+                ("shkothap-lnx", "Eth1/1/1"),
+                ("shkothap-lnx.cisco.com", "Eth1/1/2"),
+            ])
+        );
+        let n = parse_neighbors(&fixture("nxos_ShowCdpNeighbors_golden_output_5.txt")).unwrap();
+        assert_eq!(n.len(), 12);
+        assert!(n.contains(&Neighbor {
+            device_id: "bkcmnasa3a2d(SSI173500V1)".into(),
+            local_port: "Eth1/32".into()
+        }));
+        assert!(n.contains(&Neighbor {
+            device_id: "kanntp02-02".into(),
+            local_port: "Eth100/1/10".into()
+        }));
     }
 
     #[test]

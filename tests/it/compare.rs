@@ -115,3 +115,60 @@ async fn a_link_that_stays_down_fails_its_device_at_post_check_naming_it() {
     );
     rig.stop().await;
 }
+
+/// IOS-XE and NX-OS: the platform's own commands (NX-OS `show interface brief`, its CDP table
+/// and `Total number of routes:`), parsed the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn iosxe_and_nxos_compare_with_their_own_commands() {
+    let rig = Rig::start(2, |c| c.personas = vec!["c9300".into(), "n9k".into()]).await;
+    let names = rig.names();
+    let (iosxe, nxos) = ("cat9k_iosxe.17.09.04a.SPA.bin", "nxos.10.2.5.bin");
+    for (i, file) in [iosxe, nxos].into_iter().enumerate() {
+        let path = rig.dir.path().join(file);
+        write_random_file(&path, 300_000, 7 + i as u64);
+        let r = rig
+            .post("/api/v1/images")
+            .multipart(multipart_file(&path, file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
+    assert!(rig.lab.set_fault(&names[1], Fault::LinkDownAfterReload));
+    let pb = playbook(COMPARE).replace(
+        &format!("  ios: {IMAGE}\n"),
+        &format!("  iosxe: {iosxe}\n  nxos: {nxos}\n"),
+    );
+    let id = rig.submit(&pb).await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed_with_failures", "{d:#}");
+    assert_eq!(job_of(&d, &names[0])["state"], "succeeded", "{d:#}");
+
+    let events = rig.events(&id).await;
+    let m = messages(&events, &names[0]);
+    assert!(
+        m.iter().any(|l| l.contains("CDP neighbours 2 → 2")),
+        "{m:#?}"
+    );
+    let m = messages(&events, &names[1]);
+    assert!(
+        m.iter().any(|l| l.starts_with("take the state to compare after the reload: show interface brief, show cdp neighbors, show ip route summary")),
+        "{m:#?}"
+    );
+    let down = rig.lab.state(&names[1]).unwrap().links_down;
+    assert_eq!(down, ["Ethernet1/49"], "{:#}", job_of(&d, &names[1]));
+    let error = job_of(&d, &names[1])["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("post_check failed (check_failed): "),
+        "{error}"
+    );
+    assert!(
+        error.contains("Eth1/49 was up before the upgrade and is down now"),
+        "{error}"
+    );
+    assert!(
+        error.contains("CDP neighbour spine1"),
+        "{error}"
+    );
+    rig.stop().await;
+}
