@@ -175,7 +175,8 @@ impl Comparison {
         let mut differences = Vec::new();
         let summary = match (self, before, after) {
             (Comparison::UpInterfaces { .. }, Observed::Interfaces(b), Observed::Interfaces(a)) => {
-                let up_before: Vec<&String> = b.iter().filter(|(_, s)| s.up).map(|(n, _)| n).collect();
+                let up_before: Vec<&String> =
+                    b.iter().filter(|(_, s)| s.up).map(|(n, _)| n).collect();
                 let mut lost = Vec::new();
                 for name in &up_before {
                     match a.get(*name) {
@@ -202,7 +203,11 @@ impl Comparison {
                 }
                 line
             }
-            (Comparison::Neighbors { protocol }, Observed::Neighbors(b), Observed::Neighbors(a)) => {
+            (
+                Comparison::Neighbors { protocol },
+                Observed::Neighbors(b),
+                Observed::Neighbors(a),
+            ) => {
                 let label = protocol.label();
                 let mut lost = Vec::new();
                 for n in b {
@@ -237,7 +242,11 @@ impl Comparison {
                     Tolerance::Percent(p) => percent.abs() <= *p + 1e-9,
                     Tolerance::Routes(n) => change.unsigned_abs() <= u128::from(*n),
                 };
-                let shown = format!("{}{:.0}%", if change < 0 { "−" } else { "+" }, percent.abs());
+                let shown = format!(
+                    "{}{:.0}%",
+                    if change < 0 { "−" } else { "+" },
+                    percent.abs()
+                );
                 if !within {
                     differences.push(format!(
                         "routes: {b} before, {a} after ({shown}, tolerance {tolerance})"
@@ -453,7 +462,8 @@ fn is_port(s: &str) -> bool {
 /// The numbered part of an abbreviated port written with a space (`Fas 0/5`, `Eth 0`).
 fn is_port_number(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_digit())
-        && s.bytes().all(|b| b.is_ascii_digit() || b == b'/' || b == b'.' || b == b':')
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'/' || b == b'.' || b == b':')
 }
 
 /// One neighbour line: the device ID tokens and the local port. The anchor is the hold time,
@@ -467,10 +477,7 @@ fn neighbor_line(t: &[&str]) -> Option<(String, String)> {
         if is_port(t[j - 1]) {
             return Some((t[..j - 1].join(" "), t[j - 1].to_string()));
         }
-        if j >= 2
-            && is_port_number(t[j - 1])
-            && t[j - 2].bytes().all(|b| b.is_ascii_alphabetic())
-        {
+        if j >= 2 && is_port_number(t[j - 1]) && t[j - 2].bytes().all(|b| b.is_ascii_alphabetic()) {
             return Some((t[..j - 2].join(" "), format!("{}{}", t[j - 2], t[j - 1])));
         }
     }
@@ -579,9 +586,8 @@ mod tests {
         assert!(m["VirtualPortGroup4"].up);
 
         // NX-OS: one status word; the `(loopback0)` line of an unnumbered tunnel is no row.
-        let m =
-            parse_ip_interface_brief(&fixture("nxos_ShowIpInterfaceBrief_golden_output_1.txt"))
-                .unwrap();
+        let m = parse_ip_interface_brief(&fixture("nxos_ShowIpInterfaceBrief_golden_output_1.txt"))
+            .unwrap();
         assert_eq!(m.len(), 26);
         assert_eq!(up(&m).len(), 18);
         assert!(!m["Eth5/48.100"].up);
@@ -601,8 +607,8 @@ mod tests {
         assert!(up(&m).is_empty());
         assert_eq!(m["Fa0/4"].status, "disabled");
 
-        let m = parse_interfaces_status(&fixture("ntc_cisco_ios_show_interfaces_status2.raw"))
-            .unwrap();
+        let m =
+            parse_interfaces_status(&fixture("ntc_cisco_ios_show_interfaces_status2.raw")).unwrap();
         assert_eq!(m.len(), 10, "the fc lines are another layout: {m:?}");
         assert_eq!(up(&m).len(), 10);
         assert!(m["Eth1/10"].up);
@@ -641,7 +647,11 @@ mod tests {
         // `Eth 0` is one port; all three neighbours on it.
         assert_eq!(
             ids(&n),
-            pairs(&[("device2", "Eth0"), ("device3", "Eth0"), ("device4", "Eth0")])
+            pairs(&[
+                ("device2", "Eth0"),
+                ("device3", "Eth0"),
+                ("device4", "Eth0")
+            ])
         );
 
         // Wrapped device IDs, lines without one, and a last ID with nothing after it.
@@ -679,7 +689,10 @@ mod tests {
             ids(&n),
             pairs(&[
                 ("CISCONXOS1.ctr.globedev.aac", "mgmt0"),
-                ("CISCONXOS101-CISCOXR202.ctr.globeint.aac(ABCD1234567)", "Eth1/1"),
+                (
+                    "CISCONXOS101-CISCOXR202.ctr.globeint.aac(ABCD1234567)",
+                    "Eth1/1"
+                ),
                 ("llxde101.ctr.globeint.aac", "Eth1/5"),
                 ("llxde102.ctr.globeint.aac", "Eth1/7"),
                 ("1111-2222-3333", "Eth1/3"),
@@ -710,8 +723,8 @@ mod tests {
             local_port: "Gi5/0/44".into()
         }));
 
-        let n = parse_neighbors(&fixture("ntc_cisco_nxos_show_lldp_neighbors_multiline.raw"))
-            .unwrap();
+        let n =
+            parse_neighbors(&fixture("ntc_cisco_nxos_show_lldp_neighbors_multiline.raw")).unwrap();
         assert_eq!(n.len(), 15);
         assert!(n.contains(&Neighbor {
             device_id: "dcx3.org.local".into(),
@@ -733,7 +746,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             ids(&n),
-            pairs(&[("Office Access Point", "Eth1/5"), ("nx-osv9000-2", "Eth1/3")])
+            pairs(&[
+                ("Office Access Point", "Eth1/5"),
+                ("nx-osv9000-2", "Eth1/3")
+            ])
         );
     }
 

@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::copy::{CopySource, Transfer, is_transport_failure};
 use super::rules::{is_downgrade, kickstart_to_install, post_check, reason_for, target_version};
+use super::state::{Comparison, Observed};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
     file_name, read_facts, wait_back,
 };
-use super::state::{Comparison, Observed};
 use crate::inventory::Facts;
 
 #[derive(Debug, Clone)]
@@ -1294,7 +1294,11 @@ async fn finish_after_reload(
 }
 
 /// Run each `checks.compare` command and parse its output.
-async fn observe(run: &Run<'_>, session: &mut Session, step: Step) -> Result<Vec<Observed>, UpgradeFailure> {
+async fn observe(
+    run: &Run<'_>,
+    session: &mut Session,
+    step: Step,
+) -> Result<Vec<Observed>, UpgradeFailure> {
     let platform = run.target.platform;
     let mut seen = Vec::new();
     for c in &run.plan.options.compare {
@@ -1318,15 +1322,24 @@ async fn observe(run: &Run<'_>, session: &mut Session, step: Step) -> Result<Vec
 
 /// `checks.compare` before the first change: the state the device must be back to. A command
 /// that fails or an output that cannot be read fails the device here, still untouched.
-async fn state_before(run: &Run<'_>, session: &mut Session) -> Result<Vec<Observed>, UpgradeFailure> {
+async fn state_before(
+    run: &Run<'_>,
+    session: &mut Session,
+) -> Result<Vec<Observed>, UpgradeFailure> {
     let compare = &run.plan.options.compare;
     if compare.is_empty() {
         return Ok(Vec::new());
     }
     let platform = run.target.platform;
     let commands: Vec<&str> = compare.iter().map(|c| c.command(platform)).collect();
-    run.start(Step::PreCheck, format!("take the state to compare after the reload: {}", commands.join(", ")))
-        .await?;
+    run.start(
+        Step::PreCheck,
+        format!(
+            "take the state to compare after the reload: {}",
+            commands.join(", ")
+        ),
+    )
+    .await?;
     let seen = observe(run, session, Step::PreCheck).await?;
     run.emit(
         Step::PreCheck,
@@ -1364,8 +1377,11 @@ async fn state_after(run: &Run<'_>, session: &mut Session) -> Result<(), Upgrade
     }
     let platform = run.target.platform;
     let commands: Vec<&str> = compare.iter().map(|c| c.command(platform)).collect();
-    run.start_unstoppable(Step::PostCheck, format!("compare with the state before: {}", commands.join(", ")))
-        .await;
+    run.start_unstoppable(
+        Step::PostCheck,
+        format!("compare with the state before: {}", commands.join(", ")),
+    )
+    .await;
     let after = observe(run, session, Step::PostCheck).await?;
     let mut differences = Vec::new();
     for ((c, before), after) in compare.iter().zip(&run.baseline).zip(&after) {
@@ -1375,7 +1391,11 @@ async fn state_after(run: &Run<'_>, session: &mut Session) -> Result<(), Upgrade
         } else {
             StepStatus::Failed
         };
-        run.emit(Step::PostCheck, status, format!("compared: {}", got.summary));
+        run.emit(
+            Step::PostCheck,
+            status,
+            format!("compared: {}", got.summary),
+        );
         differences.extend(got.differences);
     }
     if differences.is_empty() {
@@ -1384,7 +1404,10 @@ async fn state_after(run: &Run<'_>, session: &mut Session) -> Result<(), Upgrade
     Err(run.fail(
         Step::PostCheck,
         FailureReason::CheckFailed,
-        format!("the state after the reload differs from before: {}", differences.join("; ")),
+        format!(
+            "the state after the reload differs from before: {}",
+            differences.join("; ")
+        ),
     ))
 }
 

@@ -747,7 +747,8 @@ impl Serialize for CompareEntry {
                     InterfaceSource::InterfacesStatus => Some("show interfaces status"),
                     InterfaceSource::InterfaceBrief => Some("show interface brief"),
                 };
-                let opts: BTreeMap<&str, &str> = command.map(|c| ("command", c)).into_iter().collect();
+                let opts: BTreeMap<&str, &str> =
+                    command.map(|c| ("command", c)).into_iter().collect();
                 m.serialize_entry("up_interfaces", &opts)?;
             }
             Comparison::Neighbors { protocol } => {
@@ -902,7 +903,10 @@ impl<'de> Deserialize<'de> for CompareEntry {
                 };
                 Ok(CompareEntry(c))
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<CompareEntry, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<CompareEntry, A::Error> {
                 let Some(name) = map.next_key::<String>()? else {
                     return Err(de::Error::custom(
                         "checks.compare: an empty entry; name a comparison",
@@ -1285,12 +1289,8 @@ options:
     #[test]
     fn compare_entries_by_name_with_options_or_by_command() {
         use crate::device::state::{Comparison, InterfaceSource, NeighborProtocol, Tolerance};
-        let with = |entries: &str| {
-            FULL.replace(
-                "checks:\n",
-                &format!("checks:\n  compare:\n{entries}"),
-            )
-        };
+        let with =
+            |entries: &str| FULL.replace("checks:\n", &format!("checks:\n  compare:\n{entries}"));
         let pb = parse(&with(
             "    - up_interfaces\n    - neighbors: {protocol: lldp}\n    - routes: {tolerance: 5%}\n    - show cdp neighbors\n    - up_interfaces: {command: show interfaces status}\n    - routes: {tolerance: 20}\n    - routes\n",
         ))
@@ -1299,13 +1299,27 @@ options:
         assert_eq!(
             got,
             [
-                Comparison::UpInterfaces { source: InterfaceSource::Default },
-                Comparison::Neighbors { protocol: NeighborProtocol::Lldp },
-                Comparison::Routes { tolerance: Tolerance::Percent(5.0) },
-                Comparison::Neighbors { protocol: NeighborProtocol::Cdp },
-                Comparison::UpInterfaces { source: InterfaceSource::InterfacesStatus },
-                Comparison::Routes { tolerance: Tolerance::Routes(20) },
-                Comparison::Routes { tolerance: Tolerance::Percent(5.0) },
+                Comparison::UpInterfaces {
+                    source: InterfaceSource::Default
+                },
+                Comparison::Neighbors {
+                    protocol: NeighborProtocol::Lldp
+                },
+                Comparison::Routes {
+                    tolerance: Tolerance::Percent(5.0)
+                },
+                Comparison::Neighbors {
+                    protocol: NeighborProtocol::Cdp
+                },
+                Comparison::UpInterfaces {
+                    source: InterfaceSource::InterfacesStatus
+                },
+                Comparison::Routes {
+                    tolerance: Tolerance::Routes(20)
+                },
+                Comparison::Routes {
+                    tolerance: Tolerance::Percent(5.0)
+                },
             ]
         );
         // What is written back reads the same.
@@ -1317,7 +1331,10 @@ options:
         let e = err(&with("    - up_interfaces\n    - uptime\n"));
         assert_eq!(e.line, 21, "{e}");
         assert!(e.message.contains("unknown comparison \"uptime\""), "{e}");
-        assert!(e.message.contains("up_interfaces, neighbors, routes"), "{e}");
+        assert!(
+            e.message.contains("up_interfaces, neighbors, routes"),
+            "{e}"
+        );
         let e = err(&with("    - neighbors: {protocol: ospf}\n"));
         assert_eq!(e.line, 20, "{e}");
         assert!(e.message.contains("neither cdp nor lldp"), "{e}");

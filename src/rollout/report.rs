@@ -124,7 +124,9 @@ pub(crate) fn comparisons(events: &[Event]) -> HashMap<String, Vec<String>> {
         if e.message.starts_with("state before the upgrade:") {
             out.remove(device);
         } else if let Some(line) = e.message.strip_prefix("compared: ") {
-            out.entry(device.clone()).or_default().push(line.to_string());
+            out.entry(device.clone())
+                .or_default()
+                .push(line.to_string());
         }
     }
     out

@@ -166,9 +166,6 @@ async fn iosxe_and_nxos_compare_with_their_own_commands() {
         error.contains("Eth1/49 was up before the upgrade and is down now"),
         "{error}"
     );
-    assert!(
-        error.contains("CDP neighbour spine1"),
-        "{error}"
-    );
+    assert!(error.contains("CDP neighbour spine1"), "{error}");
     rig.stop().await;
 }
