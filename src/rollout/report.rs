@@ -205,6 +205,60 @@ pub(crate) fn to_csv(report: &Report) -> String {
 mod tests {
     use super::*;
 
+    fn event(id: i64, device: &str, kind: EventKind, message: &str) -> Event {
+        Event {
+            id,
+            rollout_id: super::super::model::RolloutId::new("r-1"),
+            at: "2026-12-05T01:00:00Z".into(),
+            device: Some(device.into()),
+            kind,
+            step: Some("post_check".into()),
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn comparisons_are_the_last_attempts_per_device() {
+        let events = [
+            event(
+                1,
+                "sw1",
+                EventKind::StepDone,
+                "state before the upgrade: up interfaces 3",
+            ),
+            event(
+                2,
+                "sw1",
+                EventKind::StepFailed,
+                "compared: up interfaces 3 → 2 (Gi1/0/1 down)",
+            ),
+            event(
+                3,
+                "sw2",
+                EventKind::StepDone,
+                "compared: routes 812 → 812 (+0%, tolerance 5%)",
+            ),
+            event(4, "sw1", EventKind::StepDone, "running 15.2(7)E8"),
+            // A retry takes the state again: the first attempt's lines are dropped.
+            event(
+                5,
+                "sw1",
+                EventKind::StepDone,
+                "state before the upgrade: up interfaces 2",
+            ),
+            event(
+                6,
+                "sw1",
+                EventKind::StepDone,
+                "compared: up interfaces 2 → 2",
+            ),
+        ];
+        let c = comparisons(&events);
+        assert_eq!(c["sw1"], ["up interfaces 2 → 2"]);
+        assert_eq!(c["sw2"], ["routes 812 → 812 (+0%, tolerance 5%)"]);
+    }
+
     #[test]
     fn csv_quotes_what_needs_quoting() {
         assert_eq!(csv_field("plain"), "plain");
