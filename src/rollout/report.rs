@@ -178,7 +178,7 @@ fn csv_field(s: &str) -> String {
 /// One line per device, for spreadsheets and change tickets.
 pub(crate) fn to_csv(report: &Report) -> String {
     let mut out = String::from(
-        "device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error\n",
+        "device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error,compared\n",
     );
     for d in &report.devices {
         let fields = [
@@ -193,6 +193,7 @@ pub(crate) fn to_csv(report: &Report) -> String {
             d.seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
             d.attempts.to_string(),
             d.error.clone().unwrap_or_default(),
+            d.compared.join("; "),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));

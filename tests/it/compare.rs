@@ -113,6 +113,22 @@ async fn a_link_that_stays_down_fails_its_device_at_post_check_naming_it() {
         2,
         "the healthy devices: {text}"
     );
+    // The CSV for the change ticket: the lines in the `compared` column.
+    let out = rig.fleetup(&["rollout", "report", &id, "--csv"]).await;
+    assert_success(&out);
+    let csv = stdout(&out);
+    assert!(
+        csv.lines().next().unwrap().ends_with(",error,compared"),
+        "{csv}"
+    );
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with(names[1].as_str()))
+        .unwrap();
+    assert!(
+        row.contains("; CDP neighbours 2 → 1 (dist-sw1 on Gig1/0/1 missing); routes "),
+        "{row}"
+    );
     rig.stop().await;
 }
 
