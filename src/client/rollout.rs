@@ -215,6 +215,9 @@ pub fn report_text(rep: &Report, has_canary: bool) -> String {
         if let Some(e) = &d.error {
             let _ = writeln!(out, "      {e}");
         }
+        for line in &d.compared {
+            let _ = writeln!(out, "      {line}");
+        }
     }
     out
 }

@@ -12,6 +12,8 @@
 //! - [`restart`] and [`wait`]: what proves a restart, and waiting for a device to come back;
 //! - [`upgrade`]: the single-device procedure with its safety rules; [`rules`]: its pure
 //!   decisions (failure reason, downgrade, post-check);
+//! - [`state`]: pre/post state comparison (`checks.compare`): commands, parsers of their
+//!   outputs, the comparison of before and after;
 //! - [`scp_push`]: copy an image to a device over its own SCP server (`ip scp server enable`);
 //! - [`version`]: Cisco version order (`15.2(7)E8` < `15.2(7)E10`), for the downgrade guard.
 //!
@@ -31,6 +33,7 @@ mod rules;
 pub mod scp_push;
 mod session;
 pub(crate) mod ssh;
+pub(crate) mod state;
 mod target;
 mod timeouts;
 pub(crate) mod transcript;

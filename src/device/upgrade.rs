@@ -28,6 +28,7 @@ use super::copy::{CopySource, Transfer, is_transport_failure};
 
 mod rollback;
 use super::rules::{is_downgrade, kickstart_to_install, post_check, reason_for, target_version};
+use super::state::{Comparison, Observed};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
     file_name, read_facts, wait_back,
@@ -49,6 +50,9 @@ pub struct UpgradeOptions {
     pub(crate) pre_checks: Vec<Check>,
     /// Show commands checked once the device runs the new image.
     pub(crate) post_checks: Vec<Check>,
+    /// State taken before any change that must hold once the device is back
+    /// (`checks.compare`).
+    pub(crate) compare: Vec<Comparison>,
     /// `ip tftp blocksize` for the copy (IOS and IOS-XE; TFTP only): set before the copy, put
     /// back as it was right after it, so the saved configuration does not change.
     pub tftp_blocksize: Option<u16>,
@@ -81,6 +85,7 @@ impl Default for UpgradeOptions {
             free_space_margin_percent: 0,
             pre_checks: Vec::new(),
             post_checks: Vec::new(),
+            compare: Vec::new(),
             tftp_blocksize: None,
             allow_downgrade: false,
             rollback: false,
@@ -374,6 +379,8 @@ struct Run<'a> {
     events: UnboundedSender<StepEvent>,
     gate: Option<&'a dyn StepGate>,
     host_key: Option<String>,
+    /// What `checks.compare` saw before the first change, one per comparison.
+    baseline: Vec<Observed>,
 }
 
 impl<'a> Run<'a> {
@@ -398,6 +405,7 @@ impl<'a> Run<'a> {
             events,
             gate,
             host_key: None,
+            baseline: Vec::new(),
         }
     }
 
@@ -659,6 +667,15 @@ pub(crate) async fn upgrade_gated(
         stage(&mut run, &mut session).await?;
     }
 
+    // Taken right before the changes, so a device staged hours before its window is compared
+    // with how it was when the window opened.
+    run.baseline = match state_before(&run, &mut session).await {
+        Ok(seen) => seen,
+        Err(failure) => {
+            session.close().await;
+            return Err(failure);
+        }
+    };
     let driver = session.driver;
     let old_image = before
         .version
@@ -1298,6 +1315,10 @@ async fn finish_after_reload(
         failure.reload_sent = true;
         return Err(failure);
     }
+    if let Err(mut failure) = state_after(run, session).await {
+        failure.reload_sent = true;
+        return Err(failure);
+    }
     if plan.options.delete_old_image {
         run.start_unstoppable(Step::Cleanup, "remove the old image")
             .await;
@@ -1307,6 +1328,124 @@ async fn finish_after_reload(
         }
     }
     Ok(())
+}
+
+/// Run each `checks.compare` command and parse its output.
+async fn observe(
+    run: &Run<'_>,
+    session: &mut Session,
+    step: Step,
+) -> Result<Vec<Observed>, UpgradeFailure> {
+    let platform = run.target.platform;
+    let mut seen = Vec::new();
+    for c in &run.plan.options.compare {
+        let output = match session.run(c.command(platform)).await {
+            Ok(o) => o,
+            Err(e) => return Err(run.fail_with(step, e)),
+        };
+        match c.parse(platform, &output) {
+            Ok(o) => seen.push(o),
+            Err(why) => {
+                return Err(run.fail(
+                    step,
+                    FailureReason::CheckFailed,
+                    format!("checks.compare {}: {why}", c.name()),
+                ));
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// `checks.compare` before the first change: the state the device must be back to. A command
+/// that fails or an output that cannot be read fails the device here, still untouched.
+async fn state_before(
+    run: &Run<'_>,
+    session: &mut Session,
+) -> Result<Vec<Observed>, UpgradeFailure> {
+    let compare = &run.plan.options.compare;
+    if compare.is_empty() {
+        return Ok(Vec::new());
+    }
+    let platform = run.target.platform;
+    let commands: Vec<&str> = compare.iter().map(|c| c.command(platform)).collect();
+    run.start(
+        Step::PreCheck,
+        format!(
+            "take the state to compare after the reload: {}",
+            commands.join(", ")
+        ),
+    )
+    .await?;
+    let seen = observe(run, session, Step::PreCheck).await?;
+    run.emit(
+        Step::PreCheck,
+        StepStatus::Done,
+        format!(
+            "state before the upgrade: {}",
+            compare
+                .iter()
+                .zip(&seen)
+                .map(|(c, o)| c.describe(o))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    );
+    Ok(seen)
+}
+
+/// `checks.compare` once the device is back: every comparison against the state before. Each
+/// gives an event `compared: …` (its before → after line, kept for the report); any
+/// difference fails the device at `post_check` with `check_failed`, naming each difference.
+async fn state_after(run: &Run<'_>, session: &mut Session) -> Result<(), UpgradeFailure> {
+    let compare = &run.plan.options.compare;
+    if compare.is_empty() {
+        return Ok(());
+    }
+    if run.baseline.len() != compare.len() {
+        // A resumed upgrade: the state before was taken by a fleetup process that has
+        // stopped since, and it is not kept across a restart.
+        run.emit(
+            Step::PostCheck,
+            StepStatus::Skipped,
+            "checks.compare skipped: the state before the upgrade was taken before fleetup restarted and is not kept",
+        );
+        return Ok(());
+    }
+    let platform = run.target.platform;
+    let commands: Vec<&str> = compare.iter().map(|c| c.command(platform)).collect();
+    run.start_unstoppable(
+        Step::PostCheck,
+        format!("compare with the state before: {}", commands.join(", ")),
+    )
+    .await;
+    let after = observe(run, session, Step::PostCheck).await?;
+    let mut differences = Vec::new();
+    for ((c, before), after) in compare.iter().zip(&run.baseline).zip(&after) {
+        let got = c.compare(before, after);
+        let status = if got.differences.is_empty() {
+            StepStatus::Done
+        } else {
+            StepStatus::Failed
+        };
+        run.emit(
+            Step::PostCheck,
+            status,
+            format!("compared: {}", got.summary),
+        );
+        differences.extend(got.differences);
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(run.fail(
+        Step::PostCheck,
+        FailureReason::CheckFailed,
+        format!(
+            "the state after the reload differs from before: {}",
+            differences.join("; ")
+        ),
+    ))
 }
 
 /// Run the playbook's check commands: each output must contain `must_contain` and must not

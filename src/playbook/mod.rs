@@ -722,6 +722,223 @@ pub(crate) struct Checks {
     pub pre: PreChecks,
     #[serde(default)]
     pub post: PostChecks,
+    /// State taken before any change that must hold once the device is back: parsed by
+    /// fleetup (`device::state`), not matched as text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compare: Vec<CompareEntry>,
+}
+
+/// One entry of `checks.compare`: a comparison's name (`up_interfaces`), the name with its
+/// options (`routes: {tolerance: 5%}`), or the show command it stands for
+/// (`show cdp neighbors`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CompareEntry(pub crate::device::state::Comparison);
+
+impl Serialize for CompareEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::device::state::{Comparison, InterfaceSource, NeighborProtocol, Tolerance};
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        match &self.0 {
+            Comparison::UpInterfaces { source } => {
+                let command = match source {
+                    InterfaceSource::Default => None,
+                    InterfaceSource::IpInterfaceBrief => Some("show ip interface brief"),
+                    InterfaceSource::InterfacesStatus => Some("show interfaces status"),
+                    InterfaceSource::InterfaceBrief => Some("show interface brief"),
+                };
+                let opts: BTreeMap<&str, &str> =
+                    command.map(|c| ("command", c)).into_iter().collect();
+                m.serialize_entry("up_interfaces", &opts)?;
+            }
+            Comparison::Neighbors { protocol } => {
+                let p = match protocol {
+                    NeighborProtocol::Cdp => "cdp",
+                    NeighborProtocol::Lldp => "lldp",
+                };
+                m.serialize_entry("neighbors", &BTreeMap::from([("protocol", p)]))?;
+            }
+            Comparison::Routes { tolerance } => {
+                let t = match tolerance {
+                    Tolerance::Percent(p) => format!("{p}%"),
+                    Tolerance::Routes(n) => n.to_string(),
+                };
+                m.serialize_entry("routes", &BTreeMap::from([("tolerance", t)]))?;
+            }
+        }
+        m.end()
+    }
+}
+
+fn unknown_comparison(name: &str) -> String {
+    format!(
+        "checks.compare: unknown comparison {name:?}; known: {}, or one of the commands show ip interface brief, show interfaces status, show interface brief, show cdp neighbors, show lldp neighbors, show ip route summary",
+        crate::device::state::COMPARISON_NAMES.join(", ")
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpInterfacesOptions {
+    /// `show ip interface brief`, `show interfaces status` or (NX-OS) `show interface brief`.
+    #[serde(default)]
+    command: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighborsOptions {
+    #[serde(default = "cdp")]
+    protocol: NeighborProtocolText,
+}
+
+fn cdp() -> NeighborProtocolText {
+    NeighborProtocolText(crate::device::state::NeighborProtocol::Cdp)
+}
+
+struct NeighborProtocolText(crate::device::state::NeighborProtocol);
+
+impl<'de> Deserialize<'de> for NeighborProtocolText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::device::state::NeighborProtocol;
+        let s = String::deserialize(d)?;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cdp" => Ok(NeighborProtocolText(NeighborProtocol::Cdp)),
+            "lldp" => Ok(NeighborProtocolText(NeighborProtocol::Lldp)),
+            _ => Err(de::Error::custom(format!(
+                "checks.compare.neighbors.protocol: {s:?} is neither cdp nor lldp"
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesOptions {
+    #[serde(default)]
+    tolerance: Option<ToleranceText>,
+}
+
+/// `5%` of the routes before, or a number of routes (`20`).
+struct ToleranceText(crate::device::state::Tolerance);
+
+impl<'de> Deserialize<'de> for ToleranceText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::device::state::Tolerance;
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ToleranceText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a route tolerance: a percentage (\"5%\") or a number of routes (20)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ToleranceText, E> {
+                Ok(ToleranceText(Tolerance::Routes(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ToleranceText, E> {
+                u64::try_from(v)
+                    .map(|v| ToleranceText(Tolerance::Routes(v)))
+                    .map_err(|_| E::custom("checks.compare.routes.tolerance: cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ToleranceText, E> {
+                let t = v.trim();
+                if let Some(p) = t.strip_suffix('%') {
+                    return match p.trim().parse::<f64>() {
+                        Ok(p) if (0.0..=100.0).contains(&p) => {
+                            Ok(ToleranceText(Tolerance::Percent(p)))
+                        }
+                        _ => Err(E::custom(format!(
+                            "checks.compare.routes.tolerance: {v:?} is not a percentage from 0% to 100%"
+                        ))),
+                    };
+                }
+                t.parse::<u64>()
+                    .map(|n| ToleranceText(Tolerance::Routes(n)))
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "checks.compare.routes.tolerance: {v:?} is neither a percentage like \"5%\" nor a number of routes"
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompareEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::device::state::{
+            Comparison, DEFAULT_ROUTE_TOLERANCE, InterfaceSource, NeighborProtocol,
+        };
+        fn up_interfaces<E: de::Error>(o: Option<UpInterfacesOptions>) -> Result<Comparison, E> {
+            let source = match o.and_then(|o| o.command) {
+                None => InterfaceSource::Default,
+                Some(c) => match Comparison::for_command(&c) {
+                    Some(Comparison::UpInterfaces { source }) => source,
+                    _ => {
+                        return Err(E::custom(format!(
+                            "checks.compare.up_interfaces.command: {c:?} is not one of show ip interface brief, show interfaces status, show interface brief"
+                        )));
+                    }
+                },
+            };
+            Ok(Comparison::UpInterfaces { source })
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CompareEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a comparison: up_interfaces, neighbors: {protocol: cdp}, routes: {tolerance: 5%}, or a show command")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CompareEntry, E> {
+                let c = match v.trim() {
+                    "up_interfaces" => up_interfaces(None)?,
+                    "neighbors" => Comparison::Neighbors {
+                        protocol: NeighborProtocol::Cdp,
+                    },
+                    "routes" => Comparison::Routes {
+                        tolerance: DEFAULT_ROUTE_TOLERANCE,
+                    },
+                    other => Comparison::for_command(other)
+                        .ok_or_else(|| E::custom(unknown_comparison(other)))?,
+                };
+                Ok(CompareEntry(c))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<CompareEntry, A::Error> {
+                let Some(name) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "checks.compare: an empty entry; name a comparison",
+                    ));
+                };
+                let c = match name.as_str() {
+                    "up_interfaces" => {
+                        up_interfaces(map.next_value::<Option<UpInterfacesOptions>>()?)?
+                    }
+                    "neighbors" => Comparison::Neighbors {
+                        protocol: map
+                            .next_value::<Option<NeighborsOptions>>()?
+                            .map_or(NeighborProtocol::Cdp, |o| o.protocol.0),
+                    },
+                    "routes" => Comparison::Routes {
+                        tolerance: map
+                            .next_value::<Option<RoutesOptions>>()?
+                            .and_then(|o| o.tolerance)
+                            .map_or(DEFAULT_ROUTE_TOLERANCE, |t| t.0),
+                    },
+                    other => return Err(de::Error::custom(unknown_comparison(other))),
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "checks.compare: one comparison per entry; start {extra:?} on its own line with `- `"
+                    )));
+                }
+                Ok(CompareEntry(c))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1083,6 +1300,68 @@ options:
 
         let e = err(&FULL.replace("show interfaces", "reload in"));
         assert!(e.message.contains("not a show command"), "{e}");
+    }
+
+    #[test]
+    fn compare_entries_by_name_with_options_or_by_command() {
+        use crate::device::state::{Comparison, InterfaceSource, NeighborProtocol, Tolerance};
+        let with =
+            |entries: &str| FULL.replace("checks:\n", &format!("checks:\n  compare:\n{entries}"));
+        let pb = parse(&with(
+            "    - up_interfaces\n    - neighbors: {protocol: lldp}\n    - routes: {tolerance: 5%}\n    - show cdp neighbors\n    - up_interfaces: {command: show interfaces status}\n    - routes: {tolerance: 20}\n    - routes\n",
+        ))
+        .unwrap();
+        let got: Vec<Comparison> = pb.checks.compare.iter().map(|c| c.0.clone()).collect();
+        assert_eq!(
+            got,
+            [
+                Comparison::UpInterfaces {
+                    source: InterfaceSource::Default
+                },
+                Comparison::Neighbors {
+                    protocol: NeighborProtocol::Lldp
+                },
+                Comparison::Routes {
+                    tolerance: Tolerance::Percent(5.0)
+                },
+                Comparison::Neighbors {
+                    protocol: NeighborProtocol::Cdp
+                },
+                Comparison::UpInterfaces {
+                    source: InterfaceSource::InterfacesStatus
+                },
+                Comparison::Routes {
+                    tolerance: Tolerance::Routes(20)
+                },
+                Comparison::Routes {
+                    tolerance: Tolerance::Percent(5.0)
+                },
+            ]
+        );
+        // What is written back reads the same.
+        let again: Vec<CompareEntry> =
+            crate::yaml::from_str(&crate::yaml::to_string(&pb.checks.compare).unwrap()).unwrap();
+        assert_eq!(again, pb.checks.compare);
+
+        // `checks:` is on line 18: the entries start on line 20.
+        let e = err(&with("    - up_interfaces\n    - uptime\n"));
+        assert_eq!(e.line, 21, "{e}");
+        assert!(e.message.contains("unknown comparison \"uptime\""), "{e}");
+        assert!(
+            e.message.contains("up_interfaces, neighbors, routes"),
+            "{e}"
+        );
+        let e = err(&with("    - neighbors: {protocol: ospf}\n"));
+        assert_eq!(e.line, 20, "{e}");
+        assert!(e.message.contains("neither cdp nor lldp"), "{e}");
+        let e = err(&with("    - routes: {tolerance: 150%}\n"));
+        assert_eq!(e.line, 20, "{e}");
+        assert!(e.message.contains("0% to 100%"), "{e}");
+        let e = err(&with("    - routes: {tolerence: 5%}\n"));
+        assert_eq!(e.line, 20, "{e}");
+        assert!(e.message.contains("tolerence"), "{e}");
+        let e = err(&with("    - up_interfaces: {command: show version}\n"));
+        assert_eq!(e.line, 20, "{e}");
     }
 
     #[test]

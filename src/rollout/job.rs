@@ -333,6 +333,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
                 .iter()
                 .map(|c| c.to_check())
                 .collect(),
+            compare: pb.checks.compare.iter().map(|c| c.0.clone()).collect(),
             tftp_blocksize: pb.transfer.tftp_blocksize.as_ref().map(|b| b.value),
             allow_downgrade: pb.options.allow_downgrade,
             rollback: pb.options.rollback == crate::playbook::Rollback::OnFailure,

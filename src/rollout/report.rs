@@ -29,6 +29,10 @@ pub(crate) struct DeviceReport {
     pub attempts: u32,
     pub error: Option<String>,
     pub steps: Vec<StepTiming>,
+    /// `checks.compare`, before → after, one line per comparison
+    /// (`up interfaces 24 → 23 (GigabitEthernet1/0/3 down)`), from the last attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compared: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -111,9 +115,27 @@ pub(crate) fn step_timings(events: &[Event]) -> HashMap<String, Vec<StepTiming>>
     t.into_map()
 }
 
+/// Each device's `checks.compare` lines (`compared: …` step events); a new state taken
+/// before the upgrade (a retry) starts the device's list again.
+pub(crate) fn comparisons(events: &[Event]) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for e in events {
+        let Some(device) = &e.device else { continue };
+        if e.message.starts_with("state before the upgrade:") {
+            out.remove(device);
+        } else if let Some(line) = e.message.strip_prefix("compared: ") {
+            out.entry(device.clone())
+                .or_default()
+                .push(line.to_string());
+        }
+    }
+    out
+}
+
 /// `events`: the rollout's step events (or all of its events).
 pub(crate) fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> Report {
     let mut timings = step_timings(events);
+    let mut compared = comparisons(events);
     Report {
         id: r.id.to_string(),
         name: r.name.clone(),
@@ -139,6 +161,7 @@ pub(crate) fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> 
                 attempts: j.attempts,
                 error: j.error.clone(),
                 steps: timings.remove(&j.device).unwrap_or_default(),
+                compared: compared.remove(&j.device).unwrap_or_default(),
             })
             .collect(),
     }
@@ -155,7 +178,7 @@ fn csv_field(s: &str) -> String {
 /// One line per device, for spreadsheets and change tickets.
 pub(crate) fn to_csv(report: &Report) -> String {
     let mut out = String::from(
-        "device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error\n",
+        "device,wave,result,old_version,new_version,image,started_at,finished_at,seconds,attempts,error,compared\n",
     );
     for d in &report.devices {
         let fields = [
@@ -170,6 +193,7 @@ pub(crate) fn to_csv(report: &Report) -> String {
             d.seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
             d.attempts.to_string(),
             d.error.clone().unwrap_or_default(),
+            d.compared.join("; "),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
@@ -181,6 +205,60 @@ pub(crate) fn to_csv(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(id: i64, device: &str, kind: EventKind, message: &str) -> Event {
+        Event {
+            id,
+            rollout_id: super::super::model::RolloutId::new("r-1"),
+            at: "2026-12-05T01:00:00Z".into(),
+            device: Some(device.into()),
+            kind,
+            step: Some("post_check".into()),
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn comparisons_are_the_last_attempts_per_device() {
+        let events = [
+            event(
+                1,
+                "sw1",
+                EventKind::StepDone,
+                "state before the upgrade: up interfaces 3",
+            ),
+            event(
+                2,
+                "sw1",
+                EventKind::StepFailed,
+                "compared: up interfaces 3 → 2 (Gi1/0/1 down)",
+            ),
+            event(
+                3,
+                "sw2",
+                EventKind::StepDone,
+                "compared: routes 812 → 812 (+0%, tolerance 5%)",
+            ),
+            event(4, "sw1", EventKind::StepDone, "running 15.2(7)E8"),
+            // A retry takes the state again: the first attempt's lines are dropped.
+            event(
+                5,
+                "sw1",
+                EventKind::StepDone,
+                "state before the upgrade: up interfaces 2",
+            ),
+            event(
+                6,
+                "sw1",
+                EventKind::StepDone,
+                "compared: up interfaces 2 → 2",
+            ),
+        ];
+        let c = comparisons(&events);
+        assert_eq!(c["sw1"], ["up interfaces 2 → 2"]);
+        assert_eq!(c["sw2"], ["routes 812 → 812 (+0%, tolerance 5%)"]);
+    }
 
     #[test]
     fn csv_quotes_what_needs_quoting() {

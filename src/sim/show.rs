@@ -173,6 +173,122 @@ impl<'a> Ports<'a> {
         t
     }
 
+    /// NX-OS `show interface brief`: the mgmt table, then the Ethernet ports (layout of
+    /// ntc-templates' `cisco_nxos_show_interface_brief.raw`).
+    pub(super) fn nxos_interface_brief(&self) -> String {
+        let line = "-".repeat(80);
+        let mut t = format!(
+            "\n{line}\nPort   VRF          Status IP Address                              Speed    MTU\n{line}\n"
+        );
+        t.push_str(&format!(
+            "{:<7}{:<13}{:<7}{:<40}{:<9}1500\n\n",
+            self.persona.mgmt_interface, "--", "up", self.ip, "1000"
+        ));
+        t.push_str(&format!(
+            "{line}\nEthernet      VLAN    Type Mode   Status  Reason                   Speed     Port\nInterface                                                                    Ch #\n{line}\n"
+        ));
+        for i in &self.persona.interfaces {
+            let (status, reason) = match self.link(i) {
+                Link::Up => ("up", "none"),
+                Link::Down => ("down", "Link not connected"),
+                Link::AdminDown => ("down", "Administratively down"),
+            };
+            let (vlan, mode) = match i.vlan.as_str() {
+                "routed" => ("--", "routed"),
+                "trunk" => ("1", "trunk"),
+                v => (v, "access"),
+            };
+            let speed = if self.link(i) == Link::Up {
+                format!("{}(D)", i.speed.trim_start_matches("a-"))
+            } else {
+                "auto(D)".to_string()
+            };
+            t.push_str(&format!(
+                "{:<14}{vlan:<8}eth  {mode:<7}{status:<8}{reason:<27}{speed:>7} --\n",
+                short_name(&i.name, true)
+            ));
+        }
+        t
+    }
+
+    /// Routes learned from the uplink (the first connected port with a neighbor): a number
+    /// fixed by the persona, so it reads the same after every reload; none while the uplink
+    /// is down (`link-down-after-reload`).
+    fn learned_routes(&self) -> u64 {
+        let uplink = self
+            .persona
+            .interfaces
+            .iter()
+            .find(|i| i.connected && i.neighbor.is_some());
+        match uplink {
+            Some(u) if self.link(u) == Link::Up => {
+                let seed = self
+                    .persona
+                    .name
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+                120 + seed % 700
+            }
+            _ => 0,
+        }
+    }
+
+    /// `show ip route summary`: the connected and local routes of the addressed ports that are
+    /// up, a static default route and the OSPF routes learned from the uplink. IOS/IOS-XE in
+    /// the layout of genieparser's iosxe `ShowIpRouteSummary` golden_output_5, NX-OS in that of
+    /// its nxos `ShowIpRouteSummary` golden_output_2.
+    pub(super) fn ip_route_summary(&self) -> String {
+        let addressed = self
+            .persona
+            .interfaces
+            .iter()
+            .filter(|i| i.ip.is_some() && self.link(i) == Link::Up)
+            .count() as u64;
+        let learned = self.learned_routes();
+        if self.nxos() {
+            let total = 2 * addressed + learned + 1;
+            let mut t = format!(
+                "IP Route Table for VRF \"default\"\nTotal number of routes: {total}\nTotal number of paths:  {total}\n\nBest paths per protocol:      Backup paths per protocol:\n"
+            );
+            t.push_str(&format!("  local          : {addressed}          None\n"));
+            t.push_str(&format!("  direct         : {addressed}\n"));
+            t.push_str("  static         : 1\n");
+            if learned > 0 {
+                t.push_str(&format!("  ospf-1         : {learned}\n"));
+            }
+            return t;
+        }
+        // The management interface is up with its address: a connected and a local route.
+        let connected = 2 * (addressed + 1);
+        let row = |source: &str, networks: u64, subnets: u64| {
+            let overhead = (networks + subnets) * 104;
+            let memory = (networks + subnets) * 304;
+            format!(
+                "{source:<16}{networks:<12}{subnets:<12}{:<12}{overhead:<12}{memory}\n",
+                0
+            )
+        };
+        let mut t = String::from(
+            "IP routing table name is default (0x0)\nIP routing table maximum-paths is 32\nRoute Source    Networks    Subnets     Replicates  Overhead    Memory (bytes)\n",
+        );
+        t.push_str(&row("application", 0, 0));
+        t.push_str(&row("connected", 0, connected));
+        t.push_str(&row("static", 1, 0));
+        t.push_str(&row("ospf 1", 0, learned));
+        t.push_str(&format!(
+            "  Intra-area: {learned} Inter-area: 0 External-1: 0 External-2: 0\n  NSSA External-1: 0 NSSA External-2: 0\n"
+        ));
+        t.push_str(&format!("internal        {:<48}{}\n", 3, 1392));
+        let (n, sub) = (1, connected + learned);
+        t.push_str(&format!(
+            "Total           {n:<12}{sub:<12}{:<12}{:<12}{}\n",
+            0,
+            (n + sub) * 104,
+            (n + sub) * 304 + 1392
+        ));
+        t
+    }
+
     /// `show cdp neighbors`.
     pub(super) fn cdp_neighbors(&self) -> String {
         let list = self.neighbors();

@@ -43,6 +43,13 @@ pub(super) const IOS_CHECKS: &[(u8, Syntax<Cmd>)] = &[
             cmd: Cmd::ShowLldp,
         },
     ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("ip"), Kw("route"), Kw("summary")],
+            cmd: Cmd::ShowIpRouteSummary,
+        },
+    ),
 ];
 
 pub(super) const NXOS_CHECKS: &[(u8, Syntax<Cmd>)] = &[
@@ -79,6 +86,20 @@ pub(super) const NXOS_CHECKS: &[(u8, Syntax<Cmd>)] = &[
         Syntax {
             toks: &[Kw("show"), Kw("lldp"), Kw("neighbors")],
             cmd: Cmd::ShowLldp,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("ip"), Kw("route"), Kw("summary")],
+            cmd: Cmd::ShowIpRouteSummary,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("interface"), Kw("brief")],
+            cmd: Cmd::ShowIntBrief,
         },
     ),
     (
@@ -359,6 +380,14 @@ impl<O: Output> Cli<O> {
             }
             Cmd::ShowLldp => {
                 let t = self.ports_text(|p| p.lldp_neighbors());
+                self.show(&t, filter).await?;
+            }
+            Cmd::ShowIpRouteSummary => {
+                let t = self.ports_text(|p| p.ip_route_summary());
+                self.show(&t, filter).await?;
+            }
+            Cmd::ShowIntBrief => {
+                let t = self.ports_text(|p| p.nxos_interface_brief());
                 self.show(&t, filter).await?;
             }
             Cmd::ShowInstallActive => {

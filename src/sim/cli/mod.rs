@@ -120,6 +120,8 @@ enum Cmd {
     ShowCdp,
     ShowCdpDetail,
     ShowLldp,
+    ShowIpRouteSummary,
+    ShowIntBrief,
     ShowInstallActive,
     ShowInstallCommitted,
     ShowInstallAllImpact,
