@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod cli;
+mod configs;
 mod conformance;
 mod contract;
 mod demo;

@@ -106,6 +106,8 @@ enum Cmd {
     NoFtpPassive,
     ScpServer,
     NoScpServer,
+    SnmpCommunity,
+    NoSnmpCommunity,
     FilePrompt,
     End,
     Do,
