@@ -112,7 +112,9 @@ fn config_error(e: ConfigError) -> ApiError {
 /// `startup`), moment (`before`, `after`), time, size and SHA-256. Always needs the token.
 #[utoipa::path(get, path = "/devices/{name}/configs", tag = "inventory",
     params(("name" = inline(DeviceNameParam), Path, description = "device name"), RolloutQuery),
-    responses((status = 200, body = ConfigList), BadPath, Internal))]
+    responses((status = 200, body = ConfigList), BadPath,
+              (status = 404, body = ErrorBody, description = "`not_found`: no backup of this device and no device of that name in the inventory"),
+              Internal))]
 async fn list_configs(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -122,6 +124,18 @@ async fn list_configs(
         .db
         .config_backups(&name, q.rollout.as_deref())
         .await?;
+    // A device removed from the inventory keeps its backups.
+    if backups.is_empty() {
+        match state.db.device_by_name(&name).await {
+            Ok(_) => {}
+            Err(crate::store::StoreError::NotFound) => {
+                return Err(ApiError::not_found(format!(
+                    "no device named {name:?} in the inventory and no configuration backup of it"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(Json(ConfigList {
         device: name,
         backups: backups.iter().map(ConfigBackupView::from).collect(),
@@ -131,7 +145,7 @@ async fn list_configs(
 /// One kept configuration with its text. Always needs the token.
 #[utoipa::path(get, path = "/devices/{name}/configs/{id}", tag = "inventory",
     params(("name" = inline(DeviceNameParam), Path, description = "device name"),
-           ("id" = String, Path, description = "backup id (a number, from the listing)")),
+           ("id" = i64, Path, description = "backup id (from the listing)")),
     responses((status = 200, body = ConfigText),
               (status = 400, body = ErrorBody, description = "`bad_request`: the id is not a number, or a path that is not UTF-8"),
               (status = 404, body = ErrorBody, description = "`not_found`: no backup of that id for this device"),
