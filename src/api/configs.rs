@@ -120,10 +120,7 @@ async fn list_configs(
     Path(name): Path<String>,
     Query(q): Query<RolloutQuery>,
 ) -> ApiResult<Json<ConfigList>> {
-    let backups = state
-        .db
-        .config_backups(&name, q.rollout.as_deref())
-        .await?;
+    let backups = state.db.config_backups(&name, q.rollout.as_deref()).await?;
     // A device removed from the inventory keeps its backups.
     if backups.is_empty() {
         match state.db.device_by_name(&name).await {

@@ -261,9 +261,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("fleetup.db")).await.unwrap();
         let text = "hostname sw1\nsnmp-server community S3CR3T RO\n";
-        let r = keep(&db, "r-1", "core/1", Moment::Before, ConfigKind::Running, text)
-            .await
-            .unwrap();
+        let r = keep(
+            &db,
+            "r-1",
+            "core/1",
+            Moment::Before,
+            ConfigKind::Running,
+            text,
+        )
+        .await
+        .unwrap();
         assert!(r.id > 0);
         assert_eq!(r.size, text.len() as u64);
         assert_eq!(r.sha256, sha256_hex(text));

@@ -50,9 +50,9 @@ pub use transcript::EntryKind;
 pub(crate) use transcript::{Transcript, TranscriptEntry, TranscriptLimits};
 pub(crate) use upgrade::{Check, StepGate, Stop, upgrade_gated};
 pub use upgrade::{
-    FailureReason, KickstartImage, Resumed, Step, StepEvent, StepStatus, UpgradeFailure,
-    UnsavedConfig, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult, resume_after_reload,
-    upgrade,
+    FailureReason, KickstartImage, Resumed, Step, StepEvent, StepStatus, UnsavedConfig,
+    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    resume_after_reload, upgrade,
 };
 pub(crate) use wait::read_facts;
 pub use wait::{facts, wait_back};

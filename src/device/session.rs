@@ -253,9 +253,15 @@ impl Session {
         // A large configuration takes a while to print on a busy device.
         let timeout = self.timeouts.command * 4;
         let device = self.device().to_string();
-        let output = match self.conn.run_private(command, Dialog::none(), timeout).await {
+        let output = match self
+            .conn
+            .run_private(command, Dialog::none(), timeout)
+            .await
+        {
             Ok((output, _)) => output,
-            Err(DeviceError::CommandTimeout { device, command, .. }) => {
+            Err(DeviceError::CommandTimeout {
+                device, command, ..
+            }) => {
                 return Err(DeviceError::CommandTimeout {
                     device,
                     command,

@@ -248,9 +248,7 @@ impl Connection {
             Ok((output, _)) if self.private_output => {
                 format!("(configuration kept as a backup, {} bytes)", output.len())
             }
-            Err(_) if self.private_output => {
-                "(output not kept: it is a configuration)".to_string()
-            }
+            Err(_) if self.private_output => "(output not kept: it is a configuration)".to_string(),
             Ok((output, _)) => output.clone(),
             Err(DeviceError::CommandTimeout { tail, .. }) => {
                 format!("{tail}\n[no prompt within the timeout]")

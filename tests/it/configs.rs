@@ -61,10 +61,7 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token() {
-    let rig = Rig::options(1)
-        .serve(|a| a.read_open = true)
-        .start()
-        .await;
+    let rig = Rig::options(1).serve(|a| a.read_open = true).start().await;
     let name = rig.names()[0].clone();
     // A secret in the running configuration, saved, so that running and startup agree.
     configure(
@@ -77,9 +74,7 @@ async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token(
     vty.cmd("write memory", &format!("{name}#")).await;
     assert!(!rig.lab.state(&name).unwrap().unsaved_changes);
 
-    let id = rig
-        .submit(&playbook("strategy:\n  canary: 0\n"))
-        .await;
+    let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
 
@@ -115,7 +110,10 @@ async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token(
     // The text, with the token: the device's own configuration.
     let before = get_json(&rig, &format!("{base}/{}", backups[0]["id"])).await;
     let text = before["text"].as_str().unwrap();
-    assert!(text.contains(&format!("snmp-server community {COMMUNITY} RO")), "{text}");
+    assert!(
+        text.contains(&format!("snmp-server community {COMMUNITY} RO")),
+        "{text}"
+    );
     assert_eq!(before["size"].as_u64().unwrap(), text.len() as u64);
     let after = get_json(&rig, &format!("{base}/{}", backups[2]["id"])).await;
     assert!(after["text"].as_str().unwrap().contains(COMMUNITY));
@@ -131,7 +129,9 @@ async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token(
         "{lines}"
     );
     assert!(
-        !lines.lines().any(|l| l.starts_with('+') && l.contains(COMMUNITY)),
+        !lines
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains(COMMUNITY)),
         "{lines}"
     );
     assert!(
@@ -304,7 +304,10 @@ async fn unsaved_config_fail_warn_and_save() {
     let st = lab_state(&rig, failing);
     assert_eq!(st.reload_count, 0);
     assert!(st.unsaved_changes, "nothing was saved");
-    assert_eq!(st.boot_variable, boot_before, "the boot variable is untouched");
+    assert_eq!(
+        st.boot_variable, boot_before,
+        "the boot variable is untouched"
+    );
     assert!(
         !st.last_commands
             .iter()
@@ -313,7 +316,11 @@ async fn unsaved_config_fail_warn_and_save() {
         st.last_commands
     );
     // Both configurations were kept before the check: the unsaved line is in running only.
-    let list = get_json(&rig, &format!("/api/v1/devices/{failing}/configs?rollout={id}")).await;
+    let list = get_json(
+        &rig,
+        &format!("/api/v1/devices/{failing}/configs?rollout={id}"),
+    )
+    .await;
     let backups = list["backups"].as_array().unwrap();
     assert_eq!(backups.len(), 2, "{list:#}");
     let text_of = |kind: &str| {
@@ -322,8 +329,18 @@ async fn unsaved_config_fail_warn_and_save() {
     };
     let running = get_json(&rig, &text_of("running")).await;
     let startup = get_json(&rig, &text_of("startup")).await;
-    assert!(running["text"].as_str().unwrap().contains("logging host 10.9.9.1"));
-    assert!(!startup["text"].as_str().unwrap().contains("logging host 10.9.9.1"));
+    assert!(
+        running["text"]
+            .as_str()
+            .unwrap()
+            .contains("logging host 10.9.9.1")
+    );
+    assert!(
+        !startup["text"]
+            .as_str()
+            .unwrap()
+            .contains("logging host 10.9.9.1")
+    );
 
     // warn: an event says so, and the upgrade goes on.
     let warned = &names[1];
