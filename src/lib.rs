@@ -10,6 +10,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub(crate) mod configs;
 pub mod demo;
 pub mod device;
 pub mod ftp;

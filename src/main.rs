@@ -204,6 +204,19 @@ enum DeviceAction {
     Trust { name: String },
     /// Log in to the device, read `show version`, and record the facts in the inventory.
     Facts { name: String },
+    /// The configuration backups kept of the device (always needs the token).
+    Configs {
+        name: String,
+        /// Only this rollout's backups (with --diff: its before and after).
+        #[arg(long)]
+        rollout: Option<String>,
+        /// Print the text of this backup (an id from the listing).
+        #[arg(long, value_name = "ID", conflicts_with = "diff")]
+        show: Option<i64>,
+        /// The running configuration's diff before and after the rollout (default: the latest).
+        #[arg(long)]
+        diff: bool,
+    },
 }
 
 /// A shutdown requested by SIGINT or SIGTERM.
@@ -582,6 +595,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         let report: fleetup::rollout::report::Report = c.get_json(&path).await?;
                         let canary = rollouts::has_canary(&c.rollout(&id).await?.waves);
                         print!("{}", rollouts::report_text(&report, canary));
+                        print!("{}", rollouts::config_changes_text(&c, &report).await);
                     }
                 }
             }
@@ -673,6 +687,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ] {
                         println!("  {label:<16} {}", value.as_deref().unwrap_or("-"));
                     }
+                }
+                DeviceAction::Configs {
+                    name,
+                    rollout,
+                    show,
+                    diff,
+                } => {
+                    let req = fleetup::client::configs::ConfigsRequest {
+                        device: name,
+                        rollout,
+                        show,
+                        diff,
+                    };
+                    print!(
+                        "{}",
+                        fleetup::client::configs::device_configs(&c, &req).await?
+                    );
                 }
                 DeviceAction::Trust { name } => {
                     c.delete(&format!("/devices/{}/host-key", segment(&name)))

@@ -85,14 +85,15 @@ pub(crate) fn random_secret() -> String {
     hex::encode(bytes)
 }
 
-/// Every mutating call needs the token; reads too unless the service runs with `--read-open`.
+/// Every mutating call needs the token; reads too unless the service runs with `--read-open`,
+/// except the reads of configuration backups, which always do.
 pub(super) async fn require_token(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
     let is_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if is_read && state.read_open {
+    if is_read && state.read_open && !super::configs::is_secret_read(req.uri().path()) {
         return next.run(req).await;
     }
     let presented = req

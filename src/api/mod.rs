@@ -3,6 +3,7 @@
 //! Invariant: only this module knows HTTP and JSON request/response shapes.
 
 mod auth;
+mod configs;
 mod device_view;
 mod devices;
 mod error;
@@ -15,6 +16,7 @@ mod system;
 pub(crate) mod web;
 
 pub(crate) use auth::{ApiToken, TokenSource, random_secret};
+pub(crate) use configs::{ConfigDiffView, ConfigList, ConfigText};
 pub use devices::DeviceList;
 pub(crate) use devices::ImportResult;
 pub(crate) use error::{ApiError, ApiResult, ErrorBody};
@@ -103,6 +105,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(devices::router())
         .merge(device_view::router())
+        .merge(configs::router())
         .merge(images::router())
         .merge(rollouts::router())
         .merge(system::router())

@@ -94,6 +94,7 @@ pub(crate) fn step_words(step: &str) -> String {
         "wait_back" => "waiting to come back",
         "post_check" => "checking",
         "cleanup" => "cleaning up",
+        "config_backup" => "backing up the configuration",
         "restore_boot" => "restoring boot",
         other => return other.replace('_', " "),
     }

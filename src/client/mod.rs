@@ -308,5 +308,6 @@ pub fn segment(s: &str) -> String {
     }
     out
 }
+pub mod configs;
 pub mod follow;
 pub mod rollout;

@@ -222,6 +222,37 @@ pub fn report_text(rep: &Report, has_canary: bool) -> String {
     out
 }
 
+/// The "configuration changes" section of `fleetup rollout report`: per device whose running
+/// configuration was kept before and after, the diff (read from the configs endpoints, which
+/// need the token; the report itself carries no configuration text). Devices without both
+/// backups are left out; a refused read (no token) is said once.
+pub async fn config_changes_text(c: &Client, rep: &Report) -> String {
+    let mut out = String::new();
+    for d in &rep.devices {
+        let path = format!(
+            "/devices/{}/configs/diff/{}",
+            segment(&d.device),
+            segment(&rep.id)
+        );
+        match c.get_json::<crate::api::ConfigDiffView>(&path).await {
+            Ok(diff) => {
+                for line in super::configs::diff_text(&d.device, &diff).lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+            Err(ClientError::Api { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {}
+            Err(e) => {
+                let _ = writeln!(out, "    (configuration diffs not shown: {e})");
+                break;
+            }
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!("  configuration changes (running configuration before -> after):\n{out}")
+}
+
 /// The rollout actions of `fleetup rollout`.
 #[derive(Debug, Clone, Copy)]
 pub enum Action {

@@ -240,6 +240,50 @@ impl Session {
         Ok(parse::global_line(&out, head))
     }
 
+    /// `show running-config` or `show startup-config`, as the device prints it. The output
+    /// holds secrets: the transcript keeps only its size, and an error never carries its text.
+    pub(crate) async fn show_config(
+        &mut self,
+        kind: crate::configs::ConfigKind,
+    ) -> Result<String, DeviceError> {
+        let command = match kind {
+            crate::configs::ConfigKind::Running => "show running-config",
+            crate::configs::ConfigKind::Startup => "show startup-config",
+        };
+        // A large configuration takes a while to print on a busy device.
+        let timeout = self.timeouts.command * 4;
+        let device = self.device().to_string();
+        let output = match self
+            .conn
+            .run_private(command, Dialog::none(), timeout)
+            .await
+        {
+            Ok((output, _)) => output,
+            Err(DeviceError::CommandTimeout {
+                device, command, ..
+            }) => {
+                return Err(DeviceError::CommandTimeout {
+                    device,
+                    command,
+                    tail: "(not shown: configuration text)".into(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        // A refusal is a short `% ...` answer; a configuration (even one whose banner holds a
+        // `% ` line) is not shown in an error.
+        if output.len() < 400
+            && let Some(message) = parse::cli_error(&output)
+        {
+            return Err(DeviceError::Rejected {
+                device,
+                command: command.to_string(),
+                message: message.to_string(),
+            });
+        }
+        Ok(output)
+    }
+
     /// `verify /md5 flash:FILE` (NX-OS: `show file ... md5sum`) compared with `md5`.
     pub(crate) async fn verify_md5(&mut self, file: &str, md5: &str) -> Result<(), DeviceError> {
         let command = self.driver.md5_command(file);

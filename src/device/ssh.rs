@@ -106,6 +106,8 @@ pub(crate) struct Connection {
     transcript: Option<Transcript>,
     /// Answers typed during the running command: kept after the command's own line.
     answers: Vec<(String, String, jiff::Timestamp)>,
+    /// The running command prints a configuration: its output never goes to the transcript.
+    private_output: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -162,6 +164,7 @@ impl Connection {
             host_key,
             transcript,
             answers: Vec::new(),
+            private_output: false,
         };
         conn.pump(None).await?;
         Ok(conn)
@@ -217,6 +220,20 @@ impl Connection {
         result
     }
 
+    /// [`run`](Self::run) for a command that prints a configuration (`show running-config`):
+    /// its output, which holds secrets, is not kept in the transcript; a note with its size is.
+    pub(crate) async fn run_private(
+        &mut self,
+        command: &str,
+        dialog: Dialog,
+        timeout: Duration,
+    ) -> Result<(String, Prompt), DeviceError> {
+        self.private_output = true;
+        let result = self.run(command, dialog, timeout).await;
+        self.private_output = false;
+        result
+    }
+
     fn keep(
         &mut self,
         command: &str,
@@ -228,6 +245,10 @@ impl Connection {
             return;
         };
         let output = match result {
+            Ok((output, _)) if self.private_output => {
+                format!("(configuration kept as a backup, {} bytes)", output.len())
+            }
+            Err(_) if self.private_output => "(output not kept: it is a configuration)".to_string(),
             Ok((output, _)) => output.clone(),
             Err(DeviceError::CommandTimeout { tail, .. }) => {
                 format!("{tail}\n[no prompt within the timeout]")

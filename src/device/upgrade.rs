@@ -62,6 +62,24 @@ pub struct UpgradeOptions {
     /// After a failed post-check on the new image, go back to the old one (bundle mode and
     /// NX-OS): the old image first in the boot variable, save, one more reload.
     pub rollback: bool,
+    /// What to do when the running configuration differs from the startup one before the
+    /// first change (`checks.pre.unsaved_config`).
+    pub unsaved_config: UnsavedConfig,
+}
+
+/// `checks.pre.unsaved_config`: what happens when, before the first change, the running
+/// configuration differs from the startup one (volatile header lines left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsavedConfig {
+    /// The device fails with reason `unsaved_config` before any change.
+    Fail,
+    /// An event says so and the upgrade goes on (its own save writes them too). Both
+    /// configurations are kept as backups first, so the startup one is not lost.
+    #[default]
+    Warn,
+    /// `write memory` first; the event says so.
+    Save,
 }
 
 impl UpgradePlan {
@@ -89,6 +107,7 @@ impl Default for UpgradeOptions {
             tftp_blocksize: None,
             allow_downgrade: false,
             rollback: false,
+            unsaved_config: UnsavedConfig::default(),
         }
     }
 }
@@ -163,6 +182,9 @@ pub enum Step {
     RollbackReload,
     /// Waiting for the device and checking that it runs the old image again.
     RollbackCheck,
+    /// Read (and keep) the running and startup configurations: before the first change, and
+    /// the running one again once the device is back.
+    ConfigBackup,
 }
 
 impl Step {
@@ -186,6 +208,7 @@ impl Step {
             Step::Rollback => "rollback",
             Step::RollbackReload => "rollback_reload",
             Step::RollbackCheck => "rollback_check",
+            Step::ConfigBackup => "config_backup",
         }
     }
 
@@ -251,6 +274,11 @@ pub enum FailureReason {
     /// downgrade (`options.allow_downgrade`).
     Downgrade,
     Cancelled,
+    /// The running configuration had unsaved changes and `checks.pre.unsaved_config` is
+    /// `fail`: nothing was changed.
+    UnsavedConfig,
+    /// The configuration backup could not be read or kept: nothing was changed.
+    BackupFailed,
 }
 
 impl FailureReason {
@@ -271,6 +299,8 @@ impl FailureReason {
             FailureReason::CheckFailed => "check_failed",
             FailureReason::Downgrade => "downgrade",
             FailureReason::Cancelled => "cancelled",
+            FailureReason::UnsavedConfig => "unsaved_config",
+            FailureReason::BackupFailed => "backup_failed",
         }
     }
 }
@@ -368,6 +398,20 @@ pub trait StepGate: Send + Sync {
     /// closed its session first: a wait of hours would outlast the device's exec-timeout.
     async fn wait_until_changes_allowed(&self) -> Result<(), Stop> {
         Ok(())
+    }
+
+    /// Keep a configuration backup: the running (and, before the change, the startup)
+    /// configuration as the device printed it. Returns what to say in the step's event (never
+    /// the text: it holds secrets), or why it could not be kept; before the first change
+    /// that stops the upgrade. Without a gate nothing is kept.
+    async fn config_backup(
+        &self,
+        moment: crate::configs::Moment,
+        running: &str,
+        startup: Option<&str>,
+    ) -> Result<String, String> {
+        let _ = (moment, running, startup);
+        Ok("not kept (no rollout)".into())
     }
 }
 
@@ -667,6 +711,10 @@ pub(crate) async fn upgrade_gated(
         stage(&mut run, &mut session).await?;
     }
 
+    if let Err(failure) = backup_before(&run, &mut session).await {
+        session.close().await;
+        return Err(failure);
+    }
     // Taken right before the changes, so a device staged hours before its window is compared
     // with how it was when the window opened.
     run.baseline = match state_before(&run, &mut session).await {
@@ -1309,6 +1357,7 @@ async fn finish_after_reload(
     old_files: &[String],
 ) -> Result<(), UpgradeFailure> {
     let plan = run.plan;
+    backup_after(run, session).await;
     if let Err(mut failure) =
         run_checks(run, session, Step::PostCheck, &plan.options.post_checks).await
     {
@@ -1563,5 +1612,108 @@ fn finish_restore(run: &Run<'_>, result: Result<(), DeviceError>) -> bool {
             run.emit(Step::RestoreBoot, StepStatus::Failed, e.to_string());
             false
         }
+    }
+}
+
+/// Before the first change: read the running and startup configurations, have the gate keep
+/// them (no change without a backup), and apply `checks.pre.unsaved_config` when they differ.
+/// The texts never go into an event or the transcript: only sizes and line counts.
+async fn backup_before(run: &Run<'_>, session: &mut Session) -> Result<(), UpgradeFailure> {
+    use crate::configs::{ConfigKind, Moment, diff};
+    let step = Step::ConfigBackup;
+    run.start(step, "show running-config, show startup-config")
+        .await?;
+    let running = session
+        .show_config(ConfigKind::Running)
+        .await
+        .map_err(|e| run.fail_with(step, e))?;
+    let startup = session
+        .show_config(ConfigKind::Startup)
+        .await
+        .map_err(|e| run.fail_with(step, e))?;
+    let kept = match run.gate {
+        Some(gate) => gate
+            .config_backup(Moment::Before, &running, Some(&startup))
+            .await
+            .map_err(|why| {
+                run.fail(
+                    step,
+                    FailureReason::BackupFailed,
+                    format!("the configuration could not be kept, so nothing was changed: {why}"),
+                )
+            })?,
+        None => "not kept (no rollout)".to_string(),
+    };
+    if diff::same_config(&running, &startup) {
+        run.emit(
+            step,
+            StepStatus::Done,
+            format!("{kept}; running and startup configurations agree"),
+        );
+        return Ok(());
+    }
+    let d = diff::diff(&startup, &running);
+    let counts = if d.too_different {
+        "many lines differ".to_string()
+    } else {
+        format!(
+            "{} line(s) only in running, {} only in startup",
+            d.added, d.removed
+        )
+    };
+    match run.plan.options.unsaved_config {
+        UnsavedConfig::Fail => Err(run.fail(
+            step,
+            FailureReason::UnsavedConfig,
+            format!(
+                "the running configuration has unsaved changes ({counts}); nothing was changed: save or discard them on the device, or set checks.pre.unsaved_config to warn or save"
+            ),
+        )),
+        UnsavedConfig::Warn => {
+            run.emit(
+                step,
+                StepStatus::Done,
+                format!(
+                    "{kept}; WARNING: the running configuration has unsaved changes ({counts}); the upgrade's own save writes them to the startup configuration (checks.pre.unsaved_config: warn)"
+                ),
+            );
+            Ok(())
+        }
+        UnsavedConfig::Save => {
+            session.save().await.map_err(|e| run.fail_with(step, e))?;
+            run.emit(
+                step,
+                StepStatus::Done,
+                format!(
+                    "{kept}; the running configuration had unsaved changes ({counts}): saved with `{}` before any change (checks.pre.unsaved_config: save)",
+                    session.driver.save_command()
+                ),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Once the device is back: read the running configuration again for the gate to keep (and
+/// compare with the one before). A failure here is a warning: the device runs the new image.
+async fn backup_after(run: &Run<'_>, session: &mut Session) {
+    use crate::configs::{ConfigKind, Moment};
+    let step = Step::ConfigBackup;
+    run.start_unstoppable(step, "show running-config (after)")
+        .await;
+    let result = match session.show_config(ConfigKind::Running).await {
+        Ok(running) => match run.gate {
+            Some(gate) => gate.config_backup(Moment::After, &running, None).await,
+            None => Ok("not kept (no rollout)".to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(note) => run.emit(step, StepStatus::Done, note),
+        Err(why) => run.emit(
+            step,
+            StepStatus::Failed,
+            format!("the configuration after could not be kept: {why}"),
+        ),
     }
 }

@@ -689,6 +689,10 @@ pub(crate) struct PreChecks {
     pub free_space_margin: Share,
     #[serde(default)]
     pub commands: Vec<CommandCheck>,
+    /// When the running configuration differs from the startup one before the first change:
+    /// `fail` the device, `warn` and go on (the default), or `save` first.
+    #[serde(default)]
+    pub unsaved_config: crate::device::UnsavedConfig,
 }
 
 fn default_margin() -> Share {
@@ -703,6 +707,7 @@ impl Default for PreChecks {
         Self {
             free_space_margin: default_margin(),
             commands: Vec::new(),
+            unsaved_config: crate::device::UnsavedConfig::default(),
         }
     }
 }

@@ -337,6 +337,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
             tftp_blocksize: pb.transfer.tftp_blocksize.as_ref().map(|b| b.value),
             allow_downgrade: pb.options.allow_downgrade,
             rollback: pb.options.rollback == crate::playbook::Rollback::OnFailure,
+            unsaved_config: pb.checks.pre.unsaved_config,
         },
         timeouts,
     };
@@ -661,6 +662,65 @@ impl StepGate for Recorder<'_> {
     async fn wait_until_changes_allowed(&self) -> Result<(), Stop> {
         self.wait_for_window().await
     }
+
+    async fn config_backup(
+        &self,
+        moment: crate::configs::Moment,
+        running: &str,
+        startup: Option<&str>,
+    ) -> Result<String, String> {
+        keep_configs(self.ctx, &self.device, moment, running, startup).await
+    }
+}
+
+/// Keep a device's configurations as backups (files of their own, mode 0600, and their
+/// records); what the step's event says: sizes, checksums and, after, how many lines changed.
+/// Never the text.
+async fn keep_configs(
+    ctx: &JobContext,
+    device: &str,
+    moment: crate::configs::Moment,
+    running: &str,
+    startup: Option<&str>,
+) -> Result<String, String> {
+    use crate::configs::{self, ConfigKind, Moment};
+    let db = &ctx.ledger.db;
+    let id = ctx.rollout_id.as_str();
+    let said = |r: &configs::BackupRecord| {
+        format!(
+            "{} configuration kept ({} bytes, sha256 {})",
+            r.kind.as_str(),
+            r.size,
+            r.sha256.get(..12).unwrap_or(&r.sha256)
+        )
+    };
+    let r = configs::keep(db, id, device, moment, ConfigKind::Running, running)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut note = said(&r);
+    if let Some(startup) = startup {
+        let s = configs::keep(db, id, device, moment, ConfigKind::Startup, startup)
+            .await
+            .map_err(|e| e.to_string())?;
+        note.push_str(&format!("; {}", said(&s)));
+    }
+    if moment == Moment::After {
+        match configs::rollout_diff(db, device, id).await {
+            Ok(Some((_, _, d))) if d.too_different => {
+                note.push_str("; the running configuration changed in many lines since before")
+            }
+            Ok(Some((_, _, d))) if d.added + d.removed == 0 => note.push_str(
+                "; the running configuration is the same as before the upgrade (volatile lines aside)",
+            ),
+            Ok(Some((_, _, d))) => note.push_str(&format!(
+                "; the running configuration changed since before: {} line(s) added, {} removed (see `fleetup device configs {device} --diff`)",
+                d.added, d.removed
+            )),
+            Ok(None) => note.push_str("; no backup from before to compare with"),
+            Err(e) => note.push_str(&format!("; cannot compare with the one before: {e}")),
+        }
+    }
+    Ok(note)
 }
 
 impl Recorder<'_> {

@@ -2,6 +2,7 @@
 //!
 //! Invariant: only this module contains SQL.
 
+mod configs;
 mod devices;
 mod images;
 pub(crate) mod rollouts;
@@ -232,6 +233,11 @@ impl Db {
             tx.commit().await
         };
         probe.await.err().map(|e| e.to_string())
+    }
+
+    /// The data directory (where the database file is).
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn pool(&self) -> &SqlitePool {

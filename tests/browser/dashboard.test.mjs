@@ -469,6 +469,11 @@ test('the device page: steps with commands and outputs, facts, rollouts; the act
   await reload.locator('summary').click();
   assert.match(await reload.locator('.tr-cmd').first().innerText(), /^reload$/);
 
+  // The running configuration before and after the rollout: the boot change as + lines.
+  const configDiff = page.locator('#device-config-diff pre.config-diff');
+  await configDiff.waitFor();
+  assert.match(await configDiff.innerText(), /^\+boot system \S*c2960x/m);
+
   // Its facts now and over time, its transfer, and its rollouts.
   assert.match(await page.locator('#device-facts').innerText(), /15\.2\(7\)E8/);
   await page.getByText('History of the facts').click();

@@ -460,11 +460,13 @@ async fn happy_path_c2960x_bundle_mode() {
             Step::FreeSpace,
             Step::Copy,
             Step::VerifyMd5,
+            Step::ConfigBackup,
             Step::SetBoot,
             Step::Save,
             Step::Reload,
             Step::WaitBack,
-            Step::PostCheck
+            Step::PostCheck,
+            Step::ConfigBackup
         ]
     );
     let state = rig.lab.state(&rig.name(0)).unwrap();

@@ -65,7 +65,7 @@ impl client::Handler for AcceptAny {
 }
 
 /// An interactive vty over SSH, with expect-style reads.
-struct Vty {
+pub(crate) struct Vty {
     channel: russh::Channel<client::Msg>,
     _session: client::Handle<AcceptAny>,
     buf: String,
@@ -73,7 +73,7 @@ struct Vty {
 }
 
 impl Vty {
-    async fn open(addr: SocketAddr, user: &str, password: &str) -> Result<Vty, String> {
+    pub(crate) async fn open(addr: SocketAddr, user: &str, password: &str) -> Result<Vty, String> {
         let config = Arc::new(client::Config::default());
         let mut session = client::connect(config, addr, AcceptAny)
             .await
@@ -105,7 +105,7 @@ impl Vty {
         })
     }
 
-    async fn send(&mut self, text: &str) {
+    pub(crate) async fn send(&mut self, text: &str) {
         self.channel
             .data_bytes(text.as_bytes().to_vec())
             .await
@@ -113,7 +113,7 @@ impl Vty {
     }
 
     /// Read until `re` matches; return everything up to the end of the match and keep the rest.
-    async fn expect(&mut self, re: &str) -> String {
+    pub(crate) async fn expect(&mut self, re: &str) -> String {
         let re = Regex::new(re).unwrap();
         let deadline = tokio::time::Instant::now() + HANG;
         loop {
@@ -140,7 +140,7 @@ impl Vty {
     }
 
     /// Send a command line and return its output (echo and final prompt excluded).
-    async fn cmd(&mut self, line: &str, prompt: &str) -> String {
+    pub(crate) async fn cmd(&mut self, line: &str, prompt: &str) -> String {
         self.send(&format!("{line}\n")).await;
         let out = self
             .expect(&format!(r"(?m)^{}$", regex::escape(prompt)))
@@ -424,7 +424,7 @@ async fn admin_state(lab: &TestLab, device: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
-async fn enabled(addr: SocketAddr, host: &str) -> Vty {
+pub(crate) async fn enabled(addr: SocketAddr, host: &str) -> Vty {
     let mut vty = Vty::open(addr, "admin", "cisco").await.unwrap();
     vty.expect(&format!(r"(?m)^{host}>$")).await;
     vty.send("enable\n").await;

@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod cli;
 mod compare;
+mod configs;
 mod conformance;
 mod contract;
 mod demo;

@@ -202,6 +202,14 @@ pub(super) const CONFIG_CHECKS: &[Syntax<Cmd>] = &[
         cmd: Cmd::ScpServer,
     },
     Syntax {
+        toks: &[Kw("snmp-server"), Kw("community"), Arg, Rest],
+        cmd: Cmd::SnmpCommunity,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("snmp-server"), Kw("community"), Arg, Rest],
+        cmd: Cmd::NoSnmpCommunity,
+    },
+    Syntax {
         toks: &[Kw("no"), Kw("ip"), Kw("scp"), Kw("server"), Kw("enable")],
         cmd: Cmd::NoScpServer,
     },
@@ -323,6 +331,7 @@ fn line_key(line: &str) -> String {
     };
     let keep = match words.first().map(|w| w.to_ascii_lowercase()) {
         Some(w) if w == "logging" => 2,
+        Some(w) if w == "snmp-server" => 3,
         _ => words
             .iter()
             .position(|w| w.to_ascii_lowercase().contains("source-interface"))
@@ -487,6 +496,17 @@ impl<O: Output> Cli<O> {
                     .update(|s| s.running.lines.retain(|l| line_key(l) != key));
             }
             Cmd::ScpServer => self.keep_line(crate::sim::scp_sink::ENABLE_LINE.to_string()),
+            // A community is a secret of the configuration: the lab keeps it like any line.
+            Cmd::SnmpCommunity => {
+                let words: Vec<&str> = command.split_whitespace().collect();
+                self.keep_line(spelled(&words, &["snmp-server", "community"]));
+            }
+            Cmd::NoSnmpCommunity => {
+                let words: Vec<&str> = command.split_whitespace().collect();
+                let key = line_key(&spelled(&words, &["no", "snmp-server", "community"]));
+                self.dev
+                    .update(|s| s.running.lines.retain(|l| line_key(l) != key));
+            }
             Cmd::NoScpServer => {
                 let key = line_key(crate::sim::scp_sink::ENABLE_LINE);
                 self.dev

@@ -111,6 +111,8 @@ enum Cmd {
     NoFtpPassive,
     ScpServer,
     NoScpServer,
+    SnmpCommunity,
+    NoSnmpCommunity,
     FilePrompt,
     End,
     Do,

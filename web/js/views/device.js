@@ -1,6 +1,6 @@
 // One device: its facts and their history, its image transfer, the rollouts that included it,
 // and for one rollout its steps with the commands fleetup sent and what the device printed.
-import { get } from '../api.js';
+import { get, session } from '../api.js';
 import {
   h, clear, fill, td, badge, bytes, rate, duration, dateTime, timeOnly, relTime, errorBox,
 } from '../ui.js';
@@ -26,6 +26,9 @@ export function render(main, { params, query }) {
   const rolloutsBody = h('tbody');
   const stepsTitle = h('h2', { id: 'steps-title' }, 'Steps');
   const stepsBox = h('div', { id: 'device-steps' });
+  // The running configuration before and after the selected rollout: read only with the
+  // token (configurations hold secrets), never through --read-open.
+  const configBox = h('div', { id: 'device-config-diff' });
 
   main.append(
     h('p', { class: 'small' }, h('a', { href: '#/fleet' }, '← Fleet')),
@@ -50,7 +53,48 @@ export function render(main, { params, query }) {
         h('table', { class: 'responsive', id: 'device-rollouts' },
           h('thead', null, h('tr', null, ['Rollout', 'Result', 'Version', 'Started', 'Took', 'Steps'].map((c) => h('th', { scope: 'col' }, c)))),
           rolloutsBody))),
-    h('section', { class: 'card', 'aria-labelledby': 'steps-title' }, stepsTitle, stepsBox));
+    h('section', { class: 'card', 'aria-labelledby': 'steps-title' }, stepsTitle, stepsBox),
+    h('section', { class: 'card', 'aria-labelledby': 'config-title' },
+      h('h2', { id: 'config-title' }, 'Configuration changes'), configBox));
+
+  // One <pre>, a line per span: text nodes only, so nothing in a configuration is markup.
+  function drawConfigDiff(d) {
+    if (!d) {
+      fill(configBox, h('p', { class: 'muted' }, 'No running configuration kept before and after in this rollout.'));
+      return;
+    }
+    if (d.too_different) {
+      fill(configBox, h('p', null, 'The configurations differ in too many lines for a diff: compare the backups with `fleetup device configs`.'));
+      return;
+    }
+    if (d.added + d.removed === 0) {
+      fill(configBox, h('p', { class: 'muted' }, 'The running configuration is the same before and after (volatile lines aside).'));
+      return;
+    }
+    const pre = h('pre', { class: 'config-diff', 'aria-label': `Configuration diff of ${name}` });
+    d.diff.split('\n').filter((l) => l !== '').forEach((l) => {
+      const cls = l.startsWith('+') ? 'diff-add' : l.startsWith('-') ? 'diff-del' : l.startsWith('@@') ? 'diff-hunk muted' : 'diff-same';
+      pre.append(h('span', { class: cls }, l), '\n');
+    });
+    fill(configBox,
+      h('p', { class: 'small' }, `${d.added} line${d.added === 1 ? '' : 's'} added, ${d.removed} removed`),
+      pre);
+  }
+
+  async function loadConfigDiff(want) {
+    if (!session.token()) {
+      fill(configBox, h('p', { class: 'muted' }, 'Sign in with the API token to see configuration changes.'));
+      return;
+    }
+    try {
+      const d = await get(`/devices/${enc}/configs/diff/${encodeURIComponent(want)}`);
+      if (alive && want === selected) drawConfigDiff(d);
+    } catch (err) {
+      if (!alive || want !== selected) return;
+      if (err.status === 404) drawConfigDiff(null);
+      else if (err.status !== 401) fill(configBox, errorBox(err, 'Cannot load the configuration changes'));
+    }
+  }
 
   function drawDevice(device) {
     document.title = `${name} · fleetup`;
@@ -209,6 +253,7 @@ export function render(main, { params, query }) {
       if (!alive || want !== selected) return;
       job = j;
       drawSteps();
+      await loadConfigDiff(want);
     } catch (err) {
       if (alive && err.status !== 401) fill(stepsBox, errorBox(err, 'Cannot load the steps'));
     }

@@ -16,7 +16,7 @@ const STEP_WORDS = {
   connect: 'Connecting', facts: 'Reading facts', free_space: 'Checking free space', file_present: 'Checking for the image',
   copy: 'Copying the image', verify_md5: 'Verifying MD5', set_boot: 'Setting the boot image', save: 'Saving the configuration',
   reload: 'Reloading', install: 'Installing', wait_back: 'Waiting for the device to come back', post_check: 'Post-checks',
-  restore_boot: 'Restoring the boot image', cleanup: 'Cleaning up',
+  restore_boot: 'Restoring the boot image', cleanup: 'Cleaning up', config_backup: 'Backing up the configuration',
   rollback: 'Rolling back: old image first', rollback_reload: 'Reloading to the old image',
   rollback_check: 'Checking the old image',
 };

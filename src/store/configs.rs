@@ -1,0 +1,84 @@
+//! Configuration backups' records (the text is in files: [`crate::configs`]).
+
+use sqlx::{Row, sqlite::SqliteRow};
+
+use super::{Db, StoreError};
+use crate::configs::{BackupRecord, ConfigKind, Moment};
+
+const COLUMNS: &str = "id, rollout_id, device, kind, moment, taken_at, sha256, size, file";
+
+fn row_to_backup(r: &SqliteRow) -> Result<BackupRecord, StoreError> {
+    let bad = |what: &str| StoreError::Database(sqlx::Error::Decode(what.into()));
+    let size: i64 = r.try_get("size")?;
+    Ok(BackupRecord {
+        id: r.try_get("id")?,
+        rollout_id: r.try_get("rollout_id")?,
+        device: r.try_get("device")?,
+        kind: ConfigKind::parse(&r.try_get::<String, _>("kind")?)
+            .ok_or_else(|| bad("config backup kind"))?,
+        moment: Moment::parse(&r.try_get::<String, _>("moment")?)
+            .ok_or_else(|| bad("config backup moment"))?,
+        taken_at: r.try_get("taken_at")?,
+        sha256: r.try_get("sha256")?,
+        size: u64::try_from(size).unwrap_or(0),
+        file: r.try_get("file")?,
+    })
+}
+
+impl Db {
+    /// Record a backup whose file is written; its id.
+    pub(crate) async fn insert_config_backup(&self, b: &BackupRecord) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
+        let id = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO config_backups (rollout_id, device, kind, moment, taken_at, sha256, size, file) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&b.rollout_id)
+        .bind(&b.device)
+        .bind(b.kind.as_str())
+        .bind(b.moment.as_str())
+        .bind(&b.taken_at)
+        .bind(&b.sha256)
+        .bind(i64::try_from(b.size).unwrap_or(i64::MAX))
+        .bind(&b.file)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| self.failed(e))?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A device's backups, oldest first; only one rollout's with `rollout`.
+    pub(crate) async fn config_backups(
+        &self,
+        device: &str,
+        rollout: Option<&str>,
+    ) -> Result<Vec<BackupRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM config_backups WHERE device = ? AND (? IS NULL OR rollout_id = ?) ORDER BY id"
+        ))
+        .bind(device)
+        .bind(rollout)
+        .bind(rollout)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_backup).collect()
+    }
+
+    /// One backup of a device.
+    pub(crate) async fn config_backup(
+        &self,
+        device: &str,
+        id: i64,
+    ) -> Result<BackupRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM config_backups WHERE device = ? AND id = ?"
+        ))
+        .bind(device)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        row_to_backup(&row)
+    }
+}
