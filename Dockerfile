@@ -52,7 +52,8 @@ USER fleetup
 WORKDIR /srv/fleetup
 # Database, images, generated API token and FTP password.
 VOLUME /var/lib/fleetup
-# HTTP API and dashboard, TFTP, FTP control, FTP passive data (--ftp-passive-ports below).
-EXPOSE 8080 69/udp 21 30000-30009
+# HTTP API and dashboard, TFTP, FTP control, FTP passive data (--ftp-passive-ports below),
+# HTTP image server.
+EXPOSE 8080 69/udp 21 30000-30009 80
 ENTRYPOINT ["fleetup"]
 CMD ["serve", "--data-dir", "/var/lib/fleetup", "--http", "0.0.0.0:8080", "--ftp-passive-ports", "30000-30009"]

@@ -22,7 +22,7 @@ EXECS=${EXECS:-1000000}
 OUT_DIR=${OUT_DIR:-fuzz/out}
 TIMEOUT_MS=${TIMEOUT_MS:-2000}
 MAX_SECONDS=${MAX_SECONDS:-3600}
-ALL_TARGETS=(tftp_packet tftp_session ftp_command ftp_session image_path playbook inventory)
+ALL_TARGETS=(tftp_packet tftp_session ftp_command ftp_session image_path http_request playbook inventory)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${ALL_TARGETS[@]}"); fi
 
 if ! cargo afl --version >/dev/null 2>&1; then

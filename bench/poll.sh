@@ -63,7 +63,7 @@ wait_for_line "$WORK/lab.out" "admin API:" "$!" 180
 echo "== serve" >&2
 mkdir -p "$WORK/data"
 export FLEETUP_API_TOKEN=$TOKEN FLEETUP_LOG=warn
-"$BIN" serve --http 127.0.0.1:0 --tftp "127.0.0.1:$(free_port)" --ftp off \
+"$BIN" serve --http 127.0.0.1:0 --tftp "127.0.0.1:$(free_port)" --ftp off --image-http off \
     --data-dir "$WORK/data" >"$WORK/serve.out" 2>"$WORK/serve.err" &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")

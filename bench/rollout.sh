@@ -85,7 +85,7 @@ wait_for_line "$WORK/lab.out" "admin API:" "$LAB_PID" 120
 echo "== serve" >&2
 TFTP_PORT=$(free_port udp)
 mkdir -p "$WORK/data"
-SERVE_CMD=("$BIN" serve --http 127.0.0.1:0 --tftp "127.0.0.1:$TFTP_PORT" --ftp off
+SERVE_CMD=("$BIN" serve --http 127.0.0.1:0 --tftp "127.0.0.1:$TFTP_PORT" --ftp off --image-http off
     --data-dir "$WORK/data")
 export FLEETUP_API_TOKEN=$TOKEN FLEETUP_LOG=warn
 if [[ "$BENCH_STRACE" != 0 ]] && command -v strace >/dev/null; then

@@ -6,6 +6,8 @@
   recorded through a UDP relay;
 - fuzz/captures/ftp/: what curl and lftp sent on the control connection to fleetup's FTP
   server (user fleetup, password fuzz-Pa55word, as the ftp_session target expects);
+- fuzz/captures/http/: the request heads curl and wget sent for downloads, resumes, ranges and
+  HEAD (the token is replaced by TOKEN, the one the http_request target treats as live);
 - playbooks/, inventory/ and the examples of docs/.
 
 Run from the repository root: python3 fuzz/make-seeds.py
@@ -120,6 +122,21 @@ for n in sorted(names):
 for p in [b"index.html", b"/", b"app.js", b"../Cargo.toml", b"rollouts/abc", b"%2e%2e/Cargo.toml"]:
     paths.append(b"\x03" + p)
 write("image_path", paths)
+
+# --- HTTP request heads ------------------------------------------------------------------
+heads = [
+    re.sub(rb"/j/[a-z0-9]+/", b"/j/TOKEN/", read(os.path.join(CAPTURES, "http", n)))
+    for n in sorted(os.listdir(os.path.join(CAPTURES, "http")))
+]
+first = heads[0]
+for target in [b"/j/TOKEN/../escape.bin", b"/j/TOKEN/%2e%2e%2fx", b"/j/TOKEN/escape.bin",
+               b"/j/TOKEN/partial.bin", b"//etc/passwd", b"/j/TOKEN/x%00.bin", b"/j/TOKEN/nxos.9.3.8.bin"]:
+    heads.append(first.replace(b"/j/TOKEN/c2960x-universalk9-mz.152-7.E8.bin", target))
+for field in [b"Range: bytes=0-1,5-6\r\n", b"Range: bytes=-10\r\n", b"Range: bytes=1500-\r\n",
+              b"Range: bytes=5-\r\nIf-Range: \"x\"\r\n", b"Content-Length: 3\r\n"]:
+    heads.append(first.replace(b"Accept: */*\r\n", b"Accept: */*\r\n" + field))
+heads.append(first.replace(b"GET ", b"DELETE ", 1))
+write("http_request", heads)
 
 # --- Playbooks ----------------------------------------------------------------------------
 books = [read(os.path.join(ROOT, "playbooks", n)) for n in sorted(os.listdir(os.path.join(ROOT, "playbooks")))]

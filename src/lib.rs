@@ -16,6 +16,7 @@ pub mod ftp;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
+pub mod image_http;
 pub mod images;
 pub mod inventory;
 pub mod playbook;

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the service: HTTP API and dashboard, TFTP, FTP, rollout engine.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A simulated fleet of Cisco devices (SSH, IOS CLI, real TFTP/FTP downloads, reloads).
     Lab(fleetup::sim::LabArgs),
     /// The whole product on loopback: service, simulated fleet, demo images and a rollout.
@@ -383,7 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             serve::init_logging(cli.log_format);
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
-            serve::run(args, token).await?;
+            serve::run(*args, token).await?;
         }
         Command::Demo(args) => {
             serve::init_logging(cli.log_format);

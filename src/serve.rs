@@ -52,6 +52,23 @@ pub struct ServeArgs {
         value_name = "ADDR|off"
     )]
     pub ftp: Listen,
+    /// Address of the HTTP image server (devices `copy http://…/j/TOKEN/IMAGE`), or `off`.
+    #[arg(
+        long,
+        env = "FLEETUP_IMAGE_HTTP",
+        default_value = "0.0.0.0:80",
+        value_name = "ADDR|off"
+    )]
+    pub image_http: Listen,
+    /// Address of the HTTPS image server, or `off`; needs --image-https-cert and
+    /// --image-https-key.
+    #[arg(
+        long,
+        env = "FLEETUP_IMAGE_HTTPS",
+        default_value = "off",
+        value_name = "ADDR|off"
+    )]
+    pub image_https: Listen,
     /// Allow read-only API calls (GET) without a token.
     #[arg(long, env = "FLEETUP_READ_OPEN")]
     pub read_open: bool,
@@ -96,6 +113,8 @@ pub struct ServeArgs {
     pub tftp_options: crate::tftp::TftpArgs,
     #[command(flatten)]
     pub ftp_options: crate::ftp::FtpArgs,
+    #[command(flatten)]
+    pub image_http_options: crate::image_http::ImageHttpArgs,
 }
 
 /// Parses an empty command line, to get every flag's default.
@@ -114,6 +133,8 @@ impl Default for ServeArgs {
             .unwrap_or_else(|e| panic!("the defaults of `serve` do not parse: {e}"));
         args.tftp = Listen::Off;
         args.ftp = Listen::Off;
+        args.image_http = Listen::Off;
+        args.image_https = Listen::Off;
         args
     }
 }
@@ -144,6 +165,8 @@ pub enum ServeError {
     Bind(String),
     #[error("{0}")]
     Ftp(#[from] crate::ftp::FtpError),
+    #[error("{0}")]
+    ImageHttp(#[from] crate::image_http::ImageHttpError),
     #[error("cannot start the rollout engine: {0}")]
     Engine(crate::rollout::RolloutError),
     #[error("{0}")]
@@ -244,6 +267,12 @@ pub struct Service {
     pub http_addr: SocketAddr,
     pub tftp_addr: Option<SocketAddr>,
     pub ftp_addr: Option<SocketAddr>,
+    /// The HTTP and HTTPS image servers, when on.
+    pub http_image_addr: Option<SocketAddr>,
+    pub https_image_addr: Option<SocketAddr>,
+    /// The one-time grants the HTTP(S) image server checks; the rollout engine issues into
+    /// the same set (tests may issue their own).
+    pub grants: crate::grants::Grants,
     pub(crate) token_source: TokenSource,
     pub state: AppState,
     pub shutdown: Shutdown,
@@ -340,13 +369,19 @@ impl Service {
             });
         }
 
+        start_image_http(args, &images, &transfers, &shutdown, &mut servers).await?;
+
         let info = ServiceInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             http: Some(http_addr.to_string()),
             tftp: servers.tftp.map(|a| a.to_string()),
             ftp: servers.ftp.map(|a| a.to_string()),
+            image_http: servers.http.map(|a| a.to_string()),
+            image_https: servers.https.map(|a| a.to_string()),
         };
         let (tftp_addr, ftp_addr) = (servers.tftp, servers.ftp);
+        let (http_image_addr, https_image_addr) = (servers.http, servers.https);
+        let grants = servers.grants.clone();
         let engine = Engine::start(
             db.clone(),
             images.clone(),
@@ -385,6 +420,9 @@ impl Service {
             http_addr,
             tftp_addr,
             ftp_addr,
+            http_image_addr,
+            https_image_addr,
+            grants,
             token_source,
             state,
             shutdown,
@@ -414,10 +452,59 @@ impl Service {
     }
 }
 
+/// Bind and start the HTTP and HTTPS image servers that are on, sharing one server (its
+/// connection limits) and `servers.grants`, into which the rollout engine issues tokens.
+async fn start_image_http(
+    args: &ServeArgs,
+    images: &ImageStore,
+    transfers: &Transfers,
+    shutdown: &Shutdown,
+    servers: &mut FileServers,
+) -> Result<(), ServeError> {
+    let listeners = [
+        (args.image_http, false, "image HTTP", "--image-http"),
+        (args.image_https, true, "image HTTPS", "--image-https"),
+    ];
+    if listeners.iter().all(|(l, ..)| *l == Listen::Off) {
+        return Ok(());
+    }
+    let config = args
+        .image_http_options
+        .to_config(args.image_https != Listen::Off)?;
+    let server = crate::image_http::ImageServer::new(
+        images.dir().to_path_buf(),
+        config,
+        servers.grants.clone(),
+        transfers.clone(),
+    )?;
+    for (listen, https, what, flag) in listeners {
+        let Listen::On(addr) = listen else { continue };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error(what, flag, addr, &e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| bind_error(what, flag, addr, &e))?;
+        if https {
+            servers.https = Some(local);
+        } else {
+            servers.http = Some(local);
+        }
+        let (server, s) = (server.clone(), shutdown.clone());
+        shutdown.tasks.spawn(async move {
+            if let Err(e) = crate::image_http::run(listener, server, https, s).await {
+                tracing::error!(error = %e, "{what} server stopped");
+            }
+        });
+    }
+    Ok(())
+}
+
 /// Raise the soft limit on open files to the hard limit, once per process: every HTTP and FTP
 /// connection and every TFTP transfer holds a descriptor, and the usual soft limit of 1024 is
 /// reached by a thousand idle clients. The caps (`--http-max-connections`,
-/// `--ftp-max-sessions`, `--tftp-max-transfers`) keep the total below it.
+/// `--ftp-max-sessions`, `--tftp-max-transfers`, `--image-http-max-connections`) keep the
+/// total below it.
 fn raise_open_files_limit() {
     #[cfg(target_os = "linux")]
     {
@@ -479,9 +566,11 @@ fn print_banner(service: &Service, args: &ServeArgs) {
     eprintln!("fleetup {} serving", env!("CARGO_PKG_VERSION"));
     eprintln!("  dashboard and API: {}/", service.base_url());
     eprintln!(
-        "  TFTP: {}   FTP: {}",
+        "  TFTP: {}   FTP: {}   HTTP: {}   HTTPS: {}",
         listen(service.tftp_addr),
-        listen(service.ftp_addr)
+        listen(service.ftp_addr),
+        listen(service.http_image_addr),
+        listen(service.https_image_addr)
     );
     eprintln!("  data: {}", args.data_dir.display());
     eprintln!("  {token_line}");

@@ -64,6 +64,10 @@ pub(crate) struct ServiceInfo {
     pub http: Option<String>,
     pub tftp: Option<String>,
     pub ftp: Option<String>,
+    /// The HTTP image server (`--image-http`), when on.
+    pub image_http: Option<String>,
+    /// The HTTPS image server (`--image-https`), when on.
+    pub image_https: Option<String>,
 }
 
 #[derive(OpenApi)]

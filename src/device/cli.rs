@@ -139,6 +139,23 @@ impl Dialog {
             )
     }
 
+    /// [`Dialog::copy`] from a server that asks for a password (`copy scp:` on NX-OS, or
+    /// IOS when the URL carries none), and NX-OS's question for the VRF when the command
+    /// named none.
+    pub(crate) fn copy_from(password: Option<Secret>, vrf: Option<String>) -> Self {
+        let mut d = Self::copy();
+        if let Some(p) = password {
+            d = d.answer(r"(?i)password:\s*$", Reply::Secret(p));
+        }
+        if let Some(v) = vrf {
+            d = d.answer(
+                r"Enter vrf \(If no input, current vrf '[^']*' is considered\):\s*$",
+                Reply::Line(v),
+            );
+        }
+        d
+    }
+
     /// `delete flash:X`, `write memory` and other commands that only ask for confirmation.
     pub(crate) fn confirm() -> Self {
         Self::none()

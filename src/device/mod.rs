@@ -5,6 +5,8 @@
 //! - [`cli`]: the pure prompt/dialog state machine;
 //! - [`ssh`]: the only I/O, a russh client feeding the state machine;
 //! - [`driver`]: [`Driver`], how each platform spells a step (pure command builders);
+//! - [`copy`]: the copy sources (protocol, server, VRF, source interface), their commands and
+//!   which failures are the transport's;
 //! - [`session`]: [`Session`], the steps of an upgrade on a logged-in device;
 //! - [`target`], [`timeouts`], [`error`]: the device, how long waits may take, what fails;
 //! - [`restart`] and [`wait`]: what proves a restart, and waiting for a device to come back;
@@ -16,6 +18,7 @@
 //! facts, and decides what to do with a failure.
 
 pub(crate) mod cli;
+mod copy;
 mod driver;
 mod error;
 // Read by the stack and dual-supervisor upgrade to come; until then only its tests use it.
@@ -24,6 +27,7 @@ mod members;
 pub(crate) mod parse;
 mod restart;
 mod rules;
+mod scp_push;
 mod session;
 pub(crate) mod ssh;
 mod target;
@@ -33,6 +37,7 @@ pub mod upgrade;
 pub(crate) mod version;
 mod wait;
 
+pub use copy::{CopySource, Transfer};
 pub use driver::{Driver, file_name};
 pub use error::DeviceError;
 pub use restart::RestartEvidence;
@@ -44,9 +49,8 @@ pub use transcript::EntryKind;
 pub(crate) use transcript::{Transcript, TranscriptEntry, TranscriptLimits};
 pub(crate) use upgrade::{Check, StepGate, Stop, upgrade_gated};
 pub use upgrade::{
-    CopySource, FailureReason, KickstartImage, Resumed, Step, StepEvent, StepStatus, Transfer,
-    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
-    resume_after_reload, upgrade,
+    FailureReason, KickstartImage, Resumed, Step, StepEvent, StepStatus, UpgradeFailure,
+    UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult, resume_after_reload, upgrade,
 };
 pub(crate) use wait::read_facts;
 pub use wait::{facts, wait_back};

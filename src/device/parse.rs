@@ -387,6 +387,19 @@ static TFTP_BLOCKSIZE: LazyLock<Regex> =
 
 /// The `ip tftp blocksize N` line of a running configuration (or of `show running-config |
 /// include ip tftp blocksize`), if there is one.
+/// The line of a `show running-config | include ^HEAD` output that sets `head`, as the device
+/// printed it.
+pub(crate) fn global_line(text: &str, head: &str) -> Option<String> {
+    let head = head.to_ascii_lowercase();
+    text.lines()
+        .map(str::trim_end)
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.starts_with(&head) && lower[head.len()..].starts_with(' ')
+        })
+        .map(str::to_string)
+}
+
 pub(crate) fn tftp_blocksize(text: &str) -> Option<u16> {
     TFTP_BLOCKSIZE
         .captures(text)

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use super::cli::{Dialog, Mode};
+use super::copy::CopySource;
 use super::driver::same_file;
 use super::parse::{self, BootVariable, DirListing, Md5Error, ParseError, ShowVersion};
 use super::ssh::Connection;
-use super::upgrade::{CopySource, Transfer};
 use super::{DeviceError, Driver, Target, Timeouts};
 use crate::inventory::{Facts, Platform};
 
@@ -44,6 +44,8 @@ pub struct Session {
     conn: Connection,
     pub driver: Driver,
     platform: Platform,
+    /// For the extra sessions of a step (an SCP push).
+    target: Target,
     timeouts: Timeouts,
     /// Whether `show boot` looked like a Catalyst switch's (see [`BootVariable::one_line_list`]).
     one_line_boot: bool,
@@ -70,6 +72,7 @@ impl Session {
             conn,
             driver: Driver::for_device(target.platform, None),
             platform: target.platform,
+            target: target.clone(),
             timeouts: timeouts.clone(),
             one_line_boot: false,
         };
@@ -168,34 +171,67 @@ impl Session {
         }
     }
 
-    /// `copy URL flash:FILE`, answering the destination and overwrite questions.
+    /// `copy URL flash:FILE`, answering the destination and overwrite questions, and on
+    /// NX-OS the password and VRF questions.
     pub(crate) async fn copy(
         &mut self,
         source: &CopySource,
         file: &str,
     ) -> Result<parse::CopyReport, DeviceError> {
-        let command = self.driver.copy_command(&source.url(file), file);
-        let timeout = self.timeouts.copy;
-        let secret = match &source.transfer {
-            Transfer::Ftp { password, .. } => Some(password.0.clone()),
-            Transfer::Tftp => None,
+        let Some(command) = source.command(self.driver, self.platform, file) else {
+            return Err(DeviceError::Session {
+                device: self.device().to_string(),
+                message: "a push sends no copy command".into(),
+            });
         };
+        let timeout = self.timeouts.copy;
+        let secret = source.transfer.password().cloned();
         if let Some(secret) = &secret {
-            self.conn.keep_secret(secret);
+            self.conn.keep_secret(&secret.0);
         }
-        let result = match self.conn.run(&command, Dialog::copy(), timeout).await {
+        let vrf = source.copy_vrf(self.platform).map(str::to_string);
+        let dialog = Dialog::copy_from(secret.clone(), vrf);
+        let result = match self.conn.run(&command, dialog, timeout).await {
             Ok((output, _)) => parse::copy_result(&output).map_err(|source| DeviceError::Copy {
                 device: self.device().to_string(),
                 source,
             }),
             Err(e) => Err(e),
         };
-        // The FTP password is in the command, its echo and maybe the device's messages; errors
+        // The password is in the command, its echo and maybe the device's messages; errors
         // end up in the database and the API.
         result.map_err(|e| match &secret {
-            Some(secret) => e.redact(secret),
+            Some(secret) => e.redact(&secret.0),
             None => e,
         })
+    }
+
+    /// Push `local` into the device's flash as `file` over SCP, on a session of its own
+    /// (the device's `ip scp server enable` must be on).
+    pub(crate) async fn push(
+        &mut self,
+        local: &std::path::Path,
+        file: &str,
+        size: u64,
+    ) -> Result<parse::CopyReport, DeviceError> {
+        let remote = self.driver.path(file);
+        let bytes =
+            super::scp_push::push(&self.target, local, &remote, size, &self.timeouts).await?;
+        Ok(parse::CopyReport { bytes: Some(bytes) })
+    }
+
+    /// The platform the session was opened for.
+    pub(crate) fn platform(&self) -> Platform {
+        self.platform
+    }
+
+    /// The global configuration line that starts with `head` (`ip tftp source-interface`),
+    /// if the running configuration has one.
+    pub(crate) async fn global_line(&mut self, head: &str) -> Result<Option<String>, DeviceError> {
+        let out = self
+            .run(&format!("show running-config | include ^{head}"))
+            .await?;
+        Ok(parse::global_line(&out, head))
     }
 
     /// `verify /md5 flash:FILE` (NX-OS: `show file ... md5sum`) compared with `md5`.

@@ -24,82 +24,13 @@ use std::time::SystemTime;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::copy::{CopySource, Transfer, is_transport_failure};
 use super::rules::{is_downgrade, kickstart_to_install, post_check, reason_for, target_version};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
     file_name, read_facts, wait_back,
 };
-use crate::inventory::{Facts, Secret};
-
-/// How the device pulls the image from fleetup.
-#[derive(Debug, Clone)]
-pub enum Transfer {
-    Tftp,
-    /// FTP with the credentials in the URL (`ftp://user:pass@host/file`).
-    Ftp {
-        username: String,
-        password: Secret,
-    },
-}
-
-/// Where the device finds the image: fleetup's address *as seen from that device* (per site).
-#[derive(Debug, Clone)]
-pub struct CopySource {
-    pub transfer: Transfer,
-    /// Host or IP address of fleetup's file server reachable from the device.
-    pub server: String,
-    /// A non-standard port (IOS accepts none in `tftp://` URLs; the lab maps it per device).
-    pub port: Option<u16>,
-    /// Directory on the server, without leading or trailing slash; empty for the root.
-    pub directory: String,
-}
-
-impl CopySource {
-    /// Credentials IOS cannot take in a URL: it splits at the first `/` after the scheme and
-    /// does not decode `%XX`, so a `/` anywhere or a `:` or `@` in the user name would be read
-    /// as part of the host or path.
-    pub(crate) fn check(&self) -> Result<(), String> {
-        if let Transfer::Ftp { username, password } = &self.transfer {
-            if username.is_empty() || username.contains([':', '@', '/']) {
-                return Err(format!(
-                    "FTP user name {username:?} cannot be put in a copy URL (empty, or contains : @ /)"
-                ));
-            }
-            if password.0.contains('/') {
-                return Err("the FTP password contains `/`, which IOS cannot take in a copy URL; choose another password".into());
-            }
-        }
-        Ok(())
-    }
-
-    /// The URL for `copy URL flash:`.
-    pub(crate) fn url(&self, image: &str) -> String {
-        self.build(image, false)
-    }
-
-    /// The URL with the password masked, for events and logs.
-    pub(crate) fn display_url(&self, image: &str) -> String {
-        self.build(image, true)
-    }
-
-    fn build(&self, image: &str, mask: bool) -> String {
-        let (scheme, auth) = match &self.transfer {
-            Transfer::Tftp => ("tftp", String::new()),
-            Transfer::Ftp { username, password } => {
-                let pw = if mask { "***" } else { password.0.as_str() };
-                ("ftp", format!("{username}:{pw}@"))
-            }
-        };
-        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        let dir = self.directory.trim_matches('/');
-        let path = if dir.is_empty() {
-            image.to_string()
-        } else {
-            format!("{dir}/{image}")
-        };
-        format!("{scheme}://{auth}{}{port}/{path}", self.server)
-    }
-}
+use crate::inventory::Facts;
 
 #[derive(Debug, Clone)]
 pub struct UpgradeOptions {
@@ -121,6 +52,18 @@ pub struct UpgradeOptions {
     /// Install an image older than the running one. Off, a device whose running version
     /// compares later than the target fails with [`FailureReason::Downgrade`], untouched.
     pub allow_downgrade: bool,
+}
+
+impl UpgradePlan {
+    /// The copy sources in the order they are tried.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = &CopySource> {
+        std::iter::once(&self.source).chain(&self.fallback)
+    }
+
+    /// The files copied: the image, and the kickstart when there is one.
+    pub(crate) fn files(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.image.as_str()).chain(self.kickstart.iter().map(|k| k.image.as_str()))
+    }
 }
 
 impl Default for UpgradeOptions {
@@ -169,6 +112,9 @@ pub struct UpgradePlan {
     /// one image ignores it.
     pub kickstart: Option<KickstartImage>,
     pub source: CopySource,
+    /// Sources tried in order after `source` when a copy fails for a transport reason
+    /// (`transfer.protocol: [https, ftp, tftp]`).
+    pub fallback: Vec<CopySource>,
     /// The version `show version` must report afterwards, when known; otherwise the running
     /// image file name is compared.
     pub expected_version: Option<String>,
@@ -412,10 +358,12 @@ impl<'a> Run<'a> {
         gate: Option<&'a dyn StepGate>,
     ) -> Run<'a> {
         // The transcript must know every secret before the first line is kept.
-        if let (Some(t), Transfer::Ftp { password, .. }) =
-            (&target.transcript, &plan.source.transfer)
-        {
-            t.add_secret(&password.0);
+        if let Some(t) = &target.transcript {
+            for source in plan.sources() {
+                if let Some(password) = source.transfer.password() {
+                    t.add_secret(&password.0);
+                }
+            }
         }
         Run {
             target,
@@ -524,8 +472,18 @@ pub(crate) async fn upgrade_gated(
 ) -> Result<UpgradeOutcome, UpgradeFailure> {
     let mut run = Run::new(target, plan, events, gate);
     let t = &plan.timeouts;
-    if let Err(message) = plan.source.check() {
-        return Err(run.fail(Step::Copy, FailureReason::TransferFailed, message));
+    // Every source's URL and command lines are checked before anything is sent.
+    let driver = Driver::for_device(target.platform, None);
+    for source in plan.sources() {
+        let fits = source.check().and_then(|()| {
+            for image in plan.files() {
+                source.fits(driver, target.platform, image)?;
+            }
+            Ok(())
+        });
+        if let Err(message) = fits {
+            return Err(run.fail(Step::Copy, FailureReason::TransferFailed, message));
+        }
     }
     let mut session = step!(
         run,
@@ -901,68 +859,7 @@ async fn stage_file(
             "free space not reported; the copy will tell",
         ),
     }
-    run.start(
-        Step::Copy,
-        format!(
-            "copy {} {}",
-            plan.source.display_url(image),
-            session.driver.path(image)
-        ),
-    )
-    .await?;
-    // A larger TFTP block size for the copy only: IOS asks for 512-byte blocks unless told.
-    // `restore`: the line that puts the device's own setting back after the copy.
-    let restore = match (&plan.source.transfer, plan.options.tftp_blocksize) {
-        (Transfer::Tftp, Some(n)) if session.driver != Driver::Nxos => {
-            let previous = match session.tftp_blocksize().await {
-                Ok(p) => p,
-                Err(e) => return Err(run.fail_with(Step::Copy, e)),
-            };
-            if let Err(e) = session.configure(&[format!("ip tftp blocksize {n}")]).await {
-                return Err(run.fail_with(Step::Copy, e));
-            }
-            Some(previous.map_or("no ip tftp blocksize".to_string(), |p| {
-                format!("ip tftp blocksize {p}")
-            }))
-        }
-        _ => None,
-    };
-    let copied = session.copy(&plan.source, image).await;
-    let restored = match restore {
-        Some(line) => match session.configure(std::slice::from_ref(&line)).await {
-            Ok(()) => format!("; `{line}` restored the TFTP block size"),
-            Err(e) => format!("; restoring the TFTP block size with `{line}` failed: {e}"),
-        },
-        None => String::new(),
-    };
-    match copied {
-        Ok(report) => run.emit(
-            Step::Copy,
-            StepStatus::Done,
-            match report.bytes {
-                Some(n) => format!("{n} bytes copied{restored}"),
-                None => format!("copy complete{restored}"),
-            },
-        ),
-        Err(e) => {
-            let mut failure = run.fail_with(Step::Copy, e);
-            // A partial file must not stay behind to be mistaken for the image later.
-            if matches!(
-                failure.reason,
-                FailureReason::ConnectionLostMidCopy | FailureReason::Timeout
-            ) {
-                failure.message.push_str(&format!(
-                    "; a partial {} may remain on flash (a retry finds it by its MD5 and replaces it)",
-                    image
-                ));
-            } else if session.delete(image).await.is_ok() {
-                failure
-                    .message
-                    .push_str("; the incomplete copy was deleted from flash");
-            }
-            return Err(failure);
-        }
-    }
+    copy_file(run, session, image, size).await?;
     run.start(Step::VerifyMd5, session.driver.md5_command(image))
         .await?;
     if let Err(e) = session.verify_md5(image, md5).await {
@@ -986,6 +883,189 @@ async fn stage_file(
         format!("MD5 {} verified by the device", md5),
     );
     Ok(())
+}
+
+/// Copy `image` from the plan's sources in order: the next source is tried only when a copy
+/// failed for a transport reason. The events say which protocol, VRF and source interface the
+/// copy used, and why an earlier source was left.
+async fn copy_file(
+    run: &Run<'_>,
+    session: &mut Session,
+    image: &crate::images::ImageName,
+    size: u64,
+) -> Result<(), UpgradeFailure> {
+    let plan = run.plan;
+    let platform = session.platform();
+    let sources: Vec<&CopySource> = plan.sources().collect();
+    let mut left_behind = String::new();
+    for (i, source) in sources.iter().enumerate() {
+        let last = i + 1 == sources.len();
+        let what = match source.display_command(session.driver, platform, image) {
+            Some(command) => command,
+            None => format!(
+                "scp {} {}:{}",
+                image,
+                run.target.host,
+                session.driver.path(image)
+            ),
+        };
+        run.start(Step::Copy, format!("{left_behind}{what}"))
+            .await?;
+        if let Err(e) = source.fits(session.driver, platform, image) {
+            return Err(run.fail(Step::Copy, FailureReason::TransferFailed, e));
+        }
+        match copy_once(session, plan, source, image, size).await {
+            Ok(message) => {
+                run.emit(
+                    Step::Copy,
+                    StepStatus::Done,
+                    format!("{message} over {}", source.describe(platform)),
+                );
+                return Ok(());
+            }
+            Err((e, note)) => {
+                if !last && is_transport_failure(&e) {
+                    left_behind = format!(
+                        "{} failed ({}{note}); falling back to {}: ",
+                        source.describe(platform),
+                        e.to_string()
+                            .strip_prefix(&format!("{}: ", run.target.name))
+                            .unwrap_or(&e.to_string()),
+                        sources[i + 1].transfer.protocol()
+                    );
+                    continue;
+                }
+                let mut failure = run.fail_with(Step::Copy, e);
+                failure.message.push_str(&note);
+                if failure.reason == FailureReason::Timeout
+                    && source.vrf.is_none()
+                    && source.source_interface.is_none()
+                    && platform != crate::inventory::Platform::Nxos
+                {
+                    failure.message.push_str(&format!(
+                        "; no VRF or source interface is set for this copy: if {} reaches fleetup through a management VRF (Mgmt-vrf, management), set transfer.vrf or transfer.source_interface in the playbook",
+                        run.target.name
+                    ));
+                }
+                // A partial file must not stay behind to be mistaken for the image later.
+                if matches!(
+                    failure.reason,
+                    FailureReason::ConnectionLostMidCopy | FailureReason::Timeout
+                ) {
+                    failure.message.push_str(&format!(
+                        "; a partial {} may remain on flash (a retry finds it by its MD5 and replaces it)",
+                        image
+                    ));
+                } else if session.delete(image).await.is_ok() {
+                    failure
+                        .message
+                        .push_str("; the incomplete copy was deleted from flash");
+                }
+                return Err(failure);
+            }
+        }
+    }
+    Err(run.fail(
+        Step::Copy,
+        FailureReason::TransferFailed,
+        "no copy source".into(),
+    ))
+}
+
+/// One copy from one source, with the settings it needs for the copy only (the TFTP block
+/// size, the client's source interface) put back right after it, before any save. Returns
+/// what the event says, or the error with a note of what was put back.
+async fn copy_once(
+    session: &mut Session,
+    plan: &UpgradePlan,
+    source: &CopySource,
+    image: &str,
+    size: u64,
+) -> Result<String, (DeviceError, String)> {
+    let ios = session.driver != Driver::Nxos;
+    // `restore`: the lines that put the device's own settings back after the copy.
+    let mut restore: Vec<(String, &'static str)> = Vec::new();
+    // A larger TFTP block size for the copy only: IOS asks for 512-byte blocks unless told.
+    if let (Transfer::Tftp, Some(n), true) = (&source.transfer, plan.options.tftp_blocksize, ios) {
+        let previous = session
+            .tftp_blocksize()
+            .await
+            .map_err(|e| (e, String::new()))?;
+        session
+            .configure(&[format!("ip tftp blocksize {n}")])
+            .await
+            .map_err(|e| (e, String::new()))?;
+        restore.push((
+            previous.map_or("no ip tftp blocksize".to_string(), |p| {
+                format!("ip tftp blocksize {p}")
+            }),
+            "the TFTP block size",
+        ));
+    }
+    if let (Some(head), Some(iface), true) = (
+        source.transfer.source_interface_command(),
+        source.source_interface.as_deref(),
+        ios,
+    ) {
+        let previous = session.global_line(head).await;
+        let set = session.configure(&[format!("{head} {iface}")]).await;
+        match (previous, set) {
+            (Ok(previous), Ok(())) => restore.push((
+                previous.unwrap_or_else(|| format!("no {head}")),
+                "the source interface",
+            )),
+            (Err(e), _) | (_, Err(e)) => {
+                let note = put_back(session, &restore).await;
+                return Err((e, note));
+            }
+        }
+    }
+    // A push needs the device's SCP server, on for the copy only.
+    if let Transfer::ScpPush { .. } = &source.transfer {
+        let line = if ios {
+            "ip scp server enable"
+        } else {
+            "feature scp-server"
+        };
+        match session.global_line(line).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Err(e) = session.configure(&[line.to_string()]).await {
+                    let note = put_back(session, &restore).await;
+                    return Err((e, note));
+                }
+                restore.push((format!("no {line}"), "the SCP server setting"));
+            }
+            Err(e) => {
+                let note = put_back(session, &restore).await;
+                return Err((e, note));
+            }
+        }
+    }
+    let copied = match &source.transfer {
+        Transfer::ScpPush { store } => session.push(&store.join(image), image, size).await,
+        _ => session.copy(source, image).await,
+    };
+    let note = put_back(session, &restore).await;
+    match copied {
+        Ok(report) => Ok(match report.bytes {
+            Some(n) => format!("{n} bytes copied{note}"),
+            None => format!("copy complete{note}"),
+        }),
+        Err(e) => Err((e, note)),
+    }
+}
+
+/// Apply the lines that put settings back, last changed first; says what was put back.
+async fn put_back(session: &mut Session, restore: &[(String, &'static str)]) -> String {
+    let mut note = String::new();
+    for (line, what) in restore.iter().rev() {
+        match session.configure(std::slice::from_ref(line)).await {
+            Ok(()) => note.push_str(&format!("; `{line}` restored {what}")),
+            Err(e) => note.push_str(&format!("; restoring {what} with `{line}` failed: {e}")),
+        }
+    }
+    note
 }
 
 type WaitFailure = (UpgradeFailure, Option<Session>);
@@ -1300,57 +1380,5 @@ fn finish_restore(run: &Run<'_>, result: Result<(), DeviceError>) -> bool {
             run.emit(Step::RestoreBoot, StepStatus::Failed, e.to_string());
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn source(transfer: Transfer) -> CopySource {
-        CopySource {
-            transfer,
-            server: "10.0.0.5".into(),
-            port: None,
-            directory: String::new(),
-        }
-    }
-
-    #[test]
-    fn copy_urls() {
-        assert_eq!(
-            source(Transfer::Tftp).url("c2960x.bin"),
-            "tftp://10.0.0.5/c2960x.bin"
-        );
-        let mut s = source(Transfer::Ftp {
-            username: "fleetup".into(),
-            password: Secret("p@ss:wd".into()),
-        });
-        assert!(s.check().is_ok());
-        assert_eq!(
-            s.url("c2960x.bin"),
-            "ftp://fleetup:p@ss:wd@10.0.0.5/c2960x.bin"
-        );
-        assert_eq!(
-            s.display_url("c2960x.bin"),
-            "ftp://fleetup:***@10.0.0.5/c2960x.bin"
-        );
-        s.port = Some(2121);
-        s.directory = "/images/".into();
-        assert_eq!(
-            s.display_url("a.bin"),
-            "ftp://fleetup:***@10.0.0.5:2121/images/a.bin"
-        );
-        let bad = |username: &str, password: &str| {
-            source(Transfer::Ftp {
-                username: username.into(),
-                password: Secret(password.into()),
-            })
-            .check()
-        };
-        assert!(bad("a:b", "pw").is_err());
-        assert!(bad("", "pw").is_err());
-        assert!(bad("user", "pw/x").is_err());
-        assert!(source(Transfer::Tftp).check().is_ok());
     }
 }

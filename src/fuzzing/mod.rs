@@ -11,6 +11,7 @@
 //! a secret file outside it.
 
 mod ftp;
+mod http;
 mod images;
 mod tftp;
 mod yaml;
@@ -18,6 +19,7 @@ mod yaml;
 use std::path::{Path, PathBuf};
 
 pub use self::ftp::{ftp_command, ftp_session};
+pub use self::http::http_request;
 pub use self::images::image_path;
 pub use self::tftp::{tftp_packet, tftp_session};
 pub use self::yaml::{inventory, playbook};
@@ -57,6 +59,11 @@ pub const TARGETS: &[Target] = &[
         name: "image_path",
         run: image_path,
         tokens: images::TOKENS,
+    },
+    Target {
+        name: "http_request",
+        run: http_request,
+        tokens: http::TOKENS,
     },
     Target {
         name: "playbook",

@@ -153,20 +153,118 @@ fn parse_duration(v: &str) -> Result<u64, String> {
     Ok(total)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+/// How a device gets the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum TransferProtocol {
     #[default]
     Tftp,
     Ftp,
+    Http,
+    Https,
+    Scp,
+    Sftp,
+    /// fleetup pushes the image over SSH into the device's SCP server.
+    ScpPush,
 }
 
 impl TransferProtocol {
+    pub(crate) const ALL: [TransferProtocol; 7] = [
+        TransferProtocol::Tftp,
+        TransferProtocol::Ftp,
+        TransferProtocol::Http,
+        TransferProtocol::Https,
+        TransferProtocol::Scp,
+        TransferProtocol::Sftp,
+        TransferProtocol::ScpPush,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             TransferProtocol::Tftp => "tftp",
             TransferProtocol::Ftp => "ftp",
+            TransferProtocol::Http => "http",
+            TransferProtocol::Https => "https",
+            TransferProtocol::Scp => "scp",
+            TransferProtocol::Sftp => "sftp",
+            TransferProtocol::ScpPush => "scp-push",
         }
+    }
+
+    fn parse(v: &str) -> Result<TransferProtocol, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == v)
+            .ok_or_else(|| {
+                format!(
+                    "unknown protocol {v:?}: use one of {}",
+                    Self::ALL.map(|p| p.as_str()).join(", ")
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for TransferProtocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TransferProtocol::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// One protocol, or a list tried in order when a copy fails for a transport reason
+/// (`[https, ftp, tftp]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub(crate) struct Protocols(pub Vec<TransferProtocol>);
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols(vec![TransferProtocol::Tftp])
+    }
+}
+
+impl Protocols {
+    pub(crate) fn contains(&self, p: TransferProtocol) -> bool {
+        self.0.contains(&p)
+    }
+
+    fn check(&self, field: &str) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Err(format!(
+                "{field}: an empty list; name at least one protocol"
+            ));
+        }
+        for (i, p) in self.0.iter().enumerate() {
+            if self.0[..i].contains(p) {
+                return Err(format!("{field}: {} is listed twice", p.as_str()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Protocols {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Protocols;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a protocol (tftp, ftp, http, https, scp, sftp, scp-push) or a list of them tried in order")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Protocols, E> {
+                TransferProtocol::parse(v)
+                    .map(|p| Protocols(vec![p]))
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Protocols, A::Error> {
+                let mut v = Vec::new();
+                while let Some(p) = seq.next_element::<TransferProtocol>()? {
+                    v.push(p);
+                }
+                Ok(Protocols(v))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -255,25 +353,178 @@ impl KickstartChoice {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Transfer {
+    /// One protocol, or a list tried in order.
     #[serde(default)]
-    pub protocol: TransferProtocol,
+    pub protocol: Protocols,
     /// Address (IP or name) at which devices reach fleetup's file server.
     #[serde(default)]
     pub server: Option<String>,
-    /// Per-site address, for sites that reach fleetup another way (NAT, another VRF).
+    /// The VRF devices reach fleetup in: NX-OS copies name it (`vrf NAME`, `management`
+    /// unless set), IOS-XE copies name it when no source interface is set.
     #[serde(default)]
-    pub sites: BTreeMap<String, String>,
+    pub vrf: Option<String>,
+    /// IOS and IOS-XE: the interface the copy leaves from (`ip tftp source-interface X`,
+    /// `ip http client source-interface X`, …), set for the copy and put back after it.
+    #[serde(default)]
+    pub source_interface: Option<String>,
+    /// Per-site settings, for sites that reach fleetup another way (NAT, another VRF): an
+    /// address, or `{server, protocol, vrf, source_interface}`.
+    #[serde(default)]
+    pub sites: BTreeMap<String, SiteTransfer>,
     /// `ip tftp blocksize` (512-8192) set on IOS and IOS-XE devices for the copy and put back
     /// right after it: IOS asks for 512-byte blocks otherwise.
     #[serde(default)]
     pub tftp_blocksize: Option<Spanned<u16>>,
 }
 
+/// A site's transfer settings; each one left out is the playbook's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct SiteTransfer {
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<Protocols>,
+    #[serde(default)]
+    pub vrf: Option<String>,
+    #[serde(default)]
+    pub source_interface: Option<String>,
+}
+
+/// The transfer settings of one device: the playbook's, with its site's over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeviceTransfer {
+    pub server: Option<String>,
+    pub protocols: Vec<TransferProtocol>,
+    pub vrf: Option<String>,
+    pub source_interface: Option<String>,
+}
+
 impl Transfer {
-    pub(crate) fn server_for_site(&self, site: Option<&str>) -> Option<&str> {
-        site.and_then(|s| self.sites.get(s))
-            .map(String::as_str)
-            .or(self.server.as_deref())
+    pub(crate) fn for_site(&self, site: Option<&str>) -> DeviceTransfer {
+        let over = site.and_then(|s| self.sites.get(s));
+        DeviceTransfer {
+            server: over
+                .and_then(|o| o.server.clone())
+                .or_else(|| self.server.clone()),
+            protocols: over
+                .and_then(|o| o.protocol.clone())
+                .unwrap_or_else(|| self.protocol.clone())
+                .0,
+            vrf: over
+                .and_then(|o| o.vrf.clone())
+                .or_else(|| self.vrf.clone()),
+            source_interface: over
+                .and_then(|o| o.source_interface.clone())
+                .or_else(|| self.source_interface.clone()),
+        }
+    }
+
+    /// Whether any device of the playbook may copy by `p`.
+    pub(crate) fn may_use(&self, p: TransferProtocol) -> bool {
+        self.protocol.contains(p)
+            || self
+                .sites
+                .values()
+                .any(|s| s.protocol.as_ref().is_some_and(|l| l.contains(p)))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.protocol.check("transfer.protocol")?;
+        check_word("transfer.server", self.server.as_deref(), SERVER_CHARS)?;
+        check_word("transfer.vrf", self.vrf.as_deref(), NAME_CHARS)?;
+        check_word(
+            "transfer.source_interface",
+            self.source_interface.as_deref(),
+            NAME_CHARS,
+        )?;
+        for (name, site) in &self.sites {
+            let field = |f: &str| format!("transfer.sites.{name}.{f}");
+            if let Some(p) = &site.protocol {
+                p.check(&field("protocol"))?;
+            }
+            check_word(&field("server"), site.server.as_deref(), SERVER_CHARS)?;
+            check_word(&field("vrf"), site.vrf.as_deref(), NAME_CHARS)?;
+            check_word(
+                &field("source_interface"),
+                site.source_interface.as_deref(),
+                NAME_CHARS,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for SiteTransfer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SiteTransfer;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the address devices of the site reach fleetup at, or {server, protocol, vrf, source_interface}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SiteTransfer, E> {
+                Ok(SiteTransfer {
+                    server: Some(v.to_string()),
+                    ..SiteTransfer::default()
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<SiteTransfer, A::Error> {
+                SiteSettings::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(SiteSettings::into_site)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// [`SiteTransfer`] as written in its long form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteSettings {
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    protocol: Option<Protocols>,
+    #[serde(default)]
+    vrf: Option<String>,
+    #[serde(default)]
+    source_interface: Option<String>,
+}
+
+impl SiteSettings {
+    fn into_site(self) -> SiteTransfer {
+        SiteTransfer {
+            server: self.server,
+            protocol: self.protocol,
+            vrf: self.vrf,
+            source_interface: self.source_interface,
+        }
+    }
+}
+
+/// Characters of a server address (a name, IPv4 or IPv6 address).
+const SERVER_CHARS: &str = ".-:[]_";
+/// Characters of a VRF or interface name besides letters and digits.
+const NAME_CHARS: &str = "-_./:";
+
+/// A word that goes into a CLI line: letters, digits and `extra`, so it can neither end the
+/// line nor add a command.
+fn check_word(field: &str, value: Option<&str>, extra: &str) -> Result<(), String> {
+    let Some(v) = value else {
+        return Ok(());
+    };
+    // A DNS name may be 253 characters long; VRF and interface names are short.
+    let max = if extra == SERVER_CHARS { 253 } else { 64 };
+    let ok = !v.is_empty()
+        && v.chars().count() <= max
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: {v:?} must be 1-{max} letters, digits or any of {extra:?} (it goes into the device's CLI)"
+        ))
     }
 }
 
@@ -599,12 +850,15 @@ pub fn parse(text: &str) -> Result<Playbook, YamlError> {
                 ),
             ));
         }
-        if pb.transfer.protocol != TransferProtocol::Tftp {
+        if !pb.transfer.may_use(TransferProtocol::Tftp) {
             return Err(located(
                 b.referenced,
                 "transfer.tftp_blocksize: applies to protocol tftp only",
             ));
         }
+    }
+    if let Err(message) = pb.transfer.check() {
+        return Err(YamlError::new(0, 0, message));
     }
     if pb.strategy.concurrency == 0 {
         return Err(YamlError::new(
@@ -801,8 +1055,9 @@ options:
         let e = err(&FULL.replace("max_failures: 2", "max_failures: lots"));
         assert_eq!(e.line, 14, "{e}");
 
-        let e = err(&FULL.replace("protocol: tftp", "protocol: scp"));
+        let e = err(&FULL.replace("protocol: tftp", "protocol: rcp"));
         assert_eq!(e.line, 8, "{e}");
+        assert!(e.message.contains("scp-push"), "{e}");
 
         let e = err(&FULL.replace("2026-11-25T01:00:00Z", "tomorrow"));
         assert_eq!(e.line, 16, "{e}");
@@ -832,6 +1087,76 @@ options:
         let e = err(&with("8192").replace("protocol: tftp", "protocol: ftp"));
         assert_eq!(e.line, 10, "{e}");
         assert!(e.message.contains("tftp only"), "{e}");
+    }
+
+    #[test]
+    fn protocol_lists_sites_vrfs_and_source_interfaces() {
+        use TransferProtocol::*;
+        let pb = parse(&FULL.replace(
+            "  protocol: tftp\n  server: 10.0.0.5\n",
+            "  protocol: [https, ftp, tftp]\n  server: 10.0.0.5\n  vrf: Mgmt-vrf\n  sites:\n    branch-7: 192.0.2.9\n    dc-1:\n      protocol: scp-push\n      source_interface: GigabitEthernet0/0\n    nx:\n      vrf: management\n      protocol: sftp\n",
+        ))
+        .unwrap();
+        let t = &pb.transfer;
+        assert_eq!(t.protocol.0, vec![Https, Ftp, Tftp]);
+        let all = t.for_site(None);
+        assert_eq!(
+            all,
+            DeviceTransfer {
+                server: Some("10.0.0.5".into()),
+                protocols: vec![Https, Ftp, Tftp],
+                vrf: Some("Mgmt-vrf".into()),
+                source_interface: None,
+            }
+        );
+        // A site given as an address keeps everything else.
+        let branch = t.for_site(Some("branch-7"));
+        assert_eq!(branch.server.as_deref(), Some("192.0.2.9"));
+        assert_eq!(branch.protocols, vec![Https, Ftp, Tftp]);
+        let dc = t.for_site(Some("dc-1"));
+        assert_eq!(dc.protocols, vec![ScpPush]);
+        assert_eq!(dc.server.as_deref(), Some("10.0.0.5"));
+        assert_eq!(dc.source_interface.as_deref(), Some("GigabitEthernet0/0"));
+        assert_eq!(dc.vrf.as_deref(), Some("Mgmt-vrf"));
+        let nx = t.for_site(Some("nx"));
+        assert_eq!(
+            (nx.protocols, nx.vrf.as_deref()),
+            (vec![Sftp], Some("management"))
+        );
+        assert_eq!(t.for_site(Some("elsewhere")), all);
+        assert!(t.may_use(ScpPush) && t.may_use(Tftp) && !t.may_use(Scp));
+
+        // Each setting is checked, and named when it is wrong.
+        let bad = |from: &str, to: &str| err(&FULL.replace(from, to)).message;
+        let m = bad("protocol: tftp", "protocol: [https, https]");
+        assert!(m.contains("https is listed twice"), "{m}");
+        let m = bad("protocol: tftp", "protocol: []");
+        assert!(m.contains("empty list"), "{m}");
+        let m = bad("protocol: tftp", "protocol: [https, gopher]");
+        assert!(m.contains("gopher"), "{m}");
+        let m = bad(
+            "  server: 10.0.0.5",
+            "  server: 10.0.0.5\n  vrf: \"Mgmt vrf\\nreload\"",
+        );
+        assert!(m.contains("transfer.vrf"), "{m}");
+        let m = bad(
+            "  server: 10.0.0.5",
+            "  server: 10.0.0.5\n  sites:\n    b:\n      source_interface: \"Gi0/0 ; reload\"",
+        );
+        assert!(m.contains("transfer.sites.b.source_interface"), "{m}");
+        let m = bad(
+            "  server: 10.0.0.5",
+            "  server: 10.0.0.5\n  sites:\n    b:\n      servr: 10.0.0.6",
+        );
+        assert!(m.contains("servr"), "{m}");
+        // tftp_blocksize needs TFTP somewhere in the lists.
+        let with_block = FULL.replace(
+            "  server: 10.0.0.5",
+            "  server: 10.0.0.5\n  tftp_blocksize: 8192",
+        );
+        assert!(parse(&with_block.replace("protocol: tftp", "protocol: [https, tftp]")).is_ok());
+        let m = err(&with_block.replace("protocol: tftp", "protocol: [https, ftp]")).message;
+        assert!(m.contains("tftp only"), "{m}");
     }
 
     #[test]

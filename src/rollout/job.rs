@@ -219,51 +219,8 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         .await
         .map_err(|e| format!("image {}: {e}", job.image))?;
     let pb = &ctx.playbook;
-    let servers = &ledger.servers;
     let site = device.spec.site.as_deref();
-    let mut account = None;
-    let (transfer, listen) = match pb.transfer.protocol {
-        TransferProtocol::Tftp => (Transfer::Tftp, servers.tftp),
-        TransferProtocol::Ftp => {
-            let Some(credentials) = &servers.ftp_credentials else {
-                return Err("the playbook asks for FTP but the FTP server is off".into());
-            };
-            // Letters and digits only: IOS parses `:` `@` `/` in URL credentials itself.
-            let user = format!("fu{:08x}", rand::random::<u32>());
-            let password = crate::ftp::generate_password();
-            account = Some(FtpAccount {
-                credentials: credentials.clone(),
-                token: credentials.add_temporary(&user, &password),
-            });
-            (
-                Transfer::Ftp {
-                    username: user,
-                    password: Secret(password),
-                },
-                servers.ftp,
-            )
-        }
-    };
-    let Some(listen) = listen else {
-        return Err(format!(
-            "the playbook asks for {} but that server is off in this service",
-            pb.transfer.protocol.as_str()
-        ));
-    };
-    let server = match pb.transfer.server_for_site(site) {
-        Some(s) => s.to_string(),
-        None if !listen.ip().is_unspecified() => listen.ip().to_string(),
-        None => {
-            return Err(format!(
-                "transfer.server is not set and the {} server listens on every address: say in the playbook at which address devices reach fleetup",
-                pb.transfer.protocol.as_str()
-            ));
-        }
-    };
-    let default_port = match pb.transfer.protocol {
-        TransferProtocol::Tftp => 69,
-        TransferProtocol::Ftp => 21,
-    };
+    let settings = pb.transfer.for_site(site);
     let t = &pb.strategy.timeouts;
     let timeouts = device::Timeouts {
         connect: t.connect.duration(),
@@ -300,17 +257,46 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         }
         None => None,
     };
+    let files: Vec<String> = std::iter::once(image.file_name.to_string())
+        .chain(kickstart.iter().map(|k| k.image.to_string()))
+        .collect();
+    let target = Target::from_device(&device)?;
+    let mut sources = Vec::new();
+    let mut claims = Vec::new();
+    let mut grants = Vec::new();
+    let mut refused = Vec::new();
+    for protocol in &settings.protocols {
+        match source_for(ctx, *protocol, &settings, &files, &target.host).await {
+            Ok(found) => {
+                sources.push(found.source);
+                if let Some(by) = found.recognise {
+                    claims.push(Claim {
+                        job: JobRef {
+                            rollout: ctx.rollout_id.clone(),
+                            device: job.device.clone(),
+                        },
+                        protocol: found.protocol,
+                        files: files.clone(),
+                        by,
+                        since: jiff::Timestamp::now(),
+                    });
+                }
+                grants.push(found.grant);
+            }
+            Err(why) => refused.push(why),
+        }
+    }
+    if sources.is_empty() {
+        return Err(refused.join("; "));
+    }
+    let source = sources.remove(0);
     let plan = UpgradePlan {
         image: image.file_name.clone(),
         md5: image.md5.clone(),
         size: image.size,
         kickstart,
-        source: CopySource {
-            transfer,
-            server,
-            port: (listen.port() != default_port).then_some(listen.port()),
-            directory: String::new(),
-        },
+        source,
+        fallback: sources,
         expected_version: image.version.clone(),
         options: UpgradeOptions {
             skip_if_current: pb.options.skip_if_current,
@@ -336,33 +322,11 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         },
         timeouts,
     };
-    let target = Target::from_device(&device)?;
-    let recognise = match &plan.source.transfer {
-        Transfer::Ftp { username, .. } => Some(Recognise::Account(username.clone())),
-        Transfer::Tftp => device_address(&target.host)
-            .await
-            .map(Recognise::TftpClient),
-    };
-    let claim = recognise.map(|by| Claim {
-        job: JobRef {
-            rollout: ctx.rollout_id.clone(),
-            device: job.device.clone(),
-        },
-        protocol: match pb.transfer.protocol {
-            TransferProtocol::Tftp => Protocol::Tftp,
-            TransferProtocol::Ftp => Protocol::Ftp,
-        },
-        files: std::iter::once(plan.image.to_string())
-            .chain(plan.kickstart.iter().map(|k| k.image.to_string()))
-            .collect(),
-        by,
-        since: jiff::Timestamp::now(),
-    });
     Ok(Prepared {
         target,
         plan,
-        claim,
-        _ftp_account: account,
+        claims,
+        _grants: grants,
     })
 }
 
@@ -370,10 +334,158 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
 struct Prepared {
     target: Target,
     plan: UpgradePlan,
-    /// How the transfer the copy starts will be known as this job's.
-    claim: Option<Claim>,
-    /// Removed when the job ends.
-    _ftp_account: Option<FtpAccount>,
+    /// How the transfer the copy starts will be known as this job's, per source.
+    claims: Vec<Claim>,
+    /// The one-time FTP accounts, HTTP path tokens and SCP/SFTP accounts of the sources,
+    /// ended with the job.
+    _grants: Vec<Grant>,
+}
+
+/// A one-time permission a copy source holds for the job's life.
+enum Grant {
+    None,
+    Ftp { _account: FtpAccount },
+    Other { _grant: crate::grants::GrantGuard },
+}
+
+/// One copy source of a job, with how its transfer is recognised and what it holds.
+struct FoundSource {
+    source: CopySource,
+    protocol: Protocol,
+    recognise: Option<Recognise>,
+    grant: Grant,
+}
+
+/// The copy source for `protocol`, or why this service cannot offer it.
+async fn source_for(
+    ctx: &JobContext,
+    protocol: TransferProtocol,
+    settings: &crate::playbook::DeviceTransfer,
+    files: &[String],
+    device_host: &str,
+) -> Result<FoundSource, String> {
+    let ledger = &*ctx.ledger;
+    let servers = &ledger.servers;
+    let off = || {
+        format!(
+            "the playbook asks for {} but that server is off in this service",
+            protocol.as_str()
+        )
+    };
+    let (transfer, listen, default_port, wire, recognise, grant, directory) = match protocol {
+        TransferProtocol::Tftp => {
+            let by = device_address(device_host).await.map(Recognise::TftpClient);
+            (
+                Transfer::Tftp,
+                servers.tftp,
+                69,
+                Protocol::Tftp,
+                by,
+                Grant::None,
+                String::new(),
+            )
+        }
+        TransferProtocol::Ftp => {
+            let Some(credentials) = &servers.ftp_credentials else {
+                return Err(off());
+            };
+            // Letters and digits only: IOS parses `:` `@` `/` in URL credentials itself.
+            let user = format!("fu{:08x}", rand::random::<u32>());
+            let password = crate::ftp::generate_password();
+            let account = FtpAccount {
+                credentials: credentials.clone(),
+                token: credentials.add_temporary(&user, &password),
+            };
+            (
+                Transfer::Ftp {
+                    username: user.clone(),
+                    password: Secret(password),
+                },
+                servers.ftp,
+                21,
+                Protocol::Ftp,
+                Some(Recognise::Account(user)),
+                Grant::Ftp { _account: account },
+                String::new(),
+            )
+        }
+        TransferProtocol::Http | TransferProtocol::Https => {
+            let tls = protocol == TransferProtocol::Https;
+            let listen = if tls { servers.https } else { servers.http };
+            let token = servers.grants.issue_token(files.to_vec());
+            let directory = format!("j/{}", token.name());
+            (
+                Transfer::Http { tls },
+                listen,
+                if tls { 443 } else { 80 },
+                if tls { Protocol::Https } else { Protocol::Http },
+                Some(Recognise::Account(token.name().to_string())),
+                Grant::Other { _grant: token },
+                directory,
+            )
+        }
+        TransferProtocol::Scp | TransferProtocol::Sftp => {
+            let sftp = protocol == TransferProtocol::Sftp;
+            let account = servers.grants.issue_account(files.to_vec());
+            let user = account.name().to_string();
+            (
+                Transfer::Ssh {
+                    sftp,
+                    username: user.clone(),
+                    password: Secret(account.secret().unwrap_or_default().to_string()),
+                },
+                servers.scp,
+                22,
+                if sftp { Protocol::Sftp } else { Protocol::Scp },
+                Some(Recognise::Account(user)),
+                Grant::Other { _grant: account },
+                String::new(),
+            )
+        }
+        TransferProtocol::ScpPush => {
+            let source = CopySource {
+                vrf: settings.vrf.clone(),
+                source_interface: settings.source_interface.clone(),
+                ..CopySource::new(
+                    Transfer::ScpPush {
+                        store: ledger.images.dir().to_path_buf(),
+                    },
+                    device_host,
+                )
+            };
+            return Ok(FoundSource {
+                source,
+                protocol: Protocol::Scp,
+                recognise: None,
+                grant: Grant::None,
+            });
+        }
+    };
+    let Some(listen) = listen else {
+        return Err(off());
+    };
+    let server = match &settings.server {
+        Some(s) => s.clone(),
+        None if !listen.ip().is_unspecified() => listen.ip().to_string(),
+        None => {
+            return Err(format!(
+                "transfer.server is not set and the {} server listens on every address: say in the playbook at which address devices reach fleetup",
+                protocol.as_str()
+            ));
+        }
+    };
+    Ok(FoundSource {
+        source: CopySource {
+            port: (listen.port() != default_port).then_some(listen.port()),
+            directory,
+            vrf: settings.vrf.clone(),
+            source_interface: settings.source_interface.clone(),
+            ..CopySource::new(transfer, server)
+        },
+        protocol: wire,
+        recognise,
+        grant,
+    })
 }
 
 /// The address a device's TFTP requests come from: its management address. A name is
@@ -400,9 +512,10 @@ struct Recorder<'a> {
     events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<StepEvent>>,
     /// The first change to the device has begun (inside a window).
     changing: AtomicBool,
-    /// Made when the copy starts, so that the transfer it causes is known as this job's.
-    claim: Option<Claim>,
-    claimed: std::sync::Mutex<Option<ClaimGuard>>,
+    /// Made when the copy starts (one per source), so that the transfer it causes is known
+    /// as this job's.
+    claims: Vec<Claim>,
+    claimed: std::sync::Mutex<Vec<ClaimGuard>>,
     /// What the driver sends and the device answers, taken with each step's end.
     transcript: Transcript,
 }
@@ -443,14 +556,19 @@ impl StepGate for Recorder<'_> {
             // device left with a new boot variable until the next window is worse.
             self.changing.store(true, Ordering::Relaxed);
         }
-        if step == Step::Copy
-            && let Some(claim) = &self.claim
-        {
-            let guard = self.ctx.ledger.transfers.claim(Claim {
-                since: jiff::Timestamp::now(),
-                ..claim.clone()
-            });
-            *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+        if step == Step::Copy && !self.claims.is_empty() {
+            let now = jiff::Timestamp::now();
+            let guards = self
+                .claims
+                .iter()
+                .map(|claim| {
+                    self.ctx.ledger.transfers.claim(Claim {
+                        since: now,
+                        ..claim.clone()
+                    })
+                })
+                .collect();
+            *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = guards;
         }
         // Written before the step runs: after a crash, `reload_sent` tells the truth.
         if let Err(e) = ledger
@@ -624,8 +742,8 @@ async fn execute(
         cancel: CancellationToken::new(),
         events: tokio::sync::Mutex::new(events_rx),
         changing: AtomicBool::new(false),
-        claim: prepared.claim.clone(),
-        claimed: std::sync::Mutex::new(None),
+        claims: prepared.claims.clone(),
+        claimed: std::sync::Mutex::new(Vec::new()),
         transcript,
     };
     let shutdown = ledger.shutdown().token.clone();

@@ -1,4 +1,4 @@
-//! `copy tftp://…` and `copy ftp://…`: a real download from the URL's server into the device's
+//! `copy tftp://…`, `copy ftp://…` and `copy http(s)://…` (in `copy_http`): a real download from the URL's server into the device's
 //! flash directory, through a sink that enforces the flash size and the lab's rate limit and
 //! injects the transfer faults.
 
@@ -26,26 +26,58 @@ pub(super) enum Source {
         port: Option<u16>,
         path: String,
     },
+    /// `http://` or `https://` (`tls`).
+    Http {
+        tls: bool,
+        host: IpAddr,
+        port: Option<u16>,
+        path: String,
+    },
 }
 
 impl Source {
     /// The name IOS offers as the destination (`Destination filename [x.bin]?`).
     pub(super) fn file_name(&self) -> &str {
         let path = match self {
-            Source::Tftp { path, .. } | Source::Ftp { path, .. } => path,
+            Source::Tftp { path, .. } | Source::Ftp { path, .. } | Source::Http { path, .. } => {
+                path
+            }
         };
         path.rsplit('/').next().unwrap_or(path)
     }
 
     pub(super) fn host(&self) -> IpAddr {
         match self {
-            Source::Tftp { host, .. } | Source::Ftp { host, .. } => *host,
+            Source::Tftp { host, .. } | Source::Ftp { host, .. } | Source::Http { host, .. } => {
+                *host
+            }
         }
     }
 
     pub(super) fn path(&self) -> &str {
         match self {
-            Source::Tftp { path, .. } | Source::Ftp { path, .. } => path,
+            Source::Tftp { path, .. } | Source::Ftp { path, .. } | Source::Http { path, .. } => {
+                path
+            }
+        }
+    }
+
+    /// The protocol as IOS names it in messages (`TFTP`, `FTP`, `HTTP`).
+    pub(super) fn protocol(&self) -> &'static str {
+        match self {
+            Source::Tftp { .. } => "TFTP",
+            Source::Ftp { .. } => "FTP",
+            Source::Http { tls: false, .. } => "HTTP",
+            Source::Http { tls: true, .. } => "HTTPS",
+        }
+    }
+
+    /// The global line whose interface this protocol's client leaves from.
+    pub(super) fn source_interface_command(&self) -> &'static str {
+        match self {
+            Source::Tftp { .. } => "ip tftp source-interface",
+            Source::Ftp { .. } => "ip ftp source-interface",
+            Source::Http { .. } => "ip http client source-interface",
         }
     }
 
@@ -64,6 +96,15 @@ impl Source {
             } => {
                 let creds = if user.is_some() { "*:*@" } else { "" };
                 format!("ftp://{creds}{}/{path}", host_port(*host, *port))
+            }
+            Source::Http {
+                tls,
+                host,
+                port,
+                path,
+            } => {
+                let scheme = if *tls { "https" } else { "http" };
+                format!("{scheme}://{}/{path}", host_port(*host, *port))
             }
         }
     }
@@ -84,7 +125,8 @@ pub(super) enum UrlError {
     Malformed,
 }
 
-/// Parse `tftp://HOST[:PORT]/PATH` or `ftp://[USER[:PASS]@]HOST[:PORT]/PATH`.
+/// Parse `tftp://HOST[:PORT]/PATH`, `ftp://[USER[:PASS]@]HOST[:PORT]/PATH` or
+/// `http[s]://HOST[:PORT]/PATH`.
 pub(super) fn parse_url(url: &str) -> Result<Source, UrlError> {
     let (scheme, rest) = url.split_once("://").ok_or(UrlError::Malformed)?;
     let scheme = scheme.to_ascii_lowercase();
@@ -108,6 +150,12 @@ pub(super) fn parse_url(url: &str) -> Result<Source, UrlError> {
         .parse::<IpAddr>()
         .map_err(|_| UrlError::BadHost)?;
     match scheme.as_str() {
+        "http" | "https" if creds.is_none() => Ok(Source::Http {
+            tls: scheme == "https",
+            host,
+            port,
+            path: path.to_string(),
+        }),
         "tftp" if creds.is_none() => Ok(Source::Tftp {
             host,
             port,
@@ -304,7 +352,7 @@ impl AsyncWrite for FlashSink {
     }
 }
 
-fn sink_error(sink: &FlashSink, e: &io::Error) -> FetchError {
+pub(super) fn sink_error(sink: &FlashSink, e: &io::Error) -> FetchError {
     if sink.dropped {
         FetchError::Dropped
     } else if sink.no_space {
@@ -342,6 +390,15 @@ pub(super) async fn fetch(
                 .or_else(|| opts.ftp_password.clone())
                 .unwrap_or_else(|| "ios-user@".to_string());
             ftp_fetch(server, &user, &password, path, opts, sink).await
+        }
+        Source::Http {
+            tls,
+            host,
+            port,
+            path,
+        } => {
+            let server = SocketAddr::new(*host, port.unwrap_or(if *tls { 443 } else { 80 }));
+            super::copy_http::fetch(*tls, server, path, opts, sink).await
         }
     }
 }
@@ -523,7 +580,17 @@ mod tests {
         );
         assert_eq!(parse_url("tftp://10.0.0.5"), Err(UrlError::Malformed));
         assert_eq!(parse_url("tftp://10.0.0.5/"), Err(UrlError::Malformed));
-        assert_eq!(parse_url("http://10.0.0.5/a"), Err(UrlError::Malformed));
+        assert_eq!(parse_url("gopher://10.0.0.5/a"), Err(UrlError::Malformed));
+        assert_eq!(parse_url("http://u:p@10.0.0.5/a"), Err(UrlError::Malformed));
+        assert_eq!(
+            parse_url("https://10.0.0.5:8443/j/tok/a.bin"),
+            Ok(Source::Http {
+                tls: true,
+                host: "10.0.0.5".parse().unwrap(),
+                port: Some(8443),
+                path: "j/tok/a.bin".into(),
+            })
+        );
         assert_eq!(parse_url("tftp://u:p@10.0.0.5/a"), Err(UrlError::Malformed));
         assert_eq!(parse_url("tftp://10.0.0.5:99999/a"), Err(UrlError::BadHost));
     }

@@ -10,6 +10,7 @@
 mod admin;
 mod cli;
 mod copy;
+mod copy_http;
 mod device;
 mod install;
 mod line;

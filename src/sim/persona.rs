@@ -100,6 +100,12 @@ pub(crate) struct Persona {
     pub nvram_size: u64,
     /// Shown in `Loading X from H (via IFACE)`.
     pub mgmt_interface: String,
+    /// The VRF the management port is in (`Mgmt-vrf` on a Catalyst 9000, `management` on a
+    /// Nexus): a copy reaches a server only when it names this VRF or, on IOS and IOS-XE,
+    /// its protocol's client leaves from `mgmt_interface` (`ip tftp source-interface …`).
+    /// Unset, every copy reaches its server.
+    #[serde(default)]
+    pub mgmt_vrf: Option<String>,
     /// Catalyst switches set the boot loader's BOOT variable as soon as `boot system` is typed,
     /// and one `boot system` line replaces the list; routers append and apply from startup-config.
     #[serde(default)]

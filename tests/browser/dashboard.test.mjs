@@ -78,7 +78,7 @@ before(async () => {
   await mkdir(ARTIFACTS, { recursive: true });
 
   // Port 0 everywhere: serve prints what it bound.
-  const s = await start(['serve', '--data-dir', path.join(work, 'data'), '--http', '127.0.0.1:0', '--tftp', '127.0.0.1:0', '--ftp', 'off'],
+  const s = await start(['serve', '--data-dir', path.join(work, 'data'), '--http', '127.0.0.1:0', '--tftp', '127.0.0.1:0', '--ftp', 'off', '--image-http', 'off'],
     /TFTP: (\S+)/);
   const urlLine = s.lines.find((l) => l.includes('dashboard and API: '));
   serve = { ...s, url: urlLine.split('dashboard and API: ')[1].trim().replace(/\/$/, ''), tftp: s.match[1] };

@@ -178,15 +178,13 @@ impl Rig {
     ) -> Rig {
         let image = test_image();
         let server = image_server(image_name, &image);
-        let source = CopySource {
-            transfer: Transfer::Ftp {
+        let source = CopySource::new(
+            Transfer::Ftp {
                 username: "anonymous".into(),
                 password: Secret("fleetup@".into()),
             },
-            server: server.addr.ip().to_string(),
-            port: None,
-            directory: String::new(),
-        };
+            server.addr.ip().to_string(),
+        );
         let port = server.addr.port();
         Self::with_server(
             devices,
@@ -211,12 +209,7 @@ impl Rig {
         let image = test_image();
         let shutdown = Shutdown::new();
         let (addr, dir) = fleetup_tftp(NEW_IMAGE, &image, &shutdown).await;
-        let source = CopySource {
-            transfer: Transfer::Tftp,
-            server: addr.ip().to_string(),
-            port: None,
-            directory: String::new(),
-        };
+        let source = CopySource::new(Transfer::Tftp, addr.ip().to_string());
         Self::with_server(
             devices,
             NEW_IMAGE,
@@ -292,6 +285,7 @@ impl Rig {
             size: self.image.len() as u64,
             kickstart: None,
             source: self.source.clone(),
+            fallback: Vec::new(),
             expected_version: None,
             options: UpgradeOptions::default(),
             timeouts: timeouts(),

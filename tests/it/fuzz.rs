@@ -77,6 +77,11 @@ fn fuzz_image_path() {
 }
 
 #[test]
+fn fuzz_http_request() {
+    run("http_request");
+}
+
+#[test]
 fn fuzz_playbook() {
     run("playbook");
 }

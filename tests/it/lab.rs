@@ -1794,3 +1794,96 @@ async fn a_nexus_7000_boots_the_kickstart_and_system_its_configuration_names() {
     assert_line(&text, r"^  system:    version 8\.4\(7\)\r$");
     lab.stop().await;
 }
+
+/// `copy http://…` from fleetup's HTTP image server, as a Catalyst 9300 prints it: the
+/// `Accessing`, `Loading … !!!` and `[OK - N bytes]` lines, a token that is not live reads
+/// `(No such file or directory)`, and with the management port in `Mgmt-vrf` (persona
+/// `mgmt_vrf`) a copy that names no VRF times out, while `vrf Mgmt-vrf` or
+/// `ip http client source-interface GigabitEthernet0/0` reaches the server.
+#[tokio::test]
+async fn http_copies_print_like_ios_xe_and_follow_the_management_vrf() {
+    const XE_IMAGE: &str = "cat9k_iosxe.17.09.04a.SPA.bin";
+    let app = crate::support::TestApp::start_with(|a| {
+        a.image_http = "127.0.0.1:0".parse().unwrap();
+    })
+    .await;
+    let data = pseudo_random_bytes(200_000, 31);
+    std::fs::write(app.dir.path().join("images").join(XE_IMAGE), &data).unwrap();
+    let http = app.service.http_image_addr.expect("image HTTP is on");
+    let grant = app.service.grants.issue_token(vec![XE_IMAGE.to_string()]);
+    let url = format!("http://{http}/j/{}/{XE_IMAGE}", grant.name());
+
+    let persona_dir = tempfile::tempdir().unwrap();
+    let persona = persona_dir.path().join("c9300-vrf.yaml");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("personas/c9300.yaml"),
+    )
+    .unwrap()
+    .replace("name: c9300\n", "name: c9300-vrf\nmgmt_vrf: Mgmt-vrf\n");
+    std::fs::write(&persona, text).unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.personas = vec![persona.to_string_lossy().into_owned()];
+        c.state_dir = state_dir.path().to_path_buf();
+        c.fault_delay = Duration::from_millis(50);
+    })
+    .await;
+    let host = "lab-sw-001";
+    let p = format!("{host}#");
+    let flash = state_dir.path().join(host).join("flash");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let copy = |to: &str, vrf: &str| format!("copy {url} flash:{to}{vrf}\n");
+
+    // Out of the management VRF: no answer.
+    vty.send(&copy("a.bin", "")).await;
+    vty.expect(r"Destination filename \[a\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert_line(
+        &out,
+        &format!(r"^%Error opening {} \(Timed out\)\r$", regex::escape(&url)),
+    );
+    assert!(!flash.join("a.bin").exists());
+
+    // Naming the VRF.
+    vty.send(&copy("a.bin", " vrf Mgmt-vrf")).await;
+    vty.expect(r"Destination filename \[a\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    let expected = format!(
+        r"(?s)^\r\nAccessing {u}\.\.\.\r\nLoading {u} !+\r\n\[OK - 200000 bytes\]\r\n\r\n200000 bytes copied in \d+\.\d{{3}} secs \(\d+ bytes/sec\)\r\n{host}#$",
+        u = regex::escape(&url),
+    );
+    assert!(Regex::new(&expected).unwrap().is_match(&out), "{out:?}");
+    assert_eq!(std::fs::read(flash.join("a.bin")).unwrap(), data);
+
+    // Through the management interface.
+    let c = format!("{host}(config)#");
+    vty.cmd("configure terminal", &c).await;
+    vty.cmd("ip http client source-interface GigabitEthernet0/0", &c)
+        .await;
+    vty.cmd("end", &p).await;
+    vty.send(&copy("b.bin", "")).await;
+    vty.expect(r"Destination filename \[b\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(out.contains("[OK - 200000 bytes]"), "{out:?}");
+    assert_eq!(std::fs::read(flash.join("b.bin")).unwrap(), data);
+
+    // A token that is not live: the server's 404 in IOS's words.
+    let dead = url.replace(grant.name(), "notatoken000");
+    vty.send(&format!("copy {dead} flash:c.bin vrf Mgmt-vrf\n"))
+        .await;
+    vty.expect(r"Destination filename \[c\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert_line(
+        &out,
+        &format!(
+            r"^%Error opening {} \(No such file or directory\)\r$",
+            regex::escape(&dead)
+        ),
+    );
+    assert!(!flash.join("c.bin").exists());
+    lab.stop().await;
+}

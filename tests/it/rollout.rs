@@ -1250,8 +1250,8 @@ async fn a_nexus_7000_upgrades_its_kickstart_and_system_images_together() {
     assert!(sent.iter().any(|c| **c == install), "{sent:#?}");
     for file in [SYSTEM, KICKSTART] {
         assert!(
-            sent.iter()
-                .any(|c| c.starts_with("copy ") && c.ends_with(&format!("bootflash:{file}"))),
+            sent.iter().any(|c| c.starts_with("copy ")
+                && c.ends_with(&format!("bootflash:{file} vrf management"))),
             "{sent:#?}"
         );
         assert!(

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -84,6 +85,9 @@ pub struct ServeProcess {
     /// Where the TFTP and FTP servers listen, when on.
     pub tftp: Option<std::net::SocketAddr>,
     pub ftp: Option<std::net::SocketAddr>,
+    /// Where the HTTP and HTTPS image servers listen, when on.
+    pub image_http: Option<std::net::SocketAddr>,
+    pub image_https: Option<std::net::SocketAddr>,
 }
 
 impl ServeProcess {
@@ -91,7 +95,7 @@ impl ServeProcess {
         Self::start_with(data_dir, &[])
     }
 
-    /// With extra flags; `--tftp` and `--ftp` default to off unless given.
+    /// With extra flags; `--tftp`, `--ftp` and `--image-http` default to off unless given.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServeProcess {
         Self::start_inner(data_dir, extra, None)
     }
@@ -108,7 +112,7 @@ impl ServeProcess {
 
     fn start_inner(data_dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> ServeProcess {
         let mut args: Vec<&str> = vec!["serve", "--http", "127.0.0.1:0"];
-        for flag in ["--tftp", "--ftp"] {
+        for flag in ["--tftp", "--ftp", "--image-http"] {
             if !extra.contains(&flag) {
                 args.extend([flag, "off"]);
             }
@@ -145,14 +149,16 @@ impl ServeProcess {
                 break;
             }
         }
-        // The banner's next line: `TFTP: ADDR|off   FTP: ADDR|off`.
-        let (mut tftp, mut ftp) = (None, None);
+        // The banner's next line: `TFTP: ADDR|off   FTP: ADDR|off   HTTP: …   HTTPS: …`.
+        let (mut tftp, mut ftp, mut image_http, mut image_https) = (None, None, None, None);
         if let Some(Ok(line)) = lines.next() {
             let words: Vec<&str> = line.split_whitespace().collect();
             for pair in words.chunks(2) {
                 match pair {
                     ["TFTP:", a] => tftp = a.parse().ok(),
                     ["FTP:", a] => ftp = a.parse().ok(),
+                    ["HTTP:", a] => image_http = a.parse().ok(),
+                    ["HTTPS:", a] => image_https = a.parse().ok(),
                     _ => {}
                 }
             }
@@ -165,6 +171,8 @@ impl ServeProcess {
             data_dir: data_dir.to_path_buf(),
             tftp,
             ftp,
+            image_http,
+            image_https,
         }
     }
 
@@ -203,6 +211,36 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made with the openssl command
+/// line: `(certificate, key)` PEM files in `dir`. The certificate is its own CA
+/// (`curl --cacert`).
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("image-cert.pem"), dir.join("image-key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command line");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }
 
 /// Write `size` bytes of deterministic pseudo-random data.
@@ -308,9 +346,18 @@ pub struct RigOptions<'a> {
     file_servers: bool,
     cli_setup: Option<String>,
     image_size: usize,
+    image_http: bool,
+    image_https: bool,
+    serve: Box<dyn FnOnce(&mut ServeArgs) + 'a>,
 }
 
 impl<'a> RigOptions<'a> {
+    /// Adjust the in-process service's flags after the rig's own (a listener's address…).
+    pub fn serve(mut self, tweak: impl FnOnce(&mut ServeArgs) + 'a) -> Self {
+        self.serve = Box::new(tweak);
+        self
+    }
+
     /// Adjust the lab's configuration (a copy rate, faults, boot time…).
     pub fn lab(mut self, tweak: impl FnOnce(&mut LabConfig) + 'a) -> Self {
         self.tweak = Box::new(tweak);
@@ -333,6 +380,19 @@ impl<'a> RigOptions<'a> {
     /// Whether fleetup's TFTP and FTP servers listen (on loopback, free ports).
     pub fn file_servers(mut self, on: bool) -> Self {
         self.file_servers = on;
+        self
+    }
+
+    /// Whether fleetup's HTTP image server listens (on loopback, a free port); off by default.
+    pub fn image_http(mut self, on: bool) -> Self {
+        self.image_http = on;
+        self
+    }
+
+    /// Whether fleetup's HTTPS image server listens (on loopback, a free port) with a fresh
+    /// self-signed certificate for 127.0.0.1 and localhost (`Rig::image_cert`); off by default.
+    pub fn image_https(mut self, on: bool) -> Self {
+        self.image_https = on;
         self
     }
 
@@ -362,17 +422,21 @@ pub struct Rig {
     service: RigService,
     /// Scratch space: the image as added, playbooks; and the data directory of a process.
     pub dir: tempfile::TempDir,
+    /// The HTTPS image server's certificate (its own CA) and key, when it is on.
+    pub image_cert: Option<(PathBuf, PathBuf)>,
     http: reqwest::Client,
     _lab_dir: tempfile::TempDir,
 }
 
+// One per test: the size of the process variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum RigService {
     InProcess(Box<TestApp>),
     Process {
         /// `None` while killed.
         serve: Option<ServeProcess>,
         data: PathBuf,
-        flags: Vec<&'static str>,
+        flags: Vec<String>,
     },
 }
 
@@ -387,6 +451,9 @@ impl Rig {
             file_servers: true,
             cli_setup: None,
             image_size: 3 * 1024 * 1024 + 123,
+            image_http: false,
+            image_https: false,
+            serve: Box::new(|_| {}),
         }
     }
 
@@ -409,6 +476,7 @@ impl Rig {
         let lab_shutdown = Shutdown::new();
         let lab = Lab::start(config, lab_shutdown.clone()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let image_cert = o.image_https.then(|| self_signed_cert(dir.path()));
         let service = if o.process {
             assert!(
                 matches!(o.clock, Clock::System),
@@ -416,11 +484,22 @@ impl Rig {
             );
             let data = dir.path().join("data");
             std::fs::create_dir(&data).unwrap();
-            let flags = if o.file_servers {
-                vec!["--tftp", "127.0.0.1:0", "--ftp", "127.0.0.1:0"]
-            } else {
-                Vec::new()
-            };
+            let mut flags: Vec<String> = Vec::new();
+            if o.file_servers {
+                flags.extend(["--tftp", "127.0.0.1:0", "--ftp", "127.0.0.1:0"].map(String::from));
+            }
+            if o.image_http {
+                flags.extend(["--image-http", "127.0.0.1:0"].map(String::from));
+            }
+            if let Some((cert, key)) = &image_cert {
+                flags.extend(["--image-https", "127.0.0.1:0"].map(String::from));
+                flags.extend([
+                    "--image-https-cert".to_string(),
+                    cert.display().to_string(),
+                    "--image-https-key".to_string(),
+                    key.display().to_string(),
+                ]);
+            }
             RigService::Process {
                 serve: None,
                 data,
@@ -428,6 +507,8 @@ impl Rig {
             }
         } else {
             let on = o.file_servers;
+            let http_on = o.image_http;
+            let tls = image_cert.clone();
             RigService::InProcess(Box::new(
                 TestApp::start_full(
                     |a| {
@@ -435,6 +516,15 @@ impl Rig {
                             a.tftp = "127.0.0.1:0".parse().unwrap();
                             a.ftp = "127.0.0.1:0".parse().unwrap();
                         }
+                        if http_on {
+                            a.image_http = "127.0.0.1:0".parse().unwrap();
+                        }
+                        if let Some((cert, key)) = tls {
+                            a.image_https = "127.0.0.1:0".parse().unwrap();
+                            a.image_http_options.tls_cert = Some(cert);
+                            a.image_http_options.tls_key = Some(key);
+                        }
+                        (o.serve)(a);
                     },
                     o.clock,
                 )
@@ -446,6 +536,7 @@ impl Rig {
             lab_shutdown,
             service,
             dir,
+            image_cert,
             http: reqwest::Client::new(),
             _lab_dir: lab_dir,
         };
@@ -522,6 +613,19 @@ impl Rig {
         format!("{}{path}", self.base_url())
     }
 
+    /// Where the HTTP and HTTPS image servers listen (`None` when off).
+    pub fn image_http_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        match &self.service {
+            RigService::InProcess(app) => {
+                (app.service.http_image_addr, app.service.https_image_addr)
+            }
+            RigService::Process { serve, .. } => {
+                let serve = serve.as_ref().expect("serve is running");
+                (serve.image_http, serve.image_https)
+            }
+        }
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(self.url(path)).bearer_auth(TOKEN)
     }
@@ -536,9 +640,12 @@ impl Rig {
             panic!("this rig's service runs in the test process");
         };
         let (data, flags) = (data.clone(), flags.clone());
-        let started = tokio::task::spawn_blocking(move || ServeProcess::start_with(&data, &flags))
-            .await
-            .unwrap();
+        let started = tokio::task::spawn_blocking(move || {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            ServeProcess::start_with(&data, &flags)
+        })
+        .await
+        .unwrap();
         *serve = Some(started);
     }
 

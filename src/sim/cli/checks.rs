@@ -146,6 +146,14 @@ pub(super) const CONFIG_CHECKS: &[Syntax<Cmd>] = &[
         cmd: Cmd::SourceInterface,
     },
     Syntax {
+        toks: &[Kw("ip"), Kw("ftp"), Kw("source-interface"), Arg, OptArg],
+        cmd: Cmd::SourceInterface,
+    },
+    Syntax {
+        toks: &[Kw("ip"), Kw("ssh"), Kw("source-interface"), Arg, OptArg],
+        cmd: Cmd::SourceInterface,
+    },
+    Syntax {
         toks: &[
             Kw("ip"),
             Kw("http"),
@@ -158,6 +166,14 @@ pub(super) const CONFIG_CHECKS: &[Syntax<Cmd>] = &[
     },
     Syntax {
         toks: &[Kw("no"), Kw("ip"), Kw("tftp"), Kw("source-interface"), Rest],
+        cmd: Cmd::NoSourceInterface,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("ftp"), Kw("source-interface"), Rest],
+        cmd: Cmd::NoSourceInterface,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("ssh"), Kw("source-interface"), Rest],
         cmd: Cmd::NoSourceInterface,
     },
     Syntax {
@@ -251,6 +267,22 @@ pub(super) const LINE_MODE: &[Syntax<Cmd>] = &[
         cmd: Cmd::Do,
     },
 ];
+
+/// The spelled-out head of a `ip PROTOCOL … source-interface` line, from its protocol word as
+/// typed (`tf`, `ftp`, `http`, `ssh`).
+fn source_interface_head(protocol: Option<&str>) -> &'static str {
+    let p = protocol.unwrap_or_default().to_ascii_lowercase();
+    let is = |full: &str| !p.is_empty() && full.starts_with(&p);
+    if is("http") {
+        "ip http client source-interface"
+    } else if is("ssh") {
+        "ip ssh source-interface"
+    } else if is("ftp") {
+        "ip ftp source-interface"
+    } else {
+        "ip tftp source-interface"
+    }
+}
 
 /// The key under which a kept global line replaces an earlier one: `logging console` for
 /// `[no] logging console informational`, `ip tftp source-interface` for its line.
@@ -401,13 +433,7 @@ impl<O: Output> Cli<O> {
                 match show::find_interface(&self.dev.persona, &typed) {
                     Some(name) => {
                         let words: Vec<&str> = command.split_whitespace().collect();
-                        let head = if words.len() > 1
-                            && "http".starts_with(&words[1].to_ascii_lowercase())
-                        {
-                            "ip http client source-interface"
-                        } else {
-                            "ip tftp source-interface"
-                        };
+                        let head = source_interface_head(words.get(1).copied());
                         self.keep_line(format!("{head} {name}"));
                     }
                     None => {
@@ -419,12 +445,7 @@ impl<O: Output> Cli<O> {
             }
             Cmd::NoSourceInterface => {
                 let words: Vec<&str> = command.split_whitespace().collect();
-                let http = words.len() > 2 && "http".starts_with(&words[2].to_ascii_lowercase());
-                let key = if http {
-                    "ip http client source-interface"
-                } else {
-                    "ip tftp source-interface"
-                };
+                let key = source_interface_head(words.get(2).copied());
                 self.dev
                     .update(|s| s.running.lines.retain(|l| line_key(l) != key));
             }

@@ -178,7 +178,14 @@ impl<O: Output> Cli<O> {
         }
     }
 
-    pub(super) async fn copy(&mut self, src: &str, dst: &str, dst_caret: &str) -> Result<Flow, ()> {
+    /// `copy SRC DST [vrf NAME]`.
+    pub(super) async fn copy(
+        &mut self,
+        src: &str,
+        dst: &str,
+        vrf: Option<&str>,
+        dst_caret: &str,
+    ) -> Result<Flow, ()> {
         let src_l = src.to_ascii_lowercase();
         let dst_l = dst.to_ascii_lowercase();
         if is_running(&src_l) && is_startup(&dst_l) && self.nxos() {
@@ -234,8 +241,10 @@ impl<O: Output> Cli<O> {
         } else {
             src.to_string()
         };
-        if url.to_ascii_lowercase().starts_with("tftp://")
-            || url.to_ascii_lowercase().starts_with("ftp://")
+        let lower = url.to_ascii_lowercase();
+        if ["tftp://", "ftp://", "http://", "https://"]
+            .iter()
+            .any(|s| lower.starts_with(s))
         {
             let source = match copy::parse_url(&url) {
                 Ok(s) => s,
@@ -253,7 +262,7 @@ impl<O: Output> Cli<O> {
                 }
             };
             let dst_name = &dst[dst.len() - dst_name.len()..];
-            return self.copy_url(source, dst_name).await;
+            return self.copy_url(source, dst_name, vrf).await;
         }
         if let (Some(from), Some(_)) = (self.flash_name(src), dst_l.strip_prefix(&format!("{fs}:")))
         {
@@ -346,18 +355,46 @@ impl<O: Output> Cli<O> {
         }
     }
 
-    pub(super) async fn copy_url(&mut self, source: Source, dst_name: &str) -> Result<Flow, ()> {
+    /// Whether a copy from `source` reaches its server: always, unless the persona puts the
+    /// management port in a VRF (`mgmt_vrf`); then only when the copy names that VRF or (IOS,
+    /// IOS-XE) the protocol's client leaves from the management interface.
+    fn reaches_server(&self, source: &Source, vrf: Option<&str>) -> bool {
+        let persona = &self.dev.persona;
+        let Some(mgmt) = &persona.mgmt_vrf else {
+            return true;
+        };
+        if vrf == Some(mgmt.as_str()) {
+            return true;
+        }
+        if self.nxos() {
+            return false;
+        }
+        let wanted = format!(
+            "{} {}",
+            source.source_interface_command(),
+            persona.mgmt_interface
+        );
+        self.dev
+            .state()
+            .running
+            .lines
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(&wanted))
+    }
+
+    pub(super) async fn copy_url(
+        &mut self,
+        source: Source,
+        dst_name: &str,
+        vrf: Option<&str>,
+    ) -> Result<Flow, ()> {
         let default = if dst_name.is_empty() {
             source.file_name().to_string()
         } else {
             dst_name.to_string()
         };
         let nxos = self.nxos();
-        let proto = if matches!(source, Source::Ftp { .. }) {
-            "FTP"
-        } else {
-            "TFTP"
-        };
+        let proto = source.protocol();
         let name = if nxos {
             if crate::images::validate_file_name(&default).is_err() {
                 self.write(&format!("% Invalid destination file name {default}\r\n"))
@@ -389,7 +426,8 @@ impl<O: Output> Cli<O> {
             self.write(&format!("Accessing {display}...\r\n")).await?;
         }
         let dev = self.dev.clone();
-        if dev.has_fault(Fault::TftpTimeout) {
+        // A server out of reach (the wrong VRF) looks like one that does not answer.
+        if dev.has_fault(Fault::TftpTimeout) || !self.reaches_server(&source, vrf) {
             tokio::time::sleep(self.lab.fault_delay).await;
             let text = if nxos {
                 format!("{proto} get operation failed:{}\r\n", FetchError::Timeout)
@@ -443,7 +481,9 @@ impl<O: Output> Cli<O> {
             ftp_password: s.running.ftp_password.clone(),
         };
         let is_ftp = matches!(source, Source::Ftp { .. });
-        let loading = if is_ftp {
+        let loading = if matches!(source, Source::Http { .. }) {
+            format!("Loading {display} ")
+        } else if is_ftp {
             format!("Loading {} ", source.path())
         } else {
             format!(

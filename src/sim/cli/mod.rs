@@ -291,6 +291,15 @@ const EXEC: &[(u8, Syntax<Cmd>)] = &[
     ),
 ];
 
+/// IOS-XE: copies name a VRF (`copy http://… flash: vrf Mgmt-vrf`).
+const IOSXE: &[(u8, Syntax<Cmd>)] = &[(
+    15,
+    Syntax {
+        toks: &[Kw("copy"), Arg, Arg, Kw("vrf"), Arg],
+        cmd: Cmd::Copy,
+    },
+)];
+
 /// IOS-XE install mode (personas with `install_mode: true`).
 const INSTALL: &[(u8, Syntax<Cmd>)] = &[
     (
@@ -854,7 +863,18 @@ impl<O: Output> Cli<O> {
         } else {
             (checks::IOS_CHECKS, &[])
         };
-        let exec = EXEC.iter().chain(install).chain(checks).chain(more_checks);
+        let iosxe: &[(u8, Syntax<Cmd>)] =
+            if self.dev.persona.platform == crate::inventory::Platform::Iosxe {
+                IOSXE
+            } else {
+                &[]
+            };
+        let exec = EXEC
+            .iter()
+            .chain(install)
+            .chain(iosxe)
+            .chain(checks)
+            .chain(more_checks);
         let kickstart = nxos && self.dev.persona.kickstart_image.is_some();
         let global: Vec<Syntax<Cmd>> = if nxos {
             let boot = if kickstart {
@@ -995,7 +1015,10 @@ impl<O: Output> Cli<O> {
                 self.write(banner).await?;
                 self.mode = Mode::Config;
             }
-            Cmd::Copy => return self.copy(arg(0), arg(1), &caret(arg(1))).await,
+            Cmd::Copy => {
+                let vrf = args.get(2).map(String::as_str);
+                return self.copy(arg(0), arg(1), vrf, &caret(arg(1))).await;
+            }
             Cmd::Verify => self.verify(arg(0), args.get(1).map(String::as_str)).await?,
             Cmd::Delete => {
                 let (force, path) = if arg(0).eq_ignore_ascii_case("/force") {
