@@ -267,8 +267,13 @@ start_servers() {
     for f in "${files[@]}"; do ln -f "$WORK/img/$f" "$WORK/data/images/$f" 2>/dev/null || cp "$WORK/img/$f" "$WORK/data/images/$f"; done
 
     # fleetup: TFTP and FTP from `fleetup serve` over its image store. All clients come
-    # from one address, so the per-client caps are raised as for a site behind NAT.
-    FLEETUP_LOG=warn ip netns exec "$NS_S" "$BIN" serve --data-dir "$WORK/data" \
+    # from one address, so the per-client caps are raised as for a site behind NAT. Its own
+    # HTTP and SCP image servers stay off: they serve a device job's grant only, and the
+    # example server below holds one for the bench files.
+    local off=()
+    "$BIN" serve --help | grep -q -- --image-http && off+=(--image-http off --image-https off)
+    "$BIN" serve --help | grep -q -- --image-scp && off+=(--image-scp off)
+    FLEETUP_LOG=warn ip netns exec "$NS_S" "$BIN" serve --data-dir "$WORK/data" "${off[@]}" \
         --http 127.0.0.1:0 --tftp "$SRV:69" --ftp "$SRV:21" \
         --ftp-user "$FTP_USER" --ftp-password "$FTP_PASS" --ftp-passive-ports 40000-40999 \
         --tftp-max-per-client 1000 --ftp-max-per-client 1000 \
@@ -413,6 +418,8 @@ measure() { # SERVER_PID N CMD
     python3 "$ROOT/bench/proctree.py" sample "$pid" "$WORK/peak" &
     sampler=$!
     c0=$(python3 "$ROOT/bench/proctree.py" cpu "$pid")
+    # The user-space link starts its loss sequence again: both servers meet the same losses.
+    [ -n "$LINK_PID" ] && kill -USR1 "$LINK_PID"
     t0=$(date +%s.%N)
     failed=$(run_clients "$n" "$cmd")
     t1=$(date +%s.%N)

@@ -8,6 +8,10 @@
 //! moves A and B into their namespaces (`ip link set A netns NS`; the descriptors stay
 //! attached) and gives them addresses. The devices vanish when this process ends.
 //!
+//! Losses come from a seeded generator per direction, started again from its seed on SIGUSR1:
+//! the script sends one before each download, so that the servers of a row meet the same
+//! losses (exactly, for lock-step TFTP, whose packets are the same whatever the server).
+//!
 //! Usage: wan-link DEV_A DEV_B DELAY_MS LOSS_PERCENT RATE_MBIT [LIMIT_PACKETS]
 //! Prints `ready` once both devices exist, then one line of counters per direction every
 //! 10 s in which something moved, on stderr.
@@ -17,6 +21,45 @@ use std::io::{Read as _, Write as _};
 use std::os::fd::FromRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Bumped by SIGUSR1; each direction starts its loss generator again when it sees a change.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// SplitMix64: small, and the same sequence for the same seed.
+struct Dice {
+    seed: u64,
+    state: u64,
+    generation: u64,
+}
+
+impl Dice {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            state: seed,
+            generation: 0,
+        }
+    }
+
+    /// A number in [0, 1).
+    fn roll(&mut self) -> f64 {
+        let g = GENERATION.load(Ordering::Relaxed);
+        if g != self.generation {
+            self.generation = g;
+            self.state = self.seed;
+        }
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +123,7 @@ fn direction(
     mut from: File,
     mut to: File,
     shape: Shape,
+    seed: u64,
     counters: Arc<Counters>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
@@ -89,6 +133,7 @@ fn direction(
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         let mut line_free = Instant::now();
+        let mut dice = Dice::new(seed);
         loop {
             let n = match from.read(&mut buf) {
                 Ok(n) => n,
@@ -98,7 +143,7 @@ fn direction(
                     return;
                 }
             };
-            if shape.loss > 0.0 && rand::random::<f64>() < shape.loss {
+            if shape.loss > 0.0 && dice.roll() < shape.loss {
                 counters.lost.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -162,8 +207,10 @@ fn main() -> Result<(), String> {
     let clone = |f: &File| f.try_clone().map_err(|e| format!("dup: {e}"));
     let ab = Arc::new(Counters::default());
     let ba = Arc::new(Counters::default());
-    let mut threads = direction(clone(&tun_a)?, clone(&tun_b)?, shape, ab.clone());
-    threads.extend(direction(tun_b, tun_a, shape, ba.clone()));
+    // SAFETY: the handler only touches an atomic.
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    let mut threads = direction(clone(&tun_a)?, clone(&tun_b)?, shape, 1, ab.clone());
+    threads.extend(direction(tun_b, tun_a, shape, 2, ba.clone()));
     println!("ready");
     let _ = std::io::stdout().flush();
     let mut last = (0, 0);
