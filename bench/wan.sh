@@ -16,16 +16,18 @@
 # per server with 1 client, then with CLIENTS concurrent clients.
 #
 # Per row and server: wall time, throughput as % of the link rate (payload bytes only), the
-# server's CPU seconds (utime+stime of its whole process tree, reaped children included:
-# bench/proctree.py) and its peak RSS (the highest sum of VmRSS over its processes, sampled
-# every 100 ms, never below the sum of their VmHWM, reset at the row's start).
+# server's CPU seconds (from a cpuacct cgroup the server is started in, so every process it
+# forks counts, waited for or not; without cgroups, utime+stime+cutime+cstime summed over its
+# process tree by bench/proctree.py) and its peak RSS (the highest sum of VmRSS over its
+# processes, sampled every 100 ms by bench/proctree.py, never below the sum of their VmHWM,
+# which is reset at the row's start).
 #
 #   bench/wan.sh                    # profiles A and B, default sizes (prints an estimate)
 #   PROFILES=A SIZE=64 bench/wan.sh
 #
 # env: PROFILES ("A B"), CLIENTS (50), SIZE (MB, single-client TCP rows; default A 256, B 64),
 #   CONC_SIZE (MB per client in the concurrent rows; A 4, B 1), TFTP_SIZE (KB, lock-step TFTP
-#   rows; A 1024, B 256), TFTP_WIN_SIZE (KB, windowsize rows; A 4096, B 1024); a suffix _A or
+#   rows; A 256, B 64), TFTP_WIN_SIZE (KB, windowsize rows; A 2048, B 512); a suffix _A or
 #   _B sets one profile only (SIZE_B=32). ONLY="tftp ftp http scp" (protocols to run),
 #   SIDES="fleetup peer" (SIDES=peer: the peers alone, a baseline of the link),
 #   CC (TCP congestion control in both namespaces; default: the kernel's), LINK (auto|netem|tun),
@@ -103,6 +105,16 @@ WORK=$(mktemp -d /tmp/fleetup-wan.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
 LINK_PID=""
+# CPU time per server from a cpuacct cgroup of its own (cgroup v1 or v2), which counts every
+# process the server forks, also those it never waits for (tftpd-hpa ignores SIGCHLD, so its
+# children's time reaches no parent's cutime); bench/proctree.py's sum over /proc otherwise.
+CG_ROOT=""
+for d in /sys/fs/cgroup/cpuacct /sys/fs/cgroup/cpu,cpuacct /sys/fs/cgroup; do
+    if [ -f "$d/cpuacct.usage" ] || [ -f "$d/cgroup.controllers" ]; then
+        if mkdir "$d/fleetup-wan-$$" 2>/dev/null; then CG_ROOT=$d/fleetup-wan-$$; break; fi
+    fi
+done
+declare -A CGROUP_OF=()
 stop_all() {
     local pid
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -122,9 +134,13 @@ stop_all() {
     fi
     ip netns del "$NS_S" 2>/dev/null || true
     ip netns del "$NS_C" 2>/dev/null || true
+    local g
+    for g in "${CGROUP_OF[@]}"; do rmdir "$g" 2>/dev/null || true; done
+    CGROUP_OF=()
 }
 cleanup() {
     stop_all
+    [ -n "$CG_ROOT" ] && rmdir "$CG_ROOT" 2>/dev/null
     if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -134,8 +150,8 @@ trap 'exit 130' INT TERM
 profile() { # NAME: sets DELAY_MS LOSS RATE SIZE_MB CONC_MB TFTP_KB TFTP_WIN_KB
     local p=$1 v
     case "$p" in
-        A) DELAY_MS=10 LOSS=0.1 RATE=100 SIZE_MB=256 CONC_MB=4 TFTP_KB=1024 TFTP_WIN_KB=4096 ;;
-        B) DELAY_MS=40 LOSS=0.5 RATE=20 SIZE_MB=64 CONC_MB=1 TFTP_KB=256 TFTP_WIN_KB=1024 ;;
+        A) DELAY_MS=10 LOSS=0.1 RATE=100 SIZE_MB=256 CONC_MB=4 TFTP_KB=256 TFTP_WIN_KB=2048 ;;
+        B) DELAY_MS=40 LOSS=0.5 RATE=20 SIZE_MB=64 CONC_MB=1 TFTP_KB=64 TFTP_WIN_KB=512 ;;
         *) die "unknown profile $p (A or B)" ;;
     esac
     for v in SIZE CONC_SIZE TFTP_SIZE TFTP_WIN_SIZE; do
@@ -171,23 +187,27 @@ size_bytes() { # KEY
         conc) echo $((CONC_MB * 1024 * 1024)) ;;
         tftp) echo $((TFTP_KB * 1024)) ;;
         tftpwin) echo $((TFTP_WIN_KB * 1024)) ;;
+        check) echo $((32 * 1024)) ;;
     esac
 }
 file_name() { echo "image-$(size_bytes "$1").bin"; }
 
-# A rough duration: TCP rows at 90 % of the link, lock-step TFTP one round trip per block,
-# windowed TFTP one window per round trip (tftpd-hpa has no windowsize: lock-step).
+# A rough duration: TCP rows at 90 % of the link, lock-step TFTP one round trip per block and
+# 5 s per lost packet (curl asks for `timeout 5`), windowed TFTP one window per round trip
+# (tftpd-hpa has no windowsize: lock-step); concurrent clients at the link rate at best.
 estimate() {
-    local total=0 proto client key n bytes
+    local total=0 proto client key n
     while read -r proto client key n; do
-        bytes=$(($(size_bytes "$key") * n))
-        total=$(awk -v t="$total" -v b="$bytes" -v r="$RATE" -v d="$DELAY_MS" -v c="$client" -v pr="$proto" '
+        total=$(awk -v t="$total" -v b="$(size_bytes "$key")" -v n="$n" -v r="$RATE" -v d="$DELAY_MS" \
+            -v l="$LOSS" -v c="$client" -v pr="$proto" '
         function tcp(b) { return b * 8 / (r * 1e6 * 0.9) + 1 }
-        function lock(b, bs) { return (b / bs) * 2 * d / 1000 }
+        function lock(b, bs) { return (b / bs) * (2 * d / 1000 + 2 * l / 100 * 5) }
+        function max(a, b) { return a > b ? a : b }
         BEGIN {
             bs = 512; if (c ~ /1468/) bs = 1468; if (c ~ /8192/) bs = 8192
-            if (pr != "tftp") { print t + 2 * tcp(b); exit }
-            peer = lock(b, bs); ours = (c ~ /w16/) ? b / (bs * 16) * 2 * d / 1000 + tcp(b) : peer
+            if (pr != "tftp") { print t + 2 * max(tcp(b * n), tcp(b)); exit }
+            peer = max(lock(b, bs), tcp(b * n))
+            ours = (c ~ /w16/) ? b / (bs * 16) * 2 * d / 1000 + tcp(b) : peer
             print t + peer + ours }')
     done < <(rows)
     printf '%.0f' "$total"
@@ -259,9 +279,39 @@ print(f"{(time.monotonic() - t) * 1000:.1f}")' "$SRV")
 }
 
 # ---------------------------------------------------------------- servers
+# Start `ip netns exec NS_S CMD...` in the background, in a cgroup of its own when there is
+# one (joined before the exec, so every process it forks is inside); sets SERVER_PID.
+N_SERVERS=0
+spawn_server() { # LOG CMD...
+    local log=$1 g=""
+    shift
+    N_SERVERS=$((N_SERVERS + 1))
+    if [ -n "$CG_ROOT" ]; then
+        g=$CG_ROOT/s$N_SERVERS
+        mkdir "$g"
+    fi
+    sh -c '[ -z "$0" ] || echo $$ >"$0/cgroup.procs"; exec "$@"' "$g" ip netns exec "$NS_S" "$@" >"$log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    [ -n "$g" ] && CGROUP_OF[$SERVER_PID]=$g
+    return 0
+}
+
+# CPU seconds of a server so far.
+cpu_of() { # PID
+    local g=${CGROUP_OF[$1]:-}
+    if [ -n "$g" ] && [ -f "$g/cpuacct.usage" ]; then
+        awk '{printf "%.3f\n", $1 / 1e9}' "$g/cpuacct.usage"
+    elif [ -n "$g" ] && [ -f "$g/cpu.stat" ]; then
+        awk '$1 == "usage_usec" {printf "%.3f\n", $2 / 1e6}' "$g/cpu.stat"
+    else
+        python3 "$ROOT/bench/proctree.py" cpu "$1"
+    fi
+}
+
 start_servers() {
     local files=() key
-    for key in big conc tftp tftpwin; do files+=("$(file_name "$key")"); done
+    for key in big conc tftp tftpwin check; do files+=("$(file_name "$key")"); done
 
     mkdir -p "$WORK/data/images" "$WORK/www"
     for f in "${files[@]}"; do ln -f "$WORK/img/$f" "$WORK/data/images/$f" 2>/dev/null || cp "$WORK/img/$f" "$WORK/data/images/$f"; done
@@ -273,13 +323,11 @@ start_servers() {
     local off=()
     "$BIN" serve --help | grep -q -- --image-http && off+=(--image-http off --image-https off)
     "$BIN" serve --help | grep -q -- --image-scp && off+=(--image-scp off)
-    FLEETUP_LOG=warn ip netns exec "$NS_S" "$BIN" serve --data-dir "$WORK/data" "${off[@]}" \
+    FLEETUP_LOG=warn spawn_server "$WORK/serve.err" "$BIN" serve --data-dir "$WORK/data" "${off[@]}" \
         --http 127.0.0.1:0 --tftp "$SRV:69" --ftp "$SRV:21" \
         --ftp-user "$FTP_USER" --ftp-password "$FTP_PASS" --ftp-passive-ports 40000-40999 \
-        --tftp-max-per-client 1000 --ftp-max-per-client 1000 \
-        >"$WORK/serve.out" 2>"$WORK/serve.err" &
-    PIDS+=($!)
-    FLEETUP_PID=$!
+        --tftp-max-per-client 1000 --ftp-max-per-client 1000
+    FLEETUP_PID=$SERVER_PID
     wait_for_line "$WORK/serve.err" "dashboard and API:" "$FLEETUP_PID" 60
 
     # fleetup: HTTP and SCP/SFTP image servers with one grant for every bench file.
@@ -288,10 +336,8 @@ start_servers() {
         local args=()
         [ -n "${HAVE[http]:-}" ] && args+=(--http "$SRV:80")
         [ -n "${HAVE[scp]:-}" ] && args+=(--scp "$SRV:22")
-        ip netns exec "$NS_S" "$IMAGE_SERVER" "${args[@]}" "$WORK/data/images" "${files[@]}" \
-            >"$WORK/image.out" 2>"$WORK/image.err" &
-        IMAGE_PID=$!
-        PIDS+=("$IMAGE_PID")
+        spawn_server "$WORK/image.out" "$IMAGE_SERVER" "${args[@]}" "$WORK/data/images" "${files[@]}"
+        IMAGE_PID=$SERVER_PID
         wait_for_line "$WORK/image.out" "^ready" "$IMAGE_PID" 30
         HTTP_TOKEN=$(awk '$1 == "http-token" {print $2}' "$WORK/image.out")
         SCP_USER=$(awk '$1 == "scp-account" {print $2}' "$WORK/image.out")
@@ -299,19 +345,16 @@ start_servers() {
     fi
 
     # tftpd-hpa, in the foreground (-L), forking one process per transfer.
-    ip netns exec "$NS_S" "$TFTPD_HPA" -L -a "$SRV:1069" -s -u root "$WORK/img" \
-        >"$WORK/tftpd.log" 2>&1 &
-    PIDS+=($!)
-    TFTPD_PID=$!
+    spawn_server "$WORK/tftpd.log" "$TFTPD_HPA" -L -a "$SRV:1069" -s -u root "$WORK/img"
+    TFTPD_PID=$SERVER_PID
 
     # vsftpd: anonymous, read-only, passive, sendfile (its default).
     mkdir -p "$WORK/empty"
     sed -e "s#@ADDR@#$SRV#" -e "s#@PORT@#1021#" -e "s#@ROOT@#$WORK/img#" \
         -e "s#@PASV_MIN@#41000#" -e "s#@PASV_MAX@#41999#" -e "s#@EMPTY@#$WORK/empty#" \
         "$ROOT/bench/vsftpd.conf" >"$WORK/vsftpd.conf"
-    ip netns exec "$NS_S" /usr/sbin/vsftpd "$WORK/vsftpd.conf" >"$WORK/vsftpd.log" 2>&1 &
-    PIDS+=($!)
-    VSFTPD_PID=$!
+    spawn_server "$WORK/vsftpd.log" /usr/sbin/vsftpd "$WORK/vsftpd.conf"
+    VSFTPD_PID=$SERVER_PID
 
     # nginx as Debian ships it: sendfile, tcp_nopush, one worker per core.
     cat >"$WORK/nginx.conf" <<CONF
@@ -327,9 +370,8 @@ http {
     server { listen $SRV:1080; root $WORK/img; }
 }
 CONF
-    ip netns exec "$NS_S" /usr/sbin/nginx -c "$WORK/nginx.conf" -p "$WORK" -g 'daemon off;' &
-    PIDS+=($!)
-    NGINX_PID=$!
+    spawn_server "$WORK/nginx.log" /usr/sbin/nginx -c "$WORK/nginx.conf" -p "$WORK" -g 'daemon off;'
+    NGINX_PID=$SERVER_PID
 
     # OpenSSH: sshd with the stock sftp-server, root by a key made for this run.
     mkdir -p /run/sshd "$WORK/ssh"
@@ -350,9 +392,8 @@ MaxStartups 200:30:300
 MaxSessions 200
 Subsystem sftp /usr/lib/openssh/sftp-server
 CONF
-    ip netns exec "$NS_S" /usr/sbin/sshd -D -e -f "$WORK/ssh/sshd_config" >"$WORK/sshd.log" 2>&1 &
-    PIDS+=($!)
-    SSHD_PID=$!
+    spawn_server "$WORK/sshd.log" /usr/sbin/sshd -D -e -f "$WORK/ssh/sshd_config"
+    SSHD_PID=$SERVER_PID
 
     # Readiness: every listener answers from the client side.
     local port
@@ -417,7 +458,7 @@ measure() { # SERVER_PID N CMD
     python3 "$ROOT/bench/proctree.py" reset "$pid"
     python3 "$ROOT/bench/proctree.py" sample "$pid" "$WORK/peak" &
     sampler=$!
-    c0=$(python3 "$ROOT/bench/proctree.py" cpu "$pid")
+    c0=$(cpu_of "$pid")
     # The user-space link starts its loss sequence again: both servers meet the same losses.
     [ -n "$LINK_PID" ] && kill -USR1 "$LINK_PID"
     t0=$(date +%s.%N)
@@ -425,7 +466,7 @@ measure() { # SERVER_PID N CMD
     t1=$(date +%s.%N)
     # Forking servers reap their children a moment after the last byte.
     sleep 0.3
-    c1=$(python3 "$ROOT/bench/proctree.py" cpu "$pid")
+    c1=$(cpu_of "$pid")
     kill -TERM "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     awk -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v r="$(cat "$WORK/peak")" -v f="$failed" \
@@ -447,8 +488,7 @@ peer_name() {
 # Byte-exact check of one server with a row's client (on a small file), once per client.
 verify() { # SIDE PROTO CLIENT
     local side=$1 f want got
-    f=$(file_name conc)
-    [ "$2" = tftp ] && f=$(file_name tftp)
+    f=$(file_name check)
     want=$(md5sum <"$WORK/img/$f" | cut -d' ' -f1)
     rm -f "$WORK/check.bin"
     ip netns exec "$NS_C" timeout "$RUN_TIMEOUT" bash -c "$(client_cmd "$side" "$2" "$3" "$f" "$WORK/check.bin")" \
@@ -473,7 +513,7 @@ HEADERS=()
 for P in $PROFILES; do
     profile "$P"
     echo "== profile $P: ${DELAY_MS} ms each way, ${LOSS} % loss, ${RATE} Mbit/s" >&2
-    for key in big conc tftp tftpwin; do
+    for key in big conc tftp tftpwin check; do
         f="$WORK/img/$(file_name "$key")"
         [ -f "$f" ] || head -c "$(size_bytes "$key")" /dev/urandom >"$f"
         chmod 644 "$f"
@@ -531,7 +571,7 @@ for p, h in prof.items():
           f"each way, {h['rate']:g} Mbit/s; TCP congestion control {h['cc']}; link: {h['link']}.")
 print(f"Concurrent rows: {clients} clients at once, each downloading its own copy of the "
       f"(smaller) concurrent-row file; time = until the last one finished.")
-print("% link = payload bits / time / link rate. CPU = server CPU seconds (whole process tree). "
+print("% link = payload bits / time / link rate. CPU = server CPU seconds (every process of the server). "
       "RSS = peak summed RSS, MiB. ratio = fleetup time / peer time (<= 1.00: fleetup at least as fast).")
 print()
 print("| profile | protocol | client | size | clients | fleetup s | peer | peer s | ratio | fleetup % link | peer % link | fleetup CPU s | peer CPU s | fleetup RSS MiB | peer RSS MiB |")
