@@ -132,6 +132,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
             rate: if args.fast { None } else { Some(600 * 1024) },
             tftp_port: service.tftp_addr.map(|a| a.port()).unwrap_or(69),
             ftp_port: service.ftp_addr.map(|a| a.port()).unwrap_or(21),
+            scp_port: service.scp_addr.map(|a| a.port()).unwrap_or(22),
             ..LabConfig::default()
         },
         lab_shutdown.clone(),

@@ -278,6 +278,32 @@ fn print_plan(dry: &DryRun) {
             println!("    {}: {when}", w.window);
         }
     }
+    for t in &dry.transfer {
+        let mut line = format!(
+            "  transfer{}: {}",
+            t.site
+                .as_deref()
+                .map(|s| format!(" (site {s})"))
+                .unwrap_or_default(),
+            t.protocols.join(", then ")
+        );
+        if let Some(s) = &t.server {
+            line.push_str(&format!(" from {s}"));
+        }
+        if let Some(v) = &t.vrf {
+            line.push_str(&format!(", vrf {v}"));
+        }
+        if let Some(i) = &t.source_interface {
+            line.push_str(&format!(", source interface {i}"));
+        }
+        if !t.unavailable.is_empty() {
+            line.push_str(&format!(
+                "; {} off in this service: left out",
+                t.unavailable.join(", ")
+            ));
+        }
+        println!("{line}");
+    }
     if !p.skipped.is_empty() {
         println!("  skipped: {}", p.skipped.len());
         for s in &p.skipped {

@@ -69,6 +69,16 @@ pub struct ServeArgs {
         value_name = "ADDR|off"
     )]
     pub image_https: Listen,
+    /// Address of the SCP/SFTP image server, or `off`. IOS's `copy scp:` always connects to
+    /// port 22, which usually belongs to the host's own sshd: give this server an address of
+    /// its own (e.g. `10.0.0.5:22`).
+    #[arg(
+        long,
+        env = "FLEETUP_IMAGE_SCP",
+        default_value = "off",
+        value_name = "ADDR|off"
+    )]
+    pub image_scp: Listen,
     /// Allow read-only API calls (GET) without a token.
     #[arg(long, env = "FLEETUP_READ_OPEN")]
     pub read_open: bool,
@@ -115,6 +125,8 @@ pub struct ServeArgs {
     pub ftp_options: crate::ftp::FtpArgs,
     #[command(flatten)]
     pub image_http_options: crate::image_http::ImageHttpArgs,
+    #[command(flatten)]
+    pub image_scp_options: crate::image_ssh::ImageSshArgs,
 }
 
 /// Parses an empty command line, to get every flag's default.
@@ -135,6 +147,7 @@ impl Default for ServeArgs {
         args.ftp = Listen::Off;
         args.image_http = Listen::Off;
         args.image_https = Listen::Off;
+        args.image_scp = Listen::Off;
         args
     }
 }
@@ -167,6 +180,8 @@ pub enum ServeError {
     Ftp(#[from] crate::ftp::FtpError),
     #[error("{0}")]
     ImageHttp(#[from] crate::image_http::ImageHttpError),
+    #[error("{0}")]
+    ImageSsh(#[from] crate::image_ssh::ImageSshError),
     #[error("cannot start the rollout engine: {0}")]
     Engine(crate::rollout::RolloutError),
     #[error("{0}")]
@@ -270,8 +285,10 @@ pub struct Service {
     /// The HTTP and HTTPS image servers, when on.
     pub http_image_addr: Option<SocketAddr>,
     pub https_image_addr: Option<SocketAddr>,
-    /// The one-time grants the HTTP(S) image server checks; the rollout engine issues into
-    /// the same set (tests may issue their own).
+    /// The SCP/SFTP image server (`--image-scp`).
+    pub scp_addr: Option<SocketAddr>,
+    /// The one-time grants (path tokens, accounts) the rollout engine issues and the image
+    /// servers check (tests may issue their own).
     pub grants: crate::grants::Grants,
     pub(crate) token_source: TokenSource,
     pub state: AppState,
@@ -370,6 +387,23 @@ impl Service {
         }
 
         start_image_http(args, &images, &transfers, &shutdown, &mut servers).await?;
+        if let Listen::On(addr) = args.image_scp {
+            let config = args.image_scp_options.to_config(&data_dir)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
+            servers.scp = Some(local);
+            let root = images.dir().to_path_buf();
+            let (g, t, s) = (servers.grants.clone(), transfers.clone(), shutdown.clone());
+            shutdown.tasks.spawn(async move {
+                if let Err(e) = crate::image_ssh::run(listener, root, config, g, t, s).await {
+                    tracing::error!(error = %e, "SCP/SFTP image server stopped");
+                }
+            });
+        }
 
         let info = ServiceInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -378,8 +412,9 @@ impl Service {
             ftp: servers.ftp.map(|a| a.to_string()),
             image_http: servers.http.map(|a| a.to_string()),
             image_https: servers.https.map(|a| a.to_string()),
+            scp: servers.scp.map(|a| a.to_string()),
         };
-        let (tftp_addr, ftp_addr) = (servers.tftp, servers.ftp);
+        let (tftp_addr, ftp_addr, scp_addr) = (servers.tftp, servers.ftp, servers.scp);
         let (http_image_addr, https_image_addr) = (servers.http, servers.https);
         let grants = servers.grants.clone();
         let engine = Engine::start(
@@ -422,6 +457,7 @@ impl Service {
             ftp_addr,
             http_image_addr,
             https_image_addr,
+            scp_addr,
             grants,
             token_source,
             state,
@@ -566,11 +602,12 @@ fn print_banner(service: &Service, args: &ServeArgs) {
     eprintln!("fleetup {} serving", env!("CARGO_PKG_VERSION"));
     eprintln!("  dashboard and API: {}/", service.base_url());
     eprintln!(
-        "  TFTP: {}   FTP: {}   HTTP: {}   HTTPS: {}",
+        "  TFTP: {}   FTP: {}   HTTP: {}   HTTPS: {}   SCP/SFTP: {}",
         listen(service.tftp_addr),
         listen(service.ftp_addr),
         listen(service.http_image_addr),
-        listen(service.https_image_addr)
+        listen(service.https_image_addr),
+        listen(service.scp_addr)
     );
     eprintln!("  data: {}", args.data_dir.display());
     eprintln!("  {token_line}");

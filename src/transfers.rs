@@ -71,7 +71,8 @@ pub struct TransferInfo {
     #[schema(value_type = String)]
     pub client: SocketAddr,
     pub file: String,
-    /// Direction: `download` (device pulls) or `upload` (device pushes, e.g. a config backup).
+    /// Direction: `download` (device pulls), `upload` (device pushes, e.g. a config backup) or
+    /// `push` (fleetup pushes the image into the device over SCP, `scp-push`).
     #[schema(value_type = String)]
     pub direction: Cow<'static, str>,
     pub bytes: u64,
@@ -234,6 +235,22 @@ impl Transfers {
         total: Option<u64>,
     ) -> TransferHandle {
         self.start_as(protocol, client, None, file, direction, total)
+    }
+
+    /// A push of `file` into the device at `device` (`scp-push`): fleetup is the client, and
+    /// the transfer is its job's from the start.
+    pub(crate) fn start_push(
+        &self,
+        device: SocketAddr,
+        file: &str,
+        total: Option<u64>,
+        job: JobRef,
+    ) -> TransferHandle {
+        let handle = self.start_as(Protocol::Scp, device, None, file, "push", total);
+        if let Some(live) = self.lock().active.get_mut(&handle.id) {
+            live.job = Some(job);
+        }
+        handle
     }
 
     /// [`Transfers::start`] for a client logged in as `user` (FTP, SCP, SFTP) or presenting a

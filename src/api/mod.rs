@@ -68,6 +68,8 @@ pub(crate) struct ServiceInfo {
     pub image_http: Option<String>,
     /// The HTTPS image server (`--image-https`), when on.
     pub image_https: Option<String>,
+    /// The SCP/SFTP image server (`--image-scp`), when on.
+    pub scp: Option<String>,
 }
 
 #[derive(OpenApi)]

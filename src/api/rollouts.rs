@@ -143,6 +143,23 @@ pub struct DryRun {
     /// checks may run before; the boot change, save, install and reload wait for a window.
     #[serde(default)]
     pub windows: Vec<WindowOpening>,
+    /// How devices get the image: the playbook's transfer settings, then each site's.
+    #[serde(default)]
+    pub transfer: Vec<TransferPath>,
+}
+
+/// The transfer settings devices of one site (or of no listed site) copy with.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TransferPath {
+    /// A site of `transfer.sites`; absent for the playbook's own settings.
+    pub site: Option<String>,
+    /// The protocols, in the order they are tried.
+    pub protocols: Vec<String>,
+    pub server: Option<String>,
+    pub vrf: Option<String>,
+    pub source_interface: Option<String>,
+    /// Protocols of the list whose server is off in this service: left out of the copy.
+    pub unavailable: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -194,10 +211,30 @@ async fn submit_rollout(
                 }
             })
             .collect();
+        let transfer = std::iter::once(None)
+            .chain(pb.transfer.sites.keys().map(|s| Some(s.as_str())))
+            .map(|site| {
+                let t = pb.transfer.for_site(site);
+                TransferPath {
+                    site: site.map(str::to_string),
+                    unavailable: t
+                        .protocols
+                        .iter()
+                        .filter(|p| !state.engine.offers(**p))
+                        .map(|p| p.as_str().to_string())
+                        .collect(),
+                    protocols: t.protocols.iter().map(|p| p.as_str().to_string()).collect(),
+                    server: t.server,
+                    vrf: t.vrf,
+                    source_interface: t.source_interface,
+                }
+            })
+            .collect();
         return Ok(Json(DryRun {
             name: pb.name,
             plan,
             windows,
+            transfer,
         })
         .into_response());
     }

@@ -4,6 +4,7 @@
 //! no I/O.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::parse::CopyError;
 use super::{DeviceError, Driver};
@@ -39,7 +40,22 @@ pub enum Transfer {
     /// `store/IMAGE`.
     ScpPush {
         store: PathBuf,
+        progress: Option<PushProgress>,
     },
+}
+
+/// Told how a push goes: the file, the bytes sent so far and the file's size, after each
+/// chunk the device took.
+#[derive(Clone)]
+pub struct PushProgress(pub Arc<PushWatcher>);
+
+/// `(file, bytes sent, file size)`.
+pub type PushWatcher = dyn Fn(&str, u64, u64) + Send + Sync;
+
+impl std::fmt::Debug for PushProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushProgress")
+    }
 }
 
 impl Transfer {
@@ -429,9 +445,12 @@ mod tests {
             "copy tftp://10.0.0.5/a.bin bootflash:a.bin vrf mgmt"
         );
         assert!(
-            source(Transfer::ScpPush { store: "/x".into() })
-                .command(Driver::IosBundle, Platform::Ios, "a.bin")
-                .is_none()
+            source(Transfer::ScpPush {
+                store: "/x".into(),
+                progress: None,
+            })
+            .command(Driver::IosBundle, Platform::Ios, "a.bin")
+            .is_none()
         );
     }
 

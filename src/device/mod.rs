@@ -12,6 +12,7 @@
 //! - [`restart`] and [`wait`]: what proves a restart, and waiting for a device to come back;
 //! - [`upgrade`]: the single-device procedure with its safety rules; [`rules`]: its pure
 //!   decisions (failure reason, downgrade, post-check);
+//! - [`scp_push`]: copy an image to a device over its own SCP server (`ip scp server enable`);
 //! - [`version`]: Cisco version order (`15.2(7)E8` < `15.2(7)E10`), for the downgrade guard.
 //!
 //! Drivers know nothing of waves, retries or the database: the caller persists host keys and
@@ -27,7 +28,7 @@ mod members;
 pub(crate) mod parse;
 mod restart;
 mod rules;
-mod scp_push;
+pub mod scp_push;
 mod session;
 pub(crate) mod ssh;
 mod target;
@@ -37,7 +38,7 @@ pub mod upgrade;
 pub(crate) mod version;
 mod wait;
 
-pub use copy::{CopySource, Transfer};
+pub use copy::{CopySource, PushProgress, Transfer};
 pub use driver::{Driver, file_name};
 pub use error::DeviceError;
 pub use restart::RestartEvidence;

@@ -1364,6 +1364,20 @@ mod tests {
     }
 
     #[test]
+    fn copy_scp_results_from_real_ios_xe_transcripts() {
+        assert_eq!(
+            copy_result(&fixture("genielibs_iosxe_copy_scp_url.txt")),
+            Ok(CopyReport { bytes: Some(3698) })
+        );
+        assert_eq!(
+            copy_result(&fixture("blog_cat9k_copy_scp_interactive.txt")),
+            Ok(CopyReport {
+                bytes: Some(372416000)
+            })
+        );
+    }
+
+    #[test]
     fn copy_results_from_real_transcripts() {
         let blog = fixture("blog_chrisjhart_transcripts.txt");
         let start = blog.find("BASE-CONFIG#copy").unwrap();

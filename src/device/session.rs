@@ -213,10 +213,16 @@ impl Session {
         local: &std::path::Path,
         file: &str,
         size: u64,
+        progress: Option<&super::PushProgress>,
     ) -> Result<parse::CopyReport, DeviceError> {
         let remote = self.driver.path(file);
+        let tell = |n: u64| {
+            if let Some(p) = progress {
+                (p.0)(file, n, size);
+            }
+        };
         let bytes =
-            super::scp_push::push(&self.target, local, &remote, size, &self.timeouts).await?;
+            super::scp_push::push(&self.target, local, &remote, size, tell, &self.timeouts).await?;
         Ok(parse::CopyReport { bytes: Some(bytes) })
     }
 

@@ -47,8 +47,11 @@ fn preferred() -> Preferred {
     }
 }
 
+/// An SSH client connection to a device.
+pub(crate) type SshHandle = Handle<HostKeyCheck>;
+
 /// Host-key check: trust on first use, else the key must be the pinned one.
-struct HostKeyCheck {
+pub(crate) struct HostKeyCheck {
     pinned: Option<String>,
     seen: Arc<Mutex<Option<String>>>,
 }
@@ -125,53 +128,7 @@ impl Connection {
         timeouts: &Timeouts,
     ) -> Result<Connection, DeviceError> {
         let device = target.name.clone();
-        let addr = format!("{}:{}", target.host, target.port);
-        let config = Arc::new(client::Config {
-            preferred: preferred(),
-            keepalive_interval: Some(timeouts.keepalive),
-            keepalive_max: 4,
-            nodelay: true,
-            ..Default::default()
-        });
-        let seen = Arc::new(Mutex::new(None));
-        let handler = HostKeyCheck {
-            pinned: target.known_host_key.clone(),
-            seen: seen.clone(),
-        };
-        let connect = client::connect(config, (target.host.as_str(), target.port), handler);
-        let result = tokio::time::timeout(timeouts.connect, connect).await;
-        let seen_key = seen.lock().ok().and_then(|s| s.clone());
-        let mut handle = match result {
-            Err(_) => {
-                return Err(DeviceError::ConnectTimeout {
-                    device,
-                    addr,
-                    secs: timeouts.connect.as_secs(),
-                });
-            }
-            Ok(Err(russh::Error::UnknownKey)) => {
-                return Err(DeviceError::HostKeyChanged {
-                    device,
-                    pinned: target.known_host_key.clone().unwrap_or_default(),
-                    seen: seen_key.unwrap_or_default(),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(DeviceError::Connect {
-                    device,
-                    addr,
-                    reason: e.to_string(),
-                });
-            }
-            Ok(Ok(h)) => h,
-        };
-        let host_key = seen_key.unwrap_or_default();
-        tokio::time::timeout(timeouts.auth, authenticate(&mut handle, target))
-            .await
-            .map_err(|_| DeviceError::AuthTimeout {
-                device: device.clone(),
-                secs: timeouts.auth.as_secs(),
-            })??;
+        let (handle, host_key) = connect(target, timeouts).await?;
 
         let channel = handle
             .channel_open_session()
@@ -352,6 +309,66 @@ impl Connection {
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// A logged-in SSH connection to `target`, and the host key it presented: connect within
+/// the connect timeout, check the host key against the pinned one, log in (key, password,
+/// keyboard-interactive) within the auth timeout. The shell ([`Connection::open`]) and the
+/// SCP push ([`crate::device::scp_push`]) both start here.
+pub(crate) async fn connect(
+    target: &Target,
+    timeouts: &Timeouts,
+) -> Result<(SshHandle, String), DeviceError> {
+    let device = target.name.clone();
+    let addr = format!("{}:{}", target.host, target.port);
+    let config = Arc::new(client::Config {
+        preferred: preferred(),
+        keepalive_interval: Some(timeouts.keepalive),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    });
+    let seen = Arc::new(Mutex::new(None));
+    let handler = HostKeyCheck {
+        pinned: target.known_host_key.clone(),
+        seen: seen.clone(),
+    };
+    let connect = client::connect(config, (target.host.as_str(), target.port), handler);
+    let result = tokio::time::timeout(timeouts.connect, connect).await;
+    let seen_key = seen.lock().ok().and_then(|s| s.clone());
+    let mut handle = match result {
+        Err(_) => {
+            return Err(DeviceError::ConnectTimeout {
+                device,
+                addr,
+                secs: timeouts.connect.as_secs(),
+            });
+        }
+        Ok(Err(russh::Error::UnknownKey)) => {
+            return Err(DeviceError::HostKeyChanged {
+                device,
+                pinned: target.known_host_key.clone().unwrap_or_default(),
+                seen: seen_key.unwrap_or_default(),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(DeviceError::Connect {
+                device,
+                addr,
+                reason: e.to_string(),
+            });
+        }
+        Ok(Ok(h)) => h,
+    };
+    let host_key = seen_key.unwrap_or_default();
+    tokio::time::timeout(timeouts.auth, authenticate(&mut handle, target))
+        .await
+        .map_err(|_| DeviceError::AuthTimeout {
+            device: device.clone(),
+            secs: timeouts.auth.as_secs(),
+        })??;
+
+    Ok((handle, host_key))
 }
 
 async fn authenticate(

@@ -915,11 +915,11 @@ async fn copy_file(
             return Err(run.fail(Step::Copy, FailureReason::TransferFailed, e));
         }
         match copy_once(session, plan, source, image, size).await {
-            Ok(message) => {
+            Ok((copied, note)) => {
                 run.emit(
                     Step::Copy,
                     StepStatus::Done,
-                    format!("{message} over {}", source.describe(platform)),
+                    format!("{copied} over {}{note}", source.describe(platform)),
                 );
                 return Ok(());
             }
@@ -974,14 +974,14 @@ async fn copy_file(
 
 /// One copy from one source, with the settings it needs for the copy only (the TFTP block
 /// size, the client's source interface) put back right after it, before any save. Returns
-/// what the event says, or the error with a note of what was put back.
+/// what was copied and a note of what was put back, or the error with that note.
 async fn copy_once(
     session: &mut Session,
     plan: &UpgradePlan,
     source: &CopySource,
     image: &str,
     size: u64,
-) -> Result<String, (DeviceError, String)> {
+) -> Result<(String, String), (DeviceError, String)> {
     let ios = session.driver != Driver::Nxos;
     // `restore`: the lines that put the device's own settings back after the copy.
     let mut restore: Vec<(String, &'static str)> = Vec::new();
@@ -1043,15 +1043,22 @@ async fn copy_once(
         }
     }
     let copied = match &source.transfer {
-        Transfer::ScpPush { store } => session.push(&store.join(image), image, size).await,
+        Transfer::ScpPush { store, progress } => {
+            session
+                .push(&store.join(image), image, size, progress.as_ref())
+                .await
+        }
         _ => session.copy(source, image).await,
     };
     let note = put_back(session, &restore).await;
     match copied {
-        Ok(report) => Ok(match report.bytes {
-            Some(n) => format!("{n} bytes copied{note}"),
-            None => format!("copy complete{note}"),
-        }),
+        Ok(report) => Ok((
+            match report.bytes {
+                Some(n) => format!("{n} bytes copied"),
+                None => "copy complete".to_string(),
+            },
+            note,
+        )),
         Err(e) => Err((e, note)),
     }
 }

@@ -135,7 +135,7 @@ impl FtpCredentials {
 /// Failed logins per source address. After `after` consecutive failures the address is locked
 /// out for `duration`; a success resets its count.
 #[derive(Debug)]
-pub(super) struct Lockout {
+pub(crate) struct Lockout {
     after: u32,
     duration: Duration,
     sources: HashMap<IpAddr, Failures>,
@@ -154,7 +154,7 @@ const PRUNE_ABOVE: usize = 10_000;
 
 impl Lockout {
     /// `after == 0` disables the lockout.
-    pub(super) fn new(after: u32, duration: Duration) -> Self {
+    pub(crate) fn new(after: u32, duration: Duration) -> Self {
         Self {
             after,
             duration,
@@ -163,13 +163,13 @@ impl Lockout {
     }
 
     /// How much longer `ip` is locked out, if it is.
-    pub(super) fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    pub(crate) fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let until = self.sources.get(&ip)?.locked_until?;
         (until > now).then(|| until - now)
     }
 
     /// Record a failed login; returns true when this failure locked the address out.
-    pub(super) fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
         if self.after == 0 {
             return false;
         }
@@ -198,7 +198,7 @@ impl Lockout {
         false
     }
 
-    pub(super) fn record_success(&mut self, ip: IpAddr) {
+    pub(crate) fn record_success(&mut self, ip: IpAddr) {
         self.sources.remove(&ip);
     }
 }

@@ -11,7 +11,7 @@
 //! `data` the data connections and the file sender (sendfile), `session` one control
 //! connection, this file the accept loop with its session limits.
 
-mod auth;
+pub(crate) mod auth;
 pub(crate) mod command;
 mod config;
 mod data;

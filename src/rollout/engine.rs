@@ -84,6 +84,20 @@ impl Engine {
     }
 
     /// The engine's clock (a manual one in tests).
+    /// Whether this service has the server a device copying by `protocol` needs.
+    pub(crate) fn offers(&self, protocol: crate::playbook::TransferProtocol) -> bool {
+        use crate::playbook::TransferProtocol as P;
+        let s = &self.ledger.servers;
+        match protocol {
+            P::Tftp => s.tftp.is_some(),
+            P::Ftp => s.ftp.is_some() && s.ftp_credentials.is_some(),
+            P::Http => s.http.is_some(),
+            P::Https => s.https.is_some(),
+            P::Scp | P::Sftp => s.scp.is_some(),
+            P::ScpPush => true,
+        }
+    }
+
     pub(crate) fn now(&self) -> jiff::Timestamp {
         self.ledger.now()
     }

@@ -266,7 +266,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
     let mut grants = Vec::new();
     let mut refused = Vec::new();
     for protocol in &settings.protocols {
-        match source_for(ctx, *protocol, &settings, &files, &target.host).await {
+        match source_for(ctx, *protocol, &settings, &files, &job.device, &target.host).await {
             Ok(found) => {
                 sources.push(found.source);
                 if let Some(by) = found.recognise {
@@ -362,6 +362,7 @@ async fn source_for(
     protocol: TransferProtocol,
     settings: &crate::playbook::DeviceTransfer,
     files: &[String],
+    device_name: &str,
     device_host: &str,
 ) -> Result<FoundSource, String> {
     let ledger = &*ctx.ledger;
@@ -443,12 +444,44 @@ async fn source_for(
             )
         }
         TransferProtocol::ScpPush => {
+            // The push shows as a transfer of the job, like a device's pull.
+            let device = device_address(device_host)
+                .await
+                .map(|ip| std::net::SocketAddr::new(ip, 22))
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 22)));
+            let job = JobRef {
+                rollout: ctx.rollout_id.clone(),
+                device: device_name.to_string(),
+            };
+            let transfers = ledger.transfers.clone();
+            let live: std::sync::Mutex<Option<(String, crate::transfers::TransferHandle)>> =
+                std::sync::Mutex::new(None);
+            let progress = device::PushProgress(std::sync::Arc::new(
+                move |file: &str, sent: u64, total: u64| {
+                    let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                    if live.as_ref().is_none_or(|(f, _)| f != file || sent == 0) {
+                        *live = Some((
+                            file.to_string(),
+                            transfers.start_push(device, file, Some(total), job.clone()),
+                        ));
+                    }
+                    if let Some((_, handle)) = live.as_ref() {
+                        handle.set_bytes(sent);
+                    }
+                    if sent >= total
+                        && let Some((_, handle)) = live.take()
+                    {
+                        handle.complete();
+                    }
+                },
+            ));
             let source = CopySource {
                 vrf: settings.vrf.clone(),
                 source_interface: settings.source_interface.clone(),
                 ..CopySource::new(
                     Transfer::ScpPush {
                         store: ledger.images.dir().to_path_buf(),
+                        progress: Some(progress),
                     },
                     device_host,
                 )

@@ -33,42 +33,66 @@ pub(super) enum Source {
         port: Option<u16>,
         path: String,
     },
+    /// `scp://[USER[:PASS]@]HOST[:PORT]/PATH`; without a password the CLI asks for it.
+    Scp {
+        user: Option<String>,
+        password: Option<String>,
+        host: IpAddr,
+        port: Option<u16>,
+        path: String,
+    },
+    /// `sftp://…`, as `Scp`.
+    Sftp {
+        user: Option<String>,
+        password: Option<String>,
+        host: IpAddr,
+        port: Option<u16>,
+        path: String,
+    },
 }
 
 impl Source {
     /// The name IOS offers as the destination (`Destination filename [x.bin]?`).
     pub(super) fn file_name(&self) -> &str {
         let path = match self {
-            Source::Tftp { path, .. } | Source::Ftp { path, .. } | Source::Http { path, .. } => {
-                path
-            }
+            Source::Tftp { path, .. }
+            | Source::Ftp { path, .. }
+            | Source::Http { path, .. }
+            | Source::Scp { path, .. }
+            | Source::Sftp { path, .. } => path,
         };
         path.rsplit('/').next().unwrap_or(path)
     }
 
     pub(super) fn host(&self) -> IpAddr {
         match self {
-            Source::Tftp { host, .. } | Source::Ftp { host, .. } | Source::Http { host, .. } => {
-                *host
-            }
+            Source::Tftp { host, .. }
+            | Source::Ftp { host, .. }
+            | Source::Http { host, .. }
+            | Source::Scp { host, .. }
+            | Source::Sftp { host, .. } => *host,
         }
     }
 
     pub(super) fn path(&self) -> &str {
         match self {
-            Source::Tftp { path, .. } | Source::Ftp { path, .. } | Source::Http { path, .. } => {
-                path
-            }
+            Source::Tftp { path, .. }
+            | Source::Ftp { path, .. }
+            | Source::Http { path, .. }
+            | Source::Scp { path, .. }
+            | Source::Sftp { path, .. } => path,
         }
     }
 
-    /// The protocol as IOS names it in messages (`TFTP`, `FTP`, `HTTP`).
+    /// The protocol as IOS names it in messages (`TFTP`, `FTP`, `HTTP`, `SCP`).
     pub(super) fn protocol(&self) -> &'static str {
         match self {
             Source::Tftp { .. } => "TFTP",
             Source::Ftp { .. } => "FTP",
             Source::Http { tls: false, .. } => "HTTP",
             Source::Http { tls: true, .. } => "HTTPS",
+            Source::Scp { .. } => "SCP",
+            Source::Sftp { .. } => "SFTP",
         }
     }
 
@@ -78,6 +102,7 @@ impl Source {
             Source::Tftp { .. } => "ip tftp source-interface",
             Source::Ftp { .. } => "ip ftp source-interface",
             Source::Http { .. } => "ip http client source-interface",
+            Source::Scp { .. } | Source::Sftp { .. } => "ip ssh source-interface",
         }
     }
 
@@ -106,6 +131,12 @@ impl Source {
                 let scheme = if *tls { "https" } else { "http" };
                 format!("{scheme}://{}/{path}", host_port(*host, *port))
             }
+            Source::Scp {
+                host, port, path, ..
+            } => format!("scp://*:*@{}/{path}", host_port(*host, *port)),
+            Source::Sftp {
+                host, port, path, ..
+            } => format!("sftp://*:*@{}/{path}", host_port(*host, *port)),
         }
     }
 }
@@ -161,6 +192,33 @@ pub(super) fn parse_url(url: &str) -> Result<Source, UrlError> {
             port,
             path: path.to_string(),
         }),
+        "scp" | "sftp" => {
+            let (user, password) = match creds {
+                Some(c) => match c.split_once(':') {
+                    Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                    None => (Some(c.to_string()), None),
+                },
+                None => (None, None),
+            };
+            let path = path.to_string();
+            Ok(if scheme == "scp" {
+                Source::Scp {
+                    user,
+                    password,
+                    host,
+                    port,
+                    path,
+                }
+            } else {
+                Source::Sftp {
+                    user,
+                    password,
+                    host,
+                    port,
+                    path,
+                }
+            })
+        }
         "ftp" => {
             let (user, password) = match creds {
                 Some(c) => match c.split_once(':') {
@@ -218,6 +276,8 @@ pub(super) struct FetchOptions {
     pub local_ip: IpAddr,
     pub tftp_port: u16,
     pub ftp_port: u16,
+    /// SSH port of `copy scp:`/`copy sftp:` when the URL names none.
+    pub scp_port: u16,
     pub tftp_blocksize: Option<u16>,
     pub tftp_timeout: Duration,
     pub ftp_passive: bool,
@@ -400,6 +460,32 @@ pub(super) async fn fetch(
             let server = SocketAddr::new(*host, port.unwrap_or(if *tls { 443 } else { 80 }));
             super::copy_http::fetch(*tls, server, path, opts, sink).await
         }
+        Source::Scp {
+            user,
+            password,
+            host,
+            port,
+            path,
+        }
+        | Source::Sftp {
+            user,
+            password,
+            host,
+            port,
+            path,
+        } => {
+            let server = SocketAddr::new(*host, port.unwrap_or(opts.scp_port));
+            let kind = if matches!(source, Source::Scp { .. }) {
+                super::copy_ssh::Kind::Scp
+            } else {
+                super::copy_ssh::Kind::Sftp
+            };
+            let login = super::copy_ssh::Login {
+                user: user.clone().unwrap_or_else(|| "admin".to_string()),
+                password: password.clone().unwrap_or_default(),
+            };
+            super::copy_ssh::fetch(kind, server, &login, path, opts, sink, None).await
+        }
     }
 }
 
@@ -570,6 +656,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn scp_and_sftp_urls_with_and_without_a_password() {
+        let s = parse_url("scp://ab12:pw34@10.0.0.5/a.bin").unwrap();
+        assert_eq!(
+            s,
+            Source::Scp {
+                user: Some("ab12".into()),
+                password: Some("pw34".into()),
+                host: "10.0.0.5".parse().unwrap(),
+                port: None,
+                path: "a.bin".into()
+            }
+        );
+        assert_eq!(s.display(), "scp://*:*@10.0.0.5/a.bin");
+        let s = parse_url("sftp://ab12@10.0.0.5:2222/a.bin").unwrap();
+        assert!(matches!(
+            s,
+            Source::Sftp {
+                password: None,
+                port: Some(2222),
+                ..
+            }
+        ));
+        assert_eq!(s.file_name(), "a.bin");
     }
 
     #[test]

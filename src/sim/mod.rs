@@ -11,11 +11,13 @@ mod admin;
 mod cli;
 mod copy;
 mod copy_http;
+mod copy_ssh;
 mod device;
 mod install;
 mod line;
 mod parser;
 mod persona;
+mod scp_sink;
 mod show;
 mod ssh;
 
@@ -194,6 +196,9 @@ pub struct LabArgs {
     /// FTP port devices use when a copy URL names none.
     #[arg(long, default_value_t = 21, env = "FLEETUP_LAB_FTP_PORT")]
     pub ftp_port: u16,
+    /// SSH port devices use for `copy scp:` and `copy sftp:` when the URL names none.
+    #[arg(long, default_value_t = 22, env = "FLEETUP_LAB_SCP_PORT")]
+    pub scp_port: u16,
     /// Write a fleetup inventory of the lab to this file.
     #[arg(long)]
     pub write_inventory: Option<PathBuf>,
@@ -257,6 +262,8 @@ pub struct LabConfig {
     pub admin: Option<SocketAddr>,
     pub tftp_port: u16,
     pub ftp_port: u16,
+    /// SSH port of `copy scp:`/`copy sftp:` when the URL names none.
+    pub scp_port: u16,
     pub boot_time: Duration,
     /// How long each new device has been up when the lab first starts.
     pub uptime: Duration,
@@ -290,6 +297,7 @@ impl Default for LabConfig {
             admin: None,
             tftp_port: 69,
             ftp_port: 21,
+            scp_port: 22,
             boot_time: Duration::from_millis(200),
             uptime: Duration::ZERO,
             rate: None,
@@ -325,6 +333,7 @@ impl LabConfig {
             admin: args.admin,
             tftp_port: args.tftp_port,
             ftp_port: args.ftp_port,
+            scp_port: args.scp_port,
             boot_time: Duration::from_secs_f64(args.boot_time),
             uptime: Duration::from_secs(args.uptime),
             rate: args.rate,
@@ -397,6 +406,7 @@ pub(crate) struct LabShared {
     pub slow_rate: u64,
     pub tftp_port: u16,
     pub ftp_port: u16,
+    pub scp_port: u16,
     pub tftp_timeout: Duration,
     pub fault_delay: Duration,
     pub boot_time: Duration,
@@ -483,6 +493,7 @@ impl Lab {
             slow_rate: config.slow_rate.max(1),
             tftp_port: config.tftp_port,
             ftp_port: config.ftp_port,
+            scp_port: config.scp_port,
             tftp_timeout: config.tftp_timeout,
             fault_delay: config.fault_delay,
             boot_time: config.boot_time,

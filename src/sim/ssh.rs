@@ -116,6 +116,7 @@ pub(super) async fn supervise(
                         gone: CancellationToken::new(),
                         user: String::new(),
                         inputs: HashMap::new(),
+                        channels: HashMap::new(),
                         tasks: shutdown.tasks.clone(),
                     };
                     let config = config.clone();
@@ -285,6 +286,9 @@ struct Conn {
     gone: CancellationToken,
     user: String,
     inputs: HashMap<ChannelId, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Channels opened and not yet given a request: an `scp -t` takes its own (its data is
+    /// read with the channel's flow control); a shell or CLI exec drops it.
+    channels: HashMap<ChannelId, Channel<Msg>>,
     tasks: tokio_util::task::TaskTracker,
 }
 
@@ -444,10 +448,11 @@ impl russh::server::Handler for Conn {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
     }
@@ -482,6 +487,7 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
+        self.channels.remove(&channel);
         self.start(channel, session, None);
         Ok(())
     }
@@ -494,6 +500,21 @@ impl russh::server::Handler for Conn {
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         let line = String::from_utf8_lossy(data).into_owned();
+        let own = self.channels.remove(&channel);
+        if let (Some(Ok(cmd)), Some(own)) = (crate::rcp::parse_command(&line), own)
+            && cmd.mode == crate::rcp::Mode::Sink
+        {
+            let (dev, lab, peer) = (self.dev.clone(), self.lab.clone(), self.peer);
+            let (epoch, gone) = (self.epoch.clone(), self.gone.clone());
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = epoch.cancelled() => {}
+                    _ = gone.cancelled() => {}
+                    _ = super::scp_sink::receive(dev, lab, own, cmd.path, peer) => {}
+                }
+            });
+            return Ok(());
+        }
         self.start(channel, session, Some(line));
         Ok(())
     }
@@ -525,6 +546,7 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.inputs.remove(&channel);
+        self.channels.remove(&channel);
         Ok(())
     }
 }

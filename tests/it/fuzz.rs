@@ -102,6 +102,7 @@ fn every_target_has_a_test_and_a_corpus() {
             "ftp_command",
             "ftp_session",
             "image_path",
+            "http_request",
             "playbook",
             "inventory"
         ]

@@ -1887,3 +1887,247 @@ async fn http_copies_print_like_ios_xe_and_follow_the_management_vrf() {
     assert!(!flash.join("c.bin").exists());
     lab.stop().await;
 }
+
+/// The lab device's SCP server and fleetup's push to it (`fleetup::device::scp_push::push`),
+/// plus OpenSSH's `scp -O` as a second, independent client of the same server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp_push_lands_byte_exact_only_with_ip_scp_server_enable() {
+    use fleetup::device::scp_push::push;
+    use fleetup::device::{DeviceError, Target, Timeouts};
+    use fleetup::inventory::{Login, Platform, Secret};
+
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| c.state_dir = state_dir.path().to_path_buf()).await;
+    let host = "lab-sw-001";
+    let addr = lab.ssh(0);
+    let flash = state_dir.path().join(host).join("flash");
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join(NEW_IMAGE);
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 11, 21);
+    std::fs::write(&local, &data).unwrap();
+    let size = data.len() as u64;
+    let target = Target {
+        name: host.into(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        platform: Platform::Ios,
+        login: Login {
+            username: "admin".into(),
+            password: Some(Secret("cisco".into())),
+            enable_secret: Some(Secret("cisco".into())),
+        },
+        private_key: None,
+        known_host_key: None,
+        transcript: None,
+    };
+    let timeouts = Timeouts::default();
+    let remote = format!("flash:{NEW_IMAGE}");
+
+    // Off by default: a clear error that names the setting, and nothing on flash.
+    let err = push(&target, &local, &remote, size, |_| {}, &timeouts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::Copy { .. }), "{err:?}");
+    assert!(err.to_string().contains("ip scp server enable"), "{err}");
+    assert!(!flash.join(NEW_IMAGE).exists());
+
+    let mut vty = enabled(addr, host).await;
+    vty.cmd("configure terminal", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("ip scp server enable", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("end", &format!("{host}#")).await;
+    let config = vty.cmd("show running-config", &format!("{host}#")).await;
+    assert_line(&config, r"^ip scp server enable\r?$");
+
+    let mut seen = Vec::new();
+    let copied = push(&target, &local, &remote, size, |n| seen.push(n), &timeouts)
+        .await
+        .unwrap();
+    assert_eq!(copied, size);
+    assert_eq!(seen.last(), Some(&size), "progress reaches the size");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress only grows");
+    assert!(
+        std::fs::read(flash.join(NEW_IMAGE)).unwrap() == data,
+        "byte-exact push"
+    );
+    let verify = vty
+        .cmd(
+            &format!("verify /md5 flash:{NEW_IMAGE}"),
+            &format!("{host}#"),
+        )
+        .await;
+    assert!(verify.contains(&md5sum(&local).await), "{verify}");
+
+    // OpenSSH's own legacy SCP client lands the same bytes.
+    let out = tokio::process::Command::new("sshpass")
+        .args(["-p", "cisco", "scp", "-O"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-P",
+        ])
+        .arg(addr.port().to_string())
+        .arg(&local)
+        .arg(format!("admin@{}:flash:copy2.bin", addr.ip()))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(std::fs::read(flash.join("copy2.bin")).unwrap() == data);
+
+    // A push bigger than the free space is refused as a full flash, not a transport failure.
+    assert_eq!(
+        set_fault(&lab, host, "flash-too-small").await,
+        reqwest::StatusCode::OK
+    );
+    let err = push(&target, &local, "flash:third.bin", size, |_| {}, &timeouts)
+        .await
+        .unwrap_err();
+    let DeviceError::Copy { source, .. } = &err else {
+        panic!("expected a copy error, got {err:?}");
+    };
+    assert!(source.to_string().contains("space"), "{err}");
+    assert!(!flash.join("third.bin").exists());
+
+    vty.cmd("configure terminal", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("no ip scp server enable", &format!("{host}(config)#"))
+        .await;
+    vty.cmd("end", &format!("{host}#")).await;
+    let err = push(&target, &local, "flash:fourth.bin", size, |_| {}, &timeouts)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ip scp server enable"), "{err}");
+    lab.stop().await;
+}
+
+/// `copy scp://…` and `copy sftp://…` on a lab device against fleetup's own SCP/SFTP image
+/// server, logging in with a one-time account: password in the URL or at the prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_scp_and_sftp_from_fleetups_image_server() {
+    use fleetup::transfers::{Protocol, TransferState};
+
+    let app = crate::support::TestApp::start_with(|a| {
+        a.image_scp = "127.0.0.1:0".parse().unwrap();
+    })
+    .await;
+    let scp = app.service.scp_addr.unwrap();
+    let data = pseudo_random_bytes(700_000, 31);
+    std::fs::write(app.dir.path().join("images").join(NEW_IMAGE), &data).unwrap();
+    let account = app.service.grants.issue_account(vec![NEW_IMAGE.into()]);
+    let (user, pw) = (account.name(), account.secret().unwrap());
+
+    let state_dir = tempfile::tempdir().unwrap();
+    let lab = TestLab::start(1, |c| {
+        c.scp_port = scp.port();
+        c.state_dir = state_dir.path().to_path_buf();
+    })
+    .await;
+    let host = "lab-sw-001";
+    let flash = state_dir.path().join(host).join("flash");
+    let mut vty = enabled(lab.ssh(0), host).await;
+    let done = |name: &str| {
+        format!(
+            r"(?s)^\r\n Sending file modes: C0644 {size} {f}\r\n!+\r\n{size} bytes copied in \d+\.\d{{3}} secs \(\d+ bytes/sec\)\r\n{host}#$",
+            size = data.len(),
+            f = regex::escape(name),
+        )
+    };
+
+    // The password in the URL.
+    vty.send(&format!(
+        "copy scp://{user}:{pw}@{}/{NEW_IMAGE} flash:\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(&format!(
+        r"Destination filename \[{}\]\? $",
+        regex::escape(NEW_IMAGE)
+    ))
+    .await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(
+        Regex::new(&done(NEW_IMAGE)).unwrap().is_match(&out),
+        "{out:?}"
+    );
+    assert!(std::fs::read(flash.join(NEW_IMAGE)).unwrap() == data);
+
+    // No password in the URL: the device asks for it.
+    vty.send(&format!(
+        "copy scp://{user}@{}/{NEW_IMAGE} flash:second.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[second\.bin\]\? $")
+        .await;
+    vty.send("\n").await;
+    vty.expect(r"Password: $").await;
+    vty.send(&format!("{pw}\n")).await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(!out.contains(pw), "the password is not echoed: {out:?}");
+    assert!(out.contains(" Sending file modes: C0644"), "{out:?}");
+    assert!(std::fs::read(flash.join("second.bin")).unwrap() == data);
+
+    vty.send(&format!(
+        "copy sftp://{user}:{pw}@{}/{NEW_IMAGE} flash:third.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[third\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(out.contains("bytes copied in"), "{out:?}");
+    assert!(std::fs::read(flash.join("third.bin")).unwrap() == data);
+
+    // A wrong password and a file the account does not name fail as IOS says it.
+    vty.send(&format!(
+        "copy scp://{user}:wrong@{}/{NEW_IMAGE} flash:x.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[x\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(
+        out.contains(&format!(
+            "%Error opening scp://*:*@{}/{NEW_IMAGE} (Permission denied)",
+            scp.ip()
+        )),
+        "{out:?}"
+    );
+    vty.send(&format!(
+        "copy scp://{user}:{pw}@{}/other.bin flash:x.bin\n",
+        scp.ip()
+    ))
+    .await;
+    vty.expect(r"Destination filename \[x\.bin\]\? $").await;
+    vty.send("\n").await;
+    let out = vty.expect(&format!(r"(?m)^{host}#$")).await;
+    assert!(out.contains("(No such file or directory)"), "{out:?}");
+    assert!(!flash.join("x.bin").exists());
+
+    let transfers = app.service.state.transfers.snapshot();
+    let done_by = |p: Protocol| {
+        transfers
+            .iter()
+            .filter(|t| t.protocol == p && t.state == TransferState::Completed)
+            .count()
+    };
+    assert_eq!(done_by(Protocol::Scp), 2, "{transfers:?}");
+    assert_eq!(done_by(Protocol::Sftp), 1, "{transfers:?}");
+    assert!(
+        transfers
+            .iter()
+            .all(|t| t.client.ip() == std::net::IpAddr::V4(v4(lab.ssh(0)))),
+        "copies leave from the device's own address: {transfers:?}"
+    );
+    lab.stop().await;
+}

@@ -15,6 +15,7 @@ mod ftp;
 mod fuzz;
 mod http;
 mod image_http;
+mod image_ssh;
 mod lab;
 mod rollout;
 mod safety;

@@ -88,6 +88,8 @@ pub struct ServeProcess {
     /// Where the HTTP and HTTPS image servers listen, when on.
     pub image_http: Option<std::net::SocketAddr>,
     pub image_https: Option<std::net::SocketAddr>,
+    /// The SCP/SFTP image server, when started with `--image-scp`.
+    pub scp: Option<std::net::SocketAddr>,
 }
 
 impl ServeProcess {
@@ -149,8 +151,9 @@ impl ServeProcess {
                 break;
             }
         }
-        // The banner's next line: `TFTP: ADDR|off   FTP: ADDR|off   HTTP: …   HTTPS: …`.
-        let (mut tftp, mut ftp, mut image_http, mut image_https) = (None, None, None, None);
+        // The banner's next line: `TFTP: ADDR|off   FTP: …   HTTP: …   HTTPS: …   SCP/SFTP: …`.
+        let (mut tftp, mut ftp, mut image_http, mut image_https, mut scp) =
+            (None, None, None, None, None);
         if let Some(Ok(line)) = lines.next() {
             let words: Vec<&str> = line.split_whitespace().collect();
             for pair in words.chunks(2) {
@@ -159,6 +162,7 @@ impl ServeProcess {
                     ["FTP:", a] => ftp = a.parse().ok(),
                     ["HTTP:", a] => image_http = a.parse().ok(),
                     ["HTTPS:", a] => image_https = a.parse().ok(),
+                    ["SCP/SFTP:", a] => scp = a.parse().ok(),
                     _ => {}
                 }
             }
@@ -173,6 +177,7 @@ impl ServeProcess {
             ftp,
             image_http,
             image_https,
+            scp,
         }
     }
 
@@ -349,6 +354,7 @@ pub struct RigOptions<'a> {
     image_http: bool,
     image_https: bool,
     serve: Box<dyn FnOnce(&mut ServeArgs) + 'a>,
+    image_scp: bool,
 }
 
 impl<'a> RigOptions<'a> {
@@ -403,6 +409,12 @@ impl<'a> RigOptions<'a> {
         self
     }
 
+    /// Whether fleetup's SCP/SFTP image server listens (on loopback, a free port).
+    pub fn image_scp(mut self, on: bool) -> Self {
+        self.image_scp = on;
+        self
+    }
+
     /// The size of the target image in bytes.
     pub fn image_size(mut self, size: usize) -> Self {
         self.image_size = size;
@@ -434,7 +446,7 @@ enum RigService {
     InProcess(Box<TestApp>),
     Process {
         /// `None` while killed.
-        serve: Option<ServeProcess>,
+        serve: Option<Box<ServeProcess>>,
         data: PathBuf,
         flags: Vec<String>,
     },
@@ -454,6 +466,7 @@ impl Rig {
             image_http: false,
             image_https: false,
             serve: Box::new(|_| {}),
+            image_scp: false,
         }
     }
 
@@ -500,13 +513,16 @@ impl Rig {
                     key.display().to_string(),
                 ]);
             }
+            if o.image_scp {
+                flags.extend(["--image-scp", "127.0.0.1:0"].map(String::from));
+            }
             RigService::Process {
                 serve: None,
                 data,
                 flags,
             }
         } else {
-            let on = o.file_servers;
+            let (on, scp) = (o.file_servers, o.image_scp);
             let http_on = o.image_http;
             let tls = image_cert.clone();
             RigService::InProcess(Box::new(
@@ -523,6 +539,9 @@ impl Rig {
                             a.image_https = "127.0.0.1:0".parse().unwrap();
                             a.image_http_options.tls_cert = Some(cert);
                             a.image_http_options.tls_key = Some(key);
+                        }
+                        if scp {
+                            a.image_scp = "127.0.0.1:0".parse().unwrap();
                         }
                         (o.serve)(a);
                     },
@@ -646,7 +665,7 @@ impl Rig {
         })
         .await
         .unwrap();
-        *serve = Some(started);
+        *serve = Some(Box::new(started));
     }
 
     /// SIGKILL the `fleetup serve` process: no shutdown path runs.

@@ -283,3 +283,134 @@ async fn the_protocol_list_falls_back_from_a_refused_https_to_ftp() {
     );
     rig.stop().await;
 }
+
+/// The dry run says how devices will get the image, per site, and which protocols of a list
+/// this service cannot offer (their server is off), in the API and in `fleetup run --dry-run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dry_run_shows_each_sites_transfer_path() {
+    let rig = Rig::start(1, |_| {}).await;
+    let text = playbook("strategy:\n  canary: 0\n").replace(
+        "  protocol: tftp\n  server: 127.0.0.1\n",
+        "  protocol: [https, ftp, tftp]\n  server: 127.0.0.1\n  vrf: Mgmt-vrf\n  sites:\n    branch-7:\n      server: 192.0.2.9\n      protocol: scp-push\n      source_interface: Vlan100\n",
+    );
+    let dry: Value = rig
+        .post("/api/v1/rollouts?dry_run=true")
+        .body(text.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = dry["transfer"].as_array().cloned().unwrap_or_default();
+    assert_eq!(paths.len(), 2, "{dry:#}");
+    assert_eq!(paths[0]["site"], Value::Null);
+    assert_eq!(
+        paths[0]["protocols"],
+        serde_json::json!(["https", "ftp", "tftp"])
+    );
+    assert_eq!(paths[0]["vrf"], "Mgmt-vrf");
+    // This service runs TFTP and FTP only.
+    assert_eq!(paths[0]["unavailable"], serde_json::json!(["https"]));
+    assert_eq!(paths[1]["site"], "branch-7");
+    assert_eq!(paths[1]["protocols"], serde_json::json!(["scp-push"]));
+    assert_eq!(paths[1]["server"], "192.0.2.9");
+    assert_eq!(paths[1]["vrf"], "Mgmt-vrf");
+    assert_eq!(paths[1]["source_interface"], "Vlan100");
+    assert_eq!(paths[1]["unavailable"], serde_json::json!([]));
+
+    let file = rig.write_playbook("paths.yml", &text);
+    let out = rig
+        .fleetup(&["run", "--dry-run", file.to_str().unwrap()])
+        .await;
+    assert_success(&out);
+    let printed = stdout(&out);
+    assert!(
+        printed.contains(
+            "  transfer: https, then ftp, then tftp from 127.0.0.1, vrf Mgmt-vrf; https off in this service: left out"
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("  transfer (site branch-7): scp-push from 192.0.2.9, vrf Mgmt-vrf, source interface Vlan100"),
+        "{printed}"
+    );
+    rig.stop().await;
+}
+
+/// Lab rollouts over SCP and SFTP (a one-time account per job, the password in the URL) and by
+/// SCP push (fleetup turns the device's `ip scp server enable` on for the copy and off again
+/// before the save): the whole image arrives and `verify /md5` on the device finds its MD5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lab_rollouts_over_scp_sftp_and_scp_push_are_byte_exact_and_verified() {
+    let rig = Rig::options(3).image_scp(true).start().await;
+    let names = rig.names();
+    let md5 = image_md5(&rig);
+    let size = std::fs::metadata(rig.dir.path().join(IMAGE)).unwrap().len();
+    for (device, protocol) in [
+        (&names[0], "scp"),
+        (&names[1], "sftp"),
+        (&names[2], "scp-push"),
+    ] {
+        let id = rig.submit(&book_for(device, protocol)).await;
+        let d = rig.wait_end(&id).await;
+        assert_eq!(d["state"], "completed", "{protocol}: {d:#}");
+        let st = rig.lab.state(device).unwrap();
+        assert_eq!(st.version, IMAGE_VERSION);
+        assert_eq!(st.reload_count, 1);
+        assert!(!st.unsaved_changes);
+        let wire = if protocol == "scp-push" {
+            "scp"
+        } else {
+            protocol
+        };
+        let t = claimed_download(&rig.transfers().await, wire, &id, device);
+        assert_eq!(t["bytes"], size, "{t:#}");
+        let events = rig.events(&id).await;
+        let verified = events.iter().any(|e| {
+            e["device"] == device.as_str()
+                && e["step"] == "verify_md5"
+                && e["kind"] == "step_done"
+                && e["message"].as_str().unwrap_or_default().contains(&md5)
+        });
+        assert!(verified, "{events:#?}");
+        assert!(
+            copy_events(&events, device)
+                .iter()
+                .any(|m| m.contains(&format!("bytes copied over {protocol}"))),
+            "{events:#?}"
+        );
+        let cmds = &st.last_commands;
+        if protocol == "scp-push" {
+            assert_eq!(t["direction"], "push", "{t:#}");
+            let at = |want: &str| {
+                cmds.iter()
+                    .position(|c| c.trim() == want)
+                    .unwrap_or_else(|| panic!("{device} never got `{want}`: {cmds:#?}"))
+            };
+            let on = at("ip scp server enable");
+            let off = at("no ip scp server enable");
+            let verify = at(&format!("verify /md5 flash:{IMAGE}"));
+            let save = at("write memory");
+            assert!(on < off && off < save && on < verify, "{cmds:#?}");
+            assert!(!cmds.iter().any(|c| c.starts_with("copy scp")), "{cmds:#?}");
+        } else {
+            let copy = cmds
+                .iter()
+                .find(|c| c.starts_with(&format!("copy {protocol}://")))
+                .unwrap_or_else(|| panic!("no {protocol} copy: {cmds:#?}"));
+            // The account's password is in the command the device got, never in an event.
+            let password = copy
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .and_then(|(creds, _)| creds.split_once(':'))
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_else(|| panic!("no password in {copy}"));
+            assert!(
+                !serde_json::to_string(&events).unwrap().contains(&password),
+                "the password leaked into the events"
+            );
+        }
+    }
+    rig.stop().await;
+}

@@ -177,6 +177,14 @@ pub(super) const CONFIG_CHECKS: &[Syntax<Cmd>] = &[
         cmd: Cmd::NoSourceInterface,
     },
     Syntax {
+        toks: &[Kw("ip"), Kw("scp"), Kw("server"), Kw("enable")],
+        cmd: Cmd::ScpServer,
+    },
+    Syntax {
+        toks: &[Kw("no"), Kw("ip"), Kw("scp"), Kw("server"), Kw("enable")],
+        cmd: Cmd::NoScpServer,
+    },
+    Syntax {
         toks: &[
             Kw("no"),
             Kw("ip"),
@@ -446,6 +454,12 @@ impl<O: Output> Cli<O> {
             Cmd::NoSourceInterface => {
                 let words: Vec<&str> = command.split_whitespace().collect();
                 let key = source_interface_head(words.get(2).copied());
+                self.dev
+                    .update(|s| s.running.lines.retain(|l| line_key(l) != key));
+            }
+            Cmd::ScpServer => self.keep_line(crate::sim::scp_sink::ENABLE_LINE.to_string()),
+            Cmd::NoScpServer => {
+                let key = line_key(crate::sim::scp_sink::ENABLE_LINE);
                 self.dev
                     .update(|s| s.running.lines.retain(|l| line_key(l) != key));
             }

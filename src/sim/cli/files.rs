@@ -242,9 +242,11 @@ impl<O: Output> Cli<O> {
             src.to_string()
         };
         let lower = url.to_ascii_lowercase();
-        if ["tftp://", "ftp://", "http://", "https://"]
-            .iter()
-            .any(|s| lower.starts_with(s))
+        if [
+            "tftp://", "ftp://", "http://", "https://", "scp://", "sftp://",
+        ]
+        .iter()
+        .any(|s| lower.starts_with(s))
         {
             let source = match copy::parse_url(&url) {
                 Ok(s) => s,
@@ -262,6 +264,9 @@ impl<O: Output> Cli<O> {
                 }
             };
             let dst_name = &dst[dst.len() - dst_name.len()..];
+            if matches!(source, Source::Scp { .. } | Source::Sftp { .. }) {
+                return self.copy_ssh(source, dst_name, vrf).await;
+            }
             return self.copy_url(source, dst_name, vrf).await;
         }
         if let (Some(from), Some(_)) = (self.flash_name(src), dst_l.strip_prefix(&format!("{fs}:")))
@@ -358,7 +363,7 @@ impl<O: Output> Cli<O> {
     /// Whether a copy from `source` reaches its server: always, unless the persona puts the
     /// management port in a VRF (`mgmt_vrf`); then only when the copy names that VRF or (IOS,
     /// IOS-XE) the protocol's client leaves from the management interface.
-    fn reaches_server(&self, source: &Source, vrf: Option<&str>) -> bool {
+    pub(super) fn reaches_server(&self, source: &Source, vrf: Option<&str>) -> bool {
         let persona = &self.dev.persona;
         let Some(mgmt) = &persona.mgmt_vrf else {
             return true;
@@ -474,6 +479,7 @@ impl<O: Output> Cli<O> {
             local_ip: IpAddr::V4(dev.ip),
             tftp_port: self.lab.tftp_port,
             ftp_port: self.lab.ftp_port,
+            scp_port: self.lab.scp_port,
             tftp_blocksize: s.running.tftp_blocksize,
             tftp_timeout: self.lab.tftp_timeout,
             ftp_passive: s.running.ftp_passive,

@@ -11,6 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 mod checks;
+mod copy_ssh;
 mod files;
 mod iosxe;
 mod nxos;
@@ -103,6 +104,8 @@ enum Cmd {
     NoFtpPassword,
     FtpPassive,
     NoFtpPassive,
+    ScpServer,
+    NoScpServer,
     FilePrompt,
     End,
     Do,
