@@ -433,7 +433,7 @@ client_cmd() { # SIDE(fleetup|peer) PROTO CLIENT FILE OUT
             local pre="" who port_opt auth
             if [ "$side" = fleetup ]; then
                 pre="sshpass -p $SCP_PASS"; who="$SCP_USER@$SRV"; port_opt=22
-                auth="-o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive"
+                auth="-o BatchMode=no -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive"
             else
                 who="root@$SRV"; port_opt=1022; auth="-o BatchMode=yes -i $WORK/ssh/client"
                 f="$WORK/img/$f"
