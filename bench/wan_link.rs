@@ -95,7 +95,10 @@ fn open_tun(name: &str) -> Result<File, String> {
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads and writes a struct ifreq, which IfReq lays out.
     if unsafe { libc::ioctl(fd, TUNSETIFF as _, &mut req) } < 0 {
-        return Err(format!("TUNSETIFF {name}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "TUNSETIFF {name}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(file)
 }
@@ -155,7 +158,10 @@ fn direction(
             let start = line_free.max(now);
             line_free = start + Duration::from_nanos((n as f64 * shape.ns_per_byte) as u64);
             in_flight.fetch_add(1, Ordering::Relaxed);
-            if tx.send((line_free + shape.delay, buf[..n].to_vec())).is_err() {
+            if tx
+                .send((line_free + shape.delay, buf[..n].to_vec()))
+                .is_err()
+            {
                 return;
             }
         }
