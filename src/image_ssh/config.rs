@@ -100,7 +100,7 @@ impl std::fmt::Debug for ImageSshConfig {
 
 impl ImageSshArgs {
     /// Resolve the flags; read the host key from the data directory, or create it.
-    pub(crate) fn to_config(&self, data_dir: &Path) -> Result<ImageSshConfig, ImageSshError> {
+    pub fn to_config(&self, data_dir: &Path) -> Result<ImageSshConfig, ImageSshError> {
         if self.max_sessions == 0 || self.max_per_client == 0 {
             return Err(ImageSshError::Config(
                 "--image-scp-max-sessions and --image-scp-max-per-client must be at least 1".into(),
