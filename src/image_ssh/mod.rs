@@ -126,7 +126,10 @@ fn server_config(config: &ImageSshConfig) -> russh::server::Config {
         keys: vec![config.host_key.clone()],
         window_size: WINDOW,
         maximum_packet_size: 65536,
-        channel_buffer_size: 16,
+        // OpenSSH's sftp keeps 64 reads in flight; with a smaller buffer russh's session loop
+        // blocks on a full channel and stops reading the window adjustments the transfer
+        // waits for (seen as a stalled download across a WAN link in bench/wan.sh).
+        channel_buffer_size: 256,
         inactivity_timeout: Some(config.idle_timeout),
         preferred: preferred(),
         nodelay: true,
