@@ -8,7 +8,8 @@ use crate::inventory::Platform;
 pub enum Driver {
     /// Classic IOS and IOS-XE booted from a `.bin` (bundle mode): `boot system flash:X`.
     IosBundle,
-    /// IOS-XE booted from `packages.conf`: `install add file flash:X activate commit`.
+    /// IOS-XE booted from `packages.conf`: `install add file flash:X`, `install activate
+    /// auto-abort-timer N`, and `install commit` once the device passed its checks.
     IosXeInstall,
     /// NX-OS: `install all nxos bootflash:X`.
     Nxos,
@@ -91,10 +92,9 @@ impl Driver {
     pub(crate) fn install_command(self, file: &str, kickstart: Option<&str>) -> Option<String> {
         match (self, kickstart) {
             (Driver::IosBundle, _) => None,
-            (Driver::IosXeInstall, _) => Some(format!(
-                "install add file {} activate commit",
-                self.path(file)
-            )),
+            // Added, then activated under the auto-abort timer (see `Session::install`);
+            // committed only once the post-checks pass.
+            (Driver::IosXeInstall, _) => Some(format!("install add file {}", self.path(file))),
             (Driver::Nxos, None) => Some(format!("install all nxos {}", self.path(file))),
             (Driver::Nxos, Some(k)) => Some(format!(
                 "install all kickstart {} system {}",
@@ -156,7 +156,7 @@ mod tests {
             Driver::IosXeInstall
                 .install_command("cat9k.bin", None)
                 .as_deref(),
-            Some("install add file flash:cat9k.bin activate commit")
+            Some("install add file flash:cat9k.bin")
         );
         assert_eq!(
             Driver::Nxos.install_command("nxos.bin", None).as_deref(),

@@ -153,6 +153,8 @@ mod tests {
             source: CopySource::new(Transfer::Tftp, "10.0.0.5"),
             fallback: Vec::new(),
             previous_image: None,
+            previous_version: None,
+            committed: false,
             expected_version: None,
             options: UpgradeOptions::default(),
             timeouts: Timeouts::default(),

@@ -417,6 +417,24 @@ impl Session {
             });
         };
         let timeout = self.timeouts.install;
+        // IOS-XE: the image is added first; the activation under the auto-abort timer
+        // reloads, and only `install commit` after the checks makes it stay.
+        let command = if self.driver == Driver::IosXeInstall {
+            let output = self.run_with(&command, Dialog::install(), timeout).await?;
+            if let Err(e) = parse::install_result(&output) {
+                return Err(DeviceError::Rejected {
+                    device: self.device_name_owned(),
+                    command,
+                    message: e.to_string(),
+                });
+            }
+            format!(
+                "install activate auto-abort-timer {}",
+                self.timeouts.commit_minutes()
+            )
+        } else {
+            command
+        };
         match self.conn.run(&command, Dialog::install(), timeout).await {
             Err(DeviceError::ConnectionLost { .. }) => Ok(()),
             Err(e) => Err(e),
@@ -442,6 +460,50 @@ impl Session {
                     device,
                     command,
                     message: failed.unwrap_or_else(|| output.clone()),
+                })
+            }
+        }
+    }
+
+    /// IOS-XE `install commit`: the activated image stays, the auto-abort timer stops. A device
+    /// with nothing left to commit (committed before a restart of fleetup) counts as done.
+    pub(crate) async fn install_commit(&mut self) -> Result<(), DeviceError> {
+        let timeout = self.timeouts.install;
+        let output = self
+            .run_with("install commit", Dialog::install(), timeout)
+            .await?;
+        match parse::install_result(&output) {
+            Ok(_) => Ok(()),
+            Err(_) if output.contains("No uncommitted") => Ok(()),
+            Err(e) => Err(DeviceError::Rejected {
+                device: self.device().to_string(),
+                command: "install commit".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// IOS-XE `install abort`: back to the committed image, by a reload (the session ends
+    /// with it).
+    pub(crate) async fn install_abort(mut self) -> Result<(), DeviceError> {
+        let timeout = self.timeouts.install;
+        match self
+            .conn
+            .run("install abort", Dialog::install(), timeout)
+            .await
+        {
+            Err(DeviceError::ConnectionLost { .. }) => Ok(()),
+            Err(e) => Err(e),
+            Ok((output, _)) => {
+                let device = self.device_name_owned();
+                self.conn.close().await;
+                Err(DeviceError::Rejected {
+                    device,
+                    command: "install abort".into(),
+                    message: parse::install_result(&output)
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or(output),
                 })
             }
         }

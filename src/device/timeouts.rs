@@ -22,6 +22,16 @@ pub struct Timeouts {
     pub poll_interval: Duration,
     /// SSH keepalive interval while a long command prints nothing.
     pub keepalive: Duration,
+    /// IOS-XE install mode: the `install activate auto-abort-timer` (whole minutes, 30 to
+    /// 1200): not committed by then, the device rolls itself back.
+    pub commit: Duration,
+}
+
+impl Timeouts {
+    /// The auto-abort timer in the minutes IOS-XE takes (30 to 1200).
+    pub(crate) fn commit_minutes(&self) -> u64 {
+        self.commit.as_secs().div_ceil(60).clamp(30, 1200)
+    }
 }
 
 impl Default for Timeouts {
@@ -36,6 +46,7 @@ impl Default for Timeouts {
             reload: Duration::from_secs(1800),
             poll_interval: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
+            commit: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -150,6 +150,12 @@ pub struct UpgradePlan {
     /// rollback goes when the device's own `show version` of this run is not at hand (after a
     /// restart of fleetup).
     pub previous_image: Option<String>,
+    /// The version the device ran before, as last known: what an IOS-XE device (which boots
+    /// `packages.conf` before and after) must run again after an `install abort`.
+    pub previous_version: Option<String>,
+    /// IOS-XE: `install commit` was recorded for this device before a restart of the caller:
+    /// it is never aborted.
+    pub committed: bool,
     /// The version `show version` must report afterwards, when known; otherwise the running
     /// image file name is compared.
     pub expected_version: Option<String>,
@@ -176,6 +182,8 @@ pub enum Step {
     PostCheck,
     RestoreBoot,
     Cleanup,
+    /// IOS-XE install mode: `install commit` once the device passed its checks.
+    Commit,
     /// `options.rollback`: the old image first in the boot variable, saved.
     Rollback,
     /// The reload back to the old image: recorded before it is sent, never sent twice.
@@ -205,6 +213,7 @@ impl Step {
             Step::PostCheck => "post_check",
             Step::RestoreBoot => "restore_boot",
             Step::Cleanup => "cleanup",
+            Step::Commit => "commit",
             Step::Rollback => "rollback",
             Step::RollbackReload => "rollback_reload",
             Step::RollbackCheck => "rollback_check",
@@ -770,6 +779,12 @@ pub(crate) async fn upgrade_gated(
             if let (Some(session), Driver::IosBundle) = (session, driver) {
                 return Err(restore(&run, session, &old_boot, failure).await);
             }
+            // IOS-XE: not back within the reload timeout, the auto-abort timer brings it back
+            // on the old version by itself.
+            if driver == Driver::IosXeInstall && failure.reason == FailureReason::NeverCameBack {
+                let old = rollback::Old::of(&before.version);
+                return Err(rollback::await_abort_timer(&run, failure, &old, &cancel).await);
+            }
             return Err(failure);
         }
     };
@@ -778,6 +793,12 @@ pub(crate) async fn upgrade_gated(
     let old_files: Vec<String> = old_image.into_iter().chain(old_kickstart).collect();
     if let Err(mut failure) = finish_after_reload(&run, &mut session, &old_files).await {
         failure.reload_sent = true;
+        if rollback::aborts(driver, &failure) {
+            let old = rollback::Old::of(&before.version);
+            return Err(
+                rollback::abort_install(&run, session, failure, &after, &old, &cancel).await,
+            );
+        }
         if rollback::applies(&run, driver, &failure) {
             return Err(
                 rollback::roll_back(&run, session, failure, &after, previous, &cancel).await,
@@ -786,9 +807,36 @@ pub(crate) async fn upgrade_gated(
         session.close().await;
         return Err(failure);
     }
+    if driver == Driver::IosXeInstall
+        && let Err(failure) = commit(&run, &mut session).await
+    {
+        session.close().await;
+        return Err(failure);
+    }
     let key = session.host_key().to_string();
     session.close().await;
     Ok(done(&run, UpgradeResult::Upgraded, &after, key))
+}
+
+/// IOS-XE install mode: `install commit` once the checks passed, so the auto-abort timer does
+/// not take the device back. Told, not held by a pause: the timer runs on.
+async fn commit(run: &Run<'_>, session: &mut Session) -> Result<(), UpgradeFailure> {
+    run.emit(Step::Commit, StepStatus::Started, "install commit");
+    if let Err(e) = session.install_commit().await {
+        let mut failure = run.fail_with(Step::Commit, e);
+        failure.reload_sent = true;
+        failure.message.push_str(&format!(
+            "; not committed, the device goes back to its old version when the auto-abort timer ({} min) expires",
+            run.plan.timeouts.commit_minutes()
+        ));
+        return Err(failure);
+    }
+    run.emit(
+        Step::Commit,
+        StepStatus::Done,
+        "committed: the auto-abort timer is stopped",
+    );
+    Ok(())
 }
 
 /// What a failed change leaves to undo.
@@ -1309,6 +1357,22 @@ async fn resume_checked(
                 .find(|e| e != &plan.image);
             let old: Vec<String> = old.into_iter().collect();
             if let Err(failure) = finish_after_reload(run, &mut session, &old).await {
+                if rollback::aborts(session.driver, &failure)
+                    && let Some(version) = &plan.previous_version
+                {
+                    let old = rollback::Old::version(version);
+                    let cancel = CancellationToken::new();
+                    return Err(rollback::abort_install(
+                        run, session, failure, &after, &old, &cancel,
+                    )
+                    .await);
+                }
+                session.close().await;
+                return Err(failure);
+            }
+            if session.driver == Driver::IosXeInstall
+                && let Err(failure) = commit(run, &mut session).await
+            {
                 session.close().await;
                 return Err(failure);
             }

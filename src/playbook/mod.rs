@@ -547,6 +547,10 @@ pub(crate) struct Timeouts {
     /// Pause between reachability probes while a device boots.
     #[serde(default = "default_poll")]
     pub poll: Seconds,
+    /// IOS-XE install mode: the auto-abort timer of `install activate` (30 minutes to 20
+    /// hours): the device must pass its checks and be committed within it, or it rolls back.
+    #[serde(default = "default_commit")]
+    pub commit: Seconds,
 }
 
 // One set of defaults: the driver's.
@@ -565,6 +569,9 @@ fn default_copy() -> Seconds {
 fn default_reload() -> Seconds {
     Seconds(driver().reload.as_secs())
 }
+fn default_commit() -> Seconds {
+    Seconds(driver().commit.as_secs())
+}
 fn default_poll() -> Seconds {
     Seconds(driver().poll_interval.as_secs())
 }
@@ -577,6 +584,7 @@ impl Default for Timeouts {
             copy: default_copy(),
             reload: default_reload(),
             poll: default_poll(),
+            commit: default_commit(),
         }
     }
 }

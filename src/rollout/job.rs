@@ -245,6 +245,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         install: t.copy.duration(),
         reload: t.reload.duration(),
         poll_interval: t.poll.duration(),
+        commit: t.commit.duration(),
         ..device::Timeouts::default()
     };
     let margin = match pb.checks.pre.free_space_margin {
@@ -313,6 +314,16 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         fallback: sources,
         // What this job saw the device run (kept before any change), else the inventory's.
         previous_image: job.old_image.clone().or_else(|| device.facts.image.clone()),
+        previous_version: job
+            .old_version
+            .clone()
+            .or_else(|| device.facts.version.clone()),
+        committed: job.reload_sent
+            && step_recorded_at(ledger, &ctx.rollout_id, &job.device, |s| {
+                s == Step::Commit.as_str()
+            })
+            .await
+            .is_some(),
         expected_version: image.version.clone(),
         options: UpgradeOptions {
             skip_if_current: pb.options.skip_if_current,

@@ -287,6 +287,8 @@ impl Rig {
             source: self.source.clone(),
             fallback: Vec::new(),
             previous_image: None,
+            previous_version: None,
+            committed: false,
             expected_version: None,
             options: UpgradeOptions::default(),
             timeouts: timeouts(),
@@ -363,6 +365,7 @@ fn timeouts() -> Timeouts {
         reload: Duration::from_secs(60),
         poll_interval: Duration::from_millis(100),
         keepalive: Duration::from_secs(5),
+        commit: Duration::from_secs(30 * 60),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fleetup::sim::Fault;
 use serde_json::Value;
 
 use crate::support::*;
@@ -184,5 +185,127 @@ async fn a_rollback_reload_recorded_but_never_sent_is_sent_once_after_the_restar
     assert!(st.running_image.ends_with(NX_OLD), "{}", st.running_image);
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.contains("never reached the device"), "{error}");
+    rig.stop().await;
+}
+
+const XE_IMAGE: &str = "cat9k_iosxe.17.09.04a.SPA.bin";
+
+/// A rig of c9300 devices (IOS-XE install mode) with `XE_IMAGE` in the store; one minute of
+/// the auto-abort timer lasts `minute` (fleetup asks for 30).
+async fn iosxe_rig(devices: usize, minute: Duration) -> Rig {
+    let rig = Rig::start(devices, |c| {
+        c.personas = vec!["c9300".into()];
+        c.abort_timer_minute = minute;
+    })
+    .await;
+    let path = rig.dir.path().join(XE_IMAGE);
+    write_random_file(&path, 300_000, 61);
+    let r = rig
+        .post("/api/v1/images")
+        .multipart(multipart_file(&path, XE_IMAGE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    rig
+}
+
+fn iosxe_book(device: &str, post: &str) -> String {
+    playbook(&format!("strategy:\n  canary: 0\n{post}"))
+        .replace("  groups: [lab]\n", &format!("  names: [{device}]\n"))
+        .replace(
+            &format!("  ios: {IMAGE}\n"),
+            &format!("  iosxe: {XE_IMAGE}\n"),
+        )
+}
+
+/// IOS-XE install mode: the image is added, activated under the auto-abort timer, and
+/// committed only once the post-checks pass; a device whose post-checks fail is aborted back
+/// to its committed version (its second reload), and ends `rolled_back`. A committed device is
+/// never aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ios_xe_commits_after_its_checks_or_aborts_back_to_the_old_version() {
+    // A 30-minute timer of 60 s: far more than the upgrade takes.
+    let rig = iosxe_rig(2, Duration::from_secs(2)).await;
+    let names = rig.names();
+    let old_version = rig.lab.state(&names[0]).unwrap().version;
+
+    let id = rig.submit(&iosxe_book(&names[0], "")).await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let st = rig.lab.state(&names[0]).unwrap();
+    assert_eq!(st.reload_count, 1);
+    assert_eq!(st.version, "17.09.04a");
+    assert!(!st.install_uncommitted, "committed");
+    assert!(!st.abort_timer_running);
+    let cmds = &st.last_commands;
+    let at = |want: &str| {
+        cmds.iter()
+            .position(|c| c.trim() == want)
+            .unwrap_or_else(|| panic!("never got `{want}`: {cmds:#?}"))
+    };
+    let add = at(&format!("install add file flash:{XE_IMAGE}"));
+    let activate = at("install activate auto-abort-timer 30");
+    let commit = at("install commit");
+    assert!(add < activate && activate < commit, "{cmds:#?}");
+    assert!(
+        !cmds.iter().any(|c| c.trim() == "install abort"),
+        "{cmds:#?}"
+    );
+
+    // Post-checks that fail on the new version: aborted back.
+    let post = "checks:\n  post:\n    commands:\n      - run: show version\n        must_not_contain: \"17.09.04a\"\n";
+    let id = rig.submit(&iosxe_book(&names[1], post)).await;
+    let d = rig.wait_end(&id).await;
+    let job = job_of(&d, &names[1]);
+    assert_eq!(job["state"], "rolled_back", "{d:#}");
+    let st = rig.lab.state(&names[1]).unwrap();
+    assert_eq!(st.reload_count, 2, "activated, then aborted");
+    assert_eq!(st.version, old_version);
+    assert!(!st.install_uncommitted);
+    assert!(
+        st.last_commands.iter().any(|c| c.trim() == "install abort"),
+        "{:#?}",
+        st.last_commands
+    );
+    assert!(
+        !st.last_commands
+            .iter()
+            .any(|c| c.trim() == "install commit"),
+        "{:#?}",
+        st.last_commands
+    );
+    rig.stop().await;
+}
+
+/// An IOS-XE device that stays away after its activation (`no-return-until-abort`) comes back
+/// only when its auto-abort timer expires, on its old version: fleetup waits for that and
+/// reports it `rolled_back`, having sent no `install abort`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ios_xe_device_that_never_returns_is_rolled_back_by_its_timer() {
+    // A 30-minute timer of 3 s.
+    let rig = iosxe_rig(1, Duration::from_millis(100)).await;
+    let name = rig.names()[0].clone();
+    let old_version = rig.lab.state(&name).unwrap().version;
+    assert!(rig.lab.set_fault(&name, Fault::NoReturnUntilAbort));
+    let book =
+        iosxe_book(&name, "").replace("timeouts: {poll: 1}", "timeouts: {poll: 1, reload: 2s}");
+    let id = rig.submit(&book).await;
+    let d = rig.wait_end(&id).await;
+    let job = job_of(&d, &name);
+    assert_eq!(job["state"], "rolled_back", "{d:#}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("never_came_back"), "{error}");
+    let st = rig.lab.state(&name).unwrap();
+    assert_eq!(st.version, old_version);
+    assert_eq!(
+        st.reload_count, 2,
+        "the activation, then the timer's rollback"
+    );
+    assert!(
+        !st.last_commands.iter().any(|c| c.trim() == "install abort"),
+        "{:#?}",
+        st.last_commands
+    );
     rig.stop().await;
 }

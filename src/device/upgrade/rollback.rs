@@ -15,7 +15,136 @@ use super::{
     Driver, FailureReason, Run, Session, Step, StepEvent, StepGate, StepStatus, UpgradeFailure,
     UpgradePlan, secs_since,
 };
+use crate::device::parse::ShowVersion;
 use crate::device::{DeviceFacts, RestartEvidence, Target, file_name, read_facts, wait_back};
+
+/// What the device must run again after a rollback: its old image (IOS, NX-OS), or its old
+/// version (IOS-XE install mode, which boots `packages.conf` before and after).
+#[derive(Debug, Clone)]
+pub(super) struct Old {
+    image: Option<String>,
+    version: Option<String>,
+}
+
+impl Old {
+    /// What `show version` said before the upgrade.
+    pub(super) fn of(before: &ShowVersion) -> Old {
+        Old {
+            image: before.image.as_deref().map(|i| file_name(i).to_string()),
+            version: Some(before.version.clone()),
+        }
+    }
+
+    pub(super) fn version(version: &str) -> Old {
+        Old {
+            image: None,
+            version: Some(version.to_string()),
+        }
+    }
+
+    fn image(image: &str) -> Old {
+        Old {
+            image: Some(image.to_string()),
+            version: None,
+        }
+    }
+
+    /// Whether `now` is the old one: the version where known, else the image's file name.
+    fn is(&self, now: &ShowVersion) -> bool {
+        match (&self.version, &self.image) {
+            (Some(v), _) => {
+                now.version == *v
+                    || crate::device::version::compare(&now.version, v)
+                        == Some(std::cmp::Ordering::Equal)
+            }
+            (None, Some(i)) => now.image.as_deref().map(file_name) == Some(i.as_str()),
+            (None, None) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Old {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.version, &self.image) {
+            (Some(v), _) => write!(f, "{v}"),
+            (None, Some(i)) => write!(f, "{i}"),
+            (None, None) => f.write_str("the old image"),
+        }
+    }
+}
+
+/// Whether a failure is one IOS-XE's installer takes back by `install abort`: failed
+/// post-checks (or comparisons) on an activated image that was not committed.
+pub(super) fn aborts(driver: Driver, failure: &UpgradeFailure) -> bool {
+    driver == Driver::IosXeInstall
+        && failure.step == Step::PostCheck
+        && failure.reason == FailureReason::CheckFailed
+}
+
+/// IOS-XE install mode after failed post-checks: `install abort` (its reload recorded before it
+/// is sent, as `rollback_reload`), then wait for the old version.
+pub(super) async fn abort_install(
+    run: &Run<'_>,
+    session: Session,
+    failure: UpgradeFailure,
+    on_new: &DeviceFacts,
+    old: &Old,
+    cancel: &CancellationToken,
+) -> UpgradeFailure {
+    if run.plan.committed {
+        session.close().await;
+        let mut failure = failure;
+        failure
+            .message
+            .push_str("; the image was committed before, so it is not aborted");
+        return failure;
+    }
+    let mut failure = failure;
+    run.start_unstoppable(Step::RollbackReload, "install abort")
+        .await;
+    if let Err(e) = session.install_abort().await {
+        run.emit(Step::RollbackReload, StepStatus::Failed, e.to_string());
+        failure.message.push_str(&format!(
+            "; install abort was refused ({e}): the auto-abort timer takes the device back when it expires"
+        ));
+        return failure;
+    }
+    run.emit(
+        Step::RollbackReload,
+        StepStatus::Done,
+        "install abort sent: the device reloads into its committed version",
+    );
+    check_rolled_back(
+        run,
+        &RestartEvidence::since(&on_new.version),
+        old,
+        failure,
+        cancel,
+        run.plan.timeouts.reload,
+    )
+    .await
+}
+
+/// IOS-XE install mode, the device not back within the reload timeout after its activation:
+/// the auto-abort timer takes it back to its committed version; wait for that.
+pub(super) async fn await_abort_timer(
+    run: &Run<'_>,
+    failure: UpgradeFailure,
+    old: &Old,
+    cancel: &CancellationToken,
+) -> UpgradeFailure {
+    let t = &run.plan.timeouts;
+    let wait = t.commit + t.reload;
+    check_rolled_back(
+        run,
+        &RestartEvidence::UptimeBelow(None),
+        old,
+        failure,
+        cancel,
+        wait,
+    )
+    .await
+}
 
 /// Whether a failure is one the rollback answers: a failed post-check on the new image of a
 /// device that boots one image from a boot variable it can be given back.
@@ -94,44 +223,58 @@ pub(super) async fn roll_back(
     check_rolled_back(
         run,
         &RestartEvidence::since(&on_new.version),
-        &old,
+        &Old::image(&old),
         failure,
         cancel,
+        run.plan.timeouts.reload,
     )
     .await
 }
 
-/// Wait for the device after the rollback reload and check that it runs `old`.
+/// Wait (up to `wait`) for the device after the rollback reload and check that it runs `old`.
 async fn check_rolled_back(
     run: &Run<'_>,
     evidence: &RestartEvidence,
-    old: &str,
+    old: &Old,
     mut failure: UpgradeFailure,
     cancel: &CancellationToken,
+    wait: std::time::Duration,
 ) -> UpgradeFailure {
-    let t = &run.plan.timeouts;
+    let t = crate::device::Timeouts {
+        reload: wait,
+        ..run.plan.timeouts.clone()
+    };
     run.start_unstoppable(
         Step::RollbackCheck,
-        format!("waiting up to {} s for {old}", t.reload.as_secs()),
+        format!("waiting up to {} s for {old}", wait.as_secs()),
     )
     .await;
-    match wait_back(run.target, t, evidence, cancel).await {
+    match wait_back(run.target, &t, evidence, cancel).await {
         Ok((session, facts)) => {
             session.close().await;
             let image = facts.version.image.as_deref().map(file_name);
-            if image == Some(old) {
+            if old.is(&facts.version) {
                 run.emit(
                     Step::RollbackCheck,
                     StepStatus::Done,
-                    format!("running {} from {old} again", facts.version.version),
+                    format!(
+                        "running {} from {} again",
+                        facts.version.version,
+                        image.unwrap_or("?")
+                    ),
                 );
                 failure.rolled_back = true;
                 failure.message.push_str(&format!(
-                    "; rolled back: the device runs {} from {old} again",
-                    facts.version.version
+                    "; rolled back: the device runs {} from {} again",
+                    facts.version.version,
+                    image.unwrap_or("?")
                 ));
             } else {
-                let runs = image.unwrap_or("an unknown image");
+                let runs = format!(
+                    "{} from {}",
+                    facts.version.version,
+                    image.unwrap_or("an unknown image")
+                );
                 run.emit(
                     Step::RollbackCheck,
                     StepStatus::Failed,
@@ -177,7 +320,16 @@ pub async fn resume_rollback(
         rolled_back: false,
         host_key: None,
     };
-    let Some(old) = plan.previous_image.as_deref().map(file_name) else {
+    let image = plan
+        .previous_image
+        .as_deref()
+        .map(file_name)
+        .filter(|i| *i != "packages.conf");
+    let Some(target_old) = (match (&plan.previous_version, image) {
+        (Some(v), _) => Some(Old::version(v)),
+        (None, Some(i)) => Some(Old::image(i)),
+        (None, None) => None,
+    }) else {
         failure
             .message
             .push_str("; the rollback's target is not known: check the device");
@@ -186,7 +338,15 @@ pub async fn resume_rollback(
     let evidence = RestartEvidence::UptimeBelow(
         recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs()),
     );
-    let checked = check_rolled_back(&run, &evidence, old, failure, &cancel).await;
+    let checked = check_rolled_back(
+        &run,
+        &evidence,
+        &target_old,
+        failure,
+        &cancel,
+        plan.timeouts.reload,
+    )
+    .await;
     if checked.rolled_back {
         return checked;
     }
@@ -199,7 +359,7 @@ pub async fn resume_rollback(
         return checked;
     };
     let since = secs_since(at) + 1;
-    let never_reached = facts.version.image.as_deref().map(file_name) != Some(old)
+    let never_reached = !target_old.is(&facts.version)
         && facts.version.uptime_seconds().is_some_and(|up| up > since);
     if !never_reached {
         return checked;
@@ -229,12 +389,15 @@ pub async fn resume_rollback(
             return failure;
         }
     };
+    if session.driver == Driver::IosXeInstall {
+        return abort_install(&run, session, failure, &on_new, &target_old, &cancel).await;
+    }
     roll_back(
         &run,
         session,
         failure,
         &on_new,
-        Some(old.to_string()),
+        image.map(str::to_string),
         &cancel,
     )
     .await

@@ -17,7 +17,7 @@ const STEP_WORDS = {
   copy: 'Copying the image', verify_md5: 'Verifying MD5', set_boot: 'Setting the boot image', save: 'Saving the configuration',
   reload: 'Reloading', install: 'Installing', wait_back: 'Waiting for the device to come back', post_check: 'Post-checks',
   restore_boot: 'Restoring the boot image', cleanup: 'Cleaning up', config_backup: 'Backing up the configuration',
-  rollback: 'Rolling back: old image first', rollback_reload: 'Reloading to the old image',
+  commit: 'Committing the install', rollback: 'Rolling back: old image first', rollback_reload: 'Reloading to the old image',
   rollback_check: 'Checking the old image',
 };
 
