@@ -1,6 +1,7 @@
 //! Data connections: passive listeners from the port pool, active connections back to the
 //! client, and sending a file or a listing over either.
 
+use crate::images::sendfile::send_chunk;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -301,37 +302,4 @@ async fn send_tls(
     }
     with_stall(stall, tls.flush()).await?;
     Ok(sent)
-}
-
-/// Send up to `count` bytes of `file` from `*pos` without copying them through user space;
-/// advances `*pos`. WouldBlock when the socket buffer is full.
-#[cfg(target_os = "linux")]
-fn send_chunk(
-    sock: &TcpStream,
-    file: &std::fs::File,
-    pos: &mut u64,
-    count: usize,
-) -> io::Result<usize> {
-    loop {
-        match rustix::fs::sendfile(sock, file, Some(pos), count) {
-            Ok(n) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn send_chunk(
-    sock: &TcpStream,
-    file: &std::fs::File,
-    pos: &mut u64,
-    count: usize,
-) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; count.min(TLS_CHUNK)];
-    let n = file.read_at(&mut buf, *pos)?;
-    let n = sock.try_write(&buf[..n])?;
-    *pos += n as u64;
-    Ok(n)
 }

@@ -3,6 +3,7 @@
 //! writes the head and sends the body: sendfile(2) on plain HTTP, large reads through user
 //! space under TLS.
 
+use crate::images::sendfile::send_chunk;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -455,37 +456,4 @@ async fn send_tls(
         progress.set_bytes(sent);
     }
     with_stall(stall, tls.flush()).await
-}
-
-/// Send up to `count` bytes of `file` from `*pos` without copying them through user space;
-/// advances `*pos`. WouldBlock when the socket buffer is full.
-#[cfg(target_os = "linux")]
-fn send_chunk(
-    sock: &TcpStream,
-    file: &std::fs::File,
-    pos: &mut u64,
-    count: usize,
-) -> io::Result<usize> {
-    loop {
-        match rustix::fs::sendfile(sock, file, Some(pos), count) {
-            Ok(n) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn send_chunk(
-    sock: &TcpStream,
-    file: &std::fs::File,
-    pos: &mut u64,
-    count: usize,
-) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; count.min(TLS_CHUNK)];
-    let n = file.read_at(&mut buf, *pos)?;
-    let n = sock.try_write(&buf[..n])?;
-    *pos += n as u64;
-    Ok(n)
 }

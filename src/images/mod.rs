@@ -7,6 +7,7 @@
 //! that a device could be pointed at.
 
 mod naming;
+pub(crate) mod sendfile;
 
 pub use naming::FILE_NAME_PATTERN;
 pub(crate) use naming::{guess_platform, guess_version, validate_file_name};
