@@ -243,22 +243,10 @@ impl<O: Output> Cli<O> {
         }
         text.push_str("\r\n");
         self.write(&text).await?;
-        if !quiet {
-            self.write(
-                "This operation may require a reload of the system. Do you want to proceed? [y/n]",
-            )
-            .await?;
-            let a = self
-                .read_text(true)
-                .await
-                .ok_or(())?
-                .trim()
-                .to_ascii_lowercase();
-            if a != "y" && a != "yes" {
-                return self
-                    .install_failed("install_activate", "Operation aborted by user")
-                    .await;
-            }
+        if !quiet && !self.proceed("This operation may require a reload of the system. Do you want to proceed? [y/n]").await? {
+            return self
+                .install_failed("install_activate", "Operation aborted by user")
+                .await;
         }
         let mut text = self.install_step("Activate", "package(s)", "Finished Activate");
         if commit {
@@ -370,20 +358,8 @@ impl<O: Output> Cli<O> {
         }
         text.push_str("\r\n");
         self.write(&text).await?;
-        if !quiet {
-            self.write(
-                "This operation may require a reload of the system. Do you want to proceed? [y/n]",
-            )
-            .await?;
-            let a = self
-                .read_text(true)
-                .await
-                .ok_or(())?
-                .trim()
-                .to_ascii_lowercase();
-            if a != "y" && a != "yes" {
-                return self.install_failed(op, "Operation aborted by user").await;
-            }
+        if !quiet && !self.proceed("This operation may require a reload of the system. Do you want to proceed? [y/n]").await? {
+            return self.install_failed(op, "Operation aborted by user").await;
         }
         let mut text = self.install_step("Activate", "package(s)", "Finished Activate");
         text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
@@ -437,18 +413,12 @@ impl<O: Output> Cli<O> {
                 )
                 .await;
         }
-        if !quiet {
-            self.write("This install abort would require a reload. Do you want to proceed? [y/n]")
-                .await?;
-            let a = self
-                .read_text(true)
-                .await
-                .ok_or(())?
-                .trim()
-                .to_ascii_lowercase();
-            if a != "y" && a != "yes" {
-                return self.install_failed(op, "Operation aborted by user").await;
-            }
+        if !quiet
+            && !self
+                .proceed("This install abort would require a reload. Do you want to proceed? [y/n]")
+                .await?
+        {
+            return self.install_failed(op, "Operation aborted by user").await;
         }
         let text = self.install_step("Abort", "package(s)", "Finished Abort");
         if !self.dev.roll_back_install() {
@@ -464,6 +434,18 @@ impl<O: Output> Cli<O> {
         self.dev.update(|s| s.reload_count += 1);
         self.dev.request_reload().await;
         Ok(Flow::Drop)
+    }
+
+    /// Ask `question`; whether the answer was yes.
+    async fn proceed(&mut self, question: &str) -> Result<bool, ()> {
+        self.write(question).await?;
+        let a = self
+            .read_text(true)
+            .await
+            .ok_or(())?
+            .trim()
+            .to_ascii_lowercase();
+        Ok(a == "y" || a == "yes")
     }
 
     pub(super) async fn install_failed(&mut self, op: &str, why: &str) -> Result<Flow, ()> {
