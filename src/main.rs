@@ -687,6 +687,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ] {
                         println!("  {label:<16} {}", value.as_deref().unwrap_or("-"));
                     }
+                    for m in &f.members {
+                        let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                        println!(
+                            "  member {:<9} {} {} {} serial {} version {}",
+                            m.number,
+                            or(&m.role),
+                            or(&m.state),
+                            or(&m.model),
+                            or(&m.serial),
+                            or(&m.version)
+                        );
+                    }
                 }
                 DeviceAction::Configs {
                     name,

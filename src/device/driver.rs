@@ -80,6 +80,18 @@ impl Driver {
         }
     }
 
+    /// [`Driver::boot_lines`] for every member of a classic IOS stack (`boot system switch all
+    /// …`): without it the boot variable changes on the active member only.
+    pub(crate) fn boot_lines_all_members(self, entries: &[String], one_line: bool) -> Vec<String> {
+        self.boot_lines(entries, one_line)
+            .into_iter()
+            .map(|l| match l.strip_prefix("boot system ") {
+                Some(rest) => format!("boot system switch all {rest}"),
+                None => l,
+            })
+            .collect()
+    }
+
     pub(crate) fn save_command(self) -> &'static str {
         match self {
             Driver::Nxos => "copy running-config startup-config",
@@ -150,6 +162,13 @@ mod tests {
         assert_eq!(
             ios.boot_lines(&two, true),
             ["no boot system", "boot system flash:new.bin;flash:old.bin"]
+        );
+        assert_eq!(
+            ios.boot_lines_all_members(&two, true),
+            [
+                "no boot system",
+                "boot system switch all flash:new.bin;flash:old.bin"
+            ]
         );
         assert_eq!(ios.install_command("a.bin", None), None);
         assert_eq!(

@@ -124,9 +124,54 @@ pub(crate) fn show_version_members(text: &str) -> Vec<MemberVersion> {
         .collect()
 }
 
+/// The serial number of each member's `Switch 0N` section of `show version` (the active
+/// member's is the one at the top, [`super::parse::ShowVersion::serial`]).
+pub(crate) fn show_version_serials(text: &str) -> Vec<(u32, String)> {
+    static HEADING: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*Switch (\d+)\s*$"));
+    static SERIAL: LazyLock<Regex> =
+        LazyLock::new(|| re(r"(?i)^\s*System serial number\s*:\s*(\S+)\s*$"));
+    let mut out = Vec::new();
+    let mut current = None;
+    for line in text.lines() {
+        if let Some(c) = HEADING.captures(line) {
+            current = c[1].parse::<u32>().ok();
+        } else if let (Some(n), Some(c)) = (current, SERIAL.captures(line)) {
+            out.push((n, c[1].to_string()));
+            current = None;
+        }
+    }
+    out
+}
+
 /// Whether two versions are one: `17.9.4` and `17.09.04` are.
-fn same_version(a: &str, b: &str) -> bool {
+pub(crate) fn same_version(a: &str, b: &str) -> bool {
     a == b || super::version::compare(a, b) == Some(std::cmp::Ordering::Equal)
+}
+
+/// The BOOT variable of each stack member that `show boot` prints a section for (`Switch N`):
+/// a classic IOS stack prints the active member's lines first without a heading, then one
+/// section per other member (genieparser iosxe/ShowBoot golden_output_2900); IOS-XE prints one
+/// section per member, with the variables of the next reload last (golden_output_cat9300).
+pub(crate) fn show_boot_members(text: &str) -> Vec<(u32, Vec<String>)> {
+    static HEADING: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*Switch (\d+)\s*$"));
+    static BOOT: LazyLock<Regex> =
+        LazyLock::new(|| re(r"^\s*(?:BOOT path-list\s*:|BOOT variable\s*=)[ \t]*(.*?)[ \t]*$"));
+    let mut out: Vec<(u32, Vec<String>)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in text.lines() {
+        if let Some(c) = HEADING.captures(line) {
+            current = c[1].parse().ok().map(|n| {
+                out.push((n, Vec::new()));
+                out.len() - 1
+            });
+            continue;
+        }
+        if let (Some(i), Some(c)) = (current, BOOT.captures(line)) {
+            // The later line of a section is the next reload's.
+            out[i].1 = super::parse::split_boot_list(&c[1]);
+        }
+    }
+    out
 }
 
 /// A stack may be changed only when every member is Ready and all run one version.
@@ -265,6 +310,20 @@ impl Redundancy {
             .iter()
             .find(|s| s.role() == Some(Role::Standby))
     }
+
+    /// A second supervisor or route processor is there (in any state but `Not present`): the
+    /// chassis has two, and both must be ready before and after an upgrade. A lone supervisor
+    /// prints one section (IOS-XE, `Hardware Mode = Simplex`) or an other supervisor `Not
+    /// present` (NX-OS).
+    pub(crate) fn has_peer(&self) -> bool {
+        self.supervisors.iter().any(|s| {
+            !s.this_supervisor
+                && s.state
+                    .as_deref()
+                    .or(s.supervisor_state.as_deref())
+                    .is_some_and(|st| !st.eq_ignore_ascii_case("not present"))
+        })
+    }
 }
 
 // `Current Processor Information :`, `Peer Processor Information :`; NX-OS `This supervisor
@@ -360,9 +419,9 @@ pub(crate) fn supervisors_ready(red: &Redundancy, version: Option<&str>) -> Resu
                 .map(|l| format!(" ({l})"))
                 .unwrap_or_default(),
             standby
-                .state
+                .supervisor_state
                 .as_deref()
-                .or(standby.supervisor_state.as_deref())
+                .or(standby.state.as_deref())
                 .unwrap_or("in an unknown state")
         ));
     }
@@ -567,6 +626,47 @@ mod stack_tests {
             .join("tests/fixtures/cisco")
             .join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn each_members_serial_in_real_captures() {
+        let serials = show_version_serials(&fixture("iosxe_ShowVersion_golden_output_c3850.txt"));
+        assert_eq!(serials.len(), 4, "{serials:?}");
+        assert!(serials.iter().all(|(n, s)| *n > 1 && !s.is_empty()));
+        let two = show_version_serials(&fixture("iosxe_ShowVersion_golden_output_4.txt"));
+        assert_eq!(two.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn each_members_boot_variable_in_real_captures() {
+        let e = |s: &str| vec![s.to_string()];
+        assert_eq!(
+            show_boot_members(&fixture("iosxe_ShowBoot_golden_output_2900.txt")),
+            vec![
+                (2, e("flash:/c2960x-universalk9-mz.152-4.E8.bin")),
+                (3, e("flash:/c2960x-universalk9-mz.152-4.E8.bin"))
+            ]
+        );
+        let cat9300 = show_boot_members(&fixture("iosxe_ShowBoot_golden_output_cat9300.txt"));
+        assert!(!cat9300.is_empty());
+        assert!(cat9300.iter().all(|(_, b)| !b.is_empty()), "{cat9300:?}");
+        assert!(show_boot_members(&fixture("ios_ShowBoot_golden_output_iosv.txt")).is_empty());
+    }
+
+    #[test]
+    fn a_peer_supervisor_is_told_from_a_lone_one() {
+        for f in [
+            "iosxe_ShowRedundancy_golden_output_c9400.txt",
+            "iosxe_ShowRedundancy_golden_output_asr1k.txt",
+            "ntc_cisco_ios_show_redundancy5.raw",
+            "nxos_show_platform_ShowRedundancyStatus_n7k.txt",
+        ] {
+            let red = show_redundancy(&fixture(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert!(red.has_peer(), "{f}: {red:?}");
+        }
+        let lone = "Redundancy mode\n---------------\n      administrative:   HA\n         operational:   None\n\nThis supervisor (sup-1)\n-----------------------\n    Redundancy state:   Active\n    Supervisor state:   Active\n      Internal state:   Active with no standby\n\nOther supervisor (sup-2)\n------------------------\n    Redundancy state:   Not present\n";
+        let red = show_redundancy(lone).expect("parses");
+        assert!(!red.has_peer(), "{red:?}");
     }
 
     #[test]

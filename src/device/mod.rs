@@ -24,8 +24,6 @@ pub(crate) mod cli;
 mod copy;
 mod driver;
 mod error;
-// Read by the stack and dual-supervisor upgrade to come; until then only its tests use it.
-#[cfg(test)]
 pub(crate) mod members;
 pub(crate) mod parse;
 mod restart;

@@ -92,6 +92,7 @@ impl ShowVersion {
             uptime: self.uptime,
             config_register: self.config_register,
             last_seen: None,
+            members: Vec::new(),
         }
     }
 }
@@ -374,7 +375,7 @@ static NX_BOOT: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?mi)^\s*(?:nxos|system) variable = (\S+)"));
 static NX_KICKSTART: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*kickstart variable = (\S+)"));
 
-fn split_boot_list(list: &str) -> Vec<String> {
+pub(crate) fn split_boot_list(list: &str) -> Vec<String> {
     static SEQ: LazyLock<Regex> = LazyLock::new(|| re(r",\d+$"));
     list.split(';')
         .map(|e| SEQ.replace(e.trim(), "").trim().to_string())

@@ -169,6 +169,9 @@ mod tests {
                 ..Default::default()
             },
             boot: BootVariable::default(),
+            members: Vec::new(),
+            stack: Vec::new(),
+            serials: Vec::new(),
         }
     }
 

@@ -16,11 +16,55 @@ use crate::inventory::{Facts, Platform};
 pub struct DeviceFacts {
     pub version: ShowVersion,
     pub(crate) boot: BootVariable,
+    /// The member table at the end of `show version` (Catalyst switches; one row on a lone
+    /// switch, none on routers and NX-OS).
+    pub(crate) members: Vec<super::members::MemberVersion>,
+    /// A stack's `show switch` (read when the member table has two rows or more).
+    pub(crate) stack: Vec<super::members::StackMember>,
+    /// Each other stack member's serial number, from its `Switch 0N` section of `show version`.
+    pub(crate) serials: Vec<(u32, String)>,
 }
 
 impl DeviceFacts {
     pub(crate) fn to_facts(&self) -> Facts {
-        self.version.clone().into_facts()
+        let mut facts = self.version.clone().into_facts();
+        if self.members.len() > 1 {
+            facts.members = self
+                .members
+                .iter()
+                .map(|m| {
+                    let row = self.stack.iter().find(|s| s.number == m.number);
+                    crate::inventory::Member {
+                        number: m.number,
+                        role: row.map(|r| r.role.clone()),
+                        state: row.map(|r| r.state.clone()),
+                        model: Some(m.model.clone()),
+                        serial: if m.this_member {
+                            self.version.serial.clone()
+                        } else {
+                            self.serials
+                                .iter()
+                                .find(|(n, _)| *n == m.number)
+                                .map(|(_, s)| s.clone())
+                        },
+                        version: Some(m.version.clone()),
+                    }
+                })
+                .collect();
+            // Members `show switch` lists that print no row in `show version` (removed,
+            // provisioned, still booting).
+            for row in &self.stack {
+                if !facts.members.iter().any(|m| m.number == row.number) {
+                    facts.members.push(crate::inventory::Member {
+                        number: row.number,
+                        role: Some(row.role.clone()),
+                        state: Some(row.state.clone()),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        facts
     }
 }
 
@@ -49,6 +93,10 @@ pub struct Session {
     timeouts: Timeouts,
     /// Whether `show boot` looked like a Catalyst switch's (see [`BootVariable::one_line_list`]).
     one_line_boot: bool,
+    /// A classic IOS stack (bundle mode, two or more members in `show version`): every member
+    /// boots from its own flash, so `boot system` names `switch all` and each member's boot
+    /// variable is read back.
+    stack: bool,
 }
 
 impl Session {
@@ -75,6 +123,7 @@ impl Session {
             target: target.clone(),
             timeouts: timeouts.clone(),
             one_line_boot: false,
+            stack: false,
         };
         session.run("terminal length 0").await?;
         // Some platforms refuse 511; a narrower terminal only wraps long lines.
@@ -123,18 +172,41 @@ impl Session {
 
     /// `show version` and `show boot`; also picks the driver (bundle or install mode).
     pub async fn facts(&mut self) -> Result<DeviceFacts, DeviceError> {
-        let out = self.run("show version").await?;
-        let version = parse::show_version(&out).map_err(|e| self.parse_error("show version", e))?;
+        let out_version = self.run("show version").await?;
+        let version =
+            parse::show_version(&out_version).map_err(|e| self.parse_error("show version", e))?;
         let out = self.run("show boot").await?;
         let boot = parse::show_boot(&out).map_err(|e| self.parse_error("show boot", e))?;
         self.driver = Driver::for_device(self.platform, Some(&version));
         self.one_line_boot = boot.one_line_list;
-        Ok(DeviceFacts { version, boot })
+        let members = super::members::show_version_members(&out_version);
+        self.stack = self.driver == Driver::IosBundle && members.len() > 1;
+        let stack = if members.len() > 1 {
+            match self.run("show switch").await {
+                Ok(out) => super::members::show_switch(&out).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        Ok(DeviceFacts {
+            version,
+            boot,
+            serials: super::members::show_version_serials(&out_version),
+            members,
+            stack,
+        })
     }
 
     /// `dir flash:`: files, bytes total and free.
     pub(crate) async fn free_space(&mut self) -> Result<DirListing, DeviceError> {
-        let command = format!("dir {}", self.driver.filesystem());
+        let fs = self.driver.filesystem();
+        self.dir(fs).await
+    }
+
+    /// `dir FS` of any file system (`flash2:`, `flash-3:`): files, bytes total and free.
+    pub(crate) async fn dir(&mut self, fs: &str) -> Result<DirListing, DeviceError> {
+        let command = format!("dir {fs}");
         let out = self.run(&command).await?;
         parse::dir(&out).map_err(|e| match e {
             parse::DirError::Parse(p) => self.parse_error(&command, p),
@@ -299,21 +371,90 @@ impl Session {
         })
     }
 
+    /// `verify /md5 PATH` of a file on any file system (a stack member's `flash2:X`).
+    pub(crate) async fn verify_md5_at(&mut self, path: &str, md5: &str) -> Result<(), DeviceError> {
+        let command = format!("verify /md5 {path}");
+        let timeout = self.timeouts.verify;
+        let (output, _) = self.conn.run(&command, Dialog::none(), timeout).await?;
+        parse::verify_md5(&output, md5)
+            .map(|_| ())
+            .map_err(|source| DeviceError::Md5 {
+                device: self.device().to_string(),
+                source,
+            })
+    }
+
+    /// `copy FROM TO` between the device's own file systems (the active stack member's flash
+    /// to another member's), answering the destination and overwrite questions.
+    pub(crate) async fn copy_local(
+        &mut self,
+        from: &str,
+        to: &str,
+    ) -> Result<parse::CopyReport, DeviceError> {
+        let command = format!("copy {from} {to}");
+        let timeout = self.timeouts.copy;
+        let (output, _) = self.conn.run(&command, Dialog::copy(), timeout).await?;
+        parse::copy_result(&output).map_err(|source| DeviceError::Copy {
+            device: self.device().to_string(),
+            source,
+        })
+    }
+
+    /// `delete /force PATH` of a file on any file system.
+    pub(crate) async fn delete_at(&mut self, path: &str) -> Result<(), DeviceError> {
+        let command = format!("delete /force {path}");
+        let output = self.run(&command).await?;
+        if let Some(line) = output
+            .lines()
+            .find(|l| l.trim_start().starts_with("%Error"))
+        {
+            return Err(DeviceError::Rejected {
+                device: self.device().to_string(),
+                command,
+                message: line.trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Set the boot variable to `entries` (in order) and read it back. When the read-back
     /// shows the other `boot system` semantics (one line replacing the list, or one line per
     /// entry), the other form is tried once.
     pub(crate) async fn set_boot(&mut self, entries: &[String]) -> Result<(), DeviceError> {
         let mut actual = Vec::new();
+        let same = |actual: &[String]| {
+            actual.len() == entries.len()
+                && actual.iter().zip(entries).all(|(a, w)| same_file(a, w))
+        };
         for one_line in [self.one_line_boot, !self.one_line_boot] {
-            self.configure(&self.driver.boot_lines(entries, one_line))
-                .await?;
+            let lines = if self.stack {
+                self.driver.boot_lines_all_members(entries, one_line)
+            } else {
+                self.driver.boot_lines(entries, one_line)
+            };
+            self.configure(&lines).await?;
             let out = self.run("show boot").await?;
             let boot = parse::show_boot(&out).map_err(|e| self.parse_error("show boot", e))?;
             actual = boot.entries;
-            let matches = actual.len() == entries.len()
-                && actual.iter().zip(entries).all(|(a, w)| same_file(a, w));
-            if matches {
+            if same(&actual) {
                 self.one_line_boot = one_line;
+                if self.stack {
+                    // Each member boots from its own flash with its own BOOT variable.
+                    let odd: Vec<String> = super::members::show_boot_members(&out)
+                        .into_iter()
+                        .filter(|(_, e)| !same(e))
+                        .map(|(n, e)| format!("member {n}: {e:?}"))
+                        .collect();
+                    if !odd.is_empty() {
+                        return Err(DeviceError::Session {
+                            device: self.device().to_string(),
+                            message: format!(
+                                "boot system switch all did not reach every stack member: {} (wanted {entries:?})",
+                                odd.join(", ")
+                            ),
+                        });
+                    }
+                }
                 return Ok(());
             }
             if entries.len() < 2 || self.driver == Driver::Nxos {

@@ -25,6 +25,9 @@ pub struct Timeouts {
     /// IOS-XE install mode: the `install activate auto-abort-timer` (whole minutes, 30 to
     /// 1200): not committed by then, the device rolls itself back.
     pub commit: Duration,
+    /// Stacks and dual supervisors: after the active unit is back on the new version, how
+    /// long every member and the standby supervisor may take to be Ready (HOT) on it.
+    pub members: Duration,
 }
 
 impl Timeouts {
@@ -47,6 +50,7 @@ impl Default for Timeouts {
             poll_interval: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             commit: Duration::from_secs(30 * 60),
+            members: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::copy::{CopySource, Transfer, is_transport_failure};
 
+mod members;
 mod rollback;
 use super::rules::{is_downgrade, kickstart_to_install, post_check, reason_for, target_version};
 use super::state::{Comparison, Observed};
@@ -288,6 +289,10 @@ pub enum FailureReason {
     UnsavedConfig,
     /// The configuration backup could not be read or kept: nothing was changed.
     BackupFailed,
+    /// A stack member or the standby supervisor is not ready: before any change (not Ready,
+    /// another version, not hot), or not back, Ready and on the new version after the reload.
+    /// The message names the member or supervisor.
+    MembersNotReady,
 }
 
 impl FailureReason {
@@ -310,6 +315,7 @@ impl FailureReason {
             FailureReason::Cancelled => "cancelled",
             FailureReason::UnsavedConfig => "unsaved_config",
             FailureReason::BackupFailed => "backup_failed",
+            FailureReason::MembersNotReady => "members_not_ready",
         }
     }
 }
@@ -434,6 +440,8 @@ struct Run<'a> {
     host_key: Option<String>,
     /// What `checks.compare` saw before the first change, one per comparison.
     baseline: Vec<Observed>,
+    /// Stack members or two supervisors, as found before the first change.
+    topology: members::Topology,
 }
 
 impl<'a> Run<'a> {
@@ -459,6 +467,7 @@ impl<'a> Run<'a> {
             gate,
             host_key: None,
             baseline: Vec::new(),
+            topology: members::Topology::default(),
         }
     }
 
@@ -633,7 +642,12 @@ pub(crate) async fn upgrade_gated(
         after: after.to_facts(),
         host_key: run.host_key.clone().unwrap_or(host_key),
     };
-    if plan.options.skip_if_current && post_check(plan, &before).is_ok() {
+    // A stack is current only when every member runs the version too.
+    let members_agree = before
+        .members
+        .iter()
+        .all(|m| crate::device::members::same_version(&m.version, &before.version.version));
+    if plan.options.skip_if_current && post_check(plan, &before).is_ok() && members_agree {
         run.emit(
             Step::PostCheck,
             StepStatus::Skipped,
@@ -664,6 +678,13 @@ pub(crate) async fn upgrade_gated(
         ));
     }
 
+    run.topology = match members::pre_check(&run, &mut session, &before).await {
+        Ok(topology) => topology,
+        Err(failure) => {
+            session.close().await;
+            return Err(failure);
+        }
+    };
     if !plan.options.pre_checks.is_empty() {
         run.start(
             Step::PreCheck,
@@ -791,7 +812,9 @@ pub(crate) async fn upgrade_gated(
     let (mut session, after) = after;
     let previous = old_image.clone().or_else(|| plan.previous_image.clone());
     let old_files: Vec<String> = old_image.into_iter().chain(old_kickstart).collect();
-    if let Err(mut failure) = finish_after_reload(&run, &mut session, &old_files).await {
+    if let Err(mut failure) =
+        finish_after_reload(&run, &mut session, &after.version.version, &old_files).await
+    {
         failure.reload_sent = true;
         if rollback::aborts(driver, &failure) {
             let old = rollback::Old::of(&before.version);
@@ -936,7 +959,8 @@ async fn stage(run: &mut Run<'_>, session: &mut Session) -> Result<(), UpgradeFa
     if let Some(k) = run.kickstart {
         stage_file(run, session, &k.image, &k.md5, k.size).await?;
     }
-    Ok(())
+    let needed = plan.size + plan.size * u64::from(plan.options.free_space_margin_percent) / 100;
+    members::stage(run, session, &run.topology, &plan.image, &plan.md5, needed).await
 }
 
 async fn stage_file(
@@ -1291,7 +1315,7 @@ pub async fn resume_after_reload(
     recorded_at: Option<SystemTime>,
     cancel: CancellationToken,
 ) -> Resumed {
-    let run = Run::new(target, plan, events, gate);
+    let mut run = Run::new(target, plan, events, gate);
     let evidence = RestartEvidence::UptimeBelow(
         recorded_at.map(|at| secs_since(at) + plan.timeouts.reload.as_secs()),
     );
@@ -1302,7 +1326,7 @@ pub async fn resume_after_reload(
     {
         return Resumed::ReloadNeverSent { message };
     }
-    Resumed::Done(resume_checked(&run, waited).await)
+    Resumed::Done(resume_checked(&mut run, waited).await)
 }
 
 fn secs_since(at: SystemTime) -> u64 {
@@ -1341,7 +1365,7 @@ async fn reload_never_reached(
 /// The rest of a resumed upgrade once the wait is over: clean up after a good check, or put
 /// the boot variable back after a device came back on its old image.
 async fn resume_checked(
-    run: &Run<'_>,
+    run: &mut Run<'_>,
     waited: Result<(Session, DeviceFacts), WaitFailure>,
 ) -> Result<UpgradeOutcome, UpgradeFailure> {
     let plan = run.plan;
@@ -1356,7 +1380,10 @@ async fn resume_checked(
                 .map(|e| file_name(e).to_string())
                 .find(|e| e != &plan.image);
             let old: Vec<String> = old.into_iter().collect();
-            if let Err(failure) = finish_after_reload(run, &mut session, &old).await {
+            run.topology = members::rediscover(&mut session, run.target.platform, &after).await;
+            if let Err(failure) =
+                finish_after_reload(run, &mut session, &after.version.version, &old).await
+            {
                 if rollback::aborts(session.driver, &failure)
                     && let Some(version) = &plan.previous_version
                 {
@@ -1418,9 +1445,11 @@ async fn resume_checked(
 async fn finish_after_reload(
     run: &Run<'_>,
     session: &mut Session,
+    version: &str,
     old_files: &[String],
 ) -> Result<(), UpgradeFailure> {
     let plan = run.plan;
+    members::post_check(run, session, &run.topology, version).await?;
     backup_after(run, session).await;
     if let Err(mut failure) =
         run_checks(run, session, Step::PostCheck, &plan.options.post_checks).await
@@ -1435,7 +1464,7 @@ async fn finish_after_reload(
     if plan.options.delete_old_image {
         run.start_unstoppable(Step::Cleanup, "remove the old image")
             .await;
-        match cleanup(session, plan, old_files).await {
+        match cleanup(session, plan, &run.topology, old_files).await {
             Ok(msg) => run.emit(Step::Cleanup, StepStatus::Done, msg),
             Err(e) => run.emit(Step::Cleanup, StepStatus::Failed, e.to_string()),
         }
@@ -1604,6 +1633,7 @@ async fn run_checks(
 async fn cleanup(
     session: &mut Session,
     plan: &UpgradePlan,
+    topology: &members::Topology,
     old_files: &[String],
 ) -> Result<String, DeviceError> {
     match session.driver {
@@ -1621,10 +1651,16 @@ async fn cleanup(
                 session.set_boot(&[driver.path(&plan.image)]).await?;
                 session.save().await?;
             }
+            let mut names: Vec<String> = Vec::new();
             for file in &old {
                 session.delete(file_name(file)).await?;
+                names.push(file.to_string());
+                // A classic stack member keeps its own copy.
+                for path in members::member_paths(topology, driver, file_name(file)) {
+                    session.delete_at(&path).await?;
+                    names.push(path);
+                }
             }
-            let names: Vec<&str> = old.iter().map(|o| o.as_str()).collect();
             Ok(format!("deleted {}", names.join(", ")))
         }
     }
@@ -1658,7 +1694,11 @@ async fn restore_fresh(
     mut failure: UpgradeFailure,
 ) -> UpgradeFailure {
     match Session::open(run.target, &run.plan.timeouts).await {
-        Ok(session) => restore(run, session, old_boot, failure).await,
+        Ok(mut session) => {
+            // Tells a classic stack (`boot system switch all`) and the boot list's form.
+            let _ = session.facts().await;
+            restore(run, session, old_boot, failure).await
+        }
         Err(e) => {
             failure.boot_restored = Some(finish_restore(run, Err(e)));
             failure

@@ -203,6 +203,38 @@ pub struct Facts {
     pub config_register: Option<String>,
     /// RFC 3339 time of the last successful contact.
     pub last_seen: Option<String>,
+    /// A stack's members as `show switch` and `show version` list them; empty on a single
+    /// unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+}
+
+/// One member of a stack, as the device last reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Member {
+    /// The stack member number.
+    pub number: u32,
+    /// `Active`, `Standby` or `Member`.
+    pub role: Option<String>,
+    /// `Ready`, `V-Mismatch`, `Removed`, `Provisioned`, ... as `show switch` prints it.
+    pub state: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Facts {
+    /// Every member of a stack runs `version` (true on a single unit): a stack with one member
+    /// behind is not current.
+    pub(crate) fn members_run(&self, version: &str) -> bool {
+        self.members.iter().all(|m| {
+            m.version.as_deref().is_none_or(|v| {
+                v == version
+                    || crate::device::version::compare(v, version)
+                        == Some(std::cmp::Ordering::Equal)
+            })
+        })
+    }
 }
 
 /// The facts read from a device at one time (its facts history).

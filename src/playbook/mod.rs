@@ -551,6 +551,10 @@ pub(crate) struct Timeouts {
     /// hours): the device must pass its checks and be committed within it, or it rolls back.
     #[serde(default = "default_commit")]
     pub commit: Seconds,
+    /// Stacks and dual supervisors: after the device is back on the new version, how long
+    /// every stack member and the standby supervisor may take to be Ready (HOT) on it.
+    #[serde(default = "default_members")]
+    pub members: Seconds,
 }
 
 // One set of defaults: the driver's.
@@ -572,6 +576,9 @@ fn default_reload() -> Seconds {
 fn default_commit() -> Seconds {
     Seconds(driver().commit.as_secs())
 }
+fn default_members() -> Seconds {
+    Seconds(driver().members.as_secs())
+}
 fn default_poll() -> Seconds {
     Seconds(driver().poll_interval.as_secs())
 }
@@ -585,6 +592,7 @@ impl Default for Timeouts {
             reload: default_reload(),
             poll: default_poll(),
             commit: default_commit(),
+            members: default_members(),
         }
     }
 }

@@ -129,6 +129,7 @@ pub(crate) fn plan(
         if pb.options.skip_if_current
             && let (Some(cur), Some(target)) = (&d.facts.version, &target_version)
             && same_version(cur, target)
+            && d.facts.members_run(target)
         {
             skipped.push(Skipped {
                 device: d.name().to_string(),

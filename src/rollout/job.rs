@@ -246,6 +246,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         reload: t.reload.duration(),
         poll_interval: t.poll.duration(),
         commit: t.commit.duration(),
+        members: t.members.duration(),
         ..device::Timeouts::default()
     };
     let margin = match pb.checks.pre.free_space_margin {

@@ -507,7 +507,7 @@ impl Device {
     pub(super) fn resolve_fs<'a>(&self, path: &'a str) -> Option<(Option<u32>, String, &'a str)> {
         let (fs, rest) = path.split_once(':')?;
         let own = &self.persona.filesystem;
-        if fs.eq_ignore_ascii_case(own) {
+        if fs.eq_ignore_ascii_case(own) || self.flash_alias(fs) {
             return Some((None, own.clone(), rest));
         }
         let spec = self.persona.members.as_ref()?;
@@ -532,6 +532,21 @@ impl Device {
         }
     }
 
+    /// Another name of the device's own flash, as its `show file systems` lists it on the same
+    /// row (a Catalyst 9400's `bootflash: flash:`).
+    fn flash_alias(&self, fs: &str) -> bool {
+        self.persona
+            .templates
+            .show_file_systems
+            .lines()
+            .find(|l| l.contains("{flash_free"))
+            .is_some_and(|row| {
+                row.split_whitespace()
+                    .filter_map(|w| w.strip_suffix(':'))
+                    .any(|prefix| prefix.eq_ignore_ascii_case(fs))
+            })
+    }
+
     /// The directory of a member's own flash (`None`: the device's).
     pub(super) fn member_dir(&self, member: Option<u32>) -> PathBuf {
         match member {
@@ -547,8 +562,10 @@ impl Device {
 
     /// Map `flash:x`, `flash:/x` to a file name in the flash directory.
     pub(super) fn flash_file_name<'a>(&self, path: &'a str) -> Option<&'a str> {
-        let rest = path.strip_prefix(self.persona.filesystem.as_str())?;
-        let rest = rest.strip_prefix(':')?;
+        let (fs, rest) = path.split_once(':')?;
+        if fs != self.persona.filesystem && !self.flash_alias(fs) {
+            return None;
+        }
         let rest = rest.trim_start_matches('/');
         if crate::images::validate_file_name(rest).is_ok() {
             Some(rest)

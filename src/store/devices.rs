@@ -30,7 +30,7 @@ pub(crate) struct DevicePage {
 
 const COLUMNS: &str = "id, name, host, port, platform, site, model, username, password, password_env, \
      enable_secret, enable_secret_env, host_key, version, image, facts_model, serial, uptime, \
-     config_register, last_seen, created_at, updated_at, \
+     config_register, last_seen, members, created_at, updated_at, \
      (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_groups g WHERE g.device_id = devices.id ORDER BY name)) AS groups_joined, \
      (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_tags t WHERE t.device_id = devices.id ORDER BY name)) AS tags_joined";
 
@@ -72,10 +72,22 @@ fn row_to_device(row: &SqliteRow) -> Result<Device, StoreError> {
             uptime: row.try_get("uptime")?,
             config_register: row.try_get("config_register")?,
             last_seen: row.try_get("last_seen")?,
+            // Written by fleetup only; an unreadable value reads as none.
+            members: row
+                .try_get::<Option<String>, _>("members")?
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default(),
         },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+fn members_json(members: &[crate::inventory::Member]) -> Option<String> {
+    if members.is_empty() {
+        return None;
+    }
+    serde_json::to_string(members).ok()
 }
 
 /// Whether an upsert created or changed a device.
@@ -246,7 +258,7 @@ impl Db {
         let mut tx = self.begin().await?;
         let id = sqlx::query_scalar::<_, i64>(
             "UPDATE devices SET version = ?, image = ?, facts_model = ?, serial = ?, uptime = ?, \
-             config_register = ?, last_seen = ?, updated_at = ? WHERE name = ? RETURNING id",
+             config_register = ?, last_seen = ?, members = ?, updated_at = ? WHERE name = ? RETURNING id",
         )
         .bind(&facts.version)
         .bind(&facts.image)
@@ -255,6 +267,7 @@ impl Db {
         .bind(&facts.uptime)
         .bind(&facts.config_register)
         .bind(&now)
+        .bind(members_json(&facts.members))
         .bind(&now)
         .bind(name)
         .fetch_optional(&mut *tx)

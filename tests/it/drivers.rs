@@ -366,6 +366,7 @@ fn timeouts() -> Timeouts {
         poll_interval: Duration::from_millis(100),
         keepalive: Duration::from_secs(5),
         commit: Duration::from_secs(30 * 60),
+        members: Duration::from_secs(5),
     }
 }
 

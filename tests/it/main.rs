@@ -23,6 +23,7 @@ mod rollback;
 mod rollout;
 mod safety;
 mod samples;
+mod stacks;
 mod store;
 mod tftp;
 mod transfer_paths;

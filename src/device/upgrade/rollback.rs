@@ -76,9 +76,17 @@ impl std::fmt::Display for Old {
 /// Whether a failure is one IOS-XE's installer takes back by `install abort`: failed
 /// post-checks (or comparisons) on an activated image that was not committed.
 pub(super) fn aborts(driver: Driver, failure: &UpgradeFailure) -> bool {
-    driver == Driver::IosXeInstall
-        && failure.step == Step::PostCheck
-        && failure.reason == FailureReason::CheckFailed
+    driver == Driver::IosXeInstall && failed_after_reload(failure)
+}
+
+/// A post-check failed on the new image: a check, a comparison, or a member or standby that
+/// did not come back ready.
+fn failed_after_reload(failure: &UpgradeFailure) -> bool {
+    failure.step == Step::PostCheck
+        && matches!(
+            failure.reason,
+            FailureReason::CheckFailed | FailureReason::MembersNotReady
+        )
 }
 
 /// IOS-XE install mode after failed post-checks: `install abort` (its reload recorded before it
@@ -150,8 +158,7 @@ pub(super) async fn await_abort_timer(
 /// device that boots one image from a boot variable it can be given back.
 pub(super) fn applies(run: &Run<'_>, driver: Driver, failure: &UpgradeFailure) -> bool {
     run.plan.options.rollback
-        && failure.step == Step::PostCheck
-        && failure.reason == FailureReason::CheckFailed
+        && failed_after_reload(failure)
         && matches!(driver, Driver::IosBundle | Driver::Nxos)
         && run.kickstart.is_none()
 }
