@@ -65,12 +65,9 @@ impl Impact {
         self.failure.is_some() || self.modules.iter().any(|m| m.disruptive || !m.bootable)
     }
 
-    /// Why it is disruptive: the failure, else each disruptive module with its reason
-    /// (`module 8: Incompatible image for ISSU; module 21: ...`).
+    /// Why it is disruptive: each disruptive module with its reason (`module 8:
+    /// Incompatible image for ISSU; module 21: ...`), else the installer's failure line.
     pub fn reason(&self) -> Option<String> {
-        if let Some(f) = &self.failure {
-            return Some(f.clone());
-        }
         let reasons: Vec<String> = self
             .modules
             .iter()
@@ -86,7 +83,11 @@ impl Impact {
                 format!("module {}: {why}", m.module)
             })
             .collect();
-        (!reasons.is_empty()).then(|| reasons.join("; "))
+        if reasons.is_empty() {
+            self.failure.clone()
+        } else {
+            Some(reasons.join("; "))
+        }
     }
 
     pub fn check(&self) -> IssuCheck {
@@ -372,8 +373,10 @@ mod tests {
 
     #[test]
     fn iosxe_issu_state_of_a_box_that_cannot() {
-        let s = iosxe_issu_state(&fixture("iosxe_c9500_ShowIssuStateDetail_golden_output.txt"))
-            .unwrap();
+        let s = iosxe_issu_state(&fixture(
+            "iosxe_c9500_ShowIssuStateDetail_golden_output.txt",
+        ))
+        .unwrap();
         assert_eq!(s.checks.len(), 6);
         assert!(!s.in_progress);
         assert!(!s.ready());
@@ -398,7 +401,9 @@ mod tests {
     #[test]
     fn iosxe_issu_activation_outcomes() {
         assert_eq!(
-            iosxe_issu_activation(&fixture("genielibs_c9400_install_add_activate_issu_commit.txt")),
+            iosxe_issu_activation(&fixture(
+                "genielibs_c9400_install_add_activate_issu_commit.txt"
+            )),
             Ok(IssuActivation::Proceeding)
         );
         assert!(matches!(
