@@ -620,10 +620,7 @@ impl Session {
     /// is unusable afterwards). When the device's compatibility check finds the upgrade
     /// disruptive it installs nothing and reloads nothing: [`DeviceError::Rejected`] with the
     /// device's reason (`module 27: Incompatible image for ISSU`), and the session stays usable.
-    pub async fn install_all_non_disruptive(
-        &mut self,
-        file: &str,
-    ) -> Result<(), DeviceError> {
+    pub async fn install_all_non_disruptive(&mut self, file: &str) -> Result<(), DeviceError> {
         if self.driver != Driver::Nxos {
             return Err(DeviceError::Session {
                 device: self.device_name_owned(),
