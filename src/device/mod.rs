@@ -8,6 +8,8 @@
 //! - [`copy`]: the copy sources (protocol, server, VRF, source interface), their commands and
 //!   which failures are the transport's;
 //! - [`session`]: [`Session`], the steps of an upgrade on a logged-in device;
+//! - [`issu`]: what NX-OS's compatibility check and IOS-XE's ISSU state and activation say
+//!   about an in-service upgrade ([`IssuCheck`]);
 //! - [`target`], [`timeouts`], [`error`]: the device, how long waits may take, what fails;
 //! - [`restart`] and [`wait`]: what proves a restart, and waiting for a device to come back;
 //! - [`upgrade`]: the single-device procedure with its safety rules; [`rules`]: its pure
@@ -24,6 +26,7 @@ pub(crate) mod cli;
 mod copy;
 mod driver;
 mod error;
+pub mod issu;
 pub(crate) mod members;
 pub(crate) mod parse;
 mod restart;
@@ -42,6 +45,7 @@ mod wait;
 pub use copy::{CopySource, PushProgress, Transfer};
 pub use driver::{Driver, file_name};
 pub use error::DeviceError;
+pub use issu::IssuCheck;
 pub use restart::RestartEvidence;
 pub use session::Session;
 pub(crate) use session::{DeviceFacts, FilePresence};

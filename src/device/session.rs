@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::cli::{Dialog, Mode};
 use super::copy::CopySource;
 use super::driver::same_file;
+use super::issu::{self, IssuActivation, IssuCheck};
 use super::parse::{self, BootVariable, DirListing, Md5Error, ParseError, ShowVersion};
 use super::ssh::Connection;
 use super::{DeviceError, Driver, Target, Timeouts};
@@ -667,6 +668,133 @@ impl Session {
 
     pub async fn close(self) {
         self.conn.close().await;
+    }
+
+    /// ISSU pre-check for upgrading to `file`, before any change. NX-OS runs `show install all
+    /// impact nxos bootflash:FILE non-disruptive` (with the install timeout: it unpacks the
+    /// image) and reads its compatibility table; IOS-XE in install mode runs `show issu state
+    /// detail`: with every system check `Yes` the answer is [`IssuCheck::DecidedByActivation`],
+    /// since IOS-XE has no dry run of the image pair (only `install activate issu` checks it).
+    /// Bundle-mode devices and NX-OS with a separate kickstart get a disruptive answer.
+    pub async fn issu_check(
+        &mut self,
+        file: &str,
+        kickstart: Option<&str>,
+    ) -> Result<IssuCheck, DeviceError> {
+        match (self.driver, kickstart) {
+            (Driver::Nxos, None) => {
+                let command = format!(
+                    "show install all impact nxos {} non-disruptive",
+                    self.driver.path(file)
+                );
+                let timeout = self.timeouts.install;
+                let output = self.run_with(&command, Dialog::install(), timeout).await?;
+                issu::nxos_impact(&output)
+                    .map(|i| i.check())
+                    .map_err(|e| self.parse_error("show install all impact", e))
+            }
+            (Driver::Nxos, Some(_)) => Ok(IssuCheck::Disruptive {
+                reason: "fleetup runs ISSU on NX-OS only with a combined image (`install all \
+                         nxos`); this device boots a separate kickstart"
+                    .into(),
+            }),
+            (Driver::IosXeInstall, _) => {
+                let output = self.run("show issu state detail").await?;
+                issu::iosxe_issu_state(&output)
+                    .map(|s| s.check())
+                    .map_err(|e| self.parse_error("show issu state detail", e))
+            }
+            (Driver::IosBundle, _) => Ok(IssuCheck::Disruptive {
+                reason: "ISSU needs install mode; a bundle-mode device upgrades by a reload".into(),
+            }),
+        }
+    }
+
+    /// IOS-XE ISSU: `install add file FLASH:FILE`, then `install activate issu` (instead of
+    /// `install activate auto-abort-timer N`), answering its questions. `Ok` once the
+    /// activation went ahead: the standby takes over and the session ends with the switchover
+    /// (it is unusable afterwards); `install commit` follows on a new session, as after
+    /// [`Session::install`]. A refusal (`FAILED: ...`, e.g. an image pair that is not
+    /// ISSU-compatible) is [`DeviceError::Rejected`] with the device's line; nothing was
+    /// activated and the session stays usable, so the caller may fall back to a normal install.
+    pub async fn install_activate_issu(&mut self, file: &str) -> Result<(), DeviceError> {
+        if self.driver != Driver::IosXeInstall {
+            return Err(DeviceError::Session {
+                device: self.device_name_owned(),
+                message: "`install activate issu` is for IOS-XE in install mode".into(),
+            });
+        }
+        let timeout = self.timeouts.install;
+        let add = format!("install add file {}", self.driver.path(file));
+        let output = self.run_with(&add, Dialog::install(), timeout).await?;
+        if let Err(e) = parse::install_result(&output) {
+            return Err(DeviceError::Rejected {
+                device: self.device_name_owned(),
+                command: add,
+                message: e.to_string(),
+            });
+        }
+        let command = "install activate issu";
+        let output = match self.conn.run(command, Dialog::install(), timeout).await {
+            Err(DeviceError::ConnectionLost { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok((output, _)) => output,
+        };
+        let rejected = |message: String| DeviceError::Rejected {
+            device: self.device_name_owned(),
+            command: command.into(),
+            message,
+        };
+        if let Some(message) = parse::cli_error(&output) {
+            return Err(rejected(message.to_string()));
+        }
+        match issu::iosxe_issu_activation(&output) {
+            Ok(IssuActivation::Refused { reason }) => Err(rejected(reason)),
+            // The prompt came back after a success: the switchover has not ended the session.
+            Ok(IssuActivation::Proceeding) => Ok(()),
+            Err(e) => Err(rejected(e.to_string())),
+        }
+    }
+
+    /// NX-OS ISSU: `install all nxos bootflash:FILE non-disruptive`, answering its question.
+    /// `Ok` once the install went ahead (the supervisors switch over and the session ends; it
+    /// is unusable afterwards). When the device's compatibility check finds the upgrade
+    /// disruptive it installs nothing and reloads nothing: [`DeviceError::Rejected`] with the
+    /// device's reason (`module 27: Incompatible image for ISSU`), and the session stays usable.
+    pub async fn install_all_non_disruptive(&mut self, file: &str) -> Result<(), DeviceError> {
+        if self.driver != Driver::Nxos {
+            return Err(DeviceError::Session {
+                device: self.device_name_owned(),
+                message: "`install all nxos ... non-disruptive` is for NX-OS".into(),
+            });
+        }
+        let command = format!("install all nxos {} non-disruptive", self.driver.path(file));
+        let timeout = self.timeouts.install;
+        let output = match self.conn.run(&command, Dialog::install(), timeout).await {
+            Err(DeviceError::ConnectionLost { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok((output, _)) => output,
+        };
+        let message = if let Some(m) = parse::cli_error(&output) {
+            m.to_string()
+        } else if let Some(reason) = issu::nxos_non_disruptive_refused(&output) {
+            reason
+        } else {
+            match parse::install_all_status(&output) {
+                // Finished with the prompt back: the switchover is still to come.
+                Ok(s) if s.finished && s.failed_step().is_none() => return Ok(()),
+                Ok(s) => s
+                    .failed_step()
+                    .map(|f| f.description.clone())
+                    .unwrap_or_else(|| "the installer stopped before switching over".into()),
+                Err(e) => e.to_string(),
+            }
+        };
+        Err(DeviceError::Rejected {
+            device: self.device_name_owned(),
+            command,
+            message,
+        })
     }
 }
 

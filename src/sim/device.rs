@@ -84,6 +84,10 @@ pub(super) struct Persisted {
     /// IOS-XE install mode: what was added, activated and not yet committed.
     #[serde(default)]
     pub install: InstallBits,
+    /// The last upgrade was in service (IOS-XE `install activate issu`, NX-OS `install all
+    /// ... non-disruptive`); any other upgrade or reload clears it.
+    #[serde(default)]
+    pub last_upgrade_issu: bool,
 }
 
 /// A stack member or a standby supervisor, as it booted.
@@ -211,6 +215,9 @@ pub struct DeviceState {
     pub install_uncommitted: bool,
     /// The `install activate auto-abort-timer` timer runs.
     pub abort_timer_running: bool,
+    /// The last upgrade was in service (`install activate issu`, `install all ...
+    /// non-disruptive`).
+    pub last_upgrade_issu: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +365,7 @@ impl Device {
                 links_down: BTreeSet::new(),
                 members: Vec::new(),
                 install: InstallBits::default(),
+                last_upgrade_issu: false,
             }
         };
         let mut state = state;
@@ -944,6 +952,7 @@ impl Device {
             members: self.member_states(s),
             install_uncommitted: s.install.rollback.is_some(),
             abort_timer_running: s.install.abort_at_ms.is_some(),
+            last_upgrade_issu: s.last_upgrade_issu,
             up_since: self
                 .up_since
                 .lock()

@@ -91,10 +91,15 @@ pub enum Fault {
     /// IOS-XE install mode: after `install activate auto-abort-timer N` the device stays
     /// silent until the timer expires, then rolls back to the version it ran before.
     NoReturnUntilAbort,
+    /// ISSU: the new image cannot be installed in service. NX-OS's compatibility check marks
+    /// every module `disruptive` (`Incompatible image for ISSU`) and `install all nxos ...
+    /// non-disruptive` installs nothing; IOS-XE refuses `install activate issu` with a
+    /// `FAILED:` line and activates nothing.
+    IssuIncompatible,
 }
 
 impl Fault {
-    pub(crate) const ALL: [Fault; 13] = [
+    pub(crate) const ALL: [Fault; 14] = [
         Fault::TftpTimeout,
         Fault::SlowTransfer,
         Fault::CorruptDownload,
@@ -108,6 +113,7 @@ impl Fault {
         Fault::StackMemberVersionMismatch,
         Fault::StandbyNotHot,
         Fault::NoReturnUntilAbort,
+        Fault::IssuIncompatible,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -125,6 +131,7 @@ impl Fault {
             Fault::StackMemberVersionMismatch => "stack-member-version-mismatch",
             Fault::StandbyNotHot => "standby-not-hot",
             Fault::NoReturnUntilAbort => "no-return-until-abort",
+            Fault::IssuIncompatible => "issu-incompatible",
         }
     }
 }
@@ -245,7 +252,7 @@ pub struct LabArgs {
     /// slow-transfer, corrupt-download, flash-too-small, wrong-credentials, drop-mid-copy,
     /// reload-never-returns, reload-old-image, link-down-after-reload (alias
     /// interface-down-after-reload), stack-member-lost, stack-member-version-mismatch,
-    /// standby-not-hot, no-return-until-abort.
+    /// standby-not-hot, no-return-until-abort, issu-incompatible.
     #[arg(long = "fault")]
     pub faults: Vec<FaultSpec>,
     /// Device name prefix (names are PREFIX001, PREFIX002, …).

@@ -2134,3 +2134,6 @@ async fn copy_scp_and_sftp_from_fleetups_image_server() {
 
 #[path = "lab_stacks.rs"]
 mod stacks;
+
+#[path = "lab_issu.rs"]
+mod issu;

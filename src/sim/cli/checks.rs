@@ -407,7 +407,12 @@ impl<O: Output> Cli<O> {
                 let t = self.install_table("Committed", false);
                 self.show(&t, filter).await?;
             }
-            Cmd::ShowInstallAllImpact => self.install_all_impact(arg(0)).await?,
+            Cmd::ShowInstallAllImpact => {
+                let non_disruptive = args
+                    .get(1)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("non-disruptive"));
+                self.install_all_impact(arg(0), non_disruptive).await?
+            }
             Cmd::TermSessionTimeout => {
                 if arg(0).parse::<u32>().is_err() {
                     let at = command.rfind(arg(0)).unwrap_or(0);
@@ -600,12 +605,12 @@ impl<O: Output> Cli<O> {
         show::nxos_version_json(&vars, &self.dev.persona.model, &ctime, up)
     }
 
-    /// NX-OS `show install all impact nxos bootflash:FILE`: the checks and the upgrade table
-    /// of `install all`, without installing.
-    async fn install_all_impact(&mut self, path: &str) -> Result<(), ()> {
+    /// NX-OS `show install all impact nxos bootflash:FILE [non-disruptive]`: the checks and
+    /// the upgrade table of `install all`, without installing.
+    async fn install_all_impact(&mut self, path: &str, non_disruptive: bool) -> Result<(), ()> {
         let head = "Installer will perform impact only check. Please wait.\r\n";
-        match self.nxos_compat_check(head, path) {
-            Ok((text, _)) | Err(text) => self.write(&text).await,
+        match self.nxos_compat_check(head, path, non_disruptive) {
+            Ok((text, _, _)) | Err(text) => self.write(&text).await,
         }
     }
 }

@@ -253,12 +253,13 @@ impl<O: Output> Cli<O> {
             text.push_str(&self.install_step("Commit", "package(s)", "Finished Commit operation"));
         }
         text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
-        self.activate_and_reload(&name, &version, &text, commit, None)
+        self.activate_and_reload(&name, &version, &text, commit, None, false)
             .await
     }
 
     /// Make `name` the active package set, remember what it replaces unless committed, start
-    /// the auto-abort timer when asked, print `text` and reload.
+    /// the auto-abort timer when asked, print `text` and reload (`issu`: an in-service
+    /// activation, recorded for the admin API).
     async fn activate_and_reload(
         &mut self,
         name: &str,
@@ -266,6 +267,7 @@ impl<O: Output> Cli<O> {
         text: &str,
         commit: bool,
         abort_minutes: Option<u32>,
+        issu: bool,
     ) -> Result<Flow, ()> {
         let flash_dir = self.dev.flash_dir.clone();
         let before = std::fs::read_to_string(flash_dir.join("packages.conf")).unwrap_or_default();
@@ -295,7 +297,10 @@ impl<O: Output> Cli<O> {
         self.write(text).await?;
         self.write("\r\nChassis 1 reloading, reason - Reload command\r\n")
             .await?;
-        self.dev.update(|s| s.reload_count += 1);
+        self.dev.update(|s| {
+            s.reload_count += 1;
+            s.last_upgrade_issu = issu;
+        });
         self.dev.request_reload().await;
         Ok(Flow::Drop)
     }
@@ -307,9 +312,11 @@ impl<O: Output> Cli<O> {
         let op = "install_activate";
         let mut abort = None;
         let mut quiet = false;
+        let mut issu = false;
         let mut words = rest.iter().map(|w| w.to_ascii_lowercase());
         while let Some(w) = words.next() {
             match w.as_str() {
+                "issu" if abort.is_none() => issu = true,
                 "auto-abort-timer" => match words.next().and_then(|n| n.parse::<u32>().ok()) {
                     Some(n) if (30..=1200).contains(&n) => abort = Some(n),
                     _ => {
@@ -341,11 +348,27 @@ impl<O: Output> Cli<O> {
             self.write("FAILED: System configuration has been modified. Please save configuration and resubmit command.\r\n").await?;
             return Ok(Flow::Continue);
         }
+        if issu {
+            // As a C9400 prints `install_add_activate_commit: Adding ISSU` (genielibs
+            // c9400 execute_install_one_shot); the refusal's wording is the lab's own.
+            self.write(&format!(
+                "{op}: START {}\r\n{op}: Activating ISSU\r\n",
+                install_date()
+            ))
+            .await?;
+            if let Some(why) = self.issu_refusal(&version) {
+                return self.install_failed(op, &why).await;
+            }
+        }
         let fs = self.dev.persona.filesystem.clone();
-        let mut text = format!(
-            "{op}: START {}\r\n{op}: Activating IMG\r\nFollowing packages shall be activated:\r\n",
-            install_date()
-        );
+        let mut text = if issu {
+            "Following packages shall be activated:\r\n".to_string()
+        } else {
+            format!(
+                "{op}: START {}\r\n{op}: Activating IMG\r\nFollowing packages shall be activated:\r\n",
+                install_date()
+            )
+        };
         let dir = self.dev.flash_dir.clone();
         let pkgs = std::fs::read_to_string(dir.join(crate::sim::install::set_name(&name)))
             .unwrap_or_default();
@@ -361,10 +384,81 @@ impl<O: Output> Cli<O> {
         if !quiet && !self.proceed("This operation may require a reload of the system. Do you want to proceed? [y/n]").await? {
             return self.install_failed(op, "Operation aborted by user").await;
         }
-        let mut text = self.install_step("Activate", "package(s)", "Finished Activate");
+        let mut text = if issu {
+            // The standby is upgraded first, then takes over; the old active follows.
+            let mut t = self.install_step(
+                "Activate",
+                "package(s) on standby",
+                "Finished Activate on standby",
+            );
+            t.push_str("Switching over to standby\r\n");
+            t
+        } else {
+            self.install_step("Activate", "package(s)", "Finished Activate")
+        };
         text.push_str(&format!("SUCCESS: {op} {}\r\n", install_date()));
-        self.activate_and_reload(&name, &version, &text, false, abort)
+        self.activate_and_reload(&name, &version, &text, false, abort, issu)
             .await
+    }
+
+    /// Why this device cannot activate `version` in service, if it cannot: the system checks
+    /// `show issu state detail` prints, then the image pair (`issu-incompatible`).
+    fn issu_refusal(&self, version: &str) -> Option<String> {
+        let failed: Vec<String> = self
+            .issu_checks()
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(name, _)| format!("{name} No"))
+            .collect();
+        if !failed.is_empty() {
+            return Some(format!("ISSU pre-check failed: {}", failed.join(", ")));
+        }
+        if self.dev.has_fault(crate::sim::Fault::IssuIncompatible) {
+            let running = self.dev.state().version;
+            return Some(format!(
+                "ISSU is not supported from {running} to {version}; use install activate (with a reload)"
+            ));
+        }
+        None
+    }
+
+    /// The `System Check` rows of `show issu state detail`: only a chassis with two
+    /// supervisors (the standby hot) booted in install mode passes them all.
+    fn issu_checks(&self) -> Vec<(&'static str, bool)> {
+        let sups = matches!(
+            &self.dev.persona.members,
+            Some(m) if m.kind == crate::sim::persona::MembersKind::Supervisors
+        );
+        let standby = sups
+            && self
+                .dev
+                .state()
+                .members
+                .iter()
+                .all(|m| m.condition == crate::sim::device::Condition::Ready);
+        vec![
+            ("Platform ISSU Support", sups),
+            ("Standby Online", standby),
+            ("Autoboot Enabled", true),
+            ("SSO Mode", standby),
+            ("Install Boot", self.dev.persona.install_mode),
+            ("Valid Boot Media", true),
+        ]
+    }
+
+    /// `show issu state detail`, in the layout of genieparser iosxe/c9500 ShowIssuStateDetail
+    /// golden_output (tests/fixtures/cisco/iosxe_c9500_ShowIssuStateDetail_golden_output.txt).
+    pub(super) fn issu_state_detail(&self) -> String {
+        let rule = "=".repeat(55);
+        let dash = "-".repeat(55);
+        let mut t = format!(
+            "--- Starting local lock acquisition on R0 ---\n\nFinished local lock acquisition on R0\n\n\n\nCurrent ISSU Status: Enabled\n\nPrevious ISSU Operation: N/A\n\n{rule}\n\nSystem Check                        Status\n\n{dash}\n\n"
+        );
+        for (name, ok) in self.issu_checks() {
+            t.push_str(&format!("{name:<36}{}\n\n", if ok { "Yes" } else { "No" }));
+        }
+        t.push_str(&format!("{rule}\n\nNo ISSU operation is in progress\n"));
+        t
     }
 
     /// `install commit`: the active set stays for good; the auto-abort timer stops.
@@ -431,7 +525,10 @@ impl<O: Output> Cli<O> {
             install_date()
         ))
         .await?;
-        self.dev.update(|s| s.reload_count += 1);
+        self.dev.update(|s| {
+            s.reload_count += 1;
+            s.last_upgrade_issu = false;
+        });
         self.dev.request_reload().await;
         Ok(Flow::Drop)
     }

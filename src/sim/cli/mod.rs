@@ -85,6 +85,8 @@ enum Cmd {
     InstallAbort,
     InstallRemoveInactive,
     ShowInstallSummary,
+    /// IOS-XE `show issu state detail`.
+    ShowIssuStateDetail,
     ShowFileMd5,
     InstallAll,
     /// `install all kickstart K system S`, on personas with a kickstart image.
@@ -354,6 +356,13 @@ const INSTALL: &[(u8, Syntax<Cmd>)] = &[
         Syntax {
             toks: &[Kw("show"), Kw("install"), Kw("summary")],
             cmd: Cmd::ShowInstallSummary,
+        },
+    ),
+    (
+        1,
+        Syntax {
+            toks: &[Kw("show"), Kw("issu"), Kw("state"), Kw("detail")],
+            cmd: Cmd::ShowIssuStateDetail,
         },
     ),
 ];
@@ -1103,7 +1112,17 @@ impl<O: Output> Cli<O> {
             Cmd::InstallCommit => self.install_commit().await?,
             Cmd::InstallAbort => return self.install_abort(&args).await,
             Cmd::ShowFileMd5 => self.show_file_md5(arg(0)).await?,
-            Cmd::InstallAll => return self.install_all(arg(0)).await,
+            Cmd::InstallAll => {
+                let rest = &args[1..];
+                if let Some(bad) = rest
+                    .iter()
+                    .find(|w| !w.eq_ignore_ascii_case("non-disruptive"))
+                {
+                    self.write(&caret(bad)).await?;
+                    return Ok(Flow::Continue);
+                }
+                return self.install_all(arg(0), !rest.is_empty()).await;
+            }
             Cmd::InstallAllKickstart => return self.install_all_kickstart(arg(0), arg(1)).await,
             Cmd::InstallAllSystemKickstart => {
                 return self.install_all_kickstart(arg(1), arg(0)).await;
@@ -1121,6 +1140,10 @@ impl<O: Output> Cli<O> {
             Cmd::NoBootSystem if kickstart => self.dev.update(|s| s.running.boot_system.clear()),
             Cmd::ShowInstallSummary => {
                 let out = self.install_summary();
+                self.show(&out, filter.as_ref()).await?;
+            }
+            Cmd::ShowIssuStateDetail => {
+                let out = self.issu_state_detail();
                 self.show(&out, filter.as_ref()).await?;
             }
             Cmd::Hostname => {
@@ -1505,7 +1528,10 @@ impl<O: Output> Cli<O> {
             {
                 return Ok(Flow::Continue);
             }
-            self.dev.update(|s| s.reload_count += 1);
+            self.dev.update(|s| {
+                s.reload_count += 1;
+                s.last_upgrade_issu = false;
+            });
             self.dev.request_reload().await;
             return Ok(Flow::Drop);
         }
@@ -1546,7 +1572,10 @@ impl<O: Output> Cli<O> {
             self.user, self.peer
         ))
         .await?;
-        self.dev.update(|s| s.reload_count += 1);
+        self.dev.update(|s| {
+            s.reload_count += 1;
+            s.last_upgrade_issu = false;
+        });
         self.dev.request_reload().await;
         Ok(Flow::Drop)
     }

@@ -201,20 +201,23 @@ impl<O: Output> Cli<O> {
             s.startup = s.running.clone();
             s.boot_variable = vec![system_entry];
             s.reload_count += 1;
+            s.last_upgrade_issu = false;
         });
         self.write(&text).await?;
         self.dev.request_reload().await;
         Ok(Flow::Drop)
     }
 
-    /// The compatibility check that `install all nxos FILE` and `show install all impact nxos
-    /// FILE` both print after `head`: the image's checks and the upgrade table, with the image's
-    /// name; or, as the error, the failed check.
+    /// The compatibility check that `install all nxos FILE [non-disruptive]` and `show install
+    /// all impact nxos FILE [non-disruptive]` both print after `head`: the image's checks, the
+    /// `Compatibility check is done:` table and the upgrade table, with the image's name and
+    /// whether the upgrade resets the switch; or, as the error, the failed check.
     pub(super) fn nxos_compat_check(
         &self,
         head: &str,
         path: &str,
-    ) -> Result<(String, String), String> {
+        non_disruptive: bool,
+    ) -> Result<(String, String, bool), String> {
         let fs = &self.dev.persona.filesystem;
         let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
         let s = self.dev.state();
@@ -255,28 +258,88 @@ impl<O: Output> Cli<O> {
         text.push_str(&step("Performing module support checks."));
         text.push_str(&step("Notifying services about system upgrade."));
         let required = if version == s.version { "no" } else { "yes" };
+        let (rows, disruptive) = self.nxos_impact_rows(non_disruptive);
         text.push_str(&format!(
-            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n     1       yes      disruptive         reset  default upgrade is not hitless\r\n\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n",
+            "\r\n\r\nCompatibility check is done:\r\nModule  bootable          Impact  Install-type  Reason\r\n------  --------  --------------  ------------  ------\r\n{rows}\r\n\r\n\r\nImages will be upgraded according to following table:\r\nModule       Image                  Running-Version(pri:alt)           New-Version  Upg-Required\r\n------  ----------  ----------------------------------------  --------------------  ------------\r\n     1        nxos  {:>40}  {:>20}  {:>12}\r\n     1        bios     v07.68(05/26/2020):v07.64(05/16/2018)    v07.68(05/26/2020)            no\r\n\r\n",
             s.version, version, required
         ));
-        Ok((text, name))
+        Ok((text, name, disruptive))
     }
 
-    pub(super) async fn install_all(&mut self, path: &str) -> Result<Flow, ()> {
+    /// The rows of the `Compatibility check is done:` table, one per supervisor on a chassis
+    /// with two (module 1 otherwise), and whether any is disruptive. Without `non-disruptive`
+    /// NX-OS upgrades disruptively (`default upgrade is not hitless`, salt nxos_n93k.py); with
+    /// it a chassis whose standby is hot upgrades in service (`non-disruptive none`, salt
+    /// nxos_n95k.py, a Nexus 9508), unless the image pair is not ISSU-compatible
+    /// (`issu-incompatible`: `Incompatible image for ISSU`, the cisco.nxos nxos_install_os
+    /// docstring). A single supervisor is reset either way.
+    fn nxos_impact_rows(&self, non_disruptive: bool) -> (String, bool) {
+        let sups: Vec<u32> = match &self.dev.persona.members {
+            Some(m) if m.kind == crate::sim::persona::MembersKind::Supervisors => m.slots.clone(),
+            _ => vec![1],
+        };
+        let standby_hot = sups.len() > 1
+            && self
+                .dev
+                .state()
+                .members
+                .iter()
+                .all(|m| m.condition == crate::sim::device::Condition::Ready);
+        let reason = if !non_disruptive || sups.len() < 2 {
+            Some("default upgrade is not hitless")
+        } else if !standby_hot {
+            Some("Standby supervisor is not ready")
+        } else if self.dev.has_fault(crate::sim::Fault::IssuIncompatible) {
+            Some("Incompatible image for ISSU")
+        } else {
+            None
+        };
+        let rows: Vec<String> = sups
+            .iter()
+            .map(|n| match reason {
+                Some(why) => format!("{n:>6}       yes      disruptive         reset  {why}\r\n"),
+                None => format!("{n:>6}       yes  non-disruptive          none\r\n"),
+            })
+            .collect();
+        (rows.concat(), reason.is_some())
+    }
+
+    /// `install all nxos FILE [non-disruptive]`. With `non-disruptive` on a chassis whose
+    /// compatibility check says the upgrade would be disruptive, nothing is installed and
+    /// nothing reloads (the refusal's wording is the lab's own: no public capture of it was
+    /// found); otherwise the upgrade runs as the salt captures print it and the device reloads
+    /// (the switchover of a real ISSU also ends every session).
+    pub(super) async fn install_all(
+        &mut self,
+        path: &str,
+        non_disruptive: bool,
+    ) -> Result<Flow, ()> {
         let fs = self.dev.persona.filesystem.clone();
         let step = |what: &str| format!("{what}\r\n[####################] 100% -- SUCCESS\r\n\r\n");
-        let head = "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n";
-        let name = match self.nxos_compat_check(head, path) {
-            Ok((text, name)) => {
+        let head = if non_disruptive {
+            "Installer will perform compatibility check first. Please wait.\r\n"
+        } else {
+            "Installer will perform compatibility check first. Please wait.\r\nInstaller is forced disruptive\r\n"
+        };
+        let (name, disruptive) = match self.nxos_compat_check(head, path, non_disruptive) {
+            Ok((text, name, disruptive)) => {
                 self.write(&format!("{text}\r\n")).await?;
-                name
+                (name, disruptive)
             }
             Err(failed) => return self.write(&failed).await.map(|()| Flow::Continue),
         };
-        if !self
-            .nxos_yes("Switch will be reloaded for disruptive upgrade.\r\nDo you want to continue with the installation (y/n)?  [n] ")
-            .await?
-        {
+        let issu = non_disruptive && !disruptive;
+        if non_disruptive && disruptive {
+            self.write("Non-disruptive upgrade is not supported: the compatibility check found a module to reset.\r\nInstall has been aborted.\r\n")
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        let question = if issu {
+            "Do you want to continue with the installation (y/n)?  [n] "
+        } else {
+            "Switch will be reloaded for disruptive upgrade.\r\nDo you want to continue with the installation (y/n)?  [n] "
+        };
+        if !self.nxos_yes(question).await? {
             self.write("Install is aborted\r\n").await?;
             return Ok(Flow::Continue);
         }
@@ -285,14 +348,20 @@ impl<O: Output> Cli<O> {
         text.push_str(&step("Setting boot variables."));
         text.push_str(&step("Performing configuration copy."));
         text.push_str("Module 1: Refreshing compact flash and upgrading bios/loader/bootrom.\r\nWarning: please do not remove or power off the module at this time.\r\n[####################] 100% -- SUCCESS\r\n\r\n");
-        text.push_str(&step("Converting startup config."));
-        text.push_str("Finishing the upgrade, switch will reboot in 10 seconds.\r\n");
+        if issu {
+            // salt nxos_n95k.py install_all_non_disruptive_success ends so.
+            text.push_str("\r\nInstall has been successful.\r\n");
+        } else {
+            text.push_str(&step("Converting startup config."));
+            text.push_str("Finishing the upgrade, switch will reboot in 10 seconds.\r\n");
+        }
         let entry = format!("{fs}:/{name}");
         self.dev.update(|s| {
             s.running.boot_system = vec![entry.clone()];
             s.startup = s.running.clone();
             s.boot_variable = vec![entry];
             s.reload_count += 1;
+            s.last_upgrade_issu = issu;
         });
         self.write(&text).await?;
         self.dev.request_reload().await;
