@@ -55,7 +55,7 @@ pub use transcript::EntryKind;
 pub(crate) use transcript::{Transcript, TranscriptEntry, TranscriptLimits};
 pub(crate) use upgrade::{Check, StepGate, Stop, upgrade_gated};
 pub use upgrade::{
-    FailureReason, KickstartImage, Resumed, Step, StepEvent, StepStatus, UnsavedConfig,
+    FailureReason, Issu, KickstartImage, Resumed, Step, StepEvent, StepStatus, UnsavedConfig,
     UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     resume_after_reload, resume_rollback, upgrade,
 };

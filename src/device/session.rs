@@ -577,6 +577,22 @@ impl Session {
         } else {
             command
         };
+        self.run_installer(command).await
+    }
+
+    /// IOS-XE, the image added already (by an `install activate issu` the device refused):
+    /// `install activate auto-abort-timer N` only. The device reloads; the session ends.
+    pub(crate) async fn install_activate(self) -> Result<(), DeviceError> {
+        let command = format!(
+            "install activate auto-abort-timer {}",
+            self.timeouts.commit_minutes()
+        );
+        self.run_installer(command).await
+    }
+
+    /// Run the installer command that reloads the device: the session ends with it.
+    async fn run_installer(mut self, command: String) -> Result<(), DeviceError> {
+        let timeout = self.timeouts.install;
         match self.conn.run(&command, Dialog::install(), timeout).await {
             Err(DeviceError::ConnectionLost { .. }) => Ok(()),
             Err(e) => Err(e),

@@ -66,6 +66,24 @@ pub struct UpgradeOptions {
     /// What to do when the running configuration differs from the startup one before the
     /// first change (`checks.pre.unsaved_config`).
     pub unsaved_config: UnsavedConfig,
+    /// `strategy.issu`: upgrade in service (IOS-XE `install activate issu`, NX-OS `install all
+    /// … non-disruptive`) where the device can.
+    pub issu: Issu,
+}
+
+/// `strategy.issu`: whether a device with two supervisors is upgraded in service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Issu {
+    /// A normal install and reload.
+    #[default]
+    Never,
+    /// In service where the device's check allows it; otherwise a normal reload, and the
+    /// events say why.
+    Preferred,
+    /// In service or not at all: a device whose check says the upgrade would be disruptive
+    /// fails with `issu_not_possible` before any change.
+    Required,
 }
 
 /// `checks.pre.unsaved_config`: what happens when, before the first change, the running
@@ -109,6 +127,7 @@ impl Default for UpgradeOptions {
             allow_downgrade: false,
             rollback: false,
             unsaved_config: UnsavedConfig::default(),
+            issu: Issu::default(),
         }
     }
 }
@@ -293,6 +312,9 @@ pub enum FailureReason {
     /// another version, not hot), or not back, Ready and on the new version after the reload.
     /// The message names the member or supervisor.
     MembersNotReady,
+    /// `strategy.issu: required` and the device says the upgrade would be disruptive (or it
+    /// cannot upgrade in service at all): nothing was changed.
+    IssuNotPossible,
 }
 
 impl FailureReason {
@@ -316,6 +338,7 @@ impl FailureReason {
             FailureReason::UnsavedConfig => "unsaved_config",
             FailureReason::BackupFailed => "backup_failed",
             FailureReason::MembersNotReady => "members_not_ready",
+            FailureReason::IssuNotPossible => "issu_not_possible",
         }
     }
 }
@@ -442,6 +465,8 @@ struct Run<'a> {
     baseline: Vec<Observed>,
     /// Stack members or two supervisors, as found before the first change.
     topology: members::Topology,
+    /// The install runs in service (`strategy.issu` and the device's check allowed it).
+    issu: bool,
 }
 
 impl<'a> Run<'a> {
@@ -468,6 +493,7 @@ impl<'a> Run<'a> {
             host_key: None,
             baseline: Vec::new(),
             topology: members::Topology::default(),
+            issu: false,
         }
     }
 
@@ -741,6 +767,14 @@ pub(crate) async fn upgrade_gated(
         stage(&mut run, &mut session).await?;
     }
 
+    // After staging: NX-OS checks the image on bootflash.
+    run.issu = match decide_issu(&run, &mut session).await {
+        Ok(issu) => issu,
+        Err(failure) => {
+            session.close().await;
+            return Err(failure);
+        }
+    };
     if let Err(failure) = backup_before(&run, &mut session).await {
         session.close().await;
         return Err(failure);
@@ -921,8 +955,70 @@ async fn bundle_changes(
     Ok(())
 }
 
+/// `strategy.issu`, before any change: whether the install runs in service. The device's own
+/// check decides (NX-OS `show install all impact … non-disruptive`, IOS-XE `show issu state
+/// detail`); a disruptive answer fails the device with `issu_not_possible` when ISSU is
+/// `required`, and with `preferred` the event says the upgrade reloads instead.
+async fn decide_issu(run: &Run<'_>, session: &mut Session) -> Result<bool, UpgradeFailure> {
+    let mode = run.plan.options.issu;
+    if mode == Issu::Never {
+        return Ok(false);
+    }
+    let step = Step::PreCheck;
+    let wanted = if mode == Issu::Required {
+        "required"
+    } else {
+        "preferred"
+    };
+    run.start(
+        step,
+        format!("can the upgrade run in service? (strategy.issu: {wanted})"),
+    )
+    .await?;
+    let kickstart = run.kickstart.map(|k| k.image.as_str());
+    let check = session
+        .issu_check(&run.plan.image, kickstart)
+        .await
+        .map_err(|e| run.fail_with(step, e))?;
+    match check {
+        super::IssuCheck::Disruptive { reason } if mode == Issu::Required => Err(run.fail(
+            step,
+            FailureReason::IssuNotPossible,
+            format!(
+                "the upgrade would not run in service ({reason}); strategy.issu is required, so nothing was changed"
+            ),
+        )),
+        super::IssuCheck::Disruptive { reason } => {
+            run.emit(
+                step,
+                StepStatus::Done,
+                format!(
+                    "no ISSU: {reason}; the upgrade reloads the device (strategy.issu: preferred)"
+                ),
+            );
+            Ok(false)
+        }
+        super::IssuCheck::NonDisruptive => {
+            run.emit(
+                step,
+                StepStatus::Done,
+                "ISSU: the device's compatibility check says non-disruptive",
+            );
+            Ok(true)
+        }
+        super::IssuCheck::DecidedByActivation => {
+            run.emit(
+                step,
+                StepStatus::Done,
+                "ISSU: the device is ready for it (show issu state detail); install activate issu decides for this image",
+            );
+            Ok(true)
+        }
+    }
+}
+
 /// Install mode (IOS-XE) and NX-OS: save, then the installer, which sets the boot variable
-/// itself only once the image is installed, and reloads.
+/// itself only once the image is installed, and reloads (or, in service, switches over).
 async fn install_changes(run: &Run<'_>, mut session: Session) -> Changed {
     let driver = session.driver;
     // The installer refuses to run with unsaved configuration.
@@ -933,14 +1029,76 @@ async fn install_changes(run: &Run<'_>, mut session: Session) -> Changed {
         return Err((run.fail_with(Step::Save, e), Undo::Nothing(session)));
     }
     run.emit(Step::Save, StepStatus::Done, "[OK]");
+    let mut added = false;
+    if run.issu {
+        let image = &run.plan.image;
+        let command = match driver {
+            Driver::Nxos => format!("install all nxos {} non-disruptive", driver.path(image)),
+            _ => format!(
+                "install add file {}; install activate issu",
+                driver.path(image)
+            ),
+        };
+        if let Err(f) = run.start(Step::Install, command).await {
+            return Err((f, Undo::Nothing(session)));
+        }
+        let result = match driver {
+            Driver::Nxos => session.install_all_non_disruptive(image).await,
+            _ => session.install_activate_issu(image).await,
+        };
+        match result {
+            Ok(()) => {
+                session.close().await;
+                run.emit(
+                    Step::Install,
+                    StepStatus::Done,
+                    "installed in service (ISSU): the supervisors switch over",
+                );
+                return Ok(());
+            }
+            Err(DeviceError::Rejected { message, .. }) => {
+                if run.plan.options.issu == Issu::Required {
+                    let f = run.fail(
+                        Step::Install,
+                        FailureReason::IssuNotPossible,
+                        format!(
+                            "the device refused the in-service upgrade ({message}); strategy.issu is required, so it was not upgraded"
+                        ),
+                    );
+                    return Err((f, Undo::Nothing(session)));
+                }
+                run.emit(
+                    Step::Install,
+                    StepStatus::Done,
+                    format!(
+                        "the device refused the in-service upgrade ({message}): a normal install with a reload instead (strategy.issu: preferred)"
+                    ),
+                );
+                added = driver == Driver::IosXeInstall;
+            }
+            Err(e) => return Err((run.fail_with(Step::Install, e), Undo::Gone)),
+        }
+    }
     let kickstart = run.kickstart.map(|k| k.image.as_str());
-    let command = driver
-        .install_command(&run.plan.image, kickstart)
-        .unwrap_or_default();
+    let command = if added {
+        format!(
+            "install activate auto-abort-timer {}",
+            run.plan.timeouts.commit_minutes()
+        )
+    } else {
+        driver
+            .install_command(&run.plan.image, kickstart)
+            .unwrap_or_default()
+    };
     if let Err(f) = run.start(Step::Install, command).await {
         return Err((f, Undo::Nothing(session)));
     }
-    if let Err(e) = session.install(&run.plan.image, kickstart).await {
+    let installed = if added {
+        session.install_activate().await
+    } else {
+        session.install(&run.plan.image, kickstart).await
+    };
+    if let Err(e) = installed {
         return Err((run.fail_with(Step::Install, e), Undo::Gone));
     }
     run.emit(

@@ -614,6 +614,11 @@ pub(crate) struct Strategy {
     pub max_failures: Share,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// In-service upgrades (dual supervisors): `never`, `preferred` (a normal reload when the
+    /// device says the upgrade would be disruptive, recorded in the events) or `required` (such
+    /// a device fails before any change).
+    #[serde(default)]
+    pub issu: crate::device::Issu,
 }
 
 fn one() -> usize {
@@ -637,6 +642,7 @@ impl Default for Strategy {
             concurrency: 10,
             max_failures: Share::Count(0),
             timeouts: Timeouts::default(),
+            issu: crate::device::Issu::default(),
         }
     }
 }

@@ -350,6 +350,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
             allow_downgrade: pb.options.allow_downgrade,
             rollback: pb.options.rollback == crate::playbook::Rollback::OnFailure,
             unsaved_config: pb.checks.pre.unsaved_config,
+            issu: pb.strategy.issu,
         },
         timeouts,
     };

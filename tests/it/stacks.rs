@@ -251,3 +251,93 @@ async fn a_member_or_standby_that_is_not_back_fails_the_device_and_is_named() {
     }
     rig.stop().await;
 }
+
+/// `strategy.issu`: `required` upgrades a Catalyst 9400 (`install activate issu`) and a
+/// Nexus 9500 (`install all … non-disruptive`) in service, and fails a device whose check says
+/// the upgrade would be disruptive before any change; `preferred` falls back to a normal
+/// reload when the device refuses, and the events say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issu_required_runs_in_service_or_changes_nothing_and_preferred_falls_back() {
+    let rig = Rig::start(4, |c| {
+        c.personas = vec!["c9400-dual-sup".into(), "n9k-dual-sup".into()];
+        c.abort_timer_minute = Duration::from_secs(60);
+    })
+    .await;
+    for (i, name) in [XE_IMAGE, NX_IMAGE].iter().enumerate() {
+        let path = rig.dir.path().join(name);
+        write_random_file(&path, 300_000 + i, 80 + i as u64);
+        let r = rig
+            .post("/api/v1/images")
+            .multipart(multipart_file(&path, name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{name}");
+    }
+    let names = rig.names();
+    assert!(rig.lab.set_fault(&names[3], Fault::IssuIncompatible));
+    let required = |devices: &[String]| {
+        book(devices, "").replace("strategy:\n", "strategy:\n  issu: required\n")
+    };
+    let id = rig
+        .submit(&required(&[
+            names[0].clone(),
+            names[1].clone(),
+            names[3].clone(),
+        ]))
+        .await;
+    let d = rig.wait_end(&id).await;
+    let events = rig.events(&id).await;
+    for name in &names[..2] {
+        let job = job_of(&d, name);
+        assert_eq!(job["state"], "succeeded", "{name}: {job:#}");
+        let st = rig.lab.state(name).unwrap();
+        assert!(st.last_upgrade_issu, "{name}: upgraded in service");
+        assert!(
+            st.members.iter().all(|m| m.version == st.version),
+            "{name}: {:#?}",
+            st.members
+        );
+        let install = messages(&events, name, "install").join("\n");
+        assert!(
+            install.contains("installed in service"),
+            "{name}: {install}"
+        );
+    }
+    let job = job_of(&d, &names[3]);
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("issu_not_possible") && error.contains("pre_check"),
+        "{error}"
+    );
+    let st = rig.lab.state(&names[3]).unwrap();
+    assert_eq!(st.reload_count, 0, "untouched");
+    assert!(
+        !st.last_commands
+            .iter()
+            .any(|c| c.starts_with("install all")),
+        "{:#?}",
+        st.last_commands
+    );
+
+    // preferred: the Catalyst refuses `install activate issu`; the upgrade reloads instead.
+    assert!(rig.lab.set_fault(&names[2], Fault::IssuIncompatible));
+    let preferred = book(&names[2..3], "").replace("strategy:\n", "strategy:\n  issu: preferred\n");
+    let id = rig.submit(&preferred).await;
+    let d = rig.wait_end(&id).await;
+    let job = job_of(&d, &names[2]);
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let st = rig.lab.state(&names[2]).unwrap();
+    assert!(!st.last_upgrade_issu);
+    assert_eq!(st.reload_count, 1);
+    assert_eq!(st.version, "17.09.04a");
+    let events = rig.events(&id).await;
+    let install = messages(&events, &names[2], "install").join("\n");
+    assert!(
+        install.contains("refused the in-service upgrade")
+            && install.contains("install activate auto-abort-timer"),
+        "{install}"
+    );
+    rig.stop().await;
+}
