@@ -403,19 +403,7 @@ impl Session {
 
     /// `delete /force PATH` of a file on any file system.
     pub(crate) async fn delete_at(&mut self, path: &str) -> Result<(), DeviceError> {
-        let command = format!("delete /force {path}");
-        let output = self.run(&command).await?;
-        if let Some(line) = output
-            .lines()
-            .find(|l| l.trim_start().starts_with("%Error"))
-        {
-            return Err(DeviceError::Rejected {
-                device: self.device().to_string(),
-                command,
-                message: line.trim().to_string(),
-            });
-        }
-        Ok(())
+        self.run_delete(format!("delete /force {path}")).await
     }
 
     /// Set the boot variable to `entries` (in order) and read it back. When the read-back
@@ -508,7 +496,11 @@ impl Session {
 
     /// Delete a file without questions.
     pub(crate) async fn delete(&mut self, file: &str) -> Result<(), DeviceError> {
-        let command = self.driver.delete_command(file);
+        self.run_delete(self.driver.delete_command(file)).await
+    }
+
+    /// A delete command: any `%Error` line is the device refusing it.
+    async fn run_delete(&mut self, command: String) -> Result<(), DeviceError> {
         let output = self.run(&command).await?;
         if let Some(line) = output
             .lines()

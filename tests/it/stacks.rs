@@ -29,9 +29,15 @@ async fn rig() -> Rig {
         c.abort_timer_minute = Duration::from_secs(60);
     })
     .await;
+    add_images(&rig, 70).await;
+    rig
+}
+
+/// Add an IOS-XE and an NX-OS image (random bytes from `seed`) to the rig's store.
+async fn add_images(rig: &Rig, seed: u64) {
     for (i, name) in [XE_IMAGE, NX_IMAGE].iter().enumerate() {
         let path = rig.dir.path().join(name);
-        write_random_file(&path, 400_000 + i, 70 + i as u64);
+        write_random_file(&path, 400_000 + i, seed + i as u64);
         let r = rig
             .post("/api/v1/images")
             .multipart(multipart_file(&path, name))
@@ -40,7 +46,6 @@ async fn rig() -> Rig {
             .unwrap();
         assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{name}");
     }
-    rig
 }
 
 fn book(devices: &[String], extra: &str) -> String {
@@ -263,17 +268,7 @@ async fn issu_required_runs_in_service_or_changes_nothing_and_preferred_falls_ba
         c.abort_timer_minute = Duration::from_secs(60);
     })
     .await;
-    for (i, name) in [XE_IMAGE, NX_IMAGE].iter().enumerate() {
-        let path = rig.dir.path().join(name);
-        write_random_file(&path, 300_000 + i, 80 + i as u64);
-        let r = rig
-            .post("/api/v1/images")
-            .multipart(multipart_file(&path, name))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{name}");
-    }
+    add_images(&rig, 80).await;
     let names = rig.names();
     assert!(rig.lab.set_fault(&names[3], Fault::IssuIncompatible));
     let required = |devices: &[String]| {
