@@ -127,13 +127,12 @@ pub(crate) fn show_version_members(text: &str) -> Vec<MemberVersion> {
 /// The serial number of each member's `Switch 0N` section of `show version` (the active
 /// member's is the one at the top, [`super::parse::ShowVersion::serial`]).
 pub(crate) fn show_version_serials(text: &str) -> Vec<(u32, String)> {
-    static HEADING: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*Switch (\d+)\s*$"));
     static SERIAL: LazyLock<Regex> =
         LazyLock::new(|| re(r"(?i)^\s*System serial number\s*:\s*(\S+)\s*$"));
     let mut out = Vec::new();
     let mut current = None;
     for line in text.lines() {
-        if let Some(c) = HEADING.captures(line) {
+        if let Some(c) = SWITCH_HEADING.captures(line) {
             current = c[1].parse::<u32>().ok();
         } else if let (Some(n), Some(c)) = (current, SERIAL.captures(line)) {
             out.push((n, c[1].to_string()));
@@ -148,18 +147,20 @@ pub(crate) fn same_version(a: &str, b: &str) -> bool {
     a == b || super::version::compare(a, b) == Some(std::cmp::Ordering::Equal)
 }
 
+/// `Switch 2` / `Switch 02`: the heading of a member's section in `show boot` and `show version`.
+static SWITCH_HEADING: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*Switch (\d+)\s*$"));
+
 /// The BOOT variable of each stack member that `show boot` prints a section for (`Switch N`):
 /// a classic IOS stack prints the active member's lines first without a heading, then one
 /// section per other member (genieparser iosxe/ShowBoot golden_output_2900); IOS-XE prints one
 /// section per member, with the variables of the next reload last (golden_output_cat9300).
 pub(crate) fn show_boot_members(text: &str) -> Vec<(u32, Vec<String>)> {
-    static HEADING: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*Switch (\d+)\s*$"));
     static BOOT: LazyLock<Regex> =
         LazyLock::new(|| re(r"^\s*(?:BOOT path-list\s*:|BOOT variable\s*=)[ \t]*(.*?)[ \t]*$"));
     let mut out: Vec<(u32, Vec<String>)> = Vec::new();
     let mut current: Option<usize> = None;
     for line in text.lines() {
-        if let Some(c) = HEADING.captures(line) {
+        if let Some(c) = SWITCH_HEADING.captures(line) {
             current = c[1].parse().ok().map(|n| {
                 out.push((n, Vec::new()));
                 out.len() - 1

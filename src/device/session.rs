@@ -550,18 +550,10 @@ impl Session {
                 message: "bundle-mode devices upgrade with set_boot and reload".into(),
             });
         };
-        let timeout = self.timeouts.install;
         // IOS-XE: the image is added first; the activation under the auto-abort timer
         // reloads, and only `install commit` after the checks makes it stay.
         let command = if self.driver == Driver::IosXeInstall {
-            let output = self.run_with(&command, Dialog::install(), timeout).await?;
-            if let Err(e) = parse::install_result(&output) {
-                return Err(DeviceError::Rejected {
-                    device: self.device_name_owned(),
-                    command,
-                    message: e.to_string(),
-                });
-            }
+            self.install_add(file).await?;
             format!(
                 "install activate auto-abort-timer {}",
                 self.timeouts.commit_minutes()
@@ -570,6 +562,21 @@ impl Session {
             command
         };
         self.run_installer(command).await
+    }
+
+    /// IOS-XE `install add file flash:FILE`: the image expanded into its packages, nothing
+    /// activated yet.
+    async fn install_add(&mut self, file: &str) -> Result<(), DeviceError> {
+        let command = format!("install add file {}", self.driver.path(file));
+        let timeout = self.timeouts.install;
+        let output = self.run_with(&command, Dialog::install(), timeout).await?;
+        parse::install_result(&output)
+            .map(|_| ())
+            .map_err(|e| DeviceError::Rejected {
+                device: self.device_name_owned(),
+                command,
+                message: e.to_string(),
+            })
     }
 
     /// IOS-XE, the image added already (by an `install activate issu` the device refused):
@@ -732,16 +739,8 @@ impl Session {
                 message: "`install activate issu` is for IOS-XE in install mode".into(),
             });
         }
+        self.install_add(file).await?;
         let timeout = self.timeouts.install;
-        let add = format!("install add file {}", self.driver.path(file));
-        let output = self.run_with(&add, Dialog::install(), timeout).await?;
-        if let Err(e) = parse::install_result(&output) {
-            return Err(DeviceError::Rejected {
-                device: self.device_name_owned(),
-                command: add,
-                message: e.to_string(),
-            });
-        }
         let command = "install activate issu";
         let output = match self.conn.run(command, Dialog::install(), timeout).await {
             Err(DeviceError::ConnectionLost { .. }) => return Ok(()),

@@ -228,11 +228,9 @@ impl Facts {
     /// behind is not current.
     pub(crate) fn members_run(&self, version: &str) -> bool {
         self.members.iter().all(|m| {
-            m.version.as_deref().is_none_or(|v| {
-                v == version
-                    || crate::device::version::compare(v, version)
-                        == Some(std::cmp::Ordering::Equal)
-            })
+            m.version
+                .as_deref()
+                .is_none_or(|v| crate::device::members::same_version(v, version))
         })
     }
 }

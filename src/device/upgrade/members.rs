@@ -70,16 +70,11 @@ pub(super) async fn pre_check(
             "show switch: every stack member Ready and on one version",
         )
         .await?;
-        let rows = show_switch(session)
+        let rows = stack_of(session, before)
             .await
             .map_err(|e| run.fail_with(step, e))?;
         let (rows, provisioned) = joined(rows);
-        let Some(active) = rows
-            .iter()
-            .find(|m| m.role == "Active")
-            .or_else(|| rows.iter().find(|m| m.this_member))
-            .map(|m| m.number)
-        else {
+        let Some(active) = active_of(&rows) else {
             return Err(run.fail(
                 step,
                 FailureReason::MembersNotReady,
@@ -144,13 +139,9 @@ pub(super) async fn rediscover(
     after: &DeviceFacts,
 ) -> Topology {
     if after.members.len() > 1
-        && let Ok(rows) = show_switch(session).await
+        && let Ok(rows) = stack_of(session, after).await
     {
-        let active = rows
-            .iter()
-            .find(|m| m.role == "Active")
-            .or_else(|| rows.iter().find(|m| m.this_member))
-            .map_or(0, |m| m.number);
+        let active = active_of(&rows).unwrap_or(0);
         let numbers = rows.iter().map(|m| m.number).collect();
         return Topology::Stack { active, numbers };
     }
@@ -160,6 +151,27 @@ pub(super) async fn rediscover(
         }
         _ => Topology::Single,
     }
+}
+
+/// The stack's `show switch` as the facts read it, or read now when the facts have none (their
+/// read failed: this one says why).
+async fn stack_of(
+    session: &mut Session,
+    facts: &DeviceFacts,
+) -> Result<Vec<StackMember>, DeviceError> {
+    if facts.stack.is_empty() {
+        show_switch(session).await
+    } else {
+        Ok(facts.stack.clone())
+    }
+}
+
+/// The active member's number: the `Active` row, else the one this session is on.
+fn active_of(rows: &[StackMember]) -> Option<u32> {
+    rows.iter()
+        .find(|m| m.role == "Active")
+        .or_else(|| rows.iter().find(|m| m.this_member))
+        .map(|m| m.number)
 }
 
 async fn show_switch(session: &mut Session) -> Result<Vec<StackMember>, DeviceError> {
