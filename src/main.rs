@@ -419,8 +419,11 @@ fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(mut args) => {
             serve::init_logging(cli.log_format);
+            if let Some(path) = &args.config {
+                args.notify = fleetup::config::read_notify_targets(path)?;
+            }
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(*args, token).await?;
         }
