@@ -99,10 +99,13 @@ pub fn read_notify_targets(path: &Path) -> Result<Vec<crate::notify::Target>, Co
         path: path.to_path_buf(),
         source,
     })?;
-    crate::notify::targets_from_yaml(&text).map_err(|error| ConfigError::Yaml {
+    let yaml = |error| ConfigError::Yaml {
         path: path.to_path_buf(),
         error,
-    })
+    };
+    let targets = crate::notify::targets_from_yaml(&text).map_err(yaml)?;
+    crate::notify::check_usable(&targets).map_err(yaml)?;
+    Ok(targets)
 }
 
 fn parse_config(text: &str, known: &BTreeSet<String>) -> Result<Vec<(String, String)>, YamlError> {

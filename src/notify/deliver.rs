@@ -107,8 +107,6 @@ pub(crate) fn start(
     shutdown: Shutdown,
 ) -> NotifyStats {
     let stats = NotifyStats::default();
-    // reqwest with rustls and no provider of its own: ring, like the rest of the tree.
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let client = match reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
@@ -233,7 +231,7 @@ impl Router {
     }
 
     async fn queue_one(&self, ev: &Event, n: &Notification, target: &Target) {
-        let target_text = target.url.redacted();
+        let target_text = target.url.value.redacted();
         let record = NewDelivery {
             rollout_id: ev.rollout_id.as_str(),
             event_id: ev.id,
@@ -259,7 +257,7 @@ impl Router {
         };
         let delivery = Delivery {
             id,
-            url: target.url.url().clone(),
+            url: target.url.value.url().clone(),
             kind: n.kind,
             body,
             signature,

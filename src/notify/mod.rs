@@ -14,7 +14,7 @@ mod target;
 
 pub(crate) use deliver::{NotifySettings, start};
 pub use deliver::{NotifyStats, StatsSnapshot};
-pub(crate) use target::check_secrets;
+pub use target::check_usable;
 pub use target::{Format, Target, WebhookUrl, targets_from_yaml};
 
 use std::fmt;

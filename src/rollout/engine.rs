@@ -105,7 +105,7 @@ impl Engine {
     /// Validate a playbook and plan it against the current inventory; touches no device.
     pub(crate) async fn plan(&self, text: &str) -> Result<(Playbook, Plan), RolloutError> {
         let pb = super::parse_playbook(text)?;
-        crate::notify::check_secrets(&pb.notify)?;
+        crate::notify::check_usable(&pb.notify)?;
         let devices = self.ledger.db.all_devices().await?;
         let images = self.ledger.images.list().await?;
         let named = pb.image.all().into_iter().map(|i| ("image", i)).chain(

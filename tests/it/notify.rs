@@ -191,6 +191,16 @@ async fn a_signed_webhook_from_the_config_file_is_retried_after_a_500_and_delive
         .text()
         .await
         .unwrap();
+    let out = rig
+        .fleetup(&["notify", "deliveries", "--rollout", &id])
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches(" delivered ").count(), 2, "{text}");
+    assert!(
+        text.contains(&format!("http://{addr}/hook (json)")),
+        "{text}"
+    );
     for line in [
         "fleetup_webhook_deliveries_total{result=\"delivered\"} 2",
         "fleetup_webhook_deliveries_total{result=\"retried\"} 2",
@@ -273,7 +283,7 @@ async fn a_receiver_that_never_answers_does_not_hold_the_rollout_back() {
 #[tokio::test]
 async fn a_playbook_with_a_bad_webhook_url_is_refused_with_its_location() {
     let app = TestApp::start().await;
-    let text = "name: x\ntargets:\n  all: true\nimage:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\nnotify:\n  - url: https://hooks.example.com/a\n  - url: smtp://mail.example.com\n";
+    let text = "name: x\ntargets:\n  all: true\nimage:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\nnotify:\n  - url: http://hooks.example.com/a\n  - url: smtp://mail.example.com\n";
     let r = app
         .post("/api/v1/rollouts?dry_run=true")
         .header("content-type", "application/yaml")
@@ -314,6 +324,25 @@ async fn a_playbook_with_a_bad_webhook_url_is_refused_with_its_location() {
             .unwrap()
             .contains("FLEETUP_TEST_NO_SUCH_VARIABLE_4F2A"),
         "{body:#}"
+    );
+
+    // https is refused by this build, located, rather than failing at every delivery.
+    let text = "name: x\ntargets:\n  all: true\nimage:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\nnotify:\n  - url: https://hooks.slack.com/services/T/B/SECRET\n    format: slack\n";
+    let r = app
+        .post("/api/v1/rollouts?dry_run=true")
+        .header("content-type", "application/yaml")
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["line"], 7, "{body:#}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not supported"), "{body:#}");
+    assert!(
+        !message.contains("SECRET"),
+        "the URL is shown redacted: {message}"
     );
     app.service.stop().await;
 }
