@@ -93,6 +93,21 @@ pub fn read_config_file(
     })
 }
 
+/// The webhook targets of a config file's `notify:` list (none without one).
+pub fn read_notify_targets(path: &Path) -> Result<Vec<crate::notify::Target>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let yaml = |error| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        error,
+    };
+    let targets = crate::notify::targets_from_yaml(&text).map_err(yaml)?;
+    crate::notify::check_usable(&targets).map_err(yaml)?;
+    Ok(targets)
+}
+
 fn parse_config(text: &str, known: &BTreeSet<String>) -> Result<Vec<(String, String)>, YamlError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
@@ -101,6 +116,10 @@ fn parse_config(text: &str, known: &BTreeSet<String>) -> Result<Vec<(String, Str
     let mut out = Vec::new();
     for (key, value) in map {
         let loc = value.referenced;
+        // Webhook targets: a list, read by `crate::notify::targets_from_yaml`.
+        if key == "notify" {
+            continue;
+        }
         if !known.contains(&key) || key == "config" {
             return Err(YamlError::new(
                 loc.line(),
@@ -177,6 +196,15 @@ mod tests {
             ]
         );
         assert_eq!("false".parse::<Listen>().unwrap(), Listen::Off);
+    }
+
+    #[test]
+    fn notify_is_a_list_beside_the_flags() {
+        let text = "data-dir: /x\nnotify:\n  - url: https://hooks.example.com/a\n";
+        let pairs = parse_config(text, &known()).unwrap();
+        assert_eq!(pairs.len(), 1, "{pairs:?}");
+        let targets = crate::notify::targets_from_yaml(text).unwrap();
+        assert_eq!(targets.len(), 1);
     }
 
     #[test]

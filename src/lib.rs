@@ -21,6 +21,7 @@ pub mod image_http;
 pub mod image_ssh;
 pub mod images;
 pub mod inventory;
+pub mod notify;
 pub mod playbook;
 pub(crate) mod rcp;
 pub mod rollout;

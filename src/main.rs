@@ -127,6 +127,23 @@ enum Command {
         #[command(subcommand)]
         action: DeviceAction,
     },
+    /// Webhook notifications of a running service.
+    Notify {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NotifyAction {
+    /// The webhook deliveries, newest first: target, kind, state, attempts, last status.
+    Deliveries {
+        /// Only this rollout's deliveries.
+        #[arg(long)]
+        rollout: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -419,8 +436,11 @@ fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(mut args) => {
             serve::init_logging(cli.log_format);
+            if let Some(path) = &args.config {
+                args.notify = fleetup::config::read_notify_targets(path)?;
+            }
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(*args, token).await?;
         }
@@ -629,6 +649,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let id = created.rollout.id;
             eprintln!("rollout {id}: upgrading {name}; Ctrl-C detaches, the upgrade goes on");
             return follow_to_exit(&c, &id, follow::Options { json, verbose }).await;
+        }
+        Command::Notify { client, action } => {
+            let c = Client::from_args(&client);
+            match action {
+                NotifyAction::Deliveries { rollout } => {
+                    print!(
+                        "{}",
+                        fleetup::client::notify::deliveries(&c, rollout.as_deref()).await?
+                    );
+                }
+            }
         }
         Command::Device { client, action } => {
             let c = Client::from_args(&client);

@@ -119,6 +119,34 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub http_header_timeout: u64,
+    /// Attempts per webhook delivery (the first included) before it is given up.
+    #[arg(
+        long,
+        env = "FLEETUP_NOTIFY_ATTEMPTS",
+        default_value = "5",
+        value_name = "N"
+    )]
+    pub notify_attempts: u32,
+    /// Milliseconds before a webhook delivery's first retry; each next delay doubles (up to
+    /// five minutes).
+    #[arg(
+        long,
+        env = "FLEETUP_NOTIFY_RETRY_MS",
+        default_value = "1000",
+        value_name = "MS"
+    )]
+    pub notify_retry_ms: u64,
+    /// Seconds one webhook attempt may take (connecting and the answer) before it is retried.
+    #[arg(
+        long,
+        env = "FLEETUP_NOTIFY_TIMEOUT",
+        default_value = "10",
+        value_name = "SECONDS"
+    )]
+    pub notify_timeout: u64,
+    /// Service-wide webhook targets: the config file's `notify:` list (no flag of its own).
+    #[arg(skip)]
+    pub notify: Vec<crate::notify::Target>,
     #[command(flatten)]
     pub tftp_options: crate::tftp::TftpArgs,
     #[command(flatten)]
@@ -430,6 +458,18 @@ impl Service {
         )
         .await
         .map_err(ServeError::Engine)?;
+        let notify = crate::notify::start(
+            db.clone(),
+            engine.subscribe(),
+            crate::notify::NotifySettings {
+                targets: args.notify.clone(),
+                attempts: args.notify_attempts.max(1),
+                first_retry: Duration::from_millis(args.notify_retry_ms),
+                timeout: Duration::from_secs(args.notify_timeout.max(1)),
+                ..Default::default()
+            },
+            shutdown.clone(),
+        );
         let state = AppState {
             db: db.clone(),
             images,
@@ -440,6 +480,7 @@ impl Service {
             started: Instant::now(),
             info: Arc::new(info),
             views: Arc::default(),
+            notify,
         };
 
         let app = api::app(state.clone());

@@ -9,6 +9,7 @@ mod devices;
 mod error;
 mod images;
 pub mod listen;
+mod notifications;
 mod rollout_view;
 mod rollouts;
 mod schema;
@@ -21,6 +22,7 @@ pub use devices::DeviceList;
 pub(crate) use devices::ImportResult;
 pub(crate) use error::{ApiError, ApiResult, ErrorBody};
 pub use images::ImageList;
+pub use notifications::{DeliveryList, DeliveryView};
 pub(crate) use rollouts::{ActionResult, DeviceRow, RolloutDetail, RolloutList, WaveView};
 pub use rollouts::{DryRun, NOTHING_TO_DO};
 
@@ -57,6 +59,8 @@ pub struct AppState {
     pub(crate) info: Arc<ServiceInfo>,
     /// What `GET /rollouts/{id}` serves from, kept up to date per rollout.
     pub(crate) views: Arc<rollout_view::RolloutViews>,
+    /// Webhook deliveries by result, for `/metrics`.
+    pub notify: crate::notify::NotifyStats,
 }
 
 /// What the service listens on, for `/api/v1/health` and the dashboard.
@@ -108,6 +112,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(configs::router())
         .merge(images::router())
         .merge(rollouts::router())
+        .merge(notifications::router())
         .merge(system::router())
 }
 

@@ -238,6 +238,23 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
             c.bytes
         );
     }
+    let n = state.notify.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP fleetup_webhook_deliveries_total Webhook deliveries by result (retried: attempts followed by another; dropped: never sent, the queue was full)."
+    );
+    let _ = writeln!(out, "# TYPE fleetup_webhook_deliveries_total counter");
+    for (result, count) in [
+        ("delivered", n.delivered),
+        ("failed", n.failed),
+        ("dropped", n.dropped),
+        ("retried", n.retried),
+    ] {
+        let _ = writeln!(
+            out,
+            "fleetup_webhook_deliveries_total{{result=\"{result}\"}} {count}"
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP fleetup_uptime_seconds Seconds since the service started."

@@ -310,4 +310,5 @@ pub fn segment(s: &str) -> String {
 }
 pub mod configs;
 pub mod follow;
+pub mod notify;
 pub mod rollout;

@@ -1032,6 +1032,9 @@ pub struct Playbook {
     pub(crate) checks: Checks,
     #[serde(default)]
     pub(crate) options: Options,
+    /// Webhooks told about this rollout, besides the service's own (`crate::notify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) notify: Vec<crate::notify::Target>,
 }
 
 impl Playbook {
@@ -1296,6 +1299,27 @@ options:
             "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\nkickstart_image:\n  ios: k.bin\n",
         ));
         assert!(e.to_string().contains("ios"), "{e}");
+    }
+
+    #[test]
+    fn notify_targets_are_read_and_a_bad_url_is_located() {
+        let text = format!(
+            "{FULL}notify:\n  - url: https://hooks.slack.com/services/T/B/X\n    format: slack\n    events: [halted, finished]\n"
+        );
+        let pb = parse(&text).unwrap();
+        assert_eq!(pb.notify.len(), 1);
+        assert_eq!(pb.notify[0].format, crate::notify::Format::Slack);
+        let lines = FULL.lines().count() as u64;
+        let e = err(&format!(
+            "{FULL}notify:\n  - url: ftp://hooks.example.com/x\n"
+        ));
+        assert_eq!(e.line, lines + 2, "{e}");
+        assert!(e.column > 1, "{e}");
+        assert!(e.message.contains("http:// or https://"), "{e}");
+        let e = err(&format!(
+            "{FULL}notify:\n  - url: https://x.example.com/h\n    events: [coffee]\n"
+        ));
+        assert_eq!(e.line, lines + 3, "{e}");
     }
 
     #[test]

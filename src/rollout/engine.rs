@@ -105,6 +105,7 @@ impl Engine {
     /// Validate a playbook and plan it against the current inventory; touches no device.
     pub(crate) async fn plan(&self, text: &str) -> Result<(Playbook, Plan), RolloutError> {
         let pb = super::parse_playbook(text)?;
+        crate::notify::check_usable(&pb.notify)?;
         let devices = self.ledger.db.all_devices().await?;
         let images = self.ledger.images.list().await?;
         let named = pb.image.all().into_iter().map(|i| ("image", i)).chain(
@@ -384,7 +385,9 @@ impl Engine {
         let plan: Plan = serde_json::from_str(&record.plan_json)
             .map_err(|e| RolloutError::Corrupt(e.to_string()))?;
 
-        // Schedule: nothing before start_at.
+        // Schedule: nothing before start_at. The start event says when a wait ended, for the
+        // notifications (`schedule_reached`).
+        let mut start_reached = None;
         if let Some(start) = pb.schedule.start_at
             && self.ledger.now() < start
             && !record.abort_requested
@@ -400,7 +403,7 @@ impl Engine {
                 )
                 .await;
             tokio::select! {
-                _ = self.ledger.sleep_until(start) => {}
+                _ = self.ledger.sleep_until(start) => start_reached = Some(start),
                 _ = self.wait_abort(id) => {}
                 _ = self.ledger.shutdown().requested() => return Ok(()),
             }
@@ -416,12 +419,17 @@ impl Engine {
                 RolloutState::Running
             };
             if current.started_at.is_none() {
+                let data = start_reached.map(|at| json!({"start_at": at.to_string()}));
+                let message = match start_reached {
+                    Some(_) => "the scheduled start time came: rollout started",
+                    None => "rollout started",
+                };
                 self.ledger
                     .set_state(
                         id,
                         state,
                         None,
-                        NewEvent::rollout(EventKind::Started, "rollout started"),
+                        NewEvent::rollout(EventKind::Started, message).with_data(data.as_ref()),
                     )
                     .await?;
             } else if current.state != state {

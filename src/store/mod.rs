@@ -5,9 +5,11 @@
 mod configs;
 mod devices;
 mod images;
+mod notifications;
 pub(crate) mod rollouts;
 
 pub(crate) use devices::{DeviceFilter, Upserted};
+pub(crate) use notifications::NewDelivery;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

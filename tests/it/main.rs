@@ -19,6 +19,7 @@ mod http;
 mod image_http;
 mod image_ssh;
 mod lab;
+mod notify;
 mod rollback;
 mod rollout;
 mod safety;

@@ -99,7 +99,16 @@ impl ServeProcess {
 
     /// With extra flags; `--tftp`, `--ftp` and `--image-http` default to off unless given.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServeProcess {
-        Self::start_inner(data_dir, extra, None)
+        Self::start_inner(data_dir, extra, None, &[])
+    }
+
+    /// Like `start_with`, with variables set in the process's environment.
+    pub fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> ServeProcess {
+        Self::start_inner(data_dir, extra, None, env)
     }
 
     /// Like `start_with`, started with a soft and a hard limit on open files (`prlimit`).
@@ -109,10 +118,15 @@ impl ServeProcess {
         soft: u64,
         hard: u64,
     ) -> ServeProcess {
-        Self::start_inner(data_dir, extra, Some((soft, hard)))
+        Self::start_inner(data_dir, extra, Some((soft, hard)), &[])
     }
 
-    fn start_inner(data_dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> ServeProcess {
+    fn start_inner(
+        data_dir: &Path,
+        extra: &[&str],
+        nofile: Option<(u64, u64)>,
+        env: &[(String, String)],
+    ) -> ServeProcess {
         let mut args: Vec<&str> = vec!["serve", "--http", "127.0.0.1:0"];
         for flag in ["--tftp", "--ftp", "--image-http"] {
             if !extra.contains(&flag) {
@@ -137,6 +151,7 @@ impl ServeProcess {
             .arg(data_dir)
             .env("FLEETUP_API_TOKEN", TOKEN)
             .env("FLEETUP_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -355,12 +370,27 @@ pub struct RigOptions<'a> {
     image_https: bool,
     serve: Box<dyn FnOnce(&mut ServeArgs) + 'a>,
     image_scp: bool,
+    process_flags: Vec<String>,
+    process_env: Vec<(String, String)>,
 }
 
 impl<'a> RigOptions<'a> {
     /// Adjust the in-process service's flags after the rig's own (a listener's address…).
     pub fn serve(mut self, tweak: impl FnOnce(&mut ServeArgs) + 'a) -> Self {
         self.serve = Box::new(tweak);
+        self
+    }
+
+    /// Extra flags of the `fleetup serve` process (with [`RigOptions::serve_process`]).
+    pub fn process_flags(mut self, flags: &[&str]) -> Self {
+        self.process_flags = flags.iter().map(|f| f.to_string()).collect();
+        self
+    }
+
+    /// A variable set in the `fleetup serve` process's environment (only there: the test
+    /// process's own environment is left alone).
+    pub fn process_env(mut self, key: &str, value: &str) -> Self {
+        self.process_env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -449,6 +479,7 @@ enum RigService {
         serve: Option<Box<ServeProcess>>,
         data: PathBuf,
         flags: Vec<String>,
+        env: Vec<(String, String)>,
     },
 }
 
@@ -467,6 +498,8 @@ impl Rig {
             image_https: false,
             serve: Box::new(|_| {}),
             image_scp: false,
+            process_flags: Vec::new(),
+            process_env: Vec::new(),
         }
     }
 
@@ -516,10 +549,12 @@ impl Rig {
             if o.image_scp {
                 flags.extend(["--image-scp", "127.0.0.1:0"].map(String::from));
             }
+            flags.extend(o.process_flags);
             RigService::Process {
                 serve: None,
                 data,
                 flags,
+                env: o.process_env,
             }
         } else {
             let (on, scp) = (o.file_servers, o.image_scp);
@@ -655,13 +690,19 @@ impl Rig {
 
     /// Start the `fleetup serve` process (again) on the same data directory.
     pub async fn start_serve(&mut self) {
-        let RigService::Process { serve, data, flags } = &mut self.service else {
+        let RigService::Process {
+            serve,
+            data,
+            flags,
+            env,
+        } = &mut self.service
+        else {
             panic!("this rig's service runs in the test process");
         };
-        let (data, flags) = (data.clone(), flags.clone());
+        let (data, flags, env) = (data.clone(), flags.clone(), env.clone());
         let started = tokio::task::spawn_blocking(move || {
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            ServeProcess::start_with(&data, &flags)
+            ServeProcess::start_with_env(&data, &flags, &env)
         })
         .await
         .unwrap();
