@@ -279,7 +279,7 @@ pub struct Compared {
 }
 
 /// An interface's state as its command shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InterfaceState {
     /// As the device prints it: `down`, `administratively down`, `notconnect`,
     /// `protocol-down/link-down/admin-up`.
@@ -288,15 +288,17 @@ pub struct InterfaceState {
 }
 
 /// A neighbour, identified by its device ID and the local port it is seen on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Neighbor {
     pub device_id: String,
     /// As printed, spaces removed (`Fas 0/5` → `Fas0/5`).
     pub local_port: String,
 }
 
-/// What one comparison's command showed.
-#[derive(Debug, Clone, PartialEq)]
+/// What one comparison's command showed. Kept as JSON between the state before and after
+/// (`rollout_devices.compare_baseline`), so that a restarted fleetup still compares.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Observed {
     Interfaces(BTreeMap<String, InterfaceState>),
     Neighbors(BTreeSet<Neighbor>),

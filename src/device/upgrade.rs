@@ -451,6 +451,19 @@ pub trait StepGate: Send + Sync {
         let _ = (moment, running, startup);
         Ok("not kept (no rollout)".into())
     }
+
+    /// Keep what `checks.compare` saw before the first change (JSON), so that the comparison
+    /// after the reload still happens if the caller restarts in between. An error stops the
+    /// upgrade before any change.
+    async fn compare_baseline_taken(&self, baseline: &str) -> Result<(), String> {
+        let _ = baseline;
+        Ok(())
+    }
+
+    /// What [`Self::compare_baseline_taken`] kept, read back by a resumed upgrade.
+    async fn compare_baseline(&self) -> Option<String> {
+        None
+    }
 }
 
 struct Run<'a> {
@@ -1678,6 +1691,21 @@ async fn state_before(
     )
     .await?;
     let seen = observe(run, session, Step::PreCheck).await?;
+    if let Some(gate) = run.gate {
+        let kept = match serde_json::to_string(&seen) {
+            Ok(json) => gate.compare_baseline_taken(&json).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = kept {
+            return Err(run.fail(
+                Step::PreCheck,
+                FailureReason::BackupFailed,
+                format!(
+                    "the state to compare after the reload could not be kept, so nothing was changed: {why}"
+                ),
+            ));
+        }
+    }
     run.emit(
         Step::PreCheck,
         StepStatus::Done,
@@ -1702,16 +1730,38 @@ async fn state_after(run: &Run<'_>, session: &mut Session) -> Result<(), Upgrade
     if compare.is_empty() {
         return Ok(());
     }
-    if run.baseline.len() != compare.len() {
+    let kept: Vec<Observed>;
+    let baseline = if run.baseline.len() == compare.len() {
+        &run.baseline
+    } else {
         // A resumed upgrade: the state before was taken by a fleetup process that has
-        // stopped since, and it is not kept across a restart.
-        run.emit(
-            Step::PostCheck,
-            StepStatus::Skipped,
-            "checks.compare skipped: the state before the upgrade was taken before fleetup restarted and is not kept",
-        );
-        return Ok(());
-    }
+        // stopped since; it kept it in the store.
+        let stored = match run.gate {
+            Some(gate) => gate.compare_baseline().await,
+            None => None,
+        };
+        match stored.map(|json| serde_json::from_str::<Vec<Observed>>(&json)) {
+            Some(Ok(seen)) if seen.len() == compare.len() => {
+                kept = seen;
+                &kept
+            }
+            other => {
+                let why = match other {
+                    Some(Err(e)) => format!("it could not be read back ({e})"),
+                    Some(Ok(_)) => "it does not match the playbook's comparisons".into(),
+                    None => "it was not kept".into(),
+                };
+                run.emit(
+                    Step::PostCheck,
+                    StepStatus::Skipped,
+                    format!(
+                        "checks.compare skipped: the state before the upgrade was taken before fleetup restarted, and {why}"
+                    ),
+                );
+                return Ok(());
+            }
+        }
+    };
     let platform = run.target.platform;
     let commands: Vec<&str> = compare.iter().map(|c| c.command(platform)).collect();
     run.start_unstoppable(
@@ -1721,7 +1771,7 @@ async fn state_after(run: &Run<'_>, session: &mut Session) -> Result<(), Upgrade
     .await;
     let after = observe(run, session, Step::PostCheck).await?;
     let mut differences = Vec::new();
-    for ((c, before), after) in compare.iter().zip(&run.baseline).zip(&after) {
+    for ((c, before), after) in compare.iter().zip(baseline).zip(&after) {
         let got = c.compare(before, after);
         let status = if got.differences.is_empty() {
             StepStatus::Done

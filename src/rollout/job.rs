@@ -598,6 +598,31 @@ impl StepGate for Recorder<'_> {
         }
     }
 
+    async fn compare_baseline_taken(&self, baseline: &str) -> Result<(), String> {
+        self.ctx
+            .ledger
+            .db
+            .set_job_compare_baseline(&self.ctx.rollout_id, &self.device, baseline)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn compare_baseline(&self) -> Option<String> {
+        match self
+            .ctx
+            .ledger
+            .db
+            .job_compare_baseline(&self.ctx.rollout_id, &self.device)
+            .await
+        {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::warn!(device = %self.device, error = %e, "cannot read the state before");
+                None
+            }
+        }
+    }
+
     async fn before(&self, step: Step, message: &str) -> Result<(), Stop> {
         self.drain().await;
         let ledger = &*self.ctx.ledger;

@@ -372,10 +372,11 @@ impl Device {
         if let Some(spec) = &persona.members
             && state.members.is_empty()
         {
-            let separate = spec.kind == MembersKind::Stack && !persona.install_mode;
+            let separate = persona.separate_flash();
             for &n in &spec.slots[1..] {
                 if separate {
-                    // A classic IOS stack member has its own flash with the same image.
+                    // A classic IOS stack member, or a standby supervisor in bundle mode, has
+                    // its own flash with the same image.
                     let dir = dir.join(format!("flash{n}"));
                     std::fs::create_dir_all(&dir).map_err(io_err(name, &dir))?;
                     let image = &persona.initial_image;
@@ -492,12 +493,22 @@ impl Device {
         }
     }
 
-    /// A classic IOS stack: each member has a flash of its own (`flash1:`, `flash2:`).
+    /// Each member or supervisor has a flash of its own: a classic IOS stack (`flash1:`,
+    /// `flash2:`) and a dual-supervisor chassis in bundle mode (`stby-bootflash:`). Install
+    /// mode and NX-OS keep them in step by themselves.
     pub(super) fn separate_flash(&self) -> bool {
-        self.persona
-            .members
-            .as_ref()
-            .is_some_and(|m| m.kind == MembersKind::Stack && !self.persona.install_mode)
+        self.persona.separate_flash()
+    }
+
+    /// Each member keeps a BOOT variable of its own (a classic stack: `boot system switch N`);
+    /// a standby supervisor takes the active one's with the configuration.
+    fn own_boot_variable(&self) -> bool {
+        self.separate_flash()
+            && self
+                .persona
+                .members
+                .as_ref()
+                .is_some_and(|m| m.kind == MembersKind::Stack)
     }
 
     /// The active member's number or slot, on a stack or dual-supervisor device.
@@ -535,7 +546,8 @@ impl Device {
                 Some((member, fs.to_string(), rest))
             }
             MembersKind::Supervisors => {
-                (lower == format!("stby-{own}")).then(|| (None, fs.to_string(), rest))
+                let standby = self.separate_flash().then(|| spec.slots.get(1).copied());
+                (lower == format!("stby-{own}")).then(|| (standby.flatten(), fs.to_string(), rest))
             }
         }
     }
@@ -756,7 +768,7 @@ impl Device {
                 let before = s.members.iter().find(|m| m.number == n);
                 let old_version = before.map_or(s.version.clone(), |m| m.version.clone());
                 let old_image = before.map_or(s.booted_image.clone(), |m| m.booted_image.clone());
-                let boot_variable = if separate {
+                let boot_variable = if self.own_boot_variable() {
                     before.map_or(s.boot_variable.clone(), |m| m.boot_variable.clone())
                 } else {
                     self.boot_list(s)
@@ -904,7 +916,12 @@ impl Device {
                 (MembersKind::Stack, _, Condition::Ready) => "Ready",
                 (MembersKind::Stack, _, Condition::Removed) => "Removed",
                 (MembersKind::Stack, _, _) => "V-Mismatch",
-                (MembersKind::Supervisors, false, Condition::NotHot) => "STANDBY COLD",
+                // A standby on another version than the active one falls out of SSO.
+                (
+                    MembersKind::Supervisors,
+                    false,
+                    Condition::NotHot | Condition::VersionMismatch,
+                ) => "STANDBY COLD",
                 (MembersKind::Supervisors, false, _) => "STANDBY HOT",
                 (MembersKind::Supervisors, true, Condition::NotHot) => "powered-up",
                 (MembersKind::Supervisors, true, _) => "ha-standby",
@@ -915,7 +932,7 @@ impl Device {
                 state: state.into(),
                 version: m.version.clone(),
                 running_image: m.booted_image.clone(),
-                boot_variable: if self.separate_flash() {
+                boot_variable: if self.own_boot_variable() {
                     m.boot_variable.clone()
                 } else {
                     self.boot_list(s)

@@ -627,6 +627,44 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_mode_standby_supervisor_boots_from_its_own_flash() {
+        let (_d, dev) = device("c9400-dual-sup-bundle");
+        assert!(!dev.persona.install_mode);
+        let old = "cat9k_iosxe.17.06.05.SPA.bin";
+        // The standby's flash is its own, with the image the chassis shipped with.
+        assert_eq!(
+            dev.resolve_fs("stby-bootflash:x.bin").map(|(m, _, _)| m),
+            Some(Some(4))
+        );
+        assert!(dev.path_of(Some(4), old).exists());
+        let red = parse::show_redundancy(&command(&dev, "show redundancy").unwrap()).unwrap();
+        assert!(red.standby().unwrap().is_hot_standby());
+        assert_eq!(red.standby().unwrap().boot, [format!("bootflash:/{old}")]);
+
+        // The new image on the active supervisor's flash only: the standby boots its old one
+        // and falls out of SSO.
+        let new = "cat9k_iosxe.17.09.04a.SPA.bin";
+        std::fs::write(dev.flash_path(new), b"image").unwrap();
+        dev.update(|s| s.boot_variable = vec![format!("flash:{new}")]);
+        dev.boot();
+        let red = parse::show_redundancy(&command(&dev, "show redundancy").unwrap()).unwrap();
+        let standby = red.standby().unwrap();
+        assert_eq!(red.active().unwrap().version.as_deref(), Some("17.9.4a"));
+        assert_eq!(standby.version.as_deref(), Some("17.6.5"));
+        assert_eq!(standby.state.as_deref(), Some("STANDBY COLD"));
+        // The BOOT variable is the chassis's: the standby shows the active one's.
+        assert_eq!(standby.boot, [format!("flash:{new}")]);
+
+        // With the image on stby-bootflash: too, both run it, in SSO.
+        std::fs::write(dev.path_of(Some(4), new), b"image").unwrap();
+        dev.boot();
+        let red = parse::show_redundancy(&command(&dev, "show redundancy").unwrap()).unwrap();
+        let standby = red.standby().unwrap();
+        assert!(standby.is_hot_standby());
+        assert_eq!(standby.version.as_deref(), Some("17.9.4a"));
+    }
+
+    #[test]
     fn nexus_9500_supervisors_read_as_active_and_ha_standby() {
         let (_d, dev) = device("n9k-dual-sup");
         let modules = parse::show_module(&command(&dev, "show module").unwrap()).unwrap();

@@ -31,7 +31,30 @@ const BUILT_IN: &[(&str, &str)] = &[
         "n9k-dual-sup",
         include_str!("../../personas/n9k-dual-sup.yaml"),
     ),
+    (
+        "c9400-dual-sup-bundle",
+        include_str!("../../personas/c9400-dual-sup-bundle.yaml"),
+    ),
 ];
+
+/// A persona written as another one with a few fields changed (`extends: c9400-dual-sup`):
+/// the same device booted another way.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Variant {
+    extends: String,
+    name: String,
+    /// IOS-XE booted from `packages.conf` (install mode) or from the `.bin` (bundle mode).
+    #[serde(default)]
+    install_mode: Option<bool>,
+}
+
+/// Just enough of a persona document to tell a variant from a whole persona.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    extends: Option<String>,
+}
 
 /// Placeholders a template may use; anything else is refused when the persona is loaded, so a
 /// typo shows up at start and not in the middle of a rehearsal.
@@ -273,6 +296,32 @@ impl Persona {
     }
 
     pub(crate) fn parse(name: &str, text: &str) -> Result<Persona, PersonaError> {
+        let yaml_error = |source| PersonaError::Yaml {
+            name: name.to_string(),
+            source,
+        };
+        let probe: Probe = crate::yaml::from_str(text).map_err(yaml_error)?;
+        if probe.extends.is_some() {
+            let variant: Variant = crate::yaml::from_str(text).map_err(yaml_error)?;
+            // Only a built-in persona can be extended: a file naming a file could loop.
+            let Some((_, base_text)) = BUILT_IN.iter().find(|(n, _)| *n == variant.extends) else {
+                return Err(PersonaError::Invalid {
+                    name: name.to_string(),
+                    message: format!(
+                        "extends: {:?} is not a built-in persona (known: {})",
+                        variant.extends,
+                        built_in_names().join(", ")
+                    ),
+                });
+            };
+            let mut persona = Persona::parse(&variant.extends, base_text)?;
+            persona.name = variant.name;
+            if let Some(install_mode) = variant.install_mode {
+                persona.install_mode = install_mode;
+            }
+            persona.validate()?;
+            return Ok(persona);
+        }
         let persona: Persona =
             crate::yaml::from_str(text).map_err(|source| PersonaError::Yaml {
                 name: name.to_string(),
@@ -280,6 +329,13 @@ impl Persona {
             })?;
         persona.validate()?;
         Ok(persona)
+    }
+
+    /// Each member or supervisor boots from a flash of its own: a classic IOS stack, and two
+    /// IOS or IOS-XE supervisors in bundle mode. Install mode and NX-OS copy to every member
+    /// and supervisor by themselves.
+    pub(super) fn separate_flash(&self) -> bool {
+        self.members.is_some() && !self.install_mode && self.platform != Platform::Nxos
     }
 
     fn validate(&self) -> Result<(), PersonaError> {
@@ -462,6 +518,26 @@ mod tests {
             let p = Persona::load(name).unwrap();
             assert_eq!(p.name, name);
         }
+    }
+
+    #[test]
+    fn a_variant_changes_only_what_it_names_and_must_extend_a_built_in() {
+        let p = Persona::parse(
+            "v.yaml",
+            "extends: c9400-dual-sup\nname: my-9400\ninstall_mode: false\n",
+        )
+        .unwrap();
+        let base = Persona::load("c9400-dual-sup").unwrap();
+        assert_eq!(p.name, "my-9400");
+        assert!(!p.install_mode && base.install_mode);
+        assert_eq!(p.model, base.model);
+        assert_eq!(p.templates.show_version, base.templates.show_version);
+        assert!(p.separate_flash() && !base.separate_flash());
+
+        let e = Persona::parse("v.yaml", "extends: c9999\nname: x\n").unwrap_err();
+        assert!(e.to_string().contains("not a built-in persona"), "{e}");
+        let e = Persona::parse("v.yaml", "extends: c9300\nname: x\nmodel: y\n").unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
     }
 
     #[test]

@@ -588,6 +588,44 @@ impl Db {
         Ok(())
     }
 
+    /// Keep what `checks.compare` saw before the device's first change (JSON); a later
+    /// attempt's replaces it, as it is taken again right before that attempt's changes.
+    pub(crate) async fn set_job_compare_baseline(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        baseline: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE rollout_devices SET compare_baseline = ? WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(baseline)
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// What [`Self::set_job_compare_baseline`] kept, if anything.
+    pub(crate) async fn job_compare_baseline(
+        &self,
+        rollout_id: &str,
+        device: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT compare_baseline FROM rollout_devices WHERE rollout_id = ? AND device = ?",
+        )
+        .bind(rollout_id)
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(b,)| b))
+    }
+
     pub(crate) async fn start_job_attempt(
         &self,
         rollout_id: &str,

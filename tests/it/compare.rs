@@ -185,3 +185,63 @@ async fn iosxe_and_nxos_compare_with_their_own_commands() {
     assert!(error.contains("CDP neighbour spine1"), "{error}");
     rig.stop().await;
 }
+
+/// The state before is kept with the job: `fleetup serve` killed while the devices reload,
+/// then started again, still compares against it. The healthy device passes every comparison,
+/// the one whose uplink stays down fails naming it, and each was reloaded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_state_before_survives_a_restart_of_fleetup_during_the_reload() {
+    let mut rig = Rig::options(2)
+        .lab(|c| c.boot_time = std::time::Duration::from_secs(5))
+        .serve_process()
+        .start()
+        .await;
+    let names = rig.names();
+    assert!(rig.lab.set_fault(&names[1], Fault::LinkDownAfterReload));
+    let id =
+        rig.submit(&playbook(
+            &COMPARE.replace("max_failures: 1", "max_failures: 1\n  concurrency: 2"),
+        ))
+        .await;
+    // Both reloads sent (the lab counted them): the states before were taken and kept, the
+    // comparisons after are still to come.
+    eventually("both devices reloading", || async {
+        names
+            .iter()
+            .all(|n| rig.lab.state(n).is_some_and(|st| st.reload_count >= 1))
+            .then_some(())
+    })
+    .await;
+    rig.kill_serve();
+    rig.start_serve().await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed_with_failures", "{d:#}");
+
+    let events = rig.events(&id).await;
+    for n in &names {
+        assert_eq!(rig.lab.state(n).unwrap().reload_count, 1, "{n}");
+        let m = messages(&events, n);
+        assert!(
+            !m.iter().any(|l| l.contains("checks.compare skipped")),
+            "{n}: {m:#?}"
+        );
+    }
+    let healthy = messages(&events, &names[0]);
+    let compared: Vec<&String> = healthy
+        .iter()
+        .filter(|l| l.starts_with("compared: "))
+        .collect();
+    assert_eq!(compared.len(), 3, "{healthy:#?}");
+    assert_eq!(compared[1], "compared: CDP neighbours 2 → 2");
+    assert_eq!(job_of(&d, &names[0])["state"], "succeeded", "{d:#}");
+
+    let failed = job_of(&d, &names[1]);
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("post_check failed (check_failed): ")
+            && error.contains("GigabitEthernet1/0/1 was up before the upgrade and is down now"),
+        "{error}"
+    );
+    rig.stop().await;
+}

@@ -96,6 +96,16 @@ const PERSONAS: &[Conformance] = &[
         kickstarts: None,
     },
     Conformance {
+        persona: "c9400-dual-sup-bundle",
+        uplink: "TenGigabitEthernet3/0/1",
+        images: [
+            "cat9k_iosxe.17.09.04a.SPA.bin",
+            "cat9k_iosxe.17.09.05.SPA.bin",
+            "cat9k_iosxe.17.12.03.SPA.bin",
+        ],
+        kickstarts: None,
+    },
+    Conformance {
         persona: "n9k-dual-sup",
         uplink: "Ethernet1/49",
         images: ["nxos.9.3.9.bin", "nxos.9.3.10.bin", "nxos.10.2.5.M.bin"],

@@ -336,3 +336,68 @@ async fn issu_required_runs_in_service_or_changes_nothing_and_preferred_falls_ba
     );
     rig.stop().await;
 }
+
+/// Two supervisors in bundle mode: each boots from its own flash, so fleetup finds the
+/// standby's (`stby-bootflash:`), copies the image there and verifies it before the reload,
+/// and removes the old image from both afterwards. The standby comes back HOT on the new
+/// version (the lab boots it from its own flash only: without the copy it would come back on
+/// the old one, out of SSO).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bundle_mode_standby_supervisor_gets_the_image_on_its_own_flash() {
+    let rig = Rig::start(1, |c| {
+        c.personas = vec!["c9400-dual-sup-bundle".into()];
+    })
+    .await;
+    add_images(&rig, 71).await;
+    let names = rig.names();
+    let name = &names[0];
+    let old = rig.lab.state(name).unwrap().running_image;
+    let old = old
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(old.ends_with(".bin"), "bundle mode: {old}");
+
+    let id = rig
+        .submit(&book(&names, "options:\n  delete_old_image: true\n"))
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_eq!(job_of(&d, name)["state"], "succeeded", "{d:#}");
+    let events = rig.events(&id).await;
+    let pre = messages(&events, name, "pre_check").join("\n");
+    assert!(pre.contains("STANDBY HOT"), "{pre}");
+    let copies = messages(&events, name, "copy").join("\n");
+    assert!(
+        copies.contains(&format!(
+            "copy flash:{XE_IMAGE} stby-bootflash:{XE_IMAGE} (the standby supervisor)"
+        )),
+        "{copies}"
+    );
+    let verified = messages(&events, name, "verify_md5").join("\n");
+    assert!(
+        verified.contains("verified on the standby supervisor's stby-bootflash:"),
+        "{verified}"
+    );
+
+    let st = rig.lab.state(name).unwrap();
+    assert_eq!(st.reload_count, 1);
+    assert_eq!(st.version, "17.09.04a");
+    let standby = &st.members[1];
+    assert_eq!(standby.version, "17.09.04a", "{standby:#?}");
+    assert_eq!(standby.state, "STANDBY HOT", "{standby:#?}");
+    assert!(standby.running_image.ends_with(XE_IMAGE), "{standby:#?}");
+    let sent = |c: String| st.last_commands.contains(&c);
+    assert!(
+        sent(format!("delete /force stby-bootflash:{old}")),
+        "the old image goes from the standby's flash too: {:#?}",
+        st.last_commands
+    );
+    assert!(
+        !st.flash.files.iter().any(|f| f.name == old),
+        "{:#?}",
+        st.flash
+    );
+    rig.stop().await;
+}

@@ -48,12 +48,23 @@ PLATFORM = {
     "c2960x-stack": "ios",
     "c9400-dual-sup": "iosxe",
     "n9k-dual-sup": "nxos",
+    "c9400-dual-sup-bundle": "iosxe",
 }
 # Stacks set every member's boot variable (`boot system switch all`), as an engineer does.
 STACKS = {"c9300-stack", "c2960x-stack"}
 # Commands a persona has no answer for, as the real device has none: a Catalyst 9400 with two
 # supervisors is no stack (`show switch`).
-NOT_ON = {"c9400-dual-sup": {"show switch"}}
+# The lab answers the install commands in install mode only (a bundle-mode device's answer is
+# not in the captures it follows, and fleetup's bundle-mode driver never sends them).
+NOT_ON = {
+    "c9400-dual-sup": {"show switch"},
+    "c9400-dual-sup-bundle": {
+        "show switch",
+        "show install summary",
+        "show install active",
+        "show install committed",
+    },
+}
 NETMIKO_TYPE = {"ios": "cisco_ios", "iosxe": "cisco_xe", "nxos": "cisco_nxos"}
 NTC_PLATFORM = {"ios": "cisco_ios", "iosxe": "cisco_ios", "nxos": "cisco_nxos"}
 
@@ -407,7 +418,7 @@ def check_boot(cli, state):
     # ntc-templates has no NX-OS `show boot` template, and its cisco_ios one stops at the
     # `MANUAL_BOOT variable = no` line of a Catalyst 9400 with two supervisors (the layout of
     # genieparser iosxe/ShowBoot golden_output_cat9400): Genie alone reads those.
-    if cli.platform != "nxos" and cli.dev["persona"] != "c9400-dual-sup":
+    if cli.platform != "nxos" and not cli.dev["persona"].startswith("c9400-dual-sup"):
         fsm = textfsm(cli.platform, "show boot", text)[0]
         got = fsm.get("boot_path") or fsm.get("current_boot_variables") or ""
         check(cli.where, "boot variable (textfsm)", got.rstrip(";"), want)

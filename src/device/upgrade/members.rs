@@ -11,6 +11,12 @@
 //!   boot variable is set with `boot system switch all` and read back on every member
 //!   ([`Session::set_boot`]). Install mode copies to the members (and to the standby
 //!   supervisor) by itself.
+//! - **Two supervisors in bundle mode** (a Catalyst 9400 or 4500, an ASR 1000 booted from a
+//!   `.bin`): the standby boots from its own flash too (`stby-bootflash:`, `slavebootflash:`),
+//!   so the image is copied there and verified the same way; the boot variable reaches the
+//!   standby with the configuration. A standby whose flash cannot be found fails the device
+//!   before any change: reloaded without the image, it would come back on the old version,
+//!   out of SSO.
 //! - **After the reload** (`post_check`): the same members back, every one Ready and on the
 //!   new version; the standby supervisor HOT again on the new version. Members and standbys
 //!   come up minutes after the active one, so this is waited for, up to
@@ -34,8 +40,9 @@ pub(crate) enum Topology {
     /// A StackWise stack: the active member's number and every member's, in `show switch`
     /// order.
     Stack { active: u32, numbers: Vec<u32> },
-    /// A chassis with two supervisors or route processors.
-    Supervisors,
+    /// A chassis with two supervisors or route processors; in bundle mode, the standby's own
+    /// flash (`stby-bootflash:`), where the image must be copied too.
+    Supervisors { standby_fs: Option<String> },
 }
 
 /// The file system of stack member `n`'s own flash: `flash2:` on a classic stack, `flash-2:`
@@ -119,7 +126,21 @@ pub(super) async fn pre_check(
     match supervisors(session, platform, &before.version.version).await {
         Ok(Ok(summary)) => {
             run.emit(step, StepStatus::Done, summary);
-            Ok(Topology::Supervisors)
+            if session.driver != Driver::IosBundle {
+                return Ok(Topology::Supervisors { standby_fs: None });
+            }
+            match standby_fs(session, before).await {
+                Ok(fs) => Ok(Topology::Supervisors {
+                    standby_fs: Some(fs),
+                }),
+                Err(tried) => Err(run.fail(
+                    step,
+                    FailureReason::MembersNotReady,
+                    format!(
+                        "two supervisors in bundle mode, but no standby file system answers dir (tried {tried}): the image could not reach the standby, which would come back on the old version"
+                    ),
+                )),
+            }
         }
         Ok(Err(why)) => Err(run.fail(
             step,
@@ -147,10 +168,51 @@ pub(super) async fn rediscover(
     }
     match session.run(redundancy_command(platform)).await {
         Ok(out) if members::show_redundancy(&out).is_ok_and(|r| r.has_peer()) => {
-            Topology::Supervisors
+            let standby_fs = if session.driver == Driver::IosBundle {
+                standby_fs(session, after).await.ok()
+            } else {
+                None
+            };
+            Topology::Supervisors { standby_fs }
         }
         _ => Topology::Single,
     }
+}
+
+/// The standby supervisor's own flash in bundle mode, the first of its usual names that
+/// answers `dir`: `stby-` before the active one's flash (Catalyst 9400, ASR 1000) or
+/// `slave` (Catalyst 4500 and 6500), for the file system the device booted from and the
+/// usual ones. Otherwise the names tried.
+async fn standby_fs(session: &mut Session, facts: &DeviceFacts) -> Result<String, String> {
+    let candidates = standby_fs_candidates(facts.version.image.as_deref());
+    for fs in &candidates {
+        if session.dir(fs).await.is_ok() {
+            return Ok(fs.clone());
+        }
+    }
+    Err(candidates.join(", "))
+}
+
+/// The names a standby supervisor's flash goes by, for a device booted from `image`.
+fn standby_fs_candidates(image: Option<&str>) -> Vec<String> {
+    let booted = image
+        .and_then(|i| i.split_once(':'))
+        // A network boot (`tftp://…`) names no flash.
+        .filter(|(_, rest)| !rest.starts_with("//"))
+        .map(|(fs, _)| fs.to_ascii_lowercase())
+        .filter(|fs| !fs.is_empty() && fs.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let mut names = Vec::new();
+    for fs in booted
+        .into_iter()
+        .chain(["bootflash".into(), "flash".into()])
+    {
+        for name in [format!("stby-{fs}:"), format!("slave{fs}:")] {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// The stack's `show switch` as the facts read it, or read now when the facts have none (their
@@ -306,7 +368,7 @@ pub(super) async fn post_check(
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Topology::Supervisors => format!(
+        Topology::Supervisors { .. } => format!(
             "{}: the standby supervisor HOT again on {version}",
             redundancy_command(run.target.platform)
         ),
@@ -323,7 +385,9 @@ pub(super) async fn post_check(
     loop {
         let verdict = match topology {
             Topology::Stack { numbers, .. } => stack(session, numbers, version).await,
-            Topology::Supervisors => supervisors(session, run.target.platform, version).await,
+            Topology::Supervisors { .. } => {
+                supervisors(session, run.target.platform, version).await
+            }
             Topology::Single => return Ok(()),
         };
         let why = match verdict {
@@ -362,7 +426,7 @@ pub(super) async fn post_check(
 
 /// Before the changes, once the image is verified on the active member's flash: each other
 /// stack member's flash has room, and on a classic stack (each member boots from its own
-/// flash) holds the verified image too.
+/// flash) holds the verified image too; so does a bundle-mode standby supervisor's.
 pub(super) async fn stage(
     run: &Run<'_>,
     session: &mut Session,
@@ -371,114 +435,150 @@ pub(super) async fn stage(
     md5: &str,
     needed: u64,
 ) -> Result<(), UpgradeFailure> {
-    let Topology::Stack { active, numbers } = topology else {
-        return Ok(());
-    };
     let driver = session.driver;
-    for &n in numbers.iter().filter(|&&n| n != *active) {
-        let fs = member_fs(driver, n);
-        let path = format!("{fs}{image}");
-        run.start(Step::FreeSpace, format!("dir {fs} (stack member {n})"))
-            .await?;
-        let mut listing = session
-            .dir(&fs)
-            .await
-            .map_err(|e| run.fail_with(Step::FreeSpace, e))?;
-        if driver == Driver::IosBundle && listing.file(image).is_some() {
-            match session.verify_md5_at(&path, md5).await {
-                Ok(()) => {
-                    run.emit(
-                        Step::FilePresent,
-                        StepStatus::Done,
-                        format!("{image} already on member {n}'s {fs}, MD5 verified"),
-                    );
-                    continue;
-                }
-                Err(DeviceError::Md5 {
-                    source: Md5Error::Mismatch { .. },
-                    ..
-                }) => {
-                    run.emit(
-                        Step::FilePresent,
-                        StepStatus::Done,
-                        format!("{path} has another MD5: deleting it"),
-                    );
-                    session
-                        .delete_at(&path)
-                        .await
-                        .map_err(|e| run.fail_with(Step::FilePresent, e))?;
-                    listing = session
-                        .dir(&fs)
-                        .await
-                        .map_err(|e| run.fail_with(Step::FreeSpace, e))?;
-                }
-                Err(e) => return Err(run.fail_with(Step::FilePresent, e)),
-            }
-        }
-        match listing.bytes_free {
-            Some(free) if free < needed => {
-                return Err(run.fail(
-                    Step::FreeSpace,
-                    FailureReason::FlashFull,
-                    format!(
-                        "stack member {n}: {fs} has {free} bytes free, {needed} needed for {image}; delete old files on that member"
-                    ),
-                ));
-            }
-            Some(free) => run.emit(
-                Step::FreeSpace,
-                StepStatus::Done,
-                format!("member {n}: {free} bytes free on {fs}, {needed} needed"),
-            ),
-            None => run.emit(
-                Step::FreeSpace,
-                StepStatus::Done,
-                format!("member {n}: {fs} does not report its free space; the copy will tell"),
-            ),
-        }
-        if driver != Driver::IosBundle {
-            // `install add` copies to every member itself.
-            continue;
-        }
-        let from = driver.path(image);
-        run.start(Step::Copy, format!("copy {from} {path} (stack member {n})"))
-            .await?;
-        let copied = session
-            .copy_local(&from, &path)
-            .await
-            .map_err(|e| run.fail_with(Step::Copy, e))?;
-        run.emit(
-            Step::Copy,
-            StepStatus::Done,
-            format!(
-                "{} bytes to member {n}'s {fs}",
-                copied.bytes.map_or("?".to_string(), |b| b.to_string())
-            ),
-        );
-        run.start(Step::VerifyMd5, format!("verify /md5 {path}"))
-            .await?;
-        if let Err(e) = session.verify_md5_at(&path, md5).await {
-            let mut failure = run.fail_with(Step::VerifyMd5, e);
-            failure.message = format!("stack member {n}: {}", failure.message);
-            if failure.reason == FailureReason::CorruptImage
-                && session.delete_at(&path).await.is_ok()
-            {
-                failure
-                    .message
-                    .push_str("; the bad copy was deleted from that member's flash");
-            }
-            return Err(failure);
-        }
-        run.emit(
-            Step::VerifyMd5,
-            StepStatus::Done,
-            format!("MD5 {md5} verified on member {n}'s {fs}"),
-        );
+    let places: Vec<Place> = match topology {
+        Topology::Stack { active, numbers } => numbers
+            .iter()
+            .filter(|&n| n != active)
+            .map(|&n| Place {
+                fs: member_fs(driver, n),
+                who: format!("stack member {n}"),
+                // `install add` copies to every member itself.
+                copy: driver == Driver::IosBundle,
+            })
+            .collect(),
+        Topology::Supervisors {
+            standby_fs: Some(fs),
+        } => vec![Place {
+            fs: fs.clone(),
+            who: "the standby supervisor".into(),
+            copy: true,
+        }],
+        _ => Vec::new(),
+    };
+    for place in &places {
+        stage_on(run, session, place, image, md5, needed).await?;
     }
     Ok(())
 }
 
-/// The old image's files on the other members' own flashes (classic stacks), for the cleanup.
+/// A member's or standby's own flash, as `stage` works on it.
+struct Place {
+    fs: String,
+    /// `stack member 2`, `the standby supervisor`.
+    who: String,
+    /// Whether the image must be copied there (it boots from it) or only fit.
+    copy: bool,
+}
+
+async fn stage_on(
+    run: &Run<'_>,
+    session: &mut Session,
+    place: &Place,
+    image: &str,
+    md5: &str,
+    needed: u64,
+) -> Result<(), UpgradeFailure> {
+    let Place { fs, who, copy } = place;
+    let path = format!("{fs}{image}");
+    run.start(Step::FreeSpace, format!("dir {fs} ({who})"))
+        .await?;
+    let mut listing = session
+        .dir(fs)
+        .await
+        .map_err(|e| run.fail_with(Step::FreeSpace, e))?;
+    if *copy && listing.file(image).is_some() {
+        match session.verify_md5_at(&path, md5).await {
+            Ok(()) => {
+                run.emit(
+                    Step::FilePresent,
+                    StepStatus::Done,
+                    format!("{image} already on {who}'s {fs}, MD5 verified"),
+                );
+                return Ok(());
+            }
+            Err(DeviceError::Md5 {
+                source: Md5Error::Mismatch { .. },
+                ..
+            }) => {
+                run.emit(
+                    Step::FilePresent,
+                    StepStatus::Done,
+                    format!("{path} has another MD5: deleting it"),
+                );
+                session
+                    .delete_at(&path)
+                    .await
+                    .map_err(|e| run.fail_with(Step::FilePresent, e))?;
+                listing = session
+                    .dir(fs)
+                    .await
+                    .map_err(|e| run.fail_with(Step::FreeSpace, e))?;
+            }
+            Err(e) => return Err(run.fail_with(Step::FilePresent, e)),
+        }
+    }
+    match listing.bytes_free {
+        Some(free) if free < needed => {
+            return Err(run.fail(
+                Step::FreeSpace,
+                FailureReason::FlashFull,
+                format!(
+                    "{who}: {fs} has {free} bytes free, {needed} needed for {image}; delete old files there"
+                ),
+            ));
+        }
+        Some(free) => run.emit(
+            Step::FreeSpace,
+            StepStatus::Done,
+            format!("{who}: {free} bytes free on {fs}, {needed} needed"),
+        ),
+        None => run.emit(
+            Step::FreeSpace,
+            StepStatus::Done,
+            format!("{who}: {fs} does not report its free space; the copy will tell"),
+        ),
+    }
+    if !*copy {
+        return Ok(());
+    }
+    let from = session.driver.path(image);
+    run.start(Step::Copy, format!("copy {from} {path} ({who})"))
+        .await?;
+    let copied = session
+        .copy_local(&from, &path)
+        .await
+        .map_err(|e| run.fail_with(Step::Copy, e))?;
+    run.emit(
+        Step::Copy,
+        StepStatus::Done,
+        format!(
+            "{} bytes to {who}'s {fs}",
+            copied.bytes.map_or("?".to_string(), |b| b.to_string())
+        ),
+    );
+    run.start(Step::VerifyMd5, format!("verify /md5 {path}"))
+        .await?;
+    if let Err(e) = session.verify_md5_at(&path, md5).await {
+        let mut failure = run.fail_with(Step::VerifyMd5, e);
+        failure.message = format!("{who}: {}", failure.message);
+        if failure.reason == FailureReason::CorruptImage && session.delete_at(&path).await.is_ok() {
+            failure
+                .message
+                .push_str(&format!("; the bad copy was deleted from {fs}"));
+        }
+        return Err(failure);
+    }
+    run.emit(
+        Step::VerifyMd5,
+        StepStatus::Done,
+        format!("MD5 {md5} verified on {who}'s {fs}"),
+    );
+    Ok(())
+}
+
+/// The old image's files on the other members' own flashes (classic stacks) and the standby's
+/// (bundle mode), for the cleanup.
 pub(super) fn member_paths(topology: &Topology, driver: Driver, file: &str) -> Vec<String> {
     match topology {
         Topology::Stack { active, numbers } if driver == Driver::IosBundle => numbers
@@ -486,6 +586,46 @@ pub(super) fn member_paths(topology: &Topology, driver: Driver, file: &str) -> V
             .filter(|&n| n != active)
             .map(|&n| format!("{}{file}", member_fs(driver, n)))
             .collect(),
+        Topology::Supervisors {
+            standby_fs: Some(fs),
+        } => vec![format!("{fs}{file}")],
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standby_flash_is_looked_for_under_the_names_cisco_gives_it() {
+        // An ASR 1000 booted from its hard disk: that one's standby first.
+        assert_eq!(
+            standby_fs_candidates(Some("harddisk:asr1000-universalk9.16.09.04.SPA.bin")),
+            [
+                "stby-harddisk:",
+                "slaveharddisk:",
+                "stby-bootflash:",
+                "slavebootflash:",
+                "stby-flash:",
+                "slaveflash:"
+            ]
+        );
+        // A Catalyst 4500 (`slavebootflash:`) or 9400 (`stby-bootflash:`) from bootflash:.
+        assert_eq!(
+            standby_fs_candidates(Some("bootflash:cat4500es8-universalk9.SPA.03.11.03.E.bin")),
+            [
+                "stby-bootflash:",
+                "slavebootflash:",
+                "stby-flash:",
+                "slaveflash:"
+            ]
+        );
+        // Nothing usable in the path: the usual names only.
+        assert_eq!(standby_fs_candidates(None).len(), 4);
+        assert_eq!(
+            standby_fs_candidates(Some("tftp://10.0.0.1/x.bin")).len(),
+            4
+        );
     }
 }
