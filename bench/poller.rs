@@ -58,7 +58,7 @@ struct Tally {
 }
 
 async fn client(i: usize, a: std::sync::Arc<Args>, start: Instant) -> Tally {
-    let http = match reqwest::Client::builder()
+    let http = match fleetup::http_client::builder()
         .pool_max_idle_per_host(1)
         .timeout(Duration::from_secs(30))
         .build()

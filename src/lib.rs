@@ -17,6 +17,7 @@ pub mod ftp;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
+pub mod http_client;
 pub mod image_http;
 pub mod image_ssh;
 pub mod images;

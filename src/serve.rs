@@ -144,6 +144,10 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub notify_timeout: u64,
+    /// PEM file of extra certificate authorities trusted for https webhooks (an internal
+    /// CA), besides the system's.
+    #[arg(long, env = "FLEETUP_NOTIFY_CA", value_name = "FILE")]
+    pub notify_ca: Option<PathBuf>,
     /// Service-wide webhook targets: the config file's `notify:` list (no flag of its own).
     #[arg(skip)]
     pub notify: Vec<crate::notify::Target>,
@@ -214,6 +218,8 @@ pub enum ServeError {
     Engine(crate::rollout::RolloutError),
     #[error("{0}")]
     Locked(#[from] DataDirError),
+    #[error("--notify-ca {path}: {why}")]
+    NotifyCa { path: PathBuf, why: String },
 }
 
 /// Why the data directory could not be taken.
@@ -342,6 +348,16 @@ impl Service {
         clock: Clock,
     ) -> Result<Service, ServeError> {
         raise_open_files_limit();
+        // Read before anything starts: a bad file is said at start, not at the first delivery.
+        let notify_roots = match &args.notify_ca {
+            Some(path) => {
+                crate::notify::read_ca_file(path).map_err(|why| ServeError::NotifyCa {
+                    path: path.clone(),
+                    why,
+                })?
+            }
+            None => Vec::new(),
+        };
         let data_dir = args.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
             path: data_dir.clone(),
@@ -466,6 +482,7 @@ impl Service {
                 attempts: args.notify_attempts.max(1),
                 first_retry: Duration::from_millis(args.notify_retry_ms),
                 timeout: Duration::from_secs(args.notify_timeout.max(1)),
+                extra_roots: notify_roots,
                 ..Default::default()
             },
             shutdown.clone(),

@@ -131,7 +131,7 @@ impl Client {
         Self {
             base: server.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http: crate::http_client::client(),
         }
     }
 

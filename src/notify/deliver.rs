@@ -34,6 +34,9 @@ pub(crate) struct NotifySettings {
     pub concurrency: usize,
     /// Rows of history kept.
     pub keep: u32,
+    /// Certificate authorities trusted for https targets besides the system's
+    /// (`--notify-ca`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for NotifySettings {
@@ -46,6 +49,7 @@ impl Default for NotifySettings {
             queue: 1024,
             concurrency: 16,
             keep: 10_000,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -99,6 +103,17 @@ struct Delivery {
     signature: Option<String>,
 }
 
+/// The certificates of a PEM file (`--notify-ca`): at least one, or why not.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it (PEM, -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
 /// Start the notifier on the rollouts' live events.
 pub(crate) fn start(
     db: Db,
@@ -107,7 +122,8 @@ pub(crate) fn start(
     shutdown: Shutdown,
 ) -> NotifyStats {
     let stats = NotifyStats::default();
-    let client = match reqwest::Client::builder()
+    let client = match crate::http_client::builder()
+        .tls_certs_merge(settings.extra_roots.iter().cloned())
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())

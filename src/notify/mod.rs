@@ -12,6 +12,7 @@ mod deliver;
 mod payload;
 mod target;
 
+pub use deliver::read_ca_file;
 pub(crate) use deliver::{NotifySettings, start};
 pub use deliver::{NotifyStats, StatsSnapshot};
 pub use target::check_usable;

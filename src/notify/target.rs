@@ -150,23 +150,11 @@ impl Target {
     }
 }
 
-/// Every target can be used by this service: its URL is `http://` (this build's HTTP client
-/// has no TLS: a TLS backend in reqwest needs a crypto provider installed before every client
-/// the binary and its tests build), and its secret variable is set in this process's
+/// Every target can be used by this service: its secret variable is set in this process's
 /// environment. A playbook that fails this is refused at submission, a config file at start,
 /// not at the first delivery.
 pub fn check_usable(targets: &[Target]) -> Result<(), YamlError> {
     for t in targets {
-        if t.url.value.url().scheme() == "https" {
-            return Err(YamlError::new(
-                t.url.referenced.line(),
-                t.url.referenced.column(),
-                format!(
-                    "notify.url: {}: https webhooks are not supported by this build yet; send to an http:// relay on a trusted network",
-                    t.url.value
-                ),
-            ));
-        }
         if let (Some(var), Err(e)) = (&t.secret_env, t.secret()) {
             return Err(YamlError::new(
                 var.referenced.line(),

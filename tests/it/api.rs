@@ -363,7 +363,7 @@ async fn auth_is_required_and_secrets_never_leave() {
         .await
         .unwrap();
 
-    let anon = reqwest::Client::new();
+    let anon = fleetup::http_client::client();
     let reads = [
         "/api/v1/devices",
         "/api/v1/devices/sw-1",
@@ -464,7 +464,7 @@ async fn auth_is_required_and_secrets_never_leave() {
 #[tokio::test]
 async fn read_open_allows_reads_but_not_writes() {
     let app = TestApp::start_with(|a| a.read_open = true).await;
-    let anon = reqwest::Client::new();
+    let anon = fleetup::http_client::client();
     assert_eq!(
         anon.get(app.url("/api/v1/devices"))
             .send()
@@ -490,7 +490,14 @@ async fn observability_endpoints() {
         .send()
         .await
         .unwrap();
-    let h = body(reqwest::get(app.url("/api/v1/health")).await.unwrap()).await;
+    let h = body(
+        fleetup::http_client::client()
+            .get(app.url("/api/v1/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(h["status"], "ok");
     assert_eq!(h["database"], "ok");
     let m = app.get("/metrics").send().await.unwrap();
@@ -506,7 +513,14 @@ async fn observability_endpoints() {
         m.contains("fleetup_transfers_active{protocol=\"tftp\"} 0"),
         "{m}"
     );
-    let spec = body(reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap()).await;
+    let spec = body(
+        fleetup::http_client::client()
+            .get(app.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(
         spec["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",
@@ -693,7 +707,7 @@ async fn large_upload_is_streamed_and_checksummed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let expected = md5sum(&img);
     assert!(stdout.contains(&expected), "{stdout}");
-    let client = reqwest::Client::new();
+    let client = fleetup::http_client::client();
     let rec: Value = client
         .get(format!(
             "{}/api/v1/images/c2960x-universalk9-mz.152-7.E9.bin",
@@ -726,7 +740,7 @@ async fn restart_keeps_data_and_interrupted_upload_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let serve = ServeProcess::start(&data);
-    let client = reqwest::Client::new();
+    let client = fleetup::http_client::client();
     let r = client
         .post(format!("{}/api/v1/inventory/import", serve.base_url))
         .bearer_auth(TOKEN)
@@ -778,7 +792,7 @@ async fn restart_keeps_data_and_interrupted_upload_leaves_nothing() {
     let _ = upload.await;
 
     let serve = ServeProcess::start(&data);
-    let client = reqwest::Client::new();
+    let client = fleetup::http_client::client();
     let devices: Value = client
         .get(format!("{}/api/v1/devices", serve.base_url))
         .bearer_auth(TOKEN)
@@ -1029,7 +1043,14 @@ async fn oversized_upload_form_fields_are_refused_and_nothing_is_stored() {
 async fn contract_details_schemathesis_found() {
     let app = TestApp::start().await;
     // The document publishes the validators' own patterns.
-    let spec = body(reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap()).await;
+    let spec = body(
+        fleetup::http_client::client()
+            .get(app.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let input = &spec["components"]["schemas"]["DeviceInput"]["properties"];
     assert_eq!(input["host"]["pattern"], fleetup::inventory::HOST_PATTERN);
     assert_eq!(input["name"]["pattern"], fleetup::inventory::NAME_PATTERN);
@@ -1076,7 +1097,11 @@ async fn contract_details_schemathesis_found() {
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(body(r).await["error"]["code"], "conflict");
     // 401 names its scheme; a 405 keeps its Allow header under the JSON error.
-    let r = reqwest::get(app.url("/api/v1/devices")).await.unwrap();
+    let r = fleetup::http_client::client()
+        .get(app.url("/api/v1/devices"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let r = app.delete("/api/v1/vocabulary").send().await.unwrap();

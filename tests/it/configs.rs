@@ -183,7 +183,9 @@ async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token(
     );
 
     // Every other GET route of the OpenAPI document, with the token: never the secret.
-    let spec: Value = reqwest::get(rig.url("/api/v1/openapi.json"))
+    let spec: Value = fleetup::http_client::client()
+        .get(rig.url("/api/v1/openapi.json"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -215,7 +217,9 @@ async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token(
         walked += 1;
         if path.starts_with("/devices/{name}/configs") {
             // Served, but only with the token, even with --read-open.
-            let anon = reqwest::get(rig.url(&format!("/api/v1{concrete}{query}")))
+            let anon = fleetup::http_client::client()
+                .get(rig.url(&format!("/api/v1{concrete}{query}")))
+                .send()
                 .await
                 .unwrap();
             assert_eq!(anon.status(), StatusCode::UNAUTHORIZED, "{concrete}");
@@ -228,7 +232,9 @@ async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token(
     }
     assert!(walked > 10, "{walked}");
     // --read-open still serves the other reads without the token.
-    let anon = reqwest::get(rig.url(&format!("/api/v1/devices/{name}/history")))
+    let anon = fleetup::http_client::client()
+        .get(rig.url(&format!("/api/v1/devices/{name}/history")))
+        .send()
         .await
         .unwrap();
     assert_eq!(anon.status(), StatusCode::OK);

@@ -49,7 +49,9 @@ async fn schemathesis_finds_no_contract_violation() {
         .await;
     rig.wait_state(&scheduled, &["scheduled"]).await;
 
-    let spec: Value = reqwest::get(rig.url("/api/v1/openapi.json"))
+    let spec: Value = fleetup::http_client::client()
+        .get(rig.url("/api/v1/openapi.json"))
+        .send()
         .await
         .unwrap()
         .json()

@@ -74,7 +74,7 @@ async fn run_demo(mut cmd: Command) {
     }
     std::thread::spawn(move || for _ in lines {});
     let (url, token, faulty) = (url.unwrap(), token.unwrap(), faulty.unwrap());
-    let http = reqwest::Client::new();
+    let http = fleetup::http_client::client();
     // The dashboard answers.
     let page = http.get(format!("{url}/")).send().await.unwrap();
     assert!(page.status().is_success());

@@ -421,7 +421,14 @@ async fn admin_state(lab: &TestLab, device: &str) -> serde_json::Value {
         "http://{}/api/devices/{device}",
         lab.lab.admin_addr().unwrap()
     );
-    reqwest::get(url).await.unwrap().json().await.unwrap()
+    fleetup::http_client::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub(crate) async fn enabled(addr: SocketAddr, host: &str) -> Vty {
@@ -589,7 +596,7 @@ async fn set_fault(lab: &TestLab, device: &str, fault: &str) -> reqwest::StatusC
         "http://{}/api/devices/{device}/faults",
         lab.lab.admin_addr().unwrap()
     );
-    reqwest::Client::new()
+    fleetup::http_client::client()
         .post(url)
         .json(&serde_json::json!({ "fault": fault }))
         .send()
@@ -750,7 +757,11 @@ async fn transfer_faults_give_ios_errors() {
         "http://{}/api/devices/lab-sw-005/faults",
         lab.lab.admin_addr().unwrap()
     );
-    let resp = reqwest::Client::new().delete(url).send().await.unwrap();
+    let resp = fleetup::http_client::client()
+        .delete(url)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(Vty::open(lab.ssh(4), "admin", "cisco").await.is_ok());
     lab.stop().await;
@@ -1268,7 +1279,7 @@ async fn bad_cli_input_gets_the_ios_answer_and_changes_nothing() {
         "http://{}/api/devices/{host}/faults",
         lab.lab.admin_addr().unwrap()
     );
-    let resp = reqwest::Client::new()
+    let resp = fleetup::http_client::client()
         .post(&url)
         .header("content-type", "application/json")
         .body("{not json")

@@ -551,7 +551,7 @@ async fn dry_run_and_validation_touch_nothing() {
 async fn events_stream_over_sse() {
     let rig = Rig::start(1, |_| {}).await;
     let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
-    let resp = reqwest::Client::new()
+    let resp = fleetup::http_client::client()
         .get(rig.url(&format!("/api/v1/rollouts/{id}/events?token={TOKEN}")))
         .send()
         .await

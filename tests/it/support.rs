@@ -52,7 +52,7 @@ impl TestApp {
         TestApp {
             service,
             dir,
-            http: reqwest::Client::new(),
+            http: fleetup::http_client::client(),
         }
     }
 
@@ -591,7 +591,7 @@ impl Rig {
             service,
             dir,
             image_cert,
-            http: reqwest::Client::new(),
+            http: fleetup::http_client::client(),
             _lab_dir: lab_dir,
         };
         if o.process {
