@@ -178,7 +178,11 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<(), DemoError> {
         };
         stored.await.map_err(|e| DemoError::Images(e.to_string()))?;
     }
-    let rollout = service.state.engine.submit(PLAYBOOK).await?;
+    let rollout = service
+        .state
+        .engine
+        .submit(PLAYBOOK, Some(crate::access::BOOTSTRAP_NAME))
+        .await?;
     println!(
         "  {} simulated devices on {}…, rollout {} started from playbooks/demo.yml",
         devices.len(),

@@ -7,6 +7,7 @@
 //! `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -134,6 +134,41 @@ enum Command {
         #[command(subcommand)]
         action: NotifyAction,
     },
+    /// API tokens of a running service, each with a role (admin token needed).
+    Token {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// The audit log of a running service: every mutating API call, newest first.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only the calls of the token of this name.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        /// How many entries (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Make a token; its secret is printed once (the service keeps only its hash).
+    Create {
+        /// viewer (reads), operator (also changes and approves), admin (also tokens).
+        #[arg(long, value_enum)]
+        role: fleetup::access::Role,
+        /// A unique name (letters, digits, '.', '_', '-', '@'): who the audit log names.
+        #[arg(long)]
+        name: String,
+    },
+    /// Every token: name, role, created, revoked; never a secret.
+    List,
+    /// Refuse a token from now on; its name and audit entries stay.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +195,9 @@ enum RolloutAction {
     Abort { id: String },
     /// Put the failed devices back in line; a halted rollout goes on.
     Retry { id: String },
+    /// Approve a rollout waiting in awaiting_approval, and start it; the token must be
+    /// another operator's or admin's than the submitter's.
+    Approve { id: String },
     /// Per device: wave, result, old and new version, duration, attempts, error.
     Report {
         id: String,
@@ -598,6 +636,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 RolloutAction::Resume { id } => {
                     println!("{}", rollouts::act(&c, &id, Action::Resume).await?);
                 }
+                RolloutAction::Approve { id } => {
+                    println!("{}", rollouts::act(&c, &id, Action::Approve).await?);
+                }
                 RolloutAction::Abort { id } => {
                     println!("{}", rollouts::act(&c, &id, Action::Abort).await?);
                 }
@@ -649,6 +690,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let id = created.rollout.id;
             eprintln!("rollout {id}: upgrading {name}; Ctrl-C detaches, the upgrade goes on");
             return follow_to_exit(&c, &id, follow::Options { json, verbose }).await;
+        }
+        Command::Token { client, action } => {
+            let c = Client::from_args(&client);
+            let out = match action {
+                TokenAction::Create { role, name } => {
+                    fleetup::client::access::create_token(&c, &name, role).await?
+                }
+                TokenAction::List => fleetup::client::access::tokens(&c).await?,
+                TokenAction::Revoke { name } => {
+                    fleetup::client::access::revoke_token(&c, &name).await?
+                }
+            };
+            print!("{out}");
+        }
+        Command::Audit { client, by, limit } => {
+            let c = Client::from_args(&client);
+            print!(
+                "{}",
+                fleetup::client::access::audit(&c, by.as_deref(), limit).await?
+            );
         }
         Command::Notify { client, action } => {
             let c = Client::from_args(&client);

@@ -144,6 +144,16 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub notify_timeout: u64,
+    /// Whether a rollout whose playbook does not say needs a second person's approval before
+    /// it starts (a playbook's `approval:` wins).
+    #[arg(
+        long,
+        env = "FLEETUP_APPROVAL",
+        value_enum,
+        default_value = "none",
+        value_name = "none|required"
+    )]
+    pub approval: crate::playbook::Approval,
     /// PEM file of extra certificate authorities trusted for https webhooks (an internal
     /// CA), besides the system's.
     #[arg(long, env = "FLEETUP_NOTIFY_CA", value_name = "FILE")]
@@ -381,6 +391,27 @@ impl Service {
                     source,
                 }
             })?;
+        // The first token is the first admin token; the others are the store's.
+        let bootstrap = db
+            .ensure_bootstrap_token(crate::access::BOOTSTRAP_NAME, &token.hash())
+            .await
+            .map_err(|source| ServeError::Database {
+                path: db_path.clone(),
+                source,
+            })?;
+        if bootstrap.revoked_at.is_some() {
+            tracing::warn!(
+                "the service's first token ({}) was revoked: only the tokens made with `fleetup token create` are accepted",
+                crate::access::BOOTSTRAP_NAME
+            );
+        }
+        let tokens =
+            crate::api::Tokens::load(&db)
+                .await
+                .map_err(|source| ServeError::Database {
+                    path: db_path.clone(),
+                    source,
+                })?;
 
         let http = tokio::net::TcpListener::bind(args.http)
             .await
@@ -469,6 +500,7 @@ impl Service {
             servers,
             EngineSettings {
                 max_concurrent_devices: args.max_concurrent_devices,
+                approval: args.approval,
             },
             shutdown.clone(),
         )
@@ -492,7 +524,7 @@ impl Service {
             images,
             transfers,
             engine,
-            token: Arc::new(token),
+            tokens: Arc::new(tokens),
             read_open: args.read_open,
             started: Instant::now(),
             info: Arc::new(info),

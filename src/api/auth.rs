@@ -6,9 +6,11 @@ use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
+
+use std::collections::HashMap;
 
 use super::{ApiError, AppState};
+use crate::access::{Action, Principal, Role};
 
 /// The API token: from `FLEETUP_API_TOKEN`, else kept in `DATA_DIR/api-token` (created with
 /// mode 0600 at first start).
@@ -37,9 +39,9 @@ impl ApiToken {
         &self.0
     }
 
-    /// Compare in constant time, so response timing does not reveal a prefix of the token.
-    pub(crate) fn matches(&self, candidate: &str) -> bool {
-        self.0.as_bytes().ct_eq(candidate.as_bytes()).into()
+    /// What the store keeps of it.
+    pub(crate) fn hash(&self) -> String {
+        crate::access::hash(&self.0)
     }
 
     pub(crate) fn load_or_create(
@@ -85,18 +87,59 @@ pub(crate) fn random_secret() -> String {
     hex::encode(bytes)
 }
 
-/// Every mutating call needs the token; reads too unless the service runs with `--read-open`,
-/// except the reads of configuration backups, which always do.
-pub(super) async fn require_token(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let is_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if is_read && state.read_open && !super::configs::is_secret_read(req.uri().path()) {
-        return next.run(req).await;
+/// The tokens the API accepts, by hash: the store's, not revoked, kept in memory so that a
+/// request costs no database read; changed with the store by the token routes.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    by_hash: std::sync::RwLock<HashMap<String, Principal>>,
+}
+
+impl Tokens {
+    /// Every token of the store that is not revoked.
+    pub(crate) async fn load(db: &crate::store::Db) -> Result<Tokens, crate::store::StoreError> {
+        let tokens = Tokens::default();
+        for t in db.tokens().await? {
+            if t.revoked_at.is_none() {
+                tokens.insert(&t.hash, &t.name, t.role);
+            }
+        }
+        Ok(tokens)
     }
-    let presented = req
+
+    pub(crate) fn insert(&self, hash: &str, name: &str, role: Role) {
+        let principal = Principal {
+            name: name.to_string(),
+            role,
+        };
+        self.write().insert(hash.to_string(), principal);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.write().retain(|_, p| p.name != name);
+    }
+
+    /// Who a presented token is, if it is one.
+    pub(crate) fn lookup(&self, secret: &str) -> Option<Principal> {
+        // By the hash of what was presented: no comparison of secrets to time.
+        let hash = crate::access::hash(secret);
+        self.by_hash
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Principal>> {
+        self.by_hash
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer …`, or on reads `?token=` (a
+/// browser's event stream cannot set headers).
+fn presented(req: &Request, is_read: bool) -> Option<String> {
+    let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -104,23 +147,86 @@ pub(super) async fn require_token(
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    // Server-sent events from a browser cannot set headers: accept `?token=` on reads only.
-    let query_token = if is_read {
-        req.uri().query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("token="))
-                .map(str::to_string)
-        })
-    } else {
-        None
+        .map(|t| t.trim().to_string());
+    header.or_else(|| {
+        is_read
+            .then(|| {
+                req.uri().query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("token="))
+                        .map(str::to_string)
+                })
+            })
+            .flatten()
+    })
+}
+
+/// Every call needs a token whose role allows it; reads need none with `--read-open`, except
+/// the reads of configuration backups. The token's name and role go with the request (an
+/// `Extension<Principal>` for the handlers), and every mutating call a token made, allowed or
+/// refused by its role, is written to the audit log.
+pub(super) async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let is_read = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let path = req.uri().path().to_string();
+    let principal = presented(&req, is_read).and_then(|t| state.tokens.lookup(&t));
+    let Some(principal) = principal else {
+        if is_read && state.read_open && !crate::access::is_secret_read(&path) {
+            return next.run(req).await;
+        }
+        return ApiError::unauthorized().into_response();
     };
-    let ok = presented.is_some_and(|t| state.token.matches(t))
-        || query_token.is_some_and(|t| state.token.matches(&t));
-    if ok {
-        next.run(req).await
+    let shown_path = shown(&path, req.uri().query());
+    if let Err(why) = crate::access::allowed(principal.role, Action::of(is_read, &path)) {
+        if !is_read {
+            audit(&state, &principal, &method, &shown_path, 403).await;
+        }
+        return ApiError::forbidden(why).into_response();
+    }
+    req.extensions_mut().insert(principal.clone());
+    let response = next.run(req).await;
+    if is_read {
+        tracing::debug!(token = %principal.name, %method, path = %shown_path, "api read");
     } else {
-        ApiError::unauthorized().into_response()
+        audit(
+            &state,
+            &principal,
+            &method,
+            &shown_path,
+            response.status().as_u16(),
+        )
+        .await;
+    }
+    response
+}
+
+/// The path as the audit log shows it: under `/api/v1`, with its query but never a token.
+fn shown(path: &str, query: Option<&str>) -> String {
+    let mut shown = format!("/api/v1{path}");
+    let kept: Vec<&str> = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("token="))
+        .collect();
+    if !kept.is_empty() {
+        shown.push('?');
+        shown.push_str(&kept.join("&"));
+    }
+    shown
+}
+
+async fn audit(state: &AppState, who: &Principal, method: &Method, path: &str, status: u16) {
+    tracing::info!(token = %who.name, role = %who.role, %method, %path, status, "api change");
+    if let Err(e) = state
+        .db
+        .insert_audit(&who.name, who.role, method.as_str(), path, status)
+        .await
+    {
+        tracing::error!(error = %e, token = %who.name, %method, %path, "cannot write the audit log");
     }
 }
 
@@ -145,8 +251,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(t1.matches(t2.as_str()));
-        assert!(!t1.matches("wrong"));
+        assert_eq!(t1.hash(), crate::access::hash(t2.as_str()));
     }
 
     #[test]

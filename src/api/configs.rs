@@ -1,7 +1,7 @@
 //! `/devices/{name}/configs`: the configuration backups a rollout kept of a device (before its
 //! first change, and once it was back), their text, and the diff of the running configuration
 //! before and after. A configuration holds secrets: these routes always need the token, even
-//! with `--read-open` ([`is_secret_read`]), and no other route serves a configuration's text.
+//! with `--read-open` ([`crate::access::is_secret_read`]), and no other route serves a configuration's text.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -20,16 +20,6 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_configs))
         .routes(routes!(config_diff))
         .routes(routes!(config_text))
-}
-
-/// Whether a request path reads configuration backups: such a read needs the token even when
-/// the service allows reads without one.
-pub(super) fn is_secret_read(path: &str) -> bool {
-    let segments: Vec<&str> = path.split('/').collect();
-    segments
-        .iter()
-        .position(|s| *s == "devices")
-        .is_some_and(|d| segments.get(d + 2) == Some(&"configs"))
 }
 
 /// One kept configuration (its text: `GET /devices/{name}/configs/{id}`).
@@ -211,11 +201,15 @@ mod tests {
 
     #[test]
     fn configs_paths_always_need_the_token() {
-        assert!(is_secret_read("/devices/sw1/configs"));
-        assert!(is_secret_read("/api/v1/devices/sw1/configs/3"));
-        assert!(is_secret_read("/devices/sw1/configs/diff/r-1"));
-        assert!(!is_secret_read("/devices/sw1/history"));
-        assert!(!is_secret_read("/devices"));
-        assert!(!is_secret_read("/devices/configs"));
+        assert!(crate::access::is_secret_read("/devices/sw1/configs"));
+        assert!(crate::access::is_secret_read(
+            "/api/v1/devices/sw1/configs/3"
+        ));
+        assert!(crate::access::is_secret_read(
+            "/devices/sw1/configs/diff/r-1"
+        ));
+        assert!(!crate::access::is_secret_read("/devices/sw1/history"));
+        assert!(!crate::access::is_secret_read("/devices"));
+        assert!(!crate::access::is_secret_read("/devices/configs"));
     }
 }

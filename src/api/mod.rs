@@ -2,6 +2,7 @@
 //!
 //! Invariant: only this module knows HTTP and JSON request/response shapes.
 
+mod access;
 mod auth;
 mod configs;
 mod device_view;
@@ -16,7 +17,8 @@ mod schema;
 mod system;
 pub(crate) mod web;
 
-pub(crate) use auth::{ApiToken, TokenSource, random_secret};
+pub use access::{AuditList, AuditView, CreatedToken, NewToken, TokenList, TokenView};
+pub(crate) use auth::{ApiToken, TokenSource, Tokens, random_secret};
 pub(crate) use configs::{ConfigDiffView, ConfigList, ConfigText};
 pub use devices::DeviceList;
 pub(crate) use devices::ImportResult;
@@ -52,7 +54,8 @@ pub struct AppState {
     pub(crate) images: ImageStore,
     pub transfers: Transfers,
     pub(crate) engine: Engine,
-    pub(crate) token: Arc<ApiToken>,
+    /// The tokens the API accepts (`crate::access`).
+    pub(crate) tokens: Arc<auth::Tokens>,
     /// Allow GET requests without a token.
     pub read_open: bool,
     pub started: Instant,
@@ -83,7 +86,8 @@ pub(crate) struct ServiceInfo {
     info(
         title = "fleetup API",
         description = "Inventory, images, transfers and rollouts of fleetup, the network fleet upgrade orchestrator. \
-                       Every mutating call needs `Authorization: Bearer <token>`.",
+                       Every call needs `Authorization: Bearer <token>` (reads none with `--read-open`); a token's role \
+                       (`viewer`, `operator`, `admin`) decides what it may do, and a call its role does not allow is answered 403.",
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -113,6 +117,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(images::router())
         .merge(rollouts::router())
         .merge(notifications::router())
+        .merge(access::router())
         .merge(system::router())
 }
 
@@ -121,7 +126,7 @@ fn open_routes() -> OpenApiRouter<AppState> {
     system::open_router()
 }
 
-/// The OpenAPI document of the API: every route behind the token may answer 401 (the
+/// The OpenAPI document of the API: every route behind the token may answer 401 and 403 (the
 /// [`auth::require_token`] layer that [`app`] puts on all of them); the open routes need none.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) = api_routes().split_for_parts();
@@ -143,11 +148,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 .build(),
         )
         .build();
+    let forbidden = utoipa::openapi::ResponseBuilder::new()
+        .description("`forbidden`: the token's role does not allow this call")
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
     for item in api.paths.paths.values_mut() {
         for op in operations(item) {
             op.responses
                 .responses
                 .insert("401".into(), unauthorized.clone().into());
+            op.responses
+                .responses
+                .entry("403".into())
+                .or_insert_with(|| forbidden.clone().into());
         }
     }
     let (_, open) = open_routes().split_for_parts();

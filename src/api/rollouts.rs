@@ -3,12 +3,12 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
@@ -20,6 +20,7 @@ use super::error::{BadPath, Internal, StorageFull};
 use super::rollout_view::detail;
 use super::schema::PlaybookBody;
 use super::{ApiError, ApiResult, AppState, ErrorBody};
+use crate::access::Principal;
 use crate::playbook::Opening;
 use crate::playbook::Plan;
 use crate::rollout::RolloutError;
@@ -34,6 +35,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(pause_rollout))
         .routes(routes!(resume_rollout))
         .routes(routes!(abort_rollout))
+        .routes(routes!(approve_rollout))
         .routes(routes!(retry_rollout))
         .routes(routes!(rollout_report))
         .routes(routes!(rollout_events))
@@ -50,7 +52,10 @@ impl From<RolloutError> for ApiError {
                 e.to_string(),
             ),
             RolloutError::NotFound(_) => ApiError::not_found(e.to_string()),
-            RolloutError::Ended { .. } => ApiError::conflict(e.to_string()),
+            RolloutError::Ended { .. } | RolloutError::NotAwaitingApproval { .. } => {
+                ApiError::conflict(e.to_string())
+            }
+            RolloutError::OwnApproval(_) => ApiError::forbidden(e.to_string()),
             RolloutError::Store(s) => s.into(),
             RolloutError::Images(i) => i.into(),
             RolloutError::Corrupt(_) => ApiError::internal("reading rollout state", &e),
@@ -196,6 +201,7 @@ pub struct WindowOpening {
               Internal, StorageFull))]
 async fn submit_rollout(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Query(q): Query<SubmitQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -245,8 +251,8 @@ async fn submit_rollout(
         })
         .into_response());
     }
-    let record = state.engine.submit(text).await?;
-    tracing::info!(rollout = %record.id, name = %record.name, "rollout submitted");
+    let record = state.engine.submit(text, Some(&who.name)).await?;
+    tracing::info!(rollout = %record.id, name = %record.name, token = %who.name, "rollout submitted");
     let detail = detail(&state, record).await?;
     Ok((StatusCode::CREATED, Json(detail)).into_response())
 }
@@ -369,6 +375,23 @@ async fn abort_rollout(
         "abort requested: devices stop at their next safe point".into(),
     )
     .await
+}
+
+/// Approve a rollout that waits in `awaiting_approval`, and start it. The token that submitted
+/// it may not: the approval is a second person's (operator or admin).
+#[utoipa::path(post, path = "/rollouts/{id}/approve", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses((status = 200, body = ActionResult), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"),
+              (status = 403, body = ErrorBody, description = "`forbidden`: the submitter's own token, or a viewer token"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the rollout does not wait for an approval (any more)"),
+              Internal, StorageFull))]
+async fn approve_rollout(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionResult>> {
+    state.engine.approve(&id, &who.name).await?;
+    action_result(&state, &id, format!("approved by {}: starting", who.name)).await
 }
 
 /// Put failed devices back in line (a halted rollout goes on).

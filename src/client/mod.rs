@@ -226,6 +226,17 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// DELETE, reading the answer's JSON.
+    pub(crate) async fn delete_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(self.request(Method::DELETE, path)).await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// POST without a body (the rollout actions).
     pub(crate) async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let resp = self.send(self.request(Method::POST, path)).await?;
@@ -308,6 +319,7 @@ pub fn segment(s: &str) -> String {
     }
     out
 }
+pub mod access;
 pub mod configs;
 pub mod follow;
 pub mod notify;

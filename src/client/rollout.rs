@@ -260,6 +260,8 @@ pub enum Action {
     Resume,
     Abort,
     Retry,
+    /// A rollout waiting in `awaiting_approval`: approved by this token (not the submitter's).
+    Approve,
 }
 
 impl Action {
@@ -269,6 +271,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Abort => "abort",
             Action::Retry => "retry",
+            Action::Approve => "approve",
         }
     }
 }

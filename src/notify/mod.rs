@@ -38,7 +38,8 @@ pub enum NotificationKind {
     DeviceFailed,
     /// A device failed on the new image and was put back on the old one.
     DeviceRolledBack,
-    /// Reserved: a rollout waiting for an operator's approval (not sent yet).
+    /// A rollout submitted with `approval: required` waits for another operator's approval
+    /// (the plan in the payload's `data`).
     AwaitingApproval,
     /// The rollout ended: completed, completed with failures, or aborted.
     Finished,

@@ -24,6 +24,7 @@ pub(crate) fn kind_of(ev: &Event) -> Option<NotificationKind> {
                 NotificationKind::RolloutStarted
             }
         }
+        EventKind::AwaitingApproval => NotificationKind::AwaitingApproval,
         EventKind::WaveFinished => NotificationKind::WaveDone,
         EventKind::Halted => NotificationKind::Halted,
         EventKind::DeviceFailed => NotificationKind::DeviceFailed,
@@ -230,6 +231,10 @@ mod tests {
             Some(NotificationKind::WaveDone)
         );
         assert_eq!(k(EventKind::Halted, None), Some(NotificationKind::Halted));
+        assert_eq!(
+            k(EventKind::AwaitingApproval, None),
+            Some(NotificationKind::AwaitingApproval)
+        );
         assert_eq!(
             k(EventKind::DeviceFailed, None),
             Some(NotificationKind::DeviceFailed)

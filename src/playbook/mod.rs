@@ -1035,6 +1035,21 @@ pub struct Playbook {
     /// Webhooks told about this rollout, besides the service's own (`crate::notify`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) notify: Vec<crate::notify::Target>,
+    /// `required`: the rollout waits in `awaiting_approval` until another operator or admin
+    /// token approves it; `none`: it starts at once. Unset, the service's `--approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) approval: Option<Approval>,
+}
+
+/// Whether a rollout needs a second person's approval before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    /// It starts when submitted.
+    #[default]
+    None,
+    /// It waits until a token other than the submitter's (operator or admin) approves it.
+    Required,
 }
 
 impl Playbook {

@@ -28,6 +28,8 @@ pub(crate) struct Engine {
     ledger: Arc<Ledger>,
     /// Devices worked on at once across all rollouts.
     global: Arc<Semaphore>,
+    /// Whether a playbook that does not say needs an approval.
+    approval: crate::playbook::Approval,
 }
 
 /// Settings of the engine.
@@ -35,12 +37,15 @@ pub(crate) struct Engine {
 pub(crate) struct EngineSettings {
     /// Devices worked on at once across all rollouts.
     pub max_concurrent_devices: usize,
+    /// Whether a playbook that does not say needs an approval (`--approval`).
+    pub approval: crate::playbook::Approval,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             max_concurrent_devices: 100,
+            approval: crate::playbook::Approval::None,
         }
     }
 }
@@ -59,8 +64,13 @@ impl Engine {
         let engine = Engine {
             ledger: Arc::new(Ledger::new(db, images, transfers, clock, servers, shutdown)),
             global: Arc::new(Semaphore::new(settings.max_concurrent_devices.max(1))),
+            approval: settings.approval,
         };
         for r in engine.ledger.db.unfinished_rollouts().await? {
+            if r.state == RolloutState::AwaitingApproval {
+                // Still waiting for its approval: nothing to resume.
+                continue;
+            }
             tracing::info!(rollout = %r.id, state = %r.state, "resuming rollout after restart");
             engine
                 .ledger
@@ -136,9 +146,16 @@ impl Engine {
         Ok((pb, plan))
     }
 
-    /// Record a rollout and start it.
-    pub(crate) async fn submit(&self, text: &str) -> Result<RolloutRecord, RolloutError> {
+    /// Record a rollout and start it, or, when it needs an approval, leave it waiting for one.
+    /// `submitted_by`: the name of the token that submitted it.
+    pub(crate) async fn submit(
+        &self,
+        text: &str,
+        submitted_by: Option<&str>,
+    ) -> Result<RolloutRecord, RolloutError> {
         let (pb, plan) = self.plan(text).await?;
+        let approval_required =
+            pb.approval.unwrap_or(self.approval) == crate::playbook::Approval::Required;
         if plan.total == 0 {
             return Err(RolloutError::NothingToDo(
                 plan.skipped
@@ -155,7 +172,11 @@ impl Engine {
         let record = RolloutRecord {
             id: RolloutId::new(id.clone()),
             name: pb.name.clone(),
-            state: RolloutState::Scheduled,
+            state: if approval_required {
+                RolloutState::AwaitingApproval
+            } else {
+                RolloutState::Scheduled
+            },
             playbook: text.to_string(),
             plan_json: serde_json::to_string(&plan).unwrap_or_else(|_| "{}".into()),
             images,
@@ -166,6 +187,10 @@ impl Engine {
             updated_at: String::new(),
             started_at: None,
             finished_at: None,
+            submitted_by: submitted_by.map(str::to_string),
+            approval_required,
+            approved_by: None,
+            approved_at: None,
         };
         let jobs: Vec<NewJob> = plan
             .waves
@@ -210,8 +235,61 @@ impl Engine {
                 )
                 .await;
         }
-        self.spawn(id.clone());
+        if approval_required {
+            self.ledger
+                .event(
+                    &id,
+                    None,
+                    EventKind::AwaitingApproval,
+                    None,
+                    &format!(
+                        "waiting for approval: an operator or admin token other than {} approves it (fleetup rollout approve {id})",
+                        submitted_by.unwrap_or("the submitter's")
+                    ),
+                    Some(json!({"plan": plan, "submitted_by": submitted_by})),
+                )
+                .await;
+        } else {
+            self.spawn(id.clone());
+        }
         Ok(self.ledger.db.rollout(&id).await?)
+    }
+
+    /// Approve a rollout that waits for it, and start it. Refused for the token that
+    /// submitted it: the approval is a second person's.
+    pub(crate) async fn approve(&self, id: &str, approver: &str) -> Result<(), RolloutError> {
+        let r = self.live(id).await?;
+        if r.state != RolloutState::AwaitingApproval {
+            return Err(RolloutError::NotAwaitingApproval {
+                id: id.to_string(),
+                state: r.state,
+            });
+        }
+        if r.submitted_by.as_deref() == Some(approver) {
+            return Err(RolloutError::OwnApproval(approver.to_string()));
+        }
+        let message = format!(
+            "approved by {approver} (submitted by {})",
+            r.submitted_by.as_deref().unwrap_or("an unnamed token")
+        );
+        match self
+            .ledger
+            .db
+            .approve_rollout(id, approver, &message)
+            .await?
+        {
+            Some(ev) => self.ledger.publish(ev),
+            // Approved (or aborted) by someone else in between.
+            None => {
+                let now = self.ledger.db.rollout(id).await?;
+                return Err(RolloutError::NotAwaitingApproval {
+                    id: id.to_string(),
+                    state: now.state,
+                });
+            }
+        }
+        self.spawn(id.to_string());
+        Ok(())
     }
 
     pub(crate) async fn pause(&self, id: &str) -> Result<(), RolloutError> {
@@ -262,8 +340,11 @@ impl Engine {
                 ),
             )
             .await?;
-        if r.state == RolloutState::Halted {
-            // Nothing runs in a halted rollout: end it now.
+        if matches!(
+            r.state,
+            RolloutState::Halted | RolloutState::AwaitingApproval
+        ) {
+            // Nothing runs in a halted rollout, nor in one never approved: end it now.
             self.ledger
                 .set_state(
                     id,

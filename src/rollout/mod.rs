@@ -31,6 +31,15 @@ pub enum RolloutError {
         id: String,
         state: model::RolloutState,
     },
+    #[error("rollout {id} does not wait for an approval ({state})")]
+    NotAwaitingApproval {
+        id: String,
+        state: model::RolloutState,
+    },
+    #[error(
+        "{0} submitted this rollout and may not approve it: the approval must come from another operator or admin token"
+    )]
+    OwnApproval(String),
     #[error("stored rollout data is damaged: {0}")]
     Corrupt(String),
     #[error(transparent)]

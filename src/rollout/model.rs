@@ -40,6 +40,9 @@ macro_rules! string_enum {
 string_enum!(
     /// Life of a rollout.
     RolloutState {
+        /// Submitted with `approval: required`: nothing starts until another operator or admin
+        /// token approves it.
+        AwaitingApproval => "awaiting_approval",
         Scheduled => "scheduled",
         Running => "running",
         Paused => "paused",
@@ -94,6 +97,9 @@ string_enum!(
     /// store, the report, the SSE event names, OpenAPI and the dashboard.
     EventKind {
         Created => "created",
+        /// The rollout waits for a second person's approval (its plan in the event's data).
+        AwaitingApproval => "awaiting_approval",
+        Approved => "approved",
         Scheduled => "scheduled",
         Started => "started",
         Paused => "paused",
@@ -313,6 +319,15 @@ pub struct RolloutRecord<S = RolloutState> {
     pub updated_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The name of the token that submitted it (none for rollouts from before tokens had
+    /// names, and the demo's).
+    pub submitted_by: Option<String>,
+    /// Submitted with `approval: required` (or under the service's `--approval required`).
+    #[serde(default)]
+    pub approval_required: bool,
+    /// The token that approved it: never the submitter.
+    pub approved_by: Option<String>,
+    pub approved_at: Option<String>,
 }
 
 // `S` as in `RolloutRecord`.

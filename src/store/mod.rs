@@ -2,12 +2,14 @@
 //!
 //! Invariant: only this module contains SQL.
 
+pub(crate) mod access;
 mod configs;
 mod devices;
 mod images;
 mod notifications;
 pub(crate) mod rollouts;
 
+pub use access::{AuditRecord, TokenRecord};
 pub(crate) use devices::{DeviceFilter, Upserted};
 pub(crate) use notifications::NewDelivery;
 

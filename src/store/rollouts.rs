@@ -40,6 +40,10 @@ fn row_to_rollout(r: &SqliteRow) -> Result<RolloutRecord, StoreError> {
         updated_at: r.try_get("updated_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
+        submitted_by: r.try_get("submitted_by")?,
+        approval_required: r.try_get::<i64, _>("approval_required")? != 0,
+        approved_by: r.try_get("approved_by")?,
+        approved_at: r.try_get("approved_at")?,
     })
 }
 
@@ -182,8 +186,8 @@ impl Db {
         let mut tx = self.begin().await?;
         let now = now_text();
         sqlx::query(
-            "INSERT INTO rollouts (id, name, state, playbook, images, plan, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rollouts (id, name, state, playbook, images, plan, created_at, updated_at, \
+             submitted_by, approval_required) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.id.as_str())
         .bind(&r.name)
@@ -193,6 +197,8 @@ impl Db {
         .bind(&r.plan_json)
         .bind(&now)
         .bind(&now)
+        .bind(&r.submitted_by)
+        .bind(i64::from(r.approval_required))
         .execute(&mut *tx)
         .await?;
         for j in jobs {
@@ -257,6 +263,40 @@ impl Db {
     }
 
     /// Rollouts the engine must (re)start: every one that has not ended.
+    /// Approve a rollout that awaits approval: its state becomes `scheduled`, with the
+    /// approver and the event, in one transaction. `None` when it was not awaiting approval
+    /// (any more).
+    pub(crate) async fn approve_rollout(
+        &self,
+        id: &str,
+        approver: &str,
+        message: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        let now = now_text();
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE rollouts SET state = ?, approved_by = ?, approved_at = ?, updated_at = ? \
+             WHERE id = ? AND state = ?",
+        )
+        .bind(RolloutState::Scheduled.as_str())
+        .bind(approver)
+        .bind(&now)
+        .bind(&now)
+        .bind(id)
+        .bind(RolloutState::AwaitingApproval.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.failed(e))?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let event = NewEvent::rollout(EventKind::Approved, message)
+            .insert(&mut *tx, id)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
     pub(crate) async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM rollouts WHERE state NOT IN (SELECT value FROM json_each(?)) \
