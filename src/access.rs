@@ -211,6 +211,9 @@ mod tests {
             Action::Read
         );
         assert_eq!(Action::of(true, "/api/v1/devices/configs"), Action::Read);
+        assert!(is_secret_read("/devices/sw1/configs/diff/r-1"));
+        assert!(!is_secret_read("/devices/sw1/history"));
+        assert!(!is_secret_read("/devices"));
     }
 
     #[test]

@@ -194,22 +194,3 @@ async fn config_diff(
         diff: d.to_text(),
     }))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn configs_paths_always_need_the_token() {
-        assert!(crate::access::is_secret_read("/devices/sw1/configs"));
-        assert!(crate::access::is_secret_read(
-            "/api/v1/devices/sw1/configs/3"
-        ));
-        assert!(crate::access::is_secret_read(
-            "/devices/sw1/configs/diff/r-1"
-        ));
-        assert!(!crate::access::is_secret_read("/devices/sw1/history"));
-        assert!(!crate::access::is_secret_read("/devices"));
-        assert!(!crate::access::is_secret_read("/devices/configs"));
-    }
-}
