@@ -14,6 +14,7 @@ pub(crate) mod configs;
 pub mod demo;
 pub mod device;
 pub mod ftp;
+pub mod golden;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;

@@ -4,6 +4,7 @@
 
 mod configs;
 mod devices;
+mod golden;
 mod images;
 mod notifications;
 pub(crate) mod rollouts;
