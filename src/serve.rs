@@ -144,6 +144,17 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub notify_timeout: u64,
+    /// Re-read every device's facts in the background this often (`24h`, `30m`, `90s`), a few
+    /// at a time and never on a device a rollout works on, so that compliance stays true
+    /// (docs/golden.md); `off` (the default) reads facts only when asked or upgrading.
+    #[arg(
+        long,
+        env = "FLEETUP_FACTS_REFRESH",
+        default_value = "off",
+        value_name = "DURATION",
+        value_parser = crate::golden::refresh::parse_interval
+    )]
+    pub facts_refresh: crate::golden::refresh::Interval,
     /// Service-wide webhook targets: the config file's `notify:` list (no flag of its own).
     #[arg(skip)]
     pub notify: Vec<crate::notify::Target>,
@@ -470,6 +481,9 @@ impl Service {
             },
             shutdown.clone(),
         );
+        if let Some(interval) = args.facts_refresh.0 {
+            crate::golden::refresh::start(db.clone(), interval, shutdown.clone());
+        }
         let state = AppState {
             db: db.clone(),
             images,

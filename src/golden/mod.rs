@@ -10,6 +10,8 @@
 //! `site` > `role` > global. Two role entries of the same rank both matching (a device in two
 //! groups) are decided by the role's name, the smaller first.
 
+pub mod refresh;
+
 use std::cmp::Ordering;
 use std::fmt;
 

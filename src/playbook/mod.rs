@@ -126,7 +126,7 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-fn parse_duration(v: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<u64, String> {
     let mut total: u64 = 0;
     let mut any = false;
     for part in v.split_whitespace() {
