@@ -14,9 +14,9 @@ pub(crate) mod configs;
 pub mod demo;
 pub mod device;
 pub mod ftp;
-pub mod golden;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod golden;
 pub mod grants;
 pub mod image_http;
 pub mod image_ssh;

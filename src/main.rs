@@ -718,7 +718,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = Client::from_args(&client);
             use fleetup::client::golden;
             let out = match action {
-                GoldenAction::Set { image, scope } => golden::set(&c, &image, &scope.args()).await?,
+                GoldenAction::Set { image, scope } => {
+                    golden::set(&c, &image, &scope.args()).await?
+                }
                 GoldenAction::List => golden::list(&c).await?,
                 GoldenAction::Unset { scope } => golden::unset(&c, &scope.args()).await?,
             };

@@ -76,11 +76,7 @@ pub async fn list(c: &Client) -> Result<String, ClientError> {
 }
 
 /// The compliance report: a table with roll-ups, or CSV (one row per device).
-pub async fn compliance(
-    c: &Client,
-    site: Option<&str>,
-    csv: bool,
-) -> Result<String, ClientError> {
+pub async fn compliance(c: &Client, site: Option<&str>, csv: bool) -> Result<String, ClientError> {
     let path = match site {
         Some(s) => format!("/compliance?site={}", segment(s)),
         None => "/compliance".to_string(),

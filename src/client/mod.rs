@@ -216,7 +216,9 @@ impl Client {
         path: &str,
         body: &Value,
     ) -> Result<T, ClientError> {
-        let resp = self.send(self.request(Method::PUT, path).json(body)).await?;
+        let resp = self
+            .send(self.request(Method::PUT, path).json(body))
+            .await?;
         resp.json()
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))

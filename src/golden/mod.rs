@@ -137,7 +137,17 @@ pub fn resolve<'e>(entries: &'e [GoldenEntry], device: &DeviceKey<'_>) -> Option
 
 /// A device's standing against its golden image.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -326,10 +336,21 @@ mod tests {
         ];
         for &(running, seen, target, golden, want) in cases {
             let got = status(running, seen, target, golden, now, 7 * day);
-            assert_eq!(got.status, want, "{running:?} {seen:?} {target:?}: {}", got.reason);
+            assert_eq!(
+                got.status, want,
+                "{running:?} {seen:?} {target:?}: {}",
+                got.reason
+            );
         }
         // The age is configurable: the same facts are too old for a one-day limit.
-        let got = status(Some("15.2(7)E8"), Some("2026-12-03T11:00:00Z"), Some("15.2(7)E8"), true, now, day);
+        let got = status(
+            Some("15.2(7)E8"),
+            Some("2026-12-03T11:00:00Z"),
+            Some("15.2(7)E8"),
+            true,
+            now,
+            day,
+        );
         assert_eq!(got.status, Status::Unknown);
     }
 
@@ -337,7 +358,9 @@ mod tests {
     fn scopes_print_in_precedence_order() {
         assert_eq!(entry("", "x").scope.to_string(), "global");
         assert_eq!(
-            entry("site=fra,model=M,role=r,platform=ios", "x").scope.to_string(),
+            entry("site=fra,model=M,role=r,platform=ios", "x")
+                .scope
+                .to_string(),
             "model=M,platform=ios,site=fra,role=r"
         );
     }

@@ -355,7 +355,10 @@ impl<'de> Deserialize<'de> for ImageChoice {
                     )))
                 }
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ImageChoice, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ImageChoice, A::Error> {
                 let m = ImageMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(ImageChoice {
                     ios: m.ios,

@@ -116,7 +116,8 @@ pub(crate) fn plan(
     for d in sorted {
         let model = d.spec.model.as_deref().or(d.facts.model.as_deref());
         let image = if pb.image.value.golden {
-            crate::golden::resolve(golden, &crate::golden::DeviceKey::of(d)).map(|e| e.image.clone())
+            crate::golden::resolve(golden, &crate::golden::DeviceKey::of(d))
+                .map(|e| e.image.clone())
         } else {
             pb.image_for(d.spec.platform, model)
         };

@@ -108,12 +108,18 @@ impl Engine {
         crate::notify::check_usable(&pb.notify)?;
         let devices = self.ledger.db.all_devices().await?;
         let images = self.ledger.images.list().await?;
-        let named = pb.image.value.all().into_iter().map(|i| ("image", i)).chain(
-            pb.kickstart_image
-                .all()
-                .into_iter()
-                .map(|i| ("kickstart_image", i)),
-        );
+        let named = pb
+            .image
+            .value
+            .all()
+            .into_iter()
+            .map(|i| ("image", i))
+            .chain(
+                pb.kickstart_image
+                    .all()
+                    .into_iter()
+                    .map(|i| ("kickstart_image", i)),
+            );
         for (field, img) in named {
             if !images.iter().any(|i| i.file_name == img.value) {
                 return Err(RolloutError::Playbook(crate::yaml::YamlError::new(
@@ -698,7 +704,9 @@ fn golden_check(
                 "{} (platform {}{}{})",
                 d.name(),
                 key.platform,
-                key.model.map(|m| format!(", model {m}")).unwrap_or_default(),
+                key.model
+                    .map(|m| format!(", model {m}"))
+                    .unwrap_or_default(),
                 key.site.map(|s| format!(", site {s}")).unwrap_or_default(),
             )),
             Some(e) if !images.iter().any(|i| i.file_name == e.image) => {
