@@ -1370,6 +1370,31 @@ options:
     }
 
     #[test]
+    fn image_golden_is_one_word() {
+        let pb = parse(&FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image: golden\n",
+        ))
+        .unwrap();
+        assert!(pb.image.value.golden);
+        assert!(pb.image.value.all().is_empty());
+        assert_eq!(pb.image.referenced.line(), 5);
+        // Written back as it was read.
+        assert_eq!(
+            serde_json::to_value(&pb.image.value).unwrap(),
+            serde_json::json!("golden")
+        );
+        let e = err(&FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image: latest\n",
+        ));
+        assert!(e.message.contains("golden"), "{e}");
+        assert_eq!(e.line, 5, "{e}");
+        let pb = parse(FULL).unwrap();
+        assert!(!pb.image.value.golden);
+    }
+
+    #[test]
     fn notify_targets_are_read_and_a_bad_url_is_located() {
         let text = format!(
             "{FULL}notify:\n  - url: https://hooks.slack.com/services/T/B/X\n    format: slack\n    events: [halted, finished]\n"

@@ -255,6 +255,41 @@ mod tests {
     }
 
     #[test]
+    fn image_golden_takes_each_device_its_golden_image() {
+        let pb = super::super::parse(&super::super::tests::FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image: golden\n",
+        ))
+        .unwrap();
+        let devices = vec![dev(1, "berlin", "15.2(7)E3"), dev(2, "paris", "15.2(7)E3")];
+        let entry = |site: Option<&str>, image: &str| crate::golden::GoldenEntry {
+            scope: crate::golden::Scope {
+                site: site.map(str::to_string),
+                ..Default::default()
+            },
+            image: image.into(),
+            version: None,
+            updated_at: String::new(),
+        };
+        let golden = [entry(None, "global.bin"), entry(Some("paris"), "paris.bin")];
+        let p = plan(&pb, &devices, &version, &golden);
+        let images: Vec<(&str, &str)> = p
+            .devices()
+            .map(|d| (d.device.as_str(), d.image.as_str()))
+            .collect();
+        assert_eq!(images, [("sw-01", "global.bin"), ("sw-02", "paris.bin")]);
+        // Without any: each device skipped with the reason (the engine refuses such a
+        // playbook before planning).
+        let p = plan(&pb, &devices, &version, &[]);
+        assert_eq!(p.total, 0);
+        assert!(
+            p.skipped[0].reason.contains("no golden image applies"),
+            "{:?}",
+            p.skipped
+        );
+    }
+
+    #[test]
     fn canary_then_cumulative_waves() {
         let pb = super::super::parse(super::super::tests::FULL).unwrap();
         let devices: Vec<Device> = (1..=21).map(|i| dev(i, "berlin", "15.2(7)E3")).collect();
