@@ -53,10 +53,7 @@ impl Scope {
         self.platform.is_none_or(|p| p == d.platform)
             && self.model.as_deref().is_none_or(|m| d.model == Some(m))
             && self.site.as_deref().is_none_or(|s| d.site == Some(s))
-            && self
-                .role
-                .as_deref()
-                .is_none_or(|r| d.roles.iter().any(|x| *x == r))
+            && self.role.as_deref().is_none_or(|r| d.roles.contains(&r))
     }
 }
 
@@ -320,19 +317,74 @@ mod tests {
         let old = Some("2026-11-20T11:00:00Z");
         let day = std::time::Duration::from_secs(86_400);
         #[rustfmt::skip]
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, bool, Status)] = &[
-            (Some("15.2(7)E8"), fresh, Some("15.2(7)E8"), true, Status::Compliant),
-            (Some("15.2(7)e8"), fresh, Some("15.2(7)E8"), true, Status::Compliant),
-            (Some("17.09.04"), fresh, Some("17.9.4"), true, Status::Compliant),
-            (Some("15.2(4)E10"), fresh, Some("15.2(7)E8"), true, Status::Outdated),
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, bool, Status);
+        let cases: &[Case] = &[
+            (
+                Some("15.2(7)E8"),
+                fresh,
+                Some("15.2(7)E8"),
+                true,
+                Status::Compliant,
+            ),
+            (
+                Some("15.2(7)e8"),
+                fresh,
+                Some("15.2(7)E8"),
+                true,
+                Status::Compliant,
+            ),
+            (
+                Some("17.09.04"),
+                fresh,
+                Some("17.9.4"),
+                true,
+                Status::Compliant,
+            ),
+            (
+                Some("15.2(4)E10"),
+                fresh,
+                Some("15.2(7)E8"),
+                true,
+                Status::Outdated,
+            ),
             (Some("17.12.1"), fresh, Some("17.9.4"), true, Status::Ahead),
-            (Some("15.2(7)E8"), fresh, Some("15.2(7)E8"), false, Status::Unknown),
+            (
+                Some("15.2(7)E8"),
+                fresh,
+                Some("15.2(7)E8"),
+                false,
+                Status::Unknown,
+            ),
             (Some("15.2(7)E8"), fresh, None, true, Status::Unknown),
             (None, fresh, Some("15.2(7)E8"), true, Status::Unknown),
-            (Some("15.2(7)E8"), None, Some("15.2(7)E8"), true, Status::Unknown),
-            (Some("15.2(7)E8"), old, Some("15.2(7)E8"), true, Status::Unknown),
-            (Some("15.2(7)E8"), Some("not a time"), Some("15.2(7)E8"), true, Status::Unknown),
-            (Some("15.2(7)E8"), Some("2026-12-06T11:00:00Z"), Some("15.2(7)E8"), true, Status::Compliant),
+            (
+                Some("15.2(7)E8"),
+                None,
+                Some("15.2(7)E8"),
+                true,
+                Status::Unknown,
+            ),
+            (
+                Some("15.2(7)E8"),
+                old,
+                Some("15.2(7)E8"),
+                true,
+                Status::Unknown,
+            ),
+            (
+                Some("15.2(7)E8"),
+                Some("not a time"),
+                Some("15.2(7)E8"),
+                true,
+                Status::Unknown,
+            ),
+            (
+                Some("15.2(7)E8"),
+                Some("2026-12-06T11:00:00Z"),
+                Some("15.2(7)E8"),
+                true,
+                Status::Compliant,
+            ),
         ];
         for &(running, seen, target, golden, want) in cases {
             let got = status(running, seen, target, golden, now, 7 * day);
