@@ -89,8 +89,12 @@ pub struct GoldenInput {
 pub(super) struct ScopeQuery {
     #[param(value_type = Option<Platform>)]
     platform: Option<String>,
+    #[param(pattern = r"^[A-Za-z0-9._/:-]{1,64}$")]
     model: Option<String>,
+    #[param(pattern = r"^[A-Za-z0-9._/:-]{1,64}$")]
     site: Option<String>,
+    /// A group or tag.
+    #[param(pattern = r"^[A-Za-z0-9._/:-]{1,64}$")]
     role: Option<String>,
 }
 
@@ -126,7 +130,8 @@ async fn list_golden(State(state): State<AppState>) -> ApiResult<Json<GoldenList
               (status = 400, body = ErrorBody, description = "`bad_request`: the body is not JSON"),
               (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
               (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
-              (status = 422, body = ErrorBody, description = "`invalid`: a field of the wrong type, a bad label, or an image not in the image store"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the image is not in the image store"),
+              (status = 422, body = ErrorBody, description = "`invalid`: a field of the wrong type, or a bad label"),
               Internal, StorageFull))]
 async fn set_golden(
     State(state): State<AppState>,
@@ -143,8 +148,9 @@ async fn set_golden(
     };
     let images = state.images.list().await?;
     if !images.iter().any(|i| i.file_name == input.image) {
-        return Err(ApiError::unprocessable(format!(
-            "image: {} is not in the image store; add it with `fleetup image add` first",
+        // The request is well formed; the store lacks what it refers to.
+        return Err(ApiError::conflict(format!(
+            "image: {:?} is not in the image store; add it with `fleetup image add` first",
             input.image
         )));
     }
@@ -161,6 +167,7 @@ async fn set_golden(
 /// Forget the golden image of exactly this scope.
 #[utoipa::path(delete, path = "/golden", tag = "golden", params(ScopeQuery),
     responses((status = 204, description = "removed"),
+              (status = 400, body = ErrorBody, description = "`bad_request`: a query parameter given twice or of the wrong type"),
               (status = 404, body = ErrorBody, description = "`not_found`: no golden image for exactly this scope"),
               (status = 422, body = ErrorBody, description = "`invalid`: an unknown platform or a bad label"),
               Internal, StorageFull))]

@@ -407,6 +407,62 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_with_a_member_behind_is_outdated() {
+        let spec = crate::inventory::DeviceInput {
+            name: "stack-1".into(),
+            host: "10.0.0.1".into(),
+            platform: "ios".into(),
+            site: Some("fra".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let member = |version: &str| crate::inventory::Member {
+            number: 1,
+            version: Some(version.into()),
+            ..Default::default()
+        };
+        let mut device = crate::inventory::Device {
+            id: 1,
+            spec,
+            host_key: None,
+            facts: crate::inventory::Facts {
+                version: Some("15.2(7)E8".into()),
+                last_seen: Some("2026-12-05T11:00:00Z".into()),
+                members: vec![member("15.2(7)E8"), member("15.2(7)E8")],
+                ..Default::default()
+            },
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let mut golden = entry("site=fra", "c2960x-universalk9-mz.152-7.E8.bin");
+        golden.version = Some("15.2(7)E8".into());
+        let now: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+        let run = |d: &crate::inventory::Device| {
+            compliance(
+                std::slice::from_ref(d),
+                std::slice::from_ref(&golden),
+                now,
+                DEFAULT_MAX_FACTS_AGE,
+            )
+            .remove(0)
+        };
+        assert_eq!(run(&device).verdict.status, Status::Compliant);
+        device.facts.members[1] = member("15.2(4)E10");
+        let row = run(&device);
+        assert_eq!(
+            row.verdict.status,
+            Status::Outdated,
+            "{}",
+            row.verdict.reason
+        );
+        let rows = [row];
+        let sites = roll_up(&rows, |r| r.site.as_deref());
+        assert_eq!(sites["fra"].outdated, 1);
+        assert_eq!(sites["fra"].total(), 1);
+    }
+
+    #[test]
     fn scopes_print_in_precedence_order() {
         assert_eq!(entry("", "x").scope.to_string(), "global");
         assert_eq!(
@@ -444,14 +500,26 @@ pub fn compliance(
         .map(|d| {
             let key = DeviceKey::of(d);
             let golden = resolve(entries, &key).cloned();
-            let verdict = status(
+            let target = golden.as_ref().and_then(|g| g.version.as_deref());
+            let mut verdict = status(
                 d.facts.version.as_deref(),
                 d.facts.last_seen.as_deref(),
-                golden.as_ref().and_then(|g| g.version.as_deref()),
+                target,
                 golden.is_some(),
                 now,
                 max_age,
             );
+            // A stack with a member behind is not compliant, as it is not current for
+            // `skip_if_current`.
+            if verdict.status == Status::Compliant
+                && let Some(target) = target
+                && !d.facts.members_run(target)
+            {
+                verdict = Verdict {
+                    status: Status::Outdated,
+                    reason: format!("a stack member does not run {target}"),
+                };
+            }
             DeviceCompliance {
                 device: d.name().to_string(),
                 site: d.spec.site.clone(),

@@ -138,7 +138,7 @@ async fn golden_precedence_and_every_status() {
 
     // Refused: an image not in the store, a bad label, no token.
     let (status, body) = api.set(json!({"image": "nope.bin"})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
