@@ -1,7 +1,7 @@
 //! Golden images and compliance over a real lab: precedence as docs/golden.md states it
 //! (model over platform, platform over site, site over global), each status, the CLI and its
 //! CSV, the `fleetup_compliance_devices` gauge, `image: golden` upgrading lab devices, and
-//! `serve --facts-refresh` reading facts in the background.
+//! `serve --facts-refresh` reading facts in the background, never on a device in a rollout.
 
 use std::time::Duration;
 
@@ -467,4 +467,55 @@ async fn facts_refresh_reads_every_device_in_the_background() {
         (device(&report, &rig.names()[0])["last_seen"] != first).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn facts_refresh_leaves_a_device_in_a_rollout_alone() {
+    let rig = Rig::options(2)
+        .serve(|a| {
+            a.facts_refresh = fleetup::golden::refresh::Interval(Some(Duration::from_secs(1)));
+        })
+        .start()
+        .await;
+    let lab = rig.names();
+    // lab[0] is in a rollout that starts in 2099: its job is pending, the rollout not ended.
+    let id = rig
+        .submit(&format!(
+            "name: later\ntargets:\n  names: [{}]\nimage:\n  ios: {IMAGE}\ntransfer:\n  protocol: tftp\n  server: 127.0.0.1\nschedule:\n  start_at: 2099-01-01T00:00:00Z\n",
+            lab[0]
+        ))
+        .await;
+    // Two rounds read lab[1] (its `last_seen` moved after a first read)...
+    let seen = |name: String| {
+        let rig = &rig;
+        async move {
+            let d: Value = rig
+                .get(&format!("/api/v1/devices/{name}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            d["facts"]["last_seen"].as_str().map(str::to_string)
+        }
+    };
+    let first = eventually("a first background read of the free device", || {
+        seen(lab[1].clone())
+    })
+    .await;
+    eventually("a second background read of the free device", || async {
+        seen(lab[1].clone())
+            .await
+            .filter(|s| *s != first)
+            .map(|_| ())
+    })
+    .await;
+    // ...and never logged in to lab[0]: no command reached it, and it has no facts.
+    let state = rig.lab.state(&lab[0]).unwrap();
+    assert!(state.last_commands.is_empty(), "{:?}", state.last_commands);
+    assert_eq!(seen(lab[0].clone()).await, None);
+    assert!(!rig.lab.state(&lab[1]).unwrap().last_commands.is_empty());
+    let d = rig.detail(&id).await;
+    assert_eq!(d["state"], "scheduled", "{d:#}");
 }
