@@ -17,6 +17,7 @@ pub mod device;
 pub mod ftp;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod golden;
 pub mod grants;
 pub mod http_client;
 pub mod image_http;

@@ -127,6 +127,26 @@ enum Command {
         #[command(subcommand)]
         action: DeviceAction,
     },
+    /// Golden images of a running service: the image each platform, model, site or role
+    /// should run (docs/golden.md).
+    Golden {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        action: GoldenAction,
+    },
+    /// Each device's status against its golden image (compliant, outdated, ahead, unknown),
+    /// with roll-ups per site and model.
+    Compliance {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only devices of this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// One CSV row per device instead of the table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Webhook notifications of a running service.
     Notify {
         #[command(flatten)]
@@ -169,6 +189,50 @@ enum TokenAction {
     List,
     /// Refuse a token from now on; its name and audit entries stay.
     Revoke { name: String },
+}
+
+/// Where a golden image applies; left out, a field matches any device (none at all: global).
+#[derive(clap::Args, Debug)]
+struct GoldenScope {
+    /// ios, iosxe or nxos.
+    #[arg(long)]
+    platform: Option<String>,
+    /// The model as the inventory (else `show version`) gives it.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    site: Option<String>,
+    /// A group or tag of the inventory.
+    #[arg(long)]
+    role: Option<String>,
+}
+
+impl GoldenScope {
+    fn args(self) -> fleetup::client::golden::ScopeArgs {
+        fleetup::client::golden::ScopeArgs {
+            platform: self.platform,
+            model: self.model,
+            site: self.site,
+            role: self.role,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum GoldenAction {
+    /// Set the golden image (a file name of the image store) of a scope.
+    Set {
+        image: String,
+        #[command(flatten)]
+        scope: GoldenScope,
+    },
+    /// The golden images, with their scopes and versions.
+    List,
+    /// Forget the golden image of exactly this scope.
+    Unset {
+        #[command(flatten)]
+        scope: GoldenScope,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -709,6 +773,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!(
                 "{}",
                 fleetup::client::access::audit(&c, by.as_deref(), limit).await?
+            );
+        }
+        Command::Golden { client, action } => {
+            let c = Client::from_args(&client);
+            use fleetup::client::golden;
+            let out = match action {
+                GoldenAction::Set { image, scope } => {
+                    golden::set(&c, &image, &scope.args()).await?
+                }
+                GoldenAction::List => golden::list(&c).await?,
+                GoldenAction::Unset { scope } => golden::unset(&c, &scope.args()).await?,
+            };
+            print!("{out}");
+        }
+        Command::Compliance { client, site, csv } => {
+            let c = Client::from_args(&client);
+            print!(
+                "{}",
+                fleetup::client::golden::compliance(&c, site.as_deref(), csv).await?
             );
         }
         Command::Notify { client, action } => {

@@ -158,6 +158,17 @@ pub struct ServeArgs {
     /// CA), besides the system's.
     #[arg(long, env = "FLEETUP_NOTIFY_CA", value_name = "FILE")]
     pub notify_ca: Option<PathBuf>,
+    /// Re-read every device's facts in the background this often (`24h`, `30m`, `90s`), a few
+    /// at a time and never on a device a rollout works on, so that compliance stays true
+    /// (docs/golden.md); `off` (the default) reads facts only when asked or upgrading.
+    #[arg(
+        long,
+        env = "FLEETUP_FACTS_REFRESH",
+        default_value = "off",
+        value_name = "DURATION",
+        value_parser = crate::golden::refresh::parse_interval
+    )]
+    pub facts_refresh: crate::golden::refresh::Interval,
     /// Service-wide webhook targets: the config file's `notify:` list (no flag of its own).
     #[arg(skip)]
     pub notify: Vec<crate::notify::Target>,
@@ -519,6 +530,9 @@ impl Service {
             },
             shutdown.clone(),
         );
+        if let Some(interval) = args.facts_refresh.0 {
+            crate::golden::refresh::start(db.clone(), interval, shutdown.clone());
+        }
         let state = AppState {
             db: db.clone(),
             images,

@@ -8,6 +8,7 @@ mod configs;
 mod device_view;
 mod devices;
 mod error;
+mod golden;
 mod images;
 pub mod listen;
 mod notifications;
@@ -23,6 +24,7 @@ pub(crate) use configs::{ConfigDiffView, ConfigList, ConfigText};
 pub use devices::DeviceList;
 pub(crate) use devices::ImportResult;
 pub(crate) use error::{ApiError, ApiResult, ErrorBody};
+pub use golden::{ComplianceReport, GoldenInput, GoldenList, GoldenView};
 pub use images::ImageList;
 pub use notifications::{DeliveryList, DeliveryView};
 pub(crate) use rollouts::{ActionResult, DeviceRow, RolloutDetail, RolloutList, WaveView};
@@ -118,6 +120,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(rollouts::router())
         .merge(notifications::router())
         .merge(access::router())
+        .merge(golden::router())
         .merge(system::router())
 }
 

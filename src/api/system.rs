@@ -184,6 +184,26 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
             escape(version.as_deref().unwrap_or("unknown"))
         );
     }
+    let report = super::golden::report(&state, None).await?;
+    let _ = writeln!(
+        out,
+        "# HELP fleetup_compliance_devices Devices per site and status against their golden image (docs/golden.md)."
+    );
+    let _ = writeln!(out, "# TYPE fleetup_compliance_devices gauge");
+    for site in &report.sites {
+        for (status, n) in [
+            ("compliant", site.compliant),
+            ("outdated", site.outdated),
+            ("ahead", site.ahead),
+            ("unknown", site.unknown),
+        ] {
+            let _ = writeln!(
+                out,
+                "fleetup_compliance_devices{{site=\"{}\",status=\"{status}\"}} {n}",
+                escape(&site.name)
+            );
+        }
+    }
     let _ = writeln!(out, "# HELP fleetup_images Images in the store.");
     let _ = writeln!(out, "# TYPE fleetup_images gauge");
     let _ = writeln!(out, "fleetup_images {}", images.len());

@@ -211,6 +211,19 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    pub async fn put_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
+        let resp = self
+            .send(self.request(Method::PUT, path).json(body))
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     pub async fn post_yaml<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -322,5 +335,6 @@ pub fn segment(s: &str) -> String {
 pub mod access;
 pub mod configs;
 pub mod follow;
+pub mod golden;
 pub mod notify;
 pub mod rollout;

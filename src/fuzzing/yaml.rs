@@ -138,7 +138,7 @@ pub fn playbook(data: &[u8]) {
                 Some(&pb),
                 "parsing is not deterministic"
             );
-            for img in pb.image.all() {
+            for img in pb.image.value.all() {
                 assert!(crate::images::validate_file_name(&img.value).is_ok());
             }
             let shares = pb.wave_shares();
@@ -156,7 +156,7 @@ pub fn playbook(data: &[u8]) {
                     .unwrap_or_else(|e| panic!("window {w} does not read back: {e}"));
                 assert_eq!(again.to_string(), w.to_string());
             }
-            let plan = plan(&pb, &FLEET, &|_| Some("15.2(7)E8".to_string()));
+            let plan = plan(&pb, &FLEET, &|_| Some("15.2(7)E8".to_string()), &[]);
             let mut seen = HashSet::new();
             for name in plan
                 .devices()

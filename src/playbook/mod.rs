@@ -7,7 +7,7 @@
 mod plan;
 mod window;
 
-pub(crate) use plan::{Plan, Skipped, plan};
+pub(crate) use plan::{Plan, Skipped, plan, selected};
 pub(crate) use window::{Opening, Window, any_contains};
 
 use std::collections::BTreeMap;
@@ -126,7 +126,7 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-fn parse_duration(v: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<u64, String> {
     let mut total: u64 = 0;
     let mut any = false;
     for part in v.split_whitespace() {
@@ -290,19 +290,87 @@ pub(crate) struct Targets {
     pub exclude: Vec<String>,
 }
 
-/// Image file names: per platform (`ios: …`), and per model under `models:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Image file names: per platform (`ios: …`), and per model under `models:`; or `golden`:
+/// each device its golden image (`crate::golden`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ImageChoice {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ios: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iosxe: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nxos: Option<Spanned<String>>,
     /// Model (as in the inventory or `show version`) to image; wins over the platform's image.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, Spanned<String>>,
+    /// `image: golden`: the image of each device is its golden image, resolved at planning.
+    pub golden: bool,
+}
+
+/// `image:` as a map, as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageMap {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ios: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iosxe: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nxos: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    models: BTreeMap<String, Spanned<String>>,
+}
+
+/// The one word `image:` takes instead of a map.
+pub(crate) const GOLDEN: &str = "golden";
+
+impl Serialize for ImageChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.golden {
+            return s.serialize_str(GOLDEN);
+        }
+        ImageMap {
+            ios: self.ios.clone(),
+            iosxe: self.iosxe.clone(),
+            nxos: self.nxos.clone(),
+            models: self.models.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ImageChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`golden`, or a map of platform (ios, iosxe, nxos) or `models:` to image file names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ImageChoice, E> {
+                if v == GOLDEN {
+                    Ok(ImageChoice {
+                        golden: true,
+                        ..ImageChoice::default()
+                    })
+                } else {
+                    Err(E::custom(format!(
+                        "{v:?}: the one word image: takes is `golden`; else give a map of platform (ios, iosxe, nxos) or `models:` to image file names"
+                    )))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ImageChoice, A::Error> {
+                let m = ImageMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ImageChoice {
+                    ios: m.ios,
+                    iosxe: m.iosxe,
+                    nxos: m.nxos,
+                    models: m.models,
+                    golden: false,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl ImageChoice {
@@ -1019,7 +1087,7 @@ impl Default for Options {
 pub struct Playbook {
     pub name: String,
     pub(crate) targets: Targets,
-    pub(crate) image: ImageChoice,
+    pub(crate) image: Spanned<ImageChoice>,
     #[serde(default, skip_serializing_if = "KickstartChoice::is_empty")]
     pub(crate) kickstart_image: KickstartChoice,
     #[serde(default)]
@@ -1060,9 +1128,9 @@ impl Playbook {
     /// The image for a device of this platform and model: the model's, else the platform's.
     pub(crate) fn image_for(&self, platform: Platform, model: Option<&str>) -> Option<String> {
         model
-            .and_then(|m| self.image.models.get(m))
+            .and_then(|m| self.image.value.models.get(m))
             .map(|s| s.value.clone())
-            .or_else(|| self.image.for_platform(platform).map(str::to_string))
+            .or_else(|| self.image.value.for_platform(platform).map(str::to_string))
     }
 
     /// The kickstart image for an NX-OS device of this model, if the playbook names one.
@@ -1101,14 +1169,14 @@ pub fn parse(text: &str) -> Result<Playbook, YamlError> {
             "targets: selects no device; give `all: true` or at least one of groups, tags, sites, platforms, names",
         ));
     }
-    if pb.image.all().is_empty() {
+    if !pb.image.value.golden && pb.image.value.all().is_empty() {
         return Err(YamlError::new(
             0,
             0,
             "image: names no image; give one per platform (ios, iosxe, nxos) or per model under models",
         ));
     }
-    for img in pb.image.all() {
+    for img in pb.image.value.all() {
         if let Err(e) = crate::images::validate_file_name(&img.value) {
             return Err(located(img.referenced, format!("image: {e}")));
         }
@@ -1252,7 +1320,7 @@ options:
         assert_eq!(pb.checks.pre.free_space_margin, Share::Percent(10.0));
         assert_eq!(pb.schedule.windows().len(), 1);
         assert_eq!(
-            pb.image.for_platform(Platform::Ios),
+            pb.image.value.for_platform(Platform::Ios),
             Some("c2960x-universalk9-mz.152-7.E8.bin")
         );
         assert!(pb.options.delete_old_image);
@@ -1314,6 +1382,31 @@ options:
             "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\nkickstart_image:\n  ios: k.bin\n",
         ));
         assert!(e.to_string().contains("ios"), "{e}");
+    }
+
+    #[test]
+    fn image_golden_is_one_word() {
+        let pb = parse(&FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image: golden\n",
+        ))
+        .unwrap();
+        assert!(pb.image.value.golden);
+        assert!(pb.image.value.all().is_empty());
+        assert_eq!(pb.image.referenced.line(), 5);
+        // Written back as it was read.
+        assert_eq!(
+            serde_json::to_value(&pb.image.value).unwrap(),
+            serde_json::json!("golden")
+        );
+        let e = err(&FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image: latest\n",
+        ));
+        assert!(e.message.contains("golden"), "{e}");
+        assert_eq!(e.line, 5, "{e}");
+        let pb = parse(FULL).unwrap();
+        assert!(!pb.image.value.golden);
     }
 
     #[test]

@@ -63,7 +63,8 @@ impl Plan {
     }
 }
 
-fn selected(pb: &Playbook, d: &Device) -> bool {
+/// Whether the playbook's targets select the device.
+pub(crate) fn selected(pb: &Playbook, d: &Device) -> bool {
     let t = &pb.targets;
     let s = &d.spec;
     if t.exclude.iter().any(|n| n == s.name.as_str()) {
@@ -99,11 +100,13 @@ fn wave_number(waves: &[PlannedWave]) -> String {
 }
 
 /// Build the plan. `image_version` maps an image file name to the version it installs (from
-/// the image store), or None when the store does not know it.
+/// the image store), or None when the store does not know it; `golden` are the golden images
+/// an `image: golden` playbook takes each device's image from.
 pub(crate) fn plan(
     pb: &Playbook,
     devices: &[Device],
     image_version: &dyn Fn(&str) -> Option<String>,
+    golden: &[crate::golden::GoldenEntry],
 ) -> Plan {
     let mut chosen = Vec::new();
     let mut skipped = Vec::new();
@@ -112,12 +115,22 @@ pub(crate) fn plan(
     sorted.sort_by(|a, b| (&a.spec.site, a.name()).cmp(&(&b.spec.site, b.name())));
     for d in sorted {
         let model = d.spec.model.as_deref().or(d.facts.model.as_deref());
-        let image = pb.image_for(d.spec.platform, model);
+        let image = if pb.image.value.golden {
+            crate::golden::resolve(golden, &crate::golden::DeviceKey::of(d))
+                .map(|e| e.image.clone())
+        } else {
+            pb.image_for(d.spec.platform, model)
+        };
         let Some(image) = image else {
             skipped.push(Skipped {
                 device: d.name().to_string(),
                 reason: format!(
-                    "the playbook names no image for platform {}{}",
+                    "{} platform {}{}",
+                    if pb.image.value.golden {
+                        "no golden image applies to"
+                    } else {
+                        "the playbook names no image for"
+                    },
                     d.spec.platform,
                     model.map(|m| format!(" or model {m}")).unwrap_or_default()
                 ),
@@ -242,10 +255,45 @@ mod tests {
     }
 
     #[test]
+    fn image_golden_takes_each_device_its_golden_image() {
+        let pb = super::super::parse(&super::super::tests::FULL.replace(
+            "image:\n  ios: c2960x-universalk9-mz.152-7.E8.bin\n",
+            "image: golden\n",
+        ))
+        .unwrap();
+        let devices = vec![dev(1, "berlin", "15.2(7)E3"), dev(2, "paris", "15.2(7)E3")];
+        let entry = |site: Option<&str>, image: &str| crate::golden::GoldenEntry {
+            scope: crate::golden::Scope {
+                site: site.map(str::to_string),
+                ..Default::default()
+            },
+            image: image.into(),
+            version: None,
+            updated_at: String::new(),
+        };
+        let golden = [entry(None, "global.bin"), entry(Some("paris"), "paris.bin")];
+        let p = plan(&pb, &devices, &version, &golden);
+        let images: Vec<(&str, &str)> = p
+            .devices()
+            .map(|d| (d.device.as_str(), d.image.as_str()))
+            .collect();
+        assert_eq!(images, [("sw-01", "global.bin"), ("sw-02", "paris.bin")]);
+        // Without any: each device skipped with the reason (the engine refuses such a
+        // playbook before planning).
+        let p = plan(&pb, &devices, &version, &[]);
+        assert_eq!(p.total, 0);
+        assert!(
+            p.skipped[0].reason.contains("no golden image applies"),
+            "{:?}",
+            p.skipped
+        );
+    }
+
+    #[test]
     fn canary_then_cumulative_waves() {
         let pb = super::super::parse(super::super::tests::FULL).unwrap();
         let devices: Vec<Device> = (1..=21).map(|i| dev(i, "berlin", "15.2(7)E3")).collect();
-        let p = plan(&pb, &devices, &version);
+        let p = plan(&pb, &devices, &version, &[]);
         let sizes: Vec<usize> = p.waves.iter().map(|w| w.devices.len()).collect();
         assert_eq!(
             sizes,
@@ -269,7 +317,7 @@ mod tests {
             dev(2, "a", "15.2(7)e8"),
             dev(3, "a", "15.2(7)E3"),
         ];
-        let p = plan(&pb, &devices, &version);
+        let p = plan(&pb, &devices, &version, &[]);
         assert_eq!(p.total, 1);
         assert_eq!(
             p.skipped,
@@ -291,7 +339,7 @@ mod tests {
             dev(3, "a", "15.2(7)E08"),
             dev(4, "a", "an engineering build"),
         ];
-        let p = plan(&pb, &devices, &version);
+        let p = plan(&pb, &devices, &version, &[]);
         // `E08` is `E8`: already current.
         assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
         assert_eq!(p.skipped[0].device, "sw-03");
@@ -312,7 +360,7 @@ mod tests {
         pb.strategy.waves.clear();
         pb.strategy.canary = 2;
         let devices: Vec<Device> = (1..=5).map(|i| dev(i, "a", "x")).collect();
-        let p = plan(&pb, &devices, &version);
+        let p = plan(&pb, &devices, &version, &[]);
         let sizes: Vec<usize> = p.waves.iter().map(|w| w.devices.len()).collect();
         assert_eq!(sizes, vec![2, 3]);
     }

@@ -118,12 +118,18 @@ impl Engine {
         crate::notify::check_usable(&pb.notify)?;
         let devices = self.ledger.db.all_devices().await?;
         let images = self.ledger.images.list().await?;
-        let named = pb.image.all().into_iter().map(|i| ("image", i)).chain(
-            pb.kickstart_image
-                .all()
-                .into_iter()
-                .map(|i| ("kickstart_image", i)),
-        );
+        let named = pb
+            .image
+            .value
+            .all()
+            .into_iter()
+            .map(|i| ("image", i))
+            .chain(
+                pb.kickstart_image
+                    .all()
+                    .into_iter()
+                    .map(|i| ("kickstart_image", i)),
+            );
         for (field, img) in named {
             if !images.iter().any(|i| i.file_name == img.value) {
                 return Err(RolloutError::Playbook(crate::yaml::YamlError::new(
@@ -142,7 +148,14 @@ impl Engine {
                 .find(|i| i.file_name == name)
                 .and_then(|i| i.version.clone())
         };
-        let plan = playbook::plan(&pb, &devices, &version);
+        let golden = if pb.image.value.golden {
+            let golden = self.ledger.db.golden_images().await?;
+            golden_check(&pb, &devices, &golden, &images)?;
+            golden
+        } else {
+            Vec::new()
+        };
+        let plan = playbook::plan(&pb, &devices, &version, &golden);
         Ok((pb, plan))
     }
 
@@ -749,4 +762,53 @@ pub(crate) fn wave_name(plan: &Plan, wave: usize) -> String {
 fn new_rollout_id(now: jiff::Timestamp) -> String {
     let stamp = now.strftime("%Y%m%d-%H%M%S");
     format!("r-{stamp}-{:04x}", rand::random::<u16>())
+}
+
+/// `image: golden`: every targeted device must have a golden image, and each such image must be
+/// in the image store; otherwise the playbook is refused at its `image:`, naming the devices.
+/// A device without a golden image is never targeted.
+fn golden_check(
+    pb: &Playbook,
+    devices: &[crate::inventory::Device],
+    golden: &[crate::golden::GoldenEntry],
+    images: &[crate::images::ImageRecord],
+) -> Result<(), RolloutError> {
+    let at = pb.image.referenced;
+    let refuse = |message: String| {
+        RolloutError::Playbook(crate::yaml::YamlError::new(at.line(), at.column(), message))
+    };
+    let mut missing = Vec::new();
+    for d in devices.iter().filter(|d| crate::playbook::selected(pb, d)) {
+        let key = crate::golden::DeviceKey::of(d);
+        match crate::golden::resolve(golden, &key) {
+            None => missing.push(format!(
+                "{} (platform {}{}{})",
+                d.name(),
+                key.platform,
+                key.model
+                    .map(|m| format!(", model {m}"))
+                    .unwrap_or_default(),
+                key.site.map(|s| format!(", site {s}")).unwrap_or_default(),
+            )),
+            Some(e) if !images.iter().any(|i| i.file_name == e.image) => {
+                return Err(refuse(format!(
+                    "image: golden: the golden image of {} ({}) is {}, which is not in the image store; add it with `fleetup image add` or set another with `fleetup golden set`",
+                    d.name(),
+                    e.scope,
+                    e.image
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        let n = missing.len();
+        missing.truncate(20);
+        return Err(refuse(format!(
+            "image: golden: no golden image applies to {n} targeted device(s): {}{}; set one with `fleetup golden set`, or exclude them",
+            missing.join(", "),
+            if n > 20 { ", ..." } else { "" }
+        )));
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 pub(crate) mod access;
 mod configs;
 mod devices;
+mod golden;
 mod images;
 mod notifications;
 pub(crate) mod rollouts;

@@ -336,6 +336,17 @@ test('fleet, image upload, and a rollout watched live from start to completion',
 
   await ensureImage();
 
+  // The golden image, set on the Fleet page, is every lab device's target: none shows
+  // "No target" any more, and the list of golden images has the entry.
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  await page.waitForFunction((img) => [...document.querySelectorAll('#g-image option')].some((o) => o.value === img), IMAGE);
+  await page.locator('#g-image').selectOption(IMAGE);
+  await page.locator('#g-platform').selectOption('ios');
+  await page.locator('#g-set').click();
+  await page.locator('#golden tr[data-scope="platform=ios"]').waitFor();
+  assert.match(await page.locator('#golden tr[data-scope="platform=ios"]').innerText(), new RegExp(IMAGE.replace(/[.()]/g, '\\$&')));
+  await page.waitForFunction(() => ![...document.querySelectorAll('#devices tr[data-device]')].some((r) => r.innerText.includes('No target')));
+
   // Start a rollout from a playbook: preview, then start (confirmation dialog).
   await nav(page, 'New rollout').click();
   const playbook = [

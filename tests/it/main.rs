@@ -16,6 +16,7 @@ mod docs;
 mod drivers;
 mod ftp;
 mod fuzz;
+mod golden;
 mod http;
 mod image_http;
 mod image_ssh;

@@ -97,7 +97,7 @@ export function relTime(iso) {
 const STATE_TONE = {
   scheduled: 'idle', running: 'run', paused: 'warn', halted: 'bad', completed: 'ok', failed: 'bad', aborted: 'warn',
   pending: 'idle', succeeded: 'ok', skipped: 'idle', rolled_back: 'bad',
-  current: 'ok', outdated: 'warn', unknown: 'idle', upgrading: 'run',
+  current: 'ok', outdated: 'warn', ahead: 'run', unknown: 'idle', upgrading: 'run',
 };
 export function badge(state, label = state) {
   return h('span', { class: `badge ${STATE_TONE[state] || 'idle'}`, 'data-state': state }, label);

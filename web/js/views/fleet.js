@@ -1,17 +1,18 @@
-// Fleet: every device with its version and status, and how much of each site runs the target.
-import { allDevices, get } from '../api.js';
-import { h, svg, clear, fill, td, badge, relTime, errorBox } from '../ui.js';
+// Fleet: every device with its version and status, and how much of each site runs the target:
+// by default each device's golden image (docs/golden.md), which this page also sets and unsets.
+import { allDevices, get, request } from '../api.js';
+import { h, svg, clear, fill, td, badge, relTime, errorBox, toast, announce } from '../ui.js';
 import { vocabulary } from '../vocab.js';
 
 const TARGET_KEY = 'fleetup.target';
 // Non-target versions get distinct, calm hues; the target is always the "ok" green.
 const PALETTE = ['#7c8db5', '#c08a3e', '#8e6bbf', '#3f9aa8', '#b8677d', '#6f8f4e', '#a07d63', '#5b6f8f'];
 const STATUS_LABEL = {
-  current: 'On target', outdated: 'Outdated', unknown: 'Version unknown', upgrading: 'Upgrading', untargeted: 'No target',
+  current: 'On target', outdated: 'Outdated', ahead: 'Ahead of target', unknown: 'Version unknown', upgrading: 'Upgrading', untargeted: 'No target',
 };
 
 export function render(main) {
-  const state = { devices: [], images: [], rollouts: [], jobs: new Map(), target: localStorage.getItem(TARGET_KEY) || 'latest' };
+  const state = { devices: [], images: [], rollouts: [], jobs: new Map(), compliance: new Map(), golden: [], target: localStorage.getItem(TARGET_KEY) || 'golden' };
   const f = { q: '', site: '', platform: '', status: '' };
 
   const search = h('input', { id: 'f-q', type: 'search', placeholder: 'Name, host, model, serial…', autocomplete: 'off' });
@@ -28,6 +29,19 @@ export function render(main) {
   const count = h('p', { class: 'muted small', 'aria-live': 'polite', id: 'fleet-count' });
   const tbody = h('tbody');
   const errorSlot = h('div');
+  const goldenBody = h('tbody');
+  const gImage = h('select', { id: 'g-image', required: true });
+  const gPlatform = h('select', { id: 'g-platform' }, h('option', { value: '' }, 'Any'), ['ios', 'iosxe', 'nxos'].map((p) => h('option', { value: p }, p)));
+  const gModel = h('input', { id: 'g-model', type: 'text', placeholder: 'Any', autocomplete: 'off', pattern: '[A-Za-z0-9._/:\\-]{1,64}' });
+  const gSite = h('input', { id: 'g-site', type: 'text', placeholder: 'Any', autocomplete: 'off', pattern: '[A-Za-z0-9._/:\\-]{1,64}' });
+  const gRole = h('input', { id: 'g-role', type: 'text', placeholder: 'Any group or tag', autocomplete: 'off', pattern: '[A-Za-z0-9._/:\\-]{1,64}' });
+  const goldenForm = h('form', { class: 'filters', id: 'golden-form', 'aria-label': 'Set a golden image' },
+    h('div', { class: 'field grow' }, h('label', { for: 'g-image' }, 'Image'), gImage),
+    h('div', { class: 'field' }, h('label', { for: 'g-platform' }, 'Platform'), gPlatform),
+    h('div', { class: 'field' }, h('label', { for: 'g-model' }, 'Model'), gModel),
+    h('div', { class: 'field' }, h('label', { for: 'g-site' }, 'Site'), gSite),
+    h('div', { class: 'field' }, h('label', { for: 'g-role' }, 'Role'), gRole),
+    h('div', { class: 'field' }, h('span', { 'aria-hidden': 'true' }, '\u00a0'), h('button', { class: 'btn btn-primary', type: 'submit', id: 'g-set' }, 'Set golden image')));
 
   main.append(
     h('div', { class: 'page-head' },
@@ -40,6 +54,14 @@ export function render(main) {
         h('h2', { id: 'chart-title' }, 'Version distribution per site'),
         h('div', { class: 'field' }, h('label', { for: 'target' }, 'Target'), targetSel)),
       chart, legend),
+    h('section', { class: 'card', 'aria-labelledby': 'golden-title' },
+      h('h2', { id: 'golden-title' }, 'Golden images'),
+      h('p', { class: 'muted small' }, 'The image each platform, model, site or role should run. The most specific applies: model, then platform, then site, then role; an entry with none is global.'),
+      h('div', { class: 'table-wrap' },
+        h('table', { class: 'responsive', id: 'golden' },
+          h('thead', null, h('tr', null, ['Scope', 'Version', 'Image', ''].map((c) => h('th', { scope: 'col' }, c)))),
+          goldenBody)),
+      goldenForm),
     h('section', { class: 'card', 'aria-labelledby': 'devices-title' },
       h('h2', { id: 'devices-title' }, 'Devices'),
       h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter devices', onsubmit: (e) => e.preventDefault() },
@@ -53,27 +75,32 @@ export function render(main) {
           h('thead', null, h('tr', null, ['Device', 'Platform', 'Site', 'Model', 'Version', 'Last seen', 'Status'].map((c) => h('th', { scope: 'col' }, c)))),
           tbody))));
 
-  // The target: one image, or the images of the newest rollout (one per platform).
+  const golden = () => state.target === 'golden';
+
+  // The target versions: each device's golden image's (the service's compliance report), or
+  // one image picked in the Target list.
   function targets() {
-    const byName = new Map(state.images.map((i) => [i.file_name, i]));
-    let files = [];
-    if (state.target === 'latest') files = (state.rollouts[0] && state.rollouts[0].images) || [];
-    else files = [state.target];
     const t = new Map();
-    for (const f of files) {
-      const img = byName.get(f);
-      if (img && img.version) t.set(img.platform || '*', img.version);
+    if (golden()) {
+      let k = 0;
+      for (const v of new Set([...state.compliance.values()].map((r) => r.golden_version).filter(Boolean))) t.set(`golden-${k++}`, v);
+      return t;
     }
-    if (t.size === 0 && state.images.length && state.target === 'latest') {
-      const newest = [...state.images].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)))[0];
-      if (newest.version) t.set(newest.platform || '*', newest.version);
-    }
+    const img = state.images.find((i) => i.file_name === state.target);
+    if (img && img.version) t.set(img.platform || '*', img.version);
     return t;
   }
+
+  const FROM_COMPLIANCE = { compliant: 'current', outdated: 'outdated', ahead: 'ahead', unknown: 'unknown' };
 
   function statusOf(d, t) {
     const job = state.jobs.get(d.name);
     if (job && job.state === 'running') return 'upgrading';
+    if (golden()) {
+      const row = state.compliance.get(d.name);
+      if (!row || !row.golden_image) return 'untargeted';
+      return FROM_COMPLIANCE[row.status] || 'unknown';
+    }
     const want = t.get(d.platform) ?? t.get('*');
     if (!want) return 'untargeted';
     const have = d.facts && d.facts.version;
@@ -87,21 +114,61 @@ export function render(main) {
   }
 
   function drawTargetSelect() {
-    const latest = state.rollouts[0];
     fill(targetSel,
-      h('option', { value: 'latest' }, latest ? `Images of the latest rollout (${latest.name})` : 'Newest image'),
+      h('option', { value: 'golden' }, 'Golden image of each device'),
       state.images.map((i) => h('option', { value: i.file_name }, `${i.version || '?'} · ${i.file_name}`)));
-    targetSel.value = [...targetSel.options].some((o) => o.value === state.target) ? state.target : 'latest';
+    targetSel.value = [...targetSel.options].some((o) => o.value === state.target) ? state.target : 'golden';
+    state.target = targetSel.value;
   }
 
+  function drawGolden() {
+    clear(goldenBody);
+    for (const g of state.golden) {
+      const unset = h('button', { class: 'btn btn-quiet btn-danger', type: 'button', 'aria-label': `Unset the golden image of ${g.scope}` }, 'Unset');
+      unset.addEventListener('click', async () => {
+        const q = new URLSearchParams();
+        for (const k of ['platform', 'model', 'site', 'role']) if (g[k]) q.set(k, g[k]);
+        try {
+          await request(`/golden${q.size ? `?${q}` : ''}`, { method: 'DELETE' });
+          announce(`Golden image of ${g.scope} unset`);
+          load();
+        } catch (err) { if (err.status !== 401) toast(err.message, { error: true }); }
+      });
+      goldenBody.append(h('tr', { dataset: { scope: g.scope } },
+        td('Scope', g.scope),
+        td('Version', g.version || h('span', { class: 'muted' }, 'unknown')),
+        td('Image', h('span', { class: 'mono' }, g.image)),
+        td('', unset)));
+    }
+    if (state.golden.length === 0) goldenBody.append(h('tr', null, h('td', { colspan: 4, class: 'empty' }, 'No golden image yet: every device shows "No target". Set one below, or with fleetup golden set.')));
+    const current = gImage.value;
+    fill(gImage, state.images.map((i) => h('option', { value: i.file_name }, `${i.version || '?'} · ${i.file_name}`)));
+    if (state.images.some((i) => i.file_name === current)) gImage.value = current;
+  }
+
+  goldenForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (!gImage.value) { toast('Add an image first (Images page)', { error: true }); return; }
+    const body = { image: gImage.value };
+    for (const [k, el] of [['platform', gPlatform], ['model', gModel], ['site', gSite], ['role', gRole]]) if (el.value.trim()) body[k] = el.value.trim();
+    try {
+      const res = await request('/golden', { method: 'PUT', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+      const g = await res.json();
+      announce(`Golden image of ${g.scope}: ${g.image}`);
+      toast(`Golden image of ${g.scope}: ${g.image}`);
+      load();
+    } catch (err) { if (err.status !== 401) toast(err.message, { error: true }); }
+  });
+
   function drawSummary(t) {
-    const counts = { current: 0, outdated: 0, unknown: 0, upgrading: 0 };
+    const counts = { current: 0, outdated: 0, ahead: 0, unknown: 0, upgrading: 0 };
     for (const d of state.devices) { const s = statusOf(d, t); if (s in counts) counts[s] += 1; }
     const stat = (label, value, id) => h('div', { class: 'stat' }, h('dt', null, label), h('dd', { id }, value));
     fill(summary,
       stat('Devices', state.devices.length, 'stat-devices'),
       stat('On target', counts.current, 'stat-current'),
       stat('Outdated', counts.outdated, 'stat-outdated'),
+      stat('Ahead', counts.ahead, 'stat-ahead'),
       stat('Version unknown', counts.unknown, 'stat-unknown'),
       stat('Upgrading now', counts.upgrading, 'stat-upgrading'));
   }
@@ -180,6 +247,7 @@ export function render(main) {
         td('Version', (d.facts && d.facts.version) || h('span', { class: 'muted' }, 'unknown')),
         td('Last seen', relTime(d.facts && d.facts.last_seen)),
         td('Status', badge(s === 'untargeted' ? 'unknown' : s, STATUS_LABEL[s]),
+          golden() && state.compliance.get(d.name) && s !== 'current' && s !== 'upgrading' ? h('div', { class: 'muted small' }, state.compliance.get(d.name).reason) : null,
           job && job.state === 'running' ? h('div', { class: 'muted small' }, h('a', { href: `#/rollouts/${encodeURIComponent(job.rollout)}` }, job.step || 'starting')) : null)));
     }
     if (rows.length === 0) tbody.append(h('tr', null, h('td', { colspan: 7, class: 'empty' }, state.devices.length ? 'No device matches these filters.' : 'The inventory is empty.')));
@@ -198,8 +266,11 @@ export function render(main) {
   let alive = true;
   async function load() {
     try {
-      const [devices, imgs, rolls, V] = await Promise.all([allDevices(), get('/images'), get('/rollouts'), vocabulary()]);
+      const [devices, imgs, rolls, V, report, gold] = await Promise.all([
+        allDevices(), get('/images'), get('/rollouts'), vocabulary(), get('/compliance'), get('/golden')]);
       if (!alive) return;
+      state.compliance = new Map(report.devices.map((r) => [r.device, r]));
+      state.golden = gold.golden;
       state.devices = devices.sort((a, b) => a.name.localeCompare(b.name));
       state.images = imgs.images;
       state.rollouts = rolls.rollouts;
@@ -215,6 +286,7 @@ export function render(main) {
       fillSelect(siteSel, 'All sites', [...new Set(devices.map((d) => d.site || ''))].filter(Boolean).sort(), f.site);
       fillSelect(platSel, 'All platforms', [...new Set(devices.map((d) => d.platform))].sort(), f.platform);
       drawTargetSelect();
+      drawGolden();
       errorSlot.replaceChildren();
       draw();
     } catch (err) {
