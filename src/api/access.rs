@@ -56,8 +56,10 @@ pub struct TokenList {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// 1 to 64 letters, digits, `.`, `_`, `-`, `@`; unique, also among revoked tokens.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64)]
     pub name: String,
     pub role: Role,
 }
@@ -87,9 +89,12 @@ async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<TokenList>
 /// Create a token with a role (admin only). The answer holds its secret, once.
 #[utoipa::path(post, path = "/tokens", tag = "access", request_body = NewToken,
     responses((status = 201, body = CreatedToken),
+              (status = 400, body = ErrorBody, description = "`bad_request`: the body is not JSON"),
               (status = 403, body = ErrorBody, description = "`forbidden`: not an admin token"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
               (status = 409, body = ErrorBody, description = "`conflict`: the name is taken"),
-              (status = 422, body = ErrorBody, description = "`invalid`: a bad name"),
+              (status = 422, body = ErrorBody, description = "`invalid`: a bad name, an unknown role or field"),
               Internal))]
 async fn create_token(
     State(state): State<AppState>,

@@ -95,7 +95,7 @@ export function relTime(iso) {
 }
 
 const STATE_TONE = {
-  scheduled: 'idle', running: 'run', paused: 'warn', halted: 'bad', completed: 'ok', failed: 'bad', aborted: 'warn',
+  awaiting_approval: 'warn', scheduled: 'idle', running: 'run', paused: 'warn', halted: 'bad', completed: 'ok', failed: 'bad', aborted: 'warn',
   pending: 'idle', succeeded: 'ok', skipped: 'idle', rolled_back: 'bad',
   current: 'ok', outdated: 'warn', ahead: 'run', unknown: 'idle', upgrading: 'run',
 };

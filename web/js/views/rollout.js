@@ -41,9 +41,11 @@ export function render(main, { params }) {
   const pauseBtn = btn('Pause', '', () => act('pause', 'Paused: no new step starts.'), 'act-pause');
   const resumeBtn = btn('Resume', 'btn-primary', () => act('resume', 'Resumed.'), 'act-resume');
   const retryBtn = btn('Retry failed devices', '', () => act('retry'), 'act-retry');
+  // A second person's approval: the service refuses the submitter's own token (403).
+  const approveBtn = btn('Approve and start', 'btn-primary', () => act('approve'), 'act-approve');
   const abortBtn = btn('Abort…', 'btn-danger', abort, 'act-abort');
   const csvBtn = btn('Download report (CSV)', '', downloadCsv, 'act-report');
-  const toolbar = h('div', { class: 'toolbar', role: 'group', 'aria-label': 'Rollout actions' }, pauseBtn, resumeBtn, retryBtn, abortBtn, csvBtn);
+  const toolbar = h('div', { class: 'toolbar', role: 'group', 'aria-label': 'Rollout actions' }, approveBtn, pauseBtn, resumeBtn, retryBtn, abortBtn, csvBtn);
 
   const overall = h('div');
   const wavesBox = h('div', { id: 'waves' });
@@ -84,7 +86,7 @@ export function render(main, { params }) {
   }
 
   async function act(what, okText) {
-    const button = { pause: pauseBtn, resume: resumeBtn, retry: retryBtn, abort: abortBtn }[what];
+    const button = { approve: approveBtn, pause: pauseBtn, resume: resumeBtn, retry: retryBtn, abort: abortBtn }[what];
     button.disabled = true;
     try {
       const r = await post(`/rollouts/${enc}/${what}`);
@@ -131,7 +133,9 @@ export function render(main, { params }) {
     if (!detail) return;
     const ended = V.ended.has(detail.state);
     const paused = detail.paused || detail.state === 'paused';
-    pauseBtn.hidden = ended || paused || detail.state === 'halted';
+    const waiting = detail.state === 'awaiting_approval';
+    approveBtn.hidden = !waiting;
+    pauseBtn.hidden = ended || paused || waiting || detail.state === 'halted';
     resumeBtn.hidden = ended || !paused;
     retryBtn.hidden = !V.retryable.has(detail.state) || detail.abort_requested || !detail.progress.failed;
     abortBtn.hidden = ended || detail.abort_requested;
@@ -144,6 +148,8 @@ export function render(main, { params }) {
     fill(meta,
       h('li', null, 'ID ', h('code', null, detail.id)),
       h('li', null, 'Created ', dateTime(detail.created_at)),
+      detail.submitted_by ? h('li', null, 'Submitted by ', h('code', null, detail.submitted_by)) : null,
+      detail.approved_by ? h('li', null, 'Approved by ', h('code', null, detail.approved_by)) : null,
       detail.started_at ? h('li', null, 'Started ', dateTime(detail.started_at)) : null,
       detail.finished_at ? h('li', null, 'Finished ', dateTime(detail.finished_at)) : null,
       detail.images && detail.images.length ? h('li', null, 'Image ', detail.images.map((i, k) => [k ? ', ' : '', h('code', null, i)])) : null);
