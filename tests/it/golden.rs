@@ -29,7 +29,7 @@ impl<'a> Api<'a> {
     fn new(rig: &'a Rig) -> Self {
         Api {
             rig,
-            http: reqwest::Client::new(),
+            http: fleetup::http_client::client(),
         }
     }
 
@@ -147,7 +147,7 @@ async fn golden_precedence_and_every_status() {
     );
     let (status, _) = api.set(json!({"image": IMAGE, "site": "a b"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = reqwest::Client::new()
+    let r = fleetup::http_client::client()
         .put(rig.url("/api/v1/golden"))
         .json(&json!({"image": IMAGE}))
         .send()
