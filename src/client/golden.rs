@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use super::{Client, ClientError, segment};
 use crate::api::{ComplianceReport, GoldenList, GoldenView};
+use crate::rollout::report::csv_field as field;
 
 /// Where a golden image applies; a field left out matches any device.
 #[derive(Debug, Clone, Default)]
@@ -117,15 +118,6 @@ fn table(r: &ComplianceReport) -> String {
         }
     }
     out
-}
-
-/// A CSV field, quoted when it holds a separator, a quote or a line break (RFC 4180).
-fn field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 fn to_csv(r: &ComplianceReport) -> String {

@@ -167,7 +167,8 @@ pub(crate) fn build(r: &RolloutRecord, jobs: &[DeviceJob], events: &[Event]) -> 
     }
 }
 
-fn csv_field(s: &str) -> String {
+/// A CSV field, quoted when it holds a separator, a quote or a line break (RFC 4180).
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
