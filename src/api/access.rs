@@ -201,10 +201,7 @@ async fn list_audit(
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditList>> {
-    let limit = u32::try_from(q.limit.unwrap_or(100))
-        .ok()
-        .filter(|l| (1..=1000).contains(l))
-        .ok_or_else(|| ApiError::bad_request("limit must be 1 to 1000"))?;
+    let limit = super::page_limit(q.limit)?;
     let entries = state.db.audit(q.by.as_deref(), q.before, limit).await?;
     Ok(Json(AuditList {
         entries: entries.into_iter().map(AuditView::from).collect(),

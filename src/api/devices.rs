@@ -71,10 +71,7 @@ async fn list_devices(
         })?),
         None => None,
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be 1 to 1000"));
-    }
+    let limit = i64::from(super::page_limit(q.limit)?);
     let offset = q.offset.unwrap_or(0).max(0);
     let page = state
         .db

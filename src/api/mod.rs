@@ -222,6 +222,14 @@ pub(crate) fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A list's `?limit=`: 1 to 1000, 100 when not given.
+pub(crate) fn page_limit(given: Option<i64>) -> ApiResult<u32> {
+    u32::try_from(given.unwrap_or(100))
+        .ok()
+        .filter(|l| (1..=1000).contains(l))
+        .ok_or_else(|| ApiError::bad_request("limit must be 1 to 1000"))
+}
+
 /// For handlers that must turn a rejected extractor into our error shape.
 pub(crate) fn rejection(status: StatusCode, message: String) -> ApiError {
     match status {

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::Internal;
-use super::{ApiError, ApiResult, AppState, ErrorBody};
+use super::{ApiResult, AppState, ErrorBody};
 use crate::notify::{DeliveryRecord, DeliveryState, Format, NotificationKind};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -85,11 +85,7 @@ async fn list_deliveries(
     State(state): State<AppState>,
     Query(q): Query<DeliveryQuery>,
 ) -> ApiResult<Json<DeliveryList>> {
-    let limit = q.limit.unwrap_or(100);
-    let limit = u32::try_from(limit)
-        .ok()
-        .filter(|l| (1..=1000).contains(l))
-        .ok_or_else(|| ApiError::bad_request("limit must be 1 to 1000"))?;
+    let limit = super::page_limit(q.limit)?;
     let deliveries = state.db.deliveries(q.rollout.as_deref(), limit).await?;
     Ok(Json(DeliveryList {
         deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
