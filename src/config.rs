@@ -108,6 +108,20 @@ pub fn read_notify_targets(path: &Path) -> Result<Vec<crate::notify::Target>, Co
     Ok(targets)
 }
 
+/// The source-of-truth syncs of a config file's `sync:` list (none without one).
+pub fn read_sync_entries(
+    path: &Path,
+) -> Result<Vec<crate::sync::schedule::Scheduled>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    crate::sync::schedule::from_yaml(&text).map_err(|error| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 fn parse_config(text: &str, known: &BTreeSet<String>) -> Result<Vec<(String, String)>, YamlError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
@@ -116,8 +130,9 @@ fn parse_config(text: &str, known: &BTreeSet<String>) -> Result<Vec<(String, Str
     let mut out = Vec::new();
     for (key, value) in map {
         let loc = value.referenced;
-        // Webhook targets: a list, read by `crate::notify::targets_from_yaml`.
-        if key == "notify" {
+        // Webhook targets and source-of-truth syncs: lists, read by
+        // `crate::notify::targets_from_yaml` and `crate::sync::schedule::from_yaml`.
+        if key == "notify" || key == "sync" {
             continue;
         }
         if !known.contains(&key) || key == "config" {

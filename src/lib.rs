@@ -32,6 +32,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod tftp;
 pub mod transfers;
 pub(crate) mod yaml;

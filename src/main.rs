@@ -284,6 +284,46 @@ enum InventoryAction {
         #[arg(long)]
         with_secrets: bool,
     },
+    /// Take the devices a source of truth (Nautobot or NetBox) holds: add and change them, and
+    /// mark those it no longer holds absent (kept, never targeted). docs/sync.md.
+    Sync {
+        /// The source of truth.
+        #[arg(long = "from", value_enum)]
+        from: fleetup::sync::SourceKind,
+        /// Its base URL, e.g. https://nautobot.example.com.
+        #[arg(long)]
+        url: String,
+        /// The environment variable holding its API token (the token itself never goes on
+        /// the command line).
+        #[arg(long, value_name = "VAR")]
+        token_env: String,
+        /// Only these devices: site=S (Nautobot's location), role=R, tag=T, status=S, comma
+        /// separated; a key given twice takes either value.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print what would be added, changed and gone; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Map source platforms (network driver, slug or name) to ios, iosxe or nxos, before
+        /// the defaults: `cisco-ios-xe-17=iosxe,c-ios=ios`.
+        #[arg(long, value_name = "NAME=PLATFORM,…")]
+        platform_map: Option<String>,
+        /// SSH port of the devices the sync adds (22).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Username of the devices the sync adds (or that have none).
+        #[arg(long)]
+        username: Option<String>,
+        /// Environment variable of the service holding their password.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// Environment variable of the service holding their enable secret.
+        #[arg(long, value_name = "VAR")]
+        enable_secret_env: Option<String>,
+        /// Print the service's JSON report.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -542,6 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::init_logging(cli.log_format);
             if let Some(path) = &args.config {
                 args.notify = fleetup::config::read_notify_targets(path)?;
+                args.sync = fleetup::config::read_sync_entries(path)?;
             }
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(*args, token).await?;
@@ -584,6 +625,54 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!(
                             "fleetup: inline passwords and enable secrets were left out (importing this file keeps the stored ones); --with-secrets includes them"
                         );
+                    }
+                }
+                InventoryAction::Sync {
+                    from,
+                    url,
+                    token_env,
+                    filter,
+                    dry_run,
+                    platform_map,
+                    port,
+                    username,
+                    password_env,
+                    enable_secret_env,
+                    json,
+                } => {
+                    use fleetup::sync::{Filter, PlatformMap, SyncDefaults, source};
+                    let usage = |m: String| anyhow::anyhow!(m);
+                    let url = source::parse_url(&url).map_err(|m| usage(format!("--url {m}")))?;
+                    let filter = Filter::parse(filter.as_deref().unwrap_or_default())
+                        .map_err(|m| usage(format!("--filter: {m}")))?;
+                    let platforms = PlatformMap::parse(platform_map.as_deref().unwrap_or_default())
+                        .map_err(|m| usage(format!("--platform-map: {m}")))?;
+                    let token = std::env::var(&token_env)
+                        .ok()
+                        .filter(|t| !t.trim().is_empty())
+                        .ok_or_else(|| {
+                            usage(format!(
+                                "--token-env {token_env}: that environment variable is not set (or empty) here"
+                            ))
+                        })?;
+                    let src = source::Source {
+                        kind: from,
+                        url,
+                        token: token.trim().to_string(),
+                        filter,
+                        platforms,
+                    };
+                    let defaults = SyncDefaults {
+                        port,
+                        username,
+                        password_env,
+                        enable_secret_env,
+                    };
+                    let report = fleetup::client::sync::sync(&c, &src, defaults, dry_run).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", report.render());
                     }
                 }
             }

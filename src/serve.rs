@@ -172,6 +172,9 @@ pub struct ServeArgs {
     /// Service-wide webhook targets: the config file's `notify:` list (no flag of its own).
     #[arg(skip)]
     pub notify: Vec<crate::notify::Target>,
+    /// Source-of-truth syncs: the config file's `sync:` list (no flag of its own; docs/sync.md).
+    #[arg(skip)]
+    pub sync: Vec<crate::sync::schedule::Scheduled>,
     #[command(flatten)]
     pub tftp_options: crate::tftp::TftpArgs,
     #[command(flatten)]
@@ -530,6 +533,14 @@ impl Service {
             },
             shutdown.clone(),
         );
+        if !args.sync.is_empty() {
+            crate::sync::schedule::start(
+                db.clone(),
+                args.sync.clone(),
+                engine.subscribe(),
+                shutdown.clone(),
+            );
+        }
         if let Some(interval) = args.facts_refresh.0 {
             crate::golden::refresh::start(db.clone(), interval, shutdown.clone());
         }

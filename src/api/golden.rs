@@ -267,6 +267,8 @@ fn counts(map: std::collections::BTreeMap<String, Counts>) -> Vec<ComplianceCoun
 /// The compliance of every device, and of the fleet per site and model, computed now.
 pub(super) async fn report(state: &AppState, site: Option<&str>) -> ApiResult<ComplianceReport> {
     let mut devices = state.db.all_devices().await?;
+    // Devices gone from their source of truth are no longer part of the fleet.
+    devices.retain(|d| d.absent().is_none());
     if let Some(site) = site {
         devices.retain(|d| d.spec.site.as_deref() == Some(site));
     }

@@ -15,6 +15,7 @@ mod notifications;
 mod rollout_view;
 mod rollouts;
 mod schema;
+mod sync;
 mod system;
 pub(crate) mod web;
 
@@ -121,6 +122,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(notifications::router())
         .merge(access::router())
         .merge(golden::router())
+        .merge(sync::router())
         .merge(system::router())
 }
 

@@ -338,3 +338,4 @@ pub mod follow;
 pub mod golden;
 pub mod notify;
 pub mod rollout;
+pub mod sync;

@@ -119,6 +119,7 @@ fn device(id: i64, spec: DeviceSpec) -> Device {
         facts: Facts::default(),
         created_at: String::new(),
         updated_at: String::new(),
+        source: None,
     }
 }
 

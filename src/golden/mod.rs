@@ -434,6 +434,7 @@ mod tests {
             },
             created_at: String::new(),
             updated_at: String::new(),
+            source: None,
         };
         let mut golden = entry("site=fra", "c2960x-universalk9-mz.152-7.E8.bin");
         golden.version = Some("15.2(7)E8".into());

@@ -74,6 +74,10 @@ async fn round(db: &Db, interval: Duration) {
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut reads = tokio::task::JoinSet::new();
     for d in devices {
+        // Gone from its source of truth: nobody expects fleetup to log in any more.
+        if d.absent().is_some() {
+            continue;
+        }
         let fresh = d
             .facts
             .last_seen

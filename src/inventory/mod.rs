@@ -256,6 +256,27 @@ pub struct Device {
     pub facts: Facts,
     pub created_at: String,
     pub updated_at: String,
+    /// The source of truth that keeps the device, if one does (`fleetup inventory sync`).
+    pub source: Option<SourceLink>,
+}
+
+/// Where a device kept by a source of truth comes from (docs/sync.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SourceLink {
+    /// The sync scope that keeps it: kind, URL and filter (`nautobot https://nb.example.com site=dc1`).
+    pub scope: String,
+    /// Its id in the source (Nautobot's UUID, NetBox's number).
+    pub id: String,
+    /// When a sync of that scope stopped finding it (RFC 3339). An absent device keeps its
+    /// history but is never targeted by a rollout.
+    pub absent_since: Option<String>,
+}
+
+impl Device {
+    /// Gone from the source of truth that kept it: kept, never targeted.
+    pub(crate) fn absent(&self) -> Option<&str> {
+        self.source.as_ref().and_then(|s| s.absent_since.as_deref())
+    }
 }
 
 /// A resolved secret, never printed.
@@ -334,6 +355,8 @@ pub struct DeviceView {
     pub facts: Facts,
     pub created_at: String,
     pub updated_at: String,
+    /// The source of truth that keeps the device (absent from it: `absent_since` is set).
+    pub source: Option<SourceLink>,
 }
 
 impl From<&Device> for DeviceView {
@@ -358,6 +381,7 @@ impl From<&Device> for DeviceView {
             facts: d.facts.clone(),
             created_at: d.created_at.clone(),
             updated_at: d.updated_at.clone(),
+            source: d.source.clone(),
         }
     }
 }

@@ -380,6 +380,7 @@ devices:
                 facts: Default::default(),
                 created_at: String::new(),
                 updated_at: String::new(),
+                source: None,
             })
             .collect();
         let text = export(&devices, true).unwrap();

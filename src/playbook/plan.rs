@@ -114,6 +114,17 @@ pub(crate) fn plan(
     // Group by site so that a wave finishes sites rather than scattering across them.
     sorted.sort_by(|a, b| (&a.spec.site, a.name()).cmp(&(&b.spec.site, b.name())));
     for d in sorted {
+        if let (Some(since), Some(link)) = (d.absent(), &d.source) {
+            skipped.push(Skipped {
+                device: d.name().to_string(),
+                reason: format!(
+                    "absent from its source of truth ({}) since {since}",
+                    link.scope
+                ),
+                current: false,
+            });
+            continue;
+        }
         let model = d.spec.model.as_deref().or(d.facts.model.as_deref());
         let image = if pb.image.value.golden {
             crate::golden::resolve(golden, &crate::golden::DeviceKey::of(d))
@@ -247,6 +258,7 @@ mod tests {
             },
             created_at: String::new(),
             updated_at: String::new(),
+            source: None,
         }
     }
 

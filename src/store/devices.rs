@@ -30,7 +30,7 @@ pub(crate) struct DevicePage {
 
 const COLUMNS: &str = "id, name, host, port, platform, site, model, username, password, password_env, \
      enable_secret, enable_secret_env, host_key, version, image, facts_model, serial, uptime, \
-     config_register, last_seen, members, created_at, updated_at, \
+     config_register, last_seen, members, created_at, updated_at, sync_source, sync_id, absent_since, \
      (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_groups g WHERE g.device_id = devices.id ORDER BY name)) AS groups_joined, \
      (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_tags t WHERE t.device_id = devices.id ORDER BY name)) AS tags_joined";
 
@@ -80,6 +80,17 @@ fn row_to_device(row: &SqliteRow) -> Result<Device, StoreError> {
         },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        source: match (
+            row.try_get::<Option<String>, _>("sync_source")?,
+            row.try_get::<Option<String>, _>("sync_id")?,
+        ) {
+            (Some(scope), Some(id)) => Some(crate::inventory::SourceLink {
+                scope,
+                id,
+                absent_since: row.try_get("absent_since")?,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -355,7 +366,7 @@ impl Db {
     }
 }
 
-async fn find_id(tx: &mut Tx, name: &str) -> Result<Option<i64>, StoreError> {
+pub(super) async fn find_id(tx: &mut Tx, name: &str) -> Result<Option<i64>, StoreError> {
     Ok(
         sqlx::query_scalar::<_, i64>("SELECT id FROM devices WHERE name = ?")
             .bind(name)
@@ -364,7 +375,7 @@ async fn find_id(tx: &mut Tx, name: &str) -> Result<Option<i64>, StoreError> {
     )
 }
 
-async fn fetch_in_tx(tx: &mut Tx, id: i64) -> Result<Device, StoreError> {
+pub(super) async fn fetch_in_tx(tx: &mut Tx, id: i64) -> Result<Device, StoreError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?"))
         .bind(id)
         .fetch_one(&mut **tx)
@@ -372,7 +383,7 @@ async fn fetch_in_tx(tx: &mut Tx, id: i64) -> Result<Device, StoreError> {
     row_to_device(&row)
 }
 
-async fn insert(tx: &mut Tx, spec: &DeviceSpec) -> Result<i64, StoreError> {
+pub(super) async fn insert(tx: &mut Tx, spec: &DeviceSpec) -> Result<i64, StoreError> {
     let now = now_text();
     let c = &spec.credentials;
     let id = sqlx::query_scalar::<_, i64>(
@@ -400,7 +411,7 @@ async fn insert(tx: &mut Tx, spec: &DeviceSpec) -> Result<i64, StoreError> {
     Ok(id)
 }
 
-async fn update(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
+pub(super) async fn update(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
     let c = &spec.credentials;
     sqlx::query(
         "UPDATE devices SET name = ?, host = ?, port = ?, platform = ?, site = ?, model = ?, username = ?, \

@@ -9,6 +9,7 @@ mod golden;
 mod images;
 mod notifications;
 pub(crate) mod rollouts;
+mod sync;
 
 pub use access::{AuditRecord, TokenRecord};
 pub(crate) use devices::{DeviceFilter, Upserted};
@@ -119,6 +120,20 @@ impl Tx {
                 Err(self.db.failed(e))
             }
         }
+    }
+}
+
+impl Tx {
+    /// Undo the transaction and hand the connection back (a dry run's end).
+    pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            let _ = conn.close().await;
+            return Err(StoreError::Database(e));
+        }
+        Ok(())
     }
 }
 

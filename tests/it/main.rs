@@ -2,6 +2,7 @@
 //! Each area has its own module; tests pick free ports and fresh data directories.
 
 mod support;
+mod sync;
 
 mod access;
 mod api;

@@ -1,0 +1,526 @@
+//! `fleetup inventory sync --from netbox`, on NetBox's own answers: the device lists recorded in
+//! tests/fixtures/netbox (their origin is in its README), served page by page by a local HTTP
+//! server that checks the token as NetBox does. The real-server test is `nautobot.rs`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use crate::support::{TOKEN, TestApp};
+
+const NETBOX_TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
+const PAGE: usize = 3;
+
+/// The query pairs of one request.
+type QueryPairs = Vec<(String, String)>;
+
+#[derive(Clone, Default)]
+struct NetBox {
+    devices: Arc<Mutex<Vec<Value>>>,
+    /// The query strings of the device-list requests, in order.
+    queries: Arc<Mutex<Vec<QueryPairs>>>,
+}
+
+impl NetBox {
+    fn recorded() -> NetBox {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/netbox");
+        let mut devices = Vec::new();
+        for page in ["devices-page1.json", "devices-page2.json"] {
+            let text = std::fs::read_to_string(dir.join(page)).unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            devices.extend(v["results"].as_array().unwrap().iter().cloned());
+        }
+        NetBox {
+            devices: Arc::new(Mutex::new(devices)),
+            ..Default::default()
+        }
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut Vec<Value>)) {
+        f(&mut self.devices.lock().unwrap());
+    }
+
+    async fn serve(self) -> String {
+        async fn list(
+            State(nb): State<NetBox>,
+            headers: HeaderMap,
+            Query(q): Query<Vec<(String, String)>>,
+        ) -> impl IntoResponse {
+            if headers.get("authorization").and_then(|v| v.to_str().ok())
+                != Some(&format!("Token {NETBOX_TOKEN}"))
+            {
+                return (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!({"detail": "Invalid v1 token"})),
+                );
+            }
+            nb.queries.lock().unwrap().push(q.clone());
+            let offset: usize = q
+                .iter()
+                .find(|(k, _)| k == "offset")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let all = nb.devices.lock().unwrap().clone();
+            // NetBox's own filtering, as far as the test uses it: site by slug.
+            let site = q.iter().find(|(k, _)| k == "site").map(|(_, v)| v.clone());
+            let all: Vec<Value> = all
+                .into_iter()
+                .filter(|d| {
+                    site.as_ref()
+                        .is_none_or(|s| d["site"]["slug"] == *s.as_str())
+                })
+                .collect();
+            // A server that caps the page below the `limit` asked for, as NetBox's
+            // MAX_PAGE_SIZE does.
+            let page: Vec<Value> = all.iter().skip(offset).take(PAGE).cloned().collect();
+            let next = (offset + PAGE < all.len()).then(|| {
+                format!(
+                    "http://netbox.example.com/api/dcim/devices/?limit={PAGE}&offset={}",
+                    offset + PAGE
+                )
+            });
+            (
+                StatusCode::OK,
+                axum::Json(
+                    json!({"count": all.len(), "next": next, "previous": null, "results": page}),
+                ),
+            )
+        }
+        let app = axum::Router::new()
+            .route("/netbox/api/dcim/devices/", axum::routing::get(list))
+            .with_state(self);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/netbox")
+    }
+}
+
+async fn fleetup(app: &TestApp, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        .args(args)
+        .env("FLEETUP_SERVER", app.service.base_url())
+        .env("FLEETUP_API_TOKEN", TOKEN)
+        .env("NETBOX_TOKEN", NETBOX_TOKEN)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn report(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            x.as_str()
+                .map_or_else(|| x["name"].as_str().unwrap().to_string(), str::to_string)
+        })
+        .collect();
+    n.sort();
+    n
+}
+
+async fn device(app: &TestApp, name: &str) -> Value {
+    let r = app
+        .get(&format!("/api/v1/devices/{name}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{name}");
+    r.json().await.unwrap()
+}
+
+async fn inventory_names(app: &TestApp) -> Vec<String> {
+    let v: Value = app
+        .get("/api/v1/devices?limit=500")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    names(&Value::Array(
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].clone())
+            .collect(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netbox_devices_are_added_changed_and_marked_absent_with_netbox_names() {
+    let app = TestApp::start().await;
+    let nb = NetBox::recorded();
+    let url = nb.clone().serve().await;
+    let sync = [
+        "inventory",
+        "sync",
+        "--from",
+        "netbox",
+        "--url",
+        &url,
+        "--token-env",
+        "NETBOX_TOKEN",
+    ];
+    let with = |extra: &[&'static str]| {
+        let mut a: Vec<&str> = sync.to_vec();
+        a.extend_from_slice(extra);
+        a.push("--json");
+        a
+    };
+
+    // A dry run reports the difference and writes nothing.
+    let dry = report(
+        &fleetup(
+            &app,
+            &with(&[
+                "--dry-run",
+                "--username",
+                "netops",
+                "--password-env",
+                "DEVICE_PW",
+            ]),
+        )
+        .await,
+    );
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(
+        names(&dry["added"]),
+        ["ber-acc-01", "ber-acc-02", "ber-acc-03", "par-core-01"]
+    );
+    assert!(inventory_names(&app).await.is_empty(), "a dry run wrote");
+    // What fleetup cannot drive is reported with the reason, not silently dropped.
+    let skipped: Vec<(String, String)> = dry["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().into(),
+                s["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .any(|(n, r)| n == "par-fw-01" && r.contains("juniper-junos")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|(n, r)| n == "par-acc-09" && r.contains("no primary IP")),
+        "{skipped:?}"
+    );
+    // Every page was read (the server gives 3 per page), with the token, without the config
+    // context.
+    let queries = nb.queries.lock().unwrap().clone();
+    assert_eq!(queries.len(), 2, "{queries:?}");
+    assert!(
+        queries
+            .iter()
+            .all(|q| q.contains(&("exclude".into(), "config_context".into())))
+    );
+
+    // The sync itself: NetBox's site slug, role slug (and `device_role` of NetBox < 3.6), tag
+    // slug, platform slug and primary IP without its prefix length.
+    let done = report(
+        &fleetup(
+            &app,
+            &with(&["--username", "netops", "--password-env", "DEVICE_PW"]),
+        )
+        .await,
+    );
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(names(&done["added"]), names(&dry["added"]));
+    let d = device(&app, "ber-acc-01").await;
+    assert_eq!(d["host"], "192.0.2.11");
+    assert_eq!(d["port"], 22);
+    assert_eq!(d["platform"], "iosxe");
+    assert_eq!(d["site"], "ber-dc1");
+    assert_eq!(d["model"], "C9300-48P");
+    assert_eq!(d["groups"], json!(["access-switch"]));
+    assert_eq!(d["tags"], json!(["upgrade-canary"]));
+    assert_eq!(d["username"], "netops");
+    assert_eq!(d["password_env"], "DEVICE_PW");
+    assert_eq!(d["source"]["id"], "11");
+    assert!(d["source"]["absent_since"].is_null());
+    assert_eq!(
+        device(&app, "ber-acc-03").await["groups"],
+        json!(["access-switch"])
+    );
+    assert_eq!(device(&app, "ber-acc-02").await["platform"], "ios");
+    assert_eq!(device(&app, "par-core-01").await["platform"], "nxos");
+
+    // An operator's port stays; the source's address wins; a device leaves NetBox; another is
+    // renamed there (same id).
+    let r = app
+        .put("/api/v1/devices/ber-acc-02")
+        .json(&json!({"name": "ber-acc-02", "host": "192.0.2.12", "port": 2222, "platform": "ios",
+                      "site": "ber-dc1", "model": "WS-C2960X-48FPD-L", "groups": ["access-switch"], "username": "netops", "password_env": "DEVICE_PW"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    nb.edit(|devices| {
+        devices.retain(|d| d["name"] != "par-core-01");
+        for d in devices.iter_mut() {
+            if d["name"] == "ber-acc-02" {
+                d["primary_ip4"]["address"] = json!("192.0.2.112/24");
+            }
+            if d["name"] == "ber-acc-03" {
+                d["name"] = json!("ber-acc-33");
+            }
+        }
+    });
+    let again = report(&fleetup(&app, &with(&[])).await);
+    assert_eq!(names(&again["gone"]), ["par-core-01"]);
+    let changed: Vec<(String, Vec<String>)> = again["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["field"].as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert!(
+        changed.contains(&("ber-acc-02".into(), vec!["host".into()])),
+        "{changed:?}"
+    );
+    assert!(
+        changed.contains(&("ber-acc-33".into(), vec!["name".into()])),
+        "{changed:?}"
+    );
+    assert_eq!(again["unchanged"], 1, "{again:#}");
+    let moved = device(&app, "ber-acc-02").await;
+    assert_eq!(moved["host"], "192.0.2.112");
+    assert_eq!(
+        moved["port"], 2222,
+        "the sync overwrote the operator's port"
+    );
+    // Gone from NetBox: kept with its history, marked absent.
+    let gone = device(&app, "par-core-01").await;
+    assert!(gone["source"]["absent_since"].is_string(), "{gone:#}");
+
+    // An absent device is never targeted, even by name: the plan skips it and says why.
+    let form = reqwest::multipart::Form::new()
+        .text("platform", "nxos")
+        .text("version", "10.3(5)")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![7u8; 4096]).file_name("nxos64-cs.10.3.5.M.bin"),
+        );
+    let r = app
+        .post("/api/v1/images")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let pb = "name: nxos\nimage: {nxos: nxos64-cs.10.3.5.M.bin}\ntargets: {names: [par-core-01]}\n";
+    let r = app
+        .post("/api/v1/rollouts")
+        .header("content-type", "application/yaml")
+        .body(pb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    let says = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(says.contains("absent from its source of truth"), "{body:#}");
+
+    // Back in NetBox: the device returns.
+    nb.edit(|devices| {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/netbox/devices-page1.json"),
+        )
+        .unwrap();
+        let page: Value = serde_json::from_str(&text).unwrap();
+        devices.push(page["results"][2].clone());
+    });
+    let back = report(&fleetup(&app, &with(&[])).await);
+    assert_eq!(names(&back["returned"]), ["par-core-01"]);
+    assert!(device(&app, "par-core-01").await["source"]["absent_since"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_sync_keeps_its_own_scope_and_a_refused_token_changes_nothing() {
+    let app = TestApp::start().await;
+    let nb = NetBox::recorded();
+    let url = nb.clone().serve().await;
+    let base = [
+        "inventory",
+        "sync",
+        "--from",
+        "netbox",
+        "--url",
+        &url,
+        "--token-env",
+        "NETBOX_TOKEN",
+        "--json",
+    ];
+    let with = |extra: &[&'static str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        a
+    };
+    let berlin = report(&fleetup(&app, &with(&["--filter", "site=ber-dc1"])).await);
+    assert_eq!(
+        names(&berlin["added"]),
+        ["ber-acc-01", "ber-acc-02", "ber-acc-03"]
+    );
+    assert!(
+        berlin["scope"].as_str().unwrap().ends_with("site=ber-dc1"),
+        "{berlin:#}"
+    );
+    // The filter went to NetBox as its own parameter.
+    assert!(
+        nb.queries
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|q| q.contains(&("site".into(), "ber-dc1".into())))
+    );
+    // Paris, another scope: Berlin's devices are not "gone" from it.
+    let paris = report(&fleetup(&app, &with(&["--filter", "site=par"])).await);
+    assert_eq!(names(&paris["added"]), ["par-core-01"]);
+    assert!(paris["gone"].as_array().unwrap().is_empty(), "{paris:#}");
+    // A role filter the records are checked against too.
+    let core = report(
+        &fleetup(
+            &app,
+            &with(&["--filter", "site=par,role=core", "--dry-run"]),
+        )
+        .await,
+    );
+    assert_eq!(core["unchanged"], 0);
+    assert_eq!(names(&core["added"]), Vec::<String>::new());
+    assert_eq!(names(&core["changed"]), ["par-core-01"], "{core:#}");
+
+    // A wrong token: a clear error, nothing changed.
+    let before = inventory_names(&app).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        .args(with(&[]))
+        .env("FLEETUP_SERVER", app.service.base_url())
+        .env("FLEETUP_API_TOKEN", TOKEN)
+        .env("NETBOX_TOKEN", "wrong")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("token was refused") && err.contains("403"),
+        "{err}"
+    );
+    assert_eq!(inventory_names(&app).await, before);
+
+    // A token variable that is not set, a bad filter, a bad URL: refused before any request.
+    for (args, says) in [
+        (vec!["--filter", "rack=r1"], "unknown filter key \"rack\""),
+        (
+            vec!["--platform-map", "junos=junos"],
+            "none of ios, iosxe, nxos",
+        ),
+    ] {
+        let mut a = with(&[]);
+        a.extend(args.iter().copied());
+        let out = fleetup(&app, &a).await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let unset = [
+        "inventory",
+        "sync",
+        "--from",
+        "netbox",
+        "--url",
+        &url,
+        "--token-env",
+        "NO_SUCH_VAR_FOR_FLEETUP",
+    ];
+    let out = fleetup(&app, &unset).await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NO_SUCH_VAR_FOR_FLEETUP: that environment variable is not set"),
+        "{out:?}"
+    );
+    let out = fleetup(
+        &app,
+        &[
+            "inventory",
+            "sync",
+            "--from",
+            "netbox",
+            "--url",
+            "netbox.example.com",
+            "--token-env",
+            "NETBOX_TOKEN",
+        ],
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a URL"));
+}
+
+#[tokio::test]
+async fn the_sync_route_refuses_bad_records_whole() {
+    let app = TestApp::start().await;
+    let record =
+        |name: &str, host: &str| json!({"id": name, "name": name, "host": host, "platform": "ios"});
+    for (body, says) in [
+        (
+            json!({"scope": "netbox x", "devices": [record("a", "10.0.0.1"), record("b", "not a host!")]}),
+            "devices[1]",
+        ),
+        (
+            json!({"scope": "netbox x", "devices": [record("a", "10.0.0.1"), record("a", "10.0.0.2")]}),
+            "comes twice",
+        ),
+        (json!({"scope": "", "devices": []}), "scope"),
+        (
+            json!({"scope": "netbox x", "devices": [], "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let r = app
+            .post("/api/v1/inventory/sync")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(says), "{says}: {text}");
+    }
+    assert!(inventory_names(&app).await.is_empty());
+}
