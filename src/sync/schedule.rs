@@ -294,3 +294,58 @@ pub async fn write_back_one(
     tracing::info!(device = name, %version, field = %field, "running version written back to the source of truth");
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_entry_is_checked_where_it_is_written() {
+        // PATH is set wherever the tests run: it stands in for the token's variable.
+        let ok = "data-dir: /x\nsync:\n  - from: nautobot\n    url: https://nautobot.example.com\n    token_env: PATH\n    filter: site=dc1,status=active\n    every: 30m\n    platform_map: {cisco-ios-17: iosxe}\n    write_back: fleetup_version\n";
+        let entries = from_yaml(ok).unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(
+            e.scope,
+            "nautobot https://nautobot.example.com site=dc1,status=active"
+        );
+        assert_eq!(e.every, Duration::from_secs(1800));
+        assert_eq!(e.write_back.as_deref(), Some("fleetup_version"));
+
+        for (text, line, says) in [
+            (
+                "sync:\n  - from: nautobot\n    url: nautobot.example.com\n    token_env: PATH\n",
+                3,
+                "sync.url",
+            ),
+            (
+                "sync:\n  - from: netbox\n    url: https://nb.example.com\n    token_env: FLEETUP_NO_SUCH_TOKEN_VAR\n",
+                4,
+                "FLEETUP_NO_SUCH_TOKEN_VAR is not set",
+            ),
+            (
+                "sync:\n  - from: netbox\n    url: https://nb.example.com\n    token_env: PATH\n    filter: rack=1\n",
+                5,
+                "unknown filter key",
+            ),
+            (
+                "sync:\n  - from: netbox\n    url: https://nb.example.com\n    token_env: PATH\n    every: 5s\n",
+                5,
+                "at least 1m",
+            ),
+            (
+                "sync:\n  - from: netbox\n    url: https://nb.example.com\n    token_env: PATH\n    write_back: \"my field\"\n",
+                5,
+                "custom field",
+            ),
+        ] {
+            let e = from_yaml(text).unwrap_err();
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+        let e = from_yaml("sync:\n  - from: infoblox\n    url: https://x\n    token_env: PATH\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("infoblox"), "{e}");
+    }
+}

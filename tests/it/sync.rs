@@ -22,6 +22,8 @@ struct NetBox {
     devices: Arc<Mutex<Vec<Value>>>,
     /// The query strings of the device-list requests, in order.
     queries: Arc<Mutex<Vec<QueryPairs>>>,
+    /// The PATCH requests: device id and body.
+    patches: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
 impl NetBox {
@@ -89,8 +91,26 @@ impl NetBox {
                 ),
             )
         }
+        async fn patch(
+            State(nb): State<NetBox>,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<String>,
+            axum::Json(body): axum::Json<Value>,
+        ) -> StatusCode {
+            if headers.get("authorization").and_then(|v| v.to_str().ok())
+                != Some(&format!("Token {NETBOX_TOKEN}"))
+            {
+                return StatusCode::FORBIDDEN;
+            }
+            nb.patches.lock().unwrap().push((id, body));
+            StatusCode::OK
+        }
         let app = axum::Router::new()
             .route("/netbox/api/dcim/devices/", axum::routing::get(list))
+            .route(
+                "/netbox/api/dcim/devices/{id}/",
+                axum::routing::patch(patch),
+            )
             .with_state(self);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -472,7 +492,8 @@ async fn a_filtered_sync_keeps_its_own_scope_and_a_refused_token_changes_nothing
     ];
     let out = fleetup(&app, &unset).await;
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("NO_SUCH_VAR_FOR_FLEETUP: that environment variable is not set"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("NO_SUCH_VAR_FOR_FLEETUP: that environment variable is not set"),
         "{out:?}"
     );
     let out = fleetup(
@@ -523,4 +544,86 @@ async fn the_sync_route_refuses_bad_records_whole() {
         assert!(text.contains(says), "{says}: {text}");
     }
     assert!(inventory_names(&app).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_syncs_on_its_own_and_writes_the_running_version_back() {
+    use fleetup::sync::schedule::Scheduled;
+    use fleetup::sync::source::{Source, parse_url};
+    use fleetup::sync::{Filter, PlatformMap, SourceKind, SyncDefaults};
+
+    // NetBox holds the two lab devices (their names and addresses are the lab's own).
+    let base = crate::support::random_base();
+    let nb = NetBox::default();
+    let recorded = NetBox::recorded();
+    let template = recorded.devices.lock().unwrap()[1].clone();
+    nb.edit(|devices| {
+        for k in 0..2u32 {
+            let mut d = template.clone();
+            d["id"] = json!(500 + k);
+            d["name"] = json!(format!("lab-sw-{:03}", k + 1));
+            d["primary_ip4"]["address"] = json!(format!(
+                "{}/24",
+                std::net::Ipv4Addr::from(u32::from(base) + k)
+            ));
+            d["site"]["slug"] = json!("lab");
+            d["role"]["slug"] = json!("lab");
+            d["tags"] = json!([]);
+            devices.push(d);
+        }
+    });
+    let url = nb.clone().serve().await;
+    let source = Source {
+        kind: SourceKind::Netbox,
+        url: parse_url(&url).unwrap(),
+        token: NETBOX_TOKEN.into(),
+        filter: Filter::default(),
+        platforms: PlatformMap::default(),
+    };
+    let scheduled = Scheduled {
+        scope: source.scope(),
+        source,
+        defaults: SyncDefaults::default(),
+        every: std::time::Duration::from_secs(3600),
+        write_back: Some("fleetup_version".into()),
+        dry_run: false,
+    };
+    let rig = crate::support::Rig::options(2)
+        .lab(move |c| c.base_ip = base)
+        .serve(move |a| a.sync = vec![scheduled])
+        .start()
+        .await;
+    // The sync at start links both devices to NetBox.
+    for name in ["lab-sw-001", "lab-sw-002"] {
+        crate::support::eventually(&format!("{name} linked to NetBox"), || async {
+            let d: Value = rig
+                .get(&format!("/api/v1/devices/{name}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            d["source"]["id"].as_str().map(str::to_string)
+        })
+        .await;
+    }
+    let id = rig.submit(&crate::support::playbook("")).await;
+    let end = rig.wait_end(&id).await;
+    assert_eq!(end["state"], "completed", "{end:#}");
+    // Each upgraded device's running version went back to its custom field.
+    let patches = crate::support::eventually("both versions written back", || async {
+        let p = nb.patches.lock().unwrap().clone();
+        (p.len() >= 2).then_some(p)
+    })
+    .await;
+    let mut ids: Vec<&str> = patches.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["500", "501"]);
+    for (_, body) in &patches {
+        assert_eq!(
+            body,
+            &json!({"custom_fields": {"fleetup_version": crate::support::IMAGE_VERSION}})
+        );
+    }
 }
