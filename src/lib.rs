@@ -24,6 +24,7 @@ pub mod image_http;
 pub mod image_ssh;
 pub mod images;
 pub mod inventory;
+pub(crate) mod metrics;
 pub mod notify;
 pub mod playbook;
 pub(crate) mod rcp;

@@ -1,7 +1,5 @@
 //! Health, live transfers, metrics and the OpenAPI document.
 
-use std::fmt::Write as _;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -12,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiResult, AppState, ServiceInfo};
+use crate::metrics::{Exposition, Kind};
 use crate::rollout::model::{EventKind, JobState, RolloutState};
 use crate::transfers::{Protocol, TransferInfo};
 
@@ -157,9 +156,9 @@ pub(super) async fn openapi_json() -> impl IntoResponse {
     Json(super::openapi())
 }
 
-/// Prometheus text exposition format.
+/// Prometheus text exposition format: every metric is in docs/api.md, and on the Grafana
+/// dashboard `docs/grafana/fleetup.json`.
 pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let mut out = String::new();
     let page = state
         .db
         .list_devices(&crate::store::DeviceFilter {
@@ -168,28 +167,30 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
         })
         .await?;
     let images = state.images.list().await?;
-    let _ = writeln!(out, "# HELP fleetup_devices Devices in the inventory.");
-    let _ = writeln!(out, "# TYPE fleetup_devices gauge");
-    let _ = writeln!(out, "fleetup_devices {}", page.total);
-    let _ = writeln!(
-        out,
-        "# HELP fleetup_device_versions Devices per site and running version."
+    let mut out = Exposition::default();
+    out.family("fleetup_devices", Kind::Gauge, "Devices in the inventory.");
+    out.sample("fleetup_devices", &[], page.total);
+    out.family(
+        "fleetup_device_versions",
+        Kind::Gauge,
+        "Devices per site and running version.",
     );
-    let _ = writeln!(out, "# TYPE fleetup_device_versions gauge");
     for (site, version, n) in state.db.version_counts().await? {
-        let _ = writeln!(
-            out,
-            "fleetup_device_versions{{site=\"{}\",version=\"{}\"}} {n}",
-            escape(site.as_deref().unwrap_or("")),
-            escape(version.as_deref().unwrap_or("unknown"))
+        out.sample(
+            "fleetup_device_versions",
+            &[
+                ("site", site.as_deref().unwrap_or("")),
+                ("version", version.as_deref().unwrap_or("unknown")),
+            ],
+            n,
         );
     }
     let report = super::golden::report(&state, None).await?;
-    let _ = writeln!(
-        out,
-        "# HELP fleetup_compliance_devices Devices per site and status against their golden image (docs/golden.md)."
+    out.family(
+        "fleetup_compliance_devices",
+        Kind::Gauge,
+        "Devices per site and status against their golden image (docs/golden.md).",
     );
-    let _ = writeln!(out, "# TYPE fleetup_compliance_devices gauge");
     for site in &report.sites {
         for (status, n) in [
             ("compliant", site.compliant),
@@ -197,105 +198,116 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
             ("ahead", site.ahead),
             ("unknown", site.unknown),
         ] {
-            let _ = writeln!(
-                out,
-                "fleetup_compliance_devices{{site=\"{}\",status=\"{status}\"}} {n}",
-                escape(&site.name)
+            out.sample(
+                "fleetup_compliance_devices",
+                &[("site", &site.name), ("status", status)],
+                n,
             );
         }
     }
-    let _ = writeln!(out, "# HELP fleetup_images Images in the store.");
-    let _ = writeln!(out, "# TYPE fleetup_images gauge");
-    let _ = writeln!(out, "fleetup_images {}", images.len());
-    let snapshot = state.transfers.snapshot();
-    let _ = writeln!(
-        out,
-        "# HELP fleetup_transfers_active File transfers in progress."
+    out.family("fleetup_images", Kind::Gauge, "Images in the store.");
+    out.sample("fleetup_images", &[], images.len());
+
+    let rollouts = state.db.rollouts_by_state().await?;
+    out.family(
+        "fleetup_rollouts",
+        Kind::Gauge,
+        "Rollouts by state, every state listed.",
     );
-    let _ = writeln!(out, "# TYPE fleetup_transfers_active gauge");
+    for s in RolloutState::ALL {
+        let n = rollouts.get(s).copied().unwrap_or(0);
+        out.sample("fleetup_rollouts", &[("state", s.as_str())], n);
+    }
+    let jobs = state.db.jobs_by_state().await?;
+    out.family(
+        "fleetup_jobs",
+        Kind::Gauge,
+        "Device jobs of every rollout by state, every state listed.",
+    );
+    for s in JobState::ALL {
+        let n = jobs.get(s).copied().unwrap_or(0);
+        out.sample("fleetup_jobs", &[("state", s.as_str())], n);
+    }
+
+    let snapshot = state.transfers.snapshot();
+    out.family(
+        "fleetup_transfers_active",
+        Kind::Gauge,
+        "File transfers in progress.",
+    );
     for p in Protocol::ALL {
         let active = snapshot
             .iter()
             .filter(|t| t.protocol == p && t.state == crate::transfers::TransferState::Active)
             .count();
-        let _ = writeln!(
-            out,
-            "fleetup_transfers_active{{protocol=\"{}\"}} {active}",
-            p.as_str()
+        out.sample(
+            "fleetup_transfers_active",
+            &[("protocol", p.as_str())],
+            active,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP fleetup_transfers_total Finished file transfers."
+    out.family(
+        "fleetup_transfers_total",
+        Kind::Counter,
+        "Finished file transfers.",
     );
-    let _ = writeln!(out, "# TYPE fleetup_transfers_total counter");
     for p in Protocol::ALL {
         let c = state.transfers.counters(p);
-        let _ = writeln!(
-            out,
-            "fleetup_transfers_total{{protocol=\"{}\",result=\"completed\"}} {}",
-            p.as_str(),
-            c.completed
-        );
-        let _ = writeln!(
-            out,
-            "fleetup_transfers_total{{protocol=\"{}\",result=\"failed\"}} {}",
-            p.as_str(),
-            c.failed
-        );
+        for (result, n) in [("completed", c.completed), ("failed", c.failed)] {
+            out.sample(
+                "fleetup_transfers_total",
+                &[("protocol", p.as_str()), ("result", result)],
+                n,
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP fleetup_transfer_bytes_total Bytes sent by finished transfers."
+    out.family(
+        "fleetup_transfer_bytes_total",
+        Kind::Counter,
+        "Bytes sent by finished transfers.",
     );
-    let _ = writeln!(out, "# TYPE fleetup_transfer_bytes_total counter");
     for p in Protocol::ALL {
         let c = state.transfers.counters(p);
-        let _ = writeln!(
-            out,
-            "fleetup_transfer_bytes_total{{protocol=\"{}\"}} {}",
-            p.as_str(),
-            c.bytes
+        out.sample(
+            "fleetup_transfer_bytes_total",
+            &[("protocol", p.as_str())],
+            c.bytes,
         );
     }
     let n = state.notify.snapshot();
-    let _ = writeln!(
-        out,
-        "# HELP fleetup_webhook_deliveries_total Webhook deliveries by result (retried: attempts followed by another; dropped: never sent, the queue was full)."
+    out.family(
+        "fleetup_webhook_deliveries_total",
+        Kind::Counter,
+        "Webhook deliveries by result (retried: attempts followed by another; dropped: never sent, the queue was full).",
     );
-    let _ = writeln!(out, "# TYPE fleetup_webhook_deliveries_total counter");
     for (result, count) in [
         ("delivered", n.delivered),
         ("failed", n.failed),
         ("dropped", n.dropped),
         ("retried", n.retried),
     ] {
-        let _ = writeln!(
-            out,
-            "fleetup_webhook_deliveries_total{{result=\"{result}\"}} {count}"
+        out.sample(
+            "fleetup_webhook_deliveries_total",
+            &[("result", result)],
+            count,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP fleetup_uptime_seconds Seconds since the service started."
+    state.engine.metrics().write(&mut out);
+    out.family(
+        "fleetup_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since the service started.",
     );
-    let _ = writeln!(out, "# TYPE fleetup_uptime_seconds gauge");
-    let _ = writeln!(
-        out,
-        "fleetup_uptime_seconds {}",
-        state.started.elapsed().as_secs()
+    out.sample(
+        "fleetup_uptime_seconds",
+        &[],
+        state.started.elapsed().as_secs(),
     );
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        out.finish(),
     ))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -55,9 +55,9 @@ pub use transcript::EntryKind;
 pub(crate) use transcript::{Transcript, TranscriptEntry, TranscriptLimits};
 pub(crate) use upgrade::{Check, StepGate, Stop, upgrade_gated};
 pub use upgrade::{
-    FailureReason, Issu, KickstartImage, Resumed, Step, StepEvent, StepStatus, UnsavedConfig,
-    UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
+    FailureReason, Issu, KickstartImage, ReloadSeen, Resumed, Step, StepEvent, StepStatus,
+    UnsavedConfig, UpgradeFailure, UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
     resume_after_reload, resume_rollback, upgrade,
 };
-pub(crate) use wait::read_facts;
 pub use wait::{facts, wait_back};
+pub(crate) use wait::{read_facts, wait_back_watched};

@@ -32,7 +32,7 @@ use super::rules::{is_downgrade, kickstart_to_install, post_check, reason_for, t
 use super::state::{Comparison, Observed};
 use super::{
     DeviceError, DeviceFacts, Driver, FilePresence, RestartEvidence, Session, Target, Timeouts,
-    file_name, read_facts, wait_back,
+    file_name, read_facts, wait_back_watched,
 };
 use crate::inventory::Facts;
 pub use rollback::resume_rollback;
@@ -273,6 +273,8 @@ pub struct StepEvent {
     pub step: Step,
     pub status: StepStatus,
     pub message: String,
+    /// When it happened: a caller that records events later still knows how long a step took.
+    pub at: tokio::time::Instant,
 }
 
 /// Why an upgrade failed, in the words an operator acts on.
@@ -464,6 +466,30 @@ pub trait StepGate: Send + Sync {
     async fn compare_baseline(&self) -> Option<String> {
         None
     }
+
+    /// After a reload (or a rollback's), the device was `seen` down or back up `at` that
+    /// moment: how soon a reload is detected. Told as it happens, never awaited.
+    fn reload_seen(&self, seen: ReloadSeen, at: tokio::time::Instant) {
+        let _ = (seen, at);
+    }
+}
+
+/// What the wait after a reload saw of the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadSeen {
+    /// It stopped answering: the first probe refused or unanswered, or no shell to be had.
+    Down,
+    /// It answered again and logged in, with proof that it restarted.
+    Up,
+}
+
+impl ReloadSeen {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ReloadSeen::Down => "down",
+            ReloadSeen::Up => "up",
+        }
+    }
 }
 
 struct Run<'a> {
@@ -522,6 +548,7 @@ impl<'a> Run<'a> {
             step,
             status,
             message: message.into(),
+            at: tokio::time::Instant::now(),
         });
     }
 
@@ -574,6 +601,26 @@ impl<'a> Run<'a> {
 
     fn fail_with(&self, step: Step, e: DeviceError) -> UpgradeFailure {
         self.fail(step, reason_for(step, &e), e.to_string())
+    }
+
+    /// [`super::wait_back`], telling the gate when the device was seen down and back up.
+    async fn wait_back(
+        &self,
+        timeouts: &Timeouts,
+        evidence: &RestartEvidence,
+        cancel: &CancellationToken,
+    ) -> Result<(Session, DeviceFacts), DeviceError> {
+        let gate = self.gate;
+        let seen_down = move |at| {
+            if let Some(g) = gate {
+                g.reload_seen(ReloadSeen::Down, at);
+            }
+        };
+        let back = wait_back_watched(self.target, timeouts, evidence, cancel, &seen_down).await?;
+        if let Some(g) = gate {
+            g.reload_seen(ReloadSeen::Up, tokio::time::Instant::now());
+        }
+        Ok(back)
     }
 }
 
@@ -1433,7 +1480,7 @@ async fn wait_and_check(
         format!("waiting up to {} s", t.reload.as_secs()),
     )
     .await;
-    let (session, after) = match wait_back(run.target, t, evidence, cancel).await {
+    let (session, after) = match run.wait_back(t, evidence, cancel).await {
         Ok(v) => v,
         Err(e) => return Err((run.fail_with(Step::WaitBack, e), None)),
     };

@@ -37,6 +37,18 @@ pub async fn wait_back(
     evidence: &RestartEvidence,
     cancel: &CancellationToken,
 ) -> Result<(Session, DeviceFacts), DeviceError> {
+    wait_back_watched(target, timeouts, evidence, cancel, &|_| {}).await
+}
+
+/// [`wait_back`], telling `seen_down` the moment the device was first seen down (a probe
+/// refused or unanswered, or a shell that could not be had), once.
+pub(crate) async fn wait_back_watched(
+    target: &Target,
+    timeouts: &Timeouts,
+    evidence: &RestartEvidence,
+    cancel: &CancellationToken,
+    seen_down: &(dyn Fn(tokio::time::Instant) + Send + Sync),
+) -> Result<(Session, DeviceFacts), DeviceError> {
     let started = tokio::time::Instant::now();
     let deadline = started + timeouts.reload;
     let addr = format!("{}:{}", target.host, target.port);
@@ -75,6 +87,9 @@ pub async fn wait_back(
         };
         let pause = match reachable {
             Err(problem) => {
+                if !saw_down {
+                    seen_down(tokio::time::Instant::now());
+                }
                 saw_down = true;
                 last_problem = problem;
                 // The probe's wait counts towards the poll interval.
@@ -98,6 +113,9 @@ pub async fn wait_back(
                     }
                     Err(e) => {
                         // A box that accepts TCP but cannot give a shell is going down or booting.
+                        if !saw_down {
+                            seen_down(tokio::time::Instant::now());
+                        }
                         saw_down = true;
                         last_problem = e.to_string();
                     }

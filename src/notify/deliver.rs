@@ -158,6 +158,10 @@ pub(crate) fn start(
     stats
 }
 
+/// The error of a delivery still pending when the service stopped, failed at the next start.
+const ABANDONED: &str =
+    "fleetup stopped before this delivery ended; it is not sent again after the restart";
+
 /// Turns events into queued deliveries.
 struct Router {
     db: Db,
@@ -170,13 +174,14 @@ struct Router {
 
 impl Router {
     async fn run(mut self, mut events: broadcast::Receiver<Event>, shutdown: Shutdown) {
-        match self
-            .db
-            .abandon_pending_deliveries("the service stopped before this delivery ended")
-            .await
-        {
+        // Not sent again: the body is not kept, the news may be stale by now (a halt long
+        // since retried), and an attempt cut short may have reached the receiver already.
+        match self.db.abandon_pending_deliveries(ABANDONED).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(n, "webhook deliveries left pending by the last run failed"),
+            Ok(n) => {
+                NotifyStats::add(&self.stats.0.failed, n);
+                tracing::warn!(n, "webhook deliveries left pending by the last run failed");
+            }
             Err(e) => tracing::warn!(error = %e, "cannot close the last run's webhook deliveries"),
         }
         loop {

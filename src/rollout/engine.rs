@@ -93,6 +93,11 @@ impl Engine {
         self.ledger.subscribe()
     }
 
+    /// The histograms the device jobs observe, for `/metrics`.
+    pub(crate) fn metrics(&self) -> &crate::metrics::RolloutMetrics {
+        &self.ledger.metrics
+    }
+
     /// The engine's clock (a manual one in tests).
     /// Whether this service has the server a device copying by `protocol` needs.
     pub(crate) fn offers(&self, protocol: crate::playbook::TransferProtocol) -> bool {

@@ -2,22 +2,25 @@
 //! before it starts, pauses and maintenance windows honoured between steps, and a resume path
 //! that never sends a second reload.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde_json::json;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::Ledger;
-use super::model::{DeviceJob, EventKind, JobState, StepState};
+use super::model::{DeviceJob, EventKind, JobState, StepState, is_reload_step};
 use super::policy::{self, Changes};
 use crate::device::{
-    self, CopySource, FailureReason, KickstartImage, Step, StepEvent, StepGate, StepStatus, Stop,
-    Target, Transcript, TranscriptLimits, Transfer, UpgradeFailure, UpgradeOptions, UpgradeOutcome,
-    UpgradePlan, UpgradeResult,
+    self, CopySource, FailureReason, KickstartImage, ReloadSeen, Step, StepEvent, StepGate,
+    StepStatus, Stop, Target, Transcript, TranscriptLimits, Transfer, UpgradeFailure,
+    UpgradeOptions, UpgradeOutcome, UpgradePlan, UpgradeResult,
 };
 use crate::inventory::Secret;
+use crate::metrics::StepResult;
 use crate::playbook::{Playbook, Share, TransferProtocol};
 use crate::store::rollouts::{NewEvent, StepRecord};
 use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
@@ -583,6 +586,14 @@ struct Recorder<'a> {
     claimed: std::sync::Mutex<Vec<ClaimGuard>>,
     /// What the driver sends and the device answers, taken with each step's end.
     transcript: Transcript,
+    /// The device's platform, a label of the step and reload metrics.
+    platform: &'static str,
+    /// When each step under way passed the gate (a pause or a wait for a window is not part
+    /// of the step's duration).
+    step_began: std::sync::Mutex<HashMap<Step, Instant>>,
+    /// When the last reload (or rollback reload, or installer reload) was sent, in this
+    /// process: after a restart the reload-detection latency is unknown and not observed.
+    reload_sent: std::sync::Mutex<Option<Instant>>,
 }
 
 #[async_trait]
@@ -689,7 +700,22 @@ impl StepGate for Recorder<'_> {
             tracing::error!(device = %self.device, error = %e, "cannot record a step; stopping this device");
             return Err(Stop::Abort);
         }
+        lock(&self.step_began).insert(step, Instant::now());
         Ok(())
+    }
+
+    fn reload_seen(&self, seen: ReloadSeen, at: Instant) {
+        let mut sent = lock(&self.reload_sent);
+        if let Some(since) = *sent {
+            self.ctx.ledger.metrics.reload_seen(
+                seen,
+                self.platform,
+                at.saturating_duration_since(since),
+            );
+        }
+        if seen == ReloadSeen::Up {
+            *sent = None;
+        }
     }
 
     async fn may_change_now(&self) -> bool {
@@ -774,6 +800,7 @@ impl Recorder<'_> {
         if ev.status == StepStatus::Started {
             return;
         }
+        self.measure(&ev);
         let kind = EventKind::of_step(ev.status);
         let state = (ev.status == StepStatus::Done).then_some(StepState::Done);
         // The lines the driver kept so far go in the same transaction as the step's end.
@@ -795,6 +822,30 @@ impl Recorder<'_> {
             .await
         {
             tracing::error!(device = %self.device, error = %e, "cannot record a step's end");
+        }
+    }
+
+    /// A step's end: its duration since it passed the gate, and the moment a reload went out.
+    /// A step the gate stopped never began, and is not measured.
+    fn measure(&self, ev: &StepEvent) {
+        let Some(began) = lock(&self.step_began).remove(&ev.step) else {
+            return;
+        };
+        let result = match ev.status {
+            StepStatus::Done => StepResult::Done,
+            StepStatus::Failed => StepResult::Failed,
+            StepStatus::Started | StepStatus::Skipped => return,
+        };
+        self.ctx.ledger.metrics.step_ended(
+            ev.step.as_str(),
+            self.platform,
+            result,
+            ev.at.saturating_duration_since(began),
+        );
+        if result == StepResult::Done
+            && (is_reload_step(ev.step.as_str()) || ev.step == Step::RollbackReload)
+        {
+            *lock(&self.reload_sent) = Some(ev.at);
         }
     }
 
@@ -905,6 +956,9 @@ async fn execute(
         claims: prepared.claims.clone(),
         claimed: std::sync::Mutex::new(Vec::new()),
         transcript,
+        platform: prepared.target.platform.as_str(),
+        step_began: std::sync::Mutex::default(),
+        reload_sent: std::sync::Mutex::default(),
     };
     let shutdown = ledger.shutdown().token.clone();
     let cancel = recorder.cancel.clone();
@@ -1023,6 +1077,11 @@ async fn execute(
             Err(classify(ledger, id, failure).await)
         }
     }
+}
+
+/// A lock whose holder panicked still holds good data: every writer leaves it whole.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// When this device's reload was recorded (the start of its `reload` or `install` step).

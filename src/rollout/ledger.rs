@@ -28,6 +28,8 @@ pub(crate) struct Ledger {
     pub(crate) images: ImageStore,
     pub(crate) transfers: Transfers,
     pub(crate) servers: FileServers,
+    /// Step durations and reload detection, observed by the jobs, read by `/metrics`.
+    pub(crate) metrics: crate::metrics::RolloutMetrics,
     clock: Clock,
     controls: Mutex<HashMap<String, Arc<Control>>>,
     events: broadcast::Sender<Event>,
@@ -49,6 +51,7 @@ impl Ledger {
             images,
             transfers,
             servers,
+            metrics: crate::metrics::RolloutMetrics::default(),
             clock,
             controls: Mutex::new(HashMap::new()),
             events,

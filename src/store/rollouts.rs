@@ -262,6 +262,35 @@ impl Db {
         Ok(out)
     }
 
+    /// How many rollouts are in each state (`/metrics`); a state without one is absent.
+    pub(crate) async fn rollouts_by_state(&self) -> Result<HashMap<RolloutState, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM rollouts GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(state, n)| {
+                let state = RolloutState::parse(&state).ok_or_else(|| decode("rollout state"))?;
+                Ok((state, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    /// How many device jobs, of every rollout, are in each state (`/metrics`); a state
+    /// without one is absent.
+    pub(crate) async fn jobs_by_state(&self) -> Result<HashMap<JobState, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM rollout_devices GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(state, n)| {
+                let state = JobState::parse(&state).ok_or_else(|| decode("job state"))?;
+                Ok((state, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     /// Rollouts the engine must (re)start: every one that has not ended.
     /// Approve a rollout that awaits approval: its state becomes `scheduled`, with the
     /// approver and the event, in one transaction. `None` when it was not awaiting approval

@@ -1,7 +1,7 @@
 // The dashboard in headless Chromium against a real `fleetup serve` and a `fleetup lab`:
 // sign in, see the fleet, upload an image, start a rollout from a playbook, watch device rows
-// advance and transfer bars move, pause and resume, see completion, download the report; and
-// a broken playbook shows its error inline at the right line.
+// advance and transfer bars move, pause and resume, see completion, download the report; a
+// broken playbook shows its error inline at the right line; the audit log shows the calls.
 //
 // Run: node --test tests/browser/   (after `cargo build`; FLEETUP_BIN overrides the binary).
 // Screenshots land in tests/artifacts/.
@@ -499,6 +499,59 @@ test('the device page: steps with commands and outputs, facts, rollouts; the act
   await page.locator('#devices a.device-name', { hasText: 'lab-sw-001' }).click();
   await page.locator('#device-title', { hasText: 'lab-sw-001' }).waitFor();
   await page.locator(`#device-rollouts tr[data-rollout="${done.id}"]`).waitFor();
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('the audit log: a mutating call shows, filtered by token name, older entries a page at a time', async () => {
+  // A mutating call of the admin token: a viewer token made for this test.
+  const viewer = `audit-viewer-${randomBytes(4).toString('hex')}`;
+  const created = await api('POST', '/tokens', JSON.stringify({ name: viewer, role: 'viewer' }), 'application/json');
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  // The viewer tries to change something, more times than one page holds: each refused, each kept.
+  const tries = 55;
+  for (let i = 0; i < tries; i += 1) {
+    const res = await fetch(`${serve.url}/api/v1/rollouts/none-${i}/pause`, { method: 'POST', headers: { Authorization: `Bearer ${created.body.secret}` } });
+    assert.equal(res.status, 403);
+  }
+  // The newest mutating call: the admin token revokes the viewer's.
+  const revoked = await api('DELETE', `/tokens/${viewer}`);
+  assert.equal(revoked.status, 200, JSON.stringify(revoked.body));
+
+  const page = await newPage();
+  await signIn(page);
+  await nav(page, 'Audit').click();
+  await page.waitForURL(/#\/audit$/);
+  // The revocation, by the admin token (the service's first), answered 200: the newest row.
+  const revocation = page.locator('#audit tbody tr[data-token="admin"][data-status="200"]', { hasText: `DELETE /api/v1/tokens/${viewer}` });
+  await revocation.waitFor();
+  assert.equal(await page.locator('#audit tbody tr[data-token]').first().getAttribute('data-id'), await revocation.getAttribute('data-id'));
+  assert.match(await revocation.innerText(), /admin[\s\S]*admin[\s\S]*DELETE \/api\/v1\/tokens\/\S+[\s\S]*200 done/);
+
+  // Only the viewer's calls: a page of them, then the older ones.
+  await page.getByLabel('Token name').fill(viewer);
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForURL(new RegExp(`#/audit\\?by=${viewer}$`));
+  const rows = page.locator('#audit tbody tr[data-token]');
+  await page.waitForFunction(() => document.querySelectorAll('#audit tbody tr[data-token]').length === 50);
+  const older = page.getByRole('button', { name: 'Show older entries' });
+  assert.equal(await older.isVisible(), true);
+  await older.click();
+  await page.waitForFunction((n) => document.querySelectorAll('#audit tbody tr[data-token]').length === n, tries);
+  assert.equal(await older.isVisible(), false);
+  assert.match(await page.locator('#audit-status').innerText(), new RegExp(`${tries} entries, the oldest included`));
+  const seen = await rows.evaluateAll((trs) => trs.map((tr) => ({ id: Number(tr.dataset.id), token: tr.dataset.token, status: tr.dataset.status, text: tr.innerText })));
+  assert.ok(seen.every((r) => r.token === viewer && r.status === '403' && /viewer[\s\S]*refused/.test(r.text)), JSON.stringify(seen[0]));
+  assert.ok(seen.every((r, i) => i === 0 || r.id < seen[i - 1].id), 'newest first, no entry twice');
+  assert.match(seen[0].text, new RegExp(`POST /api/v1/rollouts/none-${tries - 1}/pause`));
+  assert.match(seen[tries - 1].text, /POST \/api\/v1\/rollouts\/none-0\/pause/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'audit.png'), fullPage: true });
+
+  // "Show all" lifts the filter.
+  await page.getByRole('link', { name: 'Show all' }).click();
+  await page.waitForURL(/#\/audit$/);
+  await revocation.waitFor();
+  assert.equal(await page.getByLabel('Token name').inputValue(), '');
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -1,13 +1,12 @@
 //! The operator documentation stays true to the code: every flag, environment variable and
-//! default of the binary is in `docs/cli.md`, every API route and metric in `docs/api.md`,
+//! default of the binary is in `docs/cli.md`, every API route in `docs/api.md` (the metrics in
+//! `docs/observability.md`, checked by `metrics.rs`),
 //! the container files agree with each other, and links between the docs resolve.
 //! (The sample inventories and playbooks are validated in `samples.rs`.)
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-
-use crate::support::TestApp;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -248,8 +247,8 @@ fn cli_md_explains_the_three_sources_of_serve_settings() {
     assert!(pairs.iter().any(|(k, _)| k == "FLEETUP_DATA_DIR"));
 }
 
-#[tokio::test]
-async fn api_md_documents_every_route_and_metric() {
+#[test]
+fn api_md_documents_every_route() {
     let doc = read("docs/api.md");
     let api = serde_json::to_value(fleetup::api::openapi()).unwrap();
     let paths = api["paths"]
@@ -286,28 +285,11 @@ async fn api_md_documents_every_route_and_metric() {
         }
     }
 
-    // Every metric the running service exposes.
-    let app = TestApp::start().await;
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let names: Vec<&str> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert!(names.len() >= 5, "{metrics}");
-    for name in names {
-        if !mentions(&doc, &format!("`{name}`")) {
-            missing.push(format!("metric {name}"));
-        }
+    // The metrics themselves are documented in docs/observability.md, checked against the
+    // running service by `metrics.rs`.
+    if !doc.contains("(observability.md)") {
+        missing.push("a link to observability.md for the metrics".to_string());
     }
-    app.service.stop().await;
     assert!(
         missing.is_empty(),
         "docs/api.md is missing:\n  {}",

@@ -22,6 +22,7 @@ mod http;
 mod image_http;
 mod image_ssh;
 mod lab;
+mod metrics;
 mod notify;
 mod rollback;
 mod rollout;

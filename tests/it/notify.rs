@@ -210,6 +210,66 @@ async fn a_signed_webhook_from_the_config_file_is_retried_after_a_500_and_delive
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_still_pending_when_fleetup_stops_is_failed_at_the_next_start() {
+    // The receiver takes the connection and never answers: the delivery's first attempt is
+    // under way (an hour's timeout) when the service stops.
+    let (addr, accepted) = silent_receiver().await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("fleetup.yml");
+    std::fs::write(
+        &config,
+        format!("notify:\n  - url: http://{addr}/hook\n    events: [rollout_started]\n"),
+    )
+    .unwrap();
+    let mut rig = Rig::options(1)
+        .serve_process()
+        .process_flags(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--notify-timeout",
+            "3600",
+        ])
+        .start()
+        .await;
+    let id = rig.submit(&playbook("")).await;
+    let pending = eventually("the delivery to be under way", || async {
+        let list = deliveries(&rig, &id).await;
+        (list.len() == 1 && list[0]["state"] == "pending" && accepted.load(Ordering::SeqCst) == 1)
+            .then(|| list[0].clone())
+    })
+    .await;
+    assert_eq!(pending["attempts"], 0, "{pending:#}");
+
+    rig.terminate_serve();
+    rig.start_serve().await;
+    let failed = eventually("the delivery to be failed after the restart", || async {
+        let list = deliveries(&rig, &id).await;
+        (list.len() == 1 && list[0]["state"] == "failed").then(|| list[0].clone())
+    })
+    .await;
+    assert_eq!(failed["id"], pending["id"]);
+    assert_eq!(
+        failed["last_error"],
+        "fleetup stopped before this delivery ended; it is not sent again after the restart"
+    );
+    assert_eq!(failed["attempts"], 0, "{failed:#}");
+    assert!(failed["last_status"].is_null(), "{failed:#}");
+    // Counted once, by the run that ended it.
+    let m = crate::metrics::scrape(rig.get("/metrics")).await;
+    let total = "fleetup_webhook_deliveries_total";
+    assert_eq!(m.one(total, &[("result", "failed")]), 1.0);
+    assert_eq!(m.one(total, &[("result", "delivered")]), 0.0);
+
+    // The rollout goes on after the restart; no second delivery of the old notification.
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let list = deliveries(&rig, &id).await;
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    rig.stop().await;
+}
+
 fn id_of(v: &Value) -> &str {
     v.as_str().unwrap()
 }

@@ -719,6 +719,16 @@ impl Rig {
         }
     }
 
+    /// SIGTERM the `fleetup serve` process: it must stop cleanly, as on a service stop.
+    pub fn terminate_serve(&mut self) {
+        if let RigService::Process { serve, .. } = &mut self.service
+            && let Some(serve) = serve.take()
+        {
+            let status = serve.terminate();
+            assert!(status.success(), "serve exited with {status}");
+        }
+    }
+
     /// Run the real `fleetup` binary against this rig's service.
     pub async fn fleetup(&self, args: &[&str]) -> Output {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))

@@ -8,11 +8,25 @@ import * as rollout from './views/rollout.js';
 import * as device from './views/device.js';
 import * as newRollout from './views/new-rollout.js';
 import * as images from './views/images.js';
+import * as audit from './views/audit.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const signoutBtn = document.getElementById('signout');
+const auditNav = document.getElementById('nav-audit');
 let cleanup = null;
+
+// The Audit link shows for a token that may read the audit log: asked once per token.
+let auditAskedFor = null;
+function offerAudit() {
+  const token = session.token();
+  if (!token) { auditNav.hidden = true; auditAskedFor = null; return; }
+  if (auditAskedFor === token) return;
+  auditAskedFor = token;
+  get('/audit?limit=1')
+    .then(() => { if (session.token() === token) auditNav.hidden = false; })
+    .catch(() => { if (session.token() === token) auditNav.hidden = true; });
+}
 
 const routes = [
   [/^\/signin$/, signin, 'Sign in', null],
@@ -22,6 +36,7 @@ const routes = [
   [/^\/devices\/([^/]+)$/, device, 'Device', 'fleet'],
   [/^\/new$/, newRollout, 'New rollout', 'new'],
   [/^\/images$/, images, 'Images', 'images'],
+  [/^\/audit$/, audit, 'Audit log', 'audit'],
 ];
 
 function parseHash() {
@@ -54,6 +69,7 @@ function route() {
   cleanup = null;
   nav.hidden = !signedIn;
   signoutBtn.hidden = !signedIn;
+  offerAudit();
   for (const a of nav.querySelectorAll('a')) {
     if (a.dataset.nav === navKey) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');

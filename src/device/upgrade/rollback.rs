@@ -16,7 +16,7 @@ use super::{
     UpgradePlan, secs_since,
 };
 use crate::device::parse::ShowVersion;
-use crate::device::{DeviceFacts, RestartEvidence, Target, file_name, read_facts, wait_back};
+use crate::device::{DeviceFacts, RestartEvidence, Target, file_name, read_facts};
 
 /// What the device must run again after a rollback: its old image (IOS, NX-OS), or its old
 /// version (IOS-XE install mode, which boots `packages.conf` before and after).
@@ -256,7 +256,7 @@ async fn check_rolled_back(
         format!("waiting up to {} s for {old}", wait.as_secs()),
     )
     .await;
-    match wait_back(run.target, &t, evidence, cancel).await {
+    match run.wait_back(&t, evidence, cancel).await {
         Ok((session, facts)) => {
             session.close().await;
             let image = facts.version.image.as_deref().map(file_name);
