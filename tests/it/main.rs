@@ -21,6 +21,7 @@ mod http;
 mod image_http;
 mod image_ssh;
 mod lab;
+mod nautobot_api;
 mod notify;
 mod rollback;
 mod rollout;
