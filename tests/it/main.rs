@@ -23,6 +23,8 @@ mod image_http;
 mod image_ssh;
 mod lab;
 mod metrics;
+mod nautobot;
+mod nautobot_api;
 mod notify;
 mod rollback;
 mod rollout;
