@@ -8,7 +8,7 @@ use crate::sync::{SyncDefaults, SyncReport, SyncRequest};
 /// Why a sync did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] crate::sync::source::SourceError),
     #[error(transparent)]
     Service(#[from] ClientError),

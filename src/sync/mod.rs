@@ -83,7 +83,9 @@ impl FilterKey {
             (FilterKey::Site, SourceKind::Nautobot) => "location",
             (FilterKey::Site, SourceKind::Netbox) => "site",
             (FilterKey::Role, _) => "role",
-            (FilterKey::Tag, _) => "tag",
+            // Nautobot answers `tag` with 400 "Unknown filter field".
+            (FilterKey::Tag, SourceKind::Nautobot) => "tags",
+            (FilterKey::Tag, SourceKind::Netbox) => "tag",
             (FilterKey::Status, _) => "status",
         }
     }
@@ -616,6 +618,14 @@ mod tests {
             ("location", "dc1".to_string())
         );
         assert_eq!(f.query(SourceKind::Netbox)[0], ("site", "dc1".to_string()));
+        assert_eq!(
+            f.query(SourceKind::Nautobot)[2],
+            ("tags", "canary".to_string())
+        );
+        assert_eq!(
+            f.query(SourceKind::Netbox)[2],
+            ("tag", "canary".to_string())
+        );
         let e = Filter::parse("rack=r1").unwrap_err();
         assert!(e.contains("unknown filter key \"rack\""), "{e}");
         assert!(Filter::parse("site").unwrap_err().contains("KEY=VALUE"));
