@@ -43,15 +43,6 @@ async fn sync_inventory(
         .db
         .sync_devices(req.scope.trim(), &records, &req.skipped, req.dry_run)
         .await?;
-    tracing::info!(
-        scope = %report.scope,
-        added = report.added.len(),
-        changed = report.changed.len(),
-        gone = report.gone.len(),
-        returned = report.returned.len(),
-        skipped = report.skipped.len(),
-        dry_run = report.dry_run,
-        "inventory synced"
-    );
+    report.log();
     Ok(Json(report))
 }

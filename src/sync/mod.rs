@@ -555,6 +555,20 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// One log line with the counts.
+    pub(crate) fn log(&self) {
+        tracing::info!(
+            scope = %self.scope,
+            added = self.added.len(),
+            changed = self.changed.len(),
+            gone = self.gone.len(),
+            returned = self.returned.len(),
+            skipped = self.skipped.len(),
+            dry_run = self.dry_run,
+            "inventory synced"
+        );
+    }
+
     /// The human summary the CLI and the log print.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -199,16 +199,7 @@ pub fn start(
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = run_once(&db, &client, &s) => match r {
-                        Ok(report) => tracing::info!(
-                            scope = %report.scope,
-                            added = report.added.len(),
-                            changed = report.changed.len(),
-                            gone = report.gone.len(),
-                            returned = report.returned.len(),
-                            skipped = report.skipped.len(),
-                            dry_run = report.dry_run,
-                            "inventory sync done"
-                        ),
+                        Ok(report) => report.log(),
                         Err(e) => tracing::warn!(scope = %s.scope, error = %e, "inventory sync failed; the inventory is unchanged"),
                     }
                 }

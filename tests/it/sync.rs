@@ -142,7 +142,7 @@ fn report(out: &std::process::Output) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn names(v: &Value) -> Vec<String> {
+pub(crate) fn names(v: &Value) -> Vec<String> {
     let mut n: Vec<String> = v
         .as_array()
         .unwrap()
@@ -156,7 +156,7 @@ fn names(v: &Value) -> Vec<String> {
     n
 }
 
-async fn device(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn device(app: &TestApp, name: &str) -> Value {
     let r = app
         .get(&format!("/api/v1/devices/{name}"))
         .send()
@@ -183,6 +183,54 @@ async fn inventory_names(app: &TestApp) -> Vec<String> {
             .map(|d| d["name"].clone())
             .collect(),
     ))
+}
+
+/// An absent device is never targeted: a playbook naming it is refused with the reason, and a
+/// playbook for every device plans it as skipped. Adds an NX-OS image to the store.
+pub(crate) async fn assert_never_targeted(app: &TestApp, name: &str) {
+    let form = reqwest::multipart::Form::new()
+        .text("platform", "nxos")
+        .text("version", "10.3(5)")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![7u8; 4096]).file_name("nxos64-cs.10.3.5.M.bin"),
+        );
+    let r = app
+        .post("/api/v1/images")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let submit = |playbook: String, query: &'static str| async move {
+        let r = app
+            .post(&format!("/api/v1/rollouts{query}"))
+            .header("content-type", "application/yaml")
+            .body(playbook)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let image = "image: {nxos: nxos64-cs.10.3.5.M.bin}";
+    let (status, body) = submit(
+        format!("name: n\n{image}\ntargets: {{names: [{name}]}}\n"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 422, "{body:#}");
+    let says = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(says.contains("absent from its source of truth"), "{body:#}");
+    let (status, plan) = submit(
+        format!("name: n\n{image}\ntargets: {{all: true}}\n"),
+        "?dry_run=true",
+    )
+    .await;
+    let skipped = plan.to_string();
+    assert!(
+        skipped.contains(name) && skipped.contains("absent from its source of truth"),
+        "{status}: {plan:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,33 +398,8 @@ async fn netbox_devices_are_added_changed_and_marked_absent_with_netbox_names() 
     let gone = device(&app, "par-core-01").await;
     assert!(gone["source"]["absent_since"].is_string(), "{gone:#}");
 
-    // An absent device is never targeted, even by name: the plan skips it and says why.
-    let form = reqwest::multipart::Form::new()
-        .text("platform", "nxos")
-        .text("version", "10.3(5)")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(vec![7u8; 4096]).file_name("nxos64-cs.10.3.5.M.bin"),
-        );
-    let r = app
-        .post("/api/v1/images")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let pb = "name: nxos\nimage: {nxos: nxos64-cs.10.3.5.M.bin}\ntargets: {names: [par-core-01]}\n";
-    let r = app
-        .post("/api/v1/rollouts")
-        .header("content-type", "application/yaml")
-        .body(pb)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let body: Value = r.json().await.unwrap();
-    let says = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(says.contains("absent from its source of truth"), "{body:#}");
+    // An absent device is never targeted.
+    assert_never_targeted(&app, "par-core-01").await;
 
     // Back in NetBox: the device returns.
     nb.edit(|devices| {
