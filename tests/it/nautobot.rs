@@ -259,9 +259,8 @@ async fn nautobot_devices_are_added_changed_removed_and_readded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a Nautobot: scripts/test starts one (scripts/nautobot up)"]
 async fn nautobot_gets_the_running_version_back_after_a_lab_upgrade() {
-    use fleetup::sync::schedule::Scheduled;
     use fleetup::sync::source::{Source, parse_url};
-    use fleetup::sync::{Filter, PlatformMap, SourceKind, SyncDefaults};
+    use fleetup::sync::{Filter, PlatformMap, SourceKind};
 
     let nb = Nautobot::from_env_or_panic();
     nb.seed().await;
@@ -290,14 +289,7 @@ async fn nautobot_gets_the_running_version_back_after_a_lab_upgrade() {
         filter: Filter::parse(&format!("tag={tag}")).unwrap(),
         platforms: PlatformMap::default(),
     };
-    let scheduled = Scheduled {
-        scope: source.scope(),
-        source,
-        defaults: SyncDefaults::default(),
-        every: std::time::Duration::from_secs(3600),
-        write_back: Some("fleetup_version".into()),
-        dry_run: false,
-    };
+    let scheduled = crate::sync::writing_back(source);
     let rig = Rig::options(1)
         .lab(move |c| {
             c.base_ip = base;

@@ -185,6 +185,34 @@ async fn inventory_names(app: &TestApp) -> Vec<String> {
     ))
 }
 
+/// `fleetup inventory sync` of the test NetBox at `url`.
+fn netbox_args(url: &str) -> Vec<&str> {
+    vec![
+        "inventory",
+        "sync",
+        "--from",
+        "netbox",
+        "--url",
+        url,
+        "--token-env",
+        "NETBOX_TOKEN",
+    ]
+}
+
+/// `serve`'s sync of `source`, hourly, writing the running version back to `fleetup_version`.
+pub(crate) fn writing_back(
+    source: fleetup::sync::source::Source,
+) -> fleetup::sync::schedule::Scheduled {
+    fleetup::sync::schedule::Scheduled {
+        scope: source.scope(),
+        source,
+        defaults: fleetup::sync::SyncDefaults::default(),
+        every: std::time::Duration::from_secs(3600),
+        write_back: Some("fleetup_version".into()),
+        dry_run: false,
+    }
+}
+
 /// An absent device is never targeted: a playbook naming it is refused with the reason, and a
 /// playbook for every device plans it as skipped. Adds an NX-OS image to the store.
 pub(crate) async fn assert_never_targeted(app: &TestApp, name: &str) {
@@ -238,16 +266,7 @@ async fn netbox_devices_are_added_changed_and_marked_absent_with_netbox_names() 
     let app = TestApp::start().await;
     let nb = NetBox::recorded();
     let url = nb.clone().serve().await;
-    let sync = [
-        "inventory",
-        "sync",
-        "--from",
-        "netbox",
-        "--url",
-        &url,
-        "--token-env",
-        "NETBOX_TOKEN",
-    ];
+    let sync = netbox_args(&url);
     let with = |extra: &[&'static str]| {
         let mut a: Vec<&str> = sync.to_vec();
         a.extend_from_slice(extra);
@@ -421,19 +440,10 @@ async fn a_filtered_sync_keeps_its_own_scope_and_a_refused_token_changes_nothing
     let app = TestApp::start().await;
     let nb = NetBox::recorded();
     let url = nb.clone().serve().await;
-    let base = [
-        "inventory",
-        "sync",
-        "--from",
-        "netbox",
-        "--url",
-        &url,
-        "--token-env",
-        "NETBOX_TOKEN",
-        "--json",
-    ];
+    let mut base = netbox_args(&url);
+    base.push("--json");
     let with = |extra: &[&'static str]| {
-        let mut a: Vec<&str> = base.to_vec();
+        let mut a: Vec<&str> = base.clone();
         a.extend_from_slice(extra);
         a
     };
@@ -571,9 +581,8 @@ async fn the_sync_route_refuses_bad_records_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_syncs_on_its_own_and_writes_the_running_version_back() {
-    use fleetup::sync::schedule::Scheduled;
     use fleetup::sync::source::{Source, parse_url};
-    use fleetup::sync::{Filter, PlatformMap, SourceKind, SyncDefaults};
+    use fleetup::sync::{Filter, PlatformMap, SourceKind};
 
     // NetBox holds the two lab devices (their names and addresses are the lab's own).
     let base = crate::support::random_base();
@@ -603,14 +612,7 @@ async fn serve_syncs_on_its_own_and_writes_the_running_version_back() {
         filter: Filter::default(),
         platforms: PlatformMap::default(),
     };
-    let scheduled = Scheduled {
-        scope: source.scope(),
-        source,
-        defaults: SyncDefaults::default(),
-        every: std::time::Duration::from_secs(3600),
-        write_back: Some("fleetup_version".into()),
-        dry_run: false,
-    };
+    let scheduled = writing_back(source);
     let rig = crate::support::Rig::options(2)
         .lab(move |c| c.base_ip = base)
         .serve(move |a| a.sync = vec![scheduled])
