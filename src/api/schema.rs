@@ -159,6 +159,88 @@ impl PartialSchema for DeviceInput {
 
 impl ToSchema for DeviceInput {}
 
+impl PartialSchema for crate::sync::SyncRequest {
+    fn schema() -> RefOr<Schema> {
+        use crate::sync::{MAX_SCOPE_LEN, SCOPE_PATTERN, SOURCE_ID_PATTERN};
+        let opt = || text(Syntax::Json, true);
+        let record = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "id",
+                string()
+                    .pattern(Some(SOURCE_ID_PATTERN))
+                    .description(Some("The device's id in the source.")),
+            )
+            .property("name", device_name())
+            .property(
+                "host",
+                host(Syntax::Json).description(Some("The primary IP address.")),
+            )
+            .property("platform", platform_enum(string()))
+            .property("site", opt().pattern(Some(LABEL_PATTERN)))
+            .property("model", opt())
+            .property("groups", labels(Syntax::Json, "The role, as a group."))
+            .property("tags", labels(Syntax::Json, "Tags."))
+            .required("id")
+            .required("name")
+            .required("host")
+            .required("platform")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let skip = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("id", string())
+            .property("name", string())
+            .property("reason", string())
+            .required("id")
+            .required("name")
+            .required("reason")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let defaults = ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+            .property(
+                "port",
+                port(nullable(Type::Integer)).description(Some("SSH port of new devices (22).")),
+            )
+            .property("username", opt())
+            .property("password_env", opt().pattern(Some(ENV_NAME_PATTERN)))
+            .property("enable_secret_env", opt().pattern(Some(ENV_NAME_PATTERN)))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some(
+                "For the devices the sync adds, or that lack them; never overwriting.",
+            ));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "What one scope of a source of truth holds now (docs/sync.md). A record whose \
+                 name or id came earlier in `devices` is skipped, with the reason.",
+            ))
+            .property(
+                "scope",
+                string()
+                    .pattern(Some(SCOPE_PATTERN))
+                    .max_length(Some(MAX_SCOPE_LEN))
+                    .description(Some(
+                        "`KIND URL [FILTER]`: the scope's devices not in `devices` become absent.",
+                    )),
+            )
+            .property("dry_run", ObjectBuilder::new().schema_type(Type::Boolean))
+            .property("devices", ArrayBuilder::new().items(record))
+            .property(
+                "skipped",
+                ArrayBuilder::new().items(skip).description(Some(
+                    "Devices the source holds that could not be taken: never marked absent.",
+                )),
+            )
+            .property("defaults", defaults)
+            .required("scope")
+            .required("devices")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl ToSchema for crate::sync::SyncRequest {}
+
 /// The YAML inventory file that `POST /inventory/import` reads and `GET /inventory/export`
 /// writes: `defaults`, `groups` (values their members inherit) and `devices`.
 pub(super) struct InventoryFile;

@@ -38,10 +38,10 @@ async fn sync_inventory(
     let req = body
         .map(|Json(v)| v)
         .map_err(|r| rejection(r.status(), r.body_text()))?;
-    let records = crate::sync::validate(&req).map_err(ApiError::unprocessable)?;
+    let checked = crate::sync::validate(&req).map_err(ApiError::unprocessable)?;
     let report = state
         .db
-        .sync_devices(req.scope.trim(), &records, &req.skipped, req.dry_run)
+        .sync_devices(&req.scope, &checked.records, &checked.skipped, req.dry_run)
         .await?;
     report.log();
     Ok(Json(report))

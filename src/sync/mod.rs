@@ -294,7 +294,7 @@ pub fn label(s: &str) -> Option<String> {
 
 /// One device as a source of truth gives it, mapped to fleetup's names. This is what
 /// `POST /api/v1/inventory/sync` takes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRecord {
     /// The device's id in the source (Nautobot's UUID, NetBox's number).
@@ -316,6 +316,7 @@ pub struct SyncRecord {
 
 /// A source device that could not become a fleetup device, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SyncSkip {
     /// The device's id in the source.
     pub id: String,
@@ -436,11 +437,11 @@ pub fn map_device(d: &Value, platforms: &PlatformMap, filter: &Filter) -> Mapped
 /// Credentials and port for the devices a sync creates, by reference: environment variable
 /// names of the service, never secrets copied from the source of truth. They fill what a
 /// device lacks and never overwrite what an operator set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncDefaults {
-    /// SSH port of new devices (22 when not given).
-    #[serde(default)]
+    /// SSH port of new devices (22 when not given); `22.0` is 22, as JSON Schema's integer.
+    #[serde(default, deserialize_with = "crate::inventory::optional_port")]
     pub port: Option<u16>,
     #[serde(default)]
     pub username: Option<String>,
@@ -450,8 +451,9 @@ pub struct SyncDefaults {
     pub enable_secret_env: Option<String>,
 }
 
-/// `POST /api/v1/inventory/sync`: the devices one scope of a source holds now.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// `POST /api/v1/inventory/sync`: the devices one scope of a source holds now (its OpenAPI
+/// schema, with the rules [`validate`] applies, is written out in `api::schema`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     /// The scope: `KIND URL [FILTER]` ([`scope`]); devices it kept before and that are not in
@@ -464,40 +466,73 @@ pub struct SyncRequest {
     /// Devices the source holds that could not be taken: reported, and never marked absent.
     #[serde(default)]
     pub skipped: Vec<SyncSkip>,
-    #[serde(default)]
+    /// An object, or null for none (serde would also read a struct from an array).
+    #[serde(default, deserialize_with = "object_or_null")]
     pub defaults: SyncDefaults,
 }
 
-/// The longest scope a request may name.
-pub const MAX_SCOPE_LEN: usize = 1024;
+fn object_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SyncDefaults, D::Error> {
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        Value::Null => Ok(SyncDefaults::default()),
+        v @ Value::Object(_) => serde_json::from_value(v).map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "defaults: an object, not {other}"
+        ))),
+    }
+}
 
-/// Check a request whole, before anything is written: the scope, each record as a device
-/// description (with the defaults' port and credentials), and that no name or id comes twice.
-/// Errors name the record by its index.
-pub(crate) fn validate(
-    req: &SyncRequest,
-) -> Result<Vec<(String, crate::inventory::DeviceSpec)>, String> {
-    let scope = req.scope.trim();
-    if scope.is_empty()
-        || req.scope.len() > MAX_SCOPE_LEN
-        || req.scope.chars().any(char::is_control)
+/// The longest scope a request may name, in characters.
+pub const MAX_SCOPE_LEN: usize = 1024;
+/// A scope: printable (no control character), and not only spaces.
+pub const SCOPE_PATTERN: &str =
+    r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+/// A device's id in its source: 1 to 64 printable characters.
+pub const SOURCE_ID_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]{1,64}$";
+
+/// What [`validate`] accepts: the records as device descriptions with their id in the source,
+/// and the request's skipped devices with those it skipped itself.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub records: Vec<(String, crate::inventory::DeviceSpec)>,
+    pub skipped: Vec<SyncSkip>,
+}
+
+/// Check a request whole, before anything is written: the scope, and each record as a device
+/// description (with the defaults' port and credentials). Errors name the record by its
+/// index. A name or id that comes again is skipped with the reason (the first one is taken).
+pub(crate) fn validate(req: &SyncRequest) -> Result<Checked, String> {
+    let printable = |s: &str| !s.chars().any(char::is_control);
+    if req.scope.chars().count() > MAX_SCOPE_LEN
+        || !printable(&req.scope)
+        || !req.scope.chars().any(|c| c > ' ' && !c.is_control())
     {
         return Err(format!(
-            "scope: 1 to {MAX_SCOPE_LEN} printable characters (`KIND URL [FILTER]`)"
+            "scope: 1 to {MAX_SCOPE_LEN} printable characters, not only spaces (`KIND URL [FILTER]`)"
         ));
     }
+    // The defaults are checked even when no record needs them.
+    crate::inventory::DeviceInput {
+        name: "defaults".into(),
+        host: "127.0.0.1".into(),
+        port: req.defaults.port,
+        platform: Platform::Ios.as_str().into(),
+        username: req.defaults.username.clone(),
+        password_env: req.defaults.password_env.clone(),
+        enable_secret_env: req.defaults.enable_secret_env.clone(),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| format!("defaults.{e}"))?;
     let mut names = std::collections::BTreeSet::new();
     let mut ids = std::collections::BTreeSet::new();
-    let mut out = Vec::with_capacity(req.devices.len());
+    let mut out = Checked {
+        records: Vec::with_capacity(req.devices.len()),
+        skipped: req.skipped.clone(),
+    };
     for (i, r) in req.devices.iter().enumerate() {
-        if r.id.is_empty() || r.id.len() > 64 || r.id.chars().any(char::is_control) {
+        if r.id.is_empty() || r.id.chars().count() > 64 || !printable(&r.id) {
             return Err(format!("devices[{i}].id: 1 to 64 printable characters"));
-        }
-        if !ids.insert(r.id.as_str()) {
-            return Err(format!("devices[{i}].id: {} comes twice", r.id));
-        }
-        if !names.insert(r.name.as_str()) {
-            return Err(format!("devices[{i}].name: {} comes twice", r.name));
         }
         let input = crate::inventory::DeviceInput {
             name: r.name.clone(),
@@ -517,7 +552,24 @@ pub(crate) fn validate(
         let spec = input
             .validate()
             .map_err(|e| format!("devices[{i}] ({}): {e}", r.name))?;
-        out.push((r.id.clone(), spec));
+        let twice = if !ids.insert(r.id.as_str()) {
+            Some(format!(
+                "its id {} comes twice in the sync; the first is taken",
+                r.id
+            ))
+        } else if !names.insert(r.name.as_str()) {
+            Some("its name comes twice in the sync; the first is taken".to_string())
+        } else {
+            None
+        };
+        match twice {
+            Some(reason) => out.skipped.push(SyncSkip {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                reason,
+            }),
+            None => out.records.push((r.id.clone(), spec)),
+        }
     }
     Ok(out)
 }

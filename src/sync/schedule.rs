@@ -178,8 +178,8 @@ pub async fn run_once(
         skipped: fetched.skipped,
         defaults: s.defaults.clone(),
     };
-    let records = super::validate(&req)?;
-    db.sync_devices(&req.scope, &records, &req.skipped, req.dry_run)
+    let checked = super::validate(&req)?;
+    db.sync_devices(&req.scope, &checked.records, &checked.skipped, req.dry_run)
         .await
         .map_err(|e| e.to_string())
 }

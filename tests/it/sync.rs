@@ -547,7 +547,7 @@ async fn a_filtered_sync_keeps_its_own_scope_and_a_refused_token_changes_nothing
 }
 
 #[tokio::test]
-async fn the_sync_route_refuses_bad_records_whole() {
+async fn the_sync_route_refuses_bad_records_whole_and_skips_repeated_ones() {
     let app = TestApp::start().await;
     let record =
         |name: &str, host: &str| json!({"id": name, "name": name, "host": host, "platform": "ios"});
@@ -556,11 +556,17 @@ async fn the_sync_route_refuses_bad_records_whole() {
             json!({"scope": "netbox x", "devices": [record("a", "10.0.0.1"), record("b", "not a host!")]}),
             "devices[1]",
         ),
-        (
-            json!({"scope": "netbox x", "devices": [record("a", "10.0.0.1"), record("a", "10.0.0.2")]}),
-            "comes twice",
-        ),
         (json!({"scope": "", "devices": []}), "scope"),
+        (
+            json!({"scope": "netbox x", "devices": [], "defaults": {"port": 0}}),
+            "defaults.port",
+        ),
+        (
+            json!({"scope": "netbox x", "devices": [], "defaults": []}),
+            "defaults: an object",
+        ),
+        (json!({"scope": "  ", "devices": []}), "scope"),
+        (json!({"scope": "netbox\u{7}x", "devices": []}), "scope"),
         (
             json!({"scope": "netbox x", "devices": [], "extra": 1}),
             "extra",
@@ -577,6 +583,33 @@ async fn the_sync_route_refuses_bad_records_whole() {
         assert!(text.contains(says), "{says}: {text}");
     }
     assert!(inventory_names(&app).await.is_empty());
+
+    // A name or an id that comes twice: the first is taken, the other reported as skipped.
+    let mut again = record("c", "10.0.0.3");
+    again["id"] = json!("a");
+    let body = json!({"scope": "netbox x", "devices": [
+        record("a", "10.0.0.1"), record("a", "10.0.0.2"), again, record("b", "10.0.0.4")]});
+    let r = app
+        .post("/api/v1/inventory/sync")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(names(&report["added"]), ["a", "b"]);
+    let skipped: Vec<&str> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 2, "{report:#}");
+    assert!(
+        skipped.iter().all(|r| r.contains("comes twice")),
+        "{report:#}"
+    );
+    assert_eq!(device(&app, "a").await["host"], "10.0.0.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
