@@ -23,6 +23,21 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_else(|e| panic!("cannot build an HTTP client: {e}"))
 }
 
+/// An error and its sources on one line (`error sending request: connection refused`).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

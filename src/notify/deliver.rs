@@ -412,22 +412,7 @@ impl Dispatcher {
                 "no answer within {} s",
                 self.settings.timeout.as_secs_f32()
             )),
-            Err(e) => Attempt::NoAnswer(error_chain(&e.without_url())),
+            Err(e) => Attempt::NoAnswer(crate::http_client::error_chain(&e.without_url())),
         }
     }
-}
-
-/// An error and its sources on one line (`error sending request: connection refused`).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

@@ -122,7 +122,8 @@ impl Db {
         Ok(report)
     }
 
-    /// The devices a scope keeps, with their id in the source (for write-back).
+    /// The scope that keeps a device and its id there, if a source of truth keeps it (for
+    /// write-back).
     pub(crate) async fn source_id_of(
         &self,
         name: &str,

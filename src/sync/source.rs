@@ -173,14 +173,20 @@ impl Source {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await
-            .map_err(|e| self.failed(format!("GET {shown}: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                self.failed(format!(
+                    "GET {shown}: {}",
+                    crate::http_client::error_chain(&e.without_url())
+                ))
+            })?;
         let status = resp.status();
         let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| self.failed(format!("GET {shown}: {}", error_chain(&e))))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            self.failed(format!(
+                "GET {shown}: {}",
+                crate::http_client::error_chain(&e.without_url())
+            ))
+        })? {
             if body.len() + chunk.len() > MAX_PAGE_BYTES {
                 return Err(self.failed(format!(
                     "GET {shown}: the answer is larger than {} MiB",
@@ -224,7 +230,12 @@ impl Source {
             .json(&serde_json::json!({ "custom_fields": { field: version } }))
             .send()
             .await
-            .map_err(|e| self.failed(format!("PATCH {shown}: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                self.failed(format!(
+                    "PATCH {shown}: {}",
+                    crate::http_client::error_chain(&e.without_url())
+                ))
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -249,17 +260,6 @@ fn excerpt(body: &[u8]) -> String {
     } else {
         text.trim().to_string()
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
