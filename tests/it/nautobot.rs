@@ -298,18 +298,7 @@ async fn nautobot_gets_the_running_version_back_after_a_lab_upgrade() {
         .serve(move |a| a.sync = vec![scheduled])
         .start()
         .await;
-    eventually("the lab device linked to Nautobot", || async {
-        let d: Value = rig
-            .get(&format!("/api/v1/devices/{lab_name}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (d["source"]["id"] == id.as_str()).then_some(())
-    })
-    .await;
+    assert_eq!(crate::sync::linked_source_id(&rig, &lab_name).await, id);
     // The sync made Nautobot's role the device's group: target it by name.
     let pb = crate::support::playbook("").replace(
         "targets:\n  groups: [lab]\n",

@@ -213,6 +213,22 @@ pub(crate) fn writing_back(
     }
 }
 
+/// The device's id in its source of truth, once a sync of `serve` has linked it.
+pub(crate) async fn linked_source_id(rig: &crate::support::Rig, name: &str) -> String {
+    crate::support::eventually(&format!("{name} linked to its source of truth"), || async {
+        let d: Value = rig
+            .get(&format!("/api/v1/devices/{name}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        d["source"]["id"].as_str().map(str::to_string)
+    })
+    .await
+}
+
 /// An absent device is never targeted: a playbook naming it is refused with the reason, and a
 /// playbook for every device plans it as skipped. Adds an NX-OS image to the store.
 pub(crate) async fn assert_never_targeted(app: &TestApp, name: &str) {
@@ -653,18 +669,7 @@ async fn serve_syncs_on_its_own_and_writes_the_running_version_back() {
         .await;
     // The sync at start links both devices to NetBox.
     for name in ["lab-sw-001", "lab-sw-002"] {
-        crate::support::eventually(&format!("{name} linked to NetBox"), || async {
-            let d: Value = rig
-                .get(&format!("/api/v1/devices/{name}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            d["source"]["id"].as_str().map(str::to_string)
-        })
-        .await;
+        linked_source_id(&rig, name).await;
     }
     let id = rig.submit(&crate::support::playbook("")).await;
     let end = rig.wait_end(&id).await;
