@@ -36,6 +36,11 @@ enum Command {
     Lab(fleetup::sim::LabArgs),
     /// The whole product on loopback: service, simulated fleet, demo images and a rollout.
     Demo(fleetup::demo::DemoArgs),
+    /// The database itself: move a store from SQLite to PostgreSQL (or back).
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Manage the device inventory of a running service.
     Inventory {
         #[command(flatten)]
@@ -171,6 +176,26 @@ enum Command {
         /// How many entries (1 to 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DbAction {
+    /// Copy everything (devices, image records, rollouts with their jobs, events and
+    /// transcripts, tokens, audit, webhook deliveries, golden images) into a database that holds
+    /// none yet; its schema is made first. Reads one snapshot of the source; stop `serve` first
+    /// so that nothing written later is left behind. The image files and secrets stay in the
+    /// data directory.
+    Migrate {
+        /// The store now, e.g. sqlite:///var/lib/fleetup/fleetup.db.
+        #[arg(long, value_name = "URL")]
+        from: fleetup::store::DatabaseUrl,
+        /// The new store, e.g. postgres://fleetup:PASSWORD@db.example.net:5432/fleetup.
+        #[arg(long, value_name = "URL")]
+        to: fleetup::store::DatabaseUrl,
+        /// Print the rows copied per table as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -587,6 +612,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(*args, token).await?;
         }
+        Command::Db { action } => match action {
+            DbAction::Migrate { from, to, json } => {
+                let report = fleetup::store::migrate_database(&from, &to).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.render());
+                    eprintln!("copied {from} into {to}");
+                }
+            }
+        },
         Command::Demo(args) => {
             serve::init_logging(cli.log_format);
             fleetup::demo::run(args, shutdown_on_signal()).await?;

@@ -11,7 +11,7 @@ use crate::config::{Listen, LogFormat, parse_size};
 use crate::images::ImageStore;
 use crate::rollout::{Clock, Engine, EngineSettings, FileServers};
 use crate::shutdown::Shutdown;
-use crate::store::Db;
+use crate::store::{DatabaseUrl, Db};
 use crate::transfers::Transfers;
 
 /// Flags of `fleetup serve`; each also comes from `FLEETUP_*` or the config file.
@@ -28,6 +28,10 @@ pub struct ServeArgs {
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
+    /// The database: `sqlite://PATH` (the default: fleetup.db in the data directory) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
+    #[arg(long, env = "FLEETUP_DATABASE_URL", value_name = "URL")]
+    pub database: Option<DatabaseUrl>,
     /// Address of the HTTP API and dashboard.
     #[arg(
         long,
@@ -218,7 +222,7 @@ pub enum ServeError {
     },
     #[error("cannot open the database {path}: {source}")]
     Database {
-        path: PathBuf,
+        path: DatabaseUrl,
         #[source]
         source: crate::store::StoreError,
     },
@@ -389,8 +393,11 @@ impl Service {
         })?;
         // Before the database is opened: a second service must not even run its migrations.
         let lock = DataDirLock::acquire(&data_dir)?;
-        let db_path = data_dir.join("fleetup.db");
-        let db = Db::open(&db_path)
+        let db_path = args
+            .database
+            .clone()
+            .unwrap_or_else(|| DatabaseUrl::in_data_dir(&data_dir));
+        let db = Db::connect(&db_path, &data_dir)
             .await
             .map_err(|source| ServeError::Database {
                 path: db_path.clone(),
@@ -725,6 +732,9 @@ fn print_banner(service: &Service, args: &ServeArgs) {
         listen(service.scp_addr)
     );
     eprintln!("  data: {}", args.data_dir.display());
+    if let Some(db) = &args.database {
+        eprintln!("  database: {db}");
+    }
     eprintln!("  {token_line}");
 }
 

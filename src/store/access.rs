@@ -30,7 +30,7 @@ pub struct AuditRecord {
     pub status: u16,
 }
 
-fn row_to_token(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord, StoreError> {
+fn row_to_token(r: &sqlx::any::AnyRow) -> Result<TokenRecord, StoreError> {
     let role: String = r.try_get("role")?;
     Ok(TokenRecord {
         name: r.try_get("name")?,
@@ -67,7 +67,7 @@ impl Db {
     ) -> Result<TokenRecord, StoreError> {
         let now = now_text();
         let done = sqlx::query(
-            "INSERT INTO api_tokens (name, role, hash, created_at, created_by) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO api_tokens (name, role, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT DO NOTHING",
         )
         .bind(name)
@@ -98,7 +98,7 @@ impl Db {
     pub(crate) async fn revoke_token(&self, name: &str) -> Result<TokenRecord, StoreError> {
         let now = now_text();
         let row = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL \
+            "UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL \
              RETURNING name, role, hash, bootstrap, created_at, created_by, revoked_at",
         )
         .bind(&now)
@@ -125,7 +125,7 @@ impl Db {
     ) -> Result<TokenRecord, StoreError> {
         let now = now_text();
         sqlx::query(
-            "INSERT INTO api_tokens (name, role, hash, bootstrap, created_at) VALUES (?, 'admin', ?, 1, ?) \
+            "INSERT INTO api_tokens (name, role, hash, bootstrap, created_at) VALUES ($1, 'admin', $2, 1, $3) \
              ON CONFLICT (name) DO UPDATE SET hash = excluded.hash \
              WHERE api_tokens.bootstrap = 1 AND api_tokens.revoked_at IS NULL",
         )
@@ -137,7 +137,7 @@ impl Db {
         .map_err(|e| self.failed(e))?;
         let row = sqlx::query(
             "SELECT name, role, hash, bootstrap, created_at, created_by, revoked_at \
-             FROM api_tokens WHERE name = ?",
+             FROM api_tokens WHERE name = $1",
         )
         .bind(name)
         .fetch_one(&self.pool)
@@ -155,7 +155,7 @@ impl Db {
         status: u16,
     ) -> Result<i64, StoreError> {
         let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO audit_log (at, token, role, method, path, status) VALUES (?, ?, ?, ?, ?, ?) \
+            "INSERT INTO audit_log (at, token, role, method, path, status) VALUES ($1, $2, $3, $4, $5, $6) \
              RETURNING id",
         )
         .bind(now_text())
@@ -180,8 +180,8 @@ impl Db {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at, token, role, method, path, status FROM audit_log \
-             WHERE (? IS NULL OR token = ?) AND (? IS NULL OR id < ?) \
-             ORDER BY id DESC LIMIT ?",
+             WHERE ($1 IS NULL OR token = $2) AND ($3 IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5",
         )
         .bind(token)
         .bind(token)

@@ -1,13 +1,14 @@
 //! Configuration backups' records (the text is in files: [`crate::configs`]).
 
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Db, StoreError};
 use crate::configs::{BackupRecord, ConfigKind, Moment};
 
 const COLUMNS: &str = "id, rollout_id, device, kind, moment, taken_at, sha256, size, file";
 
-fn row_to_backup(r: &SqliteRow) -> Result<BackupRecord, StoreError> {
+fn row_to_backup(r: &AnyRow) -> Result<BackupRecord, StoreError> {
     let bad = |what: &str| StoreError::Database(sqlx::Error::Decode(what.into()));
     let size: i64 = r.try_get("size")?;
     Ok(BackupRecord {
@@ -31,7 +32,7 @@ impl Db {
         let mut tx = self.begin().await?;
         let id = sqlx::query_scalar::<_, i64>(
             "INSERT INTO config_backups (rollout_id, device, kind, moment, taken_at, sha256, size, file) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(&b.rollout_id)
         .bind(&b.device)
@@ -55,7 +56,7 @@ impl Db {
         rollout: Option<&str>,
     ) -> Result<Vec<BackupRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM config_backups WHERE device = ? AND (? IS NULL OR rollout_id = ?) ORDER BY id"
+            "SELECT {COLUMNS} FROM config_backups WHERE device = $1 AND ($2 IS NULL OR rollout_id = $3) ORDER BY id"
         ))
         .bind(device)
         .bind(rollout)
@@ -72,7 +73,7 @@ impl Db {
         id: i64,
     ) -> Result<BackupRecord, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM config_backups WHERE device = ? AND id = ?"
+            "SELECT {COLUMNS} FROM config_backups WHERE device = $1 AND id = $2"
         ))
         .bind(device)
         .bind(id)

@@ -1,4 +1,5 @@
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Db, StoreError, Tx, now_text};
 use crate::inventory::{
@@ -31,15 +32,15 @@ pub(crate) struct DevicePage {
 const COLUMNS: &str = "id, name, host, port, platform, site, model, username, password, password_env, \
      enable_secret, enable_secret_env, host_key, version, image, facts_model, serial, uptime, \
      config_register, last_seen, members, created_at, updated_at, sync_source, sync_id, absent_since, \
-     (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_groups g WHERE g.device_id = devices.id ORDER BY name)) AS groups_joined, \
-     (SELECT group_concat(name, char(31)) FROM (SELECT name FROM device_tags t WHERE t.device_id = devices.id ORDER BY name)) AS tags_joined";
+     (SELECT string_agg(name, '\u{1f}' ORDER BY name) FROM device_groups g WHERE g.device_id = devices.id) AS groups_joined, \
+     (SELECT string_agg(name, '\u{1f}' ORDER BY name) FROM device_tags t WHERE t.device_id = devices.id) AS tags_joined";
 
 fn split_joined(s: Option<String>) -> Vec<String> {
     s.map(|s| s.split('\u{1f}').map(str::to_string).collect())
         .unwrap_or_default()
 }
 
-fn row_to_device(row: &SqliteRow) -> Result<Device, StoreError> {
+fn row_to_device(row: &AnyRow) -> Result<Device, StoreError> {
     let name: String = row.try_get("name")?;
     let platform: String = row.try_get("platform")?;
     let port: i64 = row.try_get("port")?;
@@ -176,7 +177,7 @@ impl Db {
     }
 
     pub(crate) async fn device_by_id(&self, id: i64) -> Result<Device, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -185,7 +186,7 @@ impl Db {
     }
 
     pub async fn device_by_name(&self, name: &str) -> Result<Device, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE name = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -194,7 +195,7 @@ impl Db {
     }
 
     pub(crate) async fn delete_device(&self, name: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM devices WHERE name = ?")
+        let done = sqlx::query("DELETE FROM devices WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -205,32 +206,42 @@ impl Db {
     }
 
     pub(crate) async fn list_devices(&self, f: &DeviceFilter) -> Result<DevicePage, StoreError> {
-        let mut clauses: Vec<&str> = Vec::new();
+        let mut clauses: Vec<String> = Vec::new();
         let mut binds: Vec<String> = Vec::new();
+        // Each clause's parameter is the bind pushed just before it: `$N` with N = binds.len().
+        let mut clause = |bind: String, sql: &dyn Fn(usize) -> String| {
+            binds.push(bind);
+            clauses.push(sql(binds.len()));
+        };
         if let Some(g) = &f.group {
-            clauses.push("EXISTS (SELECT 1 FROM device_groups g WHERE g.device_id = devices.id AND g.name = ?)");
-            binds.push(g.clone());
+            clause(g.clone(), &|n| {
+                format!(
+                    "EXISTS (SELECT 1 FROM device_groups g WHERE g.device_id = devices.id AND g.name = ${n})"
+                )
+            });
         }
         if let Some(t) = &f.tag {
-            clauses.push("EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.name = ?)");
-            binds.push(t.clone());
+            clause(t.clone(), &|n| {
+                format!(
+                    "EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.name = ${n})"
+                )
+            });
         }
         if let Some(s) = &f.site {
-            clauses.push("site = ?");
-            binds.push(s.clone());
+            clause(s.clone(), &|n| format!("site = ${n}"));
         }
         if let Some(p) = f.platform {
-            clauses.push("platform = ?");
-            binds.push(p.as_str().to_string());
+            clause(p.as_str().to_string(), &|n| format!("platform = ${n}"));
         }
         if let Some(v) = &f.version {
-            clauses.push("version = ?");
-            binds.push(v.clone());
+            clause(v.clone(), &|n| format!("version = ${n}"));
         }
         if let Some(q) = &f.search {
-            clauses.push("(instr(lower(name), lower(?)) > 0 OR instr(host, ?) > 0)");
-            binds.push(q.clone());
-            binds.push(q.clone());
+            // A case-insensitive substring of the name or the host, the same on both servers
+            // (SQLite's LIKE ignores ASCII case, PostgreSQL's does not: both sides are lowered).
+            clause(format!("%{}%", like_escape(&q.to_lowercase())), &|n| {
+                format!("(lower(name) LIKE ${n} ESCAPE '\\' OR lower(host) LIKE ${n} ESCAPE '\\')")
+            });
         }
         let where_sql = if clauses.is_empty() {
             String::new()
@@ -243,8 +254,11 @@ impl Db {
             count = count.bind(b);
         }
         let total = count.fetch_one(&self.pool).await?;
-        let sql =
-            format!("SELECT {COLUMNS} FROM devices{where_sql} ORDER BY name LIMIT ? OFFSET ?");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM devices{where_sql} ORDER BY name LIMIT ${} OFFSET ${}",
+            binds.len() + 1,
+            binds.len() + 2
+        );
         let mut q = sqlx::query(&sql);
         for b in &binds {
             q = q.bind(b);
@@ -268,8 +282,8 @@ impl Db {
         let now = now_text();
         let mut tx = self.begin().await?;
         let id = sqlx::query_scalar::<_, i64>(
-            "UPDATE devices SET version = ?, image = ?, facts_model = ?, serial = ?, uptime = ?, \
-             config_register = ?, last_seen = ?, members = ?, updated_at = ? WHERE name = ? RETURNING id",
+            "UPDATE devices SET version = $1, image = $2, facts_model = $3, serial = $4, uptime = $5, \
+             config_register = $6, last_seen = $7, members = $8, updated_at = $9 WHERE name = $10 RETURNING id",
         )
         .bind(&facts.version)
         .bind(&facts.image)
@@ -286,7 +300,7 @@ impl Db {
         .ok_or(StoreError::NotFound)?;
         sqlx::query(
             "INSERT INTO device_facts_history (device_id, version, image, model, serial, uptime, at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id)
         .bind(&facts.version)
@@ -298,8 +312,8 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "DELETE FROM device_facts_history WHERE device_id = ? AND id NOT IN \
-             (SELECT id FROM device_facts_history WHERE device_id = ? ORDER BY id DESC LIMIT ?)",
+            "DELETE FROM device_facts_history WHERE device_id = $1 AND id NOT IN \
+             (SELECT id FROM device_facts_history WHERE device_id = $2 ORDER BY id DESC LIMIT $3)",
         )
         .bind(id)
         .bind(id)
@@ -314,7 +328,7 @@ impl Db {
     pub(crate) async fn facts_history(&self, name: &str) -> Result<Vec<FactsSnapshot>, StoreError> {
         let rows = sqlx::query(
             "SELECT h.* FROM device_facts_history h JOIN devices d ON d.id = h.device_id \
-             WHERE d.name = ? ORDER BY h.id DESC",
+             WHERE d.name = $1 ORDER BY h.id DESC",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -339,7 +353,7 @@ impl Db {
         name: &str,
         key: Option<&str>,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE devices SET host_key = ?, updated_at = ? WHERE name = ?")
+        let done = sqlx::query("UPDATE devices SET host_key = $1, updated_at = $2 WHERE name = $3")
             .bind(key)
             .bind(now_text())
             .bind(name)
@@ -368,7 +382,7 @@ impl Db {
 
 pub(super) async fn find_id(tx: &mut Tx, name: &str) -> Result<Option<i64>, StoreError> {
     Ok(
-        sqlx::query_scalar::<_, i64>("SELECT id FROM devices WHERE name = ?")
+        sqlx::query_scalar::<_, i64>("SELECT id FROM devices WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut **tx)
             .await?,
@@ -376,7 +390,7 @@ pub(super) async fn find_id(tx: &mut Tx, name: &str) -> Result<Option<i64>, Stor
 }
 
 pub(super) async fn fetch_in_tx(tx: &mut Tx, id: i64) -> Result<Device, StoreError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?"))
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1"))
         .bind(id)
         .fetch_one(&mut **tx)
         .await?;
@@ -389,7 +403,7 @@ pub(super) async fn insert(tx: &mut Tx, spec: &DeviceSpec) -> Result<i64, StoreE
     let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO devices (name, host, port, platform, site, model, username, password, password_env, \
          enable_secret, enable_secret_env, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
     .bind(spec.name.as_str())
     .bind(&spec.host)
@@ -414,8 +428,8 @@ pub(super) async fn insert(tx: &mut Tx, spec: &DeviceSpec) -> Result<i64, StoreE
 pub(super) async fn update(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
     let c = &spec.credentials;
     sqlx::query(
-        "UPDATE devices SET name = ?, host = ?, port = ?, platform = ?, site = ?, model = ?, username = ?, \
-         password = ?, password_env = ?, enable_secret = ?, enable_secret_env = ?, updated_at = ? WHERE id = ?",
+        "UPDATE devices SET name = $1, host = $2, port = $3, platform = $4, site = $5, model = $6, username = $7, \
+         password = $8, password_env = $9, enable_secret = $10, enable_secret_env = $11, updated_at = $12 WHERE id = $13",
     )
     .bind(spec.name.as_str())
     .bind(&spec.host)
@@ -432,11 +446,11 @@ pub(super) async fn update(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<()
     .bind(id)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("DELETE FROM device_groups WHERE device_id = ?")
+    sqlx::query("DELETE FROM device_groups WHERE device_id = $1")
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM device_tags WHERE device_id = ?")
+    sqlx::query("DELETE FROM device_tags WHERE device_id = $1")
         .bind(id)
         .execute(&mut **tx)
         .await?;
@@ -445,20 +459,36 @@ pub(super) async fn update(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<()
 
 async fn write_labels(tx: &mut Tx, id: i64, spec: &DeviceSpec) -> Result<(), StoreError> {
     for g in &spec.groups {
-        sqlx::query("INSERT OR IGNORE INTO device_groups (device_id, name) VALUES (?, ?)")
-            .bind(id)
-            .bind(g)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO device_groups (device_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(g)
+        .execute(&mut **tx)
+        .await?;
     }
     for t in &spec.tags {
-        sqlx::query("INSERT OR IGNORE INTO device_tags (device_id, name) VALUES (?, ?)")
-            .bind(id)
-            .bind(t)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO device_tags (device_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
+}
+
+/// `s` with LIKE's wildcards (`%`, `_`) and the escape character itself escaped by `\\`.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -502,5 +532,63 @@ mod tests {
             db.set_facts("nope", &Facts::default()).await,
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn search_is_a_case_insensitive_substring_and_wildcards_are_literal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).await.unwrap();
+        for (name, host) in [
+            ("core_sw1", "10.0.0.1"),
+            ("coreXsw2", "10.0.0.2"),
+            ("EDGE-1", "edge.example.NET"),
+        ] {
+            let spec = DeviceSpec {
+                name: DeviceName::parse(name).unwrap(),
+                host: host.into(),
+                port: 22,
+                platform: Platform::Ios,
+                site: None,
+                model: None,
+                groups: vec!["lab".into()],
+                tags: Vec::new(),
+                credentials: CredentialSpec::default(),
+            };
+            db.create_device(&spec).await.unwrap();
+        }
+        let names = |search: &str| {
+            let db = db.clone();
+            let f = DeviceFilter {
+                search: Some(search.to_string()),
+                group: Some("lab".into()),
+                limit: 10,
+                ..DeviceFilter::default()
+            };
+            async move {
+                let page = db.list_devices(&f).await.unwrap();
+                assert_eq!(page.total as usize, page.devices.len());
+                page.devices
+                    .into_iter()
+                    .map(|d| d.name().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(names("core_").await, ["core_sw1"], "'_' is not a wildcard");
+        assert_eq!(
+            names("%").await,
+            Vec::<String>::new(),
+            "'%' is not a wildcard"
+        );
+        assert_eq!(
+            names("edge").await,
+            ["EDGE-1"],
+            "the name, whatever its case"
+        );
+        assert_eq!(
+            names("EXAMPLE.net").await,
+            ["EDGE-1"],
+            "the host, whatever its case"
+        );
+        assert_eq!(names("10.0.0.").await.len(), 2);
     }
 }

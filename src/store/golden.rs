@@ -59,7 +59,7 @@ impl Db {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO golden_images (platform, model, site, role, image, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (platform, model, site, role) \
              DO UPDATE SET image = excluded.image, updated_at = excluded.updated_at",
         )
@@ -78,7 +78,7 @@ impl Db {
     /// Forget the golden image of exactly this scope.
     pub(crate) async fn unset_golden_image(&self, scope: &Scope) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "DELETE FROM golden_images WHERE platform = ? AND model = ? AND site = ? AND role = ?",
+            "DELETE FROM golden_images WHERE platform = $1 AND model = $2 AND site = $3 AND role = $4",
         )
         .bind(scope.platform.map(|p| p.as_str()).unwrap_or(""))
         .bind(col(&scope.model))

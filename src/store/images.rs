@@ -1,9 +1,10 @@
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Db, StoreError, now_text};
 use crate::images::{ImageMd5, ImageName, ImageRecord};
 
-fn row_to_image(r: &SqliteRow) -> Result<ImageRecord, StoreError> {
+fn row_to_image(r: &AnyRow) -> Result<ImageRecord, StoreError> {
     let size: i64 = r.try_get("size")?;
     Ok(ImageRecord {
         id: r.try_get("id")?,
@@ -24,7 +25,7 @@ impl Db {
     pub(crate) async fn insert_image(&self, img: &ImageRecord) -> Result<ImageRecord, StoreError> {
         let id = sqlx::query_scalar::<_, i64>(
             "INSERT INTO images (file_name, size, md5, sha256, platform, version, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(img.file_name.as_str())
         .bind(i64::try_from(img.size).unwrap_or(i64::MAX))
@@ -42,7 +43,7 @@ impl Db {
     }
 
     pub(crate) async fn image_by_id(&self, id: i64) -> Result<ImageRecord, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -51,11 +52,13 @@ impl Db {
     }
 
     pub(crate) async fn image_by_name(&self, file_name: &str) -> Result<ImageRecord, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE file_name = ?"))
-            .bind(file_name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM images WHERE file_name = $1"
+        ))
+        .bind(file_name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         row_to_image(&row)
     }
 
@@ -63,7 +66,7 @@ impl Db {
         &self,
         sha256: &str,
     ) -> Result<Option<ImageRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE sha256 = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE sha256 = $1"))
             .bind(sha256)
             .fetch_optional(&self.pool)
             .await?;
@@ -78,7 +81,7 @@ impl Db {
     }
 
     pub(crate) async fn delete_image(&self, file_name: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM images WHERE file_name = ?")
+        let done = sqlx::query("DELETE FROM images WHERE file_name = $1")
             .bind(file_name)
             .execute(&self.pool)
             .await?;

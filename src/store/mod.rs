@@ -1,9 +1,11 @@
-//! The SQLite database: the single source of truth for inventory, images and rollouts.
+//! The database (SQLite, the embedded default, or PostgreSQL): the single source of truth for
+//! inventory, images and rollouts.
 //!
 //! Invariant: only this module contains SQL.
 
 pub(crate) mod access;
 mod configs;
+pub mod copy;
 mod devices;
 mod golden;
 mod images;
@@ -15,17 +17,15 @@ pub use access::{AuditRecord, TokenRecord};
 pub(crate) use devices::{DeviceFilter, Upserted};
 pub(crate) use notifications::NewDelivery;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::Sqlite;
+use sqlx::any::AnyPoolOptions;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,6 +40,8 @@ pub enum StoreError {
     Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Url(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -63,12 +65,128 @@ impl StoreError {
     }
 }
 
+/// Which database server holds the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// One file in the data directory: the embedded default, one `serve` process.
+    Sqlite,
+    /// A PostgreSQL server, which several fleetup processes can share.
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where the database is: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/NAME`.
+/// Shown (`Display`, `Debug`) without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The embedded default: `fleetup.db` in the data directory.
+    pub fn in_data_dir(dir: &Path) -> Self {
+        DatabaseUrl::Sqlite(dir.join("fleetup.db"))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite,
+            DatabaseUrl::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(path) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(
+                    "a sqlite:// URL needs a file path, e.g. sqlite:///var/lib/fleetup/fleetup.db"
+                        .into(),
+                );
+            }
+            if path.contains('?') || path.contains('#') {
+                return Err(format!(
+                    "the SQLite path {path:?} may not hold '?' or '#'; fleetup sets the connection options itself"
+                ));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            let url = reqwest::Url::parse(s)
+                .map_err(|e| format!("{}: not a valid URL: {e}", redact(s)))?;
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(format!("{}: the URL names no host", redact(s)));
+            }
+            if url.path().trim_start_matches('/').is_empty() {
+                return Err(format!(
+                    "{}: the URL names no database (postgres://USER@HOST:PORT/DATABASE)",
+                    redact(s)
+                ));
+            }
+            return Ok(DatabaseUrl::Postgres(s.to_string()));
+        }
+        Err(format!(
+            "{}: the database URL must start with sqlite:// or postgres://",
+            redact(s)
+        ))
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+fn redact(s: &str) -> String {
+    match reqwest::Url::parse(s) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => match s.split_once('@') {
+            Some((_, rest)) => format!("***@{rest}"),
+            None => s.to_string(),
+        },
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(u) => f.write_str(&redact(u)),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: SqlitePool,
-    /// The file system the database lives on, for its free space.
+    pool: AnyPool,
+    backend: Backend,
+    /// The data directory (configuration backups live there).
     dir: PathBuf,
+    /// The file system the SQLite file lives on, for its free space (none for a server).
+    file_dir: Option<PathBuf>,
     /// Why the last write failed for lack of space, until a write succeeds again.
     write_failure: Arc<Mutex<Option<String>>>,
 }
@@ -77,12 +195,29 @@ pub struct Db {
 /// service says it is degraded.
 const LOW_SPACE: u64 = 8 * 1024 * 1024;
 
-/// Whether a database error means the disk is full or failing (SQLite's SQLITE_FULL and
-/// SQLITE_IOERR families), not a fault of the request.
+/// Whether a database error means the disk is full or failing, not a fault of the request:
+/// SQLite's SQLITE_FULL and SQLITE_IOERR families, PostgreSQL's class 53 (insufficient
+/// resources: disk full, out of memory) and 58 (system error: I/O).
 fn storage_error(e: &sqlx::Error) -> Option<String> {
     let sqlx::Error::Database(db) = e else {
         return None;
     };
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = pg.code();
+        return if code.starts_with("53") {
+            Some(format!(
+                "the database server cannot take the change ({code}: {})",
+                pg.message()
+            ))
+        } else if code.starts_with("58") {
+            Some(format!(
+                "the database server cannot write ({code}: {})",
+                pg.message()
+            ))
+        } else {
+            None
+        };
+    }
     let code: i64 = db.code()?.parse().ok()?;
     match code & 0xff {
         13 => Some("the data directory's file system is full".into()),
@@ -98,7 +233,7 @@ fn storage_error(e: &sqlx::Error) -> Option<String> {
 /// transaction whose COMMIT failed (a full disk says SQLITE_FULL at COMMIT), so a connection
 /// whose transaction did not commit is closed, never handed back to the pool in doubt.
 pub(crate) struct Tx {
-    conn: Option<PoolConnection<Sqlite>>,
+    conn: Option<PoolConnection<Any>>,
     db: Db,
 }
 
@@ -148,8 +283,8 @@ impl Drop for Tx {
 }
 
 impl std::ops::Deref for Tx {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
         self.conn
             .as_deref()
             .unwrap_or_else(|| unreachable!("a Tx is used only before commit"))
@@ -157,7 +292,7 @@ impl std::ops::Deref for Tx {
 }
 
 impl std::ops::DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
         self.conn
             .as_deref_mut()
             .unwrap_or_else(|| unreachable!("a Tx is used only before commit"))
@@ -165,35 +300,91 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl Db {
-    /// Open (creating if needed) the database file and apply pending migrations.
+    /// Open (creating if needed) a SQLite database file and apply pending migrations; the
+    /// data directory is the file's.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::connect(&DatabaseUrl::Sqlite(path.to_path_buf()), &dir).await
+    }
+
+    /// Connect to the database (creating a SQLite file if needed) and apply pending
+    /// migrations: `migrations/sqlite` or `migrations/postgres`, which give the same schema.
+    pub async fn connect(url: &DatabaseUrl, data_dir: &Path) -> Result<Self, StoreError> {
+        let db = Self::connect_unmigrated(url, data_dir).await?;
+        match db.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&db.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&db.pool)
+                    .await?
+            }
+        }
+        Ok(db)
+    }
+
+    async fn connect_unmigrated(url: &DatabaseUrl, data_dir: &Path) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (pool, file_dir) = match url {
+            DatabaseUrl::Sqlite(path) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL (readers never wait for the writer), foreign keys on, and a
+                            // writer waits up to 10 s for the write lock.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                    .await?;
+                let dir = path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or_else(|| PathBuf::from("."));
+                (pool, Some(dir))
+            }
+            DatabaseUrl::Postgres(u) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(u)
+                    .await?;
+                (pool, None)
+            }
+        };
         Ok(Self {
             pool,
-            dir: path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from(".")),
+            backend: url.backend(),
+            dir: data_dir.to_path_buf(),
+            file_dir,
             write_failure: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// Begin a write transaction (`BEGIN IMMEDIATE`: the write lock is taken at once, so two
-    /// writers never deadlock upgrading a read lock).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begin a write transaction. Writes are serialized on both servers, so every
+    /// read-then-write in a transaction sees what it changes: SQLite's `BEGIN IMMEDIATE` takes
+    /// the write lock at once (two writers never deadlock upgrading a read lock), and on
+    /// PostgreSQL every write transaction takes one transaction-scoped advisory lock.
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7466346977)",
+        };
+        if let Err(e) = conn.execute(begin).await {
             return Err(self.failed(e));
         }
         Ok(Tx {
@@ -232,7 +423,9 @@ impl Db {
     /// after a failed write, whether a write works again (a small transaction proves it).
     pub async fn storage_problem(&self) -> Option<String> {
         #[cfg(target_os = "linux")]
-        if let Ok(st) = rustix::fs::statvfs(&self.dir) {
+        if let Some(dir) = &self.file_dir
+            && let Ok(st) = rustix::fs::statvfs(dir)
+        {
             let free = st.f_bavail.saturating_mul(st.f_frsize);
             let size = st.f_blocks.saturating_mul(st.f_frsize);
             if free < LOW_SPACE.min(size / 20) {
@@ -245,7 +438,7 @@ impl Db {
         self.writes_failing()?;
         let probe = async {
             let mut tx = self.begin().await?;
-            sqlx::query("UPDATE write_probe SET at = ? WHERE id = 1")
+            sqlx::query("UPDATE write_probe SET at = $1 WHERE id = 1")
                 .bind(now_text())
                 .execute(&mut *tx)
                 .await
@@ -260,7 +453,7 @@ impl Db {
         &self.dir
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -269,11 +462,79 @@ impl Db {
         Ok(())
     }
 
-    pub(crate) async fn close(&self) {
+    pub async fn close(&self) {
         self.pool.close().await
     }
 }
 
+/// `fleetup db migrate`: copy the store at `from` into the empty database at `to` (whose
+/// schema is made first). A SQLite source must exist: it is never created empty.
+pub async fn migrate_database(
+    from: &DatabaseUrl,
+    to: &DatabaseUrl,
+) -> Result<copy::CopyReport, StoreError> {
+    if from == to {
+        return Err(StoreError::Url(format!(
+            "--from and --to are the same database ({from})"
+        )));
+    }
+    let dir_of = |u: &DatabaseUrl| match u {
+        DatabaseUrl::Sqlite(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        DatabaseUrl::Postgres(_) => PathBuf::from("."),
+    };
+    if let DatabaseUrl::Sqlite(p) = from
+        && !p.is_file()
+    {
+        return Err(StoreError::Url(format!("{from}: no such database file")));
+    }
+    let source = Db::connect(from, &dir_of(from)).await?;
+    let target = Db::connect(to, &dir_of(to)).await?;
+    let report = source.copy_into(&target).await;
+    source.close().await;
+    target.close().await;
+    report
+}
+
 pub(crate) fn now_text() -> String {
     jiff::Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_parse_and_never_show_their_password() {
+        assert_eq!(
+            "sqlite:///var/lib/fleetup/fleetup.db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Sqlite("/var/lib/fleetup/fleetup.db".into()))
+        );
+        assert_eq!(
+            "sqlite:fleetup.db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Sqlite("fleetup.db".into()))
+        );
+        let pg: DatabaseUrl = "postgres://fleetup:s3cret@db.example.net:5432/fleetup"
+            .parse()
+            .unwrap();
+        assert_eq!(pg.backend(), Backend::Postgres);
+        assert_eq!(
+            pg.to_string(),
+            "postgres://fleetup:***@db.example.net:5432/fleetup"
+        );
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        for (bad, says) in [
+            (
+                "mysql://u:p@h/db",
+                "must start with sqlite:// or postgres://",
+            ),
+            ("sqlite://", "needs a file path"),
+            ("sqlite:///x.db?mode=ro", "may not hold '?'"),
+            ("postgres://u:p@h:5432/", "names no database"),
+            ("postgres://u:p@h:notaport/db", "not a valid URL"),
+        ] {
+            let err = bad.parse::<DatabaseUrl>().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(!err.contains(":p@"), "{bad}: the password shows: {err}");
+        }
+    }
 }

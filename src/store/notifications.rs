@@ -1,7 +1,8 @@
 //! Webhook deliveries' history (`crate::notify`): recorded when queued, updated after every
 //! attempt, the oldest dropped beyond a bound.
 
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Db, StoreError, now_text};
 use crate::notify::{DeliveryRecord, DeliveryState, Format, NotificationKind};
@@ -9,7 +10,7 @@ use crate::notify::{DeliveryRecord, DeliveryState, Format, NotificationKind};
 const COLUMNS: &str = "id, rollout_id, event_id, target, format, kind, attempts, last_status, \
                        last_error, state, created_at, updated_at";
 
-fn row_to_delivery(r: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
+fn row_to_delivery(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
     let bad = |what: &str| StoreError::Database(sqlx::Error::Decode(what.into()));
     let attempts: i64 = r.try_get("attempts")?;
     let status: Option<i64> = r.try_get("last_status")?;
@@ -53,7 +54,7 @@ impl Db {
         let mut tx = self.begin().await?;
         let id = sqlx::query_scalar::<_, i64>(
             "INSERT INTO webhook_deliveries (rollout_id, event_id, target, format, kind, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(d.rollout_id)
         .bind(d.event_id)
@@ -65,7 +66,7 @@ impl Db {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| self.failed(e))?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE id <= ?")
+        sqlx::query("DELETE FROM webhook_deliveries WHERE id <= $1")
             .bind(id - i64::from(keep.max(1)))
             .execute(&mut *tx)
             .await
@@ -85,8 +86,8 @@ impl Db {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = ?, last_status = ?, last_error = ?, state = ?, updated_at = ? \
-             WHERE id = ?",
+            "UPDATE webhook_deliveries SET attempts = $1, last_status = $2, last_error = $3, state = $4, updated_at = $5 \
+             WHERE id = $6",
         )
         .bind(i64::from(attempts))
         .bind(last_status.map(i64::from))
@@ -105,7 +106,7 @@ impl Db {
     pub(crate) async fn abandon_pending_deliveries(&self, why: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let n = sqlx::query(
-            "UPDATE webhook_deliveries SET state = 'failed', last_error = ?, updated_at = ? WHERE state = 'pending'",
+            "UPDATE webhook_deliveries SET state = 'failed', last_error = $1, updated_at = $2 WHERE state = 'pending'",
         )
         .bind(why)
         .bind(now_text())
@@ -124,7 +125,7 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhook_deliveries WHERE (? IS NULL OR rollout_id = ?) ORDER BY id DESC LIMIT ?"
+            "SELECT {COLUMNS} FROM webhook_deliveries WHERE ($1 IS NULL OR rollout_id = $2) ORDER BY id DESC LIMIT $3"
         ))
         .bind(rollout)
         .bind(rollout)

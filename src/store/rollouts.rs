@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Db, StoreError, Tx, now_text};
 use crate::device::{EntryKind, TranscriptEntry};
@@ -9,21 +10,30 @@ use crate::rollout::model::{
     StepState, TranscriptLine, is_reload_step,
 };
 
-/// The ended rollout states as a JSON array, for `state NOT IN (SELECT value FROM json_each(?))`.
+/// The ended rollout states as an SQL list (`'completed', …`), for `state NOT IN (…)`: the
+/// states are the code's own constants, never input.
 fn ended_states() -> String {
-    let ended: Vec<&str> = RolloutState::ALL
+    RolloutState::ALL
         .iter()
         .filter(|s| s.is_ended())
-        .map(|s| s.as_str())
-        .collect();
-    serde_json::Value::from(ended).to_string()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$first, $first+1, …`: `n` numbered parameters.
+fn params(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn decode(what: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(what.to_string().into()))
 }
 
-fn row_to_rollout(r: &SqliteRow) -> Result<RolloutRecord, StoreError> {
+fn row_to_rollout(r: &AnyRow) -> Result<RolloutRecord, StoreError> {
     let state: String = r.try_get("state")?;
     let images: String = r.try_get("images")?;
     Ok(RolloutRecord {
@@ -47,7 +57,7 @@ fn row_to_rollout(r: &SqliteRow) -> Result<RolloutRecord, StoreError> {
     })
 }
 
-fn row_to_job(r: &SqliteRow) -> Result<DeviceJob, StoreError> {
+fn row_to_job(r: &AnyRow) -> Result<DeviceJob, StoreError> {
     let state: String = r.try_get("state")?;
     let step: Option<String> = r.try_get("step")?;
     let step_state: Option<String> = r.try_get("step_state")?;
@@ -73,7 +83,7 @@ fn row_to_job(r: &SqliteRow) -> Result<DeviceJob, StoreError> {
     })
 }
 
-fn row_to_event(r: &SqliteRow) -> Result<Event, StoreError> {
+fn row_to_event(r: &AnyRow) -> Result<Event, StoreError> {
     let data: Option<String> = r.try_get("data")?;
     let kind: String = r.try_get("kind")?;
     Ok(Event {
@@ -124,7 +134,7 @@ impl<'a> NewEvent<'a> {
 
     async fn insert<'c>(
         self,
-        executor: impl sqlx::SqliteExecutor<'c>,
+        executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
         rollout_id: &str,
     ) -> Result<Event, StoreError> {
         insert_event(
@@ -167,14 +177,20 @@ impl Db {
         &self,
         file_name: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar::<_, String>(
-            "SELECT id FROM rollouts WHERE state NOT IN (SELECT value FROM json_each(?)) \
-             AND EXISTS (SELECT 1 FROM json_each(rollouts.images) WHERE value = ?) LIMIT 1",
-        )
-        .bind(ended_states())
-        .bind(file_name)
-        .fetch_optional(&self.pool)
-        .await?)
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT id, images FROM rollouts WHERE state NOT IN ({}) ORDER BY created_at",
+            ended_states()
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, images) in rows {
+            let images: Vec<String> =
+                serde_json::from_str(&images).map_err(|_| decode("rollout images"))?;
+            if images.iter().any(|i| i == file_name) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// Record a new rollout with all its device jobs, in one transaction.
@@ -187,7 +203,7 @@ impl Db {
         let now = now_text();
         sqlx::query(
             "INSERT INTO rollouts (id, name, state, playbook, images, plan, created_at, updated_at, \
-             submitted_by, approval_required) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             submitted_by, approval_required) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(r.id.as_str())
         .bind(&r.name)
@@ -204,7 +220,7 @@ impl Db {
         for j in jobs {
             sqlx::query(
                 "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, target_version, old_version) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(r.id.as_str())
             .bind(j.device)
@@ -221,7 +237,7 @@ impl Db {
     }
 
     pub(crate) async fn rollout(&self, id: &str) -> Result<RolloutRecord, StoreError> {
-        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM rollouts WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -231,7 +247,7 @@ impl Db {
 
     /// Newest first.
     pub(crate) async fn list_rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT $1")
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -244,15 +260,21 @@ impl Db {
         &self,
         ids: &[&str],
     ) -> Result<HashMap<String, Vec<(JobState, usize)>>, StoreError> {
-        let ids = serde_json::to_string(ids).map_err(|_| decode("rollout ids"))?;
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT rollout_id, state, count(*) FROM rollout_devices \
-             WHERE rollout_id IN (SELECT value FROM json_each(?)) GROUP BY rollout_id, state",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
         let mut out: HashMap<String, Vec<(JobState, usize)>> = HashMap::new();
+        let mut rows: Vec<(String, String, i64)> = Vec::new();
+        // Well under both servers' limit on parameters per statement.
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT rollout_id, state, count(*) FROM rollout_devices \
+                 WHERE rollout_id IN ({}) GROUP BY rollout_id, state",
+                params(1, chunk.len())
+            );
+            let mut q = sqlx::query_as(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            rows.extend(q.fetch_all(&self.pool).await?);
+        }
         for (id, state, n) in rows {
             let state = JobState::parse(&state).ok_or_else(|| decode("job state"))?;
             out.entry(id)
@@ -304,8 +326,8 @@ impl Db {
         let now = now_text();
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE rollouts SET state = ?, approved_by = ?, approved_at = ?, updated_at = ? \
-             WHERE id = ? AND state = ?",
+            "UPDATE rollouts SET state = $1, approved_by = $2, approved_at = $3, updated_at = $4 \
+             WHERE id = $5 AND state = $6",
         )
         .bind(RolloutState::Scheduled.as_str())
         .bind(approver)
@@ -327,11 +349,10 @@ impl Db {
     }
 
     pub(crate) async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM rollouts WHERE state NOT IN (SELECT value FROM json_each(?)) \
-             ORDER BY created_at",
-        )
-        .bind(ended_states())
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM rollouts WHERE state NOT IN ({}) ORDER BY created_at",
+            ended_states()
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(row_to_rollout).collect()
@@ -349,10 +370,10 @@ impl Db {
         let mut tx = self.begin().await?;
         let now = now_text();
         sqlx::query(
-            "UPDATE rollouts SET state = ?, halt_reason = ?, updated_at = ?, \
-             started_at = CASE WHEN ? THEN coalesce(started_at, ?) ELSE started_at END, \
-             finished_at = CASE WHEN ? THEN ? ELSE NULL END \
-             WHERE id = ?",
+            "UPDATE rollouts SET state = $1, halt_reason = $2, updated_at = $3, \
+             started_at = CASE WHEN $4 THEN coalesce(started_at, $5) ELSE started_at END, \
+             finished_at = CASE WHEN $6 THEN $7 ELSE NULL END \
+             WHERE id = $8",
         )
         .bind(state.as_str())
         .bind(halt_reason)
@@ -381,8 +402,8 @@ impl Db {
     ) -> Result<Event, StoreError> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE rollouts SET paused = coalesce(?, paused), abort_requested = coalesce(?, abort_requested), \
-             state = coalesce(?, state), updated_at = ? WHERE id = ?",
+            "UPDATE rollouts SET paused = coalesce($1, paused), abort_requested = coalesce($2, abort_requested), \
+             state = coalesce($3, state), updated_at = $4 WHERE id = $5",
         )
         .bind(paused.map(i64::from))
         .bind(abort_requested.map(i64::from))
@@ -402,7 +423,7 @@ impl Db {
     /// How often the rollout's device jobs have changed (kept by triggers on
     /// `rollout_devices`): equal numbers mean equal `jobs()`.
     pub(crate) async fn jobs_rev(&self, rollout_id: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT jobs_rev FROM rollouts WHERE id = ?")
+        sqlx::query_scalar("SELECT jobs_rev FROM rollouts WHERE id = $1")
             .bind(rollout_id)
             .fetch_optional(&self.pool)
             .await?
@@ -411,7 +432,7 @@ impl Db {
 
     pub async fn jobs(&self, rollout_id: &str) -> Result<Vec<DeviceJob>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY wave, position",
+            "SELECT * FROM rollout_devices WHERE rollout_id = $1 ORDER BY wave, position",
         )
         .bind(rollout_id)
         .fetch_all(&self.pool)
@@ -461,16 +482,17 @@ impl Db {
             let reload_sent = is_reload_step(step);
             let rollback_sent = step == crate::device::Step::RollbackReload.as_str();
             sqlx::query(
-                "UPDATE rollout_devices SET state = ?, step = ?, step_state = ?, \
-                 waits_for_window = NULL, reload_sent = reload_sent OR ?, \
-                 rollback_sent = rollback_sent OR ?, \
-                 started_at = coalesce(started_at, ?) WHERE rollout_id = ? AND device = ?",
+                "UPDATE rollout_devices SET state = $1, step = $2, step_state = $3, \
+                 waits_for_window = NULL, \
+                 reload_sent = CASE WHEN $4 = 1 THEN 1 ELSE reload_sent END, \
+                 rollback_sent = CASE WHEN $5 = 1 THEN 1 ELSE rollback_sent END, \
+                 started_at = coalesce(started_at, $6) WHERE rollout_id = $7 AND device = $8",
             )
             .bind(JobState::Running.as_str())
             .bind(step)
             .bind(state.as_str())
-            .bind(reload_sent)
-            .bind(rollback_sent)
+            .bind(i64::from(reload_sent))
+            .bind(i64::from(rollback_sent))
             .bind(now_text())
             .bind(rollout_id)
             .bind(device)
@@ -515,7 +537,7 @@ impl Db {
         device: &str,
     ) -> Result<Vec<TranscriptLine>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM job_transcripts WHERE rollout_id = ? AND device = ? ORDER BY id",
+            "SELECT * FROM job_transcripts WHERE rollout_id = $1 AND device = $2 ORDER BY id",
         )
         .bind(rollout_id)
         .bind(device)
@@ -542,12 +564,13 @@ impl Db {
         rollout_id: &str,
         device: &str,
     ) -> Result<DeviceJob, StoreError> {
-        let row = sqlx::query("SELECT * FROM rollout_devices WHERE rollout_id = ? AND device = ?")
-            .bind(rollout_id)
-            .bind(device)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row =
+            sqlx::query("SELECT * FROM rollout_devices WHERE rollout_id = $1 AND device = $2")
+                .bind(rollout_id)
+                .bind(device)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
         row_to_job(&row)
     }
 
@@ -561,7 +584,7 @@ impl Db {
             "SELECT d.*, r.name AS rollout_name, r.state AS rollout_state, \
              r.created_at AS rollout_created_at \
              FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id \
-             WHERE d.device = ? ORDER BY r.created_at DESC, r.id DESC LIMIT ?",
+             WHERE d.device = $1 ORDER BY r.created_at DESC, r.id DESC LIMIT $2",
         )
         .bind(device)
         .bind(limit)
@@ -589,8 +612,8 @@ impl Db {
         device: &str,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM rollout_events WHERE rollout_id = ? AND device = ? \
-             AND kind IN (?, ?, ?, ?) ORDER BY id",
+            "SELECT * FROM rollout_events WHERE rollout_id = $1 AND device = $2 \
+             AND kind IN ($3, $4, $5, $6) ORDER BY id",
         )
         .bind(rollout_id)
         .bind(device)
@@ -615,7 +638,7 @@ impl Db {
     ) -> Result<Event, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE rollout_devices SET waits_for_window = ? WHERE rollout_id = ? AND device = ?",
+            "UPDATE rollout_devices SET waits_for_window = $1 WHERE rollout_id = $2 AND device = $3",
         )
         .bind(opens)
         .bind(rollout_id)
@@ -645,8 +668,8 @@ impl Db {
         old_image: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE rollout_devices SET old_version = coalesce(old_version, ?), old_image = coalesce(old_image, ?) \
-             WHERE rollout_id = ? AND device = ?",
+            "UPDATE rollout_devices SET old_version = coalesce(old_version, $1), old_image = coalesce(old_image, $2) \
+             WHERE rollout_id = $3 AND device = $4",
         )
         .bind(old_version)
         .bind(old_image)
@@ -666,7 +689,7 @@ impl Db {
         baseline: &str,
     ) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE rollout_devices SET compare_baseline = ? WHERE rollout_id = ? AND device = ?",
+            "UPDATE rollout_devices SET compare_baseline = $1 WHERE rollout_id = $2 AND device = $3",
         )
         .bind(baseline)
         .bind(rollout_id)
@@ -686,7 +709,7 @@ impl Db {
         device: &str,
     ) -> Result<Option<String>, StoreError> {
         let row: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT compare_baseline FROM rollout_devices WHERE rollout_id = ? AND device = ?",
+            "SELECT compare_baseline FROM rollout_devices WHERE rollout_id = $1 AND device = $2",
         )
         .bind(rollout_id)
         .bind(device)
@@ -701,8 +724,8 @@ impl Db {
         device: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE rollout_devices SET state = ?, attempts = attempts + 1, error = NULL, \
-             started_at = coalesce(started_at, ?) WHERE rollout_id = ? AND device = ?",
+            "UPDATE rollout_devices SET state = $1, attempts = attempts + 1, error = NULL, \
+             started_at = coalesce(started_at, $2) WHERE rollout_id = $3 AND device = $4",
         )
         .bind(JobState::Running.as_str())
         .bind(now_text())
@@ -725,9 +748,9 @@ impl Db {
     ) -> Result<Event, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE rollout_devices SET state = ?, new_version = coalesce(?, new_version), error = ?, \
-             failure_reason = ?, finished_at = ?, waits_for_window = NULL \
-             WHERE rollout_id = ? AND device = ?",
+            "UPDATE rollout_devices SET state = $1, new_version = coalesce($2, new_version), error = $3, \
+             failure_reason = $4, finished_at = $5, waits_for_window = NULL \
+             WHERE rollout_id = $6 AND device = $7",
         )
         .bind(state.as_str())
         .bind(new_version)
@@ -752,7 +775,7 @@ impl Db {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE rollout_devices SET reload_sent = 0, step = NULL, step_state = NULL \
-             WHERE rollout_id = ? AND device = ?",
+             WHERE rollout_id = $1 AND device = $2",
         )
         .bind(rollout_id)
         .bind(device)
@@ -771,7 +794,8 @@ impl Db {
     ) -> Result<Event, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
-            "UPDATE rollout_devices SET {BACK_IN_LINE} WHERE rollout_id = ? AND device = ?"
+            "UPDATE rollout_devices SET {BACK_IN_LINE}, reload_sent = 0 \
+             WHERE rollout_id = $2 AND device = $3"
         ))
         .bind(JobState::Pending.as_str())
         .bind(rollout_id)
@@ -798,8 +822,8 @@ impl Db {
         // uptime proves the reload never reached it).
         let done = sqlx::query(&format!(
             "UPDATE rollout_devices SET {BACK_IN_LINE}, \
-             reload_sent = CASE WHEN failure_reason = ? THEN reload_sent ELSE 0 END \
-             WHERE rollout_id = ? AND state IN (?, ?, ?)"
+             reload_sent = CASE WHEN failure_reason = $2 THEN reload_sent ELSE 0 END \
+             WHERE rollout_id = $3 AND state IN ($4, $5, $6)"
         ))
         .bind(JobState::Pending.as_str())
         .bind(crate::device::FailureReason::NeverCameBack.as_str())
@@ -811,8 +835,8 @@ impl Db {
         .await?;
         if let Some(state) = state {
             sqlx::query(
-                "UPDATE rollouts SET state = ?, halt_reason = NULL, finished_at = NULL, updated_at = ? \
-                 WHERE id = ?",
+                "UPDATE rollouts SET state = $1, halt_reason = NULL, finished_at = NULL, updated_at = $2 \
+                 WHERE id = $3",
             )
             .bind(state.as_str())
             .bind(now_text())
@@ -848,7 +872,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM rollout_events WHERE rollout_id = ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT * FROM rollout_events WHERE rollout_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(rollout_id)
         .bind(after_id)
@@ -865,7 +889,7 @@ impl Db {
         device: &str,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM rollout_events WHERE rollout_id = ? AND device = ? ORDER BY id",
+            "SELECT * FROM rollout_events WHERE rollout_id = $1 AND device = $2 ORDER BY id",
         )
         .bind(rollout_id)
         .bind(device)
@@ -887,8 +911,8 @@ impl Db {
         after: i64,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM rollout_events WHERE rollout_id = ? AND id > ? \
-             AND kind IN (?, ?, ?, ?) ORDER BY id",
+            "SELECT * FROM rollout_events WHERE rollout_id = $1 AND id > $2 \
+             AND kind IN ($3, $4, $5, $6) ORDER BY id",
         )
         .bind(rollout_id)
         .bind(after)
@@ -911,8 +935,8 @@ async fn insert_transcript(
     for l in lines {
         sqlx::query(
             "INSERT INTO job_transcripts (rollout_id, device, attempt, step, kind, command, output, at) \
-             VALUES (?, ?, coalesce((SELECT max(attempts, 1) FROM rollout_devices \
-             WHERE rollout_id = ? AND device = ?), 1), ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, coalesce((SELECT CASE WHEN attempts > 1 THEN attempts ELSE 1 END FROM rollout_devices \
+             WHERE rollout_id = $3 AND device = $4), 1), $5, $6, $7, $8, $9)",
         )
         .bind(rollout_id)
         .bind(device)
@@ -930,7 +954,7 @@ async fn insert_transcript(
 }
 
 async fn insert_event<'c>(
-    executor: impl sqlx::SqliteExecutor<'c>,
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
     rollout_id: &str,
     device: Option<&str>,
     kind: EventKind,
@@ -940,7 +964,7 @@ async fn insert_event<'c>(
 ) -> Result<Event, StoreError> {
     let row = sqlx::query(
         "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
     )
     .bind(rollout_id)
     .bind(now_text())
@@ -955,5 +979,6 @@ async fn insert_event<'c>(
 }
 
 /// A device back in line (bind the pending state first): nothing left of its earlier attempt.
-const BACK_IN_LINE: &str = "state = ?, error = NULL, failure_reason = NULL, finished_at = NULL, \
-     step = NULL, step_state = NULL, reload_sent = 0, rollback_sent = 0, waits_for_window = NULL";
+/// What putting a job back in line resets; its state is `$1`. `reload_sent` is each caller's.
+const BACK_IN_LINE: &str = "state = $1, error = NULL, failure_reason = NULL, finished_at = NULL, \
+     step = NULL, step_state = NULL, rollback_sent = 0, waits_for_window = NULL";

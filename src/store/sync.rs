@@ -31,7 +31,7 @@ impl Db {
             ..Default::default()
         };
         let kept: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT id, name, sync_id, absent_since FROM devices WHERE sync_source = ? AND sync_id IS NOT NULL",
+            "SELECT id, name, sync_id, absent_since FROM devices WHERE sync_source = $1 AND sync_id IS NOT NULL",
         )
         .bind(scope)
         .fetch_all(&mut *tx)
@@ -106,7 +106,7 @@ impl Db {
             if seen.contains(id) || absent_since.is_some() {
                 continue;
             }
-            sqlx::query("UPDATE devices SET absent_since = ?, updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE devices SET absent_since = $1, updated_at = $2 WHERE id = $3")
                 .bind(&now)
                 .bind(&now)
                 .bind(id)
@@ -129,7 +129,7 @@ impl Db {
         name: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         let row: Option<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT sync_source, sync_id FROM devices WHERE name = ?")
+            sqlx::query_as("SELECT sync_source, sync_id FROM devices WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -142,7 +142,7 @@ impl Db {
 
 async fn link(tx: &mut Tx, id: i64, scope: &str, source_id: &str) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE devices SET sync_source = ?, sync_id = ?, absent_since = NULL WHERE id = ?",
+        "UPDATE devices SET sync_source = $1, sync_id = $2, absent_since = NULL WHERE id = $3",
     )
     .bind(scope)
     .bind(source_id)

@@ -225,13 +225,27 @@ async fn a_token_is_shown_once_kept_as_a_hash_revocable_and_named_in_the_audit_l
         !listed.contains(&secret) && !listed.contains(TOKEN),
         "{listed}"
     );
-    let db_bytes = std::fs::read(rig.data_dir().join("fleetup.db")).unwrap();
-    let wal = std::fs::read(rig.data_dir().join("fleetup.db-wal")).unwrap_or_default();
-    for bytes in [&db_bytes, &wal] {
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "the secret is not stored"
-        );
+    // Not in any row of any table, whatever the database; on SQLite, not in any byte of its
+    // files either (free pages included).
+    let db = crate::support::open_db(&rig.data_dir()).await;
+    for table in fleetup::store::copy::TABLES {
+        for row in db.dump_table(table).await.unwrap() {
+            assert!(
+                !row.iter().flatten().any(|v| v.contains(&secret)),
+                "the secret is not stored ({table})"
+            );
+        }
+    }
+    db.close().await;
+    if !crate::support::on_postgres() {
+        let db_bytes = std::fs::read(rig.data_dir().join("fleetup.db")).unwrap();
+        let wal = std::fs::read(rig.data_dir().join("fleetup.db-wal")).unwrap_or_default();
+        for bytes in [&db_bytes, &wal] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the secret is not stored"
+            );
+        }
     }
 
     // The new token works, and what it changes is audited under its name.

@@ -26,6 +26,7 @@ mod metrics;
 mod nautobot;
 mod nautobot_api;
 mod notify;
+mod postgres;
 mod rollback;
 mod rollout;
 mod safety;

@@ -156,9 +156,7 @@ async fn a_rollback_reload_recorded_but_never_sent_is_sent_once_after_the_restar
     .await;
     rig.kill_serve();
     // What fleetup writes just before it sends the rollback reload: the crash landed after.
-    let db = fleetup::store::Db::open(&rig.data_dir().join("fleetup.db"))
-        .await
-        .unwrap();
+    let db = crate::support::open_db(&rig.data_dir()).await;
     db.record_step(
         &id,
         &device,

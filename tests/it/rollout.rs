@@ -692,9 +692,7 @@ async fn a_reload_recorded_but_never_sent_is_sent_after_the_restart() {
     })
     .await;
     rig.kill_serve();
-    let db = fleetup::store::Db::open(&rig.data_dir().join("fleetup.db"))
-        .await
-        .unwrap();
+    let db = crate::support::open_db(&rig.data_dir()).await;
     db.record_step(
         &id,
         &device,
@@ -1145,19 +1143,16 @@ async fn the_rollout_view_kept_between_requests_matches_the_whole_history() {
     assert_eq!(listed["progress"], d["progress"], "{list:#}");
     assert_eq!(d["progress"]["succeeded"], 6, "{d:#}");
 
-    // Another writer on the same database file: the view reads the jobs again.
-    let db = rig.data_dir().join("fleetup.db");
-    let other = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    // Another writer on the same database (another service): the view reads the jobs again.
+    let other = crate::support::open_db(&rig.data_dir()).await;
     let device = rig.names()[2].clone();
     let changed = sqlx::query(
         "UPDATE rollout_devices SET error = 'written by another service' \
-         WHERE rollout_id = ? AND device = ?",
+         WHERE rollout_id = $1 AND device = $2",
     )
     .bind(&id)
     .bind(&device)
-    .execute(&other)
+    .execute(other.pool())
     .await
     .unwrap();
     assert_eq!(changed.rows_affected(), 1);

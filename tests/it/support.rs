@@ -19,6 +19,63 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
+/// The database URL of a test's service on `data_dir`, when the suite runs on PostgreSQL
+/// (`FLEETUP_TEST_POSTGRES`, a superuser's URL, set by scripts/test's PostgreSQL pass): a fresh
+/// database of its own, created at the first start and kept for every restart on the same data
+/// directory (its URL is in DATA_DIR/.test-database). `None` on SQLite, the default.
+pub fn test_database(data_dir: &Path) -> Option<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let admin = std::env::var("FLEETUP_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let marker = data_dir.join(".test-database");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return Some(url.trim().to_string());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "t_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = Command::new("psql")
+        .arg(&admin)
+        .args(["-qX", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (server, _) = admin
+        .rsplit_once('/')
+        .expect("FLEETUP_TEST_POSTGRES is postgres://USER:PASSWORD@HOST:PORT/DATABASE");
+    let url = format!("{server}/{name}");
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&marker, &url).unwrap();
+    Some(url)
+}
+
+/// Whether this run of the suite is on PostgreSQL (see [`test_database`]).
+pub fn on_postgres() -> bool {
+    std::env::var("FLEETUP_TEST_POSTGRES").is_ok_and(|s| !s.is_empty())
+}
+
+/// The store of the service that ran on `data_dir` (SQLite there, or its test database).
+pub async fn open_db(data_dir: &Path) -> fleetup::store::Db {
+    let url = match test_database(data_dir) {
+        Some(url) => url.parse().unwrap(),
+        None => fleetup::store::DatabaseUrl::in_data_dir(data_dir),
+    };
+    fleetup::store::Db::connect(&url, data_dir).await.unwrap()
+}
+
 /// A service running inside the test process.
 pub struct TestApp {
     pub service: Service,
@@ -46,6 +103,11 @@ impl TestApp {
             ..Default::default()
         };
         adjust(&mut args);
+        if args.database.is_none()
+            && let Some(url) = test_database(&args.data_dir)
+        {
+            args.database = Some(url.parse().unwrap());
+        }
         let service = Service::start_with_clock(&args, Some(TOKEN.into()), clock)
             .await
             .unwrap();
@@ -134,6 +196,10 @@ impl ServeProcess {
             }
         }
         args.extend(extra);
+        let database = test_database(data_dir).filter(|_| !extra.contains(&"--database"));
+        if let Some(url) = &database {
+            args.extend(["--database", url]);
+        }
         args.push("--data-dir");
         let mut command = match nofile {
             // prlimit sets its own limits, then execs the program: the pid stays the same.

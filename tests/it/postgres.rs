@@ -1,0 +1,201 @@
+//! fleetup on PostgreSQL: the two migration sets give one schema, and `fleetup db migrate`
+//! moves a whole SQLite store (a real lab rollout's devices, images, jobs, events, transcripts,
+//! tokens and audit) into PostgreSQL, where a service then runs on it.
+//!
+//! These need the PostgreSQL cluster that scripts/test starts for its PostgreSQL pass
+//! (`FLEETUP_TEST_POSTGRES`), so they are #[ignore]d in the SQLite pass and run by name there.
+
+use std::path::Path;
+
+use fleetup::store::copy::{TABLES, Table};
+use fleetup::store::{DatabaseUrl, Db};
+use serde_json::{Value, json};
+
+use crate::support::{Rig, TestApp, jobs, playbook, test_database};
+
+/// The test database for `dir`, which must exist: these tests are meaningless on SQLite alone.
+fn postgres_for(dir: &Path) -> String {
+    test_database(dir).expect(
+        "FLEETUP_TEST_POSTGRES names the PostgreSQL that scripts/test starts (scripts/postgres up DIR)",
+    )
+}
+
+fn by_name(tables: &[Table]) -> Vec<&str> {
+    tables.iter().map(|t| t.name.as_str()).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn postgres_schema_is_the_sqlite_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Db::open(&dir.path().join("fleetup.db")).await.unwrap();
+    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
+    let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
+    let a = sqlite.schema().await.unwrap();
+    let b = pg.schema().await.unwrap();
+    assert_eq!(by_name(&a), by_name(&b), "the same tables");
+    for (ta, tb) in a.iter().zip(&b) {
+        assert_eq!(ta.columns, tb.columns, "{}: the same columns", ta.name);
+        assert_eq!(ta.indexes, tb.indexes, "{}: the same indexes", ta.name);
+        assert_eq!(ta.unique, tb.unique, "{}: the same unique keys", ta.name);
+    }
+    // The copy's table list is the whole schema: a new table must be added to it.
+    let mut listed: Vec<&str> = TABLES
+        .iter()
+        .chain(fleetup::store::copy::FIXED_TABLES)
+        .copied()
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, by_name(&a), "store::copy::TABLES names every table");
+}
+
+/// Every row of every data table, as text, in primary-key order.
+async fn dump(db: &Db) -> Vec<(String, Vec<Vec<Option<String>>>)> {
+    let mut out = Vec::new();
+    for t in TABLES {
+        out.push((t.to_string(), db.dump_table(t).await.unwrap()));
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn db_migrate_moves_a_sqlite_store_into_postgres_whole() {
+    // A SQLite store with a finished lab rollout in it, whatever database the pass uses.
+    let rig = Rig::options(3)
+        .serve(|a| a.database = Some(DatabaseUrl::in_data_dir(&a.data_dir)))
+        .start()
+        .await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 3\n"))
+        .await;
+    let detail = rig.wait_end(&id).await;
+    assert_eq!(detail["state"], "completed", "{detail:#}");
+    let token = rig
+        .post("/api/v1/tokens")
+        .json(&json!({"name": "noc-viewer", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(token.status().is_success(), "{token:?}");
+    let devices_before: Value = rig
+        .get("/api/v1/devices?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let images_before: Value = rig
+        .get("/api/v1/images")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sqlite_path = rig.data_dir().join("fleetup.db");
+    let source = Db::open(&sqlite_path).await.unwrap();
+    let before = dump(&source).await;
+    for t in [
+        "devices",
+        "images",
+        "rollouts",
+        "rollout_devices",
+        "rollout_events",
+        "job_transcripts",
+        "api_tokens",
+        "audit_log",
+    ] {
+        let rows = &before.iter().find(|(n, _)| n == t).unwrap().1;
+        assert!(!rows.is_empty(), "the source has {t} to copy");
+    }
+
+    let target_dir = tempfile::tempdir().unwrap();
+    let target = postgres_for(target_dir.path());
+    let from = format!("sqlite://{}", sqlite_path.display());
+    let out = rig
+        .fleetup(&["db", "migrate", "--from", &from, "--to", &target, "--json"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let copied: u64 = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows"].as_u64().unwrap())
+        .sum();
+    let total: usize = before.iter().map(|(_, rows)| rows.len()).sum();
+    assert_eq!(copied, total as u64, "{report:#}");
+    // The password never shows.
+    let password = target.split(':').nth(2).unwrap().split('@').next().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(password));
+
+    let pg = Db::connect(&target.parse().unwrap(), target_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        dump(&pg).await,
+        before,
+        "every row of every table, as it was"
+    );
+
+    // A second copy into a database that holds data is refused, and changes nothing.
+    let again = rig
+        .fleetup(&["db", "migrate", "--from", &from, "--to", &target])
+        .await;
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already holds data"), "{err}");
+    assert_eq!(dump(&pg).await, before);
+
+    // A service on the copy, with the image files moved along, answers as the old one did,
+    // and new rows get new ids.
+    let data = target_dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(rig.data_dir().join("images"))
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let on_pg = TestApp::start_with(move |a| {
+        a.data_dir = data.clone();
+        a.database = Some(target.parse().unwrap());
+    })
+    .await;
+    let get = |path: &str| {
+        let req = on_pg.get(path);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(get("/api/v1/devices?limit=1000").await, devices_before);
+    assert_eq!(get("/api/v1/images").await, images_before);
+    let moved = get(&format!("/api/v1/rollouts/{id}")).await;
+    for field in ["state", "name", "created_at", "finished_at"] {
+        assert_eq!(moved[field], detail[field], "{field}");
+    }
+    // The jobs as recorded (a job's live transfer is the serving process's memory, not the
+    // store's).
+    let recorded = |d: &Value| -> Vec<Value> {
+        jobs(d)
+            .into_iter()
+            .map(|mut j| {
+                j.as_object_mut().unwrap().remove("transfer");
+                j
+            })
+            .collect()
+    };
+    assert_eq!(recorded(&moved), recorded(&detail));
+    let added = on_pg
+        .post("/api/v1/devices")
+        .json(&json!({"name": "new-after-move", "host": "192.0.2.10", "platform": "ios"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_success(), "{:?}", added.text().await);
+}
