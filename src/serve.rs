@@ -32,6 +32,14 @@ pub struct ServeArgs {
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
     #[arg(long, env = "FLEETUP_DATABASE_URL", value_name = "URL")]
     pub database: Option<DatabaseUrl>,
+    /// This node's name, shown in the rollout leases it holds and in `GET /api/v1/nodes`
+    /// (default: the host name). Nodes that share a database need names of their own.
+    #[arg(long, env = "FLEETUP_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// How long a rollout stays this node's without a renewal, in seconds (at least 2): on a
+    /// shared database another node takes it over once its holder has not renewed it that long.
+    #[arg(long, env = "FLEETUP_LEASE", default_value_t = 15, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease: u64,
     /// Address of the HTTP API and dashboard.
     #[arg(
         long,
@@ -522,6 +530,8 @@ impl Service {
             EngineSettings {
                 max_concurrent_devices: args.max_concurrent_devices,
                 approval: args.approval,
+                node: args.node_name.clone().unwrap_or_else(host_name),
+                lease: Duration::from_secs(args.lease),
             },
             shutdown.clone(),
         )
@@ -750,4 +760,13 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The host's name, the default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "fleetup".to_string())
 }

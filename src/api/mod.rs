@@ -11,6 +11,7 @@ mod error;
 mod golden;
 mod images;
 pub mod listen;
+mod nodes;
 mod notifications;
 mod rollout_view;
 mod rollouts;
@@ -122,6 +123,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(notifications::router())
         .merge(access::router())
         .merge(golden::router())
+        .merge(nodes::router())
         .merge(sync::router())
         .merge(system::router())
 }

@@ -17,6 +17,7 @@ use super::{FileServers, RolloutError};
 use crate::images::ImageStore;
 use crate::playbook::{self, Plan, Playbook};
 use crate::shutdown::Shutdown;
+use crate::store::leases::{FENCE, Fence};
 use crate::store::rollouts::{NewEvent, NewJob};
 use crate::store::{Db, StoreError};
 use crate::transfers::Transfers;
@@ -26,6 +27,10 @@ use crate::transfers::Transfers;
 #[derive(Clone)]
 pub(crate) struct Engine {
     ledger: Arc<Ledger>,
+    /// This node's name, the holder named by the leases it claims.
+    node: Arc<str>,
+    /// How long a claimed rollout stays this node's without a renewal.
+    lease: std::time::Duration,
     /// Devices worked on at once across all rollouts.
     global: Arc<Semaphore>,
     /// Whether a playbook that does not say needs an approval.
@@ -39,6 +44,10 @@ pub(crate) struct EngineSettings {
     pub max_concurrent_devices: usize,
     /// Whether a playbook that does not say needs an approval (`--approval`).
     pub approval: crate::playbook::Approval,
+    /// This node's name (`--node-name`).
+    pub node: String,
+    /// The rollout lease (`--lease`).
+    pub lease: std::time::Duration,
 }
 
 impl Default for EngineSettings {
@@ -46,6 +55,8 @@ impl Default for EngineSettings {
         Self {
             max_concurrent_devices: 100,
             approval: crate::playbook::Approval::None,
+            node: "fleetup".into(),
+            lease: std::time::Duration::from_secs(15),
         }
     }
 }
@@ -63,9 +74,17 @@ impl Engine {
     ) -> Result<Engine, RolloutError> {
         let engine = Engine {
             ledger: Arc::new(Ledger::new(db, images, transfers, clock, servers, shutdown)),
+            node: settings.node.into(),
+            lease: settings.lease.max(std::time::Duration::from_secs(2)),
             global: Arc::new(Semaphore::new(settings.max_concurrent_devices.max(1))),
             approval: settings.approval,
         };
+        engine.watch_leases();
+        if engine.shared() {
+            // Several nodes may share this database: rollouts are taken by lease, by whichever
+            // node finds them free (at start, and whenever a holder lets one lapse).
+            return Ok(engine);
+        }
         for r in engine.ledger.db.unfinished_rollouts().await? {
             if r.state == RolloutState::AwaitingApproval {
                 // Still waiting for its approval: nothing to resume.
@@ -422,35 +441,189 @@ impl Engine {
         Ok(r)
     }
 
+    /// Whether other nodes may share the database (PostgreSQL): rollouts then go by lease.
+    /// On a SQLite file, which the data directory's lock keeps to this one process, every
+    /// claim is this node's.
+    fn shared(&self) -> bool {
+        self.ledger.db.backend() == crate::store::Backend::Postgres
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Run rollout `id` on this node, unless it runs here already or another node holds its
+    /// lease. Its task claims the lease first; every write of the rollout and its device jobs
+    /// then carries the lease's epoch, and the task stops (its jobs with it) the moment the
+    /// lease is found taken over.
     fn spawn(&self, id: String) {
         if !self.ledger.open_control(&id) {
             return;
         }
         let engine = self.clone();
         self.ledger.shutdown().tasks.spawn(async move {
-            loop {
-                let result = engine.run_rollout(&id).await;
-                if let Err(e) = &result {
-                    tracing::error!(rollout = %id, error = %e, "rollout task stopped");
+            let claim = engine
+                .ledger
+                .db
+                .claim_rollout(&id, &engine.node, engine.lease_ms(), !engine.shared())
+                .await;
+            let claim = match claim {
+                Ok(Some(claim)) => claim,
+                Ok(None) => {
+                    engine.ledger.close_control(&id);
+                    return;
                 }
-                // Stopped because its writes failed (a full disk): wait for room, then go on
-                // from what was recorded.
-                if engine.ledger.db.writes_failing().is_none() || !engine.wait_for_storage().await {
-                    break;
+                Err(e) => {
+                    tracing::error!(rollout = %id, error = %e, "cannot claim the rollout's lease");
+                    engine.ledger.close_control(&id);
+                    return;
                 }
-                engine
-                    .ledger
-                    .event(
-                        &id,
-                        None,
-                        EventKind::Resumed,
-                        None,
-                        "the data directory takes writes again: the rollout goes on",
-                        None,
-                    )
-                    .await;
+            };
+            let fence = Fence {
+                rollout: id.clone(),
+                epoch: claim.epoch,
+            };
+            tracing::debug!(rollout = %id, epoch = claim.epoch, previous = ?claim.previous, "lease claimed");
+            let run = FENCE.scope(fence, engine.run_claimed(&id, claim.previous.as_deref()));
+            tokio::select! {
+                _ = run => {}
+                why = engine.keep_lease(&id, claim.epoch) => {
+                    tracing::warn!(rollout = %id, node = %engine.node, "{why}: this node stops driving the rollout");
+                }
+            }
+            if let Err(e) = engine
+                .ledger
+                .db
+                .release_rollout(&id, &engine.node, claim.epoch)
+                .await
+            {
+                tracing::warn!(rollout = %id, error = %e, "cannot give the rollout's lease back; it lapses by itself");
             }
             engine.ledger.close_control(&id);
+        });
+    }
+
+    /// The claimed rollout's task: run it, and after a failed write go on from what was
+    /// recorded once writes work again.
+    async fn run_claimed(&self, id: &str, previous: Option<&str>) {
+        if self.shared()
+            && let Some(previous) = previous
+        {
+            let message = if previous == &*self.node {
+                format!("node {previous} restarted; resuming")
+            } else {
+                format!(
+                    "node {} takes the rollout over from node {previous}, whose lease lapsed",
+                    self.node
+                )
+            };
+            self.ledger
+                .event(
+                    id,
+                    None,
+                    EventKind::Resumed,
+                    None,
+                    &message,
+                    Some(json!({"node": &*self.node, "previous_node": previous})),
+                )
+                .await;
+        }
+        loop {
+            let result = self.run_rollout(id).await;
+            if let Err(e) = &result {
+                tracing::error!(rollout = %id, error = %e, "rollout task stopped");
+            }
+            // Stopped because its writes failed (a full disk): wait for room, then go on
+            // from what was recorded.
+            if self.ledger.db.writes_failing().is_none() || !self.wait_for_storage().await {
+                break;
+            }
+            self.ledger
+                .event(
+                    id,
+                    None,
+                    EventKind::Resumed,
+                    None,
+                    "the data directory takes writes again: the rollout goes on",
+                    None,
+                )
+                .await;
+        }
+    }
+
+    /// Hold the lease of a running rollout: renew it every third of its length and wake the
+    /// rollout each second (an operator's request may have come through another node).
+    /// Returns why the lease is lost: taken over, or not renewed for its whole length. Never
+    /// returns on a SQLite file, where the lease is this process's for good.
+    async fn keep_lease(&self, id: &str, epoch: i64) -> String {
+        if !self.shared() {
+            return std::future::pending().await;
+        }
+        let renew_every = self.lease / 3;
+        let mut renewed = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if renewed.elapsed() >= renew_every {
+                match self
+                    .ledger
+                    .db
+                    .renew_rollout(id, &self.node, epoch, self.lease_ms())
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::debug!(rollout = %id, epoch, "lease renewed");
+                        renewed = tokio::time::Instant::now();
+                    }
+                    Ok(false) => return "another node took the rollout's lease over".into(),
+                    Err(e) => {
+                        tracing::warn!(rollout = %id, error = %e, "cannot renew the rollout's lease");
+                        if renewed.elapsed() >= self.lease {
+                            return format!(
+                                "the rollout's lease was not renewed for {} s",
+                                self.lease.as_secs()
+                            );
+                        }
+                    }
+                }
+            }
+            self.ledger.poke(id);
+        }
+    }
+
+    /// Say this node is alive each third of the lease, and on a shared database take every
+    /// rollout no live node holds (at start, and whenever a holder has let one lapse).
+    fn watch_leases(&self) {
+        let engine = self.clone();
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let started = crate::store::now_text();
+        self.ledger.shutdown().tasks.spawn(async move {
+            let shutdown = engine.ledger.shutdown().clone();
+            loop {
+                if let Err(e) = engine
+                    .ledger
+                    .db
+                    .node_heartbeat(&engine.node, &instance, env!("CARGO_PKG_VERSION"), &started)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot record this node's heartbeat");
+                }
+                if engine.shared() {
+                    match engine.ledger.db.claimable_rollouts().await {
+                        Ok(ids) => {
+                            for id in ids {
+                                engine.spawn(id);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot look for rollouts to run"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(engine.lease / 3) => {}
+                    _ = shutdown.requested() => return,
+                }
+            }
         });
     }
 
@@ -594,12 +767,17 @@ impl Engine {
                     break;
                 }
                 let ctx = ctx.clone();
-                running.spawn(async move {
+                // The device's writes carry the rollout task's lease epoch too.
+                let fence = FENCE.try_with(Clone::clone).unwrap_or(Fence {
+                    rollout: String::new(),
+                    epoch: 0,
+                });
+                running.spawn(FENCE.scope(fence, async move {
                     let _permits = (global, local);
                     let name = j.device.clone();
                     let outcome = job::run(&ctx, j).await;
                     (name, outcome)
-                });
+                }));
                 // Reap finished devices while starting others, so the threshold acts promptly.
                 while let Some(done) = running.try_join_next() {
                     self.after_device(id, limits, done).await?;

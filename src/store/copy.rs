@@ -24,6 +24,7 @@ pub const TABLES: &[&str] = &[
     "api_tokens",
     "audit_log",
     "golden_images",
+    "nodes",
 ];
 
 /// Tables of the schema that are not data (they are the same in every store).

@@ -9,6 +9,7 @@ pub mod copy;
 mod devices;
 mod golden;
 mod images;
+pub mod leases;
 mod notifications;
 pub(crate) mod rollouts;
 mod sync;
@@ -42,6 +43,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Url(String),
+    /// The rollout's lease was taken over by another node since this one claimed it: this
+    /// node may no longer write for it.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -387,10 +392,31 @@ impl Db {
         if let Err(e) = conn.execute(begin).await {
             return Err(self.failed(e));
         }
-        Ok(Tx {
+        let mut tx = Tx {
             conn: Some(conn),
             db: self.clone(),
-        })
+        };
+        // A rollout task's writes carry the lease epoch it claimed (fencing): once another
+        // node has claimed the rollout since, none of them is taken. Claims are writes too,
+        // serialized with this one, so the check holds until the commit.
+        if let Ok(fence) = leases::FENCE.try_with(Clone::clone) {
+            let epoch: Option<i64> =
+                sqlx::query_scalar("SELECT lease_epoch FROM rollouts WHERE id = $1")
+                    .bind(&fence.rollout)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if epoch.is_some_and(|e| e != fence.epoch) {
+                tx.rollback().await?;
+                return Err(StoreError::Fenced(format!(
+                    "rollout {}: another node took its lease over (epoch {} here, {} now); \
+                     this node no longer writes for it",
+                    fence.rollout,
+                    fence.epoch,
+                    epoch.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(tx)
     }
 
     /// Note how a write ended: a storage failure marks the store degraded until a write works.

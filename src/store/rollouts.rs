@@ -667,6 +667,7 @@ impl Db {
         old_version: Option<&str>,
         old_image: Option<&str>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE rollout_devices SET old_version = coalesce(old_version, $1), old_image = coalesce(old_image, $2) \
              WHERE rollout_id = $3 AND device = $4",
@@ -675,8 +676,9 @@ impl Db {
         .bind(old_image)
         .bind(rollout_id)
         .bind(device)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -688,14 +690,16 @@ impl Db {
         device: &str,
         baseline: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE rollout_devices SET compare_baseline = $1 WHERE rollout_id = $2 AND device = $3",
         )
         .bind(baseline)
         .bind(rollout_id)
         .bind(device)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -723,6 +727,7 @@ impl Db {
         rollout_id: &str,
         device: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE rollout_devices SET state = $1, attempts = attempts + 1, error = NULL, \
              started_at = coalesce(started_at, $2) WHERE rollout_id = $3 AND device = $4",
@@ -731,8 +736,9 @@ impl Db {
         .bind(now_text())
         .bind(rollout_id)
         .bind(device)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -773,14 +779,16 @@ impl Db {
         rollout_id: &str,
         device: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE rollout_devices SET reload_sent = 0, step = NULL, step_state = NULL \
              WHERE rollout_id = $1 AND device = $2",
         )
         .bind(rollout_id)
         .bind(device)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -862,7 +870,10 @@ impl Db {
         message: &str,
         data: Option<&serde_json::Value>,
     ) -> Result<Event, StoreError> {
-        insert_event(&self.pool, rollout_id, device, kind, step, message, data).await
+        let mut tx = self.begin().await?;
+        let event = insert_event(&mut *tx, rollout_id, device, kind, step, message, data).await?;
+        tx.commit().await?;
+        Ok(event)
     }
 
     pub async fn events_after(

@@ -25,6 +25,7 @@ mod lab;
 mod metrics;
 mod nautobot;
 mod nautobot_api;
+mod nodes;
 mod notify;
 mod postgres;
 mod rollback;

@@ -152,6 +152,8 @@ pub struct ServeProcess {
     pub image_https: Option<std::net::SocketAddr>,
     /// The SCP/SFTP image server, when started with `--image-scp`.
     pub scp: Option<std::net::SocketAddr>,
+    /// What it wrote to stderr after its banner (the last 10,000 lines).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
@@ -196,7 +198,11 @@ impl ServeProcess {
             }
         }
         args.extend(extra);
-        let database = test_database(data_dir).filter(|_| !extra.contains(&"--database"));
+        let database = if extra.contains(&"--database") {
+            None
+        } else {
+            test_database(data_dir)
+        };
         if let Some(url) = &database {
             args.extend(["--database", url]);
         }
@@ -248,8 +254,18 @@ impl ServeProcess {
                 }
             }
         }
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stderr so the child never blocks on a full pipe; keep the tail.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() >= 10_000 {
+                    kept.remove(0);
+                }
+                kept.push(line);
+            }
+        });
         ServeProcess {
             child,
             base_url: base_url.expect("serve printed its address"),
@@ -259,7 +275,23 @@ impl ServeProcess {
             image_http,
             image_https,
             scp,
+            log,
         }
+    }
+
+    /// What the process has logged so far (after its banner).
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// A request to this process's API with the test token.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        fleetup::http_client::client()
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(TOKEN)
     }
 
     pub fn pid(&self) -> u32 {
@@ -773,6 +805,14 @@ impl Rig {
         .await
         .unwrap();
         *serve = Some(Box::new(started));
+    }
+
+    /// The running `fleetup serve` process.
+    pub fn serve_handle(&self) -> &ServeProcess {
+        match &self.service {
+            RigService::Process { serve, .. } => serve.as_deref().expect("serve is running"),
+            RigService::InProcess(_) => panic!("this rig's service runs in the test process"),
+        }
     }
 
     /// SIGKILL the `fleetup serve` process: no shutdown path runs.

@@ -1,0 +1,328 @@
+//! Rollout leases and node heartbeats: which fleetup node drives each rollout, on one database
+//! that several nodes share. Times are the database's own clock (milliseconds since 1970), so
+//! the nodes' clocks never have to agree.
+
+use sqlx::Row;
+
+use super::{Backend, Db, StoreError};
+use crate::rollout::model::RolloutState;
+
+/// A node's writes for one rollout carry the lease epoch it claimed: [`Db::begin`] refuses
+/// them (`StoreError::Fenced`) once another node has claimed the rollout since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub rollout: String,
+    pub epoch: i64,
+}
+
+tokio::task_local! {
+    /// The fence of the rollout task (and its device jobs) running on this task.
+    pub(crate) static FENCE: Fence;
+}
+
+/// A claimed lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub epoch: i64,
+    /// The node that held the rollout before, if any (a takeover when it is another one).
+    pub previous: Option<String>,
+}
+
+/// One node as its heartbeat shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub version: String,
+    pub started_at: String,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
+    /// Rollouts whose lease it holds now.
+    pub rollouts: Vec<String>,
+}
+
+impl Db {
+    /// The database's clock in milliseconds since 1970, as an SQL expression.
+    fn now_ms(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+            Backend::Postgres => "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// Take the lease of rollout `id` for `node` for `ttl_ms`, when nobody holds it or its
+    /// holder let it lapse; `force` takes it whatever (one process on a SQLite file, which the
+    /// data directory's lock guarantees). `None` when another node holds it.
+    pub(crate) async fn claim_rollout(
+        &self,
+        id: &str,
+        node: &str,
+        ttl_ms: i64,
+        force: bool,
+    ) -> Result<Option<Claim>, StoreError> {
+        let now = self.now_ms();
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT lease_node, lease_until_ms FROM rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let previous: Option<String> = row.try_get(0)?;
+        let claimed: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE rollouts SET lease_node = $1, lease_epoch = lease_epoch + 1, \
+             lease_until_ms = {now} + $2 \
+             WHERE id = $3 AND ($4 = 1 OR lease_node IS NULL OR lease_until_ms IS NULL \
+             OR lease_until_ms < {now}) RETURNING lease_epoch"
+        ))
+        .bind(node)
+        .bind(ttl_ms)
+        .bind(id)
+        .bind(i64::from(force))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.failed(e))?;
+        tx.commit().await?;
+        Ok(claimed.map(|epoch| Claim { epoch, previous }))
+    }
+
+    /// Extend a held lease by `ttl_ms` from now; false when it is no longer this node's at
+    /// this epoch (another node took it over).
+    pub(crate) async fn renew_rollout(
+        &self,
+        id: &str,
+        node: &str,
+        epoch: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE rollouts SET lease_until_ms = {} + $1 \
+             WHERE id = $2 AND lease_node = $3 AND lease_epoch = $4",
+            self.now_ms()
+        ))
+        .bind(ttl_ms)
+        .bind(id)
+        .bind(node)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.failed(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Give a lease back (the rollout task ended, or the node stops): another node may take
+    /// the rollout at once.
+    pub(crate) async fn release_rollout(
+        &self,
+        id: &str,
+        node: &str,
+        epoch: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollouts SET lease_node = NULL, lease_until_ms = NULL \
+             WHERE id = $1 AND lease_node = $2 AND lease_epoch = $3",
+        )
+        .bind(id)
+        .bind(node)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// Rollouts to run that no live node holds: not ended, not waiting for an approval, and
+    /// with no lease or a lapsed one.
+    pub(crate) async fn claimable_rollouts(&self) -> Result<Vec<String>, StoreError> {
+        let ended: Vec<String> = RolloutState::ALL
+            .iter()
+            .filter(|s| s.is_ended() || **s == RolloutState::AwaitingApproval)
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM rollouts WHERE state NOT IN ({}) \
+             AND (lease_node IS NULL OR lease_until_ms IS NULL OR lease_until_ms < {}) \
+             ORDER BY created_at",
+            ended.join(", "),
+            self.now_ms()
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Record that `node` (this process: `instance`) is alive.
+    pub(crate) async fn node_heartbeat(
+        &self,
+        node: &str,
+        instance: &str,
+        version: &str,
+        started_at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO nodes (name, instance, version, started_at, heartbeat_ms) \
+             VALUES ($1, $2, $3, $4, {now}) \
+             ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, \
+             version = excluded.version, started_at = excluded.started_at, heartbeat_ms = {now}",
+            now = self.now_ms()
+        ))
+        .bind(node)
+        .bind(instance)
+        .bind(version)
+        .bind(started_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// Every node that ever ran on this database, with the rollouts each holds now.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let now = self.now_ms();
+        let rows = sqlx::query(&format!(
+            "SELECT name, version, started_at, {now} - heartbeat_ms FROM nodes ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let held: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT lease_node, id FROM rollouts WHERE lease_node IS NOT NULL \
+             AND lease_until_ms >= {now} ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let name: String = r.try_get(0)?;
+            out.push(NodeRecord {
+                rollouts: held
+                    .iter()
+                    .filter(|(n, _)| *n == name)
+                    .map(|(_, id)| id.clone())
+                    .collect(),
+                name,
+                version: r.try_get(1)?,
+                started_at: r.try_get(2)?,
+                heartbeat_age_ms: r.try_get(3)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::model::EventKind;
+
+    async fn store_with_rollout() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).await.unwrap();
+        sqlx::query(
+            "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
+             VALUES ('r1', 'r1', 'running', '', '2026-12-06T00:00:00Z', '2026-12-06T00:00:00Z')",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        (dir, db)
+    }
+
+    async fn event_as(db: &Db, epoch: i64) -> Result<(), StoreError> {
+        let fence = Fence {
+            rollout: "r1".into(),
+            epoch,
+        };
+        FENCE
+            .scope(
+                fence,
+                db.insert_event(
+                    "r1",
+                    Some("sw1"),
+                    EventKind::StepStarted,
+                    Some("copy"),
+                    "x",
+                    None,
+                ),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn a_lease_goes_to_one_node_and_a_stale_epoch_writes_nothing() {
+        let (_dir, db) = store_with_rollout().await;
+        let a = db.claim_rollout("r1", "a", 60_000, false).await.unwrap();
+        assert_eq!(
+            a,
+            Some(Claim {
+                epoch: 1,
+                previous: None
+            })
+        );
+        assert_eq!(
+            db.claim_rollout("r1", "b", 60_000, false).await.unwrap(),
+            None,
+            "a holds it"
+        );
+        assert!(db.claimable_rollouts().await.unwrap().is_empty());
+        assert!(db.renew_rollout("r1", "a", 1, 60_000).await.unwrap());
+
+        // a lets its lease lapse (paused, partitioned): b takes the rollout over.
+        sqlx::query("UPDATE rollouts SET lease_until_ms = 0")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(db.claimable_rollouts().await.unwrap(), ["r1"]);
+        let b = db.claim_rollout("r1", "b", 60_000, false).await.unwrap();
+        assert_eq!(
+            b,
+            Some(Claim {
+                epoch: 2,
+                previous: Some("a".into())
+            })
+        );
+
+        // a's writes carry epoch 1: refused, nothing written; b's go through.
+        let before = db.events_after("r1", 0, 100).await.unwrap().len();
+        let refused = event_as(&db, 1).await;
+        assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+        assert_eq!(db.events_after("r1", 0, 100).await.unwrap().len(), before);
+        event_as(&db, 2).await.unwrap();
+        assert_eq!(
+            db.events_after("r1", 0, 100).await.unwrap().len(),
+            before + 1
+        );
+        // a cannot renew nor give back what is no longer its own; b can.
+        assert!(!db.renew_rollout("r1", "a", 1, 60_000).await.unwrap());
+        db.release_rollout("r1", "a", 1).await.unwrap();
+        assert!(
+            db.claimable_rollouts().await.unwrap().is_empty(),
+            "still b's"
+        );
+        db.release_rollout("r1", "b", 2).await.unwrap();
+        assert_eq!(db.claimable_rollouts().await.unwrap(), ["r1"]);
+
+        // One process on a SQLite file takes its rollouts whatever the lease says.
+        let forced = db.claim_rollout("r1", "c", 60_000, true).await.unwrap();
+        assert_eq!(forced.map(|c| c.epoch), Some(3));
+    }
+
+    #[tokio::test]
+    async fn nodes_show_their_heartbeat_and_the_rollouts_they_hold() {
+        let (_dir, db) = store_with_rollout().await;
+        db.node_heartbeat("a", "i1", "0.1.0", "2026-12-06T00:00:00Z")
+            .await
+            .unwrap();
+        db.node_heartbeat("b", "i2", "0.1.0", "2026-12-06T00:00:00Z")
+            .await
+            .unwrap();
+        db.claim_rollout("r1", "b", 60_000, false).await.unwrap();
+        db.node_heartbeat("a", "i3", "0.1.1", "2026-12-06T01:00:00Z")
+            .await
+            .unwrap();
+        let nodes = db.nodes().await.unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].name, "a");
+        assert_eq!(nodes[0].version, "0.1.1", "the last heartbeat's");
+        assert!(nodes[0].rollouts.is_empty());
+        assert_eq!(nodes[1].rollouts, ["r1"]);
+        assert!((0..60_000).contains(&nodes[1].heartbeat_age_ms));
+    }
+}

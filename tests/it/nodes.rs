@@ -1,0 +1,264 @@
+//! Several `fleetup serve` nodes on one PostgreSQL database: a rollout is driven by the node
+//! that holds its lease; when that node dies (kill -9) or stops answering (SIGSTOP past its
+//! lease), another node takes the rollout over from what was recorded, and no device is
+//! reloaded twice. A node whose lease was taken over can no longer record a step (fencing).
+//!
+//! Each node is a real `fleetup serve` process with a data directory of its own; they share
+//! the database and the image files (the second node's `images/` is the first one's).
+//! PostgreSQL only: run by scripts/test's PostgreSQL pass.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{IMAGE_VERSION, Rig, ServeProcess, eventually, jobs, playbook, test_database};
+
+/// The lease of both nodes in these tests, in seconds.
+const LEASE: &str = "3";
+
+/// A second node `name` on the rig's database, with its own data directory in `dir` whose
+/// `images/` is the rig's.
+fn second_node(rig: &Rig, dir: &Path, name: &str) -> ServeProcess {
+    let url = test_database(&rig.data_dir()).expect(
+        "FLEETUP_TEST_POSTGRES names the PostgreSQL that scripts/test starts (scripts/postgres up DIR)",
+    );
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(rig.data_dir().join("images"), data.join("images")).unwrap();
+    ServeProcess::start_with(
+        &data,
+        &[
+            "--database",
+            &url,
+            "--node-name",
+            name,
+            "--lease",
+            LEASE,
+            "--tftp",
+            "127.0.0.1:0",
+            "--ftp",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
+async fn detail(node: &ServeProcess, id: &str) -> Option<Value> {
+    let r = node
+        .get(&format!("/api/v1/rollouts/{id}"))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+async fn wait_end(node: &ServeProcess, id: &str) -> Value {
+    eventually(
+        &format!("rollout {id} to end on the other node"),
+        || async {
+            let d = detail(node, id).await?;
+            matches!(
+                d["state"].as_str(),
+                Some("completed" | "completed_with_failures" | "halted" | "aborted")
+            )
+            .then_some(d)
+        },
+    )
+    .await
+}
+
+async fn events(node: &ServeProcess, id: &str) -> Vec<Value> {
+    let r: Value = node
+        .get(&format!("/api/v1/rollouts/{id}/activity"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["events"].as_array().cloned().unwrap_or_default()
+}
+
+fn assert_every_device_reloaded_once(rig: &Rig) {
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(
+            st.reload_count, 1,
+            "{} was reloaded {} times",
+            dev.name, st.reload_count
+        );
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_once() {
+    let mut rig = Rig::options(30)
+        .lab(|c| {
+            c.boot_time = Duration::from_millis(1500);
+            c.rate = Some(2 * 1024 * 1024);
+        })
+        .serve_process()
+        .process_flags(&["--node-name", "a", "--lease", LEASE])
+        .image_size(2 * 1024 * 1024)
+        .start()
+        .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let b = second_node(&rig, scratch.path(), "b");
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 10\n"))
+        .await;
+    // Node a took it (the submit started it there); node b sees that a holds its lease.
+    eventually("node a to hold the rollout", || async {
+        let nodes: Value = b
+            .get("/api/v1/nodes")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let a = nodes["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == "a")?
+            .clone();
+        a["rollouts"]
+            .as_array()?
+            .iter()
+            .any(|r| r == id.as_str())
+            .then_some(())
+    })
+    .await;
+    // Kill a in the main wave once some reloads are sent (the lab counted them) and others are
+    // still far off, with every recorded reload really sent (the window between the record and
+    // the command has its own test in rollout.rs).
+    eventually(
+        "reloads sent in the main wave, others still to come",
+        || async {
+            let d = rig.try_detail(&id).await?;
+            let wave = d["waves"].as_array()?.get(1)?.clone();
+            let jobs = wave["devices"].as_array()?.clone();
+            let reloaded = |j: &Value| {
+                rig.lab
+                    .state(j["device"].as_str().unwrap_or(""))
+                    .is_some_and(|st| st.reload_count >= 1)
+            };
+            let consistent = jobs
+                .iter()
+                .all(|j| (j["reload_sent"] == true) == reloaded(j));
+            let sent = jobs.iter().filter(|j| j["reload_sent"] == true).count();
+            let early = |j: &Value| {
+                j["state"] == "pending"
+                    || matches!(
+                        j["step"].as_str(),
+                        None | Some(
+                            "connect"
+                                | "facts"
+                                | "pre_check"
+                                | "file_present"
+                                | "free_space"
+                                | "copy"
+                        )
+                    )
+            };
+            let rest: Vec<&Value> = jobs.iter().filter(|j| j["reload_sent"] != true).collect();
+            (consistent && sent >= 2 && rest.len() >= 10 && rest.iter().all(|j| early(j)))
+                .then_some(())
+        },
+    )
+    .await;
+    rig.kill_serve();
+
+    let d = wait_end(&b, &id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_eq!(jobs(&d).len(), 30);
+    assert_every_device_reloaded_once(&rig);
+    let taken = events(&b, &id).await.into_iter().find(|e| {
+        e["kind"] == "resumed" && e["data"]["node"] == "b" && e["data"]["previous_node"] == "a"
+    });
+    assert!(
+        taken.is_some(),
+        "b says it took the rollout over from a: {:#?}",
+        events(&b, &id).await
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn a_node_paused_past_its_lease_cannot_record_a_step_after_the_takeover() {
+    let rig = Rig::options(4)
+        .lab(|c| {
+            c.boot_time = Duration::from_millis(500);
+            // About eight seconds per copy: the node is stopped in the middle of them.
+            c.rate = Some(256 * 1024);
+        })
+        .serve_process()
+        .process_flags(&["--node-name", "a", "--lease", LEASE])
+        .image_size(2 * 1024 * 1024)
+        .start()
+        .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let b = second_node(&rig, scratch.path(), "b");
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 4\n"))
+        .await;
+    eventually("every device copying on node a", || async {
+        let d = rig.try_detail(&id).await?;
+        let jobs = jobs(&d);
+        (jobs.len() == 4 && jobs.iter().all(|j| j["step"] == "copy")).then_some(())
+    })
+    .await;
+    let a_pid = rig.serve_handle().pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &a_pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {a_pid}");
+    };
+    signal("-STOP");
+    // b takes the rollout over once a's lease lapses, and goes on with it.
+    eventually("node b to take the rollout over", || async {
+        events(&b, &id)
+            .await
+            .into_iter()
+            .any(|e| e["kind"] == "resumed" && e["data"]["node"] == "b")
+            .then_some(())
+    })
+    .await;
+    signal("-CONT");
+    // a wakes up in the middle of its copies: whatever it tries to record now is refused, and
+    // it stops driving the rollout.
+    eventually("node a to find its lease taken over", || async {
+        let log = rig.serve_handle().log();
+        (log.contains("another node took its lease over")
+            || log.contains("another node took the rollout's lease over"))
+        .then_some(())
+    })
+    .await;
+    let d = wait_end(&b, &id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_every_device_reloaded_once(&rig);
+    // No event after the takeover comes from a: b's events are the only ones that name a node.
+    let nodes: Value = b
+        .get("/api/v1/nodes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["rollouts"].as_array().unwrap().is_empty()),
+        "the ended rollout's lease was given back: {nodes:#}"
+    );
+    rig.stop().await;
+}
