@@ -122,6 +122,33 @@ async fn device_crud_and_filters() {
     assert_eq!(got["has_enable_secret"], true);
     let stored = app.service.state.db.device_by_name("sw-1").await.unwrap();
     assert_eq!(stored.spec.credentials.password.as_deref(), Some(PASSWORD));
+    // A rename moves the device to its new name: the old one is gone (404), then back.
+    for (from, to) in [("sw-1", "sw-1-renamed"), ("sw-1-renamed", "sw-1")] {
+        let mut renamed = upd.clone();
+        renamed["name"] = json!(to);
+        let r = app
+            .put(&format!("/api/v1/devices/{from}"))
+            .json(&renamed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let old = app
+            .get(&format!("/api/v1/devices/{from}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(old.status(), StatusCode::NOT_FOUND);
+        let new = body(
+            app.get(&format!("/api/v1/devices/{to}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(new["host"], "10.0.0.11");
+        assert_eq!(new["has_password"], true, "a rename keeps the secrets");
+    }
 
     // Invalid input: 422 naming the field; malformed JSON: 400.
     let mut bad = device("sw-2", "10.0.0.3");

@@ -72,6 +72,12 @@ async fn schemathesis_finds_no_contract_violation() {
             .arg("--config-file")
             .arg(contract.join("schemathesis.toml"))
             .args(["run", &url, "--checks", "all"])
+            // A device's name is its key and `PUT /devices/{name}` may rename it: after
+            // POST /devices → PUT (rename) → POST /devices/{old name}/facts the old name is
+            // rightly gone (404). The stateful check that a created resource stays reachable at
+            // the URL it was created under (ST302) cannot know that; every other check runs, and
+            // tests/it/api.rs checks what a rename does to the old and the new name.
+            .args(["--exclude-checks", "ensure_resource_availability"])
             .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
             // Bounded and reproducible: a fixed number of cases per operation, a fixed seed,
             // one worker (the stateful phase changes devices the other phases read).
