@@ -81,6 +81,12 @@ impl Engine {
         };
         engine.watch_leases();
         if engine.shared() {
+            let ledger = engine.ledger.clone();
+            engine
+                .ledger
+                .shutdown()
+                .tasks
+                .spawn(async move { ledger.relay_events().await });
             // Several nodes may share this database: rollouts are taken by lease, by whichever
             // node finds them free (at start, and whenever a holder lets one lapse).
             return Ok(engine);

@@ -33,6 +33,9 @@ pub(crate) struct Ledger {
     clock: Clock,
     controls: Mutex<HashMap<String, Arc<Control>>>,
     events: broadcast::Sender<Event>,
+    /// The ids of the last events published here, so that the relay of other nodes' events
+    /// (on a shared database) never publishes one twice.
+    published: Mutex<std::collections::BTreeSet<i64>>,
     shutdown: Shutdown,
 }
 
@@ -55,6 +58,7 @@ impl Ledger {
             clock,
             controls: Mutex::new(HashMap::new()),
             events,
+            published: Mutex::new(std::collections::BTreeSet::new()),
             shutdown,
         }
     }
@@ -89,9 +93,7 @@ impl Ledger {
             .insert_event(rollout, device, kind, step, message, data.as_ref())
             .await
         {
-            Ok(ev) => {
-                let _ = self.events.send(ev);
-            }
+            Ok(ev) => self.publish(ev),
             Err(e) => tracing::error!(rollout, error = %e, "cannot record rollout event"),
         }
     }
@@ -171,7 +173,50 @@ impl Ledger {
 
     /// Publish an event the store has already recorded.
     pub(crate) fn publish(&self, ev: Event) {
-        let _ = self.events.send(ev);
+        if self.remember(ev.id) {
+            let _ = self.events.send(ev);
+        }
+    }
+
+    /// Note an event id as published here; false when it already was.
+    fn remember(&self, id: i64) -> bool {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if !published.insert(id) {
+            return false;
+        }
+        // Far more than the relay's look back can reach.
+        while published.len() > 100_000 {
+            published.pop_first();
+        }
+        true
+    }
+
+    /// On a database other nodes share: publish here the events they record, so that a live
+    /// stream on any node shows every rollout (those this node drives are published as they
+    /// are written). Looks twice a second, from the last event when it starts.
+    pub(crate) async fn relay_events(&self) {
+        let mut after = match self.db.last_event_id().await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last event: other nodes' events are not relayed");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = self.shutdown.requested() => return,
+            }
+            match self.db.events_of_all_after(after, 1000).await {
+                Ok(events) => {
+                    for ev in events {
+                        after = after.max(ev.id);
+                        self.publish(ev);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read other nodes' events"),
+            }
+        }
     }
 
     /// The engine's clock (a manual one in tests).

@@ -876,6 +876,30 @@ impl Db {
         Ok(event)
     }
 
+    /// The id of the newest event of any rollout (0 when there is none).
+    pub(crate) async fn last_event_id(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, Option<i64>>("SELECT max(id) FROM rollout_events")
+                .fetch_one(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    /// Events of every rollout after `after_id`, oldest first (the relay between nodes).
+    pub(crate) async fn events_of_all_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM rollout_events WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_event).collect()
+    }
+
     pub async fn events_after(
         &self,
         rollout_id: &str,

@@ -12,10 +12,40 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{IMAGE_VERSION, Rig, ServeProcess, eventually, jobs, playbook, test_database};
+use crate::support::{
+    IMAGE_VERSION, Rig, ServeProcess, eventually, jobs, playbook, test_database,
+    wait_reloads_mid_wave,
+};
 
 /// The lease of both nodes in these tests, in seconds.
 const LEASE: &str = "3";
+
+/// A rig whose service is node `a` (a `fleetup serve` process), a lab of `devices` copying at
+/// `rate` bytes per second, a second node `b` on the same database, and a rollout of
+/// `strategy` submitted to `a`. The scratch directory holds `b`'s data.
+async fn two_nodes(
+    devices: usize,
+    rate: u64,
+    boot: Duration,
+    strategy: &str,
+) -> (Rig, tempfile::TempDir, ServeProcess, String) {
+    let rig = Rig::options(devices)
+        .lab(|c| {
+            c.boot_time = boot;
+            c.rate = Some(rate);
+        })
+        .serve_process()
+        .process_flags(&["--node-name", "a", "--lease", LEASE])
+        .image_size(2 * 1024 * 1024)
+        .start()
+        .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let b = second_node(&rig, scratch.path(), "b");
+    let id = rig
+        .submit(&playbook(&format!("strategy:\n{strategy}")))
+        .await;
+    (rig, scratch, b, id)
+}
 
 /// A second node `name` on the rig's database, with its own data directory in `dir` whose
 /// `images/` is the rig's.
@@ -94,21 +124,13 @@ fn assert_every_device_reloaded_once(rig: &Rig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_once() {
-    let mut rig = Rig::options(30)
-        .lab(|c| {
-            c.boot_time = Duration::from_millis(1500);
-            c.rate = Some(2 * 1024 * 1024);
-        })
-        .serve_process()
-        .process_flags(&["--node-name", "a", "--lease", LEASE])
-        .image_size(2 * 1024 * 1024)
-        .start()
-        .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let b = second_node(&rig, scratch.path(), "b");
-    let id = rig
-        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 10\n"))
-        .await;
+    let (mut rig, _scratch, b, id) = two_nodes(
+        30,
+        2 * 1024 * 1024,
+        Duration::from_millis(1500),
+        "  canary: 1\n  concurrency: 10\n",
+    )
+    .await;
     // Node a took it (the submit started it there); node b sees that a holds its lease.
     eventually("node a to hold the rollout", || async {
         let nodes: Value = b
@@ -131,44 +153,37 @@ async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_on
             .then_some(())
     })
     .await;
-    // Kill a in the main wave once some reloads are sent (the lab counted them) and others are
-    // still far off, with every recorded reload really sent (the window between the record and
-    // the command has its own test in rollout.rs).
-    eventually(
-        "reloads sent in the main wave, others still to come",
-        || async {
-            let d = rig.try_detail(&id).await?;
-            let wave = d["waves"].as_array()?.get(1)?.clone();
-            let jobs = wave["devices"].as_array()?.clone();
-            let reloaded = |j: &Value| {
-                rig.lab
-                    .state(j["device"].as_str().unwrap_or(""))
-                    .is_some_and(|st| st.reload_count >= 1)
-            };
-            let consistent = jobs
-                .iter()
-                .all(|j| (j["reload_sent"] == true) == reloaded(j));
-            let sent = jobs.iter().filter(|j| j["reload_sent"] == true).count();
-            let early = |j: &Value| {
-                j["state"] == "pending"
-                    || matches!(
-                        j["step"].as_str(),
-                        None | Some(
-                            "connect"
-                                | "facts"
-                                | "pre_check"
-                                | "file_present"
-                                | "free_space"
-                                | "copy"
-                        )
-                    )
-            };
-            let rest: Vec<&Value> = jobs.iter().filter(|j| j["reload_sent"] != true).collect();
-            (consistent && sent >= 2 && rest.len() >= 10 && rest.iter().all(|j| early(j)))
-                .then_some(())
-        },
-    )
-    .await;
+    // b's live stream shows what a records: opened after the last event b can read now, it
+    // brings steps that only a runs.
+    let seen: Vec<Value> = events(&b, &id).await;
+    let after = seen
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .max()
+        .unwrap_or(0);
+    let stream = b
+        .get(&format!("/api/v1/rollouts/{id}/events?after={after}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(stream.status().is_success());
+    let relayed = tokio::time::timeout(Duration::from_secs(60), async {
+        use futures_util::StreamExt;
+        let mut body = stream.bytes_stream();
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: step_started") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(relayed, "node b's live stream shows node a's steps");
+    // Kill a in the main wave once some reloads are sent and others are still far off.
+    wait_reloads_mid_wave(&rig, &id, 1, 2, 10).await;
     rig.kill_serve();
 
     let d = wait_end(&b, &id).await;
@@ -189,22 +204,14 @@ async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn a_node_paused_past_its_lease_cannot_record_a_step_after_the_takeover() {
-    let rig = Rig::options(4)
-        .lab(|c| {
-            c.boot_time = Duration::from_millis(500);
-            // About eight seconds per copy: the node is stopped in the middle of them.
-            c.rate = Some(256 * 1024);
-        })
-        .serve_process()
-        .process_flags(&["--node-name", "a", "--lease", LEASE])
-        .image_size(2 * 1024 * 1024)
-        .start()
-        .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let b = second_node(&rig, scratch.path(), "b");
-    let id = rig
-        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 4\n"))
-        .await;
+    // About eight seconds per copy: the node is stopped in the middle of them.
+    let (rig, _scratch, b, id) = two_nodes(
+        4,
+        256 * 1024,
+        Duration::from_millis(500),
+        "  canary: 0\n  concurrency: 4\n",
+    )
+    .await;
     eventually("every device copying on node a", || async {
         let d = rig.try_detail(&id).await?;
         let jobs = jobs(&d);

@@ -601,48 +601,9 @@ async fn kill_9_in_the_middle_of_a_wave_resumes_without_a_second_reload() {
     let id = rig
         .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 2\n"))
         .await;
-    // Kill it once a device of the main wave has been sent its reload (the lab counted it)
-    // while others are not there yet (concurrency 2 staggers them). The snapshot must be
-    // consistent: every device recorded as reloading has really reloaded, so that the kill
-    // does not land between the engine's record of a reload and the command reaching the
-    // device (that window has its own test below).
-    eventually(
-        "a reload sent in the main wave, others still to come",
-        || async {
-            let d = rig.try_detail(&id).await?;
-            let wave = d["waves"].as_array()?.get(1)?.clone();
-            let jobs = wave["devices"].as_array()?.clone();
-            let reloaded = |j: &Value| {
-                rig.lab
-                    .state(j["device"].as_str().unwrap_or(""))
-                    .is_some_and(|st| st.reload_count >= 1)
-            };
-            let consistent = jobs
-                .iter()
-                .all(|j| (j["reload_sent"] == true) == reloaded(j));
-            let some_sent = jobs.iter().any(|j| j["reload_sent"] == true);
-            // Devices not yet reloaded are far from it (waiting or still copying), so none can
-            // reach its reload between this look and the kill.
-            let early = |j: &Value| {
-                j["state"] == "pending"
-                    || matches!(
-                        j["step"].as_str(),
-                        None | Some(
-                            "connect"
-                                | "facts"
-                                | "pre_check"
-                                | "file_present"
-                                | "free_space"
-                                | "copy"
-                        )
-                    )
-            };
-            let rest: Vec<&Value> = jobs.iter().filter(|j| j["reload_sent"] != true).collect();
-            (consistent && some_sent && !rest.is_empty() && rest.iter().all(|j| early(j)))
-                .then_some(())
-        },
-    )
-    .await;
+    // Kill it once a device of the main wave has been sent its reload while others are not
+    // there yet (concurrency 2 staggers them).
+    crate::support::wait_reloads_mid_wave(&rig, &id, 1, 1, 1).await;
     rig.kill_serve();
     rig.start_serve().await;
     let d = rig.wait_end(&id).await;

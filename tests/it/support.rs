@@ -19,6 +19,45 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
+/// Wait for the moment to kill the service in the middle of wave `wave`: at least `sent`
+/// devices of the wave have been sent their reload (the lab counted it) and at least `rest`
+/// are still far from theirs (waiting or copying), and every device recorded as reloading has
+/// really reloaded, so that the kill does not land between the engine's record of a reload and
+/// the command reaching the device (that window has its own tests).
+pub async fn wait_reloads_mid_wave(rig: &Rig, id: &str, wave: usize, sent: usize, rest: usize) {
+    eventually("reloads sent in the wave, others still to come", || async {
+        let d = rig.try_detail(id).await?;
+        let jobs = d["waves"].as_array()?.get(wave)?["devices"]
+            .as_array()?
+            .clone();
+        let reloaded = |j: &Value| {
+            rig.lab
+                .state(j["device"].as_str().unwrap_or(""))
+                .is_some_and(|st| st.reload_count >= 1)
+        };
+        let consistent = jobs
+            .iter()
+            .all(|j| (j["reload_sent"] == true) == reloaded(j));
+        let sent_now = jobs.iter().filter(|j| j["reload_sent"] == true).count();
+        let early = |j: &Value| {
+            j["state"] == "pending"
+                || matches!(
+                    j["step"].as_str(),
+                    None | Some(
+                        "connect" | "facts" | "pre_check" | "file_present" | "free_space" | "copy"
+                    )
+                )
+        };
+        let to_come: Vec<&Value> = jobs.iter().filter(|j| j["reload_sent"] != true).collect();
+        (consistent
+            && sent_now >= sent
+            && to_come.len() >= rest
+            && to_come.iter().all(|j| early(j)))
+        .then_some(())
+    })
+    .await
+}
+
 /// The database URL of a test's service on `data_dir`, when the suite runs on PostgreSQL
 /// (`FLEETUP_TEST_POSTGRES`, a superuser's URL, set by scripts/test's PostgreSQL pass): a fresh
 /// database of its own, created at the first start and kept for every restart on the same data
