@@ -167,20 +167,7 @@ async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_on
         .await
         .unwrap();
     assert!(stream.status().is_success());
-    let relayed = tokio::time::timeout(Duration::from_secs(60), async {
-        use futures_util::StreamExt;
-        let mut body = stream.bytes_stream();
-        let mut text = String::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if text.contains("event: step_started") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    let (relayed, _) = crate::support::read_stream_until(stream, "event: step_started").await;
     assert!(relayed, "node b's live stream shows node a's steps");
     // Kill a in the main wave once some reloads are sent and others are still far off.
     wait_reloads_mid_wave(&rig, &id, 1, 2, 10).await;

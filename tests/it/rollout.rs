@@ -563,20 +563,7 @@ async fn events_stream_over_sse() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    use futures_util::StreamExt;
-    let mut stream = resp.bytes_stream();
-    let mut text = String::new();
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(Ok(chunk)) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if text.contains("event: completed") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    let (found, text) = crate::support::read_stream_until(resp, "event: completed").await;
     assert!(found, "no completed event in the stream: {text}");
     assert!(
         text.contains("event: created") && text.contains("event: step_started"),

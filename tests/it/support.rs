@@ -19,6 +19,26 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
+/// Read a server-sent event stream until its text holds `needle` (true) or it ends or a minute
+/// passes (false); returns what was read.
+pub async fn read_stream_until(resp: reqwest::Response, needle: &str) -> (bool, String) {
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    (found, text)
+}
+
 /// Wait for the moment to kill the service in the middle of wave `wave`: at least `sent`
 /// devices of the wave have been sent their reload (the lab counted it) and at least `rest`
 /// are still far from theirs (waiting or copying), and every device recorded as reloading has
