@@ -132,16 +132,13 @@ impl Db {
     /// Rollouts to run that no live node holds: not ended, not waiting for an approval, and
     /// with no lease or a lapsed one.
     pub(crate) async fn claimable_rollouts(&self) -> Result<Vec<String>, StoreError> {
-        let ended: Vec<String> = RolloutState::ALL
-            .iter()
-            .filter(|s| s.is_ended() || **s == RolloutState::AwaitingApproval)
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
+        let not_to_run =
+            super::rollouts::state_list(|s| s.is_ended() || s == RolloutState::AwaitingApproval);
         Ok(sqlx::query_scalar(&format!(
             "SELECT id FROM rollouts WHERE state NOT IN ({}) \
              AND (lease_node IS NULL OR lease_until_ms IS NULL OR lease_until_ms < {}) \
              ORDER BY created_at",
-            ended.join(", "),
+            not_to_run,
             self.now_ms()
         ))
         .fetch_all(&self.pool)

@@ -13,9 +13,15 @@ use crate::rollout::model::{
 /// The ended rollout states as an SQL list (`'completed', …`), for `state NOT IN (…)`: the
 /// states are the code's own constants, never input.
 fn ended_states() -> String {
+    state_list(RolloutState::is_ended)
+}
+
+/// The rollout states `pick` keeps, as an SQL list (`'completed', …`): the code's own
+/// constants, never input.
+pub(super) fn state_list(pick: impl Fn(RolloutState) -> bool) -> String {
     RolloutState::ALL
         .iter()
-        .filter(|s| s.is_ended())
+        .filter(|s| pick(**s))
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
