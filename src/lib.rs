@@ -8,6 +8,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod access;
+pub mod agent;
 pub mod api;
 pub mod client;
 pub mod config;

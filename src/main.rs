@@ -32,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run the service: HTTP API and dashboard, TFTP, FTP, rollout engine.
     Serve(Box<ServeArgs>),
+    /// A site agent: caches the images its site's devices need, fetched once from the service
+    /// by SHA-256, and serves them to those devices over TFTP.
+    Agent(Box<fleetup::agent::AgentArgs>),
     /// A simulated fleet of Cisco devices (SSH, IOS CLI, real TFTP/FTP downloads, reloads).
     Lab(fleetup::sim::LabArgs),
     /// The whole product on loopback: service, simulated fleet, demo images and a rollout.
@@ -611,6 +614,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let token = std::env::var("FLEETUP_API_TOKEN").ok();
             serve::run(*args, token).await?;
+        }
+        Command::Agent(args) => {
+            serve::init_logging(cli.log_format);
+            fleetup::agent::run(*args).await?;
         }
         Command::Db { action } => match action {
             DbAction::Migrate { from, to, json } => {

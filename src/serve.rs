@@ -40,6 +40,15 @@ pub struct ServeArgs {
     /// shared database another node takes it over once its holder has not renewed it that long.
     #[arg(long, env = "FLEETUP_LEASE", default_value_t = 15, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub lease: u64,
+    /// The URL other nodes reach this node's API at, to fetch images it has and they lack
+    /// (default: `http://` and the `--http` address, with the host name for an unspecified
+    /// address).
+    #[arg(long, env = "FLEETUP_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// Largest total size of the images this node fetched from other nodes (by SHA-256); the
+    /// least recently used go first (e.g. 20GiB).
+    #[arg(long, env = "FLEETUP_IMAGE_CACHE_MAX", default_value = "20GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub image_cache_max: u64,
     /// Address of the HTTP API and dashboard.
     #[arg(
         long,
@@ -411,7 +420,7 @@ impl Service {
                 path: db_path.clone(),
                 source,
             })?;
-        let images =
+        let mut images =
             ImageStore::open(data_dir.join("images"), db.clone(), args.max_image_size).await?;
         let (token, token_source) =
             ApiToken::load_or_create(&data_dir, token_from_env).map_err(|source| {
@@ -448,6 +457,16 @@ impl Service {
         let http_addr = http
             .local_addr()
             .map_err(|e| bind_error("HTTP", "--http", args.http, &e))?;
+        let node_name = args.node_name.clone().unwrap_or_else(host_name);
+        let advertise = args
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| advertised(http_addr));
+        images.configure_fetch(
+            &node_name,
+            Some(token.secret().to_string()),
+            args.image_cache_max,
+        );
 
         let shutdown = Shutdown::new();
         let transfers = Transfers::new();
@@ -530,7 +549,8 @@ impl Service {
             EngineSettings {
                 max_concurrent_devices: args.max_concurrent_devices,
                 approval: args.approval,
-                node: args.node_name.clone().unwrap_or_else(host_name),
+                node: node_name.clone(),
+                url: Some(advertise),
                 lease: Duration::from_secs(args.lease),
             },
             shutdown.clone(),
@@ -763,7 +783,16 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// The host's name, the default node name.
-fn host_name() -> String {
+/// The URL other nodes reach an API listening on `addr` at, when `--advertise-url` is not given.
+fn advertised(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://{}:{}", host_name(), addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -39,6 +39,11 @@ impl ApiToken {
         &self.0
     }
 
+    /// The secret itself: what this node presents to the other nodes it fetches images from.
+    pub(crate) fn secret(&self) -> &str {
+        &self.0
+    }
+
     /// What the store keeps of it.
     pub(crate) fn hash(&self) -> String {
         crate::access::hash(&self.0)

@@ -179,7 +179,10 @@ impl From<ImageError> for ApiError {
                     "the data directory is full: the image was not stored; free space and send it again",
                 )
             }
-            ImageError::Io { .. } | ImageError::Store(_) => {
+            ImageError::Cache(crate::images::cache::CacheError::Unavailable { .. }) => {
+                ApiError::not_found(e.to_string())
+            }
+            ImageError::Io { .. } | ImageError::Store(_) | ImageError::Cache(_) => {
                 ApiError::internal("image store I/O", &e)
             }
         }

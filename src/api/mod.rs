@@ -3,7 +3,9 @@
 //! Invariant: only this module knows HTTP and JSON request/response shapes.
 
 mod access;
+pub(crate) mod agents;
 mod auth;
+mod blobs;
 mod configs;
 mod device_view;
 mod devices;
@@ -119,6 +121,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(device_view::router())
         .merge(configs::router())
         .merge(images::router())
+        .merge(blobs::router())
+        .merge(agents::router())
         .merge(rollouts::router())
         .merge(notifications::router())
         .merge(access::router())

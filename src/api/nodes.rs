@@ -29,6 +29,12 @@ pub struct NodeView {
     pub heartbeat_age_seconds: f64,
     /// The rollouts it drives now (whose lease it holds).
     pub rollouts: Vec<String>,
+    /// `node` (`fleetup serve`) or `agent` (`fleetup agent`).
+    pub kind: crate::store::leases::NodeKind,
+    /// Where its API answers (`--advertise-url`); other nodes fetch images there.
+    pub url: Option<String>,
+    /// An agent's site.
+    pub site: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -53,6 +59,9 @@ async fn list_nodes(State(state): State<AppState>) -> ApiResult<Json<NodeList>> 
                 started_at: n.started_at,
                 heartbeat_age_seconds: n.heartbeat_age_ms.max(0) as f64 / 1000.0,
                 rollouts: n.rollouts,
+                kind: n.kind,
+                url: n.url,
+                site: n.site,
             })
             .collect(),
     }))

@@ -6,6 +6,7 @@
 //! into place and registered only once complete: an interrupted upload leaves nothing behind
 //! that a device could be pointed at.
 
+pub mod cache;
 mod naming;
 pub(crate) mod sendfile;
 
@@ -194,6 +195,8 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
@@ -227,7 +230,16 @@ pub(crate) struct ImageStore {
     max_size: u64,
     /// Serialises the final check-rename-register step of uploads.
     finish_lock: Arc<Mutex<()>>,
+    /// The files, checked by SHA-256, and those fetched from other nodes.
+    cache: Arc<cache::Cache>,
+    /// This process's name (what it fetches for) and the token it presents to other nodes.
+    fetching: Arc<std::sync::RwLock<(String, Option<String>)>>,
+    /// Images being fetched ahead of their jobs by [`ImageStore::warm`].
+    warming: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// The default bound on images fetched from other nodes (`--image-cache-max`), in bytes.
+pub const DEFAULT_CACHE_MAX: u64 = 20 << 30;
 
 impl ImageStore {
     /// Open the store rooted at `dir`, removing leftovers of interrupted uploads.
@@ -242,11 +254,104 @@ impl ImageStore {
             .await
             .map_err(io_err(&incoming))?;
         Ok(Self {
+            cache: Arc::new(cache::Cache::open(dir.clone(), DEFAULT_CACHE_MAX)),
             dir,
             db,
             max_size,
             finish_lock: Arc::new(Mutex::new(())),
+            fetching: Arc::new(std::sync::RwLock::new(("fleetup".into(), None))),
+            warming: Arc::default(),
         })
+    }
+
+    /// Fetch missing images from the other nodes as `node`, presenting `token`, and keep at
+    /// most `cache_max` bytes of fetched images. Called once at start, before any use.
+    pub(crate) fn configure_fetch(&mut self, node: &str, token: Option<String>, cache_max: u64) {
+        self.cache = Arc::new(cache::Cache::open(self.dir.clone(), cache_max));
+        *self
+            .fetching
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (node.to_string(), token);
+    }
+
+    /// Fetch, in the background, every image a rollout that has not ended uses and this node
+    /// lacks: when the node that received the upload dies, the one that takes its rollouts
+    /// over has them already.
+    pub(crate) async fn warm(&self) {
+        let in_use = match self.db.images_in_use().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the images of running rollouts");
+                return;
+            }
+        };
+        let names: std::collections::BTreeSet<String> =
+            in_use.into_iter().flat_map(|(_, images)| images).collect();
+        for name in names {
+            let fresh = self
+                .warming
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name.clone());
+            if !fresh {
+                continue;
+            }
+            let store = self.clone();
+            tokio::spawn(async move {
+                match store.get(&name).await {
+                    Ok(img) => {
+                        if let Err(e) = store.ensure_local(&img, true).await {
+                            tracing::warn!(image = %name, error = %e, "cannot fetch an image ahead of its jobs");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(image = %name, error = %e, "cannot read an image record")
+                    }
+                }
+                store
+                    .warming
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&name);
+            });
+        }
+    }
+
+    /// The path of `img`'s file once it is on this node and matches its SHA-256: checked
+    /// (once per version of the file), else fetched by SHA-256 from another live node when
+    /// `from_peers`.
+    pub(crate) async fn ensure_local(
+        &self,
+        img: &ImageRecord,
+        from_peers: bool,
+    ) -> Result<PathBuf, ImageError> {
+        let (node, token) = self
+            .fetching
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut sources = Vec::new();
+        if from_peers && let Ok(nodes) = self.db.nodes().await {
+            sources = nodes
+                .into_iter()
+                .filter(|n| {
+                    n.kind == crate::store::leases::NodeKind::Node
+                        && n.name != node
+                        && n.heartbeat_age_ms < PEER_FRESH_MS
+                })
+                .filter_map(|n| n.url)
+                .map(|url| cache::Source {
+                    url: blob_url(&url, &img.sha256),
+                    token: token.clone(),
+                })
+                .collect();
+        }
+        let want = cache::Wanted {
+            file_name: img.file_name.to_string(),
+            sha256: img.sha256.clone(),
+            size: img.size,
+        };
+        Ok(self.cache.ensure(&want, &sources, &node).await?.0)
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -291,6 +396,7 @@ impl ImageStore {
             });
         }
         self.db.delete_image(&img.file_name).await?;
+        self.cache.forget(&img.file_name);
         let path = self.dir.join(&img.file_name);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
@@ -298,6 +404,17 @@ impl ImageStore {
             Err(e) => Err(io_err(&path)(e)),
         }
     }
+}
+
+/// How recent a node's heartbeat must be for it to be asked for an image.
+const PEER_FRESH_MS: i64 = 60_000;
+
+/// Where the process at `base` (an API's URL) serves the image whose SHA-256 is `sha256`.
+pub(crate) fn blob_url(base: &str, sha256: &str) -> String {
+    format!(
+        "{}/api/v1/blobs/sha256/{sha256}",
+        base.trim_end_matches('/')
+    )
 }
 
 /// Map a name requested by a file-server client to a file under `root`.

@@ -29,6 +29,8 @@ pub(crate) struct Engine {
     ledger: Arc<Ledger>,
     /// This node's name, the holder named by the leases it claims.
     node: Arc<str>,
+    /// Where other nodes reach this node's API, for its heartbeat.
+    url: Option<Arc<str>>,
     /// How long a claimed rollout stays this node's without a renewal.
     lease: std::time::Duration,
     /// Devices worked on at once across all rollouts.
@@ -46,6 +48,8 @@ pub(crate) struct EngineSettings {
     pub approval: crate::playbook::Approval,
     /// This node's name (`--node-name`).
     pub node: String,
+    /// Where other nodes reach its API (`--advertise-url`).
+    pub url: Option<String>,
     /// The rollout lease (`--lease`).
     pub lease: std::time::Duration,
 }
@@ -56,6 +60,7 @@ impl Default for EngineSettings {
             max_concurrent_devices: 100,
             approval: crate::playbook::Approval::None,
             node: "fleetup".into(),
+            url: None,
             lease: std::time::Duration::from_secs(15),
         }
     }
@@ -75,6 +80,7 @@ impl Engine {
         let engine = Engine {
             ledger: Arc::new(Ledger::new(db, images, transfers, clock, servers, shutdown)),
             node: settings.node.into(),
+            url: settings.url.map(Into::into),
             lease: settings.lease.max(std::time::Duration::from_secs(2)),
             global: Arc::new(Semaphore::new(settings.max_concurrent_devices.max(1))),
             approval: settings.approval,
@@ -602,20 +608,24 @@ impl Engine {
     /// rollout no live node holds (at start, and whenever a holder has let one lapse).
     fn watch_leases(&self) {
         let engine = self.clone();
-        let instance = format!("{:016x}", rand::random::<u64>());
-        let started = crate::store::now_text();
+        let beat = crate::store::leases::Heartbeat {
+            name: self.node.to_string(),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: crate::store::now_text(),
+            url: self.url.as_deref().map(str::to_string),
+            kind: crate::store::leases::NodeKind::Node,
+            site: None,
+            detail: None,
+        };
         self.ledger.shutdown().tasks.spawn(async move {
             let shutdown = engine.ledger.shutdown().clone();
             loop {
-                if let Err(e) = engine
-                    .ledger
-                    .db
-                    .node_heartbeat(&engine.node, &instance, env!("CARGO_PKG_VERSION"), &started)
-                    .await
-                {
+                if let Err(e) = engine.ledger.db.node_heartbeat(&beat).await {
                     tracing::warn!(error = %e, "cannot record this node's heartbeat");
                 }
                 if engine.shared() {
+                    engine.ledger.images.warm().await;
                     match engine.ledger.db.claimable_rollouts().await {
                         Ok(ids) => {
                             for id in ids {

@@ -268,6 +268,11 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
                 .get(&name)
                 .await
                 .map_err(|e| format!("kickstart image {name}: {e}"))?;
+            ledger
+                .images
+                .ensure_local(&k, true)
+                .await
+                .map_err(|e| format!("kickstart image {name}: {e}"))?;
             Some(KickstartImage {
                 image: k.file_name.clone(),
                 md5: k.md5.clone(),
@@ -276,16 +281,47 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         }
         None => None,
     };
+    // The file servers serve what is on this node: fetched by SHA-256 from another node when
+    // it was uploaded there, and checked against its SHA-256 before any device copies it.
+    ledger
+        .images
+        .ensure_local(&image, true)
+        .await
+        .map_err(|e| format!("image {}: {e}", image.file_name))?;
     let files: Vec<String> = std::iter::once(image.file_name.to_string())
         .chain(kickstart.iter().map(|k| k.image.to_string()))
         .collect();
     let target = Target::from_device(&device)?;
+    // A site with a live agent copies over TFTP from the agent, once it holds the image
+    // checked, unless the playbook names a server for that site (`transfer.sites.NAME.server`;
+    // `transfer.server` is where devices reach the serve nodes).
+    let agent = match site {
+        Some(site)
+            if pb
+                .transfer
+                .sites
+                .get(site)
+                .is_none_or(|o| o.server.is_none())
+                && kickstart.is_none()
+                && settings.protocols.contains(&TransferProtocol::Tftp) =>
+        {
+            site_agent(ledger, site, &image.sha256, timeouts.copy).await?
+        }
+        _ => None,
+    };
     let mut sources = Vec::new();
     let mut claims = Vec::new();
     let mut grants = Vec::new();
     let mut refused = Vec::new();
     for protocol in &settings.protocols {
-        match source_for(ctx, *protocol, &settings, &files, &job.device, &target.host).await {
+        let found = match agent {
+            Some((ref name, addr)) if *protocol == TransferProtocol::Tftp => {
+                tracing::info!(device = %job.device, agent = %name, tftp = %addr, "copying from the site's agent");
+                Ok(agent_source(addr, &settings))
+            }
+            _ => source_for(ctx, *protocol, &settings, &files, &job.device, &target.host).await,
+        };
+        match found {
             Ok(found) => {
                 sources.push(found.source);
                 if let Some(by) = found.recognise {
@@ -554,6 +590,81 @@ async fn source_for(
         recognise,
         grant,
     })
+}
+
+/// The TFTP source of a device whose site's agent serves the image at `addr`: the agent
+/// shows the transfer (in its heartbeat), not this node.
+fn agent_source(
+    addr: std::net::SocketAddr,
+    settings: &crate::playbook::DeviceTransfer,
+) -> FoundSource {
+    FoundSource {
+        source: CopySource {
+            port: (addr.port() != 69).then_some(addr.port()),
+            vrf: settings.vrf.clone(),
+            source_interface: settings.source_interface.clone(),
+            ..CopySource::new(Transfer::Tftp, addr.ip().to_string())
+        },
+        protocol: Protocol::Tftp,
+        recognise: None,
+        grant: Grant::None,
+    }
+}
+
+/// The live agent of `site` and its TFTP address, once it holds the image whose SHA-256 is
+/// `sha256` checked: waited for up to `wait` while a live agent is still fetching it. `None`
+/// when the site has no live agent with a TFTP server (the serve nodes serve it).
+async fn site_agent(
+    ledger: &Ledger,
+    site: &str,
+    sha256: &str,
+    wait: std::time::Duration,
+) -> Result<Option<(String, std::net::SocketAddr)>, String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let nodes = ledger
+            .db
+            .nodes()
+            .await
+            .map_err(|e| format!("cannot read the site agents: {e}"))?;
+        let agents: Vec<(String, crate::api::agents::AgentDetail)> = nodes
+            .into_iter()
+            .filter(|n| {
+                n.kind == crate::store::leases::NodeKind::Agent && n.site.as_deref() == Some(site)
+            })
+            .filter_map(|n| {
+                let d: crate::api::agents::AgentDetail =
+                    serde_json::from_str(n.detail.as_deref()?).ok()?;
+                (crate::api::agents::is_live(n.heartbeat_age_ms, d.heartbeat_seconds)
+                    && d.tftp.is_some())
+                .then_some((n.name, d))
+            })
+            .collect();
+        if agents.is_empty() {
+            return Ok(None);
+        }
+        if let Some((name, addr)) = agents.iter().find_map(|(name, d)| {
+            let addr = d.tftp.as_deref()?.parse().ok()?;
+            d.images
+                .iter()
+                .any(|s| s == sha256)
+                .then(|| (name.clone(), addr))
+        }) {
+            return Ok(Some((name, addr)));
+        }
+        if Instant::now() >= deadline || ledger.shutdown().is_requested() {
+            let names: Vec<&str> = agents.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!(
+                "the agent of site {site} ({}) has not fetched and checked the image within {}s",
+                names.join(", "),
+                wait.as_secs()
+            ));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = ledger.shutdown().requested() => {}
+        }
+    }
 }
 
 /// The address a device's TFTP requests come from: its management address. A name is

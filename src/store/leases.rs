@@ -28,6 +28,49 @@ pub struct Claim {
     pub previous: Option<String>,
 }
 
+/// What a heartbeat comes from: a `fleetup serve` node or a site agent (`fleetup agent`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Node,
+    Agent,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Node => "node",
+            NodeKind::Agent => "agent",
+        }
+    }
+
+    /// A stored kind; one this version does not know reads as a node.
+    fn parse(s: &str) -> NodeKind {
+        if s == "agent" {
+            NodeKind::Agent
+        } else {
+            NodeKind::Node
+        }
+    }
+}
+
+/// One heartbeat, as a node or an agent sends it.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub name: String,
+    /// Random per process: tells a restart from the same process beating.
+    pub instance: String,
+    pub version: String,
+    pub started_at: String,
+    pub url: Option<String>,
+    pub kind: NodeKind,
+    pub site: Option<String>,
+    /// What an agent reports (JSON), kept as sent.
+    pub detail: Option<String>,
+}
+
 /// One node as its heartbeat shows it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct NodeRecord {
@@ -38,6 +81,13 @@ pub struct NodeRecord {
     pub heartbeat_age_ms: i64,
     /// Rollouts whose lease it holds now.
     pub rollouts: Vec<String>,
+    /// Where its API answers (`--advertise-url`): other nodes fetch missing images there.
+    pub url: Option<String>,
+    pub kind: NodeKind,
+    /// An agent's site.
+    pub site: Option<String>,
+    /// What an agent reported with its last heartbeat (JSON).
+    pub detail: Option<String>,
 }
 
 impl Db {
@@ -146,24 +196,23 @@ impl Db {
     }
 
     /// Record that `node` (this process: `instance`) is alive.
-    pub(crate) async fn node_heartbeat(
-        &self,
-        node: &str,
-        instance: &str,
-        version: &str,
-        started_at: &str,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn node_heartbeat(&self, beat: &Heartbeat) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO nodes (name, instance, version, started_at, heartbeat_ms) \
-             VALUES ($1, $2, $3, $4, {now}) \
+            "INSERT INTO nodes (name, instance, version, started_at, url, kind, site, detail, heartbeat_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {now}) \
              ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, \
-             version = excluded.version, started_at = excluded.started_at, heartbeat_ms = {now}",
+             version = excluded.version, started_at = excluded.started_at, url = excluded.url, \
+             kind = excluded.kind, site = excluded.site, detail = excluded.detail, heartbeat_ms = {now}",
             now = self.now_ms()
         ))
-        .bind(node)
-        .bind(instance)
-        .bind(version)
-        .bind(started_at)
+        .bind(&beat.name)
+        .bind(&beat.instance)
+        .bind(&beat.version)
+        .bind(&beat.started_at)
+        .bind(&beat.url)
+        .bind(beat.kind.as_str())
+        .bind(&beat.site)
+        .bind(&beat.detail)
         .execute(&self.pool)
         .await
         .map_err(|e| self.failed(e))?;
@@ -174,7 +223,8 @@ impl Db {
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let now = self.now_ms();
         let rows = sqlx::query(&format!(
-            "SELECT name, version, started_at, {now} - heartbeat_ms FROM nodes ORDER BY name"
+            "SELECT name, version, started_at, {now} - heartbeat_ms, url, kind, site, detail \
+             FROM nodes ORDER BY name"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -197,6 +247,10 @@ impl Db {
                 version: r.try_get(1)?,
                 started_at: r.try_get(2)?,
                 heartbeat_age_ms: r.try_get(3)?,
+                url: r.try_get(4)?,
+                kind: NodeKind::parse(&r.try_get::<String, _>(5)?),
+                site: r.try_get(6)?,
+                detail: r.try_get(7)?,
             });
         }
         Ok(out)
@@ -304,22 +358,42 @@ mod tests {
     #[tokio::test]
     async fn nodes_show_their_heartbeat_and_the_rollouts_they_hold() {
         let (_dir, db) = store_with_rollout().await;
-        db.node_heartbeat("a", "i1", "0.1.0", "2026-12-06T00:00:00Z")
-            .await
-            .unwrap();
-        db.node_heartbeat("b", "i2", "0.1.0", "2026-12-06T00:00:00Z")
-            .await
-            .unwrap();
+        let beat = |name: &str, instance: &str, version: &str| Heartbeat {
+            name: name.into(),
+            instance: instance.into(),
+            version: version.into(),
+            started_at: "2026-12-06T00:00:00Z".into(),
+            url: Some(format!("http://{name}:8080")),
+            kind: NodeKind::Node,
+            site: None,
+            detail: None,
+        };
+        db.node_heartbeat(&beat("a", "i1", "0.1.0")).await.unwrap();
+        db.node_heartbeat(&beat("b", "i2", "0.1.0")).await.unwrap();
         db.claim_rollout("r1", "b", 60_000, false).await.unwrap();
-        db.node_heartbeat("a", "i3", "0.1.1", "2026-12-06T01:00:00Z")
-            .await
-            .unwrap();
+        db.node_heartbeat(&beat("a", "i3", "0.1.1")).await.unwrap();
+        db.node_heartbeat(&Heartbeat {
+            kind: NodeKind::Agent,
+            site: Some("branch-7".into()),
+            url: None,
+            detail: Some("{}".into()),
+            ..beat("agent-7", "i4", "0.1.1")
+        })
+        .await
+        .unwrap();
         let nodes = db.nodes().await.unwrap();
-        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes.len(), 3);
         assert_eq!(nodes[0].name, "a");
         assert_eq!(nodes[0].version, "0.1.1", "the last heartbeat's");
         assert!(nodes[0].rollouts.is_empty());
-        assert_eq!(nodes[1].rollouts, ["r1"]);
-        assert!((0..60_000).contains(&nodes[1].heartbeat_age_ms));
+        // By name: a, agent-7, b.
+        assert_eq!(nodes[2].rollouts, ["r1"]);
+        assert!((0..60_000).contains(&nodes[2].heartbeat_age_ms));
+        assert_eq!(nodes[0].url.as_deref(), Some("http://a:8080"));
+        let agent = nodes.iter().find(|n| n.name == "agent-7").unwrap();
+        assert_eq!(
+            (agent.kind, agent.site.as_deref(), agent.url.as_deref()),
+            (NodeKind::Agent, Some("branch-7"), None)
+        );
     }
 }

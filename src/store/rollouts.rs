@@ -183,20 +183,45 @@ impl Db {
         &self,
         file_name: &str,
     ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .images_in_use()
+            .await?
+            .into_iter()
+            .find(|(_, images)| images.iter().any(|i| i == file_name))
+            .map(|(id, _)| id))
+    }
+
+    /// The images of every rollout that has not ended, by rollout, oldest first.
+    pub(crate) async fn images_in_use(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
         let rows: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT id, images FROM rollouts WHERE state NOT IN ({}) ORDER BY created_at",
             ended_states()
         ))
         .fetch_all(&self.pool)
         .await?;
-        for (id, images) in rows {
-            let images: Vec<String> =
-                serde_json::from_str(&images).map_err(|_| decode("rollout images"))?;
-            if images.iter().any(|i| i == file_name) {
-                return Ok(Some(id));
-            }
-        }
-        Ok(None)
+        rows.into_iter()
+            .map(|(id, images)| {
+                serde_json::from_str(&images)
+                    .map(|images| (id, images))
+                    .map_err(|_| decode("rollout images"))
+            })
+            .collect()
+    }
+
+    /// The images that devices of `site` still have to copy, in rollouts that have not ended:
+    /// what the site's agent fetches ahead of them.
+    pub(crate) async fn site_images_in_use(&self, site: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT j.image FROM rollout_devices j \
+             JOIN rollouts r ON r.id = j.rollout_id JOIN devices d ON d.name = j.device \
+             WHERE d.site = $1 AND r.state NOT IN ({}) AND j.state IN ('pending', 'running') \
+             ORDER BY j.image",
+            ended_states()
+        ))
+        .bind(site)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(i,)| i).collect())
     }
 
     /// Record a new rollout with all its device jobs, in one transaction.

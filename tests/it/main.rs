@@ -5,6 +5,7 @@ mod support;
 mod sync;
 
 mod access;
+mod agents;
 mod api;
 mod cli;
 mod compare;

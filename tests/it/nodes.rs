@@ -4,7 +4,8 @@
 //! reloaded twice. A node whose lease was taken over can no longer record a step (fencing).
 //!
 //! Each node is a real `fleetup serve` process with a data directory of its own; they share
-//! the database and the image files (the second node's `images/` is the first one's).
+//! the database only. The image is uploaded to the first node; the second fetches it from the
+//! first by SHA-256 while the rollout runs (`GET /api/v1/blobs/sha256/…`), before it is needed.
 //! PostgreSQL only: run by scripts/test's PostgreSQL pass.
 
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    IMAGE_VERSION, Rig, ServeProcess, eventually, jobs, playbook, test_database,
+    IMAGE, IMAGE_VERSION, Rig, ServeProcess, eventually, jobs, playbook, test_database,
     wait_reloads_mid_wave,
 };
 
@@ -47,15 +48,14 @@ async fn two_nodes(
     (rig, scratch, b, id)
 }
 
-/// A second node `name` on the rig's database, with its own data directory in `dir` whose
-/// `images/` is the rig's.
+/// A second node `name` on the rig's database, with its own data directory in `dir` (and no
+/// image file).
 fn second_node(rig: &Rig, dir: &Path, name: &str) -> ServeProcess {
     let url = test_database(&rig.data_dir()).expect(
         "FLEETUP_TEST_POSTGRES names the PostgreSQL that scripts/test starts (scripts/postgres up DIR)",
     );
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
-    std::os::unix::fs::symlink(rig.data_dir().join("images"), data.join("images")).unwrap();
     ServeProcess::start_with(
         &data,
         &[
@@ -71,6 +71,24 @@ fn second_node(rig: &Rig, dir: &Path, name: &str) -> ServeProcess {
             "127.0.0.1:0",
         ],
     )
+}
+
+/// Wait until node `name` (data in `dir`) holds the rollout's image, fetched from node a, byte
+/// for byte.
+async fn wait_image_fetched(rig: &Rig, dir: &Path, name: &str) {
+    let want = std::fs::read(rig.data_dir().join("images").join(IMAGE)).unwrap();
+    let path = dir.join(name).join("images").join(IMAGE);
+    eventually(
+        &format!("node {name} to fetch the image by SHA-256"),
+        || async { (std::fs::read(&path).ok()? == want).then_some(()) },
+    )
+    .await;
+    let index = std::fs::read_to_string(dir.join(name).join("images").join(".cache.json"))
+        .unwrap_or_default();
+    assert!(
+        index.contains(IMAGE),
+        "node {name} lists the image as fetched (evictable): {index}"
+    );
 }
 
 async fn detail(node: &ServeProcess, id: &str) -> Option<Value> {
@@ -124,7 +142,7 @@ fn assert_every_device_reloaded_once(rig: &Rig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_once() {
-    let (mut rig, _scratch, b, id) = two_nodes(
+    let (mut rig, scratch, b, id) = two_nodes(
         30,
         2 * 1024 * 1024,
         Duration::from_millis(1500),
@@ -169,6 +187,8 @@ async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_on
     assert!(stream.status().is_success());
     let (relayed, _) = crate::support::read_stream_until(stream, "event: step_started").await;
     assert!(relayed, "node b's live stream shows node a's steps");
+    // b fetches the running rollout's image ahead of need: a dies with the only upload.
+    wait_image_fetched(&rig, scratch.path(), "b").await;
     // Kill a in the main wave once some reloads are sent and others are still far off.
     wait_reloads_mid_wave(&rig, &id, 1, 2, 10).await;
     rig.kill_serve();
@@ -192,7 +212,7 @@ async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_on
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn a_node_paused_past_its_lease_cannot_record_a_step_after_the_takeover() {
     // About eight seconds per copy: the node is stopped in the middle of them.
-    let (rig, _scratch, b, id) = two_nodes(
+    let (rig, scratch, b, id) = two_nodes(
         4,
         256 * 1024,
         Duration::from_millis(500),
@@ -205,6 +225,7 @@ async fn a_node_paused_past_its_lease_cannot_record_a_step_after_the_takeover() 
         (jobs.len() == 4 && jobs.iter().all(|j| j["step"] == "copy")).then_some(())
     })
     .await;
+    wait_image_fetched(&rig, scratch.path(), "b").await;
     let a_pid = rig.serve_handle().pid().to_string();
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")

@@ -1,0 +1,394 @@
+//! `fleetup agent`: a site's file server near its devices.
+//!
+//! An agent runs at one site. It fetches each image the site's devices still have to copy
+//! from the service once, by SHA-256 (`GET /api/v1/blobs/sha256/…`), so a 1 GB image crosses
+//! the WAN once per site rather than once per switch, keeps it in a bounded cache
+//! ([`crate::images::cache`]), and serves it to the site's devices over TFTP on their LAN.
+//!
+//! It talks to the service only through its API, with an operator token: every heartbeat
+//! (`POST /api/v1/agents/heartbeat`) says which images it holds checked, where its file
+//! server listens and what it is transferring, and the answer lists the images its site
+//! needs. The node that drives a device of the site tells it to copy from the agent once the
+//! agent reports the image (`crate::rollout::job`); sites without a live agent copy from the
+//! serve nodes.
+//!
+//! An image is served only under its own name and only once its SHA-256 matched: a fetch
+//! takes the name only after the check, and every second the agent looks at each file's size,
+//! modification time and inode, takes a changed file out of service at once, checks it again,
+//! and fetches it anew when it no longer matches.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Listen;
+use crate::images::ImageRecord;
+use crate::images::cache::{Cache, Source, Wanted};
+use crate::shutdown::Shutdown;
+use crate::transfers::{TransferInfo, Transfers};
+
+/// `fleetup agent` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// The site whose devices this agent serves: the inventory's `site` of those devices.
+    #[arg(long, env = "FLEETUP_AGENT_SITE", value_name = "NAME")]
+    pub site: String,
+    /// The fleetup service's API, any serve node (e.g. `https://fleetup.example.net`).
+    #[arg(long, env = "FLEETUP_SERVER", value_name = "URL")]
+    pub server: String,
+    /// An operator token of the service (`fleetup token create NAME --role operator`).
+    #[arg(
+        long,
+        env = "FLEETUP_AGENT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: String,
+    /// This agent's name, as the dashboard and `GET /api/v1/agents` show it (default: the host
+    /// name and the site, `HOST@SITE`).
+    #[arg(long, env = "FLEETUP_AGENT_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where the image cache (images/) and the lock live.
+    #[arg(
+        long,
+        env = "FLEETUP_DATA_DIR",
+        default_value = "./fleetup-agent",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Address of the agent's TFTP server, or `off`.
+    #[arg(
+        long,
+        env = "FLEETUP_TFTP",
+        default_value = "0.0.0.0:69",
+        value_name = "ADDR|off"
+    )]
+    pub tftp: Listen,
+    #[command(flatten)]
+    pub tftp_options: crate::tftp::TftpArgs,
+    /// The address the site's devices reach this agent's file server at (default: the
+    /// `--tftp` address when it names one).
+    #[arg(long, env = "FLEETUP_AGENT_ADDRESS", value_name = "IP")]
+    pub address: Option<IpAddr>,
+    /// Largest total size of the cached images; the least recently used go first.
+    #[arg(long, env = "FLEETUP_IMAGE_CACHE_MAX", default_value = "20GiB", value_parser = crate::config::parse_size, value_name = "SIZE")]
+    pub image_cache_max: u64,
+    /// Seconds between heartbeats (the service counts an agent as gone after three missed).
+    #[arg(long, env = "FLEETUP_AGENT_HEARTBEAT", default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub heartbeat: u64,
+}
+
+/// What an agent says with each heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentBeat {
+    pub name: String,
+    pub site: String,
+    pub version: String,
+    /// Random per process: tells a restart from the same process beating.
+    pub instance: String,
+    pub started_at: String,
+    /// Seconds between its heartbeats.
+    pub heartbeat_seconds: u64,
+    /// Where the site's devices reach its TFTP server (`IP:PORT`), when it runs one.
+    pub tftp: Option<String>,
+    /// The SHA-256 of every image it holds checked, ready to serve.
+    pub images: Vec<String>,
+    /// Its file server's transfers (the last ones, active first).
+    pub transfers: Vec<TransferInfo>,
+}
+
+/// The service's answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentOrders {
+    /// The images the site's devices still have to copy: the agent fetches those it lacks.
+    pub images: Vec<ImageRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot prepare the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] crate::serve::DataDirError),
+    #[error("cannot start the TFTP server on {addr}: {source}")]
+    Tftp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// At most this many transfers go with a heartbeat.
+const TRANSFERS_REPORTED: usize = 50;
+
+/// A running agent.
+pub struct Agent {
+    pub name: String,
+    pub tftp_addr: Option<SocketAddr>,
+    shutdown: Shutdown,
+    _lock: crate::serve::DataDirLock,
+}
+
+impl Agent {
+    /// Check the flags, take the data directory, start the file server and the heartbeat.
+    pub async fn start(args: &AgentArgs) -> Result<Agent, AgentError> {
+        let site = args.site.trim();
+        if site.is_empty() {
+            return Err(AgentError::Usage(
+                "--site must name the agent's site".into(),
+            ));
+        }
+        let server = reqwest::Url::parse(&args.server)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                AgentError::Usage(format!(
+                    "--server {:?} is not an http:// or https:// URL of the fleetup service",
+                    args.server
+                ))
+            })?;
+        if args.token.trim().is_empty() {
+            return Err(AgentError::Usage(
+                "--token must be an operator token of the service".into(),
+            ));
+        }
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}@{site}", crate::serve::host_name()));
+        let dir_err = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| AgentError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(&args.data_dir).map_err(dir_err(&args.data_dir))?;
+        let lock = crate::serve::DataDirLock::acquire(&args.data_dir)?;
+        let images = args.data_dir.join("images");
+        let incoming = images.join(".incoming");
+        if incoming.exists() {
+            std::fs::remove_dir_all(&incoming).map_err(dir_err(&incoming))?;
+        }
+        std::fs::create_dir_all(&incoming).map_err(dir_err(&incoming))?;
+        let cache = Arc::new(Cache::open(images.clone(), args.image_cache_max));
+        // Nothing is served before it is checked: what a previous run fetched is checked
+        // against its SHA-256 now, and anything else is removed.
+        let kept = cache
+            .adopt_fetched()
+            .await
+            .map_err(|e| AgentError::DataDir {
+                path: images.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        if kept > 0 {
+            tracing::info!(images = kept, "cached images checked");
+        }
+        let shutdown = Shutdown::new();
+        let transfers = Transfers::new();
+
+        let mut tftp_addr = None;
+        if let Listen::On(addr) = args.tftp {
+            let socket = crate::tftp::bind(addr)
+                .await
+                .map_err(|source| AgentError::Tftp { addr, source })?;
+            let local = socket
+                .local_addr()
+                .map_err(|source| AgentError::Tftp { addr, source })?;
+            tftp_addr = Some(local);
+            let (root, config) = (images.clone(), args.tftp_options.to_config());
+            let (t, s) = (transfers.clone(), shutdown.clone());
+            shutdown.tasks.spawn(async move {
+                if let Err(e) = crate::tftp::run(socket, root, config, t, s).await {
+                    tracing::error!(error = %e, "TFTP server stopped");
+                }
+            });
+        }
+        let reach = match (args.address, tftp_addr) {
+            (Some(ip), Some(a)) => Some(SocketAddr::new(ip, a.port())),
+            (None, Some(a)) if !a.ip().is_unspecified() => Some(a),
+            (None, Some(_)) => {
+                return Err(AgentError::Usage(
+                    "--tftp listens on every address: say with --address at which address the site's devices reach this agent".into(),
+                ));
+            }
+            (_, None) => None,
+        };
+
+        // Take a changed file out of service at once; check it again.
+        let watched = cache.clone();
+        let s = shutdown.clone();
+        shutdown.tasks.spawn(async move {
+            loop {
+                watched.recheck().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = s.requested() => return,
+                }
+            }
+        });
+
+        let beat = Beat {
+            client: crate::http_client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_else(|_| crate::http_client::client()),
+            server,
+            token: args.token.trim().to_string(),
+            cache,
+            transfers,
+            fetching: Arc::default(),
+            me: AgentBeat {
+                name: name.clone(),
+                site: site.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                instance: format!("{:016x}", rand::random::<u64>()),
+                started_at: crate::store::now_text(),
+                heartbeat_seconds: args.heartbeat,
+                tftp: reach.map(|a| a.to_string()),
+                images: Vec::new(),
+                transfers: Vec::new(),
+            },
+        };
+        let every = Duration::from_secs(args.heartbeat);
+        let s = shutdown.clone();
+        shutdown.tasks.spawn(async move {
+            let mut failing = false;
+            loop {
+                match beat.send().await {
+                    Ok(orders) => {
+                        if failing {
+                            tracing::info!(server = %beat.server, "the service answers again");
+                            failing = false;
+                        }
+                        beat.fetch(orders.images);
+                    }
+                    Err(e) if !failing => {
+                        tracing::warn!(server = %beat.server, error = %e, "heartbeat refused or unanswered; serving what is cached and trying again");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = s.requested() => return,
+                }
+            }
+        });
+        Ok(Agent {
+            name,
+            tftp_addr,
+            shutdown,
+            _lock: lock,
+        })
+    }
+
+    /// Stop the file server and the heartbeat, and wait for them.
+    pub async fn stop(self) {
+        self.shutdown.shutdown_and_wait().await;
+    }
+}
+
+struct Beat {
+    client: reqwest::Client,
+    server: reqwest::Url,
+    token: String,
+    cache: Arc<Cache>,
+    transfers: Transfers,
+    /// Images being fetched now.
+    fetching: Arc<std::sync::Mutex<HashSet<String>>>,
+    me: AgentBeat,
+}
+
+impl Beat {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.as_str().trim_end_matches('/'))
+    }
+
+    async fn send(&self) -> Result<AgentOrders, String> {
+        let mut transfers = self.transfers.snapshot();
+        transfers.truncate(TRANSFERS_REPORTED);
+        let me = AgentBeat {
+            images: self.cache.checked(),
+            transfers,
+            ..self.me.clone()
+        };
+        let resp = self
+            .client
+            .post(self.url("/api/v1/agents/heartbeat"))
+            .bearer_auth(&self.token)
+            .json(&me)
+            .send()
+            .await
+            .map_err(|e| crate::http_client::error_chain(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("HTTP {status}: {}", body.trim()));
+        }
+        resp.json()
+            .await
+            .map_err(|e| format!("unreadable answer: {}", crate::http_client::error_chain(&e)))
+    }
+
+    /// Fetch, in the background, each ordered image not being fetched already.
+    fn fetch(&self, images: Vec<ImageRecord>) {
+        for img in images {
+            let fresh = self
+                .fetching
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(img.sha256.clone());
+            if !fresh {
+                continue;
+            }
+            let (cache, fetching) = (self.cache.clone(), self.fetching.clone());
+            let source = Source {
+                url: crate::images::blob_url(self.server.as_str(), &img.sha256),
+                token: Some(self.token.clone()),
+            };
+            let me = self.me.name.clone();
+            tokio::spawn(async move {
+                let want = Wanted {
+                    file_name: img.file_name.to_string(),
+                    sha256: img.sha256.clone(),
+                    size: img.size,
+                };
+                if let Err(e) = cache.ensure(&want, &[source], &me).await {
+                    tracing::warn!(image = %img.file_name, error = %e, "cannot fetch an image the site needs");
+                }
+                fetching
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&img.sha256);
+            });
+        }
+    }
+}
+
+/// `fleetup agent`: run until SIGINT or SIGTERM.
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let agent = Agent::start(&args).await?;
+    eprintln!("fleetup {} agent {}", env!("CARGO_PKG_VERSION"), agent.name);
+    eprintln!("  site: {}   service: {}", args.site.trim(), args.server);
+    eprintln!(
+        "  TFTP: {}",
+        agent
+            .tftp_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into())
+    );
+    eprintln!("  data: {}", args.data_dir.display());
+    Shutdown::signal().await;
+    tracing::info!("shutdown requested; stopping");
+    agent.stop().await;
+    Ok(())
+}

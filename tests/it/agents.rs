@@ -1,0 +1,225 @@
+//! Site agents (`fleetup agent`): a real agent process next to the service fetches the image
+//! its site needs once, by SHA-256, serves it over TFTP only once the checksum matched, and
+//! the site's devices copy from it. A file damaged on the agent's disk is taken out of service,
+//! and fetched again; an image whose origin file is damaged is never served.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use sha2::Digest as _;
+
+use crate::support::{IMAGE, IMAGE_VERSION, Rig, TOKEN, eventually, jobs, playbook};
+
+/// A `fleetup agent` process for `site`, beating every second.
+struct AgentProcess {
+    child: Child,
+    tftp: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    dir: PathBuf,
+}
+
+impl AgentProcess {
+    fn start(server: &str, site: &str, dir: &Path) -> AgentProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
+            .args(["agent", "--site", site, "--server", server, "--name"])
+            .arg(format!("agent-{site}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--tftp", "127.0.0.1:0", "--heartbeat", "1"])
+            .env("FLEETUP_AGENT_TOKEN", TOKEN)
+            .env("FLEETUP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut tftp = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            log.lock().unwrap().push(line.clone());
+            if let Some(addr) = line.trim().strip_prefix("TFTP: ") {
+                tftp = addr.parse().ok();
+                break;
+            }
+        }
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        AgentProcess {
+            child,
+            tftp: tftp.unwrap_or_else(|| panic!("agent printed its TFTP address: {log:?}")),
+            log,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn cached(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join("images").join(IMAGE)).ok()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `name` downloaded from the TFTP server at `addr` with curl; `None` when refused.
+fn tftp_get(addr: SocketAddr, name: &str) -> Option<Vec<u8>> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .arg(format!("tftp://{addr}/{name}"))
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+async fn agent_view(rig: &Rig, name: &str) -> Option<Value> {
+    let list: Value = rig
+        .get("/api/v1/agents")
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    list["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == name)
+        .cloned()
+}
+
+fn image_bytes(rig: &Rig) -> Vec<u8> {
+    std::fs::read(rig.dir.path().join(IMAGE)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_site_copies_from_its_agent_which_fetched_the_image_once_by_sha256() {
+    let rig = Rig::options(3).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&rig.base_url(), "lab", dir.path());
+    let view = eventually("the agent to show as live", || async {
+        agent_view(&rig, "agent-lab")
+            .await
+            .filter(|a| a["live"] == true)
+    })
+    .await;
+    assert_eq!(view["site"], "lab");
+    assert_eq!(view["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(view["tftp"], agent.tftp.to_string());
+    assert!(view["images"].as_array().unwrap().is_empty(), "{view:#}");
+    // Nothing to serve before a rollout needs it.
+    assert_eq!(tftp_get(agent.tftp, IMAGE), None);
+
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 3\n"))
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_eq!(jobs(&d).len(), 3);
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(st.reload_count, 1, "{}", dev.name);
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+    let want = image_bytes(&rig);
+    assert_eq!(agent.cached().as_deref(), Some(&want[..]));
+    let sha = hex::encode(sha2::Sha256::digest(&want));
+    // The agent reports the three devices' downloads; the service served none of them.
+    let view = eventually("the agent to report three finished downloads", || async {
+        let a = agent_view(&rig, "agent-lab").await?;
+        let done = a["transfers"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["file"] == IMAGE && t["state"] == "completed")
+            .count();
+        (done == 3).then_some(a)
+    })
+    .await;
+    assert_eq!(view["images"], serde_json::json!([sha]), "{view:#}");
+    let own: Value = rig
+        .get("/api/v1/transfers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        own["transfers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["file"] != IMAGE),
+        "the devices copied from the agent, not the service: {own:#}"
+    );
+    assert!(
+        agent.log().contains("image fetched by SHA-256 and checked"),
+        "{}",
+        agent.log()
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_serves_an_image_only_once_its_sha256_matches_and_fetches_a_damaged_one_again() {
+    let rig = Rig::options(1).start().await;
+    // A rollout waiting for its approval: the site's device still has to copy the image.
+    let id = rig
+        .submit(&playbook("approval: required\nstrategy:\n  canary: 0\n"))
+        .await;
+    rig.wait_state(&id, &["awaiting_approval"]).await;
+    let want = image_bytes(&rig);
+    let origin = rig.app().dir.path().join("images").join(IMAGE);
+    // The service's own file is damaged: it refuses to send it, the agent serves nothing.
+    let mut damaged = want.clone();
+    damaged[4321] ^= 0x5a;
+    std::fs::write(&origin, &damaged).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&rig.base_url(), "lab", dir.path());
+    eventually("the agent to be refused the damaged image", || async {
+        agent
+            .log()
+            .contains("cannot fetch an image the site needs")
+            .then_some(())
+    })
+    .await;
+    assert!(agent.log().contains("HTTP 404"), "{}", agent.log());
+    assert_eq!(tftp_get(agent.tftp, IMAGE), None);
+    assert_eq!(agent.cached(), None);
+    let view = agent_view(&rig, "agent-lab").await.unwrap();
+    assert!(view["images"].as_array().unwrap().is_empty(), "{view:#}");
+
+    // Restored from a backup: checked again, sent, checked by the agent, served.
+    std::fs::write(&origin, &want).unwrap();
+    let served = eventually("the agent to serve the image", || async {
+        tftp_get(agent.tftp, IMAGE)
+    })
+    .await;
+    assert_eq!(served, want);
+
+    // Damaged on the agent's disk (same size): taken out of service, fetched again.
+    let cached = dir.path().join("images").join(IMAGE);
+    std::fs::write(&cached, &damaged).unwrap();
+    eventually("the agent to fetch the damaged file again", || async {
+        (agent.log().contains("no longer matches its SHA-256") && agent.cached()? == want)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(tftp_get(agent.tftp, IMAGE).as_deref(), Some(&want[..]));
+    rig.stop().await;
+}
