@@ -31,6 +31,44 @@ use crate::images::cache::{Cache, Source, Wanted};
 use crate::shutdown::Shutdown;
 use crate::transfers::{TransferInfo, Transfers};
 
+/// One transfer of an agent's file server, as its heartbeat reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentTransfer {
+    /// `tftp`.
+    pub protocol: String,
+    /// The device's address as the agent saw it.
+    pub client: String,
+    pub file: String,
+    /// `active`, `completed` or `failed`.
+    pub state: String,
+    #[serde(deserialize_with = "whole")]
+    pub bytes: u64,
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub total: Option<u64>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<&TransferInfo> for AgentTransfer {
+    fn from(t: &TransferInfo) -> Self {
+        AgentTransfer {
+            protocol: t.protocol.as_str().to_string(),
+            client: t.client.to_string(),
+            file: t.file.clone(),
+            state: serde_json::to_value(&t.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            bytes: t.bytes,
+            total: t.total,
+            started_at: t.started_at.to_string(),
+            finished_at: t.finished_at.map(|f| f.to_string()),
+            error: t.error.clone(),
+        }
+    }
+}
+
 /// `fleetup agent` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
@@ -85,20 +123,43 @@ pub struct AgentArgs {
 /// What an agent says with each heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentBeat {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub site: String,
     pub version: String,
     /// Random per process: tells a restart from the same process beating.
     pub instance: String,
     pub started_at: String,
     /// Seconds between its heartbeats.
+    #[serde(deserialize_with = "whole")]
     pub heartbeat_seconds: u64,
     /// Where the site's devices reach its TFTP server (`IP:PORT`), when it runs one.
     pub tftp: Option<String>,
     /// The SHA-256 of every image it holds checked, ready to serve.
     pub images: Vec<String>,
     /// Its file server's transfers (the last ones, active first).
-    pub transfers: Vec<TransferInfo>,
+    pub transfers: Vec<AgentTransfer>,
+}
+
+/// A count as JSON Schema's `integer` means it (`12` or `12.0`), from 0 to `i64::MAX` (the
+/// schema's `int64`).
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..9.0e18).contains(f))
+                .map(|f| f as u64)
+        })
+        .filter(|v| i64::try_from(*v).is_ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a count (0 to 2^63-1)")))
+}
+
+fn optional_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "whole")] u64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(v)| v))
 }
 
 /// The service's answer to a heartbeat.
@@ -314,8 +375,13 @@ impl Beat {
     }
 
     async fn send(&self) -> Result<AgentOrders, String> {
-        let mut transfers = self.transfers.snapshot();
-        transfers.truncate(TRANSFERS_REPORTED);
+        let transfers = self
+            .transfers
+            .snapshot()
+            .iter()
+            .take(TRANSFERS_REPORTED)
+            .map(AgentTransfer::from)
+            .collect();
         let me = AgentBeat {
             images: self.cache.checked(),
             transfers,

@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 
 use super::error::{ErrorBody, Internal, StorageFull};
 use super::{ApiError, ApiResult, AppState};
+use crate::agent::AgentTransfer;
 use crate::agent::{AgentBeat, AgentOrders};
 use crate::store::leases::{Heartbeat, NodeKind};
-use crate::transfers::TransferInfo;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -28,24 +28,21 @@ const MAX_DETAIL: usize = 256 * 1024;
 /// An agent's heartbeat: recorded, answered with the images its site needs.
 #[utoipa::path(post, path = "/agents/heartbeat", tag = "agents", request_body = AgentBeat,
     responses((status = 200, body = AgentOrders),
-              (status = 422, body = ErrorBody, description = "`unprocessable`: no name or site"),
+              (status = 400, body = ErrorBody, description = "`bad_request`: not JSON"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
+              (status = 422, body = ErrorBody, description = "`unprocessable`: no name or site, or a field of the wrong type"),
               Internal, StorageFull))]
 async fn heartbeat(
     State(state): State<AppState>,
     Json(beat): Json<AgentBeat>,
 ) -> ApiResult<Json<AgentOrders>> {
-    let (name, site) = (beat.name.trim(), beat.site.trim());
-    if name.is_empty() || site.is_empty() || name.len() > 200 || site.len() > 200 {
+    let (name, site) = (beat.name.as_str(), beat.site.as_str());
+    let fits = |s: &str| (1..=200).contains(&s.chars().count());
+    if !fits(name) || !fits(site) {
         return Err(ApiError::unprocessable(
             "an agent's heartbeat names the agent and its site (each 1 to 200 characters)",
         ));
-    }
-    if let Some(tftp) = &beat.tftp
-        && tftp.parse::<std::net::SocketAddr>().is_err()
-    {
-        return Err(ApiError::unprocessable(format!(
-            "tftp {tftp:?} is not an IP:PORT address"
-        )));
     }
     let detail = AgentDetail {
         heartbeat_seconds: beat.heartbeat_seconds,
@@ -92,7 +89,7 @@ pub struct AgentDetail {
     /// SHA-256 of the images it holds checked.
     pub images: Vec<String>,
     /// Its file server's latest transfers.
-    pub transfers: Vec<TransferInfo>,
+    pub transfers: Vec<AgentTransfer>,
 }
 
 /// One agent as its last heartbeat shows it.

@@ -25,8 +25,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     params(("sha256" = String, Path, description = "the image's SHA-256, 64 lower-case hex digits")),
     responses((status = 200, description = "the image's bytes", content_type = "application/octet-stream"),
               BadPath,
-              (status = 404, body = ErrorBody, description = "`not_found`: no image with that SHA-256, or none whose file this node has or can fetch"),
-              (status = 422, body = ErrorBody, description = "`unprocessable`: not a SHA-256"),
+              (status = 404, body = ErrorBody, description = "`not_found`: no image with that SHA-256 (or not a SHA-256), or none whose file this node has or can fetch"),
               Internal))]
 async fn get_blob(
     State(state): State<AppState>,
@@ -38,8 +37,8 @@ async fn get_blob(
             .bytes()
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     {
-        return Err(ApiError::unprocessable(
-            "a SHA-256 is 64 lower-case hexadecimal digits",
+        return Err(ApiError::not_found(
+            "no image has that SHA-256 (64 lower-case hexadecimal digits)",
         ));
     }
     let record = match state.db.image_by_sha256(&sha256).await {
