@@ -45,14 +45,57 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
     let ledger = &*ctx.ledger;
     let id = &ctx.rollout_id;
     let name = job.device.clone();
-    let prepared = prepare(ctx, &job).await;
-    let outcome = match &prepared {
-        Ok(p) => execute(ctx, &job, p).await,
-        Err(message) => Err(Ended::Failed {
-            reason: "configuration".into(),
-            message: format!("configuration: {message}"),
-            reached_reload: false,
-        }),
+    // A copy from the site's agent that failed for the agent (killed, restarting) runs again
+    // once the agent beats again, or from the serve nodes once it no longer counts as live.
+    let mut agent_retries = 0;
+    let (prepared, outcome) = loop {
+        let prepared = prepare(ctx, &job).await;
+        let outcome = match &prepared {
+            Ok(p) => execute(ctx, &job, p).await,
+            Err(message) => Err(Ended::Failed {
+                reason: "configuration".into(),
+                message: format!("configuration: {message}"),
+                reached_reload: false,
+                copy_transport: false,
+            }),
+        };
+        let retry = match (&prepared, &outcome) {
+            (
+                Ok(Prepared {
+                    agent: Some((agent, site)),
+                    ..
+                }),
+                Err(Ended::Failed {
+                    copy_transport: true,
+                    reached_reload: false,
+                    message,
+                    ..
+                }),
+            ) if agent_retries < AGENT_COPY_RETRIES => {
+                Some((agent.clone(), site.clone(), message.clone()))
+            }
+            _ => None,
+        };
+        if let Some((agent, site, message)) = retry {
+            agent_retries += 1;
+            // The job's one-time grants end before it waits.
+            drop(prepared);
+            ledger
+                .event(
+                    id,
+                    Some(&name),
+                    EventKind::Message,
+                    Some("copy"),
+                    &format!(
+                        "the copy from agent {agent} of site {site} failed ({message}); copying again once the agent answers, or from the serve nodes"
+                    ),
+                    Some(json!({"agent": agent, "site": site, "attempt": agent_retries})),
+                )
+                .await;
+            wait_for_agent(ledger, &site, &agent, p_timeout(ctx)).await;
+            continue;
+        }
+        break (prepared, outcome);
     };
     if let (
         Err(Ended::Failed {
@@ -173,6 +216,8 @@ enum Ended {
         message: String,
         /// The reload was sent: the device may run another image now.
         reached_reload: bool,
+        /// The copy failed for its file server (it timed out or was refused), not the device.
+        copy_transport: bool,
     },
 }
 
@@ -309,6 +354,10 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         }
         _ => None,
     };
+    let agent_used = agent
+        .as_ref()
+        .zip(site)
+        .map(|((name, _), site)| (name.clone(), site.to_string()));
     let mut sources = Vec::new();
     let mut claims = Vec::new();
     let mut grants = Vec::new();
@@ -398,6 +447,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         plan,
         claims,
         _grants: grants,
+        agent: agent_used,
     })
 }
 
@@ -410,6 +460,8 @@ struct Prepared {
     /// The one-time FTP accounts, HTTP path tokens and SCP/SFTP accounts of the sources,
     /// ended with the job.
     _grants: Vec<Grant>,
+    /// The site agent (name, site) the device copies from, if any.
+    agent: Option<(String, String)>,
 }
 
 /// A one-time permission a copy source holds for the job's life.
@@ -590,6 +642,49 @@ async fn source_for(
         recognise,
         grant,
     })
+}
+
+/// Copies from a site's agent a job tries again after the agent failed it.
+const AGENT_COPY_RETRIES: u32 = 3;
+
+/// How long a job waits for an agent that failed its copy: the playbook's copy timeout.
+fn p_timeout(ctx: &JobContext) -> std::time::Duration {
+    ctx.playbook.strategy.timeouts.copy.duration()
+}
+
+/// Wait until agent `name` of `site` beats again after now (it came back, or never left), or
+/// no longer counts as live (its site's copies then come from the serve nodes), for at most
+/// `wait`.
+async fn wait_for_agent(ledger: &Ledger, site: &str, name: &str, wait: std::time::Duration) {
+    let since = Instant::now();
+    let deadline = since + wait;
+    while Instant::now() < deadline && !ledger.shutdown().is_requested() {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = ledger.shutdown().requested() => return,
+        }
+        let Ok(nodes) = ledger.db.nodes().await else {
+            continue;
+        };
+        let Some(agent) = nodes.into_iter().find(|n| {
+            n.kind == crate::store::leases::NodeKind::Agent
+                && n.name == name
+                && n.site.as_deref() == Some(site)
+        }) else {
+            return;
+        };
+        let interval = agent
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<crate::api::agents::AgentDetail>(d).ok())
+            .map_or(5, |d| d.heartbeat_seconds);
+        let waited = i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX);
+        if agent.heartbeat_age_ms < waited
+            || !crate::api::agents::is_live(agent.heartbeat_age_ms, interval)
+        {
+            return;
+        }
+    }
 }
 
 /// The TFTP source of a device whose site's agent serves the image at `addr`: the agent
@@ -1055,6 +1150,7 @@ async fn execute(
             reason: "internal".into(),
             message: format!("internal: cannot record the device's start: {e}"),
             reached_reload: false,
+            copy_transport: false,
         });
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -1245,5 +1341,11 @@ async fn classify(ledger: &Ledger, id: &str, f: UpgradeFailure) -> Ended {
         reason: f.reason.as_str().to_string(),
         message: f.summary(),
         reached_reload: f.reload_sent || super::model::is_reload_step(f.step.as_str()),
+        copy_transport: f.step == crate::device::Step::Copy
+            && matches!(
+                f.reason,
+                crate::device::FailureReason::Timeout
+                    | crate::device::FailureReason::TransferFailed
+            ),
     }
 }

@@ -223,3 +223,89 @@ async fn an_agent_serves_an_image_only_once_its_sha256_matches_and_fetches_a_dam
     assert_eq!(tftp_get(agent.tftp, IMAGE).as_deref(), Some(&want[..]));
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_an_agent_mid_copy_and_the_copies_resume_from_it_when_it_is_back() {
+    // About six seconds per copy: the agent is killed in the middle of them.
+    let rig = Rig::options(2)
+        .lab(|c| c.rate = Some(512 * 1024))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start(&rig.base_url(), "lab", dir.path());
+    eventually("the agent to show as live", || async {
+        agent_view(&rig, "agent-lab")
+            .await
+            .filter(|a| a["live"] == true)
+    })
+    .await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\n"))
+        .await;
+    eventually("both devices copying from the agent", || async {
+        let a = agent_view(&rig, "agent-lab").await?;
+        let active = a["transfers"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "active" && t["bytes"].as_u64().unwrap_or(0) > 0)
+            .count();
+        (active == 2).then_some(())
+    })
+    .await;
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    // Back on the same cache, with a new TFTP port.
+    let old_tftp = agent.tftp;
+    agent = AgentProcess::start(&rig.base_url(), "lab", dir.path());
+    assert_ne!(agent.tftp, old_tftp);
+
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+    let activity: Value = rig
+        .get(&format!("/api/v1/rollouts/{id}/activity"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let retried = activity["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the copy from agent agent-lab of site lab failed"))
+        })
+        .count();
+    assert!(
+        retried >= 2,
+        "each device's copy is tried again: {activity:#}"
+    );
+    // The agent that came back served both copies again, from the cache it checked at start.
+    assert!(
+        agent.log().contains("cached images checked"),
+        "{}",
+        agent.log()
+    );
+    eventually(
+        "the agent that came back to report both downloads",
+        || async {
+            let a = agent_view(&rig, "agent-lab").await?;
+            let done = a["transfers"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["file"] == IMAGE && t["state"] == "completed")
+                .count();
+            (done == 2).then_some(())
+        },
+    )
+    .await;
+    rig.stop().await;
+}
