@@ -568,3 +568,31 @@ test('phone-sized screen: the rollout list and fleet stay usable', async () => {
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('the nodes page shows this node and a site agent, live and then gone', { timeout: 60_000 }, async () => {
+  const agent = await start(['agent', '--site', 'branch-7', '--server', serve.url, '--name', 'agent-branch-7',
+    '--data-dir', path.join(work, 'agent'), '--tftp', '127.0.0.1:0', '--heartbeat', '1'], /TFTP: (\S+)/,
+  { FLEETUP_AGENT_TOKEN: TOKEN });
+  const tftp = agent.match[1];
+  const page = await newPage();
+  await signIn(page);
+  await nav(page, 'Nodes').click();
+  const row = page.locator('#agents tr[data-agent="agent-branch-7"]');
+  await row.waitFor();
+  await row.getByText('live', { exact: true }).waitFor();
+  const text = await row.innerText();
+  assert.match(text, /branch-7/);
+  assert.ok(text.includes(tftp), `the agent's TFTP address ${tftp} in: ${text}`);
+  const version = (await api('GET', '/health')).body.service.version;
+  assert.ok(text.includes(version), `the agent's version ${version} in: ${text}`);
+  // This node, with the API address other nodes fetch images from.
+  const node = page.locator('#nodes tbody tr[data-node]').first();
+  assert.ok((await node.innerText()).includes(serve.url), await node.innerText());
+  assert.equal(await page.locator('#nodes-database').innerText(), 'sqlite');
+
+  // Killed: after three missed heartbeats the page says it is not answering.
+  agent.child.kill('SIGKILL');
+  await row.getByText('not answering', { exact: true }).waitFor({ timeout: 20_000 });
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

@@ -9,6 +9,7 @@ import * as device from './views/device.js';
 import * as newRollout from './views/new-rollout.js';
 import * as images from './views/images.js';
 import * as audit from './views/audit.js';
+import * as nodes from './views/nodes.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -37,6 +38,7 @@ const routes = [
   [/^\/new$/, newRollout, 'New rollout', 'new'],
   [/^\/images$/, images, 'Images', 'images'],
   [/^\/audit$/, audit, 'Audit log', 'audit'],
+  [/^\/nodes$/, nodes, 'Nodes and agents', 'nodes'],
 ];
 
 function parseHash() {

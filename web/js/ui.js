@@ -98,6 +98,7 @@ const STATE_TONE = {
   awaiting_approval: 'warn', scheduled: 'idle', running: 'run', paused: 'warn', halted: 'bad', completed: 'ok', failed: 'bad', aborted: 'warn',
   pending: 'idle', succeeded: 'ok', skipped: 'idle', rolled_back: 'bad',
   current: 'ok', outdated: 'warn', ahead: 'run', unknown: 'idle', upgrading: 'run',
+  live: 'ok', gone: 'bad',
 };
 export function badge(state, label = state) {
   return h('span', { class: `badge ${STATE_TONE[state] || 'idle'}`, 'data-state': state }, label);
