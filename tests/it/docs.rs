@@ -382,6 +382,65 @@ fn compose_file_has_the_service_its_volume_and_ports() {
 }
 
 #[test]
+fn compose_cluster_has_postgres_two_nodes_and_an_agent_with_valid_commands() {
+    let c = compose();
+    let services = &c["services"];
+    for name in ["postgres", "node-a", "node-b", "agent-lab"] {
+        assert_eq!(
+            strings(&services[name]["profiles"]),
+            vec!["cluster".to_string()],
+            "{name} is in the optional cluster profile"
+        );
+    }
+    let mut advertised = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let command = strings(&services[node]["command"]);
+        assert_eq!(command.first().map(String::as_str), Some("serve"));
+        help(&command.iter().map(String::as_str).collect::<Vec<_>>());
+        let env = &services[node]["environment"];
+        let url = env["FLEETUP_DATABASE_URL"].as_str().unwrap_or_default();
+        assert!(
+            url.starts_with("postgres://"),
+            "{node} uses PostgreSQL: {env}"
+        );
+        assert!(
+            url.contains("@postgres:5432/"),
+            "{node} reaches the postgres service"
+        );
+        let at = command
+            .iter()
+            .position(|a| a == "--advertise-url")
+            .expect("--advertise-url");
+        advertised.push(command[at + 1].clone());
+        assert!(
+            command[at + 1].starts_with(&format!("http://{node}:")),
+            "{node} advertises its own service name"
+        );
+    }
+    assert_ne!(advertised[0], advertised[1]);
+    let agent = strings(&services["agent-lab"]["command"]);
+    assert_eq!(agent.first().map(String::as_str), Some("agent"));
+    help(&agent.iter().map(String::as_str).collect::<Vec<_>>());
+    let server = agent
+        .iter()
+        .position(|a| a == "--server")
+        .expect("--server");
+    assert!(
+        advertised.contains(&agent[server + 1]),
+        "the agent talks to a node: {}",
+        agent[server + 1]
+    );
+    for volume in [
+        "fleetup-pg",
+        "node-a-data",
+        "node-b-data",
+        "agent-lab-cache",
+    ] {
+        assert!(c["volumes"].get(volume).is_some(), "volume {volume}");
+    }
+}
+
+#[test]
 fn compose_lab_is_optional_and_runs_a_valid_lab_command() {
     let c = compose();
     let lab = &c["services"]["lab"];
