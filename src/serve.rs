@@ -581,12 +581,28 @@ impl Service {
         if let Some(interval) = args.facts_refresh.0 {
             crate::golden::refresh::start(db.clone(), interval, shutdown.clone());
         }
+        let tokens = Arc::new(tokens);
+        if db.backend() == crate::store::Backend::Postgres {
+            // Tokens made or revoked through another node take effect here too.
+            let (t, d, s) = (tokens.clone(), db.clone(), shutdown.clone());
+            shutdown.tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(TOKEN_REFRESH) => {}
+                        _ = s.requested() => return,
+                    }
+                    if let Err(e) = t.reload(&d).await {
+                        tracing::warn!(error = %e, "cannot re-read the API tokens");
+                    }
+                }
+            });
+        }
         let state = AppState {
             db: db.clone(),
             images,
             transfers,
             engine,
-            tokens: Arc::new(tokens),
+            tokens,
             read_open: args.read_open,
             started: Instant::now(),
             info: Arc::new(info),
@@ -783,6 +799,9 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// The host's name, the default node name.
+/// How often a node on a shared database re-reads the API tokens (made or revoked elsewhere).
+const TOKEN_REFRESH: Duration = Duration::from_secs(2);
+
 /// The URL other nodes reach an API listening on `addr` at, when `--advertise-url` is not given.
 fn advertised(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {

@@ -97,6 +97,9 @@ pub(crate) fn random_secret() -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Tokens {
     by_hash: std::sync::RwLock<HashMap<String, Principal>>,
+    /// Moves on with every change made here, so that a re-read that began before one does
+    /// not undo it.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl Tokens {
@@ -111,16 +114,41 @@ impl Tokens {
         Ok(tokens)
     }
 
+    /// Replace the accepted tokens with the store's own (those not revoked): what another
+    /// node sharing the database made or revoked takes effect here.
+    pub(crate) async fn reload(
+        &self,
+        db: &crate::store::Db,
+    ) -> Result<(), crate::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let before = self.changes.load(Ordering::SeqCst);
+        let fresh = Tokens::load(db).await?;
+        let map = std::mem::take(&mut *fresh.write());
+        let mut current = self.write();
+        // A token made or revoked here meanwhile: the next re-read brings both.
+        if self.changes.load(Ordering::SeqCst) == before {
+            *current = map;
+        }
+        Ok(())
+    }
+
     pub(crate) fn insert(&self, hash: &str, name: &str, role: Role) {
         let principal = Principal {
             name: name.to_string(),
             role,
         };
-        self.write().insert(hash.to_string(), principal);
+        let mut map = self.write();
+        map.insert(hash.to_string(), principal);
+        // Under the lock: a re-read swapping the map in sees it.
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn remove(&self, name: &str) {
-        self.write().retain(|_, p| p.name != name);
+        let mut map = self.write();
+        map.retain(|_, p| p.name != name);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Who a presented token is, if it is one.

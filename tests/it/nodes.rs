@@ -277,3 +277,58 @@ async fn a_node_paused_past_its_lease_cannot_record_a_step_after_the_takeover() 
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn a_token_made_or_revoked_on_one_node_counts_on_the_other() {
+    let rig = Rig::options(1)
+        .serve_process()
+        .process_flags(&["--node-name", "a", "--lease", LEASE])
+        .start()
+        .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let b = second_node(&rig, scratch.path(), "b");
+    let http = fleetup::http_client::client();
+    // Made on b with the admin token.
+    let made = http
+        .post(format!("{}/api/v1/tokens", b.base_url))
+        .bearer_auth(crate::support::TOKEN)
+        .json(&serde_json::json!({"name": "ops-viewer", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 201);
+    let made: Value = made.json().await.unwrap();
+    let secret = made["secret"]
+        .as_str()
+        .expect("a new token's secret")
+        .to_string();
+    let status = |base: String| {
+        let (http, secret) = (http.clone(), secret.clone());
+        async move {
+            http.get(format!("{base}/api/v1/devices"))
+                .bearer_auth(secret)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    eventually("node a to accept the token made on node b", || async {
+        (status(rig.base_url()).await? == 200).then_some(())
+    })
+    .await;
+    // Revoked on a: refused by b.
+    let r = http
+        .delete(format!("{}/api/v1/tokens/ops-viewer", rig.base_url()))
+        .bearer_auth(crate::support::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    eventually("node b to refuse the token revoked on node a", || async {
+        (status(b.base_url.clone()).await? == 401).then_some(())
+    })
+    .await;
+    rig.stop().await;
+}
