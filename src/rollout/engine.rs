@@ -745,7 +745,12 @@ impl Engine {
         };
         // Work on the first wave that still has devices to do; retried devices of an earlier
         // wave bring the rollout back to that wave.
+        let mut stalled_passes = 0;
         while let Some(wave) = self.next_wave(id).await? {
+            let finished_before = JobView::all(&self.ledger.db.jobs(id).await?)
+                .iter()
+                .filter(|j| j.state.is_finished())
+                .count();
             let jobs: Vec<DeviceJob> = self
                 .ledger
                 .db
@@ -809,6 +814,25 @@ impl Engine {
             }
             let r = self.ledger.db.rollout(id).await?;
             let after = JobView::all(&self.ledger.db.jobs(id).await?);
+            let finished = after.iter().filter(|j| j.state.is_finished()).count();
+            if finished == finished_before && self.ledger.may_go_on(id).await {
+                stalled_passes += 1;
+                match policy::stalled(&wave_name(&plan, wave), stalled_passes) {
+                    policy::Stalled::Halt(reason) => {
+                        self.halt(id, &reason).await?;
+                        break;
+                    }
+                    policy::Stalled::RetryAfter(wait) => {
+                        tracing::warn!(rollout = %id, wave, pass = stalled_passes, "no device of the wave finished; trying again in {wait:?}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = self.ledger.shutdown().requested() => return Ok(()),
+                        }
+                        continue;
+                    }
+                }
+            }
+            stalled_passes = 0;
             match policy::after_wave(limits, RolloutView::of(&r), wave, &after) {
                 AfterWave::Stop => break,
                 AfterWave::Halt(reason) => {

@@ -252,6 +252,33 @@ pub(crate) fn changes(windows: &[Window], now: Timestamp) -> Changes {
     }
 }
 
+/// What to do after a pass over a wave's devices in which none finished while the rollout
+/// could go on: each went back in line because what it did could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stalled {
+    /// Wait this long, then try the wave again.
+    RetryAfter(std::time::Duration),
+    /// Stop: halt the rollout with this reason.
+    Halt(String),
+}
+
+/// Passes in a row without a finished device before the rollout is halted.
+pub(crate) const STALLED_PASSES: u32 = 3;
+
+/// After the `passes`-th pass in a row over wave `wave` in which no device finished: try again
+/// after 1 s, then 2 s, …, and halt at the [`STALLED_PASSES`]-th, rather than go round at
+/// full speed while the store refuses the devices' writes.
+pub(crate) fn stalled(wave_name: &str, passes: u32) -> Stalled {
+    if passes >= STALLED_PASSES {
+        return Stalled::Halt(format!(
+            "no device of {wave_name} could finish in {passes} attempts in a row: the database refused to record their steps (see the service log); retry once it takes writes again"
+        ));
+    }
+    Stalled::RetryAfter(std::time::Duration::from_secs(
+        1 << passes.saturating_sub(1).min(5),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +504,27 @@ mod tests {
         match changes(&sat, ts("2026-12-04T12:00:00Z")) {
             Changes::WaitFor(o) => assert_eq!(o.at, ts("2026-12-05T00:00:00Z")),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wave_that_finishes_nothing_backs_off_then_halts() {
+        assert_eq!(
+            stalled("wave 1", 1),
+            Stalled::RetryAfter(std::time::Duration::from_secs(1))
+        );
+        assert_eq!(
+            stalled("wave 1", 2),
+            Stalled::RetryAfter(std::time::Duration::from_secs(2))
+        );
+        match stalled("canary", STALLED_PASSES) {
+            Stalled::Halt(reason) => {
+                assert!(
+                    reason.contains("canary") && reason.contains("3 attempts"),
+                    "{reason}"
+                )
+            }
+            other => panic!("halts at the third pass: {other:?}"),
         }
     }
 }

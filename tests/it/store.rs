@@ -284,3 +284,55 @@ async fn exporting_without_secrets_and_importing_back_keeps_the_secrets() {
         "{full}"
     );
 }
+
+/// A database that refuses the devices' step records (not for lack of space: here a trigger
+/// refuses them) halts the rollout after a few tries spaced out, rather than putting the
+/// devices back in line at full speed for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_whose_steps_cannot_be_recorded_backs_off_then_halts() {
+    let rig = crate::support::Rig::options(2).start().await;
+    let db_file = rig.app().dir.path().join("fleetup.db");
+    let out = Command::new("sqlite3")
+        .arg(&db_file)
+        .arg(
+            "CREATE TRIGGER refuse_steps BEFORE INSERT ON rollout_events \
+             WHEN NEW.kind = 'step_started' \
+             BEGIN SELECT RAISE(ABORT, 'step records refused by the test'); END;",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = rig
+        .submit(&crate::support::playbook(
+            "strategy:\n  canary: 0\n  concurrency: 2\n",
+        ))
+        .await;
+    let d = rig.wait_state(&id, &["halted"]).await;
+    let reason = d["halt_reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("could finish in 3 attempts"),
+        "halted for the refused records: {d:#}"
+    );
+    // Each device went back in line once per attempt, not thousands of times.
+    let events = rig
+        .app()
+        .service
+        .state
+        .db
+        .events_after(&id, 0, 100_000)
+        .await
+        .unwrap();
+    let requeued = events
+        .iter()
+        .filter(|e| e.kind.as_str() == "device_requeued")
+        .count();
+    assert!(requeued <= 2 * 3, "{requeued} requeues");
+    for dev in rig.lab.devices() {
+        assert_eq!(rig.lab.state(&dev.name).unwrap().reload_count, 0);
+    }
+    rig.stop().await;
+}
