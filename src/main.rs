@@ -621,6 +621,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Db { action } => match action {
             DbAction::Migrate { from, to, json } => {
+                // A SQLite store is copied only while no service runs on its directory (the
+                // target's too, when a service has used it: it holds the lock file).
+                let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+                for (url, always) in [(&from, true), (&to, false)] {
+                    if let fleetup::store::DatabaseUrl::Sqlite(path) = url
+                        && let Some(dir) = path.parent().filter(|d| d.is_dir())
+                        && (always || dir.join("lock").exists())
+                        && let Ok(dir) = dir.canonicalize()
+                        && !dirs.contains(&dir)
+                    {
+                        dirs.push(dir);
+                    }
+                }
+                let mut _locks = Vec::new();
+                for dir in &dirs {
+                    match serve::DataDirLock::acquire(dir) {
+                        Ok(lock) => _locks.push(lock),
+                        Err(serve::DataDirError::InUse { dir, holder }) => anyhow::bail!(
+                            "the store in {} is in use by a running fleetup service ({holder}): stop it first, so that nothing it writes after the copy is left behind",
+                            dir.display()
+                        ),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 let report = fleetup::store::migrate_database(&from, &to).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);

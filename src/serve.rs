@@ -285,13 +285,13 @@ pub enum DataDirError {
 /// An exclusive lock on a data directory (`flock` on `DATA_DIR/lock`), held for the life of
 /// one service; the kernel releases it when the process ends, however it ends.
 #[derive(Debug)]
-pub(crate) struct DataDirLock {
+pub struct DataDirLock {
     _file: std::fs::File,
 }
 
 impl DataDirLock {
     /// Take the lock or say who holds it. The file holds the holder's PID, for that message.
-    pub(crate) fn acquire(dir: &std::path::Path) -> Result<DataDirLock, DataDirError> {
+    pub fn acquire(dir: &std::path::Path) -> Result<DataDirLock, DataDirError> {
         use std::io::{Read, Seek, Write};
         let path = dir.join("lock");
         let io = |source| DataDirError::Io {

@@ -940,6 +940,9 @@ async fn the_dashboard_names_only_states_and_kinds_the_service_has() {
     known.extend(
         [EntryKind::Command, EntryKind::Answer, EntryKind::Note].map(|k| k.as_str().to_string()),
     );
+    // So are the kinds in `GET /nodes` (a serve node or a site agent).
+    use fleetup::store::leases::NodeKind;
+    known.extend([NodeKind::Node, NodeKind::Agent].map(|k| k.as_str().to_string()));
     let compared = regex::Regex::new(
         r#"(?:\.state|\.kind|\.result)\s*[!=]==?\s*'([a-z_]+)'|badge\('([a-z_]+)'"#,
     )

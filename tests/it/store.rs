@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{ServeProcess, TOKEN};
+use crate::support::{Rig, ServeProcess, TOKEN};
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
 struct SmallDisk {
@@ -335,4 +335,47 @@ async fn a_rollout_whose_steps_cannot_be_recorded_backs_off_then_halts() {
         assert_eq!(rig.lab.state(&dev.name).unwrap().reload_count, 0);
     }
     rig.stop().await;
+}
+
+/// `fleetup db migrate` copies a SQLite store only while no service runs on its directory:
+/// a copy taken under a running service could miss what it writes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn db_migrate_refuses_a_store_a_service_is_running_on() {
+    let mut rig = Rig::options(1).serve_process().start().await;
+    let from = format!("sqlite://{}", rig.data_dir().join("fleetup.db").display());
+    let target = tempfile::tempdir().unwrap();
+    let to = format!("sqlite://{}", target.path().join("fleetup.db").display());
+    let refused = rig
+        .fleetup(&["db", "migrate", "--from", &from, "--to", &to])
+        .await;
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("in use by a running fleetup service") && err.contains("stop it"),
+        "{err}"
+    );
+    assert!(
+        !target.path().join("fleetup.db").exists(),
+        "nothing was written to the target"
+    );
+
+    rig.terminate_serve();
+    let copied = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        .args(["db", "migrate", "--from", &from, "--to", &to, "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let report: Value = serde_json::from_slice(&copied.stdout).unwrap();
+    let devices = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "devices")
+        .map(|t| t["rows"].as_u64());
+    assert_eq!(devices, Some(Some(1)), "{report:#}");
 }
