@@ -398,7 +398,7 @@ async fn approve_rollout(
 #[utoipa::path(post, path = "/rollouts/{id}/retry", tag = "rollouts",
     params(("id" = String, Path, description = "rollout id")),
     responses((status = 200, body = ActionResult), BadPath, (status = 404, body = ErrorBody, description = "`not_found`: no such rollout"),
-              (status = 409, body = ErrorBody, description = "`conflict`: the rollout has ended, or is not in a state that allows it"),
+              (status = 409, body = ErrorBody, description = "`conflict`: the rollout has ended, or is not in a state that allows it, or the devices running when it halted have not finished within 30 s"),
               Internal, StorageFull))]
 async fn retry_rollout(
     State(state): State<AppState>,

@@ -117,9 +117,22 @@ impl Dialog {
     }
 
     /// Add an answer; `question` is a regex matched against the unterminated last line.
-    pub(crate) fn answer(mut self, question: &str, reply: Reply) -> Self {
-        let question = Regex::new(question)
-            .unwrap_or_else(|e| panic!("dialog question {question:?} is not a regex: {e}"));
+    ///
+    /// The questions are literals of this file, each compiled once per process: a dialog is
+    /// built for every command that may ask something, thousands of times in one rollout.
+    pub(crate) fn answer(mut self, question: &'static str, reply: Reply) -> Self {
+        static COMPILED: LazyLock<
+            std::sync::Mutex<std::collections::HashMap<&'static str, Regex>>,
+        > = LazyLock::new(Default::default);
+        let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        let question = compiled
+            .entry(question)
+            .or_insert_with(|| {
+                Regex::new(question)
+                    .unwrap_or_else(|e| panic!("dialog question {question:?} is not a regex: {e}"))
+            })
+            .clone();
+        drop(compiled);
         self.answers.push(Answer { question, reply });
         self
     }

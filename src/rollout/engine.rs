@@ -14,6 +14,10 @@ use super::ledger::Ledger;
 use super::model::{DeviceJob, Event, EventKind, JobState, RolloutId, RolloutRecord, RolloutState};
 use super::policy::{self, AfterWave, End, JobView, Limits, RolloutView};
 use super::{FileServers, RolloutError};
+
+/// How long a retry of a halted rollout waits for the rollout's task to end (it ends once the
+/// devices it was running have finished).
+const RETRY_WAITS_FOR_TASK: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::images::ImageStore;
 use crate::playbook::{self, Plan, Playbook};
 use crate::shutdown::Shutdown;
@@ -409,6 +413,20 @@ impl Engine {
 
     /// Put failed devices back in line and go on, also after the rollout ended with failures.
     pub(crate) async fn retry_failed(&self, id: &str) -> Result<u64, RolloutError> {
+        // A halted rollout's task goes on until the devices it was running have finished, and
+        // then records its end; a retry meanwhile would be undone by it (and the task, still
+        // there, would not be started again). Let it end first.
+        let halted = self
+            .ledger
+            .db
+            .rollout(id)
+            .await
+            .is_ok_and(|r| r.state == RolloutState::Halted);
+        if halted && !self.ledger.task_ended(id, RETRY_WAITS_FOR_TASK).await {
+            return Err(RolloutError::Store(StoreError::Conflict(format!(
+                "rollout {id}: the devices that were running when it halted have not all finished; retry once they have"
+            ))));
+        }
         let r = self.ledger.db.rollout(id).await.map_err(|e| match e {
             StoreError::NotFound => RolloutError::NotFound(id.to_string()),
             e => e.into(),

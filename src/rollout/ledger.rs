@@ -21,6 +21,8 @@ use crate::transfers::Transfers;
 /// Operator requests for one running rollout, seen by its task between steps.
 pub(crate) struct Control {
     changed: Notify,
+    /// Set when the rollout's task ends.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 pub(crate) struct Ledger {
@@ -283,15 +285,32 @@ impl Ledger {
             id.to_string(),
             Arc::new(Control {
                 changed: Notify::new(),
+                ended: tokio::sync::watch::Sender::new(false),
             }),
         );
         true
     }
 
     pub(crate) fn close_control(&self, id: &str) {
-        self.controls
+        let closed = self
+            .controls
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        if let Some(c) = closed {
+            c.ended.send_replace(true);
+        }
+    }
+
+    /// Wait until this node's task of the rollout has ended (at once when none runs); false
+    /// when it still runs after `within`.
+    pub(crate) async fn task_ended(&self, id: &str, within: std::time::Duration) -> bool {
+        let Some(c) = self.control(id) else {
+            return true;
+        };
+        let mut ended = c.ended.subscribe();
+        tokio::time::timeout(within, ended.wait_for(|e| *e))
+            .await
+            .is_ok()
     }
 }

@@ -353,16 +353,19 @@ impl Db {
         name: &str,
         key: Option<&str>,
     ) -> Result<(), StoreError> {
+        // A job writes this on its first login: it takes its turn with the other writers.
+        let mut tx = self.begin().await?;
         let done = sqlx::query("UPDATE devices SET host_key = $1, updated_at = $2 WHERE name = $3")
             .bind(key)
             .bind(now_text())
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
+            tx.rollback().await?;
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        tx.commit().await
     }
 
     /// Counts per (site, version) for the fleet view.

@@ -194,7 +194,17 @@ pub struct Db {
     file_dir: Option<PathBuf>,
     /// Why the last write failed for lack of space, until a write succeeds again.
     write_failure: Arc<Mutex<Option<String>>>,
+    /// SQLite: this process's writers take turns here, in order, before `BEGIN IMMEDIATE`.
+    /// Without it every writer but one meets SQLITE_BUSY, and SQLite's busy handler sleeps
+    /// 1, 2, 5, 10 … 100 ms between tries: hundreds of jobs writing at once then commit a few
+    /// hundred transactions a second, most of the time asleep. Other processes on the file
+    /// still meet the busy handler.
+    writers: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// How long a SQLite writer waits for its turn, as long as `busy_timeout` lets it wait for
+/// another process's lock.
+const WRITER_TURN_WAIT: Duration = Duration::from_secs(10);
 
 /// Below this much free space in the data directory (or 5% of a smaller file system), the
 /// service says it is degraded.
@@ -240,6 +250,9 @@ fn storage_error(e: &sqlx::Error) -> Option<String> {
 pub(crate) struct Tx {
     conn: Option<PoolConnection<Any>>,
     db: Db,
+    /// SQLite: this writer's turn, given back when the transaction ends (dropped after the
+    /// connection).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx {
@@ -372,6 +385,7 @@ impl Db {
             dir: data_dir.to_path_buf(),
             file_dir,
             write_failure: Arc::new(Mutex::new(None)),
+            writers: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -384,6 +398,21 @@ impl Db {
     /// the write lock at once (two writers never deadlock upgrading a read lock), and on
     /// PostgreSQL every write transaction takes one transaction-scoped advisory lock.
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
+        // The turn before the connection: a writer waiting for its turn holds no connection
+        // that readers could use.
+        let turn = match self.backend {
+            Backend::Sqlite => Some(
+                tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())
+                    .await
+                    .map_err(|_| {
+                        StoreError::Database(sqlx::Error::Protocol(format!(
+                            "no turn to write within {} s: another write of this service holds the database",
+                            WRITER_TURN_WAIT.as_secs()
+                        )))
+                    })?,
+            ),
+            Backend::Postgres => None,
+        };
         let mut conn = self.pool.acquire().await?;
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
@@ -395,6 +424,7 @@ impl Db {
         let mut tx = Tx {
             conn: Some(conn),
             db: self.clone(),
+            _turn: turn,
         };
         // A rollout task's writes carry the lease epoch it claimed (fencing): once another
         // node has claimed the rollout since, none of them is taken. Claims are writes too,
@@ -562,5 +592,63 @@ mod tests {
             assert!(err.contains(says), "{bad}: {err}");
             assert!(!err.contains(":p@"), "{bad}: the password shows: {err}");
         }
+    }
+
+    /// SQLite writers of one process take turns: a second writer waits for the first to
+    /// commit (it neither fails nor holds a connection meanwhile), and many at once all commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_writers_take_turns_and_all_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("fleetup.db")).await.unwrap();
+        let first = db.begin().await.unwrap();
+        // More waiting writers than the pool has connections (8).
+        let waiting: Vec<_> = (0..16)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move { db.begin().await?.commit().await })
+            })
+            .collect();
+        // Readers are not held up by writers waiting for their turn: those hold no connection.
+        for _ in 0..20 {
+            tokio::time::timeout(Duration::from_secs(30), db.ping())
+                .await
+                .expect("a reader got a connection")
+                .unwrap();
+        }
+        assert!(
+            waiting.iter().all(|w| !w.is_finished()),
+            "the writers wait for the first to end"
+        );
+        first.commit().await.unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+
+        let writers: Vec<_> = (0..64)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut tx = db.begin().await?;
+                    sqlx::query(
+                        "INSERT INTO api_tokens (name, role, hash, bootstrap, created_at) \
+                         VALUES ($1, 'viewer', $2, 0, '2026-12-06T00:00:00Z')",
+                    )
+                    .bind(format!("writer-{i}"))
+                    .bind(format!("hash-{i}"))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().unwrap();
+        }
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE name LIKE 'writer-%'")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(n, 64);
     }
 }

@@ -111,9 +111,17 @@ async fn db_migrate_moves_a_sqlite_store_into_postgres_whole() {
         assert!(!rows.is_empty(), "the source has {t} to copy");
     }
 
+    // `db migrate` refuses a store a service runs on (the rig's still does): copy from a
+    // snapshot of it, as a backup restored elsewhere would be.
+    let snapshot = tempfile::tempdir().unwrap();
+    let snapshot_path = snapshot.path().join("fleetup.db");
+    sqlx::query(&format!("VACUUM INTO '{}'", snapshot_path.display()))
+        .execute(source.pool())
+        .await
+        .unwrap();
     let target_dir = tempfile::tempdir().unwrap();
     let target = postgres_for(target_dir.path());
-    let from = format!("sqlite://{}", sqlite_path.display());
+    let from = format!("sqlite://{}", snapshot_path.display());
     let out = rig
         .fleetup(&["db", "migrate", "--from", &from, "--to", &target, "--json"])
         .await;
