@@ -890,9 +890,12 @@ impl Engine {
         if let Err(e) = joined {
             tracing::error!(rollout = id, error = %e, "device task panicked");
         }
-        let jobs = JobView::all(&self.ledger.db.jobs(id).await?);
+        // After every device: one aggregate query, not every job of the rollout (which made
+        // the engine's work per device grow with the fleet).
+        let counts = self.ledger.db.job_state_counts(&[id]).await?;
+        let tally = policy::Tally::of_counts(counts.get(id).into_iter().flatten().copied());
         let r = self.ledger.db.rollout(id).await?;
-        if let Some(reason) = policy::after_device(limits, RolloutView::of(&r), &jobs) {
+        if let Some(reason) = policy::after_device(limits, RolloutView::of(&r), tally) {
             self.halt(id, &reason).await?;
         }
         Ok(())

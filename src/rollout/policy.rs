@@ -66,15 +66,20 @@ pub(crate) struct Tally {
 
 impl Tally {
     pub(crate) fn of<'a>(jobs: impl IntoIterator<Item = &'a JobView>) -> Tally {
+        Tally::of_counts(jobs.into_iter().map(|j| (j.state, 1)))
+    }
+
+    /// The tally from counts of jobs by state (one aggregate query, not every job).
+    pub(crate) fn of_counts(counts: impl IntoIterator<Item = (JobState, usize)>) -> Tally {
         let mut t = Tally::default();
-        for j in jobs {
-            match j.state {
-                JobState::Succeeded => t.upgraded += 1,
+        for (state, n) in counts {
+            match state {
+                JobState::Succeeded => t.upgraded += n,
                 // A rolled back device failed on the new image: it counts against max_failures.
-                JobState::Failed | JobState::RolledBack => t.failed += 1,
-                JobState::Skipped => t.skipped += 1,
-                JobState::Aborted => t.aborted += 1,
-                JobState::Pending | JobState::Running => t.remaining += 1,
+                JobState::Failed | JobState::RolledBack => t.failed += n,
+                JobState::Skipped => t.skipped += n,
+                JobState::Aborted => t.aborted += n,
+                JobState::Pending | JobState::Running => t.remaining += n,
             }
         }
         t
@@ -111,8 +116,8 @@ pub(crate) fn next_wave(jobs: &[JobView]) -> Option<usize> {
 }
 
 /// After a device finished: halt once the failures reach the limit. `None`: go on.
-pub(crate) fn after_device(limits: Limits, r: RolloutView, jobs: &[JobView]) -> Option<String> {
-    let failed = Tally::of(jobs).failed;
+pub(crate) fn after_device(limits: Limits, r: RolloutView, tally: Tally) -> Option<String> {
+    let failed = tally.failed;
     (failed >= limits.halt_after_failures && r.state != RolloutState::Halted).then(|| {
         format!(
             "{failed} device(s) failed, more than the {} tolerated by max_failures",
@@ -345,10 +350,18 @@ mod tests {
     fn threshold_halts_at_the_limit_once() {
         let running = rollout(RolloutState::Running);
         assert_eq!(
-            after_device(LIMITS, running, &jobs(&[(1, Failed), (1, Running)])),
+            after_device(
+                LIMITS,
+                running,
+                Tally::of(&jobs(&[(1, Failed), (1, Running)]))
+            ),
             None
         );
-        let halt = after_device(LIMITS, running, &jobs(&[(1, Failed), (2, Failed)]));
+        let halt = after_device(
+            LIMITS,
+            running,
+            Tally::of(&jobs(&[(1, Failed), (2, Failed)])),
+        );
         assert_eq!(
             halt.as_deref(),
             Some("2 device(s) failed, more than the 1 tolerated by max_failures")
@@ -358,7 +371,7 @@ mod tests {
             after_device(
                 LIMITS,
                 rollout(RolloutState::Halted),
-                &jobs(&[(1, Failed), (2, Failed), (2, Failed)])
+                Tally::of(&jobs(&[(1, Failed), (2, Failed), (2, Failed)]))
             ),
             None
         );
@@ -367,7 +380,7 @@ mod tests {
             halt_after_failures: 1,
             canary: false,
         };
-        assert!(after_device(strict, running, &jobs(&[(3, Failed)])).is_some());
+        assert!(after_device(strict, running, Tally::of(&jobs(&[(3, Failed)]))).is_some());
     }
 
     #[test]
