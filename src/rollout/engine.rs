@@ -14,10 +14,6 @@ use super::ledger::Ledger;
 use super::model::{DeviceJob, Event, EventKind, JobState, RolloutId, RolloutRecord, RolloutState};
 use super::policy::{self, AfterWave, End, JobView, Limits, RolloutView};
 use super::{FileServers, RolloutError};
-
-/// How long a retry of a halted rollout waits for the rollout's task to end (it ends once the
-/// devices it was running have finished).
-const RETRY_WAITS_FOR_TASK: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::images::ImageStore;
 use crate::playbook::{self, Plan, Playbook};
 use crate::shutdown::Shutdown;
@@ -25,6 +21,10 @@ use crate::store::leases::{FENCE, Fence};
 use crate::store::rollouts::{NewEvent, NewJob};
 use crate::store::{Db, StoreError};
 use crate::transfers::Transfers;
+
+/// How long a retry of a halted rollout waits for the rollout's task to end (it ends once the
+/// devices it was running have finished).
+const RETRY_WAITS_FOR_TASK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Handle to the engine; cheap to clone. The engine decides nothing itself: it reads a
 /// snapshot, asks [`policy`], and writes the decision through the [`Ledger`].
@@ -416,21 +416,16 @@ impl Engine {
         // A halted rollout's task goes on until the devices it was running have finished, and
         // then records its end; a retry meanwhile would be undone by it (and the task, still
         // there, would not be started again). Let it end first.
-        let halted = self
-            .ledger
-            .db
-            .rollout(id)
-            .await
-            .is_ok_and(|r| r.state == RolloutState::Halted);
-        if halted && !self.ledger.task_ended(id, RETRY_WAITS_FOR_TASK).await {
-            return Err(RolloutError::Store(StoreError::Conflict(format!(
-                "rollout {id}: the devices that were running when it halted have not all finished; retry once they have"
-            ))));
+        let mut r = self.record(id).await?;
+        if r.state == RolloutState::Halted {
+            if !self.ledger.task_ended(id, RETRY_WAITS_FOR_TASK).await {
+                return Err(RolloutError::Store(StoreError::Conflict(format!(
+                    "rollout {id}: the devices that were running when it halted have not all finished; retry once they have"
+                ))));
+            }
+            // What the task wrote last.
+            r = self.record(id).await?;
         }
-        let r = self.ledger.db.rollout(id).await.map_err(|e| match e {
-            StoreError::NotFound => RolloutError::NotFound(id.to_string()),
-            e => e.into(),
-        })?;
         let jobs = JobView::all(&self.ledger.db.jobs(id).await?);
         let restart = match policy::retry(RolloutView::of(&r), &jobs) {
             policy::Retry::Refused => {
@@ -457,11 +452,16 @@ impl Engine {
         Ok(n)
     }
 
-    async fn live(&self, id: &str) -> Result<RolloutRecord, RolloutError> {
-        let r = self.ledger.db.rollout(id).await.map_err(|e| match e {
-            crate::store::StoreError::NotFound => RolloutError::NotFound(id.to_string()),
+    /// The rollout's record; `NotFound` names it.
+    async fn record(&self, id: &str) -> Result<RolloutRecord, RolloutError> {
+        self.ledger.db.rollout(id).await.map_err(|e| match e {
+            StoreError::NotFound => RolloutError::NotFound(id.to_string()),
             e => e.into(),
-        })?;
+        })
+    }
+
+    async fn live(&self, id: &str) -> Result<RolloutRecord, RolloutError> {
+        let r = self.record(id).await?;
         if r.state.is_ended() {
             return Err(RolloutError::Ended {
                 id: id.to_string(),
