@@ -65,13 +65,15 @@ pub struct TftpArgs {
     )]
     pub max_per_client: usize,
 
-    /// Seconds without an answer before a packet is sent again, unless the client negotiates
-    /// its own `timeout` (fractions allowed, e.g. 0.5).
+    /// The longest wait for an answer before a packet is sent again, unless the client
+    /// negotiates its own `timeout` (fractions allowed, e.g. 0.5). Once a transfer has timed an
+    /// answer, the server resends sooner: RFC 6298's timer over the measured round trip, at
+    /// least 200 ms.
     #[arg(id = "tftp-timeout", long = "tftp-timeout", env = "FLEETUP_TFTP_TIMEOUT", default_value = "1", value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// Consecutive timeouts after which a transfer is abandoned: a dead client frees its slot
-    /// after timeout × retries.
+    /// Consecutive full timeouts after which a transfer is abandoned: a dead client frees its
+    /// slot within timeout × retries (plus the quicker resends before, less than 2 × timeout).
     #[arg(id = "tftp-retries", long = "tftp-retries", env = "FLEETUP_TFTP_RETRIES", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retries: u32,

@@ -194,7 +194,49 @@ pub(crate) trait Transfer {
     fn abort(&mut self, code: ErrorCode, message: &str);
 }
 
+/// The shortest time a sender waits before it retransmits, however short the measured round
+/// trip: TCP's minimum (RFC 6298 allows 1 s; Linux uses 200 ms). A device busy writing its
+/// flash answers late, and a retransmission it did not need costs one datagram each way.
+pub(crate) const MIN_RTO: Duration = Duration::from_millis(200);
+
+/// RFC 6298's clock granularity term: the variance part of the timer is never below it.
+const RTO_GRANULARITY: Duration = Duration::from_millis(10);
+
+/// The round trip as a sender has measured it (RFC 6298: smoothed mean and variation, each
+/// sample from a block sent once, as Karn's rule wants).
+#[derive(Debug, Clone, Copy)]
+struct RttEstimate {
+    srtt: Duration,
+    rttvar: Duration,
+}
+
+impl RttEstimate {
+    fn first(sample: Duration) -> Self {
+        Self {
+            srtt: sample,
+            rttvar: sample / 2,
+        }
+    }
+
+    fn update(&mut self, sample: Duration) {
+        let diff = self.srtt.abs_diff(sample);
+        self.rttvar = (self.rttvar * 3 + diff) / 4;
+        self.srtt = (self.srtt * 7 + sample) / 8;
+    }
+
+    fn rto(&self) -> Duration {
+        self.srtt + (self.rttvar * 4).max(RTO_GRANULARITY)
+    }
+}
+
 /// Retransmission timer and the queue of control packets, common to both machines.
+///
+/// The timer is the negotiated `timeout` until the sender has measured the round trip. After
+/// that it is RFC 6298's `SRTT + 4 × RTTVAR`, at least [`MIN_RTO`] and never more than
+/// `timeout`, doubled on each timeout in a row up to `timeout`: a lost datagram on a 20 ms
+/// WAN link costs a fraction of a second, not the 5 s a client's `timeout 5` would. Only
+/// timeouts at the full `timeout` count against `retries`, so a peer that went silent is
+/// given up no sooner than before.
 #[derive(Debug)]
 struct Link {
     peer: SocketAddr,
@@ -202,6 +244,10 @@ struct Link {
     retries: u32,
     /// Timeouts still allowed before giving up; reset on progress.
     retries_left: u32,
+    /// The measured round trip (a sender only), once there is a sample.
+    rtt: Option<RttEstimate>,
+    /// Timeouts in a row since the last progress: each doubles the timer, up to `timeout`.
+    backoff: u32,
     /// Give up this long after the last progress, whatever the retries allow.
     max_stall: Option<Duration>,
     last_progress: Instant,
@@ -224,6 +270,8 @@ impl Link {
             timeout,
             retries,
             retries_left: retries,
+            rtt: None,
+            backoff: 0,
             max_stall,
             last_progress: now,
             deadline: None,
@@ -234,9 +282,27 @@ impl Link {
         link
     }
 
+    /// The time to wait for an answer before sending again.
+    fn rto(&self) -> Duration {
+        let Some(rtt) = self.rtt else {
+            return self.timeout;
+        };
+        let base = rtt.rto().clamp(MIN_RTO.min(self.timeout), self.timeout);
+        base.saturating_mul(1 << self.backoff.min(16))
+            .min(self.timeout)
+    }
+
+    /// Take a round-trip sample (from a packet sent once and answered).
+    fn sample(&mut self, rtt: Duration) {
+        match &mut self.rtt {
+            Some(est) => est.update(rtt),
+            None => self.rtt = Some(RttEstimate::first(rtt)),
+        }
+    }
+
     /// The next retransmission, or the end of the stall allowance if that comes first.
     fn next_deadline(&self, now: Instant) -> Instant {
-        let retransmit = now + self.timeout;
+        let retransmit = now + self.rto();
         match self.max_stall {
             Some(stall) => retransmit.min(self.last_progress + stall),
             None => retransmit,
@@ -245,6 +311,7 @@ impl Link {
 
     fn progress(&mut self, now: Instant) {
         self.retries_left = self.retries;
+        self.backoff = 0;
         self.last_progress = now;
         self.deadline = Some(self.next_deadline(now));
     }
@@ -262,6 +329,14 @@ impl Link {
                 Failure::Stalled(stall.as_secs()),
             );
             return false;
+        }
+        // A timer shorter than `timeout` came from the measured round trip: back off, and
+        // keep the retries for the full timeouts.
+        let early = self.rto() < self.timeout;
+        self.backoff = self.backoff.saturating_add(1);
+        if early {
+            self.deadline = Some(self.next_deadline(now));
+            return true;
         }
         self.retries_left = self.retries_left.saturating_sub(1);
         if self.retries_left == 0 {
@@ -335,6 +410,11 @@ pub(crate) struct Sender<R> {
     ring: Vec<u8>,
     lens: Vec<usize>,
     bytes_acked: u64,
+    /// The packet being timed for a round-trip sample: a block sent for the first time (0: the
+    /// OACK), with when it went out. Cleared when anything is sent again (Karn's rule).
+    timing: Option<(u64, Instant)>,
+    /// The latest time the driver gave (what `poll_transmit` stamps a send with).
+    clock: Instant,
 }
 
 impl<R: Read> Sender<R> {
@@ -349,6 +429,7 @@ impl<R: Read> Sender<R> {
     ) -> Self {
         let mut link = Link::new(now, peer, params.timeout, params.retries, params.max_stall);
         let oack = oack.map(|options| Packet::Oack { options }.to_vec());
+        let oack_timing = oack.as_ref().map(|_| (0, now));
         if let Some(pkt) = &oack {
             link.control.push_back((peer, pkt.clone()));
         }
@@ -370,6 +451,8 @@ impl<R: Read> Sender<R> {
             ring: Vec::new(),
             lens: vec![0; capacity as usize],
             bytes_acked: 0,
+            timing: oack_timing,
+            clock: now,
         }
     }
 
@@ -420,10 +503,21 @@ impl<R: Read> Sender<R> {
         Ok(())
     }
 
+    /// Take the round-trip sample when the timed packet (block `upto` or before) is answered.
+    fn sample_upto(&mut self, now: Instant, upto: u64) {
+        if let Some((timed, sent)) = self.timing
+            && timed <= upto
+        {
+            self.timing = None;
+            self.link.sample(now.saturating_duration_since(sent));
+        }
+    }
+
     fn on_ack(&mut self, now: Instant, block: u16) {
         if self.oack.is_some() {
             if block == 0 {
                 self.oack = None;
+                self.sample_upto(now, 0);
                 self.link.progress(now);
             }
             return;
@@ -441,6 +535,7 @@ impl<R: Read> Sender<R> {
             self.bytes_acked += self.lens[self.slot(b)] as u64;
         }
         self.base = acked + 1;
+        self.sample_upto(now, acked);
         self.link.progress(now);
         if self.last == Some(acked) {
             self.link.outcome = Some(Outcome::Complete {
@@ -454,12 +549,16 @@ impl<R: Read> Sender<R> {
             // makes it ACK the last block received in order). Resend from there; the blocks
             // are still in the ring.
             self.next = self.base;
+            if self.timing.is_some_and(|(timed, _)| timed >= self.base) {
+                self.timing = None;
+            }
         }
     }
 }
 
 impl<R: Read> Transfer for Sender<R> {
     fn handle(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.clock = self.clock.max(now);
         if from != self.link.peer {
             self.link.wrong_tid(from);
             return;
@@ -501,9 +600,12 @@ impl<R: Read> Transfer for Sender<R> {
             Some(d) if now >= d && self.link.outcome.is_none() => {}
             _ => return,
         }
+        self.clock = self.clock.max(now);
         if !self.link.timed_out(now) {
             return;
         }
+        // Everything outstanding goes again: no answer to it can be timed (Karn's rule).
+        self.timing = None;
         if let Some(pkt) = &self.oack {
             self.link.control.push_back((self.link.peer, pkt.clone()));
         } else {
@@ -536,6 +638,9 @@ impl<R: Read> Transfer for Sender<R> {
         let start = slot * self.blksize;
         put_data_header(buf, self.next as u16);
         buf.extend_from_slice(&self.ring[start..start + self.lens[slot]]);
+        if self.next >= self.high && self.timing.is_none() {
+            self.timing = Some((self.next, self.clock));
+        }
         self.next += 1;
         self.high = self.high.max(self.next);
         Some(self.link.peer)

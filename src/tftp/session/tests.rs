@@ -996,3 +996,137 @@ fn an_upload_is_acknowledged_only_once_stored() {
     );
     assert!(r.is_finished());
 }
+
+/// Sends what the sender has, returning the DATA block numbers.
+fn drain(s: &mut Sender<Cursor<Vec<u8>>>) -> Vec<u16> {
+    let mut buf = Vec::new();
+    let mut blocks = Vec::new();
+    while s.poll_transmit(&mut buf).is_some() {
+        if let Ok(Packet::Data { block, .. }) = Packet::decode(&buf) {
+            blocks.push(block);
+        }
+    }
+    blocks
+}
+
+fn lockstep(timeout: Duration, retries: u32) -> TransferParams {
+    TransferParams {
+        blksize: 512,
+        timeout,
+        retries,
+        ..TransferParams::default()
+    }
+}
+
+/// Until the sender has timed an answer, it waits the whole negotiated timeout.
+#[test]
+fn before_any_round_trip_is_measured_the_timer_is_the_negotiated_timeout() {
+    let start = Instant::now();
+    let params = lockstep(Duration::from_secs(5), 5);
+    let mut s = Sender::new(start, addr(CLIENT), Cursor::new(file(5000)), params, None);
+    assert_eq!(drain(&mut s), vec![1]);
+    assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(5)));
+}
+
+/// A client that negotiated `timeout 5` on a 20 ms link: once the sender has measured the round
+/// trip, a lost block is sent again after MIN_RTO, not after 5 s.
+#[test]
+fn a_lost_block_costs_the_measured_round_trip_not_the_negotiated_timeout() {
+    let mut limits = limits();
+    limits.timeout = Duration::from_secs(5);
+    let mut p = Pair::new(file(512 * 6 + 10), plain(), limits);
+    let mut dropped = false;
+    p.run(|dir, pkt| match (dir, pkt) {
+        (Dir::ToClient, Packet::Data { block: 3, .. }) if !dropped => {
+            dropped = true;
+            Fate::Drop
+        }
+        _ => Fate::Deliver,
+    });
+    p.assert_complete();
+    assert_eq!(p.sends_of(3), 2);
+    // The in-memory link answers at once, so the round trip measured is zero and the timer is
+    // its floor.
+    assert_eq!(p.done_at.map(|d| d - p.start), Some(MIN_RTO));
+}
+
+/// A silent peer after a measured round trip: the timer doubles from MIN_RTO up to the
+/// negotiated timeout, and only the full timeouts count against the retries, so the transfer
+/// is given up no sooner than with a fixed timer.
+#[test]
+fn the_timer_backs_off_to_the_timeout_and_only_full_timeouts_spend_retries() {
+    let start = Instant::now();
+    let mut s = Sender::new(
+        start,
+        addr(CLIENT),
+        Cursor::new(file(5000)),
+        lockstep(Duration::from_secs(2), 3),
+        None,
+    );
+    assert_eq!(drain(&mut s), vec![1]);
+    let acked = start + Duration::from_millis(20);
+    s.handle(acked, addr(CLIENT), &Packet::Ack { block: 1 }.to_vec());
+    assert_eq!(drain(&mut s), vec![2]);
+    let mut now = acked;
+    let mut waits = Vec::new();
+    while s.outcome().is_none() {
+        let next = s.poll_timeout().expect("a pending transfer has a timer");
+        waits.push(next - now);
+        now = next;
+        s.handle_timeout(now);
+        if s.outcome().is_none() {
+            assert_eq!(drain(&mut s), vec![2], "a timeout resends the block");
+        }
+    }
+    let ms = Duration::from_millis;
+    assert_eq!(
+        waits,
+        vec![
+            ms(200),
+            ms(400),
+            ms(800),
+            ms(1600),
+            ms(2000),
+            ms(2000),
+            ms(2000)
+        ]
+    );
+    assert_eq!(s.outcome(), Some(&Outcome::Failed(Failure::TimedOut(3))));
+}
+
+/// Karn's rule: the answer to a block sent twice is not a round-trip sample, since it cannot
+/// say which send it answers; the timer keeps its measured value.
+#[test]
+fn an_answer_to_a_resent_block_is_not_timed() {
+    let start = Instant::now();
+    let mut s = Sender::new(
+        start,
+        addr(CLIENT),
+        Cursor::new(file(5000)),
+        lockstep(Duration::from_secs(5), 5),
+        None,
+    );
+    drain(&mut s);
+    let t1 = start + Duration::from_millis(20);
+    s.handle(t1, addr(CLIENT), &Packet::Ack { block: 1 }.to_vec());
+    assert_eq!(drain(&mut s), vec![2]);
+    assert_eq!(s.poll_timeout(), Some(t1 + MIN_RTO));
+    // Block 2 is lost; the resend is answered 3 s after the first send.
+    s.handle_timeout(t1 + MIN_RTO);
+    assert_eq!(drain(&mut s), vec![2]);
+    let t2 = t1 + Duration::from_secs(3);
+    s.handle(t2, addr(CLIENT), &Packet::Ack { block: 2 }.to_vec());
+    assert_eq!(drain(&mut s), vec![3]);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t2 + MIN_RTO),
+        "the 3 s did not become a sample, and progress ended the back-off"
+    );
+    // A block sent once is timed again: a slow answer raises the timer above its floor.
+    let t3 = t2 + Duration::from_millis(900);
+    s.handle(t3, addr(CLIENT), &Packet::Ack { block: 3 }.to_vec());
+    assert_eq!(drain(&mut s), vec![4]);
+    let rto = s.poll_timeout().map(|d| d - t3);
+    assert!(rto > Some(MIN_RTO), "{rto:?}");
+    assert!(rto <= Some(Duration::from_secs(5)), "{rto:?}");
+}
