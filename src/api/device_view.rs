@@ -232,7 +232,7 @@ async fn device_job(
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<DeviceJobDetail>> {
     let not_found = || ApiError::not_found(format!("device {name:?} is not part of rollout {id}"));
-    let rollout = state.db.rollout(&id).await.map_err(|e| match e {
+    let rollout = state.db.rollout_meta(&id).await.map_err(|e| match e {
         StoreError::NotFound => not_found(),
         e => e.into(),
     })?;

@@ -138,6 +138,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            e @ StoreError::Leased(_) => ApiError::conflict(e.to_string()),
             StoreError::Storage(why) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_full",

@@ -74,14 +74,17 @@ impl RolloutViews {
     }
 }
 
-/// The rollout's detail: `r` as just read, with its waves, jobs, transfers and step timings.
+/// The rollout's detail: `r` as just read (its plan need not be), with its waves, jobs,
+/// transfers and step timings.
 pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> {
     let slot = state.views.slot(&r.id);
     let mut v = slot.lock().await;
     let plan = match &v.plan {
         Some(p) => p.clone(),
         None => {
-            let p: Plan = serde_json::from_str(&r.plan_json)
+            // The record comes without its plan (it is read once per view, here).
+            let text = state.db.rollout_plan(r.id.as_str()).await?;
+            let p: Plan = serde_json::from_str(&text)
                 .map_err(|e| ApiError::internal("reading the rollout plan", &e))?;
             v.plan.insert(Arc::new(p)).clone()
         }

@@ -291,8 +291,9 @@ pub struct RolloutDetail<S = RolloutState, J = JobState> {
     pub skipped: serde_json::Value,
 }
 
+/// The rollout's record without its playbook and plan ([`crate::store::Db::rollout_meta`]).
 async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> {
-    state.db.rollout(id).await.map_err(|e| match e {
+    state.db.rollout_meta(id).await.map_err(|e| match e {
         crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
         e => e.into(),
     })

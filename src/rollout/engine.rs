@@ -26,6 +26,9 @@ use crate::transfers::Transfers;
 /// devices it was running have finished).
 const RETRY_WAITS_FOR_TASK: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How often that retry looks again whether another node still holds the rollout's lease.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Handle to the engine; cheap to clone. The engine decides nothing itself: it reads a
 /// snapshot, asks [`policy`], and writes the decision through the [`Ledger`].
 #[derive(Clone)]
@@ -305,7 +308,7 @@ impl Engine {
         } else {
             self.spawn(id.clone());
         }
-        Ok(self.ledger.db.rollout(&id).await?)
+        Ok(self.ledger.db.rollout_meta(&id).await?)
     }
 
     /// Approve a rollout that waits for it, and start it. Refused for the token that
@@ -334,7 +337,7 @@ impl Engine {
             Some(ev) => self.ledger.publish(ev),
             // Approved (or aborted) by someone else in between.
             None => {
-                let now = self.ledger.db.rollout(id).await?;
+                let now = self.ledger.db.rollout_view(id).await?;
                 return Err(RolloutError::NotAwaitingApproval {
                     id: id.to_string(),
                     state: now.state,
@@ -412,49 +415,76 @@ impl Engine {
     }
 
     /// Put failed devices back in line and go on, also after the rollout ended with failures.
+    ///
+    /// A halted rollout's task goes on until the devices it was running have finished, and
+    /// then records its end; a retry meanwhile would be undone by it (and the task, still
+    /// there, would not be started again). So the retry of a halted rollout waits for that
+    /// task to end: here through its control, and on a shared database for any node's lease
+    /// on it to go (the store refuses the restart while one is held). After
+    /// [`RETRY_WAITS_FOR_TASK`] it gives up with a conflict that says why.
     pub(crate) async fn retry_failed(&self, id: &str) -> Result<u64, RolloutError> {
-        // A halted rollout's task goes on until the devices it was running have finished, and
-        // then records its end; a retry meanwhile would be undone by it (and the task, still
-        // there, would not be started again). Let it end first.
-        let mut r = self.record(id).await?;
-        if r.state == RolloutState::Halted {
-            if !self.ledger.task_ended(id, RETRY_WAITS_FOR_TASK).await {
-                return Err(RolloutError::Store(StoreError::Conflict(format!(
-                    "rollout {id}: the devices that were running when it halted have not all finished; retry once they have"
-                ))));
+        let deadline = tokio::time::Instant::now() + RETRY_WAITS_FOR_TASK;
+        loop {
+            let mut r = self.record(id).await?;
+            if r.state == RolloutState::Halted {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !self.ledger.task_ended(id, left).await {
+                    return Err(RolloutError::Store(StoreError::Conflict(format!(
+                        "rollout {id}: the devices that were running when it halted have not all finished; retry once they have"
+                    ))));
+                }
+                // What the task wrote last.
+                r = self.record(id).await?;
             }
-            // What the task wrote last.
-            r = self.record(id).await?;
-        }
-        let jobs = JobView::all(&self.ledger.db.jobs(id).await?);
-        let restart = match policy::retry(RolloutView::of(&r), &jobs) {
-            policy::Retry::Refused => {
-                return Err(RolloutError::Ended {
-                    id: id.to_string(),
-                    state: r.state,
-                });
+            let jobs = JobView::all(&self.ledger.db.jobs(id).await?);
+            let restart = match policy::retry(RolloutView::of(&r), &jobs) {
+                policy::Retry::Refused => {
+                    return Err(RolloutError::Ended {
+                        id: id.to_string(),
+                        state: r.state,
+                    });
+                }
+                policy::Retry::Nothing => return Ok(0),
+                policy::Retry::Requeue { restart, .. } => restart,
+            };
+            let retried = self
+                .ledger
+                .db
+                .retry_failed_jobs(
+                    id,
+                    restart.then_some(RolloutState::Running),
+                    self.shared(),
+                    |n| format!("{n} failed device(s) put back in line"),
+                )
+                .await;
+            let (n, ev) = match retried {
+                Ok(done) => done,
+                Err(StoreError::Leased(node)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(RolloutError::Store(StoreError::Conflict(format!(
+                            "rollout {id}: its task on node {node} is still finishing the devices that were running when it halted; retry once they have"
+                        ))));
+                    }
+                    // Another node's task (or a claim of this node's that has not started
+                    // yet) holds the rollout: look again shortly. Nodes share no channel
+                    // but the database, so this is a poll, bounded by the deadline.
+                    tokio::time::sleep(LEASE_POLL).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.ledger.publish(ev);
+            if restart {
+                self.spawn(id.to_string());
             }
-            policy::Retry::Nothing => return Ok(0),
-            policy::Retry::Requeue { restart, .. } => restart,
-        };
-        let (n, ev) = self
-            .ledger
-            .db
-            .retry_failed_jobs(id, restart.then_some(RolloutState::Running), |n| {
-                format!("{n} failed device(s) put back in line")
-            })
-            .await?;
-        self.ledger.publish(ev);
-        if restart {
-            self.spawn(id.to_string());
+            self.ledger.poke(id);
+            return Ok(n);
         }
-        self.ledger.poke(id);
-        Ok(n)
     }
 
-    /// The rollout's record; `NotFound` names it.
+    /// The rollout's record (without its playbook and plan); `NotFound` names it.
     async fn record(&self, id: &str) -> Result<RolloutRecord, RolloutError> {
-        self.ledger.db.rollout(id).await.map_err(|e| match e {
+        self.ledger.db.rollout_meta(id).await.map_err(|e| match e {
             StoreError::NotFound => RolloutError::NotFound(id.to_string()),
             e => e.into(),
         })
@@ -830,7 +860,7 @@ impl Engine {
             if self.ledger.shutdown().is_requested() || self.ledger.db.writes_failing().is_some() {
                 return Ok(());
             }
-            let r = self.ledger.db.rollout(id).await?;
+            let r = self.ledger.db.rollout_view(id).await?;
             let after = JobView::all(&self.ledger.db.jobs(id).await?);
             let finished = after.iter().filter(|j| j.state.is_finished()).count();
             if finished == finished_before && self.ledger.may_go_on(id).await {
@@ -851,7 +881,7 @@ impl Engine {
                 }
             }
             stalled_passes = 0;
-            match policy::after_wave(limits, RolloutView::of(&r), wave, &after) {
+            match policy::after_wave(limits, r, wave, &after) {
                 AfterWave::Stop => break,
                 AfterWave::Halt(reason) => {
                     self.halt(id, &reason).await?;
@@ -894,8 +924,8 @@ impl Engine {
         // the engine's work per device grow with the fleet).
         let counts = self.ledger.db.job_state_counts(&[id]).await?;
         let tally = policy::Tally::of_counts(counts.get(id).into_iter().flatten().copied());
-        let r = self.ledger.db.rollout(id).await?;
-        if let Some(reason) = policy::after_device(limits, RolloutView::of(&r), tally) {
+        let r = self.ledger.db.rollout_view(id).await?;
+        if let Some(reason) = policy::after_device(limits, r, tally) {
             self.halt(id, &reason).await?;
         }
         Ok(())
@@ -916,7 +946,7 @@ impl Engine {
 
     async fn wait_abort(&self, id: &str) {
         loop {
-            if let Ok(r) = self.ledger.db.rollout(id).await
+            if let Ok(r) = self.ledger.db.rollout_view(id).await
                 && r.abort_requested
             {
                 return;
@@ -930,7 +960,7 @@ impl Engine {
 
     /// End an aborted rollout; true when it may go on.
     async fn finish_if_aborted(&self, id: &str) -> Result<bool, RolloutError> {
-        let r = self.ledger.db.rollout(id).await?;
+        let r = self.ledger.db.rollout_view(id).await?;
         if r.abort_requested {
             self.conclude(id).await?;
             return Ok(false);
@@ -943,7 +973,7 @@ impl Engine {
         if self.ledger.shutdown().is_requested() {
             return Ok(());
         }
-        let r = self.ledger.db.rollout(id).await?;
+        let r = self.ledger.db.rollout_meta(id).await?;
         let jobs = self.ledger.db.jobs(id).await?;
         let end = policy::end(RolloutView::of(&r), &JobView::all(&jobs));
         let (kind, message) = match &end {

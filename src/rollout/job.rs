@@ -802,6 +802,28 @@ struct Recorder<'a> {
     reload_sent: std::sync::Mutex<Option<Instant>>,
 }
 
+/// A step's end as the driver reported it, waiting to be recorded.
+struct StepEnd {
+    step: Step,
+    kind: EventKind,
+    state: Option<StepState>,
+    message: String,
+    /// The transcript lines kept until this end.
+    lines: Vec<crate::device::TranscriptEntry>,
+}
+
+impl StepEnd {
+    fn record(&self) -> StepRecord<'_> {
+        StepRecord {
+            step: self.step.as_str(),
+            state: self.state,
+            kind: self.kind,
+            message: &self.message,
+            transcript: &self.lines,
+        }
+    }
+}
+
 #[async_trait]
 impl StepGate for Recorder<'_> {
     async fn facts_read(&self, version: &str, image: Option<&str>) {
@@ -841,10 +863,14 @@ impl StepGate for Recorder<'_> {
     }
 
     async fn before(&self, step: Step, message: &str) -> Result<(), Stop> {
-        self.drain().await;
+        // The ends the driver reported go in one transaction with this step's start, unless
+        // something comes between (a pause, a stop, a wait for a window), whose event must
+        // follow them.
+        let mut ended = self.take_ended().await;
         let ledger = &*self.ctx.ledger;
         let id = &self.ctx.rollout_id;
-        if ledger.db.rollout(id).await.is_ok_and(|r| r.paused) {
+        if ledger.db.rollout_view(id).await.is_ok_and(|r| r.paused) {
+            self.write_ended(std::mem::take(&mut ended)).await;
             ledger
                 .event(
                     id,
@@ -857,6 +883,7 @@ impl StepGate for Recorder<'_> {
                 .await;
         }
         if !ledger.may_go_on(id).await {
+            self.write_ended(ended).await;
             self.cancel.cancel();
             return Err(if ledger.shutdown().is_requested() {
                 Stop::Shutdown
@@ -868,6 +895,7 @@ impl StepGate for Recorder<'_> {
         // driver that would not.
         if step.changes_the_device() {
             if !self.changing.load(Ordering::Relaxed) && !self.may_change_now().await {
+                self.write_ended(std::mem::take(&mut ended)).await;
                 self.wait_for_window().await?;
             }
             // Once the changes began, they finish even if the window closes meanwhile: a
@@ -889,20 +917,15 @@ impl StepGate for Recorder<'_> {
             *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = guards;
         }
         // Written before the step runs: after a crash, `reload_sent` tells the truth.
-        if let Err(e) = ledger
-            .step_event(
-                id,
-                &self.device,
-                &StepRecord {
-                    step: step.as_str(),
-                    state: Some(StepState::Started),
-                    kind: EventKind::StepStarted,
-                    message,
-                    transcript: &[],
-                },
-            )
-            .await
-        {
+        let mut records: Vec<StepRecord<'_>> = ended.iter().map(StepEnd::record).collect();
+        records.push(StepRecord {
+            step: step.as_str(),
+            state: Some(StepState::Started),
+            kind: EventKind::StepStarted,
+            message,
+            transcript: &[],
+        });
+        if let Err(e) = ledger.step_events(id, &self.device, &records).await {
             tracing::error!(device = %self.device, error = %e, "cannot record a step; stopping this device");
             return Err(Stop::Abort);
         }
@@ -996,35 +1019,38 @@ async fn keep_configs(
 impl Recorder<'_> {
     /// Record every progress event the driver has sent so far.
     async fn drain(&self) {
-        let mut rx = self.events.lock().await;
-        while let Ok(ev) = rx.try_recv() {
-            self.record(ev).await;
-        }
+        let ended = self.take_ended().await;
+        self.write_ended(ended).await;
     }
 
-    async fn record(&self, ev: StepEvent) {
-        if ev.status == StepStatus::Started {
-            return;
+    /// The step ends the driver has reported so far, measured, each with the transcript lines
+    /// kept until it (a start is recorded by the gate, before the step runs).
+    async fn take_ended(&self) -> Vec<StepEnd> {
+        let mut rx = self.events.lock().await;
+        let mut ended = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if ev.status == StepStatus::Started {
+                continue;
+            }
+            self.measure(&ev);
+            ended.push(StepEnd {
+                step: ev.step,
+                kind: EventKind::of_step(ev.status),
+                state: (ev.status == StepStatus::Done).then_some(StepState::Done),
+                message: ev.message,
+                lines: self.transcript.take(),
+            });
         }
-        self.measure(&ev);
-        let kind = EventKind::of_step(ev.status);
-        let state = (ev.status == StepStatus::Done).then_some(StepState::Done);
-        // The lines the driver kept so far go in the same transaction as the step's end.
-        let lines = self.transcript.take();
+        ended
+    }
+
+    /// Record step ends, all in one transaction.
+    async fn write_ended(&self, ended: Vec<StepEnd>) {
+        let records: Vec<StepRecord<'_>> = ended.iter().map(StepEnd::record).collect();
         if let Err(e) = self
             .ctx
             .ledger
-            .step_event(
-                &self.ctx.rollout_id,
-                &self.device,
-                &StepRecord {
-                    step: ev.step.as_str(),
-                    state,
-                    kind,
-                    message: &ev.message,
-                    transcript: &lines,
-                },
-            )
+            .step_events(&self.ctx.rollout_id, &self.device, &records)
             .await
         {
             tracing::error!(device = %self.device, error = %e, "cannot record a step's end");
@@ -1319,7 +1345,7 @@ async fn classify(ledger: &Ledger, id: &str, f: UpgradeFailure) -> Ended {
         }
         let aborted = ledger
             .db
-            .rollout(id)
+            .rollout_view(id)
             .await
             .map(|r| r.abort_requested)
             .unwrap_or(true);

@@ -100,16 +100,21 @@ impl Ledger {
         }
     }
 
-    /// Record a device's step event (and with `state`, its current step) with the transcript
-    /// lines that go with it, in one transaction, and publish the event.
-    pub(crate) async fn step_event(
+    /// Record a device's step events (each with its state change, if any, and the transcript
+    /// lines that go with it) in one transaction, in order, and publish them: the ends the
+    /// driver reported, then the next step's start.
+    pub(crate) async fn step_events(
         &self,
         rollout: &str,
         device: &str,
-        record: &crate::store::rollouts::StepRecord<'_>,
+        records: &[crate::store::rollouts::StepRecord<'_>],
     ) -> Result<(), StoreError> {
-        let ev = self.db.record_step_with(rollout, device, record).await?;
-        self.publish(ev);
+        if records.is_empty() {
+            return Ok(());
+        }
+        for ev in self.db.record_steps_with(rollout, device, records).await? {
+            self.publish(ev);
+        }
         Ok(())
     }
 
@@ -237,14 +242,14 @@ impl Ledger {
                 return false;
             };
             let changed = control.changed.notified();
-            let Ok(r) = self.db.rollout(id).await else {
+            let Ok(r) = self.db.rollout_view(id).await else {
                 return false;
             };
             // Nothing new starts while writes fail: a step must be recorded before it runs.
             if self.db.writes_failing().is_some() {
                 return false;
             }
-            match policy::proceed(policy::RolloutView::of(&r), self.shutdown.is_requested()) {
+            match policy::proceed(r, self.shutdown.is_requested()) {
                 Proceed::Go => return true,
                 Proceed::Stop => return false,
                 Proceed::Wait => {}

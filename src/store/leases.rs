@@ -92,7 +92,7 @@ pub struct NodeRecord {
 
 impl Db {
     /// The database's clock in milliseconds since 1970, as an SQL expression.
-    fn now_ms(&self) -> &'static str {
+    pub(super) fn now_ms(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
             Backend::Postgres => "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT)",
@@ -260,7 +260,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::model::EventKind;
+    use crate::rollout::model::{EventKind, JobState};
 
     async fn store_with_rollout() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
@@ -273,6 +273,18 @@ mod tests {
         .await
         .unwrap();
         (dir, db)
+    }
+
+    /// Device sw1 in rollout r1, in `state`.
+    async fn add_job(db: &Db, state: &str) {
+        sqlx::query(
+            "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, state) \
+             VALUES ('r1', 'sw1', 0, 0, 'img.bin', $1)",
+        )
+        .bind(state)
+        .execute(db.pool())
+        .await
+        .unwrap();
     }
 
     async fn event_as(db: &Db, epoch: i64) -> Result<(), StoreError> {
@@ -353,6 +365,127 @@ mod tests {
         // One process on a SQLite file takes its rollouts whatever the lease says.
         let forced = db.claim_rollout("r1", "c", 60_000, true).await.unwrap();
         assert_eq!(forced.map(|c| c.epoch), Some(3));
+    }
+
+    /// A halted rollout whose task still runs on node a: a retry through node b changes
+    /// nothing while a holds the lease, and once it is given back (or lapses) the retry runs
+    /// the rollout again and moves the epoch on, so a task of a that still runs writes nothing.
+    #[tokio::test]
+    async fn a_retry_restarts_a_halted_rollout_only_when_no_node_holds_it() {
+        let (_dir, db) = store_with_rollout().await;
+        sqlx::query("UPDATE rollouts SET state = 'halted'")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        add_job(&db, "failed").await;
+        let a = db.claim_rollout("r1", "a", 60_000, false).await.unwrap();
+        assert_eq!(a.as_ref().map(|c| c.epoch), Some(1));
+        let state = || async {
+            let r = db.rollout("r1").await.unwrap();
+            let jobs = db.jobs("r1").await.unwrap();
+            (r.state, jobs[0].state)
+        };
+
+        let refused = db
+            .retry_failed_jobs("r1", Some(RolloutState::Running), true, |n| format!("{n}"))
+            .await;
+        assert!(
+            matches!(&refused, Err(StoreError::Leased(node)) if node == "a"),
+            "{refused:?}"
+        );
+        assert_eq!(state().await, (RolloutState::Halted, JobState::Failed));
+
+        // a's lease lapses with its task still running somewhere (partitioned).
+        sqlx::query("UPDATE rollouts SET lease_until_ms = 0")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let (n, _) = db
+            .retry_failed_jobs("r1", Some(RolloutState::Running), true, |n| format!("{n}"))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(state().await, (RolloutState::Running, JobState::Pending));
+        let late = event_as(&db, 1).await;
+        assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+        assert_eq!(
+            db.claimable_rollouts().await.unwrap(),
+            ["r1"],
+            "no node holds the rollout: the next to look runs it"
+        );
+        let next = db.claim_rollout("r1", "b", 60_000, false).await.unwrap();
+        assert_eq!(next.map(|c| c.epoch), Some(3));
+    }
+
+    /// The ends a driver reported and the next step's start are one transaction: recorded
+    /// together and in order, or (here: a stale epoch) not at all.
+    #[tokio::test]
+    async fn step_ends_and_the_next_start_commit_together_or_not_at_all() {
+        use crate::rollout::model::StepState;
+        use crate::store::rollouts::StepRecord;
+        let (_dir, db) = store_with_rollout().await;
+        add_job(&db, "running").await;
+        let epoch = db
+            .claim_rollout("r1", "a", 60_000, false)
+            .await
+            .unwrap()
+            .map(|c| c.epoch)
+            .unwrap();
+        let records = [
+            StepRecord {
+                step: "copy",
+                state: Some(StepState::Done),
+                kind: EventKind::StepDone,
+                message: "copied",
+                transcript: &[],
+            },
+            StepRecord {
+                step: "verify",
+                state: Some(StepState::Started),
+                kind: EventKind::StepStarted,
+                message: "verifying",
+                transcript: &[],
+            },
+        ];
+        let write = |epoch| {
+            FENCE.scope(
+                Fence {
+                    rollout: "r1".into(),
+                    epoch,
+                },
+                db.record_steps_with("r1", "sw1", &records),
+            )
+        };
+
+        let refused = write(epoch + 1).await;
+        assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+        assert!(db.events_after("r1", 0, 100).await.unwrap().is_empty());
+        assert_eq!(db.job("r1", "sw1").await.unwrap().step, None);
+
+        let events = write(epoch).await.unwrap();
+        let stored = db.events_after("r1", 0, 100).await.unwrap();
+        let ids = |v: &[crate::rollout::model::Event]| v.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&stored),
+            ids(&events),
+            "what was returned is what was stored"
+        );
+        let said: Vec<_> = stored
+            .iter()
+            .map(|e| (e.kind, e.step.as_deref(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (EventKind::StepDone, Some("copy"), "copied"),
+                (EventKind::StepStarted, Some("verify"), "verifying"),
+            ]
+        );
+        let job = db.job("r1", "sw1").await.unwrap();
+        assert_eq!(
+            (job.step.as_deref(), job.step_state),
+            (Some("verify"), Some(StepState::Started))
+        );
     }
 
     #[tokio::test]

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// node may no longer write for it.
     #[error("{0}")]
     Fenced(String),
+    /// A change that needs a rollout no node drives found its lease held (by this node).
+    #[error("the rollout's task still runs on node {0}")]
+    Leased(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -9,6 +9,7 @@ use crate::rollout::model::{
     DeviceJob, DeviceRollout, Event, EventKind, JobState, RolloutId, RolloutRecord, RolloutState,
     StepState, TranscriptLine, is_reload_step,
 };
+use crate::rollout::policy::RolloutView;
 
 /// The ended rollout states as an SQL list (`'completed', …`), for `state NOT IN (…)`: the
 /// states are the code's own constants, never input.
@@ -38,6 +39,12 @@ fn params(first: usize, n: usize) -> String {
 fn decode(what: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(what.to_string().into()))
 }
+
+/// Every column of a rollout but its playbook and plan, which read as empty: see
+/// [`Db::rollout_meta`].
+const META_COLUMNS: &str = "id, name, state, '' AS playbook, '' AS plan, images, paused, \
+     abort_requested, halt_reason, created_at, updated_at, started_at, finished_at, \
+     submitted_by, approval_required, approved_by, approved_at";
 
 fn row_to_rollout(r: &AnyRow) -> Result<RolloutRecord, StoreError> {
     let state: String = r.try_get("state")?;
@@ -276,12 +283,54 @@ impl Db {
         row_to_rollout(&row)
     }
 
-    /// Newest first.
+    /// A rollout's record without its playbook and plan (both empty): what the engine and the
+    /// API read on every step and poll. The plan lists every device and reaches hundreds of
+    /// kilobytes for a large fleet (345 KB for 2,000 devices), which every read would copy
+    /// (and PostgreSQL decompress).
+    pub(crate) async fn rollout_meta(&self, id: &str) -> Result<RolloutRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {META_COLUMNS} FROM rollouts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        row_to_rollout(&row)
+    }
+
+    /// The part of a rollout the rules look at before each step: its state and the
+    /// operator's flags.
+    pub(crate) async fn rollout_view(&self, id: &str) -> Result<RolloutView, StoreError> {
+        let row = sqlx::query("SELECT state, paused, abort_requested FROM rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let state: String = row.try_get("state")?;
+        Ok(RolloutView {
+            state: RolloutState::parse(&state).ok_or_else(|| decode("rollout state"))?,
+            paused: row.try_get::<i64, _>("paused")? != 0,
+            abort_requested: row.try_get::<i64, _>("abort_requested")? != 0,
+        })
+    }
+
+    /// A rollout's plan (JSON), as submitted.
+    pub(crate) async fn rollout_plan(&self, id: &str) -> Result<String, StoreError> {
+        sqlx::query_scalar("SELECT plan FROM rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Newest first, without their playbooks and plans (see [`Db::rollout_meta`]).
     pub(crate) async fn list_rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {META_COLUMNS} FROM rollouts ORDER BY created_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(row_to_rollout).collect()
     }
 
@@ -501,48 +550,28 @@ impl Db {
         device: &str,
         record: &StepRecord<'_>,
     ) -> Result<Event, StoreError> {
-        let StepRecord {
-            step,
-            state,
-            kind,
-            message,
-            transcript,
-        } = *record;
-        let mut tx = self.begin().await?;
-        if let Some(state) = state {
-            let reload_sent = is_reload_step(step);
-            let rollback_sent = step == crate::device::Step::RollbackReload.as_str();
-            sqlx::query(
-                "UPDATE rollout_devices SET state = $1, step = $2, step_state = $3, \
-                 waits_for_window = NULL, \
-                 reload_sent = CASE WHEN $4 = 1 THEN 1 ELSE reload_sent END, \
-                 rollback_sent = CASE WHEN $5 = 1 THEN 1 ELSE rollback_sent END, \
-                 started_at = coalesce(started_at, $6) WHERE rollout_id = $7 AND device = $8",
-            )
-            .bind(JobState::Running.as_str())
-            .bind(step)
-            .bind(state.as_str())
-            .bind(i64::from(reload_sent))
-            .bind(i64::from(rollback_sent))
-            .bind(now_text())
-            .bind(rollout_id)
-            .bind(device)
-            .execute(&mut *tx)
+        let mut events = self
+            .record_steps_with(rollout_id, device, std::slice::from_ref(record))
             .await?;
+        events.pop().ok_or(StoreError::NotFound)
+    }
+
+    /// Record several of a device's steps, in order, in one transaction: the ends the driver
+    /// reported since the last step, with the next step's start. One commit instead of one per
+    /// record, and the start is still written before the step runs.
+    pub(crate) async fn record_steps_with(
+        &self,
+        rollout_id: &str,
+        device: &str,
+        records: &[StepRecord<'_>],
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            events.push(write_step(&mut tx, rollout_id, device, record).await?);
         }
-        let event = insert_event(
-            &mut *tx,
-            rollout_id,
-            Some(device),
-            kind,
-            Some(step),
-            message,
-            None,
-        )
-        .await?;
-        insert_transcript(&mut tx, rollout_id, device, transcript).await?;
         tx.commit().await?;
-        Ok(event)
+        Ok(events)
     }
 
     /// Keep transcript lines of a device's job (its current attempt), in one transaction.
@@ -849,13 +878,45 @@ impl Db {
     /// Put failed (and halt-stopped) devices back in line, and with `state` run the rollout
     /// again, with the event, in one transaction; returns how many and the event. A retried
     /// device starts from the beginning: its earlier attempt ended, reload included.
+    ///
+    /// With `unleased` (nodes sharing the database), the rollout is run again only when no
+    /// node holds its lease: a halted rollout's task may still be finishing its running devices
+    /// on another node, and its last write would undo the retry. Then nothing changes and the
+    /// answer is [`StoreError::Leased`] with the holder. The same transaction moves the lease's
+    /// epoch on, so a task whose lease lapsed but which still runs somewhere writes nothing
+    /// more for the rollout.
     pub(crate) async fn retry_failed_jobs(
         &self,
         rollout_id: &str,
         state: Option<RolloutState>,
+        unleased: bool,
         message: impl FnOnce(u64) -> String,
     ) -> Result<(u64, Event), StoreError> {
         let mut tx = self.begin().await?;
+        if let Some(state) = state {
+            // One statement, so that a concurrent claim cannot slip between a check and the
+            // change (PostgreSQL re-checks the condition on the row it waited for).
+            let now = self.now_ms();
+            let restarted = sqlx::query(&format!(
+                "UPDATE rollouts SET state = $1, halt_reason = NULL, finished_at = NULL,                  updated_at = $2, lease_epoch = lease_epoch + 1, lease_node = NULL,                  lease_until_ms = NULL                  WHERE id = $3 AND ($4 = 0 OR lease_node IS NULL OR lease_until_ms IS NULL                  OR lease_until_ms < {now})"
+            ))
+            .bind(state.as_str())
+            .bind(now_text())
+            .bind(rollout_id)
+            .bind(i64::from(unleased))
+            .execute(&mut *tx)
+            .await?;
+            if restarted.rows_affected() == 0 {
+                let holder: Option<String> =
+                    sqlx::query_scalar("SELECT lease_node FROM rollouts WHERE id = $1")
+                        .bind(rollout_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                tx.rollback().await?;
+                return Err(StoreError::Leased(holder.unwrap_or_default()));
+            }
+        }
         // A device that never came back after its reload keeps its record of the reload: the
         // retry waits for it and verifies it, and never reloads it a second time (unless its
         // uptime proves the reload never reached it).
@@ -872,17 +933,6 @@ impl Db {
         .bind(JobState::RolledBack.as_str())
         .execute(&mut *tx)
         .await?;
-        if let Some(state) = state {
-            sqlx::query(
-                "UPDATE rollouts SET state = $1, halt_reason = NULL, finished_at = NULL, updated_at = $2 \
-                 WHERE id = $3",
-            )
-            .bind(state.as_str())
-            .bind(now_text())
-            .bind(rollout_id)
-            .execute(&mut *tx)
-            .await?;
-        }
         let n = done.rows_affected();
         let text = message(n);
         let ev = NewEvent::rollout(EventKind::Retry, &text)
@@ -1048,3 +1098,53 @@ async fn insert_event<'c>(
 /// What putting a job back in line resets; its state is `$1`. `reload_sent` is each caller's.
 const BACK_IN_LINE: &str = "state = $1, error = NULL, failure_reason = NULL, finished_at = NULL, \
      step = NULL, step_state = NULL, rollback_sent = 0, waits_for_window = NULL";
+
+/// One step record inside a transaction: the job's current step (with a state), its event and
+/// the transcript lines that go with it.
+async fn write_step(
+    tx: &mut Tx,
+    rollout_id: &str,
+    device: &str,
+    record: &StepRecord<'_>,
+) -> Result<Event, StoreError> {
+    let StepRecord {
+        step,
+        state,
+        kind,
+        message,
+        transcript,
+    } = *record;
+    if let Some(state) = state {
+        let reload_sent = is_reload_step(step);
+        let rollback_sent = step == crate::device::Step::RollbackReload.as_str();
+        sqlx::query(
+            "UPDATE rollout_devices SET state = $1, step = $2, step_state = $3, \
+             waits_for_window = NULL, \
+             reload_sent = CASE WHEN $4 = 1 THEN 1 ELSE reload_sent END, \
+             rollback_sent = CASE WHEN $5 = 1 THEN 1 ELSE rollback_sent END, \
+             started_at = coalesce(started_at, $6) WHERE rollout_id = $7 AND device = $8",
+        )
+        .bind(JobState::Running.as_str())
+        .bind(step)
+        .bind(state.as_str())
+        .bind(i64::from(reload_sent))
+        .bind(i64::from(rollback_sent))
+        .bind(now_text())
+        .bind(rollout_id)
+        .bind(device)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let event = insert_event(
+        &mut **tx,
+        rollout_id,
+        Some(device),
+        kind,
+        Some(step),
+        message,
+        None,
+    )
+    .await?;
+    insert_transcript(tx, rollout_id, device, transcript).await?;
+    Ok(event)
+}

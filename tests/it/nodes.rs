@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use fleetup::sim::Fault;
 use serde_json::Value;
 
 use crate::support::{
@@ -330,5 +331,62 @@ async fn a_token_made_or_revoked_on_one_node_counts_on_the_other() {
         (status(b.base_url.clone()).await? == 401).then_some(())
     })
     .await;
+    rig.stop().await;
+}
+
+/// A rollout halts on node a while devices of the wave are still reloading there, and the
+/// operator retries it through node b at once. b's retry waits for a's task to end (a still
+/// holds the rollout's lease), then runs the rollout again; a's last writes cannot undo it,
+/// and the rollout completes with every device reloaded exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn a_retry_through_another_node_waits_for_the_halted_task_and_the_rollout_completes() {
+    // Four seconds per copy and per boot: the wave's other devices are reloading when the
+    // corrupt copy halts the rollout.
+    let (rig, _scratch, b, id) = two_nodes(
+        5,
+        512 * 1024,
+        Duration::from_secs(4),
+        "  canary: 1\n  concurrency: 4\n  max_failures: 0\n",
+    )
+    .await;
+    // The canary runs first; the fault is in place before the main wave starts.
+    let names = rig.names();
+    assert!(rig.lab.set_fault(&names[1], Fault::CorruptDownload));
+    let halted = eventually("the rollout to halt, seen from node b", || async {
+        let d = detail(&b, &id).await?;
+        (d["state"] == "halted").then_some(d)
+    })
+    .await;
+    let still_running = jobs(&halted)
+        .iter()
+        .filter(|j| j["state"] == "running")
+        .count();
+    eprintln!("devices still running on node a when the rollout halted: {still_running}");
+
+    rig.lab.clear_faults(&names[1]);
+    let retry = b
+        .post(&format!("/api/v1/rollouts/{id}/retry"))
+        .send()
+        .await
+        .unwrap();
+    let status = retry.status();
+    let body: Value = retry.json().await.unwrap_or_default();
+    assert_eq!(status, reqwest::StatusCode::OK, "{body:#}");
+
+    let d = wait_end(&b, &id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_every_device_reloaded_once(&rig);
+    let kinds: Vec<Value> = events(&b, &id)
+        .await
+        .into_iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    let halt = kinds.iter().rposition(|k| k == "halted");
+    let retried = kinds.iter().rposition(|k| k == "retry");
+    assert!(
+        halt.is_some() && retried > halt,
+        "the retry came after the last halt, which nothing undid: {kinds:?}"
+    );
     rig.stop().await;
 }

@@ -353,6 +353,13 @@ impl ServeProcess {
             .bearer_auth(TOKEN)
     }
 
+    /// A POST to this process's API with the test token.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        fleetup::http_client::client()
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(TOKEN)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
