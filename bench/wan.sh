@@ -31,7 +31,11 @@
 #   _B sets one profile only (SIZE_B=32). ONLY="tftp ftp http scp" (protocols to run),
 #   SIDES="fleetup peer" (SIDES=peer: the peers alone, a baseline of the link),
 #   CC (TCP congestion control in both namespaces; default: the kernel's), LINK (auto|netem|tun),
-#   RUN_TIMEOUT (s per client, 900), FLEETUP_BIN (a fleetup built elsewhere), KEEP=1.
+#   RUN_TIMEOUT (s per client, 900), FLEETUP_BIN (a fleetup built elsewhere), KEEP=1,
+#   REPEAT (rounds per row, 1): each round runs both servers, which one goes first alternating,
+#   on a loss sequence of its own (the same for both); the table shows the median round and
+#   the range. The TCP rows move by about ±2 % between runs, so one round cannot tell a 1 %
+#   difference from chance.
 # Run as root. Installs what is missing with apt-get (nginx-light, openssh-server, vsftpd,
 # atftp, lftp, sshpass, curl, wget); tftpd-hpa is only unpacked (it conflicts with atftpd).
 set -euo pipefail
@@ -47,6 +51,8 @@ ONLY=${ONLY:-tftp ftp http scp}
 SIDES=${SIDES:-fleetup peer}
 LINK=${LINK:-auto}
 RUN_TIMEOUT=${RUN_TIMEOUT:-900}
+REPEAT=${REPEAT:-1}
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a whole number of rounds, at least 1"
 PEERS_DIR=${PEERS_DIR:-/tmp/fleetup-bench-peers}
 SRV=10.77.0.1
 CLI=10.77.0.2
@@ -223,6 +229,7 @@ estimate() {
             ours = (c ~ /w16/) ? b / (bs * 16) * 2 * d / 1000 + tcp(b) : peer
             print t + peer + ours }')
     done < <(rows)
+    total=$((${total%.*} * REPEAT))
     printf '%.0f' "$total"
 }
 
@@ -541,23 +548,31 @@ for P in $PROFILES; do
     declare -A VERIFIED=()
     while read -r proto client key n; do
         f=$(file_name "$key")
-        line=""
-        for side in fleetup peer; do
-            if [[ " $SIDES " != *" $side "* ]]; then
-                m=skip
-            elif [ "$side" = fleetup ] && [ -z "${HAVE[$proto]:-}" ]; then
-                m=n/a
-            elif [ -z "${VERIFIED[$side $proto $client]:-}" ] && ! verify "$side" "$proto" "$client"; then
-                m=check-failed
-            else
-                VERIFIED[$side $proto $client]=1
-                cmd=$(client_cmd "$side" "$proto" "$client" "$f" /dev/null)
-                m=$(measure "$(server_pid "$side" "$proto")" "$n" "$cmd")
-            fi
-            echo "   $proto $client x$n $side: $m" >&2
-            line+=$'\t'"$m"
+        declare -A RUNS=([fleetup]="" [peer]="")
+        for round in $(seq "$REPEAT"); do
+            # A new loss sequence per round, the same for both servers of the round; which
+            # server goes first alternates, so a drift of the machine favours neither.
+            [ "$round" -gt 1 ] && [ -n "$LINK_PID" ] && kill -USR2 "$LINK_PID"
+            order="fleetup peer"
+            [ $((round % 2)) = 0 ] && order="peer fleetup"
+            for side in $order; do
+                if [[ " $SIDES " != *" $side "* ]]; then
+                    m=skip
+                elif [ "$side" = fleetup ] && [ -z "${HAVE[$proto]:-}" ]; then
+                    m=n/a
+                elif [ -z "${VERIFIED[$side $proto $client]:-}" ] && ! verify "$side" "$proto" "$client"; then
+                    m=check-failed
+                else
+                    VERIFIED[$side $proto $client]=1
+                    cmd=$(client_cmd "$side" "$proto" "$client" "$f" /dev/null)
+                    m=$(measure "$(server_pid "$side" "$proto")" "$n" "$cmd")
+                fi
+                echo "   $proto $client x$n $side (round $round): $m" >&2
+                RUNS[$side]+="${RUNS[$side]:+;}$m"
+            done
         done
-        printf '%s\t%s\t%s\t%s\t%s%s\n' "$P" "$proto" "$client" "$key" "$n" "$line" >>"$RESULTS"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$P" "$proto" "$client" "$key" "$n" \
+            "${RUNS[fleetup]}" "${RUNS[peer]}" >>"$RESULTS"
     done < <(rows)
     cp "$WORK/link.err" "$WORK/link-$P.err" 2>/dev/null || true
     stop_all
@@ -565,9 +580,11 @@ done
 ELAPSED=$(($(date +%s) - STARTED))
 
 # ---------------------------------------------------------------- table
-python3 - "$RESULTS" "$CLIENTS" "$ELAPSED" "${HEADERS[@]}" <<'PY'
+python3 - "$RESULTS" "$CLIENTS" "$ELAPSED" "$REPEAT" "${HEADERS[@]}" <<'PY'
+import statistics
 import sys
-res, clients, elapsed, headers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+res, clients, elapsed, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+headers = sys.argv[5:]
 prof = {}
 for h in headers:
     p, d, l, r, rtt, cc, link, big, conc, tk, twk = h.split("|")
@@ -586,6 +603,10 @@ print(f"Concurrent rows: {clients} clients at once, each downloading its own cop
       f"(smaller) concurrent-row file; time = until the last one finished.")
 print("% link = payload bits / time / link rate. CPU = server CPU seconds (every process of the server). "
       "RSS = peak summed RSS, MiB. ratio = fleetup time / peer time (<= 1.00, rounded: fleetup at least as fast).")
+if repeat > 1:
+    print(f"Each row ran {repeat} rounds, each on a loss sequence of its own (the same for both servers), "
+          "which server went first alternating: times are the median round (fastest–slowest), CPU the "
+          "median, RSS the highest, failures all rounds' together.")
 print()
 print("| profile | protocol | client | size | clients | fleetup s | peer | peer s | ratio | fleetup % link | peer % link | fleetup CPU s | peer CPU s | fleetup RSS MiB | peer RSS MiB |")
 print("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -598,12 +619,19 @@ for line in open(res):
     b = h[key]
     head = f"| {p} | {proto_name[proto]} | {client} | {size(b)} | {n} |"
     sides = []
-    for m in f[5:7]:
-        if m in ("n/a", "skip", "check-failed"):
-            sides.append(m)
-        else:
-            t, c, r, failed = m.split()
-            sides.append((float(t), float(c), r, int(failed)))
+    spread = []
+    for field in f[5:7]:
+        runs = field.split(";")
+        marker = next((m for m in runs if m in ("n/a", "skip", "check-failed")), None)
+        if marker:
+            sides.append(marker)
+            spread.append("")
+            continue
+        runs = [m.split() for m in runs]
+        times = [float(m[0]) for m in runs]
+        sides.append((statistics.median(times), statistics.median(float(m[1]) for m in runs),
+                      f"{max(float(m[2]) for m in runs):.1f}", sum(int(m[3]) for m in runs)))
+        spread.append(f" ({min(times):.2f}–{max(times):.2f})" if len(runs) > 1 else "")
     pct = lambda t: 100 * b * n * 8 / t / (h["rate"] * 1e6)
     def cells(m):
         if m == "n/a": return ["n/a — not built", "", "", ""]
@@ -612,6 +640,8 @@ for line in open(res):
         t, c, r, failed = m
         return [f"{t:.2f}" + (f" ({failed} failed)" if failed else ""), f"{pct(t):.0f}", f"{c:.2f}", r]
     fs, ps = cells(sides[0]), cells(sides[1])
+    fs[0] += spread[0]
+    ps[0] += spread[1]
     ours, theirs = sides
     ratio = ours[0] / theirs[0] if isinstance(ours, tuple) and isinstance(theirs, tuple) else None
     rs = f"{ratio:.2f}" if ratio is not None else ""

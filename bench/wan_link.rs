@@ -11,6 +11,8 @@
 //! Losses come from a seeded generator per direction, started again from its seed on SIGUSR1:
 //! the script sends one before each download, so that the servers of a row meet the same
 //! losses (exactly, for lock-step TFTP, whose packets are the same whatever the server).
+//! SIGUSR2 moves to the next loss sequence (from the next SIGUSR1 on): a benchmark that repeats
+//! its rows gives each round new losses, the same for both servers of the round.
 //!
 //! Usage: wan-link DEV_A DEV_B DELAY_MS LOSS_PERCENT RATE_MBIT [LIMIT_PACKETS]
 //! Prints `ready` once both devices exist, then one line of counters per direction every
@@ -25,8 +27,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// Bumped by SIGUSR1; each direction starts its loss generator again when it sees a change.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// Bumped by SIGUSR2: which loss sequence a restart begins.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
 extern "C" fn on_usr1(_: libc::c_int) {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "C" fn on_usr2(_: libc::c_int) {
+    SEQUENCE.fetch_add(1, Ordering::Relaxed);
 }
 
 /// SplitMix64: small, and the same sequence for the same seed.
@@ -50,7 +59,10 @@ impl Dice {
         let g = GENERATION.load(Ordering::Relaxed);
         if g != self.generation {
             self.generation = g;
-            self.state = self.seed;
+            let sequence = SEQUENCE.load(Ordering::Relaxed);
+            self.state = self
+                .seed
+                .wrapping_add(sequence.wrapping_mul(0xd1b5_4a32_d192_ed03));
         }
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
@@ -213,8 +225,11 @@ fn main() -> Result<(), String> {
     let clone = |f: &File| f.try_clone().map_err(|e| format!("dup: {e}"));
     let ab = Arc::new(Counters::default());
     let ba = Arc::new(Counters::default());
-    // SAFETY: the handler only touches an atomic.
-    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    // SAFETY: the handlers only touch an atomic.
+    unsafe {
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t);
+    }
     let mut threads = direction(clone(&tun_a)?, clone(&tun_b)?, shape, 1, ab.clone());
     threads.extend(direction(tun_b, tun_a, shape, 2, ba.clone()));
     println!("ready");
