@@ -219,6 +219,18 @@ impl Pair {
         );
     }
 
+    /// Run with the first DATA of `block` lost on its way to the client.
+    fn run_losing_data_once(&mut self, block: u16) {
+        let mut dropped = false;
+        self.run(|dir, pkt| match (dir, pkt) {
+            (Dir::ToClient, Packet::Data { block: b, .. }) if *b == block && !dropped => {
+                dropped = true;
+                Fate::Drop
+            }
+            _ => Fate::Deliver,
+        });
+    }
+
     fn sends_of(&self, block: u16) -> usize {
         self.data_sent.iter().filter(|&&b| b == block).count()
     }
@@ -258,14 +270,7 @@ fn empty_file_is_one_empty_block() {
 #[test]
 fn lost_data_is_resent_after_timeout() {
     let mut p = Pair::new(file(512 * 6 + 10), plain(), limits());
-    let mut dropped = false;
-    p.run(|dir, pkt| match (dir, pkt) {
-        (Dir::ToClient, Packet::Data { block: 3, .. }) if !dropped => {
-            dropped = true;
-            Fate::Drop
-        }
-        _ => Fate::Deliver,
-    });
+    p.run_losing_data_once(3);
     p.assert_complete();
     assert_eq!(p.sends_of(3), 2);
     assert_eq!(p.data_sent.len(), 8, "only the lost block travels twice");
@@ -1035,14 +1040,7 @@ fn a_lost_block_costs_the_measured_round_trip_not_the_negotiated_timeout() {
     let mut limits = limits();
     limits.timeout = Duration::from_secs(5);
     let mut p = Pair::new(file(512 * 6 + 10), plain(), limits);
-    let mut dropped = false;
-    p.run(|dir, pkt| match (dir, pkt) {
-        (Dir::ToClient, Packet::Data { block: 3, .. }) if !dropped => {
-            dropped = true;
-            Fate::Drop
-        }
-        _ => Fate::Deliver,
-    });
+    p.run_losing_data_once(3);
     p.assert_complete();
     assert_eq!(p.sends_of(3), 2);
     // The in-memory link answers at once, so the round trip measured is zero and the timer is
