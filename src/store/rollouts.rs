@@ -898,7 +898,11 @@ impl Db {
             // change (PostgreSQL re-checks the condition on the row it waited for).
             let now = self.now_ms();
             let restarted = sqlx::query(&format!(
-                "UPDATE rollouts SET state = $1, halt_reason = NULL, finished_at = NULL,                  updated_at = $2, lease_epoch = lease_epoch + 1, lease_node = NULL,                  lease_until_ms = NULL                  WHERE id = $3 AND ($4 = 0 OR lease_node IS NULL OR lease_until_ms IS NULL                  OR lease_until_ms < {now})"
+                "UPDATE rollouts SET state = $1, halt_reason = NULL, finished_at = NULL, \
+                 updated_at = $2, lease_epoch = lease_epoch + 1, lease_node = NULL, \
+                 lease_until_ms = NULL \
+                 WHERE id = $3 AND ($4 = 0 OR lease_node IS NULL OR lease_until_ms IS NULL \
+                 OR lease_until_ms < {now})"
             ))
             .bind(state.as_str())
             .bind(now_text())
