@@ -1014,21 +1014,22 @@ fn drain(s: &mut Sender<Cursor<Vec<u8>>>) -> Vec<u16> {
     blocks
 }
 
-fn lockstep(timeout: Duration, retries: u32) -> TransferParams {
-    TransferParams {
+/// A lock-step sender of a 5,000-byte file in 512-byte blocks, started at `start`, with no OACK.
+fn lockstep(start: Instant, timeout: Duration, retries: u32) -> Sender<Cursor<Vec<u8>>> {
+    let params = TransferParams {
         blksize: 512,
         timeout,
         retries,
         ..TransferParams::default()
-    }
+    };
+    Sender::new(start, addr(CLIENT), Cursor::new(file(5000)), params, None)
 }
 
 /// Until the sender has timed an answer, it waits the whole negotiated timeout.
 #[test]
 fn before_any_round_trip_is_measured_the_timer_is_the_negotiated_timeout() {
     let start = Instant::now();
-    let params = lockstep(Duration::from_secs(5), 5);
-    let mut s = Sender::new(start, addr(CLIENT), Cursor::new(file(5000)), params, None);
+    let mut s = lockstep(start, Duration::from_secs(5), 5);
     assert_eq!(drain(&mut s), vec![1]);
     assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(5)));
 }
@@ -1054,13 +1055,7 @@ fn a_lost_block_costs_the_measured_round_trip_not_the_negotiated_timeout() {
 #[test]
 fn the_timer_backs_off_to_the_timeout_and_only_full_timeouts_spend_retries() {
     let start = Instant::now();
-    let mut s = Sender::new(
-        start,
-        addr(CLIENT),
-        Cursor::new(file(5000)),
-        lockstep(Duration::from_secs(2), 3),
-        None,
-    );
+    let mut s = lockstep(start, Duration::from_secs(2), 3);
     assert_eq!(drain(&mut s), vec![1]);
     let acked = start + Duration::from_millis(20);
     s.handle(acked, addr(CLIENT), &Packet::Ack { block: 1 }.to_vec());
@@ -1097,13 +1092,7 @@ fn the_timer_backs_off_to_the_timeout_and_only_full_timeouts_spend_retries() {
 #[test]
 fn an_answer_to_a_resent_block_is_not_timed() {
     let start = Instant::now();
-    let mut s = Sender::new(
-        start,
-        addr(CLIENT),
-        Cursor::new(file(5000)),
-        lockstep(Duration::from_secs(5), 5),
-        None,
-    );
+    let mut s = lockstep(start, Duration::from_secs(5), 5);
     drain(&mut s);
     let t1 = start + Duration::from_millis(20);
     s.handle(t1, addr(CLIENT), &Packet::Ack { block: 1 }.to_vec());
