@@ -105,6 +105,9 @@ pub enum Action {
     Change,
     /// Tokens: list, create, revoke.
     ManageTokens,
+    /// A site agent's device jobs (`/agents/jobs…`): claiming one hands over the device's
+    /// credentials, and running it changes the device.
+    DriveDevices,
 }
 
 impl Action {
@@ -113,6 +116,8 @@ impl Action {
         let path = path.strip_prefix("/api/v1").unwrap_or(path);
         if path == "/tokens" || path.starts_with("/tokens/") {
             Action::ManageTokens
+        } else if path == "/agents/jobs" || path.starts_with("/agents/jobs/") {
+            Action::DriveDevices
         } else if is_secret_read(path) {
             if is_read {
                 Action::ReadSecret
@@ -150,6 +155,11 @@ pub fn allowed(role: Role, action: Action) -> Result<(), String> {
             "an operator or admin token",
         ),
         Action::ManageTokens => (Role::Admin, "manage tokens", "an admin token"),
+        Action::DriveDevices => (
+            Role::Admin,
+            "drive devices as a site agent",
+            "an admin token",
+        ),
     };
     if role >= needed {
         return Ok(());
@@ -168,12 +178,12 @@ mod tests {
     fn each_role_may_do_what_the_docs_say() {
         use Action::*;
         let table = [
-            (Role::Viewer, [true, false, false, false]),
-            (Role::Operator, [true, true, true, false]),
-            (Role::Admin, [true, true, true, true]),
+            (Role::Viewer, [true, false, false, false, false]),
+            (Role::Operator, [true, true, true, false, false]),
+            (Role::Admin, [true, true, true, true, true]),
         ];
         for (role, wanted) in table {
-            for (action, want) in [Read, ReadSecret, Change, ManageTokens]
+            for (action, want) in [Read, ReadSecret, Change, ManageTokens, DriveDevices]
                 .into_iter()
                 .zip(wanted)
             {
@@ -195,6 +205,14 @@ mod tests {
     #[test]
     fn requests_are_sorted_by_path_and_method() {
         assert_eq!(Action::of(true, "/api/v1/devices"), Action::Read);
+        assert_eq!(
+            Action::of(false, "/api/v1/agents/jobs/claim"),
+            Action::DriveDevices
+        );
+        assert_eq!(
+            Action::of(false, "/api/v1/agents/heartbeat"),
+            Action::Change
+        );
         assert_eq!(Action::of(false, "/api/v1/devices"), Action::Change);
         assert_eq!(Action::of(true, "/api/v1/tokens"), Action::ManageTokens);
         assert_eq!(Action::of(false, "/api/v1/tokens/ci"), Action::ManageTokens);

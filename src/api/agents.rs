@@ -3,8 +3,8 @@
 //! what it transfers; the answer names the images the site's devices still have to copy.
 //! Agents share the nodes table with the serve nodes (kind `agent`).
 
-use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +12,9 @@ use utoipa_axum::routes;
 
 use super::error::{ErrorBody, Internal, StorageFull};
 use super::{ApiError, ApiResult, AppState};
+use crate::access::{Principal, Role};
 use crate::agent::AgentTransfer;
+use crate::agent::jobs::{ClaimRequest, DeviceTicket, JobCall, JobTicket, JobTickets};
 use crate::agent::{AgentBeat, AgentOrders};
 use crate::store::leases::{Heartbeat, NodeKind};
 
@@ -20,6 +22,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(heartbeat))
         .routes(routes!(list_agents))
+        .routes(routes!(claim_jobs))
+        .routes(routes!(job_call))
 }
 
 /// Largest heartbeat body kept (the transfers it lists are capped by the agent).
@@ -35,6 +39,7 @@ const MAX_DETAIL: usize = 256 * 1024;
               Internal, StorageFull))]
 async fn heartbeat(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Json(beat): Json<AgentBeat>,
 ) -> ApiResult<Json<AgentOrders>> {
     let (name, site) = (beat.name.as_str(), beat.site.as_str());
@@ -44,11 +49,38 @@ async fn heartbeat(
             "an agent's heartbeat names the agent and its site (each 1 to 200 characters)",
         ));
     }
+    // An agent drives its site's devices only with an admin token: a job hands over the
+    // device's credentials.
+    let drive_refused = (beat.drive && who.role < Role::Admin).then(|| {
+        format!(
+            "token {} is {} {}: an agent drives devices only with an admin token",
+            who.name,
+            if who.role == Role::Operator {
+                "an"
+            } else {
+                "a"
+            },
+            who.role
+        )
+    });
+    let drive = beat.drive && drive_refused.is_none() && beat.tftp.is_some();
+    // Its jobs' leases run three heartbeats from now.
+    let lost = state
+        .db
+        .renew_site_jobs(name, &beat.jobs, lease_ms(beat.heartbeat_seconds))
+        .await?;
     let detail = AgentDetail {
         heartbeat_seconds: beat.heartbeat_seconds,
         tftp: beat.tftp.clone(),
         images: beat.images.clone(),
         transfers: beat.transfers.clone(),
+        drives: drive,
+        jobs: beat
+            .jobs
+            .iter()
+            .filter(|j| !lost.contains(j))
+            .cloned()
+            .collect(),
     };
     let detail =
         serde_json::to_string(&detail).map_err(|e| ApiError::internal("agent heartbeat", &e))?;
@@ -76,7 +108,104 @@ async fn heartbeat(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Json(AgentOrders { images }))
+    Ok(Json(AgentOrders {
+        images,
+        drive,
+        drive_refused,
+        lost,
+    }))
+}
+
+/// How long an agent's claim of a job lasts without a heartbeat: three of its intervals.
+fn lease_ms(heartbeat_seconds: u64) -> i64 {
+    3 * 1000 * i64::try_from(heartbeat_seconds.clamp(1, 300)).unwrap_or(300)
+}
+
+/// A driving agent claims jobs of its site that the node leading their rollout handed to the
+/// site and no agent holds: each comes with its device (credentials included), its playbook
+/// and the epoch its calls carry. Needs an admin token.
+#[utoipa::path(post, path = "/agents/jobs/claim", tag = "agents", request_body = ClaimRequest,
+    responses((status = 200, body = JobTickets),
+              (status = 400, body = ErrorBody, description = "`bad_request`: not JSON"),
+              (status = 403, body = ErrorBody, description = "`forbidden`: not an admin token"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
+              (status = 422, body = ErrorBody, description = "`unprocessable`: no name or site, `max` or `heartbeat_seconds` out of range"),
+              Internal, StorageFull))]
+async fn claim_jobs(
+    State(state): State<AppState>,
+    Json(req): Json<ClaimRequest>,
+) -> ApiResult<Json<JobTickets>> {
+    let fits = |s: &str| (1..=200).contains(&s.chars().count());
+    if !fits(&req.name) || !fits(&req.site) {
+        return Err(ApiError::unprocessable(
+            "a claim names the agent and its site (each 1 to 200 characters)",
+        ));
+    }
+    if !(1..=1000).contains(&req.max) || !(1..=300).contains(&req.heartbeat_seconds) {
+        return Err(ApiError::unprocessable(
+            "a claim asks for 1 to 1000 jobs, with a heartbeat of 1 to 300 seconds",
+        ));
+    }
+    let held = state
+        .db
+        .claim_site_jobs(
+            &req.site,
+            &req.name,
+            lease_ms(req.heartbeat_seconds),
+            req.max as usize,
+        )
+        .await?;
+    let mut jobs = Vec::with_capacity(held.len());
+    let mut playbooks = std::collections::HashMap::new();
+    for h in held {
+        let job = state.db.job(&h.rollout, &h.device).await?;
+        let device = state.db.device_by_name(&h.device).await?;
+        if !playbooks.contains_key(&h.rollout) {
+            let record = state.db.rollout(&h.rollout).await?;
+            playbooks.insert(h.rollout.clone(), record.playbook);
+        }
+        jobs.push(JobTicket {
+            playbook: playbooks.get(&h.rollout).cloned().unwrap_or_default(),
+            rollout: h.rollout,
+            epoch: h.epoch,
+            job,
+            device: DeviceTicket::of(&device),
+        });
+    }
+    Ok(Json(JobTickets { jobs }))
+}
+
+/// One call of a job an agent claimed: record its steps and events, read the rollout's state,
+/// keep the device's facts and configurations. Every write carries the claim's epoch and is
+/// refused (409 `fenced`) once the job was claimed again or taken back. Needs an admin token.
+#[utoipa::path(post, path = "/agents/jobs/{rollout}/{device}", tag = "agents", request_body = JobCall,
+    params(("rollout" = String, Path, description = "The rollout's id"),
+           ("device" = String, Path, description = "The device's name")),
+    responses((status = 200, body = Object, description = "the call's answer (`answer`: `done`, `view`, `image`, ...)"),
+              (status = 400, body = ErrorBody, description = "`bad_request`: not JSON"),
+              (status = 403, body = ErrorBody, description = "`forbidden`: not an admin token"),
+              (status = 404, body = ErrorBody, description = "`not_found`: no such rollout, job or image"),
+              (status = 409, body = ErrorBody, description = "`fenced`: the job was claimed again or taken back since this claim"),
+              (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
+              (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
+              (status = 422, body = ErrorBody, description = "`unprocessable`: not a call this service knows, or one it cannot carry out"),
+              Internal, StorageFull))]
+async fn job_call(
+    State(state): State<AppState>,
+    Path((rollout, device)): Path<(String, String)>,
+    Json(call): Json<JobCall>,
+) -> ApiResult<Json<crate::rollout::job_store::JobAnswer>> {
+    use crate::rollout::job_store::OpError;
+    match state
+        .engine
+        .job_call(&rollout, &device, call.epoch, call.op)
+        .await
+    {
+        Ok(answer) => Ok(Json(answer)),
+        Err(OpError::Store(e)) => Err(e.into()),
+        Err(OpError::Refused(why)) => Err(ApiError::unprocessable(why)),
+    }
 }
 
 /// What an agent reported with its last heartbeat, as kept.
@@ -90,6 +219,13 @@ pub struct AgentDetail {
     pub images: Vec<String>,
     /// Its file server's latest transfers.
     pub transfers: Vec<AgentTransfer>,
+    /// It drives its site's devices (`--drive`, with an admin token): the serve nodes hand
+    /// it their jobs.
+    #[serde(default)]
+    pub drives: bool,
+    /// The device jobs it holds now.
+    #[serde(default)]
+    pub jobs: Vec<crate::store::runners::HeldJob>,
 }
 
 /// One agent as its last heartbeat shows it.

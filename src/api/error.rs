@@ -139,6 +139,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
             e @ StoreError::Leased(_) => ApiError::conflict(e.to_string()),
+            StoreError::Fenced(m) => ApiError::new(StatusCode::CONFLICT, "fenced", m),
             StoreError::Storage(why) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_full",

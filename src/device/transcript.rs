@@ -65,7 +65,7 @@ impl EntryKind {
 }
 
 /// One line of the transcript.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TranscriptEntry {
     /// The step that was running; `None` outside an upgrade's steps.
     pub step: Option<Step>,

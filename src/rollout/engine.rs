@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinSet;
 
 use super::clock::Clock;
+use super::handoff;
 use super::job::{self, JobContext, JobOutcome};
 use super::ledger::Ledger;
 use super::model::{DeviceJob, Event, EventKind, JobState, RolloutId, RolloutRecord, RolloutState};
@@ -127,6 +128,31 @@ impl Engine {
     }
 
     /// Live events of every rollout.
+    /// Carry out a site agent's call for a job it claimed (`POST /agents/jobs/{rollout}/{device}`):
+    /// writes inside the job's fence, at the epoch of the agent's claim.
+    pub(crate) async fn job_call(
+        &self,
+        rollout: &str,
+        device: &str,
+        epoch: i64,
+        op: super::job_store::JobOp,
+    ) -> Result<super::job_store::JobAnswer, super::job_store::OpError> {
+        if op.reads_only() {
+            return super::job_store::apply(&self.ledger, rollout, device, op).await;
+        }
+        let fence = Fence {
+            rollout: rollout.to_string(),
+            epoch,
+            device: Some(device.to_string()),
+        };
+        FENCE
+            .scope(
+                fence,
+                super::job_store::apply(&self.ledger, rollout, device, op),
+            )
+            .await
+    }
+
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.ledger.subscribe()
     }
@@ -542,6 +568,7 @@ impl Engine {
             let fence = Fence {
                 rollout: id.clone(),
                 epoch: claim.epoch,
+                device: None,
             };
             tracing::debug!(rollout = %id, epoch = claim.epoch, previous = ?claim.previous, "lease claimed");
             let run = FENCE.scope(fence, engine.run_claimed(&id, claim.previous.as_deref()));
@@ -782,7 +809,8 @@ impl Engine {
 
         let per_rollout = Arc::new(Semaphore::new(pb.strategy.concurrency.max(1)));
         let ctx = Arc::new(JobContext {
-            ledger: self.ledger.clone(),
+            store: self.ledger.clone(),
+            env: self.ledger.job_env(),
             rollout_id: RolloutId::new(id),
             playbook: pb.clone(),
         });
@@ -794,6 +822,7 @@ impl Engine {
         // Work on the first wave that still has devices to do; retried devices of an earlier
         // wave bring the rollout back to that wave.
         let mut stalled_passes = 0;
+        let mut drivers = handoff::Drivers::default();
         while let Some(wave) = self.next_wave(id).await? {
             let finished_before = JobView::all(&self.ledger.db.jobs(id).await?)
                 .iter()
@@ -823,6 +852,8 @@ impl Engine {
                 .await;
             let mut running: JoinSet<(String, JobOutcome)> = JoinSet::new();
             for j in jobs {
+                // A device of a site whose agent drives is handed to that site.
+                let site = handoff::site_for(&self.ledger, &mut drivers, &pb, &j).await;
                 if !self.ledger.may_go_on(id).await {
                     break;
                 }
@@ -840,11 +871,20 @@ impl Engine {
                 let fence = FENCE.try_with(Clone::clone).unwrap_or(Fence {
                     rollout: String::new(),
                     epoch: 0,
+                    device: None,
                 });
+                let ledger = self.ledger.clone();
                 running.spawn(FENCE.scope(fence, async move {
                     let _permits = (global, local);
                     let name = j.device.clone();
-                    let outcome = job::run(&ctx, j).await;
+                    let handed = match &site {
+                        Some(site) => handoff::run(&ledger, &ctx.rollout_id, &j, site).await,
+                        None => None,
+                    };
+                    let outcome = match handed {
+                        Some(outcome) => outcome,
+                        None => job::run(&ctx, j).await,
+                    };
                     (name, outcome)
                 }));
                 // Reap finished devices while starting others, so the threshold acts promptly.

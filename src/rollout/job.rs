@@ -11,7 +11,9 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ledger::Ledger;
+use super::FileServers;
+use super::clock::Clock;
+use super::job_store::JobStore;
 use super::model::{DeviceJob, EventKind, JobState, StepState, is_reload_step};
 use super::policy::{self, Changes};
 use crate::device::{
@@ -26,9 +28,22 @@ use crate::store::rollouts::{NewEvent, StepRecord};
 use crate::transfers::{Claim, ClaimGuard, JobRef, Protocol, Recognise};
 
 pub(crate) struct JobContext {
-    pub ledger: std::sync::Arc<Ledger>,
+    /// Where the job reads and records: the database on a serve node, the API on an agent.
+    pub store: std::sync::Arc<dyn JobStore>,
+    pub env: JobEnv,
     pub rollout_id: super::model::RolloutId,
     pub playbook: Playbook,
+}
+
+/// What a job uses of the process it runs in: its file servers and their transfers, its
+/// metrics, its clock and its shutdown.
+#[derive(Clone)]
+pub(crate) struct JobEnv {
+    pub transfers: crate::transfers::Transfers,
+    pub servers: FileServers,
+    pub metrics: crate::metrics::RolloutMetrics,
+    pub clock: Clock,
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +57,7 @@ pub(crate) enum JobOutcome {
 
 /// Run (or resume) one device's upgrade and record how it ended.
 pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
-    let ledger = &*ctx.ledger;
+    let store = &*ctx.store;
     let id = &ctx.rollout_id;
     let name = job.device.clone();
     // A copy from the site's agent that failed for the agent (killed, restarting) runs again
@@ -80,10 +95,10 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
             agent_retries += 1;
             // The job's one-time grants end before it waits.
             drop(prepared);
-            ledger
+            store
                 .event(
                     id,
-                    Some(&name),
+                    &name,
                     EventKind::Message,
                     Some("copy"),
                     &format!(
@@ -92,7 +107,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
                     Some(json!({"agent": agent, "site": site, "attempt": agent_retries})),
                 )
                 .await;
-            wait_for_agent(ledger, &site, &agent, p_timeout(ctx)).await;
+            store.wait_for_agent(&site, &agent, p_timeout(ctx)).await;
             continue;
         }
         break (prepared, outcome);
@@ -107,7 +122,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
     {
         refresh_facts(ctx, &p.target, &p.plan).await;
     }
-    let db = &ledger.db;
+    let db = store;
     // How the job ended, and the event that says so: written together.
     let (state, new_version, error, kind, message, data, result) = match outcome {
         Ok(done) => {
@@ -148,7 +163,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         Err(Ended::Interrupted) => return JobOutcome::Interrupted,
         Err(Ended::Requeued(message)) => {
             let event = NewEvent::device(&name, EventKind::DeviceRequeued, &message);
-            if let Err(e) = ledger.requeue_job(id, &name, event).await {
+            if let Err(e) = store.requeue_job(id, &name, event).await {
                 tracing::error!(device = %name, error = %e, "cannot put a device back in line");
             }
             return JobOutcome::Aborted;
@@ -184,7 +199,7 @@ pub(crate) async fn run(ctx: &JobContext, job: DeviceJob) -> JobOutcome {
         ),
     };
     let event = NewEvent::device(&name, kind, &message).with_data(data.as_ref());
-    if let Err(e) = ledger
+    if let Err(e) = store
         .finish_job(
             id,
             &name,
@@ -224,13 +239,13 @@ enum Ended {
 /// After a failure past the reload the device may run the new image, the old one, or nothing:
 /// read what it really runs, so the inventory (and the next plan) never shows stale facts.
 async fn refresh_facts(ctx: &JobContext, target: &Target, plan: &UpgradePlan) {
-    let ledger = &*ctx.ledger;
+    let store = &*ctx.store;
     let id = &ctx.rollout_id;
     let name = &target.name;
     let (kind, message, data) = match device::read_facts(target, &plan.timeouts).await {
         Ok((facts, _key)) => {
             let facts = facts.to_facts();
-            if let Err(e) = ledger.db.set_facts(name, &facts).await {
+            if let Err(e) = store.set_facts(name, &facts).await {
                 tracing::warn!(device = %name, error = %e, "cannot record facts");
             }
             (
@@ -251,9 +266,7 @@ async fn refresh_facts(ctx: &JobContext, target: &Target, plan: &UpgradePlan) {
             None,
         ),
     };
-    ledger
-        .event(id, Some(name), kind, None, &message, data)
-        .await;
+    store.event(id, name, kind, None, &message, data).await;
 }
 
 /// A one-time FTP account, removed when dropped.
@@ -269,17 +282,9 @@ impl Drop for FtpAccount {
 }
 
 async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> {
-    let ledger = &*ctx.ledger;
-    let device = ledger
-        .db
-        .device_by_name(&job.device)
-        .await
-        .map_err(|e| format!("device {} is no longer in the inventory ({e})", job.device))?;
-    let image = ledger
-        .images
-        .get(&job.image)
-        .await
-        .map_err(|e| format!("image {}: {e}", job.image))?;
+    let store = &*ctx.store;
+    let device = store.device(&job.device).await?;
+    let image = store.local_image(&job.image).await?;
     let pb = &ctx.playbook;
     let site = device.spec.site.as_deref();
     let settings = pb.transfer.for_site(site);
@@ -308,16 +313,10 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         .or(device.facts.model.as_deref());
     let kickstart = match pb.kickstart_for(device.spec.platform, model) {
         Some(name) => {
-            let k = ledger
-                .images
-                .get(&name)
+            let k = store
+                .local_image(&name)
                 .await
-                .map_err(|e| format!("kickstart image {name}: {e}"))?;
-            ledger
-                .images
-                .ensure_local(&k, true)
-                .await
-                .map_err(|e| format!("kickstart image {name}: {e}"))?;
+                .map_err(|e| format!("kickstart {e}"))?;
             Some(KickstartImage {
                 image: k.file_name.clone(),
                 md5: k.md5.clone(),
@@ -326,13 +325,6 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         }
         None => None,
     };
-    // The file servers serve what is on this node: fetched by SHA-256 from another node when
-    // it was uploaded there, and checked against its SHA-256 before any device copies it.
-    ledger
-        .images
-        .ensure_local(&image, true)
-        .await
-        .map_err(|e| format!("image {}: {e}", image.file_name))?;
     let files: Vec<String> = std::iter::once(image.file_name.to_string())
         .chain(kickstart.iter().map(|k| k.image.to_string()))
         .collect();
@@ -350,7 +342,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
                 && kickstart.is_none()
                 && settings.protocols.contains(&TransferProtocol::Tftp) =>
         {
-            site_agent(ledger, site, &image.sha256, timeouts.copy).await?
+            store.site_agent(site, &image.sha256, timeouts.copy).await?
         }
         _ => None,
     };
@@ -408,7 +400,7 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
             .clone()
             .or_else(|| device.facts.version.clone()),
         committed: job.reload_sent
-            && step_recorded_at(ledger, &ctx.rollout_id, &job.device, |s| {
+            && step_recorded_at(store, &ctx.rollout_id, &job.device, |s| {
                 s == Step::Commit.as_str()
             })
             .await
@@ -488,8 +480,7 @@ async fn source_for(
     device_name: &str,
     device_host: &str,
 ) -> Result<FoundSource, String> {
-    let ledger = &*ctx.ledger;
-    let servers = &ledger.servers;
+    let servers = &ctx.env.servers;
     let off = || {
         format!(
             "the playbook asks for {} but that server is off in this service",
@@ -576,7 +567,7 @@ async fn source_for(
                 rollout: ctx.rollout_id.clone(),
                 device: device_name.to_string(),
             };
-            let transfers = ledger.transfers.clone();
+            let transfers = ctx.env.transfers.clone();
             let live: std::sync::Mutex<Option<(String, crate::transfers::TransferHandle)>> =
                 std::sync::Mutex::new(None);
             let progress = device::PushProgress(std::sync::Arc::new(
@@ -603,7 +594,7 @@ async fn source_for(
                 source_interface: settings.source_interface.clone(),
                 ..CopySource::new(
                     Transfer::ScpPush {
-                        store: ledger.images.dir().to_path_buf(),
+                        store: ctx.store.image_dir(),
                         progress: Some(progress),
                     },
                     device_host,
@@ -652,41 +643,6 @@ fn p_timeout(ctx: &JobContext) -> std::time::Duration {
     ctx.playbook.strategy.timeouts.copy.duration()
 }
 
-/// Wait until agent `name` of `site` beats again after now (it came back, or never left), or
-/// no longer counts as live (its site's copies then come from the serve nodes), for at most
-/// `wait`.
-async fn wait_for_agent(ledger: &Ledger, site: &str, name: &str, wait: std::time::Duration) {
-    let since = Instant::now();
-    let deadline = since + wait;
-    while Instant::now() < deadline && !ledger.shutdown().is_requested() {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = ledger.shutdown().requested() => return,
-        }
-        let Ok(nodes) = ledger.db.nodes().await else {
-            continue;
-        };
-        let Some(agent) = nodes.into_iter().find(|n| {
-            n.kind == crate::store::leases::NodeKind::Agent
-                && n.name == name
-                && n.site.as_deref() == Some(site)
-        }) else {
-            return;
-        };
-        let interval = agent
-            .detail
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<crate::api::agents::AgentDetail>(d).ok())
-            .map_or(5, |d| d.heartbeat_seconds);
-        let waited = i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX);
-        if agent.heartbeat_age_ms < waited
-            || !crate::api::agents::is_live(agent.heartbeat_age_ms, interval)
-        {
-            return;
-        }
-    }
-}
-
 /// The TFTP source of a device whose site's agent serves the image at `addr`: the agent
 /// shows the transfer (in its heartbeat), not this node.
 fn agent_source(
@@ -703,62 +659,6 @@ fn agent_source(
         protocol: Protocol::Tftp,
         recognise: None,
         grant: Grant::None,
-    }
-}
-
-/// The live agent of `site` and its TFTP address, once it holds the image whose SHA-256 is
-/// `sha256` checked: waited for up to `wait` while a live agent is still fetching it. `None`
-/// when the site has no live agent with a TFTP server (the serve nodes serve it).
-async fn site_agent(
-    ledger: &Ledger,
-    site: &str,
-    sha256: &str,
-    wait: std::time::Duration,
-) -> Result<Option<(String, std::net::SocketAddr)>, String> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let nodes = ledger
-            .db
-            .nodes()
-            .await
-            .map_err(|e| format!("cannot read the site agents: {e}"))?;
-        let agents: Vec<(String, crate::api::agents::AgentDetail)> = nodes
-            .into_iter()
-            .filter(|n| {
-                n.kind == crate::store::leases::NodeKind::Agent && n.site.as_deref() == Some(site)
-            })
-            .filter_map(|n| {
-                let d: crate::api::agents::AgentDetail =
-                    serde_json::from_str(n.detail.as_deref()?).ok()?;
-                (crate::api::agents::is_live(n.heartbeat_age_ms, d.heartbeat_seconds)
-                    && d.tftp.is_some())
-                .then_some((n.name, d))
-            })
-            .collect();
-        if agents.is_empty() {
-            return Ok(None);
-        }
-        if let Some((name, addr)) = agents.iter().find_map(|(name, d)| {
-            let addr = d.tftp.as_deref()?.parse().ok()?;
-            d.images
-                .iter()
-                .any(|s| s == sha256)
-                .then(|| (name.clone(), addr))
-        }) {
-            return Ok(Some((name, addr)));
-        }
-        if Instant::now() >= deadline || ledger.shutdown().is_requested() {
-            let names: Vec<&str> = agents.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!(
-                "the agent of site {site} ({}) has not fetched and checked the image within {}s",
-                names.join(", "),
-                wait.as_secs()
-            ));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = ledger.shutdown().requested() => {}
-        }
     }
 }
 
@@ -827,9 +727,9 @@ impl StepEnd {
 #[async_trait]
 impl StepGate for Recorder<'_> {
     async fn facts_read(&self, version: &str, image: Option<&str>) {
-        let ledger = &*self.ctx.ledger;
-        if let Err(e) = ledger
-            .db
+        if let Err(e) = self
+            .ctx
+            .store
             .set_job_origin(&self.ctx.rollout_id, &self.device, Some(version), image)
             .await
         {
@@ -839,9 +739,8 @@ impl StepGate for Recorder<'_> {
 
     async fn compare_baseline_taken(&self, baseline: &str) -> Result<(), String> {
         self.ctx
-            .ledger
-            .db
-            .set_job_compare_baseline(&self.ctx.rollout_id, &self.device, baseline)
+            .store
+            .set_compare_baseline(&self.ctx.rollout_id, &self.device, baseline)
             .await
             .map_err(|e| e.to_string())
     }
@@ -849,9 +748,8 @@ impl StepGate for Recorder<'_> {
     async fn compare_baseline(&self) -> Option<String> {
         match self
             .ctx
-            .ledger
-            .db
-            .job_compare_baseline(&self.ctx.rollout_id, &self.device)
+            .store
+            .compare_baseline(&self.ctx.rollout_id, &self.device)
             .await
         {
             Ok(kept) => kept,
@@ -867,14 +765,15 @@ impl StepGate for Recorder<'_> {
         // something comes between (a pause, a stop, a wait for a window), whose event must
         // follow them.
         let mut ended = self.take_ended().await;
-        let ledger = &*self.ctx.ledger;
+        let store = &*self.ctx.store;
+        let shutdown = &self.ctx.env.shutdown;
         let id = &self.ctx.rollout_id;
-        if ledger.db.rollout_view(id).await.is_ok_and(|r| r.paused) {
+        if store.rollout_view(id).await.is_ok_and(|r| r.paused) {
             self.write_ended(std::mem::take(&mut ended)).await;
-            ledger
+            store
                 .event(
                     id,
-                    Some(&self.device),
+                    &self.device,
                     EventKind::Held,
                     Some(step.as_str()),
                     "the rollout is paused: this step waits for resume",
@@ -882,10 +781,10 @@ impl StepGate for Recorder<'_> {
                 )
                 .await;
         }
-        if !ledger.may_go_on(id).await {
+        if !store.may_go_on(id).await {
             self.write_ended(ended).await;
             self.cancel.cancel();
-            return Err(if ledger.shutdown().is_requested() {
+            return Err(if shutdown.is_requested() {
                 Stop::Shutdown
             } else {
                 Stop::Abort
@@ -908,7 +807,7 @@ impl StepGate for Recorder<'_> {
                 .claims
                 .iter()
                 .map(|claim| {
-                    self.ctx.ledger.transfers.claim(Claim {
+                    self.ctx.env.transfers.claim(Claim {
                         since: now,
                         ..claim.clone()
                     })
@@ -925,7 +824,7 @@ impl StepGate for Recorder<'_> {
             message,
             transcript: &[],
         });
-        if let Err(e) = ledger.step_events(id, &self.device, &records).await {
+        if let Err(e) = store.step_events(id, &self.device, &records).await {
             tracing::error!(device = %self.device, error = %e, "cannot record a step; stopping this device");
             return Err(Stop::Abort);
         }
@@ -936,7 +835,7 @@ impl StepGate for Recorder<'_> {
     fn reload_seen(&self, seen: ReloadSeen, at: Instant) {
         let mut sent = lock(&self.reload_sent);
         if let Some(since) = *sent {
-            self.ctx.ledger.metrics.reload_seen(
+            self.ctx.env.metrics.reload_seen(
                 seen,
                 self.platform,
                 at.saturating_duration_since(since),
@@ -949,7 +848,7 @@ impl StepGate for Recorder<'_> {
 
     async fn may_change_now(&self) -> bool {
         let windows = self.ctx.playbook.schedule.windows();
-        policy::changes(&windows, self.ctx.ledger.now()) == Changes::Allowed
+        policy::changes(&windows, self.ctx.env.clock.now()) == Changes::Allowed
     }
 
     async fn wait_until_changes_allowed(&self) -> Result<(), Stop> {
@@ -962,58 +861,11 @@ impl StepGate for Recorder<'_> {
         running: &str,
         startup: Option<&str>,
     ) -> Result<String, String> {
-        keep_configs(self.ctx, &self.device, moment, running, startup).await
-    }
-}
-
-/// Keep a device's configurations as backups (files of their own, mode 0600, and their
-/// records); what the step's event says: sizes, checksums and, after, how many lines changed.
-/// Never the text.
-async fn keep_configs(
-    ctx: &JobContext,
-    device: &str,
-    moment: crate::configs::Moment,
-    running: &str,
-    startup: Option<&str>,
-) -> Result<String, String> {
-    use crate::configs::{self, ConfigKind, Moment};
-    let db = &ctx.ledger.db;
-    let id = ctx.rollout_id.as_str();
-    let said = |r: &configs::BackupRecord| {
-        format!(
-            "{} configuration kept ({} bytes, sha256 {})",
-            r.kind.as_str(),
-            r.size,
-            r.sha256.get(..12).unwrap_or(&r.sha256)
-        )
-    };
-    let r = configs::keep(db, id, device, moment, ConfigKind::Running, running)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut note = said(&r);
-    if let Some(startup) = startup {
-        let s = configs::keep(db, id, device, moment, ConfigKind::Startup, startup)
+        self.ctx
+            .store
+            .keep_configs(&self.ctx.rollout_id, &self.device, moment, running, startup)
             .await
-            .map_err(|e| e.to_string())?;
-        note.push_str(&format!("; {}", said(&s)));
     }
-    if moment == Moment::After {
-        match configs::rollout_diff(db, device, id).await {
-            Ok(Some((_, _, d))) if d.too_different => {
-                note.push_str("; the running configuration changed in many lines since before")
-            }
-            Ok(Some((_, _, d))) if d.added + d.removed == 0 => note.push_str(
-                "; the running configuration is the same as before the upgrade (volatile lines aside)",
-            ),
-            Ok(Some((_, _, d))) => note.push_str(&format!(
-                "; the running configuration changed since before: {} line(s) added, {} removed (see `fleetup device configs {device} --diff`)",
-                d.added, d.removed
-            )),
-            Ok(None) => note.push_str("; no backup from before to compare with"),
-            Err(e) => note.push_str(&format!("; cannot compare with the one before: {e}")),
-        }
-    }
-    Ok(note)
 }
 
 impl Recorder<'_> {
@@ -1049,7 +901,7 @@ impl Recorder<'_> {
         let records: Vec<StepRecord<'_>> = ended.iter().map(StepEnd::record).collect();
         if let Err(e) = self
             .ctx
-            .ledger
+            .store
             .step_events(&self.ctx.rollout_id, &self.device, &records)
             .await
         {
@@ -1068,7 +920,7 @@ impl Recorder<'_> {
             StepStatus::Failed => StepResult::Failed,
             StepStatus::Started | StepStatus::Skipped => return,
         };
-        self.ctx.ledger.metrics.step_ended(
+        self.ctx.env.metrics.step_ended(
             ev.step.as_str(),
             self.platform,
             result,
@@ -1086,8 +938,7 @@ impl Recorder<'_> {
         let lines = self.transcript.take();
         if let Err(e) = self
             .ctx
-            .ledger
-            .db
+            .store
             .add_transcript(&self.ctx.rollout_id, &self.device, &lines)
             .await
         {
@@ -1098,20 +949,21 @@ impl Recorder<'_> {
     /// Hold the device, staged, until a maintenance window opens; the job shows as
     /// `staged (waits for window …)` meanwhile.
     async fn wait_for_window(&self) -> Result<(), Stop> {
-        let ledger = &*self.ctx.ledger;
+        let store = &*self.ctx.store;
+        let env = &self.ctx.env;
         let id = &self.ctx.rollout_id;
         let windows = self.ctx.playbook.schedule.windows();
         let mut announced = None;
         loop {
-            let next = match policy::changes(&windows, ledger.now()) {
+            let next = match policy::changes(&windows, env.clock.now()) {
                 Changes::WaitFor(next) => next,
                 Changes::Never => return Err(Stop::Abort),
                 Changes::Allowed => {
                     if announced.is_some() {
-                        ledger
+                        store
                             .event(
                                 id,
-                                Some(&self.device),
+                                &self.device,
                                 EventKind::WindowOpened,
                                 None,
                                 "the maintenance window is open: the changes start",
@@ -1124,8 +976,7 @@ impl Recorder<'_> {
             };
             if announced.as_ref() != Some(&next.at) {
                 let text = next.to_string();
-                match ledger
-                    .db
+                match store
                     .record_wait_for_window(
                         id,
                         &self.device,
@@ -1137,7 +988,7 @@ impl Recorder<'_> {
                     )
                     .await
                 {
-                    Ok(ev) => ledger.publish(ev),
+                    Ok(()) => {}
                     Err(e) => {
                         tracing::error!(device = %self.device, error = %e, "cannot record the wait for the window; stopping this device");
                         return Err(Stop::Abort);
@@ -1146,11 +997,11 @@ impl Recorder<'_> {
                 announced = Some(next.at);
             }
             tokio::select! {
-                _ = ledger.sleep_until(next.at) => {}
-                _ = ledger.changed(id) => {
-                    if !ledger.may_go_on(id).await {
+                _ = env.clock.sleep_until(next.at) => {}
+                _ = store.changed(id) => {
+                    if !store.may_go_on(id).await {
                         self.cancel.cancel();
-                        return Err(if ledger.shutdown().is_requested() { Stop::Shutdown } else { Stop::Abort });
+                        return Err(if env.shutdown.is_requested() { Stop::Shutdown } else { Stop::Abort });
                     }
                 }
             }
@@ -1169,9 +1020,9 @@ async fn execute(
         transcript: Some(transcript.clone()),
         ..prepared.target.clone()
     };
-    let ledger = &*ctx.ledger;
+    let store = &*ctx.store;
     let id = &ctx.rollout_id;
-    if let Err(e) = ledger.db.start_job_attempt(id, &job.device).await {
+    if let Err(e) = store.start_job_attempt(id, &job.device).await {
         return Err(Ended::Failed {
             reason: "internal".into(),
             message: format!("internal: cannot record the device's start: {e}"),
@@ -1193,7 +1044,7 @@ async fn execute(
         step_began: std::sync::Mutex::default(),
         reload_sent: std::sync::Mutex::default(),
     };
-    let shutdown = ledger.shutdown().token.clone();
+    let shutdown = ctx.env.shutdown.token.clone();
     let cancel = recorder.cancel.clone();
     let stop_on_shutdown = {
         let cancel = cancel.clone();
@@ -1204,17 +1055,17 @@ async fn execute(
     };
     let work = async {
         if job.rollback_sent {
-            ledger
+            store
                 .event(
                     id,
-                    Some(&job.device),
+                    &job.device,
                     EventKind::Resumed,
                     Some("rollback_check"),
                     "the rollback reload was already sent before the restart: waiting for the device and checking the old image, no second rollback reload",
                     None,
                 )
                 .await;
-            let recorded_at = step_recorded_at(ledger, id, &job.device, |s| {
+            let recorded_at = step_recorded_at(store, id, &job.device, |s| {
                 s == Step::RollbackReload.as_str()
             })
             .await;
@@ -1228,17 +1079,17 @@ async fn execute(
             )
             .await)
         } else if job.reload_sent {
-            ledger
+            store
                 .event(
                     id,
-                    Some(&job.device),
+                    &job.device,
                     EventKind::Resumed,
                     Some("wait_back"),
                     "the reload was already sent before the restart: waiting for the device and checking it, no second reload",
                     None,
                 )
                 .await;
-            let recorded_at = reload_recorded_at(ledger, id, &job.device).await;
+            let recorded_at = reload_recorded_at(store, id, &job.device).await;
             let resumed = device::resume_after_reload(
                 target,
                 plan,
@@ -1256,14 +1107,14 @@ async fn execute(
                     tracing::warn!(rollout = %id, device = %job.device, "{message}");
                     // Should this write fail, a later restart only takes the same careful path
                     // again: wait the reload timeout, then look at the uptime.
-                    if let Err(e) = ledger.db.clear_reload_sent(id, &job.device).await {
+                    if let Err(e) = store.clear_reload_sent(id, &job.device).await {
                         tracing::warn!(rollout = %id, device = %job.device, error = %e,
                             "cannot record that the reload was never sent");
                     }
-                    ledger
+                    store
                         .event(
                             id,
-                            Some(&job.device),
+                            &job.device,
                             EventKind::ReloadNotSent,
                             Some("wait_back"),
                             &format!("{message}; upgrading it again from the start"),
@@ -1285,14 +1136,14 @@ async fn execute(
     recorder.drain().await;
     recorder.flush_transcript().await;
     let pin_key = |key: &str| {
-        let db = ledger.db.clone();
+        let db = ctx.store.clone();
         let name = job.device.clone();
         let known = target.known_host_key.clone();
         let key = key.to_string();
         async move {
             if known.is_none()
                 && !key.is_empty()
-                && let Err(e) = db.set_host_key(&name, Some(&key)).await
+                && let Err(e) = db.set_host_key(&name, &key).await
             {
                 tracing::warn!(device = %name, error = %e, "cannot pin the host key");
             }
@@ -1307,7 +1158,7 @@ async fn execute(
             if let Some(key) = &failure.host_key {
                 pin_key(key).await;
             }
-            Err(classify(ledger, id, failure).await)
+            Err(classify(ctx, id, failure).await)
         }
     }
 }
@@ -1318,18 +1169,18 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// When this device's reload was recorded (the start of its `reload` or `install` step).
-async fn reload_recorded_at(ledger: &Ledger, id: &str, device: &str) -> Option<SystemTime> {
-    step_recorded_at(ledger, id, device, super::model::is_reload_step).await
+async fn reload_recorded_at(store: &dyn JobStore, id: &str, device: &str) -> Option<SystemTime> {
+    step_recorded_at(store, id, device, super::model::is_reload_step).await
 }
 
 /// When the last step of this device that `is` picks was recorded as started.
 async fn step_recorded_at(
-    ledger: &Ledger,
+    store: &dyn JobStore,
     id: &str,
     device: &str,
     is: impl Fn(&str) -> bool,
 ) -> Option<SystemTime> {
-    let events = ledger.db.device_events(id, device).await.ok()?;
+    let events = store.device_events(id, device).await.ok()?;
     let sent = events
         .iter()
         .rev()
@@ -1338,13 +1189,13 @@ async fn step_recorded_at(
     SystemTime::try_from(at).ok()
 }
 
-async fn classify(ledger: &Ledger, id: &str, f: UpgradeFailure) -> Ended {
+async fn classify(ctx: &JobContext, id: &str, f: UpgradeFailure) -> Ended {
     if f.reason == FailureReason::Cancelled {
-        if ledger.shutdown().is_requested() {
+        if ctx.env.shutdown.is_requested() {
             return Ended::Interrupted;
         }
-        let aborted = ledger
-            .db
+        let aborted = ctx
+            .store
             .rollout_view(id)
             .await
             .map(|r| r.abort_requested)

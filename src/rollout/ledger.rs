@@ -65,6 +65,17 @@ impl Ledger {
         }
     }
 
+    /// What a device job run here uses of this process.
+    pub(crate) fn job_env(&self) -> super::job::JobEnv {
+        super::job::JobEnv {
+            transfers: self.transfers.clone(),
+            servers: self.servers.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// Wake the rollout's task and its devices: an operator request changed something.
     pub(crate) fn poke(&self, id: &str) {
         if let Some(c) = self.control(id) {

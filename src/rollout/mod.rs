@@ -3,7 +3,9 @@
 
 pub(crate) mod clock;
 pub(crate) mod engine;
-mod job;
+mod handoff;
+pub(crate) mod job;
+pub(crate) mod job_store;
 mod ledger;
 pub mod model;
 pub(crate) mod policy;

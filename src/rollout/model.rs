@@ -356,6 +356,13 @@ pub struct DeviceJob<S = JobState> {
     /// Staged and held for the maintenance window opening then (in the window's zone and UTC).
     pub waits_for_window: Option<String>,
     pub attempts: u32,
+    /// The site whose agents the job was handed to (`fleetup agent`); none when a serve node
+    /// runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_site: Option<String>,
+    /// The agent that claimed it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
 }

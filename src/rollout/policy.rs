@@ -17,7 +17,7 @@ pub(crate) struct JobView {
 }
 
 /// The part of a rollout the rules look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RolloutView {
     pub state: RolloutState,
     pub paused: bool,
@@ -284,6 +284,57 @@ pub(crate) fn stalled(wave_name: &str, passes: u32) -> Stalled {
     ))
 }
 
+/// What the rollout's task does about a device job it handed to the agents of the device's
+/// site (`fleetup agent` drives it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// It ended, or went back in line: this pass is done with the device.
+    Ended,
+    /// An agent holds it, or one of the site may still claim it: wait.
+    Wait,
+    /// It never started and no agent of the site drives any more: take it back and run it
+    /// on this node.
+    RunHere,
+    /// The rollout is aborted and no agent holds it: take it back (the epoch moves on, so an
+    /// agent that held it writes nothing more); one that had started ends aborted.
+    TakeBack { started: bool },
+    /// The rollout halted and no agent holds it: leave it as recorded; after a retry it goes
+    /// on from there, on an agent of its site.
+    Leave,
+}
+
+/// Decide for a handed job from its state, whether it is still handed to a site, whether an
+/// agent holds it live, whether its site has an agent that drives, and the rollout.
+pub(crate) fn handed(
+    state: JobState,
+    still_handed: bool,
+    held_live: bool,
+    site_drives: bool,
+    r: RolloutView,
+) -> Handed {
+    if state.is_finished() || !still_handed {
+        return Handed::Ended;
+    }
+    // The agent that holds it sees a pause, a halt or an abort itself, at its next step.
+    if held_live {
+        return Handed::Wait;
+    }
+    if r.abort_requested {
+        return Handed::TakeBack {
+            started: state == JobState::Running,
+        };
+    }
+    if r.state == RolloutState::Halted {
+        return Handed::Leave;
+    }
+    if state == JobState::Pending && !site_drives {
+        return Handed::RunHere;
+    }
+    // A job that started is resumed by an agent of its site (the one that held it, back, or
+    // another): it recorded its steps there, and no reload is ever sent twice.
+    Handed::Wait
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +589,66 @@ mod tests {
                 )
             }
             other => panic!("halts at the third pass: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_handed_job_waits_for_its_site_unless_it_never_started_and_no_agent_drives() {
+        use JobState::*;
+        let run = RolloutView {
+            state: RolloutState::Running,
+            paused: false,
+            abort_requested: false,
+        };
+        let paused = RolloutView {
+            paused: true,
+            ..run
+        };
+        let aborted = RolloutView {
+            abort_requested: true,
+            ..run
+        };
+        let halted = RolloutView {
+            state: RolloutState::Halted,
+            ..run
+        };
+        // (state, still handed, held live, site drives, rollout) -> decision
+        let table = [
+            (Succeeded, true, true, true, run, Handed::Ended),
+            (Failed, true, false, false, aborted, Handed::Ended),
+            (Pending, false, false, true, run, Handed::Ended),
+            (Running, true, true, true, aborted, Handed::Wait),
+            (Running, true, true, false, halted, Handed::Wait),
+            (Pending, true, false, true, run, Handed::Wait),
+            (Pending, true, false, true, paused, Handed::Wait),
+            (Running, true, false, false, run, Handed::Wait),
+            (Pending, true, false, false, run, Handed::RunHere),
+            (Pending, true, false, false, paused, Handed::RunHere),
+            (
+                Pending,
+                true,
+                false,
+                true,
+                aborted,
+                Handed::TakeBack { started: false },
+            ),
+            (
+                Running,
+                true,
+                false,
+                true,
+                aborted,
+                Handed::TakeBack { started: true },
+            ),
+            (Running, true, false, true, halted, Handed::Leave),
+            (Pending, true, false, false, halted, Handed::Leave),
+        ];
+        for (state, still, live, drives, r, want) in table {
+            assert_eq!(
+                handed(state, still, live, drives, r),
+                want,
+                "{state:?} handed={still} live={live} drives={drives} {r:?}"
+            );
         }
     }
 }

@@ -8,11 +8,14 @@ use super::{Backend, Db, StoreError};
 use crate::rollout::model::RolloutState;
 
 /// A node's writes for one rollout carry the lease epoch it claimed: [`Db::begin`] refuses
-/// them (`StoreError::Fenced`) once another node has claimed the rollout since.
+/// them (`StoreError::Fenced`) once another node has claimed the rollout since. A site agent's
+/// writes for one device's job (`device`) carry the job's runner epoch instead
+/// (`store::runners`), checked the same way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
     pub rollout: String,
     pub epoch: i64,
+    pub device: Option<String>,
 }
 
 tokio::task_local! {
@@ -258,11 +261,12 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::rollout::model::{EventKind, JobState};
 
-    async fn store_with_rollout() -> (tempfile::TempDir, Db) {
+    /// A store with rollout r1, running.
+    pub(in crate::store) async fn store_with_rollout() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).await.unwrap();
         sqlx::query(
@@ -276,7 +280,7 @@ mod tests {
     }
 
     /// Device sw1 in rollout r1, in `state`.
-    async fn add_job(db: &Db, state: &str) {
+    pub(in crate::store) async fn add_job(db: &Db, state: &str) {
         sqlx::query(
             "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, state) \
              VALUES ('r1', 'sw1', 0, 0, 'img.bin', $1)",
@@ -291,6 +295,7 @@ mod tests {
         let fence = Fence {
             rollout: "r1".into(),
             epoch,
+            device: None,
         };
         FENCE
             .scope(
@@ -452,6 +457,7 @@ mod tests {
                 Fence {
                     rollout: "r1".into(),
                     epoch,
+                    device: None,
                 },
                 db.record_steps_with("r1", "sw1", &records),
             )

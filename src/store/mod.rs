@@ -12,6 +12,7 @@ mod images;
 pub mod leases;
 mod notifications;
 pub(crate) mod rollouts;
+pub(crate) mod runners;
 mod sync;
 
 pub use access::{AuditRecord, TokenRecord};
@@ -47,6 +48,9 @@ pub enum StoreError {
     /// node may no longer write for it.
     #[error("{0}")]
     Fenced(String),
+    /// A site agent's call to the service was not carried out (or its answer was lost).
+    #[error("the service did not take it: {0}")]
+    Remote(String),
     /// A change that needs a rollout no node drives found its lease held (by this node).
     #[error("the rollout's task still runs on node {0}")]
     Leased(String),
@@ -432,7 +436,28 @@ impl Db {
         // A rollout task's writes carry the lease epoch it claimed (fencing): once another
         // node has claimed the rollout since, none of them is taken. Claims are writes too,
         // serialized with this one, so the check holds until the commit.
+        // A site agent's writes for a job carry the job's runner epoch the same way.
         if let Ok(fence) = leases::FENCE.try_with(Clone::clone) {
+            if let Some(device) = &fence.device {
+                let epoch: Option<i64> = sqlx::query_scalar(
+                    "SELECT runner_epoch FROM rollout_devices WHERE rollout_id = $1 AND device = $2",
+                )
+                .bind(&fence.rollout)
+                .bind(device)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if epoch != Some(fence.epoch) {
+                    tx.rollback().await?;
+                    return Err(StoreError::Fenced(format!(
+                        "rollout {} device {device}: the job was claimed again or taken back \
+                         (epoch {} here, {} now); this agent no longer writes for it",
+                        fence.rollout,
+                        fence.epoch,
+                        epoch.map_or_else(|| "none".to_string(), |e| e.to_string())
+                    )));
+                }
+                return Ok(tx);
+            }
             let epoch: Option<i64> =
                 sqlx::query_scalar("SELECT lease_epoch FROM rollouts WHERE id = $1")
                     .bind(&fence.rollout)

@@ -91,6 +91,8 @@ fn row_to_job(r: &AnyRow) -> Result<DeviceJob, StoreError> {
         rollback_sent: r.try_get::<i64, _>("rollback_sent")? != 0,
         waits_for_window: r.try_get("waits_for_window")?,
         attempts: r.try_get::<i64, _>("attempts")? as u32,
+        runner_site: r.try_get("runner_site")?,
+        runner: r.try_get("runner")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
     })
@@ -1101,7 +1103,8 @@ async fn insert_event<'c>(
 /// A device back in line (bind the pending state first): nothing left of its earlier attempt.
 /// What putting a job back in line resets; its state is `$1`. `reload_sent` is each caller's.
 const BACK_IN_LINE: &str = "state = $1, error = NULL, failure_reason = NULL, finished_at = NULL, \
-     step = NULL, step_state = NULL, rollback_sent = 0, waits_for_window = NULL";
+     step = NULL, step_state = NULL, rollback_sent = 0, waits_for_window = NULL, \
+     runner_site = NULL, runner = NULL, runner_until_ms = NULL";
 
 /// One step record inside a transaction: the job's current step (with a state), its event and
 /// the transcript lines that go with it.

@@ -585,6 +585,8 @@ test('the nodes page shows this node and a site agent, live and then gone', { ti
   assert.ok(text.includes(tftp), `the agent's TFTP address ${tftp} in: ${text}`);
   const version = (await api('GET', '/health')).body.service.version;
   assert.ok(text.includes(version), `the agent's version ${version} in: ${text}`);
+  // With the admin token it drives its site's devices; it holds no job now.
+  assert.match(text, /drives its site; none held now/);
   // This node, with the API address other nodes fetch images from.
   const node = page.locator('#nodes tbody tr[data-node]').first();
   assert.ok((await node.innerText()).includes(serve.url), await node.innerText());

@@ -23,13 +23,19 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
+    /// An agent that serves files only: the serve node drives the devices.
     fn start(server: &str, site: &str, dir: &Path) -> AgentProcess {
+        Self::start_with(server, site, dir, &["--drive", "false"])
+    }
+
+    fn start_with(server: &str, site: &str, dir: &Path, extra: &[&str]) -> AgentProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
             .args(["agent", "--site", site, "--server", server, "--name"])
             .arg(format!("agent-{site}"))
             .arg("--data-dir")
             .arg(dir)
             .args(["--tftp", "127.0.0.1:0", "--heartbeat", "1"])
+            .args(extra)
             .env("FLEETUP_AGENT_TOKEN", TOKEN)
             .env("FLEETUP_LOG", "info")
             .stdout(Stdio::null())
@@ -307,5 +313,204 @@ async fn kill_9_of_an_agent_mid_copy_and_the_copies_resume_from_it_when_it_is_ba
         },
     )
     .await;
+    rig.stop().await;
+}
+
+/// The messages of a rollout's events.
+async fn messages(rig: &Rig, id: &str) -> Vec<(Option<String>, String)> {
+    let activity: Value = rig
+        .get(&format!("/api/v1/rollouts/{id}/activity"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    activity["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["device"].as_str().map(str::to_string),
+                e["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_service() {
+    let rig = Rig::options(3).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
+    eventually("the agent to show as live and driving", || async {
+        agent_view(&rig, "agent-lab")
+            .await
+            .filter(|a| a["live"] == true && a["drives"] == true)
+    })
+    .await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 3\n"))
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+    for j in jobs(&d) {
+        assert_eq!(j["state"], "succeeded", "{j:#}");
+    }
+    let said = messages(&rig, &id).await;
+    for dev in rig.lab.devices() {
+        let of = |text: &str| {
+            said.iter()
+                .filter(|(d, m)| d.as_deref() == Some(dev.name.as_str()) && m.contains(text))
+                .count()
+        };
+        assert_eq!(
+            of("handed to the agents of site lab"),
+            1,
+            "{}: {said:#?}",
+            dev.name
+        );
+        // The steps the agent ran were recorded by the service, the reload among them.
+        assert!(of("reload") >= 1, "{}: {said:#?}", dev.name);
+    }
+    // Every device copied the image from the agent's own TFTP server.
+    eventually("the agent to report the three downloads", || async {
+        let a = agent_view(&rig, "agent-lab").await?;
+        let done = a["transfers"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["file"] == IMAGE && t["state"] == "completed")
+            .count();
+        (done == 3).then_some(())
+    })
+    .await;
+    assert!(
+        agent.log().contains("claimed a device job of the site"),
+        "{}",
+        agent.log()
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_without_an_admin_token_only_serves_files_and_the_serve_node_drives() {
+    let rig = Rig::options(1).start().await;
+    let operator: Value = rig
+        .post("/api/v1/tokens")
+        .json(&serde_json::json!({"name": "site-agent", "role": "operator"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = operator["secret"]
+        .as_str()
+        .expect("the new token")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        .args(["agent", "--site", "lab", "--server", &rig.base_url()])
+        .args([
+            "--name",
+            "agent-lab",
+            "--tftp",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("FLEETUP_AGENT_TOKEN", &secret)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the agent to beat, not driving", || async {
+        agent_view(&rig, "agent-lab")
+            .await
+            .filter(|a| a["live"] == true && a["drives"] == false)
+    })
+    .await;
+    // Its claims are refused outright.
+    let refused = fleetup::http_client::client()
+        .post(rig.url("/api/v1/agents/jobs/claim"))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({"name": "agent-lab", "site": "lab", "max": 5, "heartbeat_seconds": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let said = messages(&rig, &id).await;
+    assert!(
+        !said.iter().any(|(_, m)| m.contains("handed to the agents")),
+        "{said:#?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_driving_agent_after_a_reload_and_the_job_resumes_when_it_is_back_without_a_second_reload()
+ {
+    // Slow boots: the agent is killed while the devices come back.
+    let rig = Rig::options(2)
+        .lab(|c| c.boot_time = std::time::Duration::from_secs(6))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
+    eventually("the agent to show as live and driving", || async {
+        agent_view(&rig, "agent-lab")
+            .await
+            .filter(|a| a["live"] == true && a["drives"] == true)
+    })
+    .await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\n"))
+        .await;
+    eventually("both devices reloading", || async {
+        let reloaded = rig
+            .lab
+            .devices()
+            .iter()
+            .filter(|d| rig.lab.state(&d.name).is_some_and(|s| s.reload_count == 1))
+            .count();
+        (reloaded == 2).then_some(())
+    })
+    .await;
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    // Back, on the same cache; it claims the jobs again once their leases lapsed.
+    agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
+
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+    let said = messages(&rig, &id).await;
+    let resumed = said
+        .iter()
+        .filter(|(_, m)| m.starts_with("the reload was already sent before the restart"))
+        .count();
+    assert_eq!(resumed, 2, "{said:#?}");
+    assert!(
+        agent.log().contains("claimed a device job of the site"),
+        "{}",
+        agent.log()
+    );
     rig.stop().await;
 }

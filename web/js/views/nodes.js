@@ -17,7 +17,7 @@ export function render(main) {
   main.append(
     h('div', { class: 'page-head' },
       h('div', null, h('h1', null, 'Nodes and agents'),
-        h('p', { class: 'muted' }, 'The fleetup nodes that share this database, and the site agents that serve images near their devices. Database: ', database))),
+        h('p', { class: 'muted' }, 'The fleetup nodes that share this database, and the site agents that serve images near their devices and drive them. Database: ', database))),
     errorSlot,
     h('section', { class: 'card', 'aria-labelledby': 'nodes-title' },
       h('h2', { id: 'nodes-title' }, 'Nodes'),
@@ -29,7 +29,7 @@ export function render(main) {
       h('h2', { id: 'agents-title' }, 'Site agents'),
       h('div', { class: 'table-wrap' },
         h('table', { class: 'responsive', id: 'agents' },
-          h('thead', null, h('tr', null, ['Agent', 'Site', 'State', 'Version', 'Last heartbeat', 'TFTP', 'Images', 'Transfers'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('thead', null, h('tr', null, ['Agent', 'Site', 'State', 'Version', 'Last heartbeat', 'TFTP', 'Images', 'Transfers', 'Device jobs'].map((c) => h('th', { scope: 'col' }, c)))),
           agentsBody))));
 
   let alive = true;
@@ -64,9 +64,15 @@ export function render(main) {
           td('Images', `${ag.images.length} checked`),
           td('Transfers', active.length
             ? active.map((t) => h('div', { class: 'small' }, `${t.client} ← ${t.file}: ${bytes(t.bytes)}${t.total ? ` of ${bytes(t.total)}` : ''}`))
-            : h('span', { class: 'muted' }, `${done} finished, none running`))));
+            : h('span', { class: 'muted' }, `${done} finished, none running`)),
+          td('Device jobs', !ag.drives
+            ? h('span', { class: 'muted' }, 'serves files only')
+            : ag.jobs.length
+              ? ag.jobs.map((j) => h('div', { class: 'small' },
+                h('a', { href: `#/rollouts/${encodeURIComponent(j.rollout)}`, class: 'mono' }, j.rollout), ` ${j.device}`))
+              : h('span', { class: 'muted' }, 'drives its site; none held now'))));
       }
-      if (a.agents.length === 0) agentsBody.append(h('tr', null, h('td', { colspan: 8, class: 'empty' }, 'No site agent: every site copies from the serve nodes (fleetup agent --site NAME …).')));
+      if (a.agents.length === 0) agentsBody.append(h('tr', null, h('td', { colspan: 9, class: 'empty' }, 'No site agent: every site copies from the serve nodes (fleetup agent --site NAME …).')));
     } catch (err) {
       if (alive && err.status !== 401) errorSlot.replaceChildren(errorBox(err, 'Cannot load the nodes and agents'));
     }

@@ -12,6 +12,10 @@
 //! agent reports the image (`crate::rollout::job`); sites without a live agent copy from the
 //! serve nodes.
 //!
+//! With `--drive` (the default) and an admin token, the agent also drives the site's devices:
+//! the node that leads a rollout hands it the jobs of the site's devices, and it runs them here,
+//! recording every step through the API ([`jobs`]).
+//!
 //! An image is served only under its own name and only once its SHA-256 matched: a fetch
 //! takes the name only after the check, and every second the agent looks at each file's size,
 //! modification time and inode, takes a changed file out of service at once, checks it again,
@@ -24,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub(crate) mod jobs;
 
 use crate::config::Listen;
 use crate::images::ImageRecord;
@@ -115,6 +121,14 @@ pub struct AgentArgs {
     /// Largest total size of the cached images; the least recently used go first.
     #[arg(long, env = "FLEETUP_IMAGE_CACHE_MAX", default_value = "20GiB", value_parser = crate::config::parse_size, value_name = "SIZE")]
     pub image_cache_max: u64,
+    /// Drive the site's devices: claim their jobs from the service and run them here (needs an
+    /// admin token, since a job carries the device's credentials; with another token the
+    /// agent only serves files).
+    #[arg(long, env = "FLEETUP_AGENT_DRIVE", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub drive: bool,
+    /// Device jobs this agent runs at once, at most.
+    #[arg(long, env = "FLEETUP_AGENT_MAX_JOBS", default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_jobs: u32,
     /// Seconds between heartbeats (the service counts an agent as gone after three missed).
     #[arg(long, env = "FLEETUP_AGENT_HEARTBEAT", default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
     pub heartbeat: u64,
@@ -140,6 +154,12 @@ pub struct AgentBeat {
     pub images: Vec<String>,
     /// Its file server's transfers (the last ones, active first).
     pub transfers: Vec<AgentTransfer>,
+    /// It asks to drive its site's devices (`--drive`).
+    #[serde(default)]
+    pub drive: bool,
+    /// The device jobs it holds: their leases are renewed with the heartbeat.
+    #[serde(default)]
+    pub jobs: Vec<crate::store::runners::HeldJob>,
 }
 
 /// A count as JSON Schema's `integer` means it (`12` or `12.0`), from 0 to `i64::MAX` (the
@@ -167,6 +187,16 @@ fn optional_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>,
 pub struct AgentOrders {
     /// The images the site's devices still have to copy: the agent fetches those it lacks.
     pub images: Vec<ImageRecord>,
+    /// Whether the service hands it the site's jobs (it asked to drive, with an admin token).
+    #[serde(default)]
+    pub drive: bool,
+    /// Why not, when it asked.
+    #[serde(default)]
+    pub drive_refused: Option<String>,
+    /// Jobs it said it holds that it no longer does (taken back, or claimed by another agent
+    /// after its lease lapsed): it stops them.
+    #[serde(default)]
+    pub lost: Vec<crate::store::runners::HeldJob>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +326,18 @@ impl Agent {
             }
         });
 
+        let held = jobs::Held::default();
+        let (allowed_tx, allowed) = tokio::sync::watch::channel(false);
+        let drive = match reach {
+            Some(tftp) if args.drive => Some(tftp),
+            None if args.drive => {
+                tracing::warn!(
+                    "--drive needs the agent's TFTP server (--tftp): it only serves files"
+                );
+                None
+            }
+            _ => None,
+        };
         let beat = Beat {
             client: crate::http_client::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -307,6 +349,8 @@ impl Agent {
             cache,
             transfers,
             fetching: Arc::default(),
+            held: held.clone(),
+            allowed: allowed_tx,
             me: AgentBeat {
                 name: name.clone(),
                 site: site.to_string(),
@@ -317,12 +361,35 @@ impl Agent {
                 tftp: reach.map(|a| a.to_string()),
                 images: Vec::new(),
                 transfers: Vec::new(),
+                drive: drive.is_some(),
+                jobs: Vec::new(),
             },
         };
+        if let Some(tftp) = drive {
+            let driver = Arc::new(jobs::Driver {
+                service: jobs::Service {
+                    client: beat.client.clone(),
+                    server: beat.server.clone(),
+                    token: beat.token.clone(),
+                },
+                name: name.clone(),
+                site: site.to_string(),
+                max_jobs: args.max_jobs as usize,
+                heartbeat_seconds: args.heartbeat,
+                cache: beat.cache.clone(),
+                images_dir: images.clone(),
+                tftp,
+                transfers: beat.transfers.clone(),
+                held,
+                shutdown: shutdown.clone(),
+            });
+            shutdown.tasks.spawn(driver.run(allowed));
+        }
         let every = Duration::from_secs(args.heartbeat);
         let s = shutdown.clone();
         shutdown.tasks.spawn(async move {
             let mut failing = false;
+            let mut refused_said = false;
             loop {
                 match beat.send().await {
                     Ok(orders) => {
@@ -330,6 +397,16 @@ impl Agent {
                             tracing::info!(server = %beat.server, "the service answers again");
                             failing = false;
                         }
+                        beat.held.lose(&orders.lost);
+                        match &orders.drive_refused {
+                            Some(why) if !refused_said => {
+                                tracing::warn!(%why, "the service hands this agent no device jobs; it serves files only");
+                                refused_said = true;
+                            }
+                            Some(_) => {}
+                            None => refused_said = false,
+                        }
+                        beat.allowed.send_replace(orders.drive);
                         beat.fetch(orders.images);
                     }
                     Err(e) if !failing => {
@@ -366,6 +443,10 @@ struct Beat {
     transfers: Transfers,
     /// Images being fetched now.
     fetching: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// The device jobs it runs.
+    held: jobs::Held,
+    /// Whether the service hands it jobs, as its last answer said.
+    allowed: tokio::sync::watch::Sender<bool>,
     me: AgentBeat,
 }
 
@@ -385,6 +466,7 @@ impl Beat {
         let me = AgentBeat {
             images: self.cache.checked(),
             transfers,
+            jobs: self.held.list(),
             ..self.me.clone()
         };
         let resp = self

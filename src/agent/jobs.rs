@@ -1,0 +1,735 @@
+//! An agent that drives its site's devices (`fleetup agent --drive`, with an admin token). The
+//! node that leads a rollout hands the jobs of the site's devices to the site
+//! (`crate::rollout::handoff`); the agent claims them (`POST /api/v1/agents/jobs/claim`), each
+//! under a lease that its heartbeats renew, and runs each with the same code a serve node runs
+//! (`crate::rollout::job`), recording every step through the API before it runs
+//! (`POST /api/v1/agents/jobs/{rollout}/{device}`), fenced by the epoch of its claim. The
+//! device copies the image from the agent's own TFTP server.
+//!
+//! When the agent dies, its leases lapse and an agent of the site (it, back, or another)
+//! claims the jobs again and resumes each from its recorded step; a reload recorded as sent
+//! is never sent again. A job whose lease the service says is lost stops at once, and
+//! anything it still tried to record would be refused.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::configs::Moment;
+use crate::device::TranscriptEntry;
+use crate::images::ImageRecord;
+use crate::images::cache::{Cache, Source, Wanted};
+use crate::inventory::{CredentialSpec, Device, DeviceName, DeviceSpec, Facts, Platform};
+use crate::rollout::job::{self, JobContext, JobEnv};
+use crate::rollout::job_store::{JobAnswer, JobOp, JobStore, WireEvent, WireStep};
+use crate::rollout::model::{DeviceJob, Event, EventKind, JobState, RolloutId};
+use crate::rollout::policy::{self, Proceed, RolloutView};
+use crate::shutdown::Shutdown;
+use crate::store::StoreError;
+use crate::store::rollouts::{NewEvent, StepRecord};
+use crate::store::runners::HeldJob;
+
+/// An agent's request for jobs of its site.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClaimRequest {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub site: String,
+    /// At most this many jobs (1 to 1000).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max: u32,
+    /// Seconds between its heartbeats: a claim lapses after three without one.
+    #[schema(minimum = 1, maximum = 300)]
+    pub heartbeat_seconds: u64,
+}
+
+/// The jobs an agent claimed.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobTickets {
+    pub jobs: Vec<JobTicket>,
+}
+
+/// One claimed job, with what running it needs.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobTicket {
+    pub rollout: String,
+    /// The claim's epoch: every call for the job carries it.
+    pub epoch: i64,
+    pub job: DeviceJob,
+    /// The rollout's playbook as submitted.
+    pub playbook: String,
+    pub device: DeviceTicket,
+}
+
+/// A device as a driving agent needs it, credentials included: inline secrets as stored, and
+/// the names of the environment variables that hold the others (read in the agent's own
+/// environment).
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceTicket {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub platform: Platform,
+    pub site: Option<String>,
+    pub model: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub enable_secret: Option<String>,
+    pub enable_secret_env: Option<String>,
+    pub host_key: Option<String>,
+    pub facts: Facts,
+}
+
+impl std::fmt::Debug for DeviceTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTicket")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceTicket {
+    pub(crate) fn of(d: &Device) -> DeviceTicket {
+        let c = &d.spec.credentials;
+        DeviceTicket {
+            name: d.name().to_string(),
+            host: d.spec.host.clone(),
+            port: d.spec.port,
+            platform: d.spec.platform,
+            site: d.spec.site.clone(),
+            model: d.spec.model.clone(),
+            username: c.username.clone(),
+            password: c.password.clone(),
+            password_env: c.password_env.clone(),
+            enable_secret: c.enable_secret.clone(),
+            enable_secret_env: c.enable_secret_env.clone(),
+            host_key: d.host_key.clone(),
+            facts: d.facts.clone(),
+        }
+    }
+
+    fn device(&self) -> Result<Device, String> {
+        let name = DeviceName::parse(&self.name).map_err(|e| e.to_string())?;
+        Ok(Device {
+            id: 0,
+            spec: DeviceSpec {
+                name,
+                host: self.host.clone(),
+                port: self.port,
+                platform: self.platform,
+                site: self.site.clone(),
+                model: self.model.clone(),
+                groups: Vec::new(),
+                tags: Vec::new(),
+                credentials: CredentialSpec {
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                    password_env: self.password_env.clone(),
+                    enable_secret: self.enable_secret.clone(),
+                    enable_secret_env: self.enable_secret_env.clone(),
+                },
+            },
+            host_key: self.host_key.clone(),
+            facts: self.facts.clone(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            source: None,
+        })
+    }
+}
+
+/// One call of a claimed job.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobCall {
+    /// The epoch of the claim.
+    pub epoch: i64,
+    /// What to read or record (`op`: `steps`, `event`, `finish`, `view`, ...; see
+    /// docs/agents.md).
+    #[schema(value_type = Object)]
+    pub(crate) op: JobOp,
+}
+
+/// How the agent reaches the service.
+#[derive(Clone)]
+pub(crate) struct Service {
+    pub client: reqwest::Client,
+    pub server: reqwest::Url,
+    pub token: String,
+}
+
+impl Service {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.as_str().trim_end_matches('/'))
+    }
+}
+
+/// How long a call retries when the service cannot be reached at all.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+
+/// A held job by (rollout, device): the epoch of its claim and the way to stop it.
+type HeldMap = HashMap<(String, String), (i64, tokio_util::sync::CancellationToken)>;
+
+/// The jobs this agent holds, each with the way to stop it.
+#[derive(Clone, Default)]
+pub(crate) struct Held(Arc<Mutex<HeldMap>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldMap> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The jobs held now, for the heartbeat (which renews their leases).
+    pub(crate) fn list(&self) -> Vec<HeldJob> {
+        let mut jobs: Vec<HeldJob> = self
+            .lock()
+            .iter()
+            .map(|((rollout, device), (epoch, _))| HeldJob {
+                rollout: rollout.clone(),
+                device: device.clone(),
+                epoch: *epoch,
+            })
+            .collect();
+        jobs.sort_by(|a, b| (&a.rollout, &a.device).cmp(&(&b.rollout, &b.device)));
+        jobs
+    }
+
+    /// Stop the jobs whose lease the service says this agent lost.
+    pub(crate) fn lose(&self, lost: &[HeldJob]) {
+        let held = self.lock();
+        for l in lost {
+            if let Some((epoch, stop)) = held.get(&(l.rollout.clone(), l.device.clone()))
+                && *epoch == l.epoch
+            {
+                tracing::warn!(rollout = %l.rollout, device = %l.device, "the service took this job back; stopping it");
+                stop.cancel();
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// What a driving agent runs its jobs with.
+pub(crate) struct Driver {
+    pub service: Service,
+    pub name: String,
+    pub site: String,
+    pub max_jobs: usize,
+    pub heartbeat_seconds: u64,
+    pub cache: Arc<Cache>,
+    pub images_dir: PathBuf,
+    /// Where the site's devices reach the agent's TFTP server.
+    pub tftp: SocketAddr,
+    pub transfers: crate::transfers::Transfers,
+    pub held: Held,
+    pub shutdown: Shutdown,
+}
+
+impl Driver {
+    /// Claim the site's jobs while there is room, and run each; until shutdown.
+    pub(crate) async fn run(self: Arc<Self>, allowed: tokio::sync::watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            let room = self.max_jobs.saturating_sub(self.held.len());
+            if room > 0 && *allowed.borrow() {
+                match self.claim(room).await {
+                    Ok(tickets) => {
+                        failing = false;
+                        for t in tickets {
+                            self.start(t);
+                        }
+                    }
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "cannot claim the site's jobs; trying again");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.shutdown.requested() => return,
+            }
+        }
+    }
+
+    async fn claim(&self, room: usize) -> Result<Vec<JobTicket>, String> {
+        let req = ClaimRequest {
+            name: self.name.clone(),
+            site: self.site.clone(),
+            max: u32::try_from(room.min(1000)).unwrap_or(1000),
+            heartbeat_seconds: self.heartbeat_seconds,
+        };
+        let resp = self
+            .service
+            .client
+            .post(self.service.url("/api/v1/agents/jobs/claim"))
+            .bearer_auth(&self.service.token)
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| crate::http_client::error_chain(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("HTTP {status}: {}", body.trim()));
+        }
+        let tickets: JobTickets = resp
+            .json()
+            .await
+            .map_err(|e| format!("unreadable answer: {}", crate::http_client::error_chain(&e)))?;
+        Ok(tickets.jobs)
+    }
+
+    fn start(self: &Arc<Self>, t: JobTicket) {
+        let stop = self.shutdown.token.child_token();
+        let key = (t.rollout.clone(), t.job.device.clone());
+        self.held
+            .lock()
+            .insert(key.clone(), (t.epoch, stop.clone()));
+        tracing::info!(rollout = %t.rollout, device = %t.job.device, epoch = t.epoch, "claimed a device job of the site");
+        let me = self.clone();
+        self.shutdown.tasks.spawn(async move {
+            me.run_job(t, stop).await;
+            me.held.lock().remove(&key);
+        });
+    }
+
+    async fn run_job(&self, t: JobTicket, stop: tokio_util::sync::CancellationToken) {
+        let device = match t.device.device() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(device = %t.device.name, error = %e, "a claimed device cannot be read");
+                return;
+            }
+        };
+        let mut playbook = match crate::rollout::parse_playbook(&t.playbook) {
+            Ok(pb) => pb,
+            Err(e) => {
+                tracing::error!(rollout = %t.rollout, error = %e, "a claimed job's playbook does not parse here: is this agent older than the service?");
+                return;
+            }
+        };
+        // The site's devices copy from this agent, unless the playbook names a server for
+        // the site.
+        let named = playbook
+            .transfer
+            .sites
+            .get(&self.site)
+            .is_some_and(|s| s.server.is_some());
+        if !named {
+            playbook.transfer.server = Some(self.tftp.ip().to_string());
+        }
+        let store = RemoteStore {
+            service: self.service.clone(),
+            rollout: t.rollout.clone(),
+            device: t.job.device.clone(),
+            epoch: t.epoch,
+            ticket: device,
+            cache: self.cache.clone(),
+            images_dir: self.images_dir.clone(),
+            agent: self.name.clone(),
+            stop: stop.clone(),
+        };
+        let ctx = JobContext {
+            store: Arc::new(store),
+            env: JobEnv {
+                transfers: self.transfers.clone(),
+                servers: crate::rollout::FileServers {
+                    tftp: Some(self.tftp),
+                    ..Default::default()
+                },
+                metrics: crate::metrics::RolloutMetrics::default(),
+                clock: crate::rollout::clock::Clock::System,
+                shutdown: Shutdown {
+                    token: stop,
+                    tasks: self.shutdown.tasks.clone(),
+                },
+            },
+            rollout_id: RolloutId::new(&t.rollout),
+            playbook,
+        };
+        let name = t.job.device.clone();
+        let outcome = job::run(&ctx, t.job).await;
+        tracing::info!(rollout = %t.rollout, device = %name, ?outcome, "device job ended here");
+    }
+}
+
+/// A claimed job's store: the service's API, every call carrying the claim's epoch.
+struct RemoteStore {
+    service: Service,
+    rollout: String,
+    device: String,
+    epoch: i64,
+    ticket: Device,
+    cache: Arc<Cache>,
+    images_dir: PathBuf,
+    agent: String,
+    /// Cancelled when the job must stop (shutdown, or its lease was lost).
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl RemoteStore {
+    async fn call(&self, op: JobOp) -> Result<JobAnswer, StoreError> {
+        let mut url = self
+            .service
+            .server
+            .join("api/v1/agents/jobs/")
+            .map_err(|e| StoreError::Remote(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| StoreError::Remote("the service's URL cannot take a path".into()))?
+            .pop_if_empty()
+            .push(&self.rollout)
+            .push(&self.device);
+        let body = JobCall {
+            epoch: self.epoch,
+            op,
+        };
+        let deadline = tokio::time::Instant::now() + UNREACHABLE_FOR;
+        let resp = loop {
+            let sent = self
+                .service
+                .client
+                .post(url.clone())
+                .bearer_auth(&self.service.token)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => break resp,
+                // Never sent: the service was not reached. Anything else may have been
+                // carried out, and is not sent twice.
+                Err(e) if e.is_connect() && tokio::time::Instant::now() < deadline => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = self.stop.cancelled() => return Err(StoreError::Remote("stopped".into())),
+                    }
+                }
+                Err(e) => return Err(StoreError::Remote(crate::http_client::error_chain(&e))),
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return resp.json().await.map_err(|e| {
+                StoreError::Remote(format!(
+                    "unreadable answer: {}",
+                    crate::http_client::error_chain(&e)
+                ))
+            });
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Err(match (status.as_u16(), code.as_str()) {
+            (409, "fenced") => StoreError::Fenced(message),
+            (404, _) => StoreError::NotFound,
+            (503, "storage_full") => StoreError::Storage(message),
+            _ => StoreError::Remote(format!("HTTP {status}: {message}")),
+        })
+    }
+
+    async fn done(&self, op: JobOp) -> Result<(), StoreError> {
+        self.call(op).await.map(|_| ())
+    }
+}
+
+fn unexpected(a: &JobAnswer) -> StoreError {
+    StoreError::Remote(format!("unexpected answer {a:?}"))
+}
+
+#[async_trait]
+impl JobStore for RemoteStore {
+    async fn device(&self, _name: &str) -> Result<Device, String> {
+        Ok(self.ticket.clone())
+    }
+
+    async fn local_image(&self, name: &str) -> Result<ImageRecord, String> {
+        let image = match self.call(JobOp::Image { name: name.into() }).await {
+            Ok(JobAnswer::Image { image }) => image,
+            Ok(a) => return Err(unexpected(&a).to_string()),
+            Err(e) => return Err(format!("image {name}: {e}")),
+        };
+        let want = Wanted {
+            file_name: image.file_name.to_string(),
+            sha256: image.sha256.clone(),
+            size: image.size,
+        };
+        let source = Source {
+            url: crate::images::blob_url(self.service.server.as_str(), &image.sha256),
+            token: Some(self.service.token.clone()),
+        };
+        self.cache
+            .ensure(&want, &[source], &self.agent)
+            .await
+            .map_err(|e| format!("image {name}: {e}"))?;
+        Ok(image)
+    }
+
+    fn image_dir(&self) -> PathBuf {
+        self.images_dir.clone()
+    }
+
+    async fn site_agent(
+        &self,
+        _site: &str,
+        _sha256: &str,
+        _wait: Duration,
+    ) -> Result<Option<(String, SocketAddr)>, String> {
+        // This is the site's agent: its own file server serves the copy.
+        Ok(None)
+    }
+
+    async fn wait_for_agent(&self, _site: &str, _name: &str, _wait: Duration) {}
+
+    async fn event(
+        &self,
+        _rollout: &str,
+        device: &str,
+        kind: EventKind,
+        step: Option<&str>,
+        message: &str,
+        data: Option<Value>,
+    ) {
+        let op = JobOp::Event {
+            kind,
+            step: step.map(str::to_string),
+            message: message.to_string(),
+            data,
+        };
+        if let Err(e) = self.done(op).await {
+            tracing::error!(device, error = %e, "cannot record an event");
+        }
+    }
+
+    async fn step_events(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        records: &[StepRecord<'_>],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = records.iter().map(WireStep::of).collect();
+        self.done(JobOp::Steps { records }).await
+    }
+
+    async fn finish_job(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        state: JobState,
+        new_version: Option<&str>,
+        failure: Option<(&str, &str)>,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        self.done(JobOp::Finish {
+            state,
+            new_version: new_version.map(str::to_string),
+            failure: failure.map(|(r, m)| (r.to_string(), m.to_string())),
+            event: WireEvent::of(&event),
+        })
+        .await
+    }
+
+    async fn requeue_job(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        self.done(JobOp::Requeue {
+            event: WireEvent::of(&event),
+        })
+        .await
+    }
+
+    async fn may_go_on(&self, _rollout: &str) -> bool {
+        // A service that cannot be asked for a while stops the job: nothing starts unrecorded.
+        let mut unanswered = 0;
+        loop {
+            if self.stop.is_cancelled() {
+                return false;
+            }
+            match self.call(JobOp::View).await {
+                Ok(JobAnswer::View {
+                    view,
+                    writes_failing,
+                }) => {
+                    unanswered = 0;
+                    if writes_failing.is_some() {
+                        return false;
+                    }
+                    match policy::proceed(view, false) {
+                        Proceed::Go => return true,
+                        Proceed::Stop => return false,
+                        Proceed::Wait => {}
+                    }
+                }
+                Ok(_) | Err(StoreError::Fenced(_)) | Err(StoreError::NotFound) => return false,
+                Err(e) => {
+                    unanswered += 1;
+                    if unanswered >= 3 {
+                        tracing::warn!(device = %self.device, error = %e, "the service does not answer; stopping this device at a safe point");
+                        return false;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.stop.cancelled() => return false,
+            }
+        }
+    }
+
+    async fn changed(&self, _rollout: &str) {
+        // The service announces nothing to an agent: look again a while later.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    async fn rollout_view(&self, _rollout: &str) -> Result<RolloutView, StoreError> {
+        match self.call(JobOp::View).await? {
+            JobAnswer::View { view, .. } => Ok(view),
+            a => Err(unexpected(&a)),
+        }
+    }
+
+    async fn set_job_origin(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        version: Option<&str>,
+        image: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.done(JobOp::Origin {
+            version: version.map(str::to_string),
+            image: image.map(str::to_string),
+        })
+        .await
+    }
+
+    async fn set_facts(&self, _device: &str, facts: &Facts) -> Result<(), StoreError> {
+        self.done(JobOp::Facts {
+            facts: facts.clone(),
+        })
+        .await
+    }
+
+    async fn set_compare_baseline(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        baseline: &str,
+    ) -> Result<(), StoreError> {
+        self.done(JobOp::SetBaseline {
+            baseline: baseline.to_string(),
+        })
+        .await
+    }
+
+    async fn compare_baseline(
+        &self,
+        _rollout: &str,
+        _device: &str,
+    ) -> Result<Option<String>, StoreError> {
+        match self.call(JobOp::Baseline).await? {
+            JobAnswer::Baseline { baseline } => Ok(baseline),
+            a => Err(unexpected(&a)),
+        }
+    }
+
+    async fn record_wait_for_window(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        opens: &str,
+        message: &str,
+        data: &Value,
+    ) -> Result<(), StoreError> {
+        self.done(JobOp::WaitForWindow {
+            opens: opens.to_string(),
+            message: message.to_string(),
+            data: data.clone(),
+        })
+        .await
+    }
+
+    async fn start_job_attempt(&self, _rollout: &str, _device: &str) -> Result<(), StoreError> {
+        self.done(JobOp::StartAttempt).await
+    }
+
+    async fn clear_reload_sent(&self, _rollout: &str, _device: &str) -> Result<(), StoreError> {
+        self.done(JobOp::ClearReloadSent).await
+    }
+
+    async fn add_transcript(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        lines: &[TranscriptEntry],
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.done(JobOp::Transcript {
+            lines: lines.to_vec(),
+        })
+        .await
+    }
+
+    async fn set_host_key(&self, _device: &str, key: &str) -> Result<(), StoreError> {
+        self.done(JobOp::HostKey {
+            key: key.to_string(),
+        })
+        .await
+    }
+
+    async fn device_events(&self, _rollout: &str, _device: &str) -> Result<Vec<Event>, StoreError> {
+        match self.call(JobOp::Events).await? {
+            JobAnswer::Events { events } => Ok(events),
+            a => Err(unexpected(&a)),
+        }
+    }
+
+    async fn keep_configs(
+        &self,
+        _rollout: &str,
+        _device: &str,
+        moment: Moment,
+        running: &str,
+        startup: Option<&str>,
+    ) -> Result<String, String> {
+        let op = JobOp::KeepConfigs {
+            moment,
+            running: running.to_string(),
+            startup: startup.map(str::to_string),
+        };
+        match self.call(op).await {
+            Ok(JobAnswer::Note { note }) => Ok(note),
+            Ok(a) => Err(unexpected(&a).to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Device jobs handed to the agents of their site. The node that leads a rollout still decides
+//! when a device starts (waves, concurrency, threshold); for a device whose site has an agent
+//! that drives (`fleetup agent`), it hands the job to the site instead of running it, and
+//! waits for it to end. An agent claims it under a lease of its own and runs the same job
+//! (`super::job`) through the API, fenced by the job's epoch (`store::runners`).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::job::JobOutcome;
+use super::ledger::Ledger;
+use super::model::{DeviceJob, EventKind, JobState};
+use super::policy::{self, Handed};
+use crate::store::leases::NodeKind;
+use crate::store::rollouts::NewEvent;
+
+/// How often a waiting handoff looks at its job when no event woke it.
+const LOOK_AGAIN: Duration = Duration::from_secs(2);
+
+/// The sites that have a live agent that drives, read at most once per [`LOOK_AGAIN`].
+#[derive(Default)]
+pub(crate) struct Drivers {
+    read: Option<tokio::time::Instant>,
+    sites: HashSet<String>,
+}
+
+impl Drivers {
+    pub(crate) async fn sites(&mut self, ledger: &Ledger) -> &HashSet<String> {
+        if self.read.is_none_or(|at| at.elapsed() >= LOOK_AGAIN) {
+            match driving_sites(ledger).await {
+                Ok(sites) => self.sites = sites,
+                Err(e) => tracing::warn!(error = %e, "cannot read the site agents"),
+            }
+            self.read = Some(tokio::time::Instant::now());
+        }
+        &self.sites
+    }
+}
+
+async fn driving_sites(ledger: &Ledger) -> Result<HashSet<String>, crate::store::StoreError> {
+    Ok(ledger
+        .db
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.kind == NodeKind::Agent)
+        .filter_map(|n| {
+            let d: crate::api::agents::AgentDetail =
+                serde_json::from_str(n.detail.as_deref()?).ok()?;
+            (d.drives && crate::api::agents::is_live(n.heartbeat_age_ms, d.heartbeat_seconds))
+                .then_some(n.site?)
+        })
+        .collect())
+}
+
+/// The site whose agents should run `job`: the one it was handed to already, or the device's
+/// site when an agent there drives and the playbook copies over TFTP for it (agents serve
+/// TFTP).
+pub(crate) async fn site_for(
+    ledger: &Ledger,
+    drivers: &mut Drivers,
+    playbook: &crate::playbook::Playbook,
+    job: &DeviceJob,
+) -> Option<String> {
+    if let Some(site) = &job.runner_site {
+        return Some(site.clone());
+    }
+    if drivers.sites(ledger).await.is_empty() {
+        return None;
+    }
+    let device = ledger.db.device_by_name(&job.device).await.ok()?;
+    let site = device.spec.site?;
+    let tftp = playbook
+        .transfer
+        .for_site(Some(&site))
+        .protocols
+        .contains(&crate::playbook::TransferProtocol::Tftp);
+    (tftp && drivers.sites(ledger).await.contains(&site)).then_some(site)
+}
+
+/// Hand `job` to the agents of `site` and wait for it to end. `None` when it was taken back
+/// to run on this node (it never started, and no agent of the site drives any more).
+pub(crate) async fn run(
+    ledger: &Ledger,
+    id: &str,
+    job: &DeviceJob,
+    site: &str,
+) -> Option<JobOutcome> {
+    let device = job.device.as_str();
+    // Subscribed before the hand-off, so that no end is missed.
+    let mut events = ledger.subscribe();
+    if job.runner_site.as_deref() != Some(site) {
+        if let Err(e) = ledger.db.offer_job(id, device, site).await {
+            tracing::error!(rollout = id, device, error = %e, "cannot hand a job to its site");
+            return Some(JobOutcome::Interrupted);
+        }
+        ledger
+            .event(
+                id,
+                Some(device),
+                EventKind::Message,
+                None,
+                &format!("handed to the agents of site {site}, which drive its devices"),
+                Some(json!({"site": site})),
+            )
+            .await;
+    }
+    let mut drivers = Drivers::default();
+    loop {
+        if ledger.shutdown().is_requested() {
+            return Some(JobOutcome::Interrupted);
+        }
+        match look(ledger, &mut drivers, id, device, site).await {
+            Ok(Some(done)) => return done,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(rollout = id, device, error = %e, "cannot read a handed job"),
+        }
+        let wake = async {
+            loop {
+                match events.recv().await {
+                    Ok(ev) if ev.device.as_deref() == Some(device) && ends(ev.kind) => return,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(LOOK_AGAIN) => {}
+            _ = ledger.shutdown().requested() => {}
+        }
+    }
+}
+
+/// Events after which a handed job may have ended.
+fn ends(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::DeviceSucceeded
+            | EventKind::DeviceFailed
+            | EventKind::DeviceRolledBack
+            | EventKind::DeviceAborted
+            | EventKind::DeviceRequeued
+    )
+}
+
+/// Look at the job once and act on the decision: `Some` when the wait is over.
+async fn look(
+    ledger: &Ledger,
+    drivers: &mut Drivers,
+    id: &str,
+    device: &str,
+    site: &str,
+) -> Result<Option<Option<JobOutcome>>, crate::store::StoreError> {
+    let runner = ledger.db.job_runner(id, device).await?;
+    let view = ledger.db.rollout_view(id).await?;
+    let drives = drivers.sites(ledger).await.contains(site);
+    let decision = policy::handed(
+        runner.state,
+        runner.site.is_some(),
+        runner.live,
+        drives,
+        view,
+    );
+    Ok(match decision {
+        Handed::Wait => None,
+        Handed::Ended => Some(Some(outcome(runner.state))),
+        Handed::Leave => Some(Some(JobOutcome::Aborted)),
+        Handed::RunHere => {
+            if !ledger.db.take_back_job(id, device).await? {
+                return Ok(None);
+            }
+            ledger
+                .event(
+                    id,
+                    Some(device),
+                    EventKind::Message,
+                    None,
+                    &format!("no agent of site {site} drives any more: this node runs the device"),
+                    Some(json!({"site": site})),
+                )
+                .await;
+            Some(None)
+        }
+        Handed::TakeBack { started } => {
+            if !ledger.db.take_back_job(id, device).await? {
+                return Ok(None);
+            }
+            if started {
+                let message = format!(
+                    "aborted while no agent of site {site} held the job; the device is as its last recorded step left it"
+                );
+                ledger
+                    .finish_job(
+                        id,
+                        device,
+                        JobState::Aborted,
+                        None,
+                        Some(("aborted", &message)),
+                        NewEvent::device(device, EventKind::DeviceAborted, &message),
+                    )
+                    .await?;
+            }
+            Some(Some(JobOutcome::Aborted))
+        }
+    })
+}
+
+fn outcome(state: JobState) -> JobOutcome {
+    match state {
+        JobState::Succeeded | JobState::Skipped => JobOutcome::Succeeded,
+        JobState::Failed | JobState::RolledBack => JobOutcome::Failed,
+        _ => JobOutcome::Aborted,
+    }
+}

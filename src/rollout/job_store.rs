@@ -1,0 +1,727 @@
+//! Everything a device job reads and records, behind one trait, so that the same job runs on
+//! the node that leads its rollout ([`Ledger`], straight on the database) and on a site agent
+//! (`crate::agent::jobs`, through the API: each call one [`JobOp`], answered by [`apply`] on a
+//! serve node, inside the job's fence).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::ledger::Ledger;
+use super::model::{Event, EventKind, JobState, StepState};
+use super::policy::RolloutView;
+use crate::configs::Moment;
+use crate::device::TranscriptEntry;
+use crate::images::ImageRecord;
+use crate::inventory::{Device, Facts};
+use crate::store::StoreError;
+use crate::store::rollouts::{NewEvent, StepRecord};
+
+/// What a device job may read and record. Every write is one transaction with its event.
+#[async_trait]
+pub(crate) trait JobStore: Send + Sync {
+    /// The device as the inventory has it, credentials included.
+    async fn device(&self, name: &str) -> Result<Device, String>;
+    /// The image registered as `name`, its file here and checked against its SHA-256.
+    async fn local_image(&self, name: &str) -> Result<ImageRecord, String>;
+    /// Where the image files the file servers serve are.
+    fn image_dir(&self) -> PathBuf;
+    /// The live agent of `site` that serves the image (`sha256`) over TFTP, once it holds it
+    /// checked; `None` when the serve nodes serve the site (or this is the agent).
+    async fn site_agent(
+        &self,
+        site: &str,
+        sha256: &str,
+        wait: Duration,
+    ) -> Result<Option<(String, SocketAddr)>, String>;
+    /// Wait until agent `name` of `site` beats again, or no longer counts as live.
+    async fn wait_for_agent(&self, site: &str, name: &str, wait: Duration);
+    /// Record one event of the device (failures are logged: an event is a report).
+    async fn event(
+        &self,
+        rollout: &str,
+        device: &str,
+        kind: EventKind,
+        step: Option<&str>,
+        message: &str,
+        data: Option<Value>,
+    );
+    /// Record step events in order, in one transaction.
+    async fn step_events(
+        &self,
+        rollout: &str,
+        device: &str,
+        records: &[StepRecord<'_>],
+    ) -> Result<(), StoreError>;
+    async fn finish_job(
+        &self,
+        rollout: &str,
+        device: &str,
+        state: JobState,
+        new_version: Option<&str>,
+        failure: Option<(&str, &str)>,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError>;
+    async fn requeue_job(
+        &self,
+        rollout: &str,
+        device: &str,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError>;
+    /// Wait while the rollout is paused; false when it must stop (abort, halt or shutdown).
+    async fn may_go_on(&self, rollout: &str) -> bool;
+    /// Wait for an operator request (or, where none is announced, a while).
+    async fn changed(&self, rollout: &str);
+    async fn rollout_view(&self, rollout: &str) -> Result<RolloutView, StoreError>;
+    async fn set_job_origin(
+        &self,
+        rollout: &str,
+        device: &str,
+        version: Option<&str>,
+        image: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn set_facts(&self, device: &str, facts: &Facts) -> Result<(), StoreError>;
+    async fn set_compare_baseline(
+        &self,
+        rollout: &str,
+        device: &str,
+        baseline: &str,
+    ) -> Result<(), StoreError>;
+    async fn compare_baseline(
+        &self,
+        rollout: &str,
+        device: &str,
+    ) -> Result<Option<String>, StoreError>;
+    async fn record_wait_for_window(
+        &self,
+        rollout: &str,
+        device: &str,
+        opens: &str,
+        message: &str,
+        data: &Value,
+    ) -> Result<(), StoreError>;
+    async fn start_job_attempt(&self, rollout: &str, device: &str) -> Result<(), StoreError>;
+    async fn clear_reload_sent(&self, rollout: &str, device: &str) -> Result<(), StoreError>;
+    async fn add_transcript(
+        &self,
+        rollout: &str,
+        device: &str,
+        lines: &[TranscriptEntry],
+    ) -> Result<(), StoreError>;
+    async fn set_host_key(&self, device: &str, key: &str) -> Result<(), StoreError>;
+    async fn device_events(&self, rollout: &str, device: &str) -> Result<Vec<Event>, StoreError>;
+    /// Keep the device's configurations (files of their own on the serve node, mode 0600);
+    /// what the step's event says of them, never the text.
+    async fn keep_configs(
+        &self,
+        rollout: &str,
+        device: &str,
+        moment: Moment,
+        running: &str,
+        startup: Option<&str>,
+    ) -> Result<String, String>;
+}
+
+/// One step event as an agent sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireStep {
+    pub step: String,
+    pub state: Option<StepState>,
+    pub kind: EventKind,
+    pub message: String,
+    #[serde(default)]
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+impl WireStep {
+    pub(crate) fn of(r: &StepRecord<'_>) -> WireStep {
+        WireStep {
+            step: r.step.to_string(),
+            state: r.state,
+            kind: r.kind,
+            message: r.message.to_string(),
+            transcript: r.transcript.to_vec(),
+        }
+    }
+
+    fn record(&self) -> StepRecord<'_> {
+        StepRecord {
+            step: &self.step,
+            state: self.state,
+            kind: self.kind,
+            message: &self.message,
+            transcript: &self.transcript,
+        }
+    }
+}
+
+/// The event that goes with a job's end, as an agent sends it (always the job's device).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireEvent {
+    pub kind: EventKind,
+    pub step: Option<String>,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl WireEvent {
+    pub(crate) fn of(e: &NewEvent<'_>) -> WireEvent {
+        WireEvent {
+            kind: e.kind,
+            step: e.step.map(str::to_string),
+            message: e.message.to_string(),
+            data: e.data.cloned(),
+        }
+    }
+
+    fn event<'a>(&'a self, device: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            device: Some(device),
+            kind: self.kind,
+            step: self.step.as_deref(),
+            message: &self.message,
+            data: self.data.as_ref(),
+        }
+    }
+}
+
+/// One call of a job run by a site agent, for the job of the route's rollout and device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum JobOp {
+    /// The registered image of that name (`JobAnswer::Image`).
+    Image {
+        name: String,
+    },
+    Event {
+        kind: EventKind,
+        step: Option<String>,
+        message: String,
+        data: Option<Value>,
+    },
+    Steps {
+        records: Vec<WireStep>,
+    },
+    Finish {
+        state: JobState,
+        new_version: Option<String>,
+        failure: Option<(String, String)>,
+        event: WireEvent,
+    },
+    Requeue {
+        event: WireEvent,
+    },
+    /// The rollout's state and flags, and whether the service takes writes
+    /// (`JobAnswer::View`).
+    View,
+    Origin {
+        version: Option<String>,
+        image: Option<String>,
+    },
+    Facts {
+        facts: Facts,
+    },
+    SetBaseline {
+        baseline: String,
+    },
+    /// `JobAnswer::Baseline`.
+    Baseline,
+    WaitForWindow {
+        opens: String,
+        message: String,
+        data: Value,
+    },
+    StartAttempt,
+    ClearReloadSent,
+    Transcript {
+        lines: Vec<TranscriptEntry>,
+    },
+    HostKey {
+        key: String,
+    },
+    /// `JobAnswer::Events`.
+    Events,
+    /// `JobAnswer::Note`.
+    KeepConfigs {
+        moment: Moment,
+        running: String,
+        startup: Option<String>,
+    },
+}
+
+impl JobOp {
+    /// Whether the call reads only: those are not fenced.
+    pub(crate) fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            JobOp::Image { .. } | JobOp::View | JobOp::Baseline | JobOp::Events
+        )
+    }
+}
+
+/// The answer to a [`JobOp`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub(crate) enum JobAnswer {
+    Done,
+    Image {
+        image: ImageRecord,
+    },
+    View {
+        view: RolloutView,
+        /// Why writes fail now, if they do: nothing new starts meanwhile.
+        writes_failing: Option<String>,
+    },
+    Baseline {
+        baseline: Option<String>,
+    },
+    Events {
+        events: Vec<Event>,
+    },
+    Note {
+        note: String,
+    },
+}
+
+/// Why a [`JobOp`] was not carried out.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    Store(StoreError),
+    /// Refused for what it asks (an unknown image, configurations that cannot be kept).
+    Refused(String),
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e)
+    }
+}
+
+/// Carry out an agent's call for the job of `rollout` and `device` on this node.
+pub(crate) async fn apply(
+    ledger: &Ledger,
+    rollout: &str,
+    device: &str,
+    op: JobOp,
+) -> Result<JobAnswer, OpError> {
+    let store: &dyn JobStore = ledger;
+    match op {
+        JobOp::Image { name } => {
+            let image = ledger
+                .images
+                .get(&name)
+                .await
+                .map_err(|e| OpError::Refused(format!("image {name}: {e}")))?;
+            Ok(JobAnswer::Image { image })
+        }
+        JobOp::Event {
+            kind,
+            step,
+            message,
+            data,
+        } => {
+            let ev = ledger
+                .db
+                .insert_event(
+                    rollout,
+                    Some(device),
+                    kind,
+                    step.as_deref(),
+                    &message,
+                    data.as_ref(),
+                )
+                .await?;
+            ledger.publish(ev);
+            Ok(JobAnswer::Done)
+        }
+        JobOp::Steps { records } => {
+            let records: Vec<StepRecord<'_>> = records.iter().map(WireStep::record).collect();
+            store.step_events(rollout, device, &records).await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::Finish {
+            state,
+            new_version,
+            failure,
+            event,
+        } => {
+            store
+                .finish_job(
+                    rollout,
+                    device,
+                    state,
+                    new_version.as_deref(),
+                    failure.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+                    event.event(device),
+                )
+                .await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::Requeue { event } => {
+            store
+                .requeue_job(rollout, device, event.event(device))
+                .await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::View => Ok(JobAnswer::View {
+            view: ledger.db.rollout_view(rollout).await?,
+            writes_failing: ledger.db.writes_failing(),
+        }),
+        JobOp::Origin { version, image } => {
+            store
+                .set_job_origin(rollout, device, version.as_deref(), image.as_deref())
+                .await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::Facts { facts } => {
+            store.set_facts(device, &facts).await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::SetBaseline { baseline } => {
+            store
+                .set_compare_baseline(rollout, device, &baseline)
+                .await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::Baseline => Ok(JobAnswer::Baseline {
+            baseline: store.compare_baseline(rollout, device).await?,
+        }),
+        JobOp::WaitForWindow {
+            opens,
+            message,
+            data,
+        } => {
+            store
+                .record_wait_for_window(rollout, device, &opens, &message, &data)
+                .await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::StartAttempt => {
+            store.start_job_attempt(rollout, device).await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::ClearReloadSent => {
+            store.clear_reload_sent(rollout, device).await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::Transcript { lines } => {
+            store.add_transcript(rollout, device, &lines).await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::HostKey { key } => {
+            store.set_host_key(device, &key).await?;
+            Ok(JobAnswer::Done)
+        }
+        JobOp::Events => Ok(JobAnswer::Events {
+            events: store.device_events(rollout, device).await?,
+        }),
+        JobOp::KeepConfigs {
+            moment,
+            running,
+            startup,
+        } => {
+            let note = store
+                .keep_configs(rollout, device, moment, &running, startup.as_deref())
+                .await
+                .map_err(OpError::Refused)?;
+            Ok(JobAnswer::Note { note })
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for Ledger {
+    async fn device(&self, name: &str) -> Result<Device, String> {
+        self.db
+            .device_by_name(name)
+            .await
+            .map_err(|e| format!("device {name} is no longer in the inventory ({e})"))
+    }
+
+    async fn local_image(&self, name: &str) -> Result<ImageRecord, String> {
+        let image = self
+            .images
+            .get(name)
+            .await
+            .map_err(|e| format!("image {name}: {e}"))?;
+        // The file servers serve what is on this node: fetched by SHA-256 from another node
+        // when it was uploaded there, and checked against its SHA-256 before any device
+        // copies it.
+        self.images
+            .ensure_local(&image, true)
+            .await
+            .map_err(|e| format!("image {name}: {e}"))?;
+        Ok(image)
+    }
+
+    fn image_dir(&self) -> PathBuf {
+        self.images.dir().to_path_buf()
+    }
+
+    async fn site_agent(
+        &self,
+        site: &str,
+        sha256: &str,
+        wait: Duration,
+    ) -> Result<Option<(String, SocketAddr)>, String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let nodes = self
+                .db
+                .nodes()
+                .await
+                .map_err(|e| format!("cannot read the site agents: {e}"))?;
+            let agents: Vec<(String, crate::api::agents::AgentDetail)> = nodes
+                .into_iter()
+                .filter(|n| {
+                    n.kind == crate::store::leases::NodeKind::Agent
+                        && n.site.as_deref() == Some(site)
+                })
+                .filter_map(|n| {
+                    let d: crate::api::agents::AgentDetail =
+                        serde_json::from_str(n.detail.as_deref()?).ok()?;
+                    (crate::api::agents::is_live(n.heartbeat_age_ms, d.heartbeat_seconds)
+                        && d.tftp.is_some())
+                    .then_some((n.name, d))
+                })
+                .collect();
+            if agents.is_empty() {
+                return Ok(None);
+            }
+            if let Some((name, addr)) = agents.iter().find_map(|(name, d)| {
+                let addr = d.tftp.as_deref()?.parse().ok()?;
+                d.images
+                    .iter()
+                    .any(|s| s == sha256)
+                    .then(|| (name.clone(), addr))
+            }) {
+                return Ok(Some((name, addr)));
+            }
+            if Instant::now() >= deadline || self.shutdown().is_requested() {
+                let names: Vec<&str> = agents.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(format!(
+                    "the agent of site {site} ({}) has not fetched and checked the image within {}s",
+                    names.join(", "),
+                    wait.as_secs()
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.shutdown().requested() => {}
+            }
+        }
+    }
+
+    async fn wait_for_agent(&self, site: &str, name: &str, wait: Duration) {
+        let since = Instant::now();
+        let deadline = since + wait;
+        while Instant::now() < deadline && !self.shutdown().is_requested() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.shutdown().requested() => return,
+            }
+            let Ok(nodes) = self.db.nodes().await else {
+                continue;
+            };
+            let Some(agent) = nodes.into_iter().find(|n| {
+                n.kind == crate::store::leases::NodeKind::Agent
+                    && n.name == name
+                    && n.site.as_deref() == Some(site)
+            }) else {
+                return;
+            };
+            let interval = agent
+                .detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<crate::api::agents::AgentDetail>(d).ok())
+                .map_or(5, |d| d.heartbeat_seconds);
+            let waited = i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX);
+            if agent.heartbeat_age_ms < waited
+                || !crate::api::agents::is_live(agent.heartbeat_age_ms, interval)
+            {
+                return;
+            }
+        }
+    }
+
+    async fn event(
+        &self,
+        rollout: &str,
+        device: &str,
+        kind: EventKind,
+        step: Option<&str>,
+        message: &str,
+        data: Option<Value>,
+    ) {
+        Ledger::event(self, rollout, Some(device), kind, step, message, data).await
+    }
+
+    async fn step_events(
+        &self,
+        rollout: &str,
+        device: &str,
+        records: &[StepRecord<'_>],
+    ) -> Result<(), StoreError> {
+        Ledger::step_events(self, rollout, device, records).await
+    }
+
+    async fn finish_job(
+        &self,
+        rollout: &str,
+        device: &str,
+        state: JobState,
+        new_version: Option<&str>,
+        failure: Option<(&str, &str)>,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        Ledger::finish_job(self, rollout, device, state, new_version, failure, event).await
+    }
+
+    async fn requeue_job(
+        &self,
+        rollout: &str,
+        device: &str,
+        event: NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        Ledger::requeue_job(self, rollout, device, event).await
+    }
+
+    async fn may_go_on(&self, rollout: &str) -> bool {
+        Ledger::may_go_on(self, rollout).await
+    }
+
+    async fn changed(&self, rollout: &str) {
+        Ledger::changed(self, rollout).await
+    }
+
+    async fn rollout_view(&self, rollout: &str) -> Result<RolloutView, StoreError> {
+        self.db.rollout_view(rollout).await
+    }
+
+    async fn set_job_origin(
+        &self,
+        rollout: &str,
+        device: &str,
+        version: Option<&str>,
+        image: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.db
+            .set_job_origin(rollout, device, version, image)
+            .await
+    }
+
+    async fn set_facts(&self, device: &str, facts: &Facts) -> Result<(), StoreError> {
+        self.db.set_facts(device, facts).await
+    }
+
+    async fn set_compare_baseline(
+        &self,
+        rollout: &str,
+        device: &str,
+        baseline: &str,
+    ) -> Result<(), StoreError> {
+        self.db
+            .set_job_compare_baseline(rollout, device, baseline)
+            .await
+    }
+
+    async fn compare_baseline(
+        &self,
+        rollout: &str,
+        device: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.db.job_compare_baseline(rollout, device).await
+    }
+
+    async fn record_wait_for_window(
+        &self,
+        rollout: &str,
+        device: &str,
+        opens: &str,
+        message: &str,
+        data: &Value,
+    ) -> Result<(), StoreError> {
+        let ev = self
+            .db
+            .record_wait_for_window(rollout, device, opens, message, data)
+            .await?;
+        self.publish(ev);
+        Ok(())
+    }
+
+    async fn start_job_attempt(&self, rollout: &str, device: &str) -> Result<(), StoreError> {
+        self.db.start_job_attempt(rollout, device).await
+    }
+
+    async fn clear_reload_sent(&self, rollout: &str, device: &str) -> Result<(), StoreError> {
+        self.db.clear_reload_sent(rollout, device).await
+    }
+
+    async fn add_transcript(
+        &self,
+        rollout: &str,
+        device: &str,
+        lines: &[TranscriptEntry],
+    ) -> Result<(), StoreError> {
+        self.db.add_transcript(rollout, device, lines).await
+    }
+
+    async fn set_host_key(&self, device: &str, key: &str) -> Result<(), StoreError> {
+        self.db.set_host_key(device, Some(key)).await
+    }
+
+    async fn device_events(&self, rollout: &str, device: &str) -> Result<Vec<Event>, StoreError> {
+        self.db.device_events(rollout, device).await
+    }
+
+    async fn keep_configs(
+        &self,
+        rollout: &str,
+        device: &str,
+        moment: Moment,
+        running: &str,
+        startup: Option<&str>,
+    ) -> Result<String, String> {
+        use crate::configs::{self, ConfigKind};
+        let db = &self.db;
+        let said = |r: &configs::BackupRecord| {
+            format!(
+                "{} configuration kept ({} bytes, sha256 {})",
+                r.kind.as_str(),
+                r.size,
+                r.sha256.get(..12).unwrap_or(&r.sha256)
+            )
+        };
+        let r = configs::keep(db, rollout, device, moment, ConfigKind::Running, running)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut note = said(&r);
+        if let Some(startup) = startup {
+            let s = configs::keep(db, rollout, device, moment, ConfigKind::Startup, startup)
+                .await
+                .map_err(|e| e.to_string())?;
+            note.push_str(&format!("; {}", said(&s)));
+        }
+        if moment == Moment::After {
+            match configs::rollout_diff(db, device, rollout).await {
+                Ok(Some((_, _, d))) if d.too_different => note
+                    .push_str("; the running configuration changed in many lines since before"),
+                Ok(Some((_, _, d))) if d.added + d.removed == 0 => note.push_str(
+                    "; the running configuration is the same as before the upgrade (volatile lines aside)",
+                ),
+                Ok(Some((_, _, d))) => note.push_str(&format!(
+                    "; the running configuration changed since before: {} line(s) added, {} removed (see `fleetup device configs {device} --diff`)",
+                    d.added, d.removed
+                )),
+                Ok(None) => note.push_str("; no backup from before to compare with"),
+                Err(e) => note.push_str(&format!("; cannot compare with the one before: {e}")),
+            }
+        }
+        Ok(note)
+    }
+}

@@ -1,0 +1,313 @@
+//! Device jobs run by site agents. The node that leads a rollout hands a device's job to the
+//! agents of the device's site (`runner_site`); one agent claims it under a lease of its own
+//! (`runner` until `runner_until_ms`, the database's clock), renewed with each heartbeat.
+//! Every claim and every take-back moves `runner_epoch` on, and an agent's writes for the job
+//! carry the epoch it claimed ([`super::leases::Fence::device`]): once the job was claimed
+//! again or taken back, [`Db::begin`] refuses them.
+
+use sqlx::Row;
+
+use super::{Db, StoreError};
+use crate::rollout::model::{JobState, RolloutState};
+
+/// A job an agent holds: which, and the epoch its writes carry.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct HeldJob {
+    pub rollout: String,
+    pub device: String,
+    pub epoch: i64,
+}
+
+/// Who runs a job handed to a site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JobRunner {
+    /// The site it was handed to; `None` when this node runs it.
+    pub site: Option<String>,
+    /// The agent that claimed it last.
+    pub runner: Option<String>,
+    /// That agent's lease has not lapsed.
+    pub live: bool,
+    pub state: JobState,
+}
+
+/// Job states an agent may still claim.
+fn open_states() -> String {
+    format!(
+        "'{}', '{}'",
+        JobState::Pending.as_str(),
+        JobState::Running.as_str()
+    )
+}
+
+impl Db {
+    /// Hand a job that has not ended to the agents of `site` (the rollout's task, under its
+    /// fence).
+    pub(crate) async fn offer_job(
+        &self,
+        rollout: &str,
+        device: &str,
+        site: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "UPDATE rollout_devices SET runner_site = $1 \
+             WHERE rollout_id = $2 AND device = $3 AND state IN ({})",
+            open_states()
+        ))
+        .bind(site)
+        .bind(rollout)
+        .bind(device)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.failed(e))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Who runs a job, and whether its agent's lease is live.
+    pub(crate) async fn job_runner(
+        &self,
+        rollout: &str,
+        device: &str,
+    ) -> Result<JobRunner, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT runner_site, runner, \
+             CASE WHEN runner_until_ms IS NOT NULL AND runner_until_ms >= {} THEN 1 ELSE 0 END, \
+             state FROM rollout_devices WHERE rollout_id = $1 AND device = $2",
+            self.now_ms()
+        ))
+        .bind(rollout)
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let live: i64 = row.try_get(2)?;
+        let state: String = row.try_get(3)?;
+        Ok(JobRunner {
+            site: row.try_get(0)?,
+            runner: row.try_get(1)?,
+            live: live == 1,
+            state: JobState::parse(&state).unwrap_or(JobState::Running),
+        })
+    }
+
+    /// Take a job back from its site while no agent holds it live: the epoch moves on, so an
+    /// agent that claimed it before writes nothing more for it. False when an agent holds it.
+    pub(crate) async fn take_back_job(
+        &self,
+        rollout: &str,
+        device: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(&format!(
+            "UPDATE rollout_devices SET runner_site = NULL, runner = NULL, \
+             runner_until_ms = NULL, runner_epoch = runner_epoch + 1 \
+             WHERE rollout_id = $1 AND device = $2 \
+             AND (runner IS NULL OR runner_until_ms IS NULL OR runner_until_ms < {})",
+            self.now_ms()
+        ))
+        .bind(rollout)
+        .bind(device)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.failed(e))?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claim for `agent`, for `ttl_ms`, up to `max` jobs handed to `site` that no agent holds
+    /// live, of rollouts that run (or are paused), in the rollouts' order and the plan's.
+    pub(crate) async fn claim_site_jobs(
+        &self,
+        site: &str,
+        agent: &str,
+        ttl_ms: i64,
+        max: usize,
+    ) -> Result<Vec<HeldJob>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.now_ms();
+        let running = super::rollouts::state_list(|s| {
+            matches!(s, RolloutState::Running | RolloutState::Paused)
+        });
+        let mut tx = self.begin().await?;
+        let free: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT j.rollout_id, j.device FROM rollout_devices j \
+             JOIN rollouts r ON r.id = j.rollout_id \
+             WHERE j.runner_site = $1 AND j.state IN ({}) AND r.state IN ({running}) \
+             AND (j.runner IS NULL OR j.runner_until_ms IS NULL OR j.runner_until_ms < {now}) \
+             ORDER BY r.created_at, j.wave, j.position LIMIT $2",
+            open_states()
+        ))
+        .bind(site)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut held = Vec::with_capacity(free.len());
+        for (rollout, device) in free {
+            let epoch: i64 = sqlx::query_scalar(&format!(
+                "UPDATE rollout_devices SET runner = $1, runner_epoch = runner_epoch + 1, \
+                 runner_until_ms = {now} + $2 WHERE rollout_id = $3 AND device = $4 \
+                 RETURNING runner_epoch"
+            ))
+            .bind(agent)
+            .bind(ttl_ms)
+            .bind(&rollout)
+            .bind(&device)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.failed(e))?;
+            held.push(HeldJob {
+                rollout,
+                device,
+                epoch,
+            });
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    /// Extend `agent`'s lease of each job it holds by `ttl_ms` from now; the jobs it no longer
+    /// holds at their epoch (taken back, or claimed by another agent) are returned.
+    pub(crate) async fn renew_site_jobs(
+        &self,
+        agent: &str,
+        held: &[HeldJob],
+        ttl_ms: i64,
+    ) -> Result<Vec<HeldJob>, StoreError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let mut lost = Vec::new();
+        for job in held {
+            let done = sqlx::query(&format!(
+                "UPDATE rollout_devices SET runner_until_ms = {} + $1 \
+                 WHERE rollout_id = $2 AND device = $3 AND runner = $4 AND runner_epoch = $5",
+                self.now_ms()
+            ))
+            .bind(ttl_ms)
+            .bind(&job.rollout)
+            .bind(&job.device)
+            .bind(agent)
+            .bind(job.epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.failed(e))?;
+            if done.rows_affected() != 1 {
+                lost.push(job.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::leases::tests::{add_job, store_with_rollout};
+    use super::super::leases::{FENCE, Fence};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_claimed_again_refuses_the_writes_of_the_agent_that_held_it_before() {
+        let (_dir, db) = store_with_rollout().await;
+        add_job(&db, "running").await;
+        // Not handed to the site: nothing to claim.
+        assert!(
+            db.claim_site_jobs("lab", "a1", 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        db.offer_job("r1", "sw1", "lab").await.unwrap();
+        // Another site's agent gets nothing.
+        assert!(
+            db.claim_site_jobs("other", "b1", 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let first = db.claim_site_jobs("lab", "a1", 60_000, 10).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            (first[0].rollout.as_str(), first[0].device.as_str()),
+            ("r1", "sw1")
+        );
+        // Held live: neither another agent nor the rollout's node gets it.
+        assert!(
+            db.claim_site_jobs("lab", "a2", 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!db.take_back_job("r1", "sw1").await.unwrap());
+        let runner = db.job_runner("r1", "sw1").await.unwrap();
+        assert_eq!(
+            (
+                runner.site.as_deref(),
+                runner.runner.as_deref(),
+                runner.live
+            ),
+            (Some("lab"), Some("a1"), true)
+        );
+
+        let write = |epoch| {
+            FENCE.scope(
+                Fence {
+                    rollout: "r1".into(),
+                    epoch,
+                    device: Some("sw1".into()),
+                },
+                db.set_job_origin("r1", "sw1", Some("17.9.4"), None),
+            )
+        };
+        write(first[0].epoch).await.unwrap();
+
+        // a1 stops beating: its lease lapses, and a2 claims the job at the next epoch.
+        assert!(
+            db.renew_site_jobs("a1", &first, -1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let second = db.claim_site_jobs("lab", "a2", 60_000, 10).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].epoch, first[0].epoch + 1);
+        let refused = write(first[0].epoch).await;
+        assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+        // a1's next heartbeat learns that it lost the job.
+        assert_eq!(
+            db.renew_site_jobs("a1", &first, 60_000).await.unwrap(),
+            first
+        );
+        write(second[0].epoch).await.unwrap();
+        assert_eq!(
+            db.job("r1", "sw1").await.unwrap().old_version.as_deref(),
+            Some("17.9.4")
+        );
+
+        // Taken back once a2's lease lapsed: no agent writes for it any more.
+        assert!(
+            db.renew_site_jobs("a2", &second, -1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(db.take_back_job("r1", "sw1").await.unwrap());
+        let refused = write(second[0].epoch).await;
+        assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+        let runner = db.job_runner("r1", "sw1").await.unwrap();
+        assert_eq!(
+            (runner.site, runner.runner, runner.live),
+            (None, None, false)
+        );
+        assert!(
+            db.claim_site_jobs("lab", "a2", 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
