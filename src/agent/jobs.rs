@@ -44,9 +44,11 @@ pub struct ClaimRequest {
     pub site: String,
     /// At most this many jobs (1 to 1000).
     #[schema(minimum = 1, maximum = 1000)]
-    pub max: u32,
+    #[serde(deserialize_with = "super::whole")]
+    pub max: u64,
     /// Seconds between its heartbeats: a claim lapses after three without one.
     #[schema(minimum = 1, maximum = 300)]
+    #[serde(deserialize_with = "super::whole")]
     pub heartbeat_seconds: u64,
 }
 
@@ -270,7 +272,7 @@ impl Driver {
         let req = ClaimRequest {
             name: self.name.clone(),
             site: self.site.clone(),
-            max: u32::try_from(room.min(1000)).unwrap_or(1000),
+            max: u64::try_from(room.min(1000)).unwrap_or(1000),
             heartbeat_seconds: self.heartbeat_seconds,
         };
         let resp = self

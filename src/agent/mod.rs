@@ -164,7 +164,7 @@ pub struct AgentBeat {
 
 /// A count as JSON Schema's `integer` means it (`12` or `12.0`), from 0 to `i64::MAX` (the
 /// schema's `int64`).
-fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     n.as_u64()
         .or_else(|| {

@@ -68,7 +68,8 @@ async fn a_viewer_may_only_read_and_an_operator_may_not_manage_tokens() {
             let concrete = path
                 .replace("{name}", &name)
                 .replace("{id}", "r-20261205-000000-0000")
-                .replace("{rollout}", "r-20261205-000000-0000");
+                .replace("{rollout}", "r-20261205-000000-0000")
+                .replace("{device}", &name);
             let r = request(&rig, method, &format!("/api/v1{concrete}"), &viewer)
                 .send()
                 .await
