@@ -134,6 +134,7 @@ fn lease_ms(heartbeat_seconds: u64) -> i64 {
               Internal, StorageFull))]
 async fn claim_jobs(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Json(req): Json<ClaimRequest>,
 ) -> ApiResult<Json<JobTickets>> {
     let fits = |s: &str| (1..=200).contains(&s.chars().count());
@@ -165,6 +166,23 @@ async fn claim_jobs(
             let record = state.db.rollout(&h.rollout).await?;
             playbooks.insert(h.rollout.clone(), record.playbook);
         }
+        // What the audit log would say of the claim, on the job's own record.
+        let message = format!(
+            "claimed by agent {} of site {} with token {} (epoch {})",
+            req.name, req.site, who.name, h.epoch
+        );
+        let event = state
+            .db
+            .insert_event(
+                &h.rollout,
+                Some(&h.device),
+                crate::rollout::model::EventKind::Message,
+                None,
+                &message,
+                Some(&serde_json::json!({"agent": req.name, "site": req.site, "token": who.name, "epoch": h.epoch})),
+            )
+            .await?;
+        state.engine.publish(event);
         jobs.push(JobTicket {
             playbook: playbooks.get(&h.rollout).cloned().unwrap_or_default(),
             rollout: h.rollout,

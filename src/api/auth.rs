@@ -222,7 +222,7 @@ pub(super) async fn require_token(
     }
     req.extensions_mut().insert(principal.clone());
     let response = next.run(req).await;
-    if is_read {
+    if is_read || routine_agent_call(&path) {
         tracing::debug!(token = %principal.name, %method, path = %shown_path, "api read");
     } else {
         audit(
@@ -235,6 +235,15 @@ pub(super) async fn require_token(
         .await;
     }
     response
+}
+
+/// A site agent's heartbeat, claim or call of a job it runs: they come every second or few,
+/// and the service records what they do (the agent's state; a claim and the job's steps as
+/// the job's events, naming the agent and its token), so the audit log keeps them only when
+/// refused.
+fn routine_agent_call(path: &str) -> bool {
+    let path = path.strip_prefix("/api/v1").unwrap_or(path);
+    path == "/agents/heartbeat" || path.starts_with("/agents/jobs/")
 }
 
 /// The path as the audit log shows it: under `/api/v1`, with its query but never a token.

@@ -128,6 +128,11 @@ impl Engine {
     }
 
     /// Live events of every rollout.
+    /// Publish an event recorded outside the engine (a site agent's claim) to live subscribers.
+    pub(crate) fn publish(&self, ev: Event) {
+        self.ledger.publish(ev);
+    }
+
     /// Carry out a site agent's call for a job it claimed (`POST /agents/jobs/{rollout}/{device}`):
     /// writes inside the job's fence, at the epoch of the agent's claim.
     pub(crate) async fn job_call(

@@ -29,9 +29,18 @@ impl AgentProcess {
     }
 
     fn start_with(server: &str, site: &str, dir: &Path, extra: &[&str]) -> AgentProcess {
+        Self::start_named(server, site, &format!("agent-{site}"), dir, extra)
+    }
+
+    fn start_named(
+        server: &str,
+        site: &str,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> AgentProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
-            .args(["agent", "--site", site, "--server", server, "--name"])
-            .arg(format!("agent-{site}"))
+            .args(["agent", "--site", site, "--server", server, "--name", name])
             .arg("--data-dir")
             .arg(dir)
             .args(["--tftp", "127.0.0.1:0", "--heartbeat", "1"])
@@ -378,7 +387,35 @@ async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_se
         );
         // The steps the agent ran were recorded by the service, the reload among them.
         assert!(of("reload") >= 1, "{}: {said:#?}", dev.name);
+        // The claim is on the job's record, with the token that made it.
+        assert_eq!(
+            of("claimed by agent agent-lab of site lab with token admin"),
+            1,
+            "{}: {said:#?}",
+            dev.name
+        );
     }
+    // The agent's heartbeats, claims and calls come every second: the audit log keeps them
+    // only when refused, and the submission is there.
+    let audit: Value = rig
+        .get("/api/v1/audit?by=admin&limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(paths.contains(&"/api/v1/rollouts"), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("/api/v1/agents/")),
+        "{paths:?}"
+    );
     // Every device copied the image from the agent's own TFTP server.
     eventually("the agent to report the three downloads", || async {
         let a = agent_view(&rig, "agent-lab").await?;
@@ -511,6 +548,86 @@ async fn kill_9_of_a_driving_agent_after_a_reload_and_the_job_resumes_when_it_is
         agent.log().contains("claimed a device job of the site"),
         "{}",
         agent.log()
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_agent_cannot_record_a_step_for_a_job_another_agent_of_its_site_took_over() {
+    // A slow boot: the first agent is stopped while the device comes back.
+    let rig = Rig::options(1)
+        .lab(|c| c.boot_time = std::time::Duration::from_secs(6))
+        .start()
+        .await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = AgentProcess::start_named(&rig.base_url(), "lab", "lab-1", dir_a.path(), &[]);
+    eventually("the first agent to drive", || async {
+        agent_view(&rig, "lab-1")
+            .await
+            .filter(|a| a["live"] == true && a["drives"] == true)
+    })
+    .await;
+    let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
+    let device = rig.lab.devices()[0].name.clone();
+    eventually("the device reloading", || async {
+        rig.lab
+            .state(&device)
+            .filter(|s| s.reload_count == 1)
+            .map(|_| ())
+    })
+    .await;
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &first.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    // Another agent of the site claims the job once the first one's lease lapsed, and
+    // finishes it: the reload was recorded, so it only waits and checks.
+    let second = AgentProcess::start_named(&rig.base_url(), "lab", "lab-2", dir_b.path(), &[]);
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+
+    // Back: the first agent's job may no longer write, and its heartbeat stops it.
+    signal("-CONT");
+    eventually("the first agent to learn that it lost the job", || async {
+        let log = first.log();
+        (log.contains("the service took this job back")
+            || log.contains("this agent no longer writes for it"))
+        .then_some(())
+    })
+    .await;
+    eventually("the first agent to hold no job", || async {
+        agent_view(&rig, "lab-1")
+            .await
+            .filter(|a| a["jobs"].as_array().is_some_and(Vec::is_empty))
+    })
+    .await;
+    let said = messages(&rig, &id).await;
+    let of = |text: &str| said.iter().filter(|(_, m)| m.starts_with(text)).count();
+    assert_eq!(of("claimed by agent lab-1 of site lab"), 1, "{said:#?}");
+    assert_eq!(of("claimed by agent lab-2 of site lab"), 1, "{said:#?}");
+    assert_eq!(
+        of("the reload was already sent before the restart"),
+        1,
+        "{said:#?}"
+    );
+    // One end, written by the agent that held the job.
+    let ends = said
+        .iter()
+        .filter(|(d, m)| d.as_deref() == Some(device.as_str()) && m.starts_with("upgraded"))
+        .count();
+    assert_eq!(ends, 1, "{said:#?}");
+    let st = rig.lab.state(&device).unwrap();
+    assert_eq!(st.reload_count, 1);
+    assert_eq!(st.version, IMAGE_VERSION);
+    assert!(
+        second.log().contains("claimed a device job"),
+        "{}",
+        second.log()
     );
     rig.stop().await;
 }
