@@ -4,8 +4,9 @@
 #
 #   A  SQLite, one `fleetup serve`, no agents: every device copies from serve's TFTP server.
 #   B  PostgreSQL (scripts/postgres, in the work directory), two serve nodes on it (the
-#      rollout is submitted to node a, which drives it; node b answers the API too) and one
-#      `fleetup agent` per site: each site's devices copy from their agent.
+#      rollout is submitted to node a, which leads it; node b answers the API too) and one
+#      `fleetup agent` per site, which drives its site's devices (AGENT_DRIVE=true: node a
+#      hands it their jobs; false: node a drives them) and serves them the image.
 #
 #   bench/scale.sh                                   # 2000 devices, both configurations
 #   DEVICES=100 CONCURRENCY=50 bench/scale.sh        # a quick look
@@ -29,7 +30,8 @@
 # Knobs: DEVICES (2000), CONCURRENCY (400), IMAGE_MB (1), BOOT_TIME (2 s), LAB_RATE (copy rate
 # of each simulated device, bytes/s, 2097152), TFTP_BLOCKSIZE (8192; 0: the device's default,
 # 512), POLL (timeouts.poll, 1 s), POLL_CLIENTS (1 per route and node: one dashboard on each
-# node), POLL_RATE (1/s each), AGENT_HEARTBEAT (2 s), PERF (1: sample serve node a with perf),
+# node), POLL_RATE (1/s each), AGENT_HEARTBEAT (2 s), AGENT_DRIVE (true: the agents drive their
+# sites' devices, with --max-jobs CONCURRENCY), PERF (1: sample serve node a with perf),
 # BASE_IP (127.0.40.1), ONLY=A|B, KEEP=1 (keep the work directory), FLEETUP_BIN (a prebuilt
 # binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800).
 # Needs python3, curl, nm (binutils); PostgreSQL for B (scripts/postgres installs it); root for
@@ -49,6 +51,7 @@ POLL=${POLL:-1}
 POLL_CLIENTS=${POLL_CLIENTS:-1}
 POLL_RATE=${POLL_RATE:-1}
 AGENT_HEARTBEAT=${AGENT_HEARTBEAT:-2}
+AGENT_DRIVE=${AGENT_DRIVE:-true}
 # Sample serve node a's stacks with perf (99 Hz, cpu-clock) during the rollout, to tell where
 # its CPU goes; PERF=0 turns it off.
 PERF=${PERF:-1}
@@ -259,6 +262,7 @@ PY
             FLEETUP_AGENT_TOKEN=$TOKEN "$BIN" agent --site "$site" --server "$server" \
                 --name "agent-$site" --data-dir "$dir/agent-$site" \
                 --tftp "${AGENT_IPS[$i]}:0" --heartbeat "$AGENT_HEARTBEAT" \
+                --drive "$AGENT_DRIVE" --max-jobs "$CONCURRENCY" \
                 >"$dir/agent-$site.out" 2>"$dir/agent-$site.err" &
             agent_pid=$!
             PIDS+=("$agent_pid")
@@ -272,7 +276,9 @@ PY
             python3 -c '
 import json, sys
 a = json.load(open(sys.argv[1]))["agents"]
-sys.exit(0 if sum(1 for x in a if x["live"]) >= 2 else 1)' "$dir/agents.json" 2>/dev/null && break
+drive = sys.argv[2] == "true"
+sys.exit(0 if sum(1 for x in a if x["live"] and x.get("drives", False) == drive) >= 2 else 1)' \
+                "$dir/agents.json" "$AGENT_DRIVE" 2>/dev/null && break
             sleep 1
         done
     fi

@@ -2,7 +2,7 @@
 //! process, stopped together by one [`Shutdown`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -470,63 +470,24 @@ impl Service {
 
         let shutdown = Shutdown::new();
         let transfers = Transfers::new();
-        let mut servers = FileServers::default();
-
-        if let Listen::On(addr) = args.tftp {
-            let socket = crate::tftp::bind(addr)
-                .await
-                .map_err(|e| bind_error("TFTP", "--tftp", addr, &e))?;
-            let local = socket
-                .local_addr()
-                .map_err(|e| bind_error("TFTP", "--tftp", addr, &e))?;
-            servers.tftp = Some(local);
-            let root = images.dir().to_path_buf();
-            let config = args.tftp_options.to_config();
-            let (t, s) = (transfers.clone(), shutdown.clone());
-            shutdown.tasks.spawn(async move {
-                if let Err(e) = crate::tftp::run(socket, root, config, t, s).await {
-                    tracing::error!(error = %e, "TFTP server stopped");
-                }
-            });
-        }
-
-        if let Listen::On(addr) = args.ftp {
-            let config = args.ftp_options.to_config(&data_dir)?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| bind_error("FTP", "--ftp", addr, &e))?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| bind_error("FTP", "--ftp", addr, &e))?;
-            servers.ftp = Some(local);
-            servers.ftp_credentials = Some(config.credentials.clone());
-            let root = images.dir().to_path_buf();
-            let (t, s) = (transfers.clone(), shutdown.clone());
-            shutdown.tasks.spawn(async move {
-                if let Err(e) = crate::ftp::run(listener, root, config, t, s).await {
-                    tracing::error!(error = %e, "FTP server stopped");
-                }
-            });
-        }
-
-        start_image_http(args, &images, &transfers, &shutdown, &mut servers).await?;
-        if let Listen::On(addr) = args.image_scp {
-            let config = args.image_scp_options.to_config(&data_dir)?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
-            servers.scp = Some(local);
-            let root = images.dir().to_path_buf();
-            let (g, t, s) = (servers.grants.clone(), transfers.clone(), shutdown.clone());
-            shutdown.tasks.spawn(async move {
-                if let Err(e) = crate::image_ssh::run(listener, root, config, g, t, s).await {
-                    tracing::error!(error = %e, "SCP/SFTP image server stopped");
-                }
-            });
-        }
+        let servers = start_file_servers(
+            &FileServerPlan {
+                tftp: args.tftp,
+                tftp_options: &args.tftp_options,
+                ftp: args.ftp,
+                ftp_options: &args.ftp_options,
+                image_http: args.image_http,
+                image_https: args.image_https,
+                image_http_options: &args.image_http_options,
+                image_scp: args.image_scp,
+                image_scp_options: &args.image_scp_options,
+                data_dir: &data_dir,
+            },
+            images.dir(),
+            &transfers,
+            &shutdown,
+        )
+        .await?;
 
         let info = ServiceInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -656,27 +617,111 @@ impl Service {
     }
 }
 
+/// The file servers a process runs over its image directory (`serve`, and a site agent), and
+/// how.
+pub(crate) struct FileServerPlan<'a> {
+    pub tftp: Listen,
+    pub tftp_options: &'a crate::tftp::TftpArgs,
+    pub ftp: Listen,
+    pub ftp_options: &'a crate::ftp::FtpArgs,
+    pub image_http: Listen,
+    pub image_https: Listen,
+    pub image_http_options: &'a crate::image_http::ImageHttpArgs,
+    pub image_scp: Listen,
+    pub image_scp_options: &'a crate::image_ssh::ImageSshArgs,
+    /// Where the FTP and SCP/SFTP servers keep what they generate (host key, certificates).
+    pub data_dir: &'a Path,
+}
+
+/// Bind and start the file servers that are on, serving the files under `root`, under one
+/// `Shutdown`; where each listens, with the FTP accounts and the grants (HTTP path tokens,
+/// SCP/SFTP accounts) that device jobs issue.
+pub(crate) async fn start_file_servers(
+    plan: &FileServerPlan<'_>,
+    root: &Path,
+    transfers: &Transfers,
+    shutdown: &Shutdown,
+) -> Result<FileServers, ServeError> {
+    let mut servers = FileServers::default();
+    if let Listen::On(addr) = plan.tftp {
+        let socket = crate::tftp::bind(addr)
+            .await
+            .map_err(|e| bind_error("TFTP", "--tftp", addr, &e))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| bind_error("TFTP", "--tftp", addr, &e))?;
+        servers.tftp = Some(local);
+        let root = root.to_path_buf();
+        let config = plan.tftp_options.to_config();
+        let (t, s) = (transfers.clone(), shutdown.clone());
+        shutdown.tasks.spawn(async move {
+            if let Err(e) = crate::tftp::run(socket, root, config, t, s).await {
+                tracing::error!(error = %e, "TFTP server stopped");
+            }
+        });
+    }
+
+    if let Listen::On(addr) = plan.ftp {
+        let config = plan.ftp_options.to_config(plan.data_dir)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error("FTP", "--ftp", addr, &e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| bind_error("FTP", "--ftp", addr, &e))?;
+        servers.ftp = Some(local);
+        servers.ftp_credentials = Some(config.credentials.clone());
+        let root = root.to_path_buf();
+        let (t, s) = (transfers.clone(), shutdown.clone());
+        shutdown.tasks.spawn(async move {
+            if let Err(e) = crate::ftp::run(listener, root, config, t, s).await {
+                tracing::error!(error = %e, "FTP server stopped");
+            }
+        });
+    }
+
+    start_image_http(plan, root, transfers, shutdown, &mut servers).await?;
+    if let Listen::On(addr) = plan.image_scp {
+        let config = plan.image_scp_options.to_config(plan.data_dir)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| bind_error("SCP/SFTP", "--image-scp", addr, &e))?;
+        servers.scp = Some(local);
+        let root = root.to_path_buf();
+        let (g, t, s) = (servers.grants.clone(), transfers.clone(), shutdown.clone());
+        shutdown.tasks.spawn(async move {
+            if let Err(e) = crate::image_ssh::run(listener, root, config, g, t, s).await {
+                tracing::error!(error = %e, "SCP/SFTP image server stopped");
+            }
+        });
+    }
+    Ok(servers)
+}
+
 /// Bind and start the HTTP and HTTPS image servers that are on, sharing one server (its
-/// connection limits) and `servers.grants`, into which the rollout engine issues tokens.
+/// connection limits) and `servers.grants`, into which the device jobs issue tokens.
 async fn start_image_http(
-    args: &ServeArgs,
-    images: &ImageStore,
+    plan: &FileServerPlan<'_>,
+    root: &Path,
     transfers: &Transfers,
     shutdown: &Shutdown,
     servers: &mut FileServers,
 ) -> Result<(), ServeError> {
     let listeners = [
-        (args.image_http, false, "image HTTP", "--image-http"),
-        (args.image_https, true, "image HTTPS", "--image-https"),
+        (plan.image_http, false, "image HTTP", "--image-http"),
+        (plan.image_https, true, "image HTTPS", "--image-https"),
     ];
     if listeners.iter().all(|(l, ..)| *l == Listen::Off) {
         return Ok(());
     }
-    let config = args
+    let config = plan
         .image_http_options
-        .to_config(args.image_https != Listen::Off)?;
+        .to_config(plan.image_https != Listen::Off)?;
     let server = crate::image_http::ImageServer::new(
-        images.dir().to_path_buf(),
+        root.to_path_buf(),
         config,
         servers.grants.clone(),
         transfers.clone(),

@@ -4,7 +4,7 @@
 //! under a lease that its heartbeats renew, and runs each with the same code a serve node runs
 //! (`crate::rollout::job`), recording every step through the API before it runs
 //! (`POST /api/v1/agents/jobs/{rollout}/{device}`), fenced by the epoch of its claim. The
-//! device copies the image from the agent's own TFTP server.
+//! device copies the image from the agent's own file servers (or the agent pushes it).
 //!
 //! When the agent dies, its leases lapse and an agent of the site (it, back, or another)
 //! claims the jobs again and resumes each from its recorded step; a reload recorded as sent
@@ -233,8 +233,10 @@ pub(crate) struct Driver {
     pub heartbeat_seconds: u64,
     pub cache: Arc<Cache>,
     pub images_dir: PathBuf,
-    /// Where the site's devices reach the agent's TFTP server.
-    pub tftp: SocketAddr,
+    /// The address the site's devices reach the agent's file servers at.
+    pub reach: std::net::IpAddr,
+    /// The agent's file servers, with the FTP accounts and grants its jobs issue.
+    pub servers: crate::rollout::FileServers,
     pub transfers: crate::transfers::Transfers,
     pub held: Held,
     pub shutdown: Shutdown,
@@ -333,7 +335,7 @@ impl Driver {
             .get(&self.site)
             .is_some_and(|s| s.server.is_some());
         if !named {
-            playbook.transfer.server = Some(self.tftp.ip().to_string());
+            playbook.transfer.server = Some(self.reach.to_string());
         }
         let store = RemoteStore {
             service: self.service.clone(),
@@ -344,16 +346,15 @@ impl Driver {
             cache: self.cache.clone(),
             images_dir: self.images_dir.clone(),
             agent: self.name.clone(),
+            fetch_wait: playbook.strategy.timeouts.copy.duration(),
             stop: stop.clone(),
+            view: Mutex::default(),
         };
         let ctx = JobContext {
             store: Arc::new(store),
             env: JobEnv {
                 transfers: self.transfers.clone(),
-                servers: crate::rollout::FileServers {
-                    tftp: Some(self.tftp),
-                    ..Default::default()
-                },
+                servers: self.servers.clone(),
                 metrics: crate::metrics::RolloutMetrics::default(),
                 clock: crate::rollout::clock::Clock::System,
                 shutdown: Shutdown {
@@ -380,11 +381,47 @@ struct RemoteStore {
     cache: Arc<Cache>,
     images_dir: PathBuf,
     agent: String,
+    /// How long an image may take to become fetchable (the playbook's copy timeout).
+    fetch_wait: Duration,
     /// Cancelled when the job must stop (shutdown, or its lease was lost).
     stop: tokio_util::sync::CancellationToken,
+    /// The rollout's state and flags as last read, and when: each step asks twice (paused?
+    /// may it go on?), and one answer serves both.
+    view: Mutex<Option<(tokio::time::Instant, RolloutView, Option<String>)>>,
 }
 
+/// How long a read of the rollout's state and flags serves a job on an agent: a pause or an
+/// abort reaches it at its next step at most this much later than on a serve node.
+const VIEW_FRESH: Duration = Duration::from_millis(500);
+
 impl RemoteStore {
+    /// The rollout's state and flags, and why writes fail if they do.
+    async fn view(&self) -> Result<(RolloutView, Option<String>), StoreError> {
+        if let Some((at, view, failing)) = self
+            .view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            && at.elapsed() < VIEW_FRESH
+        {
+            return Ok((view, failing));
+        }
+        match self.call(JobOp::View).await? {
+            JobAnswer::View {
+                view,
+                writes_failing,
+            } => {
+                *self
+                    .view
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((tokio::time::Instant::now(), view, writes_failing.clone()));
+                Ok((view, writes_failing))
+            }
+            a => Err(unexpected(&a)),
+        }
+    }
+
     async fn call(&self, op: JobOp) -> Result<JobAnswer, StoreError> {
         let mut url = self
             .service
@@ -479,11 +516,28 @@ impl JobStore for RemoteStore {
             url: crate::images::blob_url(self.service.server.as_str(), &image.sha256),
             token: Some(self.service.token.clone()),
         };
-        self.cache
-            .ensure(&want, &[source], &self.agent)
-            .await
-            .map_err(|e| format!("image {name}: {e}"))?;
-        Ok(image)
+        // The node this agent reports to may still be fetching it from the node it was
+        // uploaded to: try again, up to the copy timeout.
+        let deadline = tokio::time::Instant::now() + self.fetch_wait;
+        loop {
+            match self
+                .cache
+                .ensure(&want, std::slice::from_ref(&source), &self.agent)
+                .await
+            {
+                Ok(_) => return Ok(image),
+                Err(e) if tokio::time::Instant::now() >= deadline || self.stop.is_cancelled() => {
+                    return Err(format!("image {name}: {e}"));
+                }
+                Err(e) => {
+                    tracing::debug!(image = name, error = %e, "image not fetched yet; trying again");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
     }
 
     fn image_dir(&self) -> PathBuf {
@@ -572,11 +626,8 @@ impl JobStore for RemoteStore {
             if self.stop.is_cancelled() {
                 return false;
             }
-            match self.call(JobOp::View).await {
-                Ok(JobAnswer::View {
-                    view,
-                    writes_failing,
-                }) => {
+            match self.view().await {
+                Ok((view, writes_failing)) => {
                     unanswered = 0;
                     if writes_failing.is_some() {
                         return false;
@@ -587,7 +638,7 @@ impl JobStore for RemoteStore {
                         Proceed::Wait => {}
                     }
                 }
-                Ok(_) | Err(StoreError::Fenced(_)) | Err(StoreError::NotFound) => return false,
+                Err(StoreError::Fenced(_)) | Err(StoreError::NotFound) => return false,
                 Err(e) => {
                     unanswered += 1;
                     if unanswered >= 3 {
@@ -612,10 +663,7 @@ impl JobStore for RemoteStore {
     }
 
     async fn rollout_view(&self, _rollout: &str) -> Result<RolloutView, StoreError> {
-        match self.call(JobOp::View).await? {
-            JobAnswer::View { view, .. } => Ok(view),
-            a => Err(unexpected(&a)),
-        }
+        Ok(self.view().await?.0)
     }
 
     async fn set_job_origin(

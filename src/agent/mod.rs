@@ -114,8 +114,47 @@ pub struct AgentArgs {
     pub tftp: Listen,
     #[command(flatten)]
     pub tftp_options: crate::tftp::TftpArgs,
-    /// The address the site's devices reach this agent's file server at (default: the
-    /// `--tftp` address when it names one).
+    /// Address of the agent's FTP server, or `off` (the jobs it drives get one-time accounts).
+    #[arg(
+        long,
+        env = "FLEETUP_FTP",
+        default_value = "off",
+        value_name = "ADDR|off"
+    )]
+    pub ftp: Listen,
+    #[command(flatten)]
+    pub ftp_options: crate::ftp::FtpArgs,
+    /// Address of the agent's HTTP image server, or `off` (the jobs it drives get path tokens).
+    #[arg(
+        long,
+        env = "FLEETUP_IMAGE_HTTP",
+        default_value = "off",
+        value_name = "ADDR|off"
+    )]
+    pub image_http: Listen,
+    /// Address of the agent's HTTPS image server, or `off`.
+    #[arg(
+        long,
+        env = "FLEETUP_IMAGE_HTTPS",
+        default_value = "off",
+        value_name = "ADDR|off"
+    )]
+    pub image_https: Listen,
+    #[command(flatten)]
+    pub image_http_options: crate::image_http::ImageHttpArgs,
+    /// Address of the agent's SCP/SFTP image server, or `off` (the jobs it drives get one-time
+    /// accounts).
+    #[arg(
+        long,
+        env = "FLEETUP_IMAGE_SCP",
+        default_value = "off",
+        value_name = "ADDR|off"
+    )]
+    pub image_scp: Listen,
+    #[command(flatten)]
+    pub image_scp_options: crate::image_ssh::ImageSshArgs,
+    /// The address the site's devices reach this agent's file servers at (default: the
+    /// address the first of them listens on, when it names one).
     #[arg(long, env = "FLEETUP_AGENT_ADDRESS", value_name = "IP")]
     pub address: Option<IpAddr>,
     /// Largest total size of the cached images; the least recently used go first.
@@ -160,6 +199,10 @@ pub struct AgentBeat {
     /// The device jobs it holds: their leases are renewed with the heartbeat.
     #[serde(default)]
     pub jobs: Vec<crate::store::runners::HeldJob>,
+    /// Where the site's devices reach each of its file servers, by protocol (`tftp`, `ftp`,
+    /// `http`, `https`, `scp`, `sftp`).
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, String>,
 }
 
 /// A count as JSON Schema's `integer` means it (`12` or `12.0`), from 0 to `i64::MAX` (the
@@ -211,12 +254,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Lock(#[from] crate::serve::DataDirError),
-    #[error("cannot start the TFTP server on {addr}: {source}")]
-    Tftp {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    FileServer(#[from] crate::serve::ServeError),
 }
 
 /// At most this many transfers go with a heartbeat.
@@ -226,6 +265,11 @@ const TRANSFERS_REPORTED: usize = 50;
 pub struct Agent {
     pub name: String,
     pub tftp_addr: Option<SocketAddr>,
+    /// Its other file servers: FTP, HTTP, HTTPS, SCP/SFTP.
+    pub ftp_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub scp_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     _lock: crate::serve::DataDirLock,
 }
@@ -285,33 +329,60 @@ impl Agent {
         let shutdown = Shutdown::new();
         let transfers = Transfers::new();
 
-        let mut tftp_addr = None;
-        if let Listen::On(addr) = args.tftp {
-            let socket = crate::tftp::bind(addr)
-                .await
-                .map_err(|source| AgentError::Tftp { addr, source })?;
-            let local = socket
-                .local_addr()
-                .map_err(|source| AgentError::Tftp { addr, source })?;
-            tftp_addr = Some(local);
-            let (root, config) = (images.clone(), args.tftp_options.to_config());
-            let (t, s) = (transfers.clone(), shutdown.clone());
-            shutdown.tasks.spawn(async move {
-                if let Err(e) = crate::tftp::run(socket, root, config, t, s).await {
-                    tracing::error!(error = %e, "TFTP server stopped");
+        let servers = crate::serve::start_file_servers(
+            &crate::serve::FileServerPlan {
+                tftp: args.tftp,
+                tftp_options: &args.tftp_options,
+                ftp: args.ftp,
+                ftp_options: &args.ftp_options,
+                image_http: args.image_http,
+                image_https: args.image_https,
+                image_http_options: &args.image_http_options,
+                image_scp: args.image_scp,
+                image_scp_options: &args.image_scp_options,
+                data_dir: &args.data_dir,
+            },
+            &images,
+            &transfers,
+            &shutdown,
+        )
+        .await?;
+        let tftp_addr = servers.tftp;
+        let listening: Vec<(&str, SocketAddr)> = [
+            ("tftp", servers.tftp),
+            ("ftp", servers.ftp),
+            ("http", servers.http),
+            ("https", servers.https),
+            ("scp", servers.scp),
+            ("sftp", servers.scp),
+        ]
+        .into_iter()
+        .filter_map(|(p, a)| Some((p, a?)))
+        .collect();
+        let reach_ip = match args.address {
+            Some(ip) => Some(ip),
+            None => match listening.first() {
+                Some((_, a)) if !a.ip().is_unspecified() => Some(a.ip()),
+                Some(_) => {
+                    return Err(AgentError::Usage(
+                        "the file servers listen on every address: say with --address at which address the site's devices reach this agent".into(),
+                    ));
                 }
-            });
-        }
-        let reach = match (args.address, tftp_addr) {
-            (Some(ip), Some(a)) => Some(SocketAddr::new(ip, a.port())),
-            (None, Some(a)) if !a.ip().is_unspecified() => Some(a),
-            (None, Some(_)) => {
-                return Err(AgentError::Usage(
-                    "--tftp listens on every address: say with --address at which address the site's devices reach this agent".into(),
-                ));
-            }
-            (_, None) => None,
+                None => None,
+            },
         };
+        let reach = tftp_addr
+            .zip(reach_ip)
+            .map(|(a, ip)| SocketAddr::new(ip, a.port()));
+        // Where the site's devices reach each file server, by protocol.
+        let offered: std::collections::BTreeMap<String, String> = reach_ip
+            .map(|ip| {
+                listening
+                    .iter()
+                    .map(|(p, a)| (p.to_string(), SocketAddr::new(ip, a.port()).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
 
         // Take a changed file out of service at once; check it again.
         let watched = cache.clone();
@@ -328,11 +399,11 @@ impl Agent {
 
         let held = jobs::Held::default();
         let (allowed_tx, allowed) = tokio::sync::watch::channel(false);
-        let drive = match reach {
-            Some(tftp) if args.drive => Some(tftp),
+        let drive = match reach_ip {
+            Some(ip) if args.drive => Some(ip),
             None if args.drive => {
                 tracing::warn!(
-                    "--drive needs the agent's TFTP server (--tftp): it only serves files"
+                    "--drive needs a file server of the agent's own (--tftp, --ftp, --image-http, --image-https or --image-scp): it drives nothing"
                 );
                 None
             }
@@ -363,9 +434,10 @@ impl Agent {
                 transfers: Vec::new(),
                 drive: drive.is_some(),
                 jobs: Vec::new(),
+                servers: offered,
             },
         };
-        if let Some(tftp) = drive {
+        if let Some(ip) = drive {
             let driver = Arc::new(jobs::Driver {
                 service: jobs::Service {
                     client: beat.client.clone(),
@@ -378,7 +450,8 @@ impl Agent {
                 heartbeat_seconds: args.heartbeat,
                 cache: beat.cache.clone(),
                 images_dir: images.clone(),
-                tftp,
+                reach: ip,
+                servers: servers.clone(),
                 transfers: beat.transfers.clone(),
                 held,
                 shutdown: shutdown.clone(),
@@ -424,6 +497,10 @@ impl Agent {
         Ok(Agent {
             name,
             tftp_addr,
+            ftp_addr: servers.ftp,
+            http_addr: servers.http,
+            https_addr: servers.https,
+            scp_addr: servers.scp,
             shutdown,
             _lock: lock,
         })
@@ -527,12 +604,14 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let agent = Agent::start(&args).await?;
     eprintln!("fleetup {} agent {}", env!("CARGO_PKG_VERSION"), agent.name);
     eprintln!("  site: {}   service: {}", args.site.trim(), args.server);
+    let shown = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    eprintln!("  TFTP: {}", shown(agent.tftp_addr));
     eprintln!(
-        "  TFTP: {}",
-        agent
-            .tftp_addr
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "off".into())
+        "  FTP: {}   HTTP: {}   HTTPS: {}   SCP/SFTP: {}",
+        shown(agent.ftp_addr),
+        shown(agent.http_addr),
+        shown(agent.https_addr),
+        shown(agent.scp_addr)
     );
     eprintln!("  data: {}", args.data_dir.display());
     Shutdown::signal().await;

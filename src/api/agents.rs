@@ -63,7 +63,7 @@ async fn heartbeat(
             who.role
         )
     });
-    let drive = beat.drive && drive_refused.is_none() && beat.tftp.is_some();
+    let drive = beat.drive && drive_refused.is_none();
     // Its jobs' leases run three heartbeats from now.
     let lost = state
         .db
@@ -75,6 +75,7 @@ async fn heartbeat(
         images: beat.images.clone(),
         transfers: beat.transfers.clone(),
         drives: drive,
+        servers: beat.servers.clone(),
         jobs: beat
             .jobs
             .iter()
@@ -244,6 +245,9 @@ pub struct AgentDetail {
     /// The device jobs it holds now.
     #[serde(default)]
     pub jobs: Vec<crate::store::runners::HeldJob>,
+    /// Where the site's devices reach each of its file servers, by protocol.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, String>,
 }
 
 /// One agent as its last heartbeat shows it.

@@ -1,8 +1,8 @@
 //! `/blobs/sha256/{sha256}`: an image's bytes by content, for the other fleetup nodes and the
 //! site agents that lack it (`crate::images::cache`). The file is checked against its SHA-256
 //! before it is sent; a node that lacks it fetches it from another node first, unless the
-//! request itself comes from a node fetching (`x-fleetup-fetch-for`), which keeps fetches from
-//! going round in circles.
+//! request itself comes from a node fetching (`x-fleetup-fetch-for` naming a node, not a site
+//! agent), which keeps fetches from going round in circles.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -46,7 +46,16 @@ async fn get_blob(
         Ok(None) => return Err(ApiError::not_found("no image has that SHA-256")),
         Err(e) => return Err(e.into()),
     };
-    let from_peers = !headers.contains_key(PEER_HEADER);
+    // A node fetching for itself gets what this node has; a site agent (which serves no
+    // blobs, so no fetch can come back round) gets what this node has or can fetch.
+    let from_peers = match headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(fetcher) => state.db.nodes().await.is_ok_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n.name == fetcher && n.kind == crate::store::leases::NodeKind::Agent)
+        }),
+    };
     let path = state.images.ensure_local(&record, from_peers).await?;
     // Evicted in between (another fetch made room): as if it were not here.
     let file = tokio::fs::File::open(&path)

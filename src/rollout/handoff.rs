@@ -4,31 +4,32 @@
 //! waits for it to end. An agent claims it under a lease of its own and runs the same job
 //! (`super::job`) through the API, fenced by the job's epoch (`store::runners`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::job::JobOutcome;
 use super::ledger::Ledger;
 use super::model::{DeviceJob, EventKind, JobState};
 use super::policy::{self, Handed};
+use crate::playbook::TransferProtocol;
 use crate::store::leases::NodeKind;
 use crate::store::rollouts::NewEvent;
 
 /// How often a waiting handoff looks at its job when no event woke it.
 const LOOK_AGAIN: Duration = Duration::from_secs(2);
 
-/// The sites that have a live agent that drives, read at most once per [`LOOK_AGAIN`].
+/// The sites that have a live agent that drives, with the copy protocols their agents offer,
+/// read at most once per [`LOOK_AGAIN`].
 #[derive(Default)]
 pub(crate) struct Drivers {
     read: Option<tokio::time::Instant>,
-    sites: HashSet<String>,
+    sites: HashMap<String, HashSet<String>>,
 }
 
 impl Drivers {
-    pub(crate) async fn sites(&mut self, ledger: &Ledger) -> &HashSet<String> {
+    pub(crate) async fn sites(&mut self, ledger: &Ledger) -> &HashMap<String, HashSet<String>> {
         if self.read.is_none_or(|at| at.elapsed() >= LOOK_AGAIN) {
             match driving_sites(ledger).await {
                 Ok(sites) => self.sites = sites,
@@ -40,25 +41,40 @@ impl Drivers {
     }
 }
 
-async fn driving_sites(ledger: &Ledger) -> Result<HashSet<String>, crate::store::StoreError> {
-    Ok(ledger
-        .db
-        .nodes()
-        .await?
-        .into_iter()
-        .filter(|n| n.kind == NodeKind::Agent)
-        .filter_map(|n| {
-            let d: crate::api::agents::AgentDetail =
-                serde_json::from_str(n.detail.as_deref()?).ok()?;
-            (d.drives && crate::api::agents::is_live(n.heartbeat_age_ms, d.heartbeat_seconds))
-                .then_some(n.site?)
-        })
-        .collect())
+async fn driving_sites(
+    ledger: &Ledger,
+) -> Result<HashMap<String, HashSet<String>>, crate::store::StoreError> {
+    let mut sites: HashMap<String, HashSet<String>> = HashMap::new();
+    for n in ledger.db.nodes().await? {
+        if n.kind != NodeKind::Agent {
+            continue;
+        }
+        let Some(d) = n
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<crate::api::agents::AgentDetail>(d).ok())
+        else {
+            continue;
+        };
+        let (Some(site), true) = (
+            n.site,
+            d.drives && crate::api::agents::is_live(n.heartbeat_age_ms, d.heartbeat_seconds),
+        ) else {
+            continue;
+        };
+        let offered = sites.entry(site).or_default();
+        offered.extend(d.servers.into_keys());
+        if d.tftp.is_some() {
+            offered.insert(TransferProtocol::Tftp.as_str().to_string());
+        }
+        // An agent pushes over the device's own SCP server from its cache.
+        offered.insert(TransferProtocol::ScpPush.as_str().to_string());
+    }
+    Ok(sites)
 }
 
 /// The site whose agents should run `job`: the one it was handed to already, or the device's
-/// site when an agent there drives and the playbook copies over TFTP for it (agents serve
-/// TFTP).
+/// site when an agent there drives and offers a copy protocol the playbook allows for it.
 pub(crate) async fn site_for(
     ledger: &Ledger,
     drivers: &mut Drivers,
@@ -73,12 +89,12 @@ pub(crate) async fn site_for(
     }
     let device = ledger.db.device_by_name(&job.device).await.ok()?;
     let site = device.spec.site?;
-    let tftp = playbook
-        .transfer
-        .for_site(Some(&site))
-        .protocols
-        .contains(&crate::playbook::TransferProtocol::Tftp);
-    (tftp && drivers.sites(ledger).await.contains(&site)).then_some(site)
+    let wanted = playbook.transfer.for_site(Some(&site)).protocols;
+    let offered = drivers.sites(ledger).await.get(&site)?;
+    wanted
+        .iter()
+        .any(|p| offered.contains(p.as_str()))
+        .then_some(site)
 }
 
 /// Hand `job` to the agents of `site` and wait for it to end. `None` when it was taken back
@@ -90,8 +106,21 @@ pub(crate) async fn run(
     site: &str,
 ) -> Option<JobOutcome> {
     let device = job.device.as_str();
-    // Subscribed before the hand-off, so that no end is missed.
-    let mut events = ledger.subscribe();
+    // Registered before the hand-off, so that no end is missed.
+    let ended = ledger.handed_waiter(id, device);
+    let outcome = wait(ledger, id, job, site, &ended).await;
+    ledger.forget_handed(id, device);
+    outcome
+}
+
+async fn wait(
+    ledger: &Ledger,
+    id: &str,
+    job: &DeviceJob,
+    site: &str,
+    ended: &tokio::sync::Notify,
+) -> Option<JobOutcome> {
+    let device = job.device.as_str();
     if job.runner_site.as_deref() != Some(site) {
         if let Err(e) = ledger.db.offer_job(id, device, site).await {
             tracing::error!(rollout = id, device, error = %e, "cannot hand a job to its site");
@@ -118,18 +147,8 @@ pub(crate) async fn run(
             Ok(None) => {}
             Err(e) => tracing::warn!(rollout = id, device, error = %e, "cannot read a handed job"),
         }
-        let wake = async {
-            loop {
-                match events.recv().await {
-                    Ok(ev) if ev.device.as_deref() == Some(device) && ends(ev.kind) => return,
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => return,
-                    Err(RecvError::Closed) => std::future::pending::<()>().await,
-                }
-            }
-        };
         tokio::select! {
-            _ = wake => {}
+            _ = ended.notified() => {}
             _ = tokio::time::sleep(LOOK_AGAIN) => {}
             _ = ledger.shutdown().requested() => {}
         }
@@ -137,7 +156,7 @@ pub(crate) async fn run(
 }
 
 /// Events after which a handed job may have ended.
-fn ends(kind: EventKind) -> bool {
+pub(crate) fn may_end(kind: EventKind) -> bool {
     matches!(
         kind,
         EventKind::DeviceSucceeded
@@ -158,7 +177,7 @@ async fn look(
 ) -> Result<Option<Option<JobOutcome>>, crate::store::StoreError> {
     let runner = ledger.db.job_runner(id, device).await?;
     let view = ledger.db.rollout_view(id).await?;
-    let drives = drivers.sites(ledger).await.contains(site);
+    let drives = drivers.sites(ledger).await.contains_key(site);
     let decision = policy::handed(
         runner.state,
         runner.site.is_some(),

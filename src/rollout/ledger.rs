@@ -38,6 +38,9 @@ pub(crate) struct Ledger {
     /// The ids of the last events published here, so that the relay of other nodes' events
     /// (on a shared database) never publishes one twice.
     published: Mutex<std::collections::BTreeSet<i64>>,
+    /// Device jobs handed to a site's agents, each woken when an event that may end it is
+    /// published here (`super::handoff`), by (rollout, device).
+    handed: Mutex<HashMap<(String, String), Arc<Notify>>>,
     shutdown: Shutdown,
 }
 
@@ -61,6 +64,7 @@ impl Ledger {
             controls: Mutex::new(HashMap::new()),
             events,
             published: Mutex::new(std::collections::BTreeSet::new()),
+            handed: Mutex::default(),
             shutdown,
         }
     }
@@ -192,11 +196,39 @@ impl Ledger {
     /// Publish an event the store has already recorded.
     pub(crate) fn publish(&self, ev: Event) {
         if self.remember(ev.id) {
+            if let Some(device) = &ev.device
+                && super::handoff::may_end(ev.kind)
+                && let Some(waiter) = self
+                    .handed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&(ev.rollout_id.to_string(), device.clone()))
+            {
+                waiter.notify_one();
+            }
             let _ = self.events.send(ev);
         }
     }
 
     /// Note an event id as published here; false when it already was.
+    /// What wakes the wait for a handed job: notified (a permit kept when nobody waits yet)
+    /// when an event that may end it is published. Dropped with [`Ledger::forget_handed`].
+    pub(crate) fn handed_waiter(&self, rollout: &str, device: &str) -> Arc<Notify> {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((rollout.to_string(), device.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn forget_handed(&self, rollout: &str, device: &str) {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(rollout.to_string(), device.to_string()));
+    }
+
     fn remember(&self, id: i64) -> bool {
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         if !published.insert(id) {

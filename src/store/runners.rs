@@ -131,7 +131,7 @@ impl Db {
         let running = super::rollouts::state_list(|s| {
             matches!(s, RolloutState::Running | RolloutState::Paused)
         });
-        let mut tx = self.begin().await?;
+        // Read first, outside a write transaction: an idle agent asks every second.
         let free: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT j.rollout_id, j.device FROM rollout_devices j \
              JOIN rollouts r ON r.id = j.rollout_id \
@@ -142,27 +142,38 @@ impl Db {
         ))
         .bind(site)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
+        if free.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each claimed only if still free: another agent may have claimed it since the read.
+        let mut tx = self.begin().await?;
         let mut held = Vec::with_capacity(free.len());
         for (rollout, device) in free {
-            let epoch: i64 = sqlx::query_scalar(&format!(
+            let epoch: Option<i64> = sqlx::query_scalar(&format!(
                 "UPDATE rollout_devices SET runner = $1, runner_epoch = runner_epoch + 1, \
                  runner_until_ms = {now} + $2 WHERE rollout_id = $3 AND device = $4 \
-                 RETURNING runner_epoch"
+                 AND runner_site = $5 AND state IN ({}) \
+                 AND (runner IS NULL OR runner_until_ms IS NULL OR runner_until_ms < {now}) \
+                 RETURNING runner_epoch",
+                open_states()
             ))
             .bind(agent)
             .bind(ttl_ms)
             .bind(&rollout)
             .bind(&device)
-            .fetch_one(&mut *tx)
+            .bind(site)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.failed(e))?;
-            held.push(HeldJob {
-                rollout,
-                device,
-                epoch,
-            });
+            if let Some(epoch) = epoch {
+                held.push(HeldJob {
+                    rollout,
+                    device,
+                    epoch,
+                });
+            }
         }
         tx.commit().await?;
         Ok(held)

@@ -631,3 +631,70 @@ async fn a_paused_agent_cannot_record_a_step_for_a_job_another_agent_of_its_site
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_driving_agent_serves_its_sites_copies_over_http_from_its_own_image_server() {
+    let rig = Rig::options(2).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start_with(
+        &rig.base_url(),
+        "lab",
+        dir.path(),
+        &["--image-http", "127.0.0.1:0"],
+    );
+    let http = eventually("the agent to offer HTTP and drive", || async {
+        let a = agent_view(&rig, "agent-lab").await?;
+        (a["live"] == true && a["drives"] == true)
+            .then(|| a["servers"]["http"].as_str().map(str::to_string))
+            .flatten()
+    })
+    .await;
+    assert!(http.starts_with("127.0.0.1:"), "{http}");
+    let id = rig
+        .submit(
+            &playbook("strategy:\n  canary: 0\n  concurrency: 2\n")
+                .replace("protocol: tftp", "protocol: http"),
+        )
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+    let said = messages(&rig, &id).await;
+    assert_eq!(
+        said.iter()
+            .filter(|(_, m)| m.starts_with("handed to the agents of site lab"))
+            .count(),
+        2,
+        "{said:#?}"
+    );
+    // Both copies came from the agent's HTTP server, each with a path token of its own.
+    eventually("the agent to report the two HTTP downloads", || async {
+        let a = agent_view(&rig, "agent-lab").await?;
+        let done = a["transfers"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["protocol"] == "http" && t["state"] == "completed")
+            .count();
+        (done == 2).then_some(())
+    })
+    .await;
+    // The serve node served none: its own transfers list no download.
+    let serve_transfers: Value = rig
+        .get("/api/v1/transfers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served = serve_transfers["transfers"]
+        .as_array()
+        .map_or(0, |t| t.len());
+    assert_eq!(served, 0, "{serve_transfers:#}");
+    drop(agent);
+    rig.stop().await;
+}
