@@ -155,7 +155,7 @@ pub struct JobCall {
     /// The epoch of the claim.
     pub epoch: i64,
     /// What to read or record (`op`: `steps`, `event`, `finish`, `view`, ...; see
-    /// docs/agents.md).
+    /// docs/api.md).
     #[schema(value_type = Object)]
     pub(crate) op: JobOp,
 }
