@@ -153,6 +153,7 @@ impl DeviceTicket {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobCall {
     /// The epoch of the claim.
+    #[serde(deserialize_with = "super::signed")]
     pub epoch: i64,
     /// What to read or record (`op`: `steps`, `event`, `finish`, `view`, ...; see
     /// docs/api.md).

@@ -219,6 +219,18 @@ pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Er
         .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a count (0 to 2^63-1)")))
 }
 
+/// A signed whole number as JSON Schema's `integer` means it (`-12` or `-12.0`), within `i64`.
+pub(crate) fn signed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (-9.2e18..9.2e18).contains(f))
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
+}
+
 fn optional_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     struct Wrap(#[serde(deserialize_with = "whole")] u64);

@@ -15,6 +15,7 @@ use crate::rollout::model::{JobState, RolloutState};
 pub struct HeldJob {
     pub rollout: String,
     pub device: String,
+    #[serde(deserialize_with = "crate::agent::signed")]
     pub epoch: i64,
 }
 

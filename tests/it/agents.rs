@@ -15,8 +15,8 @@ use sha2::Digest as _;
 use crate::support::{IMAGE, IMAGE_VERSION, Rig, TOKEN, eventually, jobs, playbook};
 
 /// A `fleetup agent` process for `site`, beating every second.
-struct AgentProcess {
-    child: Child,
+pub(crate) struct AgentProcess {
+    pub(crate) child: Child,
     tftp: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     dir: PathBuf,
@@ -32,7 +32,7 @@ impl AgentProcess {
         Self::start_named(server, site, &format!("agent-{site}"), dir, extra)
     }
 
-    fn start_named(
+    pub(crate) fn start_named(
         server: &str,
         site: &str,
         name: &str,
@@ -76,7 +76,7 @@ impl AgentProcess {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 

@@ -390,3 +390,78 @@ async fn a_retry_through_another_node_waits_for_the_halted_task_and_the_rollout_
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn kill_9_of_the_leading_node_while_an_agent_drives_its_site_and_every_device_is_reloaded_once()
+ {
+    let rig = Rig::options(12)
+        .lab(|c| {
+            c.boot_time = Duration::from_millis(1500);
+            c.rate = Some(2 * 1024 * 1024);
+        })
+        .serve_process()
+        .process_flags(&["--node-name", "a", "--lease", LEASE])
+        .image_size(2 * 1024 * 1024)
+        .start()
+        .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let b = second_node(&rig, scratch.path(), "b");
+    // The site's agent reports to node b, which fetches the image from node a for it.
+    let agent_dir = scratch.path().join("agent");
+    let agent =
+        crate::agents::AgentProcess::start_named(&b.base_url, "lab", "agent-lab", &agent_dir, &[]);
+    eventually("the agent to drive its site", || async {
+        let list: Value = b
+            .get("/api/v1/agents")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        list["agents"]
+            .as_array()?
+            .iter()
+            .any(|a| a["name"] == "agent-lab" && a["live"] == true && a["drives"] == true)
+            .then_some(())
+    })
+    .await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 4\n"))
+        .await;
+    // Node a leads; kill it once the agent sent some reloads of the main wave.
+    wait_reloads_mid_wave(&rig, &id, 1, 1, 4).await;
+    let mut rig = rig;
+    rig.kill_serve();
+
+    let d = wait_end(&b, &id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_eq!(jobs(&d).len(), 12);
+    assert_every_device_reloaded_once(&rig);
+    let all = events(&b, &id).await;
+    let said = |text: &str| {
+        all.iter()
+            .filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with(text)))
+            .count()
+    };
+    // Every device was driven by the agent, handed to it by a and then by b.
+    assert_eq!(
+        said("claimed by agent agent-lab of site lab"),
+        12,
+        "{all:#?}"
+    );
+    assert!(
+        all.iter().any(|e| e["kind"] == "resumed"
+            && e["data"]["node"] == "b"
+            && e["data"]["previous_node"] == "a"),
+        "b took the rollout over from a: {all:#?}"
+    );
+    assert!(
+        agent.log().contains("claimed a device job"),
+        "{}",
+        agent.log()
+    );
+    drop(agent);
+    rig.stop().await;
+}
