@@ -170,8 +170,29 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.as_str().trim_end_matches('/'))
+    /// POST `body` to `path` of the service with the agent's token; the answer, or why not.
+    pub(crate) async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, String> {
+        let url = format!("{}{path}", self.server.as_str().trim_end_matches('/'));
+        let resp = self
+            .client
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| crate::http_client::error_chain(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("HTTP {status}: {}", body.trim()));
+        }
+        resp.json()
+            .await
+            .map_err(|e| format!("unreadable answer: {}", crate::http_client::error_chain(&e)))
     }
 }
 
@@ -278,24 +299,7 @@ impl Driver {
             max: u64::try_from(room.min(1000)).unwrap_or(1000),
             heartbeat_seconds: self.heartbeat_seconds,
         };
-        let resp = self
-            .service
-            .client
-            .post(self.service.url("/api/v1/agents/jobs/claim"))
-            .bearer_auth(&self.service.token)
-            .json(&req)
-            .send()
-            .await
-            .map_err(|e| crate::http_client::error_chain(&e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(format!("HTTP {status}: {}", body.trim()));
-        }
-        let tickets: JobTickets = resp
-            .json()
-            .await
-            .map_err(|e| format!("unreadable answer: {}", crate::http_client::error_chain(&e)))?;
+        let tickets: JobTickets = self.service.post("/api/v1/agents/jobs/claim", &req).await?;
         Ok(tickets.jobs)
     }
 

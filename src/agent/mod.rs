@@ -422,13 +422,15 @@ impl Agent {
             _ => None,
         };
         let beat = Beat {
-            client: crate::http_client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_else(|_| crate::http_client::client()),
-            server,
-            token: args.token.trim().to_string(),
+            service: jobs::Service {
+                client: crate::http_client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap_or_else(|_| crate::http_client::client()),
+                server,
+                token: args.token.trim().to_string(),
+            },
             cache,
             transfers,
             fetching: Arc::default(),
@@ -451,11 +453,7 @@ impl Agent {
         };
         if let Some(ip) = drive {
             let driver = Arc::new(jobs::Driver {
-                service: jobs::Service {
-                    client: beat.client.clone(),
-                    server: beat.server.clone(),
-                    token: beat.token.clone(),
-                },
+                service: beat.service.clone(),
                 name: name.clone(),
                 site: site.to_string(),
                 max_jobs: args.max_jobs as usize,
@@ -479,7 +477,7 @@ impl Agent {
                 match beat.send().await {
                     Ok(orders) => {
                         if failing {
-                            tracing::info!(server = %beat.server, "the service answers again");
+                            tracing::info!(server = %beat.service.server, "the service answers again");
                             failing = false;
                         }
                         beat.held.lose(&orders.lost);
@@ -495,7 +493,7 @@ impl Agent {
                         beat.fetch(orders.images);
                     }
                     Err(e) if !failing => {
-                        tracing::warn!(server = %beat.server, error = %e, "heartbeat refused or unanswered; serving what is cached and trying again");
+                        tracing::warn!(server = %beat.service.server, error = %e, "heartbeat refused or unanswered; serving what is cached and trying again");
                         failing = true;
                     }
                     Err(_) => {}
@@ -525,9 +523,7 @@ impl Agent {
 }
 
 struct Beat {
-    client: reqwest::Client,
-    server: reqwest::Url,
-    token: String,
+    service: jobs::Service,
     cache: Arc<Cache>,
     transfers: Transfers,
     /// Images being fetched now.
@@ -540,10 +536,6 @@ struct Beat {
 }
 
 impl Beat {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.as_str().trim_end_matches('/'))
-    }
-
     async fn send(&self) -> Result<AgentOrders, String> {
         let transfers = self
             .transfers
@@ -558,22 +550,7 @@ impl Beat {
             jobs: self.held.list(),
             ..self.me.clone()
         };
-        let resp = self
-            .client
-            .post(self.url("/api/v1/agents/heartbeat"))
-            .bearer_auth(&self.token)
-            .json(&me)
-            .send()
-            .await
-            .map_err(|e| crate::http_client::error_chain(&e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(format!("HTTP {status}: {}", body.trim()));
-        }
-        resp.json()
-            .await
-            .map_err(|e| format!("unreadable answer: {}", crate::http_client::error_chain(&e)))
+        self.service.post("/api/v1/agents/heartbeat", &me).await
     }
 
     /// Fetch, in the background, each ordered image not being fetched already.
@@ -589,8 +566,8 @@ impl Beat {
             }
             let (cache, fetching) = (self.cache.clone(), self.fetching.clone());
             let source = Source {
-                url: crate::images::blob_url(self.server.as_str(), &img.sha256),
-                token: Some(self.token.clone()),
+                url: crate::images::blob_url(self.service.server.as_str(), &img.sha256),
+                token: Some(self.service.token.clone()),
             };
             let me = self.me.name.clone();
             tokio::spawn(async move {

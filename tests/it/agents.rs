@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use sha2::Digest as _;
 
-use crate::support::{IMAGE, IMAGE_VERSION, Rig, TOKEN, eventually, jobs, playbook};
+use crate::support::{
+    IMAGE, IMAGE_VERSION, Rig, TOKEN, assert_every_device_reloaded_once, eventually, jobs, playbook,
+};
 
 /// A `fleetup agent` process for `site`, beating every second.
 pub(crate) struct AgentProcess {
@@ -76,6 +78,12 @@ impl AgentProcess {
         }
     }
 
+    /// The agent logged a line containing `text`.
+    pub(crate) fn assert_logged(&self, text: &str) {
+        let log = self.log();
+        assert!(log.contains(text), "{text:?} in the agent's log:\n{log}");
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -118,6 +126,38 @@ async fn agent_view(rig: &Rig, name: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Wait until agent `name` beats and drives its site.
+async fn wait_driving(rig: &Rig, name: &str) {
+    eventually(
+        &format!("agent {name} to show as live and driving"),
+        || async {
+            agent_view(rig, name)
+                .await
+                .filter(|a| a["live"] == true && a["drives"] == true)
+        },
+    )
+    .await;
+}
+
+/// Wait until agent `name` reports `n` completed downloads of the image over `protocol`.
+async fn wait_downloads(rig: &Rig, name: &str, protocol: &str, n: usize) {
+    eventually(
+        &format!("agent {name} to report {n} {protocol} downloads"),
+        || async {
+            let a = agent_view(rig, name).await?;
+            let done = a["transfers"]
+                .as_array()?
+                .iter()
+                .filter(|t| {
+                    t["file"] == IMAGE && t["protocol"] == protocol && t["state"] == "completed"
+                })
+                .count();
+            (done == n).then_some(())
+        },
+    )
+    .await;
+}
+
 fn image_bytes(rig: &Rig) -> Vec<u8> {
     std::fs::read(rig.dir.path().join(IMAGE)).unwrap()
 }
@@ -146,11 +186,7 @@ async fn the_site_copies_from_its_agent_which_fetched_the_image_once_by_sha256()
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     assert_eq!(jobs(&d).len(), 3);
-    for dev in rig.lab.devices() {
-        let st = rig.lab.state(&dev.name).unwrap();
-        assert_eq!(st.reload_count, 1, "{}", dev.name);
-        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
-    }
+    assert_every_device_reloaded_once(&rig);
     let want = image_bytes(&rig);
     assert_eq!(agent.cached().as_deref(), Some(&want[..]));
     let sha = hex::encode(sha2::Sha256::digest(&want));
@@ -182,11 +218,7 @@ async fn the_site_copies_from_its_agent_which_fetched_the_image_once_by_sha256()
             .all(|t| t["file"] != IMAGE),
         "the devices copied from the agent, not the service: {own:#}"
     );
-    assert!(
-        agent.log().contains("image fetched by SHA-256 and checked"),
-        "{}",
-        agent.log()
-    );
+    agent.assert_logged("image fetched by SHA-256 and checked");
     rig.stop().await;
 }
 
@@ -213,7 +245,7 @@ async fn an_agent_serves_an_image_only_once_its_sha256_matches_and_fetches_a_dam
             .then_some(())
     })
     .await;
-    assert!(agent.log().contains("HTTP 404"), "{}", agent.log());
+    agent.assert_logged("HTTP 404");
     assert_eq!(tftp_get(agent.tftp, IMAGE), None);
     assert_eq!(agent.cached(), None);
     let view = agent_view(&rig, "agent-lab").await.unwrap();
@@ -276,11 +308,7 @@ async fn kill_9_of_an_agent_mid_copy_and_the_copies_resume_from_it_when_it_is_ba
 
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    for dev in rig.lab.devices() {
-        let st = rig.lab.state(&dev.name).unwrap();
-        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
-        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
-    }
+    assert_every_device_reloaded_once(&rig);
     let activity: Value = rig
         .get(&format!("/api/v1/rollouts/{id}/activity"))
         .send()
@@ -304,24 +332,8 @@ async fn kill_9_of_an_agent_mid_copy_and_the_copies_resume_from_it_when_it_is_ba
         "each device's copy is tried again: {activity:#}"
     );
     // The agent that came back served both copies again, from the cache it checked at start.
-    assert!(
-        agent.log().contains("cached images checked"),
-        "{}",
-        agent.log()
-    );
-    eventually(
-        "the agent that came back to report both downloads",
-        || async {
-            let a = agent_view(&rig, "agent-lab").await?;
-            let done = a["transfers"]
-                .as_array()?
-                .iter()
-                .filter(|t| t["file"] == IMAGE && t["state"] == "completed")
-                .count();
-            (done == 2).then_some(())
-        },
-    )
-    .await;
+    agent.assert_logged("cached images checked");
+    wait_downloads(&rig, "agent-lab", "tftp", 2).await;
     rig.stop().await;
 }
 
@@ -353,22 +365,13 @@ async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_se
     let rig = Rig::options(3).start().await;
     let dir = tempfile::tempdir().unwrap();
     let agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
-    eventually("the agent to show as live and driving", || async {
-        agent_view(&rig, "agent-lab")
-            .await
-            .filter(|a| a["live"] == true && a["drives"] == true)
-    })
-    .await;
+    wait_driving(&rig, "agent-lab").await;
     let id = rig
         .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 3\n"))
         .await;
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    for dev in rig.lab.devices() {
-        let st = rig.lab.state(&dev.name).unwrap();
-        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
-        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
-    }
+    assert_every_device_reloaded_once(&rig);
     for j in jobs(&d) {
         assert_eq!(j["state"], "succeeded", "{j:#}");
     }
@@ -417,21 +420,8 @@ async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_se
         "{paths:?}"
     );
     // Every device copied the image from the agent's own TFTP server.
-    eventually("the agent to report the three downloads", || async {
-        let a = agent_view(&rig, "agent-lab").await?;
-        let done = a["transfers"]
-            .as_array()?
-            .iter()
-            .filter(|t| t["file"] == IMAGE && t["state"] == "completed")
-            .count();
-        (done == 3).then_some(())
-    })
-    .await;
-    assert!(
-        agent.log().contains("claimed a device job of the site"),
-        "{}",
-        agent.log()
-    );
+    wait_downloads(&rig, "agent-lab", "tftp", 3).await;
+    agent.assert_logged("claimed a device job of the site");
     rig.stop().await;
 }
 
@@ -507,12 +497,7 @@ async fn kill_9_of_a_driving_agent_after_a_reload_and_the_job_resumes_when_it_is
         .await;
     let dir = tempfile::tempdir().unwrap();
     let mut agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
-    eventually("the agent to show as live and driving", || async {
-        agent_view(&rig, "agent-lab")
-            .await
-            .filter(|a| a["live"] == true && a["drives"] == true)
-    })
-    .await;
+    wait_driving(&rig, "agent-lab").await;
     let id = rig
         .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\n"))
         .await;
@@ -533,22 +518,14 @@ async fn kill_9_of_a_driving_agent_after_a_reload_and_the_job_resumes_when_it_is
 
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    for dev in rig.lab.devices() {
-        let st = rig.lab.state(&dev.name).unwrap();
-        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
-        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
-    }
+    assert_every_device_reloaded_once(&rig);
     let said = messages(&rig, &id).await;
     let resumed = said
         .iter()
         .filter(|(_, m)| m.starts_with("the reload was already sent before the restart"))
         .count();
     assert_eq!(resumed, 2, "{said:#?}");
-    assert!(
-        agent.log().contains("claimed a device job of the site"),
-        "{}",
-        agent.log()
-    );
+    agent.assert_logged("claimed a device job of the site");
     rig.stop().await;
 }
 
@@ -561,12 +538,7 @@ async fn a_paused_agent_cannot_record_a_step_for_a_job_another_agent_of_its_site
         .await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = AgentProcess::start_named(&rig.base_url(), "lab", "lab-1", dir_a.path(), &[]);
-    eventually("the first agent to drive", || async {
-        agent_view(&rig, "lab-1")
-            .await
-            .filter(|a| a["live"] == true && a["drives"] == true)
-    })
-    .await;
+    wait_driving(&rig, "lab-1").await;
     let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
     let device = rig.lab.devices()[0].name.clone();
     eventually("the device reloading", || async {
@@ -624,11 +596,7 @@ async fn a_paused_agent_cannot_record_a_step_for_a_job_another_agent_of_its_site
     let st = rig.lab.state(&device).unwrap();
     assert_eq!(st.reload_count, 1);
     assert_eq!(st.version, IMAGE_VERSION);
-    assert!(
-        second.log().contains("claimed a device job"),
-        "{}",
-        second.log()
-    );
+    second.assert_logged("claimed a device job");
     rig.stop().await;
 }
 
@@ -658,11 +626,7 @@ async fn a_driving_agent_serves_its_sites_copies_over_http_from_its_own_image_se
         .await;
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
-    for dev in rig.lab.devices() {
-        let st = rig.lab.state(&dev.name).unwrap();
-        assert_eq!(st.reload_count, 1, "{} reloaded once", dev.name);
-        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
-    }
+    assert_every_device_reloaded_once(&rig);
     let said = messages(&rig, &id).await;
     assert_eq!(
         said.iter()
@@ -672,16 +636,7 @@ async fn a_driving_agent_serves_its_sites_copies_over_http_from_its_own_image_se
         "{said:#?}"
     );
     // Both copies came from the agent's HTTP server, each with a path token of its own.
-    eventually("the agent to report the two HTTP downloads", || async {
-        let a = agent_view(&rig, "agent-lab").await?;
-        let done = a["transfers"]
-            .as_array()?
-            .iter()
-            .filter(|t| t["protocol"] == "http" && t["state"] == "completed")
-            .count();
-        (done == 2).then_some(())
-    })
-    .await;
+    wait_downloads(&rig, "agent-lab", "http", 2).await;
     // The serve node served none: its own transfers list no download.
     let serve_transfers: Value = rig
         .get("/api/v1/transfers")

@@ -15,8 +15,8 @@ use fleetup::sim::Fault;
 use serde_json::Value;
 
 use crate::support::{
-    IMAGE, IMAGE_VERSION, Rig, ServeProcess, eventually, jobs, playbook, test_database,
-    wait_reloads_mid_wave,
+    IMAGE, Rig, ServeProcess, assert_every_device_reloaded_once, eventually, jobs, playbook,
+    test_database, wait_reloads_mid_wave,
 };
 
 /// The lease of both nodes in these tests, in seconds.
@@ -126,18 +126,6 @@ async fn events(node: &ServeProcess, id: &str) -> Vec<Value> {
         .await
         .unwrap();
     r["events"].as_array().cloned().unwrap_or_default()
-}
-
-fn assert_every_device_reloaded_once(rig: &Rig) {
-    for dev in rig.lab.devices() {
-        let st = rig.lab.state(&dev.name).unwrap();
-        assert_eq!(
-            st.reload_count, 1,
-            "{} was reloaded {} times",
-            dev.name, st.reload_count
-        );
-        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -457,11 +445,7 @@ async fn kill_9_of_the_leading_node_while_an_agent_drives_its_site_and_every_dev
             && e["data"]["previous_node"] == "a"),
         "b took the rollout over from a: {all:#?}"
     );
-    assert!(
-        agent.log().contains("claimed a device job"),
-        "{}",
-        agent.log()
-    );
+    agent.assert_logged("claimed a device job");
     drop(agent);
     rig.stop().await;
 }

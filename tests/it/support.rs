@@ -44,6 +44,19 @@ pub async fn read_stream_until(resp: reqwest::Response, needle: &str) -> (bool, 
 /// are still far from theirs (waiting or copying), and every device recorded as reloading has
 /// really reloaded, so that the kill does not land between the engine's record of a reload and
 /// the command reaching the device (that window has its own tests).
+/// Every lab device was reloaded exactly once and runs the new image's version.
+pub fn assert_every_device_reloaded_once(rig: &Rig) {
+    for dev in rig.lab.devices() {
+        let st = rig.lab.state(&dev.name).unwrap();
+        assert_eq!(
+            st.reload_count, 1,
+            "{} was reloaded {} times",
+            dev.name, st.reload_count
+        );
+        assert_eq!(st.version, IMAGE_VERSION, "{}", dev.name);
+    }
+}
+
 pub async fn wait_reloads_mid_wave(rig: &Rig, id: &str, wave: usize, sent: usize, rest: usize) {
     eventually("reloads sent in the wave, others still to come", || async {
         let d = rig.try_detail(id).await?;
