@@ -177,6 +177,28 @@ impl Service {
         body: &impl Serialize,
     ) -> Result<T, String> {
         let url = format!("{}{path}", self.server.as_str().trim_end_matches('/'));
+        self.post_to(&url, body).await
+    }
+
+    /// The URL of the calls of one claimed job.
+    fn job_url(&self, rollout: &str, device: &str) -> Result<reqwest::Url, String> {
+        let mut url = self
+            .server
+            .join("api/v1/agents/jobs/")
+            .map_err(|e| e.to_string())?;
+        url.path_segments_mut()
+            .map_err(|()| "the service's URL cannot take a path".to_string())?
+            .pop_if_empty()
+            .push(rollout)
+            .push(device);
+        Ok(url)
+    }
+
+    async fn post_to<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &impl Serialize,
+    ) -> Result<T, String> {
         let resp = self
             .client
             .post(url)
@@ -321,15 +343,19 @@ impl Driver {
         let device = match t.device.device() {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(device = %t.device.name, error = %e, "a claimed device cannot be read");
-                return;
+                return self
+                    .cannot_run(&t, &format!("the device's record does not read here ({e})"))
+                    .await;
             }
         };
         let mut playbook = match crate::rollout::parse_playbook(&t.playbook) {
             Ok(pb) => pb,
             Err(e) => {
-                tracing::error!(rollout = %t.rollout, error = %e, "a claimed job's playbook does not parse here: is this agent older than the service?");
-                return;
+                let why = format!(
+                    "the playbook does not parse in agent version {} ({e}); upgrade the agent to the service's version",
+                    env!("CARGO_PKG_VERSION")
+                );
+                return self.cannot_run(&t, &why).await;
             }
         };
         // The site's devices copy from this agent, unless the playbook names a server for
@@ -373,6 +399,39 @@ impl Driver {
         let name = t.job.device.clone();
         let outcome = job::run(&ctx, t.job).await;
         tracing::info!(rollout = %t.rollout, device = %name, ?outcome, "device job ended here");
+    }
+}
+
+impl Driver {
+    /// End a claimed job this agent cannot run as failed, saying why, rather than claim it
+    /// again and again: nothing was done to the device.
+    async fn cannot_run(&self, t: &JobTicket, why: &str) {
+        let message = format!(
+            "configuration: agent {} cannot run this job: {why}",
+            self.name
+        );
+        tracing::error!(rollout = %t.rollout, device = %t.job.device, "{message}");
+        let call = JobCall {
+            epoch: t.epoch,
+            op: JobOp::Finish {
+                state: JobState::Failed,
+                new_version: None,
+                failure: Some(("configuration".into(), message.clone())),
+                event: WireEvent {
+                    kind: EventKind::DeviceFailed,
+                    step: None,
+                    message,
+                    data: Some(serde_json::json!({"reason": "configuration", "agent": self.name})),
+                },
+            },
+        };
+        let sent = match self.service.job_url(&t.rollout, &t.job.device) {
+            Ok(url) => self.service.post_to::<JobAnswer>(url.as_str(), &call).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::error!(rollout = %t.rollout, device = %t.job.device, error = %e, "cannot record that this agent cannot run the job");
+        }
     }
 }
 
@@ -428,16 +487,10 @@ impl RemoteStore {
     }
 
     async fn call(&self, op: JobOp) -> Result<JobAnswer, StoreError> {
-        let mut url = self
+        let url = self
             .service
-            .server
-            .join("api/v1/agents/jobs/")
-            .map_err(|e| StoreError::Remote(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| StoreError::Remote("the service's URL cannot take a path".into()))?
-            .pop_if_empty()
-            .push(&self.rollout)
-            .push(&self.device);
+            .job_url(&self.rollout, &self.device)
+            .map_err(StoreError::Remote)?;
         let body = JobCall {
             epoch: self.epoch,
             op,
