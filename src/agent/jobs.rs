@@ -605,7 +605,7 @@ impl JobStore for RemoteStore {
     async fn site_agent(
         &self,
         _site: &str,
-        _sha256: &str,
+        _checksums: &[String],
         _wait: Duration,
     ) -> Result<Option<(String, SocketAddr)>, String> {
         // This is the site's agent: its own file server serves the copy.

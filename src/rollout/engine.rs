@@ -290,6 +290,7 @@ impl Engine {
                     image: &d.image,
                     target_version: d.target_version.as_deref(),
                     old_version: d.current_version.as_deref(),
+                    kickstart: d.kickstart.as_deref(),
                 })
             })
             .collect();

@@ -311,12 +311,14 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         .model
         .as_deref()
         .or(device.facts.model.as_deref());
+    let mut checksums = vec![image.sha256.clone()];
     let kickstart = match pb.kickstart_for(device.spec.platform, model) {
         Some(name) => {
             let k = store
                 .local_image(&name)
                 .await
                 .map_err(|e| format!("kickstart {e}"))?;
+            checksums.push(k.sha256.clone());
             Some(KickstartImage {
                 image: k.file_name.clone(),
                 md5: k.md5.clone(),
@@ -329,9 +331,9 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
         .chain(kickstart.iter().map(|k| k.image.to_string()))
         .collect();
     let target = Target::from_device(&device)?;
-    // A site with a live agent copies over TFTP from the agent, once it holds the image
-    // checked, unless the playbook names a server for that site (`transfer.sites.NAME.server`;
-    // `transfer.server` is where devices reach the serve nodes).
+    // A site with a live agent copies over TFTP from the agent, once it holds the image (and
+    // the kickstart image) checked, unless the playbook names a server for that site
+    // (`transfer.sites.NAME.server`; `transfer.server` is where devices reach the serve nodes).
     let agent = match site {
         Some(site)
             if pb
@@ -339,10 +341,9 @@ async fn prepare(ctx: &JobContext, job: &DeviceJob) -> Result<Prepared, String> 
                 .sites
                 .get(site)
                 .is_none_or(|o| o.server.is_none())
-                && kickstart.is_none()
                 && settings.protocols.contains(&TransferProtocol::Tftp) =>
         {
-            store.site_agent(site, &image.sha256, timeouts.copy).await?
+            store.site_agent(site, &checksums, timeouts.copy).await?
         }
         _ => None,
     };

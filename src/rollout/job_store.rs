@@ -31,12 +31,13 @@ pub(crate) trait JobStore: Send + Sync {
     async fn local_image(&self, name: &str) -> Result<ImageRecord, String>;
     /// Where the image files the file servers serve are.
     fn image_dir(&self) -> PathBuf;
-    /// The live agent of `site` that serves the image (`sha256`) over TFTP, once it holds it
-    /// checked; `None` when the serve nodes serve the site (or this is the agent).
+    /// The live agent of `site` that serves the images (their SHA-256 `checksums`: the system
+    /// image, and the kickstart image with it) over TFTP, once it holds them checked; `None`
+    /// when the serve nodes serve the site (or this is the agent).
     async fn site_agent(
         &self,
         site: &str,
-        sha256: &str,
+        checksums: &[String],
         wait: Duration,
     ) -> Result<Option<(String, SocketAddr)>, String>;
     /// Wait until agent `name` of `site` beats again, or no longer counts as live.
@@ -466,7 +467,7 @@ impl JobStore for Ledger {
     async fn site_agent(
         &self,
         site: &str,
-        sha256: &str,
+        checksums: &[String],
         wait: Duration,
     ) -> Result<Option<(String, SocketAddr)>, String> {
         let deadline = Instant::now() + wait;
@@ -495,9 +496,9 @@ impl JobStore for Ledger {
             }
             if let Some((name, addr)) = agents.iter().find_map(|(name, d)| {
                 let addr = d.tftp.as_deref()?.parse().ok()?;
-                d.images
+                checksums
                     .iter()
-                    .any(|s| s == sha256)
+                    .all(|want| d.images.iter().any(|s| s == want))
                     .then(|| (name.clone(), addr))
             }) {
                 return Ok(Some((name, addr)));
@@ -505,8 +506,9 @@ impl JobStore for Ledger {
             if Instant::now() >= deadline || self.shutdown().is_requested() {
                 let names: Vec<&str> = agents.iter().map(|(n, _)| n.as_str()).collect();
                 return Err(format!(
-                    "the agent of site {site} ({}) has not fetched and checked the image within {}s",
+                    "the agent of site {site} ({}) has not fetched and checked the image{} within {}s",
                     names.join(", "),
+                    if checksums.len() > 1 { "s" } else { "" },
                     wait.as_secs()
                 ));
             }

@@ -184,6 +184,8 @@ pub(crate) struct NewJob<'a> {
     pub image: &'a str,
     pub target_version: Option<&'a str>,
     pub old_version: Option<&'a str>,
+    /// The kickstart image it installs with `image` (NX-OS devices that boot both).
+    pub kickstart: Option<&'a str>,
 }
 
 impl Db {
@@ -220,17 +222,21 @@ impl Db {
     /// The images that devices of `site` still have to copy, in rollouts that have not ended:
     /// what the site's agent fetches ahead of them.
     pub(crate) async fn site_images_in_use(&self, site: &str) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as(&format!(
-            "SELECT DISTINCT j.image FROM rollout_devices j \
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT j.image, j.kickstart FROM rollout_devices j \
              JOIN rollouts r ON r.id = j.rollout_id JOIN devices d ON d.name = j.device \
-             WHERE d.site = $1 AND r.state NOT IN ({}) AND j.state IN ('pending', 'running') \
-             ORDER BY j.image",
+             WHERE d.site = $1 AND r.state NOT IN ({}) AND j.state IN ('pending', 'running')",
             ended_states()
         ))
         .bind(site)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(i,)| i).collect())
+        // The system images and the kickstart images that go with them.
+        let images: std::collections::BTreeSet<String> = rows
+            .into_iter()
+            .flat_map(|(image, kickstart)| std::iter::once(image).chain(kickstart))
+            .collect();
+        Ok(images.into_iter().collect())
     }
 
     /// Record a new rollout with all its device jobs, in one transaction.
@@ -259,8 +265,8 @@ impl Db {
         .await?;
         for j in jobs {
             sqlx::query(
-                "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, target_version, old_version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, target_version, old_version, kickstart) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(r.id.as_str())
             .bind(j.device)
@@ -269,6 +275,7 @@ impl Db {
             .bind(j.image)
             .bind(j.target_version)
             .bind(j.old_version)
+            .bind(j.kickstart)
             .execute(&mut *tx)
             .await?;
         }

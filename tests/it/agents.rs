@@ -653,3 +653,77 @@ async fn a_driving_agent_serves_its_sites_copies_over_http_from_its_own_image_se
     drop(agent);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nexus_copies_its_kickstart_and_system_images_from_the_sites_agent() {
+    const SYSTEM: &str = "n7000-s2-dk9.8.4.3.bin";
+    const KICKSTART: &str = "n7000-s2-kickstart.8.4.3.bin";
+    let rig = Rig::start(1, |c| c.personas = vec!["n7k".into()]).await;
+    for (file, size, seed) in [(SYSTEM, 2 * 1024 * 1024 + 7, 81), (KICKSTART, 700_001, 82)] {
+        let path = rig.dir.path().join(file);
+        crate::support::write_random_file(&path, size, seed);
+        let r = rig
+            .post("/api/v1/images")
+            .multipart(crate::support::multipart_file(&path, file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // An agent that serves files only: the serve node drives the Nexus, which copies both
+    // images from the agent once it holds both checked.
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&rig.base_url(), "lab", dir.path());
+    eventually("the agent to show as live", || async {
+        agent_view(&rig, "agent-lab")
+            .await
+            .filter(|a| a["live"] == true)
+    })
+    .await;
+    let id = rig
+        .submit(
+            &playbook("strategy:\n  canary: 0\n")
+                .replace(&format!("ios: {IMAGE}"), &format!("nxos: {SYSTEM}"))
+                .replace(
+                    "transfer:",
+                    &format!("kickstart_image:\n  nxos: {KICKSTART}\ntransfer:"),
+                ),
+        )
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let name = rig.names()[0].clone();
+    let st = rig.lab.state(&name).unwrap();
+    assert_eq!(st.version, "8.4(3)");
+    assert_eq!(
+        st.running_kickstart.as_deref(),
+        Some(format!("bootflash:/{KICKSTART}").as_str())
+    );
+    // Both came over TFTP from the agent, which fetched both by SHA-256; the service served
+    // neither.
+    eventually("the agent to report both downloads", || async {
+        let a = agent_view(&rig, "agent-lab").await?;
+        let done: Vec<&str> = a["transfers"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "completed")
+            .filter_map(|t| t["file"].as_str())
+            .collect();
+        (done.contains(&SYSTEM) && done.contains(&KICKSTART)).then_some(())
+    })
+    .await;
+    for file in [SYSTEM, KICKSTART] {
+        assert!(dir.path().join("images").join(file).exists(), "{file}");
+    }
+    let own: Value = rig
+        .get("/api/v1/transfers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["transfers"].as_array().map_or(0, Vec::len), 0, "{own:#}");
+    agent.assert_logged("image fetched by SHA-256 and checked");
+    rig.stop().await;
+}
