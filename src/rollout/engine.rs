@@ -828,7 +828,7 @@ impl Engine {
         // Work on the first wave that still has devices to do; retried devices of an earlier
         // wave bring the rollout back to that wave.
         let mut stalled_passes = 0;
-        let mut drivers = handoff::Drivers::default();
+        let drivers = Arc::new(handoff::Drivers::default());
         while let Some(wave) = self.next_wave(id).await? {
             let finished_before = JobView::all(&self.ledger.db.jobs(id).await?)
                 .iter()
@@ -859,7 +859,7 @@ impl Engine {
             let mut running: JoinSet<(String, JobOutcome)> = JoinSet::new();
             for j in jobs {
                 // A device of a site whose agent drives is handed to that site.
-                let site = handoff::site_for(&self.ledger, &mut drivers, &pb, &j).await;
+                let site = handoff::site_for(&self.ledger, &drivers, &pb, &j).await;
                 if !self.ledger.may_go_on(id).await {
                     break;
                 }
@@ -879,12 +879,14 @@ impl Engine {
                     epoch: 0,
                     device: None,
                 });
-                let ledger = self.ledger.clone();
+                let (ledger, drivers) = (self.ledger.clone(), drivers.clone());
                 running.spawn(FENCE.scope(fence, async move {
                     let _permits = (global, local);
                     let name = j.device.clone();
                     let handed = match &site {
-                        Some(site) => handoff::run(&ledger, &ctx.rollout_id, &j, site).await,
+                        Some(site) => {
+                            handoff::run(&ledger, &drivers, &ctx.rollout_id, &j, site).await
+                        }
                         None => None,
                     };
                     let outcome = match handed {

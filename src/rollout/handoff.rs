@@ -21,23 +21,41 @@ use crate::store::rollouts::NewEvent;
 const LOOK_AGAIN: Duration = Duration::from_secs(2);
 
 /// The sites that have a live agent that drives, with the copy protocols their agents offer,
-/// read at most once per [`LOOK_AGAIN`].
+/// read at most once per [`LOOK_AGAIN`] for a rollout's task and all its handed jobs.
 #[derive(Default)]
-pub(crate) struct Drivers {
-    read: Option<tokio::time::Instant>,
+pub(crate) struct Drivers(tokio::sync::Mutex<DriversRead>);
+
+#[derive(Default)]
+struct DriversRead {
+    at: Option<tokio::time::Instant>,
     sites: HashMap<String, HashSet<String>>,
 }
 
 impl Drivers {
-    pub(crate) async fn sites(&mut self, ledger: &Ledger) -> &HashMap<String, HashSet<String>> {
-        if self.read.is_none_or(|at| at.elapsed() >= LOOK_AGAIN) {
+    /// The protocols the driving agents of `site` offer; `None` when none drives there.
+    pub(crate) async fn offered(&self, ledger: &Ledger, site: &str) -> Option<HashSet<String>> {
+        self.read(ledger, |sites| sites.get(site).cloned()).await
+    }
+
+    /// Whether any site has a driving agent.
+    async fn any(&self, ledger: &Ledger) -> bool {
+        self.read(ledger, |sites| !sites.is_empty()).await
+    }
+
+    async fn read<T>(
+        &self,
+        ledger: &Ledger,
+        pick: impl FnOnce(&HashMap<String, HashSet<String>>) -> T,
+    ) -> T {
+        let mut r = self.0.lock().await;
+        if r.at.is_none_or(|at| at.elapsed() >= LOOK_AGAIN) {
             match driving_sites(ledger).await {
-                Ok(sites) => self.sites = sites,
+                Ok(sites) => r.sites = sites,
                 Err(e) => tracing::warn!(error = %e, "cannot read the site agents"),
             }
-            self.read = Some(tokio::time::Instant::now());
+            r.at = Some(tokio::time::Instant::now());
         }
-        &self.sites
+        pick(&r.sites)
     }
 }
 
@@ -77,20 +95,20 @@ async fn driving_sites(
 /// site when an agent there drives and offers a copy protocol the playbook allows for it.
 pub(crate) async fn site_for(
     ledger: &Ledger,
-    drivers: &mut Drivers,
+    drivers: &Drivers,
     playbook: &crate::playbook::Playbook,
     job: &DeviceJob,
 ) -> Option<String> {
     if let Some(site) = &job.runner_site {
         return Some(site.clone());
     }
-    if drivers.sites(ledger).await.is_empty() {
+    if !drivers.any(ledger).await {
         return None;
     }
     let device = ledger.db.device_by_name(&job.device).await.ok()?;
     let site = device.spec.site?;
     let wanted = playbook.transfer.for_site(Some(&site)).protocols;
-    let offered = drivers.sites(ledger).await.get(&site)?;
+    let offered = drivers.offered(ledger, &site).await?;
     wanted
         .iter()
         .any(|p| offered.contains(p.as_str()))
@@ -101,6 +119,7 @@ pub(crate) async fn site_for(
 /// to run on this node (it never started, and no agent of the site drives any more).
 pub(crate) async fn run(
     ledger: &Ledger,
+    drivers: &Drivers,
     id: &str,
     job: &DeviceJob,
     site: &str,
@@ -108,13 +127,14 @@ pub(crate) async fn run(
     let device = job.device.as_str();
     // Registered before the hand-off, so that no end is missed.
     let ended = ledger.handed_waiter(id, device);
-    let outcome = wait(ledger, id, job, site, &ended).await;
+    let outcome = wait(ledger, drivers, id, job, site, &ended).await;
     ledger.forget_handed(id, device);
     outcome
 }
 
 async fn wait(
     ledger: &Ledger,
+    drivers: &Drivers,
     id: &str,
     job: &DeviceJob,
     site: &str,
@@ -137,12 +157,11 @@ async fn wait(
             )
             .await;
     }
-    let mut drivers = Drivers::default();
     loop {
         if ledger.shutdown().is_requested() {
             return Some(JobOutcome::Interrupted);
         }
-        match look(ledger, &mut drivers, id, device, site).await {
+        match look(ledger, drivers, id, device, site).await {
             Ok(Some(done)) => return done,
             Ok(None) => {}
             Err(e) => tracing::warn!(rollout = id, device, error = %e, "cannot read a handed job"),
@@ -170,14 +189,30 @@ pub(crate) fn may_end(kind: EventKind) -> bool {
 /// Look at the job once and act on the decision: `Some` when the wait is over.
 async fn look(
     ledger: &Ledger,
-    drivers: &mut Drivers,
+    drivers: &Drivers,
     id: &str,
     device: &str,
     site: &str,
 ) -> Result<Option<Option<JobOutcome>>, crate::store::StoreError> {
     let runner = ledger.db.job_runner(id, device).await?;
-    let view = ledger.db.rollout_view(id).await?;
-    let drives = drivers.sites(ledger).await.contains_key(site);
+    // An ended job, or one an agent holds, is decided on the job alone (`policy::handed`
+    // looks at the rollout and the site's agents only for a job no agent holds): hundreds of
+    // jobs wait at once, and most are held.
+    let (view, drives) = if runner.state.is_finished() || runner.site.is_none() || runner.live {
+        (
+            super::policy::RolloutView {
+                state: super::model::RolloutState::Running,
+                paused: false,
+                abort_requested: false,
+            },
+            true,
+        )
+    } else {
+        (
+            ledger.db.rollout_view(id).await?,
+            drivers.offered(ledger, site).await.is_some(),
+        )
+    };
     let decision = policy::handed(
         runner.state,
         runner.site.is_some(),

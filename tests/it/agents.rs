@@ -723,7 +723,55 @@ async fn a_nexus_copies_its_kickstart_and_system_images_from_the_sites_agent() {
         .json()
         .await
         .unwrap();
-    assert_eq!(own["transfers"].as_array().map_or(0, Vec::len), 0, "{own:#}");
+    assert_eq!(
+        own["transfers"].as_array().map_or(0, Vec::len),
+        0,
+        "{own:#}"
+    );
     agent.assert_logged("image fetched by SHA-256 and checked");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_takes_back_a_job_whose_agent_died_and_ends_it_without_touching_the_device() {
+    // A slow boot: the agent dies while the device comes back.
+    let rig = Rig::options(1)
+        .lab(|c| c.boot_time = std::time::Duration::from_secs(6))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
+    wait_driving(&rig, "agent-lab").await;
+    let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
+    let device = rig.lab.devices()[0].name.clone();
+    eventually("the device reloading", || async {
+        rig.lab
+            .state(&device)
+            .filter(|s| s.reload_count == 1)
+            .map(|_| ())
+    })
+    .await;
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    let r = rig
+        .post(&format!("/api/v1/rollouts/{id}/abort"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Once the dead agent's lease lapsed, the node takes the job back and ends it.
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "aborted", "{d:#}");
+    let job = crate::support::job_of(&d, &device);
+    assert_eq!(job["state"], "aborted", "{job:#}");
+    let said = messages(&rig, &id).await;
+    assert!(
+        said.iter()
+            .any(|(d, m)| d.as_deref() == Some(device.as_str())
+                && m.starts_with("aborted while no agent of site lab held the job")),
+        "{said:#?}"
+    );
+    // Nothing more was sent to the device: one reload, the one the agent sent.
+    assert_eq!(rig.lab.state(&device).unwrap().reload_count, 1);
     rig.stop().await;
 }
