@@ -158,6 +158,27 @@ async fn wait_downloads(rig: &Rig, name: &str, protocol: &str, n: usize) {
     .await;
 }
 
+/// A rig of `devices` lab devices that take six seconds to boot: long enough to stop an
+/// agent while they come back.
+async fn slow_boot_rig(devices: usize) -> Rig {
+    Rig::options(devices)
+        .lab(|c| c.boot_time = std::time::Duration::from_secs(6))
+        .start()
+        .await
+}
+
+/// Wait until every lab device was sent its reload.
+async fn wait_all_reloading(rig: &Rig) {
+    eventually("every device reloading", || async {
+        rig.lab
+            .devices()
+            .iter()
+            .all(|d| rig.lab.state(&d.name).is_some_and(|s| s.reload_count == 1))
+            .then_some(())
+    })
+    .await;
+}
+
 fn image_bytes(rig: &Rig) -> Vec<u8> {
     std::fs::read(rig.dir.path().join(IMAGE)).unwrap()
 }
@@ -491,26 +512,14 @@ async fn an_agent_without_an_admin_token_only_serves_files_and_the_serve_node_dr
 async fn kill_9_of_a_driving_agent_after_a_reload_and_the_job_resumes_when_it_is_back_without_a_second_reload()
  {
     // Slow boots: the agent is killed while the devices come back.
-    let rig = Rig::options(2)
-        .lab(|c| c.boot_time = std::time::Duration::from_secs(6))
-        .start()
-        .await;
+    let rig = slow_boot_rig(2).await;
     let dir = tempfile::tempdir().unwrap();
     let mut agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
     wait_driving(&rig, "agent-lab").await;
     let id = rig
         .submit(&playbook("strategy:\n  canary: 0\n  concurrency: 2\n"))
         .await;
-    eventually("both devices reloading", || async {
-        let reloaded = rig
-            .lab
-            .devices()
-            .iter()
-            .filter(|d| rig.lab.state(&d.name).is_some_and(|s| s.reload_count == 1))
-            .count();
-        (reloaded == 2).then_some(())
-    })
-    .await;
+    wait_all_reloading(&rig).await;
     let _ = agent.child.kill();
     let _ = agent.child.wait();
     // Back, on the same cache; it claims the jobs again once their leases lapsed.
@@ -532,22 +541,13 @@ async fn kill_9_of_a_driving_agent_after_a_reload_and_the_job_resumes_when_it_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_agent_cannot_record_a_step_for_a_job_another_agent_of_its_site_took_over() {
     // A slow boot: the first agent is stopped while the device comes back.
-    let rig = Rig::options(1)
-        .lab(|c| c.boot_time = std::time::Duration::from_secs(6))
-        .start()
-        .await;
+    let rig = slow_boot_rig(1).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = AgentProcess::start_named(&rig.base_url(), "lab", "lab-1", dir_a.path(), &[]);
     wait_driving(&rig, "lab-1").await;
     let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
     let device = rig.lab.devices()[0].name.clone();
-    eventually("the device reloading", || async {
-        rig.lab
-            .state(&device)
-            .filter(|s| s.reload_count == 1)
-            .map(|_| ())
-    })
-    .await;
+    wait_all_reloading(&rig).await;
     let signal = |sig: &str| {
         let ok = Command::new("kill")
             .args([sig, &first.child.id().to_string()])
@@ -735,22 +735,13 @@ async fn a_nexus_copies_its_kickstart_and_system_images_from_the_sites_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abort_takes_back_a_job_whose_agent_died_and_ends_it_without_touching_the_device() {
     // A slow boot: the agent dies while the device comes back.
-    let rig = Rig::options(1)
-        .lab(|c| c.boot_time = std::time::Duration::from_secs(6))
-        .start()
-        .await;
+    let rig = slow_boot_rig(1).await;
     let dir = tempfile::tempdir().unwrap();
     let mut agent = AgentProcess::start_with(&rig.base_url(), "lab", dir.path(), &[]);
     wait_driving(&rig, "agent-lab").await;
     let id = rig.submit(&playbook("strategy:\n  canary: 0\n")).await;
     let device = rig.lab.devices()[0].name.clone();
-    eventually("the device reloading", || async {
-        rig.lab
-            .state(&device)
-            .filter(|s| s.reload_count == 1)
-            .map(|_| ())
-    })
-    .await;
+    wait_all_reloading(&rig).await;
     let _ = agent.child.kill();
     let _ = agent.child.wait();
     let r = rig
