@@ -250,6 +250,17 @@ pub struct AgentDetail {
     pub servers: std::collections::BTreeMap<String, String>,
 }
 
+impl AgentDetail {
+    /// What agent `n` reported with its last heartbeat; `None` for a serve node, or a detail
+    /// this version cannot read.
+    pub(crate) fn of(n: &crate::store::leases::NodeRecord) -> Option<AgentDetail> {
+        if n.kind != NodeKind::Agent {
+            return None;
+        }
+        serde_json::from_str(n.detail.as_deref()?).ok()
+    }
+}
+
 /// One agent as its last heartbeat shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AgentView {
@@ -282,11 +293,7 @@ async fn list_agents(State(state): State<AppState>) -> ApiResult<Json<AgentList>
         .into_iter()
         .filter(|n| n.kind == NodeKind::Agent)
         .map(|n| {
-            let detail: AgentDetail = n
-                .detail
-                .as_deref()
-                .and_then(|d| serde_json::from_str(d).ok())
-                .unwrap_or_default();
+            let detail = AgentDetail::of(&n).unwrap_or_default();
             AgentView {
                 live: is_live(n.heartbeat_age_ms, detail.heartbeat_seconds),
                 name: n.name,

@@ -14,7 +14,6 @@ use super::ledger::Ledger;
 use super::model::{DeviceJob, EventKind, JobState};
 use super::policy::{self, Handed};
 use crate::playbook::TransferProtocol;
-use crate::store::leases::NodeKind;
 use crate::store::rollouts::NewEvent;
 
 /// How often a waiting handoff looks at its job when no event woke it.
@@ -64,14 +63,7 @@ async fn driving_sites(
 ) -> Result<HashMap<String, HashSet<String>>, crate::store::StoreError> {
     let mut sites: HashMap<String, HashSet<String>> = HashMap::new();
     for n in ledger.db.nodes().await? {
-        if n.kind != NodeKind::Agent {
-            continue;
-        }
-        let Some(d) = n
-            .detail
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<crate::api::agents::AgentDetail>(d).ok())
-        else {
+        let Some(d) = crate::api::agents::AgentDetail::of(&n) else {
             continue;
         };
         let (Some(site), true) = (

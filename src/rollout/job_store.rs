@@ -479,13 +479,9 @@ impl JobStore for Ledger {
                 .map_err(|e| format!("cannot read the site agents: {e}"))?;
             let agents: Vec<(String, crate::api::agents::AgentDetail)> = nodes
                 .into_iter()
-                .filter(|n| {
-                    n.kind == crate::store::leases::NodeKind::Agent
-                        && n.site.as_deref() == Some(site)
-                })
+                .filter(|n| n.site.as_deref() == Some(site))
                 .filter_map(|n| {
-                    let d: crate::api::agents::AgentDetail =
-                        serde_json::from_str(n.detail.as_deref()?).ok()?;
+                    let d = crate::api::agents::AgentDetail::of(&n)?;
                     (crate::api::agents::is_live(n.heartbeat_age_ms, d.heartbeat_seconds)
                         && d.tftp.is_some())
                     .then_some((n.name, d))
@@ -537,11 +533,8 @@ impl JobStore for Ledger {
             }) else {
                 return;
             };
-            let interval = agent
-                .detail
-                .as_deref()
-                .and_then(|d| serde_json::from_str::<crate::api::agents::AgentDetail>(d).ok())
-                .map_or(5, |d| d.heartbeat_seconds);
+            let interval =
+                crate::api::agents::AgentDetail::of(&agent).map_or(5, |d| d.heartbeat_seconds);
             let waited = i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX);
             if agent.heartbeat_age_ms < waited
                 || !crate::api::agents::is_live(agent.heartbeat_age_ms, interval)

@@ -330,28 +330,12 @@ async fn kill_9_of_an_agent_mid_copy_and_the_copies_resume_from_it_when_it_is_ba
     let d = rig.wait_end(&id).await;
     assert_eq!(d["state"], "completed", "{d:#}");
     assert_every_device_reloaded_once(&rig);
-    let activity: Value = rig
-        .get(&format!("/api/v1/rollouts/{id}/activity"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let retried = activity["events"]
-        .as_array()
-        .unwrap()
+    let said = messages(&rig, &id).await;
+    let retried = said
         .iter()
-        .filter(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("the copy from agent agent-lab of site lab failed"))
-        })
+        .filter(|(_, m)| m.starts_with("the copy from agent agent-lab of site lab failed"))
         .count();
-    assert!(
-        retried >= 2,
-        "each device's copy is tried again: {activity:#}"
-    );
+    assert!(retried >= 2, "each device's copy is tried again: {said:#?}");
     // The agent that came back served both copies again, from the cache it checked at start.
     agent.assert_logged("cached images checked");
     wait_downloads(&rig, "agent-lab", "tftp", 2).await;
