@@ -201,17 +201,39 @@ pub struct Db {
     file_dir: Option<PathBuf>,
     /// Why the last write failed for lack of space, until a write succeeds again.
     write_failure: Arc<Mutex<Option<String>>>,
-    /// SQLite: this process's writers take turns here, in order, before `BEGIN IMMEDIATE`.
-    /// Without it every writer but one meets SQLITE_BUSY, and SQLite's busy handler sleeps
-    /// 1, 2, 5, 10 … 100 ms between tries: hundreds of jobs writing at once then commit a few
-    /// hundred transactions a second, most of the time asleep. Other processes on the file
-    /// still meet the busy handler.
+    /// This process's writers take turns here, in order, before they take a connection.
+    /// SQLite: without it every writer but one meets SQLITE_BUSY, and SQLite's busy handler
+    /// sleeps 1, 2, 5, 10 … 100 ms between tries: hundreds of jobs writing at once then commit
+    /// a few hundred transactions a second, most of the time asleep. Other processes on the
+    /// file still meet the busy handler.
+    /// PostgreSQL: writes are serialized by an advisory lock anyway; without the turn, every
+    /// writer waiting for that lock holds a pooled connection, and the API's reads wait for a
+    /// connection behind them.
     writers: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// How long a SQLite writer waits for its turn, as long as `busy_timeout` lets it wait for
-/// another process's lock.
+/// How long a writer waits for its turn: on SQLite as long as `busy_timeout` lets it wait
+/// for another process's lock.
 const WRITER_TURN_WAIT: Duration = Duration::from_secs(10);
+
+/// A pooled connection idle for longer than this is pinged before it is handed out, and
+/// dropped if the server does not answer (a restarted PostgreSQL, a dropped TCP session).
+/// One used more recently is not: sqlx's default pings on every acquire, one more round trip
+/// to the server (or to SQLite's worker thread) for every transaction and read, which at
+/// hundreds of device jobs is thousands a second.
+const PING_IDLE: Duration = Duration::from_secs(10);
+
+fn ping_if_idle(
+    conn: &mut AnyConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for < PING_IDLE {
+            return Ok(true);
+        }
+        Ok(sqlx::Connection::ping(conn).await.is_ok())
+    })
+}
 
 /// Below this much free space in the data directory (or 5% of a smaller file system), the
 /// service says it is degraded.
@@ -257,9 +279,9 @@ fn storage_error(e: &sqlx::Error) -> Option<String> {
 pub(crate) struct Tx {
     conn: Option<PoolConnection<Any>>,
     db: Db,
-    /// SQLite: this writer's turn, given back when the transaction ends (dropped after the
+    /// This writer's turn, given back when the transaction ends (dropped after the
     /// connection).
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Tx {
@@ -356,6 +378,8 @@ impl Db {
             DatabaseUrl::Sqlite(path) => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
+                    .test_before_acquire(false)
+                    .before_acquire(ping_if_idle)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL (readers never wait for the writer), foreign keys on, and a
@@ -381,6 +405,8 @@ impl Db {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
+                    .test_before_acquire(false)
+                    .before_acquire(ping_if_idle)
                     .connect(u)
                     .await?;
                 (pool, None)
@@ -407,19 +433,14 @@ impl Db {
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
         // The turn before the connection: a writer waiting for its turn holds no connection
         // that readers could use.
-        let turn = match self.backend {
-            Backend::Sqlite => Some(
-                tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())
-                    .await
-                    .map_err(|_| {
-                        StoreError::Database(sqlx::Error::Protocol(format!(
-                            "no turn to write within {} s: another write of this service holds the database",
-                            WRITER_TURN_WAIT.as_secs()
-                        )))
-                    })?,
-            ),
-            Backend::Postgres => None,
-        };
+        let turn = tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Database(sqlx::Error::Protocol(format!(
+                    "no turn to write within {} s: another write of this service holds the database",
+                    WRITER_TURN_WAIT.as_secs()
+                )))
+            })?;
         let mut conn = self.pool.acquire().await?;
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
@@ -622,8 +643,9 @@ mod tests {
         }
     }
 
-    /// SQLite writers of one process take turns: a second writer waits for the first to
-    /// commit (it neither fails nor holds a connection meanwhile), and many at once all commit.
+    /// Writers of one process take turns (the same code on both servers; SQLite here): a
+    /// second writer waits for the first to commit (it neither fails nor holds a connection
+    /// meanwhile), and many at once all commit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_writers_take_turns_and_all_commit() {
         let dir = tempfile::tempdir().unwrap();
