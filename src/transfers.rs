@@ -63,7 +63,7 @@ pub enum TransferState {
 }
 
 /// One transfer as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferInfo {
     pub id: u64,
     pub protocol: Protocol,

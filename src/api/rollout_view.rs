@@ -5,22 +5,31 @@
 //! thousand devices. Each request costs three indexed reads:
 //! - the rollout's row (its state is always read fresh);
 //! - its `jobs_rev`, a counter the database moves on every write to the rollout's jobs
-//!   (triggers on `rollout_devices`), so the jobs are read again only when one changed;
+//!   (triggers on `rollout_devices`, which also stamp the row written with the new count),
+//!   so that only the jobs changed since the last request are read again;
 //! - the step events recorded after the last one the view applied (events are append-only
-//!   and numbered in commit order: SQLite has one writer at a time).
+//!   and numbered in commit order: writes are serialized on both servers).
 //!
-//! Transfers are live, in-memory progress and are looked up on every request. A view is
-//! updated under its own lock, so requests that arrive together do the reads once. At most
-//! [`CAPACITY`] views are kept; the least recently used one goes first.
+//! Transfers are live, in-memory progress and are looked up on every request. Each device's
+//! row is kept as JSON and written again only when its job, its steps or its transfer
+//! changed: the answer for 2,000 devices is megabytes, most of it the same as a second ago.
+//! A view is updated under its own lock, so requests that arrive together do the reads once.
+//! At most [`CAPACITY`] views are kept; the least recently used one goes first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::rollouts::{DeviceRow, RolloutDetail, WaveView, progress};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::rollouts::{DeviceRow, Progress, progress};
 use super::{ApiError, ApiResult, AppState};
 use crate::playbook::Plan;
 use crate::rollout::model::{DeviceJob, RolloutId, RolloutRecord};
 use crate::rollout::report::StepTimings;
+use crate::transfers::TransferInfo;
 
 /// Views kept at once: the rollouts people are watching, with room to spare.
 pub(crate) const CAPACITY: usize = 32;
@@ -31,7 +40,29 @@ struct View {
     /// The `jobs_rev` that `jobs` was read at; none before the first read.
     jobs_rev: Option<i64>,
     jobs: Vec<DeviceJob>,
+    /// Each device's index in `jobs`.
+    at: HashMap<String, usize>,
     timings: StepTimings,
+    /// Each device's row as JSON, with the transfer it was written with: a row is written
+    /// again only when its job, its steps or its transfer changed. At 2,000 devices the whole
+    /// answer is megabytes, and most rows are the same from one request to the next.
+    rows: HashMap<String, Row>,
+}
+
+impl View {
+    fn set_jobs(&mut self, jobs: Vec<DeviceJob>) {
+        self.at = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.device.clone(), i))
+            .collect();
+        self.jobs = jobs;
+    }
+}
+
+struct Row {
+    transfer: Option<TransferInfo>,
+    json: Box<RawValue>,
 }
 
 struct Slot {
@@ -74,11 +105,47 @@ impl RolloutViews {
     }
 }
 
+/// A rollout's detail as the API sends it: the JSON of [`super::RolloutDetail`], put
+/// together from the view's rows.
+pub(crate) struct DetailJson(Vec<u8>);
+
+impl DetailJson {
+    pub(crate) fn with_status(self, status: StatusCode) -> Response {
+        (status, [(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+impl IntoResponse for DetailJson {
+    fn into_response(self) -> Response {
+        self.with_status(StatusCode::OK)
+    }
+}
+
+/// [`super::RolloutDetail`]'s shape, field for field, with each device row already written.
+#[derive(Serialize)]
+struct DetailOut<'a> {
+    #[serde(flatten)]
+    rollout: &'a RolloutRecord,
+    progress: Progress,
+    skipped: serde_json::Value,
+    waves: Vec<WaveOut<'a>>,
+}
+
+/// [`super::WaveView`]'s shape.
+#[derive(Serialize)]
+struct WaveOut<'a> {
+    index: usize,
+    name: &'a str,
+    progress: Progress,
+    devices: Vec<&'a RawValue>,
+}
+
 /// The rollout's detail: `r` as just read (its plan need not be), with its waves, jobs,
 /// transfers and step timings.
-pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<RolloutDetail> {
+pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<DetailJson> {
     let slot = state.views.slot(&r.id);
-    let mut v = slot.lock().await;
+    let mut guard = slot.lock().await;
+    let v = &mut *guard;
     let plan = match &v.plan {
         Some(p) => p.clone(),
         None => {
@@ -89,43 +156,94 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Roll
             v.plan.insert(Arc::new(p)).clone()
         }
     };
+    // Rows to write again: their job or their steps changed since the last request.
+    let mut stale: HashSet<String> = HashSet::new();
     // The counter before the jobs: a write between the two reads makes the next request read
     // the jobs again, never a view older than its counter.
     let rev = state.db.jobs_rev(r.id.as_str()).await?;
-    if v.jobs_rev != Some(rev) {
-        v.jobs = state.db.jobs(r.id.as_str()).await?;
-        v.jobs_rev = Some(rev);
+    match v.jobs_rev {
+        Some(seen) if seen == rev => {}
+        Some(seen) => {
+            // Only the rows changed since: each keeps the rev of its last change.
+            let changed = state.db.jobs_changed_since(r.id.as_str(), seen).await?;
+            let mut whole = false;
+            for j in changed {
+                match v.at.get(&j.device).and_then(|&i| v.jobs.get_mut(i)) {
+                    Some(old) if old.wave == j.wave && old.position == j.position => {
+                        if *old != j {
+                            stale.insert(j.device.clone());
+                            *old = j;
+                        }
+                    }
+                    // A device new to the rollout, or moved: read the whole list again.
+                    _ => whole = true,
+                }
+            }
+            if whole {
+                v.set_jobs(state.db.jobs(r.id.as_str()).await?);
+                stale.extend(v.jobs.iter().map(|j| j.device.clone()));
+            }
+            v.jobs_rev = Some(rev);
+        }
+        None => {
+            v.set_jobs(state.db.jobs(r.id.as_str()).await?);
+            v.jobs_rev = Some(rev);
+        }
     }
     let after = v.timings.last_event;
     for e in state.db.step_events_after(r.id.as_str(), after).await? {
         v.timings.apply(&e);
+        if let Some(device) = e.device {
+            stale.insert(device);
+        }
     }
 
     let mut transfers = state.transfers.of_rollout(r.id.as_str());
-    let mut waves = Vec::with_capacity(plan.waves.len());
-    for w in &plan.waves {
-        let wave_jobs: Vec<&DeviceJob> = v.jobs.iter().filter(|j| j.wave == w.index).collect();
-        let rows = wave_jobs
-            .iter()
-            .map(|j| DeviceRow {
-                job: (*j).clone(),
-                transfer: transfers.remove(&j.device),
-                steps: v.timings.of(&j.device).to_vec(),
-            })
-            .collect();
-        waves.push(WaveView {
-            index: w.index,
-            name: w.name.clone(),
-            progress: progress(wave_jobs.iter().copied()),
-            devices: rows,
-        });
+    let mut rows = HashMap::with_capacity(v.jobs.len());
+    for j in &v.jobs {
+        let transfer = transfers.remove(&j.device);
+        let row = match v.rows.remove(&j.device) {
+            Some(row) if row.transfer == transfer && !stale.contains(&j.device) => row,
+            _ => {
+                let json = serde_json::value::to_raw_value(&DeviceRow {
+                    job: j.clone(),
+                    transfer: transfer.clone(),
+                    steps: v.timings.of(&j.device).to_vec(),
+                })
+                .map_err(|e| ApiError::internal("writing a device row", &e))?;
+                Row { transfer, json }
+            }
+        };
+        rows.insert(j.device.clone(), row);
     }
-    Ok(RolloutDetail {
+    // Rows of devices no longer in the rollout are dropped with the old map.
+    v.rows = rows;
+
+    let waves = plan
+        .waves
+        .iter()
+        .map(|w| {
+            let wave_jobs: Vec<&DeviceJob> = v.jobs.iter().filter(|j| j.wave == w.index).collect();
+            WaveOut {
+                index: w.index,
+                name: &w.name,
+                progress: progress(wave_jobs.iter().copied()),
+                devices: wave_jobs
+                    .iter()
+                    .filter_map(|j| v.rows.get(&j.device).map(|row| &*row.json))
+                    .collect(),
+            }
+        })
+        .collect();
+    let out = DetailOut {
         progress: progress(v.jobs.iter()),
         skipped: serde_json::to_value(&plan.skipped).unwrap_or_default(),
-        rollout: r,
+        rollout: &r,
         waves,
-    })
+    };
+    serde_json::to_vec(&out)
+        .map(DetailJson)
+        .map_err(|e| ApiError::internal("writing the rollout", &e))
 }
 
 #[cfg(test)]

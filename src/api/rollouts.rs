@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{BadPath, Internal, StorageFull};
-use super::rollout_view::detail;
+use super::rollout_view::{DetailJson, detail};
 use super::schema::PlaybookBody;
 use super::{ApiError, ApiResult, AppState, ErrorBody};
 use crate::access::Principal;
@@ -253,8 +253,9 @@ async fn submit_rollout(
     }
     let record = state.engine.submit(text, Some(&who.name)).await?;
     tracing::info!(rollout = %record.id, name = %record.name, token = %who.name, "rollout submitted");
-    let detail = detail(&state, record).await?;
-    Ok((StatusCode::CREATED, Json(detail)).into_response())
+    Ok(detail(&state, record)
+        .await?
+        .with_status(StatusCode::CREATED))
 }
 
 /// A device's row in the rollout view.
@@ -306,9 +307,9 @@ async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> 
 async fn get_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<RolloutDetail>> {
+) -> ApiResult<DetailJson> {
     let r = rollout_or_404(&state, &id).await?;
-    Ok(Json(detail(&state, r).await?))
+    detail(&state, r).await
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

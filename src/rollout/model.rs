@@ -332,7 +332,7 @@ pub struct RolloutRecord<S = RolloutState> {
 
 // `S` as in `RolloutRecord`.
 /// One device's part in a rollout.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceJob<S = JobState> {
     pub device: String,
     pub wave: usize,

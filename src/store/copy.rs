@@ -330,7 +330,8 @@ impl Db {
                 rows: copied,
             });
         }
-        // Inserting a rollout's jobs bumped its jobs_rev (a trigger): put back the source's.
+        // Rows copied keep their rev and move no counter (the triggers stamp only rows without
+        // one); a source's rows from before revs existed would: put back the source's jobs_rev.
         let revs: Vec<(String, i64)> = sqlx::query_as("SELECT id, jobs_rev FROM rollouts")
             .fetch_all(&mut *src)
             .await?;

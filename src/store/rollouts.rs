@@ -511,12 +511,30 @@ impl Db {
 
     /// How often the rollout's device jobs have changed (kept by triggers on
     /// `rollout_devices`): equal numbers mean equal `jobs()`.
-    pub(crate) async fn jobs_rev(&self, rollout_id: &str) -> Result<i64, StoreError> {
+    pub async fn jobs_rev(&self, rollout_id: &str) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT jobs_rev FROM rollouts WHERE id = $1")
             .bind(rollout_id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)
+    }
+
+    /// The rollout's jobs changed since its `jobs_rev` was `rev` (each row keeps the rev of
+    /// its last change), in wave and position order.
+    pub async fn jobs_changed_since(
+        &self,
+        rollout_id: &str,
+        rev: i64,
+    ) -> Result<Vec<DeviceJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_devices WHERE rollout_id = $1 AND rev > $2 \
+             ORDER BY wave, position",
+        )
+        .bind(rollout_id)
+        .bind(rev)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_job).collect()
     }
 
     pub async fn jobs(&self, rollout_id: &str) -> Result<Vec<DeviceJob>, StoreError> {

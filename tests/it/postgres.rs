@@ -207,3 +207,12 @@ async fn db_migrate_moves_a_sqlite_store_into_postgres_whole() {
         .unwrap();
     assert!(added.status().is_success(), "{:?}", added.text().await);
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn postgres_job_rows_keep_the_rev_of_their_last_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
+    let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
+    crate::store::job_rows_keep_the_rev_of_their_last_change(&pg).await;
+}

@@ -1221,3 +1221,88 @@ async fn a_nexus_7000_upgrades_its_kickstart_and_system_images_together() {
     }
     rig.stop().await;
 }
+
+/// `GET /rollouts/{id}` keeps a view per rollout and writes again only the device rows whose
+/// job, steps or transfer changed. Polled all through a rollout, and through an abort that
+/// changes the waiting devices' jobs with no step of theirs, its last answer is the one a view
+/// built at once gives (the service restarted on the same data), transfers apart: they live
+/// in the memory of the service that ran them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rollout_view_polled_through_a_rollout_ends_as_one_built_at_once() {
+    let mut rig = Rig::options(5)
+        .lab(|c| c.boot_time = Duration::from_millis(400))
+        .serve_process()
+        .start()
+        .await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 1\n"))
+        .await;
+    let answers = std::sync::Mutex::new(std::collections::HashSet::new());
+    let (seen, r, id_ref) = (&answers, &rig, &id);
+    let poll_until = |what: &'static str, done: fn(&Value) -> bool| {
+        eventually(what, move || async move {
+            let d = r.try_detail(id_ref).await?;
+            seen.lock().unwrap().insert(d.to_string());
+            done(&d).then_some(d)
+        })
+    };
+    poll_until("two devices upgraded", |d| {
+        jobs(d).iter().filter(|j| j["state"] == "succeeded").count() >= 2
+    })
+    .await;
+    assert_eq!(rig.action(&id, "abort").await, StatusCode::OK);
+    let end = poll_until("the rollout to end", |d| {
+        ["completed", "completed_with_failures", "halted", "aborted"]
+            .contains(&d["state"].as_str().unwrap_or(""))
+    })
+    .await;
+    let answers = answers.into_inner().unwrap();
+    assert_eq!(end["state"], "aborted", "{end:#}");
+    assert!(
+        answers.len() >= 5,
+        "the view was read as it changed ({} different answers)",
+        answers.len()
+    );
+    let rows = |d: &Value| -> Vec<Value> {
+        jobs(d)
+            .into_iter()
+            .map(|mut row| {
+                row.as_object_mut().unwrap().remove("transfer");
+                row
+            })
+            .collect()
+    };
+    let polled = rows(&end);
+    assert_eq!(polled.len(), 5);
+    let states: Vec<&str> = polled
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.iter().filter(|s| **s == "succeeded").count() >= 2 && states.contains(&"aborted"),
+        "{states:?}"
+    );
+    for row in polled.iter().filter(|j| j["state"] == "succeeded") {
+        let steps = row["steps"].as_array().unwrap();
+        assert!(
+            steps.iter().any(|s| s["step"] == "reload")
+                && steps.iter().all(|s| s["result"] == "done"),
+            "{row:#}"
+        );
+    }
+    rig.kill_serve();
+    rig.start_serve().await;
+    let fresh = rig.detail(&id).await;
+    assert_eq!(polled, rows(&fresh));
+    assert_eq!(end["progress"], fresh["progress"]);
+    for (a, b) in end["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(fresh["waves"].as_array().unwrap())
+    {
+        assert_eq!(a["progress"], b["progress"]);
+        assert_eq!(a["name"], b["name"]);
+    }
+    rig.stop().await;
+}

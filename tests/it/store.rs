@@ -379,3 +379,108 @@ async fn db_migrate_refuses_a_store_a_service_is_running_on() {
         .map(|t| t["rows"].as_u64());
     assert_eq!(devices, Some(Some(1)), "{report:#}");
 }
+
+#[tokio::test]
+async fn sqlite_job_rows_keep_the_rev_of_their_last_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
+        .await
+        .unwrap();
+    job_rows_keep_the_rev_of_their_last_change(&db).await;
+}
+
+/// What `GET /rollouts/{id}` relies on to read only the jobs that changed: every write to a
+/// job moves the rollout's `jobs_rev` and stamps the row with it; the rows past a count read
+/// before are exactly those written since; a row copied with its rev (`db migrate`) keeps it
+/// and moves nothing. Run on SQLite here and on PostgreSQL by `postgres::`.
+pub async fn job_rows_keep_the_rev_of_their_last_change(db: &fleetup::store::Db) {
+    sqlx::query(
+        "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
+         VALUES ('r1', 'r1', 'running', '', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let add = |device: &'static str, position: i64| async move {
+        sqlx::query(
+            "INSERT INTO rollout_devices (rollout_id, device, wave, position, image) \
+             VALUES ('r1', $1, 0, $2, 'img.bin')",
+        )
+        .bind(device)
+        .bind(position)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    };
+    let names = |jobs: Vec<fleetup::rollout::model::DeviceJob>| -> Vec<String> {
+        jobs.into_iter().map(|j| j.device).collect()
+    };
+    add("sw1", 0).await;
+    add("sw2", 1).await;
+    add("sw3", 2).await;
+    let after_insert = db.jobs_rev("r1").await.unwrap();
+    assert_eq!(after_insert, 3, "each insert moved the count");
+    assert_eq!(
+        names(db.jobs_changed_since("r1", 1).await.unwrap()),
+        ["sw2", "sw3"]
+    );
+    assert!(
+        db.jobs_changed_since("r1", after_insert)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    for (device, state) in [("sw3", "running"), ("sw1", "running"), ("sw3", "succeeded")] {
+        sqlx::query(
+            "UPDATE rollout_devices SET state = $1 WHERE rollout_id = 'r1' AND device = $2",
+        )
+        .bind(state)
+        .bind(device)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    assert_eq!(db.jobs_rev("r1").await.unwrap(), after_insert + 3);
+    let changed = db.jobs_changed_since("r1", after_insert).await.unwrap();
+    assert_eq!(
+        changed
+            .iter()
+            .map(|j| (j.device.as_str(), j.state.as_str()))
+            .collect::<Vec<_>>(),
+        [("sw1", "running"), ("sw3", "succeeded")],
+        "in wave and position order, as last written"
+    );
+    assert_eq!(
+        names(db.jobs_changed_since("r1", after_insert + 2).await.unwrap()),
+        ["sw3"]
+    );
+    let revs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT device, rev FROM rollout_devices ORDER BY position")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        revs,
+        [("sw1".into(), 5), ("sw2".into(), 2), ("sw3".into(), 6)]
+    );
+
+    // A row written with its rev set (what a copy does) keeps it and moves no count.
+    sqlx::query("UPDATE rollout_devices SET rev = 2, state = 'failed' WHERE device = 'sw1'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, rev) \
+         VALUES ('r1', 'sw4', 0, 3, 'img.bin', 4)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(db.jobs_rev("r1").await.unwrap(), after_insert + 3);
+    let rev: i64 = sqlx::query_scalar("SELECT rev FROM rollout_devices WHERE device = 'sw4'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rev, 4);
+}
