@@ -84,12 +84,18 @@ async fn wait_image_fetched(rig: &Rig, dir: &Path, name: &str) {
         || async { (std::fs::read(&path).ok()? == want).then_some(()) },
     )
     .await;
-    let index = std::fs::read_to_string(dir.join(name).join("images").join(".cache.json"))
-        .unwrap_or_default();
-    assert!(
-        index.contains(IMAGE),
-        "node {name} lists the image as fetched (evictable): {index}"
-    );
+    // The cache's index is written once the file is in place: wait for it too.
+    let index = dir.join(name).join("images").join(".cache.json");
+    eventually(
+        &format!("node {name} to list the image as fetched (evictable)"),
+        || async {
+            std::fs::read_to_string(&index)
+                .ok()?
+                .contains(IMAGE)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 async fn detail(node: &ServeProcess, id: &str) -> Option<Value> {
