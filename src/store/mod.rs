@@ -208,7 +208,7 @@ pub struct Db {
     /// file still meet the busy handler.
     /// PostgreSQL: writes are serialized by an advisory lock anyway; without the turn, every
     /// writer waiting for that lock holds a pooled connection, and the API's reads wait for a
-    /// connection behind them.
+    /// connection behind them. The turn is given back once the lock is held.
     writers: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -279,42 +279,50 @@ fn storage_error(e: &sqlx::Error) -> Option<String> {
 pub(crate) struct Tx {
     conn: Option<PoolConnection<Any>>,
     db: Db,
-    /// This writer's turn, given back when the transaction ends (dropped after the
-    /// connection).
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// This writer's turn: on SQLite given back when the transaction ends (dropped after the
+    /// connection), on PostgreSQL once the advisory lock is held.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx {
+    /// The connection stays in the `Tx` until its statement has been answered: a caller
+    /// dropped on the way (an HTTP client that gave up, a timeout) drops the `Tx`, which
+    /// closes the connection, never hands it back to the pool in the middle of a transaction.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.as_mut() else {
             return Err(StoreError::Storage(
                 "the transaction was already closed".into(),
             ));
         };
-        match sqlx::query("COMMIT").execute(&mut *conn).await {
+        match sqlx::query("COMMIT").execute(&mut **conn).await {
             Ok(_) => {
+                // Committed: the connection goes back to the pool.
+                self.conn = None;
                 self.db.wrote(Ok(()));
                 Ok(())
             }
             Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                let _ = conn.close().await;
+                if let Some(mut conn) = self.conn.take() {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    let _ = conn.close().await;
+                }
                 Err(self.db.failed(e))
             }
         }
     }
-}
 
-impl Tx {
     /// Undo the transaction and hand the connection back (a dry run's end).
     pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-            let _ = conn.close().await;
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut **conn).await {
+            if let Some(conn) = self.conn.take() {
+                let _ = conn.close().await;
+            }
             return Err(StoreError::Database(e));
         }
+        self.conn = None;
         Ok(())
     }
 }
@@ -322,8 +330,9 @@ impl Tx {
 impl Drop for Tx {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            // Not committed (an error on the way): the connection closes with its transaction,
-            // which SQLite then rolls back. It is not reused.
+            // Not committed (an error on the way, or the caller dropped while a statement
+            // was out): the connection closes with its transaction, which the server then
+            // rolls back (on PostgreSQL, with the advisory lock). It is not reused.
             drop(conn.detach());
         }
     }
@@ -441,19 +450,30 @@ impl Db {
                     WRITER_TURN_WAIT.as_secs()
                 )))
             })?;
-        let mut conn = self.pool.acquire().await?;
+        let conn = self.pool.acquire().await?;
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7466346977)",
         };
-        if let Err(e) = conn.execute(begin).await {
-            return Err(self.failed(e));
-        }
+        // In the `Tx` before `BEGIN` is sent: dropped while it waits for the lock, the `Tx`
+        // closes the connection. Handed back to the pool instead, the connection would take
+        // the lock once its wait ended and keep it, idle in its transaction, for whatever
+        // read used it next: every writer of every node would then wait for ever.
         let mut tx = Tx {
             conn: Some(conn),
             db: self.clone(),
-            _turn: turn,
+            _turn: Some(turn),
         };
+        if let Err(e) = sqlx::Executor::execute(&mut *tx, begin).await {
+            return Err(self.failed(e));
+        }
+        if self.backend == Backend::Postgres {
+            // The advisory lock serializes the writes from here: the next writer of this node
+            // may take a connection and queue for the lock in the server, which hands it on
+            // at each commit without a round trip to this process. At most two connections
+            // of this node's pool are then writing or waiting to.
+            tx._turn = None;
+        }
         // A rollout task's writes carry the lease epoch it claimed (fencing): once another
         // node has claimed the rollout since, none of them is taken. Claims are writes too,
         // serialized with this one, so the check holds until the commit.

@@ -11,7 +11,7 @@ use fleetup::store::copy::{TABLES, Table};
 use fleetup::store::{DatabaseUrl, Db};
 use serde_json::{Value, json};
 
-use crate::support::{Rig, TestApp, jobs, playbook, test_database};
+use crate::support::{Rig, TestApp, eventually, jobs, playbook, test_database};
 
 /// The test database for `dir`, which must exist: these tests are meaningless on SQLite alone.
 fn postgres_for(dir: &Path) -> String {
@@ -215,4 +215,93 @@ async fn postgres_job_rows_keep_the_rev_of_their_last_change() {
     let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
     let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
     crate::store::job_rows_keep_the_rev_of_their_last_change(&pg).await;
+}
+
+/// A writer dropped while it waits for the write lock (the HTTP client of an agent's call gave
+/// up, a timeout) leaves no connection behind in a transaction: handed back to the pool, one
+/// would take the lock once its wait ended and keep it, idle in its transaction, and every
+/// writer of every node would wait for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn postgres_a_writer_dropped_while_it_waits_for_the_lock_leaves_nothing_held() {
+    use fleetup::rollout::model::{EventKind, StepState};
+    use sqlx::Executor;
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
+    let db = Db::connect(&pg_url, dir.path()).await.unwrap();
+    sqlx::query(
+        "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
+         VALUES ('r1', 'r1', 'running', '', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO rollout_devices (rollout_id, device, wave, position, image) \
+         VALUES ('r1', 'sw1', 0, 0, 'img.bin')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let write = |db: Db| async move {
+        db.record_step(
+            "r1",
+            "sw1",
+            "connect",
+            Some(StepState::Started),
+            EventKind::StepStarted,
+            "connecting",
+        )
+        .await
+    };
+    // What the test's own queries of pg_stat_activity count: the other sessions of this
+    // database in a state.
+    let sessions = |db: Db, what: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND {what}"
+        ))
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    let waiting_for_the_lock = "wait_event_type = 'Lock' AND wait_event = 'advisory'";
+
+    // Another node's write holds the lock.
+    let mut other = db.pool().acquire().await.unwrap();
+    other
+        .execute("BEGIN; SELECT pg_advisory_xact_lock(7466346977)")
+        .await
+        .unwrap();
+    let dropped = tokio::spawn(write(db.clone()));
+    eventually("the writer to wait for the lock", || async {
+        (sessions(db.clone(), waiting_for_the_lock).await == 1).then_some(())
+    })
+    .await;
+    dropped.abort();
+    assert!(dropped.await.unwrap_err().is_cancelled());
+    other.execute("COMMIT").await.unwrap();
+    drop(other);
+
+    // The dropped writer's session ends its wait, and nothing is left holding the lock.
+    eventually("the dropped writer's session to end its wait", || async {
+        let left = sessions(
+            db.clone(),
+            "(wait_event = 'advisory' OR (state = 'active' AND query LIKE 'BEGIN;%'))",
+        )
+        .await;
+        (left == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sessions(db.clone(), "state LIKE 'idle in transaction%'").await,
+        0,
+        "no session is left idle in a transaction"
+    );
+    for _ in 0..3 {
+        tokio::time::timeout(std::time::Duration::from_secs(30), write(db.clone()))
+            .await
+            .expect("a write went through")
+            .unwrap();
+    }
 }
