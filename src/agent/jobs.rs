@@ -677,7 +677,8 @@ impl JobStore for RemoteStore {
         .await
     }
 
-    async fn may_go_on(&self, _rollout: &str) -> bool {
+    async fn may_go_on(&self, _rollout: &str, _seen: Option<RolloutView>) -> bool {
+        // The view is kept for a moment (`VIEW_FRESH`): one just read is not asked again.
         // A service that cannot be asked for a while stops the job: nothing starts unrecorded.
         let mut unanswered = 0;
         loop {

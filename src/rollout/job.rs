@@ -769,7 +769,8 @@ impl StepGate for Recorder<'_> {
         let store = &*self.ctx.store;
         let shutdown = &self.ctx.env.shutdown;
         let id = &self.ctx.rollout_id;
-        if store.rollout_view(id).await.is_ok_and(|r| r.paused) {
+        let seen = store.rollout_view(id).await.ok();
+        if seen.is_some_and(|r| r.paused) {
             self.write_ended(std::mem::take(&mut ended)).await;
             store
                 .event(
@@ -782,7 +783,7 @@ impl StepGate for Recorder<'_> {
                 )
                 .await;
         }
-        if !store.may_go_on(id).await {
+        if !store.may_go_on(id, seen).await {
             self.write_ended(ended).await;
             self.cancel.cancel();
             return Err(if shutdown.is_requested() {
@@ -1000,7 +1001,7 @@ impl Recorder<'_> {
             tokio::select! {
                 _ = env.clock.sleep_until(next.at) => {}
                 _ = store.changed(id) => {
-                    if !store.may_go_on(id).await {
+                    if !store.may_go_on(id, None).await {
                         self.cancel.cancel();
                         return Err(if env.shutdown.is_requested() { Stop::Shutdown } else { Stop::Abort });
                     }

@@ -75,7 +75,9 @@ pub(crate) trait JobStore: Send + Sync {
         event: NewEvent<'_>,
     ) -> Result<(), StoreError>;
     /// Wait while the rollout is paused; false when it must stop (abort, halt or shutdown).
-    async fn may_go_on(&self, rollout: &str) -> bool;
+    /// `seen` is the rollout's view as just read by the caller, if it read one: a view that
+    /// lets the job go on is not read again.
+    async fn may_go_on(&self, rollout: &str, seen: Option<RolloutView>) -> bool;
     /// Wait for an operator request (or, where none is announced, a while).
     async fn changed(&self, rollout: &str);
     async fn rollout_view(&self, rollout: &str) -> Result<RolloutView, StoreError>;
@@ -586,8 +588,8 @@ impl JobStore for Ledger {
         Ledger::requeue_job(self, rollout, device, event).await
     }
 
-    async fn may_go_on(&self, rollout: &str) -> bool {
-        Ledger::may_go_on(self, rollout).await
+    async fn may_go_on(&self, rollout: &str, seen: Option<RolloutView>) -> bool {
+        Ledger::may_go_on_seen(self, rollout, seen).await
     }
 
     async fn changed(&self, rollout: &str) {

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, broadcast};
 use super::FileServers;
 use super::clock::Clock;
 use super::model::{Event, EventKind, JobState, RolloutState};
-use super::policy::{self, Proceed};
+use super::policy::{self, Proceed, RolloutView};
 use crate::images::ImageStore;
 use crate::shutdown::Shutdown;
 use crate::store::rollouts::NewEvent;
@@ -279,6 +279,19 @@ impl Ledger {
     }
 
     /// Wait while the rollout is paused; false when it must stop (abort, halt or shutdown).
+    /// [`Ledger::may_go_on`], without a second read when the view `seen` was read just now
+    /// and lets the job go on (a step's gate reads it once for the pause notice and this).
+    pub(crate) async fn may_go_on_seen(&self, id: &str, seen: Option<RolloutView>) -> bool {
+        if let Some(r) = seen
+            && self.control(id).is_some()
+            && self.db.writes_failing().is_none()
+            && policy::proceed(r, self.shutdown.is_requested()) == Proceed::Go
+        {
+            return true;
+        }
+        self.may_go_on(id).await
+    }
+
     pub(crate) async fn may_go_on(&self, id: &str) -> bool {
         loop {
             let Some(control) = self.control(id) else {

@@ -451,10 +451,6 @@ impl Db {
                 )))
             })?;
         let conn = self.pool.acquire().await?;
-        let begin = match self.backend {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7466346977)",
-        };
         // In the `Tx` before `BEGIN` is sent: dropped while it waits for the lock, the `Tx`
         // closes the connection. Handed back to the pool instead, the connection would take
         // the lock once its wait ended and keep it, idle in its transaction, for whatever
@@ -464,9 +460,53 @@ impl Db {
             db: self.clone(),
             _turn: Some(turn),
         };
-        if let Err(e) = sqlx::Executor::execute(&mut *tx, begin).await {
-            return Err(self.failed(e));
-        }
+        // A rollout task's writes carry the lease epoch it claimed (fencing): once another
+        // node has claimed the rollout since, none of them is taken. Claims are writes too,
+        // serialized with this one, so the check holds until the commit.
+        // A site agent's writes for a job carry the job's runner epoch the same way.
+        let fence = leases::FENCE.try_with(Clone::clone).ok();
+        let check = fence.as_ref().map(|f| match &f.device {
+            Some(_) => {
+                "SELECT runner_epoch FROM rollout_devices WHERE rollout_id = $1 AND device = $2"
+            }
+            None => "SELECT lease_epoch FROM rollouts WHERE id = $1",
+        });
+        let epoch: Option<i64> = match (self.backend, fence.as_ref().zip(check)) {
+            // SQLite takes the statements of one query in turn: the check goes with `BEGIN`,
+            // one call to the connection's thread instead of two, for every write.
+            (Backend::Sqlite, Some((fence, check))) => {
+                let sql = format!("BEGIN IMMEDIATE; {check}");
+                let mut q = sqlx::query_scalar(&sql).bind(&fence.rollout);
+                if let Some(device) = &fence.device {
+                    q = q.bind(device);
+                }
+                // All rows, not the first result: that is `BEGIN`'s, which has none.
+                q.fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.failed(e))?
+                    .into_iter()
+                    .next()
+            }
+            (backend, checked) => {
+                let begin = match backend {
+                    Backend::Sqlite => "BEGIN IMMEDIATE",
+                    Backend::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7466346977)",
+                };
+                if let Err(e) = sqlx::Executor::execute(&mut *tx, begin).await {
+                    return Err(self.failed(e));
+                }
+                match checked {
+                    Some((fence, check)) => {
+                        let mut q = sqlx::query_scalar(check).bind(&fence.rollout);
+                        if let Some(device) = &fence.device {
+                            q = q.bind(device);
+                        }
+                        q.fetch_optional(&mut *tx).await?
+                    }
+                    None => None,
+                }
+            }
+        };
         if self.backend == Backend::Postgres {
             // The advisory lock serializes the writes from here: the next writer of this node
             // may take a connection and queue for the lock in the server, which hands it on
@@ -474,46 +514,29 @@ impl Db {
             // of this node's pool are then writing or waiting to.
             tx._turn = None;
         }
-        // A rollout task's writes carry the lease epoch it claimed (fencing): once another
-        // node has claimed the rollout since, none of them is taken. Claims are writes too,
-        // serialized with this one, so the check holds until the commit.
-        // A site agent's writes for a job carry the job's runner epoch the same way.
-        if let Ok(fence) = leases::FENCE.try_with(Clone::clone) {
-            if let Some(device) = &fence.device {
-                let epoch: Option<i64> = sqlx::query_scalar(
-                    "SELECT runner_epoch FROM rollout_devices WHERE rollout_id = $1 AND device = $2",
-                )
-                .bind(&fence.rollout)
-                .bind(device)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if epoch != Some(fence.epoch) {
-                    tx.rollback().await?;
-                    return Err(StoreError::Fenced(format!(
-                        "rollout {} device {device}: the job was claimed again or taken back \
-                         (epoch {} here, {} now); this agent no longer writes for it",
-                        fence.rollout,
-                        fence.epoch,
-                        epoch.map_or_else(|| "none".to_string(), |e| e.to_string())
-                    )));
-                }
-                return Ok(tx);
-            }
-            let epoch: Option<i64> =
-                sqlx::query_scalar("SELECT lease_epoch FROM rollouts WHERE id = $1")
-                    .bind(&fence.rollout)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if epoch.is_some_and(|e| e != fence.epoch) {
+        let Some(fence) = fence else {
+            return Ok(tx);
+        };
+        if let Some(device) = &fence.device {
+            if epoch != Some(fence.epoch) {
                 tx.rollback().await?;
                 return Err(StoreError::Fenced(format!(
-                    "rollout {}: another node took its lease over (epoch {} here, {} now); \
-                     this node no longer writes for it",
+                    "rollout {} device {device}: the job was claimed again or taken back \
+                     (epoch {} here, {} now); this agent no longer writes for it",
                     fence.rollout,
                     fence.epoch,
-                    epoch.unwrap_or_default()
+                    epoch.map_or_else(|| "none".to_string(), |e| e.to_string())
                 )));
             }
+        } else if epoch.is_some_and(|e| e != fence.epoch) {
+            tx.rollback().await?;
+            return Err(StoreError::Fenced(format!(
+                "rollout {}: another node took its lease over (epoch {} here, {} now); \
+                 this node no longer writes for it",
+                fence.rollout,
+                fence.epoch,
+                epoch.unwrap_or_default()
+            )));
         }
         Ok(tx)
     }
