@@ -1125,6 +1125,112 @@ async fn insert_event<'c>(
     row_to_event(&row)
 }
 
+const STEP_UPDATE: &str = "UPDATE rollout_devices SET state = $1, step = $2, step_state = $3, \
+     waits_for_window = NULL, \
+     reload_sent = CASE WHEN $4 = 1 THEN 1 ELSE reload_sent END, \
+     rollback_sent = CASE WHEN $5 = 1 THEN 1 ELSE rollback_sent END, \
+     started_at = coalesce(started_at, $6) WHERE rollout_id = $7 AND device = $8";
+
+const TRANSCRIPT_INSERT: &str = "INSERT INTO job_transcripts (rollout_id, device, attempt, step, kind, command, output, at) \
+     VALUES ($1, $2, coalesce((SELECT CASE WHEN attempts > 1 THEN attempts ELSE 1 END FROM rollout_devices \
+     WHERE rollout_id = $3 AND device = $4), 1), $5, $6, $7, $8, $9)";
+
+const EVENT_INSERT: &str = "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *";
+
+/// `sql` with each parameter `$N` renumbered `$(N + offset)`, to follow other statements in one
+/// query.
+fn shifted(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+            digits.push(d);
+            chars.next();
+        }
+        match digits.parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&digits),
+        }
+    }
+    out
+}
+
+/// [`write_step`] on SQLite: the job's step, the transcript lines and the event in one query,
+/// whose statements SQLite runs in turn: one call to the connection's thread instead of one
+/// per statement (three or more for each step record).
+async fn write_step_in_one_call(
+    tx: &mut Tx,
+    rollout_id: &str,
+    device: &str,
+    record: &StepRecord<'_>,
+) -> Result<Event, StoreError> {
+    let StepRecord {
+        step,
+        state,
+        kind,
+        message,
+        transcript,
+    } = *record;
+    let mut sql = String::new();
+    let mut offset = 0;
+    if state.is_some() {
+        sql.push_str(STEP_UPDATE);
+        sql.push_str(";\n");
+        offset += 8;
+    }
+    for _ in transcript {
+        sql.push_str(&shifted(TRANSCRIPT_INSERT, offset));
+        sql.push_str(";\n");
+        offset += 9;
+    }
+    sql.push_str(&shifted(EVENT_INSERT, offset));
+    let mut q = sqlx::query(&sql);
+    if let Some(state) = state {
+        q = q
+            .bind(JobState::Running.as_str())
+            .bind(step)
+            .bind(state.as_str())
+            .bind(i64::from(is_reload_step(step)))
+            .bind(i64::from(
+                step == crate::device::Step::RollbackReload.as_str(),
+            ))
+            .bind(now_text())
+            .bind(rollout_id)
+            .bind(device);
+    }
+    for l in transcript {
+        q = q
+            .bind(rollout_id)
+            .bind(device)
+            .bind(rollout_id)
+            .bind(device)
+            .bind(l.step.map(|s| s.as_str()))
+            .bind(l.kind.as_str())
+            .bind(l.command.as_str())
+            .bind(l.output.as_str())
+            .bind(l.at.to_string());
+    }
+    let rows = q
+        .bind(rollout_id)
+        .bind(now_text())
+        .bind(Some(device))
+        .bind(kind.as_str())
+        .bind(Some(step))
+        .bind(message)
+        .bind(None::<String>)
+        // Every row of the query: the first result is the update's, which has none.
+        .fetch_all(&mut **tx)
+        .await?;
+    let row = rows.first().ok_or(StoreError::NotFound)?;
+    row_to_event(row)
+}
+
 /// A device back in line (bind the pending state first): nothing left of its earlier attempt.
 /// What putting a job back in line resets; its state is `$1`. `reload_sent` is each caller's.
 const BACK_IN_LINE: &str = "state = $1, error = NULL, failure_reason = NULL, finished_at = NULL, \
@@ -1139,6 +1245,9 @@ async fn write_step(
     device: &str,
     record: &StepRecord<'_>,
 ) -> Result<Event, StoreError> {
+    if tx.db.backend() == super::Backend::Sqlite {
+        return write_step_in_one_call(tx, rollout_id, device, record).await;
+    }
     let StepRecord {
         step,
         state,
@@ -1179,4 +1288,94 @@ async fn write_step(
     .await?;
     insert_transcript(tx, rollout_id, device, transcript).await?;
     Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_to_follow_other_statements() {
+        assert_eq!(
+            shifted("VALUES ($1, $2, '$', $12) WHERE x = $3", 8),
+            "VALUES ($9, $10, '$', $20) WHERE x = $11"
+        );
+        assert_eq!(shifted(EVENT_INSERT, 0), EVENT_INSERT);
+        // The combined query numbers every parameter once, in the order they are bound.
+        let combined = format!(
+            "{STEP_UPDATE};{};{};{}",
+            shifted(TRANSCRIPT_INSERT, 8),
+            shifted(TRANSCRIPT_INSERT, 17),
+            shifted(EVENT_INSERT, 26)
+        );
+        let mut numbers: Vec<usize> = combined
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers, (1..=33).collect::<Vec<_>>());
+    }
+
+    /// A step record with its transcript lines, written in one call on SQLite: the job, the
+    /// lines (numbered for the job's attempt) and the event.
+    #[tokio::test]
+    async fn a_step_record_writes_the_job_its_transcript_and_its_event_in_one_call() {
+        let (_dir, db) = super::super::leases::tests::store_with_rollout().await;
+        super::super::leases::tests::add_job(&db, "pending").await;
+        let lines: Vec<TranscriptEntry> = (0..3)
+            .map(|i| TranscriptEntry {
+                step: Some(crate::device::Step::Copy),
+                kind: EntryKind::Command,
+                command: format!("copy {i}"),
+                output: format!("out {i}"),
+                at: jiff::Timestamp::now(),
+            })
+            .collect();
+        let record = StepRecord {
+            step: "reload",
+            state: Some(StepState::Started),
+            kind: EventKind::StepStarted,
+            message: "reloading",
+            transcript: &lines,
+        };
+        let event = db.record_step_with("r1", "sw1", &record).await.unwrap();
+        assert_eq!(
+            (event.kind, event.step.as_deref(), event.message.as_str()),
+            (EventKind::StepStarted, Some("reload"), "reloading")
+        );
+        let job = db.job("r1", "sw1").await.unwrap();
+        assert_eq!(job.state, JobState::Running);
+        assert_eq!(job.step.as_deref(), Some("reload"));
+        assert!(job.reload_sent, "a reload's start is recorded as sent");
+        let kept = db.transcript("r1", "sw1").await.unwrap();
+        assert_eq!(
+            kept.iter()
+                .map(|l| (l.attempt, l.command.as_str(), l.output.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (1, "copy 0", "out 0"),
+                (1, "copy 1", "out 1"),
+                (1, "copy 2", "out 2")
+            ]
+        );
+        // A record without a state writes only its event.
+        let done = StepRecord {
+            step: "reload",
+            state: None,
+            kind: EventKind::StepDone,
+            message: "sent",
+            transcript: &[],
+        };
+        let e2 = db.record_step_with("r1", "sw1", &done).await.unwrap();
+        assert!(e2.id > event.id);
+        assert_eq!(
+            db.job("r1", "sw1").await.unwrap().step_state,
+            job.step_state
+        );
+    }
 }
