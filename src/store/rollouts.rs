@@ -1080,22 +1080,18 @@ async fn insert_transcript(
     lines: &[TranscriptEntry],
 ) -> Result<(), StoreError> {
     for l in lines {
-        sqlx::query(
-            "INSERT INTO job_transcripts (rollout_id, device, attempt, step, kind, command, output, at) \
-             VALUES ($1, $2, coalesce((SELECT CASE WHEN attempts > 1 THEN attempts ELSE 1 END FROM rollout_devices \
-             WHERE rollout_id = $3 AND device = $4), 1), $5, $6, $7, $8, $9)",
-        )
-        .bind(rollout_id)
-        .bind(device)
-        .bind(rollout_id)
-        .bind(device)
-        .bind(l.step.map(|s| s.as_str()))
-        .bind(l.kind.as_str())
-        .bind(&l.command)
-        .bind(&l.output)
-        .bind(l.at.to_string())
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(TRANSCRIPT_INSERT)
+            .bind(rollout_id)
+            .bind(device)
+            .bind(rollout_id)
+            .bind(device)
+            .bind(l.step.map(|s| s.as_str()))
+            .bind(l.kind.as_str())
+            .bind(&l.command)
+            .bind(&l.output)
+            .bind(l.at.to_string())
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -1109,19 +1105,16 @@ async fn insert_event<'c>(
     message: &str,
     data: Option<&serde_json::Value>,
 ) -> Result<Event, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-    )
-    .bind(rollout_id)
-    .bind(now_text())
-    .bind(device)
-    .bind(kind.as_str())
-    .bind(step)
-    .bind(message)
-    .bind(data.map(|d| d.to_string()))
-    .fetch_one(executor)
-    .await?;
+    let row = sqlx::query(EVENT_INSERT)
+        .bind(rollout_id)
+        .bind(now_text())
+        .bind(device)
+        .bind(kind.as_str())
+        .bind(step)
+        .bind(message)
+        .bind(data.map(|d| d.to_string()))
+        .fetch_one(executor)
+        .await?;
     row_to_event(&row)
 }
 
@@ -1258,23 +1251,17 @@ async fn write_step(
     if let Some(state) = state {
         let reload_sent = is_reload_step(step);
         let rollback_sent = step == crate::device::Step::RollbackReload.as_str();
-        sqlx::query(
-            "UPDATE rollout_devices SET state = $1, step = $2, step_state = $3, \
-             waits_for_window = NULL, \
-             reload_sent = CASE WHEN $4 = 1 THEN 1 ELSE reload_sent END, \
-             rollback_sent = CASE WHEN $5 = 1 THEN 1 ELSE rollback_sent END, \
-             started_at = coalesce(started_at, $6) WHERE rollout_id = $7 AND device = $8",
-        )
-        .bind(JobState::Running.as_str())
-        .bind(step)
-        .bind(state.as_str())
-        .bind(i64::from(reload_sent))
-        .bind(i64::from(rollback_sent))
-        .bind(now_text())
-        .bind(rollout_id)
-        .bind(device)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(STEP_UPDATE)
+            .bind(JobState::Running.as_str())
+            .bind(step)
+            .bind(state.as_str())
+            .bind(i64::from(reload_sent))
+            .bind(i64::from(rollback_sent))
+            .bind(now_text())
+            .bind(rollout_id)
+            .bind(device)
+            .execute(&mut **tx)
+            .await?;
     }
     let event = insert_event(
         &mut **tx,
