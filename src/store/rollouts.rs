@@ -1080,16 +1080,7 @@ async fn insert_transcript(
     lines: &[TranscriptEntry],
 ) -> Result<(), StoreError> {
     for l in lines {
-        sqlx::query(TRANSCRIPT_INSERT)
-            .bind(rollout_id)
-            .bind(device)
-            .bind(rollout_id)
-            .bind(device)
-            .bind(l.step.map(|s| s.as_str()))
-            .bind(l.kind.as_str())
-            .bind(&l.command)
-            .bind(&l.output)
-            .bind(l.at.to_string())
+        bind_transcript_line(sqlx::query(TRANSCRIPT_INSERT), rollout_id, device, l)
             .execute(&mut **tx)
             .await?;
     }
@@ -1105,16 +1096,17 @@ async fn insert_event<'c>(
     message: &str,
     data: Option<&serde_json::Value>,
 ) -> Result<Event, StoreError> {
-    let row = sqlx::query(EVENT_INSERT)
-        .bind(rollout_id)
-        .bind(now_text())
-        .bind(device)
-        .bind(kind.as_str())
-        .bind(step)
-        .bind(message)
-        .bind(data.map(|d| d.to_string()))
-        .fetch_one(executor)
-        .await?;
+    let row = bind_event(
+        sqlx::query(EVENT_INSERT),
+        rollout_id,
+        device,
+        kind,
+        step,
+        message,
+        data.map(|d| d.to_string()),
+    )
+    .fetch_one(executor)
+    .await?;
     row_to_event(&row)
 }
 
@@ -1130,6 +1122,65 @@ const TRANSCRIPT_INSERT: &str = "INSERT INTO job_transcripts (rollout_id, device
 
 const EVENT_INSERT: &str = "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// [`STEP_UPDATE`]'s parameters, after those `q` has.
+fn bind_step_update<'q>(
+    q: AnyQuery<'q>,
+    rollout_id: &'q str,
+    device: &'q str,
+    step: &'q str,
+    state: StepState,
+) -> AnyQuery<'q> {
+    q.bind(JobState::Running.as_str())
+        .bind(step)
+        .bind(state.as_str())
+        .bind(i64::from(is_reload_step(step)))
+        .bind(i64::from(
+            step == crate::device::Step::RollbackReload.as_str(),
+        ))
+        .bind(now_text())
+        .bind(rollout_id)
+        .bind(device)
+}
+
+/// [`TRANSCRIPT_INSERT`]'s parameters for one line, after those `q` has.
+fn bind_transcript_line<'q>(
+    q: AnyQuery<'q>,
+    rollout_id: &'q str,
+    device: &'q str,
+    l: &'q TranscriptEntry,
+) -> AnyQuery<'q> {
+    q.bind(rollout_id)
+        .bind(device)
+        .bind(rollout_id)
+        .bind(device)
+        .bind(l.step.map(|s| s.as_str()))
+        .bind(l.kind.as_str())
+        .bind(l.command.as_str())
+        .bind(l.output.as_str())
+        .bind(l.at.to_string())
+}
+
+/// [`EVENT_INSERT`]'s parameters, after those `q` has.
+fn bind_event<'q>(
+    q: AnyQuery<'q>,
+    rollout_id: &'q str,
+    device: Option<&'q str>,
+    kind: EventKind,
+    step: Option<&'q str>,
+    message: &'q str,
+    data: Option<String>,
+) -> AnyQuery<'q> {
+    q.bind(rollout_id)
+        .bind(now_text())
+        .bind(device)
+        .bind(kind.as_str())
+        .bind(step)
+        .bind(message)
+        .bind(data)
+}
 
 /// `sql` with each parameter `$N` renumbered `$(N + offset)`, to follow other statements in one
 /// query.
@@ -1185,38 +1236,12 @@ async fn write_step_in_one_call(
     sql.push_str(&shifted(EVENT_INSERT, offset));
     let mut q = sqlx::query(&sql);
     if let Some(state) = state {
-        q = q
-            .bind(JobState::Running.as_str())
-            .bind(step)
-            .bind(state.as_str())
-            .bind(i64::from(is_reload_step(step)))
-            .bind(i64::from(
-                step == crate::device::Step::RollbackReload.as_str(),
-            ))
-            .bind(now_text())
-            .bind(rollout_id)
-            .bind(device);
+        q = bind_step_update(q, rollout_id, device, step, state);
     }
     for l in transcript {
-        q = q
-            .bind(rollout_id)
-            .bind(device)
-            .bind(rollout_id)
-            .bind(device)
-            .bind(l.step.map(|s| s.as_str()))
-            .bind(l.kind.as_str())
-            .bind(l.command.as_str())
-            .bind(l.output.as_str())
-            .bind(l.at.to_string());
+        q = bind_transcript_line(q, rollout_id, device, l);
     }
-    let rows = q
-        .bind(rollout_id)
-        .bind(now_text())
-        .bind(Some(device))
-        .bind(kind.as_str())
-        .bind(Some(step))
-        .bind(message)
-        .bind(None::<String>)
+    let rows = bind_event(q, rollout_id, Some(device), kind, Some(step), message, None)
         // Every row of the query: the first result is the update's, which has none.
         .fetch_all(&mut **tx)
         .await?;
@@ -1249,17 +1274,7 @@ async fn write_step(
         transcript,
     } = *record;
     if let Some(state) = state {
-        let reload_sent = is_reload_step(step);
-        let rollback_sent = step == crate::device::Step::RollbackReload.as_str();
-        sqlx::query(STEP_UPDATE)
-            .bind(JobState::Running.as_str())
-            .bind(step)
-            .bind(state.as_str())
-            .bind(i64::from(reload_sent))
-            .bind(i64::from(rollback_sent))
-            .bind(now_text())
-            .bind(rollout_id)
-            .bind(device)
+        bind_step_update(sqlx::query(STEP_UPDATE), rollout_id, device, step, state)
             .execute(&mut **tx)
             .await?;
     }
