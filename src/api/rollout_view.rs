@@ -16,7 +16,7 @@
 //! A view is updated under its own lock, so requests that arrive together do the reads once.
 //! At most [`CAPACITY`] views are kept; the least recently used one goes first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{StatusCode, header};
@@ -43,10 +43,11 @@ struct View {
     /// Each device's index in `jobs`.
     at: HashMap<String, usize>,
     timings: StepTimings,
-    /// Each device's row as JSON, with the transfer it was written with: a row is written
-    /// again only when its job, its steps or its transfer changed. At 2,000 devices the whole
-    /// answer is megabytes, and most rows are the same from one request to the next.
-    rows: HashMap<String, Row>,
+    /// Each job's row as JSON (same index as `jobs`), with the transfer it was written with;
+    /// none until written or once its job or steps changed. A row is written again only then,
+    /// or when its transfer moved: at 2,000 devices the whole answer is megabytes, and most
+    /// rows are the same from one request to the next.
+    rows: Vec<Option<Row>>,
 }
 
 impl View {
@@ -56,7 +57,15 @@ impl View {
             .enumerate()
             .map(|(i, j)| (j.device.clone(), i))
             .collect();
+        self.rows = jobs.iter().map(|_| None).collect();
         self.jobs = jobs;
+    }
+
+    /// The device's row must be written again.
+    fn forget_row(&mut self, device: &str) {
+        if let Some(row) = self.at.get(device).and_then(|&i| self.rows.get_mut(i)) {
+            *row = None;
+        }
     }
 }
 
@@ -156,8 +165,6 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
             v.plan.insert(Arc::new(p)).clone()
         }
     };
-    // Rows to write again: their job or their steps changed since the last request.
-    let mut stale: HashSet<String> = HashSet::new();
     // The counter before the jobs: a write between the two reads makes the next request read
     // the jobs again, never a view older than its counter.
     let rev = state.db.jobs_rev(r.id.as_str()).await?;
@@ -168,11 +175,14 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
             let changed = state.db.jobs_changed_since(r.id.as_str(), seen).await?;
             let mut whole = false;
             for j in changed {
-                match v.at.get(&j.device).and_then(|&i| v.jobs.get_mut(i)) {
-                    Some(old) if old.wave == j.wave && old.position == j.position => {
+                let i = v.at.get(&j.device).copied();
+                match i.and_then(|i| Some((i, v.jobs.get_mut(i)?))) {
+                    Some((i, old)) if old.wave == j.wave && old.position == j.position => {
                         if *old != j {
-                            stale.insert(j.device.clone());
                             *old = j;
+                            if let Some(row) = v.rows.get_mut(i) {
+                                *row = None;
+                            }
                         }
                     }
                     // A device new to the rollout, or moved: read the whole list again.
@@ -181,7 +191,6 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
             }
             if whole {
                 v.set_jobs(state.db.jobs(r.id.as_str()).await?);
-                stale.extend(v.jobs.iter().map(|j| j.device.clone()));
             }
             v.jobs_rev = Some(rev);
         }
@@ -193,44 +202,42 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
     let after = v.timings.last_event;
     for e in state.db.step_events_after(r.id.as_str(), after).await? {
         v.timings.apply(&e);
-        if let Some(device) = e.device {
-            stale.insert(device);
+        if let Some(device) = &e.device {
+            v.forget_row(device);
         }
     }
 
     let mut transfers = state.transfers.of_rollout(r.id.as_str());
-    let mut rows = HashMap::with_capacity(v.jobs.len());
-    for j in &v.jobs {
+    for (j, row) in v.jobs.iter().zip(v.rows.iter_mut()) {
         let transfer = transfers.remove(&j.device);
-        let row = match v.rows.remove(&j.device) {
-            Some(row) if row.transfer == transfer && !stale.contains(&j.device) => row,
-            _ => {
-                let json = serde_json::value::to_raw_value(&DeviceRow {
-                    job: j.clone(),
-                    transfer: transfer.clone(),
-                    steps: v.timings.of(&j.device).to_vec(),
-                })
-                .map_err(|e| ApiError::internal("writing a device row", &e))?;
-                Row { transfer, json }
-            }
-        };
-        rows.insert(j.device.clone(), row);
+        if row.as_ref().is_some_and(|r| r.transfer == transfer) {
+            continue;
+        }
+        let json = serde_json::value::to_raw_value(&DeviceRow {
+            job: j.clone(),
+            transfer: transfer.clone(),
+            steps: v.timings.of(&j.device).to_vec(),
+        })
+        .map_err(|e| ApiError::internal("writing a device row", &e))?;
+        *row = Some(Row { transfer, json });
     }
-    // Rows of devices no longer in the rollout are dropped with the old map.
-    v.rows = rows;
 
     let waves = plan
         .waves
         .iter()
         .map(|w| {
-            let wave_jobs: Vec<&DeviceJob> = v.jobs.iter().filter(|j| j.wave == w.index).collect();
+            let in_wave = || {
+                v.jobs
+                    .iter()
+                    .zip(&v.rows)
+                    .filter(|(j, _)| j.wave == w.index)
+            };
             WaveOut {
                 index: w.index,
                 name: &w.name,
-                progress: progress(wave_jobs.iter().copied()),
-                devices: wave_jobs
-                    .iter()
-                    .filter_map(|j| v.rows.get(&j.device).map(|row| &*row.json))
+                progress: progress(in_wave().map(|(j, _)| j)),
+                devices: in_wave()
+                    .filter_map(|(_, row)| row.as_ref().map(|r| &*r.json))
                     .collect(),
             }
         })
