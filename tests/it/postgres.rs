@@ -229,20 +229,7 @@ async fn postgres_a_writer_dropped_while_it_waits_for_the_lock_leaves_nothing_he
     let dir = tempfile::tempdir().unwrap();
     let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
     let db = Db::connect(&pg_url, dir.path()).await.unwrap();
-    sqlx::query(
-        "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
-         VALUES ('r1', 'r1', 'running', '', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
-    )
-    .execute(db.pool())
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO rollout_devices (rollout_id, device, wave, position, image) \
-         VALUES ('r1', 'sw1', 0, 0, 'img.bin')",
-    )
-    .execute(db.pool())
-    .await
-    .unwrap();
+    crate::store::rollout_with_jobs(&db, &["sw1"]).await;
     let write = |db: Db| async move {
         db.record_step(
             "r1",

@@ -394,30 +394,10 @@ async fn sqlite_job_rows_keep_the_rev_of_their_last_change() {
 /// before are exactly those written since; a row copied with its rev (`db migrate`) keeps it
 /// and moves nothing. Run on SQLite here and on PostgreSQL by `postgres::`.
 pub async fn job_rows_keep_the_rev_of_their_last_change(db: &fleetup::store::Db) {
-    sqlx::query(
-        "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
-         VALUES ('r1', 'r1', 'running', '', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
-    )
-    .execute(db.pool())
-    .await
-    .unwrap();
-    let add = |device: &'static str, position: i64| async move {
-        sqlx::query(
-            "INSERT INTO rollout_devices (rollout_id, device, wave, position, image) \
-             VALUES ('r1', $1, 0, $2, 'img.bin')",
-        )
-        .bind(device)
-        .bind(position)
-        .execute(db.pool())
-        .await
-        .unwrap();
-    };
     let names = |jobs: Vec<fleetup::rollout::model::DeviceJob>| -> Vec<String> {
         jobs.into_iter().map(|j| j.device).collect()
     };
-    add("sw1", 0).await;
-    add("sw2", 1).await;
-    add("sw3", 2).await;
+    rollout_with_jobs(db, &["sw1", "sw2", "sw3"]).await;
     let after_insert = db.jobs_rev("r1").await.unwrap();
     assert_eq!(after_insert, 3, "each insert moved the count");
     assert_eq!(
@@ -483,4 +463,27 @@ pub async fn job_rows_keep_the_rev_of_their_last_change(db: &fleetup::store::Db)
         .await
         .unwrap();
     assert_eq!(rev, 4);
+}
+
+/// Rollout r1, running, with a pending job for each of `devices` in that order (wave 0), each
+/// inserted on its own, as SQL: what the store's tests build on (here and in `postgres::`).
+pub async fn rollout_with_jobs(db: &fleetup::store::Db, devices: &[&str]) {
+    sqlx::query(
+        "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
+         VALUES ('r1', 'r1', 'running', '', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    for (position, device) in devices.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO rollout_devices (rollout_id, device, wave, position, image) \
+             VALUES ('r1', $1, 0, $2, 'img.bin')",
+        )
+        .bind(*device)
+        .bind(position as i64)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
 }
