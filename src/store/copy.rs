@@ -15,6 +15,7 @@ pub const TABLES: &[&str] = &[
     "device_tags",
     "images",
     "rollouts",
+    "rollout_plans",
     "rollout_devices",
     "rollout_events",
     "job_transcripts",

@@ -270,8 +270,8 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).await.unwrap();
         sqlx::query(
-            "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
-             VALUES ('r1', 'r1', 'running', '', '2026-12-06T00:00:00Z', '2026-12-06T00:00:00Z')",
+            "INSERT INTO rollouts (id, name, state, created_at, updated_at) \
+             VALUES ('r1', 'r1', 'running', '2026-12-06T00:00:00Z', '2026-12-06T00:00:00Z')",
         )
         .execute(db.pool())
         .await

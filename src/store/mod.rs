@@ -194,6 +194,11 @@ impl fmt::Debug for DatabaseUrl {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// Where write transactions run. SQLite: a pool of one connection of its own, so the
+    /// writes always meet a page cache that only they changed (a commit empties every other
+    /// connection's cache, and the next writer on another connection would read the pages it
+    /// changes again). PostgreSQL: the same pool as the reads.
+    write_pool: AnyPool,
     backend: Backend,
     /// The data directory (configuration backups live there).
     dir: PathBuf,
@@ -383,32 +388,35 @@ impl Db {
 
     async fn connect_unmigrated(url: &DatabaseUrl, data_dir: &Path) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let (pool, file_dir) = match url {
+        let (pool, write_pool, file_dir) = match url {
             DatabaseUrl::Sqlite(path) => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(8)
-                    .test_before_acquire(false)
-                    .before_acquire(ping_if_idle)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL (readers never wait for the writer), foreign keys on, and a
-                            // writer waits up to 10 s for the write lock.
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                            )
-                            .await?;
-                            Ok(())
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                let options = |max| {
+                    AnyPoolOptions::new()
+                        .max_connections(max)
+                        .test_before_acquire(false)
+                        .before_acquire(ping_if_idle)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // WAL (readers never wait for the writer), foreign keys on, and
+                                // a writer waits up to 10 s for another process's write lock.
+                                conn.execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                                )
+                                .await?;
+                                Ok(())
+                            })
                         })
-                    })
-                    .connect(&format!("sqlite://{}?mode=rwc", path.display()))
-                    .await?;
+                };
+                let pool = options(8).connect(&url).await?;
+                let write_pool = options(1).connect(&url).await?;
                 let dir = path
                     .parent()
                     .map(Path::to_path_buf)
                     .filter(|p| !p.as_os_str().is_empty())
                     .unwrap_or_else(|| PathBuf::from("."));
-                (pool, Some(dir))
+                (pool, write_pool, Some(dir))
             }
             DatabaseUrl::Postgres(u) => {
                 let pool = AnyPoolOptions::new()
@@ -418,11 +426,12 @@ impl Db {
                     .before_acquire(ping_if_idle)
                     .connect(u)
                     .await?;
-                (pool, None)
+                (pool.clone(), pool, None)
             }
         };
         Ok(Self {
             pool,
+            write_pool,
             backend: url.backend(),
             dir: data_dir.to_path_buf(),
             file_dir,
@@ -450,7 +459,7 @@ impl Db {
                     WRITER_TURN_WAIT.as_secs()
                 )))
             })?;
-        let conn = self.pool.acquire().await?;
+        let conn = self.write_pool.acquire().await?;
         // In the `Tx` before `BEGIN` is sent: dropped while it waits for the lock, the `Tx`
         // closes the connection. Handed back to the pool instead, the connection would take
         // the lock once its wait ended and keep it, idle in its transaction, for whatever
@@ -611,6 +620,7 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        self.write_pool.close().await;
         self.pool.close().await
     }
 }

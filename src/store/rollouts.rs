@@ -248,21 +248,25 @@ impl Db {
         let mut tx = self.begin().await?;
         let now = now_text();
         sqlx::query(
-            "INSERT INTO rollouts (id, name, state, playbook, images, plan, created_at, updated_at, \
-             submitted_by, approval_required) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO rollouts (id, name, state, images, created_at, updated_at, \
+             submitted_by, approval_required) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(r.id.as_str())
         .bind(&r.name)
         .bind(r.state.as_str())
-        .bind(&r.playbook)
         .bind(serde_json::to_string(&r.images).unwrap_or_else(|_| "[]".into()))
-        .bind(&r.plan_json)
         .bind(&now)
         .bind(&now)
         .bind(&r.submitted_by)
         .bind(i64::from(r.approval_required))
         .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO rollout_plans (rollout_id, playbook, plan) VALUES ($1, $2, $3)")
+            .bind(r.id.as_str())
+            .bind(&r.playbook)
+            .bind(&r.plan_json)
+            .execute(&mut *tx)
+            .await?;
         for j in jobs {
             sqlx::query(
                 "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, target_version, old_version, kickstart) \
@@ -284,11 +288,14 @@ impl Db {
     }
 
     pub(crate) async fn rollout(&self, id: &str) -> Result<RolloutRecord, StoreError> {
-        let row = sqlx::query("SELECT * FROM rollouts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            "SELECT r.*, COALESCE(p.playbook, '') AS playbook, COALESCE(p.plan, '{}') AS plan \
+             FROM rollouts r LEFT JOIN rollout_plans p ON p.rollout_id = r.id WHERE r.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         row_to_rollout(&row)
     }
 
@@ -325,7 +332,7 @@ impl Db {
 
     /// A rollout's plan (JSON), as submitted.
     pub(crate) async fn rollout_plan(&self, id: &str) -> Result<String, StoreError> {
-        sqlx::query_scalar("SELECT plan FROM rollouts WHERE id = $1")
+        sqlx::query_scalar("SELECT plan FROM rollout_plans WHERE rollout_id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?

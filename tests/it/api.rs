@@ -678,7 +678,7 @@ async fn image_in_use_by_a_running_rollout_cannot_be_deleted() {
         .send()
         .await
         .unwrap();
-    sqlx::query("INSERT INTO rollouts (id, name, state, playbook, images, created_at, updated_at) VALUES ('r1', 'n', 'running', '', '[\"cat9k_iosxe.17.09.04a.SPA.bin\"]', '', '')")
+    sqlx::query("INSERT INTO rollouts (id, name, state, images, created_at, updated_at) VALUES ('r1', 'n', 'running', '[\"cat9k_iosxe.17.09.04a.SPA.bin\"]', '', '')")
         .execute(app.service.state.db.pool())
         .await
         .unwrap();

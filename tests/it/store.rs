@@ -469,8 +469,8 @@ pub async fn job_rows_keep_the_rev_of_their_last_change(db: &fleetup::store::Db)
 /// inserted on its own, as SQL: what the store's tests build on (here and in `postgres::`).
 pub async fn rollout_with_jobs(db: &fleetup::store::Db, devices: &[&str]) {
     sqlx::query(
-        "INSERT INTO rollouts (id, name, state, playbook, created_at, updated_at) \
-         VALUES ('r1', 'r1', 'running', '', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
+        "INSERT INTO rollouts (id, name, state, created_at, updated_at) \
+         VALUES ('r1', 'r1', 'running', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
     )
     .execute(db.pool())
     .await
