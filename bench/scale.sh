@@ -33,7 +33,8 @@
 # node), POLL_RATE (1/s each), AGENT_HEARTBEAT (2 s), AGENT_DRIVE (true: the agents drive their
 # sites' devices, with --max-jobs CONCURRENCY), PERF (1: sample serve node a with perf),
 # BASE_IP (127.0.40.1), ONLY=A|B, KEEP=1 (keep the work directory), FLEETUP_BIN (a prebuilt
-# binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800).
+# binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800), FLEETUP_LOG
+# (the fleetup processes' log filter, `warn`; their logs are in the work directory).
 # Needs python3, curl, nm (binutils); PostgreSQL for B (scripts/postgres installs it); root for
 # the taskstats and uprobe counters (without it those figures are left out, with the reason).
 # Everything listens on loopback with free ports; every process it starts is stopped on exit,
@@ -147,7 +148,7 @@ fi
 head -c $((IMAGE_MB * 1024 * 1024)) /dev/urandom >"$WORK/$IMAGE"
 # As root, scripts/postgres runs PostgreSQL as the postgres user, who must reach B/pg.
 chmod 711 "$WORK"
-export FLEETUP_API_TOKEN=$TOKEN FLEETUP_LOG=warn
+export FLEETUP_API_TOKEN=$TOKEN FLEETUP_LOG=${FLEETUP_LOG:-warn}
 
 api() { # METHOD URL [curl args...]
     local method=$1 url=$2

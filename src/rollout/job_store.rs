@@ -372,7 +372,7 @@ pub(crate) async fn apply(
             Ok(JobAnswer::Done)
         }
         JobOp::View => Ok(JobAnswer::View {
-            view: ledger.db.rollout_view(rollout).await?,
+            view: ledger.gate_view(rollout).await?,
             writes_failing: ledger.db.writes_failing(),
         }),
         JobOp::Origin { version, image } => {
@@ -597,7 +597,7 @@ impl JobStore for Ledger {
     }
 
     async fn rollout_view(&self, rollout: &str) -> Result<RolloutView, StoreError> {
-        self.db.rollout_view(rollout).await
+        self.gate_view(rollout).await
     }
 
     async fn set_job_origin(

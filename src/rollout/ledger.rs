@@ -21,8 +21,25 @@ use crate::transfers::Transfers;
 /// Operator requests for one running rollout, seen by its task between steps.
 pub(crate) struct Control {
     changed: Notify,
+    /// The rollout's flags as last read for a step's gate, shared by its jobs on this node.
+    gate: Mutex<Gate>,
     /// Set when the rollout's task ends.
     ended: tokio::sync::watch::Sender<bool>,
+}
+
+/// How long the rollout's state and flags, read at one step's gate, serve the gates of its
+/// other jobs on this node: hundreds of jobs start steps every second, and each read is a
+/// call to the database. An operator request made on this node is seen at once (`poke`
+/// forgets the view); one made on another node, or the leader's halt there, by the steps
+/// that start more than this after it is written.
+const GATE_FRESH: std::time::Duration = std::time::Duration::from_millis(100);
+
+#[derive(Default)]
+struct Gate {
+    /// The view and when its read began.
+    view: Option<(RolloutView, std::time::Instant)>,
+    /// Counts the pokes: a read that began before one is not kept.
+    generation: u64,
 }
 
 pub(crate) struct Ledger {
@@ -83,8 +100,37 @@ impl Ledger {
     /// Wake the rollout's task and its devices: an operator request changed something.
     pub(crate) fn poke(&self, id: &str) {
         if let Some(c) = self.control(id) {
+            {
+                let mut gate = c.gate.lock().unwrap_or_else(|e| e.into_inner());
+                gate.view = None;
+                gate.generation += 1;
+            }
             c.changed.notify_waiters();
         }
+    }
+
+    /// The rollout's state and flags for a step's gate: read at most every [`GATE_FRESH`] for
+    /// all its jobs on this node while its task runs here, else read now.
+    pub(crate) async fn gate_view(&self, id: &str) -> Result<RolloutView, StoreError> {
+        let Some(control) = self.control(id) else {
+            return self.db.rollout_view(id).await;
+        };
+        let began = std::time::Instant::now();
+        let generation = {
+            let gate = control.gate.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((view, at)) = gate.view
+                && began.saturating_duration_since(at) < GATE_FRESH
+            {
+                return Ok(view);
+            }
+            gate.generation
+        };
+        let view = self.db.rollout_view(id).await?;
+        let mut gate = control.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if gate.generation == generation && gate.view.is_none_or(|(_, at)| at < began) {
+            gate.view = Some((view, began));
+        }
+        Ok(view)
     }
 
     fn control(&self, id: &str) -> Option<Arc<Control>> {
@@ -346,6 +392,7 @@ impl Ledger {
             id.to_string(),
             Arc::new(Control {
                 changed: Notify::new(),
+                gate: Mutex::default(),
                 ended: tokio::sync::watch::Sender::new(false),
             }),
         );
@@ -373,5 +420,74 @@ impl Ledger {
         tokio::time::timeout(within, ended.wait_for(|e| *e))
             .await
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ledger_with_running_rollout() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).await.unwrap();
+        sqlx::query(
+            "INSERT INTO rollouts (id, name, state, created_at, updated_at) \
+             VALUES ('r1', 'r1', 'running', '2026-12-07T00:00:00Z', '2026-12-07T00:00:00Z')",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        let images = ImageStore::open(dir.path().join("images"), db.clone(), 1 << 20)
+            .await
+            .unwrap();
+        let ledger = Ledger::new(
+            db,
+            images,
+            Transfers::new(),
+            super::super::clock::Clock::System,
+            FileServers::default(),
+            Shutdown::new(),
+        );
+        (dir, ledger)
+    }
+
+    async fn pause_in_the_store(ledger: &Ledger) {
+        sqlx::query("UPDATE rollouts SET paused = 1 WHERE id = 'r1'")
+            .execute(ledger.db.pool())
+            .await
+            .unwrap();
+    }
+
+    /// The gates of a rollout's jobs share one read while it is fresh; a request made on this
+    /// node (`poke`) is seen by the next gate at once. Without the rollout's task here, every
+    /// gate reads.
+    #[tokio::test]
+    async fn the_gates_share_one_read_and_a_poke_forgets_it() {
+        let (_dir, ledger) = ledger_with_running_rollout().await;
+        // No task here: read each time.
+        assert!(!ledger.gate_view("r1").await.unwrap().paused);
+        pause_in_the_store(&ledger).await;
+        assert!(ledger.gate_view("r1").await.unwrap().paused);
+        sqlx::query("UPDATE rollouts SET paused = 0 WHERE id = 'r1'")
+            .execute(ledger.db.pool())
+            .await
+            .unwrap();
+
+        assert!(ledger.open_control("r1"));
+        let read = std::time::Instant::now();
+        assert!(!ledger.gate_view("r1").await.unwrap().paused);
+        pause_in_the_store(&ledger).await;
+        // Written behind this node's back: the shared read stands while it is fresh (a read
+        // of the store now would say paused; on a machine so slow that the view has aged
+        // already, the gate reads again and sees it)…
+        let shared = ledger.gate_view("r1").await.unwrap().paused;
+        assert!(
+            !shared || read.elapsed() >= GATE_FRESH,
+            "the gate read the store again while its view was fresh"
+        );
+        // …and a poke (what this node's pause does after writing it) is seen at once.
+        ledger.poke("r1");
+        assert!(ledger.gate_view("r1").await.unwrap().paused);
+        ledger.close_control("r1");
     }
 }

@@ -316,6 +316,35 @@ impl Tx {
         }
     }
 
+    /// Run `q`, whose last statement is `COMMIT` (SQLite runs a query's statements in turn),
+    /// and end the transaction as [`Tx::commit`] does: the writes and the commit in one call to
+    /// the connection's thread. Every row of every statement comes back. A failure anywhere,
+    /// the commit's included, rolls back and closes the connection.
+    pub(crate) async fn fetch_all_and_commit<'q>(
+        mut self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Storage(
+                "the transaction was already closed".into(),
+            ));
+        };
+        match q.fetch_all(&mut **conn).await {
+            Ok(rows) => {
+                self.conn = None;
+                self.db.wrote(Ok(()));
+                Ok(rows)
+            }
+            Err(e) => {
+                if let Some(mut conn) = self.conn.take() {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    let _ = conn.close().await;
+                }
+                Err(self.db.failed(e))
+            }
+        }
+    }
+
     /// Undo the transaction and hand the connection back (a dry run's end).
     pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
         let Some(conn) = self.conn.as_mut() else {

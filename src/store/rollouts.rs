@@ -444,9 +444,10 @@ impl Db {
         Ok(Some(event))
     }
 
+    /// The rollouts not ended, oldest first, without their playbooks and plans.
     pub(crate) async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT * FROM rollouts WHERE state NOT IN ({}) ORDER BY created_at",
+            "SELECT {META_COLUMNS} FROM rollouts WHERE state NOT IN ({}) ORDER BY created_at",
             ended_states()
         ))
         .fetch_all(&self.pool)
@@ -600,6 +601,9 @@ impl Db {
         records: &[StepRecord<'_>],
     ) -> Result<Vec<Event>, StoreError> {
         let mut tx = self.begin().await?;
+        if self.backend == super::Backend::Sqlite {
+            return write_steps_and_commit(tx, rollout_id, device, records).await;
+        }
         let mut events = Vec::with_capacity(records.len());
         for record in records {
             events.push(write_step(&mut tx, rollout_id, device, record).await?);
@@ -1212,48 +1216,64 @@ fn shifted(sql: &str, offset: usize) -> String {
     out
 }
 
-/// [`write_step`] on SQLite: the job's step, the transcript lines and the event in one query,
-/// whose statements SQLite runs in turn: one call to the connection's thread instead of one
-/// per statement (three or more for each step record).
-async fn write_step_in_one_call(
-    tx: &mut Tx,
+/// [`Db::record_steps_with`] on SQLite: every record's statements (the job's step, its
+/// transcript lines, its event) and the `COMMIT`, in one query whose statements SQLite runs in
+/// turn: after `BEGIN` (with the fence's check), one call to the connection's thread for the
+/// whole transaction instead of one per statement and one for the commit.
+async fn write_steps_and_commit(
+    tx: Tx,
     rollout_id: &str,
     device: &str,
-    record: &StepRecord<'_>,
-) -> Result<Event, StoreError> {
-    let StepRecord {
-        step,
-        state,
-        kind,
-        message,
-        transcript,
-    } = *record;
+    records: &[StepRecord<'_>],
+) -> Result<Vec<Event>, StoreError> {
+    let sql = steps_sql(records);
+    let mut q = sqlx::query(&sql);
+    for record in records {
+        if let Some(state) = record.state {
+            q = bind_step_update(q, rollout_id, device, record.step, state);
+        }
+        for l in record.transcript {
+            q = bind_transcript_line(q, rollout_id, device, l);
+        }
+        q = bind_event(
+            q,
+            rollout_id,
+            Some(device),
+            record.kind,
+            Some(record.step),
+            record.message,
+            None,
+        );
+    }
+    // The rows of every statement: only the events return any, one each, in order.
+    let rows = tx.fetch_all_and_commit(q).await?;
+    if rows.len() != records.len() {
+        return Err(decode("the events of a step record"));
+    }
+    rows.iter().map(row_to_event).collect()
+}
+
+/// The SQL of [`write_steps_and_commit`]: each record's statements, their parameters numbered
+/// in the order they are bound, then `COMMIT`.
+fn steps_sql(records: &[StepRecord<'_>]) -> String {
     let mut sql = String::new();
     let mut offset = 0;
-    if state.is_some() {
-        sql.push_str(STEP_UPDATE);
+    let mut push = |sql: &mut String, statement: &str, params: usize| {
+        sql.push_str(&shifted(statement, offset));
         sql.push_str(";\n");
-        offset += 8;
+        offset += params;
+    };
+    for record in records {
+        if record.state.is_some() {
+            push(&mut sql, STEP_UPDATE, 8);
+        }
+        for _ in record.transcript {
+            push(&mut sql, TRANSCRIPT_INSERT, 9);
+        }
+        push(&mut sql, EVENT_INSERT, 7);
     }
-    for _ in transcript {
-        sql.push_str(&shifted(TRANSCRIPT_INSERT, offset));
-        sql.push_str(";\n");
-        offset += 9;
-    }
-    sql.push_str(&shifted(EVENT_INSERT, offset));
-    let mut q = sqlx::query(&sql);
-    if let Some(state) = state {
-        q = bind_step_update(q, rollout_id, device, step, state);
-    }
-    for l in transcript {
-        q = bind_transcript_line(q, rollout_id, device, l);
-    }
-    let rows = bind_event(q, rollout_id, Some(device), kind, Some(step), message, None)
-        // Every row of the query: the first result is the update's, which has none.
-        .fetch_all(&mut **tx)
-        .await?;
-    let row = rows.first().ok_or(StoreError::NotFound)?;
-    row_to_event(row)
+    sql.push_str("COMMIT");
+    sql
 }
 
 /// A device back in line (bind the pending state first): nothing left of its earlier attempt.
@@ -1262,17 +1282,16 @@ const BACK_IN_LINE: &str = "state = $1, error = NULL, failure_reason = NULL, fin
      step = NULL, step_state = NULL, rollback_sent = 0, waits_for_window = NULL, \
      runner_site = NULL, runner = NULL, runner_until_ms = NULL";
 
-/// One step record inside a transaction: the job's current step (with a state), its event and
-/// the transcript lines that go with it.
+/// One step record inside a transaction on PostgreSQL, whose extended protocol takes one
+/// statement at a time: the job's current step (with a state), its event and the transcript
+/// lines that go with it. SQLite writes them with the commit in one call
+/// ([`write_steps_and_commit`]).
 async fn write_step(
     tx: &mut Tx,
     rollout_id: &str,
     device: &str,
     record: &StepRecord<'_>,
 ) -> Result<Event, StoreError> {
-    if tx.db.backend() == super::Backend::Sqlite {
-        return write_step_in_one_call(tx, rollout_id, device, record).await;
-    }
     let StepRecord {
         step,
         state,
@@ -1328,6 +1347,117 @@ mod tests {
         numbers.sort_unstable();
         numbers.dedup();
         assert_eq!(numbers, (1..=33).collect::<Vec<_>>());
+    }
+
+    /// Every parameter of a transaction's step records numbered once, in the order they are
+    /// bound, and the commit last.
+    #[test]
+    fn step_records_and_their_commit_make_one_query() {
+        let line = TranscriptEntry {
+            step: None,
+            kind: EntryKind::Command,
+            command: "show version".into(),
+            output: String::new(),
+            at: jiff::Timestamp::now(),
+        };
+        let lines = [line.clone(), line];
+        let ended = StepRecord {
+            step: "copy",
+            state: Some(StepState::Done),
+            kind: EventKind::StepDone,
+            message: "copied",
+            transcript: &lines,
+        };
+        let note = StepRecord {
+            step: "copy",
+            state: None,
+            kind: EventKind::Held,
+            message: "",
+            transcript: &[],
+        };
+        let sql = steps_sql(&[ended, note]);
+        let numbers: Vec<usize> = sql
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .collect();
+        let mut distinct = numbers.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // 8 for the step, 9 for each line, 7 for each event.
+        assert_eq!(distinct, (1..=8 + 2 * 9 + 2 * 7).collect::<Vec<_>>());
+        assert_eq!(sql.matches("INSERT INTO rollout_events").count(), 2);
+        assert!(sql.ends_with(";\nCOMMIT"), "{sql}");
+    }
+
+    /// A transaction of step records that fails part way (here its last event is refused)
+    /// leaves nothing of it: not the job's step, not the lines written before the failure.
+    /// The next record goes through.
+    #[tokio::test]
+    async fn step_records_that_fail_part_way_leave_nothing() {
+        let (_dir, db) = super::super::leases::tests::store_with_rollout().await;
+        super::super::leases::tests::add_job(&db, "pending").await;
+        sqlx::query(
+            "CREATE TRIGGER refuse AFTER INSERT ON rollout_events WHEN NEW.message = 'refused' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        let lines = [TranscriptEntry {
+            step: Some(crate::device::Step::Copy),
+            kind: EntryKind::Command,
+            command: "copy tftp: flash:".into(),
+            output: String::new(),
+            at: jiff::Timestamp::now(),
+        }];
+        let start = |message| StepRecord {
+            step: "copy",
+            state: Some(StepState::Started),
+            kind: EventKind::StepStarted,
+            message,
+            transcript: &lines,
+        };
+        let ended = StepRecord {
+            step: "file_present",
+            state: Some(StepState::Done),
+            kind: EventKind::StepDone,
+            message: "absent",
+            transcript: &[],
+        };
+        let err = db
+            .record_steps_with("r1", "sw1", &[ended, start("refused")])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refused by the test"), "{err}");
+        let job = db.job("r1", "sw1").await.unwrap();
+        assert_eq!((job.state, job.step), (JobState::Pending, None));
+        assert!(db.transcript("r1", "sw1").await.unwrap().is_empty());
+        assert!(db.events_after("r1", 0, 10).await.unwrap().is_empty());
+
+        let events = db
+            .record_steps_with("r1", "sw1", &[ended, start("copying")])
+            .await
+            .unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| (e.kind, e.message.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (EventKind::StepDone, "absent"),
+                (EventKind::StepStarted, "copying")
+            ]
+        );
+        let job = db.job("r1", "sw1").await.unwrap();
+        assert_eq!(
+            (job.state, job.step.as_deref()),
+            (JobState::Running, Some("copy"))
+        );
+        assert_eq!(db.transcript("r1", "sw1").await.unwrap().len(), 1);
     }
 
     /// A step record with its transcript lines, written in one call on SQLite: the job, the
