@@ -24,11 +24,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::rollouts::{DeviceRow, Progress, progress};
+use super::rollouts::{Progress, progress};
 use super::{ApiError, ApiResult, AppState};
 use crate::playbook::Plan;
 use crate::rollout::model::{DeviceJob, RolloutId, RolloutRecord};
-use crate::rollout::report::StepTimings;
+use crate::rollout::report::{StepTiming, StepTimings};
 use crate::transfers::TransferInfo;
 
 /// Views kept at once: the rollouts people are watching, with room to spare.
@@ -149,6 +149,15 @@ struct WaveOut<'a> {
     devices: Vec<&'a RawValue>,
 }
 
+/// A device's row as `DeviceRow` writes it, borrowed from the view instead of copied into one.
+#[derive(Serialize)]
+struct RowOut<'a> {
+    #[serde(flatten)]
+    job: &'a DeviceJob,
+    transfer: Option<&'a TransferInfo>,
+    steps: &'a [StepTiming],
+}
+
 /// The rollout's detail: `r` as just read (its plan need not be), with its waves, jobs,
 /// transfers and step timings.
 pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<DetailJson> {
@@ -200,7 +209,11 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
         }
     }
     let after = v.timings.last_event;
-    for e in state.db.step_events_after(r.id.as_str(), after).await? {
+    for e in state
+        .db
+        .step_timing_events_after(r.id.as_str(), after)
+        .await?
+    {
         v.timings.apply(&e);
         if let Some(device) = &e.device {
             v.forget_row(device);
@@ -213,10 +226,10 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
         if row.as_ref().is_some_and(|r| r.transfer == transfer) {
             continue;
         }
-        let json = serde_json::value::to_raw_value(&DeviceRow {
-            job: j.clone(),
-            transfer: transfer.clone(),
-            steps: v.timings.of(&j.device).to_vec(),
+        let json = serde_json::value::to_raw_value(&RowOut {
+            job: j,
+            transfer: transfer.as_ref(),
+            steps: v.timings.of(&j.device),
         })
         .map_err(|e| ApiError::internal("writing a device row", &e))?;
         *row = Some(Row { transfer, json });
