@@ -1,23 +1,29 @@
 //! The view behind `GET /rollouts/{id}`, kept in memory per rollout and brought up to date
-//! from what changed since the last request, not rebuilt from the whole history each time.
+//! from what changed since it last looked, not rebuilt from the whole history each time.
 //!
 //! A dashboard polls this route every second, and fifty of them may watch a rollout of a
-//! thousand devices. Each request costs three indexed reads:
-//! - the rollout's row (its state is always read fresh);
+//! thousand devices. A catch-up costs three indexed reads:
 //! - its `jobs_rev`, a counter the database moves on every write to the rollout's jobs
 //!   (triggers on `rollout_devices`, which also stamp the row written with the new count),
-//!   so that only the jobs changed since the last request are read again;
+//!   so that only the jobs changed since the last catch-up are read again;
 //! - the step events recorded after the last one the view applied (events are append-only
 //!   and numbered in commit order: writes are serialized on both servers).
 //!
-//! Transfers are live, in-memory progress and are looked up on every request. Each device's
-//! row is kept as JSON and written again only when its job, its steps or its transfer
-//! changed: the answer for 2,000 devices is megabytes, most of it the same as a second ago.
-//! A view is updated under its own lock, so requests that arrive together do the reads once.
-//! At most [`CAPACITY`] views are kept; the least recently used one goes first.
+//! and each request reads the rollout's row (its state is always fresh). Transfers are live,
+//! in-memory progress, looked up at each catch-up. Each device's row is kept as JSON and
+//! written again only when its job, its steps or its transfer changed: the answer for 2,000
+//! devices is megabytes, most of it the same as a second ago.
+//!
+//! Every request catches up, so its answer is as of the request. While a view is polled, a
+//! background task ([`refresh`]) also catches up every [`REFRESH`], its reads without the
+//! view's lock, so that a request reads only the last moment's changes. A view is updated
+//! under its own lock, so requests that arrive together do the reads once. At most
+//! [`CAPACITY`] views are kept; the least recently used one goes first.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +33,7 @@ use serde_json::value::RawValue;
 use super::rollouts::{Progress, progress};
 use super::{ApiError, ApiResult, AppState};
 use crate::playbook::Plan;
-use crate::rollout::model::{DeviceJob, RolloutId, RolloutRecord};
+use crate::rollout::model::{DeviceJob, Event, RolloutId, RolloutRecord};
 use crate::rollout::report::{StepTiming, StepTimings};
 use crate::transfers::TransferInfo;
 
@@ -48,6 +54,10 @@ struct View {
     /// or when its transfer moved: at 2,000 devices the whole answer is megabytes, and most
     /// rows are the same from one request to the next.
     rows: Vec<Option<Row>>,
+    /// When a request last asked for the view.
+    requested: Option<Instant>,
+    /// Whether a background task keeps the view up to date ([`refresh`]).
+    refreshing: bool,
 }
 
 impl View {
@@ -82,6 +92,9 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct RolloutViews {
     slots: Mutex<(u64, HashMap<RolloutId, Slot>)>,
+    /// Catch-ups made by requests themselves, and by the background refresh.
+    by_request: AtomicU64,
+    by_refresh: AtomicU64,
 }
 
 impl RolloutViews {
@@ -105,6 +118,14 @@ impl RolloutViews {
         });
         slot.used = now;
         slot.view.clone()
+    }
+
+    /// Catch-ups so far: `(by requests, by the background refresh)`.
+    pub(crate) fn catch_ups(&self) -> (u64, u64) {
+        (
+            self.by_request.load(Ordering::Relaxed),
+            self.by_refresh.load(Ordering::Relaxed),
+        )
     }
 
     /// How many views are kept.
@@ -158,8 +179,19 @@ struct RowOut<'a> {
     steps: &'a [StepTiming],
 }
 
+/// While a view is polled, a background task brings it up to date this often, so that a
+/// request, which always catches up itself, reads at most this long's changes: during a
+/// rollout of 2,000 devices at 400 at once, a second's changes are hundreds of jobs and a
+/// thousand step events, whose reading made a request wait tens of milliseconds on a busy
+/// machine.
+const REFRESH: Duration = Duration::from_millis(100);
+
+/// The background refresh stops when no request came for this long.
+const REFRESH_WHILE_POLLED: Duration = Duration::from_secs(10);
+
 /// The rollout's detail: `r` as just read (its plan need not be), with its waves, jobs,
-/// transfers and step timings.
+/// transfers and step timings, all as of this request: whoever saw an event, or took an
+/// action, sees its outcome in the next answer.
 pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<DetailJson> {
     let slot = state.views.slot(&r.id);
     let mut guard = slot.lock().await;
@@ -174,67 +206,14 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
             v.plan.insert(Arc::new(p)).clone()
         }
     };
-    // The counter before the jobs: a write between the two reads makes the next request read
-    // the jobs again, never a view older than its counter.
-    let rev = state.db.jobs_rev(r.id.as_str()).await?;
-    match v.jobs_rev {
-        Some(seen) if seen == rev => {}
-        Some(seen) => {
-            // Only the rows changed since: each keeps the rev of its last change.
-            let changed = state.db.jobs_changed_since(r.id.as_str(), seen).await?;
-            let mut whole = false;
-            for j in changed {
-                let i = v.at.get(&j.device).copied();
-                match i.and_then(|i| Some((i, v.jobs.get_mut(i)?))) {
-                    Some((i, old)) if old.wave == j.wave && old.position == j.position => {
-                        if *old != j {
-                            *old = j;
-                            if let Some(row) = v.rows.get_mut(i) {
-                                *row = None;
-                            }
-                        }
-                    }
-                    // A device new to the rollout, or moved: read the whole list again.
-                    _ => whole = true,
-                }
-            }
-            if whole {
-                v.set_jobs(state.db.jobs(r.id.as_str()).await?);
-            }
-            v.jobs_rev = Some(rev);
-        }
-        None => {
-            v.set_jobs(state.db.jobs(r.id.as_str()).await?);
-            v.jobs_rev = Some(rev);
-        }
+    let changes = read_changes(state, r.id.as_str(), v.since()).await?;
+    v.apply(state, r.id.as_str(), changes).await?;
+    state.views.by_request.fetch_add(1, Ordering::Relaxed);
+    v.requested = Some(Instant::now());
+    if !v.refreshing {
+        v.refreshing = true;
+        tokio::spawn(refresh(state.clone(), r.id.clone(), slot.clone()));
     }
-    let after = v.timings.last_event;
-    for e in state
-        .db
-        .step_timing_events_after(r.id.as_str(), after)
-        .await?
-    {
-        v.timings.apply(&e);
-        if let Some(device) = &e.device {
-            v.forget_row(device);
-        }
-    }
-
-    let mut transfers = state.transfers.of_rollout(r.id.as_str());
-    for (j, row) in v.jobs.iter().zip(v.rows.iter_mut()) {
-        let transfer = transfers.remove(&j.device);
-        if row.as_ref().is_some_and(|r| r.transfer == transfer) {
-            continue;
-        }
-        let json = serde_json::value::to_raw_value(&RowOut {
-            job: j,
-            transfer: transfer.as_ref(),
-            steps: v.timings.of(&j.device),
-        })
-        .map_err(|e| ApiError::internal("writing a device row", &e))?;
-        *row = Some(Row { transfer, json });
-    }
-
     let waves = plan
         .waves
         .iter()
@@ -264,6 +243,127 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
     serde_json::to_vec(&out)
         .map(DetailJson)
         .map_err(|e| ApiError::internal("writing the rollout", &e))
+}
+
+/// Keep a polled view up to date until no request came for [`REFRESH_WHILE_POLLED`] (or a
+/// read fails: the requests report it, and the next one starts the refresh again). The reads run without the view's lock, so a request waits at most for
+/// the changes to be applied, not read; changes read while a request caught up are dropped.
+async fn refresh(state: AppState, id: RolloutId, view: Arc<tokio::sync::Mutex<View>>) {
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        let since = {
+            let mut v = view.lock().await;
+            if v.requested
+                .is_none_or(|at| at.elapsed() >= REFRESH_WHILE_POLLED)
+            {
+                v.refreshing = false;
+                return;
+            }
+            v.since()
+        };
+        let read = read_changes(&state, id.as_str(), since).await;
+        let mut v = view.lock().await;
+        if v.since() != since {
+            continue;
+        }
+        let applied = match read {
+            Ok(changes) => v.apply(&state, id.as_str(), changes).await,
+            Err(e) => Err(e),
+        };
+        if applied.is_err() {
+            v.refreshing = false;
+            return;
+        }
+        state.views.by_refresh.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a view stands: the `jobs_rev` its jobs were read at and the last step event applied.
+type Since = (Option<i64>, i64);
+
+/// What changed since a view's [`Since`], read from the database.
+struct Changes {
+    rev: i64,
+    /// The jobs changed since (all of them when the view had none).
+    jobs: Vec<DeviceJob>,
+    whole: bool,
+    events: Vec<Event>,
+}
+
+async fn read_changes(state: &AppState, id: &str, since: Since) -> ApiResult<Changes> {
+    // The counter before the jobs: a write between the two reads makes the next catch-up read
+    // the jobs again, never a view older than its counter.
+    let rev = state.db.jobs_rev(id).await?;
+    let (jobs, whole) = match since.0 {
+        Some(seen) if seen == rev => (Vec::new(), false),
+        // Only the rows changed since: each keeps the rev of its last change.
+        Some(seen) => (state.db.jobs_changed_since(id, seen).await?, false),
+        None => (state.db.jobs(id).await?, true),
+    };
+    let events = state.db.step_timing_events_after(id, since.1).await?;
+    Ok(Changes {
+        rev,
+        jobs,
+        whole,
+        events,
+    })
+}
+
+impl View {
+    fn since(&self) -> Since {
+        (self.jobs_rev, self.timings.last_event)
+    }
+
+    /// Apply what changed, and write again the rows of the devices whose job, steps or
+    /// transfer changed.
+    async fn apply(&mut self, state: &AppState, id: &str, c: Changes) -> ApiResult<()> {
+        if c.whole {
+            self.set_jobs(c.jobs);
+        } else {
+            let mut whole = false;
+            for j in c.jobs {
+                let i = self.at.get(&j.device).copied();
+                match i.and_then(|i| Some((i, self.jobs.get_mut(i)?))) {
+                    Some((i, old)) if old.wave == j.wave && old.position == j.position => {
+                        if *old != j {
+                            *old = j;
+                            if let Some(row) = self.rows.get_mut(i) {
+                                *row = None;
+                            }
+                        }
+                    }
+                    // A device new to the rollout, or moved: read the whole list again.
+                    _ => whole = true,
+                }
+            }
+            if whole {
+                self.set_jobs(state.db.jobs(id).await?);
+            }
+        }
+        self.jobs_rev = Some(c.rev);
+        for e in &c.events {
+            self.timings.apply(e);
+            if let Some(device) = &e.device {
+                self.forget_row(device);
+            }
+        }
+
+        let mut transfers = state.transfers.of_rollout(id);
+        for (j, row) in self.jobs.iter().zip(self.rows.iter_mut()) {
+            let transfer = transfers.remove(&j.device);
+            if row.as_ref().is_some_and(|r| r.transfer == transfer) {
+                continue;
+            }
+            let json = serde_json::value::to_raw_value(&RowOut {
+                job: j,
+                transfer: transfer.as_ref(),
+                steps: self.timings.of(&j.device),
+            })
+            .map_err(|e| ApiError::internal("writing a device row", &e))?;
+            *row = Some(Row { transfer, json });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -292,6 +292,15 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
             count,
         );
     }
+    let (by_request, by_refresh) = state.views.catch_ups();
+    out.family(
+        "fleetup_rollout_view_catch_ups_total",
+        Kind::Counter,
+        "Times a rollout's view (GET /rollouts/{id}) read what changed: by a request itself, or by the background refresh of a polled view.",
+    );
+    for (by, n) in [("request", by_request), ("refresh", by_refresh)] {
+        out.sample("fleetup_rollout_view_catch_ups_total", &[("by", by)], n);
+    }
     state.engine.metrics().write(&mut out);
     out.family(
         "fleetup_uptime_seconds",

@@ -902,6 +902,9 @@ async fn retry_after_completed_with_failures_finishes_the_rollout() {
     assert_eq!(rig.action(&id, "pause").await, StatusCode::CONFLICT);
     rig.lab.clear_faults(&names[2]);
     assert_eq!(rig.action(&id, "retry").await, StatusCode::OK);
+    // The answer right after the action is current: the failed device is back in line.
+    let now = rig.detail(&id).await;
+    assert_ne!(job_of(&now, &names[2])["state"], "failed", "{now:#}");
     let d = rig
         .wait_state(&id, &["completed", "halted", "aborted"])
         .await;
@@ -1034,10 +1037,10 @@ async fn a_device_back_late_is_verified_on_retry_without_a_second_reload() {
     rig.stop().await;
 }
 
-/// `GET /rollouts/{id}` is served from a view that each request brings up to date with only
-/// what changed. Polled all through a rollout, it must end equal to the report, which is built
-/// from the whole history at once; and a write to a job by anything else (another service on
-/// the same database, say) must show in the next answer.
+/// `GET /rollouts/{id}` is served from a view brought up to date with only what changed.
+/// Polled all through a rollout, it must end equal to the report, which is built from the
+/// whole history at once; and once the rollout ended, a write to a job by anything else
+/// (another service on the same database, say) must show in the next answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_rollout_view_kept_between_requests_matches_the_whole_history() {
     let rig = Rig::start(6, |c| c.boot_time = Duration::from_millis(300)).await;
@@ -1111,6 +1114,89 @@ async fn the_rollout_view_kept_between_requests_matches_the_whole_history() {
         "written by another service",
         "{after:#}"
     );
+}
+
+/// `fleetup_rollout_view_catch_ups_total` from `/metrics`: (by requests, by the refresh).
+async fn view_catch_ups(rig: &Rig) -> (u64, u64) {
+    let text = rig
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |by: &str| {
+        let name = format!("fleetup_rollout_view_catch_ups_total{{by=\"{by}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    (count("request"), count("refresh"))
+}
+
+/// While a rollout's view is polled, a background task brings it up to date with no request
+/// asking (so that a request reads only the last moment's changes), and it reads writes by
+/// another service too; every request catches up as well, so the answer after an action
+/// shows its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_polled_rollout_view_is_brought_up_to_date_in_the_background() {
+    // Slow copies, so the pause lands while the canary is copying.
+    let rig = Rig::start(3, |c| c.rate = Some(1024 * 1024)).await;
+    let id = rig
+        .submit(&playbook("strategy:\n  canary: 1\n  concurrency: 1\n"))
+        .await;
+    rig.wait_event(&id, "the canary's copy", |e| {
+        e["kind"] == "step_started" && e["step"] == "copy"
+    })
+    .await;
+    assert_eq!(rig.action(&id, "pause").await, StatusCode::OK);
+    let (requests, _) = view_catch_ups(&rig).await;
+    let d = rig.detail(&id).await;
+    assert_eq!(d["state"], "paused", "{d:#}");
+    let (after_pause, refreshes) = view_catch_ups(&rig).await;
+    assert_eq!(after_pause, requests + 1, "the request caught up");
+    let waiting = rig.names()[2].clone();
+    assert_eq!(job_of(&d, &waiting)["state"], "pending", "{d:#}");
+
+    // Another service writes to a job that waits; no request reads the view meanwhile.
+    let other = crate::support::open_db(&rig.data_dir()).await;
+    let changed = sqlx::query(
+        "UPDATE rollout_devices SET error = 'written by another service' \
+         WHERE rollout_id = $1 AND device = $2",
+    )
+    .bind(&id)
+    .bind(&waiting)
+    .execute(other.pool())
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    other.close().await;
+    // Two more refreshes, and no request: the second began after the first ended, so after
+    // the write, and a request finds nothing left to read.
+    eventually("two background catch-ups after the write", || async {
+        let (_, now) = view_catch_ups(&rig).await;
+        (now >= refreshes + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        view_catch_ups(&rig).await.0,
+        after_pause,
+        "no request caught up"
+    );
+    let d = rig.detail(&id).await;
+    assert_eq!(
+        job_of(&d, &waiting)["error"],
+        "written by another service",
+        "{d:#}"
+    );
+
+    assert_eq!(rig.action(&id, "resume").await, StatusCode::OK);
+    assert_eq!(rig.detail(&id).await["state"], "running");
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    rig.stop().await;
 }
 
 /// A Nexus 7000 that boots a kickstart and a system image: the playbook names both
