@@ -207,7 +207,7 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
         }
     };
     let changes = read_changes(state, r.id.as_str(), v.since()).await?;
-    v.apply(state, r.id.as_str(), changes).await?;
+    v.apply(state, r.id.as_str(), changes, true).await?;
     state.views.by_request.fetch_add(1, Ordering::Relaxed);
     v.requested = Some(Instant::now());
     if !v.refreshing {
@@ -267,7 +267,7 @@ async fn refresh(state: AppState, id: RolloutId, view: Arc<tokio::sync::Mutex<Vi
             continue;
         }
         let applied = match read {
-            Ok(changes) => v.apply(&state, id.as_str(), changes).await,
+            Ok(changes) => v.apply(&state, id.as_str(), changes, false).await,
             Err(e) => Err(e),
         };
         if applied.is_err() {
@@ -314,9 +314,17 @@ impl View {
         (self.jobs_rev, self.timings.last_event)
     }
 
-    /// Apply what changed, and write again the rows of the devices whose job, steps or
-    /// transfer changed.
-    async fn apply(&mut self, state: &AppState, id: &str, c: Changes) -> ApiResult<()> {
+    /// Apply what changed, and write again the rows of the devices whose job or steps
+    /// changed, and with `transfers`, those whose transfer moved. The background refresh
+    /// leaves the transfers to the requests: a running copy moves at every look, and only
+    /// an answer needs its latest count.
+    async fn apply(
+        &mut self,
+        state: &AppState,
+        id: &str,
+        c: Changes,
+        transfers: bool,
+    ) -> ApiResult<()> {
         if c.whole {
             self.set_jobs(c.jobs);
         } else {
@@ -348,10 +356,14 @@ impl View {
             }
         }
 
+        let moved = transfers;
         let mut transfers = state.transfers.of_rollout(id);
         for (j, row) in self.jobs.iter().zip(self.rows.iter_mut()) {
             let transfer = transfers.remove(&j.device);
-            if row.as_ref().is_some_and(|r| r.transfer == transfer) {
+            if row
+                .as_ref()
+                .is_some_and(|r| !moved || r.transfer == transfer)
+            {
                 continue;
             }
             let json = serde_json::value::to_raw_value(&RowOut {

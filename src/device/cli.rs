@@ -60,6 +60,10 @@ static SYSLOG: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Read a prompt from a line, if it is one.
 pub(crate) fn parse_prompt(line: &str) -> Option<Prompt> {
+    // Every line of every output comes here: most end otherwise, and need no regex.
+    if !line.trim_end().ends_with(['>', '#']) {
+        return None;
+    }
     let c = PROMPT.captures(line)?;
     let mode = match (c.get(2), &c[3]) {
         (Some(_), "#") => Mode::Config,
@@ -75,7 +79,8 @@ pub(crate) fn parse_prompt(line: &str) -> Option<Prompt> {
 }
 
 pub(crate) fn is_syslog(line: &str) -> bool {
-    SYSLOG.is_match(line.trim_start())
+    // As for prompts: a line without a `%` is no syslog message, and needs no regex.
+    line.contains('%') && SYSLOG.is_match(line.trim_start())
 }
 
 /// What to type in answer to a question.
