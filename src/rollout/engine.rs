@@ -965,11 +965,16 @@ impl Engine {
         limits: Limits,
         joined: Result<(String, JobOutcome), tokio::task::JoinError>,
     ) -> Result<(), RolloutError> {
-        if let Err(e) = joined {
-            tracing::error!(rollout = id, error = %e, "device task panicked");
+        match &joined {
+            Err(e) => tracing::error!(rollout = id, error = %e, "device task panicked"),
+            // Only a failure moves the failures up to the limit: after a success or an abort
+            // the count is one already checked. Counting is an aggregate over every job of
+            // the rollout: 2,000 rows read per device on PostgreSQL at 2,000 devices.
+            Ok((_, JobOutcome::Succeeded | JobOutcome::Aborted)) => return Ok(()),
+            Ok(_) => {}
         }
-        // After every device: one aggregate query, not every job of the rollout (which made
-        // the engine's work per device grow with the fleet).
+        // After a failure: one aggregate query, not every job of the rollout (which made the
+        // engine's work per device grow with the fleet).
         let counts = self.ledger.db.job_state_counts(&[id]).await?;
         let tally = policy::Tally::of_counts(counts.get(id).into_iter().flatten().copied());
         let r = self.ledger.db.rollout_view(id).await?;
