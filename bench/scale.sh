@@ -53,8 +53,8 @@ POLL_CLIENTS=${POLL_CLIENTS:-1}
 POLL_RATE=${POLL_RATE:-1}
 AGENT_HEARTBEAT=${AGENT_HEARTBEAT:-2}
 AGENT_DRIVE=${AGENT_DRIVE:-true}
-# Sample serve node a's stacks with perf (99 Hz, cpu-clock) during the rollout, to tell where
-# its CPU goes; PERF=0 turns it off.
+# Sample the machine with perf (99 Hz, cpu-clock, every CPU: under 5 % of one core) during the
+# rollout, to tell where serve node a's CPU goes; PERF=0 turns it off.
 PERF=${PERF:-1}
 BASE_IP=${BASE_IP:-127.0.40.1}
 SCALE_TIMEOUT=${SCALE_TIMEOUT:-1800}
@@ -327,7 +327,10 @@ EOF
     fi
     local perf_pid=""
     if [[ "$PERF" != 0 ]] && command -v perf >/dev/null; then
-        perf record -e cpu-clock -F 99 -p "$serve_a_pid" -o "$dir/perf.data" >/dev/null 2>"$dir/perf.err" &
+        # System-wide, and serve a's samples picked out at the report: `perf record -p PID`
+        # (perf 6.1) spins at a whole core once threads of PID come and go (each TFTP transfer
+        # is a thread), and took one of a two-core machine's cores from the runs before.
+        perf record -e cpu-clock -F 99 -a -o "$dir/perf.data" >/dev/null 2>"$dir/perf.err" &
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
@@ -378,8 +381,10 @@ EOF
     say "$cfg: stopping"
     stop_pids "${cfg_pids[@]}"
     if [[ -s "$dir/perf.data" ]]; then
-        perf report -i "$dir/perf.data" --no-children --sort dso,sym --stdio --percent-limit 0 \
-            >"$dir/perf.txt" 2>/dev/null || true
+        perf report -i "$dir/perf.data" --pid "$serve_a_pid" --percentage relative --no-children \
+            --sort dso,sym --stdio --percent-limit 0 >"$dir/perf.txt" 2>/dev/null || true
+        perf script -i "$dir/perf.data" --pid "$serve_a_pid" -F tid 2>/dev/null | wc -l \
+            >"$dir/perf.samples" || true
     fi
     if [[ "$cfg" == B ]]; then
         "$ROOT/scripts/postgres" down "$dir/pg" >/dev/null 2>&1 || true
