@@ -246,8 +246,9 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
 }
 
 /// Keep a polled view up to date until no request came for [`REFRESH_WHILE_POLLED`] (or a
-/// read fails: the requests report it, and the next one starts the refresh again). The reads run without the view's lock, so a request waits at most for
-/// the changes to be applied, not read; changes read while a request caught up are dropped.
+/// read fails: the requests report it, and the next one starts the refresh again). The reads
+/// run without the view's lock, so a request waits at most for the changes to be applied,
+/// not read; changes read while a request caught up are dropped.
 async fn refresh(state: AppState, id: RolloutId, view: Arc<tokio::sync::Mutex<View>>) {
     loop {
         tokio::time::sleep(REFRESH).await;
