@@ -316,7 +316,7 @@ impl View {
     }
 
     /// Apply what changed, and write again the rows of the devices whose job or steps
-    /// changed, and with `transfers`, those whose transfer moved. The background refresh
+    /// changed, and with `with_transfers`, those whose transfer moved. The background refresh
     /// leaves the transfers to the requests: a running copy moves at every look, and only
     /// an answer needs its latest count.
     async fn apply(
@@ -324,7 +324,7 @@ impl View {
         state: &AppState,
         id: &str,
         c: Changes,
-        transfers: bool,
+        with_transfers: bool,
     ) -> ApiResult<()> {
         if c.whole {
             self.set_jobs(c.jobs);
@@ -357,13 +357,12 @@ impl View {
             }
         }
 
-        let moved = transfers;
         let mut transfers = state.transfers.of_rollout(id);
         for (j, row) in self.jobs.iter().zip(self.rows.iter_mut()) {
             let transfer = transfers.remove(&j.device);
             if row
                 .as_ref()
-                .is_some_and(|r| !moved || r.transfer == transfer)
+                .is_some_and(|r| !with_transfers || r.transfer == transfer)
             {
                 continue;
             }
