@@ -214,14 +214,7 @@ async fn a_token_is_shown_once_kept_as_a_hash_revocable_and_named_in_the_audit_l
         "{list}"
     );
     assert!(!list.contains(&secret), "{list}");
-    let listed = rig
-        .get("/api/v1/tokens")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listed = rig.get_text("/api/v1/tokens").await;
     assert!(
         !listed.contains(&secret) && !listed.contains(TOKEN),
         "{listed}"

@@ -223,14 +223,7 @@ async fn golden_precedence_and_every_status() {
     assert_eq!(device(&report, &lab[1])["status"], "ahead", "{report:#}");
 
     // The gauge per site and status.
-    let metrics = rig
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = rig.get_text("/metrics").await;
     assert!(
         metrics.contains("fleetup_compliance_devices{site=\"lab\",status=\"ahead\"} 2"),
         "{metrics}"

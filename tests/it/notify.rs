@@ -183,14 +183,7 @@ async fn a_signed_webhook_from_the_config_file_is_retried_after_a_500_and_delive
     .unwrap();
     assert_eq!(finished["event"], "completed");
 
-    let metrics = rig
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = rig.get_text("/metrics").await;
     let out = rig
         .fleetup(&["notify", "deliveries", "--rollout", &id])
         .await;

@@ -1118,14 +1118,7 @@ async fn the_rollout_view_kept_between_requests_matches_the_whole_history() {
 
 /// `fleetup_rollout_view_catch_ups_total` from `/metrics`: (by requests, by the refresh).
 async fn view_catch_ups(rig: &Rig) -> (u64, u64) {
-    let text = rig
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = rig.get_text("/metrics").await;
     let count = |by: &str| {
         let name = format!("fleetup_rollout_view_catch_ups_total{{by=\"{by}\"}} ");
         text.lines()

@@ -861,6 +861,11 @@ impl Rig {
         self.http.get(self.url(path)).bearer_auth(TOKEN)
     }
 
+    /// The body of a GET as text, whatever its status.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(self.url(path)).bearer_auth(TOKEN)
     }
