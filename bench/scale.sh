@@ -370,7 +370,9 @@ EOF
     api GET "$server_a/api/v1/rollouts/$rid" -o "$dir/detail.json"
     api GET "$server_a/api/v1/rollouts/$rid/report?format=json" -o "$dir/report.json"
     curl -fsS --max-time 60 "http://$lab_admin/api/devices" -o "$dir/lab-devices.json"
+    api GET "$server_a/metrics" -o "$dir/metrics-a.txt" || true
     if [[ "$cfg" == B ]]; then
+        api GET "$server_b/metrics" -o "$dir/metrics-b.txt" || true
         api GET "$server_a/api/v1/agents" -o "$dir/agents.json" || true
         # Backends send their counters to the statistics at most every second, and an idle one
         # within 10 s: wait for the last ones before reading xact_commit.

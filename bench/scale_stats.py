@@ -177,6 +177,16 @@ def collect(d):
         else:
             r["db_writes"] = r["db_all"] = None
         r["db_error"] = None
+    # Calls of the agents' jobs answered by the serve nodes, by op (their /metrics at the end).
+    calls = {}
+    for node in ("a", "b"):
+        try:
+            text = open(os.path.join(d, f"metrics-{node}.txt")).read()
+        except OSError:
+            continue
+        for m in re.finditer(r'^fleetup_agent_job_calls_total\{op="([a-z_]+)"\} (\d+)$', text, re.M):
+            calls[m.group(1)] = calls.get(m.group(1), 0) + int(m.group(2))
+    r["job_calls"] = sorted(((op, c) for op, c in calls.items() if c), key=lambda x: -x[1])
     routes = poll.get("routes", {})
     r["routes"] = routes
     r["perf"], r["perf_samples"] = perf_profile(os.path.join(d, "perf.txt"))
@@ -319,6 +329,10 @@ for r in cols:
     if r.get("rows_read"):
         top = ", ".join(f"{t} {rows / n:.0f}" for t, rows in r["rows_read"][:4])
         print(f"    PostgreSQL rows read per device (pg_stat_user_tables), by table: {top}")
+    if r["job_calls"]:
+        total = sum(c for _, c in r["job_calls"])
+        top = ", ".join(f"{op} {c / n:.1f}" for op, c in r["job_calls"])
+        print(f"    agents' job calls per device: {total / n:.1f} ({top})")
     for name, v in r["routes"].items():
         print(
             f"    {name}: {v['requests']} requests, {v['mean_bytes'] / 1024:.0f} KiB each, p50 {f(v['p50_ms'])} / "

@@ -569,6 +569,7 @@ impl Service {
             info: Arc::new(info),
             views: Arc::default(),
             notify,
+            job_calls: Arc::default(),
         };
 
         let app = api::app(state.clone());

@@ -283,8 +283,42 @@ pub(crate) struct Driver {
     pub servers: crate::rollout::FileServers,
     pub transfers: crate::transfers::Transfers,
     pub held: Held,
+    /// The rollouts' state and flags as last read, shared by the jobs of each rollout.
+    pub views: Views,
     pub shutdown: Shutdown,
 }
+
+/// A rollout's state and flags as last read, when, and why writes fail if they did.
+type ViewRead = Option<(tokio::time::Instant, RolloutView, Option<String>)>;
+
+/// The last read of each rollout's state and flags, one for all the rollout's jobs on this
+/// agent: hundreds of jobs each ask before every step, and one read a moment old
+/// ([`VIEW_FRESH`]) answers them all. A read in progress is waited for, not repeated.
+#[derive(Clone, Default)]
+pub(crate) struct Views(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<ViewRead>>>>>);
+
+impl Views {
+    /// The read of `rollout` its jobs share.
+    fn of(&self, rollout: &str) -> Arc<tokio::sync::Mutex<ViewRead>> {
+        let mut views = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Reads of rollouts whose jobs all ended here go once they are a while old.
+        views.retain(|id, read| {
+            id == rollout
+                || Arc::strong_count(read) > 1
+                || read.try_lock().map_or(true, |r| {
+                    r.as_ref()
+                        .is_some_and(|(at, _, _)| at.elapsed() < VIEW_KEPT)
+                })
+        });
+        views.entry(rollout.to_string()).or_default().clone()
+    }
+}
+
+/// How long the read of a rollout none of whose jobs runs here is kept.
+const VIEW_KEPT: Duration = Duration::from_secs(60);
 
 impl Driver {
     /// Claim the site's jobs while there is room, and run each; until shutdown.
@@ -379,7 +413,7 @@ impl Driver {
             agent: self.name.clone(),
             fetch_wait: playbook.strategy.timeouts.copy.duration(),
             stop: stop.clone(),
-            view: Mutex::default(),
+            view: self.views.of(&t.rollout),
         };
         let ctx = JobContext {
             store: Arc::new(store),
@@ -449,9 +483,10 @@ struct RemoteStore {
     fetch_wait: Duration,
     /// Cancelled when the job must stop (shutdown, or its lease was lost).
     stop: tokio_util::sync::CancellationToken,
-    /// The rollout's state and flags as last read, and when: each step asks twice (paused?
-    /// may it go on?), and one answer serves both.
-    view: Mutex<Option<(tokio::time::Instant, RolloutView, Option<String>)>>,
+    /// The rollout's state and flags as last read, and when, shared with the rollout's other
+    /// jobs here ([`Views`]): each step asks twice (paused? may it go on?), and one answer
+    /// serves both, and every job of the rollout.
+    view: Arc<tokio::sync::Mutex<ViewRead>>,
 }
 
 /// How long a read of the rollout's state and flags serves a job on an agent: a pause or an
@@ -461,11 +496,13 @@ const VIEW_FRESH: Duration = Duration::from_millis(500);
 impl RemoteStore {
     /// The rollout's state and flags, and why writes fail if they do.
     async fn view(&self) -> Result<(RolloutView, Option<String>), StoreError> {
-        if let Some((at, view, failing)) = self
-            .view
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        // Held while this job reads, so that the rollout's other jobs wait for its answer
+        // rather than ask too.
+        let mut last = tokio::select! {
+            last = self.view.lock() => last,
+            _ = self.stop.cancelled() => return Err(StoreError::Remote("stopped".into())),
+        };
+        if let Some((at, view, failing)) = last.clone()
             && at.elapsed() < VIEW_FRESH
         {
             return Ok((view, failing));
@@ -475,11 +512,7 @@ impl RemoteStore {
                 view,
                 writes_failing,
             } => {
-                *self
-                    .view
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some((tokio::time::Instant::now(), view, writes_failing.clone()));
+                *last = Some((tokio::time::Instant::now(), view, writes_failing.clone()));
                 Ok((view, writes_failing))
             }
             a => Err(unexpected(&a)),
@@ -840,5 +873,33 @@ impl JobStore for RemoteStore {
             Ok(a) => Err(unexpected(&a).to_string()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_jobs_of_one_rollout_share_one_read_of_its_state() {
+        let views = Views::default();
+        let a = views.of("r1");
+        let b = views.of("r1");
+        assert!(Arc::ptr_eq(&a, &b), "two jobs of r1 share the read");
+        let other = views.of("r2");
+        assert!(!Arc::ptr_eq(&a, &other), "r2 has a read of its own");
+        let view = RolloutView {
+            state: crate::rollout::model::RolloutState::Running,
+            paused: true,
+            abort_requested: false,
+        };
+        *a.lock().await = Some((tokio::time::Instant::now(), view, None));
+        let seen = b.lock().await.clone().map(|(_, v, _)| v);
+        assert_eq!(seen, Some(view), "what one job read, the other sees");
+        // Once no job of r2 holds its read and it was never made, it goes at the next look.
+        drop(other);
+        views.of("r1");
+        let kept: Vec<String> = views.0.lock().unwrap().keys().cloned().collect();
+        assert_eq!(kept, ["r1"]);
     }
 }

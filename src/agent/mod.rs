@@ -464,6 +464,7 @@ impl Agent {
                 servers: servers.clone(),
                 transfers: beat.transfers.clone(),
                 held,
+                views: jobs::Views::default(),
                 shutdown: shutdown.clone(),
             });
             shutdown.tasks.spawn(driver.run(allowed));

@@ -16,6 +16,7 @@ use crate::access::{Principal, Role};
 use crate::agent::AgentTransfer;
 use crate::agent::jobs::{ClaimRequest, DeviceTicket, JobCall, JobTicket, JobTickets};
 use crate::agent::{AgentBeat, AgentOrders};
+use crate::rollout::job_store::JobOp;
 use crate::store::leases::{Heartbeat, NodeKind};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -216,6 +217,7 @@ async fn job_call(
     Json(call): Json<JobCall>,
 ) -> ApiResult<Json<crate::rollout::job_store::JobAnswer>> {
     use crate::rollout::job_store::OpError;
+    state.job_calls.count(&call.op);
     match state
         .engine
         .job_call(&rollout, &device, call.epoch, call.op)
@@ -224,6 +226,24 @@ async fn job_call(
         Ok(answer) => Ok(Json(answer)),
         Err(OpError::Store(e)) => Err(e.into()),
         Err(OpError::Refused(why)) => Err(ApiError::unprocessable(why)),
+    }
+}
+
+/// Calls of agents' jobs answered by this node, by op ([`JobOp::NAMES`]).
+#[derive(Debug, Default)]
+pub(crate) struct JobCalls([std::sync::atomic::AtomicU64; JobOp::NAMES.len()]);
+
+impl JobCalls {
+    fn count(&self, op: &JobOp) {
+        self.0[op.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Each op's name and how many of its calls were answered.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        JobOp::NAMES
+            .iter()
+            .zip(&self.0)
+            .map(|(name, n)| (*name, n.load(std::sync::atomic::Ordering::Relaxed)))
     }
 }
 

@@ -70,6 +70,8 @@ pub struct AppState {
     pub(crate) views: Arc<rollout_view::RolloutViews>,
     /// Webhook deliveries by result, for `/metrics`.
     pub notify: crate::notify::NotifyStats,
+    /// Calls of site agents' jobs answered here, by op, for `/metrics`.
+    pub(crate) job_calls: Arc<agents::JobCalls>,
 }
 
 /// What the service listens on, for `/api/v1/health` and the dashboard.

@@ -301,6 +301,14 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
     for (by, n) in [("request", by_request), ("refresh", by_refresh)] {
         out.sample("fleetup_rollout_view_catch_ups_total", &[("by", by)], n);
     }
+    out.family(
+        "fleetup_agent_job_calls_total",
+        Kind::Counter,
+        "Calls of site agents' device jobs answered by this node, by op (POST /agents/jobs/{rollout}/{device}).",
+    );
+    for (op, n) in state.job_calls.counts() {
+        out.sample("fleetup_agent_job_calls_total", &[("op", op)], n);
+    }
     state.engine.metrics().write(&mut out);
     out.family(
         "fleetup_uptime_seconds",

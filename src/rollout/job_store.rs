@@ -258,6 +258,50 @@ pub(crate) enum JobOp {
 }
 
 impl JobOp {
+    /// Every op's name, as its `op` tag says it: [`JobOp::index`] indexes this.
+    pub(crate) const NAMES: [&'static str; 17] = [
+        "image",
+        "event",
+        "steps",
+        "finish",
+        "requeue",
+        "view",
+        "origin",
+        "facts",
+        "set_baseline",
+        "baseline",
+        "wait_for_window",
+        "start_attempt",
+        "clear_reload_sent",
+        "transcript",
+        "host_key",
+        "events",
+        "keep_configs",
+    ];
+
+    /// Where the op's name is in [`JobOp::NAMES`].
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            JobOp::Image { .. } => 0,
+            JobOp::Event { .. } => 1,
+            JobOp::Steps { .. } => 2,
+            JobOp::Finish { .. } => 3,
+            JobOp::Requeue { .. } => 4,
+            JobOp::View => 5,
+            JobOp::Origin { .. } => 6,
+            JobOp::Facts { .. } => 7,
+            JobOp::SetBaseline { .. } => 8,
+            JobOp::Baseline => 9,
+            JobOp::WaitForWindow { .. } => 10,
+            JobOp::StartAttempt => 11,
+            JobOp::ClearReloadSent => 12,
+            JobOp::Transcript { .. } => 13,
+            JobOp::HostKey { .. } => 14,
+            JobOp::Events => 15,
+            JobOp::KeepConfigs { .. } => 16,
+        }
+    }
+
     /// Whether the call reads only: those are not fenced.
     pub(crate) fn reads_only(&self) -> bool {
         matches!(
@@ -720,5 +764,78 @@ impl JobStore for Ledger {
             }
         }
         Ok(note)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_is_counted_under_the_name_its_tag_says() {
+        let event = WireEvent {
+            kind: EventKind::Message,
+            step: None,
+            message: String::new(),
+            data: None,
+        };
+        let ops = [
+            JobOp::Image { name: "i".into() },
+            JobOp::Event {
+                kind: EventKind::Message,
+                step: None,
+                message: String::new(),
+                data: None,
+            },
+            JobOp::Steps {
+                records: Vec::new(),
+            },
+            JobOp::Finish {
+                state: JobState::Succeeded,
+                new_version: None,
+                failure: None,
+                event: event.clone(),
+            },
+            JobOp::Requeue { event },
+            JobOp::View,
+            JobOp::Origin {
+                version: None,
+                image: None,
+            },
+            JobOp::Facts {
+                facts: Facts::default(),
+            },
+            JobOp::SetBaseline {
+                baseline: String::new(),
+            },
+            JobOp::Baseline,
+            JobOp::WaitForWindow {
+                opens: String::new(),
+                message: String::new(),
+                data: Value::Null,
+            },
+            JobOp::StartAttempt,
+            JobOp::ClearReloadSent,
+            JobOp::Transcript { lines: Vec::new() },
+            JobOp::HostKey { key: String::new() },
+            JobOp::Events,
+            JobOp::KeepConfigs {
+                moment: Moment::Before,
+                running: String::new(),
+                startup: None,
+            },
+        ];
+        assert_eq!(ops.len(), JobOp::NAMES.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for op in &ops {
+            let json = serde_json::to_value(op).expect("an op serializes");
+            assert_eq!(
+                json["op"].as_str(),
+                Some(JobOp::NAMES[op.index()]),
+                "{op:?}"
+            );
+            seen.insert(op.index());
+        }
+        assert_eq!(seen.len(), ops.len(), "each op has an index of its own");
     }
 }

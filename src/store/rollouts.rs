@@ -1109,18 +1109,59 @@ impl Db {
     }
 }
 
+/// Transcript lines of one job, in one statement per [`TRANSCRIPT_ROWS`] lines: on
+/// PostgreSQL each statement is a round trip.
 async fn insert_transcript(
     tx: &mut Tx,
     rollout_id: &str,
     device: &str,
     lines: &[TranscriptEntry],
 ) -> Result<(), StoreError> {
-    for l in lines {
-        bind_transcript_line(sqlx::query(TRANSCRIPT_INSERT), rollout_id, device, l)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in lines.chunks(TRANSCRIPT_ROWS) {
+        let sql = transcript_rows_sql(chunk.len());
+        let mut q = sqlx::query(&sql).bind(rollout_id).bind(device);
+        for l in chunk {
+            q = q
+                .bind(l.step.map(|s| s.as_str()))
+                .bind(l.kind.as_str())
+                .bind(l.command.as_str())
+                .bind(l.output.as_str())
+                .bind(l.at.to_string());
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Transcript lines one statement of [`insert_transcript`] takes: 5 parameters each, well
+/// under either server's limit.
+const TRANSCRIPT_ROWS: usize = 500;
+
+/// The statement that inserts `n` transcript lines of one job (`$1` the rollout, `$2` the
+/// device, then 5 parameters per line), in their order, for the job's current attempt.
+fn transcript_rows_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO job_transcripts (rollout_id, device, attempt, step, kind, command, output, at) \
+         SELECT $1, $2, coalesce((SELECT CASE WHEN attempts > 1 THEN attempts ELSE 1 END \
+         FROM rollout_devices WHERE rollout_id = $1 AND device = $2), 1), \
+         v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES ",
+    );
+    for i in 0..n {
+        let p = 3 + 5 * i;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "({i}, ${}, ${}, ${}, ${}, ${})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4
+        ));
+    }
+    sql.push_str(") AS v ORDER BY v.column1");
+    sql
 }
 
 async fn insert_event<'c>(
@@ -1541,5 +1582,57 @@ mod tests {
             db.job("r1", "sw1").await.unwrap().step_state,
             job.step_state
         );
+    }
+
+    /// Transcript lines go in one statement, in their order, numbered for the job's attempt.
+    #[tokio::test]
+    async fn transcript_lines_are_kept_in_order_for_the_current_attempt() {
+        let (_dir, db) = super::super::leases::tests::store_with_rollout().await;
+        super::super::leases::tests::add_job(&db, "running").await;
+        sqlx::query("UPDATE rollout_devices SET attempts = 2")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let lines: Vec<TranscriptEntry> = (0..12)
+            .map(|i| TranscriptEntry {
+                step: (i % 3 != 0).then_some(crate::device::Step::VerifyMd5),
+                kind: EntryKind::Command,
+                command: format!("command {i}"),
+                output: format!("it's output {i}"),
+                at: jiff::Timestamp::now(),
+            })
+            .collect();
+        db.add_transcript("r1", "sw1", &lines[..1]).await.unwrap();
+        db.add_transcript("r1", "sw1", &lines[1..]).await.unwrap();
+        let kept = db.transcript("r1", "sw1").await.unwrap();
+        assert_eq!(
+            kept.iter()
+                .map(|l| (
+                    l.attempt,
+                    l.step.clone(),
+                    l.command.clone(),
+                    l.output.clone()
+                ))
+                .collect::<Vec<_>>(),
+            lines
+                .iter()
+                .map(|l| (
+                    2,
+                    l.step.map(|s| s.as_str().to_string()),
+                    l.command.clone(),
+                    l.output.clone()
+                ))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_transcript_statement_numbers_five_parameters_per_line_after_the_job() {
+        let sql = transcript_rows_sql(2);
+        assert!(
+            sql.contains("(0, $3, $4, $5, $6, $7), (1, $8, $9, $10, $11, $12)"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("ORDER BY v.column1"), "{sql}");
     }
 }

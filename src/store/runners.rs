@@ -192,29 +192,41 @@ impl Db {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let mut lost = Vec::new();
-        for job in held {
-            let done = sqlx::query(&format!(
+        let mut renewed = std::collections::HashSet::new();
+        // One statement per chunk, not one per job: an agent holds hundreds, and each
+        // statement is a round trip under the write lock on PostgreSQL.
+        for chunk in held.chunks(RENEW_ROWS) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${})", 3 + 3 * i, 4 + 3 * i, 5 + 3 * i))
+                .collect();
+            let sql = format!(
                 "UPDATE rollout_devices SET runner_until_ms = {} + $1 \
-                 WHERE rollout_id = $2 AND device = $3 AND runner = $4 AND runner_epoch = $5",
-                self.now_ms()
-            ))
-            .bind(ttl_ms)
-            .bind(&job.rollout)
-            .bind(&job.device)
-            .bind(agent)
-            .bind(job.epoch)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.failed(e))?;
-            if done.rows_affected() != 1 {
-                lost.push(job.clone());
+                 WHERE runner = $2 AND (rollout_id, device, runner_epoch) IN (VALUES {}) \
+                 RETURNING rollout_id, device, runner_epoch",
+                self.now_ms(),
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(ttl_ms).bind(agent);
+            for job in chunk {
+                q = q.bind(&job.rollout).bind(&job.device).bind(job.epoch);
+            }
+            for row in q.fetch_all(&mut *tx).await.map_err(|e| self.failed(e))? {
+                let key: (String, String, i64) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                renewed.insert(key);
             }
         }
         tx.commit().await?;
-        Ok(lost)
+        Ok(held
+            .iter()
+            .filter(|j| !renewed.contains(&(j.rollout.clone(), j.device.clone(), j.epoch)))
+            .cloned()
+            .collect())
     }
 }
+
+/// Jobs one statement of [`Db::renew_site_jobs`] renews: 3 parameters each.
+const RENEW_ROWS: usize = 300;
 
 #[cfg(test)]
 mod tests {
@@ -321,5 +333,43 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn one_heartbeat_renews_every_job_still_held_and_names_the_ones_lost() {
+        let (_dir, db) = store_with_rollout().await;
+        for device in ["sw1", "sw2", "sw3"] {
+            sqlx::query(
+                "INSERT INTO rollout_devices (rollout_id, device, wave, position, image, state) \
+                 VALUES ('r1', $1, 0, 0, 'img.bin', 'running')",
+            )
+            .bind(device)
+            .execute(db.pool())
+            .await
+            .unwrap();
+            db.offer_job("r1", device, "lab").await.unwrap();
+        }
+        let held = db.claim_site_jobs("lab", "a1", 60_000, 10).await.unwrap();
+        assert_eq!(held.len(), 3);
+        // sw2's lease lapses and a2 claims it: a1 holds sw1 and sw3 only.
+        db.renew_site_jobs("a1", &held[1..2], -1).await.unwrap();
+        let taken = db.claim_site_jobs("lab", "a2", 60_000, 10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].device, held[1].device);
+        // a1 still lists all three (and one it never held).
+        let mut listed = held.clone();
+        listed.push(HeldJob {
+            rollout: "r1".into(),
+            device: "sw9".into(),
+            epoch: 1,
+        });
+        let lost = db.renew_site_jobs("a1", &listed, 60_000).await.unwrap();
+        assert_eq!(lost, [held[1].clone(), listed[3].clone()]);
+        for job in [&held[0], &held[2]] {
+            let runner = db.job_runner("r1", &job.device).await.unwrap();
+            assert_eq!((runner.runner.as_deref(), runner.live), (Some("a1"), true));
+        }
+        let runner = db.job_runner("r1", &held[1].device).await.unwrap();
+        assert_eq!((runner.runner.as_deref(), runner.live), (Some("a2"), true));
     }
 }

@@ -427,6 +427,20 @@ async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_se
     // Every device copied the image from the agent's own TFTP server.
     wait_downloads(&rig, "agent-lab", "tftp", 3).await;
     agent.assert_logged("claimed a device job of the site");
+    // The service counts the agent's calls by op: one end per job, the step records, and
+    // the reads of the rollout's state.
+    let metrics = rig.get_text("/metrics").await;
+    let calls = |op: &str| -> u64 {
+        let line = format!("fleetup_agent_job_calls_total{{op=\"{op}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {line}in {metrics}"))
+    };
+    assert_eq!(calls("finish"), 3);
+    assert!(calls("steps") >= 3 * 10, "{metrics}");
+    assert_eq!(calls("wait_for_window"), 0);
     rig.stop().await;
 }
 
