@@ -221,6 +221,46 @@ pub struct Db {
 /// for another process's lock.
 const WRITER_TURN_WAIT: Duration = Duration::from_secs(10);
 
+/// The key of the transaction-scoped advisory lock every write transaction on PostgreSQL
+/// takes first ([`Db::begin`]).
+const PG_WRITE_LOCK: i64 = 7466346977;
+
+/// How a write transaction begins on PostgreSQL: `BEGIN`, then the write lock.
+const PG_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7466346977)";
+
+/// The fence's check as one statement of PostgreSQL's simple protocol, its names as
+/// constants; `None` when a name cannot be written as one.
+fn pg_fence_check(fence: &leases::Fence) -> Option<String> {
+    let rollout = pg_literal(&fence.rollout)?;
+    Some(match &fence.device {
+        Some(device) => format!(
+            "SELECT runner_epoch FROM rollout_devices WHERE rollout_id = {rollout} AND device = {}",
+            pg_literal(device)?
+        ),
+        None => format!("SELECT lease_epoch FROM rollouts WHERE id = {rollout}"),
+    })
+}
+
+/// `s` as a PostgreSQL string constant with C-style escapes (`E'…'`), which reads the same
+/// whatever `standard_conforming_strings` says: a backslash and a quote are escaped, and
+/// nothing else is special. `None` for a NUL, which no text value of PostgreSQL holds.
+pub fn pg_literal(s: &str) -> Option<String> {
+    if s.contains('\0') {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    Some(out)
+}
+
 /// A pooled connection idle for longer than this is pinged before it is handed out, and
 /// dropped if the server does not answer (a restarted PostgreSQL, a dropped TCP session).
 /// One used more recently is not: sqlx's default pings on every acquire, one more round trip
@@ -509,10 +549,31 @@ impl Db {
             }
             None => "SELECT lease_epoch FROM rollouts WHERE id = $1",
         });
-        let epoch: Option<i64> = match (self.backend, fence.as_ref().zip(check)) {
+        // PostgreSQL's extended protocol takes one statement per round trip, its simple
+        // protocol several but no parameters: with the fence's names as constants, `BEGIN`,
+        // the lock and the check go in one round trip, as on SQLite.
+        let inline = match (self.backend, fence.as_ref()) {
+            (Backend::Postgres, Some(fence)) => pg_fence_check(fence),
+            _ => None,
+        };
+        let epoch: Option<i64> = match (self.backend, fence.as_ref().zip(check), inline) {
+            (Backend::Postgres, Some(_), Some(check)) => {
+                let sql = format!(
+                    "BEGIN; SELECT count(*) FROM pg_advisory_xact_lock({PG_WRITE_LOCK}); {check}"
+                );
+                // The lock's row (its count), then the check's row if the job or rollout is
+                // there.
+                let rows = sqlx::Executor::fetch_all(&mut *tx, sql.as_str())
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                match rows.get(1) {
+                    Some(row) => Some(sqlx::Row::try_get(row, 0)?),
+                    None => None,
+                }
+            }
             // SQLite takes the statements of one query in turn: the check goes with `BEGIN`,
             // one call to the connection's thread instead of two, for every write.
-            (Backend::Sqlite, Some((fence, check))) => {
+            (Backend::Sqlite, Some((fence, check)), _) => {
                 let sql = format!("BEGIN IMMEDIATE; {check}");
                 let mut q = sqlx::query_scalar(&sql).bind(&fence.rollout);
                 if let Some(device) = &fence.device {
@@ -525,10 +586,10 @@ impl Db {
                     .into_iter()
                     .next()
             }
-            (backend, checked) => {
+            (backend, checked, _) => {
                 let begin = match backend {
                     Backend::Sqlite => "BEGIN IMMEDIATE",
-                    Backend::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7466346977)",
+                    Backend::Postgres => PG_BEGIN,
                 };
                 if let Err(e) = sqlx::Executor::execute(&mut *tx, begin).await {
                     return Err(self.failed(e));
@@ -689,6 +750,33 @@ pub(crate) fn now_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_written_as_escaped_constants_for_the_fence_check() {
+        assert_eq!(pg_literal("sw1").as_deref(), Some("E'sw1'"));
+        assert_eq!(pg_literal(r"it's a\b").as_deref(), Some(r"E'it''s a\\b'"));
+        assert_eq!(pg_literal("x\0y"), None);
+        let fence = leases::Fence {
+            rollout: "r-1".into(),
+            epoch: 3,
+            device: Some("o'brien".into()),
+        };
+        assert_eq!(
+            pg_fence_check(&fence).as_deref(),
+            Some(
+                "SELECT runner_epoch FROM rollout_devices WHERE rollout_id = E'r-1' AND device = E'o''brien'"
+            )
+        );
+        let rollout = leases::Fence {
+            device: None,
+            ..fence
+        };
+        assert_eq!(
+            pg_fence_check(&rollout).as_deref(),
+            Some("SELECT lease_epoch FROM rollouts WHERE id = E'r-1'")
+        );
+        assert!(PG_BEGIN.contains(&PG_WRITE_LOCK.to_string()));
+    }
 
     #[test]
     fn database_urls_parse_and_never_show_their_password() {

@@ -292,3 +292,46 @@ async fn postgres_a_writer_dropped_while_it_waits_for_the_lock_leaves_nothing_he
             .unwrap();
     }
 }
+
+/// The fence's check goes to PostgreSQL with the rollout's and device's names written as
+/// constants (`fleetup::store::pg_literal`): whatever a name holds, the server reads it back
+/// as it is.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn postgres_a_name_written_as_a_constant_reads_back_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
+    let db = Db::connect(&pg_url, dir.path()).await.unwrap();
+    for name in [
+        "sw1",
+        "it's",
+        "a\\b",
+        "\\'; DROP TABLE devices; --",
+        "''\\\\''",
+        "$$x$$",
+        "E'x'",
+        "zürich-é-交换机",
+        "tab\tnewline\n",
+    ] {
+        let literal = fleetup::store::pg_literal(name).unwrap();
+        for conforming in ["on", "off"] {
+            let sql =
+                format!("SET standard_conforming_strings = {conforming}; SELECT {literal}::text");
+            let rows = sqlx::Executor::fetch_all(db.pool(), sql.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("{name:?} as {literal}: {e}"));
+            let back: String = sqlx::Row::try_get(&rows[0], 0).unwrap();
+            assert_eq!(
+                back, name,
+                "{literal} with standard_conforming_strings {conforming}"
+            );
+        }
+    }
+    assert_eq!(fleetup::store::pg_literal("a\0b"), None);
+    assert!(
+        sqlx::query("SELECT count(*) FROM devices")
+            .fetch_one(db.pool())
+            .await
+            .is_ok()
+    );
+}
