@@ -178,7 +178,7 @@ def collect(d):
             r["db_writes"] = r["db_all"] = None
         r["db_error"] = None
     # Calls of the agents' jobs answered by the serve nodes, by op (their /metrics at the end).
-    calls = {}
+    calls, requests = {}, None
     for node in ("a", "b"):
         try:
             text = open(os.path.join(d, f"metrics-{node}.txt")).read()
@@ -186,7 +186,10 @@ def collect(d):
             continue
         for m in re.finditer(r'^fleetup_agent_job_calls_total\{op="([a-z_]+)"\} (\d+)$', text, re.M):
             calls[m.group(1)] = calls.get(m.group(1), 0) + int(m.group(2))
+        for m in re.finditer(r'^fleetup_agent_job_requests_total (\d+)$', text, re.M):
+            requests = (requests or 0) + int(m.group(1))
     r["job_calls"] = sorted(((op, c) for op, c in calls.items() if c), key=lambda x: -x[1])
+    r["job_requests"] = requests
     routes = poll.get("routes", {})
     r["routes"] = routes
     r["perf"], r["perf_samples"] = perf_profile(os.path.join(d, "perf.txt"))
@@ -330,9 +333,9 @@ for r in cols:
         top = ", ".join(f"{t} {rows / n:.0f}" for t, rows in r["rows_read"][:4])
         print(f"    PostgreSQL rows read per device (pg_stat_user_tables), by table: {top}")
     if r["job_calls"]:
-        total = sum(c for _, c in r["job_calls"])
         top = ", ".join(f"{op} {c / n:.1f}" for op, c in r["job_calls"])
-        print(f"    agents' job calls per device: {total / n:.1f} ({top})")
+        calls = f"{r['job_requests'] / n:.1f}" if r["job_requests"] is not None else "?"
+        print(f"    agents' job calls per device: {calls}; ops they carried per device (a batch once, and each op in it): {top}")
     for name, v in r["routes"].items():
         print(
             f"    {name}: {v['requests']} requests, {v['mean_bytes'] / 1024:.0f} KiB each, p50 {f(v['p50_ms'])} / "

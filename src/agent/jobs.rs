@@ -414,6 +414,7 @@ impl Driver {
             fetch_wait: playbook.strategy.timeouts.copy.duration(),
             stop: stop.clone(),
             view: self.views.of(&t.rollout),
+            deferred: Mutex::default(),
         };
         let ctx = JobContext {
             store: Arc::new(store),
@@ -487,6 +488,8 @@ struct RemoteStore {
     /// jobs here ([`Views`]): each step asks twice (paused? may it go on?), and one answer
     /// serves both, and every job of the rollout.
     view: Arc<tokio::sync::Mutex<ViewRead>>,
+    /// Writes that go with the job's next one ([`JobOp::may_wait`]), in order.
+    deferred: Mutex<Vec<JobOp>>,
 }
 
 /// How long a read of the rollout's state and flags serves a job on an agent: a pause or an
@@ -520,6 +523,23 @@ impl RemoteStore {
     }
 
     async fn call(&self, op: JobOp) -> Result<JobAnswer, StoreError> {
+        // A write takes the writes deferred before it along, ahead of it.
+        let op = if op.reads_only() {
+            op
+        } else {
+            let mut ops = std::mem::take(
+                &mut *self
+                    .deferred
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if ops.is_empty() {
+                op
+            } else {
+                ops.push(op);
+                JobOp::Batch { ops }
+            }
+        };
         let url = self
             .service
             .job_url(&self.rollout, &self.device)
@@ -579,6 +599,16 @@ impl RemoteStore {
 
     async fn done(&self, op: JobOp) -> Result<(), StoreError> {
         self.call(op).await.map(|_| ())
+    }
+
+    /// A write whose moment does not matter: sent with the job's next write, in one call.
+    fn defer(&self, op: JobOp) -> Result<(), StoreError> {
+        debug_assert!(op.may_wait());
+        self.deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(op);
+        Ok(())
     }
 }
 
@@ -765,18 +795,16 @@ impl JobStore for RemoteStore {
         version: Option<&str>,
         image: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.done(JobOp::Origin {
+        self.defer(JobOp::Origin {
             version: version.map(str::to_string),
             image: image.map(str::to_string),
         })
-        .await
     }
 
     async fn set_facts(&self, _device: &str, facts: &Facts) -> Result<(), StoreError> {
-        self.done(JobOp::Facts {
+        self.defer(JobOp::Facts {
             facts: facts.clone(),
         })
-        .await
     }
 
     async fn set_compare_baseline(
@@ -819,7 +847,7 @@ impl JobStore for RemoteStore {
     }
 
     async fn start_job_attempt(&self, _rollout: &str, _device: &str) -> Result<(), StoreError> {
-        self.done(JobOp::StartAttempt).await
+        self.defer(JobOp::StartAttempt)
     }
 
     async fn clear_reload_sent(&self, _rollout: &str, _device: &str) -> Result<(), StoreError> {
@@ -842,10 +870,9 @@ impl JobStore for RemoteStore {
     }
 
     async fn set_host_key(&self, _device: &str, key: &str) -> Result<(), StoreError> {
-        self.done(JobOp::HostKey {
+        self.defer(JobOp::HostKey {
             key: key.to_string(),
         })
-        .await
     }
 
     async fn device_events(&self, _rollout: &str, _device: &str) -> Result<Vec<Event>, StoreError> {

@@ -229,20 +229,40 @@ async fn job_call(
     }
 }
 
-/// Calls of agents' jobs answered by this node, by op ([`JobOp::NAMES`]).
+/// Calls of agents' jobs answered by this node, and the ops they carried by op
+/// ([`JobOp::NAMES`]): a batch counts once as `batch` and once for each op in it.
 #[derive(Debug, Default)]
-pub(crate) struct JobCalls([std::sync::atomic::AtomicU64; JobOp::NAMES.len()]);
+pub(crate) struct JobCalls {
+    ops: [std::sync::atomic::AtomicU64; JobOp::NAMES.len()],
+    requests: std::sync::atomic::AtomicU64,
+}
 
 impl JobCalls {
     fn count(&self, op: &JobOp) {
-        self.0[op.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_op(op);
+    }
+
+    fn count_op(&self, op: &JobOp) {
+        self.ops[op.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let JobOp::Batch { ops } = op {
+            for op in ops {
+                self.count_op(op);
+            }
+        }
+    }
+
+    /// The calls answered.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Each op's name and how many of its calls were answered.
     pub(crate) fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         JobOp::NAMES
             .iter()
-            .zip(&self.0)
+            .zip(&self.ops)
             .map(|(name, n)| (*name, n.load(std::sync::atomic::Ordering::Relaxed)))
     }
 }

@@ -302,9 +302,19 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
         out.sample("fleetup_rollout_view_catch_ups_total", &[("by", by)], n);
     }
     out.family(
+        "fleetup_agent_job_requests_total",
+        Kind::Counter,
+        "Calls of site agents' device jobs answered by this node (POST /agents/jobs/{rollout}/{device}).",
+    );
+    out.sample(
+        "fleetup_agent_job_requests_total",
+        &[],
+        state.job_calls.requests(),
+    );
+    out.family(
         "fleetup_agent_job_calls_total",
         Kind::Counter,
-        "Calls of site agents' device jobs answered by this node, by op (POST /agents/jobs/{rollout}/{device}).",
+        "Ops of site agents' device jobs answered by this node, by op: a batch counts once as batch and once for each op it carries.",
     );
     for (op, n) in state.job_calls.counts() {
         out.sample("fleetup_agent_job_calls_total", &[("op", op)], n);

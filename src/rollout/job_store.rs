@@ -255,11 +255,32 @@ pub(crate) enum JobOp {
         running: String,
         startup: Option<String>,
     },
+    /// Several writes in order, each carried out as its own call would be, up to the first
+    /// that fails; the answer is the last one's. An agent sends the writes whose moment does
+    /// not matter (an attempt's start, the version before, facts, the host key) with the next
+    /// write that does: one call where there were several.
+    Batch {
+        ops: Vec<JobOp>,
+    },
+}
+
+impl JobOp {
+    /// Whether an agent may send this write with its job's next one rather than at once:
+    /// nothing is done to the device on the strength of it in between.
+    pub(crate) fn may_wait(&self) -> bool {
+        matches!(
+            self,
+            JobOp::StartAttempt
+                | JobOp::Origin { .. }
+                | JobOp::Facts { .. }
+                | JobOp::HostKey { .. }
+        )
+    }
 }
 
 impl JobOp {
     /// Every op's name, as its `op` tag says it: [`JobOp::index`] indexes this.
-    pub(crate) const NAMES: [&'static str; 17] = [
+    pub(crate) const NAMES: [&'static str; 18] = [
         "image",
         "event",
         "steps",
@@ -277,6 +298,7 @@ impl JobOp {
         "host_key",
         "events",
         "keep_configs",
+        "batch",
     ];
 
     /// Where the op's name is in [`JobOp::NAMES`].
@@ -299,6 +321,7 @@ impl JobOp {
             JobOp::HostKey { .. } => 14,
             JobOp::Events => 15,
             JobOp::KeepConfigs { .. } => 16,
+            JobOp::Batch { .. } => 17,
         }
     }
 
@@ -467,6 +490,19 @@ pub(crate) async fn apply(
         JobOp::Events => Ok(JobAnswer::Events {
             events: store.device_events(rollout, device).await?,
         }),
+        JobOp::Batch { ops } => {
+            let mut answer = JobAnswer::Done;
+            for op in ops {
+                if matches!(op, JobOp::Batch { .. }) {
+                    return Err(OpError::Refused("a batch holds no batch".into()));
+                }
+                if op.reads_only() {
+                    return Err(OpError::Refused("a batch holds writes only".into()));
+                }
+                answer = Box::pin(apply(ledger, rollout, device, op)).await?;
+            }
+            Ok(answer)
+        }
         JobOp::KeepConfigs {
             moment,
             running,
@@ -823,6 +859,9 @@ mod tests {
                 moment: Moment::Before,
                 running: String::new(),
                 startup: None,
+            },
+            JobOp::Batch {
+                ops: vec![JobOp::StartAttempt],
             },
         ];
         assert_eq!(ops.len(), JobOp::NAMES.len());

@@ -427,20 +427,54 @@ async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_se
     // Every device copied the image from the agent's own TFTP server.
     wait_downloads(&rig, "agent-lab", "tftp", 3).await;
     agent.assert_logged("claimed a device job of the site");
-    // The service counts the agent's calls by op: one end per job, the step records, and
-    // the reads of the rollout's state.
+    // The service counts the agent's calls, and the ops they carried by op: one end and one
+    // attempt per job, the step records. The writes whose moment does not matter went with
+    // the next write: each job's attempt with its first step, its facts and the version
+    // before with its end.
     let metrics = rig.get_text("/metrics").await;
-    let calls = |op: &str| -> u64 {
-        let line = format!("fleetup_agent_job_calls_total{{op=\"{op}\"}} ");
+    let sample = |line: &str| -> u64 {
         metrics
             .lines()
-            .find_map(|l| l.strip_prefix(&line))
+            .find_map(|l| l.strip_prefix(line))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no {line}in {metrics}"))
     };
+    let calls = |op: &str| sample(&format!("fleetup_agent_job_calls_total{{op=\"{op}\"}} "));
     assert_eq!(calls("finish"), 3);
+    assert_eq!(calls("start_attempt"), 3);
     assert!(calls("steps") >= 3 * 10, "{metrics}");
     assert_eq!(calls("wait_for_window"), 0);
+    assert!(calls("batch") >= 2 * 3, "{metrics}");
+    // Each batch saved at least one call: fewer calls than ops outside batches.
+    let ops: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("fleetup_agent_job_calls_total{") && !l.contains("\"batch\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let requests = sample("fleetup_agent_job_requests_total ");
+    assert!(requests + calls("batch") <= ops, "{metrics}");
+    // A batch carries writes only, and no batch.
+    let device = rig.lab.devices()[0].name.clone();
+    for (ops, why) in [
+        (
+            serde_json::json!([{"op": "view"}]),
+            "a batch holds writes only",
+        ),
+        (
+            serde_json::json!([{"op": "batch", "ops": []}]),
+            "a batch holds no batch",
+        ),
+    ] {
+        let refused = rig
+            .post(&format!("/api/v1/agents/jobs/{id}/{device}"))
+            .json(&serde_json::json!({"epoch": 1, "op": {"op": "batch", "ops": ops}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 422);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["message"], why, "{body:#}");
+    }
     rig.stop().await;
 }
 
