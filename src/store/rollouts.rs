@@ -604,6 +604,17 @@ impl Db {
         if self.backend == super::Backend::Sqlite {
             return write_steps_and_commit(tx, rollout_id, device, records).await;
         }
+        if let Some(sql) = pg_steps_sql(records) {
+            let rows = bind_pg_steps(sqlx::query(&sql), rollout_id, device, records)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.failed(e))?;
+            tx.commit().await?;
+            if rows.len() != records.len() {
+                return Err(decode("the events of a step record"));
+            }
+            return rows.iter().map(row_to_event).collect();
+        }
         let mut events = Vec::with_capacity(records.len());
         for record in records {
             events.push(write_step(&mut tx, rollout_id, device, record).await?);
@@ -1119,18 +1130,30 @@ async fn insert_transcript(
 ) -> Result<(), StoreError> {
     for chunk in lines.chunks(TRANSCRIPT_ROWS) {
         let sql = transcript_rows_sql(chunk.len());
-        let mut q = sqlx::query(&sql).bind(rollout_id).bind(device);
-        for l in chunk {
-            q = q
-                .bind(l.step.map(|s| s.as_str()))
-                .bind(l.kind.as_str())
-                .bind(l.command.as_str())
-                .bind(l.output.as_str())
-                .bind(l.at.to_string());
-        }
-        q.execute(&mut **tx).await?;
+        bind_transcript_rows(sqlx::query(&sql), rollout_id, device, chunk)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
+}
+
+/// [`transcript_rows_sql`]'s parameters, after those `q` has.
+fn bind_transcript_rows<'q>(
+    q: AnyQuery<'q>,
+    rollout_id: &'q str,
+    device: &'q str,
+    lines: impl IntoIterator<Item = &'q TranscriptEntry>,
+) -> AnyQuery<'q> {
+    let mut q = q.bind(rollout_id).bind(device);
+    for l in lines {
+        q = q
+            .bind(l.step.map(|s| s.as_str()))
+            .bind(l.kind.as_str())
+            .bind(l.command.as_str())
+            .bind(l.output.as_str())
+            .bind(l.at.to_string());
+    }
+    q
 }
 
 /// Transcript lines one statement of [`insert_transcript`] takes: 5 parameters each, well
@@ -1210,13 +1233,33 @@ fn bind_step_update<'q>(
     step: &'q str,
     state: StepState,
 ) -> AnyQuery<'q> {
+    bind_step_update_with(
+        q,
+        rollout_id,
+        device,
+        step,
+        state,
+        is_reload_step(step),
+        step == crate::device::Step::RollbackReload.as_str(),
+    )
+}
+
+/// [`STEP_UPDATE`]'s parameters, whether it marks the reload or the rollback reload sent
+/// given apart.
+fn bind_step_update_with<'q>(
+    q: AnyQuery<'q>,
+    rollout_id: &'q str,
+    device: &'q str,
+    step: &'q str,
+    state: StepState,
+    reload: bool,
+    rollback: bool,
+) -> AnyQuery<'q> {
     q.bind(JobState::Running.as_str())
         .bind(step)
         .bind(state.as_str())
-        .bind(i64::from(is_reload_step(step)))
-        .bind(i64::from(
-            step == crate::device::Step::RollbackReload.as_str(),
-        ))
+        .bind(i64::from(reload))
+        .bind(i64::from(rollback))
         .bind(now_text())
         .bind(rollout_id)
         .bind(device)
@@ -1340,6 +1383,84 @@ fn steps_sql(records: &[StepRecord<'_>]) -> String {
     }
     sql.push_str("COMMIT");
     sql
+}
+
+/// The records of one call as one statement on PostgreSQL, whose extended protocol takes one
+/// statement per round trip: the job's row as the last record with a state leaves it (a reload
+/// or rollback reload among them marks it sent, as each would), every transcript line, then
+/// every event, returned in order. Bound by [`bind_pg_steps`]. `None` for no record, or more
+/// transcript lines than one statement takes: those go one statement at a time.
+fn pg_steps_sql(records: &[StepRecord<'_>]) -> Option<String> {
+    let lines: usize = records.iter().map(|r| r.transcript.len()).sum();
+    if records.is_empty() || lines > TRANSCRIPT_ROWS {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    if records.iter().any(|r| r.state.is_some()) {
+        parts.push(format!("u AS ({})", shifted(STEP_UPDATE, offset)));
+        offset += 8;
+    }
+    if lines > 0 {
+        parts.push(format!(
+            "t AS ({})",
+            shifted(&transcript_rows_sql(lines), offset)
+        ));
+        offset += 2 + 5 * lines;
+    }
+    let rows: Vec<String> = (0..records.len())
+        .map(|i| shifted("($1, $2, $3, $4, $5, $6, $7)", offset + 7 * i))
+        .collect();
+    parts.push(format!(
+        "e AS (INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
+         VALUES {} RETURNING *)",
+        rows.join(", ")
+    ));
+    Some(format!(
+        "WITH {} SELECT * FROM e ORDER BY id",
+        parts.join(", ")
+    ))
+}
+
+/// [`pg_steps_sql`]'s parameters, in its order.
+fn bind_pg_steps<'q>(
+    mut q: AnyQuery<'q>,
+    rollout_id: &'q str,
+    device: &'q str,
+    records: &'q [StepRecord<'q>],
+) -> AnyQuery<'q> {
+    if let Some(last) = records.iter().rev().find(|r| r.state.is_some()) {
+        let stated = || records.iter().filter(|r| r.state.is_some());
+        q = bind_step_update_with(
+            q,
+            rollout_id,
+            device,
+            last.step,
+            last.state.unwrap_or(StepState::Started),
+            stated().any(|r| is_reload_step(r.step)),
+            stated().any(|r| r.step == crate::device::Step::RollbackReload.as_str()),
+        );
+    }
+    if records.iter().any(|r| !r.transcript.is_empty()) {
+        q = bind_transcript_rows(
+            q,
+            rollout_id,
+            device,
+            records.iter().flat_map(|r| r.transcript),
+        );
+    }
+    for r in records {
+        q = bind_event(
+            q,
+            rollout_id,
+            Some(device),
+            r.kind,
+            Some(r.step),
+            r.message,
+            None,
+        );
+    }
+    q
 }
 
 /// A device back in line (bind the pending state first): nothing left of its earlier attempt.
@@ -1624,6 +1745,67 @@ mod tests {
                 ))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_calls_records_are_one_statement_on_postgresql_numbered_in_binding_order() {
+        let line = TranscriptEntry {
+            step: None,
+            kind: EntryKind::Command,
+            command: "reload".into(),
+            output: String::new(),
+            at: jiff::Timestamp::now(),
+        };
+        let lines = [line.clone(), line];
+        let ended = StepRecord {
+            step: "save",
+            state: Some(StepState::Done),
+            kind: EventKind::StepDone,
+            message: "saved",
+            transcript: &lines,
+        };
+        let started = StepRecord {
+            step: "reload",
+            state: Some(StepState::Started),
+            kind: EventKind::StepStarted,
+            message: "reloading",
+            transcript: &[],
+        };
+        let sql = pg_steps_sql(&[ended, started]).unwrap();
+        // The job's row ($1-$8), two transcript lines ($9, $10, then 5 each), two events.
+        assert!(
+            sql.starts_with("WITH u AS (UPDATE rollout_devices"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WHERE rollout_id = $7 AND device = $8), t AS"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("(0, $11, $12, $13, $14, $15), (1, $16, $17, $18, $19, $20)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("VALUES ($21, $22, $23, $24, $25, $26, $27), ($28, $29, $30, $31, $32, $33, $34) RETURNING *)"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("SELECT * FROM e ORDER BY id"), "{sql}");
+        // Events alone: no row to change, no lines.
+        let note = StepRecord {
+            step: "reload",
+            state: None,
+            kind: EventKind::StepDone,
+            message: "sent",
+            transcript: &[],
+        };
+        assert_eq!(
+            pg_steps_sql(&[note]).as_deref(),
+            Some(
+                "WITH e AS (INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *) SELECT * FROM e ORDER BY id"
+            )
+        );
+        assert_eq!(pg_steps_sql(&[]), None);
     }
 
     #[test]
