@@ -285,6 +285,8 @@ pub(crate) struct Driver {
     pub held: Held,
     /// The rollouts' state and flags as last read, shared by the jobs of each rollout.
     pub views: Views,
+    /// The image records as last read, shared by every job.
+    pub images: ImageRecords,
     pub shutdown: Shutdown,
 }
 
@@ -314,6 +316,38 @@ impl Views {
                 })
         });
         views.entry(rollout.to_string()).or_default().clone()
+    }
+}
+
+/// The registered images as last read from the service, by name, shared by the agent's jobs:
+/// the jobs of one rollout copy the same one or two images.
+#[derive(Clone, Default)]
+pub(crate) struct ImageRecords(Arc<Mutex<HashMap<String, (tokio::time::Instant, ImageRecord)>>>);
+
+/// How long an image record read from the service answers the agent's jobs.
+const IMAGE_FRESH: Duration = Duration::from_secs(10);
+
+impl ImageRecords {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (tokio::time::Instant, ImageRecord)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The record of `name` if it was read within [`IMAGE_FRESH`].
+    fn fresh(&self, name: &str) -> Option<ImageRecord> {
+        let mut records = self.lock();
+        records.retain(|_, (at, _)| at.elapsed() < IMAGE_FRESH);
+        records.get(name).map(|(_, r)| r.clone())
+    }
+
+    fn keep(&self, name: &str, record: &ImageRecord) {
+        self.lock().insert(
+            name.to_string(),
+            (tokio::time::Instant::now(), record.clone()),
+        );
     }
 }
 
@@ -415,6 +449,7 @@ impl Driver {
             stop: stop.clone(),
             view: self.views.of(&t.rollout),
             deferred: Mutex::default(),
+            images: self.images.clone(),
         };
         let ctx = JobContext {
             store: Arc::new(store),
@@ -490,6 +525,7 @@ struct RemoteStore {
     view: Arc<tokio::sync::Mutex<ViewRead>>,
     /// Writes that go with the job's next one ([`JobOp::may_wait`]), in order.
     deferred: Mutex<Vec<JobOp>>,
+    images: ImageRecords,
 }
 
 /// How long a read of the rollout's state and flags serves a job on an agent: a pause or an
@@ -623,10 +659,16 @@ impl JobStore for RemoteStore {
     }
 
     async fn local_image(&self, name: &str) -> Result<ImageRecord, String> {
-        let image = match self.call(JobOp::Image { name: name.into() }).await {
-            Ok(JobAnswer::Image { image }) => image,
-            Ok(a) => return Err(unexpected(&a).to_string()),
-            Err(e) => return Err(format!("image {name}: {e}")),
+        let image = match self.images.fresh(name) {
+            Some(image) => image,
+            None => match self.call(JobOp::Image { name: name.into() }).await {
+                Ok(JobAnswer::Image { image }) => {
+                    self.images.keep(name, &image);
+                    image
+                }
+                Ok(a) => return Err(unexpected(&a).to_string()),
+                Err(e) => return Err(format!("image {name}: {e}")),
+            },
         };
         let want = Wanted {
             file_name: image.file_name.to_string(),
@@ -928,5 +970,29 @@ mod tests {
         views.of("r1");
         let kept: Vec<String> = views.0.lock().unwrap().keys().cloned().collect();
         assert_eq!(kept, ["r1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_record_answers_the_agents_jobs_for_a_while_then_is_read_again() {
+        let record: ImageRecord = serde_json::from_value(serde_json::json!({
+            "id": 1,
+            "file_name": "c2960x-universalk9-mz.152-7.E8.bin",
+            "size": 10,
+            "md5": "0123456789abcdef0123456789abcdef",
+            "sha256": "ab",
+            "platform": null,
+            "version": null,
+            "created_at": "2026-12-07T00:00:00Z"
+        }))
+        .unwrap();
+        let images = ImageRecords::default();
+        let name = "c2960x-universalk9-mz.152-7.E8.bin";
+        assert!(images.fresh(name).is_none());
+        images.keep(name, &record);
+        assert_eq!(images.fresh(name).map(|r| r.sha256), Some("ab".to_string()));
+        assert!(images.fresh("other.bin").is_none());
+        tokio::time::advance(IMAGE_FRESH).await;
+        assert!(images.fresh(name).is_none(), "read again once it is old");
+        assert!(images.lock().is_empty(), "and the old one is gone");
     }
 }

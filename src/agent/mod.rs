@@ -465,6 +465,7 @@ impl Agent {
                 transfers: beat.transfers.clone(),
                 held,
                 views: jobs::Views::default(),
+                images: jobs::ImageRecords::default(),
                 shutdown: shutdown.clone(),
             });
             shutdown.tasks.spawn(driver.run(allowed));

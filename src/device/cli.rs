@@ -106,7 +106,9 @@ impl std::fmt::Debug for Reply {
 
 #[derive(Debug, Clone)]
 struct Answer {
-    question: Regex,
+    /// Shared by every dialog that asks it: a clone of a `Regex` starts with no search caches
+    /// of its own, and builds them at its first match.
+    question: std::sync::Arc<Regex>,
     reply: Reply,
 }
 
@@ -127,16 +129,18 @@ impl Dialog {
     /// built for every command that may ask something, thousands of times in one rollout.
     pub(crate) fn answer(mut self, question: &'static str, reply: Reply) -> Self {
         static COMPILED: LazyLock<
-            std::sync::Mutex<std::collections::HashMap<&'static str, Regex>>,
+            std::sync::Mutex<std::collections::HashMap<&'static str, std::sync::Arc<Regex>>>,
         > = LazyLock::new(Default::default);
         let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
-        let question = compiled
-            .entry(question)
-            .or_insert_with(|| {
-                Regex::new(question)
-                    .unwrap_or_else(|e| panic!("dialog question {question:?} is not a regex: {e}"))
-            })
-            .clone();
+        let question =
+            compiled
+                .entry(question)
+                .or_insert_with(|| {
+                    std::sync::Arc::new(Regex::new(question).unwrap_or_else(|e| {
+                        panic!("dialog question {question:?} is not a regex: {e}")
+                    }))
+                })
+                .clone();
         drop(compiled);
         self.answers.push(Answer { question, reply });
         self
