@@ -150,41 +150,37 @@ async fn claim_jobs(
             "a claim asks for 1 to 1000 jobs, with a heartbeat of 1 to 300 seconds",
         ));
     }
+    // What the audit log would say of each claim, on the job's own record, written with it.
     let held = state
         .db
-        .claim_site_jobs(
+        .claim_site_jobs_noted(
             &req.site,
             &req.name,
             lease_ms(req.heartbeat_seconds),
             req.max as usize,
+            |h| {
+                Some((
+                    format!(
+                        "claimed by agent {} of site {} with token {} (epoch {})",
+                        req.name, req.site, who.name, h.epoch
+                    ),
+                    serde_json::json!({"agent": req.name, "site": req.site, "token": who.name, "epoch": h.epoch}),
+                ))
+            },
         )
         .await?;
     let mut jobs = Vec::with_capacity(held.len());
     let mut playbooks = std::collections::HashMap::new();
-    for h in held {
+    for (h, event) in held {
+        if let Some(event) = event {
+            state.engine.publish(event);
+        }
         let job = state.db.job(&h.rollout, &h.device).await?;
         let device = state.db.device_by_name(&h.device).await?;
         if !playbooks.contains_key(&h.rollout) {
             let record = state.db.rollout(&h.rollout).await?;
             playbooks.insert(h.rollout.clone(), record.playbook);
         }
-        // What the audit log would say of the claim, on the job's own record.
-        let message = format!(
-            "claimed by agent {} of site {} with token {} (epoch {})",
-            req.name, req.site, who.name, h.epoch
-        );
-        let event = state
-            .db
-            .insert_event(
-                &h.rollout,
-                Some(&h.device),
-                crate::rollout::model::EventKind::Message,
-                None,
-                &message,
-                Some(&serde_json::json!({"agent": req.name, "site": req.site, "token": who.name, "epoch": h.epoch})),
-            )
-            .await?;
-        state.engine.publish(event);
         jobs.push(JobTicket {
             playbook: playbooks.get(&h.rollout).cloned().unwrap_or_default(),
             rollout: h.rollout,

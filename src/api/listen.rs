@@ -63,6 +63,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
                 }
             },
         };
+        // A response's last segment goes at once, not after the client's delayed ACK of the
+        // ones before it.
+        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let token = shutdown.token.clone();
         shutdown.tasks.spawn(async move {

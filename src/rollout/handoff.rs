@@ -134,20 +134,23 @@ async fn wait(
 ) -> Option<JobOutcome> {
     let device = job.device.as_str();
     if job.runner_site.as_deref() != Some(site) {
-        if let Err(e) = ledger.db.offer_job(id, device, site).await {
-            tracing::error!(rollout = id, device, error = %e, "cannot hand a job to its site");
-            return Some(JobOutcome::Interrupted);
-        }
-        ledger
-            .event(
+        let handed = ledger
+            .db
+            .offer_job(
                 id,
-                Some(device),
-                EventKind::Message,
-                None,
+                device,
+                site,
                 &format!("handed to the agents of site {site}, which drive its devices"),
-                Some(json!({"site": site})),
+                &json!({"site": site}),
             )
             .await;
+        match handed {
+            Ok(event) => ledger.publish(event),
+            Err(e) => {
+                tracing::error!(rollout = id, device, error = %e, "cannot hand a job to its site");
+                return Some(JobOutcome::Interrupted);
+            }
+        }
     }
     loop {
         if ledger.shutdown().is_requested() {

@@ -1187,7 +1187,7 @@ fn transcript_rows_sql(n: usize) -> String {
     sql
 }
 
-async fn insert_event<'c>(
+pub(super) async fn insert_event<'c>(
     executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
     rollout_id: &str,
     device: Option<&str>,

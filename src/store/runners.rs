@@ -8,7 +8,7 @@
 use sqlx::Row;
 
 use super::{Db, StoreError};
-use crate::rollout::model::{JobState, RolloutState};
+use crate::rollout::model::{Event, EventKind, JobState, RolloutState};
 
 /// A job an agent holds: which, and the epoch its writes carry.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -42,13 +42,15 @@ fn open_states() -> String {
 
 impl Db {
     /// Hand a job that has not ended to the agents of `site` (the rollout's task, under its
-    /// fence).
+    /// fence), with the event that says so (a message of the device), in one transaction.
     pub(crate) async fn offer_job(
         &self,
         rollout: &str,
         device: &str,
         site: &str,
-    ) -> Result<(), StoreError> {
+        message: &str,
+        data: &serde_json::Value,
+    ) -> Result<Event, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "UPDATE rollout_devices SET runner_site = $1 \
@@ -61,8 +63,18 @@ impl Db {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.failed(e))?;
+        let event = super::rollouts::insert_event(
+            &mut *tx,
+            rollout,
+            Some(device),
+            EventKind::Message,
+            None,
+            message,
+            Some(data),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(event)
     }
 
     /// Who runs a job, and whether its agent's lease is live.
@@ -116,8 +128,8 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Claim for `agent`, for `ttl_ms`, up to `max` jobs handed to `site` that no agent holds
-    /// live, of rollouts that run (or are paused), in the rollouts' order and the plan's.
+    /// [`Db::claim_site_jobs_noted`] without events.
+    #[cfg(test)]
     pub(crate) async fn claim_site_jobs(
         &self,
         site: &str,
@@ -125,6 +137,24 @@ impl Db {
         ttl_ms: i64,
         max: usize,
     ) -> Result<Vec<HeldJob>, StoreError> {
+        let claimed = self
+            .claim_site_jobs_noted(site, agent, ttl_ms, max, |_| None)
+            .await?;
+        Ok(claimed.into_iter().map(|(job, _)| job).collect())
+    }
+
+    /// Claim for `agent`, for `ttl_ms`, up to `max` jobs handed to `site` that no agent holds
+    /// live, of rollouts that run (or are paused), in the rollouts' order and the plan's; each
+    /// claim with the event `note` makes of it (a message of the device), in the same
+    /// transaction.
+    pub(crate) async fn claim_site_jobs_noted(
+        &self,
+        site: &str,
+        agent: &str,
+        ttl_ms: i64,
+        max: usize,
+        note: impl Fn(&HeldJob) -> Option<(String, serde_json::Value)>,
+    ) -> Result<Vec<(HeldJob, Option<Event>)>, StoreError> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -169,11 +199,27 @@ impl Db {
             .await
             .map_err(|e| self.failed(e))?;
             if let Some(epoch) = epoch {
-                held.push(HeldJob {
+                let job = HeldJob {
                     rollout,
                     device,
                     epoch,
-                });
+                };
+                let event = match note(&job) {
+                    Some((message, data)) => Some(
+                        super::rollouts::insert_event(
+                            &mut *tx,
+                            &job.rollout,
+                            Some(&job.device),
+                            EventKind::Message,
+                            None,
+                            &message,
+                            Some(&data),
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
+                held.push((job, event));
             }
         }
         tx.commit().await?;
@@ -245,7 +291,9 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        db.offer_job("r1", "sw1", "lab").await.unwrap();
+        db.offer_job("r1", "sw1", "lab", "handed", &serde_json::Value::Null)
+            .await
+            .unwrap();
         // Another site's agent gets nothing.
         assert!(
             db.claim_site_jobs("other", "b1", 60_000, 10)
@@ -347,7 +395,9 @@ mod tests {
             .execute(db.pool())
             .await
             .unwrap();
-            db.offer_job("r1", device, "lab").await.unwrap();
+            db.offer_job("r1", device, "lab", "handed", &serde_json::Value::Null)
+                .await
+                .unwrap();
         }
         let held = db.claim_site_jobs("lab", "a1", 60_000, 10).await.unwrap();
         assert_eq!(held.len(), 3);
