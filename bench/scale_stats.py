@@ -271,6 +271,9 @@ rows = [
     ("lab: RSS per device at rest, KiB", lambda r: f(int(r["facts"]["lab_rest_rss_kib"]) / n)),
     ("lab: CPU per device during the rollout, ms", lambda r: f(ms_per_dev(r["lab"].get("cpu_s")))),
     ("lab: peak RSS, MiB", lambda r: f(r["lab"].get("vmhwm_kib_sum", 0) / 1024)),
+    # The lab does the same work in every run: this ratio moves with fleetup, not with how
+    # fast the (shared, virtual) machine happens to be during the run.
+    ("orchestration CPU ÷ the lab's CPU (the same work every run)", lambda r: f(r["cpu_orch"] / r["lab"]["cpu_s"], "{:.2f}") if r["lab"].get("cpu_s") else "–"),
 ]
 
 print()
