@@ -24,7 +24,8 @@
 # TFTP transfer threads (`tftp-transfer`, the file server) are reported apart from the
 # orchestration; peak RSS (VmHWM) of each process; SQLite write transactions (a uprobe on
 # SQLite's WAL commit hook) or, on PostgreSQL, transaction ids assigned (write transactions) and
-# pg_stat_database's xact_commit (all transactions, read-only ones included). bench/scale_stats.py
+# pg_stat_database's xact_commit (all transactions, read-only ones included); at the end, each
+# serve node's /metrics for the calls of the agents' jobs per device, by op. bench/scale_stats.py
 # prints one table with A and B columns, the targets as PASS/FAIL rows, and where the time goes.
 #
 # Knobs: DEVICES (2000), CONCURRENCY (400), IMAGE_MB (1), BOOT_TIME (2 s), LAB_RATE (copy rate
