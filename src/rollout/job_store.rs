@@ -265,6 +265,30 @@ pub(crate) enum JobOp {
 }
 
 impl JobOp {
+    /// A write that may wait, as the store makes it in the transaction of the next one.
+    fn held_write(&self, rollout: &str, device: &str) -> Option<crate::store::PreWrite> {
+        use crate::store::PreWrite;
+        let (rollout, device) = (rollout.to_string(), device.to_string());
+        Some(match self {
+            JobOp::StartAttempt => PreWrite::StartAttempt { rollout, device },
+            JobOp::Origin { version, image } => PreWrite::Origin {
+                rollout,
+                device,
+                version: version.clone(),
+                image: image.clone(),
+            },
+            JobOp::Facts { facts } => PreWrite::Facts {
+                device,
+                facts: facts.clone(),
+            },
+            JobOp::HostKey { key } => PreWrite::HostKey {
+                device,
+                key: key.clone(),
+            },
+            _ => return None,
+        })
+    }
+
     /// Whether an agent may send this write with its job's next one rather than at once:
     /// nothing is done to the device on the strength of it in between.
     pub(crate) fn may_wait(&self) -> bool {
@@ -491,15 +515,36 @@ pub(crate) async fn apply(
             events: store.device_events(rollout, device).await?,
         }),
         JobOp::Batch { ops } => {
-            let mut answer = JobAnswer::Done;
-            for op in ops {
+            for op in &ops {
                 if matches!(op, JobOp::Batch { .. }) {
                     return Err(OpError::Refused("a batch holds no batch".into()));
                 }
                 if op.reads_only() {
                     return Err(OpError::Refused("a batch holds writes only".into()));
                 }
-                answer = Box::pin(apply(ledger, rollout, device, op)).await?;
+            }
+            // The writes that may wait go into the transaction of the first write after them:
+            // kept with it, or not at all. Those it did not take (it began none), and those
+            // with no write after them, are made on their own.
+            let mut answer = JobAnswer::Done;
+            let mut held = Vec::new();
+            for op in ops {
+                if let Some(w) = op.held_write(rollout, device) {
+                    held.push(w);
+                    continue;
+                }
+                let writes = std::cell::RefCell::new(std::mem::take(&mut held));
+                let (done, left) = crate::store::PRE_WRITES
+                    .scope(writes, async {
+                        let done = Box::pin(apply(ledger, rollout, device, op)).await;
+                        (done, crate::store::take_pre_writes())
+                    })
+                    .await;
+                answer = done?;
+                held = left;
+            }
+            for w in held {
+                ledger.db.write_held(&w).await?;
             }
             Ok(answer)
         }
@@ -876,5 +921,12 @@ mod tests {
             seen.insert(op.index());
         }
         assert_eq!(seen.len(), ops.len(), "each op has an index of its own");
+        for op in &ops {
+            assert_eq!(
+                op.may_wait(),
+                op.held_write("r1", "sw1").is_some(),
+                "an op that may wait is one the store can hold back: {op:?}"
+            );
+        }
     }
 }

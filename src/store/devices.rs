@@ -279,47 +279,8 @@ impl Db {
     /// Record what the device reported about itself, seen now (`facts.last_seen` is ignored),
     /// and append it to the device's facts history (the last [`FACTS_HISTORY`] are kept).
     pub(crate) async fn set_facts(&self, name: &str, facts: &Facts) -> Result<(), StoreError> {
-        let now = now_text();
         let mut tx = self.begin().await?;
-        let id = sqlx::query_scalar::<_, i64>(
-            "UPDATE devices SET version = $1, image = $2, facts_model = $3, serial = $4, uptime = $5, \
-             config_register = $6, last_seen = $7, members = $8, updated_at = $9 WHERE name = $10 RETURNING id",
-        )
-        .bind(&facts.version)
-        .bind(&facts.image)
-        .bind(&facts.model)
-        .bind(&facts.serial)
-        .bind(&facts.uptime)
-        .bind(&facts.config_register)
-        .bind(&now)
-        .bind(members_json(&facts.members))
-        .bind(&now)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        sqlx::query(
-            "INSERT INTO device_facts_history (device_id, version, image, model, serial, uptime, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id)
-        .bind(&facts.version)
-        .bind(&facts.image)
-        .bind(&facts.model)
-        .bind(&facts.serial)
-        .bind(&facts.uptime)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM device_facts_history WHERE device_id = $1 AND id NOT IN \
-             (SELECT id FROM device_facts_history WHERE device_id = $2 ORDER BY id DESC LIMIT $3)",
-        )
-        .bind(id)
-        .bind(id)
-        .bind(FACTS_HISTORY)
-        .execute(&mut *tx)
-        .await?;
+        set_facts_in(&mut tx, name, facts).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -355,15 +316,9 @@ impl Db {
     ) -> Result<(), StoreError> {
         // A job writes this on its first login: it takes its turn with the other writers.
         let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE devices SET host_key = $1, updated_at = $2 WHERE name = $3")
-            .bind(key)
-            .bind(now_text())
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
+        if let Err(e) = set_host_key_in(&mut tx, name, key).await {
             tx.rollback().await?;
-            return Err(StoreError::NotFound);
+            return Err(e);
         }
         tx.commit().await
     }
@@ -381,6 +336,70 @@ impl Db {
             .map(|r| Ok((r.try_get("site")?, r.try_get("version")?, r.try_get("n")?)))
             .collect()
     }
+}
+
+/// A device's facts as read now, and one more line of its facts history (the oldest beyond
+/// the history's length go).
+pub(super) async fn set_facts_in(tx: &mut Tx, name: &str, facts: &Facts) -> Result<(), StoreError> {
+    let now = now_text();
+    let id = sqlx::query_scalar::<_, i64>(
+            "UPDATE devices SET version = $1, image = $2, facts_model = $3, serial = $4, uptime = $5, \
+             config_register = $6, last_seen = $7, members = $8, updated_at = $9 WHERE name = $10 RETURNING id",
+        )
+        .bind(&facts.version)
+        .bind(&facts.image)
+        .bind(&facts.model)
+        .bind(&facts.serial)
+        .bind(&facts.uptime)
+        .bind(&facts.config_register)
+        .bind(&now)
+        .bind(members_json(&facts.members))
+        .bind(&now)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    sqlx::query(
+        "INSERT INTO device_facts_history (device_id, version, image, model, serial, uptime, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(&facts.version)
+    .bind(&facts.image)
+    .bind(&facts.model)
+    .bind(&facts.serial)
+    .bind(&facts.uptime)
+    .bind(&now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM device_facts_history WHERE device_id = $1 AND id NOT IN \
+             (SELECT id FROM device_facts_history WHERE device_id = $2 ORDER BY id DESC LIMIT $3)",
+    )
+    .bind(id)
+    .bind(id)
+    .bind(FACTS_HISTORY)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The SSH host key kept for a device (`None`: forget it); `NotFound` for no such device.
+pub(super) async fn set_host_key_in(
+    tx: &mut Tx,
+    name: &str,
+    key: Option<&str>,
+) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE devices SET host_key = $1, updated_at = $2 WHERE name = $3")
+        .bind(key)
+        .bind(now_text())
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 pub(super) async fn find_id(tx: &mut Tx, name: &str) -> Result<Option<i64>, StoreError> {

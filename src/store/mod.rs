@@ -221,6 +221,91 @@ pub struct Db {
 /// for another process's lock.
 const WRITER_TURN_WAIT: Duration = Duration::from_secs(10);
 
+/// A write a site agent sent ahead of its job's next one
+/// (`crate::rollout::job_store::JobOp::may_wait`): made in the transaction of that next write,
+/// after its fence's check, so that both are kept, or neither.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PreWrite {
+    StartAttempt {
+        rollout: String,
+        device: String,
+    },
+    Origin {
+        rollout: String,
+        device: String,
+        version: Option<String>,
+        image: Option<String>,
+    },
+    Facts {
+        device: String,
+        facts: crate::inventory::Facts,
+    },
+    HostKey {
+        device: String,
+        key: String,
+    },
+}
+
+impl PreWrite {
+    async fn write(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        match self {
+            PreWrite::StartAttempt { rollout, device } => {
+                rollouts::start_job_attempt_in(tx, rollout, device).await
+            }
+            PreWrite::Origin {
+                rollout,
+                device,
+                version,
+                image,
+            } => {
+                rollouts::set_job_origin_in(
+                    tx,
+                    rollout,
+                    device,
+                    version.as_deref(),
+                    image.as_deref(),
+                )
+                .await
+            }
+            // A device taken out of the inventory meanwhile keeps no facts and no key: what
+            // it held back does not stop the job's next write.
+            PreWrite::Facts { device, facts } => {
+                gone_is_fine(device, devices::set_facts_in(tx, device, facts).await)
+            }
+            PreWrite::HostKey { device, key } => gone_is_fine(
+                device,
+                devices::set_host_key_in(tx, device, Some(key)).await,
+            ),
+        }
+    }
+}
+
+fn gone_is_fine(device: &str, written: Result<(), StoreError>) -> Result<(), StoreError> {
+    match written {
+        Err(StoreError::NotFound) => {
+            tracing::warn!(
+                device,
+                "no longer in the inventory: its facts and host key are not kept"
+            );
+            Ok(())
+        }
+        w => w,
+    }
+}
+
+tokio::task_local! {
+    /// The writes this task holds back for its next write transaction ([`Db::begin`] makes
+    /// them, once).
+    pub(crate) static PRE_WRITES: std::cell::RefCell<Vec<PreWrite>>;
+}
+
+/// The writes held back on this task, taken: the first transaction begun makes them.
+pub(crate) fn take_pre_writes() -> Vec<PreWrite> {
+    PRE_WRITES
+        .try_with(|w| std::mem::take(&mut *w.borrow_mut()))
+        .unwrap_or_default()
+}
+
 /// The key of the transaction-scoped advisory lock every write transaction on PostgreSQL
 /// takes first ([`Db::begin`]).
 const PG_WRITE_LOCK: i64 = 7466346977;
@@ -516,8 +601,27 @@ impl Db {
     /// Begin a write transaction. Writes are serialized on both servers, so every
     /// read-then-write in a transaction sees what it changes: SQLite's `BEGIN IMMEDIATE` takes
     /// the write lock at once (two writers never deadlock upgrading a read lock), and on
-    /// PostgreSQL every write transaction takes one transaction-scoped advisory lock.
+    /// PostgreSQL every write transaction takes one transaction-scoped advisory lock. The
+    /// writes this task holds back ([`PRE_WRITES`]) are made first, after the fence's check.
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
+        let mut tx = self.begin_fenced().await?;
+        for w in take_pre_writes() {
+            w.write(&mut tx).await.map_err(|e| match e {
+                StoreError::Database(e) => self.failed(e),
+                e => e,
+            })?;
+        }
+        Ok(tx)
+    }
+
+    /// A write held back ([`PreWrite`]) made in a transaction of its own.
+    pub(crate) async fn write_held(&self, w: &PreWrite) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        w.write(&mut tx).await?;
+        tx.commit().await
+    }
+
+    async fn begin_fenced(&self) -> Result<Tx, StoreError> {
         // The turn before the connection: a writer waiting for its turn holds no connection
         // that readers could use.
         let turn = tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())

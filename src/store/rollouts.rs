@@ -777,16 +777,7 @@ impl Db {
         old_image: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE rollout_devices SET old_version = coalesce(old_version, $1), old_image = coalesce(old_image, $2) \
-             WHERE rollout_id = $3 AND device = $4",
-        )
-        .bind(old_version)
-        .bind(old_image)
-        .bind(rollout_id)
-        .bind(device)
-        .execute(&mut *tx)
-        .await?;
+        set_job_origin_in(&mut tx, rollout_id, device, old_version, old_image).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -837,16 +828,7 @@ impl Db {
         device: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE rollout_devices SET state = $1, attempts = attempts + 1, error = NULL, \
-             started_at = coalesce(started_at, $2) WHERE rollout_id = $3 AND device = $4",
-        )
-        .bind(JobState::Running.as_str())
-        .bind(now_text())
-        .bind(rollout_id)
-        .bind(device)
-        .execute(&mut *tx)
-        .await?;
+        start_job_attempt_in(&mut tx, rollout_id, device).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1118,6 +1100,46 @@ impl Db {
         .await?;
         rows.iter().map(row_to_event).collect()
     }
+}
+
+/// The version and image a job's device ran before, once known (the first write stays).
+pub(super) async fn set_job_origin_in(
+    tx: &mut Tx,
+    rollout_id: &str,
+    device: &str,
+    old_version: Option<&str>,
+    old_image: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE rollout_devices SET old_version = coalesce(old_version, $1), old_image = coalesce(old_image, $2) \
+         WHERE rollout_id = $3 AND device = $4",
+    )
+    .bind(old_version)
+    .bind(old_image)
+    .bind(rollout_id)
+    .bind(device)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A job's attempt starts: it runs, its attempts count one more.
+pub(super) async fn start_job_attempt_in(
+    tx: &mut Tx,
+    rollout_id: &str,
+    device: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE rollout_devices SET state = $1, attempts = attempts + 1, error = NULL, \
+         started_at = coalesce(started_at, $2) WHERE rollout_id = $3 AND device = $4",
+    )
+    .bind(JobState::Running.as_str())
+    .bind(now_text())
+    .bind(rollout_id)
+    .bind(device)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Transcript lines of one job, in one statement per [`TRANSCRIPT_ROWS`] lines: on

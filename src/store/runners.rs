@@ -422,4 +422,77 @@ mod tests {
         let runner = db.job_runner("r1", &held[1].device).await.unwrap();
         assert_eq!((runner.runner.as_deref(), runner.live), (Some("a2"), true));
     }
+
+    /// The writes an agent held back are made in the transaction of its job's next write,
+    /// after the fence's check: kept with it, or, when the claim is stale, not at all.
+    #[tokio::test]
+    async fn held_writes_go_with_the_next_write_and_are_fenced_with_it() {
+        use super::super::{PRE_WRITES, PreWrite, take_pre_writes};
+        use crate::rollout::model::{EventKind, StepState};
+        let (_dir, db) = store_with_rollout().await;
+        add_job(&db, "pending").await;
+        db.offer_job("r1", "sw1", "lab", "handed", &serde_json::Value::Null)
+            .await
+            .unwrap();
+        let claim = db.claim_site_jobs("lab", "a1", 60_000, 10).await.unwrap();
+        let fenced = |epoch: i64, held: Vec<PreWrite>| {
+            let db = db.clone();
+            FENCE.scope(
+                Fence {
+                    rollout: "r1".into(),
+                    epoch,
+                    device: Some("sw1".into()),
+                },
+                PRE_WRITES.scope(std::cell::RefCell::new(held), async move {
+                    let written = db
+                        .record_step(
+                            "r1",
+                            "sw1",
+                            "connect",
+                            Some(StepState::Started),
+                            EventKind::StepStarted,
+                            "connecting",
+                        )
+                        .await;
+                    (written, take_pre_writes())
+                }),
+            )
+        };
+        let origin = |version: &str| PreWrite::Origin {
+            rollout: "r1".into(),
+            device: "sw1".into(),
+            version: Some(version.into()),
+            image: None,
+        };
+        // A stale epoch: neither the step nor what was held back.
+        let (written, left) = fenced(claim[0].epoch - 1, vec![origin("15.2(7)E8")]).await;
+        assert!(matches!(written, Err(StoreError::Fenced(_))), "{written:?}");
+        assert_eq!(
+            left,
+            [origin("15.2(7)E8")],
+            "not made: the call fails whole"
+        );
+        let job = db.job("r1", "sw1").await.unwrap();
+        assert_eq!((job.old_version, job.attempts), (None, 0));
+        // The claim's epoch: both, in one transaction; a device no longer in the inventory
+        // keeps no host key, and that stops nothing.
+        let held = vec![
+            PreWrite::StartAttempt {
+                rollout: "r1".into(),
+                device: "sw1".into(),
+            },
+            origin("15.2(7)E8"),
+            PreWrite::HostKey {
+                device: "sw1".into(),
+                key: "ssh-ed25519 AAAA".into(),
+            },
+        ];
+        let (written, left) = fenced(claim[0].epoch, held).await;
+        written.unwrap();
+        assert!(left.is_empty());
+        let job = db.job("r1", "sw1").await.unwrap();
+        assert_eq!(job.old_version.as_deref(), Some("15.2(7)E8"));
+        assert_eq!((job.attempts, job.state), (1, JobState::Running));
+        assert_eq!(job.step.as_deref(), Some("connect"));
+    }
 }
