@@ -343,25 +343,25 @@ impl Db {
 pub(super) async fn set_facts_in(tx: &mut Tx, name: &str, facts: &Facts) -> Result<(), StoreError> {
     let now = now_text();
     let id = sqlx::query_scalar::<_, i64>(
-            "UPDATE devices SET version = $1, image = $2, facts_model = $3, serial = $4, uptime = $5, \
-             config_register = $6, last_seen = $7, members = $8, updated_at = $9 WHERE name = $10 RETURNING id",
-        )
-        .bind(&facts.version)
-        .bind(&facts.image)
-        .bind(&facts.model)
-        .bind(&facts.serial)
-        .bind(&facts.uptime)
-        .bind(&facts.config_register)
-        .bind(&now)
-        .bind(members_json(&facts.members))
-        .bind(&now)
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        "UPDATE devices SET version = $1, image = $2, facts_model = $3, serial = $4, uptime = $5, \
+         config_register = $6, last_seen = $7, members = $8, updated_at = $9 WHERE name = $10 RETURNING id",
+    )
+    .bind(&facts.version)
+    .bind(&facts.image)
+    .bind(&facts.model)
+    .bind(&facts.serial)
+    .bind(&facts.uptime)
+    .bind(&facts.config_register)
+    .bind(&now)
+    .bind(members_json(&facts.members))
+    .bind(&now)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     sqlx::query(
         "INSERT INTO device_facts_history (device_id, version, image, model, serial, uptime, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(&facts.version)
@@ -374,7 +374,7 @@ pub(super) async fn set_facts_in(tx: &mut Tx, name: &str, facts: &Facts) -> Resu
     .await?;
     sqlx::query(
         "DELETE FROM device_facts_history WHERE device_id = $1 AND id NOT IN \
-             (SELECT id FROM device_facts_history WHERE device_id = $2 ORDER BY id DESC LIMIT $3)",
+         (SELECT id FROM device_facts_history WHERE device_id = $2 ORDER BY id DESC LIMIT $3)",
     )
     .bind(id)
     .bind(id)
