@@ -1182,6 +1182,11 @@ fn bind_transcript_rows<'q>(
 /// under either server's limit.
 const TRANSCRIPT_ROWS: usize = 500;
 
+/// The parameters of [`transcript_rows_sql`]`(n)`.
+fn transcript_params(n: usize) -> usize {
+    2 + 5 * n
+}
+
 /// The statement that inserts `n` transcript lines of one job (`$1` the rollout, `$2` the
 /// device, then 5 parameters per line), in their order, for the job's current attempt.
 fn transcript_rows_sql(n: usize) -> String {
@@ -1238,10 +1243,6 @@ const STEP_UPDATE: &str = "UPDATE rollout_devices SET state = $1, step = $2, ste
      rollback_sent = CASE WHEN $5 = 1 THEN 1 ELSE rollback_sent END, \
      started_at = coalesce(started_at, $6) WHERE rollout_id = $7 AND device = $8";
 
-const TRANSCRIPT_INSERT: &str = "INSERT INTO job_transcripts (rollout_id, device, attempt, step, kind, command, output, at) \
-     VALUES ($1, $2, coalesce((SELECT CASE WHEN attempts > 1 THEN attempts ELSE 1 END FROM rollout_devices \
-     WHERE rollout_id = $3 AND device = $4), 1), $5, $6, $7, $8, $9)";
-
 const EVENT_INSERT: &str = "INSERT INTO rollout_events (rollout_id, at, device, kind, step, message, data) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *";
 
@@ -1285,24 +1286,6 @@ fn bind_step_update_with<'q>(
         .bind(now_text())
         .bind(rollout_id)
         .bind(device)
-}
-
-/// [`TRANSCRIPT_INSERT`]'s parameters for one line, after those `q` has.
-fn bind_transcript_line<'q>(
-    q: AnyQuery<'q>,
-    rollout_id: &'q str,
-    device: &'q str,
-    l: &'q TranscriptEntry,
-) -> AnyQuery<'q> {
-    q.bind(rollout_id)
-        .bind(device)
-        .bind(rollout_id)
-        .bind(device)
-        .bind(l.step.map(|s| s.as_str()))
-        .bind(l.kind.as_str())
-        .bind(l.command.as_str())
-        .bind(l.output.as_str())
-        .bind(l.at.to_string())
 }
 
 /// [`EVENT_INSERT`]'s parameters, after those `q` has.
@@ -1363,8 +1346,8 @@ async fn write_steps_and_commit(
         if let Some(state) = record.state {
             q = bind_step_update(q, rollout_id, device, record.step, state);
         }
-        for l in record.transcript {
-            q = bind_transcript_line(q, rollout_id, device, l);
+        for chunk in record.transcript.chunks(TRANSCRIPT_ROWS) {
+            q = bind_transcript_rows(q, rollout_id, device, chunk);
         }
         q = bind_event(
             q,
@@ -1398,8 +1381,12 @@ fn steps_sql(records: &[StepRecord<'_>]) -> String {
         if record.state.is_some() {
             push(&mut sql, STEP_UPDATE, 8);
         }
-        for _ in record.transcript {
-            push(&mut sql, TRANSCRIPT_INSERT, 9);
+        for chunk in record.transcript.chunks(TRANSCRIPT_ROWS) {
+            push(
+                &mut sql,
+                &transcript_rows_sql(chunk.len()),
+                transcript_params(chunk.len()),
+            );
         }
         push(&mut sql, EVENT_INSERT, 7);
     }
@@ -1428,7 +1415,7 @@ fn pg_steps_sql(records: &[StepRecord<'_>]) -> Option<String> {
             "t AS ({})",
             shifted(&transcript_rows_sql(lines), offset)
         ));
-        offset += 2 + 5 * lines;
+        offset += transcript_params(lines);
     }
     let rows: Vec<String> = (0..records.len())
         .map(|i| shifted("($1, $2, $3, $4, $5, $6, $7)", offset + 7 * i))
@@ -1451,14 +1438,14 @@ fn bind_pg_steps<'q>(
     device: &'q str,
     records: &'q [StepRecord<'q>],
 ) -> AnyQuery<'q> {
-    if let Some(last) = records.iter().rev().find(|r| r.state.is_some()) {
+    if let Some((last, state)) = records.iter().rev().find_map(|r| Some((r, r.state?))) {
         let stated = || records.iter().filter(|r| r.state.is_some());
         q = bind_step_update_with(
             q,
             rollout_id,
             device,
             last.step,
-            last.state.unwrap_or(StepState::Started),
+            state,
             stated().any(|r| is_reload_step(r.step)),
             stated().any(|r| r.step == crate::device::Step::RollbackReload.as_str()),
         );
@@ -1541,9 +1528,12 @@ mod tests {
         // The combined query numbers every parameter once, in the order they are bound.
         let combined = format!(
             "{STEP_UPDATE};{};{};{}",
-            shifted(TRANSCRIPT_INSERT, 8),
-            shifted(TRANSCRIPT_INSERT, 17),
-            shifted(EVENT_INSERT, 26)
+            shifted(&transcript_rows_sql(1), 8),
+            shifted(&transcript_rows_sql(2), 8 + transcript_params(1)),
+            shifted(
+                EVENT_INSERT,
+                8 + transcript_params(1) + transcript_params(2)
+            )
         );
         let mut numbers: Vec<usize> = combined
             .split('$')
@@ -1555,7 +1545,7 @@ mod tests {
             .collect();
         numbers.sort_unstable();
         numbers.dedup();
-        assert_eq!(numbers, (1..=33).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=8 + 7 + 12 + 7).collect::<Vec<_>>());
     }
 
     /// Every parameter of a transaction's step records numbered once, in the order they are
@@ -1596,8 +1586,9 @@ mod tests {
         let mut distinct = numbers.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        // 8 for the step, 9 for each line, 7 for each event.
-        assert_eq!(distinct, (1..=8 + 2 * 9 + 2 * 7).collect::<Vec<_>>());
+        // 8 for the step, 2 for the lines' job and 5 for each line, 7 for each event.
+        assert_eq!(distinct, (1..=8 + 2 + 2 * 5 + 2 * 7).collect::<Vec<_>>());
+        assert_eq!(sql.matches("INSERT INTO job_transcripts").count(), 1);
         assert_eq!(sql.matches("INSERT INTO rollout_events").count(), 2);
         assert!(sql.ends_with(";\nCOMMIT"), "{sql}");
     }
