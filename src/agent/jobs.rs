@@ -319,6 +319,9 @@ impl Views {
     }
 }
 
+/// How long the read of a rollout none of whose jobs runs here is kept.
+const VIEW_KEPT: Duration = Duration::from_secs(60);
+
 /// The registered images as last read from the service, by name, shared by the agent's jobs:
 /// the jobs of one rollout copy the same one or two images.
 #[derive(Clone, Default)]
@@ -350,9 +353,6 @@ impl ImageRecords {
         );
     }
 }
-
-/// How long the read of a rollout none of whose jobs runs here is kept.
-const VIEW_KEPT: Duration = Duration::from_secs(60);
 
 impl Driver {
     /// Claim the site's jobs while there is room, and run each; until shutdown.
