@@ -63,16 +63,7 @@ impl Db {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.failed(e))?;
-        let event = super::rollouts::insert_event(
-            &mut *tx,
-            rollout,
-            Some(device),
-            EventKind::Message,
-            None,
-            message,
-            Some(data),
-        )
-        .await?;
+        let event = insert_message(&mut tx, rollout, device, message, data).await?;
         tx.commit().await?;
         Ok(event)
     }
@@ -206,16 +197,7 @@ impl Db {
                 };
                 let event = match note(&job) {
                     Some((message, data)) => Some(
-                        super::rollouts::insert_event(
-                            &mut *tx,
-                            &job.rollout,
-                            Some(&job.device),
-                            EventKind::Message,
-                            None,
-                            &message,
-                            Some(&data),
-                        )
-                        .await?,
+                        insert_message(&mut tx, &job.rollout, &job.device, &message, &data).await?,
                     ),
                     None => None,
                 };
@@ -269,6 +251,27 @@ impl Db {
             .cloned()
             .collect())
     }
+}
+
+/// A message of a handed job's device (its hand-off, its claim), in the transaction of the
+/// change it tells of.
+async fn insert_message(
+    tx: &mut super::Tx,
+    rollout: &str,
+    device: &str,
+    message: &str,
+    data: &serde_json::Value,
+) -> Result<Event, StoreError> {
+    super::rollouts::insert_event(
+        &mut **tx,
+        rollout,
+        Some(device),
+        EventKind::Message,
+        None,
+        message,
+        Some(data),
+    )
+    .await
 }
 
 /// Jobs one statement of [`Db::renew_site_jobs`] renews: 3 parameters each.
