@@ -828,7 +828,7 @@ impl Engine {
         // Work on the first wave that still has devices to do; retried devices of an earlier
         // wave bring the rollout back to that wave.
         let mut stalled_passes = 0;
-        let drivers = Arc::new(handoff::Drivers::default());
+        let handing = Arc::new(handoff::Shared::default());
         while let Some(wave) = self.next_wave(id).await? {
             let finished_before = JobView::all(&self.ledger.db.jobs(id).await?)
                 .iter()
@@ -859,7 +859,7 @@ impl Engine {
             let mut running: JoinSet<(String, JobOutcome)> = JoinSet::new();
             for j in jobs {
                 // A device of a site whose agent drives is handed to that site.
-                let site = handoff::site_for(&self.ledger, &drivers, &pb, &j).await;
+                let site = handoff::site_for(&self.ledger, &handing.drivers, &pb, &j).await;
                 if !self.ledger.may_go_on(id).await {
                     break;
                 }
@@ -879,13 +879,13 @@ impl Engine {
                     epoch: 0,
                     device: None,
                 });
-                let (ledger, drivers) = (self.ledger.clone(), drivers.clone());
+                let (ledger, handing) = (self.ledger.clone(), handing.clone());
                 running.spawn(FENCE.scope(fence, async move {
                     let _permits = (global, local);
                     let name = j.device.clone();
                     let handed = match &site {
                         Some(site) => {
-                            handoff::run(&ledger, &drivers, &ctx.rollout_id, &j, site).await
+                            handoff::run(&ledger, &handing, &ctx.rollout_id, &j, site).await
                         }
                         None => None,
                     };

@@ -7,6 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde_json::json;
 
 use super::job::JobOutcome;
@@ -15,6 +17,7 @@ use super::model::{DeviceJob, EventKind, JobState};
 use super::policy::{self, Handed};
 use crate::playbook::TransferProtocol;
 use crate::store::rollouts::NewEvent;
+use crate::store::runners::JobRunner;
 
 /// How often a waiting handoff looks at its job when no event woke it.
 const LOOK_AGAIN: Duration = Duration::from_secs(2);
@@ -107,11 +110,56 @@ pub(crate) async fn site_for(
         .then_some(site)
 }
 
+/// Who runs each handed job of a rollout that has not ended, read at most once per
+/// [`LOOK_AGAIN`] for all the jobs its task waits on (hundreds at once), rather than once per
+/// job.
+#[derive(Default)]
+pub(crate) struct Runners(tokio::sync::Mutex<RunnersRead>);
+
+#[derive(Default)]
+struct RunnersRead {
+    at: Option<Instant>,
+    jobs: HashMap<String, JobRunner>,
+}
+
+impl Runners {
+    /// Who runs `device`'s job, as read after `since`. A job missing from the shared read
+    /// (it ended, or was taken back) is read alone.
+    async fn of(
+        &self,
+        ledger: &Ledger,
+        rollout: &str,
+        device: &str,
+        since: Instant,
+    ) -> Result<JobRunner, crate::store::StoreError> {
+        let mut r = self.0.lock().await;
+        if r.at
+            .is_none_or(|at| at < since || at.elapsed() >= LOOK_AGAIN)
+        {
+            let at = Instant::now();
+            r.jobs = ledger.db.open_handed_jobs(rollout).await?;
+            r.at = Some(at);
+        }
+        if let Some(runner) = r.jobs.get(device) {
+            return Ok(runner.clone());
+        }
+        drop(r);
+        ledger.db.job_runner(rollout, device).await
+    }
+}
+
+/// What a rollout's task shares among the jobs it hands to sites.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) drivers: Drivers,
+    runners: Runners,
+}
+
 /// Hand `job` to the agents of `site` and wait for it to end. `None` when it was taken back
 /// to run on this node (it never started, and no agent of the site drives any more).
 pub(crate) async fn run(
     ledger: &Ledger,
-    drivers: &Drivers,
+    shared: &Shared,
     id: &str,
     job: &DeviceJob,
     site: &str,
@@ -119,20 +167,32 @@ pub(crate) async fn run(
     let device = job.device.as_str();
     // Registered before the hand-off, so that no end is missed.
     let ended = ledger.handed_waiter(id, device);
-    let outcome = wait(ledger, drivers, id, job, site, &ended).await;
+    let outcome = wait(ledger, shared, id, job, site, &ended).await;
     ledger.forget_handed(id, device);
     outcome
 }
 
+/// How the wait looks at its job next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Not yet: it was just handed, so no agent holds it and it has not ended.
+    Wait,
+    /// Read alone: an event may have ended it, or it was handed before this wait began.
+    Alone,
+    /// In the rollout's shared read of its handed jobs.
+    Shared,
+}
+
 async fn wait(
     ledger: &Ledger,
-    drivers: &Drivers,
+    shared: &Shared,
     id: &str,
     job: &DeviceJob,
     site: &str,
     ended: &tokio::sync::Notify,
 ) -> Option<JobOutcome> {
     let device = job.device.as_str();
+    let mut next = Next::Alone;
     if job.runner_site.as_deref() != Some(site) {
         let handed = ledger
             .db
@@ -151,21 +211,37 @@ async fn wait(
                 return Some(JobOutcome::Interrupted);
             }
         }
+        next = Next::Wait;
     }
+    let mut since = Instant::now();
     loop {
         if ledger.shutdown().is_requested() {
             return Some(JobOutcome::Interrupted);
         }
-        match look(ledger, drivers, id, device, site).await {
-            Ok(Some(done)) => return done,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(rollout = id, device, error = %e, "cannot read a handed job"),
+        let runner = match next {
+            Next::Wait => None,
+            Next::Alone => Some(ledger.db.job_runner(id, device).await),
+            Next::Shared => Some(shared.runners.of(ledger, id, device, since).await),
+        };
+        since = Instant::now();
+        if let Some(runner) = runner {
+            let looked = match runner {
+                Ok(runner) => look(ledger, &shared.drivers, id, device, site, runner).await,
+                Err(e) => Err(e),
+            };
+            match looked {
+                Ok(Some(done)) => return done,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(rollout = id, device, error = %e, "cannot read a handed job")
+                }
+            }
         }
-        tokio::select! {
-            _ = ended.notified() => {}
-            _ = tokio::time::sleep(LOOK_AGAIN) => {}
-            _ = ledger.shutdown().requested() => {}
-        }
+        next = tokio::select! {
+            _ = ended.notified() => Next::Alone,
+            _ = tokio::time::sleep(LOOK_AGAIN) => Next::Shared,
+            _ = ledger.shutdown().requested() => Next::Alone,
+        };
     }
 }
 
@@ -188,8 +264,8 @@ async fn look(
     id: &str,
     device: &str,
     site: &str,
+    runner: JobRunner,
 ) -> Result<Option<Option<JobOutcome>>, crate::store::StoreError> {
-    let runner = ledger.db.job_runner(id, device).await?;
     // An ended job, or one an agent holds, is decided on the job alone (`policy::handed`
     // looks at the rollout and the site's agents only for a job no agent holds): hundreds of
     // jobs wait at once, and most are held.

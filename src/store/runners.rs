@@ -31,6 +31,18 @@ pub(crate) struct JobRunner {
     pub state: JobState,
 }
 
+/// The [`JobRunner`] in the columns of [`Db::runner_columns`], from column `at` on.
+fn job_runner_of(row: &sqlx::any::AnyRow, at: usize) -> Result<JobRunner, StoreError> {
+    let live: i64 = row.try_get(at + 2)?;
+    let state: String = row.try_get(at + 3)?;
+    Ok(JobRunner {
+        site: row.try_get(at)?,
+        runner: row.try_get(at + 1)?,
+        live: live == 1,
+        state: JobState::parse(&state).unwrap_or(JobState::Running),
+    })
+}
+
 /// Job states an agent may still claim.
 fn open_states() -> String {
     format!(
@@ -75,24 +87,46 @@ impl Db {
         device: &str,
     ) -> Result<JobRunner, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT runner_site, runner, \
-             CASE WHEN runner_until_ms IS NOT NULL AND runner_until_ms >= {} THEN 1 ELSE 0 END, \
-             state FROM rollout_devices WHERE rollout_id = $1 AND device = $2",
-            self.now_ms()
+            "SELECT {} FROM rollout_devices WHERE rollout_id = $1 AND device = $2",
+            self.runner_columns()
         ))
         .bind(rollout)
         .bind(device)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound)?;
-        let live: i64 = row.try_get(2)?;
-        let state: String = row.try_get(3)?;
-        Ok(JobRunner {
-            site: row.try_get(0)?,
-            runner: row.try_get(1)?,
-            live: live == 1,
-            state: JobState::parse(&state).unwrap_or(JobState::Running),
-        })
+        job_runner_of(&row, 0)
+    }
+
+    /// Who runs each job of `rollout` that is handed to a site and has not ended, by device:
+    /// one read for every job the rollout's task waits on. A job missing from it has ended,
+    /// or is no longer handed to a site.
+    pub(crate) async fn open_handed_jobs(
+        &self,
+        rollout: &str,
+    ) -> Result<std::collections::HashMap<String, JobRunner>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT device, {} FROM rollout_devices \
+             WHERE rollout_id = $1 AND runner_site IS NOT NULL AND state IN ({})",
+            self.runner_columns(),
+            open_states()
+        ))
+        .bind(rollout)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, job_runner_of(row, 1)?)))
+            .collect()
+    }
+
+    /// The columns [`job_runner_of`] reads, as of the database's clock now.
+    fn runner_columns(&self) -> String {
+        format!(
+            "runner_site, runner, \
+             CASE WHEN runner_until_ms IS NOT NULL AND runner_until_ms >= {} THEN 1 ELSE 0 END, \
+             state",
+            self.now_ms()
+        )
     }
 
     /// Take a job back from its site while no agent holds it live: the epoch moves on, so an
@@ -424,6 +458,25 @@ mod tests {
         }
         let runner = db.job_runner("r1", &held[1].device).await.unwrap();
         assert_eq!((runner.runner.as_deref(), runner.live), (Some("a2"), true));
+
+        // One read tells who runs each open handed job, as each job's own read does; a job
+        // that ended or was taken back is not in it.
+        sqlx::query("UPDATE rollout_devices SET state = 'succeeded' WHERE device = $1")
+            .bind(&held[2].device)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        db.renew_site_jobs("a1", &held[..1], -1).await.unwrap();
+        assert!(db.take_back_job("r1", &held[0].device).await.unwrap());
+        let open = db.open_handed_jobs("r1").await.unwrap();
+        let mut listed: Vec<_> = open.keys().cloned().collect();
+        listed.sort();
+        assert_eq!(listed, [held[1].device.clone()]);
+        assert_eq!(
+            open[&held[1].device],
+            db.job_runner("r1", &held[1].device).await.unwrap()
+        );
+        assert!(db.open_handed_jobs("r2").await.unwrap().is_empty());
     }
 
     /// The writes an agent held back are made in the transaction of its job's next write,
