@@ -1,16 +1,18 @@
 //! Configuration backups: the `show running-config` and `show startup-config` a rollout read
 //! from a device before its first change, and the running configuration once it was back.
 //!
-//! A configuration holds secrets (enable secret hashes, SNMP communities, keys), so its text
-//! lives only in a file of its own under `DATA_DIR/configs/DEVICE/`, mode 0600 in a 0700
-//! directory, written atomically (a temporary file renamed into place). The database keeps
-//! what is shown everywhere else: rollout, device, kind, moment, time, size and SHA-256. Only
-//! the configs endpoints of the API (always behind the token) read the text back.
+//! A configuration holds secrets (enable secret hashes, SNMP communities, keys). Its text is
+//! kept in the database, in its backup's row, beside the device credentials the database
+//! already holds: every node that shares the database shows and compares it, and it outlives
+//! the disk of the node that read it. Only the configs endpoints of the API (always behind
+//! the token) read the text back; every other read of the store selects the record without
+//! it (rollout, device, kind, moment, time, size and SHA-256). A backup kept before texts went
+//! into the database has its text in a file of its own under `DATA_DIR/configs/DEVICE/`
+//! (mode 0600 in a 0700 directory), which [`read`] still reads.
 
 pub(crate) mod diff;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -72,7 +74,7 @@ impl Moment {
     }
 }
 
-/// One kept configuration, as recorded (its text is in `file`).
+/// One kept configuration, as recorded (its text is in its row: [`read`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BackupRecord {
     pub id: i64,
@@ -84,17 +86,13 @@ pub(crate) struct BackupRecord {
     pub taken_at: String,
     pub sha256: String,
     pub size: u64,
-    /// The file, relative to `DATA_DIR/configs`.
+    /// The file of a backup kept before texts went into the database, relative to
+    /// `DATA_DIR/configs`; empty for the others.
     pub file: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
-    #[error("cannot write the configuration backup {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("cannot read the configuration backup {path}: {source}")]
     Read {
         path: PathBuf,
@@ -109,111 +107,63 @@ pub(crate) fn root(db: &Db) -> PathBuf {
     db.data_dir().join("configs")
 }
 
-/// A device name (or rollout id) as one safe path component: letters, digits, `_` and `-` as they are, a `.`
-/// anywhere but first; every other byte (`/`, `:`, `@`, a leading `.`) as `%XX`.
-fn path_part(name: &str) -> String {
-    let mut out = String::new();
-    for (i, b) in name.bytes().enumerate() {
-        let plain = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
-        if plain {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// Write `text` to `path` atomically, mode 0600 (its directory 0700).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)?;
-    let tmp = path.with_extension("partial");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let result = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Keep one configuration: its file first, then its record (a file without a record is
-/// removed again).
+/// Keep the configurations a device showed at one moment (its running one, and its startup
+/// one before the upgrade), recorded with their texts in one transaction: all, or none.
 pub(crate) async fn keep(
     db: &Db,
     rollout: &str,
     device: &str,
     moment: Moment,
-    kind: ConfigKind,
-    text: &str,
-) -> Result<BackupRecord, ConfigError> {
-    let now = jiff::Timestamp::now();
-    let file = format!(
-        "{}/{}-{}-{}-{}.txt",
-        path_part(device),
-        path_part(rollout),
-        moment.as_str(),
-        kind.as_str(),
-        now.as_millisecond()
-    );
-    let path = root(db).join(&file);
-    let owned = (path.clone(), text.to_string());
-    let written = tokio::task::spawn_blocking(move || write_private(&owned.0, &owned.1)).await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(source)) => return Err(ConfigError::Write { path, source }),
-        Err(e) => {
-            return Err(ConfigError::Write {
-                path,
-                source: std::io::Error::other(e.to_string()),
-            });
-        }
-    }
-    let record = BackupRecord {
-        id: 0,
-        rollout_id: rollout.to_string(),
-        device: device.to_string(),
-        kind,
-        moment,
-        taken_at: now.to_string(),
-        sha256: sha256_hex(text),
-        size: text.len() as u64,
-        file,
-    };
-    match db.insert_config_backup(&record).await {
-        Ok(id) => Ok(BackupRecord { id, ..record }),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            Err(e.into())
-        }
-    }
+    texts: &[(ConfigKind, &str)],
+) -> Result<Vec<BackupRecord>, ConfigError> {
+    let taken_at = jiff::Timestamp::now().to_string();
+    let records: Vec<BackupRecord> = texts
+        .iter()
+        .map(|(kind, text)| BackupRecord {
+            id: 0,
+            rollout_id: rollout.to_string(),
+            device: device.to_string(),
+            kind: *kind,
+            moment,
+            taken_at: taken_at.clone(),
+            sha256: sha256_hex(text),
+            size: text.len() as u64,
+            file: String::new(),
+        })
+        .collect();
+    let kept: Vec<(&BackupRecord, &str)> = records
+        .iter()
+        .zip(texts)
+        .map(|(r, (_, text))| (r, *text))
+        .collect();
+    let ids = db.insert_config_backups(&kept).await?;
+    Ok(records
+        .into_iter()
+        .zip(ids)
+        .map(|(r, id)| BackupRecord { id, ..r })
+        .collect())
 }
 
-/// The text of a kept configuration.
+/// The text of a kept configuration: from its row, or from its file for a backup kept before
+/// texts went into the database.
 pub(crate) async fn read(db: &Db, record: &BackupRecord) -> Result<String, ConfigError> {
+    if let Some(text) = db.config_text(record.id).await? {
+        return Ok(text);
+    }
     let path = root(db).join(&record.file);
+    if record.file.is_empty() {
+        return Err(ConfigError::Read {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the backup has neither a text nor a file",
+            ),
+        });
+    }
     tokio::fs::read_to_string(&path)
         .await
         .map_err(|source| ConfigError::Read { path, source })
@@ -248,49 +198,37 @@ pub(crate) async fn rollout_diff(
 mod tests {
     use super::*;
 
-    #[test]
-    fn device_names_become_safe_directories() {
-        assert_eq!(path_part("sw-1.lab"), "sw-1.lab");
-        assert_eq!(path_part(".."), "%2E.");
-        assert_eq!(path_part("a/b:c@d"), "a%2Fb%3Ac%40d");
-        assert!(!path_part("../x").contains('/'));
-    }
-
     #[tokio::test]
-    async fn a_backup_is_private_and_recorded() {
+    async fn a_moments_backups_are_recorded_together_with_their_texts() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("fleetup.db")).await.unwrap();
         let text = "hostname sw1\nsnmp-server community S3CR3T RO\n";
-        let r = keep(
+        let kept = keep(
             &db,
             "r-1",
             "core/1",
             Moment::Before,
-            ConfigKind::Running,
-            text,
+            &[
+                (ConfigKind::Running, text),
+                (ConfigKind::Startup, "hostname sw0\n"),
+            ],
         )
         .await
         .unwrap();
-        assert!(r.id > 0);
+        let [r, s] = kept.as_slice() else {
+            panic!("{kept:?}")
+        };
+        assert!(r.id > 0 && s.id > r.id, "{kept:?}");
+        assert_eq!((r.kind, s.kind), (ConfigKind::Running, ConfigKind::Startup));
         assert_eq!(r.size, text.len() as u64);
         assert_eq!(r.sha256, sha256_hex(text));
-        assert_eq!(read(&db, &r).await.unwrap(), text);
-        let path = root(&db).join(&r.file);
-        assert!(path.starts_with(root(&db).join("core%2F1")));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-            let dmode = std::fs::metadata(path.parent().unwrap())
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(dmode & 0o777, 0o700);
-        }
+        assert_eq!(read(&db, r).await.unwrap(), text);
+        assert_eq!(read(&db, s).await.unwrap(), "hostname sw0\n");
+        // No file: the text is in the row.
+        assert!(!root(&db).exists());
         let listed = db.config_backups("core/1", None).await.unwrap();
-        assert_eq!(listed, vec![r.clone()]);
-        assert_eq!(db.config_backup("core/1", r.id).await.unwrap(), r);
+        assert_eq!(listed, kept);
+        assert_eq!(db.config_backup("core/1", r.id).await.unwrap(), *r);
         assert!(db.config_backup("other", r.id).await.is_err());
         assert!(rollout_diff(&db, "core/1", "r-1").await.unwrap().is_none());
         keep(
@@ -298,12 +236,37 @@ mod tests {
             "r-1",
             "core/1",
             Moment::After,
-            ConfigKind::Running,
-            "hostname sw1\n",
+            &[(ConfigKind::Running, "hostname sw1\n")],
         )
         .await
         .unwrap();
         let (_, _, d) = rollout_diff(&db, "core/1", "r-1").await.unwrap().unwrap();
         assert_eq!((d.added, d.removed), (0, 1));
+    }
+
+    /// A backup kept before texts went into the database is read from its file; one with
+    /// neither says so, without a panic.
+    #[tokio::test]
+    async fn a_backup_kept_in_a_file_before_is_still_read_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("fleetup.db")).await.unwrap();
+        let file = "core%2F1/r-1-before-running-1.txt";
+        std::fs::create_dir_all(root(&db).join("core%2F1")).unwrap();
+        std::fs::write(root(&db).join(file), "hostname old\n").unwrap();
+        for (rollout, file) in [("r-1", file), ("r-2", "")] {
+            sqlx::query(
+                "INSERT INTO config_backups (rollout_id, device, kind, moment, taken_at, sha256, size, file) \
+                 VALUES ($1, 'core/1', 'running', 'before', '2026-12-05T00:00:00Z', 'x', 13, $2)",
+            )
+            .bind(rollout)
+            .bind(file)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        }
+        let listed = db.config_backups("core/1", None).await.unwrap();
+        assert_eq!(read(&db, &listed[0]).await.unwrap(), "hostname old\n");
+        let lost = read(&db, &listed[1]).await.unwrap_err().to_string();
+        assert!(lost.contains("neither a text nor a file"), "{lost}");
     }
 }

@@ -819,16 +819,12 @@ impl JobStore for Ledger {
                 r.sha256.get(..12).unwrap_or(&r.sha256)
             )
         };
-        let r = configs::keep(db, rollout, device, moment, ConfigKind::Running, running)
+        let mut texts = vec![(ConfigKind::Running, running)];
+        texts.extend(startup.map(|s| (ConfigKind::Startup, s)));
+        let kept = configs::keep(db, rollout, device, moment, &texts)
             .await
             .map_err(|e| e.to_string())?;
-        let mut note = said(&r);
-        if let Some(startup) = startup {
-            let s = configs::keep(db, rollout, device, moment, ConfigKind::Startup, startup)
-                .await
-                .map_err(|e| e.to_string())?;
-            note.push_str(&format!("; {}", said(&s)));
-        }
+        let mut note = kept.iter().map(said).collect::<Vec<_>>().join("; ");
         if moment == Moment::After {
             match configs::rollout_diff(db, device, rollout).await {
                 Ok(Some((_, _, d))) if d.too_different => note

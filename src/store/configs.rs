@@ -1,4 +1,5 @@
-//! Configuration backups' records (the text is in files: [`crate::configs`]).
+//! Configuration backups' records and their texts ([`crate::configs`]). The listing reads
+//! never select the text: only [`Db::config_text`] does.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -27,26 +28,47 @@ fn row_to_backup(r: &AnyRow) -> Result<BackupRecord, StoreError> {
 }
 
 impl Db {
-    /// Record a backup whose file is written; its id.
-    pub(crate) async fn insert_config_backup(&self, b: &BackupRecord) -> Result<i64, StoreError> {
+    /// Record backups with their texts, in one transaction; their ids, in order.
+    pub(crate) async fn insert_config_backups(
+        &self,
+        kept: &[(&BackupRecord, &str)],
+    ) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin().await?;
-        let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO config_backups (rollout_id, device, kind, moment, taken_at, sha256, size, file) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(&b.rollout_id)
-        .bind(&b.device)
-        .bind(b.kind.as_str())
-        .bind(b.moment.as_str())
-        .bind(&b.taken_at)
-        .bind(&b.sha256)
-        .bind(i64::try_from(b.size).unwrap_or(i64::MAX))
-        .bind(&b.file)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| self.failed(e))?;
+        let mut ids = Vec::with_capacity(kept.len());
+        for (b, text) in kept {
+            let id = sqlx::query_scalar::<_, i64>(
+                "INSERT INTO config_backups (rollout_id, device, kind, moment, taken_at, sha256, size, file, text) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            )
+            .bind(&b.rollout_id)
+            .bind(&b.device)
+            .bind(b.kind.as_str())
+            .bind(b.moment.as_str())
+            .bind(&b.taken_at)
+            .bind(&b.sha256)
+            .bind(i64::try_from(b.size).unwrap_or(i64::MAX))
+            .bind(&b.file)
+            .bind(*text)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.failed(e))?;
+            ids.push(id);
+        }
         tx.commit().await?;
-        Ok(id)
+        Ok(ids)
+    }
+
+    /// A backup's text as recorded with it; `None` for a backup kept before texts were
+    /// recorded, whose text is only in its file.
+    pub(crate) async fn config_text(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let text = sqlx::query_scalar::<_, Option<String>>(
+            "SELECT text FROM config_backups WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(text)
     }
 
     /// A device's backups, oldest first; only one rollout's with `rollout`.

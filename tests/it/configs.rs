@@ -1,7 +1,7 @@
 //! Configuration backups against the lab: a rollout keeps each device's running and startup
 //! configuration before its first change and the running one once it is back; they are
 //! served (with the diff) only by the configs endpoints and only with the token, and a
-//! configuration's text is in no other response, event, transcript or database row.
+//! configuration's text is in no other response, event, transcript, database column or file.
 //! `checks.pre.unsaved_config` in its three modes, proved by the lab's own state.
 
 use reqwest::StatusCode;
@@ -139,17 +139,30 @@ async fn config_backups_are_served_only_by_the_configs_endpoints_with_the_token(
         "volatile lines are left out: {lines}"
     );
 
-    // The files: mode 0600 under DATA_DIR/configs.
+    // In the database, the text is in its backup's row and in no other column of any table:
+    // not an event, a transcript line, the facts or the audit log.
     let data = rig.data_dir();
-    for f in files(&data.join("configs")) {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&f).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+    let db = crate::support::open_db(&data).await;
+    let mut holders = Vec::new();
+    for table in db.schema().await.unwrap() {
+        let rows = db.dump_table(&table.name).await.unwrap();
+        for (i, column) in table.columns.iter().enumerate() {
+            let holds = |row: &Vec<Option<String>>| {
+                row.get(i)
+                    .and_then(Option::as_deref)
+                    .is_some_and(|v| v.contains(COMMUNITY))
+            };
+            if rows.iter().any(holds) {
+                holders.push(format!("{}.{}", table.name, column.name));
+            }
+        }
     }
-    // No other file of the data directory holds it: not the database (events, transcripts),
-    // not its journal.
+    assert_eq!(holders, ["config_backups.text"]);
+    // No file of the data directory holds it but the database's own (SQLite's file and its
+    // journal): not a log, not a report, not a file of its own.
     for f in files(&data) {
-        if f.starts_with(data.join("configs")) {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if f.parent() == Some(data.as_path()) && name.starts_with("fleetup.db") {
             continue;
         }
         let bytes = std::fs::read(&f).unwrap();

@@ -200,6 +200,20 @@ async fn two_nodes_kill_9_of_the_holder_mid_wave_and_every_device_is_reloaded_on
         "b says it took the rollout over from a: {:#?}",
         events(&b, &id).await
     );
+    // Every device's configurations, kept by the node that ran its steps (a, for those it
+    // read before it died), are shown and compared by b.
+    for j in jobs(&d) {
+        let name = j["device"].as_str().unwrap();
+        let r = b
+            .get(&format!("/api/v1/devices/{name}/configs/diff/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{name}: {status} {body}");
+        assert!(body["before"]["id"].as_i64().is_some(), "{name}: {body}");
+    }
     rig.stop().await;
 }
 
