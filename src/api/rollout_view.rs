@@ -243,7 +243,12 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
     // Sized once for the rows it copies: grown from empty, the answer (megabytes at 2,000
     // devices) would be copied again at each doubling, and each chunk given back would make
     // the allocator sort its free lists.
-    let rows: usize = v.rows.iter().flatten().map(|r| r.json.get().len() + 1).sum();
+    let rows: usize = v
+        .rows
+        .iter()
+        .flatten()
+        .map(|r| r.json.get().len() + 1)
+        .sum();
     let mut body = Vec::with_capacity(rows + DETAIL_SLACK);
     serde_json::to_writer(&mut body, &out)
         .map_err(|e| ApiError::internal("writing the rollout", &e))?;

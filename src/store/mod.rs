@@ -326,6 +326,61 @@ fn pg_fence_check(fence: &leases::Fence) -> Option<String> {
     })
 }
 
+/// Where [`fenced_message`] says the epoch the database holds.
+const NOW: &str = "{now}";
+
+/// What a write refused by `fence` says, with [`NOW`] where the epoch the database holds goes;
+/// `device` is the fence's device (unused for a rollout's fence).
+fn fenced_message(fence: &leases::Fence, device: &str) -> String {
+    match &fence.device {
+        Some(_) => format!(
+            "rollout {} device {device}: the job was claimed again or taken back \
+             (epoch {} here, {NOW} now); this agent no longer writes for it",
+            fence.rollout, fence.epoch
+        ),
+        None => format!(
+            "rollout {}: another node took its lease over (epoch {} here, {NOW} now); \
+             this node no longer writes for it",
+            fence.rollout, fence.epoch
+        ),
+    }
+}
+
+/// The fence's check of a write made in one round trip ([`Db::write_in_one_trip`]): a
+/// statement of PostgreSQL's simple protocol that returns no row while the epoch holds, and
+/// otherwise fails the transaction with SQLSTATE [`FENCED_STATE`] (`fleetup_fenced`, made by
+/// a migration) and [`fenced_message`]. A job's epoch must be the fence's (a job that is gone
+/// fails it too); a rollout's, when the rollout is there. `None` when a name cannot be
+/// written as a constant.
+fn pg_fence_raise(fence: &leases::Fence) -> Option<String> {
+    let rollout = pg_literal(&fence.rollout)?;
+    let (read, differs) = match &fence.device {
+        Some(device) => (
+            format!(
+                "SELECT runner_epoch FROM rollout_devices WHERE rollout_id = {rollout} AND device = {}",
+                pg_literal(device)?
+            ),
+            "IS DISTINCT FROM",
+        ),
+        None => (
+            format!("SELECT lease_epoch FROM rollouts WHERE id = {rollout}"),
+            "<>",
+        ),
+    };
+    let message = pg_literal(&fenced_message(
+        fence,
+        fence.device.as_deref().unwrap_or(""),
+    ))?;
+    Some(format!(
+        "SELECT fleetup_fenced({message}, f.e) FROM (SELECT ({read}) AS e) AS f \
+         WHERE f.e {differs} {}",
+        fence.epoch
+    ))
+}
+
+/// The SQLSTATE of a write refused by [`pg_fence_raise`]'s check.
+const FENCED_STATE: &str = "FL001";
+
 /// `s` as a PostgreSQL string constant with C-style escapes (`E'…'`), which reads the same
 /// whatever `standard_conforming_strings` says: a backslash and a quote are escaped, and
 /// nothing else is special. `None` for a NUL, which no text value of PostgreSQL holds.
@@ -614,6 +669,71 @@ impl Db {
         Ok(tx)
     }
 
+    /// On PostgreSQL, a fenced write of one statement whose values are written in it as
+    /// constants, in one round trip instead of three (`BEGIN` with the lock and the check,
+    /// the statement, `COMMIT`): the write lock, the fence's check ([`pg_fence_raise`]) and
+    /// the statement go in one query of the simple protocol, which the server runs as one
+    /// transaction. A stale epoch fails the check, and the server rolls all of it back. The
+    /// statement's rows come back. `None` where this does not apply: SQLite, a write without
+    /// a fence, writes held back for this transaction ([`PRE_WRITES`]), or a name that cannot
+    /// be written as a constant; the caller then writes through [`Db::begin`].
+    pub(crate) async fn write_in_one_trip(
+        &self,
+        statement: &str,
+    ) -> Option<Result<Vec<sqlx::any::AnyRow>, StoreError>> {
+        if self.backend != Backend::Postgres
+            || PRE_WRITES
+                .try_with(|w| !w.borrow().is_empty())
+                .unwrap_or(false)
+        {
+            return None;
+        }
+        let fence = leases::FENCE.try_with(Clone::clone).ok()?;
+        let check = pg_fence_raise(&fence)?;
+        let script = format!(
+            "SELECT count(*) FROM pg_advisory_xact_lock({PG_WRITE_LOCK}); {check}; {statement}"
+        );
+        Some(self.one_trip(&script).await)
+    }
+
+    async fn one_trip(&self, script: &str) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let turn = tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Database(sqlx::Error::Protocol(format!(
+                    "no turn to write within {} s: another write of this service holds the database",
+                    WRITER_TURN_WAIT.as_secs()
+                )))
+            })?;
+        // In a `Tx`, so that a caller dropped while the query is out closes the connection
+        // rather than hand it back in the middle of the server's transaction.
+        let mut tx = Tx {
+            conn: Some(self.write_pool.acquire().await?),
+            db: self.clone(),
+            _turn: Some(turn),
+        };
+        match sqlx::Executor::fetch_all(&mut *tx, script).await {
+            Ok(mut rows) => {
+                // Committed: the connection goes back to the pool.
+                tx.conn = None;
+                self.wrote(Ok(()));
+                // The lock's row (its count) first; the check has none.
+                if rows.is_empty() {
+                    return Err(StoreError::Database(sqlx::Error::Protocol(
+                        "a write made in one round trip returned no row for its lock".into(),
+                    )));
+                }
+                rows.remove(0);
+                Ok(rows)
+            }
+            // The server rolled it all back; the connection closes with the `Tx`.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(FENCED_STATE) => {
+                Err(StoreError::Fenced(e.message().to_string()))
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
     /// A write held back ([`PreWrite`]) made in a transaction of its own.
     pub(crate) async fn write_held(&self, w: &PreWrite) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
@@ -723,23 +843,16 @@ impl Db {
         if let Some(device) = &fence.device {
             if epoch != Some(fence.epoch) {
                 tx.rollback().await?;
-                return Err(StoreError::Fenced(format!(
-                    "rollout {} device {device}: the job was claimed again or taken back \
-                     (epoch {} here, {} now); this agent no longer writes for it",
-                    fence.rollout,
-                    fence.epoch,
-                    epoch.map_or_else(|| "none".to_string(), |e| e.to_string())
+                return Err(StoreError::Fenced(fenced_message(&fence, device).replace(
+                    NOW,
+                    &epoch.map_or_else(|| "none".to_string(), |e| e.to_string()),
                 )));
             }
-        } else if epoch.is_some_and(|e| e != fence.epoch) {
+        } else if let Some(now) = epoch.filter(|&e| e != fence.epoch) {
             tx.rollback().await?;
-            return Err(StoreError::Fenced(format!(
-                "rollout {}: another node took its lease over (epoch {} here, {} now); \
-                 this node no longer writes for it",
-                fence.rollout,
-                fence.epoch,
-                epoch.unwrap_or_default()
-            )));
+            return Err(StoreError::Fenced(
+                fenced_message(&fence, "").replace(NOW, &now.to_string()),
+            ));
         }
         Ok(tx)
     }

@@ -600,21 +600,39 @@ impl Db {
         device: &str,
         records: &[StepRecord<'_>],
     ) -> Result<Vec<Event>, StoreError> {
-        let mut tx = self.begin().await?;
         if self.backend == super::Backend::Sqlite {
+            let tx = self.begin().await?;
             return write_steps_and_commit(tx, rollout_id, device, records).await;
         }
         if let Some(sql) = pg_steps_sql(records) {
-            let rows = bind_pg_steps(sqlx::query(&sql), rollout_id, device, records)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| self.failed(e))?;
-            tx.commit().await?;
+            // In one round trip when it can go as constants, else in a transaction of three.
+            let inline =
+                bind_pg_steps(Constants::default(), rollout_id, device, records).inline(&sql);
+            let rows = match inline {
+                Some(statement) => match self.write_in_one_trip(&statement).await {
+                    Some(rows) => Some(rows?),
+                    None => None,
+                },
+                None => None,
+            };
+            let rows = match rows {
+                Some(rows) => rows,
+                None => {
+                    let mut tx = self.begin().await?;
+                    let rows = bind_pg_steps(sqlx::query(&sql), rollout_id, device, records)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                    tx.commit().await?;
+                    rows
+                }
+            };
             if rows.len() != records.len() {
                 return Err(decode("the events of a step record"));
             }
             return rows.iter().map(row_to_event).collect();
         }
+        let mut tx = self.begin().await?;
         let mut events = Vec::with_capacity(records.len());
         for record in records {
             events.push(write_step(&mut tx, rollout_id, device, record).await?);
@@ -1160,20 +1178,20 @@ async fn insert_transcript(
 }
 
 /// [`transcript_rows_sql`]'s parameters, after those `q` has.
-fn bind_transcript_rows<'q>(
-    q: AnyQuery<'q>,
+fn bind_transcript_rows<'q, B: Bind<'q>>(
+    q: B,
     rollout_id: &'q str,
     device: &'q str,
     lines: impl IntoIterator<Item = &'q TranscriptEntry>,
-) -> AnyQuery<'q> {
-    let mut q = q.bind(rollout_id).bind(device);
+) -> B {
+    let mut q = q.text(rollout_id).text(device);
     for l in lines {
         q = q
-            .bind(l.step.map(|s| s.as_str()))
-            .bind(l.kind.as_str())
-            .bind(l.command.as_str())
-            .bind(l.output.as_str())
-            .bind(l.at.to_string());
+            .opt(l.step.map(|s| s.as_str()))
+            .text(l.kind.as_str())
+            .text(l.command.as_str())
+            .text(l.output.as_str())
+            .owned(l.at.to_string());
     }
     q
 }
@@ -1269,42 +1287,139 @@ fn bind_step_update<'q>(
 
 /// [`STEP_UPDATE`]'s parameters, whether it marks the reload or the rollback reload sent
 /// given apart.
-fn bind_step_update_with<'q>(
-    q: AnyQuery<'q>,
+fn bind_step_update_with<'q, B: Bind<'q>>(
+    q: B,
     rollout_id: &'q str,
     device: &'q str,
     step: &'q str,
     state: StepState,
     reload: bool,
     rollback: bool,
-) -> AnyQuery<'q> {
-    q.bind(JobState::Running.as_str())
-        .bind(step)
-        .bind(state.as_str())
-        .bind(i64::from(reload))
-        .bind(i64::from(rollback))
-        .bind(now_text())
-        .bind(rollout_id)
-        .bind(device)
+) -> B {
+    q.text(JobState::Running.as_str())
+        .text(step)
+        .text(state.as_str())
+        .int(i64::from(reload))
+        .int(i64::from(rollback))
+        .owned(now_text())
+        .text(rollout_id)
+        .text(device)
 }
 
 /// [`EVENT_INSERT`]'s parameters, after those `q` has.
-fn bind_event<'q>(
-    q: AnyQuery<'q>,
+fn bind_event<'q, B: Bind<'q>>(
+    q: B,
     rollout_id: &'q str,
     device: Option<&'q str>,
     kind: EventKind,
     step: Option<&'q str>,
     message: &'q str,
     data: Option<String>,
-) -> AnyQuery<'q> {
-    q.bind(rollout_id)
-        .bind(now_text())
-        .bind(device)
-        .bind(kind.as_str())
-        .bind(step)
-        .bind(message)
-        .bind(data)
+) -> B {
+    q.text(rollout_id)
+        .owned(now_text())
+        .opt(device)
+        .text(kind.as_str())
+        .opt(step)
+        .text(message)
+        .opt_owned(data)
+}
+
+/// Where a statement's parameters go, in order: bound to a query, or kept to be written into
+/// its text as constants ([`Constants`]).
+trait Bind<'q>: Sized {
+    fn text(self, v: &'q str) -> Self;
+    fn owned(self, v: String) -> Self;
+    fn opt(self, v: Option<&'q str>) -> Self;
+    fn opt_owned(self, v: Option<String>) -> Self;
+    fn int(self, v: i64) -> Self;
+}
+
+impl<'q> Bind<'q> for AnyQuery<'q> {
+    fn text(self, v: &'q str) -> Self {
+        self.bind(v)
+    }
+    fn owned(self, v: String) -> Self {
+        self.bind(v)
+    }
+    fn opt(self, v: Option<&'q str>) -> Self {
+        self.bind(v)
+    }
+    fn opt_owned(self, v: Option<String>) -> Self {
+        self.bind(v)
+    }
+    fn int(self, v: i64) -> Self {
+        self.bind(v)
+    }
+}
+
+/// A statement's parameters kept in order, to be written into its text as PostgreSQL
+/// constants ([`Constants::inline`]) for its simple protocol, which takes no parameters.
+#[derive(Debug, Default)]
+struct Constants<'q>(Vec<Constant<'q>>);
+
+#[derive(Debug)]
+enum Constant<'q> {
+    Text(std::borrow::Cow<'q, str>),
+    Null,
+    Int(i64),
+}
+
+impl<'q> Bind<'q> for Constants<'q> {
+    fn text(mut self, v: &'q str) -> Self {
+        self.0.push(Constant::Text(v.into()));
+        self
+    }
+    fn owned(mut self, v: String) -> Self {
+        self.0.push(Constant::Text(v.into()));
+        self
+    }
+    fn opt(self, v: Option<&'q str>) -> Self {
+        match v {
+            Some(v) => self.text(v),
+            None => self.null(),
+        }
+    }
+    fn opt_owned(self, v: Option<String>) -> Self {
+        match v {
+            Some(v) => self.owned(v),
+            None => self.null(),
+        }
+    }
+    fn int(mut self, v: i64) -> Self {
+        self.0.push(Constant::Int(v));
+        self
+    }
+}
+
+impl Constants<'_> {
+    fn null(mut self) -> Self {
+        self.0.push(Constant::Null);
+        self
+    }
+
+    /// `sql` with each parameter `$N` written as the N-th constant: text as an `E'…'` string
+    /// ([`super::pg_literal`]), an integer as itself, none as `NULL`. `None` when a `$N` has no
+    /// constant or a text holds a NUL (no PostgreSQL text does). `sql` must hold no `$` but
+    /// its parameters' (the statements of this module hold no string constants).
+    fn inline(&self, sql: &str) -> Option<String> {
+        let mut out = String::with_capacity(sql.len() + 64 * self.0.len());
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let n: usize = after[..digits].parse().ok()?;
+            match self.0.get(n.checked_sub(1)?)? {
+                Constant::Text(t) => out.push_str(&super::pg_literal(t)?),
+                Constant::Null => out.push_str("NULL"),
+                Constant::Int(i) => out.push_str(&i.to_string()),
+            }
+            rest = &after[digits..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
 }
 
 /// `sql` with each parameter `$N` renumbered `$(N + offset)`, to follow other statements in one
@@ -1432,12 +1547,12 @@ fn pg_steps_sql(records: &[StepRecord<'_>]) -> Option<String> {
 }
 
 /// [`pg_steps_sql`]'s parameters, in its order.
-fn bind_pg_steps<'q>(
-    mut q: AnyQuery<'q>,
+fn bind_pg_steps<'q, B: Bind<'q>>(
+    mut q: B,
     rollout_id: &'q str,
     device: &'q str,
     records: &'q [StepRecord<'q>],
-) -> AnyQuery<'q> {
+) -> B {
     if let Some((last, state)) = records.iter().rev().find_map(|r| Some((r, r.state?))) {
         let stated = || records.iter().filter(|r| r.state.is_some());
         q = bind_step_update_with(
@@ -1757,6 +1872,68 @@ mod tests {
                     l.output.clone()
                 ))
                 .collect::<Vec<_>>()
+        );
+    }
+
+    /// The values a statement binds, written into it as constants in the order they bind:
+    /// `$12` is not `$1` then `2`, text is quoted whatever it holds, none is `NULL`.
+    #[test]
+    fn parameters_written_as_constants_take_their_places_in_binding_order() {
+        let mut c = Constants::default();
+        for v in [
+            "a",
+            "it's",
+            "back\\slash",
+            "$1",
+            "e",
+            "f",
+            "g",
+            "h",
+            "i",
+            "j",
+            "k",
+        ] {
+            c = c.text(v);
+        }
+        let c = c.opt(None).int(-7).opt_owned(Some("x".into()));
+        let sql = "VALUES ($1, $2, $3, $4), ($12, $13, $14, $11)";
+        assert_eq!(
+            c.inline(sql).as_deref(),
+            Some("VALUES (E'a', E'it''s', E'back\\\\slash', E'$1'), (NULL, -7, E'x', E'k')")
+        );
+        // A parameter without a value, `$0`, a `$` without a number, a NUL: not written.
+        assert_eq!(c.inline("SELECT $15"), None);
+        assert_eq!(c.inline("SELECT $0"), None);
+        assert_eq!(c.inline("SELECT $"), None);
+        assert_eq!(Constants::default().text("a\0b").inline("SELECT $1"), None);
+        assert_eq!(c.inline("SELECT 1").as_deref(), Some("SELECT 1"));
+
+        // A call's records bind the same values either way.
+        let lines = [TranscriptEntry {
+            step: None,
+            kind: EntryKind::Command,
+            command: "reload".into(),
+            output: "Proceed with reload? [confirm]".into(),
+            at: jiff::Timestamp::now(),
+        }];
+        let records = [StepRecord {
+            step: "reload",
+            state: Some(StepState::Started),
+            kind: EventKind::StepStarted,
+            message: "reloading",
+            transcript: &lines,
+        }];
+        let sql = pg_steps_sql(&records).unwrap();
+        let constants = bind_pg_steps(Constants::default(), "r1", "sw1", &records);
+        let bound = bind_pg_steps(sqlx::query(&sql), "r1", "sw1", &records);
+        let mut bound = bound;
+        let arguments = sqlx::Execute::take_arguments(&mut bound).unwrap().unwrap();
+        assert_eq!(constants.0.len(), sqlx::Arguments::len(&arguments));
+        let inline = constants.inline(&sql).unwrap();
+        assert!(!inline.contains('$'), "{inline}");
+        assert!(
+            inline.contains("E'Proceed with reload? [confirm]'"),
+            "{inline}"
         );
     }
 

@@ -475,6 +475,51 @@ async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_se
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"]["message"], why, "{body:#}");
     }
+    // A step record at an epoch the job has left (every claim moved it past 0) is refused,
+    // and nothing of it is kept: not its event, not its transcript line. On PostgreSQL it
+    // goes in one round trip, whose fence's check fails the server's transaction.
+    let before = rig.events(&id).await.len();
+    let stale = rig
+        .post(&format!("/api/v1/agents/jobs/{id}/{device}"))
+        .json(&serde_json::json!({"epoch": 0, "op": {"op": "steps", "records": [{
+            "step": "reload",
+            "state": "started",
+            "kind": "step_started",
+            "message": "a stale agent's reload",
+            "transcript": [{"kind": "command", "command": "reload", "output": "stale-output-7731",
+                            "at": "2026-12-07T18:00:00Z"}],
+        }]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409);
+    let body: Value = stale.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "fenced", "{body:#}");
+    let said = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&format!("device {device}: the job was claimed again"))
+            && said.contains("(epoch 0 here, ")
+            && !said.contains("{now}"),
+        "{said}"
+    );
+    let after = rig.events(&id).await;
+    assert_eq!(after.len(), before, "{after:#?}");
+    assert!(
+        !after
+            .iter()
+            .any(|e| e["message"] == "a stale agent's reload"),
+        "{after:#?}"
+    );
+    let job = rig
+        .get(&format!("/api/v1/devices/{device}/rollouts/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert!(!job.to_string().contains("stale-output-7731"), "{job:#}");
     rig.stop().await;
 }
 
