@@ -329,11 +329,10 @@ fn pg_fence_check(fence: &leases::Fence) -> Option<String> {
 /// Where [`fenced_message`] says the epoch the database holds.
 const NOW: &str = "{now}";
 
-/// What a write refused by `fence` says, with [`NOW`] where the epoch the database holds goes;
-/// `device` is the fence's device (unused for a rollout's fence).
-fn fenced_message(fence: &leases::Fence, device: &str) -> String {
+/// What a write refused by `fence` says, with [`NOW`] where the epoch the database holds goes.
+fn fenced_message(fence: &leases::Fence) -> String {
     match &fence.device {
-        Some(_) => format!(
+        Some(device) => format!(
             "rollout {} device {device}: the job was claimed again or taken back \
              (epoch {} here, {NOW} now); this agent no longer writes for it",
             fence.rollout, fence.epoch
@@ -367,10 +366,7 @@ fn pg_fence_raise(fence: &leases::Fence) -> Option<String> {
             "<>",
         ),
     };
-    let message = pg_literal(&fenced_message(
-        fence,
-        fence.device.as_deref().unwrap_or(""),
-    ))?;
+    let message = pg_literal(&fenced_message(fence))?;
     Some(format!(
         "SELECT fleetup_fenced({message}, f.e) FROM (SELECT ({read}) AS e) AS f \
          WHERE f.e {differs} {}",
@@ -696,15 +692,20 @@ impl Db {
         Some(self.one_trip(&script).await)
     }
 
-    async fn one_trip(&self, script: &str) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
-        let turn = tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())
+    /// This writer's turn ([`Db::writers`]), waited for at most [`WRITER_TURN_WAIT`].
+    async fn writer_turn(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, StoreError> {
+        tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())
             .await
             .map_err(|_| {
                 StoreError::Database(sqlx::Error::Protocol(format!(
                     "no turn to write within {} s: another write of this service holds the database",
                     WRITER_TURN_WAIT.as_secs()
                 )))
-            })?;
+            })
+    }
+
+    async fn one_trip(&self, script: &str) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let turn = self.writer_turn().await?;
         // In a `Tx`, so that a caller dropped while the query is out closes the connection
         // rather than hand it back in the middle of the server's transaction.
         let mut tx = Tx {
@@ -744,14 +745,7 @@ impl Db {
     async fn begin_fenced(&self) -> Result<Tx, StoreError> {
         // The turn before the connection: a writer waiting for its turn holds no connection
         // that readers could use.
-        let turn = tokio::time::timeout(WRITER_TURN_WAIT, self.writers.clone().lock_owned())
-            .await
-            .map_err(|_| {
-                StoreError::Database(sqlx::Error::Protocol(format!(
-                    "no turn to write within {} s: another write of this service holds the database",
-                    WRITER_TURN_WAIT.as_secs()
-                )))
-            })?;
+        let turn = self.writer_turn().await?;
         let conn = self.write_pool.acquire().await?;
         // In the `Tx` before `BEGIN` is sent: dropped while it waits for the lock, the `Tx`
         // closes the connection. Handed back to the pool instead, the connection would take
@@ -840,18 +834,17 @@ impl Db {
         let Some(fence) = fence else {
             return Ok(tx);
         };
-        if let Some(device) = &fence.device {
-            if epoch != Some(fence.epoch) {
-                tx.rollback().await?;
-                return Err(StoreError::Fenced(fenced_message(&fence, device).replace(
-                    NOW,
-                    &epoch.map_or_else(|| "none".to_string(), |e| e.to_string()),
-                )));
-            }
-        } else if let Some(now) = epoch.filter(|&e| e != fence.epoch) {
+        // A job's epoch must be the fence's (a job that is gone refuses it too); a rollout's,
+        // when the rollout is there.
+        let stale = match fence.device {
+            Some(_) => epoch != Some(fence.epoch),
+            None => epoch.is_some_and(|e| e != fence.epoch),
+        };
+        if stale {
             tx.rollback().await?;
+            let now = epoch.map_or_else(|| "none".to_string(), |e| e.to_string());
             return Err(StoreError::Fenced(
-                fenced_message(&fence, "").replace(NOW, &now.to_string()),
+                fenced_message(&fence).replace(NOW, &now),
             ));
         }
         Ok(tx)
