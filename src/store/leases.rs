@@ -23,6 +23,14 @@ tokio::task_local! {
     pub(crate) static FENCE: Fence;
 }
 
+impl Fence {
+    /// Run `f` with every write it makes fenced by this fence: refused once the rollout's
+    /// lease (or, with a `device`, the job's claim) has moved past `epoch`.
+    pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
+        FENCE.scope(self, f).await
+    }
+}
+
 /// A claimed lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {

@@ -217,6 +217,15 @@ async fn postgres_job_rows_keep_the_rev_of_their_last_change() {
     crate::store::job_rows_keep_the_rev_of_their_last_change(&pg).await;
 }
 
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn postgres_a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
+    let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
+    crate::store::a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing(&pg).await;
+}
+
 /// A writer dropped while it waits for the write lock (the HTTP client of an agent's call gave
 /// up, a timeout) leaves no connection behind in a transaction: handed back to the pool, one
 /// would take the lock once its wait ended and keep it, idle in its transaction, and every

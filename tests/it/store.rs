@@ -389,6 +389,92 @@ async fn sqlite_job_rows_keep_the_rev_of_their_last_change() {
     job_rows_keep_the_rev_of_their_last_change(&db).await;
 }
 
+#[tokio::test]
+async fn sqlite_a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
+        .await
+        .unwrap();
+    a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing(&db).await;
+}
+
+/// A step record under a fence whose epoch the rollout's lease, or the job's claim, has left
+/// is refused (`Fenced`, naming both epochs) and leaves no event; at the current epoch it is
+/// kept. On PostgreSQL (`postgres::`) such a record goes in one round trip, whose check
+/// fails the server's transaction; on SQLite, through `BEGIN IMMEDIATE`.
+pub async fn a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing(db: &fleetup::store::Db) {
+    use fleetup::rollout::model::{EventKind, StepState};
+    use fleetup::store::StoreError;
+    use fleetup::store::leases::Fence;
+    rollout_with_jobs(db, &["sw1"]).await;
+    sqlx::query("UPDATE rollouts SET lease_epoch = 4 WHERE id = 'r1'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE rollout_devices SET runner_epoch = 7 WHERE device = 'sw1'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let record = |epoch: i64, device: Option<&str>, message: &'static str| {
+        let fence = Fence {
+            rollout: "r1".into(),
+            epoch,
+            device: device.map(str::to_string),
+        };
+        fence.scope(db.record_step(
+            "r1",
+            "sw1",
+            "reload",
+            Some(StepState::Started),
+            EventKind::StepStarted,
+            message,
+        ))
+    };
+    let messages = || async {
+        db.events_after("r1", 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect::<Vec<_>>()
+    };
+    for (epoch, device, says) in [
+        (
+            3,
+            None,
+            "rollout r1: another node took its lease over (epoch 3 here, 4 now)",
+        ),
+        (
+            6,
+            Some("sw1"),
+            "rollout r1 device sw1: the job was claimed again or taken back (epoch 6 here, 7 now)",
+        ),
+    ] {
+        match record(epoch, device, "a stale reload").await {
+            Err(StoreError::Fenced(m)) => assert!(m.starts_with(says), "{m}"),
+            other => panic!("epoch {epoch} {device:?}: {other:?}"),
+        }
+    }
+    assert!(messages().await.is_empty(), "{:?}", messages().await);
+    let job = || async {
+        sqlx::query_as::<_, (Option<String>, i64)>(
+            "SELECT step, reload_sent FROM rollout_devices WHERE rollout_id = 'r1' AND device = 'sw1'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(job().await, (None, 0));
+
+    record(4, None, "the node's reload").await.unwrap();
+    record(7, Some("sw1"), "the agent's reload").await.unwrap();
+    assert_eq!(
+        messages().await,
+        ["the node's reload", "the agent's reload"]
+    );
+    assert_eq!(job().await, (Some("reload".to_string()), 1));
+}
+
 /// What `GET /rollouts/{id}` relies on to read only the jobs that changed: every write to a
 /// job moves the rollout's `jobs_rev` and stamps the row with it; the rows past a count read
 /// before are exactly those written since; a row copied with its rev (`db migrate`) keeps it
