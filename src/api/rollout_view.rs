@@ -191,8 +191,13 @@ const REFRESH_WHILE_POLLED: Duration = Duration::from_secs(10);
 
 /// The rollout's detail: `r` as just read (its plan need not be), with its waves, jobs,
 /// transfers and step timings, all as of this request: whoever saw an event, or took an
-/// action, sees its outcome in the next answer.
-pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<DetailJson> {
+/// action, sees its outcome in the next answer. `rev` is the rollout's `jobs_rev` when it was
+/// read with `r`; otherwise it is read here.
+pub(super) async fn detail(
+    state: &AppState,
+    r: RolloutRecord,
+    rev: Option<i64>,
+) -> ApiResult<DetailJson> {
     let slot = state.views.slot(&r.id);
     let mut guard = slot.lock().await;
     let v = &mut *guard;
@@ -206,7 +211,7 @@ pub(super) async fn detail(state: &AppState, r: RolloutRecord) -> ApiResult<Deta
             v.plan.insert(Arc::new(p)).clone()
         }
     };
-    let changes = read_changes(state, r.id.as_str(), v.since()).await?;
+    let changes = read_changes(state, r.id.as_str(), v.since(), rev).await?;
     v.apply(state, r.id.as_str(), changes, true).await?;
     state.views.by_request.fetch_add(1, Ordering::Relaxed);
     v.requested = Some(Instant::now());
@@ -276,7 +281,7 @@ async fn refresh(state: AppState, id: RolloutId, view: Arc<tokio::sync::Mutex<Vi
             }
             v.since()
         };
-        let read = read_changes(&state, id.as_str(), since).await;
+        let read = read_changes(&state, id.as_str(), since, None).await;
         let mut v = view.lock().await;
         if v.since() != since {
             continue;
@@ -305,10 +310,23 @@ struct Changes {
     events: Vec<Event>,
 }
 
-async fn read_changes(state: &AppState, id: &str, since: Since) -> ApiResult<Changes> {
+/// What changed since `since`; `rev` is the `jobs_rev` when the caller read it already (it
+/// must have been read before the jobs are, as here).
+async fn read_changes(
+    state: &AppState,
+    id: &str,
+    since: Since,
+    rev: Option<i64>,
+) -> ApiResult<Changes> {
     // The counter before the jobs: a write between the two reads makes the next catch-up read
     // the jobs again, never a view older than its counter.
-    let rev = state.db.jobs_rev(id).await?;
+    let rev = match rev {
+        Some(rev) => rev,
+        None => state.db.jobs_rev(id).await?,
+    };
+    // A counter read before the view last caught up is older than the view: the view's own
+    // holds (reading the jobs changed since an older one would only read them again).
+    let rev = since.0.map_or(rev, |seen| seen.max(rev));
     let (jobs, whole) = match since.0 {
         Some(seen) if seen == rev => (Vec::new(), false),
         // Only the rows changed since: each keeps the rev of its last change.

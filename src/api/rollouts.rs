@@ -253,7 +253,7 @@ async fn submit_rollout(
     }
     let record = state.engine.submit(text, Some(&who.name)).await?;
     tracing::info!(rollout = %record.id, name = %record.name, token = %who.name, "rollout submitted");
-    Ok(detail(&state, record)
+    Ok(detail(&state, record, None)
         .await?
         .with_status(StatusCode::CREATED))
 }
@@ -308,8 +308,12 @@ async fn get_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<DetailJson> {
-    let r = rollout_or_404(&state, &id).await?;
-    detail(&state, r).await
+    // The record and its jobs' counter in one read: a poll's first round trip.
+    let (r, rev) = state.db.rollout_meta_and_rev(&id).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
+        e => e.into(),
+    })?;
+    detail(&state, r, Some(rev)).await
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

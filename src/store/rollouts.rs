@@ -314,6 +314,22 @@ impl Db {
         row_to_rollout(&row)
     }
 
+    /// [`Db::rollout_meta`] with the rollout's `jobs_rev` ([`Db::jobs_rev`]) read in the same
+    /// row: the record and the counter in one round trip.
+    pub(crate) async fn rollout_meta_and_rev(
+        &self,
+        id: &str,
+    ) -> Result<(RolloutRecord, i64), StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {META_COLUMNS}, jobs_rev FROM rollouts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok((row_to_rollout(&row)?, row.try_get("jobs_rev")?))
+    }
+
     /// The part of a rollout the rules look at before each step: its state and the
     /// operator's flags.
     pub(crate) async fn rollout_view(&self, id: &str) -> Result<RolloutView, StoreError> {
