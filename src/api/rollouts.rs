@@ -309,10 +309,14 @@ async fn get_rollout(
     Path(id): Path<String>,
 ) -> ApiResult<DetailJson> {
     // The record and its jobs' counter in one read: a poll's first round trip.
-    let (r, rev) = state.db.rollout_meta_and_rev(&id).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
-        e => e.into(),
-    })?;
+    let (r, rev) = state
+        .db
+        .rollout_meta_and_rev(&id)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
+            e => e.into(),
+        })?;
     detail(&state, r, Some(rev)).await
 }
 
