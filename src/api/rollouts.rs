@@ -294,10 +294,19 @@ pub struct RolloutDetail<S = RolloutState, J = JobState> {
 
 /// The rollout's record without its playbook and plan ([`crate::store::Db::rollout_meta`]).
 async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> {
-    state.db.rollout_meta(id).await.map_err(|e| match e {
+    state
+        .db
+        .rollout_meta(id)
+        .await
+        .map_err(|e| not_found_as_404(id, e))
+}
+
+/// A store error about rollout `id` as the API says it: 404 when there is no such rollout.
+fn not_found_as_404(id: &str, e: crate::store::StoreError) -> ApiError {
+    match e {
         crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
         e => e.into(),
-    })
+    }
 }
 
 /// A rollout: state, waves, each device's step, transfer progress, timings and errors.
@@ -313,10 +322,7 @@ async fn get_rollout(
         .db
         .rollout_meta_and_rev(&id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
-            e => e.into(),
-        })?;
+        .map_err(|e| not_found_as_404(&id, e))?;
     detail(&state, r, Some(rev)).await
 }
 

@@ -225,11 +225,7 @@ async fn wait(
         };
         since = Instant::now();
         if let Some(runner) = runner {
-            let looked = match runner {
-                Ok(runner) => look(ledger, &shared.drivers, id, device, site, runner).await,
-                Err(e) => Err(e),
-            };
-            match looked {
+            match look(ledger, &shared.drivers, id, device, site, runner).await {
                 Ok(Some(done)) => return done,
                 Ok(None) => {}
                 Err(e) => {
@@ -264,8 +260,9 @@ async fn look(
     id: &str,
     device: &str,
     site: &str,
-    runner: JobRunner,
+    runner: Result<JobRunner, crate::store::StoreError>,
 ) -> Result<Option<Option<JobOutcome>>, crate::store::StoreError> {
+    let runner = runner?;
     // An ended job, or one an agent holds, is decided on the job alone (`policy::handed`
     // looks at the rollout and the site's agents only for a job no agent holds): hundreds of
     // jobs wait at once, and most are held.

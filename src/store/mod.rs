@@ -352,19 +352,10 @@ fn fenced_message(fence: &leases::Fence) -> String {
 /// fails it too); a rollout's, when the rollout is there. `None` when a name cannot be
 /// written as a constant.
 fn pg_fence_raise(fence: &leases::Fence) -> Option<String> {
-    let rollout = pg_literal(&fence.rollout)?;
-    let (read, differs) = match &fence.device {
-        Some(device) => (
-            format!(
-                "SELECT runner_epoch FROM rollout_devices WHERE rollout_id = {rollout} AND device = {}",
-                pg_literal(device)?
-            ),
-            "IS DISTINCT FROM",
-        ),
-        None => (
-            format!("SELECT lease_epoch FROM rollouts WHERE id = {rollout}"),
-            "<>",
-        ),
+    let read = pg_fence_check(fence)?;
+    let differs = match fence.device {
+        Some(_) => "IS DISTINCT FROM",
+        None => "<>",
     };
     let message = pg_literal(&fenced_message(fence))?;
     Some(format!(
@@ -671,11 +662,12 @@ impl Db {
     /// the statement go in one query of the simple protocol, which the server runs as one
     /// transaction. A stale epoch fails the check, and the server rolls all of it back. The
     /// statement's rows come back. `None` where this does not apply: SQLite, a write without
-    /// a fence, writes held back for this transaction ([`PRE_WRITES`]), or a name that cannot
-    /// be written as a constant; the caller then writes through [`Db::begin`].
+    /// a fence, writes held back for this transaction ([`PRE_WRITES`]), or a name or value
+    /// that cannot be written as a constant (`statement` gives `None`); the caller then
+    /// writes through [`Db::begin`]. `statement` is written only when the rest applies.
     pub(crate) async fn write_in_one_trip(
         &self,
-        statement: &str,
+        statement: impl FnOnce() -> Option<String>,
     ) -> Option<Result<Vec<sqlx::any::AnyRow>, StoreError>> {
         if self.backend != Backend::Postgres
             || PRE_WRITES
@@ -687,7 +679,8 @@ impl Db {
         let fence = leases::FENCE.try_with(Clone::clone).ok()?;
         let check = pg_fence_raise(&fence)?;
         let script = format!(
-            "SELECT count(*) FROM pg_advisory_xact_lock({PG_WRITE_LOCK}); {check}; {statement}"
+            "SELECT count(*) FROM pg_advisory_xact_lock({PG_WRITE_LOCK}); {check}; {}",
+            statement()?
         );
         Some(self.one_trip(&script).await)
     }

@@ -622,17 +622,13 @@ impl Db {
         }
         if let Some(sql) = pg_steps_sql(records) {
             // In one round trip when it can go as constants, else in a transaction of three.
-            let inline =
-                bind_pg_steps(Constants::default(), rollout_id, device, records).inline(&sql);
-            let rows = match inline {
-                Some(statement) => match self.write_in_one_trip(&statement).await {
-                    Some(rows) => Some(rows?),
-                    None => None,
-                },
-                None => None,
-            };
-            let rows = match rows {
-                Some(rows) => rows,
+            let one_trip = self
+                .write_in_one_trip(|| {
+                    bind_pg_steps(Constants::default(), rollout_id, device, records).inline(&sql)
+                })
+                .await;
+            let rows = match one_trip {
+                Some(rows) => rows?,
                 None => {
                     let mut tx = self.begin().await?;
                     let rows = bind_pg_steps(sqlx::query(&sql), rollout_id, device, records)
