@@ -32,7 +32,8 @@
 # of each simulated device, bytes/s, 2097152), TFTP_BLOCKSIZE (8192; 0: the device's default,
 # 512), POLL (timeouts.poll, 1 s), POLL_CLIENTS (1 per route and node: one dashboard on each
 # node), POLL_RATE (1/s each), AGENT_HEARTBEAT (2 s), AGENT_DRIVE (true: the agents drive their
-# sites' devices, with --max-jobs CONCURRENCY), PERF (1: sample serve node a with perf),
+# sites' devices, with --max-jobs CONCURRENCY), LAB_NICE (the lab's nice value, 0), PERF (1:
+# sample serve node a with perf),
 # BASE_IP (127.0.40.1), ONLY=A|B, KEEP=1 (keep the work directory), FLEETUP_BIN (a prebuilt
 # binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800), FLEETUP_LOG
 # (the fleetup processes' log filter, `warn`; their logs are in the work directory).
@@ -48,6 +49,10 @@ CONCURRENCY=${CONCURRENCY:-400}
 IMAGE_MB=${IMAGE_MB:-1}
 BOOT_TIME=${BOOT_TIME:-2}
 LAB_RATE=${LAB_RATE:-2097152}
+# The lab's CPU priority (nice(1)). The lab stands in for the network's devices, which have
+# CPUs of their own: at 10, it takes the CPU that fleetup and PostgreSQL leave, as devices on
+# other machines would; 0 runs it as their equal on the shared cores.
+LAB_NICE=${LAB_NICE:-0}
 TFTP_BLOCKSIZE=${TFTP_BLOCKSIZE:-8192}
 POLL=${POLL:-1}
 POLL_CLIENTS=${POLL_CLIENTS:-1}
@@ -187,7 +192,9 @@ run_config() { # A | B
     local lab_admin t0 t1
     lab_admin=127.0.0.1:$(free_port)
     t0=$(now)
-    "$BIN" lab --devices "$DEVICES" --ssh-port 0 --boot-time "$BOOT_TIME" --base-ip "$BASE_IP" \
+    # nice(1) execs the lab: $! is the lab's own pid.
+    nice -n "$LAB_NICE" \
+        "$BIN" lab --devices "$DEVICES" --ssh-port 0 --boot-time "$BOOT_TIME" --base-ip "$BASE_IP" \
         --rate "$LAB_RATE" --write-inventory "$dir/lab.yml" --state-dir "$dir/lab" \
         --admin "$lab_admin" >"$dir/lab.out" 2>"$dir/lab.err" &
     local lab_pid=$!
@@ -401,5 +408,5 @@ done
 
 python3 "$ROOT/bench/scale_stats.py" --devices "$DEVICES" --concurrency "$CONCURRENCY" \
     --image-mb "$IMAGE_MB" --boot-time "$BOOT_TIME" --lab-rate "$LAB_RATE" --poll "$POLL" \
-    --tftp-blocksize "$TFTP_BLOCKSIZE" --nofile "$(ulimit -n)" \
+    --tftp-blocksize "$TFTP_BLOCKSIZE" --nofile "$(ulimit -n)" --lab-nice "$LAB_NICE" \
     "${CONFIGS[@]/#/$WORK/}"

@@ -22,6 +22,24 @@ import time
 import urllib.parse
 
 
+def server_timing(headers):
+    """fleetup's `Server-Timing` metrics of one answer: {name: ms}, every header merged."""
+    out = {}
+    for k, v in headers:
+        if k.lower() != "server-timing":
+            continue
+        for metric in v.split(","):
+            name, _, params = metric.strip().partition(";")
+            for param in params.split(";"):
+                key, _, value = param.strip().partition("=")
+                if key == "dur":
+                    try:
+                        out[name] = round(float(value), 2)
+                    except ValueError:
+                        pass
+    return out
+
+
 def percentile(sorted_values, p):
     if not sorted_values:
         return None
@@ -35,7 +53,8 @@ class Client(threading.Thread):
         self.url = urllib.parse.urlsplit(url)
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self.period, self.offset, self.stop = period, offset, stop
-        self.samples = []  # (due, latency s, bytes)
+        self.samples = []  # (due, latency s, bytes, Server-Timing, head s)
+        self.head_at = None
         self.failures = 0
         self.first_failure = None
         self.conn = None
@@ -46,10 +65,11 @@ class Client(threading.Thread):
         path = self.url.path + (f"?{self.url.query}" if self.url.query else "")
         self.conn.request("GET", path, headers=self.headers)
         r = self.conn.getresponse()
+        self.head_at = time.monotonic()
         body = r.read()
         if r.status != 200:
             raise OSError(f"HTTP {r.status}: {body[:200]!r}")
-        return len(body)
+        return len(body), server_timing(r.getheaders())
 
     def run(self):
         due = time.monotonic() + self.offset
@@ -58,8 +78,8 @@ class Client(threading.Thread):
             if wait > 0 and self.stop.wait(wait):
                 break
             try:
-                n = self.get()
-                self.samples.append((due, time.monotonic() - due, n))
+                n, timing = self.get()
+                self.samples.append((due, time.monotonic() - due, n, timing, self.head_at - due))
             except (OSError, http.client.HTTPException) as e:
                 self.failures += 1
                 self.first_failure = self.first_failure or str(e)
@@ -119,6 +139,15 @@ def main():
             "max_ms": ms(lat[-1] if lat else None),
             # When the slowest requests were due, seconds after the pollers started.
             "slowest_at_s": [round(s[0] - start, 1) for s in slowest],
+            # fleetup's own account of those answers (Server-Timing, ms): `app` is the time in
+            # its router; the rest of the latency was spent outside it (queues, scheduler).
+            "slowest_server_timing": [s[3] for s in slowest],
+            # When their answer's head had come (ms after it was due); the rest is the body's
+            # bytes reaching this client.
+            "slowest_head_ms": [ms(s[4] * 1000) for s in slowest],
+            "p50_head_ms": ms(percentile(sorted(s[4] * 1000 for s in samples), 50)),
+            "p50_app_ms": ms(percentile(sorted(s[3].get("app", 0) for s in samples), 50)),
+            "p99_app_ms": ms(percentile(sorted(s[3].get("app", 0) for s in samples), 99)),
         }
     with open(a.out + ".tmp", "w") as f:
         json.dump(out, f, indent=1)

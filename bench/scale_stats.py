@@ -26,6 +26,7 @@ p.add_argument("--lab-rate", type=float, required=True)
 p.add_argument("--poll", type=float, required=True)
 p.add_argument("--tftp-blocksize", type=int, required=True)
 p.add_argument("--nofile", default="?")
+p.add_argument("--lab-nice", default="0")
 p.add_argument("dirs", nargs="+")
 a = p.parse_args()
 
@@ -281,7 +282,7 @@ print(
     f"{n} devices at 2 sites, concurrency {a.concurrency}, {a.image_mb:g} MiB image over TFTP "
     f"(blksize {a.tftp_blocksize or 'device default'}), lab copy rate {a.lab_rate / 1048576:g} MiB/s per device, "
     f"boot {a.boot_time:g} s, poll {a.poll:g} s; lower bound = {rounds} rounds × "
-    f"({image_bytes / a.lab_rate:.2f} s copy + {a.boot_time:g} s boot); ulimit -n {a.nofile}"
+    f"({image_bytes / a.lab_rate:.2f} s copy + {a.boot_time:g} s boot); ulimit -n {a.nofile}; lab at nice {a.lab_nice}"
 )
 print()
 print("| metric | " + " | ".join(r["name"] for r in cols) + " |")
@@ -345,6 +346,19 @@ for r in cols:
             f"p90 {f(v['p90_ms'])} / p99 {f(v['p99_ms'])} / max {f(v['max_ms'])} ms; slowest due at "
             f"{v['slowest_at_s']} s" + (f"; {v['failures']} failed: {v['first_failure']}" if v["failures"] else "")
         )
+        if v.get("p99_app_ms") is not None:
+            # Server-Timing: what fleetup says it spent on each of the slowest answers.
+            shown = "; ".join(
+                ", ".join(f"{k} {ms:g}" for k, ms in t.items()) or "none" for t in v.get("slowest_server_timing", [])
+            )
+            print(
+                f"      in fleetup's router (Server-Timing app): p50 {f(v['p50_app_ms'])} / p99 {f(v['p99_app_ms'])} ms; "
+                f"the slowest answers' own timings, ms: {shown}"
+            )
+            print(
+                f"      the answer's head came after (p50) {f(v.get('p50_head_ms'))} ms; the slowest answers' heads, ms: "
+                f"{v.get('slowest_head_ms')}"
+            )
     steps = r["steps"]
     if steps:
         order = ["connect", "facts", "file_present", "free_space", "copy", "verify_md5", "set_boot", "save",

@@ -71,9 +71,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
         shutdown.tasks.spawn(async move {
             let _permit = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
+            // Answers are copied into the connection's own buffer and written out in large
+            // writes, not queued as they come: the rollout view's answer is thousands of
+            // small chunks (one per device row), and hyper's vectored write takes at most 16
+            // of them at a time, hundreds of system calls and as many wake-ups of the client
+            // for one answer.
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
+                .header_read_timeout(limits.header_timeout)
+                .writev(false);
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();

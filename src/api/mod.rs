@@ -20,6 +20,7 @@ mod rollouts;
 mod schema;
 mod sync;
 mod system;
+mod timing;
 pub(crate) mod web;
 
 pub use access::{AuditList, AuditView, CreatedToken, NewToken, TokenList, TokenView};
@@ -216,7 +217,8 @@ pub(crate) fn app(state: AppState) -> Router {
         .merge(protected)
         .merge(open)
         .fallback(|| async { ApiError::not_found("no such API route") })
-        .layer(middleware::from_fn(error::json_errors));
+        .layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn(timing::app));
     let metrics = Router::new()
         .route("/metrics", axum::routing::get(system::metrics))
         .route_layer(middleware::from_fn_with_state(

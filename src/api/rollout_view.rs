@@ -12,7 +12,8 @@
 //! and each request reads the rollout's row (its state is always fresh). Transfers are live,
 //! in-memory progress, looked up at each catch-up. Each device's row is kept as JSON and
 //! written again only when its job, its steps or its transfer changed: the answer for 2,000
-//! devices is megabytes, most of it the same as a second ago.
+//! devices is megabytes, most of it the same as a second ago. The answer is a chain of those
+//! rows' bytes, shared with the view, not a copy of them ([`DetailJson`]).
 //!
 //! Every request catches up, so its answer is as of the request. While a view is polled, a
 //! background task ([`refresh`]) also catches up every [`REFRESH`], its reads without the
@@ -20,17 +21,22 @@
 //! under its own lock, so requests that arrive together do the reads once. At most
 //! [`CAPACITY`] views are kept; the least recently used one goes first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::rollouts::{Progress, progress};
+use super::timing::{Phases, SERVER_TIMING};
 use super::{ApiError, ApiResult, AppState};
 use crate::playbook::Plan;
 use crate::rollout::model::{DeviceJob, Event, RolloutId, RolloutRecord};
@@ -81,7 +87,8 @@ impl View {
 
 struct Row {
     transfer: Option<TransferInfo>,
-    json: Box<RawValue>,
+    /// The row's JSON after a comma (`,{…}`): the comma is left out for a wave's first row.
+    json: Bytes,
 }
 
 struct Slot {
@@ -136,12 +143,39 @@ impl RolloutViews {
 }
 
 /// A rollout's detail as the API sends it: the JSON of [`super::RolloutDetail`], put
-/// together from the view's rows.
-pub(crate) struct DetailJson(Vec<u8>);
+/// together from the view's rows without copying them: the answer is a chain of the rows'
+/// own bytes, shared with the view, between the few bytes written for this request (the
+/// rollout's record, the waves' heads). At 2,000 devices the answer is megabytes; copied
+/// into one buffer, it took a fresh allocation of that size and the copy on every request,
+/// the largest part of a poll's time on a busy machine.
+pub(crate) struct DetailJson {
+    body: Chunks,
+    /// Where the request's time went, for its `Server-Timing` header.
+    phases: Phases,
+}
 
 impl DetailJson {
     pub(crate) fn with_status(self, status: StatusCode) -> Response {
-        (status, [(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::new(self.body),
+        )
+            .into_response();
+        if let Some(v) = self.phases.header() {
+            response.headers_mut().append(SERVER_TIMING.clone(), v);
+        }
+        response
+    }
+
+    /// The whole answer in one buffer.
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        self.body
+            .parts
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .collect()
     }
 }
 
@@ -151,23 +185,67 @@ impl IntoResponse for DetailJson {
     }
 }
 
-/// [`super::RolloutDetail`]'s shape, field for field, with each device row already written.
+/// An HTTP body of byte chunks whose whole length is known: hyper sends it with a
+/// `Content-Length` (no chunked framing) and writes the chunks out as they are.
+#[derive(Default)]
+struct Chunks {
+    parts: VecDeque<Bytes>,
+    len: u64,
+}
+
+impl Chunks {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len() as u64;
+            self.parts.push_back(b);
+        }
+    }
+
+    fn push_static(&mut self, s: &'static str) {
+        self.push(Bytes::from_static(s.as_bytes()));
+    }
+}
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.parts.pop_front();
+        if let Some(b) = &next {
+            self.len -= b.len() as u64;
+        }
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+/// [`super::RolloutDetail`]'s shape, field for field, but its `waves`: the answer writes
+/// this object, then the waves.
 #[derive(Serialize)]
-struct DetailOut<'a> {
+struct DetailHead<'a> {
     #[serde(flatten)]
     rollout: &'a RolloutRecord,
     progress: Progress,
     skipped: serde_json::Value,
-    waves: Vec<WaveOut<'a>>,
 }
 
-/// [`super::WaveView`]'s shape.
+/// [`super::WaveView`]'s shape but its `devices`, which follow as the view's rows.
 #[derive(Serialize)]
-struct WaveOut<'a> {
+struct WaveHead<'a> {
     index: usize,
     name: &'a str,
     progress: Progress,
-    devices: Vec<&'a RawValue>,
 }
 
 /// A device's row as `DeviceRow` writes it, borrowed from the view instead of copied into one.
@@ -177,6 +255,26 @@ struct RowOut<'a> {
     job: &'a DeviceJob,
     transfer: Option<&'a TransferInfo>,
     steps: &'a [StepTiming],
+}
+
+/// `value` as a JSON object, open for one more field: without its closing brace, and with
+/// `,"FIELD":` written after its last field (`"FIELD":` alone when it has none).
+fn open_object<T: Serialize>(value: &T, field: &str) -> ApiResult<Bytes> {
+    let mut out =
+        serde_json::to_vec(value).map_err(|e| ApiError::internal("writing the rollout", &e))?;
+    if out.pop() != Some(b'}') {
+        return Err(ApiError::internal(
+            "writing the rollout",
+            &"a head that is not a JSON object",
+        ));
+    }
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    Ok(out.into())
 }
 
 /// While a view is polled, a background task brings it up to date this often, so that a
@@ -192,14 +290,18 @@ const REFRESH_WHILE_POLLED: Duration = Duration::from_secs(10);
 /// The rollout's detail: `r` as just read (its plan need not be), with its waves, jobs,
 /// transfers and step timings, all as of this request: whoever saw an event, or took an
 /// action, sees its outcome in the next answer. `rev` is the rollout's `jobs_rev` when it was
-/// read with `r`; otherwise it is read here.
+/// read with `r`; otherwise it is read here. `phases` holds the time spent before (reading
+/// `r`), and `mark` when it ended.
 pub(super) async fn detail(
     state: &AppState,
     r: RolloutRecord,
     rev: Option<i64>,
+    mut phases: Phases,
+    mut mark: Instant,
 ) -> ApiResult<DetailJson> {
     let slot = state.views.slot(&r.id);
     let mut guard = slot.lock().await;
+    phases.lap("lock", &mut mark);
     let v = &mut *guard;
     let plan = match &v.plan {
         Some(p) => p.clone(),
@@ -212,57 +314,67 @@ pub(super) async fn detail(
         }
     };
     let changes = read_changes(state, r.id.as_str(), v.since(), rev).await?;
+    phases.lap("changes", &mut mark);
     v.apply(state, r.id.as_str(), changes, true).await?;
+    phases.lap("apply", &mut mark);
     state.views.by_request.fetch_add(1, Ordering::Relaxed);
     v.requested = Some(Instant::now());
     if !v.refreshing {
         v.refreshing = true;
         tokio::spawn(refresh(state.clone(), r.id.clone(), slot.clone()));
     }
-    let waves = plan
-        .waves
-        .iter()
-        .map(|w| {
-            let in_wave = || {
-                v.jobs
-                    .iter()
-                    .zip(&v.rows)
-                    .filter(|(j, _)| j.wave == w.index)
-            };
-            WaveOut {
+    let body = answer(&r, &plan, v)?;
+    phases.lap("write", &mut mark);
+    Ok(DetailJson { body, phases })
+}
+
+/// The answer: the rollout's record `r` and its plan's waves, with the view's rows (after
+/// [`View::apply`]).
+fn answer(r: &RolloutRecord, plan: &Plan, v: &View) -> ApiResult<Chunks> {
+    let mut body = Chunks::default();
+    body.push(open_object(
+        &DetailHead {
+            progress: progress(v.jobs.iter()),
+            skipped: serde_json::to_value(&plan.skipped).unwrap_or_default(),
+            rollout: r,
+        },
+        "waves",
+    )?);
+    body.push_static("[");
+    for (n, w) in plan.waves.iter().enumerate() {
+        let in_wave = || {
+            v.jobs
+                .iter()
+                .zip(&v.rows)
+                .filter(|(j, _)| j.wave == w.index)
+        };
+        if n > 0 {
+            body.push_static(",");
+        }
+        body.push(open_object(
+            &WaveHead {
                 index: w.index,
                 name: &w.name,
                 progress: progress(in_wave().map(|(j, _)| j)),
-                devices: in_wave()
-                    .filter_map(|(_, row)| row.as_ref().map(|r| &*r.json))
-                    .collect(),
-            }
-        })
-        .collect();
-    let out = DetailOut {
-        progress: progress(v.jobs.iter()),
-        skipped: serde_json::to_value(&plan.skipped).unwrap_or_default(),
-        rollout: &r,
-        waves,
-    };
-    // Sized once for the rows it copies: grown from empty, the answer (megabytes at 2,000
-    // devices) would be copied again at each doubling, and each chunk given back would make
-    // the allocator sort its free lists.
-    let rows: usize = v
-        .rows
-        .iter()
-        .flatten()
-        .map(|r| r.json.get().len() + 1)
-        .sum();
-    let mut body = Vec::with_capacity(rows + DETAIL_SLACK);
-    serde_json::to_writer(&mut body, &out)
-        .map_err(|e| ApiError::internal("writing the rollout", &e))?;
-    Ok(DetailJson(body))
+            },
+            "devices",
+        )?);
+        body.push_static("[");
+        let mut first = true;
+        for row in in_wave().filter_map(|(_, row)| row.as_ref()) {
+            // Each row is kept after its comma; a wave's first goes without.
+            body.push(if first {
+                row.json.slice(1..)
+            } else {
+                row.json.clone()
+            });
+            first = false;
+        }
+        body.push_static("]}");
+    }
+    body.push_static("]}");
+    Ok(body)
 }
-
-/// Room in a detail's answer for what is not a device row: the rollout's record, the waves'
-/// names and progress.
-const DETAIL_SLACK: usize = 16 * 1024;
 
 /// Keep a polled view up to date until no request came for [`REFRESH_WHILE_POLLED`] (or a
 /// read fails: the requests report it, and the next one starts the refresh again). The reads
@@ -398,13 +510,22 @@ impl View {
             {
                 continue;
             }
-            let json = serde_json::value::to_raw_value(&RowOut {
-                job: j,
-                transfer: transfer.as_ref(),
-                steps: self.timings.of(&j.device),
-            })
+            // Sized as the row was last time: a row grows little from one write to the next.
+            let mut json = Vec::with_capacity(row.as_ref().map_or(1024, |r| r.json.len() + 64));
+            json.push(b',');
+            serde_json::to_writer(
+                &mut json,
+                &RowOut {
+                    job: j,
+                    transfer: transfer.as_ref(),
+                    steps: self.timings.of(&j.device),
+                },
+            )
             .map_err(|e| ApiError::internal("writing a device row", &e))?;
-            *row = Some(Row { transfer, json });
+            *row = Some(Row {
+                transfer,
+                json: json.into(),
+            });
         }
         Ok(())
     }
@@ -413,6 +534,156 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    fn record() -> RolloutRecord {
+        serde_json::from_value(json!({
+            "id": "r-1", "name": "night \"core\" upgrade", "state": "running",
+            "images": ["c2960x.bin"], "paused": false, "abort_requested": false,
+            "halt_reason": null, "created_at": "2026-12-07T20:00:00Z",
+            "updated_at": "2026-12-07T20:01:00Z", "started_at": null, "finished_at": null,
+            "submitted_by": "ops", "approved_by": null, "approved_at": null,
+        }))
+        .expect("a rollout record")
+    }
+
+    fn job(device: &str, wave: usize, position: usize, state: &str) -> DeviceJob {
+        serde_json::from_value(json!({
+            "device": device, "wave": wave, "position": position, "image": "c2960x.bin",
+            "target_version": "15.2(7)E13", "state": state, "step": null, "step_state": null,
+            "old_version": null, "old_image": null, "new_version": null,
+            "error": if state == "failed" { Value::from("copy: timed out") } else { Value::Null },
+            "reload_sent": false, "waits_for_window": null, "attempts": 1,
+            "started_at": null, "finished_at": null,
+        }))
+        .expect("a device job")
+    }
+
+    fn plan(waves: &[(usize, &str)]) -> Plan {
+        serde_json::from_value(json!({
+            "waves": waves.iter().map(|(i, n)| json!({"index": i, "name": n, "devices": []}))
+                .collect::<Vec<_>>(),
+            "skipped": [{"device": "sw-9", "reason": "already runs the target", "current": true}],
+            "total": 3, "halt_after_failures": 1,
+        }))
+        .expect("a plan")
+    }
+
+    /// A view whose rows are written as [`View::apply`] writes them.
+    fn view(jobs: Vec<DeviceJob>) -> View {
+        let mut v = View::default();
+        v.set_jobs(jobs);
+        for (j, row) in v.jobs.iter().zip(v.rows.iter_mut()) {
+            let mut json = b",".to_vec();
+            serde_json::to_writer(
+                &mut json,
+                &RowOut {
+                    job: j,
+                    transfer: None,
+                    steps: &[],
+                },
+            )
+            .expect("a row");
+            *row = Some(Row {
+                transfer: None,
+                json: json.into(),
+            });
+        }
+        v
+    }
+
+    /// The detail as a JSON value built field by field, as `RolloutDetail` serializes.
+    fn expected(r: &RolloutRecord, p: &Plan, jobs: &[DeviceJob]) -> Value {
+        let row = |j: &DeviceJob| {
+            serde_json::to_value(RowOut {
+                job: j,
+                transfer: None,
+                steps: &[],
+            })
+            .expect("a row")
+        };
+        let mut out = serde_json::to_value(r).expect("a record");
+        let o = out.as_object_mut().expect("an object");
+        o.insert(
+            "progress".into(),
+            serde_json::to_value(progress(jobs.iter())).expect("progress"),
+        );
+        o.insert(
+            "skipped".into(),
+            serde_json::to_value(&p.skipped).expect("skipped"),
+        );
+        let waves: Vec<Value> = p
+            .waves
+            .iter()
+            .map(|w| {
+                let mine: Vec<&DeviceJob> = jobs.iter().filter(|j| j.wave == w.index).collect();
+                json!({
+                    "index": w.index,
+                    "name": w.name,
+                    "progress": serde_json::to_value(progress(mine.iter().copied())).expect("progress"),
+                    "devices": mine.iter().map(|j| row(j)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        o.insert("waves".into(), Value::Array(waves));
+        out
+    }
+
+    #[test]
+    fn the_answer_chained_from_the_rows_is_the_rollout_detail_with_its_length() {
+        let r = record();
+        for (waves, jobs) in [
+            // A wave of one, an empty wave, a wave of two.
+            (
+                vec![(0, "canary"), (1, "wave 1"), (2, "wave 2")],
+                vec![
+                    job("sw-1", 0, 0, "succeeded"),
+                    job("sw-2", 2, 0, "running"),
+                    job("sw-3", 2, 1, "failed"),
+                ],
+            ),
+            (vec![(0, "wave 1")], vec![]),
+            (vec![], vec![]),
+        ] {
+            let p = plan(&waves);
+            let v = view(jobs.clone());
+            let chunks = answer(&r, &p, &v).expect("an answer");
+            let hint = chunks.size_hint().exact();
+            let detail = DetailJson {
+                body: chunks,
+                phases: Phases::default(),
+            };
+            let bytes = detail.to_vec();
+            assert_eq!(hint, Some(bytes.len() as u64), "{waves:?}");
+            let got: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
+            assert_eq!(got, expected(&r, &p, &jobs), "{waves:?}");
+            // And the API's own type reads it.
+            let typed: super::super::RolloutDetail =
+                serde_json::from_slice(&bytes).expect("a RolloutDetail");
+            assert_eq!(typed.waves.len(), waves.len());
+        }
+    }
+
+    #[test]
+    fn an_object_is_opened_for_one_more_field() {
+        #[derive(Serialize)]
+        struct Empty {}
+        #[derive(Serialize)]
+        struct One {
+            a: u8,
+        }
+        let open = |b: Bytes| String::from_utf8(b.to_vec()).expect("utf-8");
+        assert_eq!(
+            open(open_object(&Empty {}, "f").expect("opened")),
+            "{\"f\":"
+        );
+        assert_eq!(
+            open(open_object(&One { a: 1 }, "f").expect("opened")),
+            "{\"a\":1,\"f\":"
+        );
+        assert!(open_object(&[1, 2], "f").is_err());
+    }
 
     #[test]
     fn keeps_at_most_capacity_views_dropping_the_least_recently_used() {

@@ -1,7 +1,7 @@
 //! `/rollouts`: submit playbooks, watch and steer rollouts, read their reports.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use super::error::{BadPath, Internal, StorageFull};
 use super::rollout_view::{DetailJson, detail};
 use super::schema::PlaybookBody;
+use super::timing::Phases;
 use super::{ApiError, ApiResult, AppState, ErrorBody};
 use crate::access::Principal;
 use crate::playbook::Opening;
@@ -253,9 +254,11 @@ async fn submit_rollout(
     }
     let record = state.engine.submit(text, Some(&who.name)).await?;
     tracing::info!(rollout = %record.id, name = %record.name, token = %who.name, "rollout submitted");
-    Ok(detail(&state, record, None)
-        .await?
-        .with_status(StatusCode::CREATED))
+    Ok(
+        detail(&state, record, None, Phases::default(), Instant::now())
+            .await?
+            .with_status(StatusCode::CREATED),
+    )
 }
 
 /// A device's row in the rollout view.
@@ -317,13 +320,16 @@ async fn get_rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<DetailJson> {
+    let mut mark = Instant::now();
+    let mut phases = Phases::default();
     // The record and its jobs' counter in one read: a poll's first round trip.
     let (r, rev) = state
         .db
         .rollout_meta_and_rev(&id)
         .await
         .map_err(|e| not_found_as_404(&id, e))?;
-    detail(&state, r, Some(rev)).await
+    phases.lap("read", &mut mark);
+    detail(&state, r, Some(rev), phases, mark).await
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

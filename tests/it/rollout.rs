@@ -1116,6 +1116,82 @@ async fn the_rollout_view_kept_between_requests_matches_the_whole_history() {
     );
 }
 
+/// A `Server-Timing` answer header as `(name, ms)` pairs, every header in order.
+fn server_timing(r: &reqwest::Response) -> Vec<(String, f64)> {
+    r.headers()
+        .get_all("server-timing")
+        .iter()
+        .flat_map(|v| {
+            v.to_str()
+                .unwrap_or_else(|e| panic!("{v:?}: {e}"))
+                .split(',')
+        })
+        .map(|metric| {
+            let mut parts = metric.trim().split(';');
+            let name = parts.next().unwrap_or_default().to_string();
+            let dur = parts
+                .find_map(|p| p.trim().strip_prefix("dur="))
+                .unwrap_or_else(|| panic!("{metric:?} has no dur"));
+            let ms: f64 = dur.parse().unwrap_or_else(|e| panic!("{metric:?}: {e}"));
+            assert!(ms.is_finite() && ms >= 0.0, "{metric:?}");
+            (name, ms)
+        })
+        .collect()
+}
+
+/// Every API answer says how long fleetup spent on it (`Server-Timing: app`), and the polled
+/// rollout view also where: its phases, each inside the router's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_answers_carry_server_timing_and_the_rollout_view_its_phases() {
+    let rig = Rig::start(2, |c| c.boot_time = Duration::from_millis(100)).await;
+    let id = rig
+        .submit(&playbook(
+            "strategy:\n  waves: [\"100%\"]\n  concurrency: 2\n",
+        ))
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+
+    let r = rig
+        .get(&format!("/api/v1/rollouts/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The answer, a chain of the view's rows, goes with its length, not chunked.
+    assert!(r.headers().get("transfer-encoding").is_none(), "{r:?}");
+    let length: Option<usize> = r
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let timing = server_timing(&r);
+    let names: Vec<&str> = timing.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["read", "lock", "changes", "apply", "write", "app"],
+        "{timing:?}"
+    );
+    // The phases follow one another inside the router's time (each rounded to a microsecond).
+    let phases: f64 = timing[..5].iter().map(|(_, ms)| ms).sum();
+    assert!(phases <= timing[5].1 + 0.005, "{timing:?}");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(length, Some(body.len()));
+    let parsed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(parsed["progress"]["succeeded"], 2, "{parsed:#}");
+
+    for (path, status) in [
+        ("/api/v1/devices".to_string(), 200),
+        ("/api/v1/rollouts/no-such-rollout".to_string(), 404),
+        (format!("/api/v1/rollouts/{id}/report"), 200),
+    ] {
+        let r = rig.get(&path).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let timing = server_timing(&r);
+        assert_eq!(timing.len(), 1, "{path}: {timing:?}");
+        assert_eq!(timing[0].0, "app", "{path}: {timing:?}");
+    }
+}
+
 /// `fleetup_rollout_view_catch_ups_total` from `/metrics`: (by requests, by the refresh).
 async fn view_catch_ups(rig: &Rig) -> (u64, u64) {
     let text = rig.get_text("/metrics").await;
