@@ -439,13 +439,19 @@ async fn read_changes(
     // A counter read before the view last caught up is older than the view: the view's own
     // holds (reading the jobs changed since an older one would only read them again).
     let rev = since.0.map_or(rev, |seen| seen.max(rev));
-    let (jobs, whole) = match since.0 {
-        Some(seen) if seen == rev => (Vec::new(), false),
-        // Only the rows changed since: each keeps the rev of its last change.
-        Some(seen) => (state.db.jobs_changed_since(id, seen).await?, false),
-        None => (state.db.jobs(id).await?, true),
+    let jobs = async {
+        match since.0 {
+            Some(seen) if seen == rev => Ok((Vec::new(), false)),
+            // Only the rows changed since: each keeps the rev of its last change.
+            Some(seen) => Ok((state.db.jobs_changed_since(id, seen).await?, false)),
+            None => Ok((state.db.jobs(id).await?, true)),
+        }
     };
-    let events = state.db.step_timing_events_after(id, since.1).await?;
+    // The jobs and the step events at once, each on a connection of its own: a catch-up
+    // waits for one round trip, not two. Neither read depends on the other; a step recorded
+    // between them shows in both or in the next catch-up, as when they went one by one.
+    let ((jobs, whole), events) =
+        tokio::try_join!(jobs, state.db.step_timing_events_after(id, since.1))?;
     Ok(Changes {
         rev,
         jobs,
