@@ -12,8 +12,9 @@
 //! and each request reads the rollout's row (its state is always fresh). Transfers are live,
 //! in-memory progress, looked up at each catch-up. Each device's row is kept as JSON and
 //! written again only when its job, its steps or its transfer changed: the answer for 2,000
-//! devices is megabytes, most of it the same as a second ago. The answer is a chain of those
-//! rows' bytes, shared with the view, not a copy of them ([`DetailJson`]).
+//! devices is megabytes, most of it the same as a second ago. A row is kept in parts, so that
+//! a transfer that moved is written again alone ([`Row`]). The answer is a chain of those
+//! parts, shared with the view, not a copy of them ([`DetailJson`]).
 //!
 //! Every request catches up, so its answer is as of the request. While a view is polled, a
 //! background task ([`refresh`]) also catches up every [`REFRESH`], its reads without the
@@ -85,10 +86,48 @@ impl View {
     }
 }
 
+/// A device's row as JSON, in three parts so that a moving transfer, which changes at every
+/// look while its copy runs, is written again alone: at 400 copies at once, writing whole rows
+/// (each with its step timings) again was most of a request's time.
 struct Row {
     transfer: Option<TransferInfo>,
-    /// The row's JSON after a comma (`,{…}`): the comma is left out for a wave's first row.
-    json: Bytes,
+    /// A comma, then the job's object without its closing brace, then `,"transfer":`. The
+    /// comma is left out for a wave's first row.
+    head: Bytes,
+    /// `transfer` as JSON (`null` for none).
+    transfer_json: Bytes,
+    /// `,"steps":[…]}`.
+    tail: Bytes,
+}
+
+impl Row {
+    /// The row of job `j`, as [`RowOut`] writes it, with its transfer and steps.
+    fn write(
+        j: &DeviceJob,
+        transfer: Option<TransferInfo>,
+        steps: &[StepTiming],
+    ) -> ApiResult<Self> {
+        let written = |e: serde_json::Error| ApiError::internal("writing a device row", &e);
+        let head = open_object_after(b",".to_vec(), j, "transfer")?;
+        let mut tail = b",\"steps\":".to_vec();
+        serde_json::to_writer(&mut tail, steps).map_err(written)?;
+        tail.push(b'}');
+        Ok(Self {
+            transfer_json: serde_json::to_vec(&transfer).map_err(written)?.into(),
+            transfer,
+            head,
+            tail: tail.into(),
+        })
+    }
+
+    /// The transfer moved: its part is written again, the rest is kept.
+    fn set_transfer(&mut self, transfer: Option<TransferInfo>) -> ApiResult<()> {
+        self.transfer_json = serde_json::to_vec(&transfer)
+            .map_err(|e| ApiError::internal("writing a device row", &e))?
+            .into();
+        self.transfer = transfer;
+        Ok(())
+    }
 }
 
 struct Slot {
@@ -248,7 +287,9 @@ struct WaveHead<'a> {
     progress: Progress,
 }
 
-/// A device's row as `DeviceRow` writes it, borrowed from the view instead of copied into one.
+/// A device's row as `DeviceRow` writes it, borrowed from the view instead of copied into one
+/// ([`Row`] writes it in parts).
+#[cfg(test)]
 #[derive(Serialize)]
 struct RowOut<'a> {
     #[serde(flatten)]
@@ -260,8 +301,13 @@ struct RowOut<'a> {
 /// `value` as a JSON object, open for one more field: without its closing brace, and with
 /// `,"FIELD":` written after its last field (`"FIELD":` alone when it has none).
 fn open_object<T: Serialize>(value: &T, field: &str) -> ApiResult<Bytes> {
-    let mut out =
-        serde_json::to_vec(value).map_err(|e| ApiError::internal("writing the rollout", &e))?;
+    open_object_after(Vec::new(), value, field)
+}
+
+/// [`open_object`], written after `out`.
+fn open_object_after<T: Serialize>(mut out: Vec<u8>, value: &T, field: &str) -> ApiResult<Bytes> {
+    serde_json::to_writer(&mut out, value)
+        .map_err(|e| ApiError::internal("writing the rollout", &e))?;
     if out.pop() != Some(b'}') {
         return Err(ApiError::internal(
             "writing the rollout",
@@ -364,10 +410,12 @@ fn answer(r: &RolloutRecord, plan: &Plan, v: &View) -> ApiResult<Chunks> {
         for row in in_wave().filter_map(|(_, row)| row.as_ref()) {
             // Each row is kept after its comma; a wave's first goes without.
             body.push(if first {
-                row.json.slice(1..)
+                row.head.slice(1..)
             } else {
-                row.json.clone()
+                row.head.clone()
             });
+            body.push(row.transfer_json.clone());
+            body.push(row.tail.clone());
             first = false;
         }
         body.push_static("]}");
@@ -510,28 +558,11 @@ impl View {
         let mut transfers = state.transfers.of_rollout(id);
         for (j, row) in self.jobs.iter().zip(self.rows.iter_mut()) {
             let transfer = transfers.remove(&j.device);
-            if row
-                .as_ref()
-                .is_some_and(|r| !with_transfers || r.transfer == transfer)
-            {
-                continue;
+            match row {
+                Some(r) if !with_transfers || r.transfer == transfer => {}
+                Some(r) => r.set_transfer(transfer)?,
+                None => *row = Some(Row::write(j, transfer, self.timings.of(&j.device))?),
             }
-            // Sized as the row was last time: a row grows little from one write to the next.
-            let mut json = Vec::with_capacity(row.as_ref().map_or(1024, |r| r.json.len() + 64));
-            json.push(b',');
-            serde_json::to_writer(
-                &mut json,
-                &RowOut {
-                    job: j,
-                    transfer: transfer.as_ref(),
-                    steps: self.timings.of(&j.device),
-                },
-            )
-            .map_err(|e| ApiError::internal("writing a device row", &e))?;
-            *row = Some(Row {
-                transfer,
-                json: json.into(),
-            });
         }
         Ok(())
     }
@@ -580,30 +611,32 @@ mod tests {
         let mut v = View::default();
         v.set_jobs(jobs);
         for (j, row) in v.jobs.iter().zip(v.rows.iter_mut()) {
-            let mut json = b",".to_vec();
-            serde_json::to_writer(
-                &mut json,
-                &RowOut {
-                    job: j,
-                    transfer: None,
-                    steps: &[],
-                },
-            )
-            .expect("a row");
-            *row = Some(Row {
-                transfer: None,
-                json: json.into(),
-            });
+            *row = Some(Row::write(j, None, &[]).expect("a row"));
         }
         v
     }
 
+    fn transfer(bytes: u64) -> TransferInfo {
+        serde_json::from_value(json!({
+            "id": 7, "protocol": "tftp", "client": "127.0.40.2:50123", "file": "c2960x.bin",
+            "direction": "download", "bytes": bytes, "total": 1048576, "state": "active",
+            "error": null, "started_at": "2026-12-07T20:00:00Z", "finished_at": null,
+            "rate_bps": 2097152, "block_size": 8192, "job": null,
+        }))
+        .expect("a transfer")
+    }
+
     /// The detail as a JSON value built field by field, as `RolloutDetail` serializes.
-    fn expected(r: &RolloutRecord, p: &Plan, jobs: &[DeviceJob]) -> Value {
+    fn expected(
+        r: &RolloutRecord,
+        p: &Plan,
+        jobs: &[DeviceJob],
+        moving: Option<&TransferInfo>,
+    ) -> Value {
         let row = |j: &DeviceJob| {
             serde_json::to_value(RowOut {
                 job: j,
-                transfer: None,
+                transfer: moving.filter(|_| j.device == "sw-2"),
                 steps: &[],
             })
             .expect("a row")
@@ -663,12 +696,54 @@ mod tests {
             assert_eq!(hint, Some(bytes.len() as u64), "{waves:?}");
             let got: Value = serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
-            assert_eq!(got, expected(&r, &p, &jobs), "{waves:?}");
+            assert_eq!(got, expected(&r, &p, &jobs, None), "{waves:?}");
             // And the API's own type reads it.
             let typed: super::super::RolloutDetail =
                 serde_json::from_slice(&bytes).expect("a RolloutDetail");
             assert_eq!(typed.waves.len(), waves.len());
         }
+    }
+
+    /// A transfer that moves is written again alone, and the answer shows where it is now;
+    /// once it is gone, the row shows none.
+    #[test]
+    fn a_moving_transfer_is_written_again_alone_and_shows_in_the_answer() {
+        let r = record();
+        let p = plan(&[(0, "canary"), (1, "wave 1")]);
+        let jobs = vec![
+            job("sw-1", 0, 0, "succeeded"),
+            job("sw-2", 1, 0, "running"),
+            job("sw-3", 1, 1, "pending"),
+        ];
+        let mut v = view(jobs.clone());
+        let i = v.at["sw-2"];
+        for bytes in [8192, 524288, 1048576] {
+            let t = transfer(bytes);
+            let row = v.rows[i].as_mut().expect("a row");
+            let (head, tail) = (row.head.clone(), row.tail.clone());
+            row.set_transfer(Some(t.clone())).expect("written");
+            // The job's and the steps' parts are the same bytes, not written again.
+            assert_eq!(row.head.as_ptr(), head.as_ptr());
+            assert_eq!(row.tail.as_ptr(), tail.as_ptr());
+            let detail = DetailJson {
+                body: answer(&r, &p, &v).expect("an answer"),
+                phases: Phases::default(),
+            };
+            let got: Value = serde_json::from_slice(&detail.to_vec()).expect("JSON");
+            assert_eq!(got, expected(&r, &p, &jobs, Some(&t)), "{bytes}");
+            assert_eq!(got["waves"][1]["devices"][0]["transfer"]["bytes"], bytes);
+        }
+        v.rows[i]
+            .as_mut()
+            .expect("a row")
+            .set_transfer(None)
+            .expect("written");
+        let detail = DetailJson {
+            body: answer(&r, &p, &v).expect("an answer"),
+            phases: Phases::default(),
+        };
+        let got: Value = serde_json::from_slice(&detail.to_vec()).expect("JSON");
+        assert_eq!(got, expected(&r, &p, &jobs, None));
     }
 
     #[test]
