@@ -107,13 +107,12 @@ impl Row {
         transfer: Option<TransferInfo>,
         steps: &[StepTiming],
     ) -> ApiResult<Self> {
-        let written = |e: serde_json::Error| ApiError::internal("writing a device row", &e);
         let head = open_object_after(b",".to_vec(), j, "transfer")?;
         let mut tail = b",\"steps\":".to_vec();
-        serde_json::to_writer(&mut tail, steps).map_err(written)?;
+        serde_json::to_writer(&mut tail, steps).map_err(row_error)?;
         tail.push(b'}');
         Ok(Self {
-            transfer_json: serde_json::to_vec(&transfer).map_err(written)?.into(),
+            transfer_json: Self::transfer_json(&transfer)?,
             transfer,
             head,
             tail: tail.into(),
@@ -122,12 +121,18 @@ impl Row {
 
     /// The transfer moved: its part is written again, the rest is kept.
     fn set_transfer(&mut self, transfer: Option<TransferInfo>) -> ApiResult<()> {
-        self.transfer_json = serde_json::to_vec(&transfer)
-            .map_err(|e| ApiError::internal("writing a device row", &e))?
-            .into();
+        self.transfer_json = Self::transfer_json(&transfer)?;
         self.transfer = transfer;
         Ok(())
     }
+
+    fn transfer_json(transfer: &Option<TransferInfo>) -> ApiResult<Bytes> {
+        Ok(serde_json::to_vec(transfer).map_err(row_error)?.into())
+    }
+}
+
+fn row_error(e: serde_json::Error) -> ApiError {
+    ApiError::internal("writing a device row", &e)
 }
 
 struct Slot {
