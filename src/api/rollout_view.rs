@@ -37,7 +37,7 @@ use http_body::{Frame, SizeHint};
 use serde::Serialize;
 
 use super::rollouts::{Progress, progress};
-use super::timing::{Phases, SERVER_TIMING};
+use super::timing::Phases;
 use super::{ApiError, ApiResult, AppState};
 use crate::playbook::Plan;
 use crate::rollout::model::{DeviceJob, Event, RolloutId, RolloutRecord};
@@ -206,9 +206,7 @@ impl DetailJson {
             Body::new(self.body),
         )
             .into_response();
-        if let Some(v) = self.phases.header() {
-            response.headers_mut().append(SERVER_TIMING.clone(), v);
-        }
+        self.phases.append_to(&mut response);
         response
     }
 

@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 /// The header's name.
-pub(crate) static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// Adds `app;dur=MS` to every answer of the router it wraps.
 pub(super) async fn app(req: Request, next: Next) -> Response {
@@ -31,9 +31,7 @@ pub(super) async fn app(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let mut phases = Phases::default();
     phases.add("app", start.elapsed());
-    if let Some(v) = phases.header() {
-        response.headers_mut().append(SERVER_TIMING.clone(), v);
-    }
+    phases.append_to(&mut response);
     response
 }
 
@@ -58,7 +56,15 @@ impl Phases {
         *mark = now;
     }
 
-    pub(crate) fn header(&self) -> Option<HeaderValue> {
+    /// Adds the phases to `response` as one more `Server-Timing` header (none when there are
+    /// no phases).
+    pub(crate) fn append_to(&self, response: &mut Response) {
+        if let Some(v) = self.header() {
+            response.headers_mut().append(SERVER_TIMING.clone(), v);
+        }
+    }
+
+    fn header(&self) -> Option<HeaderValue> {
         if self.0.is_empty() {
             return None;
         }
