@@ -2,7 +2,10 @@
 //!
 //! - `viewer` reads (every `GET`, but not the configuration backups, which hold secrets);
 //! - `operator` also changes: inventory, images, rollouts (submit, steer, approve);
-//! - `admin` also manages the tokens.
+//! - `admin` also manages the tokens;
+//! - `agent` is a site agent's (`fleetup agent`), bound to one site: it makes the agent's calls
+//!   (heartbeat, claims and calls of its device jobs, image downloads) for that site only, and
+//!   nothing else, not even reads.
 //!
 //! A token is shown once, when it is created; the service keeps only its SHA-256 (a token is 32
 //! random bytes, so a plain hash cannot be reversed by guessing).
@@ -17,8 +20,6 @@ use sha2::{Digest, Sha256};
     Copy,
     PartialEq,
     Eq,
-    PartialOrd,
-    Ord,
     Hash,
     Serialize,
     Deserialize,
@@ -30,16 +31,38 @@ pub enum Role {
     Viewer,
     Operator,
     Admin,
+    /// A site agent's token, bound to its site (a token of this role has one, others none).
+    Agent,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Admin, Role::Agent];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// Where the role stands among those that include each other (each may do all the one
+    /// before it may): `None` for `agent`, which is outside them.
+    fn rank(self) -> Option<u8> {
+        match self {
+            Role::Viewer => Some(1),
+            Role::Operator => Some(2),
+            Role::Admin => Some(3),
+            Role::Agent => None,
+        }
+    }
+
+    /// `a` or `an`, as the role's name wants.
+    pub fn article(self) -> &'static str {
+        match self {
+            Role::Viewer => "a",
+            Role::Operator | Role::Admin | Role::Agent => "an",
         }
     }
 
@@ -54,11 +77,47 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// Who made a request: the token's name and role.
+/// Who made a request: the token's name and role, and an agent token's site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// The site an `agent` token is bound to; `None` for the other roles.
+    pub site: Option<String>,
+}
+
+impl Principal {
+    /// Whether this token may act as a site agent of `site`: an admin token for any site, an
+    /// agent token for its own; otherwise why not (for the 403's message).
+    pub fn may_act_for_site(&self, site: &str) -> Result<(), String> {
+        match (self.role, self.site.as_deref()) {
+            (Role::Admin, _) => Ok(()),
+            (Role::Agent, Some(own)) if own == site => Ok(()),
+            (Role::Agent, own) => Err(format!(
+                "token {} is an agent token of site {}: it may not act for site {site}",
+                self.name,
+                own.unwrap_or("(none)")
+            )),
+            (role, _) => Err(format!(
+                "token {} is {} {role} token: only an admin token, or an agent token of site \
+                 {site}, acts as that site's agent",
+                self.name,
+                role.article()
+            )),
+        }
+    }
+}
+
+/// Whether a site name is acceptable for an agent token: 1 to 200 characters, as an agent's
+/// heartbeat takes it.
+pub fn check_site(site: &str) -> Result<(), String> {
+    if (1..=200).contains(&site.chars().count()) && !site.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(format!(
+            "site {site:?}: 1 to 200 characters, none of them a control character"
+        ))
+    }
 }
 
 /// The name the service's first token (`FLEETUP_API_TOKEN` or `DATA_DIR/api-token`) goes by.
@@ -108,6 +167,10 @@ pub enum Action {
     /// A site agent's device jobs (`/agents/jobs…`): claiming one hands over the device's
     /// credentials, and running it changes the device.
     DriveDevices,
+    /// A site agent's heartbeat (`POST /agents/heartbeat`).
+    AgentBeat,
+    /// An image's bytes by checksum (`GET /blobs/…`): what agents and nodes fetch to cache.
+    ReadBlob,
 }
 
 impl Action {
@@ -118,6 +181,10 @@ impl Action {
             Action::ManageTokens
         } else if path == "/agents/jobs" || path.starts_with("/agents/jobs/") {
             Action::DriveDevices
+        } else if path == "/agents/heartbeat" && !is_read {
+            Action::AgentBeat
+        } else if is_read && path.starts_with("/blobs/") {
+            Action::ReadBlob
         } else if is_secret_read(path) {
             if is_read {
                 Action::ReadSecret
@@ -140,10 +207,16 @@ pub fn is_secret_read(path: &str) -> bool {
     parts.next() == Some("devices") && parts.nth(1) == Some("configs")
 }
 
-/// Whether `role` may do `action`, or why not (for the 403's message).
+/// Whether `role` may do `action`, or why not (for the 403's message). An agent token's site
+/// is checked by the agent routes themselves.
 pub fn allowed(role: Role, action: Action) -> Result<(), String> {
     let (needed, what, who) = match action {
-        Action::Read => (Role::Viewer, "read", "any token"),
+        Action::Read => (Role::Viewer, "read", "a viewer, operator or admin token"),
+        Action::ReadBlob => (
+            Role::Viewer,
+            "read",
+            "a viewer, operator, admin or agent token",
+        ),
         Action::ReadSecret => (
             Role::Operator,
             "read configuration backups",
@@ -154,19 +227,38 @@ pub fn allowed(role: Role, action: Action) -> Result<(), String> {
             "change anything",
             "an operator or admin token",
         ),
+        Action::AgentBeat => (
+            Role::Operator,
+            "change anything",
+            "an operator, admin or agent token",
+        ),
         Action::ManageTokens => (Role::Admin, "manage tokens", "an admin token"),
         Action::DriveDevices => (
             Role::Admin,
             "drive devices as a site agent",
-            "an admin token",
+            "an admin token, or an agent token of the site",
         ),
     };
-    if role >= needed {
+    let agent_call = matches!(
+        action,
+        Action::AgentBeat | Action::DriveDevices | Action::ReadBlob
+    );
+    let ok = match role.rank() {
+        Some(rank) => needed.rank().is_some_and(|n| rank >= n),
+        None => agent_call,
+    };
+    if ok {
         return Ok(());
     }
-    let article = if role == Role::Viewer { "a" } else { "an" };
+    if role == Role::Agent {
+        return Err(format!(
+            "an agent token may only make a site agent's calls (heartbeat, device jobs, image \
+             downloads) and may not {what}: that needs {who}"
+        ));
+    }
     Err(format!(
-        "{article} {role} token may not {what}: that needs {who}"
+        "{} {role} token may not {what}: that needs {who}",
+        role.article()
     ))
 }
 
@@ -177,15 +269,28 @@ mod tests {
     #[test]
     fn each_role_may_do_what_the_docs_say() {
         use Action::*;
+        // Read, ReadSecret, Change, ManageTokens, DriveDevices, AgentBeat, ReadBlob.
         let table = [
-            (Role::Viewer, [true, false, false, false, false]),
-            (Role::Operator, [true, true, true, false, false]),
-            (Role::Admin, [true, true, true, true, true]),
+            (
+                Role::Viewer,
+                [true, false, false, false, false, false, true],
+            ),
+            (Role::Operator, [true, true, true, false, false, true, true]),
+            (Role::Admin, [true, true, true, true, true, true, true]),
+            (Role::Agent, [false, false, false, false, true, true, true]),
         ];
         for (role, wanted) in table {
-            for (action, want) in [Read, ReadSecret, Change, ManageTokens, DriveDevices]
-                .into_iter()
-                .zip(wanted)
+            for (action, want) in [
+                Read,
+                ReadSecret,
+                Change,
+                ManageTokens,
+                DriveDevices,
+                AgentBeat,
+                ReadBlob,
+            ]
+            .into_iter()
+            .zip(wanted)
             {
                 assert_eq!(allowed(role, action).is_ok(), want, "{role} {action:?}");
             }
@@ -195,11 +300,47 @@ mod tests {
             why,
             "a viewer token may not change anything: that needs an operator or admin token"
         );
+        let why = allowed(Role::Agent, Read).unwrap_err();
+        assert_eq!(
+            why,
+            "an agent token may only make a site agent's calls (heartbeat, device jobs, image \
+             downloads) and may not read: that needs a viewer, operator or admin token"
+        );
         let why = allowed(Role::Operator, ManageTokens).unwrap_err();
         assert_eq!(
             why,
             "an operator token may not manage tokens: that needs an admin token"
         );
+    }
+
+    #[test]
+    fn an_agent_token_acts_for_its_own_site_only() {
+        let who = |role, site: Option<&str>| Principal {
+            name: "t".into(),
+            role,
+            site: site.map(str::to_string),
+        };
+        assert!(who(Role::Admin, None).may_act_for_site("any").is_ok());
+        assert!(
+            who(Role::Agent, Some("site-a"))
+                .may_act_for_site("site-a")
+                .is_ok()
+        );
+        assert_eq!(
+            who(Role::Agent, Some("site-a"))
+                .may_act_for_site("site-b")
+                .unwrap_err(),
+            "token t is an agent token of site site-a: it may not act for site site-b"
+        );
+        assert!(
+            who(Role::Operator, None)
+                .may_act_for_site("site-a")
+                .unwrap_err()
+                .starts_with("token t is an operator token")
+        );
+        assert!(check_site("site-a").is_ok());
+        assert!(check_site("").is_err() && check_site("a\nb").is_err());
+        assert!(check_site(&"s".repeat(201)).is_err());
     }
 
     #[test]
@@ -211,7 +352,12 @@ mod tests {
         );
         assert_eq!(
             Action::of(false, "/api/v1/agents/heartbeat"),
-            Action::Change
+            Action::AgentBeat
+        );
+        assert_eq!(Action::of(true, "/api/v1/agents"), Action::Read);
+        assert_eq!(
+            Action::of(true, "/api/v1/blobs/sha256/ab"),
+            Action::ReadBlob
         );
         assert_eq!(Action::of(false, "/api/v1/devices"), Action::Change);
         assert_eq!(Action::of(true, "/api/v1/tokens"), Action::ManageTokens);

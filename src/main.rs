@@ -206,12 +206,16 @@ enum DbAction {
 enum TokenAction {
     /// Make a token; its secret is printed once (the service keeps only its hash).
     Create {
-        /// viewer (reads), operator (also changes and approves), admin (also tokens).
+        /// viewer (reads), operator (also changes and approves), admin (also tokens), agent
+        /// (a site agent's calls for the site given with --site, and nothing else).
         #[arg(long, value_enum)]
         role: fleetup::access::Role,
         /// A unique name (letters, digits, '.', '_', '-', '@'): who the audit log names.
         #[arg(long)]
         name: String,
+        /// The site an agent token is bound to (required with --role agent, refused without).
+        #[arg(long, value_name = "SITE")]
+        site: Option<String>,
     },
     /// Every token: name, role, created, revoked; never a secret.
     List,
@@ -914,8 +918,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { client, action } => {
             let c = Client::from_args(&client);
             let out = match action {
-                TokenAction::Create { role, name } => {
-                    fleetup::client::access::create_token(&c, &name, role).await?
+                TokenAction::Create { role, name, site } => {
+                    fleetup::client::access::create_token(&c, &name, role, site.as_deref()).await?
                 }
                 TokenAction::List => fleetup::client::access::tokens(&c).await?,
                 TokenAction::Revoke { name } => {

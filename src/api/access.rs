@@ -34,6 +34,9 @@ pub struct TokenView {
     pub created_by: Option<String>,
     /// When it was revoked; a revoked token is refused with 401.
     pub revoked_at: Option<String>,
+    /// The site an `agent` token is bound to (absent for the other roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 impl From<TokenRecord> for TokenView {
@@ -45,6 +48,7 @@ impl From<TokenRecord> for TokenView {
             created_at: t.created_at,
             created_by: t.created_by,
             revoked_at: t.revoked_at,
+            site: t.site,
         }
     }
 }
@@ -55,13 +59,71 @@ pub struct TokenList {
     pub tokens: Vec<TokenView>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A token to make: `{"name","role"}`, and an agent token's `site` (its OpenAPI schema is
+/// [`NewTokenSchema`]'s).
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
-    /// 1 to 64 letters, digits, `.`, `_`, `-`, `@`; unique, also among revoked tokens.
-    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64)]
     pub name: String,
     pub role: Role,
+    /// Kept as sent, so that a `site` given to a role without one is refused even as `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<serde_json::Value>,
+}
+
+/// The body of `POST /tokens`, as the OpenAPI document gives it: a person's token, or an
+/// agent token with its site.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum NewTokenSchema {
+    Person(NewPersonToken),
+    Agent(NewAgentToken),
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct NewPersonToken {
+    /// 1 to 64 letters, digits, `.`, `_`, `-`, `@`; unique, also among revoked tokens.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64)]
+    name: String,
+    role: PersonRole,
+}
+
+/// The roles of people's (and pipelines') tokens.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum PersonRole {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct NewAgentToken {
+    /// 1 to 64 letters, digits, `.`, `_`, `-`, `@`; unique, also among revoked tokens.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64)]
+    name: String,
+    role: AgentRole,
+    /// The site the token acts for: its agent's heartbeat, claims and job calls must be for
+    /// this site. 1 to 200 characters, no control character.
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        min_length = 1,
+        max_length = 200
+    )]
+    site: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum AgentRole {
+    Agent,
 }
 
 /// A token just made: the only answer that holds its secret.
@@ -87,14 +149,14 @@ async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<TokenList>
 }
 
 /// Create a token with a role (admin only). The answer holds its secret, once.
-#[utoipa::path(post, path = "/tokens", tag = "access", request_body = NewToken,
+#[utoipa::path(post, path = "/tokens", tag = "access", request_body = NewTokenSchema,
     responses((status = 201, body = CreatedToken),
               (status = 400, body = ErrorBody, description = "`bad_request`: the body is not JSON"),
               (status = 403, body = ErrorBody, description = "`forbidden`: not an admin token"),
               (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
               (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
               (status = 409, body = ErrorBody, description = "`conflict`: the name is taken"),
-              (status = 422, body = ErrorBody, description = "`invalid`: a bad name, an unknown role or field"),
+              (status = 422, body = ErrorBody, description = "`invalid`: a bad name, an unknown role or field, an agent token without a site or another role's with one"),
               Internal))]
 async fn create_token(
     State(state): State<AppState>,
@@ -102,13 +164,38 @@ async fn create_token(
     Json(new): Json<NewToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     crate::access::check_name(&new.name).map_err(ApiError::unprocessable)?;
+    let site = match (new.role, new.site) {
+        (Role::Agent, Some(serde_json::Value::String(site))) => {
+            crate::access::check_site(&site).map_err(ApiError::unprocessable)?;
+            Some(site)
+        }
+        (Role::Agent, Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "an agent token's `site` is a string",
+            ));
+        }
+        (Role::Agent, None) => {
+            return Err(ApiError::unprocessable(
+                "an agent token is bound to a site: give its `site`",
+            ));
+        }
+        (role, Some(_)) => {
+            return Err(ApiError::unprocessable(format!(
+                "only an agent token has a site, not {} {role} token",
+                role.article()
+            )));
+        }
+        (_, None) => None,
+    };
     let secret = crate::access::new_secret();
     let hash = crate::access::hash(&secret);
     let record = state
         .db
-        .insert_token(&new.name, new.role, &hash, Some(&who.name))
+        .insert_token(&new.name, new.role, site.as_deref(), &hash, Some(&who.name))
         .await?;
-    state.tokens.insert(&hash, &record.name, record.role);
+    state
+        .tokens
+        .insert(&hash, &record.name, record.role, record.site.as_deref());
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {

@@ -50,17 +50,33 @@ async fn heartbeat(
             "an agent's heartbeat names the agent and its site (each 1 to 200 characters)",
         ));
     }
-    // An agent drives its site's devices only with an admin token: a job hands over the
-    // device's credentials.
-    let drive_refused = (beat.drive && who.role < Role::Admin).then(|| {
+    if who.role == Role::Agent {
+        // An agent token beats for its own site only, and never under the name of a serve
+        // node or of another site's agent.
+        who.may_act_for_site(site).map_err(ApiError::forbidden)?;
+        match state.db.node_identity(name).await? {
+            Some((NodeKind::Node, _)) => {
+                return Err(ApiError::forbidden(format!(
+                    "{name} is the name of a serve node: an agent token may not beat under it"
+                )));
+            }
+            Some((NodeKind::Agent, Some(other))) if other != site => {
+                return Err(ApiError::forbidden(format!(
+                    "agent {name} is recorded for site {other}: an agent token of site {site} \
+                     may not beat under its name"
+                )));
+            }
+            _ => {}
+        }
+    }
+    // An agent drives its site's devices only with an admin token, or an agent token of the
+    // site: a job hands over the device's credentials.
+    let drive_refused = (beat.drive && !matches!(who.role, Role::Admin | Role::Agent)).then(|| {
         format!(
-            "token {} is {} {}: an agent drives devices only with an admin token",
+            "token {} is {} {} token: an agent drives devices only with an admin token or an \
+             agent token of its site",
             who.name,
-            if who.role == Role::Operator {
-                "an"
-            } else {
-                "a"
-            },
+            who.role.article(),
             who.role
         )
     });
@@ -68,7 +84,7 @@ async fn heartbeat(
     // Its jobs' leases run three heartbeats from now.
     let lost = state
         .db
-        .renew_site_jobs(name, &beat.jobs, lease_ms(beat.heartbeat_seconds))
+        .renew_site_jobs(name, site, &beat.jobs, lease_ms(beat.heartbeat_seconds))
         .await?;
     let detail = AgentDetail {
         heartbeat_seconds: beat.heartbeat_seconds,
@@ -125,11 +141,11 @@ fn lease_ms(heartbeat_seconds: u64) -> i64 {
 
 /// A driving agent claims jobs of its site that the node leading their rollout handed to the
 /// site and no agent holds: each comes with its device (credentials included), its playbook
-/// and the epoch its calls carry. Needs an admin token.
+/// and the epoch its calls carry. Needs an admin token, or an agent token of the site.
 #[utoipa::path(post, path = "/agents/jobs/claim", tag = "agents", request_body = ClaimRequest,
     responses((status = 200, body = JobTickets),
               (status = 400, body = ErrorBody, description = "`bad_request`: not JSON"),
-              (status = 403, body = ErrorBody, description = "`forbidden`: not an admin token"),
+              (status = 403, body = ErrorBody, description = "`forbidden`: neither an admin token nor an agent token of the site"),
               (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
               (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
               (status = 422, body = ErrorBody, description = "`unprocessable`: no name or site, `max` or `heartbeat_seconds` out of range"),
@@ -150,6 +166,8 @@ async fn claim_jobs(
             "a claim asks for 1 to 1000 jobs, with a heartbeat of 1 to 300 seconds",
         ));
     }
+    who.may_act_for_site(&req.site)
+        .map_err(ApiError::forbidden)?;
     // What the audit log would say of each claim, on the job's own record, written with it.
     let held = state
         .db
@@ -194,13 +212,14 @@ async fn claim_jobs(
 
 /// One call of a job an agent claimed: record its steps and events, read the rollout's state,
 /// keep the device's facts and configurations. Every write carries the claim's epoch and is
-/// refused (409 `fenced`) once the job was claimed again or taken back. Needs an admin token.
+/// refused (409 `fenced`) once the job was claimed again or taken back. Needs an admin token,
+/// or an agent token of the site the job was handed to.
 #[utoipa::path(post, path = "/agents/jobs/{rollout}/{device}", tag = "agents", request_body = JobCall,
     params(("rollout" = String, Path, description = "The rollout's id"),
            ("device" = String, Path, description = "The device's name")),
     responses((status = 200, body = Object, description = "the call's answer (`answer`: `done`, `view`, `image`, ...)"),
               (status = 400, body = ErrorBody, description = "`bad_request`: not JSON"),
-              (status = 403, body = ErrorBody, description = "`forbidden`: not an admin token"),
+              (status = 403, body = ErrorBody, description = "`forbidden`: neither an admin token nor an agent token of the site the job was handed to"),
               (status = 404, body = ErrorBody, description = "`not_found`: no such rollout, job or image"),
               (status = 409, body = ErrorBody, description = "`fenced`: the job was claimed again or taken back since this claim"),
               (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
@@ -209,10 +228,14 @@ async fn claim_jobs(
               Internal, StorageFull))]
 async fn job_call(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((rollout, device)): Path<(String, String)>,
     Json(call): Json<JobCall>,
 ) -> ApiResult<Json<crate::rollout::job_store::JobAnswer>> {
     use crate::rollout::job_store::OpError;
+    if let (Role::Agent, Some(site)) = (who.role, who.site.as_deref()) {
+        job_of_site(&state, &who, &rollout, &device, site).await?;
+    }
     state.job_calls.count(&call.op);
     match state
         .engine
@@ -225,15 +248,82 @@ async fn job_call(
     }
 }
 
+/// Whether the job was handed to `site`, for a call of `who`, an agent token of that site:
+/// `403` if not, `404` for no such job. A job found handed to the site is remembered
+/// ([`JobCalls::sites`]), so that an agent's calls of one job cost one read of the database
+/// between them, not one each: a job stays with its device's site until it ends (taken back,
+/// it is run by the serve nodes, and its epoch fences off what the agent still writes).
+async fn job_of_site(
+    state: &AppState,
+    who: &Principal,
+    rollout: &str,
+    device: &str,
+    site: &str,
+) -> ApiResult<()> {
+    let key = (rollout.to_string(), device.to_string());
+    if state.job_calls.site_of(&key).as_deref() == Some(site) {
+        return Ok(());
+    }
+    let runner = match state.db.job_runner(rollout, device).await {
+        Ok(r) => r,
+        Err(crate::store::StoreError::NotFound) => {
+            return Err(ApiError::not_found(format!(
+                "no job of device {device} in rollout {rollout}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match runner.site.as_deref() {
+        Some(s) if s == site => {
+            state.job_calls.remember_site(key, site);
+            Ok(())
+        }
+        handed => Err(ApiError::forbidden(format!(
+            "token {} is an agent token of site {site}: the job of {device} in rollout {rollout} \
+             is {}",
+            who.name,
+            match handed {
+                Some(other) => format!("handed to site {other}"),
+                None => "not handed to a site".to_string(),
+            }
+        ))),
+    }
+}
+
+/// Jobs [`JobCalls::sites`] remembers at most; past that it starts again empty.
+const SITES_KEPT: usize = 65_536;
+
 /// Calls of agents' jobs answered by this node, and the ops they carried by op
 /// ([`JobOp::NAMES`]): a batch counts once as `batch` and once for each op in it.
 #[derive(Debug, Default)]
 pub(crate) struct JobCalls {
     ops: [std::sync::atomic::AtomicU64; JobOp::NAMES.len()],
     requests: std::sync::atomic::AtomicU64,
+    /// The site each job called by an agent token was found handed to, by rollout and
+    /// device ([`job_of_site`]); at most [`SITES_KEPT`].
+    sites: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 impl JobCalls {
+    fn site_of(&self, key: &(String, String)) -> Option<String> {
+        self.sites
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn remember_site(&self, key: (String, String), site: &str) {
+        let mut sites = self
+            .sites
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sites.len() >= SITES_KEPT {
+            sites.clear();
+        }
+        sites.insert(key, site.to_string());
+    }
+
     fn count(&self, op: &JobOp) {
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

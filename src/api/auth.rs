@@ -108,7 +108,7 @@ impl Tokens {
         let tokens = Tokens::default();
         for t in db.tokens().await? {
             if t.revoked_at.is_none() {
-                tokens.insert(&t.hash, &t.name, t.role);
+                tokens.insert(&t.hash, &t.name, t.role, t.site.as_deref());
             }
         }
         Ok(tokens)
@@ -132,10 +132,11 @@ impl Tokens {
         Ok(())
     }
 
-    pub(crate) fn insert(&self, hash: &str, name: &str, role: Role) {
+    pub(crate) fn insert(&self, hash: &str, name: &str, role: Role, site: Option<&str>) {
         let principal = Principal {
             name: name.to_string(),
             role,
+            site: site.map(str::to_string),
         };
         let mut map = self.write();
         map.insert(hash.to_string(), principal);
@@ -222,7 +223,9 @@ pub(super) async fn require_token(
     }
     req.extensions_mut().insert(principal.clone());
     let response = next.run(req).await;
-    if is_read || routine_agent_call(&path) {
+    // An agent's routine call is kept when refused: by its role above, or here by its site.
+    let refused = response.status() == axum::http::StatusCode::FORBIDDEN;
+    if is_read || (routine_agent_call(&path) && !refused) {
         tracing::debug!(token = %principal.name, %method, path = %shown_path, "api read");
     } else {
         audit(

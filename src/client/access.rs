@@ -6,13 +6,27 @@ use super::{Client, ClientError, segment};
 use crate::access::Role;
 use crate::api::{AuditList, CreatedToken, TokenList, TokenView};
 
-/// Make a token: its name, role and the secret, which the service shows this once.
-pub async fn create_token(c: &Client, name: &str, role: Role) -> Result<String, ClientError> {
-    let t: CreatedToken = c
-        .post_json("/tokens", &json!({"name": name, "role": role}))
-        .await?;
+/// Make a token: its name, role (and an agent token's site) and the secret, which the service
+/// shows this once.
+pub async fn create_token(
+    c: &Client,
+    name: &str,
+    role: Role,
+    site: Option<&str>,
+) -> Result<String, ClientError> {
+    let mut body = json!({"name": name, "role": role});
+    if let Some(site) = site {
+        body["site"] = json!(site);
+    }
+    let t: CreatedToken = c.post_json("/tokens", &body).await?;
+    let of_site = t
+        .token
+        .site
+        .as_deref()
+        .map(|s| format!(" of site {s}"))
+        .unwrap_or_default();
     Ok(format!(
-        "token {} ({}) created. Its secret, shown this once (fleetup keeps only its hash):\n{}\n",
+        "token {} ({}{of_site}) created. Its secret, shown this once (fleetup keeps only its hash):\n{}\n",
         t.token.name, t.token.role, t.secret
     ))
 }
@@ -21,8 +35,8 @@ pub async fn create_token(c: &Client, name: &str, role: Role) -> Result<String, 
 pub async fn tokens(c: &Client) -> Result<String, ClientError> {
     let list: TokenList = c.get_json("/tokens").await?;
     let mut out = format!(
-        "{:<24} {:<9} {:<26} {:<16} REVOKED\n",
-        "NAME", "ROLE", "CREATED", "BY"
+        "{:<24} {:<9} {:<16} {:<26} {:<16} REVOKED\n",
+        "NAME", "ROLE", "SITE", "CREATED", "BY"
     );
     for t in &list.tokens {
         out.push_str(&row(t));
@@ -38,9 +52,10 @@ fn row(t: &TokenView) -> String {
         (None, false) => "-".into(),
     };
     format!(
-        "{:<24} {:<9} {:<26} {:<16} {}\n",
+        "{:<24} {:<9} {:<16} {:<26} {:<16} {}\n",
         t.name,
         t.role.as_str(),
+        t.site.as_deref().unwrap_or("-"),
         t.created_at,
         by,
         t.revoked_at.as_deref().unwrap_or("-")

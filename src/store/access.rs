@@ -16,6 +16,8 @@ pub struct TokenRecord {
     pub created_at: String,
     pub created_by: Option<String>,
     pub revoked_at: Option<String>,
+    /// The site an `agent` token is bound to.
+    pub site: Option<String>,
 }
 
 /// One audited call.
@@ -41,6 +43,7 @@ fn row_to_token(r: &sqlx::any::AnyRow) -> Result<TokenRecord, StoreError> {
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
         revoked_at: r.try_get("revoked_at")?,
+        site: r.try_get("site")?,
     })
 }
 
@@ -48,7 +51,7 @@ impl Db {
     /// Every token, revoked ones included, by name.
     pub(crate) async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, role, hash, bootstrap, created_at, created_by, revoked_at \
+            "SELECT name, role, hash, bootstrap, created_at, created_by, revoked_at, site \
              FROM api_tokens ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -58,23 +61,26 @@ impl Db {
 
     /// Keep a new token; `Conflict` when the name is taken (revoked names stay taken, so the
     /// audit log never mixes two tokens under one name).
+    /// `site` is an agent token's (and only theirs).
     pub(crate) async fn insert_token(
         &self,
         name: &str,
         role: Role,
+        site: Option<&str>,
         hash: &str,
         created_by: Option<&str>,
     ) -> Result<TokenRecord, StoreError> {
         let now = now_text();
         let done = sqlx::query(
-            "INSERT INTO api_tokens (name, role, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO api_tokens (name, role, hash, created_at, created_by, site) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(name)
         .bind(role.as_str())
         .bind(hash)
         .bind(&now)
         .bind(created_by)
+        .bind(site)
         .execute(&self.pool)
         .await
         .map_err(|e| self.failed(e))?;
@@ -91,6 +97,7 @@ impl Db {
             created_at: now,
             created_by: created_by.map(str::to_string),
             revoked_at: None,
+            site: site.map(str::to_string),
         })
     }
 
@@ -99,7 +106,7 @@ impl Db {
         let now = now_text();
         let row = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL \
-             RETURNING name, role, hash, bootstrap, created_at, created_by, revoked_at",
+             RETURNING name, role, hash, bootstrap, created_at, created_by, revoked_at, site",
         )
         .bind(&now)
         .bind(name)
@@ -136,7 +143,7 @@ impl Db {
         .await
         .map_err(|e| self.failed(e))?;
         let row = sqlx::query(
-            "SELECT name, role, hash, bootstrap, created_at, created_by, revoked_at \
+            "SELECT name, role, hash, bootstrap, created_at, created_by, revoked_at, site \
              FROM api_tokens WHERE name = $1",
         )
         .bind(name)

@@ -266,6 +266,19 @@ impl Db {
         }
         Ok(out)
     }
+
+    /// The kind and site the node or agent of this name was last recorded with, if any.
+    pub(crate) async fn node_identity(
+        &self,
+        name: &str,
+    ) -> Result<Option<(NodeKind, Option<String>)>, StoreError> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT kind, site FROM nodes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(kind, site)| (NodeKind::parse(&kind), site)))
+    }
 }
 
 #[cfg(test)]

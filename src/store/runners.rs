@@ -242,11 +242,13 @@ impl Db {
         Ok(held)
     }
 
-    /// Extend `agent`'s lease of each job it holds by `ttl_ms` from now; the jobs it no longer
-    /// holds at their epoch (taken back, or claimed by another agent) are returned.
+    /// Extend `agent`'s lease of each job of `site` it holds by `ttl_ms` from now; the jobs it
+    /// no longer holds at their epoch (taken back, or claimed by another agent), and any not
+    /// handed to `site`, are returned.
     pub(crate) async fn renew_site_jobs(
         &self,
         agent: &str,
+        site: &str,
         held: &[HeldJob],
         ttl_ms: i64,
     ) -> Result<Vec<HeldJob>, StoreError> {
@@ -259,16 +261,17 @@ impl Db {
         // statement is a round trip under the write lock on PostgreSQL.
         for chunk in held.chunks(RENEW_ROWS) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${})", 3 + 3 * i, 4 + 3 * i, 5 + 3 * i))
+                .map(|i| format!("(${}, ${}, ${})", 4 + 3 * i, 5 + 3 * i, 6 + 3 * i))
                 .collect();
             let sql = format!(
                 "UPDATE rollout_devices SET runner_until_ms = {} + $1 \
-                 WHERE runner = $2 AND (rollout_id, device, runner_epoch) IN (VALUES {}) \
+                 WHERE runner = $2 AND runner_site = $3 \
+                 AND (rollout_id, device, runner_epoch) IN (VALUES {}) \
                  RETURNING rollout_id, device, runner_epoch",
                 self.now_ms(),
                 rows.join(", ")
             );
-            let mut q = sqlx::query(&sql).bind(ttl_ms).bind(agent);
+            let mut q = sqlx::query(&sql).bind(ttl_ms).bind(agent).bind(site);
             for job in chunk {
                 q = q.bind(&job.rollout).bind(&job.device).bind(job.epoch);
             }
@@ -376,7 +379,7 @@ mod tests {
 
         // a1 stops beating: its lease lapses, and a2 claims the job at the next epoch.
         assert!(
-            db.renew_site_jobs("a1", &first, -1)
+            db.renew_site_jobs("a1", "lab", &first, -1)
                 .await
                 .unwrap()
                 .is_empty()
@@ -388,7 +391,9 @@ mod tests {
         assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
         // a1's next heartbeat learns that it lost the job.
         assert_eq!(
-            db.renew_site_jobs("a1", &first, 60_000).await.unwrap(),
+            db.renew_site_jobs("a1", "lab", &first, 60_000)
+                .await
+                .unwrap(),
             first
         );
         write(second[0].epoch).await.unwrap();
@@ -399,7 +404,7 @@ mod tests {
 
         // Taken back once a2's lease lapsed: no agent writes for it any more.
         assert!(
-            db.renew_site_jobs("a2", &second, -1)
+            db.renew_site_jobs("a2", "lab", &second, -1)
                 .await
                 .unwrap()
                 .is_empty()
@@ -439,7 +444,9 @@ mod tests {
         let held = db.claim_site_jobs("lab", "a1", 60_000, 10).await.unwrap();
         assert_eq!(held.len(), 3);
         // sw2's lease lapses and a2 claims it: a1 holds sw1 and sw3 only.
-        db.renew_site_jobs("a1", &held[1..2], -1).await.unwrap();
+        db.renew_site_jobs("a1", "lab", &held[1..2], -1)
+            .await
+            .unwrap();
         let taken = db.claim_site_jobs("lab", "a2", 60_000, 10).await.unwrap();
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].device, held[1].device);
@@ -450,7 +457,16 @@ mod tests {
             device: "sw9".into(),
             epoch: 1,
         });
-        let lost = db.renew_site_jobs("a1", &listed, 60_000).await.unwrap();
+        // Named for another site, the heartbeat renews none of them.
+        let other = db
+            .renew_site_jobs("a1", "other", &held, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(other, held);
+        let lost = db
+            .renew_site_jobs("a1", "lab", &listed, 60_000)
+            .await
+            .unwrap();
         assert_eq!(lost, [held[1].clone(), listed[3].clone()]);
         for job in [&held[0], &held[2]] {
             let runner = db.job_runner("r1", &job.device).await.unwrap();
@@ -466,7 +482,9 @@ mod tests {
             .execute(db.pool())
             .await
             .unwrap();
-        db.renew_site_jobs("a1", &held[..1], -1).await.unwrap();
+        db.renew_site_jobs("a1", "lab", &held[..1], -1)
+            .await
+            .unwrap();
         assert!(db.take_back_job("r1", &held[0].device).await.unwrap());
         let open = db.open_handed_jobs("r1").await.unwrap();
         let mut listed: Vec<_> = open.keys().cloned().collect();

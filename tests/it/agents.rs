@@ -41,13 +41,25 @@ impl AgentProcess {
         dir: &Path,
         extra: &[&str],
     ) -> AgentProcess {
+        Self::start_as(server, site, name, dir, extra, TOKEN)
+    }
+
+    /// An agent that presents `token`.
+    fn start_as(
+        server: &str,
+        site: &str,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        token: &str,
+    ) -> AgentProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
             .args(["agent", "--site", site, "--server", server, "--name", name])
             .arg("--data-dir")
             .arg(dir)
             .args(["--tftp", "127.0.0.1:0", "--heartbeat", "1"])
             .args(extra)
-            .env("FLEETUP_AGENT_TOKEN", TOKEN)
+            .env("FLEETUP_AGENT_TOKEN", token)
             .env("FLEETUP_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -520,6 +532,260 @@ async fn an_agent_drives_its_sites_devices_and_records_every_step_through_the_se
         .unwrap();
     assert_eq!(job["state"], "succeeded", "{job:#}");
     assert!(!job.to_string().contains("stale-output-7731"), "{job:#}");
+    rig.stop().await;
+}
+
+/// A new token's secret, made by the admin token; the answer's `site` is checked against
+/// `site`.
+async fn new_token(rig: &Rig, name: &str, role: &str, site: Option<&str>) -> String {
+    let made = rig
+        .post("/api/v1/tokens")
+        .json(&serde_json::json!({"name": name, "role": role, "site": site}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    assert_eq!(made["role"], role, "{made:#}");
+    assert_eq!(made["site"].as_str(), site, "{made:#}");
+    made["secret"].as_str().expect("the new token").to_string()
+}
+
+/// The status and error message of a call with `token`.
+async fn call_as(
+    token: &str,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, String) {
+    let mut req = fleetup::http_client::client()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_token_runs_its_own_sites_jobs_and_nothing_else() {
+    let rig = Rig::options(3).start().await;
+    // An agent token is bound to a site; no other role has one.
+    for (body, why) in [
+        (
+            serde_json::json!({"name": "x1", "role": "agent"}),
+            "an agent token is bound to a site: give its `site`",
+        ),
+        (
+            serde_json::json!({"name": "x2", "role": "operator", "site": "lab"}),
+            "only an agent token has a site, not an operator token",
+        ),
+    ] {
+        let refused = rig.post("/api/v1/tokens").json(&body).send().await.unwrap();
+        assert_eq!(refused.status(), 422);
+        let said: Value = refused.json().await.unwrap();
+        assert_eq!(said["error"]["message"], why, "{said:#}");
+    }
+    let lab = new_token(&rig, "agent-lab-token", "agent", Some("lab")).await;
+    let elsewhere = new_token(&rig, "agent-elsewhere-token", "agent", Some("elsewhere")).await;
+    let listed: Value = rig
+        .get("/api/v1/tokens")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let site_of = |name: &str| {
+        listed["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["site"].clone())
+    };
+    assert_eq!(site_of("agent-lab-token"), Some(Value::from("lab")));
+    assert_eq!(site_of("admin"), Some(Value::Null));
+
+    // The lab's agent, with the lab's token, drives the lab's devices.
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = AgentProcess::start_as(&rig.base_url(), "lab", "agent-lab", dir.path(), &[], &lab);
+    wait_driving(&rig, "agent-lab").await;
+    let id = rig
+        .submit(&playbook(
+            "strategy:
+  canary: 1
+  concurrency: 3
+",
+        ))
+        .await;
+    let d = rig.wait_end(&id).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    assert_every_device_reloaded_once(&rig);
+    let said = messages(&rig, &id).await;
+    for dev in rig.lab.devices() {
+        assert!(
+            said.iter()
+                .any(|(d, m)| d.as_deref() == Some(dev.name.as_str())
+                    && m.contains(
+                        "claimed by agent agent-lab of site lab with token agent-lab-token"
+                    )),
+            "{}: {said:#?}",
+            dev.name
+        );
+    }
+
+    // Nothing but a site agent's calls: no read, no change, no token.
+    let api = |path: &str| rig.url(&format!("/api/v1{path}"));
+    use reqwest::Method;
+    for (method, path, body) in [
+        (Method::GET, "/devices", None),
+        (Method::GET, "/agents", None),
+        (Method::GET, &format!("/rollouts/{id}") as &str, None),
+        (
+            Method::POST,
+            "/rollouts",
+            Some(serde_json::json!({"name": "x"})),
+        ),
+        (Method::GET, "/tokens", None),
+    ] {
+        let (status, why) = call_as(&lab, method.clone(), api(path), body).await;
+        assert_eq!(status, 403, "{method} {path}: {why}");
+        assert!(
+            why.starts_with("an agent token may only make a site agent's calls"),
+            "{why}"
+        );
+    }
+    // The image's bytes, by checksum, as the agent fetched them.
+    let sha = hex::encode(sha2::Sha256::digest(image_bytes(&rig)));
+    let blob = fleetup::http_client::client()
+        .get(api(&format!("/blobs/sha256/{sha}")))
+        .bearer_auth(&lab)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), 200);
+    assert_eq!(blob.bytes().await.unwrap().to_vec(), image_bytes(&rig));
+
+    // Never for another site: not its heartbeat, not its claims, not its jobs.
+    let beat = |name: &str, site: &str| {
+        serde_json::json!({"name": name, "site": site, "instance": "i", "version": "0",
+                           "started_at": "2026-12-08T00:00:00Z", "heartbeat_seconds": 1,
+                           "images": [], "transfers": []})
+    };
+    let (status, why) = call_as(
+        &lab,
+        Method::POST,
+        api("/agents/heartbeat"),
+        Some(beat("agent-lab-2", "elsewhere")),
+    )
+    .await;
+    assert_eq!(
+        (status, why.as_str()),
+        (
+            403,
+            "token agent-lab-token is an agent token of site lab: it may not act for site elsewhere"
+        )
+    );
+    let (status, why) = call_as(
+        &elsewhere,
+        Method::POST,
+        api("/agents/heartbeat"),
+        Some(beat("agent-lab", "elsewhere")),
+    )
+    .await;
+    assert_eq!(
+        (status, why.as_str()),
+        (
+            403,
+            "agent agent-lab is recorded for site lab: an agent token of site elsewhere may not beat under its name"
+        )
+    );
+    let (status, _) = call_as(
+        &elsewhere,
+        Method::POST,
+        api("/agents/heartbeat"),
+        Some(beat("agent-elsewhere", "elsewhere")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, why) = call_as(
+        &elsewhere,
+        Method::POST,
+        api("/agents/jobs/claim"),
+        Some(serde_json::json!({"name": "agent-elsewhere", "site": "lab", "max": 5, "heartbeat_seconds": 1})),
+    )
+    .await;
+    assert_eq!(status, 403, "{why}");
+    let device = rig.lab.devices()[0].name.clone();
+    let (status, why) = call_as(
+        &elsewhere,
+        Method::POST,
+        api(&format!("/agents/jobs/{id}/{device}")),
+        Some(serde_json::json!({"epoch": 1, "op": {"op": "view"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, why),
+        (
+            403,
+            format!(
+                "token agent-elsewhere-token is an agent token of site elsewhere: the job of \
+                 {device} in rollout {id} is handed to site lab"
+            )
+        )
+    );
+    let (status, _) = call_as(
+        &elsewhere,
+        Method::POST,
+        api(&format!("/agents/jobs/{id}/no-such-device")),
+        Some(serde_json::json!({"epoch": 1, "op": {"op": "view"}})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Refused calls are in the audit log, with the token that made them.
+    let audit: Value = rig
+        .get("/api/v1/audit?by=agent-elsewhere-token&limit=100")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refused: Vec<(String, i64)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap_or_default().to_string(),
+                e["status"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for path in [
+        "/api/v1/agents/heartbeat".to_string(),
+        "/api/v1/agents/jobs/claim".to_string(),
+        format!("/api/v1/agents/jobs/{id}/{device}"),
+    ] {
+        assert!(
+            refused.contains(&(path.clone(), 403)),
+            "{path}: {refused:?}"
+        );
+    }
+    // Its one allowed heartbeat is not.
+    assert_eq!(
+        refused.iter().filter(|(_, s)| *s != 403).count(),
+        0,
+        "{refused:?}"
+    );
     rig.stop().await;
 }
 
