@@ -171,6 +171,17 @@ impl RolloutViews {
         slot.view.clone()
     }
 
+    /// The view of rollout `id`, if one is kept (marked used, as [`Self::slot`] does).
+    fn existing(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<View>>> {
+        let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let (clock, slots) = &mut *guard;
+        *clock += 1;
+        let now = *clock;
+        let slot = slots.get_mut(&RolloutId::new(id))?;
+        slot.used = now;
+        Some(slot.view.clone())
+    }
+
     /// Catch-ups so far: `(by requests, by the background refresh)`.
     pub(crate) fn catch_ups(&self) -> (u64, u64) {
         (
@@ -377,6 +388,56 @@ pub(super) async fn detail(
     Ok(DetailJson { body, phases })
 }
 
+/// The rollout's detail as [`detail`] gives it, with its record read in the same round trip
+/// as the changes ([`crate::store::Db::rollout_catch_up`]): where the store reads them at once
+/// (PostgreSQL) and a view of the rollout is kept with its plan, a poll waits for one round
+/// trip instead of two in a row. `None` otherwise: the caller reads the record, then
+/// [`detail`].
+pub(super) async fn detail_at_once(
+    state: &AppState,
+    id: &str,
+    mut phases: Phases,
+    mut mark: Instant,
+) -> ApiResult<Option<DetailJson>> {
+    if state.db.backend() != crate::store::Backend::Postgres {
+        return Ok(None);
+    }
+    let Some(slot) = state.views.existing(id) else {
+        return Ok(None);
+    };
+    let mut guard = slot.lock().await;
+    phases.lap("lock", &mut mark);
+    let v = &mut *guard;
+    let Some(plan) = v.plan.clone() else {
+        return Ok(None);
+    };
+    let since = v.since();
+    let Some(read) = state
+        .db
+        .rollout_catch_up(id, true, since.0, since.1)
+        .await
+        .map_err(|e| super::rollouts::not_found_as_404(id, e))?
+    else {
+        return Ok(None);
+    };
+    let Some(r) = read.record.clone() else {
+        return Ok(None);
+    };
+    let changes = Changes::of(since, read);
+    phases.lap("changes", &mut mark);
+    v.apply(state, id, changes, true).await?;
+    phases.lap("apply", &mut mark);
+    state.views.by_request.fetch_add(1, Ordering::Relaxed);
+    v.requested = Some(Instant::now());
+    if !v.refreshing {
+        v.refreshing = true;
+        tokio::spawn(refresh(state.clone(), r.id.clone(), slot.clone()));
+    }
+    let body = answer(&r, &plan, v)?;
+    phases.lap("write", &mut mark);
+    Ok(Some(DetailJson { body, phases }))
+}
+
 /// The answer: the rollout's record `r` and its plan's waves, with the view's rows (after
 /// [`View::apply`]).
 fn answer(r: &RolloutRecord, plan: &Plan, v: &View) -> ApiResult<Chunks> {
@@ -481,6 +542,15 @@ async fn read_changes(
     since: Since,
     rev: Option<i64>,
 ) -> ApiResult<Changes> {
+    // One round trip where the store can (the record is read only when the caller has none).
+    if rev.is_none()
+        && let Some(read) = state
+            .db
+            .rollout_catch_up(id, false, since.0, since.1)
+            .await?
+    {
+        return Ok(Changes::of(since, read));
+    }
     // The counter before the jobs: a write between the two reads makes the next catch-up read
     // the jobs again, never a view older than its counter.
     let rev = match rev {
@@ -509,6 +579,19 @@ async fn read_changes(
         whole,
         events,
     })
+}
+
+impl Changes {
+    /// The changes since `since` that [`crate::store::Db::rollout_catch_up`] read.
+    fn of(since: Since, read: crate::store::CatchUp) -> Changes {
+        Changes {
+            // As in [`read_changes`]: a counter older than the view's holds the view's.
+            rev: since.0.map_or(read.rev, |seen| seen.max(read.rev)),
+            jobs: read.jobs,
+            whole: since.0.is_none(),
+            events: read.events,
+        }
+    }
 }
 
 impl View {

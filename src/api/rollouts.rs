@@ -305,7 +305,7 @@ async fn rollout_or_404(state: &AppState, id: &str) -> ApiResult<RolloutRecord> 
 }
 
 /// A store error about rollout `id` as the API says it: 404 when there is no such rollout.
-fn not_found_as_404(id: &str, e: crate::store::StoreError) -> ApiError {
+pub(super) fn not_found_as_404(id: &str, e: crate::store::StoreError) -> ApiError {
     match e {
         crate::store::StoreError::NotFound => ApiError::not_found(format!("no rollout {id}")),
         e => e.into(),
@@ -322,6 +322,11 @@ async fn get_rollout(
 ) -> ApiResult<DetailJson> {
     let mut mark = Instant::now();
     let mut phases = Phases::default();
+    if let Some(answer) =
+        super::rollout_view::detail_at_once(&state, &id, Phases::default(), mark).await?
+    {
+        return Ok(answer);
+    }
     // The record and its jobs' counter in one read: a poll's first round trip.
     let (r, rev) = state
         .db

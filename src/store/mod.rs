@@ -18,6 +18,7 @@ mod sync;
 pub use access::{AuditRecord, TokenRecord};
 pub(crate) use devices::{DeviceFilter, Upserted};
 pub(crate) use notifications::NewDelivery;
+pub use rollouts::CatchUp;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -946,13 +947,42 @@ pub async fn migrate_database(
     report
 }
 
+/// Now, as the store writes a moment: RFC 3339 in UTC to the millisecond, always three
+/// digits (`2026-12-07T22:31:18.445Z`). Finer digits were noise that every poll of a rollout
+/// carried (a step's start, end and seconds, for each of thousands of devices); events are put
+/// in order by their ids, not their times.
 pub(crate) fn now_text() -> String {
-    jiff::Timestamp::now().to_string()
+    ms_text(jiff::Timestamp::now())
+}
+
+/// `t` as [`now_text`] writes it.
+pub(crate) fn ms_text(t: jiff::Timestamp) -> String {
+    format!("{t:.3}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moments_are_written_to_the_millisecond_with_three_digits() {
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            ms_text(at("2026-12-07T22:31:18.445293633Z")),
+            "2026-12-07T22:31:18.445Z"
+        );
+        assert_eq!(
+            ms_text(at("2026-12-07T22:31:18Z")),
+            "2026-12-07T22:31:18.000Z"
+        );
+        assert_eq!(
+            ms_text(at("2026-12-07T22:31:18.4Z")),
+            "2026-12-07T22:31:18.400Z"
+        );
+        let now = now_text();
+        assert_eq!(now.len(), "2026-12-07T22:31:18.445Z".len(), "{now}");
+        assert!(now.ends_with('Z'), "{now}");
+    }
 
     #[test]
     fn names_are_written_as_escaped_constants_for_the_fence_check() {

@@ -1110,6 +1110,82 @@ impl Db {
         .await
     }
 
+    /// A rollout view's catch-up in one round trip, as of one moment (one snapshot): with
+    /// `record`, the rollout's record (as [`Db::rollout_meta`] reads it) and its `jobs_rev`;
+    /// the jobs changed since `seen` (with each row's rev; every job without `seen`), in wave
+    /// and position order; the step events after `after` (as
+    /// [`Db::step_timing_events_after`] reads them). On PostgreSQL only, whose simple protocol
+    /// takes the statements at once: `None` on SQLite, whose reads cost no round trip.
+    pub async fn rollout_catch_up(
+        &self,
+        id: &str,
+        record: bool,
+        seen: Option<i64>,
+        after: i64,
+    ) -> Result<Option<CatchUp>, StoreError> {
+        if self.backend != super::Backend::Postgres {
+            return Ok(None);
+        }
+        let Some(lit) = super::pg_literal(id) else {
+            return Err(StoreError::NotFound);
+        };
+        let kinds = [
+            EventKind::StepStarted,
+            EventKind::StepDone,
+            EventKind::StepFailed,
+            EventKind::StepSkipped,
+        ]
+        .map(|k| format!("'{}'", k.as_str()))
+        .join(", ");
+        let columns = if record {
+            format!("{META_COLUMNS}, jobs_rev")
+        } else {
+            "jobs_rev".to_string()
+        };
+        let changed = seen.map_or(String::new(), |rev| format!(" AND rev > {rev}"));
+        // Read only, and one snapshot for the three: the counter and the rows it counts agree.
+        let script = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+             SELECT 'r' AS part, {columns} FROM rollouts WHERE id = {lit}; \
+             SELECT 'j' AS part, * FROM rollout_devices WHERE rollout_id = {lit}{changed} \
+             ORDER BY wave, position; \
+             SELECT 'e' AS part, id, rollout_id, at, device, kind, step, '' AS message, \
+             NULL AS data FROM rollout_events WHERE rollout_id = {lit} AND id > {after} \
+             AND kind IN ({kinds}) ORDER BY id; \
+             COMMIT"
+        );
+        // In a `Tx`: dropped while the script is out, the connection closes with its
+        // transaction instead of going back to the pool inside it.
+        let mut tx = Tx {
+            conn: Some(self.pool.acquire().await?),
+            db: self.clone(),
+            _turn: None,
+        };
+        let rows = sqlx::Executor::fetch_all(&mut *tx, script.as_str()).await?;
+        // Committed: the connection goes back to the pool.
+        tx.conn = None;
+        let mut out = CatchUp::default();
+        let mut found = false;
+        for row in &rows {
+            let part: String = row.try_get("part")?;
+            match part.as_str() {
+                "r" => {
+                    found = true;
+                    out.rev = row.try_get("jobs_rev")?;
+                    if record {
+                        out.record = Some(row_to_rollout(row)?);
+                    }
+                }
+                "j" => out.jobs.push(row_to_job(row)?),
+                _ => out.events.push(row_to_event(row)?),
+            }
+        }
+        if !found {
+            return Err(StoreError::NotFound);
+        }
+        Ok(Some(out))
+    }
+
     async fn step_events_with(
         &self,
         rollout_id: &str,
@@ -1130,6 +1206,17 @@ impl Db {
         .await?;
         rows.iter().map(row_to_event).collect()
     }
+}
+
+/// What [`Db::rollout_catch_up`] read.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    /// The rollout's record, when asked for.
+    pub record: Option<RolloutRecord>,
+    /// Its `jobs_rev`.
+    pub rev: i64,
+    pub jobs: Vec<DeviceJob>,
+    pub events: Vec<Event>,
 }
 
 /// The version and image a job's device ran before, once known (the first write stays).

@@ -1166,14 +1166,18 @@ async fn api_answers_carry_server_timing_and_the_rollout_view_its_phases() {
         .and_then(|v| v.to_str().ok()?.parse().ok());
     let timing = server_timing(&r);
     let names: Vec<&str> = timing.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        ["read", "lock", "changes", "apply", "write", "app"],
-        "{timing:?}"
-    );
+    // The view is kept (the wait for the end polled it): on PostgreSQL the rollout's record
+    // comes with the changes, in one round trip, and `read` is not a phase of its own.
+    let want: &[&str] = if crate::support::on_postgres() {
+        &["lock", "changes", "apply", "write", "app"]
+    } else {
+        &["read", "lock", "changes", "apply", "write", "app"]
+    };
+    assert_eq!(names, want, "{timing:?}");
     // The phases follow one another inside the router's time (each rounded to a microsecond).
-    let phases: f64 = timing[..5].iter().map(|(_, ms)| ms).sum();
-    assert!(phases <= timing[5].1 + 0.005, "{timing:?}");
+    let (app, phases) = timing.split_last().unwrap();
+    let phases: f64 = phases.iter().map(|(_, ms)| ms).sum();
+    assert!(phases <= app.1 + 0.005, "{timing:?}");
     let body = r.bytes().await.unwrap();
     assert_eq!(length, Some(body.len()));
     let parsed: Value = serde_json::from_slice(&body).unwrap();

@@ -390,6 +390,22 @@ async fn sqlite_job_rows_keep_the_rev_of_their_last_change() {
 }
 
 #[tokio::test]
+async fn sqlite_reads_a_rollout_views_catch_up_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
+        .await
+        .unwrap();
+    rollout_with_jobs(&db, &["sw1"]).await;
+    // No one-round-trip read on SQLite (`postgres::` has it): the view reads one by one.
+    assert!(
+        db.rollout_catch_up("r1", true, None, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn sqlite_a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
