@@ -33,7 +33,9 @@
 # 512), POLL (timeouts.poll, 1 s), POLL_CLIENTS (1 per route and node: one dashboard on each
 # node), POLL_RATE (1/s each), AGENT_HEARTBEAT (2 s), AGENT_DRIVE (true: the agents drive their
 # sites' devices, with --max-jobs CONCURRENCY), LAB_NICE (the lab's nice value, 0), PERF (1:
-# sample serve node a with perf),
+# sample serve node a with perf), NGINX_FLOOR (1 when nginx is installed: nginx serves a copy
+# of node a's latest rollout answer, renewed every 2 s, and the pollers ask it too, the floor
+# of moving those bytes on this machine under the same load; 0: off),
 # BASE_IP (127.0.40.1), ONLY=A|B, KEEP=1 (keep the work directory), FLEETUP_BIN (a prebuilt
 # binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800), FLEETUP_LOG
 # (the fleetup processes' log filter, `warn`; their logs are in the work directory).
@@ -62,6 +64,8 @@ AGENT_DRIVE=${AGENT_DRIVE:-true}
 # Sample the machine with perf (99 Hz, cpu-clock, every CPU: under 5 % of one core) during the
 # rollout, to tell where serve node a's CPU goes; PERF=0 turns it off.
 PERF=${PERF:-1}
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+if [[ -x "$NGINX" ]]; then NGINX_FLOOR=${NGINX_FLOOR:-1}; else NGINX_FLOOR=${NGINX_FLOOR:-0}; fi
 BASE_IP=${BASE_IP:-127.0.40.1}
 SCALE_TIMEOUT=${SCALE_TIMEOUT:-1800}
 ONLY=${ONLY:-}
@@ -115,6 +119,29 @@ now() { date +%s.%N; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 # The wait for a line scales with the fleet: the lab makes a state directory per device.
 lab_wait=$((120 + DEVICES / 10))
+
+# nginx serving a copy of the rollout's answer: the floor for GET /rollouts/ID.
+NGINX_PORT=""
+if [[ "$NGINX_FLOOR" == 1 ]]; then
+    [[ -x "$NGINX" ]] || die "NGINX_FLOOR=1 needs nginx (apt-get install nginx-light)"
+    mkdir -p "$WORK/www"
+    NGINX_PORT=$(free_port)
+    cat >"$WORK/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+user root;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err;
+events { worker_connections 64; }
+http {
+    access_log off;
+    default_type application/json;
+    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
+}
+CONF
+    "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
+    PIDS+=("$!")
+fi
 
 case "$ONLY" in
 "") CONFIGS=(A B) ;;
@@ -332,6 +359,12 @@ EOF
     targets=(--target "a GET /rollouts/ID=$server_a/api/v1/rollouts/$rid" --target "a GET /devices=$server_a/api/v1/devices")
     if [[ -n "$server_b" ]]; then
         targets+=(--target "b GET /rollouts/ID=$server_b/api/v1/rollouts/$rid" --target "b GET /devices=$server_b/api/v1/devices")
+    fi
+    if [[ -n "$NGINX_PORT" ]]; then
+        # The same bytes from nginx: a first copy now, then node a's latest every 2 s.
+        api GET "$server_a/api/v1/rollouts/$rid" >"$WORK/www/rollout-$cfg.json"
+        targets+=(--target "nginx, the same bytes=http://127.0.0.1:$NGINX_PORT/rollout-$cfg.json"
+            --mirror "a GET /rollouts/ID=$WORK/www/rollout-$cfg.json")
     fi
     local perf_pid=""
     if [[ "$PERF" != 0 ]] && command -v perf >/dev/null; then

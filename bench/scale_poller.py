@@ -4,6 +4,11 @@ for the target's URL at a fixed rate on a keep-alive connection of its own, and 
 are written to FILE (JSON) at the end.
 
   scale_poller.py --out FILE --token T [--clients 2] [--rate 1] --target NAME=URL ...
+                  [--mirror NAME=PATH]
+
+--mirror keeps a copy of target NAME's latest answer at PATH (written whole, then renamed in
+place, at most every MIRROR_EVERY seconds), for nginx to serve as a target of its own: the same
+bytes, with no work behind them, under the same load (bench/scale.sh's floor).
 
 As bench/poller.rs (which bench/poll.sh builds with cargo): open loop, client i of a target
 starts at i/N of the first period and keeps its own schedule; latency counts from the moment
@@ -20,6 +25,8 @@ import signal
 import threading
 import time
 import urllib.parse
+
+MIRROR_EVERY = 2.0
 
 
 def server_timing(headers):
@@ -48,8 +55,9 @@ def percentile(sorted_values, p):
 
 
 class Client(threading.Thread):
-    def __init__(self, url, token, period, offset, stop):
+    def __init__(self, url, token, period, offset, stop, mirror=None):
         super().__init__(daemon=True)
+        self.mirror, self.mirrored_at = mirror, None
         self.url = urllib.parse.urlsplit(url)
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self.period, self.offset, self.stop = period, offset, stop
@@ -69,6 +77,11 @@ class Client(threading.Thread):
         body = r.read()
         if r.status != 200:
             raise OSError(f"HTTP {r.status}: {body[:200]!r}")
+        if self.mirror and (self.mirrored_at is None or time.monotonic() - self.mirrored_at >= MIRROR_EVERY):
+            self.mirrored_at = time.monotonic()
+            with open(self.mirror + ".tmp", "wb") as f:
+                f.write(body)
+            os.replace(self.mirror + ".tmp", self.mirror)
         return len(body), server_timing(r.getheaders())
 
     def run(self):
@@ -99,7 +112,9 @@ def main():
     p.add_argument("--clients", type=int, default=2)
     p.add_argument("--rate", type=float, default=1.0)
     p.add_argument("--target", action="append", required=True)
+    p.add_argument("--mirror", action="append", default=[])
     a = p.parse_args()
+    mirrors = dict(m.partition("=")[::2] for m in a.mirror)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -109,7 +124,8 @@ def main():
         name, _, url = t.partition("=")
         # Spread every client of every target evenly over the period.
         targets[name] = [
-            Client(url, a.token, period, 0.05 + period * (i + j / len(a.target)) / a.clients, stop)
+            Client(url, a.token, period, 0.05 + period * (i + j / len(a.target)) / a.clients, stop,
+                   mirrors.get(name) if i == 0 else None)
             for i in range(a.clients)
         ]
     start = time.monotonic()

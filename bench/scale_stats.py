@@ -112,6 +112,10 @@ def pg_rows_read(before, after):
     return sorted(((t, e[t] - b.get(t, 0)) for t in e), key=lambda kv: -kv[1])
 
 
+# The route of nginx serving the same bytes as GET /rollouts/ID (bench/scale_poller.py --mirror).
+FLOOR_ROUTE = "nginx, the same bytes"
+
+
 def collect(d):
     facts = dict(l.rstrip("\n").split("=", 1) for l in open(os.path.join(d, "facts")) if "=" in l)
     probe = load(os.path.join(d, "probe.json"), {})
@@ -210,6 +214,9 @@ def collect(d):
     r["p50_devices"] = worst("GET /devices", "p50_ms")
     r["bytes_rollout"] = worst("GET /rollouts/ID", "max_bytes")
     r["bytes_devices"] = worst("GET /devices", "max_bytes")
+    # nginx serving a copy of node a's latest rollout answer (bench/scale.sh's NGINX_FLOOR).
+    floor = routes.get(FLOOR_ROUTE, {})
+    r["p99_floor"], r["p50_floor"] = floor.get("p99_ms"), floor.get("p50_ms")
     r["poll_failures"] = sum(v.get("failures", 0) for v in routes.values())
     r["poll_requests"] = sum(v.get("requests", 0) for v in routes.values())
     return r
@@ -263,6 +270,8 @@ rows = [
     ("database write transactions per second", lambda r: f(None if r["db_writes"] is None else r["db_writes"] / r["wall"], "{:.0f}")),
     ("**API p99, GET /api/v1/rollouts/ID**, ms (p50)", lambda r: f"{f(r['p99_rollout'])} ({f(r['p50_rollout'])})"),
     ("**API p99, GET /api/v1/devices**, ms (p50)", lambda r: f"{f(r['p99_devices'])} ({f(r['p50_devices'])})"),
+    ("nginx serving the same bytes (node a's latest rollout answer, a copy every 2 s): p99 (p50), ms",
+     lambda r: f"{f(r['p99_floor'])} ({f(r['p50_floor'])})" if r["p99_floor"] is not None else "–"),
     ("response size GET /rollouts/ID / GET /devices, KiB", lambda r: f"{f(r['bytes_rollout'] / 1024 if r['bytes_rollout'] else None, '{:.0f}')} / {f(r['bytes_devices'] / 1024 if r['bytes_devices'] else None, '{:.0f}')}"),
     ("API requests (failed)", lambda r: f"{r['poll_requests']} ({r['poll_failures']})"),
     ("peak RSS serve a / serve b, MiB", lambda r: f"{f(proc_rss(r, 'serve-a'))} / {f(proc_rss(r, 'serve-b'))}"),
@@ -346,7 +355,7 @@ for r in cols:
             f"p90 {f(v['p90_ms'])} / p99 {f(v['p99_ms'])} / max {f(v['max_ms'])} ms; slowest due at "
             f"{v['slowest_at_s']} s" + (f"; {v['failures']} failed: {v['first_failure']}" if v["failures"] else "")
         )
-        if v.get("p99_app_ms") is not None:
+        if v.get("p99_app_ms"):
             # Server-Timing: what fleetup says it spent on each of the slowest answers.
             shown = "; ".join(
                 ", ".join(f"{k} {ms:g}" for k, ms in t.items()) or "none" for t in v.get("slowest_server_timing", [])
