@@ -1,4 +1,5 @@
-//! An agent that drives its site's devices (`fleetup agent --drive`, with an admin token). The
+//! An agent that drives its site's devices (`fleetup agent --drive`, with an agent token of its
+//! site or an admin token). The
 //! node that leads a rollout hands the jobs of the site's devices to the site
 //! (`crate::rollout::handoff`); the agent claims them (`POST /api/v1/agents/jobs/claim`), each
 //! under a lease that its heartbeats renew, and runs each with the same code a serve node runs

@@ -5,14 +5,16 @@
 //! the WAN once per site rather than once per switch, keeps it in a bounded cache
 //! ([`crate::images::cache`]), and serves it to the site's devices over TFTP on their LAN.
 //!
-//! It talks to the service only through its API, with an operator token: every heartbeat
+//! It talks to the service only through its API, with a token of the service (an agent token
+//! of its site is the least it needs, `crate::access`): every heartbeat
 //! (`POST /api/v1/agents/heartbeat`) says which images it holds checked, where its file
 //! server listens and what it is transferring, and the answer lists the images its site
 //! needs. The node that drives a device of the site tells it to copy from the agent once the
 //! agent reports the image (`crate::rollout::job`); sites without a live agent copy from the
 //! serve nodes.
 //!
-//! With `--drive` (the default) and an admin token, the agent also drives the site's devices:
+//! With `--drive` (the default) and an agent token of its site (or an admin token), the agent
+//! also drives the site's devices:
 //! the node that leads a rollout hands it the jobs of the site's devices, and it runs them here,
 //! recording every step through the API ([`jobs`]).
 //!
@@ -84,7 +86,9 @@ pub struct AgentArgs {
     /// The fleetup service's API, any serve node (e.g. `https://fleetup.example.net`).
     #[arg(long, env = "FLEETUP_SERVER", value_name = "URL")]
     pub server: String,
-    /// An operator token of the service (`fleetup token create NAME --role operator`).
+    /// A token of the service: an agent token of this site (`fleetup token create --role agent
+    /// --site SITE --name NAME`), which makes this site's agent calls and nothing else; an
+    /// admin token works too, an operator token only serves files.
     #[arg(
         long,
         env = "FLEETUP_AGENT_TOKEN",
@@ -161,8 +165,8 @@ pub struct AgentArgs {
     #[arg(long, env = "FLEETUP_IMAGE_CACHE_MAX", default_value = "20GiB", value_parser = crate::config::parse_size, value_name = "SIZE")]
     pub image_cache_max: u64,
     /// Drive the site's devices: claim their jobs from the service and run them here (needs an
-    /// admin token, since a job carries the device's credentials; with another token the
-    /// agent only serves files).
+    /// agent token of the site or an admin token, since a job carries the device's
+    /// credentials; with an operator token the agent only serves files).
     #[arg(long, env = "FLEETUP_AGENT_DRIVE", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     pub drive: bool,
     /// Device jobs this agent runs at once, at most.
@@ -242,7 +246,8 @@ fn optional_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>,
 pub struct AgentOrders {
     /// The images the site's devices still have to copy: the agent fetches those it lacks.
     pub images: Vec<ImageRecord>,
-    /// Whether the service hands it the site's jobs (it asked to drive, with an admin token).
+    /// Whether the service hands it the site's jobs (it asked to drive, with an agent token of
+    /// its site or an admin token).
     #[serde(default)]
     pub drive: bool,
     /// Why not, when it asked.
@@ -306,7 +311,7 @@ impl Agent {
             })?;
         if args.token.trim().is_empty() {
             return Err(AgentError::Usage(
-                "--token must be an operator token of the service".into(),
+                "--token must be a token of the service (an agent token of this site)".into(),
             ));
         }
         let name = args

@@ -239,7 +239,10 @@ impl IntoResponse for DetailJson {
 }
 
 /// An HTTP body of byte chunks whose whole length is known: hyper sends it with a
-/// `Content-Length` (no chunked framing) and writes the chunks out as they are.
+/// `Content-Length` (no chunked framing). The chunks go out joined into frames of about
+/// [`FRAME`] bytes: a rollout view's answer is three small chunks per device, and hyper's work
+/// per frame, six thousand times for 2,000 devices, was the larger part of a poll's time after
+/// its head on a busy node (a copy of 64 KB costs less than the frames it saves).
 #[derive(Default)]
 struct Chunks {
     parts: VecDeque<Bytes>,
@@ -259,6 +262,38 @@ impl Chunks {
     }
 }
 
+/// The size the chunks of a [`Chunks`] are joined up to, in each frame.
+const FRAME: usize = 64 * 1024;
+
+impl Chunks {
+    /// The next frame: the next chunk as it is when it fills a frame alone, else the chunks
+    /// that fit in [`FRAME`] bytes (at least one), joined.
+    fn next_frame(&mut self) -> Option<Bytes> {
+        let first = self.parts.pop_front()?;
+        let joined = if first.len() >= FRAME
+            || self
+                .parts
+                .front()
+                .is_none_or(|b| first.len() + b.len() > FRAME)
+        {
+            first
+        } else {
+            let mut out = Vec::with_capacity(FRAME);
+            out.extend_from_slice(&first);
+            while let Some(b) = self.parts.front() {
+                if out.len() + b.len() > FRAME {
+                    break;
+                }
+                out.extend_from_slice(b);
+                self.parts.pop_front();
+            }
+            Bytes::from(out)
+        };
+        self.len -= joined.len() as u64;
+        Some(joined)
+    }
+}
+
 impl HttpBody for Chunks {
     type Data = Bytes;
     type Error = Infallible;
@@ -267,11 +302,7 @@ impl HttpBody for Chunks {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.parts.pop_front();
-        if let Some(b) = &next {
-            self.len -= b.len() as u64;
-        }
-        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+        Poll::Ready(self.next_frame().map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -788,6 +819,58 @@ mod tests {
                 serde_json::from_slice(&bytes).expect("a RolloutDetail");
             assert_eq!(typed.waves.len(), waves.len());
         }
+    }
+
+    /// The answer goes out in frames of at most [`FRAME`] bytes (a chunk larger than that, alone),
+    /// far fewer than its chunks, and those frames are the answer, byte for byte, with the
+    /// length hinted before each.
+    #[test]
+    fn the_answer_goes_out_in_frames_of_joined_chunks() {
+        let r = record();
+        let p = plan(&[(0, "canary"), (1, "wave 1")]);
+        let jobs: Vec<DeviceJob> = (0..400)
+            .map(|i: usize| job(&format!("sw-{i}"), usize::from(i > 0), i, "succeeded"))
+            .collect();
+        let v = view(jobs);
+        let whole = DetailJson {
+            body: answer(&r, &p, &v).expect("an answer"),
+            phases: Phases::default(),
+        }
+        .to_vec();
+        let mut body = answer(&r, &p, &v).expect("an answer");
+        let mut big = Chunks::default();
+        big.push(Bytes::from(vec![b' '; FRAME + 1]));
+        big.push_static("{}");
+        let chunks = body.parts.len();
+        let mut frames = Vec::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            let hint = body.size_hint().exact();
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    let data = f.into_data().expect("a data frame");
+                    assert!(data.len() <= FRAME, "{}", data.len());
+                    assert_eq!(
+                        hint,
+                        Some((whole.len() - frames.iter().map(Bytes::len).sum::<usize>()) as u64)
+                    );
+                    frames.push(data);
+                }
+                Poll::Ready(None) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(body.is_end_stream());
+        assert!(
+            frames.len() * 50 < chunks,
+            "{} frames for {chunks} chunks",
+            frames.len()
+        );
+        assert_eq!(frames.concat(), whole);
+        // A chunk larger than a frame goes alone, as it is.
+        assert_eq!(big.next_frame().map(|b| b.len()), Some(FRAME + 1));
+        assert_eq!(big.next_frame().as_deref(), Some(&b"{}"[..]));
+        assert_eq!(big.next_frame(), None);
     }
 
     /// A transfer that moves is written again alone, and the answer shows where it is now;
