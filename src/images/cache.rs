@@ -139,16 +139,21 @@ impl Cache {
     /// The cache over `dir` (the image directory, with its `.incoming/`), bounded to
     /// `max_bytes` of fetched files.
     pub(crate) fn open(dir: PathBuf, max_bytes: u64) -> Cache {
-        let index = std::fs::read(dir.join(INDEX))
+        let mut index = std::fs::read(dir.join(INDEX))
             .ok()
             .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
             .unwrap_or_default();
+        // An entry whose file is not there (a crash after the entry, before the file took its
+        // name; a file removed by hand) holds no room in the bound.
+        let listed = index.fetched.len();
+        index.fetched.retain(|name, _| dir.join(name).is_file());
+        let pruned = listed - index.fetched.len();
         let client = crate::http_client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .unwrap_or_else(|_| crate::http_client::client());
-        Cache {
+        let cache = Cache {
             dir,
             max_bytes,
             state: std::sync::Mutex::new(State {
@@ -156,7 +161,15 @@ impl Cache {
                 ..State::default()
             }),
             client,
+        };
+        if pruned > 0 {
+            tracing::info!(
+                entries = pruned,
+                "image cache: entries without their file dropped from the index"
+            );
+            cache.save(&cache.state().index);
         }
+        cache
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -241,18 +254,23 @@ impl Cache {
         for source in sources {
             match self.fetch(want, source, fetch_for).await {
                 Ok(part) => {
-                    tokio::fs::rename(&part, &path)
-                        .await
-                        .map_err(|source| CacheError::Io {
+                    // Listed, then named: a crash between the two leaves an entry without its
+                    // file (dropped at the next start), never a fetched file that the next
+                    // start takes for an origin copy, which is never evicted.
+                    self.record_fetched(&name, want);
+                    if let Err(source) = tokio::fs::rename(&part, &path).await {
+                        self.forget(&name);
+                        let _ = tokio::fs::remove_file(&part).await;
+                        return Err(CacheError::Io {
                             path: path.clone(),
                             source,
-                        })?;
+                        });
+                    }
                     if let Some(s) = stamp(&path) {
                         self.state()
                             .checked
                             .insert(name.clone(), (s, want.sha256.clone()));
                     }
-                    self.record_fetched(&name, want);
                     tracing::info!(image = %name, from = %source.url, "image fetched by SHA-256 and checked");
                     return Ok((
                         path,
@@ -606,6 +624,39 @@ mod tests {
         assert!(cache.is_fetched(&w.file_name));
         // The index survives a restart.
         let reopened = Cache::open(dir.path().to_path_buf(), 1 << 30);
+        assert!(reopened.is_fetched(&w.file_name));
+        assert_eq!(reopened.cached_bytes(), body.len() as u64);
+    }
+
+    /// A crash after a fetched file was listed and before it took its name leaves an entry
+    /// without its file: the next start drops it (it holds no room in the bound), and the
+    /// image is fetched again, listed as fetched, not taken for an origin copy.
+    #[tokio::test]
+    async fn an_entry_left_without_its_file_by_a_crash_is_dropped_and_the_image_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"image bytes".repeat(100);
+        let (url, hits) = blob_server(body.clone()).await;
+        let w = want("c2960x-universalk9-mz.152-7.E8.bin", &body);
+        let src = [Source { url, token: None }];
+        let cache = cache_in(dir.path(), 1 << 30);
+        cache.ensure(&w, &src, "t").await.unwrap();
+        drop(cache);
+        // The moment of the crash: listed, not yet named.
+        std::fs::remove_file(dir.path().join(&w.file_name)).unwrap();
+        let reopened = cache_in(dir.path(), 1 << 30);
+        assert!(!reopened.is_fetched(&w.file_name));
+        assert_eq!(reopened.cached_bytes(), 0);
+        let saved = std::fs::read_to_string(dir.path().join(INDEX)).unwrap();
+        assert!(!saved.contains(&w.file_name), "{saved}");
+        let (path, found) = reopened.ensure(&w, &src, "t").await.unwrap();
+        assert_eq!(
+            found,
+            Found::Fetched {
+                replaced_damaged: false
+            }
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert!(reopened.is_fetched(&w.file_name));
         assert_eq!(reopened.cached_bytes(), body.len() as u64);
     }
