@@ -406,17 +406,7 @@ pub(super) async fn detail(
     };
     let changes = read_changes(state, r.id.as_str(), v.since(), rev).await?;
     phases.lap("changes", &mut mark);
-    v.apply(state, r.id.as_str(), changes, true).await?;
-    phases.lap("apply", &mut mark);
-    state.views.by_request.fetch_add(1, Ordering::Relaxed);
-    v.requested = Some(Instant::now());
-    if !v.refreshing {
-        v.refreshing = true;
-        tokio::spawn(refresh(state.clone(), r.id.clone(), slot.clone()));
-    }
-    let body = answer(&r, &plan, v)?;
-    phases.lap("write", &mut mark);
-    Ok(DetailJson { body, phases })
+    answer_request(state, &slot, v, &r, &plan, changes, phases, mark).await
 }
 
 /// The rollout's detail as [`detail`] gives it, with its record read in the same round trip
@@ -456,7 +446,25 @@ pub(super) async fn detail_at_once(
     };
     let changes = Changes::of(since, read);
     phases.lap("changes", &mut mark);
-    v.apply(state, id, changes, true).await?;
+    answer_request(state, &slot, v, &r, &plan, changes, phases, mark)
+        .await
+        .map(Some)
+}
+
+/// A request's end, once it read `changes` under the lock of `v`, the view in `slot`: apply
+/// them, keep the view refreshed while it is polled, and write the answer.
+#[allow(clippy::too_many_arguments)]
+async fn answer_request(
+    state: &AppState,
+    slot: &Arc<tokio::sync::Mutex<View>>,
+    v: &mut View,
+    r: &RolloutRecord,
+    plan: &Plan,
+    changes: Changes,
+    mut phases: Phases,
+    mut mark: Instant,
+) -> ApiResult<DetailJson> {
+    v.apply(state, r.id.as_str(), changes, true).await?;
     phases.lap("apply", &mut mark);
     state.views.by_request.fetch_add(1, Ordering::Relaxed);
     v.requested = Some(Instant::now());
@@ -464,9 +472,9 @@ pub(super) async fn detail_at_once(
         v.refreshing = true;
         tokio::spawn(refresh(state.clone(), r.id.clone(), slot.clone()));
     }
-    let body = answer(&r, &plan, v)?;
+    let body = answer(r, plan, v)?;
     phases.lap("write", &mut mark);
-    Ok(Some(DetailJson { body, phases }))
+    Ok(DetailJson { body, phases })
 }
 
 /// The answer: the rollout's record `r` and its plan's waves, with the view's rows (after
