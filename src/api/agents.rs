@@ -34,6 +34,7 @@ const MAX_DETAIL: usize = 256 * 1024;
 #[utoipa::path(post, path = "/agents/heartbeat", tag = "agents", request_body = AgentBeat,
     responses((status = 200, body = AgentOrders),
               (status = 400, body = ErrorBody, description = "`bad_request`: not JSON"),
+              (status = 403, body = ErrorBody, description = "`forbidden`: an agent token of another site, or one beating under the name of a serve node or of another site's agent"),
               (status = 413, body = ErrorBody, description = "`too_large`: a body over 4 MiB"),
               (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not `Content-Type: application/json`"),
               (status = 422, body = ErrorBody, description = "`unprocessable`: no name or site, or a field of the wrong type"),
