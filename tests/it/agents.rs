@@ -595,14 +595,7 @@ async fn an_agent_token_runs_its_own_sites_jobs_and_nothing_else() {
     }
     let lab = new_token(&rig, "agent-lab-token", "agent", Some("lab")).await;
     let elsewhere = new_token(&rig, "agent-elsewhere-token", "agent", Some("elsewhere")).await;
-    let listed: Value = rig
-        .get("/api/v1/tokens")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = rig.get_json("/api/v1/tokens").await;
     let site_of = |name: &str| {
         listed["tokens"]
             .as_array()
@@ -680,85 +673,67 @@ async fn an_agent_token_runs_its_own_sites_jobs_and_nothing_else() {
                            "started_at": "2026-12-08T00:00:00Z", "heartbeat_seconds": 1,
                            "images": [], "transfers": []})
     };
-    let (status, why) = call_as(
-        &lab,
-        Method::POST,
-        api("/agents/heartbeat"),
-        Some(beat("agent-lab-2", "elsewhere")),
-    )
-    .await;
-    assert_eq!(
-        (status, why.as_str()),
+    let device = rig.lab.devices()[0].name.clone();
+    let job = format!("/agents/jobs/{id}/{device}");
+    let view = serde_json::json!({"epoch": 1, "op": {"op": "view"}});
+    for (token, path, body, status, why) in [
         (
+            &lab,
+            "/agents/heartbeat",
+            beat("agent-lab-2", "elsewhere"),
             403,
             "token agent-lab-token is an agent token of site lab: it may not act for site elsewhere"
-        )
-    );
-    let (status, why) = call_as(
-        &elsewhere,
-        Method::POST,
-        api("/agents/heartbeat"),
-        Some(beat("agent-lab", "elsewhere")),
-    )
-    .await;
-    assert_eq!(
-        (status, why.as_str()),
+                .to_string(),
+        ),
         (
+            &elsewhere,
+            "/agents/heartbeat",
+            beat("agent-lab", "elsewhere"),
             403,
             "agent agent-lab is recorded for site lab: an agent token of site elsewhere may not beat under its name"
-        )
-    );
-    let (status, _) = call_as(
-        &elsewhere,
-        Method::POST,
-        api("/agents/heartbeat"),
-        Some(beat("agent-elsewhere", "elsewhere")),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, why) = call_as(
-        &elsewhere,
-        Method::POST,
-        api("/agents/jobs/claim"),
-        Some(serde_json::json!({"name": "agent-elsewhere", "site": "lab", "max": 5, "heartbeat_seconds": 1})),
-    )
-    .await;
-    assert_eq!(status, 403, "{why}");
-    let device = rig.lab.devices()[0].name.clone();
-    let (status, why) = call_as(
-        &elsewhere,
-        Method::POST,
-        api(&format!("/agents/jobs/{id}/{device}")),
-        Some(serde_json::json!({"epoch": 1, "op": {"op": "view"}})),
-    )
-    .await;
-    assert_eq!(
-        (status, why),
+                .to_string(),
+        ),
         (
+            &elsewhere,
+            "/agents/heartbeat",
+            beat("agent-elsewhere", "elsewhere"),
+            200,
+            String::new(),
+        ),
+        (
+            &elsewhere,
+            "/agents/jobs/claim",
+            serde_json::json!({"name": "agent-elsewhere", "site": "lab", "max": 5, "heartbeat_seconds": 1}),
+            403,
+            "token agent-elsewhere-token is an agent token of site elsewhere: it may not act for site lab"
+                .to_string(),
+        ),
+        (
+            &elsewhere,
+            &job,
+            view.clone(),
             403,
             format!(
                 "token agent-elsewhere-token is an agent token of site elsewhere: the job of \
                  {device} in rollout {id} is handed to site lab"
-            )
-        )
-    );
+            ),
+        ),
+    ] {
+        let got = call_as(token, Method::POST, api(path), Some(body)).await;
+        assert_eq!(got, (status, why), "{path}");
+    }
     let (status, _) = call_as(
         &elsewhere,
         Method::POST,
         api(&format!("/agents/jobs/{id}/no-such-device")),
-        Some(serde_json::json!({"epoch": 1, "op": {"op": "view"}})),
+        Some(view),
     )
     .await;
     assert_eq!(status, 404);
     // Refused calls are in the audit log, with the token that made them.
-    let audit: Value = rig
-        .get("/api/v1/audit?by=agent-elsewhere-token&limit=100")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = rig
+        .get_json("/api/v1/audit?by=agent-elsewhere-token&limit=100")
+        .await;
     let refused: Vec<(String, i64)> = audit["entries"]
         .as_array()
         .unwrap()

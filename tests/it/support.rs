@@ -866,6 +866,17 @@ impl Rig {
         self.get(path).send().await.unwrap().text().await.unwrap()
     }
 
+    /// The body of a GET as JSON (`Null` when it is not JSON), whatever its status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(self.url(path)).bearer_auth(TOKEN)
     }
