@@ -36,6 +36,9 @@
 # sample serve node a with perf), NGINX_FLOOR (1 when nginx is installed: nginx serves a copy
 # of node a's latest rollout answer, renewed every 2 s, and the pollers ask it too, the floor
 # of moving those bytes on this machine under the same load; 0: off),
+# PG_STATEMENTS (1: B's PostgreSQL loads pg_stat_statements, with planning time, and the run
+# keeps its statements by time spent during the rollout in B/pg-statements.txt; 0, the
+# default, leaves the server as the published runs had it),
 # BASE_IP (127.0.40.1), ONLY=A|B, KEEP=1 (keep the work directory), FLEETUP_BIN (a prebuilt
 # binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800), FLEETUP_LOG
 # (the fleetup processes' log filter, `warn`; their logs are in the work directory).
@@ -55,6 +58,7 @@ LAB_RATE=${LAB_RATE:-2097152}
 # CPUs of their own: at 10, it takes the CPU that fleetup and PostgreSQL leave, as devices on
 # other machines would; 0 runs it as their equal on the shared cores.
 LAB_NICE=${LAB_NICE:-0}
+PG_STATEMENTS=${PG_STATEMENTS:-0}
 TFTP_BLOCKSIZE=${TFTP_BLOCKSIZE:-8192}
 POLL=${POLL:-1}
 POLL_CLIENTS=${POLL_CLIENTS:-1}
@@ -201,6 +205,16 @@ start_serve() { # DIR NAME HTTP_PORT [serve flags...]: sets SERVE_PID
     wait_for_line "$dir/serve-$name.err" "dashboard and API:" "$SERVE_PID" 120
 }
 
+pg_statements() { # URL: pg_stat_statements by time spent (planning and execution), per device
+    psql "$1" -qP footer=off -c "SELECT calls,
+        round(((total_plan_time + total_exec_time) / $DEVICES)::numeric, 3) AS ms_per_device,
+        round((total_plan_time / $DEVICES)::numeric, 3) AS plan_ms_per_device,
+        round(((total_plan_time + total_exec_time) / calls)::numeric, 3) AS ms_per_call,
+        rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) AS query
+        FROM pg_stat_statements WHERE calls > 0
+        ORDER BY total_plan_time + total_exec_time DESC LIMIT 40"
+}
+
 pg_counters() { # URL FILE: transactions, the next transaction id, rows read per table
     psql "$1" -qAtF' ' -c "SELECT xact_commit, xact_rollback, pg_snapshot_xmax(pg_current_snapshot()) FROM pg_stat_database WHERE datname = current_database()" >"$2"
     psql "$1" -qAtF' ' -c "SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables" >"$2.tables"
@@ -264,11 +278,18 @@ PY
         say "B: PostgreSQL"
         PG_DIRS+=("$dir/pg")
         local su_url
-        su_url=$("$ROOT/scripts/postgres" up "$dir/pg" 2>"$dir/pg-up.err") ||
+        local pg_conf=""
+        if [[ "$PG_STATEMENTS" == 1 ]]; then
+            pg_conf=$'shared_preload_libraries = \'pg_stat_statements\'\npg_stat_statements.track_planning = on'
+        fi
+        su_url=$(FLEETUP_PG_CONF="$pg_conf" "$ROOT/scripts/postgres" up "$dir/pg" 2>"$dir/pg-up.err") ||
             die "scripts/postgres up failed: $(cat "$dir/pg-up.err")"
         command -v psql >/dev/null || die "psql is needed (postgresql-client)"
         psql "$su_url" -qAtc "CREATE DATABASE fleetup_scale" >/dev/null
         db_url=${su_url%/postgres}/fleetup_scale
+        if [[ "$PG_STATEMENTS" == 1 ]]; then
+            psql "$db_url" -qAtc "CREATE EXTENSION pg_stat_statements" >/dev/null
+        fi
         trees+=(--tree "postgres=$(head -1 "$dir/pg/pg/data/postmaster.pid")")
         fact database postgres
         say "B: serve nodes a and b"
@@ -347,6 +368,9 @@ EOF
     wait_for_line "$dir/probe.out" "ready" "$probe_pid" 30
     if [[ "$cfg" == B ]]; then
         pg_counters "$db_url" "$dir/pg-before"
+        if [[ "$PG_STATEMENTS" == 1 ]]; then
+            psql "$db_url" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null
+        fi
     fi
 
     say "$cfg: rollout of $DEVICES devices, concurrency $CONCURRENCY"
@@ -419,6 +443,11 @@ EOF
         # within 10 s: wait for the last ones before reading xact_commit.
         sleep 11
         pg_counters "$db_url" "$dir/pg-after"
+        if [[ "$PG_STATEMENTS" == 1 ]]; then
+            pg_statements "$db_url" >"$dir/pg-statements.txt"
+            say "B: PostgreSQL's statements by time (B/pg-statements.txt):"
+            head -25 "$dir/pg-statements.txt" >&2
+        fi
     fi
 
     say "$cfg: stopping"
