@@ -2,10 +2,11 @@
 //! obeys pause, resume, abort and retry. The database is the source of truth: the engine can
 //! be killed at any point and, restarted, picks every rollout up where it was.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::task::JoinSet;
 
 use super::clock::Clock;
@@ -22,6 +23,30 @@ use crate::store::leases::{FENCE, Fence};
 use crate::store::rollouts::{NewEvent, NewJob};
 use crate::store::{Db, StoreError};
 use crate::transfers::Transfers;
+
+/// A device's permits to run: the service's (`--max-jobs`) and its rollout's
+/// (`strategy.concurrency`).
+type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// The device tasks of a wave, and the permits each runs under. A task's permits are held
+/// here, not by the task, and freed only once the rollout task has taken in its outcome
+/// ([`Engine::take_in`]): freed when the task ended, they let the next device start before a
+/// failure that ended it was counted, past the failure threshold.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<(String, JobOutcome)>,
+    permits: HashMap<tokio::task::Id, Permits>,
+}
+
+impl Running {
+    fn spawn<F>(&mut self, task: F, permits: Permits)
+    where
+        F: Future<Output = (String, JobOutcome)> + Send + 'static,
+    {
+        let handle = self.tasks.spawn(task);
+        self.permits.insert(handle.id(), permits);
+    }
+}
 
 /// How long a retry of a halted rollout waits for the rollout's task to end (it ends once the
 /// devices it was running have finished).
@@ -856,19 +881,38 @@ impl Engine {
                     Some(json!({"wave": wave})),
                 )
                 .await;
-            let mut running: JoinSet<(String, JobOutcome)> = JoinSet::new();
+            let mut running = Running::default();
             for j in jobs {
                 // A device of a site whose agent drives is handed to that site.
                 let site = handoff::site_for(&self.ledger, &handing.drivers, &pb, &j).await;
                 if !self.ledger.may_go_on(id).await {
                     break;
                 }
-                let global = self.global.clone().acquire_owned().await;
-                let local = per_rollout.clone().acquire_owned().await;
-                let (Ok(global), Ok(local)) = (global, local) else {
+                // Wait for permits, taking in the outcomes of the devices that end meanwhile:
+                // a device's permits are freed only once its outcome is counted.
+                let acquire = async {
+                    let global = self.global.clone().acquire_owned().await;
+                    let local = per_rollout.clone().acquire_owned().await;
+                    global.ok().zip(local.ok())
+                };
+                tokio::pin!(acquire);
+                let permits = loop {
+                    tokio::select! {
+                        biased;
+                        Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
+                            self.take_in(id, limits, &mut running, done).await?;
+                        }
+                        permits = &mut acquire => break permits,
+                    }
+                };
+                let Some(permits) = permits else {
                     break;
                 };
-                // Permits may have taken a while: check again before starting the device.
+                // Permits may have taken a while, and devices may have ended since: take their
+                // outcomes in, and check again before starting the device.
+                while let Some(done) = running.tasks.try_join_next_with_id() {
+                    self.take_in(id, limits, &mut running, done).await?;
+                }
                 if !self.ledger.may_go_on(id).await {
                     break;
                 }
@@ -880,8 +924,7 @@ impl Engine {
                     device: None,
                 });
                 let (ledger, handing) = (self.ledger.clone(), handing.clone());
-                running.spawn(FENCE.scope(fence, async move {
-                    let _permits = (global, local);
+                let task = FENCE.scope(fence, async move {
                     let name = j.device.clone();
                     let handed = match &site {
                         Some(site) => {
@@ -894,14 +937,15 @@ impl Engine {
                         None => job::run(&ctx, j).await,
                     };
                     (name, outcome)
-                }));
+                });
+                running.spawn(task, permits);
                 // Reap finished devices while starting others, so the threshold acts promptly.
-                while let Some(done) = running.try_join_next() {
-                    self.after_device(id, limits, done).await?;
+                while let Some(done) = running.tasks.try_join_next_with_id() {
+                    self.take_in(id, limits, &mut running, done).await?;
                 }
             }
-            while let Some(done) = running.join_next().await {
-                self.after_device(id, limits, done).await?;
+            while let Some(done) = running.tasks.join_next_with_id().await {
+                self.take_in(id, limits, &mut running, done).await?;
             }
             // On shutdown, or while writes fail, stop here without deciding anything: what was
             // recorded is where the rollout goes on from.
@@ -957,6 +1001,25 @@ impl Engine {
         Ok(policy::next_wave(&JobView::all(
             &self.ledger.db.jobs(id).await?,
         )))
+    }
+
+    /// Take in the outcome of a device task that ended (`done`), then free its permits.
+    async fn take_in(
+        &self,
+        id: &str,
+        limits: Limits,
+        running: &mut Running,
+        done: Result<(tokio::task::Id, (String, JobOutcome)), tokio::task::JoinError>,
+    ) -> Result<(), RolloutError> {
+        let task = match &done {
+            Ok((task, _)) => *task,
+            Err(e) => e.id(),
+        };
+        let permits = running.permits.remove(&task);
+        self.after_device(id, limits, done.map(|(_, outcome)| outcome))
+            .await?;
+        drop(permits);
+        Ok(())
     }
 
     async fn after_device(
