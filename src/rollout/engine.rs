@@ -885,7 +885,7 @@ impl Engine {
             for j in jobs {
                 // A device of a site whose agent drives is handed to that site.
                 let site = handoff::site_for(&self.ledger, &handing.drivers, &pb, &j).await;
-                if !self.ledger.may_go_on(id).await {
+                if !self.go_on(id, limits, &mut running).await? {
                     break;
                 }
                 // Wait for permits, taking in the outcomes of the devices that end meanwhile:
@@ -913,7 +913,7 @@ impl Engine {
                 while let Some(done) = running.tasks.try_join_next_with_id() {
                     self.take_in(id, limits, &mut running, done).await?;
                 }
-                if !self.ledger.may_go_on(id).await {
+                if !self.go_on(id, limits, &mut running).await? {
                     break;
                 }
                 let ctx = ctx.clone();
@@ -1001,6 +1001,31 @@ impl Engine {
         Ok(policy::next_wave(&JobView::all(
             &self.ledger.db.jobs(id).await?,
         )))
+    }
+
+    /// Whether the rollout may start its next device ([`Ledger::may_go_on`], which waits while
+    /// it is paused or outside its window), taking in the outcomes of the devices that end
+    /// meanwhile: their permits, which other rollouts may be waiting for, are not held by a
+    /// wait that may last hours. The question is asked again after each, which may have
+    /// halted the rollout.
+    async fn go_on(
+        &self,
+        id: &str,
+        limits: Limits,
+        running: &mut Running,
+    ) -> Result<bool, RolloutError> {
+        let ask = self.ledger.may_go_on(id);
+        tokio::pin!(ask);
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
+                    self.take_in(id, limits, running, done).await?;
+                    ask.set(self.ledger.may_go_on(id));
+                }
+                go = &mut ask => return Ok(go),
+            }
+        }
     }
 
     /// Take in the outcome of a device task that ended (`done`), then free its permits.
