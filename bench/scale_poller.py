@@ -8,7 +8,8 @@ are written to FILE (JSON) at the end.
 
 --mirror keeps a copy of target NAME's latest answer at PATH (written whole, then renamed in
 place, at most every MIRROR_EVERY seconds), for nginx to serve as a target of its own: the same
-bytes, with no work behind them, under the same load (bench/scale.sh's floor).
+bytes, with no work behind them, under the same load (bench/scale.sh's floor). A request's
+latency ends when its body is read, before that copy is written.
 
 As bench/poller.rs (which bench/poll.sh builds with cargo): open loop, client i of a target
 starts at i/N of the first period and keeps its own schedule; latency counts from the moment
@@ -63,6 +64,7 @@ class Client(threading.Thread):
         self.period, self.offset, self.stop = period, offset, stop
         self.samples = []  # (due, latency s, bytes, Server-Timing, head s)
         self.head_at = None
+        self.done_at = None
         self.failures = 0
         self.first_failure = None
         self.conn = None
@@ -75,6 +77,9 @@ class Client(threading.Thread):
         r = self.conn.getresponse()
         self.head_at = time.monotonic()
         body = r.read()
+        # The answer is in: the copy for --mirror below is this harness's own work, and its
+        # write of megabytes must not count in the server's latency.
+        self.done_at = time.monotonic()
         if r.status != 200:
             raise OSError(f"HTTP {r.status}: {body[:200]!r}")
         if self.mirror and (self.mirrored_at is None or time.monotonic() - self.mirrored_at >= MIRROR_EVERY):
@@ -92,7 +97,7 @@ class Client(threading.Thread):
                 break
             try:
                 n, timing = self.get()
-                self.samples.append((due, time.monotonic() - due, n, timing, self.head_at - due))
+                self.samples.append((due, self.done_at - due, n, timing, self.head_at - due))
             except (OSError, http.client.HTTPException) as e:
                 self.failures += 1
                 self.first_failure = self.first_failure or str(e)
