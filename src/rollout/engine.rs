@@ -1004,10 +1004,9 @@ impl Engine {
     }
 
     /// Whether the rollout may start its next device ([`Ledger::may_go_on`], which waits while
-    /// it is paused or outside its window), taking in the outcomes of the devices that end
-    /// meanwhile: their permits, which other rollouts may be waiting for, are not held by a
-    /// wait that may last hours. The question is asked again after each, which may have
-    /// halted the rollout.
+    /// it is paused), taking in the outcomes of the devices that end meanwhile: their permits,
+    /// which other rollouts may be waiting for, are not held by a pause that may last hours.
+    /// The question is asked again after each, which may have halted the rollout.
     async fn go_on(
         &self,
         id: &str,
