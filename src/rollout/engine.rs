@@ -908,11 +908,8 @@ impl Engine {
                 let Some(permits) = permits else {
                     break;
                 };
-                // Permits may have taken a while, and devices may have ended since: take their
-                // outcomes in, and check again before starting the device.
-                while let Some(done) = running.tasks.try_join_next_with_id() {
-                    self.take_in(id, limits, &mut running, done).await?;
-                }
+                // Permits may have taken a while, and devices may have ended since: check again
+                // before starting the device (`go_on` takes their outcomes in first).
                 if !self.go_on(id, limits, &mut running).await? {
                     break;
                 }
@@ -1004,9 +1001,10 @@ impl Engine {
     }
 
     /// Whether the rollout may start its next device ([`Ledger::may_go_on`], which waits while
-    /// it is paused), taking in the outcomes of the devices that end meanwhile: their permits,
-    /// which other rollouts may be waiting for, are not held by a pause that may last hours.
-    /// The question is asked again after each, which may have halted the rollout.
+    /// it is paused), taking in first the outcomes of the devices that ended, and then those of
+    /// the devices that end meanwhile: their permits, which other rollouts may be waiting for,
+    /// are not held by a pause that may last hours. The question is asked again after each
+    /// outcome, which may have halted the rollout.
     async fn go_on(
         &self,
         id: &str,
