@@ -39,6 +39,9 @@
 # PG_STATEMENTS (1: B's PostgreSQL loads pg_stat_statements, with planning time, and the run
 # keeps its statements by time spent during the rollout in B/pg-statements.txt; 0, the
 # default, leaves the server as the published runs had it),
+# PG_SLOW_MS (a number: B's PostgreSQL logs every statement that takes at least that many
+# ms, with the lock waits, and the run keeps those lines in B/pg-slow.txt; 0, the default:
+# off),
 # BASE_IP (127.0.40.1), ONLY=A|B, KEEP=1 (keep the work directory), FLEETUP_BIN (a prebuilt
 # binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800), FLEETUP_LOG
 # (the fleetup processes' log filter, `warn`; their logs are in the work directory).
@@ -59,6 +62,7 @@ LAB_RATE=${LAB_RATE:-2097152}
 # other machines would; 0 runs it as their equal on the shared cores.
 LAB_NICE=${LAB_NICE:-0}
 PG_STATEMENTS=${PG_STATEMENTS:-0}
+PG_SLOW_MS=${PG_SLOW_MS:-0}
 TFTP_BLOCKSIZE=${TFTP_BLOCKSIZE:-8192}
 POLL=${POLL:-1}
 POLL_CLIENTS=${POLL_CLIENTS:-1}
@@ -282,6 +286,9 @@ PY
         if [[ "$PG_STATEMENTS" == 1 ]]; then
             pg_conf=$'shared_preload_libraries = \'pg_stat_statements\'\npg_stat_statements.track_planning = on'
         fi
+        if [[ "$PG_SLOW_MS" != 0 ]]; then
+            pg_conf+=$'\n'"log_min_duration_statement = $PG_SLOW_MS"$'\nlog_lock_waits = on\nlog_line_prefix = \'%m [%p] \''
+        fi
         su_url=$(FLEETUP_PG_CONF="$pg_conf" "$ROOT/scripts/postgres" up "$dir/pg" 2>"$dir/pg-up.err") ||
             die "scripts/postgres up failed: $(cat "$dir/pg-up.err")"
         command -v psql >/dev/null || die "psql is needed (postgresql-client)"
@@ -443,6 +450,10 @@ EOF
         # within 10 s: wait for the last ones before reading xact_commit.
         sleep 11
         pg_counters "$db_url" "$dir/pg-after"
+        if [[ "$PG_SLOW_MS" != 0 ]]; then
+            grep -E 'duration: |still waiting' "$dir/pg/pg/postgres.log" >"$dir/pg-slow.txt" || true
+            say "B: $(wc -l <"$dir/pg-slow.txt") statements took ${PG_SLOW_MS} ms or more (B/pg-slow.txt)"
+        fi
         if [[ "$PG_STATEMENTS" == 1 ]]; then
             pg_statements "$db_url" >"$dir/pg-statements.txt"
             say "B: PostgreSQL's statements by time (B/pg-statements.txt):"
