@@ -597,6 +597,22 @@ mod tests {
         (url, hits)
     }
 
+    /// `w` is fetched a second time from `src` (its server now counted two hits), whole, and
+    /// said to have replaced a damaged file or not.
+    async fn assert_fetched_again(
+        cache: &Cache,
+        w: &Wanted,
+        src: &[Source],
+        body: &[u8],
+        hits: &std::sync::atomic::AtomicUsize,
+        replaced_damaged: bool,
+    ) {
+        let (path, found) = cache.ensure(w, src, "t").await.unwrap();
+        assert_eq!(found, Found::Fetched { replaced_damaged });
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     fn cache_in(dir: &Path, max: u64) -> Cache {
         std::fs::create_dir_all(dir.join(".incoming")).unwrap();
         Cache::open(dir.to_path_buf(), max)
@@ -648,15 +664,7 @@ mod tests {
         assert_eq!(reopened.cached_bytes(), 0);
         let saved = std::fs::read_to_string(dir.path().join(INDEX)).unwrap();
         assert!(!saved.contains(&w.file_name), "{saved}");
-        let (path, found) = reopened.ensure(&w, &src, "t").await.unwrap();
-        assert_eq!(
-            found,
-            Found::Fetched {
-                replaced_damaged: false
-            }
-        );
-        assert_eq!(std::fs::read(&path).unwrap(), body);
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_fetched_again(&reopened, &w, &src, &body, &hits, false).await;
         assert!(reopened.is_fetched(&w.file_name));
         assert_eq!(reopened.cached_bytes(), body.len() as u64);
     }
@@ -698,15 +706,7 @@ mod tests {
         let mut damaged = body.clone();
         damaged[1234] ^= 0xff;
         std::fs::write(&path, &damaged).unwrap();
-        let (path, found) = cache.ensure(&w, &src, "t").await.unwrap();
-        assert_eq!(
-            found,
-            Found::Fetched {
-                replaced_damaged: true
-            }
-        );
-        assert_eq!(std::fs::read(&path).unwrap(), body);
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_fetched_again(&cache, &w, &src, &body, &hits, true).await;
         // An origin copy (uploaded here, not fetched) is checked the same way.
         let origin = want("c3750e-universalk9-mz.152-4.E10.bin", b"origin");
         std::fs::write(dir.path().join(&origin.file_name), b"0rigin").unwrap();
