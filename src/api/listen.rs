@@ -21,8 +21,9 @@ use crate::shutdown::Shutdown;
 /// the kernel's own (a few hundred KB on loopback), hyper wrote such an answer in pieces, and
 /// between two pieces the connection's task waited for a turn on the runtime's workers behind
 /// the agents' calls: on a busy node a 2.5 MB poll took 8 ms (44 ms at worst) after its head,
-/// where nginx took 4 ms (19 ms) for the same bytes (`bench/scale.sh`). It is memory only while
-/// an answer waits for its client, and at most this much per connection.
+/// where nginx took 4 ms (19 ms) for the same bytes (`bench/scale.sh`; the poller then also
+/// counted its own copy of every other answer in those figures, fixed since). It is memory only
+/// while an answer waits for its client, and at most this much per connection.
 const SEND_BUFFER: usize = 4 << 20;
 
 /// Limits of the HTTP listener.
