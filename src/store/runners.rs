@@ -55,7 +55,7 @@ fn open_states() -> String {
 impl Db {
     /// Hand a job that has not ended to the agents of `site` (the rollout's task, under its
     /// fence), with the event that says so (a message of the device), in one transaction.
-    pub(crate) async fn offer_job(
+    pub async fn offer_job(
         &self,
         rollout: &str,
         device: &str,
@@ -172,7 +172,7 @@ impl Db {
     /// live, of rollouts that run (or are paused), in the rollouts' order and the plan's; each
     /// claim with the event `note` makes of it (a message of the device), in the same
     /// transaction.
-    pub(crate) async fn claim_site_jobs_noted(
+    pub async fn claim_site_jobs_noted(
         &self,
         site: &str,
         agent: &str,
@@ -245,7 +245,7 @@ impl Db {
     /// Extend `agent`'s lease of each job of `site` it holds by `ttl_ms` from now; the jobs it
     /// no longer holds at their epoch (taken back, or claimed by another agent), and any not
     /// handed to `site`, are returned.
-    pub(crate) async fn renew_site_jobs(
+    pub async fn renew_site_jobs(
         &self,
         agent: &str,
         site: &str,

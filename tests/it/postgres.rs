@@ -219,6 +219,15 @@ async fn postgres_job_rows_keep_the_rev_of_their_last_change() {
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
+async fn postgres_a_lease_renewal_alone_leaves_the_jobs_rev() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
+    let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
+    crate::store::a_lease_renewal_alone_leaves_the_jobs_rev(&pg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn postgres_a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();

@@ -390,6 +390,15 @@ async fn sqlite_job_rows_keep_the_rev_of_their_last_change() {
 }
 
 #[tokio::test]
+async fn sqlite_a_lease_renewal_alone_leaves_the_jobs_rev() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
+        .await
+        .unwrap();
+    a_lease_renewal_alone_leaves_the_jobs_rev(&db).await;
+}
+
+#[tokio::test]
 async fn sqlite_reads_a_rollout_views_catch_up_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
@@ -565,6 +574,89 @@ pub async fn job_rows_keep_the_rev_of_their_last_change(db: &fleetup::store::Db)
         .await
         .unwrap();
     assert_eq!(rev, 4);
+}
+
+/// A site agent's heartbeat, which moves only a job's `runner_until_ms`, leaves the rollout's
+/// `jobs_rev` and the row's rev where they were (hundreds of rows a call, none of it shown by
+/// the API); a write of any other column of a job stamps the row, so a column added later and
+/// left out of the update trigger's list fails here. Run on SQLite here and on PostgreSQL by
+/// `postgres::`.
+pub async fn a_lease_renewal_alone_leaves_the_jobs_rev(db: &fleetup::store::Db) {
+    rollout_with_jobs(db, &["sw1", "sw2"]).await;
+    let rev = |device: &'static str| async move {
+        let row: i64 = sqlx::query_scalar("SELECT rev FROM rollout_devices WHERE device = $1")
+            .bind(device)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        (db.jobs_rev("r1").await.unwrap(), row)
+    };
+    db.offer_job("r1", "sw1", "lab", "handed", &Value::Null)
+        .await
+        .unwrap();
+    let held: Vec<_> = db
+        .claim_site_jobs_noted("lab", "a1", 60_000, 10, |_| None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(job, _)| job)
+        .collect();
+    assert_eq!(held.len(), 1);
+    let until = || async {
+        let until: i64 =
+            sqlx::query_scalar("SELECT runner_until_ms FROM rollout_devices WHERE device = 'sw1'")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        until
+    };
+    let claimed_until = until().await;
+    let claimed = rev("sw1").await;
+    assert_eq!(claimed.0, claimed.1, "the claim stamped the row");
+
+    assert!(
+        db.renew_site_jobs("a1", "lab", &held, 120_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(rev("sw1").await, claimed, "a renewal moves no rev");
+    assert!(
+        db.jobs_changed_since("r1", claimed.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(until().await > claimed_until, "the lease was renewed");
+
+    let table = db
+        .schema()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "rollout_devices")
+        .unwrap();
+    let mut stamped = 0;
+    for column in table.columns.iter().map(|c| c.name.as_str()) {
+        if matches!(column, "runner_until_ms" | "rev") {
+            continue;
+        }
+        let before = rev("sw2").await;
+        sqlx::query(&format!(
+            "UPDATE rollout_devices SET {column} = {column} WHERE device = 'sw2'"
+        ))
+        .execute(db.pool())
+        .await
+        .unwrap();
+        let after = rev("sw2").await;
+        assert_eq!(
+            after,
+            (before.0 + 1, before.0 + 1),
+            "a write of {column} stamps the row"
+        );
+        stamped += 1;
+    }
+    assert!(stamped >= 20, "{stamped} columns written");
 }
 
 /// Rollout r1, running, with a pending job for each of `devices` in that order (wave 0), each
