@@ -42,6 +42,7 @@
 # PG_SLOW_MS (a number: B's PostgreSQL logs every statement that takes at least that many
 # ms, with the lock waits, and the run keeps those lines in B/pg-slow.txt; 0, the default:
 # off),
+# PG_CONF (extra lines for B's postgresql.conf, e.g. `autovacuum_naptime = 5`; none by default),
 # BASE_IP (127.0.40.1), ONLY=A|B, KEEP=1 (keep the work directory), FLEETUP_BIN (a prebuilt
 # binary; else `cargo build --release`), SCALE_TIMEOUT (seconds per rollout, 1800), FLEETUP_LOG
 # (the fleetup processes' log filter, `warn`; their logs are in the work directory).
@@ -63,6 +64,7 @@ LAB_RATE=${LAB_RATE:-2097152}
 LAB_NICE=${LAB_NICE:-0}
 PG_STATEMENTS=${PG_STATEMENTS:-0}
 PG_SLOW_MS=${PG_SLOW_MS:-0}
+PG_CONF=${PG_CONF:-}
 TFTP_BLOCKSIZE=${TFTP_BLOCKSIZE:-8192}
 POLL=${POLL:-1}
 POLL_CLIENTS=${POLL_CLIENTS:-1}
@@ -288,6 +290,9 @@ PY
         fi
         if [[ "$PG_SLOW_MS" != 0 ]]; then
             pg_conf+=$'\n'"log_min_duration_statement = $PG_SLOW_MS"$'\nlog_lock_waits = on\nlog_line_prefix = \'%m [%p] \''
+        fi
+        if [[ -n "$PG_CONF" ]]; then
+            pg_conf+=$'\n'"$PG_CONF"
         fi
         su_url=$(FLEETUP_PG_CONF="$pg_conf" "$ROOT/scripts/postgres" up "$dir/pg" 2>"$dir/pg-up.err") ||
             die "scripts/postgres up failed: $(cat "$dir/pg-up.err")"
