@@ -320,6 +320,24 @@ pub(super) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
         out.sample("fleetup_agent_job_calls_total", &[("op", op)], n);
     }
     state.engine.metrics().write(&mut out);
+    let slots = state.engine.slots();
+    out.family(
+        "fleetup_device_slots",
+        Kind::Gauge,
+        "This node's device slots (--max-concurrent-devices): busy (held by a device job, or by its rollout about to start one) and free.",
+    );
+    for (use_, n) in [
+        ("busy", slots.busy),
+        ("free", slots.size.saturating_sub(slots.busy)),
+    ] {
+        out.sample("fleetup_device_slots", &[("state", use_)], n);
+    }
+    out.family(
+        "fleetup_device_slot_waits",
+        Kind::Gauge,
+        "Rollouts waiting for one of this node's device slots.",
+    );
+    out.sample("fleetup_device_slot_waits", &[], slots.waiting);
     out.family(
         "fleetup_uptime_seconds",
         Kind::Gauge,

@@ -14,7 +14,7 @@ use super::handoff;
 use super::job::{self, JobContext, JobOutcome};
 use super::ledger::Ledger;
 use super::model::{DeviceJob, Event, EventKind, JobState, RolloutId, RolloutRecord, RolloutState};
-use super::policy::{self, AfterWave, End, JobView, Limits, RolloutView};
+use super::policy::{self, AfterWave, End, JobView, Limits, Proceed, RolloutView};
 use super::{FileServers, RolloutError};
 use crate::images::ImageStore;
 use crate::playbook::{self, Plan, Playbook};
@@ -24,7 +24,7 @@ use crate::store::rollouts::{NewEvent, NewJob};
 use crate::store::{Db, StoreError};
 use crate::transfers::Transfers;
 
-/// A device's permits to run: the service's (`--max-jobs`) and its rollout's
+/// A device's permits to run: the service's (`--max-concurrent-devices`) and its rollout's
 /// (`strategy.concurrency`).
 type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
@@ -68,8 +68,48 @@ pub(crate) struct Engine {
     lease: std::time::Duration,
     /// Devices worked on at once across all rollouts.
     global: Arc<Semaphore>,
+    /// The service's device slots ([`Engine::global`]'s permits) and how many rollout tasks
+    /// wait for one, for `/metrics`.
+    slots: Arc<Slots>,
     /// Whether a playbook that does not say needs an approval.
     approval: crate::playbook::Approval,
+}
+
+/// The service's device slots (`--max-concurrent-devices`), and the rollouts waiting for one.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    size: usize,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// A rollout task counted in [`Slots::waiting`] while it lives.
+struct Waiting<'a>(&'a Slots);
+
+impl Slots {
+    fn waiting(&self) -> Waiting<'_> {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(self)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What `/metrics` shows of the device slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotUse {
+    /// `--max-concurrent-devices`.
+    pub size: usize,
+    /// Held by devices that run (or by a rollout task about to start one).
+    pub busy: usize,
+    /// Rollout tasks waiting for a slot.
+    pub waiting: usize,
 }
 
 /// Settings of the engine.
@@ -116,6 +156,10 @@ impl Engine {
             url: settings.url.map(Into::into),
             lease: settings.lease.max(std::time::Duration::from_secs(2)),
             global: Arc::new(Semaphore::new(settings.max_concurrent_devices.max(1))),
+            slots: Arc::new(Slots {
+                size: settings.max_concurrent_devices.max(1),
+                ..Slots::default()
+            }),
             approval: settings.approval,
         };
         engine.watch_leases();
@@ -190,6 +234,21 @@ impl Engine {
     /// The histograms the device jobs observe, for `/metrics`.
     pub(crate) fn metrics(&self) -> &crate::metrics::RolloutMetrics {
         &self.ledger.metrics
+    }
+
+    /// The service's device slots: how many, how many are held, how many rollouts wait.
+    pub(crate) fn slots(&self) -> SlotUse {
+        SlotUse {
+            size: self.slots.size,
+            busy: self
+                .slots
+                .size
+                .saturating_sub(self.global.available_permits()),
+            waiting: self
+                .slots
+                .waiting
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// The engine's clock (a manual one in tests).
@@ -885,34 +944,12 @@ impl Engine {
             for j in jobs {
                 // A device of a site whose agent drives is handed to that site.
                 let site = handoff::site_for(&self.ledger, &handing.drivers, &pb, &j).await;
-                if !self.go_on(id, limits, &mut running).await? {
-                    break;
-                }
-                // Wait for permits, taking in the outcomes of the devices that end meanwhile:
-                // a device's permits are freed only once its outcome is counted.
-                let acquire = async {
-                    let global = self.global.clone().acquire_owned().await;
-                    let local = per_rollout.clone().acquire_owned().await;
-                    global.ok().zip(local.ok())
-                };
-                tokio::pin!(acquire);
-                let permits = loop {
-                    tokio::select! {
-                        biased;
-                        Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
-                            self.take_in(id, limits, &mut running, done).await?;
-                        }
-                        permits = &mut acquire => break permits,
-                    }
-                };
-                let Some(permits) = permits else {
+                let Some(permits) = self
+                    .permits_to_start(id, limits, &mut running, &per_rollout)
+                    .await?
+                else {
                     break;
                 };
-                // Permits may have taken a while, and devices may have ended since: check again
-                // before starting the device (`go_on` takes their outcomes in first).
-                if !self.go_on(id, limits, &mut running).await? {
-                    break;
-                }
                 let ctx = ctx.clone();
                 // The device's writes carry the rollout task's lease epoch too.
                 let fence = FENCE.try_with(Clone::clone).unwrap_or(Fence {
@@ -998,6 +1035,55 @@ impl Engine {
         Ok(policy::next_wave(&JobView::all(
             &self.ledger.db.jobs(id).await?,
         )))
+    }
+
+    /// The permits to start the rollout's next device, once it may go on; `None` when it must
+    /// stop. Outcomes of the devices that end meanwhile are taken in: a device's permits are
+    /// freed only once its outcome is counted. The rollout's own permit is taken before the
+    /// service's: waiting for its own devices, it holds no slot another rollout could use. A
+    /// pause that came while it waited gives both back, and the wait starts again: a paused
+    /// rollout holds no slot it does not use.
+    async fn permits_to_start(
+        &self,
+        id: &str,
+        limits: Limits,
+        running: &mut Running,
+        per_rollout: &Arc<Semaphore>,
+    ) -> Result<Option<Permits>, RolloutError> {
+        loop {
+            if !self.go_on(id, limits, running).await? {
+                return Ok(None);
+            }
+            let acquire = async {
+                let local = per_rollout.clone().acquire_owned().await.ok()?;
+                let _waiting = self.slots.waiting();
+                let global = self.global.clone().acquire_owned().await.ok()?;
+                Some((global, local))
+            };
+            tokio::pin!(acquire);
+            let permits = loop {
+                tokio::select! {
+                    biased;
+                    Some(done) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
+                        self.take_in(id, limits, running, done).await?;
+                    }
+                    permits = &mut acquire => break permits,
+                }
+            };
+            let Some(permits) = permits else {
+                return Ok(None);
+            };
+            // Permits may have taken a while: devices may have ended since, and the rollout
+            // may have been halted, aborted or paused.
+            while let Some(done) = running.tasks.try_join_next_with_id() {
+                self.take_in(id, limits, running, done).await?;
+            }
+            match self.ledger.proceed_now(id).await {
+                Proceed::Go => return Ok(Some(permits)),
+                Proceed::Stop => return Ok(None),
+                Proceed::Wait => drop(permits),
+            }
+        }
     }
 
     /// Whether the rollout may start its next device ([`Ledger::may_go_on`], which waits while

@@ -344,14 +344,7 @@ impl Ledger {
                 return false;
             };
             let changed = control.changed.notified();
-            let Ok(r) = self.db.rollout_view(id).await else {
-                return false;
-            };
-            // Nothing new starts while writes fail: a step must be recorded before it runs.
-            if self.db.writes_failing().is_some() {
-                return false;
-            }
-            match policy::proceed(r, self.shutdown.is_requested()) {
+            match self.proceed_now(id).await {
                 Proceed::Go => return true,
                 Proceed::Stop => return false,
                 Proceed::Wait => {}
@@ -361,6 +354,22 @@ impl Ledger {
                 _ = self.shutdown.requested() => return false,
             }
         }
+    }
+
+    /// Whether the rollout may start its next device now, without waiting: `Wait` while it
+    /// is paused.
+    pub(crate) async fn proceed_now(&self, id: &str) -> Proceed {
+        if self.control(id).is_none() {
+            return Proceed::Stop;
+        }
+        let Ok(r) = self.db.rollout_view(id).await else {
+            return Proceed::Stop;
+        };
+        // Nothing new starts while writes fail: a step must be recorded before it runs.
+        if self.db.writes_failing().is_some() {
+            return Proceed::Stop;
+        }
+        policy::proceed(r, self.shutdown.is_requested())
     }
 
     /// Wait for an operator request or shutdown.

@@ -1000,6 +1000,104 @@ async fn crash_campaign_ten_kills_every_device_upgraded_and_reloaded_once() {
     rig.stop().await;
 }
 
+/// A playbook of the lab's devices `names` only, one at a time.
+fn playbook_of(names: &[&str]) -> String {
+    playbook("strategy:\n  canary: 0\n  concurrency: 1\n")
+        .replace("groups: [lab]", &format!("names: [{}]", names.join(", ")))
+}
+
+/// How many rollouts wait for one of the service's device slots, and how many slots are busy.
+async fn slot_use(rig: &Rig) -> (f64, f64) {
+    let m = crate::metrics::scrape(rig.get("/metrics")).await;
+    (
+        m.one("fleetup_device_slot_waits", &[]),
+        m.one("fleetup_device_slots", &[("state", "busy")]),
+    )
+}
+
+/// A rollout paused while it waits for one of the service's device slots gives the slot back
+/// when it gets it, and takes none while paused: a pause may last hours, and the slot is
+/// another rollout's meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_rollout_gives_back_the_device_slot_it_waited_for() {
+    let rig = Rig::options(3)
+        .serve(|a| a.max_concurrent_devices = 1)
+        .start()
+        .await;
+    let names = rig.names();
+    // The first rollout's device holds the one slot: dark after its reload until let back.
+    assert!(rig.lab.set_fault(&names[0], Fault::ReloadNeverReturns));
+    let first = rig.submit(&playbook_of(&[&names[0]])).await;
+    rig.wait_event(&first, "the first device waiting to be back", |e| {
+        e["kind"] == "step_started" && e["step"] == "wait_back"
+    })
+    .await;
+    let paused = rig.submit(&playbook_of(&[&names[1]])).await;
+    eventually("the second rollout waiting for the slot", || async {
+        (slot_use(&rig).await == (1.0, 1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(rig.action(&paused, "pause").await, StatusCode::OK);
+    let third = rig.submit(&playbook_of(&[&names[2]])).await;
+    eventually("both rollouts waiting for the slot", || async {
+        (slot_use(&rig).await == (2.0, 1.0)).then_some(())
+    })
+    .await;
+
+    // The first device is back: the slot goes to the paused rollout, first in line, which
+    // gives it back; the third rollout runs to its end while the second stays paused.
+    assert!(rig.lab.clear_faults(&names[0]));
+    assert_eq!(rig.wait_end(&first).await["state"], "completed");
+    let d = rig.wait_end(&third).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let d = rig.detail(&paused).await;
+    assert_eq!(d["state"], "paused", "{d:#}");
+    assert_eq!(job_of(&d, &names[1])["state"], "pending", "{d:#}");
+    assert_eq!(
+        slot_use(&rig).await,
+        (0.0, 0.0),
+        "the paused rollout holds and waits for no slot"
+    );
+
+    assert_eq!(rig.action(&paused, "resume").await, StatusCode::OK);
+    let d = rig.wait_end(&paused).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    for name in &names {
+        assert_eq!(rig.lab.state(name).unwrap().reload_count, 1, "{name}");
+    }
+    rig.stop().await;
+}
+
+/// A rollout that waits for its own devices (`concurrency`) holds no slot of the service's
+/// (`--max-concurrent-devices`) meanwhile: another rollout's device starts in the free one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_at_its_own_concurrency_leaves_the_free_device_slot_to_others() {
+    let rig = Rig::options(3)
+        .serve(|a| a.max_concurrent_devices = 2)
+        .start()
+        .await;
+    let names = rig.names();
+    assert!(rig.lab.set_fault(&names[0], Fault::ReloadNeverReturns));
+    let first = rig.submit(&playbook_of(&[&names[0], &names[1]])).await;
+    rig.wait_event(&first, "the first device waiting to be back", |e| {
+        e["kind"] == "step_started" && e["step"] == "wait_back" && e["device"] == names[0].as_str()
+    })
+    .await;
+    let other = rig.submit(&playbook_of(&[&names[2]])).await;
+    let d = rig.wait_end(&other).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    let d = rig.detail(&first).await;
+    assert_eq!(
+        job_of(&d, &names[1])["state"],
+        "pending",
+        "the first rollout's concurrency is 1: {d:#}"
+    );
+    assert!(rig.lab.clear_faults(&names[0]));
+    let d = rig.wait_end(&first).await;
+    assert_eq!(d["state"], "completed", "{d:#}");
+    rig.stop().await;
+}
+
 /// A device that failed `never_came_back` but comes back later on the new image is verified
 /// on retry, not reloaded a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
