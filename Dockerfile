@@ -42,9 +42,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/fleetup \
        --shell /usr/sbin/nologin fleetup \
-    && mkdir -p /var/lib/fleetup /var/lib/fleetup-lab \
-    && chown fleetup:fleetup /var/lib/fleetup /var/lib/fleetup-lab \
-    && chmod 0700 /var/lib/fleetup \
+    && mkdir -p /var/lib/fleetup /var/lib/fleetup-lab /var/lib/fleetup-agent \
+       /var/lib/fleetup-agent-token \
+    && chown fleetup:fleetup /var/lib/fleetup /var/lib/fleetup-lab /var/lib/fleetup-agent \
+       /var/lib/fleetup-agent-token \
+    && chmod 0700 /var/lib/fleetup /var/lib/fleetup-agent-token \
     && mkdir -p /srv/fleetup && ln -s /var/lib/fleetup /srv/fleetup/fleetup-data
 USER fleetup
 # Client subcommands run here (`docker compose exec fleetup fleetup image list`) find the

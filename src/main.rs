@@ -216,6 +216,10 @@ enum TokenAction {
         /// The site an agent token is bound to (required with --role agent, refused without).
         #[arg(long, value_name = "SITE")]
         site: Option<String>,
+        /// Print the secret alone, on one line (for a script that stores it, e.g. in the file
+        /// an agent's --token-file reads).
+        #[arg(long)]
+        secret_only: bool,
     },
     /// Every token: name, role, created, revoked; never a secret.
     List,
@@ -918,8 +922,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { client, action } => {
             let c = Client::from_args(&client);
             let out = match action {
-                TokenAction::Create { role, name, site } => {
-                    fleetup::client::access::create_token(&c, &name, role, site.as_deref()).await?
+                TokenAction::Create {
+                    role,
+                    name,
+                    site,
+                    secret_only,
+                } => {
+                    fleetup::client::access::create_token(
+                        &c,
+                        &name,
+                        role,
+                        site.as_deref(),
+                        secret_only,
+                    )
+                    .await?
                 }
                 TokenAction::List => fleetup::client::access::tokens(&c).await?,
                 TokenAction::Revoke { name } => {

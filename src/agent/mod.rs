@@ -93,9 +93,15 @@ pub struct AgentArgs {
         long,
         env = "FLEETUP_AGENT_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
     )]
-    pub token: String,
+    pub token: Option<String>,
+    /// The token, read from this file instead (a Docker or systemd secret, a file of mode
+    /// 0600): surrounding white space is dropped. It never shows in the process list.
+    #[arg(long, env = "FLEETUP_AGENT_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// This agent's name, as the dashboard and `GET /api/v1/agents` show it (default: the host
     /// name and the site, `HOST@SITE`).
     #[arg(long, env = "FLEETUP_AGENT_NAME", value_name = "NAME")]
@@ -275,6 +281,37 @@ pub enum AgentError {
     FileServer(#[from] crate::serve::ServeError),
 }
 
+/// The agent's token: `--token`'s, or the content of `--token-file`, trimmed; never empty.
+fn token_of(args: &AgentArgs) -> Result<String, AgentError> {
+    let token = match (&args.token, &args.token_file) {
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                AgentError::Usage(format!(
+                    "--token-file {}: cannot read the token: {e}",
+                    path.display()
+                ))
+            })?;
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                return Err(AgentError::Usage(format!(
+                    "--token-file {} is empty: it must hold a token of the service (an agent \
+                     token of this site)",
+                    path.display()
+                )));
+            }
+            token
+        }
+        (Some(token), None) => token.trim().to_string(),
+        (None, None) => String::new(),
+    };
+    if token.is_empty() {
+        return Err(AgentError::Usage(
+            "--token must be a token of the service (an agent token of this site)".into(),
+        ));
+    }
+    Ok(token)
+}
+
 /// At most this many transfers go with a heartbeat.
 const TRANSFERS_REPORTED: usize = 50;
 
@@ -309,11 +346,7 @@ impl Agent {
                     args.server
                 ))
             })?;
-        if args.token.trim().is_empty() {
-            return Err(AgentError::Usage(
-                "--token must be a token of the service (an agent token of this site)".into(),
-            ));
-        }
+        let token = token_of(args)?;
         let name = args
             .name
             .clone()
@@ -434,7 +467,7 @@ impl Agent {
                     .build()
                     .unwrap_or_else(|_| crate::http_client::client()),
                 server,
-                token: args.token.trim().to_string(),
+                token,
             },
             cache,
             transfers,

@@ -7,18 +7,22 @@ use crate::access::Role;
 use crate::api::{AuditList, CreatedToken, TokenList, TokenView};
 
 /// Make a token: its name, role (and an agent token's site) and the secret, which the service
-/// shows this once.
+/// shows this once; with `secret_only`, the secret alone on its line.
 pub async fn create_token(
     c: &Client,
     name: &str,
     role: Role,
     site: Option<&str>,
+    secret_only: bool,
 ) -> Result<String, ClientError> {
     let mut body = json!({"name": name, "role": role});
     if let Some(site) = site {
         body["site"] = json!(site);
     }
     let t: CreatedToken = c.post_json("/tokens", &body).await?;
+    if secret_only {
+        return Ok(format!("{}\n", t.secret));
+    }
     let of_site = t
         .token
         .site

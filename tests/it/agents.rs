@@ -13,7 +13,8 @@ use serde_json::Value;
 use sha2::Digest as _;
 
 use crate::support::{
-    IMAGE, IMAGE_VERSION, Rig, TOKEN, assert_every_device_reloaded_once, eventually, jobs, playbook,
+    IMAGE, IMAGE_VERSION, Rig, TOKEN, assert_every_device_reloaded_once, assert_success,
+    eventually, jobs, playbook, stdout,
 };
 
 /// A `fleetup agent` process for `site`, beating every second.
@@ -41,25 +42,29 @@ impl AgentProcess {
         dir: &Path,
         extra: &[&str],
     ) -> AgentProcess {
-        Self::start_as(server, site, name, dir, extra, TOKEN)
+        Self::start_as(server, site, name, dir, extra, Some(TOKEN))
     }
 
-    /// An agent that presents `token`.
+    /// An agent that presents `token` (`FLEETUP_AGENT_TOKEN`); with none, `extra` says where
+    /// its token is.
     fn start_as(
         server: &str,
         site: &str,
         name: &str,
         dir: &Path,
         extra: &[&str],
-        token: &str,
+        token: Option<&str>,
     ) -> AgentProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetup"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fleetup"));
+        if let Some(token) = token {
+            command.env("FLEETUP_AGENT_TOKEN", token);
+        }
+        let mut child = command
             .args(["agent", "--site", site, "--server", server, "--name", name])
             .arg("--data-dir")
             .arg(dir)
             .args(["--tftp", "127.0.0.1:0", "--heartbeat", "1"])
             .args(extra)
-            .env("FLEETUP_AGENT_TOKEN", token)
             .env("FLEETUP_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -574,6 +579,46 @@ async fn call_as(
     (status, message)
 }
 
+/// An agent refuses to start, saying why, without a token it can use: a `--token-file` it
+/// cannot read or that holds nothing, both `--token` and `--token-file`, or neither.
+#[test]
+fn an_agent_without_a_usable_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    let empty = empty.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let data = dir.path().join("data");
+    for (args, said) in [
+        (vec!["--token-file", missing], "cannot read the token"),
+        (vec!["--token-file", empty], "is empty"),
+        (
+            vec!["--token-file", empty, "--token", "x"],
+            "cannot be used with",
+        ),
+        (vec![], "--token"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fleetup"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("FLEETUP_") {
+                command.env_remove(k);
+            }
+        }
+        let out = command
+            .args(["agent", "--site", "lab", "--server", "http://127.0.0.1:9"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--tftp", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {said:?} in {stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_token_runs_its_own_sites_jobs_and_nothing_else() {
     let rig = Rig::options(3).start().await;
@@ -593,7 +638,27 @@ async fn an_agent_token_runs_its_own_sites_jobs_and_nothing_else() {
         let said: Value = refused.json().await.unwrap();
         assert_eq!(said["error"]["message"], why, "{said:#}");
     }
-    let lab = new_token(&rig, "agent-lab-token", "agent", Some("lab")).await;
+    // The lab's token, minted as a script would for the agent's --token-file.
+    let minted = rig
+        .fleetup(&[
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--site",
+            "lab",
+            "--name",
+            "agent-lab-token",
+            "--secret-only",
+        ])
+        .await;
+    assert_success(&minted);
+    let lab = stdout(&minted);
+    assert_eq!(lab.lines().count(), 1, "the secret alone: {lab:?}");
+    let lab = lab.trim().to_string();
+    assert!(lab.len() >= 32, "{lab:?}");
+    let token_file = rig.dir.path().join("agent-lab-token");
+    std::fs::write(&token_file, format!("{lab}\n")).unwrap();
     let elsewhere = new_token(&rig, "agent-elsewhere-token", "agent", Some("elsewhere")).await;
     let listed = rig.get_json("/api/v1/tokens").await;
     let site_of = |name: &str| {
@@ -609,7 +674,15 @@ async fn an_agent_token_runs_its_own_sites_jobs_and_nothing_else() {
 
     // The lab's agent, with the lab's token, drives the lab's devices.
     let dir = tempfile::tempdir().unwrap();
-    let _agent = AgentProcess::start_as(&rig.base_url(), "lab", "agent-lab", dir.path(), &[], &lab);
+    let token_file = token_file.to_str().unwrap();
+    let _agent = AgentProcess::start_as(
+        &rig.base_url(),
+        "lab",
+        "agent-lab",
+        dir.path(),
+        &["--token-file", token_file],
+        None,
+    );
     wait_driving(&rig, "agent-lab").await;
     let id = rig
         .submit(&playbook(

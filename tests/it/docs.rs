@@ -430,11 +430,76 @@ fn compose_cluster_has_postgres_two_nodes_and_an_agent_with_valid_commands() {
         "the agent talks to a node: {}",
         agent[server + 1]
     );
+    // The agent never gets the admin token: it reads an agent token of its site from a file
+    // that `agent-lab-token` mints once, with a real `token create` command line.
+    let env = &services["agent-lab"]["environment"];
+    assert!(
+        env.get("FLEETUP_AGENT_TOKEN").is_none(),
+        "the agent takes no token from the caller's environment: {env}"
+    );
+    let file = env["FLEETUP_AGENT_TOKEN_FILE"]
+        .as_str()
+        .expect("the agent reads its token from a file");
+    let minter = &services["agent-lab-token"];
+    assert_eq!(strings(&minter["profiles"]), vec!["cluster".to_string()]);
+    assert_eq!(
+        services["agent-lab"]["depends_on"]["agent-lab-token"]["condition"],
+        "service_completed_successfully"
+    );
+    let script = strings(&minter["command"]).join("\n");
+    assert!(
+        script.contains(&format!("f={file}\n")),
+        "the token goes to {file}: {script}"
+    );
+    let create: Vec<&str> = script
+        .lines()
+        .find(|l| l.trim_start().starts_with("fleetup token create"))
+        .expect("a `fleetup token create` line")
+        .split_whitespace()
+        .skip(1)
+        .take_while(|a| *a != ">")
+        .collect();
+    help(&create);
+    for pair in [["--role", "agent"], ["--site", "lab"]] {
+        assert!(create.windows(2).any(|w| w == pair), "{pair:?}: {create:?}");
+    }
+    assert!(create.contains(&"--secret-only"), "{create:?}");
+    assert!(
+        agent.windows(2).any(|w| w == ["--site", "lab"]),
+        "the token's site is the agent's: {agent:?}"
+    );
+    let mount_of = |service: &str| {
+        strings(&services[service]["volumes"])
+            .into_iter()
+            .find(|v| v.starts_with("agent-lab-token:"))
+            .unwrap_or_else(|| panic!("{service} mounts agent-lab-token"))
+    };
+    let dir = mount_of("agent-lab-token")
+        .split(':')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(file.starts_with(&format!("{dir}/")), "{file} is in {dir}");
+    assert_eq!(
+        mount_of("agent-lab"),
+        format!("agent-lab-token:{dir}:ro"),
+        "the agent reads the token's volume, read-only"
+    );
+    // Docker copies a mount point's owner from the image into a new volume: the image's user
+    // must own the agent's directories.
+    let dockerfile = read("Dockerfile");
+    for path in ["/var/lib/fleetup-agent ", dir.as_str()] {
+        assert!(
+            dockerfile.contains(path.trim_end()),
+            "the Dockerfile makes {path}"
+        );
+    }
     for volume in [
         "fleetup-pg",
         "node-a-data",
         "node-b-data",
         "agent-lab-cache",
+        "agent-lab-token",
     ] {
         assert!(c["volumes"].get(volume).is_some(), "volume {volume}");
     }
