@@ -348,22 +348,22 @@ fn fenced_message(fence: &leases::Fence) -> String {
 
 /// The fence's check of a write made in one round trip ([`Db::write_in_one_trip`]): a
 /// statement of PostgreSQL's simple protocol that returns no row while the epoch holds, and
-/// otherwise fails the transaction with SQLSTATE [`FENCED_STATE`] (`fleetup_fenced`, made by
-/// a migration) and [`fenced_message`]. A job's epoch must be the fence's (a job that is gone
+/// otherwise fails the transaction with SQLSTATE [`FENCED_STATE`] and [`fenced_message`]. It
+/// calls a function (`fleetup_fence_job`, `fleetup_fence_rollout`, made by a migration), whose
+/// read is planned once per connection. A job's epoch must be the fence's (a job that is gone
 /// fails it too); a rollout's, when the rollout is there. `None` when a name cannot be
 /// written as a constant.
 fn pg_fence_raise(fence: &leases::Fence) -> Option<String> {
-    let read = pg_fence_check(fence)?;
-    let differs = match fence.device {
-        Some(_) => "IS DISTINCT FROM",
-        None => "<>",
-    };
+    let rollout = pg_literal(&fence.rollout)?;
     let message = pg_literal(&fenced_message(fence))?;
-    Some(format!(
-        "SELECT fleetup_fenced({message}, f.e) FROM (SELECT ({read}) AS e) AS f \
-         WHERE f.e {differs} {}",
-        fence.epoch
-    ))
+    let epoch = fence.epoch;
+    Some(match &fence.device {
+        Some(device) => format!(
+            "SELECT * FROM fleetup_fence_job({rollout}, {}, {epoch}, {message})",
+            pg_literal(device)?
+        ),
+        None => format!("SELECT * FROM fleetup_fence_rollout({rollout}, {epoch}, {message})"),
+    })
 }
 
 /// The SQLSTATE of a write refused by [`pg_fence_raise`]'s check.
@@ -1002,11 +1002,34 @@ mod tests {
         );
         let rollout = leases::Fence {
             device: None,
-            ..fence
+            ..fence.clone()
         };
         assert_eq!(
             pg_fence_check(&rollout).as_deref(),
             Some("SELECT lease_epoch FROM rollouts WHERE id = E'r-1'")
+        );
+        // A one-trip write's check calls the migration's functions with constants.
+        assert_eq!(
+            pg_fence_raise(&fence).as_deref(),
+            Some(
+                "SELECT * FROM fleetup_fence_job(E'r-1', E'o''brien', 3, E'rollout r-1 device \
+                 o''brien: the job was claimed again or taken back (epoch 3 here, {now} now); \
+                 this agent no longer writes for it')"
+            )
+        );
+        assert_eq!(
+            pg_fence_raise(&rollout).as_deref(),
+            Some(
+                "SELECT * FROM fleetup_fence_rollout(E'r-1', 3, E'rollout r-1: another node \
+                 took its lease over (epoch 3 here, {now} now); this node no longer writes for it')"
+            )
+        );
+        assert_eq!(
+            pg_fence_raise(&leases::Fence {
+                device: Some("a\0b".into()),
+                ..rollout.clone()
+            }),
+            None
         );
         assert!(PG_BEGIN.contains(&PG_WRITE_LOCK.to_string()));
     }
