@@ -479,9 +479,9 @@ EOF
     fi
 }
 
-# Each configuration starts with nothing of another's left to write to disk: A's lab leaves
-# about 2 GB of flash files in the page cache, which the kernel would otherwise write back
-# while B runs (from 30 s on, by default), on the same two cores.
+# Each configuration starts with nothing of another's left to write to disk: A's lab writes
+# about 2 GB of flash files. The kernel writes them back while A runs (28-48 MiB were left
+# dirty after A in the runs of 2026-12-08), but what is left is not B's to pay for.
 settle() {
     local dirty t0
     dirty=$(awk '/^Dirty:/ { print $2 }' /proc/meminfo)
