@@ -570,6 +570,7 @@ impl Service {
             views: Arc::default(),
             notify,
             job_calls: Arc::default(),
+            site_images: Arc::default(),
         };
 
         let app = api::app(state.clone());

@@ -73,6 +73,8 @@ pub struct AppState {
     pub notify: crate::notify::NotifyStats,
     /// Calls of site agents' jobs answered here, by op, for `/metrics`.
     pub(crate) job_calls: Arc<agents::JobCalls>,
+    /// The images each site needs, as this node read them last for its agents' heartbeats.
+    pub(crate) site_images: Arc<agents::SiteImages>,
 }
 
 /// What the service listens on, for `/api/v1/health` and the dashboard.

@@ -219,24 +219,35 @@ impl Db {
             .collect()
     }
 
-    /// The images that devices of `site` still have to copy, in rollouts that have not ended:
-    /// what the site's agent fetches ahead of them.
-    pub(crate) async fn site_images_in_use(&self, site: &str) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
-            "SELECT DISTINCT j.image, j.kickstart FROM rollout_devices j \
+    /// The images that the devices of each site still have to copy, in rollouts that have not
+    /// ended, by site (devices without a site left out): what each site's agent fetches ahead
+    /// of them. One read for every site: its cost is that of the open jobs, which a node pays
+    /// once for all its agents' heartbeats (`api::agents::SiteImages`), not once per agent.
+    pub(crate) async fn images_in_use_by_site(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, StoreError> {
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT d.site, j.image, j.kickstart FROM rollout_devices j \
              JOIN rollouts r ON r.id = j.rollout_id JOIN devices d ON d.name = j.device \
-             WHERE d.site = $1 AND r.state NOT IN ({}) AND j.state IN ('pending', 'running')",
+             WHERE d.site IS NOT NULL AND r.state NOT IN ({}) \
+             AND j.state IN ('pending', 'running')",
             ended_states()
         ))
-        .bind(site)
         .fetch_all(&self.pool)
         .await?;
-        // The system images and the kickstart images that go with them.
-        let images: std::collections::BTreeSet<String> = rows
+        // The system images and the kickstart images that go with them, sorted, once each.
+        let mut by_site: std::collections::HashMap<String, std::collections::BTreeSet<String>> =
+            std::collections::HashMap::new();
+        for (site, image, kickstart) in rows {
+            by_site
+                .entry(site)
+                .or_default()
+                .extend(std::iter::once(image).chain(kickstart));
+        }
+        Ok(by_site
             .into_iter()
-            .flat_map(|(image, kickstart)| std::iter::once(image).chain(kickstart))
-            .collect();
-        Ok(images.into_iter().collect())
+            .map(|(site, images)| (site, images.into_iter().collect()))
+            .collect())
     }
 
     /// Record a new rollout with all its device jobs, in one transaction.
