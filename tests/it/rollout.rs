@@ -1015,23 +1015,32 @@ async fn slot_use(rig: &Rig) -> (f64, f64) {
     )
 }
 
+/// A lab of three devices and a service of `slots` device slots, running a rollout of the
+/// first `devices` of them one at a time, whose first device holds its slot: dark after its
+/// reload until its fault is cleared. The rig, the devices' names, and that rollout.
+async fn first_device_held(slots: usize, devices: usize) -> (Rig, Vec<String>, String) {
+    let rig = Rig::options(3)
+        .serve(|a| a.max_concurrent_devices = slots)
+        .start()
+        .await;
+    let names = rig.names();
+    assert!(rig.lab.set_fault(&names[0], Fault::ReloadNeverReturns));
+    let of: Vec<&str> = names[..devices].iter().map(String::as_str).collect();
+    let first = rig.submit(&playbook_of(&of)).await;
+    rig.wait_event(&first, "the first device waiting to be back", |e| {
+        e["kind"] == "step_started" && e["step"] == "wait_back" && e["device"] == names[0].as_str()
+    })
+    .await;
+    (rig, names, first)
+}
+
 /// A rollout paused while it waits for one of the service's device slots gives the slot back
 /// when it gets it, and takes none while paused: a pause may last hours, and the slot is
 /// another rollout's meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_rollout_gives_back_the_device_slot_it_waited_for() {
-    let rig = Rig::options(3)
-        .serve(|a| a.max_concurrent_devices = 1)
-        .start()
-        .await;
-    let names = rig.names();
-    // The first rollout's device holds the one slot: dark after its reload until let back.
-    assert!(rig.lab.set_fault(&names[0], Fault::ReloadNeverReturns));
-    let first = rig.submit(&playbook_of(&[&names[0]])).await;
-    rig.wait_event(&first, "the first device waiting to be back", |e| {
-        e["kind"] == "step_started" && e["step"] == "wait_back"
-    })
-    .await;
+    // The first rollout's device holds the one slot.
+    let (rig, names, first) = first_device_held(1, 1).await;
     let paused = rig.submit(&playbook_of(&[&names[1]])).await;
     eventually("the second rollout waiting for the slot", || async {
         (slot_use(&rig).await == (1.0, 1.0)).then_some(())
@@ -1072,17 +1081,7 @@ async fn a_paused_rollout_gives_back_the_device_slot_it_waited_for() {
 /// (`--max-concurrent-devices`) meanwhile: another rollout's device starts in the free one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rollout_at_its_own_concurrency_leaves_the_free_device_slot_to_others() {
-    let rig = Rig::options(3)
-        .serve(|a| a.max_concurrent_devices = 2)
-        .start()
-        .await;
-    let names = rig.names();
-    assert!(rig.lab.set_fault(&names[0], Fault::ReloadNeverReturns));
-    let first = rig.submit(&playbook_of(&[&names[0], &names[1]])).await;
-    rig.wait_event(&first, "the first device waiting to be back", |e| {
-        e["kind"] == "step_started" && e["step"] == "wait_back" && e["device"] == names[0].as_str()
-    })
-    .await;
+    let (rig, names, first) = first_device_held(2, 2).await;
     let other = rig.submit(&playbook_of(&[&names[2]])).await;
     let d = rig.wait_end(&other).await;
     assert_eq!(d["state"], "completed", "{d:#}");
