@@ -142,6 +142,9 @@ async fn heartbeat(
     }))
 }
 
+/// Image file names by site.
+type SitesImages = std::collections::HashMap<String, Vec<String>>;
+
 /// How long this node answers agents' heartbeats with the images it read for their sites
 /// before it reads them again.
 const SITE_IMAGES_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -152,9 +155,6 @@ const SITE_IMAGES_FRESH: std::time::Duration = std::time::Duration::from_secs(2)
 /// most once every [`SITE_IMAGES_FRESH`], one at a time: a heartbeat that comes meanwhile
 /// waits for the read in flight and takes its answer. An image a site needs shows in its
 /// agent's orders that much later at most; a job whose image its agent lacks fetches it then.
-/// Image file names by site.
-type SitesImages = std::collections::HashMap<String, Vec<String>>;
-
 #[derive(Debug, Default)]
 pub(crate) struct SiteImages {
     read: tokio::sync::Mutex<Option<(std::time::Instant, Arc<SitesImages>)>>,
