@@ -14,7 +14,7 @@ use sha2::Digest as _;
 
 use crate::support::{
     IMAGE, IMAGE_VERSION, Rig, TOKEN, assert_every_device_reloaded_once, assert_success,
-    eventually, jobs, playbook, stdout,
+    eventually, fleetup_alone, jobs, playbook, stdout,
 };
 
 /// A `fleetup agent` process for `site`, beating every second.
@@ -599,13 +599,7 @@ fn an_agent_without_a_usable_token_refuses_to_start() {
         ),
         (vec![], "--token"),
     ] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fleetup"));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("FLEETUP_") {
-                command.env_remove(k);
-            }
-        }
-        let out = command
+        let out = fleetup_alone()
             .args(["agent", "--site", "lab", "--server", "http://127.0.0.1:9"])
             .arg("--data-dir")
             .arg(&data)

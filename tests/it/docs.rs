@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -26,14 +25,11 @@ struct HelpFlag {
 /// `fleetup ARGS... --help`, with no `FLEETUP_*` variable set, so the defaults shown are the
 /// binary's own.
 fn help(args: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetup"));
-    cmd.args(args).arg("--help");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("FLEETUP_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.output().expect("run fleetup --help");
+    let out = crate::support::fleetup_alone()
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run fleetup --help");
     assert!(
         out.status.success(),
         "fleetup {args:?} --help failed: {}",

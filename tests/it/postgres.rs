@@ -20,6 +20,14 @@ fn postgres_for(dir: &Path) -> String {
     )
 }
 
+/// A store on a fresh database of the test PostgreSQL, and the directory it keeps its files in.
+async fn pg_store() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
+    let db = Db::connect(&url, dir.path()).await.unwrap();
+    (dir, db)
+}
+
 fn by_name(tables: &[Table]) -> Vec<&str> {
     tables.iter().map(|t| t.name.as_str()).collect()
 }
@@ -211,27 +219,21 @@ async fn db_migrate_moves_a_sqlite_store_into_postgres_whole() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn postgres_job_rows_keep_the_rev_of_their_last_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
-    let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
+    let (_dir, pg) = pg_store().await;
     crate::store::job_rows_keep_the_rev_of_their_last_change(&pg).await;
 }
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn postgres_a_lease_renewal_alone_leaves_the_jobs_rev() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
-    let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
+    let (_dir, pg) = pg_store().await;
     crate::store::a_lease_renewal_alone_leaves_the_jobs_rev(&pg).await;
 }
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn postgres_a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
-    let pg = Db::connect(&pg_url, dir.path()).await.unwrap();
+    let (_dir, pg) = pg_store().await;
     crate::store::a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing(&pg).await;
 }
 
@@ -244,9 +246,7 @@ async fn postgres_a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing() 
 async fn postgres_a_writer_dropped_while_it_waits_for_the_lock_leaves_nothing_held() {
     use fleetup::rollout::model::{EventKind, StepState};
     use sqlx::Executor;
-    let dir = tempfile::tempdir().unwrap();
-    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
-    let db = Db::connect(&pg_url, dir.path()).await.unwrap();
+    let (_dir, db) = pg_store().await;
     crate::store::rollout_with_jobs(&db, &["sw1"]).await;
     let write = |db: Db| async move {
         db.record_step(
@@ -317,9 +317,7 @@ async fn postgres_a_writer_dropped_while_it_waits_for_the_lock_leaves_nothing_he
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn postgres_a_name_written_as_a_constant_reads_back_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
-    let db = Db::connect(&pg_url, dir.path()).await.unwrap();
+    let (_dir, db) = pg_store().await;
     for name in [
         "sw1",
         "it's",
@@ -362,9 +360,7 @@ async fn postgres_a_name_written_as_a_constant_reads_back_as_it_is() {
 #[ignore = "needs PostgreSQL: run by scripts/test's PostgreSQL pass"]
 async fn postgres_a_rollout_views_catch_up_reads_at_once_what_the_reads_one_by_one_read() {
     use fleetup::rollout::model::{EventKind, StepState};
-    let dir = tempfile::tempdir().unwrap();
-    let pg_url: DatabaseUrl = postgres_for(dir.path()).parse().unwrap();
-    let db = Db::connect(&pg_url, dir.path()).await.unwrap();
+    let (_dir, db) = pg_store().await;
     crate::store::rollout_with_jobs(&db, &["sw1", "sw2", "sw3"]).await;
     let step = |device: &'static str, step: &'static str, kind: EventKind| {
         let state = match kind {

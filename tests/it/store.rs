@@ -380,30 +380,30 @@ async fn db_migrate_refuses_a_store_a_service_is_running_on() {
     assert_eq!(devices, Some(Some(1)), "{report:#}");
 }
 
-#[tokio::test]
-async fn sqlite_job_rows_keep_the_rev_of_their_last_change() {
+/// A store on a fresh SQLite file, and the directory that holds it.
+async fn sqlite_store() -> (tempfile::TempDir, fleetup::store::Db) {
     let dir = tempfile::tempdir().unwrap();
     let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
         .await
         .unwrap();
+    (dir, db)
+}
+
+#[tokio::test]
+async fn sqlite_job_rows_keep_the_rev_of_their_last_change() {
+    let (_dir, db) = sqlite_store().await;
     job_rows_keep_the_rev_of_their_last_change(&db).await;
 }
 
 #[tokio::test]
 async fn sqlite_a_lease_renewal_alone_leaves_the_jobs_rev() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
-        .await
-        .unwrap();
+    let (_dir, db) = sqlite_store().await;
     a_lease_renewal_alone_leaves_the_jobs_rev(&db).await;
 }
 
 #[tokio::test]
 async fn sqlite_reads_a_rollout_views_catch_up_one_by_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
-        .await
-        .unwrap();
+    let (_dir, db) = sqlite_store().await;
     rollout_with_jobs(&db, &["sw1"]).await;
     // No one-round-trip read on SQLite (`postgres::` has it): the view reads one by one.
     assert!(
@@ -416,10 +416,7 @@ async fn sqlite_reads_a_rollout_views_catch_up_one_by_one() {
 
 #[tokio::test]
 async fn sqlite_a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = fleetup::store::Db::open(&dir.path().join("fleetup.db"))
-        .await
-        .unwrap();
+    let (_dir, db) = sqlite_store().await;
     a_step_record_at_a_stale_epoch_is_refused_and_keeps_nothing(&db).await;
 }
 

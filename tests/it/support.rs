@@ -91,6 +91,18 @@ pub async fn wait_reloads_mid_wave(rig: &Rig, id: &str, wave: usize, sent: usize
     .await
 }
 
+/// The `fleetup` binary as a command that sees none of this process's `FLEETUP_` variables:
+/// only the flags and environment the test gives it.
+pub fn fleetup_alone() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetup"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FLEETUP_") {
+            command.env_remove(k);
+        }
+    }
+    command
+}
+
 /// The database URL of a test's service on `data_dir`, when the suite runs on PostgreSQL
 /// (`FLEETUP_TEST_POSTGRES`, a superuser's URL, set by scripts/test's PostgreSQL pass): a fresh
 /// database of its own, created at the first start and kept for every restart on the same data
